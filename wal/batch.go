@@ -1,0 +1,301 @@
+package wal
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Batch is one atomic unit of writes: the log records, the table state they
+// produce, the table counters and the idempotency entries, committed as ONE
+// Badger transaction. Reads through the batch see its own pending writes, so
+// versions and conditions chain correctly inside a batch.
+//
+// Only one Batch is open at a time; Begin blocks while another is open.
+// A Batch must end with Commit or Discard.
+type Batch struct {
+	db      *DB
+	txn     *badger.Txn
+	next    uint64 // LSN of the next record
+	recs    []Record
+	tables  map[string]*tableMeta
+	size    int64 // estimated bytes in the transaction
+	done    bool
+}
+
+type tableMeta struct {
+	keys    int64
+	lastLSN uint64
+}
+
+// TableInfo describes one table.
+type TableInfo struct {
+	Name    string
+	Keys    int64
+	LastLSN uint64
+}
+
+// Begin opens the batch that the next records go to.
+func (db *DB) Begin() *Batch {
+	db.writeMu.Lock()
+	return &Batch{
+		db:     db,
+		txn:    db.bdb.NewTransaction(true),
+		next:   db.last.Load() + 1,
+		tables: map[string]*tableMeta{},
+	}
+}
+
+// Len is the number of log records in the batch.
+func (b *Batch) Len() int { return len(b.recs) }
+
+// Size estimates the bytes the batch adds to the store.
+func (b *Batch) Size() int64 { return b.size }
+
+// Records are the records of the batch, in LSN order. CommittedAt is set
+// by Commit.
+func (b *Batch) Records() []Record { return b.recs }
+
+// Get reads the current state of a key, including this batch's writes.
+func (b *Batch) Get(table, key string) (State, bool, error) {
+	return getState(b.txn, table, key)
+}
+
+func getState(txn *badger.Txn, table, key string) (State, bool, error) {
+	it, err := txn.Get(stateKey(table, key))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return State{}, false, nil
+	}
+	if err != nil {
+		return State{}, false, fmt.Errorf("wal: get %s/%s: %w", table, key, err)
+	}
+	var st State
+	err = it.Value(func(v []byte) error {
+		var derr error
+		st, derr = decodeState(v)
+		return derr
+	})
+	if err != nil {
+		return State{}, false, fmt.Errorf("wal: get %s/%s: %w", table, key, err)
+	}
+	return st, true, nil
+}
+
+// check applies a write condition: AnyVersion passes, 0 requires the key to
+// be absent, any other value must equal the current version.
+func check(cur State, exists bool, ifVersion uint64) error {
+	if ifVersion == AnyVersion {
+		return nil
+	}
+	have := uint64(0)
+	if exists {
+		have = cur.Version
+	}
+	if have != ifVersion {
+		return ErrVersionConflict
+	}
+	return nil
+}
+
+func (b *Batch) table(name string) (*tableMeta, error) {
+	if m, ok := b.tables[name]; ok {
+		return m, nil
+	}
+	m := &tableMeta{}
+	it, err := b.txn.Get(tableKey(name))
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("wal: table %s: %w", name, err)
+	default:
+		if err := it.Value(func(v []byte) error {
+			if len(v) != 16 {
+				return errCorrupt
+			}
+			m.keys = int64(be64get(v))
+			m.lastLSN = be64get(v[8:])
+			return nil
+		}); err != nil {
+			return nil, fmt.Errorf("wal: table %s: %w", name, err)
+		}
+	}
+	b.tables[name] = m
+	return m, nil
+}
+
+// Put appends a put record and sets the key's state. value must stay
+// unchanged until the batch ends. ifVersion is AnyVersion, 0 (the key must
+// not exist) or the version the key must have; otherwise ErrVersionConflict
+// and nothing is written.
+func (b *Batch) Put(table, key string, value []byte, actor string, ifVersion uint64) (Record, error) {
+	cur, exists, err := b.Get(table, key)
+	if err != nil {
+		return Record{}, err
+	}
+	if err := check(cur, exists, ifVersion); err != nil {
+		return Record{}, err
+	}
+	tm, err := b.table(table)
+	if err != nil {
+		return Record{}, err
+	}
+	r := Record{LSN: b.next, Table: table, Key: key, Op: OpPut, Value: value, Version: cur.Version + 1, Actor: actor}
+	sk := stateKey(table, key)
+	sv := appendState(make([]byte, 0, 16+len(value)), State{Value: value, Version: r.Version, LSN: r.LSN})
+	if err := b.txn.Set(sk, sv); err != nil {
+		return Record{}, fmt.Errorf("wal: put %s/%s: %w", table, key, err)
+	}
+	if !exists {
+		tm.keys++
+	}
+	tm.lastLSN = r.LSN
+	b.next++
+	b.recs = append(b.recs, r)
+	b.size += int64(2*len(value) + 2*len(key) + 2*len(table) + 64)
+	return r, nil
+}
+
+// Delete appends a delete record and removes the key's state: ErrNotFound
+// when the key does not exist, ErrVersionConflict when ifVersion does not
+// match.
+func (b *Batch) Delete(table, key, actor string, ifVersion uint64) (Record, error) {
+	cur, exists, err := b.Get(table, key)
+	if err != nil {
+		return Record{}, err
+	}
+	if !exists {
+		return Record{}, ErrNotFound
+	}
+	if err := check(cur, exists, ifVersion); err != nil {
+		return Record{}, err
+	}
+	tm, err := b.table(table)
+	if err != nil {
+		return Record{}, err
+	}
+	r := Record{LSN: b.next, Table: table, Key: key, Op: OpDelete, Actor: actor}
+	if err := b.txn.Delete(stateKey(table, key)); err != nil {
+		return Record{}, fmt.Errorf("wal: delete %s/%s: %w", table, key, err)
+	}
+	tm.keys--
+	tm.lastLSN = r.LSN
+	b.next++
+	b.recs = append(b.recs, r)
+	b.size += int64(2*len(key) + 2*len(table) + 64)
+	return r, nil
+}
+
+// Idem returns the answer stored for an idempotency key, including one set
+// earlier in this batch.
+func (b *Batch) Idem(scope, key string) ([]byte, bool, error) {
+	it, err := b.txn.Get(idemKey(scope, key))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("wal: idempotency key %s/%s: %w", scope, key, err)
+	}
+	v, err := it.ValueCopy(nil)
+	if err != nil {
+		return nil, false, fmt.Errorf("wal: idempotency key %s/%s: %w", scope, key, err)
+	}
+	return v, true, nil
+}
+
+// SetIdem stores the answer of an idempotency key, kept for ttl (0: forever).
+func (b *Batch) SetIdem(scope, key string, answer []byte, ttl time.Duration) error {
+	e := badger.NewEntry(idemKey(scope, key), answer)
+	if ttl > 0 {
+		e = e.WithTTL(ttl)
+	}
+	if err := b.txn.SetEntry(e); err != nil {
+		return fmt.Errorf("wal: set idempotency key %s/%s: %w", scope, key, err)
+	}
+	b.size += int64(len(scope) + len(key) + len(answer) + 32)
+	return nil
+}
+
+// Commit writes the batch as one transaction: log records (stamped with the
+// commit time), table state, table counters, idempotency entries and the LSN
+// counters. It is not durable until Sync. On error nothing of the batch is
+// in the store, and the store is marked failed: Badger may have applied part
+// of a failed commit to its memtable (DESIGN.md, "Storage faults").
+func (b *Batch) Commit() error {
+	if b.done {
+		return errors.New("wal: commit of a finished batch")
+	}
+	defer b.end()
+	db := b.db
+	if db.failed.Load() {
+		b.txn.Discard()
+		return ErrFailed
+	}
+	if len(b.recs) == 0 && len(b.tables) == 0 {
+		// Idempotency entries alone are still worth committing.
+		if err := b.txn.Commit(); err != nil {
+			db.failed.Store(true)
+			return fmt.Errorf("wal: commit idempotency entries: %w", err)
+		}
+		return nil
+	}
+	at := db.now().UTC()
+	var logBytes int64
+	buf := make([]byte, 0, 256)
+	for i := range b.recs {
+		r := &b.recs[i]
+		r.CommittedAt = at
+		buf = appendRecord(buf[:0], r)
+		v := append([]byte(nil), buf...)
+		if err := b.txn.Set(logKey(r.LSN), v); err != nil {
+			b.txn.Discard()
+			return fmt.Errorf("wal: commit batch of %d at lsn %d: %w", len(b.recs), b.recs[0].LSN, err)
+		}
+		logBytes += int64(9 + len(v))
+	}
+	for name, m := range b.tables {
+		v := make([]byte, 16)
+		be64put(v, uint64(m.keys))
+		be64put(v[8:], m.lastLSN)
+		if err := b.txn.Set(tableKey(name), v); err != nil {
+			b.txn.Discard()
+			return fmt.Errorf("wal: commit table %s: %w", name, err)
+		}
+	}
+	last := b.next - 1
+	total := db.logBytes.Load() + logBytes
+	if err := b.txn.Set([]byte("mlast"), be64(last)); err != nil {
+		b.txn.Discard()
+		return fmt.Errorf("wal: commit batch at lsn %d: %w", last, err)
+	}
+	if err := b.txn.Set(metaLogBytes, be64(uint64(total))); err != nil {
+		b.txn.Discard()
+		return fmt.Errorf("wal: commit batch at lsn %d: %w", last, err)
+	}
+	if err := b.txn.Commit(); err != nil {
+		db.failed.Store(true)
+		first := uint64(0)
+		if len(b.recs) > 0 {
+			first = b.recs[0].LSN
+		}
+		return fmt.Errorf("wal: commit batch of %d at lsn %d: %w", len(b.recs), first, err)
+	}
+	db.logBytes.Store(total)
+	db.last.Store(last)
+	return nil
+}
+
+// Discard drops the batch; nothing of it is written.
+func (b *Batch) Discard() {
+	if b.done {
+		return
+	}
+	b.txn.Discard()
+	b.end()
+}
+
+func (b *Batch) end() {
+	b.done = true
+	b.db.writeMu.Unlock()
+}

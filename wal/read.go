@@ -1,0 +1,182 @@
+package wal
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// ReadLog calls fn for each record with after < LSN <= upto, in LSN order, at
+// most limit records (limit <= 0: no limit); rec.Value is a copy fn may keep.
+// It answers ErrTrimmed when records after `after` were removed by retention:
+// the reader has missed changes and must start again from a snapshot.
+func (db *DB) ReadLog(after, upto uint64, limit int, fn func(Record) error) error {
+	if upto > db.last.Load() {
+		upto = db.last.Load()
+	}
+	if after >= upto {
+		if after+1 < db.first.Load() && after < db.last.Load() {
+			return ErrTrimmed
+		}
+		return nil
+	}
+	return db.bdb.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindLog}, PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		want := after + 1
+		n := 0
+		for it.Seek(logKey(want)); it.Valid(); it.Next() {
+			lsn := binary.BigEndian.Uint64(it.Item().Key()[1:])
+			if lsn > upto {
+				return nil
+			}
+			if lsn != want {
+				// LSNs are gap-free and retention only removes the oldest,
+				// so a jump means the records before lsn are gone.
+				return ErrTrimmed
+			}
+			var rec Record
+			err := it.Item().Value(func(v []byte) error {
+				var derr error
+				rec, derr = decodeRecord(lsn, v)
+				return derr
+			})
+			if err != nil {
+				return fmt.Errorf("wal: read log at lsn %d: %w", lsn, err)
+			}
+			if err := fn(rec); err != nil {
+				return err
+			}
+			want++
+			n++
+			if limit > 0 && n >= limit {
+				return nil
+			}
+		}
+		if want <= upto {
+			return ErrTrimmed // everything from want on was trimmed while we read
+		}
+		return nil
+	})
+}
+
+// Snapshot is a consistent read view of table state at one LSN. Close it
+// when done: an open snapshot holds Badger's read timestamp back.
+//
+// Its LSN may include commits not yet synced (at most one group-commit
+// interval); callers that promise durability cap what they publish by the
+// durable LSN instead.
+type Snapshot struct {
+	txn *badger.Txn
+	lsn uint64
+}
+
+// Snapshot opens a read view of the committed state.
+func (db *DB) Snapshot() (*Snapshot, error) {
+	txn := db.bdb.NewTransaction(false)
+	lsn, _, err := getUint(txn, []byte("mlast"))
+	if err != nil {
+		txn.Discard()
+		return nil, fmt.Errorf("wal: snapshot: %w", err)
+	}
+	return &Snapshot{txn: txn, lsn: lsn}, nil
+}
+
+// LSN is the last LSN whose effects the snapshot holds.
+func (s *Snapshot) LSN() uint64 { return s.lsn }
+
+// Close releases the snapshot. Safe to call twice.
+func (s *Snapshot) Close() { s.txn.Discard() }
+
+// Get reads one key.
+func (s *Snapshot) Get(table, key string) (State, bool, error) {
+	return getState(s.txn, table, key)
+}
+
+// Scan calls fn for the keys of table greater than after, in key order, at
+// most limit (limit <= 0: all). more reports whether keys remain.
+func (s *Snapshot) Scan(table, after string, limit int, fn func(key string, st State) error) (more bool, err error) {
+	prefix := statePrefix(table)
+	it := s.txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 100})
+	defer it.Close()
+	start := stateKey(table, after)
+	n := 0
+	for it.Seek(start); it.Valid(); it.Next() {
+		k := it.Item().Key()
+		key := string(k[len(prefix):])
+		if after != "" && key <= after {
+			continue
+		}
+		if limit > 0 && n >= limit {
+			return true, nil
+		}
+		var st State
+		if err := it.Item().Value(func(v []byte) error {
+			var derr error
+			st, derr = decodeState(v)
+			return derr
+		}); err != nil {
+			return false, fmt.Errorf("wal: scan %s at %q: %w", table, key, err)
+		}
+		if err := fn(key, st); err != nil {
+			return false, err
+		}
+		n++
+	}
+	return false, nil
+}
+
+// Table describes one table; ok is false when it has never had a key.
+func (s *Snapshot) Table(name string) (TableInfo, bool, error) {
+	it, err := s.txn.Get(tableKey(name))
+	if err == badger.ErrKeyNotFound {
+		return TableInfo{Name: name}, false, nil
+	}
+	if err != nil {
+		return TableInfo{}, false, fmt.Errorf("wal: table %s: %w", name, err)
+	}
+	ti := TableInfo{Name: name}
+	err = it.Value(func(v []byte) error {
+		if len(v) != 16 {
+			return errCorrupt
+		}
+		ti.Keys, ti.LastLSN = int64(be64get(v)), be64get(v[8:])
+		return nil
+	})
+	return ti, err == nil, err
+}
+
+// Tables calls fn for tables named after `after`, in name order, at most
+// limit (<= 0: all); more reports whether tables remain. A table whose keys
+// were all deleted is still listed, with Keys 0.
+func (s *Snapshot) Tables(after string, limit int, fn func(TableInfo) error) (more bool, err error) {
+	it := s.txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindTable}, PrefetchValues: true})
+	defer it.Close()
+	n := 0
+	for it.Seek(tableKey(after)); it.Valid(); it.Next() {
+		name := string(it.Item().Key()[1:])
+		if after != "" && name <= after {
+			continue
+		}
+		if limit > 0 && n >= limit {
+			return true, nil
+		}
+		ti := TableInfo{Name: name}
+		if err := it.Item().Value(func(v []byte) error {
+			if len(v) != 16 {
+				return errCorrupt
+			}
+			ti.Keys, ti.LastLSN = int64(be64get(v)), be64get(v[8:])
+			return nil
+		}); err != nil {
+			return false, fmt.Errorf("wal: tables at %q: %w", name, err)
+		}
+		if err := fn(ti); err != nil {
+			return false, err
+		}
+		n++
+	}
+	return false, nil
+}
+

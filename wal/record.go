@@ -1,0 +1,184 @@
+package wal
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Op is what a log record did to its key.
+type Op uint8
+
+const (
+	// OpPut inserted or replaced the key's value.
+	OpPut Op = 1
+	// OpDelete removed the key.
+	OpDelete Op = 2
+)
+
+func (o Op) String() string {
+	switch o {
+	case OpPut:
+		return "put"
+	case OpDelete:
+		return "delete"
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+// Record is one entry of the log: one change to one key of one table.
+type Record struct {
+	LSN         uint64
+	Table       string
+	Key         string
+	Op          Op
+	Value       []byte // JSON; nil for OpDelete
+	Version     uint64 // the key's version after this change (0 after a delete)
+	Actor       string // who wrote it: driver, dispatch, warehouse, tables, …
+	CommittedAt time.Time
+}
+
+// State is the current value of one key.
+type State struct {
+	Value   []byte
+	Version uint64 // 1 for the first put, +1 for each later put
+	LSN     uint64 // the LSN of the record that wrote this value
+}
+
+// Key space. Every key starts with a one-byte kind so that prefixes never
+// overlap: table names and keys are validated by the engine to hold no 0x00,
+// so "s" + table + 0x00 + key is unambiguous.
+const (
+	kindLog   = 'l' // l + be64(lsn)            → encoded Record
+	kindState = 's' // s + table + 0x00 + key   → encoded State
+	kindTable = 't' // t + table                → be64(keys) + be64(last lsn)
+	kindIdem  = 'i' // i + scope + 0x00 + key   → caller's answer bytes (with TTL)
+	kindMeta  = 'm' // m + name                 → meta values
+)
+
+var (
+	metaFirst    = []byte("mfirst")    // be64: the oldest LSN still in the log
+	metaLogBytes = []byte("mlogbytes") // be64: bytes of log records retained
+)
+
+func logKey(lsn uint64) []byte {
+	k := make([]byte, 9)
+	k[0] = kindLog
+	binary.BigEndian.PutUint64(k[1:], lsn)
+	return k
+}
+
+func stateKey(table, key string) []byte {
+	k := make([]byte, 0, 2+len(table)+len(key))
+	k = append(k, kindState)
+	k = append(k, table...)
+	k = append(k, 0)
+	return append(k, key...)
+}
+
+func statePrefix(table string) []byte {
+	k := make([]byte, 0, 2+len(table))
+	k = append(k, kindState)
+	k = append(k, table...)
+	return append(k, 0)
+}
+
+func tableKey(table string) []byte {
+	return append([]byte{kindTable}, table...)
+}
+
+func idemKey(scope, key string) []byte {
+	k := make([]byte, 0, 2+len(scope)+len(key))
+	k = append(k, kindIdem)
+	k = append(k, scope...)
+	k = append(k, 0)
+	return append(k, key...)
+}
+
+func be64(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
+
+// appendRecord encodes r without its LSN (the LSN is the key):
+// op, actor, committed_at, version, table, key, value.
+func appendRecord(b []byte, r *Record) []byte {
+	b = append(b, byte(r.Op))
+	b = binary.AppendUvarint(b, uint64(len(r.Actor)))
+	b = append(b, r.Actor...)
+	b = binary.AppendVarint(b, r.CommittedAt.UnixNano())
+	b = binary.AppendUvarint(b, r.Version)
+	b = binary.AppendUvarint(b, uint64(len(r.Table)))
+	b = append(b, r.Table...)
+	b = binary.AppendUvarint(b, uint64(len(r.Key)))
+	b = append(b, r.Key...)
+	return append(b, r.Value...)
+}
+
+var errCorrupt = errors.New("corrupt record")
+
+func decodeRecord(lsn uint64, b []byte) (Record, error) {
+	r := Record{LSN: lsn}
+	if len(b) < 1 {
+		return r, errCorrupt
+	}
+	r.Op = Op(b[0])
+	b = b[1:]
+	str := func() (string, bool) {
+		n, w := binary.Uvarint(b)
+		if w <= 0 || uint64(len(b)-w) < n {
+			return "", false
+		}
+		s := string(b[w : w+int(n)])
+		b = b[w+int(n):]
+		return s, true
+	}
+	var ok bool
+	if r.Actor, ok = str(); !ok {
+		return r, errCorrupt
+	}
+	ns, w := binary.Varint(b)
+	if w <= 0 {
+		return r, errCorrupt
+	}
+	b = b[w:]
+	r.CommittedAt = time.Unix(0, ns).UTC()
+	v, w := binary.Uvarint(b)
+	if w <= 0 {
+		return r, errCorrupt
+	}
+	b = b[w:]
+	r.Version = v
+	if r.Table, ok = str(); !ok {
+		return r, errCorrupt
+	}
+	if r.Key, ok = str(); !ok {
+		return r, errCorrupt
+	}
+	if len(b) > 0 {
+		r.Value = append([]byte(nil), b...)
+	}
+	return r, nil
+}
+
+func appendState(b []byte, s State) []byte {
+	b = binary.BigEndian.AppendUint64(b, s.Version)
+	b = binary.BigEndian.AppendUint64(b, s.LSN)
+	return append(b, s.Value...)
+}
+
+func decodeState(b []byte) (State, error) {
+	if len(b) < 16 {
+		return State{}, errCorrupt
+	}
+	return State{
+		Version: binary.BigEndian.Uint64(b),
+		LSN:     binary.BigEndian.Uint64(b[8:]),
+		Value:   append([]byte(nil), b[16:]...),
+	}, nil
+}
+
+func be64get(b []byte) uint64    { return binary.BigEndian.Uint64(b) }
+func be64put(b []byte, v uint64) { binary.BigEndian.PutUint64(b, v) }

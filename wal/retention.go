@@ -1,0 +1,84 @@
+package wal
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Retention bounds the log. Zero fields do not bound.
+type Retention struct {
+	MaxAge   time.Duration // drop records committed longer ago than this
+	MaxBytes int64         // drop the oldest records while the log is larger
+}
+
+// Trim deletes at most max of the oldest log records that the retention
+// policy no longer keeps, in one transaction, and answers how many it
+// deleted. The caller runs it between batches (it takes the writer's turn),
+// and calls it again while it answers max, so that a writer waits at most
+// one bounded trim. Table state is never trimmed.
+func (db *DB) Trim(p Retention, max int) (int, error) {
+	if p.MaxAge <= 0 && p.MaxBytes <= 0 {
+		return 0, nil
+	}
+	db.writeMu.Lock()
+	defer db.writeMu.Unlock()
+	if db.failed.Load() {
+		return 0, ErrFailed
+	}
+	cutoff := time.Time{}
+	if p.MaxAge > 0 {
+		cutoff = db.now().Add(-p.MaxAge)
+	}
+	total := db.logBytes.Load()
+	first := db.first.Load()
+	txn := db.bdb.NewTransaction(true)
+	defer txn.Discard()
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindLog}, PrefetchValues: true, PrefetchSize: 256})
+	n := 0
+	for it.Seek(logKey(first)); it.Valid() && n < max; it.Next() {
+		item := it.Item()
+		lsn := binary.BigEndian.Uint64(item.Key()[1:])
+		size := int64(9 + item.ValueSize())
+		old := false
+		if !cutoff.IsZero() {
+			if err := item.Value(func(v []byte) error {
+				r, err := decodeRecord(lsn, v)
+				old = err == nil && r.CommittedAt.Before(cutoff)
+				return err
+			}); err != nil {
+				it.Close()
+				return 0, fmt.Errorf("wal: trim at lsn %d: %w", lsn, err)
+			}
+		}
+		if !old && !(p.MaxBytes > 0 && total > p.MaxBytes) {
+			break
+		}
+		if err := txn.Delete(item.KeyCopy(nil)); err != nil {
+			it.Close()
+			return 0, fmt.Errorf("wal: trim at lsn %d: %w", lsn, err)
+		}
+		total -= size
+		first = lsn + 1
+		n++
+	}
+	it.Close()
+	if n == 0 {
+		return 0, nil
+	}
+	if err := txn.Set(metaFirst, be64(first)); err != nil {
+		return 0, fmt.Errorf("wal: trim to lsn %d: %w", first, err)
+	}
+	if err := txn.Set(metaLogBytes, be64(uint64(total))); err != nil {
+		return 0, fmt.Errorf("wal: trim to lsn %d: %w", first, err)
+	}
+	if err := txn.Commit(); err != nil {
+		db.failed.Store(true)
+		return 0, fmt.Errorf("wal: trim to lsn %d: %w", first, err)
+	}
+	db.first.Store(first)
+	db.logBytes.Store(total)
+	return n, nil
+}

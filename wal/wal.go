@@ -1,0 +1,229 @@
+package wal
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Sentinel errors. The engine maps them to its own answers.
+var (
+	// ErrVersionConflict: a conditional write named a version the key does not have.
+	ErrVersionConflict = errors.New("wal: version conflict")
+	// ErrNotFound: the key does not exist.
+	ErrNotFound = errors.New("wal: not found")
+	// ErrTrimmed: the requested LSN is older than the retained log.
+	ErrTrimmed = errors.New("wal: lsn older than the retained log")
+	// ErrFailed: an earlier Sync or Commit failed; the handle must be closed
+	// and the store reopened (or the process restarted) before any more writes.
+	ErrFailed = errors.New("wal: store failed, reopen required")
+)
+
+// AnyVersion makes a Put or Delete unconditional.
+const AnyVersion = ^uint64(0)
+
+// Options configure Open.
+type Options struct {
+	// Dir holds the Badger files.
+	Dir string
+	// MemoryBytes caps what Badger keeps in memory: memtables, block cache and
+	// index cache are sized from it. 0 means 96 MiB.
+	MemoryBytes int64
+	// Logger receives Badger's own warnings and errors; nil discards them.
+	Logger *slog.Logger
+	// Now stamps commits (committed_at) and judges retention by age; nil
+	// means time.Now. Tests set it to move time.
+	Now func() time.Time
+}
+
+// DB is the store. Exactly one Batch may be open at a time (the committer's);
+// ReadLog and Snapshot are safe for concurrent use.
+type DB struct {
+	bdb *badger.DB
+	dir string
+
+	writeMu sync.Mutex // held by the one open Batch, and by Trim: one writer at a time
+
+	// Owned by the writer (under writeMu), published atomically for readers.
+	last     atomic.Uint64 // last committed LSN
+	first    atomic.Uint64 // oldest retained LSN (last+1 when the log is empty)
+	logBytes atomic.Int64  // bytes of retained log records (keys + values)
+	failed   atomic.Bool
+
+	maxBatchBytes int64
+	now           func() time.Time
+	closeOnce     sync.Once
+	closeErr      error
+}
+
+// Open opens or creates the store in opt.Dir and recovers the LSN counters.
+func Open(opt Options) (*DB, error) {
+	mem := opt.MemoryBytes
+	if mem <= 0 {
+		mem = 96 << 20
+	}
+	// A small box: two memtables of mem/4 each, and the rest for caches.
+	// Badger's write WAL is a memtable-sized mmapped file per memtable.
+	bo := badger.DefaultOptions(opt.Dir).
+		WithMemTableSize(mem / 4).
+		WithNumMemtables(2).
+		WithBlockCacheSize(mem / 4).
+		WithIndexCacheSize(mem / 8).
+		WithNumLevelZeroTables(3).
+		WithNumLevelZeroTablesStall(8).
+		WithNumCompactors(2).
+		WithValueLogFileSize(64 << 20).
+		WithDetectConflicts(false). // one writer: nothing to detect
+		WithMetricsEnabled(false).
+		WithSyncWrites(false). // group commit: the caller calls Sync
+		WithLogger(badgerLogger{opt.Logger})
+	bdb, err := badger.Open(bo)
+	if err != nil {
+		return nil, fmt.Errorf("wal: open %s: %w", opt.Dir, err)
+	}
+	db := &DB{bdb: bdb, dir: opt.Dir, maxBatchBytes: bdb.MaxBatchSize(), now: opt.Now}
+	if db.now == nil {
+		db.now = time.Now
+	}
+	if err := db.recover(); err != nil {
+		bdb.Close()
+		return nil, fmt.Errorf("wal: recover %s: %w", opt.Dir, err)
+	}
+	return db, nil
+}
+
+// recover reads the counters back. The last LSN is the highest log key, or
+// the meta counter when retention has emptied the log.
+func (db *DB) recover() error {
+	return db.bdb.View(func(txn *badger.Txn) error {
+		var last, first uint64
+		var logBytes int64
+		if v, ok, err := getUint(txn, []byte("mlast")); err != nil {
+			return err
+		} else if ok {
+			last = v
+		}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindLog}, Reverse: true})
+		it.Seek(logKey(^uint64(0)))
+		if it.Valid() {
+			if l := binary.BigEndian.Uint64(it.Item().Key()[1:]); l > last {
+				last = l
+			}
+		}
+		it.Close()
+		if v, ok, err := getUint(txn, metaFirst); err != nil {
+			return err
+		} else if ok {
+			first = v
+		} else {
+			first = 1
+		}
+		if v, ok, err := getUint(txn, metaLogBytes); err != nil {
+			return err
+		} else if ok {
+			logBytes = int64(v)
+		}
+		if first > last+1 {
+			first = last + 1
+		}
+		db.last.Store(last)
+		db.first.Store(first)
+		db.logBytes.Store(logBytes)
+		return nil
+	})
+}
+
+func getUint(txn *badger.Txn, k []byte) (uint64, bool, error) {
+	it, err := txn.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	var v uint64
+	err = it.Value(func(b []byte) error {
+		if len(b) != 8 {
+			return errCorrupt
+		}
+		v = binary.BigEndian.Uint64(b)
+		return nil
+	})
+	return v, err == nil, err
+}
+
+// LastLSN is the LSN of the last committed record (0 for an empty store).
+// Committed is not durable: see Sync.
+func (db *DB) LastLSN() uint64 { return db.last.Load() }
+
+// FirstLSN is the oldest LSN still in the log; LastLSN()+1 when it is empty.
+func (db *DB) FirstLSN() uint64 { return db.first.Load() }
+
+// LogBytes is the size of the retained log records, keys and values.
+func (db *DB) LogBytes() int64 { return db.logBytes.Load() }
+
+// MaxBatchBytes is the largest transaction Badger accepts with these
+// options; a caller must keep its batches well below it.
+func (db *DB) MaxBatchBytes() int64 { return db.maxBatchBytes }
+
+// Size reports Badger's on-disk LSM and value-log sizes.
+func (db *DB) Size() (lsm, vlog int64) { return db.bdb.Size() }
+
+// Sync makes every commit so far durable (fsync of Badger's WAL and value
+// log). After an error the store is failed: Badger reports a lost write only
+// once, so nothing committed since the last good Sync may be acknowledged,
+// and no later write may be trusted to this handle.
+func (db *DB) Sync() error {
+	if db.failed.Load() {
+		return ErrFailed
+	}
+	if err := db.bdb.Sync(); err != nil {
+		db.failed.Store(true)
+		return fmt.Errorf("wal: sync %s at lsn %d: %w", db.dir, db.last.Load(), err)
+	}
+	return nil
+}
+
+// Failed reports whether a Sync or Commit has failed on this handle.
+func (db *DB) Failed() bool { return db.failed.Load() }
+
+// Close flushes and closes the store. Safe to call twice.
+func (db *DB) Close() error {
+	db.closeOnce.Do(func() {
+		if err := db.bdb.Close(); err != nil {
+			db.closeErr = fmt.Errorf("wal: close %s: %w", db.dir, err)
+		}
+	})
+	return db.closeErr
+}
+
+// RunGC reclaims value-log space; cheap when there is nothing to reclaim.
+func (db *DB) RunGC() {
+	for db.bdb.RunValueLogGC(0.5) == nil {
+	}
+}
+
+// badgerLogger sends Badger's warnings and errors to slog and drops its
+// chatty info and debug lines.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any) {
+	if b.l != nil {
+		b.l.Error(fmt.Sprintf(f, a...), "component", "badger")
+	}
+}
+
+func (b badgerLogger) Warningf(f string, a ...any) {
+	if b.l != nil {
+		b.l.Warn(fmt.Sprintf(f, a...), "component", "badger")
+	}
+}
+
+func (badgerLogger) Infof(string, ...any)  {}
+func (badgerLogger) Debugf(string, ...any) {}
