@@ -16,13 +16,13 @@ import (
 // Only one Batch is open at a time; Begin blocks while another is open.
 // A Batch must end with Commit or Discard.
 type Batch struct {
-	db      *DB
-	txn     *badger.Txn
-	next    uint64 // LSN of the next record
-	recs    []Record
-	tables  map[string]*tableMeta
-	size    int64 // estimated bytes in the transaction
-	done    bool
+	db     *DB
+	txn    *badger.Txn
+	next   uint64 // LSN of the next record
+	recs   []Record
+	tables map[string]*tableMeta
+	size   int64 // estimated bytes in the transaction
+	done   bool
 }
 
 type tableMeta struct {

@@ -179,4 +179,3 @@ func (s *Snapshot) Tables(after string, limit int, fn func(TableInfo) error) (mo
 	}
 	return false, nil
 }
-
