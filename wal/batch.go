@@ -22,6 +22,7 @@ type Batch struct {
 	recs   []Record
 	tables map[string]*tableMeta
 	size   int64 // estimated bytes in the transaction
+	at     time.Time
 	done   bool
 }
 
@@ -45,8 +46,13 @@ func (db *DB) Begin() *Batch {
 		txn:    db.bdb.NewTransaction(true),
 		next:   db.last.Load() + 1,
 		tables: map[string]*tableMeta{},
+		at:     db.now().UTC(),
 	}
 }
+
+// CommittedAt is the time stamped on every record of the batch: the time
+// the batch began, so that an answer built before Commit can carry it.
+func (b *Batch) CommittedAt() time.Time { return b.at }
 
 // Len is the number of log records in the batch.
 func (b *Batch) Len() int { return len(b.recs) }
@@ -54,8 +60,7 @@ func (b *Batch) Len() int { return len(b.recs) }
 // Size estimates the bytes the batch adds to the store.
 func (b *Batch) Size() int64 { return b.size }
 
-// Records are the records of the batch, in LSN order. CommittedAt is set
-// by Commit.
+// Records are the records of the batch, in LSN order.
 func (b *Batch) Records() []Record { return b.recs }
 
 // Get reads the current state of a key, including this batch's writes.
@@ -141,7 +146,7 @@ func (b *Batch) Put(table, key string, value []byte, actor string, ifVersion uin
 	if err != nil {
 		return Record{}, err
 	}
-	r := Record{LSN: b.next, Table: table, Key: key, Op: OpPut, Value: value, Version: cur.Version + 1, Actor: actor}
+	r := Record{LSN: b.next, Table: table, Key: key, Op: OpPut, Value: value, Version: cur.Version + 1, Actor: actor, CommittedAt: b.at}
 	sk := stateKey(table, key)
 	sv := appendState(make([]byte, 0, 16+len(value)), State{Value: value, Version: r.Version, LSN: r.LSN})
 	if err := b.txn.Set(sk, sv); err != nil {
@@ -155,6 +160,43 @@ func (b *Batch) Put(table, key string, value []byte, actor string, ifVersion uin
 	b.recs = append(b.recs, r)
 	b.size += int64(2*len(value) + 2*len(key) + 2*len(table) + 64)
 	return r, nil
+}
+
+// PutSeries appends one put record per value to one key, in order, and
+// sets the key's state to the last value only: the log keeps the whole
+// series (a driver's trail), the state the latest (its position). It is
+// unconditional. values must stay unchanged until the batch ends.
+func (b *Batch) PutSeries(table, key string, values [][]byte, actor string) ([]Record, error) {
+	if len(values) == 0 {
+		return nil, nil
+	}
+	cur, exists, err := b.Get(table, key)
+	if err != nil {
+		return nil, err
+	}
+	tm, err := b.table(table)
+	if err != nil {
+		return nil, err
+	}
+	start := len(b.recs)
+	for i, v := range values {
+		b.recs = append(b.recs, Record{LSN: b.next + uint64(i), Table: table, Key: key, Op: OpPut, Value: v,
+			Version: cur.Version + uint64(i) + 1, Actor: actor, CommittedAt: b.at})
+		b.size += int64(len(v) + len(key) + len(table) + 40)
+	}
+	last := b.recs[len(b.recs)-1]
+	sv := appendState(make([]byte, 0, 16+len(last.Value)), State{Value: last.Value, Version: last.Version, LSN: last.LSN})
+	if err := b.txn.Set(stateKey(table, key), sv); err != nil {
+		b.recs = b.recs[:start]
+		return nil, fmt.Errorf("wal: put series %s/%s: %w", table, key, err)
+	}
+	b.size += int64(len(sv) + len(key) + len(table) + 16)
+	if !exists {
+		tm.keys++
+	}
+	tm.lastLSN = last.LSN
+	b.next += uint64(len(values))
+	return b.recs[start:], nil
 }
 
 // Delete appends a delete record and removes the key's state: ErrNotFound
@@ -175,7 +217,7 @@ func (b *Batch) Delete(table, key, actor string, ifVersion uint64) (Record, erro
 	if err != nil {
 		return Record{}, err
 	}
-	r := Record{LSN: b.next, Table: table, Key: key, Op: OpDelete, Actor: actor}
+	r := Record{LSN: b.next, Table: table, Key: key, Op: OpDelete, Actor: actor, CommittedAt: b.at}
 	if err := b.txn.Delete(stateKey(table, key)); err != nil {
 		return Record{}, fmt.Errorf("wal: delete %s/%s: %w", table, key, err)
 	}
@@ -217,8 +259,7 @@ func (b *Batch) SetIdem(scope, key string, answer []byte, ttl time.Duration) err
 	return nil
 }
 
-// Commit writes the batch as one transaction: log records (stamped with the
-// commit time), table state, table counters, idempotency entries and the LSN
+// Commit writes the batch as one transaction: log records, table state, table counters, idempotency entries and the LSN
 // counters. It is not durable until Sync. On error nothing of the batch is
 // in the store, and the store is marked failed: Badger may have applied part
 // of a failed commit to its memtable (DESIGN.md, "Storage faults").
@@ -240,12 +281,10 @@ func (b *Batch) Commit() error {
 		}
 		return nil
 	}
-	at := db.now().UTC()
 	var logBytes int64
 	buf := make([]byte, 0, 256)
 	for i := range b.recs {
 		r := &b.recs[i]
-		r.CommittedAt = at
 		buf = appendRecord(buf[:0], r)
 		v := append([]byte(nil), buf...)
 		if err := b.txn.Set(logKey(r.LSN), v); err != nil {

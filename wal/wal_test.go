@@ -330,3 +330,27 @@ func TestConcurrentReadersSeeGapFreePrefix(t *testing.T) {
 	default:
 	}
 }
+
+func TestPutSeriesKeepsEveryRecordAndTheLatestState(t *testing.T) {
+	db := open(t, t.TempDir(), nil)
+	defer db.Close()
+	b := db.Begin()
+	mustPut(t, b, "positions", "d1", `{"seq":1}`)
+	recs, err := b.PutSeries("positions", "d1", [][]byte{[]byte(`{"seq":2}`), []byte(`{"seq":3}`), []byte(`{"seq":4}`)}, "driver")
+	if err != nil || len(recs) != 3 || recs[0].LSN != 2 || recs[2].Version != 4 {
+		t.Fatalf("put series: %+v %v", recs, err)
+	}
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, db, 0); len(got) != 4 || string(got[3].Value) != `{"seq":4}` {
+		t.Fatalf("log: %+v", got)
+	}
+	s, _ := db.Snapshot()
+	defer s.Close()
+	st, _, _ := s.Get("positions", "d1")
+	ti, _, _ := s.Table("positions")
+	if string(st.Value) != `{"seq":4}` || st.Version != 4 || st.LSN != 4 || ti.Keys != 1 {
+		t.Fatalf("state %+v table %+v", st, ti)
+	}
+}

@@ -1,0 +1,289 @@
+package engine
+
+import (
+	"time"
+
+	"routehound/wal"
+)
+
+// pending holds what is committed but not yet synced: the items to answer
+// and the records to publish once an fsync covers them.
+type pending struct {
+	items []*item
+	lanes []*lane // lane of each item
+	recs  []wal.Record
+	due   time.Time // the earliest deadline of an item's contract for its fsync
+}
+
+func (p *pending) empty() bool { return len(p.items) == 0 }
+
+// run is the committer: the single writer to the wal. It owns p and the
+// open batch; everything else reaches it through the lanes.
+func (e *Engine) run() {
+	defer close(e.stopped)
+	var p pending
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	nextMaint := time.Now()
+	stopping := false
+	for {
+		if e.failed.Load() {
+			e.refuseAll()
+			if stopping {
+				return
+			}
+			select {
+			case <-e.wake:
+			case <-e.stop:
+				stopping = true
+			}
+			continue
+		}
+		e.commitBatch(&p)
+		now := time.Now()
+		waiting := e.anyWaiting()
+		// Sync when a contract is due, or when draining for shutdown.
+		if !p.empty() && (!now.Before(p.due) || (stopping && !waiting)) {
+			e.sync(&p)
+		}
+		if now.After(nextMaint) {
+			nextMaint = now.Add(e.maintain())
+		}
+		if waiting {
+			continue
+		}
+		if stopping && p.empty() {
+			return
+		}
+		var tc <-chan time.Time
+		if !p.empty() {
+			timer.Reset(time.Until(p.due))
+			tc = timer.C
+		} else {
+			timer.Reset(time.Until(nextMaint))
+			tc = timer.C
+		}
+		select {
+		case <-e.wake:
+		case <-tc:
+		case <-e.stop:
+			stopping = true
+		}
+	}
+}
+
+func (e *Engine) anyWaiting() bool {
+	for _, l := range e.order {
+		if l.waiting() {
+			return true
+		}
+	}
+	return false
+}
+
+// pick chooses the lane that gives the next item of a batch: the first lane
+// in priority order that has work and is under its weighted share of the
+// batch; when every lane with work is past its share, the first with work.
+// A lane never passes its own batch bound.
+func (e *Engine) pick(used map[*lane]int) *lane {
+	var fallback *lane
+	for _, l := range e.order {
+		if used[l] >= l.cfg.BatchBound || !l.waiting() {
+			continue
+		}
+		if used[l] < e.quota[l] {
+			return l
+		}
+		if fallback == nil {
+			fallback = l
+		}
+	}
+	return fallback
+}
+
+// commitBatch builds one bounded batch from the lanes and commits it.
+func (e *Engine) commitBatch(p *pending) {
+	var b *wal.Batch
+	used := map[*lane]int{}
+	t0 := time.Now()
+	n0 := len(p.items)
+	for {
+		l := e.pick(used)
+		if l == nil {
+			break
+		}
+		it := l.peek()
+		if b != nil && (b.Len()+it.units > e.cfg.BatchRecords || b.Size()+it.bytes > e.cfg.BatchBytes) {
+			break // the batch is full; the item opens the next one
+		}
+		l.pop()
+		it.taken = time.Now()
+		l.stats.QueueWait.Observe(it.taken.Sub(it.arrived))
+		used[l] += it.units
+		if l.cfg.MaxWait > 0 && it.taken.Sub(it.arrived) > l.cfg.MaxWait {
+			l.stats.reject(reasonOf(ErrQueueTimeout))
+			e.answer(l, it, result{err: ErrQueueTimeout})
+			continue
+		}
+		if b == nil {
+			b = e.db.Begin()
+		}
+		ta := time.Now()
+		size0, recs0 := b.Size(), b.Len()
+		res, err := it.apply(b)
+		if err != nil {
+			// The batch cannot be committed whole. Items already applied
+			// may be async (accepted, no waiter), so they cannot be failed
+			// one by one: stop the engine, answer everyone, let a restart
+			// recover from the last good commit.
+			b.Discard()
+			e.failStore(err, p, []*item{it}, []*lane{l})
+			return
+		}
+		it.res = res
+		l.stats.BytesWritten.Add(uint64(b.Size() - size0))
+		l.stats.Records.Add(uint64(b.Len() - recs0))
+		l.stats.CommitterNanos.Add(int64(time.Since(ta)))
+		p.items = append(p.items, it)
+		p.lanes = append(p.lanes, l)
+		if due := it.taken.Add(l.cfg.FlushWithin); p.due.IsZero() || due.Before(p.due) {
+			p.due = due
+		}
+	}
+	if b == nil {
+		return
+	}
+	if b.Len() == 0 && len(p.items) == n0 {
+		b.Discard()
+		return
+	}
+	tc := time.Now()
+	recs := b.Records()
+	if err := b.Commit(); err != nil {
+		e.failStore(err, p, nil, nil)
+		return
+	}
+	commit := time.Since(tc)
+	p.recs = append(p.recs, recs...)
+	e.totals.Batches.Add(1)
+	e.totals.CommitNanos.Add(int64(commit))
+	e.totals.BusyNanos.Add(int64(time.Since(t0)))
+	e.share(p.lanes[n0:], p.items[n0:], commit, func(s *LaneStats) { s.Batches.Add(1) })
+}
+
+// share splits a committer cost among the lanes of items by their units,
+// and runs once(lane) for each lane present.
+func (e *Engine) share(lanes []*lane, items []*item, d time.Duration, once func(*LaneStats)) {
+	total := 0
+	per := map[*lane]int{}
+	for i, l := range lanes {
+		per[l] += items[i].units
+		total += items[i].units
+	}
+	if total == 0 {
+		return
+	}
+	for l, u := range per {
+		l.stats.CommitterNanos.Add(int64(d) * int64(u) / int64(total))
+		once(&l.stats)
+	}
+}
+
+// sync makes every pending commit durable with one fsync, then answers the
+// waiters and publishes the records, in LSN order.
+func (e *Engine) sync(p *pending) {
+	t0 := time.Now()
+	if err := e.db.Sync(); err != nil {
+		e.failStore(err, p, nil, nil)
+		return
+	}
+	d := time.Since(t0)
+	e.totals.Fsyncs.Add(1)
+	e.totals.SyncNanos.Add(int64(d))
+	e.totals.BusyNanos.Add(int64(d))
+	e.totals.SyncTime.Observe(d)
+	e.share(p.lanes, p.items, d, func(s *LaneStats) { s.Fsyncs.Add(1) })
+	if n := len(p.recs); n > 0 {
+		e.durable.Store(p.recs[n-1].LSN)
+		if subs := e.published.Load(); subs != nil {
+			for _, fn := range *subs {
+				fn(p.recs)
+			}
+		}
+	}
+	for i, it := range p.items {
+		e.answer(p.lanes[i], it, it.res)
+	}
+	clear(p.items)
+	clear(p.recs)
+	*p = pending{items: p.items[:0], lanes: p.lanes[:0], recs: p.recs[:0]}
+}
+
+// answer completes one item: the waiter gets its result, the lane its units
+// back, the ledger the latency.
+func (e *Engine) answer(l *lane, it *item, r result) {
+	if r.err == nil {
+		if it.durable != nil {
+			it.durable()
+		}
+		if l.cfg.Contract != Async && !r.dup {
+			l.stats.Accepted.Add(uint64(it.units))
+		}
+	} else if it.done == nil {
+		// An async write that failed after it was accepted is not silently
+		// dropped: it only fails with the store, and then the client resends
+		// everything above its durable_seq.
+		l.stats.reject(reasonOf(r.err))
+	}
+	l.stats.Latency.Observe(time.Since(it.arrived))
+	if it.done != nil {
+		it.done <- r // buffered: never blocks the committer
+	}
+	l.release(it.units)
+}
+
+// failStore stops the engine after a storage error: nothing of the failed
+// batch or of the unsynced commits is acknowledged, writes are refused, and
+// main is told so it can restart the process (DESIGN.md, "Storage faults").
+func (e *Engine) failStore(err error, p *pending, extra []*item, extraLanes []*lane) {
+	e.failed.Store(true)
+	e.log.Error("storage failed: refusing writes until restart", "err", err, "durable_lsn", e.durable.Load())
+	for i, it := range p.items {
+		e.answer(p.lanes[i], it, result{err: ErrUnavailable})
+	}
+	for i, it := range extra {
+		e.answer(extraLanes[i], it, result{err: ErrUnavailable})
+	}
+	*p = pending{}
+	e.refuseAll()
+	select {
+	case e.fatal <- err:
+	default:
+	}
+}
+
+// refuseAll answers every queued item with ErrUnavailable.
+func (e *Engine) refuseAll() {
+	for _, l := range e.order {
+		for it := l.pop(); it != nil; it = l.pop() {
+			e.answer(l, it, result{err: ErrUnavailable})
+		}
+	}
+}
+
+// maintain runs the periodic chores between batches and says when to come
+// back: one bounded retention step (sooner while there is more to trim) and
+// the free-space check.
+func (e *Engine) maintain() time.Duration {
+	e.checkDisk()
+	n, err := e.db.Trim(e.cfg.Retention, 1000)
+	if err != nil {
+		e.log.Error("log retention failed", "err", err)
+		return time.Second
+	}
+	e.totals.Trimmed.Add(uint64(n))
+	if n == 1000 {
+		return 0 // more to trim: one chunk per committer turn
+	}
+	return time.Second
+}

@@ -1,0 +1,105 @@
+package engine
+
+import (
+	"fmt"
+	"time"
+
+	"routehound/wal"
+)
+
+// Contract is what a writer's answer means.
+type Contract string
+
+const (
+	Sync  Contract = "sync"  // answered after the fsync covering the write
+	Ack   Contract = "ack"   // answered once durable; the fsync may wait FlushWithin
+	Async Contract = "async" // answered at once; durable within FlushWithin
+)
+
+// Lane names: one per writing actor.
+const (
+	LaneDriver    = "driver"
+	LaneDispatch  = "dispatch"
+	LaneWarehouse = "warehouse"
+	LaneTables    = "tables"
+)
+
+// LaneNames lists the lanes in priority order (first drained first).
+var LaneNames = []string{LaneDispatch, LaneTables, LaneWarehouse, LaneDriver}
+
+// LaneConfig configures one lane.
+type LaneConfig struct {
+	Contract    Contract      `toml:"contract"`
+	QueueBound  int           `toml:"queue_bound"`  // units (driver: points; others: writes) queued + in flight
+	BatchBound  int           `toml:"batch_bound"`  // units of this lane in one batch
+	Weight      int           `toml:"weight"`       // share of a batch when lanes compete
+	FlushWithin time.Duration `toml:"flush_within"` // longest delay from commit to fsync
+	MaxWait     time.Duration `toml:"max_wait"`     // longest queue wait before refusal (0: no bound)
+	SLA         time.Duration `toml:"sla"`          // end-to-end latency target, for reports
+}
+
+// Config configures the engine.
+type Config struct {
+	Lanes          map[string]LaneConfig
+	BatchRecords   int           // records in one batch
+	BatchBytes     int64         // bytes in one batch; capped below the wal's transaction limit
+	IdempotencyTTL time.Duration // how long an Idempotency-Key answers its first answer
+	MaxDrivers     int           // distinct drivers tracked for seq dedup
+	Retention      wal.Retention
+	DataDir        string // watched for free space
+	MinFreeBytes   int64  // below this, writes are refused (0: no check)
+}
+
+// DefaultConfig is the engine's configuration when nothing is set.
+func DefaultConfig() Config {
+	return Config{
+		Lanes: map[string]LaneConfig{
+			LaneDispatch:  {Contract: Sync, QueueBound: 1024, BatchBound: 256, Weight: 8, SLA: 5 * time.Millisecond},
+			LaneTables:    {Contract: Sync, QueueBound: 4096, BatchBound: 512, Weight: 4, SLA: 20 * time.Millisecond},
+			LaneWarehouse: {Contract: Ack, QueueBound: 4096, BatchBound: 512, Weight: 4, FlushWithin: 2 * time.Millisecond, MaxWait: 2 * time.Second, SLA: 20 * time.Millisecond},
+			LaneDriver:    {Contract: Async, QueueBound: 200000, BatchBound: 4096, Weight: 2, FlushWithin: 10 * time.Millisecond, SLA: 50 * time.Millisecond},
+		},
+		BatchRecords:   4096,
+		BatchBytes:     2 << 20,
+		IdempotencyTTL: 24 * time.Hour,
+		MaxDrivers:     100000,
+		Retention:      wal.Retention{MaxAge: 7 * 24 * time.Hour, MaxBytes: 2 << 30},
+		MinFreeBytes:   256 << 20,
+	}
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	for _, n := range LaneNames {
+		l, ok := c.Lanes[n]
+		if !ok {
+			return fmt.Errorf("engine: lane %s: not configured", n)
+		}
+		switch l.Contract {
+		case Sync, Ack, Async:
+		default:
+			return fmt.Errorf("engine: lane %s: contract %q is not sync, ack or async", n, l.Contract)
+		}
+		if l.QueueBound <= 0 || l.BatchBound <= 0 || l.Weight <= 0 {
+			return fmt.Errorf("engine: lane %s: queue_bound, batch_bound and weight must be > 0", n)
+		}
+		if l.FlushWithin < 0 || l.MaxWait < 0 {
+			return fmt.Errorf("engine: lane %s: durations must be >= 0", n)
+		}
+		if l.Contract == Async && l.MaxWait > 0 {
+			// An async write is accepted before it is queued; refusing it
+			// later would lose it silently.
+			return fmt.Errorf("engine: lane %s: max_wait needs a sync or ack contract", n)
+		}
+		if l.Contract == Sync && l.FlushWithin > 0 {
+			return fmt.Errorf("engine: lane %s: a sync contract fsyncs at once; flush_within must be 0", n)
+		}
+	}
+	if c.BatchRecords <= 0 || c.BatchBytes <= 0 {
+		return fmt.Errorf("engine: batch_records and batch_bytes must be > 0")
+	}
+	if c.MaxDrivers <= 0 {
+		return fmt.Errorf("engine: max_drivers must be > 0")
+	}
+	return nil
+}

@@ -1,0 +1,182 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"routehound/wal"
+)
+
+// Built-in tables, written only by their actors.
+const (
+	TablePositions   = "positions"
+	TableAssignments = "assignments"
+	TableLoading     = "loading"
+)
+
+// Point is one driver location update: its per-driver sequence number and
+// its JSON as sent (validated by the caller), which is what the log keeps.
+type Point struct {
+	Seq   uint64
+	Value []byte
+}
+
+// DriverAck answers a driver's batch.
+type DriverAck struct {
+	Accepted   int    // points new to the log
+	Duplicates int    // points already accepted earlier (seq at or below the high-water mark)
+	DurableSeq uint64 // highest seq of this driver already durable
+}
+
+// drivers tracks each driver's sequence numbers; bounded by max.
+type drivers struct {
+	mu  sync.Mutex // guards m only; never held across I/O
+	m   map[string]*driverState
+	max int
+}
+
+type driverState struct {
+	mu       sync.Mutex // serializes one driver's submissions; held across the lane push, not across I/O of others
+	loaded   bool
+	accepted uint64        // highest seq accepted (queued, in flight or durable)
+	durable  atomic.Uint64 // highest seq durable
+}
+
+func (d *drivers) get(name string) (*driverState, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if ds, ok := d.m[name]; ok {
+		return ds, nil
+	}
+	if len(d.m) >= d.max {
+		return nil, ErrTooManyDrivers
+	}
+	ds := &driverState{}
+	d.m[name] = ds
+	return ds, nil
+}
+
+// DriverDurableSeq is the highest durable seq of a driver (0 if unknown).
+func (e *Engine) DriverDurableSeq(driver string) (uint64, error) {
+	ds, err := e.drivers.get(driver)
+	if err != nil {
+		return 0, err
+	}
+	ds.mu.Lock()
+	defer ds.mu.Unlock()
+	if err := e.loadDriver(driver, ds); err != nil {
+		return 0, err
+	}
+	return ds.durable.Load(), nil
+}
+
+// loadDriver reads a driver's last durable seq from its latest position
+// the first time the driver is seen in this process. Caller holds ds.mu.
+func (e *Engine) loadDriver(driver string, ds *driverState) error {
+	if ds.loaded {
+		return nil
+	}
+	s, err := e.db.Snapshot()
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	st, ok, err := s.Get(TablePositions, driver)
+	if err != nil {
+		return err
+	}
+	if ok {
+		var p struct {
+			Seq uint64 `json:"seq"`
+		}
+		if err := json.Unmarshal(st.Value, &p); err != nil {
+			return fmt.Errorf("engine: driver %s: stored position: %w", driver, err)
+		}
+		ds.accepted = p.Seq
+		ds.durable.Store(p.Seq)
+	}
+	ds.loaded = true
+	return nil
+}
+
+// SubmitPoints accepts a driver's points. Points whose seq is at or below
+// the driver's high-water mark are duplicates (a retry); the rest go to the
+// driver lane in seq order. With the async contract it answers at once; the
+// points become durable within the lane's FlushWithin and DurableSeq moves.
+// Nothing is accepted when the lane is full (ErrLaneFull).
+func (e *Engine) SubmitPoints(ctx context.Context, driver string, pts []Point) (DriverAck, error) {
+	l := e.lanes[LaneDriver]
+	l.stats.Arrivals.Add(1)
+	ds, err := e.drivers.get(driver)
+	if err != nil {
+		return DriverAck{}, l.refuse(err)
+	}
+	ds.mu.Lock()
+	if err := e.loadDriver(driver, ds); err != nil {
+		ds.mu.Unlock()
+		return DriverAck{}, err
+	}
+	fresh := make([]Point, 0, len(pts))
+	for _, p := range pts {
+		if p.Seq > ds.accepted {
+			fresh = append(fresh, p)
+		}
+	}
+	slices.SortStableFunc(fresh, func(a, b Point) int {
+		switch {
+		case a.Seq < b.Seq:
+			return -1
+		case a.Seq > b.Seq:
+			return 1
+		}
+		return 0
+	})
+	fresh = slices.CompactFunc(fresh, func(a, b Point) bool { return a.Seq == b.Seq })
+	ack := DriverAck{Accepted: len(fresh), Duplicates: len(pts) - len(fresh)}
+	if len(fresh) == 0 {
+		ds.mu.Unlock()
+		l.stats.Duplicates.Add(uint64(ack.Duplicates))
+		ack.DurableSeq = ds.durable.Load()
+		return ack, nil
+	}
+	values := make([][]byte, len(fresh))
+	var size int64
+	for i, p := range fresh {
+		values[i] = p.Value
+		size += int64(len(p.Value) + len(driver) + 64)
+	}
+	top := fresh[len(fresh)-1].Seq
+	it := &item{
+		units: len(fresh),
+		bytes: size,
+		apply: func(b *wal.Batch) (result, error) {
+			_, err := b.PutSeries(TablePositions, driver, values, LaneDriver)
+			return result{}, err
+		},
+		durable: func() {
+			for cur := ds.durable.Load(); cur < top && !ds.durable.CompareAndSwap(cur, top); cur = ds.durable.Load() {
+			}
+		},
+	}
+	if l.cfg.Contract != Async {
+		it.done = make(chan result, 1)
+	}
+	if err := e.enqueue(l, it); err != nil {
+		ds.mu.Unlock()
+		return DriverAck{}, l.refuse(err)
+	}
+	ds.accepted = top
+	ds.mu.Unlock()
+	l.stats.Duplicates.Add(uint64(ack.Duplicates))
+	if l.cfg.Contract == Async {
+		l.stats.Accepted.Add(uint64(ack.Accepted))
+	} else if _, err := wait(ctx, it); err != nil {
+		return DriverAck{}, err
+	}
+	ack.DurableSeq = ds.durable.Load()
+	return ack, nil
+}

@@ -1,0 +1,225 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"routehound/wal"
+)
+
+// Engine owns the lanes and the committer. Submitting is safe for
+// concurrent use; the committer is the only goroutine that writes to the wal.
+type Engine struct {
+	cfg   Config
+	db    *wal.DB
+	log   *slog.Logger
+	lanes map[string]*lane
+	order []*lane // priority order
+	quota map[*lane]int
+
+	wake    chan struct{} // cap 1: "a lane has work"; a full channel already says so
+	stop    chan struct{}
+	stopped chan struct{}
+	fatal   chan error // cap 1: the first storage failure, for main to act on
+
+	closing   atomic.Bool
+	failed    atomic.Bool
+	diskLow   atomic.Bool
+	stopOnce  sync.Once
+	durable   atomic.Uint64 // highest LSN made durable and published
+	published atomic.Pointer[[]func([]wal.Record)]
+	pubMu     sync.Mutex
+
+	drivers drivers
+	totals  Totals
+	started time.Time
+}
+
+// Totals are engine-wide counters.
+type Totals struct {
+	Batches     atomic.Uint64
+	Fsyncs      atomic.Uint64
+	BusyNanos   atomic.Int64 // committer time spent applying, committing and syncing
+	CommitNanos atomic.Int64
+	SyncNanos   atomic.Int64
+	Trimmed     atomic.Uint64 // log records removed by retention
+	SyncTime    Histogram     // one wal.Sync
+}
+
+// New starts an engine over an open store. The caller closes the store
+// after Close returns.
+func New(cfg Config, db *wal.DB, log *slog.Logger) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	// A batch must fit in one Badger transaction with room to spare.
+	if max := db.MaxBatchBytes() / 2; cfg.BatchBytes > max {
+		cfg.BatchBytes = max
+	}
+	e := &Engine{
+		cfg:     cfg,
+		db:      db,
+		log:     log,
+		lanes:   map[string]*lane{},
+		quota:   map[*lane]int{},
+		wake:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		stopped: make(chan struct{}),
+		fatal:   make(chan error, 1),
+		started: time.Now(),
+	}
+	e.drivers.m = map[string]*driverState{}
+	e.drivers.max = cfg.MaxDrivers
+	wsum := 0
+	for _, n := range LaneNames {
+		l := newLane(n, cfg.Lanes[n])
+		e.lanes[n] = l
+		e.order = append(e.order, l)
+		wsum += l.cfg.Weight
+	}
+	for _, l := range e.order {
+		q := cfg.BatchRecords * l.cfg.Weight / wsum
+		e.quota[l] = max(q, 1)
+	}
+	e.durable.Store(db.LastLSN()) // everything recovered on open is durable
+	e.checkDisk()
+	go e.run()
+	return e, nil
+}
+
+// Config is the engine's effective configuration.
+func (e *Engine) Config() Config { return e.cfg }
+
+// Subscribe registers fn to receive every record once it is durable, in LSN
+// order, in batches. fn runs on the committer goroutine: it must not block
+// (hand the records to a bounded buffer and return).
+func (e *Engine) Subscribe(fn func([]wal.Record)) {
+	e.pubMu.Lock()
+	defer e.pubMu.Unlock()
+	var next []func([]wal.Record)
+	if cur := e.published.Load(); cur != nil {
+		next = append(next, *cur...)
+	}
+	next = append(next, fn)
+	e.published.Store(&next)
+}
+
+// DurableLSN is the highest LSN that is durable and published.
+func (e *Engine) DurableLSN() uint64 { return e.durable.Load() }
+
+// Ready reports whether the engine accepts writes.
+func (e *Engine) Ready() bool {
+	return !e.closing.Load() && !e.failed.Load() && !e.diskLow.Load()
+}
+
+// Fatal delivers the storage failure that stopped the engine, once.
+func (e *Engine) Fatal() <-chan error { return e.fatal }
+
+// Uptime is the time since New.
+func (e *Engine) Uptime() time.Duration { return time.Since(e.started) }
+
+// DB is the store, for readers (snapshots, sizes).
+func (e *Engine) DB() *wal.DB { return e.db }
+
+// Close stops accepting writes, lets the committer drain every lane, commit
+// and sync, and waits for it (or for ctx). Safe to call twice.
+func (e *Engine) Close(ctx context.Context) error {
+	e.closing.Store(true)
+	e.stopOnce.Do(func() { close(e.stop) })
+	select {
+	case <-e.stopped:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("engine: close: %w", ctx.Err())
+	}
+}
+
+// admit refuses writes when the engine cannot take them.
+func (e *Engine) admit() error {
+	switch {
+	case e.closing.Load() || e.failed.Load():
+		return ErrUnavailable
+	case e.diskLow.Load():
+		return ErrDiskLow
+	}
+	return nil
+}
+
+// enqueue admits an item into lane l and wakes the committer.
+func (e *Engine) enqueue(l *lane, it *item) error {
+	if err := e.admit(); err != nil {
+		return err
+	}
+	if it.bytes > e.cfg.BatchBytes {
+		return ErrTooLarge
+	}
+	it.arrived = time.Now()
+	if err := l.push(it); err != nil {
+		return err
+	}
+	select {
+	case e.wake <- struct{}{}:
+	default: // already signalled
+	}
+	return nil
+}
+
+// wait blocks until the item is answered or ctx ends. The write may still
+// commit after ctx ends: the committer never drops an admitted item.
+func wait(ctx context.Context, it *item) (any, error) {
+	select {
+	case r := <-it.done:
+		return r.val, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("engine: waiting for commit: %w", ctx.Err())
+	}
+}
+
+// Lane returns the ledger line of a lane, or nil.
+func (e *Engine) Lane(name string) *LaneStats {
+	if l, ok := e.lanes[name]; ok {
+		return &l.stats
+	}
+	return nil
+}
+
+// LaneConfig returns the configuration of a lane.
+func (e *Engine) LaneConfig(name string) LaneConfig { return e.cfg.Lanes[name] }
+
+// Totals returns the engine-wide counters.
+func (e *Engine) Totals() *Totals { return &e.totals }
+
+// Reject counts a request refused before it reached the engine (bad input,
+// auth) on the lane's ledger line.
+func (e *Engine) Reject(laneName, reason string) {
+	if l, ok := e.lanes[laneName]; ok {
+		l.stats.Arrivals.Add(1)
+		l.stats.reject(reason)
+	}
+}
+
+// refuse counts a request the engine itself refused.
+func (l *lane) refuse(err error) error {
+	l.stats.reject(reasonOf(err))
+	return err
+}
+
+// ReadLog reads durable records after `after`, at most limit, in LSN order.
+func (e *Engine) ReadLog(after uint64, limit int, fn func(wal.Record) error) error {
+	err := e.db.ReadLog(after, e.durable.Load(), limit, fn)
+	if errors.Is(err, wal.ErrTrimmed) {
+		return ErrTrimmed
+	}
+	return err
+}
+
+// Snapshot opens a read view of the tables (see wal.Snapshot).
+func (e *Engine) Snapshot() (*wal.Snapshot, error) { return e.db.Snapshot() }

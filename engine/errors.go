@@ -1,0 +1,28 @@
+package engine
+
+import "errors"
+
+// Sentinel errors; the api package maps each to one HTTP answer.
+var (
+	// ErrLaneFull: the actor's lane is at its bound; retry later.
+	ErrLaneFull = errors.New("engine: lane full")
+	// ErrQueueTimeout: the write waited in the queue past its lane's MaxWait
+	// and was not applied.
+	ErrQueueTimeout = errors.New("engine: queue wait bound exceeded")
+	// ErrUnavailable: the engine is closing or its store has failed.
+	ErrUnavailable = errors.New("engine: not accepting writes")
+	// ErrDiskLow: free disk space is below the configured watermark.
+	ErrDiskLow = errors.New("engine: free disk space below the watermark")
+	// ErrVersionConflict: If-Match named a version the key does not have.
+	ErrVersionConflict = errors.New("engine: version conflict")
+	// ErrNotFound: no such key.
+	ErrNotFound = errors.New("engine: not found")
+	// ErrIdempotencyMismatch: an Idempotency-Key was reused for a different request.
+	ErrIdempotencyMismatch = errors.New("engine: idempotency key reused with a different request")
+	// ErrTooManyDrivers: the number of distinct drivers reached MaxDrivers.
+	ErrTooManyDrivers = errors.New("engine: too many drivers")
+	// ErrTooLarge: one write is larger than a batch may hold.
+	ErrTooLarge = errors.New("engine: write larger than a batch")
+	// ErrTrimmed: the requested LSN is older than the retained log.
+	ErrTrimmed = errors.New("engine: lsn older than the retained log")
+)

@@ -1,0 +1,139 @@
+package engine
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"routehound/wal"
+)
+
+// Write is one keyed write: a put (or delete) of one key of one table,
+// optionally conditional and optionally idempotent.
+type Write struct {
+	Table  string
+	Key    string
+	Value  []byte // JSON; ignored for a delete
+	Delete bool
+	// IfVersion is wal.AnyVersion (unconditional), 0 (create only) or the
+	// version the key must have.
+	IfVersion uint64
+	// IdemKey, when set, makes the write idempotent: a later write with the
+	// same key answers this write's answer and changes nothing. The answer
+	// is kept for Config.IdempotencyTTL.
+	IdemKey string
+	// Fingerprint identifies the request behind IdemKey; a reuse of the key
+	// with another fingerprint is refused (ErrIdempotencyMismatch).
+	Fingerprint []byte
+}
+
+// WriteResult is the answer of a keyed write.
+type WriteResult struct {
+	Table       string    `json:"table"`
+	Key         string    `json:"key"`
+	Version     uint64    `json:"version"`
+	LSN         uint64    `json:"lsn"`
+	CommittedAt time.Time `json:"committed_at"`
+	Created     bool      `json:"created"`            // the key did not exist before
+	Deleted     bool      `json:"deleted,omitempty"`  // the write was a delete
+	Replayed    bool      `json:"replayed,omitempty"` // answered from an earlier write with the same IdemKey
+}
+
+// stored is the idempotency entry: the request's fingerprint and the answer.
+type stored struct {
+	Fingerprint []byte      `json:"f"`
+	Result      WriteResult `json:"r"`
+}
+
+// Fingerprint hashes the parts of a request that must match on a retry.
+func Fingerprint(parts ...[]byte) []byte {
+	h := sha256.New()
+	for _, p := range parts {
+		fmt.Fprintf(h, "%d:", len(p))
+		h.Write(p)
+	}
+	return h.Sum(nil)
+}
+
+// Put writes through the named lane (dispatch, warehouse or tables) and
+// waits for the lane's contract: after the fsync (sync) or once durable (ack).
+func (e *Engine) Put(ctx context.Context, laneName string, w Write) (WriteResult, error) {
+	l, ok := e.lanes[laneName]
+	if !ok || laneName == LaneDriver {
+		return WriteResult{}, fmt.Errorf("engine: no keyed lane %q", laneName)
+	}
+	l.stats.Arrivals.Add(1)
+	scope := laneName
+	ttl := e.cfg.IdempotencyTTL
+	it := &item{
+		units: 1,
+		bytes: int64(2*len(w.Value) + 2*len(w.Key) + len(w.Table) + 256),
+		done:  make(chan result, 1),
+	}
+	it.apply = func(b *wal.Batch) (result, error) {
+		if w.IdemKey != "" {
+			raw, ok, err := b.Idem(scope, w.IdemKey)
+			if err != nil {
+				return result{}, err
+			}
+			if ok {
+				var s stored
+				if err := json.Unmarshal(raw, &s); err != nil {
+					return result{}, fmt.Errorf("engine: idempotency entry %s/%s: %w", scope, w.IdemKey, err)
+				}
+				if string(s.Fingerprint) != string(w.Fingerprint) {
+					return result{err: ErrIdempotencyMismatch}, nil
+				}
+				s.Result.Replayed = true
+				return result{val: s.Result, dup: true}, nil
+			}
+		}
+		var rec wal.Record
+		var err error
+		created := false
+		if w.Delete {
+			rec, err = b.Delete(w.Table, w.Key, laneName, w.IfVersion)
+		} else {
+			rec, err = b.Put(w.Table, w.Key, w.Value, laneName, w.IfVersion)
+			created = rec.Version == 1
+		}
+		switch {
+		case errors.Is(err, wal.ErrVersionConflict):
+			return result{err: ErrVersionConflict}, nil
+		case errors.Is(err, wal.ErrNotFound):
+			return result{err: ErrNotFound}, nil
+		case err != nil:
+			return result{}, err
+		}
+		res := WriteResult{Table: w.Table, Key: w.Key, Version: rec.Version, LSN: rec.LSN,
+			CommittedAt: rec.CommittedAt, Created: created, Deleted: w.Delete}
+		if w.IdemKey != "" {
+			raw, err := json.Marshal(stored{Fingerprint: w.Fingerprint, Result: res})
+			if err != nil {
+				return result{}, err
+			}
+			if err := b.SetIdem(scope, w.IdemKey, raw, ttl); err != nil {
+				return result{}, err
+			}
+		}
+		return result{val: res}, nil
+	}
+	if err := e.enqueue(l, it); err != nil {
+		return WriteResult{}, l.refuse(err)
+	}
+	v, err := wait(ctx, it)
+	if err != nil {
+		if errors.Is(err, ErrVersionConflict) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrIdempotencyMismatch) {
+			l.stats.reject(reasonOf(err))
+		}
+		return WriteResult{}, err
+	}
+	res := v.(WriteResult)
+	if res.Replayed {
+		l.stats.Duplicates.Add(1)
+	}
+	return res, nil
+}

@@ -1,0 +1,187 @@
+package engine
+
+import (
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"routehound/wal"
+)
+
+// item is one write waiting in a lane: one request of one actor.
+type item struct {
+	arrived time.Time
+	units   int   // what it counts against the lane bound (driver: points)
+	bytes   int64 // estimated bytes it adds to a batch
+	// apply writes the item into the batch. It returns the item's own
+	// outcome (res.err may be an item-level refusal such as a version
+	// conflict); a non-nil error means the batch itself is broken.
+	apply func(b *wal.Batch) (result, error)
+	// done receives the outcome once durable (nil for async writers).
+	done chan result
+	// durable runs in the committer once the item is durable (driver seq).
+	durable func()
+
+	res   result
+	taken time.Time
+}
+
+// result is the outcome of one item.
+type result struct {
+	val any
+	err error
+	dup bool // answered from an earlier write: not counted as accepted again
+}
+
+// lane is one actor's bounded queue and its ledger line.
+//
+// The bound counts units waiting in the queue AND units taken by the
+// committer until they are durable, so a slow fsync backs up into the lane
+// and its own writer gets the backpressure, nobody else.
+type lane struct {
+	name string
+	cfg  LaneConfig
+
+	mu    sync.Mutex
+	queue []*item // FIFO; bounded by cfg.QueueBound units through depth
+	head  int
+	depth int // units queued + in flight; guarded by mu, mirrored in stats
+
+	stats LaneStats
+}
+
+func newLane(name string, cfg LaneConfig) *lane {
+	return &lane{name: name, cfg: cfg}
+}
+
+// push queues it, or refuses with ErrLaneFull when the lane's bound would be
+// passed. Policy when full: reject with backpressure, never wait.
+func (l *lane) push(it *item) error {
+	l.mu.Lock()
+	if l.depth+it.units > l.cfg.QueueBound {
+		l.mu.Unlock()
+		return ErrLaneFull
+	}
+	l.depth += it.units
+	l.queue = append(l.queue, it)
+	l.mu.Unlock()
+	l.stats.Depth.Add(int64(it.units))
+	return nil
+}
+
+// pop takes the oldest item, or nil. Its units stay in depth until release.
+func (l *lane) pop() *item {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.head == len(l.queue) {
+		return nil
+	}
+	it := l.queue[l.head]
+	l.queue[l.head] = nil
+	l.head++
+	if l.head == len(l.queue) { // empty: reuse the backing array from the start
+		l.queue, l.head = l.queue[:0], 0
+	} else if l.head > 1024 && l.head*2 > len(l.queue) {
+		n := copy(l.queue, l.queue[l.head:])
+		l.queue, l.head = l.queue[:n], 0
+	}
+	return it
+}
+
+// peek returns the oldest item without taking it, or nil.
+func (l *lane) peek() *item {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.head == len(l.queue) {
+		return nil
+	}
+	return l.queue[l.head]
+}
+
+// waiting reports whether the queue holds an item.
+func (l *lane) waiting() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.head < len(l.queue)
+}
+
+// release gives back the units of items that are durable or answered.
+func (l *lane) release(units int) {
+	l.mu.Lock()
+	l.depth -= units
+	l.mu.Unlock()
+	l.stats.Depth.Add(-int64(units))
+}
+
+// LaneStats is one lane's line of the cost ledger. All fields are updated
+// atomically and may be read at any time.
+type LaneStats struct {
+	Arrivals       atomic.Uint64 // requests that reached the lane (accepted or not)
+	Accepted       atomic.Uint64 // units accepted (driver: new points; others: writes)
+	Duplicates     atomic.Uint64 // units answered from an earlier write (seq or Idempotency-Key)
+	Depth          atomic.Int64  // units queued + in flight
+	Records        atomic.Uint64 // log records written
+	BytesWritten   atomic.Uint64 // bytes added to the store (estimate: log + state + idempotency)
+	Batches        atomic.Uint64 // batches that held at least one of the lane's writes
+	Fsyncs         atomic.Uint64 // fsyncs that covered at least one of the lane's writes
+	CommitterNanos atomic.Int64  // committer time spent on the lane: apply + its share of commit and fsync
+	QueueWait      Histogram     // arrival → taken by the committer
+	Latency        Histogram     // arrival → durable (the answer of sync and ack writers)
+
+	rejMu    sync.Mutex
+	rejected map[string]uint64 // reason → requests; the reason set is fixed and small
+}
+
+// reject counts one refused request by reason.
+func (s *LaneStats) reject(reason string) {
+	s.rejMu.Lock()
+	if s.rejected == nil {
+		s.rejected = map[string]uint64{}
+	}
+	s.rejected[reason]++
+	s.rejMu.Unlock()
+}
+
+// Rejected returns the refusals by reason, sorted by reason.
+func (s *LaneStats) Rejected() []Reason {
+	s.rejMu.Lock()
+	defer s.rejMu.Unlock()
+	out := make([]Reason, 0, len(s.rejected))
+	for r, n := range s.rejected {
+		out = append(out, Reason{r, n})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Reason < out[j].Reason })
+	return out
+}
+
+// Reason is a count of refusals for one reason.
+type Reason struct {
+	Reason string
+	Count  uint64
+}
+
+// reasonOf names an error for the ledger.
+func reasonOf(err error) string {
+	switch err {
+	case ErrLaneFull:
+		return "lane_full"
+	case ErrQueueTimeout:
+		return "queue_timeout"
+	case ErrUnavailable:
+		return "unavailable"
+	case ErrDiskLow:
+		return "disk_low"
+	case ErrVersionConflict:
+		return "version_conflict"
+	case ErrNotFound:
+		return "not_found"
+	case ErrIdempotencyMismatch:
+		return "idempotency_mismatch"
+	case ErrTooManyDrivers:
+		return "too_many_drivers"
+	case ErrTooLarge:
+		return "too_large"
+	}
+	return "error"
+}
