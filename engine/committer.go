@@ -112,8 +112,14 @@ func (e *Engine) commitBatch(p *pending) {
 		if l == nil {
 			break
 		}
+		if b == nil {
+			// Open the batch first, then choose again: items that arrived
+			// while it opened may outrank the one first seen.
+			b = e.db.Begin()
+			continue
+		}
 		it := l.peek()
-		if b != nil && (b.Len()+it.units > e.cfg.BatchRecords || b.Size()+it.bytes > e.cfg.BatchBytes) {
+		if b.Len() > 0 && (b.Len()+it.units > e.cfg.BatchRecords || b.Size()+it.bytes > e.cfg.BatchBytes) {
 			break // the batch is full; the item opens the next one
 		}
 		l.pop()
@@ -124,9 +130,6 @@ func (e *Engine) commitBatch(p *pending) {
 			l.stats.reject(reasonOf(ErrQueueTimeout))
 			e.answer(l, it, result{err: ErrQueueTimeout})
 			continue
-		}
-		if b == nil {
-			b = e.db.Begin()
 		}
 		ta := time.Now()
 		size0, recs0 := b.Size(), b.Len()
