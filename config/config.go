@@ -1,0 +1,193 @@
+// Package config is RouteHound's configuration: one struct with TOML tags,
+// its defaults in one function (Default), and the loader that lays a TOML
+// file over them. config.example.toml at the repository root documents every
+// setting; a test keeps the two equal.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"routehound/engine"
+	"routehound/wal"
+)
+
+// Roles a token can have.
+var Roles = []string{"driver", "dispatch", "warehouse", "dashboard", "admin"}
+
+// Token maps one bearer token to one role.
+type Token struct {
+	Role  string `toml:"role"`
+	Token string `toml:"token"`
+}
+
+// Config is every setting of `routehound serve`.
+type Config struct {
+	Listen  string  `toml:"listen"`
+	DataDir string  `toml:"data_dir"`
+	Tokens  []Token `toml:"tokens"`
+
+	HTTP      HTTP      `toml:"http"`
+	Storage   Storage   `toml:"storage"`
+	Committer Committer `toml:"committer"`
+	Lanes     Lanes     `toml:"lanes"`
+	Hub       Hub       `toml:"hub"`
+}
+
+// HTTP configures the API server.
+type HTTP struct {
+	MaxBodyBytes      int64         `toml:"max_body_bytes"`
+	ReadHeaderTimeout time.Duration `toml:"read_header_timeout"`
+	IdleTimeout       time.Duration `toml:"idle_timeout"`
+	RetryAfter        time.Duration `toml:"retry_after"`
+	ShutdownTimeout   time.Duration `toml:"shutdown_timeout"`
+}
+
+// Storage configures the wal.
+type Storage struct {
+	MemoryMB       int64         `toml:"memory_mb"`
+	MinFreeMB      int64         `toml:"min_free_mb"`
+	RetentionAge   time.Duration `toml:"retention_age"`
+	RetentionMB    int64         `toml:"retention_mb"`
+	IdempotencyTTL time.Duration `toml:"idempotency_ttl"`
+}
+
+// Committer bounds one batch.
+type Committer struct {
+	BatchRecords int   `toml:"batch_records"`
+	BatchBytes   int64 `toml:"batch_bytes"`
+	MaxDrivers   int   `toml:"max_drivers"`
+}
+
+// Lanes configures each actor's lane.
+type Lanes struct {
+	Driver    engine.LaneConfig `toml:"driver"`
+	Dispatch  engine.LaneConfig `toml:"dispatch"`
+	Warehouse engine.LaneConfig `toml:"warehouse"`
+	Tables    engine.LaneConfig `toml:"tables"`
+}
+
+// Hub configures subscriptions.
+type Hub struct {
+	MaxSubscribersPerTable int           `toml:"max_subscribers_per_table"`
+	SubscriberBuffer       int           `toml:"subscriber_buffer"`
+	Heartbeat              time.Duration `toml:"heartbeat"`
+	WriteTimeout           time.Duration `toml:"write_timeout"`
+}
+
+// Default is the configuration with nothing set.
+func Default() Config {
+	ec := engine.DefaultConfig()
+	return Config{
+		Listen:  ":8080",
+		DataDir: "./data",
+		HTTP: HTTP{
+			MaxBodyBytes:      1 << 20,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			RetryAfter:        time.Second,
+			ShutdownTimeout:   10 * time.Second,
+		},
+		Storage: Storage{
+			MemoryMB:       96,
+			MinFreeMB:      ec.MinFreeBytes >> 20,
+			RetentionAge:   ec.Retention.MaxAge,
+			RetentionMB:    ec.Retention.MaxBytes >> 20,
+			IdempotencyTTL: ec.IdempotencyTTL,
+		},
+		Committer: Committer{BatchRecords: ec.BatchRecords, BatchBytes: ec.BatchBytes, MaxDrivers: ec.MaxDrivers},
+		Lanes: Lanes{
+			Driver:    ec.Lanes[engine.LaneDriver],
+			Dispatch:  ec.Lanes[engine.LaneDispatch],
+			Warehouse: ec.Lanes[engine.LaneWarehouse],
+			Tables:    ec.Lanes[engine.LaneTables],
+		},
+		Hub: Hub{
+			MaxSubscribersPerTable: 100,
+			SubscriberBuffer:       1024,
+			Heartbeat:              15 * time.Second,
+			WriteTimeout:           5 * time.Second,
+		},
+	}
+}
+
+// Load lays the TOML file at path over the defaults. An unknown setting is
+// an error, so that a misspelt key does not silently keep its default.
+func Load(path string) (Config, error) {
+	c := Default()
+	if path == "" {
+		return c, nil
+	}
+	md, err := toml.DecodeFile(path, &c)
+	if err != nil {
+		return c, fmt.Errorf("config: %s: %w", path, err)
+	}
+	if u := md.Undecoded(); len(u) > 0 {
+		keys := make([]string, len(u))
+		for i, k := range u {
+			keys[i] = k.String()
+		}
+		return c, fmt.Errorf("config: %s: unknown settings: %s", path, strings.Join(keys, ", "))
+	}
+	return c, c.Validate()
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	for i, t := range c.Tokens {
+		if !validRole(t.Role) {
+			return fmt.Errorf("config: tokens[%d]: role %q is not one of %s", i, t.Role, strings.Join(Roles, ", "))
+		}
+		if len(t.Token) < 16 {
+			return fmt.Errorf("config: tokens[%d] (%s): token shorter than 16 characters", i, t.Role)
+		}
+	}
+	if c.HTTP.MaxBodyBytes <= 0 {
+		return errors.New("config: http.max_body_bytes must be > 0")
+	}
+	if c.Hub.MaxSubscribersPerTable <= 0 || c.Hub.SubscriberBuffer <= 0 {
+		return errors.New("config: hub limits must be > 0")
+	}
+	return c.Engine("").Validate()
+}
+
+func validRole(r string) bool {
+	for _, x := range Roles {
+		if r == x {
+			return true
+		}
+	}
+	return false
+}
+
+// Engine is the engine's part of the configuration.
+func (c Config) Engine(dataDir string) engine.Config {
+	return engine.Config{
+		Lanes: map[string]engine.LaneConfig{
+			engine.LaneDriver:    c.Lanes.Driver,
+			engine.LaneDispatch:  c.Lanes.Dispatch,
+			engine.LaneWarehouse: c.Lanes.Warehouse,
+			engine.LaneTables:    c.Lanes.Tables,
+		},
+		BatchRecords:   c.Committer.BatchRecords,
+		BatchBytes:     c.Committer.BatchBytes,
+		IdempotencyTTL: c.Storage.IdempotencyTTL,
+		MaxDrivers:     c.Committer.MaxDrivers,
+		Retention:      wal.Retention{MaxAge: c.Storage.RetentionAge, MaxBytes: c.Storage.RetentionMB << 20},
+		DataDir:        dataDir,
+		MinFreeBytes:   c.Storage.MinFreeMB << 20,
+	}
+}
+
+// ensureDir creates the data dir (mode 0700: it holds tokens.toml).
+func ensureDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("config: data dir %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,104 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// The example documents every setting with its default: decoding it gives
+// Default(), and every setting Default() has appears in it.
+func TestExampleMatchesDefaults(t *testing.T) {
+	ex, err := Load("../config.example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(ex, Default()) {
+		t.Fatalf("config.example.toml differs from Default():\n%+v\n%+v", ex, Default())
+	}
+	raw, _ := os.ReadFile("../config.example.toml")
+	var m map[string]any
+	md, err := toml.Decode(string(raw), &m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, k := range md.Keys() {
+		have[k.String()] = true
+	}
+	var want strings.Builder
+	if err := toml.NewEncoder(&want).Encode(Default()); err != nil {
+		t.Fatal(err)
+	}
+	var dm map[string]any
+	dmd, _ := toml.Decode(want.String(), &dm)
+	documented := func(k string) bool {
+		for h := range have {
+			if h == k || strings.HasPrefix(h, k+".") {
+				return true
+			}
+		}
+		return false
+	}
+	for _, k := range dmd.Keys() {
+		if !documented(k.String()) {
+			t.Errorf("config.example.toml does not document %s", k)
+		}
+	}
+}
+
+func TestLoadOverlaysAndRefusesUnknownKeys(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "c.toml")
+	os.WriteFile(p, []byte("[lanes.driver]\nqueue_bound = 2000\n[hub]\nheartbeat = \"3s\"\n"), 0o600)
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Lanes.Driver.QueueBound != 2000 || c.Lanes.Driver.Contract != "async" || c.Hub.Heartbeat != 3*time.Second {
+		t.Fatalf("overlay: %+v %+v", c.Lanes.Driver, c.Hub)
+	}
+	os.WriteFile(p, []byte("[lanes.driver]\nqueue_bund = 2000\n"), 0o600)
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "queue_bund") {
+		t.Fatalf("misspelt key: %v", err)
+	}
+	os.WriteFile(p, []byte("[[tokens]]\nrole = \"king\"\ntoken = \"0123456789abcdef\"\n"), 0o600)
+	if _, err := Load(p); err == nil {
+		t.Fatal("unknown role accepted")
+	}
+}
+
+func TestTokensGeneratedOnceAndReused(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	toks, gen, err := EnsureTokens(Default(), dir)
+	if err != nil || !gen || len(toks) != len(Roles) {
+		t.Fatalf("first start: %v %v %v", toks, gen, err)
+	}
+	st, err := os.Stat(filepath.Join(dir, TokensFile))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("tokens.toml: %v %v", st, err)
+	}
+	again, gen, err := EnsureTokens(Default(), dir)
+	if err != nil || gen || !reflect.DeepEqual(again, toks) {
+		t.Fatalf("second start: %v %v %v", again, gen, err)
+	}
+	seen := map[string]bool{}
+	for _, tk := range toks {
+		if seen[tk.Token] || len(tk.Token) < 16 {
+			t.Fatalf("weak or reused token %q", tk.Token)
+		}
+		seen[tk.Token] = true
+	}
+	// Tokens in the config win and nothing is written.
+	c := Default()
+	c.Tokens = []Token{{Role: "admin", Token: "admin-0123456789abcdef"}}
+	got, gen, _ := EnsureTokens(c, t.TempDir())
+	if gen || len(got) != 1 {
+		t.Fatalf("configured tokens: %v %v", got, gen)
+	}
+}
