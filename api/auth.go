@@ -1,0 +1,90 @@
+package api
+
+import (
+	"crypto/sha256"
+	"net/http"
+	"strings"
+)
+
+// Role of a token.
+type Role string
+
+const (
+	RoleDriver    Role = "driver"
+	RoleDispatch  Role = "dispatch"
+	RoleWarehouse Role = "warehouse"
+	RoleDashboard Role = "dashboard"
+	RoleAdmin     Role = "admin"
+)
+
+// Tokens maps tokens to roles. Tokens are kept hashed, so that the lookup
+// time does not depend on how much of a guess matches a real token.
+type Tokens struct {
+	byHash map[[32]byte]Role
+}
+
+// NewTokens indexes token → role pairs.
+func NewTokens(pairs map[string]Role) *Tokens {
+	t := &Tokens{byHash: map[[32]byte]Role{}}
+	for tok, role := range pairs {
+		t.byHash[sha256.Sum256([]byte(tok))] = role
+	}
+	return t
+}
+
+// Role resolves a token.
+func (t *Tokens) Role(token string) (Role, bool) {
+	r, ok := t.byHash[sha256.Sum256([]byte(token))]
+	return r, ok
+}
+
+// authenticate reads "Authorization: Bearer <token>": 401 when missing or
+// unknown.
+func (s *Server) authenticate(r *http.Request) (Role, error) {
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if h == "" {
+		return "", errorf(http.StatusUnauthorized, "unauthorized", "missing Authorization: Bearer <token>")
+	}
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
+		return "", errorf(http.StatusUnauthorized, "unauthorized", "Authorization must be Bearer <token>")
+	}
+	role, ok := s.tokens.Role(strings.TrimSpace(tok))
+	if !ok {
+		return "", errorf(http.StatusUnauthorized, "unauthorized", "unknown token")
+	}
+	return role, nil
+}
+
+// allow wraps h so that only the given roles reach it: 401 for a missing or
+// unknown token, 403 for another role. lane names the ledger line refusals
+// are counted on ("" for none).
+func (s *Server) allow(lane string, h http.HandlerFunc, roles ...Role) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		role, err := s.authenticate(r)
+		if err != nil {
+			s.refuse(w, r, lane, err)
+			return
+		}
+		for _, x := range roles {
+			if role == x {
+				h(w, r)
+				return
+			}
+		}
+		s.refuse(w, r, lane, errorf(http.StatusForbidden, "forbidden", "a %s token cannot use this endpoint", role))
+	}
+}
+
+// refuse answers a refusal decided in the api and counts it on the lane's
+// ledger line, so that bad input and auth failures show per actor.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, lane string, err error) {
+	if lane != "" {
+		reason := "error"
+		if ae, ok := err.(*apiError); ok {
+			reason = ae.code
+		}
+		s.e.Reject(lane, reason)
+	}
+	s.fail(w, r, err)
+}

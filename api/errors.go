@@ -1,0 +1,82 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"routehound/engine"
+)
+
+// apiError is a refusal with a stable code.
+type apiError struct {
+	status  int
+	code    string
+	message string
+}
+
+func (e *apiError) Error() string { return e.code + ": " + e.message }
+
+func errorf(status int, code, format string, args ...any) *apiError {
+	return &apiError{status: status, code: code, message: fmt.Sprintf(format, args...)}
+}
+
+// fail writes err as a JSON error. Engine sentinels are mapped here and
+// nowhere else; anything unknown is a 500 that is logged.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var ae *apiError
+	if !errors.As(err, &ae) {
+		ae = s.mapEngineError(err)
+		if ae.status == http.StatusInternalServerError {
+			s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		}
+	}
+	if ae.status == http.StatusTooManyRequests || ae.status == http.StatusServiceUnavailable {
+		secs := int((s.cfg.RetryAfter + time.Second - 1) / time.Second)
+		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
+	}
+	if ae.status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="routehound"`)
+	}
+	writeJSON(w, ae.status, map[string]string{"code": ae.code, "message": ae.message})
+}
+
+func (s *Server) mapEngineError(err error) *apiError {
+	switch {
+	case errors.Is(err, engine.ErrLaneFull):
+		return errorf(http.StatusTooManyRequests, "lane_full", "this actor's lane is at its bound; retry after the Retry-After delay")
+	case errors.Is(err, engine.ErrTooManyDrivers):
+		return errorf(http.StatusTooManyRequests, "too_many_drivers", "the number of distinct drivers reached committer.max_drivers")
+	case errors.Is(err, engine.ErrQueueTimeout):
+		return errorf(http.StatusServiceUnavailable, "queue_timeout", "the write waited in the queue past the lane's max_wait and was not applied; retry")
+	case errors.Is(err, engine.ErrDiskLow):
+		return errorf(http.StatusServiceUnavailable, "disk_low", "free disk space is below the watermark; writes are refused")
+	case errors.Is(err, engine.ErrUnavailable):
+		return errorf(http.StatusServiceUnavailable, "unavailable", "the server is not accepting writes (shutting down or storage failed)")
+	case errors.Is(err, engine.ErrVersionConflict):
+		return errorf(http.StatusConflict, "version_conflict", "If-Match does not name the current version")
+	case errors.Is(err, engine.ErrNotFound):
+		return errorf(http.StatusNotFound, "not_found", "no such key")
+	case errors.Is(err, engine.ErrIdempotencyMismatch):
+		return errorf(http.StatusUnprocessableEntity, "idempotency_key_reused", "this Idempotency-Key was used for a different request")
+	case errors.Is(err, engine.ErrTooLarge):
+		return errorf(http.StatusRequestEntityTooLarge, "body_too_large", "the write is larger than one batch may hold")
+	case errors.Is(err, engine.ErrTrimmed):
+		return errorf(http.StatusGone, "lsn_trimmed", "the log no longer holds records after this LSN (retention); start again from a snapshot")
+	}
+	return errorf(http.StatusInternalServerError, "internal", "internal error")
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"code":"internal","message":"encoding the answer failed"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}

@@ -1,0 +1,118 @@
+package api
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"routehound/engine"
+)
+
+// ledgerCollector exports the engine's cost ledger at scrape time: the
+// engine keeps its own atomic counters (they also feed the dashboard), and
+// this reads them, so nothing is counted twice.
+type ledgerCollector struct {
+	e *engine.Engine
+
+	arrivals, accepted, duplicates, rejected, depth, bound *prometheus.Desc
+	records, bytes, batches, fsyncs, committer               *prometheus.Desc
+	queueWait, latency                                       *prometheus.Desc
+	totFsyncs, totBatches, busy, syncSecs, durable, first    *prometheus.Desc
+	logBytes, storeBytes, trimmed, syncTime, uptime          *prometheus.Desc
+}
+
+func newLedgerCollector(e *engine.Engine) *ledgerCollector {
+	lane := []string{"lane"}
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("routehound_"+name, help, labels, nil)
+	}
+	return &ledgerCollector{
+		e:          e,
+		arrivals:   d("lane_arrivals_total", "Requests that reached the lane, accepted or not.", lane...),
+		accepted:   d("lane_accepted_total", "Units accepted (driver: new points; others: writes).", lane...),
+		duplicates: d("lane_duplicates_total", "Units answered from an earlier write (seq or Idempotency-Key).", lane...),
+		rejected:   d("lane_rejected_total", "Requests refused, by reason.", "lane", "reason"),
+		depth:      d("lane_queue_depth", "Units queued or in flight to the committer.", lane...),
+		bound:      d("lane_queue_bound", "The lane's queue bound in units.", lane...),
+		records:    d("lane_records_total", "Log records written for the lane.", lane...),
+		bytes:      d("lane_bytes_written_total", "Bytes the lane added to the store (log, state, idempotency; estimate).", lane...),
+		batches:    d("lane_batches_total", "Batches that held a write of the lane.", lane...),
+		fsyncs:     d("lane_fsyncs_total", "Fsyncs that covered a write of the lane (shared with other lanes).", lane...),
+		committer:  d("lane_committer_seconds_total", "Committer time spent on the lane: apply plus its share of commits and fsyncs.", lane...),
+		queueWait:  d("lane_queue_wait_seconds", "Arrival to being taken by the committer.", lane...),
+		latency:    d("lane_latency_seconds", "Arrival to durable (the answer of sync and ack writers).", lane...),
+		totFsyncs:  d("fsyncs_total", "Fsyncs of the store (group commits)."),
+		totBatches: d("batches_total", "Batches committed."),
+		busy:       d("committer_busy_seconds_total", "Time the committer spent applying, committing and syncing."),
+		syncSecs:   d("fsync_seconds_total", "Time spent in fsync."),
+		syncTime:   d("fsync_seconds", "Duration of one fsync."),
+		durable:    d("durable_lsn", "Highest LSN durable and published."),
+		first:      d("log_first_lsn", "Oldest LSN retained in the log."),
+		logBytes:   d("log_bytes", "Bytes of retained log records."),
+		storeBytes: d("store_bytes", "Badger's on-disk size.", "kind"),
+		trimmed:    d("log_trimmed_records_total", "Log records removed by retention."),
+		uptime:     d("uptime_seconds", "Seconds since start."),
+	}
+}
+
+func (c *ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
+	prometheus.DescribeByCollect(c, ch)
+}
+
+func histogram(desc *prometheus.Desc, h engine.HistogramSnapshot, labels ...string) prometheus.Metric {
+	buckets := map[float64]uint64{}
+	h.Buckets(func(le time.Duration, cum uint64) { buckets[le.Seconds()] = cum })
+	return prometheus.MustNewConstHistogram(desc, h.Count, h.Sum.Seconds(), buckets, labels...)
+}
+
+func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v float64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, l...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, l...)
+	}
+	for _, name := range engine.LaneNames {
+		s := c.e.Lane(name)
+		counter(c.arrivals, float64(s.Arrivals.Load()), name)
+		counter(c.accepted, float64(s.Accepted.Load()), name)
+		counter(c.duplicates, float64(s.Duplicates.Load()), name)
+		for _, r := range s.Rejected() {
+			counter(c.rejected, float64(r.Count), name, r.Reason)
+		}
+		gauge(c.depth, float64(s.Depth.Load()), name)
+		gauge(c.bound, float64(c.e.LaneConfig(name).QueueBound), name)
+		counter(c.records, float64(s.Records.Load()), name)
+		counter(c.bytes, float64(s.BytesWritten.Load()), name)
+		counter(c.batches, float64(s.Batches.Load()), name)
+		counter(c.fsyncs, float64(s.Fsyncs.Load()), name)
+		counter(c.committer, time.Duration(s.CommitterNanos.Load()).Seconds(), name)
+		ch <- histogram(c.queueWait, s.QueueWait.Snapshot(), name)
+		ch <- histogram(c.latency, s.Latency.Snapshot(), name)
+	}
+	t := c.e.Totals()
+	counter(c.totFsyncs, float64(t.Fsyncs.Load()))
+	counter(c.totBatches, float64(t.Batches.Load()))
+	counter(c.busy, time.Duration(t.BusyNanos.Load()).Seconds())
+	counter(c.syncSecs, time.Duration(t.SyncNanos.Load()).Seconds())
+	ch <- histogram(c.syncTime, t.SyncTime.Snapshot())
+	counter(c.trimmed, float64(t.Trimmed.Load()))
+	gauge(c.durable, float64(c.e.DurableLSN()))
+	db := c.e.DB()
+	gauge(c.first, float64(db.FirstLSN()))
+	gauge(c.logBytes, float64(db.LogBytes()))
+	lsm, vlog := db.Size()
+	gauge(c.storeBytes, float64(lsm), "lsm")
+	gauge(c.storeBytes, float64(vlog), "vlog")
+	gauge(c.uptime, c.e.Uptime().Seconds())
+}
+
+// metricsHandler serves the ledger plus the Go runtime and process metrics.
+func (s *Server) metricsHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newLedgerCollector(s.e), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: nil})
+}

@@ -1,0 +1,111 @@
+package api
+
+import (
+	"log/slog"
+	"net/http"
+	"time"
+
+	"routehound/engine"
+)
+
+// Config is the api's part of the configuration.
+type Config struct {
+	MaxBodyBytes int64
+	RetryAfter   time.Duration
+}
+
+// Server serves the v1 interface over one engine.
+type Server struct {
+	e      *engine.Engine
+	tokens *Tokens
+	cfg    Config
+	log    *slog.Logger
+	mux    *http.ServeMux
+}
+
+// New builds the server; mount more routes with Handle before serving.
+func New(e *engine.Engine, tokens *Tokens, cfg Config, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{e: e, tokens: tokens, cfg: cfg, log: log, mux: http.NewServeMux()}
+	s.routes()
+	return s
+}
+
+// Handle mounts another handler (the hub's streams, the dashboard).
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// Authenticate resolves the request's bearer token to its role, for handlers
+// mounted from other packages.
+func (s *Server) Authenticate(r *http.Request) (Role, error) { return s.authenticate(r) }
+
+// Fail writes err as the api's JSON error answer.
+func (s *Server) Fail(w http.ResponseWriter, r *http.Request, err error) { s.fail(w, r, err) }
+
+// ServeHTTP makes the server an http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// methods dispatches on the method, so that a wrong method gets a JSON 405
+// rather than the mux's plain-text one.
+func (s *Server) methods(m map[string]http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if h, ok := m[r.Method]; ok {
+			h(w, r)
+			return
+		}
+		if r.Method == http.MethodHead {
+			if h, ok := m[http.MethodGet]; ok {
+				h(w, r)
+				return
+			}
+		}
+		allow := ""
+		for k := range m {
+			if allow != "" {
+				allow += ", "
+			}
+			allow += k
+		}
+		w.Header().Set("Allow", allow)
+		s.fail(w, r, errorf(http.StatusMethodNotAllowed, "method_not_allowed", "%s is not allowed here (allowed: %s)", r.Method, allow))
+	}
+}
+
+func (s *Server) routes() {
+	s.mux.HandleFunc("/v1/drivers/{driver}/locations", s.methods(map[string]http.HandlerFunc{
+		"POST": s.allow(engine.LaneDriver, s.postLocations, RoleDriver),
+	}))
+	s.mux.HandleFunc("/v1/assignments/{route}", s.methods(map[string]http.HandlerFunc{
+		"PUT": s.allow(engine.LaneDispatch, s.putAssignment, RoleDispatch),
+		"GET": s.allow("", s.getAssignment, RoleDispatch, RoleDashboard, RoleAdmin),
+	}))
+	s.mux.HandleFunc("/v1/loading-events", s.methods(map[string]http.HandlerFunc{
+		"POST": s.allow(engine.LaneWarehouse, s.postLoadingEvent, RoleWarehouse),
+	}))
+	s.mux.HandleFunc("/v1/log", s.methods(map[string]http.HandlerFunc{
+		"GET": s.allow("", s.getLog, RoleAdmin, RoleDashboard),
+	}))
+	s.tableRoutes()
+	s.mux.HandleFunc("/healthz", s.methods(map[string]http.HandlerFunc{"GET": s.healthz}))
+	s.mux.HandleFunc("/readyz", s.methods(map[string]http.HandlerFunc{"GET": s.readyz}))
+	s.mux.Handle("/metrics", s.methods(map[string]http.HandlerFunc{
+		"GET": s.allow("", s.metricsHandler().ServeHTTP, RoleAdmin),
+	}))
+	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		s.fail(w, r, errorf(http.StatusNotFound, "not_found", "no endpoint %s", r.URL.Path))
+	})
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+}
+
+// readyz answers 200 once recovery is done and writes are accepted.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if !s.e.Ready() {
+		s.fail(w, r, errorf(http.StatusServiceUnavailable, "not_ready", "not accepting writes (starting, shutting down, disk low or storage failed)"))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "durable_lsn": s.e.DurableLSN()})
+}

@@ -1,0 +1,245 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"unicode/utf8"
+
+	"routehound/engine"
+	"routehound/wal"
+)
+
+// builtin tables are written only by their actors.
+var builtin = map[string]bool{engine.TablePositions: true, engine.TableAssignments: true, engine.TableLoading: true}
+
+// CheckTable validates a table name: 1..128 letters, digits, . _ - : @ ~.
+func CheckTable(name string) error { return checkName("table", name) }
+
+// CheckKey validates a key: 1..512 bytes of UTF-8 without control characters.
+func CheckKey(key string) error {
+	if key == "" || len(key) > 512 || !utf8.ValidString(key) {
+		return errorf(http.StatusBadRequest, "bad_key", "a key is 1 to 512 bytes of UTF-8")
+	}
+	for _, c := range key {
+		if c < 0x20 || c == 0x7f {
+			return errorf(http.StatusBadRequest, "bad_key", "a key may not hold control characters")
+		}
+	}
+	return nil
+}
+
+func (s *Server) tableRoutes() {
+	read := []Role{RoleDashboard, RoleAdmin}
+	s.mux.HandleFunc("/v1/tables", s.methods(map[string]http.HandlerFunc{
+		"GET": s.allow("", s.listTables, read...),
+	}))
+	s.mux.HandleFunc("/v1/tables/{table}", s.methods(map[string]http.HandlerFunc{
+		"GET": s.allow("", s.pageTable, read...),
+	}))
+	s.mux.HandleFunc("/v1/tables/{table}/keys/{key...}", s.methods(map[string]http.HandlerFunc{
+		"GET":    s.allow("", s.getKey, read...),
+		"PUT":    s.allow(engine.LaneTables, s.putKey, read...),
+		"DELETE": s.allow(engine.LaneTables, s.deleteKey, read...),
+	}))
+}
+
+// limitParam reads ?limit= within 1..max (default def).
+func limitParam(r *http.Request, def, max int) (int, error) {
+	v := r.URL.Query().Get("limit")
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > max {
+		return 0, errorf(http.StatusBadRequest, "bad_parameter", "limit must be an integer from 1 to %d", max)
+	}
+	return n, nil
+}
+
+type tableInfo struct {
+	Name    string `json:"name"`
+	Keys    int64  `json:"keys"`
+	LastLSN uint64 `json:"last_lsn"`
+}
+
+func (s *Server) listTables(w http.ResponseWriter, r *http.Request) {
+	limit, err := limitParam(r, 1000, 10000)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	snap, err := s.e.Snapshot()
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	defer snap.Close()
+	out := []tableInfo{}
+	more, err := snap.Tables(r.URL.Query().Get("after"), limit, func(ti wal.TableInfo) error {
+		out = append(out, tableInfo{Name: ti.Name, Keys: ti.Keys, LastLSN: ti.LastLSN})
+		return nil
+	})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if more && len(out) > 0 {
+		w.Header().Set("X-Next-After", out[len(out)-1].Name)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+type row struct {
+	Key     string          `json:"key"`
+	Value   json.RawMessage `json:"value"`
+	Version uint64          `json:"version"`
+	LSN     uint64          `json:"lsn"`
+}
+
+func (s *Server) pageTable(w http.ResponseWriter, r *http.Request) {
+	table := r.PathValue("table")
+	if err := CheckTable(table); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	limit, err := limitParam(r, 100, 1000)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	snap, err := s.e.Snapshot()
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	defer snap.Close()
+	rows := []row{}
+	more, err := snap.Scan(table, r.URL.Query().Get("after"), limit, func(k string, st wal.State) error {
+		rows = append(rows, row{Key: k, Value: st.Value, Version: st.Version, LSN: st.LSN})
+		return nil
+	})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var next any
+	if more && len(rows) > 0 {
+		next = rows[len(rows)-1].Key
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"lsn": snap.LSN(), "rows": rows, "next": next})
+}
+
+func (s *Server) tableKey(w http.ResponseWriter, r *http.Request, lane string) (table, key string, ok bool) {
+	table, key = r.PathValue("table"), r.PathValue("key")
+	err := CheckTable(table)
+	if err == nil {
+		err = CheckKey(key)
+	}
+	if err != nil {
+		s.refuse(w, r, lane, err)
+		return "", "", false
+	}
+	return table, key, true
+}
+
+func (s *Server) getKey(w http.ResponseWriter, r *http.Request) {
+	if table, key, ok := s.tableKey(w, r, ""); ok {
+		s.writeKey(w, r, table, key)
+	}
+}
+
+// writeKey answers the current state of one key.
+func (s *Server) writeKey(w http.ResponseWriter, r *http.Request, table, key string) {
+	snap, err := s.e.Snapshot()
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	defer snap.Close()
+	st, found, err := snap.Get(table, key)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if !found {
+		s.fail(w, r, errorf(http.StatusNotFound, "not_found", "no key %q in table %q", key, table))
+		return
+	}
+	w.Header().Set("ETag", etag(st.Version))
+	writeJSON(w, http.StatusOK, row{Key: key, Value: st.Value, Version: st.Version, LSN: st.LSN})
+}
+
+// tableWrite builds the engine write of a PUT or DELETE on a user table.
+func (s *Server) tableWrite(w http.ResponseWriter, r *http.Request, del bool) (engine.Write, bool) {
+	table, key, ok := s.tableKey(w, r, engine.LaneTables)
+	if !ok {
+		return engine.Write{}, false
+	}
+	if builtin[table] {
+		s.refuse(w, r, engine.LaneTables, errorf(http.StatusForbidden, "read_only_table", "table %q is written only by its actor's endpoint", table))
+		return engine.Write{}, false
+	}
+	ver, conditional, err := ifMatch(r)
+	if err != nil {
+		s.refuse(w, r, engine.LaneTables, err)
+		return engine.Write{}, false
+	}
+	wr := engine.Write{Table: table, Key: key, Delete: del, IfVersion: wal.AnyVersion}
+	if conditional {
+		wr.IfVersion = ver
+	}
+	if !del {
+		body, err := s.readBody(w, r)
+		if err != nil {
+			s.refuse(w, r, engine.LaneTables, err)
+			return engine.Write{}, false
+		}
+		var v json.RawMessage
+		if err := strict(body, &v); err != nil {
+			s.refuse(w, r, engine.LaneTables, err)
+			return engine.Write{}, false
+		}
+		wr.Value = compact(v)
+	}
+	if k := r.Header.Get("Idempotency-Key"); k != "" {
+		if _, err := idempotencyKey(r); err != nil {
+			s.refuse(w, r, engine.LaneTables, err)
+			return engine.Write{}, false
+		}
+		wr.IdemKey = k
+		wr.Fingerprint = engine.Fingerprint([]byte(r.Method), []byte(table), []byte(key), wr.Value, []byte(r.Header.Get("If-Match")))
+	}
+	return wr, true
+}
+
+func (s *Server) putKey(w http.ResponseWriter, r *http.Request) {
+	wr, ok := s.tableWrite(w, r, false)
+	if !ok {
+		return
+	}
+	res, err := s.e.Put(r.Context(), engine.LaneTables, wr)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	status := http.StatusOK
+	if res.Created {
+		status = http.StatusCreated
+	}
+	w.Header().Set("ETag", etag(res.Version))
+	writeJSON(w, status, row{Key: res.Key, Value: wr.Value, Version: res.Version, LSN: res.LSN})
+}
+
+func (s *Server) deleteKey(w http.ResponseWriter, r *http.Request) {
+	wr, ok := s.tableWrite(w, r, true)
+	if !ok {
+		return
+	}
+	res, err := s.e.Put(r.Context(), engine.LaneTables, wr)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"key": res.Key, "lsn": res.LSN})
+}
