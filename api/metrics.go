@@ -18,10 +18,10 @@ type ledgerCollector struct {
 	e *engine.Engine
 
 	arrivals, accepted, duplicates, rejected, depth, bound *prometheus.Desc
-	records, bytes, batches, fsyncs, committer               *prometheus.Desc
-	queueWait, latency                                       *prometheus.Desc
-	totFsyncs, totBatches, busy, syncSecs, durable, first    *prometheus.Desc
-	logBytes, storeBytes, trimmed, syncTime, uptime          *prometheus.Desc
+	records, bytes, batches, fsyncs, committer             *prometheus.Desc
+	queueWait, latency                                     *prometheus.Desc
+	totFsyncs, totBatches, busy, syncSecs, durable, first  *prometheus.Desc
+	logBytes, storeBytes, trimmed, syncTime, uptime        *prometheus.Desc
 }
 
 func newLedgerCollector(e *engine.Engine) *ledgerCollector {
