@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"routehound/engine"
 )
 
 // readBody reads a JSON request body within the size limit: 415 when the
@@ -126,17 +128,10 @@ func checkTime(field string, v *string, required bool) error {
 	return nil
 }
 
-// checkName validates an identifier taken from a path or a body (driver,
-// route, terminal): 1..128 bytes of letters, digits and . _ - : @ ~.
+// checkName validates an identifier taken from a path or a body.
 func checkName(what, v string) error {
-	if v == "" || len(v) > 128 {
-		return errorf(http.StatusBadRequest, "bad_name", "%s must be 1 to 128 characters", what)
-	}
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("._-:@~", c) >= 0) {
-			return errorf(http.StatusBadRequest, "bad_name", "%s %q: only letters, digits and . _ - : @ ~ are allowed", what, v)
-		}
+	if err := engine.CheckName(what, v); err != nil {
+		return errorf(http.StatusBadRequest, "bad_name", "%s", strings.TrimPrefix(err.Error(), "bad name: "))
 	}
 	return nil
 }

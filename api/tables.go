@@ -4,27 +4,19 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
-	"unicode/utf8"
+	"strings"
 
 	"routehound/engine"
 	"routehound/wal"
 )
 
-// builtin tables are written only by their actors.
-var builtin = map[string]bool{engine.TablePositions: true, engine.TableAssignments: true, engine.TableLoading: true}
-
-// CheckTable validates a table name: 1..128 letters, digits, . _ - : @ ~.
+// CheckTable validates a table name.
 func CheckTable(name string) error { return checkName("table", name) }
 
-// CheckKey validates a key: 1..512 bytes of UTF-8 without control characters.
+// CheckKey validates a key.
 func CheckKey(key string) error {
-	if key == "" || len(key) > 512 || !utf8.ValidString(key) {
-		return errorf(http.StatusBadRequest, "bad_key", "a key is 1 to 512 bytes of UTF-8")
-	}
-	for _, c := range key {
-		if c < 0x20 || c == 0x7f {
-			return errorf(http.StatusBadRequest, "bad_key", "a key may not hold control characters")
-		}
+	if err := engine.CheckKey(key); err != nil {
+		return errorf(http.StatusBadRequest, "bad_key", "%s", strings.TrimPrefix(err.Error(), "bad name: "))
 	}
 	return nil
 }
@@ -176,7 +168,7 @@ func (s *Server) tableWrite(w http.ResponseWriter, r *http.Request, del bool) (e
 	if !ok {
 		return engine.Write{}, false
 	}
-	if builtin[table] {
+	if engine.IsBuiltin(table) {
 		s.refuse(w, r, engine.LaneTables, errorf(http.StatusForbidden, "read_only_table", "table %q is written only by its actor's endpoint", table))
 		return engine.Write{}, false
 	}
