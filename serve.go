@@ -18,6 +18,7 @@ import (
 	"routehound/api"
 	"routehound/config"
 	"routehound/engine"
+	"routehound/hub"
 	"routehound/wal"
 )
 
@@ -68,6 +69,14 @@ func serve(args []string) error {
 		roles[t.Token] = api.Role(t.Role)
 	}
 	srv := api.New(eng, api.NewTokens(roles), api.Config{MaxBodyBytes: cfg.HTTP.MaxBodyBytes, RetryAfter: cfg.HTTP.RetryAfter}, log)
+	hb := hub.New(eng, hub.Config{
+		MaxSubscribersPerTable: cfg.Hub.MaxSubscribersPerTable,
+		Buffer:                 cfg.Hub.SubscriberBuffer,
+		Heartbeat:              cfg.Hub.Heartbeat,
+		WriteTimeout:           cfg.Hub.WriteTimeout,
+		MaxMessageBytes:        cfg.HTTP.MaxBodyBytes,
+	}, log)
+	srv.MountHub(hb)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -80,6 +89,7 @@ func serve(args []string) error {
 		IdleTimeout:       cfg.HTTP.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	hs.RegisterOnShutdown(hb.Close) // streams end with reason "shutdown"; clients resume by LSN
 	urls := dashboardURLs(ln.Addr().(*net.TCPAddr))
 	if generated {
 		fmt.Printf("First start: generated one token per role into %s (mode 0600):\n", filepath.Join(dir, config.TokensFile))

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"routehound/engine"
+	"routehound/hub"
 )
 
 // apiError is a refusal with a stable code.
@@ -64,6 +66,16 @@ func (s *Server) mapEngineError(err error) *apiError {
 		return errorf(http.StatusUnprocessableEntity, "idempotency_key_reused", "this Idempotency-Key was used for a different request")
 	case errors.Is(err, engine.ErrTooLarge):
 		return errorf(http.StatusRequestEntityTooLarge, "body_too_large", "the write is larger than one batch may hold")
+	case errors.Is(err, hub.ErrTooManySubscribers):
+		return errorf(http.StatusTooManyRequests, "too_many_subscribers", "this table has the maximum number of subscribers (hub.max_subscribers_per_table)")
+	case errors.Is(err, hub.ErrClosed):
+		return errorf(http.StatusServiceUnavailable, "unavailable", "the server is shutting down")
+	case errors.Is(err, hub.ErrReadOnly):
+		return errorf(http.StatusForbidden, "read_only_table", "%s", err.Error())
+	case errors.Is(err, hub.ErrBadRequest):
+		return errorf(http.StatusBadRequest, "bad_parameter", "%s", strings.TrimPrefix(err.Error(), "hub: bad request: "))
+	case errors.Is(err, engine.ErrBadName):
+		return errorf(http.StatusBadRequest, "bad_name", "%s", strings.TrimPrefix(err.Error(), "bad name: "))
 	case errors.Is(err, engine.ErrTrimmed):
 		return errorf(http.StatusGone, "lsn_trimmed", "the log no longer holds records after this LSN (retention); start again from a snapshot")
 	}
@@ -79,4 +91,16 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	w.Write(append(b, '\n'))
+}
+
+// Describe maps an error to its status, code and message (hub.Gate).
+func (s *Server) Describe(err error) (int, string, string) {
+	var ae *apiError
+	if !errors.As(err, &ae) {
+		ae = s.mapEngineError(err)
+		if ae.status == http.StatusInternalServerError {
+			s.log.Error("stream failed", "err", err)
+		}
+	}
+	return ae.status, ae.code, ae.message
 }

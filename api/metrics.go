@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"routehound/engine"
+	"routehound/hub"
 )
 
 // ledgerCollector exports the engine's cost ledger at scrape time: the
@@ -16,6 +17,9 @@ import (
 // this reads them, so nothing is counted twice.
 type ledgerCollector struct {
 	e *engine.Engine
+	h *hub.Hub // nil until mounted
+
+	subs, published, delivered, dropped, resyncs, refusedSubs, subClosed *prometheus.Desc
 
 	arrivals, accepted, duplicates, rejected, depth, bound *prometheus.Desc
 	records, bytes, batches, fsyncs, committer             *prometheus.Desc
@@ -55,6 +59,14 @@ func newLedgerCollector(e *engine.Engine) *ledgerCollector {
 		storeBytes: d("store_bytes", "Badger's on-disk size.", "kind"),
 		trimmed:    d("log_trimmed_records_total", "Log records removed by retention."),
 		uptime:     d("uptime_seconds", "Seconds since start."),
+
+		subs:        d("hub_subscribers", "Open table subscriptions."),
+		published:   d("hub_published_total", "Records offered to at least one subscriber."),
+		delivered:   d("hub_delivered_total", "Events written to subscribers."),
+		dropped:     d("hub_dropped_total", "Events not buffered because the subscriber was behind (it resyncs)."),
+		resyncs:     d("hub_resyncs_total", "Subscribers moved to a fresh snapshot."),
+		refusedSubs: d("hub_refused_total", "Subscriptions refused at the per-table limit."),
+		subClosed:   d("hub_closed_total", "Subscribers closed by the hub, by reason.", "reason"),
 	}
 }
 
@@ -108,11 +120,24 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.storeBytes, float64(lsm), "lsm")
 	gauge(c.storeBytes, float64(vlog), "vlog")
 	gauge(c.uptime, c.e.Uptime().Seconds())
+	if c.h != nil {
+		hs := c.h.Stats()
+		gauge(c.subs, float64(hs.Subscribers.Load()))
+		counter(c.published, float64(hs.Published.Load()))
+		counter(c.delivered, float64(hs.Delivered.Load()))
+		counter(c.dropped, float64(hs.Dropped.Load()))
+		counter(c.resyncs, float64(hs.Resyncs.Load()))
+		counter(c.refusedSubs, float64(hs.Refused.Load()))
+		for reason, n := range hs.Closes() {
+			counter(c.subClosed, float64(n), reason)
+		}
+	}
 }
 
 // metricsHandler serves the ledger plus the Go runtime and process metrics.
 func (s *Server) metricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(newLedgerCollector(s.e), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.ledger = newLedgerCollector(s.e)
+	reg.MustRegister(s.ledger, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: nil})
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"routehound/engine"
+	"routehound/hub"
 )
 
 // Config is the api's part of the configuration.
@@ -21,6 +22,7 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	mux    *http.ServeMux
+	ledger *ledgerCollector
 }
 
 // New builds the server; mount more routes with Handle before serving.
@@ -31,6 +33,13 @@ func New(e *engine.Engine, tokens *Tokens, cfg Config, log *slog.Logger) *Server
 	s := &Server{e: e, tokens: tokens, cfg: cfg, log: log, mux: http.NewServeMux()}
 	s.routes()
 	return s
+}
+
+// MountHub serves the hub's streams: SSE per table and the WebSocket.
+func (s *Server) MountHub(h *hub.Hub) {
+	s.ledger.h = h
+	s.mux.Handle("/v1/tables/{table}/events", h.SSEHandler(s))
+	s.mux.Handle("/v1/ws", h.WSHandler(s))
 }
 
 // Handle mounts another handler (the hub's streams, the dashboard).

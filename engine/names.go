@@ -14,6 +14,7 @@ import (
 type (
 	Record = wal.Record
 	State  = wal.State
+	Op     = wal.Op
 )
 
 // Op values of a Record.

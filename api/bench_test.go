@@ -1,0 +1,532 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"routehound/api"
+	"routehound/config"
+	"routehound/engine"
+	"routehound/wal"
+)
+
+// Issue 3, over real HTTP: the real handler on a loopback listener, wired
+// as serve.go wires it, driven by real HTTP clients in the same process.
+// Clients and server share the machine's cores, so every figure here is
+// for server and load generator together.
+//
+//	go test -run '^$' -bench . -benchtime 3s ./api
+//
+// Run BenchmarkHTTPDispatchIdle and BenchmarkHTTPDispatchUnderFlood in one
+// invocation: the flood benchmark then also reports its p99 over the idle
+// p99 of the same run (p99-flood/idle).
+
+const (
+	benchPointsPerBatch = 100 // points in one driver POST
+	benchDriverWorkers  = 16  // driver goroutines, one driver each
+	benchRoutes         = 64  // dispatch rotates over this many routes
+
+	tokDriver    = "bench-driver-token-0123456789"
+	tokDispatch  = "bench-dispatch-token-0123456789"
+	tokWarehouse = "bench-warehouse-token-0123456789"
+	tokAdmin     = "bench-admin-token-0123456789"
+)
+
+// benchServer is one running server: store, engine, api and listener.
+type benchServer struct {
+	url string
+	eng *engine.Engine
+	cfg config.Config
+}
+
+// startBenchServer wires wal.Open → engine.New → api.New → http.Server on
+// 127.0.0.1:0 exactly as serve.go does, with config.Default() and explicit
+// [[tokens]]. Everything is shut down and closed in b.Cleanup.
+func startBenchServer(b *testing.B) *benchServer {
+	b.Helper()
+	cfg := config.Default()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.DataDir = b.TempDir()
+	cfg.Tokens = []config.Token{
+		{Role: "driver", Token: tokDriver},
+		{Role: "dispatch", Token: tokDispatch},
+		{Role: "warehouse", Token: tokWarehouse},
+		{Role: "admin", Token: tokAdmin},
+	}
+	if err := cfg.Validate(); err != nil {
+		b.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	dir := cfg.DataDir
+	tokens, _, err := config.EnsureTokens(cfg, dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	db, err := wal.Open(wal.Options{Dir: filepath.Join(dir, "store"), MemoryBytes: cfg.Storage.MemoryMB << 20, Logger: log})
+	if err != nil {
+		b.Fatal(err)
+	}
+	eng, err := engine.New(cfg.Engine(dir), db, log)
+	if err != nil {
+		db.Close()
+		b.Fatal(err)
+	}
+	roles := map[string]api.Role{}
+	for _, t := range tokens {
+		roles[t.Token] = api.Role(t.Role)
+	}
+	srv := api.New(eng, api.NewTokens(roles), api.Config{MaxBodyBytes: cfg.HTTP.MaxBodyBytes, RetryAfter: cfg.HTTP.RetryAfter}, log)
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		eng.Close(context.Background())
+		db.Close()
+		b.Fatal(err)
+	}
+	hs := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
+		IdleTimeout:       cfg.HTTP.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout)
+		defer cancel()
+		if err := hs.Shutdown(ctx); err != nil {
+			b.Errorf("http shutdown: %v", err)
+			hs.Close()
+		}
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			b.Errorf("serve: %v", err)
+		}
+		if err := eng.Close(ctx); err != nil {
+			b.Errorf("engine close: %v", err)
+		}
+		if err := db.Close(); err != nil {
+			b.Errorf("db close: %v", err)
+		}
+	})
+	return &benchServer{url: "http://" + ln.Addr().String(), eng: eng, cfg: cfg}
+}
+
+// newBenchClient is one actor's HTTP client with enough idle connections
+// for conns concurrent requests.
+func newBenchClient(b *testing.B, conns int) *http.Client {
+	tr := &http.Transport{
+		MaxIdleConns:        conns,
+		MaxIdleConnsPerHost: conns,
+		IdleConnTimeout:     time.Minute,
+		DisableCompression:  true,
+	}
+	b.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+}
+
+// do sends one request and returns the status and the answer body.
+func (s *benchServer) do(ctx context.Context, c *http.Client, method, path, token, idemKey string, body []byte) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, s.url+path, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	if idemKey != "" {
+		req.Header.Set("Idempotency-Key", idemKey)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	ans, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, ans, err
+}
+
+// pointTemplates hold the parts of a ~120-byte point around its seq, so
+// that a batch body is built by copying (a few µs per batch) rather than
+// by encoding JSON on the load generator's share of the CPU.
+var pointTemplates = func() [][2][]byte {
+	t := make([][2][]byte, benchPointsPerBatch)
+	for j := range t {
+		t[j] = [2][]byte{
+			[]byte(`{"seq":`),
+			fmt.Appendf(nil, `,"lat":%.6f,"lng":%.6f,"ts":"2026-03-14T09:26:%02d.589Z","speed_kmh":%.1f,"heading":%.1f}`,
+				52.0+float64(j)*1e-4, 13.0+float64(j)*1e-4, j%60, float64(j%130), float64(j*7%360)),
+		}
+	}
+	return t
+}()
+
+// driverBody is the JSON array of the batch with seqs from+1 … from+100.
+func driverBody(from uint64) []byte {
+	body := make([]byte, 0, benchPointsPerBatch*128)
+	body = append(body, '[')
+	for j, t := range pointTemplates {
+		if j > 0 {
+			body = append(body, ',')
+		}
+		body = append(body, t[0]...)
+		body = strconv.AppendUint(body, from+uint64(j)+1, 10)
+		body = append(body, t[1]...)
+	}
+	return append(body, ']')
+}
+
+// driverStats are the counts of a group of driver goroutines.
+type driverStats struct {
+	points    atomic.Int64 // points answered 202
+	throttled atomic.Int64 // 429 answers (each followed by a resend)
+}
+
+// runDriver posts batches of 100 points for one driver while more()
+// holds, with strictly increasing seqs; a 429 is answered by a backoff of
+// 1–5 ms and a resend of the same body. It returns the last seq answered
+// 202. A request cut by ctx ends it without error.
+func (s *benchServer) runDriver(ctx context.Context, c *http.Client, driver string, more func() bool, st *driverStats) (uint64, error) {
+	path := "/v1/drivers/" + driver + "/locations"
+	seq := uint64(0)
+	for more() {
+		body := driverBody(seq) // a fresh buffer: the transport may read a body after Do returns
+		for {
+			code, ans, err := s.do(ctx, c, http.MethodPost, path, tokDriver, "", body)
+			if ctx.Err() != nil {
+				return seq, nil
+			}
+			if err != nil {
+				return seq, fmt.Errorf("driver %s: %w", driver, err)
+			}
+			if code == http.StatusAccepted {
+				break
+			}
+			if code != http.StatusTooManyRequests {
+				return seq, fmt.Errorf("driver %s: POST answered %d: %s", driver, code, ans)
+			}
+			st.throttled.Add(1)
+			time.Sleep(time.Millisecond + rand.N(4*time.Millisecond))
+		}
+		seq += benchPointsPerBatch
+		st.points.Add(benchPointsPerBatch)
+	}
+	return seq, nil
+}
+
+// waitDurable polls the engine until every driver's durable seq reaches
+// its last accepted seq.
+func (s *benchServer) waitDurable(b *testing.B, last map[string]uint64) {
+	deadline := time.Now().Add(60 * time.Second)
+	for driver, want := range last {
+		for {
+			got, err := s.eng.DriverDurableSeq(driver)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if got >= want {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("driver %s: durable seq %d, want %d", driver, got, want)
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+}
+
+// resetPeakRSS resets VmHWM (Linux: "5" > /proc/self/clear_refs), so that
+// peakRSSMiB reports the peak of this round only.
+func resetPeakRSS() { os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+
+// peakRSSMiB is the process's peak resident set (VmHWM) in MiB; 0 when
+// /proc is not there.
+func peakRSSMiB() float64 {
+	raw, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(raw)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// BenchmarkHTTPDriverPoints: benchDriverWorkers goroutines POST batches of
+// 100 points to /v1/drivers/{d}/locations, one driver each. One op is one
+// batch. accepted-pts/s counts to the last 202, durable-pts/s to the moment
+// every driver's durable seq caught up (ns/op is timed the same way).
+func BenchmarkHTTPDriverPoints(b *testing.B) {
+	s := startBenchServer(b)
+	c := newBenchClient(b, 2*benchDriverWorkers)
+	ctx := context.Background()
+	fsyncs0 := s.eng.Totals().Fsyncs.Load()
+	var st driverStats
+	var next atomic.Int64
+	more := func() bool { return next.Add(1) <= int64(b.N) }
+	var mu sync.Mutex
+	last := map[string]uint64{}
+	var wg sync.WaitGroup
+	resetPeakRSS()
+	b.ResetTimer()
+	start := time.Now()
+	for w := range benchDriverWorkers {
+		driver := fmt.Sprintf("bench-%02d", w)
+		wg.Go(func() {
+			seq, err := s.runDriver(ctx, c, driver, more, &st)
+			if err != nil {
+				b.Error(err)
+			}
+			mu.Lock()
+			last[driver] = seq
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	accepted := time.Since(start)
+	s.waitDurable(b, last)
+	durable := time.Since(start)
+	b.StopTimer()
+
+	points := float64(st.points.Load())
+	b.ReportMetric(points/accepted.Seconds(), "accepted-pts/s")
+	b.ReportMetric(points/durable.Seconds(), "durable-pts/s")
+	b.ReportMetric(float64(s.eng.Totals().Fsyncs.Load()-fsyncs0)*1000/points, "fsyncs/1000pts")
+	b.ReportMetric(float64(st.throttled.Load()), "429s")
+	b.ReportMetric(peakRSSMiB(), "peak-RSS-MiB")
+}
+
+// assignmentBody is a dispatch assignment with five stops.
+func assignmentBody(i int) []byte {
+	var stops []string
+	for k := range 5 {
+		stops = append(stops, fmt.Sprintf(`{"id":"stop-%d-%d","lat":%.5f,"lng":%.5f,"eta":"2026-03-14T1%d:30:00Z"}`,
+			i, k, 52.5+float64(k)*0.01, 13.4+float64(i%10)*0.01, k))
+	}
+	return fmt.Appendf(nil, `{"driver":"bench-%02d","stops":[%s],"note":"benchmark assignment %d"}`,
+		i%benchDriverWorkers, strings.Join(stops, ","), i)
+}
+
+// dispatchLoop sends n sequential PUT /v1/assignments/{route}, each with a
+// fresh Idempotency-Key, and returns each write's latency (request sent →
+// answer read, i.e. the dispatcher's confirm latency).
+func (s *benchServer) dispatchLoop(b *testing.B, c *http.Client, n int, keyPrefix string) []time.Duration {
+	bodies := make([][]byte, benchRoutes)
+	for i := range bodies {
+		bodies[i] = assignmentBody(i)
+	}
+	lat := make([]time.Duration, 0, n)
+	ctx := context.Background()
+	for i := range n {
+		route := fmt.Sprintf("route-%03d", i%benchRoutes)
+		key := keyPrefix + strconv.Itoa(i)
+		t0 := time.Now()
+		code, ans, err := s.do(ctx, c, http.MethodPut, "/v1/assignments/"+route, tokDispatch, key, bodies[i%benchRoutes])
+		d := time.Since(t0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if code != http.StatusOK && code != http.StatusCreated {
+			b.Fatalf("PUT assignment %s answered %d: %s", route, code, ans)
+		}
+		lat = append(lat, d)
+	}
+	return lat
+}
+
+// percentileMs is the nearest-rank p-th percentile of d, in milliseconds.
+func percentileMs(d []time.Duration, p float64) float64 {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := int(float64(len(s))*p/100+0.999999) - 1
+	return float64(s[min(max(i, 0), len(s)-1)]) / float64(time.Millisecond)
+}
+
+// engineSide reports the server-side view of one lane over a window, from
+// the engine's own histograms: arrival → taken by the committer
+// (eng-qwait-p99-ms) and arrival → durable (eng-p99-ms), and the p99 of
+// one fsync. Beside the client-side figures they split a latency into
+// engine time and HTTP / scheduling time.
+type engineSide struct {
+	e               *engine.Engine
+	lane            string
+	qwait, lat, syn engine.HistogramSnapshot
+	batches, recs   uint64
+}
+
+func startEngineSide(e *engine.Engine, lane string) *engineSide {
+	l := e.Lane(lane)
+	return &engineSide{e: e, lane: lane, qwait: l.QueueWait.Snapshot(), lat: l.Latency.Snapshot(),
+		syn: e.Totals().SyncTime.Snapshot(), batches: e.Totals().Batches.Load(), recs: e.Lane(engine.LaneDriver).Records.Load()}
+}
+
+func (w *engineSide) report(b *testing.B, prefix string) {
+	l := w.e.Lane(w.lane)
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	b.ReportMetric(ms(l.QueueWait.Snapshot().Sub(w.qwait).Quantile(0.99)), prefix+"eng-qwait-p99-ms")
+	b.ReportMetric(ms(l.Latency.Snapshot().Sub(w.lat).Quantile(0.99)), prefix+"eng-p99-ms")
+	b.ReportMetric(ms(w.e.Totals().SyncTime.Snapshot().Sub(w.syn).Quantile(0.99)), "fsync-p99-ms")
+	if n := w.e.Totals().Batches.Load() - w.batches; n > 0 {
+		b.ReportMetric(float64(w.e.Lane(engine.LaneDriver).Records.Load()-w.recs)/float64(n), "driver-recs/batch")
+	}
+}
+
+// idleDispatchP99 is the p99 of the last BenchmarkHTTPDispatchIdle round
+// of this process, so that the flood benchmark can report the ratio from
+// the same run.
+var idleDispatchP99 float64
+
+// BenchmarkHTTPDispatchIdle: one dispatcher, sequential PUTs, nothing else
+// running. One op is one confirmed (fsynced) assignment.
+func BenchmarkHTTPDispatchIdle(b *testing.B) {
+	s := startBenchServer(b)
+	c := newBenchClient(b, 2)
+	fsyncs0 := s.eng.Totals().Fsyncs.Load()
+	side := startEngineSide(s.eng, engine.LaneDispatch)
+	b.ResetTimer()
+	lat := s.dispatchLoop(b, c, b.N, "idle-")
+	b.StopTimer()
+	side.report(b, "")
+	idleDispatchP99 = percentileMs(lat, 99)
+	b.ReportMetric(percentileMs(lat, 50), "p50-ms")
+	b.ReportMetric(idleDispatchP99, "p99-ms")
+	b.ReportMetric(percentileMs(lat, 100), "max-ms")
+	b.ReportMetric(float64(s.eng.Totals().Fsyncs.Load()-fsyncs0)*1000/float64(b.N), "fsyncs/1000writes")
+}
+
+// BenchmarkHTTPDispatchUnderFlood: the same dispatcher while
+// benchDriverWorkers drivers flood the driver lane (backing off 1–5 ms on
+// each 429) and one warehouse terminal posts loading events back to back.
+// The flood starts first and the clock starts once the driver lane is at
+// its bound (or after 10 s without reaching it: then lane-fill-% says
+// how full it was). One op is one confirmed assignment.
+func BenchmarkHTTPDispatchUnderFlood(b *testing.B) {
+	s := startBenchServer(b)
+	bound := int64(s.cfg.Lanes.Driver.QueueBound)
+	drivers := newBenchClient(b, 2*benchDriverWorkers)
+	dispatch := newBenchClient(b, 2)
+	warehouse := newBenchClient(b, 2)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var bg sync.WaitGroup
+	defer func() { cancel(); bg.Wait() }()
+
+	var flood driverStats
+	for w := range benchDriverWorkers {
+		driver := fmt.Sprintf("flood-%02d", w)
+		bg.Go(func() {
+			if _, err := s.runDriver(ctx, drivers, driver, func() bool { return ctx.Err() == nil }, &flood); err != nil {
+				b.Error(err)
+			}
+		})
+	}
+	depth := &s.eng.Lane(engine.LaneDriver).Depth
+	for t0 := time.Now(); depth.Load() < bound*9/10 && flood.throttled.Load() == 0 && time.Since(t0) < 10*time.Second; {
+		time.Sleep(time.Millisecond)
+	}
+
+	// Lane fill, sampled every millisecond while the clock runs.
+	var measuring atomic.Bool
+	var fillSum, fillN, atBound atomic.Int64
+	bg.Go(func() {
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			if !measuring.Load() {
+				continue
+			}
+			d := depth.Load()
+			fillSum.Add(d)
+			fillN.Add(1)
+			if d >= bound*95/100 {
+				atBound.Add(1)
+			}
+		}
+	})
+
+	// The warehouse terminal: sequential loading events, each with its key.
+	var whMu sync.Mutex
+	var whLat []time.Duration
+	bg.Go(func() {
+		body := []byte(`{"terminal":"T1","dock":"D3","shipment":"SHP-000123","kind":"loaded","pallets":12,"ts":"2026-03-14T09:26:53Z"}`)
+		for i := 0; ctx.Err() == nil; i++ {
+			t0 := time.Now()
+			code, ans, err := s.do(ctx, warehouse, http.MethodPost, "/v1/loading-events", tokWarehouse, "wh-"+strconv.Itoa(i), body)
+			d := time.Since(t0)
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil || code != http.StatusCreated {
+				b.Errorf("warehouse POST answered %d: %s (%v)", code, ans, err)
+				return
+			}
+			if measuring.Load() {
+				whMu.Lock()
+				whLat = append(whLat, d)
+				whMu.Unlock()
+			}
+		}
+	})
+
+	fsyncs0 := s.eng.Totals().Fsyncs.Load()
+	points0, throttled0 := flood.points.Load(), flood.throttled.Load()
+	side := startEngineSide(s.eng, engine.LaneDispatch)
+	whSide := startEngineSide(s.eng, engine.LaneWarehouse)
+	measuring.Store(true)
+	b.ResetTimer()
+	start := time.Now()
+	lat := s.dispatchLoop(b, dispatch, b.N, "flood-")
+	elapsed := time.Since(start)
+	b.StopTimer()
+	side.report(b, "")
+	whSide.report(b, "wh-")
+	measuring.Store(false)
+	points, throttled := flood.points.Load()-points0, flood.throttled.Load()-throttled0
+	fsyncs := s.eng.Totals().Fsyncs.Load() - fsyncs0
+	cancel()
+	bg.Wait()
+
+	p99 := percentileMs(lat, 99)
+	b.ReportMetric(percentileMs(lat, 50), "p50-ms")
+	b.ReportMetric(p99, "p99-ms")
+	b.ReportMetric(percentileMs(lat, 100), "max-ms")
+	if idleDispatchP99 > 0 {
+		b.ReportMetric(p99/idleDispatchP99, "p99-flood/idle")
+	}
+	whMu.Lock()
+	b.ReportMetric(percentileMs(whLat, 50), "wh-p50-ms")
+	b.ReportMetric(percentileMs(whLat, 99), "wh-p99-ms")
+	b.ReportMetric(float64(len(whLat)), "wh-writes")
+	whMu.Unlock()
+	b.ReportMetric(float64(points)/elapsed.Seconds(), "flood-pts/s")
+	b.ReportMetric(float64(throttled), "flood-429s")
+	if n := fillN.Load(); n > 0 {
+		b.ReportMetric(float64(fillSum.Load())*100/float64(n)/float64(bound), "lane-fill-%")
+		b.ReportMetric(float64(atBound.Load())*100/float64(n), "at-bound-%")
+	}
+	b.ReportMetric(float64(fsyncs)*1000/float64(b.N), "fsyncs/1000writes")
+}

@@ -1,0 +1,19 @@
+// Package hub delivers committed changes to table subscribers, over
+// Server-Sent Events and WebSocket.
+//
+// The engine hands every durable record to Hub.publish, on the committer
+// goroutine, in LSN order. The index is table → subscribers (sharded maps),
+// so the cost of a record is the number of subscribers of its table, however
+// many tables exist. publish never blocks: each subscriber has a bounded
+// buffer, and a subscriber whose buffer is full stops receiving; its own
+// goroutine then moves it to a resync (a fresh snapshot) or, if it keeps
+// falling behind, closes it with a reason. Both are counted.
+//
+// A stream starts with a consistent snapshot at LSN n and then delivers
+// every change after n, in LSN order, without gap or duplicate: the
+// subscriber is registered BEFORE the snapshot is taken, so nothing published
+// in between is missed, and changes at or below n are skipped. A stream
+// resumed from LSN N reads the missed records from the wal's log (or gets a
+// resync when retention trimmed them), then continues live, with the same
+// skip rule.
+package hub

@@ -1,0 +1,265 @@
+package hub
+
+import (
+	"errors"
+	"hash/maphash"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"routehound/engine"
+)
+
+// Errors of the hub; the api maps them to answers.
+var (
+	// ErrTooManySubscribers: the table has MaxSubscribersPerTable subscribers.
+	ErrTooManySubscribers = errors.New("hub: too many subscribers for this table")
+	// ErrBadRequest wraps a refusal of a malformed subscription or message.
+	ErrBadRequest = errors.New("hub: bad request")
+	// ErrClosed: the hub is shutting down.
+	ErrClosed = errors.New("hub: closed")
+)
+
+// Config bounds the hub.
+type Config struct {
+	MaxSubscribersPerTable int
+	Buffer                 int           // events buffered per subscriber
+	Heartbeat              time.Duration // SSE comment / WebSocket ping interval
+	WriteTimeout           time.Duration // one write to a subscriber
+	SnapshotPage           int           // rows per snapshot frame
+	MaxResyncs             int           // resyncs within ResyncWindow before a subscriber is closed
+	ResyncWindow           time.Duration
+	MaxMessageBytes        int64 // largest WebSocket message read
+}
+
+func (c *Config) defaults() {
+	if c.MaxSubscribersPerTable <= 0 {
+		c.MaxSubscribersPerTable = 100
+	}
+	if c.Buffer <= 0 {
+		c.Buffer = 1024
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = 15 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 5 * time.Second
+	}
+	if c.SnapshotPage <= 0 {
+		c.SnapshotPage = 500
+	}
+	if c.MaxResyncs <= 0 {
+		c.MaxResyncs = 3
+	}
+	if c.ResyncWindow <= 0 {
+		c.ResyncWindow = time.Minute
+	}
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = 1 << 20
+	}
+}
+
+const shardCount = 64
+
+// Hub indexes subscribers by table and fans committed records out to them.
+type Hub struct {
+	e    *engine.Engine
+	cfg  Config
+	log  *slog.Logger
+	seed maphash.Seed
+
+	shards [shardCount]shard
+
+	closeMu sync.Mutex
+	closed  bool
+
+	stats Stats
+}
+
+type shard struct {
+	mu     sync.Mutex
+	tables map[string][]*Sub // copy-on-write slices: publish reads one without holding mu while it sends
+}
+
+// Stats counts the hub's work; all fields are atomic or locked.
+type Stats struct {
+	Subscribers atomic.Int64
+	Published   atomic.Uint64 // records offered to at least one subscriber
+	Enqueued    atomic.Uint64 // events put in subscriber buffers
+	Delivered   atomic.Uint64 // events written to clients
+	Dropped     atomic.Uint64 // events not buffered because a subscriber was behind
+	Resyncs     atomic.Uint64
+	Refused     atomic.Uint64 // subscriptions refused at the per-table limit
+
+	mu     sync.Mutex
+	closes map[string]uint64 // reason → subscribers closed by the hub
+}
+
+func (s *Stats) closedFor(reason string) {
+	s.mu.Lock()
+	if s.closes == nil {
+		s.closes = map[string]uint64{}
+	}
+	s.closes[reason]++
+	s.mu.Unlock()
+}
+
+// Closes returns the subscribers closed by the hub, by reason.
+func (s *Stats) Closes() map[string]uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]uint64, len(s.closes))
+	for k, v := range s.closes {
+		out[k] = v
+	}
+	return out
+}
+
+// New builds a hub and subscribes it to the engine's durable records.
+func New(e *engine.Engine, cfg Config, log *slog.Logger) *Hub {
+	cfg.defaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &Hub{e: e, cfg: cfg, log: log, seed: maphash.MakeSeed()}
+	for i := range h.shards {
+		h.shards[i].tables = map[string][]*Sub{}
+	}
+	e.Subscribe(h.publish)
+	return h
+}
+
+// Stats returns the hub's counters.
+func (h *Hub) Stats() *Stats { return &h.stats }
+
+// Config is the hub's effective configuration.
+func (h *Hub) Config() Config { return h.cfg }
+
+func (h *Hub) shard(table string) *shard {
+	return &h.shards[maphash.String(h.seed, table)%shardCount]
+}
+
+// publish runs on the committer goroutine with durable records in LSN
+// order. It must not block: offers are non-blocking.
+func (h *Hub) publish(recs []engine.Record) {
+	var (
+		lastTable string
+		subs      []*Sub
+	)
+	for i := range recs {
+		r := &recs[i]
+		if i == 0 || r.Table != lastTable {
+			sh := h.shard(r.Table)
+			sh.mu.Lock()
+			subs = sh.tables[r.Table]
+			sh.mu.Unlock()
+			lastTable = r.Table
+		}
+		if len(subs) == 0 {
+			continue
+		}
+		ev := newEvent(r)
+		h.stats.Published.Add(1)
+		for _, s := range subs {
+			s.offer(ev)
+		}
+	}
+}
+
+// Subscribe registers a subscriber of table: from now on it receives every
+// record of the table published, until Close. At most
+// MaxSubscribersPerTable per table (ErrTooManySubscribers).
+func (h *Hub) Subscribe(table string) (*Sub, error) {
+	if err := engine.CheckName("table", table); err != nil {
+		return nil, err
+	}
+	h.closeMu.Lock()
+	defer h.closeMu.Unlock()
+	if h.closed {
+		return nil, ErrClosed
+	}
+	sh := h.shard(table)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	cur := sh.tables[table]
+	if len(cur) >= h.cfg.MaxSubscribersPerTable {
+		h.stats.Refused.Add(1)
+		return nil, ErrTooManySubscribers
+	}
+	s := &Sub{h: h, table: table, ch: make(chan *Event, h.cfg.Buffer), done: make(chan struct{})}
+	next := make([]*Sub, len(cur), len(cur)+1)
+	copy(next, cur)
+	sh.tables[table] = append(next, s)
+	h.stats.Subscribers.Add(1)
+	return s, nil
+}
+
+func (h *Hub) remove(s *Sub) {
+	sh := h.shard(s.table)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	cur := sh.tables[s.table]
+	next := make([]*Sub, 0, len(cur))
+	for _, x := range cur {
+		if x != s {
+			next = append(next, x)
+		}
+	}
+	if len(next) == 0 {
+		delete(sh.tables, s.table)
+	} else {
+		sh.tables[s.table] = next
+	}
+	h.stats.Subscribers.Add(-1)
+}
+
+// TableCount is a table and its number of subscribers.
+type TableCount struct {
+	Table       string
+	Subscribers int
+}
+
+// TopTables lists the n tables with the most subscribers.
+func (h *Hub) TopTables(n int) []TableCount {
+	var out []TableCount
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for t, subs := range sh.tables {
+			out = append(out, TableCount{t, len(subs)})
+		}
+		sh.mu.Unlock()
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Subscribers != out[j].Subscribers {
+			return out[i].Subscribers > out[j].Subscribers
+		}
+		return out[i].Table < out[j].Table
+	})
+	if len(out) > n {
+		out = out[:n]
+	}
+	return out
+}
+
+// Close ends every subscription with reason "shutdown" and refuses new ones.
+// Safe to call twice.
+func (h *Hub) Close() {
+	h.closeMu.Lock()
+	h.closed = true
+	h.closeMu.Unlock()
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		var all []*Sub
+		for _, subs := range sh.tables {
+			all = append(all, subs...)
+		}
+		sh.mu.Unlock()
+		for _, s := range all {
+			s.kill("shutdown")
+		}
+	}
+}

@@ -1,0 +1,397 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"routehound/engine"
+	"routehound/wal"
+)
+
+func newHub(t *testing.T, cfg Config) (*Hub, *engine.Engine) {
+	t.Helper()
+	db, err := wal.Open(wal.Options{Dir: t.TempDir(), MemoryBytes: 32 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec := engine.DefaultConfig()
+	ec.MinFreeBytes = 0
+	e, err := engine.New(ec, db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := New(e, cfg, nil)
+	t.Cleanup(func() {
+		h.Close()
+		e.Close(context.Background())
+		db.Close()
+	})
+	return h, e
+}
+
+// recorder is a Sink that keeps what it was sent.
+type recorder struct {
+	mu       sync.Mutex
+	snapLSN  uint64
+	snapshot map[string]string // key → value of the last snapshot
+	changes  []Row             // changes after the snapshot, in order (value nil = delete)
+	resyncs  int
+	last     uint64
+	block    chan struct{} // when set, Change blocks until it is closed (a stalled consumer)
+	delay    time.Duration // when set, each Change takes this long (a slow consumer)
+}
+
+func (r *recorder) Snapshot(lsn uint64, rows []Row, first, last, resync bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if first {
+		r.snapshot = map[string]string{}
+		r.changes = nil
+		if resync {
+			r.resyncs++
+		}
+	}
+	for _, row := range rows {
+		r.snapshot[row.Key] = string(row.Value)
+	}
+	r.snapLSN = lsn
+	r.last = lsn
+	return nil
+}
+
+func (r *recorder) Change(ev *Event) error {
+	if r.block != nil {
+		<-r.block
+	}
+	time.Sleep(r.delay)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.changes = append(r.changes, Row{Key: ev.Key, Value: ev.Value, Version: ev.Version, LSN: ev.LSN})
+	r.last = ev.LSN
+	return nil
+}
+
+func (r *recorder) Flush() error     { return nil }
+func (r *recorder) Heartbeat() error { return nil }
+
+func (r *recorder) lastLSN() uint64 { r.mu.Lock(); defer r.mu.Unlock(); return r.last }
+
+// stream subscribes and runs a stream in the background until the test ends.
+func stream(t *testing.T, h *Hub, table string, from *uint64, rec *recorder) (stop func() error) {
+	t.Helper()
+	sub, err := h.Subscribe(table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		defer sub.Close()
+		done <- h.Stream(ctx, sub, from, rec)
+	}()
+	var once sync.Once
+	var res error
+	stop = func() error {
+		once.Do(func() { cancel(); res = <-done })
+		return res
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+// tableLog is the committed log of one table, read back from the wal.
+func tableLog(t *testing.T, e *engine.Engine, table string, after uint64) []engine.Record {
+	t.Helper()
+	var out []engine.Record
+	if err := e.ReadLog(after, 0, func(r engine.Record) error {
+		if r.Table == table {
+			out = append(out, r)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func put(e *engine.Engine, table, key, value string) (engine.WriteResult, error) {
+	return e.Put(context.Background(), engine.LaneTables, engine.Write{Table: table, Key: key, Value: []byte(value), IfVersion: engine.AnyVersion})
+}
+
+// Several writers and subscribers on several tables: every subscriber's
+// sequence is exactly the committed log of its table after its start
+// point, in order, without gap or duplicate, and snapshot + changes give
+// the table's final state.
+func TestSubscribersSeeExactlyTheCommittedLog(t *testing.T) {
+	h, e := newHub(t, Config{})
+	tables := []string{"a", "b", "c"}
+	type subscriber struct {
+		table string
+		from  *uint64
+		rec   *recorder
+	}
+	var subs []subscriber
+	startSubs := func(withFrom bool) {
+		for _, tb := range tables {
+			rec := &recorder{}
+			var from *uint64
+			if withFrom {
+				n := e.DurableLSN()
+				from = &n
+			}
+			stream(t, h, tb, from, rec)
+			subs = append(subs, subscriber{tb, from, rec})
+		}
+	}
+	startSubs(false) // before any write: empty snapshots
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 1))
+			for i := 0; i < 150; i++ {
+				tb := tables[rng.IntN(len(tables))]
+				key := fmt.Sprintf("k%d", rng.IntN(20))
+				if rng.IntN(5) == 0 {
+					e.Put(context.Background(), engine.LaneTables, engine.Write{Table: tb, Key: key, Delete: true, IfVersion: engine.AnyVersion})
+				} else if _, err := put(e, tb, key, fmt.Sprintf(`{"w":%d,"i":%d}`, w, i)); err != nil {
+					t.Error(err)
+				}
+				if w == 0 && i == 50 {
+					startSubs(false) // mid-stream snapshots
+				}
+				if w == 0 && i == 100 {
+					startSubs(true) // mid-stream resumes from the durable LSN
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	final := e.DurableLSN()
+	for _, s := range subs {
+		want := tableLog(t, e, s.table, 0)
+		lastOfTable := uint64(0)
+		if len(want) > 0 {
+			lastOfTable = want[len(want)-1].LSN
+		}
+		waitUntil(t, "subscriber to catch up", func() bool { return s.rec.lastLSN() >= lastOfTable })
+		s.rec.mu.Lock()
+		start := s.rec.snapLSN
+		if s.from != nil {
+			start = *s.from
+		}
+		var exp []engine.Record
+		for _, r := range want {
+			if r.LSN > start {
+				exp = append(exp, r)
+			}
+		}
+		if len(s.rec.changes) != len(exp) {
+			t.Fatalf("table %s from %d: %d changes, the log has %d", s.table, start, len(s.rec.changes), len(exp))
+		}
+		state := map[string]string{}
+		for k, v := range s.rec.snapshot {
+			state[k] = v
+		}
+		for i, c := range s.rec.changes {
+			if c.LSN != exp[i].LSN || c.Key != exp[i].Key || string(c.Value) != string(exp[i].Value) {
+				t.Fatalf("table %s change %d: got lsn %d %s=%s, log has lsn %d %s=%s", s.table, i, c.LSN, c.Key, c.Value, exp[i].LSN, exp[i].Key, exp[i].Value)
+			}
+			if c.Value == nil {
+				delete(state, c.Key)
+			} else {
+				state[c.Key] = string(c.Value)
+			}
+		}
+		s.rec.mu.Unlock()
+		if s.from == nil {
+			snap, _ := e.Snapshot()
+			truth := map[string]string{}
+			snap.Scan(s.table, "", 0, func(k string, st engine.State) error { truth[k] = string(st.Value); return nil })
+			snap.Close()
+			if fmt.Sprint(truth) != fmt.Sprint(state) {
+				t.Fatalf("table %s: snapshot + changes = %v, the table holds %v", s.table, state, truth)
+			}
+		}
+	}
+	t.Logf("%d subscribers checked against a log of %d records", len(subs), final)
+}
+
+// Disconnect mid-stream, write more, resume from the last LSN: exactly the
+// missed changes.
+func TestResumeDeliversExactlyTheMissedChanges(t *testing.T) {
+	h, e := newHub(t, Config{})
+	rec := &recorder{}
+	stop := stream(t, h, "t", nil, rec)
+	for i := 0; i < 10; i++ {
+		put(e, "t", fmt.Sprint("k", i), fmt.Sprint(i))
+	}
+	waitUntil(t, "10 changes", func() bool { return rec.lastLSN() == 10 })
+	stop()
+	last := rec.lastLSN()
+	for i := 10; i < 25; i++ {
+		put(e, "t", fmt.Sprint("k", i), fmt.Sprint(i))
+		put(e, "other", "x", fmt.Sprint(i)) // another table's records are not delivered
+	}
+	rec2 := &recorder{}
+	stream(t, h, "t", &last, rec2)
+	waitUntil(t, "resume to catch up", func() bool { return rec2.lastLSN() >= e.DurableLSN()-1 })
+	rec2.mu.Lock()
+	defer rec2.mu.Unlock()
+	if len(rec2.changes) != 15 || rec2.snapshot != nil {
+		t.Fatalf("resume got %d changes (snapshot %v), want exactly the 15 missed", len(rec2.changes), rec2.snapshot)
+	}
+	for i, c := range rec2.changes {
+		if c.Key != fmt.Sprint("k", i+10) {
+			t.Fatalf("change %d is %s", i, c.Key)
+		}
+	}
+}
+
+// Resuming from an LSN the log no longer holds gets a resync snapshot.
+func TestResumePastRetentionResyncs(t *testing.T) {
+	h, e := newHub(t, Config{})
+	for i := 0; i < 5; i++ {
+		put(e, "t", fmt.Sprint("k", i), fmt.Sprint(i))
+	}
+	if _, err := e.DB().Trim(wal.Retention{MaxBytes: 1}, 100); err != nil {
+		t.Fatal(err)
+	}
+	from := uint64(1)
+	rec := &recorder{}
+	stream(t, h, "t", &from, rec)
+	waitUntil(t, "resync", func() bool { rec.mu.Lock(); defer rec.mu.Unlock(); return rec.resyncs == 1 && len(rec.snapshot) == 5 })
+	put(e, "t", "k9", "9")
+	waitUntil(t, "change after resync", func() bool { return rec.lastLSN() == 6 })
+}
+
+// A subscriber that never reads does not delay the others; it ends resynced
+// or closed with a reason, and its memory stays bounded by its buffer.
+func TestSlowConsumerIsIsolatedAndClosed(t *testing.T) {
+	h, e := newHub(t, Config{Buffer: 16, MaxResyncs: 1, ResyncWindow: time.Hour})
+	slow := &recorder{block: make(chan struct{})}
+	stopSlow := stream(t, h, "t", nil, slow)
+	fast := &recorder{}
+	stream(t, h, "t", nil, fast)
+	var lat []time.Duration
+	for i := 0; i < 200; i++ {
+		r, err := put(e, "t", fmt.Sprint("k", i%10), fmt.Sprint(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t0 := time.Now()
+		waitUntil(t, "fast subscriber", func() bool { return fast.lastLSN() >= r.LSN })
+		lat = append(lat, time.Since(t0))
+	}
+	if d := h.Stats().Dropped.Load(); d == 0 {
+		t.Fatal("the slow subscriber's buffer never overflowed")
+	}
+	close(slow.block) // let it go: it must now resync, overflow again and be closed
+	for i := 0; i < 100; i++ {
+		put(e, "t", "x", fmt.Sprint(i))
+	}
+	waitUntil(t, "fast subscriber to get all 300", func() bool { return fast.lastLSN() == e.DurableLSN() })
+	waitUntil(t, "the stalled subscriber to resync", func() bool { return h.Stats().Resyncs.Load() > 0 })
+	stopSlow()
+	fast.mu.Lock()
+	n := len(fast.changes)
+	fast.mu.Unlock()
+	if n != 300 {
+		t.Fatalf("the fast subscriber got %d changes, want 300", n)
+	}
+	t.Logf("fast subscriber commit→receipt max %v over 200 writes beside a stalled one", maxDur(lat))
+}
+
+func maxDur(ds []time.Duration) time.Duration {
+	var m time.Duration
+	for _, d := range ds {
+		m = max(m, d)
+	}
+	return m
+}
+
+// A subscriber that keeps falling behind is closed with a reason after
+// MaxResyncs resyncs.
+func TestPersistentlySlowConsumerIsClosed(t *testing.T) {
+	h, e := newHub(t, Config{Buffer: 4, MaxResyncs: 2, ResyncWindow: time.Hour})
+	slow := &recorder{delay: 20 * time.Millisecond}
+	sub, err := h.Subscribe("t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		err := h.Stream(context.Background(), sub, nil, slow)
+		sub.Close()
+		done <- err
+	}()
+	var res error
+	for i := 0; res == nil && i < 2000; i++ {
+		put(e, "t", "k", fmt.Sprint(i))
+		select {
+		case res = <-done:
+		default:
+		}
+	}
+	if res == nil {
+		select {
+		case res = <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a consumer slower than the writes was never closed")
+		}
+	}
+	var ce *ClosedError
+	if !errors.As(res, &ce) || ce.Reason != "slow_consumer" {
+		t.Fatalf("stream ended with %v, want closed for slow_consumer", res)
+	}
+	if h.Stats().Closes()["slow_consumer"] != 1 || h.Stats().Resyncs.Load() != 2 {
+		t.Fatalf("closes %v resyncs %d", h.Stats().Closes(), h.Stats().Resyncs.Load())
+	}
+	if h.Stats().Subscribers.Load() != 0 {
+		t.Fatalf("%d subscribers left registered", h.Stats().Subscribers.Load())
+	}
+}
+
+// The subscriber after the limit is refused; a freed slot is reusable.
+func TestSubscriberLimit(t *testing.T) {
+	h, _ := newHub(t, Config{MaxSubscribersPerTable: 100})
+	var subs []*Sub
+	for i := 0; i < 100; i++ {
+		s, err := h.Subscribe("t")
+		if err != nil {
+			t.Fatalf("subscriber %d: %v", i+1, err)
+		}
+		subs = append(subs, s)
+	}
+	if _, err := h.Subscribe("t"); !errors.Is(err, ErrTooManySubscribers) {
+		t.Fatalf("101st subscriber: %v", err)
+	}
+	if _, err := h.Subscribe("other"); err != nil {
+		t.Fatalf("another table is not limited by this one: %v", err)
+	}
+	subs[0].Close()
+	subs[0].Close()
+	if _, err := h.Subscribe("t"); err != nil {
+		t.Fatalf("after one left: %v", err)
+	}
+	if got := h.Stats().Refused.Load(); got != 1 {
+		t.Fatalf("refused count %d", got)
+	}
+}

@@ -1,0 +1,126 @@
+package hub
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// SSEHandler serves GET /v1/tables/{table}/events: the table's changes as
+// Server-Sent Events. `id:` is the LSN; Last-Event-ID or ?from=LSN resumes.
+//
+//	event: put | delete          id: LSN   data: {"key","value","version","lsn"}
+//	event: resync                          data: {"lsn"}   (drop what you hold; rows follow)
+//	event: put (snapshot rows, no id)      data: {"key","value","version","lsn"}
+//	event: snapshot              id: LSN   data: {"lsn","resync"}   (end of the snapshot)
+//	event: close                           data: {"reason"}
+//
+// Snapshot rows carry no id, so a client cut off inside a snapshot resumes
+// from before it and gets it again.
+func (h *Hub) SSEHandler(g Gate) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			writeError(g, w, fmt.Errorf("%w: use GET", ErrBadRequest))
+			return
+		}
+		if _, ok := g.Authorize(w, r, "dashboard", "admin"); !ok {
+			return
+		}
+		table := r.PathValue("table")
+		from, err := fromParam(r)
+		if err != nil {
+			writeError(g, w, err)
+			return
+		}
+		sub, err := h.Subscribe(table)
+		if err != nil {
+			writeError(g, w, err)
+			return
+		}
+		defer sub.Close()
+		rc := http.NewResponseController(w)
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Header().Set("X-Accel-Buffering", "no")
+		w.WriteHeader(http.StatusOK)
+		sink := &sseSink{w: bufio.NewWriterSize(w, 16<<10), rc: rc, timeout: h.cfg.WriteTimeout}
+		if err := sink.flush(); err != nil {
+			return
+		}
+		err = h.Stream(r.Context(), sub, from, sink)
+		var ce *ClosedError
+		if errors.As(err, &ce) {
+			fmt.Fprintf(sink.w, "event: close\ndata: {\"reason\":%q}\n\n", ce.Reason)
+			sink.flush()
+		}
+	})
+}
+
+// fromParam reads ?from= or Last-Event-ID: nil when neither is set.
+func fromParam(r *http.Request) (*uint64, error) {
+	v := r.URL.Query().Get("from")
+	if v == "" {
+		v = strings.TrimSpace(r.Header.Get("Last-Event-ID"))
+	}
+	if v == "" {
+		return nil, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("%w: from / Last-Event-ID must be an LSN, got %q", ErrBadRequest, v)
+	}
+	return &n, nil
+}
+
+type sseSink struct {
+	w       *bufio.Writer
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+// flush writes what is buffered within the write timeout: a subscriber
+// that stops reading is cut off, never waited for.
+func (s *sseSink) flush() error {
+	s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
+	if err := s.w.Flush(); err != nil {
+		return err
+	}
+	return s.rc.Flush()
+}
+
+func (s *sseSink) Snapshot(lsn uint64, rows []Row, first, last, resync bool) error {
+	if first && resync {
+		fmt.Fprintf(s.w, "event: resync\ndata: {\"lsn\":%d}\n\n", lsn)
+	}
+	for _, r := range rows {
+		s.w.WriteString("event: put\ndata: ")
+		s.w.Write(appendRow(nil, r.Key, r.Value, r.Version, r.LSN))
+		s.w.WriteString("\n\n")
+	}
+	if last {
+		fmt.Fprintf(s.w, "event: snapshot\nid: %d\ndata: {\"lsn\":%d,\"resync\":%t}\n\n", lsn, lsn, resync)
+	}
+	return s.flush()
+}
+
+func (s *sseSink) Change(ev *Event) error {
+	s.w.WriteString("id: ")
+	s.w.WriteString(strconv.FormatUint(ev.LSN, 10))
+	s.w.WriteString("\nevent: ")
+	s.w.WriteString(ev.OpName())
+	s.w.WriteString("\ndata: ")
+	s.w.Write(ev.Data())
+	_, err := s.w.WriteString("\n\n")
+	return err
+}
+
+func (s *sseSink) Flush() error { return s.flush() }
+
+func (s *sseSink) Heartbeat() error {
+	s.w.WriteString(": ping\n\n")
+	return s.flush()
+}

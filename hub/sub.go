@@ -1,0 +1,250 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"routehound/engine"
+)
+
+// Sub is one subscription to one table.
+type Sub struct {
+	h     *Hub
+	table string
+	// ch is the subscriber's bounded buffer. Policy when full: the event is
+	// dropped and behind is set; the subscriber's goroutine then resyncs.
+	ch     chan *Event
+	behind atomic.Bool
+
+	done       chan struct{}
+	closeOnce  sync.Once
+	reason     atomic.Pointer[string]
+	removeOnce sync.Once
+}
+
+// Table is the subscribed table.
+func (s *Sub) Table() string { return s.table }
+
+func (s *Sub) offer(ev *Event) {
+	if s.behind.Load() {
+		s.h.stats.Dropped.Add(1)
+		return
+	}
+	select {
+	case s.ch <- ev:
+		s.h.stats.Enqueued.Add(1)
+	default:
+		s.behind.Store(true)
+		s.h.stats.Dropped.Add(1)
+	}
+}
+
+// kill ends the subscription from outside (shutdown, slow consumer).
+func (s *Sub) kill(reason string) {
+	s.closeOnce.Do(func() {
+		s.reason.Store(&reason)
+		s.h.stats.closedFor(reason)
+		close(s.done)
+	})
+}
+
+// Close unregisters the subscription. Safe to call twice.
+func (s *Sub) Close() {
+	s.removeOnce.Do(func() { s.h.remove(s) })
+	s.closeOnce.Do(func() { close(s.done) })
+}
+
+// Sink is what a transport implements to carry a stream.
+type Sink interface {
+	// Snapshot sends one page of a snapshot at lsn. resync marks a snapshot
+	// that replaces what the client holds (the first page of it says so);
+	// last marks the final page, after which changes follow.
+	Snapshot(lsn uint64, rows []Row, first, last, resync bool) error
+	// Change sends one committed change; it may buffer until Flush.
+	Change(ev *Event) error
+	// Flush sends what Change buffered; called when no event is waiting.
+	Flush() error
+	// Heartbeat keeps an idle stream alive (and detects a dead peer).
+	Heartbeat() error
+}
+
+// ClosedError ends a stream that the hub closed, with its reason.
+type ClosedError struct{ Reason string }
+
+func (e *ClosedError) Error() string { return "hub: subscription closed: " + e.Reason }
+
+// Stream runs a subscription into sink until ctx ends, the sink fails or
+// the hub closes it. With from == nil it starts with a snapshot; with from
+// = N it sends only the changes after N (from the log), or a resync
+// snapshot when the log no longer holds them.
+func (h *Hub) Stream(ctx context.Context, s *Sub, from *uint64, sink Sink) error {
+	var last uint64
+	var err error
+	if from == nil {
+		last, err = h.snapshot(s, sink, false)
+	} else {
+		last, err = h.catchUp(ctx, s, *from, sink)
+		if errors.Is(err, engine.ErrTrimmed) {
+			last, err = h.resync(s, sink)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	hb := time.NewTicker(h.cfg.Heartbeat)
+	defer hb.Stop()
+	var resyncs []time.Time
+	for {
+		if s.behind.Load() {
+			// The buffer overflowed: what it holds is incomplete. Start
+			// over from a fresh snapshot, unless this keeps happening.
+			now := time.Now()
+			resyncs = append(resyncs, now)
+			for len(resyncs) > 0 && now.Sub(resyncs[0]) > h.cfg.ResyncWindow {
+				resyncs = resyncs[1:]
+			}
+			if len(resyncs) > h.cfg.MaxResyncs {
+				s.kill("slow_consumer")
+				return &ClosedError{Reason: "slow_consumer"}
+			}
+			if last, err = h.resync(s, sink); err != nil {
+				return err
+			}
+			continue
+		}
+		select {
+		case ev := <-s.ch:
+			if ev.LSN <= last {
+				continue // already in the snapshot or the catch-up
+			}
+			if err := sink.Change(ev); err != nil {
+				return err
+			}
+			h.stats.Delivered.Add(1)
+			last = ev.LSN
+			if len(s.ch) == 0 {
+				// Nothing else waiting: send now. Under load, events that
+				// queued meanwhile share one write.
+				if err := sink.Flush(); err != nil {
+					return err
+				}
+			}
+		case <-hb.C:
+			if err := sink.Heartbeat(); err != nil {
+				return err
+			}
+		case <-s.done:
+			r := "closed"
+			if p := s.reason.Load(); p != nil {
+				r = *p
+			}
+			return &ClosedError{Reason: r}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// resync empties the buffer, clears behind and sends a fresh snapshot. The
+// snapshot is taken after behind is cleared, so every event dropped while
+// it was set (published, hence committed, before) is in the snapshot.
+func (h *Hub) resync(s *Sub, sink Sink) (uint64, error) {
+	h.stats.Resyncs.Add(1)
+	for {
+		select {
+		case <-s.ch:
+			continue
+		default:
+		}
+		break
+	}
+	s.behind.Store(false)
+	return h.snapshot(s, sink, true)
+}
+
+// snapshot sends the table's state at one LSN, in pages, and returns it.
+func (h *Hub) snapshot(s *Sub, sink Sink, resync bool) (uint64, error) {
+	snap, err := h.e.Snapshot()
+	if err != nil {
+		return 0, err
+	}
+	defer snap.Close()
+	lsn := snap.LSN()
+	after := ""
+	first := true
+	rows := make([]Row, 0, h.cfg.SnapshotPage)
+	for {
+		rows = rows[:0]
+		more, err := snap.Scan(s.table, after, h.cfg.SnapshotPage, func(k string, st engine.State) error {
+			rows = append(rows, Row{Key: k, Value: st.Value, Version: st.Version, LSN: st.LSN})
+			return nil
+		})
+		if err != nil {
+			return 0, fmt.Errorf("hub: snapshot of %s: %w", s.table, err)
+		}
+		if err := sink.Snapshot(lsn, rows, first, !more, resync); err != nil {
+			return 0, err
+		}
+		first = false
+		if !more {
+			return lsn, nil
+		}
+		after = rows[len(rows)-1].Key
+	}
+}
+
+// catchUp sends the table's records after `from` from the log, in chunks,
+// until it reaches the durable LSN; live events at or below what it sent
+// are skipped afterwards.
+func (h *Hub) catchUp(ctx context.Context, s *Sub, from uint64, sink Sink) (uint64, error) {
+	// A page rendered from a snapshot may name an LSN committed but not yet
+	// durable (at most one group-commit interval ahead): wait for it. An
+	// LSN the store never reached (a client from another store, or from
+	// before a power cut) gets a resync, never a silent skip.
+	for deadline := time.Now().Add(time.Second); from > h.e.DurableLSN(); {
+		if time.Now().After(deadline) || from > h.e.DB().LastLSN() {
+			return 0, engine.ErrTrimmed
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	const chunk = 1000
+	last := from
+	for {
+		var evs []*Event
+		n := 0
+		err := h.e.ReadLog(last, chunk, func(r engine.Record) error {
+			n++
+			last = r.LSN
+			if r.Table == s.table {
+				evs = append(evs, newEvent(&r))
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, err
+		}
+		for _, ev := range evs {
+			if err := sink.Change(ev); err != nil {
+				return 0, err
+			}
+			h.stats.Delivered.Add(1)
+		}
+		if err := sink.Flush(); err != nil {
+			return 0, err
+		}
+		if n < chunk {
+			return last, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+	}
+}

@@ -1,0 +1,249 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"routehound/engine"
+)
+
+// wsIn is a client message on /v1/ws.
+type wsIn struct {
+	Op        string          `json:"op"` // subscribe | unsubscribe | put | delete
+	Table     string          `json:"table"`
+	From      *uint64         `json:"from"`
+	Key       string          `json:"key"`
+	Value     json.RawMessage `json:"value"`
+	IfVersion *uint64         `json:"if_version"`
+	ID        string          `json:"id"` // echoed in the ack or error of a put/delete
+}
+
+// WSHandler serves GET /v1/ws: one WebSocket carries one table
+// subscription at a time (subscribing again switches) and puts and deletes.
+//
+//	→ {"op":"subscribe","table":"t"[,"from":LSN]}   {"op":"unsubscribe"}
+//	→ {"op":"put","table","key","value"[,"if_version"][,"id"]}   {"op":"delete","table","key"[,"if_version"][,"id"]}
+//	← {"type":"snapshot","table","lsn","rows":[…],"last":bool,"resync":bool}
+//	← {"type":"resync","table","lsn"}   (drop what you hold; snapshot pages follow)
+//	← {"type":"change","table","op":"put|delete","key","value","version","lsn"}
+//	← {"type":"ack","id","op","table","key","version","lsn"}
+//	← {"type":"error","code","message"[,"id"]}
+//
+// Services authenticate with the Authorization header and need no Origin;
+// a browser session (cookie) must come from the same origin.
+func (h *Hub) WSHandler(g Gate) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		session, ok := g.Authorize(w, r, "dashboard", "admin")
+		if !ok {
+			return
+		}
+		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: !session})
+		if err != nil {
+			return // Accept has answered
+		}
+		c.SetReadLimit(h.cfg.MaxMessageBytes)
+		conn := &wsConn{h: h, g: g, c: c}
+		conn.serve(r.Context())
+	})
+}
+
+type wsConn struct {
+	h *Hub
+	g Gate
+	c *websocket.Conn
+
+	mu     sync.Mutex // guards the current stream
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (wc *wsConn) serve(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer wc.stopStream()
+	go wc.keepalive(ctx, cancel)
+	for {
+		var m wsIn
+		_, data, err := wc.c.Read(ctx)
+		if err != nil {
+			wc.c.CloseNow()
+			return
+		}
+		if err := json.Unmarshal(data, &m); err != nil {
+			wc.sendError("", fmt.Errorf("%w: message is not JSON: %v", ErrBadRequest, err))
+			continue
+		}
+		switch m.Op {
+		case "subscribe":
+			wc.subscribe(ctx, m.Table, m.From)
+		case "unsubscribe":
+			wc.stopStream()
+		case "put", "delete":
+			wc.write(ctx, m)
+		default:
+			wc.sendError(m.ID, fmt.Errorf("%w: op must be subscribe, unsubscribe, put or delete", ErrBadRequest))
+		}
+	}
+}
+
+// keepalive pings the peer; a peer that does not answer within the write
+// timeout is closed.
+func (wc *wsConn) keepalive(ctx context.Context, cancel context.CancelFunc) {
+	t := time.NewTicker(wc.h.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			pctx, pc := context.WithTimeout(ctx, wc.h.cfg.WriteTimeout)
+			err := wc.c.Ping(pctx)
+			pc()
+			if err != nil {
+				wc.c.Close(websocket.StatusPolicyViolation, "no pong")
+				cancel()
+				return
+			}
+		}
+	}
+}
+
+func (wc *wsConn) send(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return wc.sendRaw(b)
+}
+
+func (wc *wsConn) sendRaw(b []byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), wc.h.cfg.WriteTimeout)
+	defer cancel()
+	return wc.c.Write(ctx, websocket.MessageText, b)
+}
+
+func (wc *wsConn) sendError(id string, err error) {
+	_, code, msg := wc.g.Describe(err)
+	m := map[string]string{"type": "error", "code": code, "message": msg}
+	if id != "" {
+		m["id"] = id
+	}
+	wc.send(m)
+}
+
+func (wc *wsConn) stopStream() {
+	wc.mu.Lock()
+	cancel, done := wc.cancel, wc.done
+	wc.cancel, wc.done = nil, nil
+	wc.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+}
+
+// subscribe switches the connection to table.
+func (wc *wsConn) subscribe(ctx context.Context, table string, from *uint64) {
+	wc.stopStream()
+	sub, err := wc.h.Subscribe(table)
+	if err != nil {
+		wc.sendError("", err)
+		return
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	wc.mu.Lock()
+	wc.cancel, wc.done = cancel, done
+	wc.mu.Unlock()
+	go func() {
+		defer close(done)
+		defer sub.Close()
+		err := wc.h.Stream(sctx, sub, from, &wsSink{wc: wc, table: table})
+		var ce *ClosedError
+		switch {
+		case errors.As(err, &ce):
+			wc.send(map[string]string{"type": "close", "reason": ce.Reason})
+			if ce.Reason == "slow_consumer" {
+				wc.c.Close(websocket.StatusPolicyViolation, "slow consumer")
+			} else {
+				wc.c.Close(websocket.StatusGoingAway, ce.Reason)
+			}
+		case err != nil && sctx.Err() == nil:
+			// The peer stopped reading (write timeout) or went away.
+			wc.c.Close(websocket.StatusPolicyViolation, "write failed")
+		}
+	}()
+}
+
+// write applies a put or delete through the tables lane; the answer comes
+// after the fsync.
+func (wc *wsConn) write(ctx context.Context, m wsIn) {
+	if err := engine.CheckName("table", m.Table); err != nil {
+		wc.sendError(m.ID, err)
+		return
+	}
+	if err := engine.CheckKey(m.Key); err != nil {
+		wc.sendError(m.ID, err)
+		return
+	}
+	if engine.IsBuiltin(m.Table) {
+		wc.sendError(m.ID, fmt.Errorf("%w: table %q is written only by its actor's endpoint", ErrReadOnly, m.Table))
+		return
+	}
+	w := engine.Write{Table: m.Table, Key: m.Key, Delete: m.Op == "delete", IfVersion: engine.AnyVersion}
+	if m.IfVersion != nil {
+		w.IfVersion = *m.IfVersion
+	}
+	if !w.Delete {
+		if len(m.Value) == 0 {
+			wc.sendError(m.ID, fmt.Errorf("%w: put needs a value", ErrBadRequest))
+			return
+		}
+		w.Value = compactJSON(m.Value)
+	}
+	res, err := wc.h.e.Put(ctx, engine.LaneTables, w)
+	if err != nil {
+		wc.sendError(m.ID, err)
+		return
+	}
+	wc.send(map[string]any{"type": "ack", "id": m.ID, "op": m.Op, "table": m.Table, "key": res.Key, "version": res.Version, "lsn": res.LSN})
+}
+
+// ErrReadOnly wraps a write to a built-in table.
+var ErrReadOnly = errors.New("hub: read-only table")
+
+type wsSink struct {
+	wc    *wsConn
+	table string
+}
+
+func (s *wsSink) Snapshot(lsn uint64, rows []Row, first, last, resync bool) error {
+	if first && resync {
+		if err := s.wc.send(map[string]any{"type": "resync", "table": s.table, "lsn": lsn}); err != nil {
+			return err
+		}
+	}
+	return s.wc.send(map[string]any{"type": "snapshot", "table": s.table, "lsn": lsn, "rows": rows, "last": last, "resync": resync})
+}
+
+func (s *wsSink) Change(ev *Event) error {
+	b := make([]byte, 0, 64+len(ev.Table)+len(ev.Data()))
+	b = append(b, `{"type":"change","table":`...)
+	b = strconv.AppendQuote(b, ev.Table)
+	b = append(b, `,"op":"`...)
+	b = append(b, ev.OpName()...)
+	b = append(b, `",`...)
+	b = append(b, ev.Data()[1:]...) // splice {"key",…} into the frame
+	return s.wc.sendRaw(b)
+}
+
+func (s *wsSink) Flush() error     { return nil } // every message is written whole
+func (s *wsSink) Heartbeat() error { return nil } // keepalive pings the connection
