@@ -85,6 +85,9 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("/v1/drivers/{driver}/locations", s.methods(map[string]http.HandlerFunc{
 		"POST": s.allow(engine.LaneDriver, s.postLocations, RoleDriver),
 	}))
+	s.mux.HandleFunc("/v1/drivers/stream", s.methods(map[string]http.HandlerFunc{
+		"GET": s.allow(engine.LaneDriver, s.driverStream, RoleDriver),
+	}))
 	s.mux.HandleFunc("/v1/assignments/{route}", s.methods(map[string]http.HandlerFunc{
 		"PUT": s.allow(engine.LaneDispatch, s.putAssignment, RoleDispatch),
 		"GET": s.allow("", s.getAssignment, RoleDispatch, RoleDashboard, RoleAdmin),

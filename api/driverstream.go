@@ -1,0 +1,206 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"routehound/engine"
+)
+
+// driverFrame is one client frame on /v1/drivers/stream.
+type driverFrame struct {
+	Driver *string         `json:"driver"`
+	Points json.RawMessage `json:"points"`
+}
+
+// maxStreamDrivers bounds the drivers one stream may report for (a
+// telematics gateway multiplexes a fleet; a phone sends one).
+const maxStreamDrivers = 10000
+
+// driverStream serves GET /v1/drivers/stream: drivers send frames
+// {"driver","points":[…]} and the server answers each with
+// {"driver","accepted","duplicates","durable_seq"} at once, then sends
+// {"driver","durable_seq"} as that driver's points become durable. After a
+// reconnect a client resends every point above the last durable_seq it
+// received: duplicates are dropped by seq, so nothing is lost or doubled.
+// Refusals are {"type":"error","code","message","driver"}; a lane_full
+// refusal means "resend later", nothing of that frame was accepted.
+func (s *Server) driverStream(w http.ResponseWriter, r *http.Request) {
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true}) // bearer-authenticated: no ambient credential to guard
+	if err != nil {
+		return
+	}
+	c.SetReadLimit(s.cfg.MaxBodyBytes)
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	ds := &durableNotifier{s: s, c: c, sent: map[string]uint64{}, want: map[string]uint64{}, wake: make(chan struct{}, 1)}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); ds.run(ctx) }()
+	defer wg.Wait()
+	defer cancel()
+	for {
+		_, data, err := c.Read(ctx)
+		if err != nil {
+			c.CloseNow()
+			return
+		}
+		var f driverFrame
+		if err := strict(data, &f); err != nil {
+			ds.sendError("", err)
+			continue
+		}
+		if f.Driver == nil {
+			ds.sendError("", invalid("driver", "required"))
+			continue
+		}
+		driver := *f.Driver
+		if err := checkName("driver", driver); err != nil {
+			ds.sendError(driver, err)
+			continue
+		}
+		if len(f.Points) == 0 {
+			ds.sendError(driver, invalid("points", "required (one point or an array)"))
+			continue
+		}
+		pts, err := DecodePoints(f.Points, s.e.Config().Lanes[engine.LaneDriver].QueueBound)
+		if err != nil {
+			s.e.Reject(engine.LaneDriver, codeOf(err))
+			ds.sendError(driver, err)
+			continue
+		}
+		if !ds.track(driver) {
+			ds.sendError(driver, errorf(http.StatusTooManyRequests, "too_many_drivers", "one stream reports for at most %d drivers", maxStreamDrivers))
+			continue
+		}
+		ack, err := s.e.SubmitPoints(ctx, driver, pts)
+		if err != nil {
+			ds.sendError(driver, err)
+			continue
+		}
+		var top uint64
+		for _, p := range pts {
+			top = max(top, p.Seq)
+		}
+		ds.expect(driver, top, ack.DurableSeq)
+		ds.send(map[string]any{"driver": driver, "accepted": ack.Accepted, "duplicates": ack.Duplicates, "durable_seq": ack.DurableSeq})
+	}
+}
+
+func codeOf(err error) string {
+	if ae, ok := err.(*apiError); ok {
+		return ae.code
+	}
+	return "error"
+}
+
+// durableNotifier tells one stream's client when its drivers' points become
+// durable. It polls the engine's per-driver durable seq (an atomic load)
+// every 2 ms, only for drivers with points in flight.
+type durableNotifier struct {
+	s *Server
+	c *websocket.Conn
+
+	mu   sync.Mutex
+	sent map[string]uint64 // durable_seq last sent per driver
+	want map[string]uint64 // highest seq in flight per driver; empty when all is durable
+	wake chan struct{}     // cap 1: "want is not empty"
+}
+
+func (d *durableNotifier) track(driver string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.sent[driver]; ok {
+		return true
+	}
+	if len(d.sent) >= maxStreamDrivers {
+		return false
+	}
+	d.sent[driver] = 0
+	return true
+}
+
+func (d *durableNotifier) expect(driver string, top, durable uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.sent[driver] = max(d.sent[driver], durable)
+	if top > d.sent[driver] {
+		d.want[driver] = max(d.want[driver], top)
+		select {
+		case d.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (d *durableNotifier) run(ctx context.Context) {
+	t := time.NewTicker(2 * time.Millisecond)
+	defer t.Stop()
+	type upd struct {
+		driver string
+		seq    uint64
+	}
+	var out []upd
+	for {
+		d.mu.Lock()
+		idle := len(d.want) == 0
+		d.mu.Unlock()
+		if idle { // sleep until points are in flight
+			select {
+			case <-ctx.Done():
+				return
+			case <-d.wake:
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		out = out[:0]
+		d.mu.Lock()
+		for drv, want := range d.want {
+			cur, err := d.s.e.DriverDurableSeq(drv)
+			if err != nil {
+				continue
+			}
+			if cur > d.sent[drv] {
+				d.sent[drv] = cur
+				out = append(out, upd{drv, cur})
+			}
+			if cur >= want {
+				delete(d.want, drv)
+			}
+		}
+		d.mu.Unlock()
+		for _, u := range out {
+			if d.send(map[string]any{"driver": u.driver, "durable_seq": u.seq}) != nil {
+				return
+			}
+		}
+	}
+}
+
+func (d *durableNotifier) send(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return d.c.Write(ctx, websocket.MessageText, b)
+}
+
+func (d *durableNotifier) sendError(driver string, err error) {
+	_, code, msg := d.s.Describe(err)
+	m := map[string]string{"type": "error", "code": code, "message": msg}
+	if driver != "" {
+		m["driver"] = driver
+	}
+	d.send(m)
+}
