@@ -82,6 +82,17 @@ func (e *ClosedError) Error() string { return "hub: subscription closed: " + e.R
 // = N it sends only the changes after N (from the log), or a resync
 // snapshot when the log no longer holds them.
 func (h *Hub) Stream(ctx context.Context, s *Sub, from *uint64, sink Sink) error {
+	err := h.stream(ctx, s, from, sink)
+	var ce *ClosedError
+	if err != nil && ctx.Err() == nil && !errors.As(err, &ce) {
+		// The transport could not write within its timeout, or the peer
+		// went away mid-write: count it as a close with a reason.
+		s.kill("write_failed")
+	}
+	return err
+}
+
+func (h *Hub) stream(ctx context.Context, s *Sub, from *uint64, sink Sink) error {
 	var last uint64
 	var err error
 	if from == nil {
