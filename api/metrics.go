@@ -48,6 +48,8 @@ func newLedgerCollector(e *engine.Engine) *ledgerCollector {
 		committer:  d("lane_committer_seconds_total", "Committer time spent on the lane: apply plus its share of commits and fsyncs.", lane...),
 		queueWait:  d("lane_queue_wait_seconds", "Arrival to being taken by the committer.", lane...),
 		latency:    d("lane_latency_seconds", "Arrival to durable (the answer of sync and ack writers).", lane...),
+		waitMax:    d("lane_queue_wait_max_seconds", "Longest queue wait seen since start.", lane...),
+		latMax:     d("lane_latency_max_seconds", "Longest arrival-to-durable latency seen since start.", lane...),
 		totFsyncs:  d("fsyncs_total", "Fsyncs of the store (group commits)."),
 		totBatches: d("batches_total", "Batches committed."),
 		busy:       d("committer_busy_seconds_total", "Time the committer spent applying, committing and syncing."),
@@ -102,8 +104,11 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.batches, float64(s.Batches.Load()), name)
 		counter(c.fsyncs, float64(s.Fsyncs.Load()), name)
 		counter(c.committer, time.Duration(s.CommitterNanos.Load()).Seconds(), name)
-		ch <- histogram(c.queueWait, s.QueueWait.Snapshot(), name)
-		ch <- histogram(c.latency, s.Latency.Snapshot(), name)
+		qw, lat := s.QueueWait.Snapshot(), s.Latency.Snapshot()
+		ch <- histogram(c.queueWait, qw, name)
+		ch <- histogram(c.latency, lat, name)
+		gauge(c.waitMax, qw.Max.Seconds(), name)
+		gauge(c.latMax, lat.Max.Seconds(), name)
 	}
 	t := c.e.Totals()
 	counter(c.totFsyncs, float64(t.Fsyncs.Load()))
