@@ -23,7 +23,7 @@ type ledgerCollector struct {
 
 	arrivals, accepted, duplicates, rejected, depth, bound *prometheus.Desc
 	records, bytes, batches, fsyncs, committer             *prometheus.Desc
-	queueWait, latency                                     *prometheus.Desc
+	queueWait, latency, waitMax, latMax                    *prometheus.Desc
 	totFsyncs, totBatches, busy, syncSecs, durable, first  *prometheus.Desc
 	logBytes, storeBytes, trimmed, syncTime, uptime        *prometheus.Desc
 }
