@@ -285,7 +285,7 @@ func (s *Server) postLoadingEvent(w http.ResponseWriter, r *http.Request) {
 	res, err := s.e.Put(r.Context(), engine.LaneWarehouse, engine.Write{Table: engine.TableLoading, Key: id, Value: value,
 		IfVersion: 0, IdemKey: key, Fingerprint: engine.Fingerprint(value)})
 	if err != nil {
-		s.fail(w, r, err)
+		s.fail(w, r, laneError(engine.LaneWarehouse, err))
 		return
 	}
 	writeJSON(w, http.StatusCreated, map[string]any{"id": res.Key, "lsn": res.LSN})

@@ -13,6 +13,18 @@ import (
 	"routehound/hub"
 )
 
+// errWarehouseFull marks the warehouse lane's ErrLaneFull.
+var errWarehouseFull = errors.New("warehouse lane full")
+
+// laneError tags an engine error with the lane it came from, for the
+// answers that differ per lane.
+func laneError(lane string, err error) error {
+	if lane == engine.LaneWarehouse && errors.Is(err, engine.ErrLaneFull) {
+		return fmt.Errorf("%w: %w", errWarehouseFull, err)
+	}
+	return err
+}
+
 // apiError is a refusal with a stable code.
 type apiError struct {
 	status  int
@@ -48,6 +60,10 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 func (s *Server) mapEngineError(err error) *apiError {
 	switch {
+	case errors.Is(err, errWarehouseFull):
+		// DESIGN.md: a loading event at the queue bound gets 503; the
+		// terminal's event waits for a later retry, not the driver's 429.
+		return errorf(http.StatusServiceUnavailable, "lane_full", "the warehouse queue is at its bound; retry after the Retry-After delay")
 	case errors.Is(err, engine.ErrLaneFull):
 		return errorf(http.StatusTooManyRequests, "lane_full", "this actor's lane is at its bound; retry after the Retry-After delay")
 	case errors.Is(err, engine.ErrTooManyDrivers):
@@ -92,6 +108,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	w.Write(append(b, '\n'))
 }
+
+// Fail answers err as a JSON error (hub.Gate).
+func (s *Server) Fail(w http.ResponseWriter, r *http.Request, err error) { s.fail(w, r, err) }
 
 // Describe maps an error to its status, code and message (hub.Gate).
 func (s *Server) Describe(err error) (int, string, string) {

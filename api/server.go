@@ -38,8 +38,8 @@ func New(e *engine.Engine, tokens *Tokens, cfg Config, log *slog.Logger) *Server
 // MountHub serves the hub's streams: SSE per table and the WebSocket.
 func (s *Server) MountHub(h *hub.Hub) {
 	s.ledger.h = h
-	s.mux.Handle("/v1/tables/{table}/events", h.SSEHandler(s))
-	s.mux.Handle("/v1/ws", h.WSHandler(s))
+	s.mux.Handle("/v1/tables/{table}/events", s.methods(map[string]http.HandlerFunc{"GET": h.SSEHandler(s).ServeHTTP}))
+	s.mux.Handle("/v1/ws", s.methods(map[string]http.HandlerFunc{"GET": h.WSHandler(s).ServeHTTP}))
 }
 
 // Handle mounts another handler (the hub's streams, the dashboard).
@@ -48,9 +48,6 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, 
 // Authenticate resolves the request's bearer token to its role, for handlers
 // mounted from other packages.
 func (s *Server) Authenticate(r *http.Request) (Role, error) { return s.authenticate(r) }
-
-// Fail writes err as the api's JSON error answer.
-func (s *Server) Fail(w http.ResponseWriter, r *http.Request, err error) { s.fail(w, r, err) }
 
 // ServeHTTP makes the server an http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
@@ -62,12 +59,6 @@ func (s *Server) methods(m map[string]http.HandlerFunc) http.HandlerFunc {
 		if h, ok := m[r.Method]; ok {
 			h(w, r)
 			return
-		}
-		if r.Method == http.MethodHead {
-			if h, ok := m[http.MethodGet]; ok {
-				h(w, r)
-				return
-			}
 		}
 		allow := ""
 		for k := range m {

@@ -23,22 +23,18 @@ import (
 // from before it and gets it again.
 func (h *Hub) SSEHandler(g Gate) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet {
-			writeError(g, w, fmt.Errorf("%w: use GET", ErrBadRequest))
-			return
-		}
 		if _, ok := g.Authorize(w, r, "dashboard", "admin"); !ok {
 			return
 		}
 		table := r.PathValue("table")
 		from, err := fromParam(r)
 		if err != nil {
-			writeError(g, w, err)
+			g.Fail(w, r, err)
 			return
 		}
 		sub, err := h.Subscribe(table)
 		if err != nil {
-			writeError(g, w, err)
+			g.Fail(w, r, err)
 			return
 		}
 		defer sub.Close()

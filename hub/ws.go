@@ -151,13 +151,14 @@ func (wc *wsConn) stopStream() {
 }
 
 // subscribe switches the connection to table.
+// A refused subscription (bad name, table full) keeps the current one.
 func (wc *wsConn) subscribe(ctx context.Context, table string, from *uint64) {
-	wc.stopStream()
 	sub, err := wc.h.Subscribe(table)
 	if err != nil {
 		wc.sendError("", err)
 		return
 	}
+	wc.stopStream()
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	wc.mu.Lock()
