@@ -1,10 +1,13 @@
 package api
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -25,72 +28,102 @@ type point struct {
 }
 
 func (p *point) check(i int) error {
+	// Field names are built only for an error: this runs once per point.
 	at := func(f string) string {
 		if i < 0 {
 			return f
 		}
-		return fmt.Sprintf("[%d].%s", i, f)
+		return "[" + strconv.Itoa(i) + "]." + f
 	}
-	if p.Seq == nil {
+	switch {
+	case p.Seq == nil:
 		return invalid(at("seq"), "required (the driver's sequence number, an integer >= 1)")
-	}
-	if *p.Seq == 0 {
+	case *p.Seq == 0:
 		return invalid(at("seq"), "must be >= 1")
-	}
-	if err := checkLat(at("lat"), p.Lat); err != nil {
-		return err
-	}
-	if err := checkLng(at("lng"), p.Lng); err != nil {
-		return err
-	}
-	if err := checkTime(at("ts"), p.TS, true); err != nil {
-		return err
-	}
-	if p.SpeedKmh != nil && (*p.SpeedKmh < 0 || *p.SpeedKmh > 1000) {
+	case p.Lat == nil || *p.Lat < -90 || *p.Lat > 90:
+		return checkLat(at("lat"), p.Lat)
+	case p.Lng == nil || *p.Lng < -180 || *p.Lng > 180:
+		return checkLng(at("lng"), p.Lng)
+	case p.SpeedKmh != nil && (*p.SpeedKmh < 0 || *p.SpeedKmh > 1000):
 		return invalid(at("speed_kmh"), "%v is outside 0..1000", *p.SpeedKmh)
-	}
-	if p.Heading != nil && (*p.Heading < 0 || *p.Heading > 360) {
+	case p.Heading != nil && (*p.Heading < 0 || *p.Heading > 360):
 		return invalid(at("heading"), "%v is outside 0..360", *p.Heading)
+	}
+	if err := checkTime("ts", p.TS, true); err != nil {
+		return checkTime(at("ts"), p.TS, true)
 	}
 	return nil
 }
 
 // DecodePoints validates a driver body (one point or an array) whole: one
-// bad point refuses the batch. Each point's value is its JSON as sent.
+// bad point refuses the batch. Each point's value is its JSON as sent
+// (compacted). An array is decoded in one pass: each point's bytes are cut
+// from the body at the decoder's offsets, not decoded twice.
 func DecodePoints(body []byte, maxPoints int) ([]engine.Point, error) {
-	var raws []json.RawMessage
-	if isArray(body) {
-		if err := strict(body, &raws); err != nil {
+	if !isArray(body) {
+		var p point
+		if err := strict(body, &p); err != nil {
 			return nil, err
 		}
-		if len(raws) == 0 {
-			return nil, errorf(http.StatusBadRequest, "bad_json", "empty array: send at least one point")
+		if err := p.check(-1); err != nil {
+			return nil, err
 		}
-		if len(raws) > maxPoints {
-			return nil, errorf(http.StatusRequestEntityTooLarge, "too_many_points", "%d points in one request; at most %d", len(raws), maxPoints)
-		}
-	} else {
-		raws = []json.RawMessage{body}
+		return []engine.Point{{Seq: *p.Seq, Value: compact(body)}}, nil
 	}
-	out := make([]engine.Point, len(raws))
-	for i, raw := range raws {
-		idx := i
-		if !isArray(body) {
-			idx = -1
+	d := json.NewDecoder(bytes.NewReader(body))
+	d.DisallowUnknownFields()
+	if _, err := d.Token(); err != nil { // [
+		return nil, jsonError(err)
+	}
+	out := make([]engine.Point, 0, 64)
+	for i := 0; d.More(); i++ {
+		if i >= maxPoints {
+			return nil, errorf(http.StatusRequestEntityTooLarge, "too_many_points", "more than %d points in one request", maxPoints)
 		}
+		start := d.InputOffset()
 		var p point
-		if err := strict(raw, &p); err != nil {
-			if ae, ok := err.(*apiError); ok && idx >= 0 {
-				ae.message = fmt.Sprintf("point %d: %s", idx, ae.message)
+		if err := d.Decode(&p); err != nil {
+			err = jsonError(err)
+			if ae, ok := err.(*apiError); ok {
+				ae.message = fmt.Sprintf("point %d: %s", i, ae.message)
 			}
 			return nil, err
 		}
-		if err := p.check(idx); err != nil {
+		if err := p.check(i); err != nil {
 			return nil, err
 		}
-		out[i] = engine.Point{Seq: *p.Seq, Value: compact(raw)}
+		raw := bytes.TrimLeft(body[start:d.InputOffset()], " \t\r\n,")
+		out = append(out, engine.Point{Seq: *p.Seq, Value: compact(raw)})
+	}
+	if _, err := d.Token(); err != nil { // ]
+		return nil, jsonError(err)
+	}
+	if _, err := d.Token(); err != io.EOF {
+		return nil, errorf(http.StatusBadRequest, "bad_json", "the body holds more than one JSON value")
+	}
+	if len(out) == 0 {
+		return nil, errorf(http.StatusBadRequest, "bad_json", "empty array: send at least one point")
 	}
 	return out, nil
+}
+
+// decodeSlot takes one of the driver decode slots, waiting at most 500 ms.
+func (s *Server) decodeSlot(r *http.Request) bool {
+	select {
+	case s.driverSlots <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(500 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case s.driverSlots <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	case <-r.Context().Done():
+		return false
+	}
 }
 
 func (s *Server) postLocations(w http.ResponseWriter, r *http.Request) {
@@ -104,7 +137,20 @@ func (s *Server) postLocations(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, engine.LaneDriver, err)
 		return
 	}
+	// A full lane is refused before its body costs any CPU; then at most
+	// GOMAXPROCS-1 driver bodies decode at once, so that a flood of points
+	// always leaves a core to the dispatcher, the warehouse and the
+	// committer. Both waits are bounded.
+	if s.e.LaneFull(engine.LaneDriver) {
+		s.fail(w, r, s.e.RefuseFull(engine.LaneDriver))
+		return
+	}
+	if !s.decodeSlot(r) {
+		s.fail(w, r, s.e.RefuseFull(engine.LaneDriver))
+		return
+	}
 	pts, err := DecodePoints(body, s.e.Config().Lanes[engine.LaneDriver].QueueBound)
+	<-s.driverSlots
 	if err != nil {
 		s.refuse(w, r, engine.LaneDriver, err)
 		return

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
@@ -83,6 +84,10 @@ func startBenchServer(b *testing.B, mutate func(*config.Config)) *benchServer {
 		b.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if cfg.MemoryLimitMB > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		prev := debug.SetMemoryLimit(cfg.MemoryLimitMB << 20) // as serve.go does
+		b.Cleanup(func() { debug.SetMemoryLimit(prev) })
+	}
 	dir := cfg.DataDir
 	tokens, _, err := config.EnsureTokens(cfg, dir)
 	if err != nil {

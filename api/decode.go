@@ -84,6 +84,9 @@ func isArray(raw []byte) bool {
 
 // compact returns raw without insignificant whitespace: what the log keeps.
 func compact(raw []byte) []byte {
+	if bytes.IndexAny(raw, " \t\r\n") < 0 {
+		return raw // nothing to remove (clients usually send compact JSON)
+	}
 	var b bytes.Buffer
 	if json.Compact(&b, raw) != nil {
 		return raw

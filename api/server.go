@@ -3,6 +3,7 @@ package api
 import (
 	"log/slog"
 	"net/http"
+	"runtime"
 	"time"
 
 	"routehound/engine"
@@ -23,6 +24,10 @@ type Server struct {
 	log    *slog.Logger
 	mux    *http.ServeMux
 	ledger *ledgerCollector
+
+	// driverSlots bounds the driver bodies being decoded at once
+	// (GOMAXPROCS-1, at least 1); see postLocations.
+	driverSlots chan struct{}
 }
 
 // New builds the server; mount more routes with Handle before serving.
@@ -30,7 +35,8 @@ func New(e *engine.Engine, tokens *Tokens, cfg Config, log *slog.Logger) *Server
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{e: e, tokens: tokens, cfg: cfg, log: log, mux: http.NewServeMux()}
+	s := &Server{e: e, tokens: tokens, cfg: cfg, log: log, mux: http.NewServeMux(),
+		driverSlots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1))}
 	s.routes()
 	return s
 }

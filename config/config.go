@@ -31,6 +31,9 @@ type Config struct {
 	Listen  string  `toml:"listen"`
 	DataDir string  `toml:"data_dir"`
 	Tokens  []Token `toml:"tokens"`
+	// MemoryLimitMB is the Go runtime's soft memory limit (GOMEMLIMIT):
+	// near it the collector works harder instead of letting the heap grow.
+	MemoryLimitMB int64 `toml:"memory_limit_mb"`
 
 	HTTP      HTTP      `toml:"http"`
 	Storage   Storage   `toml:"storage"`
@@ -84,8 +87,9 @@ type Hub struct {
 func Default() Config {
 	ec := engine.DefaultConfig()
 	return Config{
-		Listen:  ":8080",
-		DataDir: "./data",
+		Listen:        ":8080",
+		DataDir:       "./data",
+		MemoryLimitMB: 192,
 		HTTP: HTTP{
 			MaxBodyBytes:      1 << 20,
 			ReadHeaderTimeout: 10 * time.Second,

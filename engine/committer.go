@@ -107,9 +107,15 @@ func (e *Engine) commitBatch(p *pending) {
 	used := map[*lane]int{}
 	t0 := time.Now()
 	n0 := len(p.items)
+	holdsSync := false
 	for {
 		l := e.pick(used)
 		if l == nil {
+			break
+		}
+		if holdsSync && l.cfg.Contract == Async {
+			// A sync writer is waiting for this batch's fsync: commit now
+			// rather than make it wait for more async points.
 			break
 		}
 		if b == nil {
@@ -144,6 +150,7 @@ func (e *Engine) commitBatch(p *pending) {
 			return
 		}
 		it.res = res
+		holdsSync = holdsSync || l.cfg.Contract == Sync
 		l.stats.BytesWritten.Add(uint64(b.Size() - size0))
 		l.stats.Records.Add(uint64(b.Len() - recs0))
 		l.stats.CommitterNanos.Add(int64(time.Since(ta)))

@@ -57,7 +57,7 @@ func DefaultConfig() Config {
 			LaneDispatch:  {Contract: Sync, QueueBound: 1024, BatchBound: 256, Weight: 8, SLA: 5 * time.Millisecond},
 			LaneTables:    {Contract: Sync, QueueBound: 4096, BatchBound: 512, Weight: 4, SLA: 20 * time.Millisecond},
 			LaneWarehouse: {Contract: Ack, QueueBound: 4096, BatchBound: 512, Weight: 4, FlushWithin: 2 * time.Millisecond, MaxWait: 2 * time.Second, SLA: 20 * time.Millisecond},
-			LaneDriver:    {Contract: Async, QueueBound: 200000, BatchBound: 4096, Weight: 2, FlushWithin: 10 * time.Millisecond, SLA: 50 * time.Millisecond},
+			LaneDriver:    {Contract: Async, QueueBound: 16384, BatchBound: 1024, Weight: 2, FlushWithin: 10 * time.Millisecond, SLA: 50 * time.Millisecond},
 		},
 		BatchRecords:   4096,
 		BatchBytes:     2 << 20,

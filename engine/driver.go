@@ -143,16 +143,53 @@ func (e *Engine) SubmitPoints(ctx context.Context, driver string, pts []Point) (
 		ack.DurableSeq = ds.durable.Load()
 		return ack, nil
 	}
-	values := make([][]byte, len(fresh))
+	// The points go to the lane in chunks: a chunk is the unit of a
+	// batch, so a dispatch write waits behind at most one chunk being
+	// applied, and a request of any size fits in a transaction. Chunks
+	// commit in lane (FIFO) order, so durable_seq moves to the top of the
+	// last durable chunk and every point below it is durable too.
+	items := make([]*item, 0, (len(fresh)+chunkPoints-1)/chunkPoints)
+	for len(fresh) > 0 {
+		n := min(len(fresh), chunkPoints)
+		items = append(items, e.pointsItem(driver, ds, fresh[:n], l.cfg.Contract != Async))
+		fresh = fresh[n:]
+	}
+	if err := e.enqueue(l, items...); err != nil {
+		ds.mu.Unlock()
+		return DriverAck{}, l.refuse(err)
+	}
+	ds.accepted = items[len(items)-1].top
+	ds.mu.Unlock()
+	l.stats.Duplicates.Add(uint64(ack.Duplicates))
+	if l.cfg.Contract == Async {
+		l.stats.Accepted.Add(uint64(ack.Accepted))
+	} else {
+		for _, it := range items {
+			if _, err := wait(ctx, it); err != nil {
+				return DriverAck{}, err
+			}
+		}
+	}
+	ack.DurableSeq = ds.durable.Load()
+	return ack, nil
+}
+
+// chunkPoints is the most points of one driver in one lane item.
+const chunkPoints = 512
+
+// pointsItem is one chunk of a driver's points, in seq order.
+func (e *Engine) pointsItem(driver string, ds *driverState, pts []Point, wait bool) *item {
+	values := make([][]byte, len(pts))
 	var size int64
-	for i, p := range fresh {
+	for i, p := range pts {
 		values[i] = p.Value
 		size += int64(len(p.Value) + len(driver) + 64)
 	}
-	top := fresh[len(fresh)-1].Seq
+	top := pts[len(pts)-1].Seq
 	it := &item{
-		units: len(fresh),
+		units: len(pts),
 		bytes: size,
+		top:   top,
 		apply: func(b *wal.Batch) (result, error) {
 			_, err := b.PutSeries(TablePositions, driver, values, LaneDriver)
 			return result{}, err
@@ -162,21 +199,8 @@ func (e *Engine) SubmitPoints(ctx context.Context, driver string, pts []Point) (
 			}
 		},
 	}
-	if l.cfg.Contract != Async {
+	if wait {
 		it.done = make(chan result, 1)
 	}
-	if err := e.enqueue(l, it); err != nil {
-		ds.mu.Unlock()
-		return DriverAck{}, l.refuse(err)
-	}
-	ds.accepted = top
-	ds.mu.Unlock()
-	l.stats.Duplicates.Add(uint64(ack.Duplicates))
-	if l.cfg.Contract == Async {
-		l.stats.Accepted.Add(uint64(ack.Accepted))
-	} else if _, err := wait(ctx, it); err != nil {
-		return DriverAck{}, err
-	}
-	ack.DurableSeq = ds.durable.Load()
-	return ack, nil
+	return it
 }

@@ -60,8 +60,9 @@ func New(cfg Config, db *wal.DB, log *slog.Logger) (*Engine, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	// A batch must fit in one Badger transaction with room to spare.
-	if max := db.MaxBatchBytes() / 2; cfg.BatchBytes > max {
+	// A batch must fit in one Badger transaction, with room for the
+	// table counters and meta keys the wal adds.
+	if max := db.MaxBatchBytes() * 8 / 10; cfg.BatchBytes > max {
 		cfg.BatchBytes = max
 	}
 	e := &Engine{
@@ -153,16 +154,19 @@ func (e *Engine) admit() error {
 	return nil
 }
 
-// enqueue admits an item into lane l and wakes the committer.
-func (e *Engine) enqueue(l *lane, it *item) error {
+// enqueue admits items into lane l, all or none, and wakes the committer.
+func (e *Engine) enqueue(l *lane, items ...*item) error {
 	if err := e.admit(); err != nil {
 		return err
 	}
-	if it.bytes > e.cfg.BatchBytes {
-		return ErrTooLarge
+	now := time.Now()
+	for _, it := range items {
+		if it.bytes > e.cfg.BatchBytes {
+			return ErrTooLarge
+		}
+		it.arrived = now
 	}
-	it.arrived = time.Now()
-	if err := l.push(it); err != nil {
+	if err := l.push(items...); err != nil {
 		return err
 	}
 	select {
@@ -204,6 +208,24 @@ func (e *Engine) Reject(laneName, reason string) {
 		l.stats.Arrivals.Add(1)
 		l.stats.reject(reason)
 	}
+}
+
+// LaneFull reports whether a lane is at its bound now: a cheap check an
+// actor's endpoint makes before it spends CPU on a body that would be
+// refused anyway.
+func (e *Engine) LaneFull(name string) bool {
+	l, ok := e.lanes[name]
+	return ok && l.stats.Depth.Load() >= int64(l.cfg.QueueBound)
+}
+
+// RefuseFull counts an arrival refused because its lane is full, and
+// returns ErrLaneFull for the answer.
+func (e *Engine) RefuseFull(name string) error {
+	if l, ok := e.lanes[name]; ok {
+		l.stats.Arrivals.Add(1)
+		return l.refuse(ErrLaneFull)
+	}
+	return ErrLaneFull
 }
 
 // refuse counts a request the engine itself refused.

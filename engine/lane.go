@@ -22,6 +22,7 @@ type item struct {
 	done chan result
 	// durable runs in the committer once the item is durable (driver seq).
 	durable func()
+	top     uint64 // driver items: the highest seq of the chunk
 
 	res   result
 	taken time.Time
@@ -55,18 +56,23 @@ func newLane(name string, cfg LaneConfig) *lane {
 	return &lane{name: name, cfg: cfg}
 }
 
-// push queues it, or refuses with ErrLaneFull when the lane's bound would be
-// passed. Policy when full: reject with backpressure, never wait.
-func (l *lane) push(it *item) error {
+// push queues items, all or none, or refuses with ErrLaneFull when the
+// lane's bound would be passed. Policy when full: reject with
+// backpressure, never wait.
+func (l *lane) push(items ...*item) error {
+	units := 0
+	for _, it := range items {
+		units += it.units
+	}
 	l.mu.Lock()
-	if l.depth+it.units > l.cfg.QueueBound {
+	if l.depth+units > l.cfg.QueueBound {
 		l.mu.Unlock()
 		return ErrLaneFull
 	}
-	l.depth += it.units
-	l.queue = append(l.queue, it)
+	l.depth += units
+	l.queue = append(l.queue, items...)
 	l.mu.Unlock()
-	l.stats.Depth.Add(int64(it.units))
+	l.stats.Depth.Add(int64(units))
 	return nil
 }
 

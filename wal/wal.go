@@ -68,10 +68,16 @@ func Open(opt Options) (*DB, error) {
 	if mem <= 0 {
 		mem = 96 << 20
 	}
-	// A small box: two memtables of mem/4 each, and the rest for caches.
-	// Badger's write WAL is a memtable-sized mmapped file per memtable.
+	// A small box: two memtables of mem/8 each, caches of mem/4 and mem/8.
+	// The memtable size also sizes Badger's table builders (2x the table
+	// size each, up to 8 kept in a pool), which dominate the heap under a
+	// steady write load: mem/4 with the default 96 MiB gave a 520 MiB RSS,
+	// mem/8 gives about 190 MiB (BENCHMARKS.md). The largest transaction is
+	// 15% of a memtable.
+	// Badger needs a transaction to hold a 1 MiB value (its default value
+	// threshold): at least 8 MiB of memtable.
 	bo := badger.DefaultOptions(opt.Dir).
-		WithMemTableSize(mem / 4).
+		WithMemTableSize(max(mem/8, 8<<20)).
 		WithNumMemtables(2).
 		WithBlockCacheSize(mem / 4).
 		WithIndexCacheSize(mem / 8).
