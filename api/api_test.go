@@ -987,7 +987,7 @@ func TestHealthReadyMetrics(t *testing.T) {
 		`routehound_lane_accepted_total{lane="warehouse"}`:                                  1,
 		`routehound_lane_accepted_total{lane="tables"}`:                                     1,
 		`routehound_lane_rejected_total{lane="dispatch",reason="idempotency_key_required"}`: 1,
-		`routehound_lane_queue_bound{lane="driver"}`:                                        200000,
+		`routehound_lane_queue_bound{lane="driver"}`:                                        float64(engine.DefaultConfig().Lanes[engine.LaneDriver].QueueBound),
 		`routehound_hub_subscribers`:                                                        0,
 	} {
 		if got := metric(series); got != want {
