@@ -222,8 +222,9 @@ func (wc *wsConn) write(ctx context.Context, m wsIn) {
 var ErrReadOnly = errors.New("hub: read-only table")
 
 type wsSink struct {
-	wc    *wsConn
-	table string
+	wc      *wsConn
+	table   string
+	pending [][]byte // change messages not yet written; bounded by 64
 }
 
 func (s *wsSink) Snapshot(lsn uint64, rows []Row, first, last, resync bool) error {
@@ -238,13 +239,34 @@ func (s *wsSink) Snapshot(lsn uint64, rows []Row, first, last, resync bool) erro
 func (s *wsSink) Change(ev *Event) error {
 	b := make([]byte, 0, 64+len(ev.Table)+len(ev.Data()))
 	b = append(b, `{"type":"change","table":`...)
-	b = strconv.AppendQuote(b, ev.Table)
+	b = strconv.AppendQuote(b, ev.Table) // table names are [A-Za-z0-9._:@~-]: Go and JSON quoting agree
 	b = append(b, `,"op":"`...)
 	b = append(b, ev.OpName()...)
 	b = append(b, `",`...)
 	b = append(b, ev.Data()[1:]...) // splice {"key",…} into the frame
-	return s.wc.sendRaw(b)
+	s.pending = append(s.pending, b)
+	if len(s.pending) >= 64 {
+		return s.Flush()
+	}
+	return nil
 }
 
-func (s *wsSink) Flush() error     { return nil } // every message is written whole
+// Flush writes the buffered change messages under one write deadline: one
+// timer per burst rather than one per message.
+func (s *wsSink) Flush() error {
+	if len(s.pending) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.wc.h.cfg.WriteTimeout)
+	defer cancel()
+	for i, m := range s.pending {
+		if err := s.wc.c.Write(ctx, websocket.MessageText, m); err != nil {
+			return err
+		}
+		s.pending[i] = nil
+	}
+	s.pending = s.pending[:0]
+	return nil
+}
+
 func (s *wsSink) Heartbeat() error { return nil } // keepalive pings the connection
