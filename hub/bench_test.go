@@ -293,10 +293,16 @@ func runFanout(b *testing.B, transport string, subs, tables int) {
 }
 
 // 100 subscribers of one table, 1,000 changes/s: commit→receipt latency.
-func BenchmarkFanoutWS100x1(b *testing.B)   { runFanout(b, "ws", 100, 1) }
-func BenchmarkFanoutSSE100x1(b *testing.B)  { runFanout(b, "sse", 100, 1) }
-func BenchmarkFanoutWS10kx1k(b *testing.B)  { runFanout(b, "ws", 10000, 1000) }
-func BenchmarkFanoutSSE10kx1k(b *testing.B) { runFanout(b, "sse", 10000, 1000) }
+func BenchmarkFanoutWS100x1(b *testing.B)  { runFanout(b, "ws", 100, 1) }
+func BenchmarkFanoutSSE100x1(b *testing.B) { runFanout(b, "sse", 100, 1) }
+
+// Many tables: 10 subscribers per table, 1,000 changes/s spread over the
+// tables. The issue asks for 10,000 subscribers over 1,000 tables; clients
+// and server share this process, which needs two descriptors per
+// subscriber, and this machine's hard limit is 20,000 descriptors, so the
+// run uses 5,000 over 500 (the same density per table).
+func BenchmarkFanoutWS5kx500(b *testing.B)  { runFanout(b, "ws", 5000, 500) }
+func BenchmarkFanoutSSE5kx500(b *testing.B) { runFanout(b, "sse", 5000, 500) }
 
 // BenchmarkDelivered saturates the hub: 100 SSE subscribers on each of 4
 // tables, writers putting as fast as the tables lane takes them; the
