@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -92,6 +93,11 @@ func (s *Server) mapEngineError(err error) *apiError {
 		return errorf(http.StatusBadRequest, "bad_parameter", "%s", strings.TrimPrefix(err.Error(), "hub: bad request: "))
 	case errors.Is(err, engine.ErrBadName):
 		return errorf(http.StatusBadRequest, "bad_name", "%s", strings.TrimPrefix(err.Error(), "bad name: "))
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		// The client went away while its write waited for the commit. The
+		// write itself is admitted and will commit; a retry with the same
+		// Idempotency-Key (or seq) gets its answer.
+		return errorf(http.StatusServiceUnavailable, "canceled", "the request ended before its commit was confirmed; retry with the same Idempotency-Key")
 	case errors.Is(err, engine.ErrTrimmed):
 		return errorf(http.StatusGone, "lsn_trimmed", "the log no longer holds records after this LSN (retention); start again from a snapshot")
 	}
