@@ -260,9 +260,14 @@ func TestPriorityAndBatchBounds(t *testing.T) {
 		t.Fatalf("dispatch committed at LSN %d behind queued driver points", r.LSN)
 	}
 	waitFor(t, "all points durable", func() bool { return e.DurableLSN() == 31 })
-	// Batches: 1 dispatch + at most 10 driver points each.
-	if got := e.Totals().Batches.Load(); got < 3 {
-		t.Fatalf("%d batches for 30 points with a driver batch bound of 10", got)
+	// Batches: at most 10 driver points each, and the dispatch write's
+	// batch closed at once instead of taking driver points behind it.
+	total, drv := e.Totals().Batches.Load(), e.Lane(LaneDriver).Batches.Load()
+	if drv < 3 {
+		t.Fatalf("%d driver batches for 30 points with a driver batch bound of 10", drv)
+	}
+	if total != drv+1 {
+		t.Fatalf("%d batches, %d with driver points: the dispatch write shared its batch with driver points", total, drv)
 	}
 }
 
