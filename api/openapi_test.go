@@ -28,6 +28,7 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
+	"routehound/api"
 	"routehound/docs"
 )
 
@@ -126,7 +127,38 @@ func checkAnswer(req *http.Request, status int, header http.Header, body []byte)
 		return fmt.Errorf("%s %s (operation %s) answered %d %s: %w", req.Method, req.URL.Path,
 			route.Operation.OperationID, status, bytes.TrimSpace(body), err)
 	}
+	seen.Store(route.Operation.OperationID+" "+strconv.Itoa(status), true)
 	return nil
+}
+
+// seen holds the documented answers ("operationId status") that the tests
+// received and validated.
+var seen sync.Map
+
+// TestMain runs the tests; with ROUTEHOUND_OPENAPI_COVERAGE set it then
+// lists the documented answers that no test received.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if os.Getenv("ROUTEHOUND_OPENAPI_COVERAGE") != "" {
+		if doc, _, err := openAPI(); err == nil {
+			var all, missing []string
+			for path, item := range doc.Paths.Map() {
+				for method, op := range item.Operations() {
+					for st := range op.Responses.Map() {
+						k := op.OperationID + " " + st
+						all = append(all, k)
+						if _, ok := seen.Load(k); !ok {
+							missing = append(missing, fmt.Sprintf("%s (%s %s)", k, method, path))
+						}
+					}
+				}
+			}
+			slices.Sort(missing)
+			fmt.Printf("openapi coverage: %d of %d documented answers received and validated; not received:\n  %s\n",
+				len(all)-len(missing), len(all), strings.Join(missing, "\n  "))
+		}
+	}
+	os.Exit(code)
 }
 
 // checkGenericRefusal checks the answer to an undocumented path or method.
@@ -450,6 +482,22 @@ func TestOpenAPIValidatorCatchesDrift(t *testing.T) {
 				t.Fatal("accepted an answer that does not match the document")
 			}
 		})
+	}
+}
+
+// TestWebSocketHandshakeRefusals: the two WebSocket endpoints refuse a
+// request that is not a WebSocket handshake as the document says (the
+// answers are validated by fixture.send).
+func TestWebSocketHandshakeRefusals(t *testing.T) {
+	f := newFixture(t)
+	for _, c := range []struct {
+		path string
+		role api.Role
+	}{{"/v1/ws", api.RoleDashboard}, {"/v1/drivers/stream", api.RoleDriver}} {
+		r := f.do(t, "GET", c.path, tok(c.role), nil)
+		wantStatus(t, r, http.StatusUpgradeRequired)
+		r = f.do(t, "GET", c.path, tok(c.role), nil, "Connection", "Upgrade", "Upgrade", "websocket", "Sec-WebSocket-Version", "12")
+		wantStatus(t, r, http.StatusBadRequest)
 	}
 }
 
