@@ -23,6 +23,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/coder/websocket"
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
@@ -30,6 +31,7 @@ import (
 
 	"routehound/api"
 	"routehound/docs"
+	"routehound/hub"
 )
 
 var spec struct {
@@ -520,4 +522,150 @@ func TestOpenAPIServed(t *testing.T) {
 	// A token does not matter; a wrong method is refused like elsewhere.
 	wantStatus(t, f.do(t, "GET", "/v1/openapi.yaml", tok("driver"), nil), http.StatusOK)
 	wantError(t, f.do(t, "POST", "/v1/openapi.yaml", "", `{}`), http.StatusMethodNotAllowed, "method_not_allowed")
+}
+
+// ---------------------------------------------------------------------------
+// Stream messages
+// ---------------------------------------------------------------------------
+
+// wantSchema checks one JSON message against a component schema of the
+// document (the SSE data and WebSocket messages, which fixture.send does
+// not see).
+func wantSchema(t testing.TB, name string, msg []byte) {
+	t.Helper()
+	doc, _, err := openAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := doc.Components.Schemas[strings.TrimPrefix(name, "#/components/schemas/")]
+	if ref == nil {
+		t.Fatalf("docs/openapi.yaml has no schema %s", name)
+	}
+	var v any
+	if err := json.Unmarshal(msg, &v); err != nil {
+		t.Fatalf("message %s is not JSON: %v", msg, err)
+	}
+	if err := ref.Value.VisitJSON(v, openapi3.EnableJSONSchema2020(), openapi3.VisitAsResponse()); err != nil {
+		t.Fatalf("message %s does not match %s in docs/openapi.yaml: %v", msg, name, err)
+	}
+}
+
+// sseSchema is the schema the document names for an SSE event type
+// (x-sse-events of GET /v1/tables/{table}/events).
+func sseSchema(t testing.TB, event string) string {
+	t.Helper()
+	doc, _, err := openAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := doc.Paths.Value("/v1/tables/{table}/events").Get.Extensions["x-sse-events"].(map[string]any)
+	s, ok := m[event].(string)
+	if !ok {
+		t.Fatalf("event type %q is not in x-sse-events of docs/openapi.yaml", event)
+	}
+	return s
+}
+
+// TestOpenAPIStreamMessages: what the SSE stream, the table WebSocket and
+// the driver stream send matches the shapes docs/openapi.yaml documents,
+// and the stream endpoints' HTTP refusals go through the validated send.
+func TestOpenAPIStreamMessages(t *testing.T) {
+	f := newFixtureWith(t, fixtureOpts{hub: func(c *hub.Config) { c.MaxSubscribersPerTable = 2 }})
+	dash := tok(api.RoleDashboard)
+	f.putKey(t, "oa", "a", `{"n":1}`)
+	f.putKey(t, "oa", "b/c", `[1,"x",null]`)
+
+	// SSE: the head, the snapshot (rows without id, then the end with id),
+	// and live changes.
+	s := f.mustSSE(t, "/v1/tables/oa/events", dash)
+	head, err := http.NewRequest("GET", f.url+"/v1/tables/oa/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkAnswer(head, http.StatusOK, s.header, nil); err != nil {
+		t.Fatal(err)
+	}
+	check := func(ev sseEvent, event string, withID bool) {
+		t.Helper()
+		if ev.event != event || ev.hasID != withID {
+			t.Fatalf("event %v; want event %s (id: %v)", ev, event, withID)
+		}
+		wantSchema(t, sseSchema(t, ev.event), []byte(ev.data))
+	}
+	check(s.next(t), "put", false)
+	check(s.next(t), "put", false)
+	check(s.next(t), "snapshot", true)
+	f.putKey(t, "oa", "a", `"two"`)
+	check(s.next(t), "put", true)
+	f.deleteKey(t, "oa", "a")
+	check(s.next(t), "delete", true)
+
+	// Refusals of the SSE endpoint, validated by send: a bad from, a bad
+	// table name, and the subscriber limit (2 here: s and s2 are open).
+	wantError(t, f.do(t, "GET", "/v1/tables/oa/events?from=x", dash, nil), http.StatusBadRequest, "bad_parameter")
+	wantError(t, f.do(t, "GET", "/v1/tables/a%20b/events", dash, nil), http.StatusBadRequest, "bad_name")
+	s2 := f.mustSSE(t, "/v1/tables/oa/events?from=0", dash)
+	check(s2.next(t), "put", true) // the log from LSN 0: the first put
+	wantError(t, f.do(t, "GET", "/v1/tables/oa/events", dash, nil), http.StatusTooManyRequests, "too_many_subscribers")
+	s.close()
+	s2.close()
+
+	// The table WebSocket: snapshot, change, ack, error.
+	w := f.mustWS(t, dash)
+	w.send(t, map[string]any{"op": "subscribe", "table": "oa"})
+	for {
+		fr := w.next(t)
+		wantSchema(t, "WsServerMessage", []byte(fr.raw))
+		wantSchema(t, "WsSnapshot", []byte(fr.raw))
+		if fr.Last {
+			break
+		}
+	}
+	w.send(t, `{"op":"put","table":"oa","key":"k","value":{"v":1},"id":"r1"}`)
+	for range 2 { // the change and the ack, in either order
+		fr := w.next(t)
+		wantSchema(t, "WsServerMessage", []byte(fr.raw))
+		if fr.Type != "change" && fr.Type != "ack" {
+			t.Fatalf("frame %v; want the change and the ack of the put", fr)
+		}
+		wantSchema(t, map[string]string{"change": "WsChange", "ack": "WsAck"}[fr.Type], []byte(fr.raw))
+	}
+	for _, msg := range []string{`{"op":"nope","id":"r2"}`, `{"op":"put","table":"positions","key":"k","value":1,"id":"r3"}`, `{"op":"subscribe","table":"a b"}`} {
+		w.send(t, msg)
+		fr := w.next(t)
+		wantSchema(t, "WsServerMessage", []byte(fr.raw))
+		wantSchema(t, "StreamError", []byte(fr.raw))
+	}
+
+	// The driver stream: the ack at once, the durable_seq later, an error.
+	ctx, cancel := context.WithTimeout(context.Background(), streamWait)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(f.url, "http")+"/v1/drivers/stream",
+		&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + tok(api.RoleDriver)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	write := func(msg string) {
+		t.Helper()
+		if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func() []byte {
+		t.Helper()
+		_, b, err := c.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	write(`{"driver":"van-9","points":[` + pointJSON(1) + `]}`)
+	wantSchema(t, "DriverStreamAck", read())
+	// The point becomes durable with the next fsync; a dispatch write
+	// forces one now.
+	wantStatus(t, f.do(t, "PUT", "/v1/assignments/r-9", tok(api.RoleDispatch), assignJSON("van-9", ""), "Idempotency-Key", "oa-1"), http.StatusCreated)
+	wantSchema(t, "DriverStreamDurable", read())
+	write(`{"driver":"van-9","points":[{"seq":0}]}`)
+	wantSchema(t, "StreamError", read())
 }
