@@ -669,3 +669,26 @@ func TestOpenAPIStreamMessages(t *testing.T) {
 	write(`{"driver":"van-9","points":[{"seq":0}]}`)
 	wantSchema(t, "StreamError", read())
 }
+
+// TestOpenAPIDocumentedRefusals: refusals the other tests do not make, so
+// that their documented answers are received and validated too.
+func TestOpenAPIDocumentedRefusals(t *testing.T) {
+	f := newFixture(t)
+	dash, disp := tok(api.RoleDashboard), tok(api.RoleDispatch)
+	wantError(t, f.do(t, "GET", "/v1/tables/u/keys/a%01b", dash, nil), http.StatusBadRequest, "bad_key")
+	wantError(t, f.do(t, "GET", "/v1/tables/a%20b/keys/k", dash, nil), http.StatusBadRequest, "bad_name")
+	wantError(t, f.do(t, "GET", "/v1/assignments/a%20b", disp, nil), http.StatusBadRequest, "bad_name")
+	// An Idempotency-Key reused for another write of a user table.
+	wantStatus(t, f.do(t, "PUT", "/v1/tables/u/keys/k", dash, `1`, "Idempotency-Key", "oa-k"), http.StatusCreated)
+	wantStatus(t, f.do(t, "PUT", "/v1/tables/u/keys/k", dash, `1`, "Idempotency-Key", "oa-k"), http.StatusCreated)
+	wantError(t, f.do(t, "PUT", "/v1/tables/u/keys/k", dash, `2`, "Idempotency-Key", "oa-k"), http.StatusUnprocessableEntity, "idempotency_key_reused")
+	wantError(t, f.do(t, "DELETE", "/v1/tables/u/keys/k", dash, nil, "Idempotency-Key", "oa-k"), http.StatusUnprocessableEntity, "idempotency_key_reused")
+	// A key whose name holds '/' is one key (the rest of the path).
+	wantStatus(t, f.do(t, "PUT", "/v1/tables/u/keys/x/y", dash, `{}`), http.StatusCreated)
+	wantError(t, f.do(t, "GET", "/v1/tables/u/keys/x", dash, nil), http.StatusNotFound, "not_found")
+	r := f.do(t, "DELETE", "/v1/tables/u/keys/x/y", dash, nil)
+	wantStatus(t, r, http.StatusOK)
+	if str(t, object(t, r, "key", "lsn")["key"]) != "x/y" {
+		t.Fatalf("DELETE x/y: %s", r.body)
+	}
+}
