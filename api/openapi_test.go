@@ -274,8 +274,12 @@ func TestOpenAPIDocument(t *testing.T) {
 				continue
 			}
 			for _, r := range list {
-				if s, _ := r.(string); !roles[s] {
+				s, _ := r.(string)
+				if !roles[s] {
 					t.Errorf("%s: x-roles names %v, not a role", name, r)
+				}
+				if !strings.Contains(op.Description, "`"+s+"`") {
+					t.Errorf("%s: the description does not name role `%s`", name, s)
 				}
 			}
 			open := op.Security != nil && len(*op.Security) == 0
