@@ -101,6 +101,7 @@ func (s *Server) routes() {
 	s.mux.Handle("/metrics", s.methods(map[string]http.HandlerFunc{
 		"GET": s.allow("", s.metricsHandler().ServeHTTP, RoleAdmin),
 	}))
+	s.mux.HandleFunc("/v1/openapi.yaml", s.methods(map[string]http.HandlerFunc{"GET": s.openAPI}))
 	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errorf(http.StatusNotFound, "not_found", "no endpoint %s", r.URL.Path))
 	})
