@@ -501,9 +501,17 @@ func TestWebSocketHandshakeRefusals(t *testing.T) {
 		role api.Role
 	}{{"/v1/ws", api.RoleDashboard}, {"/v1/drivers/stream", api.RoleDriver}} {
 		r := f.do(t, "GET", c.path, tok(c.role), nil)
-		wantStatus(t, r, http.StatusUpgradeRequired)
+		wantError(t, r, http.StatusUpgradeRequired, "upgrade_required")
+		if r.header.Get("Upgrade") != "websocket" {
+			t.Errorf("%s: 426 without Upgrade: websocket (%q)", c.path, r.header.Get("Upgrade"))
+		}
 		r = f.do(t, "GET", c.path, tok(c.role), nil, "Connection", "Upgrade", "Upgrade", "websocket", "Sec-WebSocket-Version", "12")
-		wantStatus(t, r, http.StatusBadRequest)
+		wantError(t, r, http.StatusBadRequest, "bad_handshake")
+		if r.header.Get("Sec-WebSocket-Version") != "13" {
+			t.Errorf("%s: bad version answered without Sec-WebSocket-Version: 13", c.path)
+		}
+		r = f.do(t, "GET", c.path, tok(c.role), nil, "Connection", "keep-alive, Upgrade", "Upgrade", "websocket", "Sec-WebSocket-Version", "13")
+		wantError(t, r, http.StatusBadRequest, "bad_handshake") // no Sec-WebSocket-Key
 	}
 }
 
