@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -197,4 +198,42 @@ func (e *Engine) PutPhoneRecord(ctx context.Context, table, key string, value []
 func IsStorageRefusal(err error) bool {
 	return errors.Is(err, ErrLaneFull) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrDiskLow) ||
 		errors.Is(err, ErrTooManyDrivers) || errors.Is(err, ErrQueueTimeout)
+}
+
+// DeviceDriver looks a device up in the devices table: the driver its
+// points belong to, and whether it is registered there.
+func (e *Engine) DeviceDriver(id string) (string, bool, error) {
+	s, err := e.db.Snapshot()
+	if err != nil {
+		return "", false, err
+	}
+	defer s.Close()
+	st, ok, err := s.Get(TableDevices, id)
+	if err != nil || !ok {
+		return "", false, err
+	}
+	var d struct {
+		Driver string `json:"driver"`
+	}
+	if err := json.Unmarshal(st.Value, &d); err != nil || d.Driver == "" {
+		return "", false, fmt.Errorf("engine: device %s: stored entry %.80q: %v", id, st.Value, err)
+	}
+	return d.Driver, true, nil
+}
+
+// MinDeviceID is the shortest device id accepted: the id is the phone's
+// only credential (the apps cannot send headers), so it should be long and
+// random, not the apps' default six digits.
+const MinDeviceID = 8
+
+// CheckDeviceID validates a phone's device id: a name (CheckName) of at
+// least MinDeviceID characters.
+func CheckDeviceID(id string) error {
+	if err := CheckName("device id", id); err != nil {
+		return err
+	}
+	if len(id) < MinDeviceID {
+		return fmt.Errorf("%w: device id %q is shorter than %d characters; the id is the phone's only credential, so use a long random one", ErrBadName, id, MinDeviceID)
+	}
+	return nil
 }
