@@ -143,6 +143,7 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := l.e.Phone()
 	if !l.secretOK(r.URL.Path) {
 		st.BadSecret.Add(1)
+		l.e.Reject(engine.LaneDriver, "bad_secret")
 		http.Error(w, "not found", http.StatusNotFound)
 		return
 	}
@@ -150,6 +151,7 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
+			l.e.Reject(engine.LaneDriver, "body_too_large")
 			http.Error(w, "request too large", http.StatusRequestEntityTooLarge)
 			return
 		}
@@ -161,6 +163,7 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Options{SpeedUnit: l.cfg.SpeedUnit, Zone: l.cfg.Zone, Now: now})
 	if errors.Is(derr, ErrNoDevice) {
 		st.NoDevice.Add(1)
+		l.e.Reject(engine.LaneDriver, "no_device")
 		http.Error(w, "no device id (id, deviceid or device_id)", http.StatusBadRequest)
 		return
 	}
@@ -172,6 +175,7 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !ok {
 		st.Unknown.Add(1)
+		l.e.Reject(engine.LaneDriver, "unknown_device")
 		http.Error(w, "unknown device", http.StatusForbidden)
 		return
 	}

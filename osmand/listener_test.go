@@ -26,7 +26,7 @@ type rig struct {
 	c   *http.Client
 }
 
-func newRig(t *testing.T, secret string, mutate func(*engine.Config)) *rig {
+func newRig(t testing.TB, secret string, mutate func(*engine.Config)) *rig {
 	t.Helper()
 	db, err := wal.Open(wal.Options{Dir: t.TempDir(), MemoryBytes: 32 << 20})
 	if err != nil {
@@ -182,6 +182,17 @@ func TestListenerRefusals(t *testing.T) {
 	if st := r.e.Phone(); st.Unknown.Load() != 3 || st.NoDevice.Load() != 1 {
 		t.Fatalf("unknown %d no device %d", st.Unknown.Load(), st.NoDevice.Load())
 	}
+	// The refusals are on the driver lane's ledger line too.
+	want := map[string]uint64{"unknown_device": 3, "no_device": 1, "body_too_large": 1}
+	for _, rj := range r.e.Lane(engine.LaneDriver).Rejected() {
+		if want[rj.Reason] != rj.Count {
+			t.Fatalf("driver lane rejections %v, want %v", r.e.Lane(engine.LaneDriver).Rejected(), want)
+		}
+		delete(want, rj.Reason)
+	}
+	if len(want) != 0 {
+		t.Fatalf("missing rejections %v", want)
+	}
 }
 
 func TestListenerPathSecret(t *testing.T) {
@@ -293,4 +304,45 @@ func TestListenerLaneFullClosesTheConnection(t *testing.T) {
 			}
 		}
 	}
+}
+
+// FuzzListener: whatever a client sends, the listener answers 200, 400,
+// 403, 404 or 413 — never a 5xx — and a 200 leaves a durable record (or
+// was a resend of one).
+func FuzzListener(f *testing.F) {
+	f.Add("GET", "/", "id="+devA+"&lat=1&lon=2&timestamp=1763899200", "", "")
+	f.Add("POST", "/", "", "application/x-www-form-urlencoded", "id="+devB+"&lat=1.5&lon=2&batt=3")
+	f.Add("POST", "/x", "", "application/json", `{"device_id":"`+devA+`","location":{"coords":{"latitude":1,"longitude":2}}}`)
+	f.Add("PUT", "/", "id="+devA+"&lat=91", "", "")
+	f.Add("GET", "/", "id="+devA+"&batt=50", "", "")
+	f.Add("GET", "/", "lat=1&lon=2", "", "")
+	f.Add("DELETE", "/osmand/x", "id=stranger-device&lat=1&lon=2", "text/plain", "\xff")
+	r := newRig(f, "", nil)
+	f.Fuzz(func(t *testing.T, method, path, query, ct, body string) {
+		if method == "" || strings.ContainsAny(method, " \t\r\n()<>@,;:\\\"/[]?={}") || len(method) > 16 {
+			method = "POST"
+		}
+		req := httptest.NewRequest("GET", "/", strings.NewReader(body))
+		req.Method = method
+		req.URL.Path = "/" + strings.TrimLeft(path, "/")
+		req.URL.RawQuery = query
+		if ct != "" {
+			req.Header.Set("Content-Type", ct)
+		}
+		lsn, dups := r.e.DurableLSN(), r.e.Phone().Duplicates.Load()
+		w := httptest.NewRecorder()
+		r.l.ServeHTTP(w, req)
+		switch w.Code {
+		case 200:
+			if w.Body.Len() != 0 {
+				t.Fatalf("200 with a body %q", w.Body.String())
+			}
+			if r.e.DurableLSN() <= lsn && r.e.Phone().Duplicates.Load() == dups {
+				t.Fatalf("200 without a durable record (lsn %d → %d)", lsn, r.e.DurableLSN())
+			}
+		case 400, 403, 404, 413:
+		default:
+			t.Fatalf("status %d for %s %s?%s %q %q", w.Code, method, path, query, ct, body)
+		}
+	})
 }
