@@ -25,8 +25,18 @@ import (
 // idle and then while the phones report, in the same run (the ratio is
 // what to compare on a shared machine). Clients and server share the cores.
 //
-//	go test -run '^$' -bench Phones -benchtime 30000x ./osmand
+// every=0: each phone sends its next point as soon as the last is
+// answered (saturation); every=1s: each phone reports once a second, a
+// busy depot's real rate (the apps' default is every few seconds or more).
+//
+//	go test -run '^$' -bench Phones -benchtime 20000x ./osmand
 func BenchmarkPhones(b *testing.B) {
+	for _, every := range []time.Duration{0, time.Second} {
+		b.Run(fmt.Sprintf("every=%v", every), func(b *testing.B) { benchPhones(b, every) })
+	}
+}
+
+func benchPhones(b *testing.B, every time.Duration) {
 	const phones = 1000
 	const dispatchTok = "bench-dispatch-token-0123456789"
 	cfg := config.Default()
@@ -110,7 +120,12 @@ func BenchmarkPhones(b *testing.B) {
 	var wg sync.WaitGroup
 	for i := range phones {
 		wg.Go(func() {
+			next := time.Now().Add(time.Duration(i) * every / phones) // spread over one interval
 			for k := int64(1); left.Add(-1) >= 0; k++ {
+				if every > 0 {
+					time.Sleep(time.Until(next))
+					next = next.Add(every)
+				}
 				url := fmt.Sprintf("%s?id=bench-phone-%04d&lat=52.%06d&lon=13.%06d&timestamp=%d&speed=12&bearing=90&batt=80",
 					phoneURL, i, k%1000000, i, epoch+k*1000)
 				for {

@@ -365,8 +365,9 @@ func (r *Report) setBattery(pct float64) {
 	r.Battery = &pct
 }
 
-// setTime applies the timestamp rules: an integer below 2147483647 is Unix
-// seconds, a larger one milliseconds; a value with a T is ISO 8601 (an
+// setTime applies the timestamp rules: a number below 2147483647 is Unix
+// seconds (a fraction is kept to the millisecond), a larger one
+// milliseconds; a value with a T is ISO 8601 (an
 // offset, or else the configured zone); anything else is
 // "yyyy-MM-dd HH:mm:ss" in the configured zone; absent is the receipt time.
 func (r *Report) setTime(s string, opt Options) error {
@@ -408,11 +409,15 @@ func parseTime(s string, zone *time.Location) (time.Time, bool) {
 		return unixTime(n)
 	}
 	if f, err := strconv.ParseFloat(s, 64); err == nil {
-		// 1.7E9 or 1.7E12: the same rule on the integer it names.
-		if f != math.Trunc(f) || math.Abs(f) > 1e15 {
+		// 1.7E9, 1.7E12 or 1763899200.123: the same rule; a fraction
+		// of a second is kept to the millisecond.
+		switch {
+		case math.IsNaN(f) || math.Abs(f) > 1e15:
 			return time.Time{}, false
+		case f < 2147483647:
+			return time.UnixMilli(int64(math.Round(f * 1000))), f > -1e12
 		}
-		return unixTime(int64(f))
+		return time.UnixMilli(int64(f)), true
 	}
 	if strings.ContainsRune(s, 'T') {
 		s = strings.ReplaceAll(s, " ", "+") // an unencoded "+01:00" (see number)

@@ -257,7 +257,7 @@ func TestMalformed(t *testing.T) {
 		{"Inf", "id=bad-device-0001&lat=1&lon=Inf", "", ""},
 		{"location without comma", "id=bad-device-0001&location=12.5", "", ""},
 		{"bad timestamp", "id=bad-device-0001&lat=1&lon=1&timestamp=yesterday", "", ""},
-		{"fractional timestamp", "id=bad-device-0001&lat=1&lon=1&timestamp=1763899200.5", "", ""},
+		{"NaN timestamp", "id=bad-device-0001&lat=1&lon=1&timestamp=NaN", "", ""},
 		{"timestamp before 2000", "id=bad-device-0001&lat=1&lon=1&timestamp=315964800", "", ""},
 		{"timestamp far ahead", "id=bad-device-0001&lat=1&lon=1&timestamp=1900000000", "", ""},
 		{"speed over 1000 km/h", "id=bad-device-0001&lat=1&lon=1&speed=600", "", ""},
