@@ -98,8 +98,11 @@ func Start(e *engine.Engine, cfg Config, log *slog.Logger) (*Listener, error) {
 	l.srv = &http.Server{
 		Handler:           l,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
-		IdleTimeout:       cfg.IdleTimeout,
-		ErrorLog:          slog.NewLogLogger(l.log.Handler(), slog.LevelWarn),
+		// A body is at most max_body_bytes; a minute is plenty on a poor
+		// mobile link and stops a trickling client from holding a handler.
+		ReadTimeout: time.Minute,
+		IdleTimeout: cfg.IdleTimeout,
+		ErrorLog:    slog.NewLogLogger(l.log.Handler(), slog.LevelWarn),
 	}
 	tls := cfg.TLSCert != "" && cfg.TLSKey != ""
 	go func() {
