@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -94,5 +95,37 @@ func TestListenerTLS(t *testing.T) {
 	}
 	if err := l.Shutdown(ctx); err != nil {
 		t.Fatalf("second Shutdown: %v", err)
+	}
+}
+
+// Over HTTP/2 the connection cannot be hijacked: a full lane resets the
+// stream, and the client still gets no status.
+func TestListenerTLSLaneFullResetsTheStream(t *testing.T) {
+	r := newRig(t, "", func(c *engine.Config) {
+		l := c.Lanes[engine.LaneDriver]
+		l.QueueBound = 1
+		l.FlushWithin = time.Hour // the async point below holds the lane until the engine closes
+		c.Lanes[engine.LaneDriver] = l
+	})
+	if _, err := r.e.SubmitPoints(context.Background(), "filler", []engine.Point{{Seq: 1, Value: []byte(`{"seq":1}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	cert, key, pool := selfSigned(t)
+	l, err := Start(r.e, Config{Listen: "127.0.0.1:0", TLSCert: cert, TLSKey: key, Devices: map[string]string{devA: "anna"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Shutdown(context.Background())
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
+	res, err := c.Get("https://" + l.Addr().String() + "/?id=" + devA + "&lat=1&lon=2&timestamp=1763899200")
+	if err == nil {
+		res.Body.Close()
+		t.Fatalf("a full lane answered %d (%s)", res.StatusCode, res.Proto)
+	}
+	if !strings.Contains(err.Error(), "stream error") {
+		t.Fatalf("want an HTTP/2 stream reset, got %v", err)
+	}
+	if r.e.Phone().ClosedFull.Load() != 1 {
+		t.Fatalf("closed_lane_full %d", r.e.Phone().ClosedFull.Load())
 	}
 }
