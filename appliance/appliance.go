@@ -18,6 +18,7 @@ import (
 	"routehound/config"
 	"routehound/engine"
 	"routehound/hub"
+	"routehound/osmand"
 	"routehound/wal"
 )
 
@@ -31,6 +32,8 @@ type Appliance struct {
 	Hub       *hub.Hub
 	API       *api.Server
 	Addr      *net.TCPAddr // where the HTTP listener is bound
+	// Osmand is the phone apps' listener ([osmand] enabled), or nil.
+	Osmand *osmand.Listener
 
 	log     *slog.Logger
 	db      *wal.DB
@@ -80,6 +83,13 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 		MaxMessageBytes:        cfg.HTTP.MaxBodyBytes,
 	}, log)
 	srv.MountHub(hb)
+	phones, err := osmand.ConfigFrom(cfg)
+	if err != nil {
+		eng.Close(context.Background())
+		db.Close()
+		return nil, err
+	}
+	srv.SetConfigDevices(phones.Devices)
 
 	a := &Appliance{Config: cfg, Dir: dir, Tokens: tokens, Generated: generated, Engine: eng, Hub: hb, API: srv,
 		log: log, db: db, served: make(chan error, 1)}
@@ -99,6 +109,12 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 	a.http.RegisterOnShutdown(hb.Close) // streams end with reason "shutdown"; clients resume by LSN
 	go func() { a.served <- a.http.Serve(ln) }()
 	log.Info("serving", "listen", a.Addr.String())
+	if cfg.Osmand.Enabled {
+		if a.Osmand, err = osmand.Start(eng, phones, log); err != nil {
+			a.Shutdown(context.Background())
+			return nil, err
+		}
+	}
 	return a, nil
 }
 
@@ -127,8 +143,14 @@ func (a *Appliance) Token(role string) string {
 // restart to recover from the last durable commit.
 func (a *Appliance) Failed() <-chan error {
 	out := make(chan error, 1)
+	var phones <-chan error // nil (never ready) without the phone listener
+	if a.Osmand != nil {
+		phones = a.Osmand.Done()
+	}
 	go func() {
 		select {
+		case err := <-phones:
+			out <- fmt.Errorf("phone listener: %w", err)
 		case err := <-a.Engine.Fatal():
 			out <- fmt.Errorf("storage failed, exiting for a restart: %w", err)
 		case err := <-a.served:
@@ -147,6 +169,13 @@ func (a *Appliance) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	a.closed = true
+	if a.Osmand != nil {
+		// Before the engine closes: each phone request in flight waits for
+		// its commit, and gets its 200 only if that commit is durable.
+		if err := a.Osmand.Shutdown(ctx); err != nil {
+			a.log.Warn("phone listener shutdown", "err", err)
+		}
+	}
 	if err := a.http.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		a.log.Warn("http shutdown", "err", err)
 		a.http.Close()
