@@ -1,0 +1,439 @@
+package replica
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"routehound/engine"
+	"routehound/wal"
+)
+
+// poll is how often the applier looks at the source without a notice: a
+// safety net only (notices wake it at once).
+const poll = time.Second
+
+// errPageFull stops a ReadLog page at its byte bound.
+var errPageFull = errors.New("replica: page full")
+
+// run is the applier: the only goroutine that writes to SQLite. It owns
+// wconn, the prepared statements and the page buffer.
+func (r *Replica) run() {
+	defer close(r.done)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-r.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	a, err := newApplier(ctx, r)
+	if err != nil {
+		r.log.Error("replica applier cannot start", "err", err)
+		return
+	}
+	defer a.close()
+	if applied, durable := r.applied.Load(), r.src.DurableLSN(); applied > durable {
+		// The store is behind the replica (restored from a backup, or a
+		// replica kept across a crash that lost unsynced commits): the
+		// replica holds records the log will reuse LSNs for.
+		r.log.Warn("replica is ahead of the log; rebuilding", "applied_lsn", applied, "durable_lsn", durable)
+		if err := a.rebuild(ctx); err != nil && ctx.Err() == nil {
+			r.log.Error("replica rebuild failed", "err", err)
+		}
+	}
+	timer := time.NewTimer(poll)
+	defer timer.Stop()
+	failing := false
+	for {
+		err := a.catchUp(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil && !failing:
+			// Logged once per failure spell; retried every poll.
+			r.log.Error("replica apply failed; retrying", "err", err, "applied_lsn", r.applied.Load())
+			failing = true
+		case err == nil && failing:
+			r.log.Info("replica applying again", "applied_lsn", r.applied.Load())
+			failing = false
+		}
+		timer.Reset(poll)
+		select {
+		case <-r.wake:
+		case <-timer.C:
+		case <-r.stop:
+			return
+		}
+	}
+}
+
+// catchUp applies pages until the replica has the durable LSN, or rebuilds
+// it when the log no longer holds what it needs.
+func (a *applier) catchUp(ctx context.Context) error {
+	r := a.r
+	for ctx.Err() == nil && r.applied.Load() < r.src.DurableLSN() {
+		err := a.page(ctx)
+		if isTrimmed(err) {
+			r.log.Warn("log trimmed past the replica; rebuilding from a snapshot", "applied_lsn", r.applied.Load())
+			err = a.rebuild(ctx)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func isTrimmed(err error) bool {
+	return errors.Is(err, wal.ErrTrimmed) || errors.Is(err, engine.ErrTrimmed)
+}
+
+// applier holds the writer's prepared statements and the page buffer.
+type applier struct {
+	r    *Replica
+	conn *sql.Conn
+	buf  []wal.Record // one page; reused
+
+	setMeta, putPos, delPos, putTrail, cutTrail, delTrail *sql.Stmt
+	putAsg, delAsg, putLoad, delLoad, putRow, delRow      *sql.Stmt
+	all                                                   []*sql.Stmt
+
+	// last position record per driver in the page: positions keep only the
+	// latest, so a page of many points writes each driver's row once.
+	latest  map[string]int // driver → index in buf (-1: deleted)
+	touched map[string]int // drivers that got trail points in the page
+	sized   time.Time      // when Bytes was last measured
+}
+
+func newApplier(ctx context.Context, r *Replica) (*applier, error) {
+	a := &applier{r: r, conn: r.wconn, buf: make([]wal.Record, 0, 256),
+		latest: map[string]int{}, touched: map[string]int{}}
+	prep := func(dst **sql.Stmt, q string) error {
+		s, err := a.conn.PrepareContext(ctx, q)
+		if err != nil {
+			return fmt.Errorf("replica: prepare %q: %w", q, err)
+		}
+		*dst = s
+		a.all = append(a.all, s)
+		return nil
+	}
+	for _, p := range []struct {
+		dst **sql.Stmt
+		q   string
+	}{
+		{&a.setMeta, `INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value`},
+		{&a.putPos, `INSERT INTO positions (driver, seq, lat, lng, speed_kmh, heading, ts, lsn, committed_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (driver) DO UPDATE SET seq = excluded.seq, lat = excluded.lat,
+			lng = excluded.lng, speed_kmh = excluded.speed_kmh, heading = excluded.heading, ts = excluded.ts,
+			lsn = excluded.lsn, committed_at = excluded.committed_at`},
+		{&a.delPos, `DELETE FROM positions WHERE driver = ?`},
+		{&a.putTrail, `INSERT OR REPLACE INTO trail (driver, lsn, seq, lat, lng, speed_kmh, heading, ts, committed_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`},
+		// Keep the newest TrailPoints of a driver: delete at and below the
+		// LSN of the first point past the bound.
+		{&a.cutTrail, `DELETE FROM trail WHERE driver = ?1 AND lsn <= (SELECT lsn FROM trail WHERE driver = ?1
+			ORDER BY lsn DESC LIMIT 1 OFFSET ?2)`},
+		{&a.delTrail, `DELETE FROM trail WHERE driver = ?`},
+		{&a.putAsg, `INSERT INTO assignments (route, driver, stops, note, version, lsn, committed_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (route) DO UPDATE SET driver = excluded.driver, stops = excluded.stops, note = excluded.note,
+			version = excluded.version, lsn = excluded.lsn, committed_at = excluded.committed_at`},
+		{&a.delAsg, `DELETE FROM assignments WHERE route = ?`},
+		{&a.putLoad, `INSERT INTO loading (id, terminal, dock, shipment, kind, pallets, ts, lsn, committed_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET terminal = excluded.terminal,
+			dock = excluded.dock, shipment = excluded.shipment, kind = excluded.kind, pallets = excluded.pallets,
+			ts = excluded.ts, lsn = excluded.lsn, committed_at = excluded.committed_at`},
+		{&a.delLoad, `DELETE FROM loading WHERE id = ?`},
+		{&a.putRow, `INSERT INTO rows (tbl, key, value, version, lsn, committed_at) VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT (tbl, key) DO UPDATE SET value = excluded.value, version = excluded.version,
+			lsn = excluded.lsn, committed_at = excluded.committed_at`},
+		{&a.delRow, `DELETE FROM rows WHERE tbl = ? AND key = ?`},
+	} {
+		if err := prep(p.dst, p.q); err != nil {
+			a.close()
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+func (a *applier) close() {
+	for _, s := range a.all {
+		s.Close()
+	}
+}
+
+// page reads the next page of the log and applies it in one transaction.
+func (a *applier) page(ctx context.Context) error {
+	r := a.r
+	t0 := time.Now()
+	from := r.applied.Load()
+	clear(a.buf)
+	a.buf = a.buf[:0]
+	size := 0
+	err := r.src.ReadLog(from, pageRecords, func(rec wal.Record) error {
+		a.buf = append(a.buf, rec)
+		size += len(rec.Value) + len(rec.Key) + 64
+		if size >= pageBytes {
+			return errPageFull
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errPageFull) {
+		return fmt.Errorf("replica: read log after lsn %d: %w", from, err)
+	}
+	if len(a.buf) == 0 {
+		return nil
+	}
+	r.mu.Lock()
+	r.pageAt = a.buf[0].CommittedAt
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.pageAt = time.Time{}
+		r.mu.Unlock()
+	}()
+	last := a.buf[len(a.buf)-1].LSN
+	err = a.tx(ctx, func() error {
+		for i := range a.buf {
+			if err := a.apply(ctx, i); err != nil {
+				return err
+			}
+		}
+		return a.flushDrivers(ctx)
+	}, last, len(a.buf), t0)
+	if err != nil {
+		return fmt.Errorf("replica: apply lsn %d..%d: %w", from+1, last, err)
+	}
+	return nil
+}
+
+// tx runs fn in one transaction that also records lsn as applied, and
+// publishes lsn once it is committed, with the counters: n records applied
+// since t0.
+func (a *applier) tx(ctx context.Context, fn func() error, lsn uint64, n int, t0 time.Time) error {
+	if _, err := a.conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	err := fn()
+	if err == nil {
+		_, err = a.setMeta.ExecContext(ctx, metaApplied, int64(lsn))
+	}
+	if err == nil {
+		if _, err = a.conn.ExecContext(ctx, "COMMIT"); err != nil {
+			err = fmt.Errorf("commit: %w", err)
+		}
+	}
+	if err != nil {
+		// A context canceled by Close leaves the connection usable: roll
+		// back with a fresh one so the transaction does not linger.
+		a.conn.ExecContext(context.Background(), "ROLLBACK")
+		clear(a.latest)
+		clear(a.touched)
+		return err
+	}
+	a.r.stats.batches.Add(1)
+	a.r.stats.applied.Add(uint64(n))
+	a.r.stats.applyNanos.Add(int64(time.Since(t0)))
+	a.r.setApplied(lsn)
+	if time.Since(a.sized) > time.Second {
+		a.sized = time.Now()
+		var n int64
+		if a.conn.QueryRowContext(ctx, `SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()`).Scan(&n) == nil {
+			a.r.stats.bytes.Store(n)
+		}
+	}
+	return nil
+}
+
+// apply writes record i of the page. Positions are deferred to
+// flushDrivers; the trail takes every point.
+func (a *applier) apply(ctx context.Context, i int) error {
+	rec := &a.buf[i]
+	at := nanos(rec.CommittedAt)
+	del := rec.Op == wal.OpDelete
+	var err error
+	switch rec.Table {
+	case engine.TablePositions:
+		if del {
+			a.latest[rec.Key] = -1
+			delete(a.touched, rec.Key)
+			_, err = a.delTrail.ExecContext(ctx, rec.Key)
+			break
+		}
+		p, ok := a.point(rec)
+		if !ok {
+			return nil
+		}
+		a.latest[rec.Key] = i
+		a.touched[rec.Key]++
+		_, err = a.putTrail.ExecContext(ctx, rec.Key, int64(rec.LSN), int64(p.Seq), p.LatV, p.LngV, p.SpeedKmh, p.Heading, nanos(p.TS), at)
+	case engine.TableAssignments:
+		if del {
+			_, err = a.delAsg.ExecContext(ctx, rec.Key)
+			break
+		}
+		var v assignmentValue
+		if !a.decode(rec, &v) {
+			return nil
+		}
+		_, err = a.putAsg.ExecContext(ctx, rec.Key, v.Driver, len(v.Stops), v.Note, int64(rec.Version), int64(rec.LSN), at)
+	case engine.TableLoading:
+		if del {
+			_, err = a.delLoad.ExecContext(ctx, rec.Key)
+			break
+		}
+		var v loadingValue
+		if !a.decode(rec, &v) {
+			return nil
+		}
+		_, err = a.putLoad.ExecContext(ctx, rec.Key, v.Terminal, v.Dock, v.Shipment, v.Kind, v.Pallets, nanos(parseTime(v.TS)), int64(rec.LSN), at)
+	default:
+		if del {
+			_, err = a.delRow.ExecContext(ctx, rec.Table, rec.Key)
+			break
+		}
+		_, err = a.putRow.ExecContext(ctx, rec.Table, rec.Key, rec.Value, int64(rec.Version), int64(rec.LSN), at)
+	}
+	if err != nil {
+		return fmt.Errorf("%s %s of %s at lsn %d: %w", rec.Op, rec.Key, rec.Table, rec.LSN, err)
+	}
+	return nil
+}
+
+// flushDrivers writes each driver's latest position of the page and cuts
+// the trails that grew past TrailPoints.
+func (a *applier) flushDrivers(ctx context.Context) error {
+	defer clear(a.latest)
+	defer clear(a.touched)
+	for driver, i := range a.latest {
+		var err error
+		if i < 0 {
+			_, err = a.delPos.ExecContext(ctx, driver)
+		} else {
+			rec := &a.buf[i]
+			p, _ := a.point(rec) // decoded once already: it is valid
+			_, err = a.putPos.ExecContext(ctx, driver, int64(p.Seq), p.LatV, p.LngV, p.SpeedKmh, p.Heading, nanos(p.TS), int64(rec.LSN), nanos(rec.CommittedAt))
+		}
+		if err != nil {
+			return fmt.Errorf("position of %s: %w", driver, err)
+		}
+	}
+	for driver := range a.touched {
+		if _, err := a.cutTrail.ExecContext(ctx, driver, TrailPoints); err != nil {
+			return fmt.Errorf("trail of %s: %w", driver, err)
+		}
+	}
+	return nil
+}
+
+// point decodes a position value; a value that is not a point is skipped
+// (counted and logged): the replica must not stop on one bad record.
+func (a *applier) point(rec *wal.Record) (pointValue, bool) {
+	var p pointValue
+	if !a.decode(rec, &p) {
+		return p, false
+	}
+	return p, true
+}
+
+func (a *applier) decode(rec *wal.Record, v decoder) bool {
+	if err := v.decode(rec.Value); err != nil {
+		if a.r.stats.skipped.Add(1) <= 10 {
+			a.r.log.Warn("replica skipped a record it cannot read", "table", rec.Table, "key", rec.Key, "lsn", rec.LSN, "err", err)
+		}
+		return false
+	}
+	return true
+}
+
+// rebuild replaces the replica's content with a snapshot of the table
+// state, in one transaction, and resumes from the snapshot's LSN. Rows
+// from a snapshot have no committed_at (0); trails restart at the latest
+// position.
+func (a *applier) rebuild(ctx context.Context) error {
+	r := a.r
+	sn, ok := r.src.(Snapshotter)
+	if !ok {
+		return fmt.Errorf("replica: the log was trimmed past lsn %d and the source has no snapshots", r.applied.Load())
+	}
+	snap, err := sn.Snapshot()
+	if err != nil {
+		return fmt.Errorf("replica: rebuild: %w", err)
+	}
+	defer snap.Close()
+	// A snapshot may hold commits not yet durable; the replica shows only
+	// durable records, so wait (one group-commit interval) for them.
+	for r.src.DurableLSN() < snap.LSN() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-r.wake:
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	t0 := time.Now()
+	var keys uint64
+	err = a.tx(ctx, func() error {
+		for _, t := range dataTables {
+			if _, err := a.conn.ExecContext(ctx, "DELETE FROM "+t); err != nil {
+				return fmt.Errorf("clear %s: %w", t, err)
+			}
+		}
+		var tables []string
+		if _, err := snap.Tables("", 0, func(ti wal.TableInfo) error {
+			tables = append(tables, ti.Name)
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, t := range tables {
+			_, err := snap.Scan(t, "", 0, func(key string, st wal.State) error {
+				keys++
+				a.buf = append(a.buf[:0], wal.Record{LSN: st.LSN, Table: t, Key: key, Op: wal.OpPut, Value: st.Value, Version: st.Version})
+				if err := a.apply(ctx, 0); err != nil {
+					return err
+				}
+				return a.flushDrivers(ctx)
+			})
+			if err != nil {
+				return fmt.Errorf("table %s: %w", t, err)
+			}
+		}
+		return nil
+	}, snap.LSN(), 0, t0)
+	clear(a.buf)
+	a.buf = a.buf[:0]
+	if err != nil {
+		return fmt.Errorf("replica: rebuild at lsn %d: %w", snap.LSN(), err)
+	}
+	r.stats.rebuilds.Add(1)
+	r.log.Info("replica rebuilt from a snapshot", "lsn", snap.LSN(), "keys", keys, "took", time.Since(t0).Round(time.Millisecond))
+	return nil
+}
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func parseTime(s string) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
