@@ -99,20 +99,36 @@ type applier struct {
 	conn *sql.Conn
 	buf  []wal.Record // one page; reused
 
-	setMeta, putPos, delPos, putTrail, cutTrail, delTrail *sql.Stmt
-	putAsg, delAsg, putLoad, delLoad, putRow, delRow      *sql.Stmt
-	all                                                   []*sql.Stmt
+	setMeta, getN, putPos, delPos, putTrail, cutTrail, delTrail *sql.Stmt
+	putAsg, delAsg, putLoad, delLoad, putRow, delRow            *sql.Stmt
+	all                                                         []*sql.Stmt
 
-	// last position record per driver in the page: positions keep only the
-	// latest, so a page of many points writes each driver's row once.
-	latest  map[string]int // driver → index in buf (-1: deleted)
-	touched map[string]int // drivers that got trail points in the page
-	sized   time.Time      // when Bytes was last measured
+	// The page's last position of each driver: positions keep only the
+	// latest, so a page of many points writes each driver's row once, and
+	// cuts its trail once.
+	latest map[string]latestPoint
+	// nCache holds trail_n of drivers as committed, so that a driver's
+	// first point in a page need not read it back. The applier is the only
+	// writer, so it stays true; it is dropped after a failed transaction
+	// and when it reaches nCacheMax entries.
+	nCache map[string]int64
+	sized  time.Time // when Bytes was last measured
+}
+
+// nCacheMax bounds the trail_n cache (about 60 bytes an entry).
+const nCacheMax = 100000
+
+// latestPoint is a driver's state at the end of the page so far.
+type latestPoint struct {
+	i       int // index in buf of the latest point
+	p       pointValue
+	n       int64 // trail_n after it
+	deleted bool  // the position was deleted (and no point came after)
 }
 
 func newApplier(ctx context.Context, r *Replica) (*applier, error) {
 	a := &applier{r: r, conn: r.wconn, buf: make([]wal.Record, 0, 256),
-		latest: map[string]int{}, touched: map[string]int{}}
+		latest: map[string]latestPoint{}, nCache: map[string]int64{}}
 	prep := func(dst **sql.Stmt, q string) error {
 		s, err := a.conn.PrepareContext(ctx, q)
 		if err != nil {
@@ -127,17 +143,17 @@ func newApplier(ctx context.Context, r *Replica) (*applier, error) {
 		q   string
 	}{
 		{&a.setMeta, `INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value`},
-		{&a.putPos, `INSERT INTO positions (driver, seq, lat, lng, speed_kmh, heading, ts, lsn, committed_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (driver) DO UPDATE SET seq = excluded.seq, lat = excluded.lat,
+		{&a.getN, `SELECT trail_n FROM positions WHERE driver = ?`},
+		{&a.putPos, `INSERT INTO positions (driver, seq, lat, lng, speed_kmh, heading, ts, lsn, committed_at, trail_n)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (driver) DO UPDATE SET seq = excluded.seq, lat = excluded.lat,
 			lng = excluded.lng, speed_kmh = excluded.speed_kmh, heading = excluded.heading, ts = excluded.ts,
-			lsn = excluded.lsn, committed_at = excluded.committed_at`},
+			lsn = excluded.lsn, committed_at = excluded.committed_at, trail_n = excluded.trail_n`},
 		{&a.delPos, `DELETE FROM positions WHERE driver = ?`},
-		{&a.putTrail, `INSERT OR REPLACE INTO trail (driver, lsn, seq, lat, lng, speed_kmh, heading, ts, committed_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`},
-		// Keep the newest TrailPoints of a driver: delete at and below the
-		// LSN of the first point past the bound.
-		{&a.cutTrail, `DELETE FROM trail WHERE driver = ?1 AND lsn <= (SELECT lsn FROM trail WHERE driver = ?1
-			ORDER BY lsn DESC LIMIT 1 OFFSET ?2)`},
+		{&a.putTrail, `INSERT OR REPLACE INTO trail (driver, n, lsn, seq, lat, lng, speed_kmh, heading, ts, committed_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
+		// Keep the newest TrailPoints of a driver: points are numbered
+		// 1, 2, … so the expired ones are a prefix of its key range.
+		{&a.cutTrail, `DELETE FROM trail WHERE driver = ? AND n <= ?`},
 		{&a.delTrail, `DELETE FROM trail WHERE driver = ?`},
 		{&a.putAsg, `INSERT INTO assignments (route, driver, stops, note, version, lsn, committed_at) VALUES (?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (route) DO UPDATE SET driver = excluded.driver, stops = excluded.stops, note = excluded.note,
@@ -198,14 +214,18 @@ func (a *applier) page(ctx context.Context) error {
 		r.mu.Unlock()
 	}()
 	last := a.buf[len(a.buf)-1].LSN
-	err = a.tx(ctx, func() error {
+	// Statements run without ctx: the driver watches a cancelable context
+	// with a goroutine per statement (10% of the applier's CPU), and a
+	// page is bounded, so Close waits for at most one page.
+	bg := context.Background()
+	err = a.tx(bg, func() error {
 		for i := range a.buf {
-			if err := a.apply(ctx, i); err != nil {
+			if err := a.apply(bg, i); err != nil {
 				return err
 			}
 		}
-		return a.flushDrivers(ctx)
-	}, last, len(a.buf), t0)
+		return a.flushDrivers(bg)
+	}, last, len(a.buf), t0, false)
 	if err != nil {
 		return fmt.Errorf("replica: apply lsn %d..%d: %w", from+1, last, err)
 	}
@@ -214,8 +234,8 @@ func (a *applier) page(ctx context.Context) error {
 
 // tx runs fn in one transaction that also records lsn as applied, and
 // publishes lsn once it is committed, with the counters: n records applied
-// since t0.
-func (a *applier) tx(ctx context.Context, fn func() error, lsn uint64, n int, t0 time.Time) error {
+// since t0, or a rebuild.
+func (a *applier) tx(ctx context.Context, fn func() error, lsn uint64, n int, t0 time.Time, rebuild bool) error {
 	if _, err := a.conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
@@ -233,12 +253,15 @@ func (a *applier) tx(ctx context.Context, fn func() error, lsn uint64, n int, t0
 		// back with a fresh one so the transaction does not linger.
 		a.conn.ExecContext(context.Background(), "ROLLBACK")
 		clear(a.latest)
-		clear(a.touched)
+		a.nCache = map[string]int64{} // may hold counts of the rolled back page
 		return err
 	}
 	a.r.stats.batches.Add(1)
 	a.r.stats.applied.Add(uint64(n))
 	a.r.stats.applyNanos.Add(int64(time.Since(t0)))
+	if rebuild {
+		a.r.stats.rebuilds.Add(1)
+	}
 	a.r.setApplied(lsn)
 	if time.Since(a.sized) > time.Second {
 		a.sized = time.Now()
@@ -260,18 +283,30 @@ func (a *applier) apply(ctx context.Context, i int) error {
 	switch rec.Table {
 	case engine.TablePositions:
 		if del {
-			a.latest[rec.Key] = -1
-			delete(a.touched, rec.Key)
+			a.latest[rec.Key] = latestPoint{deleted: true}
 			_, err = a.delTrail.ExecContext(ctx, rec.Key)
 			break
 		}
-		p, ok := a.point(rec)
-		if !ok {
+		var p pointValue
+		if !a.decode(rec, &p) {
 			return nil
 		}
-		a.latest[rec.Key] = i
-		a.touched[rec.Key]++
-		_, err = a.putTrail.ExecContext(ctx, rec.Key, int64(rec.LSN), int64(p.Seq), p.LatV, p.LngV, p.SpeedKmh, p.Heading, nanos(p.TS), at)
+		cur, ok := a.latest[rec.Key]
+		if !ok {
+			// First point of the driver in this page: its count so far.
+			if cur.n, ok = a.nCache[rec.Key]; !ok {
+				err = a.getN.QueryRowContext(ctx, rec.Key).Scan(&cur.n)
+				if errors.Is(err, sql.ErrNoRows) {
+					err = nil
+				}
+				if err != nil {
+					break
+				}
+			}
+		}
+		n := cur.n + 1
+		a.latest[rec.Key] = latestPoint{i: i, p: p, n: n}
+		_, err = a.putTrail.ExecContext(ctx, rec.Key, n, int64(rec.LSN), int64(p.Seq), p.LatV, p.LngV, p.SpeedKmh, p.Heading, nanos(p.TS), at)
 	case engine.TableAssignments:
 		if del {
 			_, err = a.delAsg.ExecContext(ctx, rec.Key)
@@ -309,38 +344,32 @@ func (a *applier) apply(ctx context.Context, i int) error {
 // the trails that grew past TrailPoints.
 func (a *applier) flushDrivers(ctx context.Context) error {
 	defer clear(a.latest)
-	defer clear(a.touched)
-	for driver, i := range a.latest {
+	if len(a.nCache)+len(a.latest) > nCacheMax {
+		a.nCache = map[string]int64{}
+	}
+	for driver, lp := range a.latest {
+		a.nCache[driver] = lp.n
 		var err error
-		if i < 0 {
+		if lp.deleted {
 			_, err = a.delPos.ExecContext(ctx, driver)
 		} else {
-			rec := &a.buf[i]
-			p, _ := a.point(rec) // decoded once already: it is valid
-			_, err = a.putPos.ExecContext(ctx, driver, int64(p.Seq), p.LatV, p.LngV, p.SpeedKmh, p.Heading, nanos(p.TS), int64(rec.LSN), nanos(rec.CommittedAt))
+			rec, p := &a.buf[lp.i], &lp.p
+			_, err = a.putPos.ExecContext(ctx, driver, int64(p.Seq), p.LatV, p.LngV, p.SpeedKmh, p.Heading, nanos(p.TS),
+				int64(rec.LSN), nanos(rec.CommittedAt), lp.n)
+			if err == nil && lp.n > TrailPoints {
+				_, err = a.cutTrail.ExecContext(ctx, driver, lp.n-TrailPoints)
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("position of %s: %w", driver, err)
 		}
 	}
-	for driver := range a.touched {
-		if _, err := a.cutTrail.ExecContext(ctx, driver, TrailPoints); err != nil {
-			return fmt.Errorf("trail of %s: %w", driver, err)
-		}
-	}
 	return nil
 }
 
-// point decodes a position value; a value that is not a point is skipped
-// (counted and logged): the replica must not stop on one bad record.
-func (a *applier) point(rec *wal.Record) (pointValue, bool) {
-	var p pointValue
-	if !a.decode(rec, &p) {
-		return p, false
-	}
-	return p, true
-}
-
+// decode reads a value of a built-in table into v; a value it cannot read
+// is skipped (counted, and logged the first times): the replica must not
+// stop on one bad record.
 func (a *applier) decode(rec *wal.Record, v decoder) bool {
 	if err := v.decode(rec.Value); err != nil {
 		if a.r.stats.skipped.Add(1) <= 10 {
@@ -378,9 +407,11 @@ func (a *applier) rebuild(ctx context.Context) error {
 	}
 	t0 := time.Now()
 	var keys uint64
-	err = a.tx(ctx, func() error {
+	bg := context.Background() // see page; ctx is checked once per key instead
+	a.nCache = map[string]int64{}
+	err = a.tx(bg, func() error {
 		for _, t := range dataTables {
-			if _, err := a.conn.ExecContext(ctx, "DELETE FROM "+t); err != nil {
+			if _, err := a.conn.ExecContext(bg, "DELETE FROM "+t); err != nil {
 				return fmt.Errorf("clear %s: %w", t, err)
 			}
 		}
@@ -393,25 +424,27 @@ func (a *applier) rebuild(ctx context.Context) error {
 		}
 		for _, t := range tables {
 			_, err := snap.Scan(t, "", 0, func(key string, st wal.State) error {
-				keys++
-				a.buf = append(a.buf[:0], wal.Record{LSN: st.LSN, Table: t, Key: key, Op: wal.OpPut, Value: st.Value, Version: st.Version})
-				if err := a.apply(ctx, 0); err != nil {
+				if err := ctx.Err(); err != nil {
 					return err
 				}
-				return a.flushDrivers(ctx)
+				keys++
+				a.buf = append(a.buf[:0], wal.Record{LSN: st.LSN, Table: t, Key: key, Op: wal.OpPut, Value: st.Value, Version: st.Version})
+				if err := a.apply(bg, 0); err != nil {
+					return err
+				}
+				return a.flushDrivers(bg)
 			})
 			if err != nil {
 				return fmt.Errorf("table %s: %w", t, err)
 			}
 		}
 		return nil
-	}, snap.LSN(), 0, t0)
+	}, snap.LSN(), 0, t0, true)
 	clear(a.buf)
 	a.buf = a.buf[:0]
 	if err != nil {
 		return fmt.Errorf("replica: rebuild at lsn %d: %w", snap.LSN(), err)
 	}
-	r.stats.rebuilds.Add(1)
 	r.log.Info("replica rebuilt from a snapshot", "lsn", snap.LSN(), "keys", keys, "took", time.Since(t0).Round(time.Millisecond))
 	return nil
 }

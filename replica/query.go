@@ -146,7 +146,7 @@ func (r *Replica) Trail(ctx context.Context, driver string, n int) ([]Position, 
 		n = TrailPoints
 	}
 	out := []Position{}
-	err := r.query(ctx, "trail of "+driver, `SELECT `+positionCols+` FROM trail WHERE driver = ? ORDER BY lsn DESC LIMIT ?`,
+	err := r.query(ctx, "trail of "+driver, `SELECT `+positionCols+` FROM trail WHERE driver = ? ORDER BY n DESC LIMIT ?`,
 		[]any{driver, n}, func(rows *sql.Rows) error {
 			p, err := scanPosition(rows)
 			out = append(out, p)

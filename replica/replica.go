@@ -45,7 +45,7 @@ const (
 	TrailPoints = 200
 	// pageRecords and pageBytes bound one applier page (one transaction):
 	// the replica holds at most one page of records in memory.
-	pageRecords = 2048
+	pageRecords = 8192
 	pageBytes   = 4 << 20
 	// noticeSlots bounds the batch notices kept for the lag age. When it is
 	// full, a new batch extends the newest notice (the oldest unapplied

@@ -20,14 +20,18 @@ const schemaVersion = 1
 // so LoadingCounts reads a handful of rows instead of grouping every event.
 var schema = []string{
 	`CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID`,
+	// trail_n counts the driver's points since its trail (re)started; trail
+	// rows are numbered by it, so cutting the trail to its bound is one
+	// range delete on the primary key.
 	`CREATE TABLE IF NOT EXISTS positions (
 		driver TEXT PRIMARY KEY, seq INTEGER NOT NULL, lat REAL NOT NULL, lng REAL NOT NULL,
 		speed_kmh REAL NOT NULL, heading REAL NOT NULL, ts INTEGER NOT NULL,
-		lsn INTEGER NOT NULL, committed_at INTEGER NOT NULL) WITHOUT ROWID`,
+		lsn INTEGER NOT NULL, committed_at INTEGER NOT NULL, trail_n INTEGER NOT NULL) WITHOUT ROWID`,
 	`CREATE TABLE IF NOT EXISTS trail (
-		driver TEXT NOT NULL, lsn INTEGER NOT NULL, seq INTEGER NOT NULL, lat REAL NOT NULL, lng REAL NOT NULL,
-		speed_kmh REAL NOT NULL, heading REAL NOT NULL, ts INTEGER NOT NULL, committed_at INTEGER NOT NULL,
-		PRIMARY KEY (driver, lsn)) WITHOUT ROWID`,
+		driver TEXT NOT NULL, n INTEGER NOT NULL, lsn INTEGER NOT NULL, seq INTEGER NOT NULL,
+		lat REAL NOT NULL, lng REAL NOT NULL, speed_kmh REAL NOT NULL, heading REAL NOT NULL,
+		ts INTEGER NOT NULL, committed_at INTEGER NOT NULL,
+		PRIMARY KEY (driver, n)) WITHOUT ROWID`,
 	`CREATE TABLE IF NOT EXISTS assignments (
 		route TEXT PRIMARY KEY, driver TEXT NOT NULL, stops INTEGER NOT NULL, note TEXT NOT NULL,
 		version INTEGER NOT NULL, lsn INTEGER NOT NULL, committed_at INTEGER NOT NULL)`,
@@ -71,6 +75,9 @@ const (
 	metaSchema  = "schema_version"
 )
 
+// synchronous is the writer's sync mode; benchmarks compare others.
+var synchronous = "OFF"
+
 // dsn builds the driver's data source name of the file at path. Pragmas
 // run on every new connection.
 func dsn(path string, reader bool) (string, error) {
@@ -83,7 +90,7 @@ func dsn(path string, reader bool) (string, error) {
 		p = append(p, "query_only(1)", "cache_size(-4000)")
 	} else {
 		// The replica is rebuilt from the log after a crash: no fsyncs.
-		p = append(p, "synchronous(OFF)", "cache_size(-16000)")
+		p = append(p, "synchronous("+synchronous+")", "cache_size(-16000)")
 	}
 	p = append(p, "journal_mode(WAL)")
 	q := make([]string, len(p))
