@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"routehound/engine"
@@ -99,9 +100,10 @@ type applier struct {
 	conn *sql.Conn
 	buf  []wal.Record // one page; reused
 
-	setMeta, getN, putPos, delPos, putTrail, cutTrail, delTrail *sql.Stmt
-	putAsg, delAsg, putLoad, delLoad, putRow, delRow            *sql.Stmt
-	all                                                         []*sql.Stmt
+	setMeta, getN, delPos, cutTrail, delTrail        *sql.Stmt
+	putAsg, delAsg, putLoad, delLoad, putRow, delRow *sql.Stmt
+	all                                              []*sql.Stmt
+	putPos, putTrail                                 multiInsert
 
 	// The page's last position of each driver: positions keep only the
 	// latest, so a page of many points writes each driver's row once, and
@@ -144,13 +146,7 @@ func newApplier(ctx context.Context, r *Replica) (*applier, error) {
 	}{
 		{&a.setMeta, `INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value`},
 		{&a.getN, `SELECT trail_n FROM positions WHERE driver = ?`},
-		{&a.putPos, `INSERT INTO positions (driver, seq, lat, lng, speed_kmh, heading, ts, lsn, committed_at, trail_n)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (driver) DO UPDATE SET seq = excluded.seq, lat = excluded.lat,
-			lng = excluded.lng, speed_kmh = excluded.speed_kmh, heading = excluded.heading, ts = excluded.ts,
-			lsn = excluded.lsn, committed_at = excluded.committed_at, trail_n = excluded.trail_n`},
 		{&a.delPos, `DELETE FROM positions WHERE driver = ?`},
-		{&a.putTrail, `INSERT OR REPLACE INTO trail (driver, n, lsn, seq, lat, lng, speed_kmh, heading, ts, committed_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
 		// Keep the newest TrailPoints of a driver: points are numbered
 		// 1, 2, … so the expired ones are a prefix of its key range.
 		{&a.cutTrail, `DELETE FROM trail WHERE driver = ? AND n <= ?`},
@@ -174,7 +170,68 @@ func newApplier(ctx context.Context, r *Replica) (*applier, error) {
 			return nil, err
 		}
 	}
+	for _, m := range []struct {
+		dst          *multiInsert
+		cols         int
+		head, suffix string
+	}{
+		{&a.putPos, 10, `INSERT INTO positions (driver, seq, lat, lng, speed_kmh, heading, ts, lsn, committed_at, trail_n) VALUES `,
+			` ON CONFLICT (driver) DO UPDATE SET seq = excluded.seq, lat = excluded.lat,
+			lng = excluded.lng, speed_kmh = excluded.speed_kmh, heading = excluded.heading, ts = excluded.ts,
+			lsn = excluded.lsn, committed_at = excluded.committed_at, trail_n = excluded.trail_n`},
+		{&a.putTrail, 10, `INSERT OR REPLACE INTO trail (driver, n, lsn, seq, lat, lng, speed_kmh, heading, ts, committed_at) VALUES `, ``},
+	} {
+		m.dst.cols = m.cols
+		row := "(?" + strings.Repeat(", ?", m.cols-1) + ")"
+		if err := prep(&m.dst.one, m.head+row+m.suffix); err != nil {
+			a.close()
+			return nil, err
+		}
+		if err := prep(&m.dst.many, m.head+row+strings.Repeat(", "+row, multiRows-1)+m.suffix); err != nil {
+			a.close()
+			return nil, err
+		}
+	}
 	return a, nil
+}
+
+// multiRows is the number of rows of one multi-row INSERT: a statement
+// costs more than a row (bind, step and reset through database/sql).
+// A variable for the benchmarks.
+var multiRows = 64
+
+// multiInsert batches the rows of one INSERT into statements of multiRows
+// rows, the rest one row a statement. Rows are written in the order added.
+type multiInsert struct {
+	one, many *sql.Stmt
+	cols      int
+	args      []any // values of the rows not yet written; < cols*multiRows
+}
+
+func (m *multiInsert) add(ctx context.Context, vals ...any) error {
+	m.args = append(m.args, vals...)
+	if len(m.args) < m.cols*multiRows {
+		return nil
+	}
+	_, err := m.many.ExecContext(ctx, m.args...)
+	clear(m.args)
+	m.args = m.args[:0]
+	return err
+}
+
+func (m *multiInsert) flush(ctx context.Context) error {
+	defer m.reset()
+	for i := 0; i < len(m.args); i += m.cols {
+		if _, err := m.one.ExecContext(ctx, m.args[i:i+m.cols]...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *multiInsert) reset() {
+	clear(m.args)
+	m.args = m.args[:0]
 }
 
 func (a *applier) close() {
@@ -253,6 +310,8 @@ func (a *applier) tx(ctx context.Context, fn func() error, lsn uint64, n int, t0
 		// back with a fresh one so the transaction does not linger.
 		a.conn.ExecContext(context.Background(), "ROLLBACK")
 		clear(a.latest)
+		a.putPos.reset()
+		a.putTrail.reset()
 		a.nCache = map[string]int64{} // may hold counts of the rolled back page
 		return err
 	}
@@ -284,7 +343,9 @@ func (a *applier) apply(ctx context.Context, i int) error {
 	case engine.TablePositions:
 		if del {
 			a.latest[rec.Key] = latestPoint{deleted: true}
-			_, err = a.delTrail.ExecContext(ctx, rec.Key)
+			if err = a.putTrail.flush(ctx); err == nil { // its points before the delete
+				_, err = a.delTrail.ExecContext(ctx, rec.Key)
+			}
 			break
 		}
 		var p pointValue
@@ -306,7 +367,7 @@ func (a *applier) apply(ctx context.Context, i int) error {
 		}
 		n := cur.n + 1
 		a.latest[rec.Key] = latestPoint{i: i, p: p, n: n}
-		_, err = a.putTrail.ExecContext(ctx, rec.Key, n, int64(rec.LSN), int64(p.Seq), p.LatV, p.LngV, p.SpeedKmh, p.Heading, nanos(p.TS), at)
+		err = a.putTrail.add(ctx, rec.Key, n, int64(rec.LSN), int64(p.Seq), p.LatV, p.LngV, p.SpeedKmh, p.Heading, nanos(p.TS), at)
 	case engine.TableAssignments:
 		if del {
 			_, err = a.delAsg.ExecContext(ctx, rec.Key)
@@ -344,6 +405,9 @@ func (a *applier) apply(ctx context.Context, i int) error {
 // the trails that grew past TrailPoints.
 func (a *applier) flushDrivers(ctx context.Context) error {
 	defer clear(a.latest)
+	if err := a.putTrail.flush(ctx); err != nil {
+		return fmt.Errorf("trails: %w", err)
+	}
 	if len(a.nCache)+len(a.latest) > nCacheMax {
 		a.nCache = map[string]int64{}
 	}
@@ -354,7 +418,7 @@ func (a *applier) flushDrivers(ctx context.Context) error {
 			_, err = a.delPos.ExecContext(ctx, driver)
 		} else {
 			rec, p := &a.buf[lp.i], &lp.p
-			_, err = a.putPos.ExecContext(ctx, driver, int64(p.Seq), p.LatV, p.LngV, p.SpeedKmh, p.Heading, nanos(p.TS),
+			err = a.putPos.add(ctx, driver, int64(p.Seq), p.LatV, p.LngV, p.SpeedKmh, p.Heading, nanos(p.TS),
 				int64(rec.LSN), nanos(rec.CommittedAt), lp.n)
 			if err == nil && lp.n > TrailPoints {
 				_, err = a.cutTrail.ExecContext(ctx, driver, lp.n-TrailPoints)
@@ -363,6 +427,9 @@ func (a *applier) flushDrivers(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("position of %s: %w", driver, err)
 		}
+	}
+	if err := a.putPos.flush(ctx); err != nil {
+		return fmt.Errorf("positions: %w", err)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -63,12 +64,17 @@ func (g *genSource) publish(n uint64) {
 // BenchmarkApplyPoints: records/s the applier writes, one op = one driver
 // point, in pages of up to pageRecords. Run with -benchtime=Nx.
 func BenchmarkApplyPoints(b *testing.B) {
-	for _, sync := range []string{"OFF", "NORMAL"} {
-		for _, drivers := range []int{100, 10000} {
-			b.Run(fmt.Sprintf("sync=%s/drivers=%d", sync, drivers), func(b *testing.B) {
-				old := synchronous
-				synchronous = sync
-				defer func() { synchronous = old }()
+	for _, c := range []struct {
+		sync    string
+		rows    int
+		drivers int
+	}{{"OFF", 64, 100}, {"OFF", 64, 10000}, {"OFF", 1, 100}, {"OFF", 1, 10000}, {"NORMAL", 64, 100}, {"NORMAL", 64, 10000}} {
+		{
+			drivers := c.drivers
+			b.Run(fmt.Sprintf("sync=%s/rows=%d/drivers=%d", c.sync, c.rows, c.drivers), func(b *testing.B) {
+				oldSync, oldRows := synchronous, multiRows
+				synchronous, multiRows = c.sync, c.rows
+				defer func() { synchronous, multiRows = oldSync, oldRows }()
 				g := &genSource{drivers: drivers, at: time.Now()}
 				r, err := Open(filepath.Join(b.TempDir(), "r.db"), g, nil)
 				if err != nil {
@@ -76,15 +82,16 @@ func BenchmarkApplyPoints(b *testing.B) {
 				}
 				defer r.Close()
 				b.ResetTimer()
-				t0 := time.Now()
+				t0, c0 := time.Now(), cpuTime()
 				g.publish(uint64(b.N))
 				if err := r.WaitLSN(context.Background(), uint64(b.N)); err != nil {
 					b.Fatal(err)
 				}
-				d := time.Since(t0)
+				d, cpu := time.Since(t0), cpuTime()-c0
 				b.StopTimer()
 				st := r.Stats()
 				b.ReportMetric(float64(b.N)/d.Seconds(), "records/s")
+				b.ReportMetric(float64(cpu.Nanoseconds())/1000/float64(b.N), "cpu-µs/record")
 				b.ReportMetric(float64(b.N)/float64(st.Batches), "records/tx")
 				b.ReportMetric(float64(st.Bytes)/(1<<20), "db-MiB")
 			})
@@ -92,13 +99,31 @@ func BenchmarkApplyPoints(b *testing.B) {
 	}
 }
 
-// BenchmarkLagUnderDriverFlood: lag of the replica behind the durable log
-// while drivers flood the real engine as fast as the driver lane admits.
-// One op = one point; the lag is sampled every millisecond.
-func BenchmarkLagUnderDriverFlood(b *testing.B) {
+// BenchmarkDriverFlood: drivers send points to the real engine, paced at
+// a rate (points/s) or as fast as the driver lane admits (rate=max); with
+// the replica it reports its lag behind the durable log, sampled every
+// millisecond; without it, the points/s the engine takes alone, to compare
+// within one run. One op = one point.
+func BenchmarkDriverFlood(b *testing.B) {
+	for _, c := range []struct {
+		rate    int
+		replica bool
+	}{{20000, true}, {0, true}, {0, false}} {
+		name := fmt.Sprintf("rate=%d/replica=%v", c.rate, c.replica)
+		if c.rate == 0 {
+			name = fmt.Sprintf("rate=max/replica=%v", c.replica)
+		}
+		b.Run(name, func(b *testing.B) { driverFlood(b, c.rate, c.replica) })
+	}
+}
+
+func driverFlood(b *testing.B, rate int, withReplica bool) {
 	const drivers, perReq, senders = 1000, 50, 2
 	s := newStore(b, "")
-	r := openReplica(b, filepath.Join(b.TempDir(), "r.db"), s.e)
+	var r *Replica
+	if withReplica {
+		r = openReplica(b, filepath.Join(b.TempDir(), "r.db"), s.e)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var recs []uint64
@@ -106,6 +131,9 @@ func BenchmarkLagUnderDriverFlood(b *testing.B) {
 	sampled := make(chan struct{})
 	go func() {
 		defer close(sampled)
+		if r == nil {
+			return
+		}
 		tick := time.NewTicker(time.Millisecond)
 		defer tick.Stop()
 		for {
@@ -119,7 +147,7 @@ func BenchmarkLagUnderDriverFlood(b *testing.B) {
 		}
 	}()
 	b.ResetTimer()
-	t0 := time.Now()
+	t0, c0 := time.Now(), cpuTime()
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for w := range senders {
@@ -131,6 +159,9 @@ func BenchmarkLagUnderDriverFlood(b *testing.B) {
 				i := next.Add(perReq) - perReq
 				if i >= int64(b.N) {
 					return
+				}
+				if rate > 0 {
+					time.Sleep(time.Until(t0.Add(time.Duration(i) * time.Second / time.Duration(rate))))
 				}
 				// drivers is a multiple of senders: sender w sends for the
 				// drivers d with d%senders == w, so it owns their seqs.
@@ -159,19 +190,36 @@ func BenchmarkLagUnderDriverFlood(b *testing.B) {
 	wg.Wait()
 	last := s.durable(b)
 	ingest := time.Since(t0)
-	waitLSN(b, r, last)
+	if r != nil {
+		waitLSN(b, r, last)
+	}
+	cpu := cpuTime() - c0
 	b.StopTimer()
 	cancel()
 	<-sampled
+	b.ReportMetric(float64(b.N)/ingest.Seconds(), "points/s")
+	b.ReportMetric(float64(cpu.Nanoseconds())/1000/float64(b.N), "cpu-µs/point")
+	if r == nil {
+		return
+	}
 	if len(recs) == 0 {
 		b.Fatal("no lag sample")
 	}
 	slices.Sort(recs)
 	slices.Sort(ages)
 	q := func(p float64) int { return min(len(recs)-1, int(p*float64(len(recs)))) }
-	b.ReportMetric(float64(b.N)/ingest.Seconds(), "points/s")
 	b.ReportMetric(float64(recs[q(0.5)]), "p50-lag-records")
 	b.ReportMetric(float64(recs[q(0.99)]), "p99-lag-records")
 	b.ReportMetric(float64(ages[q(0.99)].Microseconds())/1000, "p99-lag-ms")
 	b.ReportMetric(float64(ages[len(ages)-1].Microseconds())/1000, "max-lag-ms")
+}
+
+// cpuTime is the CPU time (user + system) the process has used: on a
+// shared machine it moves less with the neighbours' load than wall time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
