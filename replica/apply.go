@@ -78,6 +78,7 @@ func (r *Replica) run() {
 func (a *applier) catchUp(ctx context.Context) error {
 	r := a.r
 	for ctx.Err() == nil && r.applied.Load() < r.src.DurableLSN() {
+		t0 := time.Now()
 		err := a.page(ctx)
 		if isTrimmed(err) {
 			r.log.Warn("log trimmed past the replica; rebuilding from a snapshot", "applied_lsn", r.applied.Load())
@@ -86,9 +87,26 @@ func (a *applier) catchUp(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if busy := time.Since(t0); applyShare < 1 && r.applied.Load() < r.src.DurableLSN() {
+			// Behind: rest so that the applier takes at most applyShare
+			// of a core from the writers; the log holds the backlog.
+			rest := time.Duration(float64(busy) * (1 - applyShare) / applyShare)
+			select {
+			case <-ctx.Done():
+			case <-time.After(rest):
+			}
+		}
 	}
 	return nil
 }
+
+// applyShare is the most of a core the applier takes while it is behind
+// (1 = all it can). The dashboard must not slow a writer: under a driver
+// flood on two cores, a replica applying flat out took about half of the
+// engine's points/s, at half a core it took about a third, and its lag
+// grew from ~1.6 s to ~4 s (BENCHMARKS.md, "Read replica"). A variable for
+// the benchmarks.
+var applyShare = 0.5
 
 func isTrimmed(err error) bool {
 	return errors.Is(err, wal.ErrTrimmed) || errors.Is(err, engine.ErrTrimmed)

@@ -108,12 +108,21 @@ func BenchmarkDriverFlood(b *testing.B) {
 	for _, c := range []struct {
 		rate    int
 		replica bool
-	}{{20000, true}, {0, true}, {0, false}} {
+		share   float64
+	}{{20000, true, applyShare}, {0, true, 1}, {0, true, 0.5}, {0, true, 0.25}, {0, false, 0}} {
 		name := fmt.Sprintf("rate=%d/replica=%v", c.rate, c.replica)
 		if c.rate == 0 {
 			name = fmt.Sprintf("rate=max/replica=%v", c.replica)
 		}
-		b.Run(name, func(b *testing.B) { driverFlood(b, c.rate, c.replica) })
+		if c.replica {
+			name += fmt.Sprintf("/share=%g", c.share)
+		}
+		b.Run(name, func(b *testing.B) {
+			old := applyShare
+			applyShare = c.share
+			defer func() { applyShare = old }()
+			driverFlood(b, c.rate, c.replica)
+		})
 	}
 }
 
