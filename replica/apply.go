@@ -38,15 +38,7 @@ func (r *Replica) run() {
 		return
 	}
 	defer a.close()
-	if applied, durable := r.applied.Load(), r.src.DurableLSN(); applied > durable {
-		// The store is behind the replica (restored from a backup, or a
-		// replica kept across a crash that lost unsynced commits): the
-		// replica holds records the log will reuse LSNs for.
-		r.log.Warn("replica is ahead of the log; rebuilding", "applied_lsn", applied, "durable_lsn", durable)
-		if err := a.rebuild(ctx); err != nil && ctx.Err() == nil {
-			r.log.Error("replica rebuild failed", "err", err)
-		}
-	}
+	a.ahead = r.applied.Load() > r.src.DurableLSN()
 	timer := time.NewTimer(poll)
 	defer timer.Stop()
 	failing := false
@@ -64,8 +56,12 @@ func (r *Replica) run() {
 			failing = false
 		}
 		timer.Reset(poll)
+		wake := r.wake
+		if failing {
+			wake = nil // retry at the poll, not at every commit
+		}
 		select {
-		case <-r.wake:
+		case <-wake:
 		case <-timer.C:
 		case <-r.stop:
 			return
@@ -77,6 +73,16 @@ func (r *Replica) run() {
 // it when the log no longer holds what it needs.
 func (a *applier) catchUp(ctx context.Context) error {
 	r := a.r
+	if a.ahead {
+		// The store is behind the replica (restored from a backup, or a
+		// replica kept across a crash that lost unsynced commits): the
+		// replica holds records the log will reuse LSNs for.
+		r.log.Warn("replica is ahead of the log; rebuilding", "applied_lsn", r.applied.Load(), "durable_lsn", r.src.DurableLSN())
+		if err := a.rebuild(ctx); err != nil {
+			return err
+		}
+		a.ahead = false
+	}
 	for ctx.Err() == nil && r.applied.Load() < r.src.DurableLSN() {
 		t0 := time.Now()
 		err := a.page(ctx)
@@ -114,9 +120,10 @@ func isTrimmed(err error) bool {
 
 // applier holds the writer's prepared statements and the page buffer.
 type applier struct {
-	r    *Replica
-	conn *sql.Conn
-	buf  []wal.Record // one page; reused
+	r     *Replica
+	conn  *sql.Conn
+	buf   []wal.Record // one page; reused
+	ahead bool         // the replica was opened ahead of the log: rebuild first
 
 	setMeta, getN, delPos, cutTrail, delTrail        *sql.Stmt
 	putAsg, delAsg, putLoad, delLoad, putRow, delRow *sql.Stmt

@@ -2,6 +2,7 @@ package replica
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -636,5 +637,33 @@ func TestReadersDuringAFlood(t *testing.T) {
 	pos, _ := r.Positions(context.Background())
 	if len(pos) != 10 || pos[0].Seq != 1000 {
 		t.Fatalf("positions: %+v", pos)
+	}
+}
+
+// A replica of another schema version is dropped and rebuilt from the log.
+func TestOtherSchemaVersionIsRebuilt(t *testing.T) {
+	s := newStore(t, "")
+	path := filepath.Join(t.TempDir(), "replica.db")
+	r, err := Open(path, s.e, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitLSN(t, r, s.put(t, engine.LaneDispatch, engine.TableAssignments, "r1", `{"driver":"d1","stops":[],"note":""}`))
+	r.Close()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`UPDATE meta SET value = 999 WHERE name = ?`, metaSchema); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	r = openReplica(t, path, s.e)
+	waitLSN(t, r, 1)
+	if asg, err := r.Assignments(context.Background(), 0); err != nil || len(asg) != 1 || asg[0].Route != "r1" {
+		t.Fatalf("after the schema change: %+v %v", asg, err)
+	}
+	if st := r.Stats(); st.Applied != 1 {
+		t.Fatalf("the log was not applied again: %+v", st)
 	}
 }

@@ -11,7 +11,7 @@ import (
 
 // schemaVersion is stored in meta; a replica written with another version
 // is dropped and rebuilt from the log (it is only a cache of the log).
-const schemaVersion = 1
+const schemaVersion = 2
 
 // schema creates the read model. Times are Unix nanoseconds (0 = unknown).
 // Every row keeps the LSN that wrote it, which orders "newest first".
