@@ -108,10 +108,10 @@ func (a *applier) catchUp(ctx context.Context) error {
 
 // applyShare is the most of a core the applier takes while it is behind
 // (1 = all it can). The dashboard must not slow a writer: under a driver
-// flood on two cores, a replica applying flat out took about half of the
-// engine's points/s, at half a core it took about a third, and its lag
-// grew from ~1.6 s to ~4 s (BENCHMARKS.md, "Read replica"). A variable for
-// the benchmarks.
+// flood on two cores, a replica applying flat out cost the engine about 40%
+// of its points/s, at half a core about 20%, while its lag p99 grew from
+// ~0.7 s to ~2 s (BENCHMARKS.md, "Read replica"). A variable for the
+// benchmarks.
 var applyShare = 0.5
 
 func isTrimmed(err error) bool {
