@@ -11,7 +11,9 @@
 // applied LSN. So the replica never holds more than one page in memory, a
 // slow replica never slows the committer, and a restart resumes from the
 // persisted LSN. When the log was trimmed past the replica, the applier
-// rebuilds it from a snapshot of the table state (Snapshotter).
+// rebuilds it from a snapshot of the table state (Snapshotter). While it
+// is behind, the applier takes at most half a core, so that a driver flood
+// makes the replica lag rather than slow the writers.
 //
 // Readers use their own connection pool: SQLite's WAL journal lets them read
 // a consistent state while the applier writes. The replica may be deleted at

@@ -480,6 +480,8 @@ type fakeSource struct {
 	subs    []func([]wal.Record)
 	gate    chan struct{} // when not nil, ReadLog waits for it
 	durable atomic.Uint64
+	fail    atomic.Int32 // ReadLog fails this many more times with failErr
+	failErr error
 }
 
 func (f *fakeSource) Subscribe(fn func([]wal.Record)) {
@@ -496,6 +498,9 @@ func (f *fakeSource) ReadLog(after uint64, limit int, fn func(wal.Record) error)
 	f.mu.Unlock()
 	if gate != nil {
 		<-gate
+	}
+	if f.fail.Add(-1) >= 0 {
+		return f.failErr
 	}
 	f.mu.Lock()
 	recs := f.recs[min(after, uint64(len(f.recs))):f.durable.Load()]
@@ -665,5 +670,37 @@ func TestOtherSchemaVersionIsRebuilt(t *testing.T) {
 	}
 	if st := r.Stats(); st.Applied != 1 {
 		t.Fatalf("the log was not applied again: %+v", st)
+	}
+}
+
+// A failed read is retried (at the poll), and nothing is applied twice.
+func TestRetriesAfterAReadError(t *testing.T) {
+	f := &fakeSource{failErr: errors.New("disk hiccup")}
+	f.fail.Store(2)
+	r := openReplica(t, "", f)
+	f.commit(time.Now(), wal.Record{Table: "t", Key: "a", Op: wal.OpPut, Value: []byte(`1`), Version: 1})
+	waitLSN(t, r, 1)
+	if st := r.Stats(); st.Applied != 1 || st.LSN != 1 {
+		t.Fatalf("stats: %+v", st)
+	}
+	if rows, err := r.Rows(context.Background(), "t", "", 0); err != nil || len(rows) != 1 {
+		t.Fatalf("rows: %+v %v", rows, err)
+	}
+}
+
+// Trimmed past the replica with no snapshot to rebuild from: the replica
+// stays where it is (and says so in the log) rather than skip records.
+func TestTrimmedWithoutSnapshotsStays(t *testing.T) {
+	f := &fakeSource{failErr: fmt.Errorf("read: %w", wal.ErrTrimmed)}
+	f.fail.Store(1 << 30)
+	r := openReplica(t, "", f)
+	f.commit(time.Now(), wal.Record{Table: "t", Key: "a", Op: wal.OpPut, Value: []byte(`1`), Version: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := r.WaitLSN(ctx, 1); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitLSN: %v", err)
+	}
+	if st := r.Stats(); st.LSN != 0 || st.Rebuilds != 0 || st.LagRecords != 1 {
+		t.Fatalf("stats: %+v", st)
 	}
 }
