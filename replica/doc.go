@@ -4,8 +4,8 @@
 // a generic mirror of user tables.
 //
 // One applier goroutine owns the SQLite writer connection. The engine's
-// publish callback only records the newest durable LSN and wakes it; the
-// applier then reads the records it has not applied from the log itself
+// publish callback only notes the batch (its LSNs and commit time) and
+// wakes the applier, which then reads the records it has not applied from the log itself
 // (Source.ReadLog, after = applied LSN), in pages bounded by count and bytes,
 // and applies each page in one SQLite transaction that also stores the
 // applied LSN. So the replica never holds more than one page in memory, a

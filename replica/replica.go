@@ -70,7 +70,6 @@ type Replica struct {
 	rdb   *sql.DB   // readers
 
 	applied atomic.Uint64 // LSN applied and committed to SQLite
-	newest  atomic.Uint64 // newest LSN the source announced
 
 	wake chan struct{} // cap 1: "the source has more"; a full channel already says so
 	stop chan struct{}
@@ -158,8 +157,6 @@ func (r *Replica) onPublish(recs []wal.Record) {
 		return
 	}
 	first, last := recs[0].LSN, recs[len(recs)-1].LSN
-	for cur := r.newest.Load(); cur < last && !r.newest.CompareAndSwap(cur, last); cur = r.newest.Load() {
-	}
 	r.mu.Lock()
 	if n := len(r.notices); n == noticeSlots {
 		r.notices[n-1].last = last // full: the newest notice covers this batch too
