@@ -44,7 +44,7 @@ func (r *Replica) LoadingEvents(ctx context.Context, f LoadingFilter) ([]Loading
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
 	q += " ORDER BY lsn DESC LIMIT ?"
-	args = append(args, limit(f.Limit))
+	args = append(args, clampLimit(f.Limit))
 	out := []LoadingEvent{}
 	err := r.query(ctx, "loading events", q, args, func(rows *sql.Rows) error {
 		var e LoadingEvent
@@ -91,10 +91,10 @@ type Assignment struct {
 
 // Assignments answers the most recently written routes first; limit <= 0
 // means 100, capped at 1000.
-func (r *Replica) Assignments(ctx context.Context, limit_ int) ([]Assignment, error) {
+func (r *Replica) Assignments(ctx context.Context, limit int) ([]Assignment, error) {
 	out := []Assignment{}
 	err := r.query(ctx, "assignments", `SELECT route, driver, note, stops, version, lsn, committed_at FROM assignments
-		ORDER BY lsn DESC LIMIT ?`, []any{limit(limit_)}, func(rows *sql.Rows) error {
+		ORDER BY lsn DESC LIMIT ?`, []any{clampLimit(limit)}, func(rows *sql.Rows) error {
 		var a Assignment
 		var ver, lsn, at int64
 		if err := rows.Scan(&a.Route, &a.Driver, &a.Note, &a.Stops, &ver, &lsn, &at); err != nil {
@@ -166,10 +166,10 @@ type Row struct {
 
 // Rows answers the keys of a user table after the key `after`, in key
 // order; limit <= 0 means 100, capped at 1000.
-func (r *Replica) Rows(ctx context.Context, table, after string, limit_ int) ([]Row, error) {
+func (r *Replica) Rows(ctx context.Context, table, after string, limit int) ([]Row, error) {
 	out := []Row{}
 	err := r.query(ctx, "rows of "+table, `SELECT key, value, version, lsn, committed_at FROM rows
-		WHERE tbl = ? AND key > ? ORDER BY key LIMIT ?`, []any{table, after, limit(limit_)}, func(rows *sql.Rows) error {
+		WHERE tbl = ? AND key > ? ORDER BY key LIMIT ?`, []any{table, after, clampLimit(limit)}, func(rows *sql.Rows) error {
 		row := Row{Table: table}
 		var ver, lsn, at int64
 		if err := rows.Scan(&row.Key, &row.Value, &ver, &lsn, &at); err != nil {
@@ -182,7 +182,7 @@ func (r *Replica) Rows(ctx context.Context, table, after string, limit_ int) ([]
 	return out, err
 }
 
-func limit(n int) int {
+func clampLimit(n int) int {
 	if n <= 0 {
 		return 100
 	}

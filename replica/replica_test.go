@@ -15,6 +15,12 @@ import (
 	"routehound/wal"
 )
 
+// *engine.Engine is what the appliance gives the replica.
+var (
+	_ Source      = (*engine.Engine)(nil)
+	_ Snapshotter = (*engine.Engine)(nil)
+)
+
 type store struct {
 	e  *engine.Engine
 	db *wal.DB
