@@ -96,7 +96,7 @@ func (a *applier) catchUp(ctx context.Context) error {
 		if busy := time.Since(t0); applyShare < 1 && r.applied.Load() < r.src.DurableLSN() {
 			// Behind: rest so that the applier takes at most applyShare
 			// of a core from the writers; the log holds the backlog.
-			rest := time.Duration(float64(busy) * (1 - applyShare) / applyShare)
+			rest := min(time.Duration(float64(busy)*(1-applyShare)/applyShare), maxRest)
 			select {
 			case <-ctx.Done():
 			case <-time.After(rest):
@@ -113,6 +113,10 @@ func (a *applier) catchUp(ctx context.Context) error {
 // ~0.7 s to ~2 s (BENCHMARKS.md, "Read replica"). A variable for the
 // benchmarks.
 var applyShare = 0.5
+
+// maxRest bounds one rest: a page that took long (a slow disk, a race
+// detector build) must not stop the replica for as long again.
+const maxRest = 250 * time.Millisecond
 
 func isTrimmed(err error) bool {
 	return errors.Is(err, wal.ErrTrimmed) || errors.Is(err, engine.ErrTrimmed)
