@@ -85,13 +85,18 @@ func (a *applier) catchUp(ctx context.Context) error {
 	}
 	for ctx.Err() == nil && r.applied.Load() < r.src.DurableLSN() {
 		t0 := time.Now()
-		err := a.page(ctx)
+		n, err := a.page(ctx)
 		if isTrimmed(err) {
 			r.log.Warn("log trimmed past the replica; rebuilding from a snapshot", "applied_lsn", r.applied.Load())
 			err = a.rebuild(ctx)
 		}
 		if err != nil {
 			return err
+		}
+		if n == 0 && r.applied.Load() < r.src.DurableLSN() {
+			// The source has nothing to read yet below its durable LSN:
+			// wait for the next notice or poll rather than spin.
+			return nil
 		}
 		if busy := time.Since(t0); applyShare < 1 && r.applied.Load() < r.src.DurableLSN() {
 			// Behind: rest so that the applier takes at most applyShare
@@ -269,15 +274,16 @@ func (a *applier) close() {
 	}
 }
 
-// page reads the next page of the log and applies it in one transaction.
-func (a *applier) page(ctx context.Context) error {
+// page reads the next page of the log and applies it in one transaction;
+// n is the number of records applied.
+func (a *applier) page(ctx context.Context) (n int, err error) {
 	r := a.r
 	t0 := time.Now()
 	from := r.applied.Load()
 	clear(a.buf)
 	a.buf = a.buf[:0]
 	size := 0
-	err := r.src.ReadLog(from, pageRecords, func(rec wal.Record) error {
+	err = r.src.ReadLog(from, pageRecords, func(rec wal.Record) error {
 		a.buf = append(a.buf, rec)
 		size += len(rec.Value) + len(rec.Key) + 64
 		if size >= pageBytes {
@@ -286,10 +292,10 @@ func (a *applier) page(ctx context.Context) error {
 		return nil
 	})
 	if err != nil && !errors.Is(err, errPageFull) {
-		return fmt.Errorf("replica: read log after lsn %d: %w", from, err)
+		return 0, fmt.Errorf("replica: read log after lsn %d: %w", from, err)
 	}
 	if len(a.buf) == 0 {
-		return nil
+		return 0, nil
 	}
 	r.mu.Lock()
 	r.pageAt = a.buf[0].CommittedAt
@@ -313,9 +319,9 @@ func (a *applier) page(ctx context.Context) error {
 		return a.flushDrivers(bg)
 	}, last, len(a.buf), t0, false)
 	if err != nil {
-		return fmt.Errorf("replica: apply lsn %d..%d: %w", from+1, last, err)
+		return 0, fmt.Errorf("replica: apply lsn %d..%d: %w", from+1, last, err)
 	}
-	return nil
+	return len(a.buf), nil
 }
 
 // tx runs fn in one transaction that also records lsn as applied, and

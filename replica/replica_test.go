@@ -486,6 +486,7 @@ type fakeSource struct {
 	subs    []func([]wal.Record)
 	gate    chan struct{} // when not nil, ReadLog waits for it
 	durable atomic.Uint64
+	reads   atomic.Int64 // ReadLog calls
 	fail    atomic.Int32 // ReadLog fails this many more times with failErr
 	failErr error
 }
@@ -499,6 +500,7 @@ func (f *fakeSource) Subscribe(fn func([]wal.Record)) {
 func (f *fakeSource) DurableLSN() uint64 { return f.durable.Load() }
 
 func (f *fakeSource) ReadLog(after uint64, limit int, fn func(wal.Record) error) error {
+	f.reads.Add(1)
 	f.mu.Lock()
 	gate := f.gate
 	f.mu.Unlock()
@@ -509,7 +511,7 @@ func (f *fakeSource) ReadLog(after uint64, limit int, fn func(wal.Record) error)
 		return f.failErr
 	}
 	f.mu.Lock()
-	recs := f.recs[min(after, uint64(len(f.recs))):f.durable.Load()]
+	recs := f.recs[min(after, uint64(len(f.recs))):min(f.durable.Load(), uint64(len(f.recs)))]
 	f.mu.Unlock()
 	for i, r := range recs {
 		if limit > 0 && i >= limit {
@@ -709,5 +711,26 @@ func TestTrimmedWithoutSnapshotsStays(t *testing.T) {
 	}
 	if st := r.Stats(); st.LSN != 0 || st.Rebuilds != 0 || st.LagRecords != 1 {
 		t.Fatalf("stats: %+v", st)
+	}
+}
+
+// A source that announces records it cannot read yet is asked again at the
+// next notice or poll, not in a busy loop.
+func TestNoSpinOnAnEmptyRead(t *testing.T) {
+	f := &fakeSource{}
+	r := openReplica(t, "", f)
+	f.durable.Store(5) // announced, not readable
+	f.mu.Lock()
+	subs := f.subs
+	f.mu.Unlock()
+	for _, fn := range subs {
+		fn([]wal.Record{{LSN: 5}})
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := f.reads.Load(); n > 10 {
+		t.Fatalf("%d reads in 200 ms: the applier spins", n)
+	}
+	if r.LSN() != 0 {
+		t.Fatalf("applied %d of nothing", r.LSN())
 	}
 }
