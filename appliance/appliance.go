@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"routehound/engine"
 	"routehound/hub"
 	"routehound/osmand"
+	"routehound/replica"
 	"routehound/wal"
 )
 
@@ -31,7 +33,8 @@ type Appliance struct {
 	Engine    *engine.Engine
 	Hub       *hub.Hub
 	API       *api.Server
-	Addr      *net.TCPAddr // where the HTTP listener is bound
+	Replica   *replica.Replica // the SQLite read model the dashboard reads
+	Addr      *net.TCPAddr     // where the HTTP listener is bound
 	// Osmand is the phone apps' listener ([osmand] enabled), or nil.
 	Osmand *osmand.Listener
 
@@ -93,6 +96,14 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 
 	a := &Appliance{Config: cfg, Dir: dir, Tokens: tokens, Generated: generated, Engine: eng, Hub: hb, API: srv,
 		log: log, db: db, served: make(chan error, 1)}
+	if a.Replica, err = openReplica(filepath.Join(dir, "replica.db"), eng, log); err != nil {
+		a.closeStore(context.Background())
+		return nil, err
+	}
+	if err := srv.MountCollector(a.Replica.Collector()); err != nil {
+		a.closeStore(context.Background())
+		return nil, err
+	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -189,6 +200,13 @@ func (a *Appliance) closeStore(ctx context.Context) error {
 		a.log.Error("engine did not drain", "err", err)
 		first = err
 	}
+	if a.Replica != nil {
+		// After the engine drained (its last records are published) and
+		// before the store closes (the applier reads the log).
+		if err := a.Replica.Close(); err != nil {
+			a.log.Warn("replica close", "err", err)
+		}
+	}
 	if err := a.db.Close(); err != nil && first == nil {
 		first = err
 	}
@@ -196,4 +214,21 @@ func (a *Appliance) closeStore(ctx context.Context) error {
 		a.log.Info("stopped cleanly", "durable_lsn", a.Engine.DurableLSN())
 	}
 	return first
+}
+
+// openReplica opens the read replica. It is only a cache of the log: one
+// that cannot be opened (damaged, or not a database) is deleted and built
+// again from the log.
+func openReplica(path string, eng *engine.Engine, log *slog.Logger) (*replica.Replica, error) {
+	r, err := replica.Open(path, eng, log)
+	if err == nil {
+		return r, nil
+	}
+	log.Warn("replica cannot be opened; deleting it to rebuild from the log", "path", path, "err", err)
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if rerr := os.Remove(p); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			return nil, fmt.Errorf("replica: %w (and removing %s: %v)", err, p, rerr)
+		}
+	}
+	return replica.Open(path, eng, log)
 }
