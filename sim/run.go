@@ -99,7 +99,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	for i := range s.Drivers {
 		d := newDriver(fmt.Sprintf("%s-d-%d", run, i), t.URL, seed+uint64(i))
 		acks.drivers = append(acks.drivers, d)
-		wg.Go(func() { d.run(runCtx, driverClient, t.Tokens["driver"], recs[ActorDriver], &stalled, interval, s.OfflineShare) })
+		wg.Go(func() {
+			d.run(runCtx, driverClient, t.Tokens["driver"], recs[ActorDriver], &stalled, interval, s.OfflineShare)
+		})
 	}
 
 	writeClient := &http.Client{Transport: newTransport(64), Timeout: 10 * time.Second}

@@ -20,8 +20,8 @@ type Verification struct {
 	Problems []string         `json:"problems,omitempty"`
 	// Unconfirmed counts driver points accepted but never covered by a
 	// durable_seq before the verifier ran (not checked; should be 0).
-	Unconfirmed int64 `json:"unconfirmed_driver_points"`
-	LogRecords  int64 `json:"log_records_read"`
+	Unconfirmed int64   `json:"unconfirmed_driver_points"`
+	LogRecords  int64   `json:"log_records_read"`
 	TookS       float64 `json:"took_s"`
 
 	durable    []time.Duration // driver points: committed_at − ts, from the log
