@@ -182,10 +182,10 @@ func (s *store) lastLSN(ctx context.Context) (uint64, error) {
 
 // row is one key's state, as the tables API answers it.
 type row struct {
-	Key     string `json:"key"`
+	Key     string  `json:"key"`
 	Value   rawJSON `json:"value"`
-	Version uint64 `json:"version"`
-	LSN     uint64 `json:"lsn"`
+	Version uint64  `json:"version"`
+	LSN     uint64  `json:"lsn"`
 }
 
 // rows pages a table's state by key.
