@@ -2,6 +2,9 @@ package sim
 
 import (
 	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"log/slog"
 	"strings"
 	"testing"
@@ -78,6 +81,7 @@ func TestEveryScenario(t *testing.T) {
 			Compare(r, nil).Summary(&sum)
 			t.Log(sum.String())
 			checkReport(t, r, o.Scenario)
+			checkOutputs(t, Compare(r, nil))
 			if !strings.Contains(progress.String(), "["+"routehound "+name+"]") {
 				t.Errorf("no progress line: %q", progress.String())
 			}
@@ -194,5 +198,47 @@ func TestVerifierDetectsLoss(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(v.Problems, "\n"), da[0].Key) {
 		t.Errorf("problems do not name the deleted route %s: %v", da[0].Key, v.Problems)
+	}
+}
+
+// checkOutputs writes the JSON and HTML and checks both: the JSON reads
+// back into the same structure, the HTML has a chart per actor and loads
+// nothing from elsewhere.
+func checkOutputs(t *testing.T, c *Comparison) {
+	t.Helper()
+	dir := t.TempDir()
+	jp, hp := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.html")
+	if err := c.WriteJSON(jp); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WriteHTML(hp); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(jp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Comparison
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if len(back.Runs) != 1 || len(back.Runs[0].Actors) != len(c.Runs[0].Actors) || back.Runs[0].Verify == nil {
+		t.Fatalf("JSON did not read back: %s", b[:min(len(b), 300)])
+	}
+	h, err := os.ReadFile(hp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := string(h)
+	if n := strings.Count(page, "<svg"); n != len(c.Runs[0].Actors) {
+		t.Errorf("HTML has %d charts for %d actors", n, len(c.Runs[0].Actors))
+	}
+	if !strings.Contains(page, "<polyline") {
+		t.Error("HTML charts have no lines")
+	}
+	for _, ext := range []string{"src=", "href=", "@import", "url("} {
+		if strings.Contains(page, ext) {
+			t.Errorf("HTML refers to an external asset (%s)", ext)
+		}
 	}
 }
