@@ -187,26 +187,33 @@ func viewWS(ctx context.Context, t Target, table string, from *string, rec *reco
 				}
 				*from = string(data[j:k])
 			}
-		case bytes.HasPrefix(data, []byte(`{"type":"snapshot"`)):
+		default: // snapshot, error, close: rare, decoded whole (the server may order keys any way)
 			var m struct {
-				LSN  uint64 `json:"lsn"`
-				Last bool   `json:"last"`
+				Type   string `json:"type"`
+				Code   string `json:"code"`
+				Reason string `json:"reason"`
+				LSN    uint64 `json:"lsn"`
+				Last   bool   `json:"last"`
 			}
-			if json.Unmarshal(data, &m) == nil && m.Last && !snapshotDone {
-				snapshotDone = true
-				*from = strconv.FormatUint(m.LSN, 10)
-				rec.accepted.Add(1)
-				vs.connected.Add(1)
-				vs.connect.ok(t0, time.Now())
+			if json.Unmarshal(data, &m) != nil {
+				continue
 			}
-		case bytes.HasPrefix(data, []byte(`{"type":"error"`)):
-			var m struct {
-				Code string `json:"code"`
-			}
-			json.Unmarshal(data, &m)
-			rec.reject(m.Code)
-			if !snapshotDone {
-				return true, nil
+			switch m.Type {
+			case "snapshot":
+				if m.Last && !snapshotDone {
+					snapshotDone = true
+					*from = strconv.FormatUint(m.LSN, 10)
+					rec.accepted.Add(1)
+					vs.connected.Add(1)
+					vs.connect.ok(t0, time.Now())
+				}
+			case "error":
+				rec.reject(m.Code)
+				if !snapshotDone {
+					return true, nil
+				}
+			case "close":
+				return false, errors.New("ws: closed by the server: " + m.Reason)
 			}
 		}
 	}
