@@ -109,13 +109,13 @@ type driverAnswer struct {
 // run records and sends until ctx ends. interval(now) is the current mean
 // interval (the spike shortens it).
 func (d *driverSim) run(ctx context.Context, c *http.Client, token string, rec *recorder, stalled *atomic.Int64,
-	interval func(time.Time) time.Duration, offlineShare float64) {
+	interval func(time.Time) time.Duration, offlineShare float64, sendEvery time.Duration) {
 	jitter := func(now time.Time) time.Duration {
 		m := interval(now)
 		return m/2 + time.Duration(d.rng.Int64N(int64(m)))
 	}
 	next := time.Now().Add(time.Duration(d.rng.Int64N(int64(interval(time.Now())) + 1)))
-	var offlineUntil time.Time
+	var offlineUntil, nextSend time.Time
 	reconnect := false
 	for {
 		if wait := time.Until(next); wait > 0 && !sleep(ctx, wait) {
@@ -141,6 +141,10 @@ func (d *driverSim) run(ctx context.Context, c *http.Client, token string, rec *
 			reconnect = true
 			continue
 		}
+		if now.Before(nextSend) {
+			continue
+		}
+		nextSend = now.Add(sendEvery)
 		d.send(ctx, c, token, rec, &reconnect)
 	}
 }

@@ -100,7 +100,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		d := newDriver(fmt.Sprintf("%s-d-%d", run, i), t.URL, seed+uint64(i))
 		acks.drivers = append(acks.drivers, d)
 		wg.Go(func() {
-			d.run(runCtx, driverClient, t.Tokens["driver"], recs[ActorDriver], &stalled, interval, s.OfflineShare)
+			d.run(runCtx, driverClient, t.Tokens["driver"], recs[ActorDriver], &stalled, interval, s.OfflineShare, s.SendEvery)
 		})
 	}
 
@@ -121,7 +121,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	// Viewers: even ones over SSE, odd ones over WebSocket.
 	viewClient := &http.Client{Transport: newTransport(16)}
 	defer viewClient.CloseIdleConnections()
-	builtin := []string{"assignments", "loading", "positions"}
+	// One viewer in six watches positions (the busiest table: every point
+	// of every driver); the others watch assignments and loading.
+	builtin := []string{"assignments", "loading", "positions", "assignments", "loading", "assignments"}
 	startViewer := func(i int, table string, delay time.Duration) {
 		wg.Go(func() {
 			if delay > 0 && !sleep(runCtx, delay) {

@@ -20,6 +20,10 @@ type Scenario struct {
 	// coverage for 3-8 s; its points buffer and go as one burst on a fresh
 	// connection when it is back (bursts and reconnects).
 	OfflineShare float64 `json:"offline_share"`
+	// SendEvery is the shortest time between a driver's requests (0: one
+	// request per recorded point). Phones that record faster than they
+	// report send what they recorded as one array.
+	SendEvery time.Duration `json:"send_every,omitempty"`
 
 	Dispatchers  int     `json:"dispatchers"`
 	DispatchRate float64 `json:"dispatch_rate"` // assignments/s, all dispatchers together
@@ -70,8 +74,9 @@ func Scenarios() map[string]Scenario {
 
 	spike := base()
 	spike.Name = "driver-spike"
-	spike.Description = "drivers report 10x as often for a window; dispatch and warehouse p99 must not move (isolation)"
+	spike.Description = "drivers record 10x as many points for a window (sent as arrays at the usual cadence); dispatch and warehouse p99 must not move (isolation)"
 	spike.Spike, spike.SpikeFactor, spike.SpikeStart, spike.SpikeEnd = "driver", 10, 0.4, 0.75
+	spike.SendEvery = spike.DriverInterval / 2
 
 	wh := base()
 	wh.Name = "warehouse-burst"

@@ -59,6 +59,9 @@ func short(t *testing.T, name string) Scenario {
 	s.OfflineShare = 0.02
 	s.DispatchRate, s.WarehouseRate = 30, 30
 	s.Viewers = 3 // one per built-in table
+	if s.SendEvery > 0 {
+		s.SendEvery = s.DriverInterval / 2
+	}
 	if s.UserTables > 0 {
 		s.TableWriteRate = 20
 	}

@@ -106,7 +106,7 @@ func dispatcher(ctx context.Context, id int, s Scenario, t Target, c *http.Clien
 	var b []byte
 	for n := 0; p.wait(ctx); n++ {
 		var route string
-		if s.HotRoutes > 0 && p.rng.Float64() < 0.3 {
+		if s.HotRoutes > 0 && p.rng.Float64() < 0.1 {
 			route = fmt.Sprintf("%s-hot-%d", run, p.rng.IntN(s.HotRoutes))
 		} else {
 			per := max(1, (s.Routes-s.HotRoutes)/max(1, s.Dispatchers))
