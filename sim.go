@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -36,6 +37,7 @@ func simCmd(args []string) error {
 	warehouse := fs.Float64("warehouse-rate", -1, "loading events/s, all terminals")
 	viewers := fs.Int("viewers", -1, "dashboard viewers from the start")
 	quiet := fs.Bool("quiet", false, "no progress line")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole process (simulator and in-process server) to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -71,6 +73,17 @@ func simCmd(args []string) error {
 		return fmt.Errorf("sim: unknown baseline %q (only \"naive\")", *baseline)
 	}
 
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("sim: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("sim: cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	cfg := config.Default()
