@@ -63,6 +63,15 @@ func build(o Options, start, offerEnd time.Time, recs map[string]*recorder, vs *
 			if len(v.durable) > 0 {
 				dp.DurableMaxMs = ms(v.durable[len(v.durable)-1])
 			}
+			if hasSpike {
+				var n int
+				for _, at := range v.commits {
+					if off := at.Sub(start); off >= from && off < to {
+						n++
+					}
+				}
+				dp.DurablePerSecSpike = float64(n) / (to - from).Seconds()
+			}
 			for _, d := range acks.drivers {
 				dp.Recorded += d.points
 				dp.Accepted += int64(d.accepted)

@@ -51,7 +51,7 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 .charts{display:flex;flex-wrap:wrap;gap:1em}.chart{border:1px solid #ddd;padding:.5em}
 </style></head><body>
 <h1>routehound sim — {{.Scenario}}</h1>
-{{with .Ratios}}<p><b>RouteHound vs naive:</b> driver durable throughput ×{{f1 .DriverDurablePerSec}},
+{{with .Ratios}}<p><b>RouteHound vs naive:</b> driver durable throughput ×{{f1 .DriverDurablePerSec}}{{if .DriverDurablePerSecSpike}} (×{{f1 .DriverDurablePerSecSpike}} in the spike window){{end}},
 dispatch p99 ×{{f1 .DispatchP99}} better, warehouse p99 ×{{f1 .WarehouseP99}} better, driver durable p99 ×{{f1 .DriverDurableP99}} better.</p>{{end}}
 {{range .Runs}}
 <h2>{{.System}} <small>({{.Target}}, {{f0 .DurationS}} s, run {{.RunID}})</small></h2>
@@ -63,7 +63,7 @@ Verify: {{if .Verify.OK}}<span class="ok">every acknowledged write read back</sp
 <td>{{f2 .P50ms}}</td><td>{{f2 .P99ms}}</td><td>{{f1 .MaxMs}}</td>
 <td class="{{if .WithinSLA}}ok{{else}}over{{end}}">{{f0 .SLAms}}</td><td>{{.Checked}}</td><td {{if .Lost}}class="lost"{{end}}>{{.Lost}}</td>
 <td>{{with .Isolation}}×{{f2 .Ratio}} ({{f1 .P99BeforeMs}} → {{f1 .P99SpikeMs}} ms){{end}}</td>
-<td>{{with .Driver}}{{f0 .DurablePerSec}} points/s durable, durable p99 {{f1 .DurableP99ms}} ms, {{.Recorded}} recorded{{end}}{{with .Viewers}}{{.Connected}} connected, {{.Events}} changes, connect p99 {{f1 .ConnectP99ms}} ms{{end}}</td></tr>
+<td>{{with .Driver}}{{f0 .DurablePerSec}} points/s durable{{if .DurablePerSecSpike}} ({{f0 .DurablePerSecSpike}} in the spike){{end}}, durable p99 {{f1 .DurableP99ms}} ms, {{.Recorded}} recorded{{end}}{{with .Viewers}}{{.Connected}} connected, {{.Events}} changes, connect p99 {{f1 .ConnectP99ms}} ms{{end}}</td></tr>
 {{end}}</table>
 {{range .Verify.Problems}}<p class="lost">{{.}}</p>{{end}}
 <div class="charts">{{$r := .}}{{range .Actors}}<div class="chart"><b>{{.Actor}}</b> latency over time (p50 blue, p99 red, SLA dashed)<br>{{chart . $r.SpikeWindowS}}</div>{{end}}</div>

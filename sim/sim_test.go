@@ -131,6 +131,9 @@ func checkReport(t *testing.T, r *Report, s Scenario) {
 		t.Errorf("viewers: %+v", v)
 	}
 	if s.Spike != "" {
+		if s.Spike == ActorDriver && d.DurablePerSecSpike <= 0 {
+			t.Errorf("driver-spike: no durable throughput in the window: %+v", d)
+		}
 		if len(r.SpikeWindowS) != 2 {
 			t.Errorf("spike window %v", r.SpikeWindowS)
 		}

@@ -25,6 +25,7 @@ type Verification struct {
 	TookS       float64 `json:"took_s"`
 
 	durable    []time.Duration // driver points: committed_at − ts, from the log
+	commits    []time.Time     // driver points: committed_at, from the log
 	durableIn  int64           // driver points committed before the end of the offer window
 	durableAll int64
 }
@@ -119,6 +120,7 @@ func Verify(ctx context.Context, t Target, acks *Acks, since uint64, offerEnd ti
 					s[seqOf.Seq] = true
 				}
 				v.durableAll++
+				v.commits = append(v.commits, r.CommittedAt)
 				if !r.CommittedAt.After(offerEnd) {
 					v.durableIn++
 				}
