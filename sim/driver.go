@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -47,6 +48,30 @@ type driverSim struct {
 	lat, lng float64
 	heading  float64
 	buf      []byte
+
+	// sends records when each range of seqs was last put on the wire, so
+	// that latencies are measured from the send, not from the recording (a
+	// phone out of coverage holds its points for seconds). Read by viewers
+	// and the verifier; bounded by the run's requests.
+	mu    sync.Mutex
+	sends []sendRec
+}
+
+type sendRec struct {
+	first, last uint64
+	at          time.Time
+}
+
+// sentAt is when the request carrying seq was last sent.
+func (d *driverSim) sentAt(seq uint64) (time.Time, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i := len(d.sends) - 1; i >= 0; i-- {
+		if s := d.sends[i]; s.first <= seq && seq <= s.last {
+			return s.at, true
+		}
+	}
+	return time.Time{}, false
 }
 
 func newDriver(name, base string, seed uint64) *driverSim {
@@ -163,6 +188,9 @@ func (d *driverSim) send(ctx context.Context, c *http.Client, token string, rec 
 	}
 	rec.offered.Add(1)
 	t0 := time.Now()
+	d.mu.Lock()
+	d.sends = append(d.sends, sendRec{first: d.pending[0].seq, last: d.pending[n-1].seq, at: t0})
+	d.mu.Unlock()
 	a, err := do(ctx, c, http.MethodPost, d.url, token, body, hdr...)
 	if err != nil || a.status != http.StatusAccepted {
 		if ctx.Err() != nil && err != nil {

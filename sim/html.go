@@ -68,7 +68,7 @@ Verify: {{if .Verify.OK}}<span class="ok">every acknowledged write read back</sp
 {{range .Verify.Problems}}<p class="lost">{{.}}</p>{{end}}
 <div class="charts">{{$r := .}}{{range .Actors}}<div class="chart"><b>{{.Actor}}</b> latency over time (p50 blue, p99 red, SLA dashed)<br>{{chart . $r.SpikeWindowS}}</div>{{end}}</div>
 {{end}}
-<p><small>Latency: drivers, dispatch, warehouse, tables = request to answer; driver durable = point recorded to committed; viewers = write sent to change received.</small></p>
+<p><small>Latency: drivers, dispatch, warehouse, tables = request to answer; driver durable = request sent to point committed; viewers = write sent to change received.</small></p>
 </body></html>
 `))
 

@@ -68,8 +68,8 @@ type Bucket struct {
 }
 
 // DriverPoints is the drivers' point accounting. Latency of the actor is
-// the 202 answer; durable latency is from recording a point (its ts) to
-// its commit (committed_at in the log).
+// the 202 answer; durable latency is from sending the request that carried
+// a point to the point's commit (committed_at in the log).
 type DriverPoints struct {
 	Recorded      int64   `json:"recorded"`      // points the phones recorded
 	Stalled       int64   `json:"stalled"`       // ticks skipped because a phone's buffer was full

@@ -96,9 +96,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	interval := func(now time.Time) time.Duration {
 		return time.Duration(float64(s.DriverInterval) / driverFactor(now))
 	}
+	vs.drivers = make(map[string]*driverSim, s.Drivers)
 	for i := range s.Drivers {
 		d := newDriver(fmt.Sprintf("%s-d-%d", run, i), t.URL, seed+uint64(i))
 		acks.drivers = append(acks.drivers, d)
+		vs.drivers[d.name] = d
 		wg.Go(func() {
 			d.run(runCtx, driverClient, t.Tokens["driver"], recs[ActorDriver], &stalled, interval, s.OfflineShare, s.SendEvery)
 		})

@@ -24,7 +24,7 @@ type Verification struct {
 	LogRecords  int64   `json:"log_records_read"`
 	TookS       float64 `json:"took_s"`
 
-	durable    []time.Duration // driver points: committed_at − ts, from the log
+	durable    []time.Duration // driver points: committed_at − send time of the request that carried them
 	commits    []time.Time     // driver points: committed_at, from the log
 	durableIn  int64           // driver points committed before the end of the offer window
 	durableAll int64
@@ -124,8 +124,8 @@ func Verify(ctx context.Context, t Target, acks *Acks, since uint64, offerEnd ti
 				if !r.CommittedAt.After(offerEnd) {
 					v.durableIn++
 				}
-				if ts, err := time.Parse(time.RFC3339Nano, seqOf.TS); err == nil {
-					v.durable = append(v.durable, r.CommittedAt.Sub(ts))
+				if sent, ok := drivers[r.Key].sentAt(seqOf.Seq); ok {
+					v.durable = append(v.durable, r.CommittedAt.Sub(sent))
 				}
 				continue
 			}

@@ -18,15 +18,20 @@ import (
 
 // viewerStats counts what the dashboard viewers saw beyond latencies.
 type viewerStats struct {
-	connected atomic.Int64 // subscriptions whose snapshot arrived
-	events    atomic.Int64 // changes received
-	connect   *recorder    // time from dialing to the end of the snapshot
+	connected atomic.Int64          // subscriptions whose snapshot arrived
+	events    atomic.Int64          // changes received
+	connect   *recorder             // time from dialing to the end of the snapshot
+	drivers   map[string]*driverSim // by name, read-only during the run
 }
 
 // timeField is the value field that carries a write's send time, per table.
+// "" means a driver point (positions): see pointSent.
 func timeField(table string) string {
-	if table == "assignments" {
+	switch table {
+	case "assignments":
 		return "note"
+	case "positions":
+		return ""
 	}
 	return "ts"
 }
@@ -61,13 +66,51 @@ func viewer(ctx context.Context, t Target, c *http.Client, table string, ws bool
 	}
 }
 
-// change records one received change: latency from the send time in its
-// value to now.
+// change records one received change: latency from the write's send time
+// to now. Assignments, loading events and table puts carry their send time
+// in the value; a driver point carries when it was recorded, so its send
+// time is looked up from the driver that sent it.
 func change(data []byte, field string, rec *recorder, vs *viewerStats) {
 	vs.events.Add(1)
+	if vs.drivers != nil && field == "" {
+		if t0, ok := pointSent(data, vs.drivers); ok {
+			rec.observe(t0, time.Since(t0))
+		}
+		return
+	}
 	if t0, ok := sentAt(data, field); ok {
 		rec.observe(t0, time.Since(t0))
 	}
+}
+
+// pointSent finds the driver ("key") and "seq" of a positions change and
+// the time that point was sent.
+func pointSent(data []byte, drivers map[string]*driverSim) (time.Time, bool) {
+	k := bytes.Index(data, []byte(`"key":"`))
+	if k < 0 {
+		return time.Time{}, false
+	}
+	rest := data[k+7:]
+	e := bytes.IndexByte(rest, '"')
+	if e < 0 {
+		return time.Time{}, false
+	}
+	d, ok := drivers[string(rest[:e])]
+	if !ok {
+		return time.Time{}, false
+	}
+	i := bytes.Index(data, []byte(`"seq":`))
+	if i < 0 {
+		return time.Time{}, false
+	}
+	var seq uint64
+	for _, c := range data[i+6:] {
+		if c < '0' || c > '9' {
+			break
+		}
+		seq = seq*10 + uint64(c-'0')
+	}
+	return d.sentAt(seq)
 }
 
 func viewSSE(ctx context.Context, t Target, c *http.Client, table string, from *string, rec *recorder, vs *viewerStats) (bool, error) {
