@@ -11,10 +11,10 @@ import (
 	"time"
 )
 
-// keyedAck is one acknowledged keyed write: after the run, the log must
-// hold (table, key, version) and the table's state must have the key at
-// that version or later.
-type keyedAck struct {
+// KeyedAck is one acknowledged keyed write (an assignment, a loading
+// event, a user-table put): after the run, the log must hold (table, key,
+// version) and the table's state must have the key at that version or later.
+type KeyedAck struct {
 	Actor   string
 	Table   string
 	Key     string
@@ -25,21 +25,21 @@ type keyedAck struct {
 // back. Safe for concurrent use while the run goes on.
 type Acks struct {
 	mu      sync.Mutex
-	keyed   []keyedAck
+	keyed   []KeyedAck
 	drivers []*driverSim
 }
 
-func (a *Acks) add(k keyedAck) {
+func (a *Acks) add(k KeyedAck) {
 	a.mu.Lock()
 	a.keyed = append(a.keyed, k)
 	a.mu.Unlock()
 }
 
 // Keyed returns the acknowledged keyed writes of actor (all when "").
-func (a *Acks) Keyed(actor string) []keyedAck {
+func (a *Acks) Keyed(actor string) []KeyedAck {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	var out []keyedAck
+	var out []KeyedAck
 	for _, k := range a.keyed {
 		if actor == "" || k.Actor == actor {
 			out = append(out, k)
@@ -137,7 +137,7 @@ func dispatcher(ctx context.Context, id int, s Scenario, t Target, c *http.Clien
 			var w writeAnswer
 			if err := json.Unmarshal(a.body, &w); err == nil && w.Version > 0 {
 				known[route] = w.Version
-				acks.add(keyedAck{Actor: ActorDispatch, Table: "assignments", Key: route, Version: w.Version})
+				acks.add(KeyedAck{Actor: ActorDispatch, Table: "assignments", Key: route, Version: w.Version})
 			} else {
 				rec.reject("bad_answer")
 			}
@@ -174,7 +174,7 @@ func terminal(ctx context.Context, id int, t Target, c *http.Client, rec *record
 		}
 		var w writeAnswer
 		if err := json.Unmarshal(a.body, &w); err == nil && w.ID != "" {
-			acks.add(keyedAck{Actor: ActorWarehouse, Table: "loading", Key: w.ID, Version: 1})
+			acks.add(KeyedAck{Actor: ActorWarehouse, Table: "loading", Key: w.ID, Version: 1})
 		} else {
 			rec.reject("bad_answer")
 		}
@@ -196,7 +196,7 @@ func tableWriter(ctx context.Context, table string, t Target, c *http.Client, re
 		}
 		var w writeAnswer
 		if err := json.Unmarshal(a.body, &w); err == nil && w.Version > 0 {
-			acks.add(keyedAck{Actor: ActorTables, Table: table, Key: key, Version: w.Version})
+			acks.add(KeyedAck{Actor: ActorTables, Table: table, Key: key, Version: w.Version})
 		} else {
 			rec.reject("bad_answer")
 		}
