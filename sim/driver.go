@@ -170,15 +170,19 @@ func (d *driverSim) run(ctx context.Context, c *http.Client, token string, rec *
 			continue
 		}
 		nextSend = now.Add(sendEvery)
-		d.send(ctx, c, token, rec, &reconnect)
+		if !d.send(ctx, c, token, rec, &reconnect) {
+			return
+		}
 	}
 }
 
-// send posts up to maxPerRequest pending points.
-func (d *driverSim) send(ctx context.Context, c *http.Client, token string, rec *recorder, reconnect *bool) {
+// send posts up to maxPerRequest pending points. It returns false after a
+// refusal that a retry cannot fix (never expected: the bodies are valid);
+// the driver then stops, so that its accepted seqs stay contiguous.
+func (d *driverSim) send(ctx context.Context, c *http.Client, token string, rec *recorder, reconnect *bool) bool {
 	n := min(len(d.pending), maxPerRequest)
 	if n == 0 {
-		return
+		return true
 	}
 	body := d.encode(d.pending[:n])
 	var hdr []string
@@ -194,15 +198,14 @@ func (d *driverSim) send(ctx context.Context, c *http.Client, token string, rec 
 	a, err := do(ctx, c, http.MethodPost, d.url, token, body, hdr...)
 	if err != nil || a.status != http.StatusAccepted {
 		if ctx.Err() != nil && err != nil {
-			return // the run ended mid-request: the points stay unaccepted
+			return true // the run ended mid-request: the points stay unaccepted
 		}
 		rec.reject(reason(a, err))
 		if err == nil && a.status != http.StatusTooManyRequests && a.status != http.StatusServiceUnavailable {
-			d.pending = d.pending[:0] // a refusal that a retry cannot fix; never expected
-			return
+			return false
 		}
 		sleep(ctx, backoff(a))
-		return
+		return true
 	}
 	rec.ok(t0, time.Now())
 	var ans driverAnswer
@@ -212,6 +215,7 @@ func (d *driverSim) send(ctx context.Context, c *http.Client, token string, rec 
 	d.accepted = d.pending[n-1].seq
 	d.last = append(d.last[:0], encodeOne(d.pending[n-1])...)
 	d.pending = append(d.pending[:0], d.pending[n:]...)
+	return true
 }
 
 func encodeOne(p simPoint) []byte {

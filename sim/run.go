@@ -139,7 +139,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	if s.StormViewers > 0 && hasSpike {
 		for i := range s.StormViewers { // all within 200 ms of the window's start
-			startViewer(i, builtin[i%len(builtin)], from+time.Duration(i)*200*time.Millisecond/time.Duration(s.StormViewers))
+			startViewer(i, builtin[i%2], from+time.Duration(i)*200*time.Millisecond/time.Duration(s.StormViewers))
 		}
 	}
 	if s.UserTables > 0 {

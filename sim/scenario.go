@@ -87,7 +87,7 @@ func Scenarios() map[string]Scenario {
 	storm.Name = "dashboard-storm"
 	storm.Description = "many dashboard viewers connect at once (shift change); writers must not notice"
 	storm.Spike, storm.SpikeFactor, storm.SpikeStart, storm.SpikeEnd = "viewers", 1, 0.4, 0.75
-	storm.StormViewers = 250
+	storm.StormViewers = 170 // on assignments and loading: with the first 30, just within 100 per table
 
 	flood := base()
 	flood.Name = "subscriber-flood"

@@ -149,6 +149,9 @@ func checkReport(t *testing.T, r *Report, s Scenario) {
 	if s.UserTables > 0 && r.Actor(ActorViewer).Rejected["too_many_subscribers"] != int64(s.UserTables) {
 		t.Errorf("subscriber-flood: want one too_many_subscribers per table, got %v", r.Actor(ActorViewer).Rejected)
 	}
+	if s.StormViewers > 0 && r.Actor(ActorViewer).Rejected["too_many_subscribers"] > 0 {
+		t.Errorf("dashboard-storm: viewers refused: %v", r.Actor(ActorViewer).Rejected)
+	}
 	if s.StormViewers > 0 && r.Actor(ActorViewer).Viewers.Connected < int64(s.Viewers+s.StormViewers) {
 		t.Errorf("dashboard-storm: %d connected, want %d", r.Actor(ActorViewer).Viewers.Connected, s.Viewers+s.StormViewers)
 	}
