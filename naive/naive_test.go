@@ -83,6 +83,12 @@ func TestDriverPointsEachCommittedOnce(t *testing.T) {
 	if len(recs) != 3 || r.body["next"] != nil {
 		t.Fatalf("log: %v", r.body)
 	}
+	if r := call(t, s, "GET", "/v1/log?after=2", "admin", ""); len(r.body["records"].([]any)) != 1 {
+		t.Fatalf("log after 2: %v", r.body)
+	}
+	if r := call(t, s, "GET", "/v1/log?after=x", "admin", ""); r.status != 400 || r.body["code"] != "bad_parameter" {
+		t.Fatalf("bad after: %d %v", r.status, r.body)
+	}
 	if call(t, s, "POST", "/v1/drivers/d1/locations", "dispatch", pt(4)).status != 403 {
 		t.Error("a dispatch token wrote driver points")
 	}

@@ -397,12 +397,15 @@ func (s *Server) getLog(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "bad_parameter", "limit must be an integer from 1 to 1000")
 		return
 	}
-	after, err := strconv.ParseUint(r.URL.Query().Get("after")+"0", 10, 64) // "" → 0
-	if err != nil {
-		fail(w, http.StatusBadRequest, "bad_parameter", "after must be an LSN")
-		return
+	var after uint64
+	if v := r.URL.Query().Get("after"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			fail(w, http.StatusBadRequest, "bad_parameter", "after must be an LSN")
+			return
+		}
+		after = n
 	}
-	after /= 10
 	recs, err := s.st.log(r.Context(), after, limit, r.URL.Query().Get("table"))
 	if err != nil {
 		s.failErr(w, r, err)
