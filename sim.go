@@ -26,6 +26,7 @@ func simCmd(args []string) error {
 	scenario := fs.String("scenario", "peak-shift", "scenario: peak-shift, driver-spike, warehouse-burst, dashboard-storm, subscriber-flood")
 	target := fs.String("target", "", "URL of a running RouteHound (default: start one in process on a temporary data dir)")
 	tokensFile := fs.String("tokens", "", "tokens.toml of the target ([[tokens]] role/token; needed with --target)")
+	cfgPath := fs.String("config", "", "TOML config: of the in-process server, or the target's (for its SLAs and subscriber limit)")
 	duration := fs.Duration("duration", 0, "run length (default: the scenario's)")
 	jsonOut := fs.String("json", "", "write the report as JSON to this file")
 	htmlOut := fs.String("html", "", "write the report as a self-contained HTML page to this file")
@@ -86,7 +87,10 @@ func simCmd(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	cfg := config.Default()
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
 	o := sim.Options{Scenario: s, SLA: sim.SLAs(cfg), SubscriberLimit: cfg.Hub.MaxSubscribersPerTable}
 	if !*quiet {
 		o.Progress = os.Stderr
