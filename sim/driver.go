@@ -42,7 +42,7 @@ type driverSim struct {
 	seq      uint64     // last recorded
 	pending  []simPoint // recorded, not yet accepted by the server
 	accepted uint64     // highest seq the server accepted
-	durable  uint64     // highest durable_seq received
+	durable  atomic.Uint64 // highest durable_seq received (also from the stream's reader)
 	last     []byte     // body of the last accepted request (resent to poll durable_seq)
 	points   int64      // points recorded (offered)
 	lat, lng float64
@@ -60,6 +60,12 @@ type driverSim struct {
 type sendRec struct {
 	first, last uint64
 	at          time.Time
+}
+
+// seeDurable raises the durable_seq the driver has been told.
+func (d *driverSim) seeDurable(v uint64) {
+	for cur := d.durable.Load(); v > cur && !d.durable.CompareAndSwap(cur, v); cur = d.durable.Load() {
+	}
 }
 
 // sentAt is when the request carrying seq was last sent.
@@ -210,7 +216,7 @@ func (d *driverSim) send(ctx context.Context, c *http.Client, token string, rec 
 	rec.ok(t0, time.Now())
 	var ans driverAnswer
 	if json.Unmarshal(a.body, &ans) == nil {
-		d.durable = max(d.durable, ans.DurableSeq)
+		d.seeDurable(ans.DurableSeq)
 	}
 	d.accepted = d.pending[n-1].seq
 	d.last = append(d.last[:0], encodeOne(d.pending[n-1])...)
@@ -227,14 +233,14 @@ func encodeOne(p simPoint) []byte {
 // stored nothing) until the answer's durable_seq covers every accepted
 // point or ctx ends: how a phone learns its points are safe.
 func (d *driverSim) pollDurable(ctx context.Context, c *http.Client, token string) {
-	for d.durable < d.accepted && ctx.Err() == nil {
+	for d.durable.Load() < d.accepted && ctx.Err() == nil {
 		a, err := do(ctx, c, http.MethodPost, d.url, token, d.last)
 		if err == nil && a.status == http.StatusAccepted {
 			var ans driverAnswer
 			if json.Unmarshal(a.body, &ans) == nil {
-				d.durable = max(d.durable, ans.DurableSeq)
+				d.seeDurable(ans.DurableSeq)
 			}
-			if d.durable >= d.accepted {
+			if d.durable.Load() >= d.accepted {
 				return
 			}
 			sleep(ctx, 20*time.Millisecond)

@@ -176,7 +176,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	var pw sync.WaitGroup
 	sem := make(chan struct{}, 32)
 	for _, d := range acks.drivers {
-		if d.durable >= d.accepted {
+		if d.durable.Load() >= d.accepted {
 			continue
 		}
 		sem <- struct{}{}

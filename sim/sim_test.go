@@ -186,7 +186,7 @@ func TestVerifierDetectsLoss(t *testing.T) {
 	del(engine.LaneDispatch, wa[0].Table, wa[0].Key)
 	var drv string
 	for _, d := range res.Acks.drivers {
-		if d.durable > 0 {
+		if d.durable.Load() > 0 {
 			drv = d.name
 			break
 		}

@@ -85,10 +85,12 @@ func Verify(ctx context.Context, t Target, acks *Acks, since uint64, offerEnd ti
 	}
 	drivers := map[string]*driverSim{}
 	seen := map[string][]bool{} // driver → seq seen in the log (index = seq)
+	durable := map[string]uint64{} // read once: what the verifier holds each driver to
 	for _, d := range acks.drivers {
 		drivers[d.name] = d
-		seen[d.name] = make([]bool, d.durable+1)
-		v.Unconfirmed += int64(d.accepted - min(d.durable, d.accepted))
+		durable[d.name] = d.durable.Load()
+		seen[d.name] = make([]bool, durable[d.name]+1)
+		v.Unconfirmed += int64(d.accepted - min(durable[d.name], d.accepted))
 	}
 	var seqOf struct {
 		Seq uint64 `json:"seq"`
@@ -185,15 +187,15 @@ func Verify(ctx context.Context, t Target, acks *Acks, since uint64, offerEnd ti
 		}
 	}
 	for _, d := range acks.drivers {
-		s := seen[d.name]
-		for seq := uint64(1); seq <= d.durable; seq++ {
+		s, top := seen[d.name], durable[d.name]
+		for seq := uint64(1); seq <= top; seq++ {
 			v.Checked[ActorDriver]++
 			if !s[seq] {
-				v.lose(ActorDriver, "%s seq %d at or below durable_seq %d but not in the log", d.name, seq, d.durable)
+				v.lose(ActorDriver, "%s seq %d at or below durable_seq %d but not in the log", d.name, seq, top)
 			}
 		}
-		if d.durable > 0 && posSeq[d.name] < d.durable {
-			v.lose(ActorDriver, "%s position is at seq %d, below the durable_seq %d it received", d.name, posSeq[d.name], d.durable)
+		if top > 0 && posSeq[d.name] < top {
+			v.lose(ActorDriver, "%s position is at seq %d, below the durable_seq %d it received", d.name, posSeq[d.name], top)
 		}
 	}
 	v.TookS = time.Since(t0).Seconds()
