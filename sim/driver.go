@@ -39,12 +39,12 @@ type driverSim struct {
 	url  string
 	rng  *rand.Rand
 
-	seq      uint64     // last recorded
-	pending  []simPoint // recorded, not yet accepted by the server
-	accepted uint64     // highest seq the server accepted
+	seq      uint64        // last recorded
+	pending  []simPoint    // recorded, not yet accepted by the server
+	accepted uint64        // highest seq the server accepted
 	durable  atomic.Uint64 // highest durable_seq received (also from the stream's reader)
-	last     []byte     // body of the last accepted request (resent to poll durable_seq)
-	points   int64      // points recorded (offered)
+	last     []byte        // body of the last accepted request (resent to poll durable_seq)
+	points   int64         // points recorded (offered)
 	lat, lng float64
 	heading  float64
 	buf      []byte

@@ -84,7 +84,7 @@ func Verify(ctx context.Context, t Target, acks *Acks, since uint64, offerEnd ti
 		tables[k.Table] = true
 	}
 	drivers := map[string]*driverSim{}
-	seen := map[string][]bool{} // driver → seq seen in the log (index = seq)
+	seen := map[string][]bool{}    // driver → seq seen in the log (index = seq)
 	durable := map[string]uint64{} // read once: what the verifier holds each driver to
 	for _, d := range acks.drivers {
 		drivers[d.name] = d
