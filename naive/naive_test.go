@@ -182,6 +182,7 @@ func TestSimDrivesNaive(t *testing.T) {
 	sc = sc.Scaled(0.01)
 	sc.Duration, sc.DriverInterval, sc.Viewers = 2*time.Second, 200*time.Millisecond, 2
 	sc.DispatchRate, sc.WarehouseRate = 20, 20
+	sc.StreamShare = 0.5 // half the drivers over /v1/drivers/stream
 	res, err := sim.Run(context.Background(), sim.Options{Scenario: sc, Target: sim.Target{Name: "naive", URL: s.URL(), Tokens: tokens},
 		SLA: map[string]time.Duration{sim.ActorDriver: 50 * time.Millisecond}})
 	if err != nil {
@@ -196,8 +197,11 @@ func TestSimDrivesNaive(t *testing.T) {
 			t.Errorf("%s: %+v", a, ar)
 		}
 	}
-	if d := r.Actor(sim.ActorDriver).Driver; d.Durable == 0 || d.Unconfirmed != 0 {
+	if d := r.Actor(sim.ActorDriver).Driver; d.Durable == 0 || d.Unconfirmed != 0 || d.Accepted < d.Recorded/2 {
 		t.Errorf("driver points: %+v", d)
+	}
+	if rej := r.Actor(sim.ActorDriver).Rejected; len(rej) > 0 {
+		t.Errorf("driver refusals (the stream must work as over HTTP): %v", rej)
 	}
 	if v := r.Actor(sim.ActorViewer).Viewers; v.Events == 0 || v.Connected != 2 {
 		t.Errorf("viewers (one SSE, one WebSocket): %+v", v)

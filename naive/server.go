@@ -19,6 +19,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"routehound/api"
+	"routehound/engine"
 )
 
 // Config configures the baseline server.
@@ -96,6 +97,7 @@ func (s *Server) Close(ctx context.Context) error {
 func (s *Server) routes() http.Handler {
 	m := http.NewServeMux()
 	m.HandleFunc("POST /v1/drivers/{driver}/locations", s.auth(s.postLocations, "driver"))
+	m.HandleFunc("GET /v1/drivers/stream", s.auth(s.driverStream, "driver"))
 	m.HandleFunc("PUT /v1/assignments/{route}", s.auth(s.putAssignment, "dispatch"))
 	m.HandleFunc("GET /v1/assignments/{route}", s.auth(s.getAssignment, "dispatch", "dashboard", "admin"))
 	m.HandleFunc("POST /v1/loading-events", s.auth(s.postLoading, "warehouse"))
@@ -196,25 +198,39 @@ func (s *Server) postLocations(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "bad_json", err.Error())
 		return
 	}
-	var acc, dup int
-	for _, p := range pts {
-		d, err := s.st.point(r.Context(), driver, p.Seq, p.Value)
-		if err != nil {
-			s.failErr(w, r, err)
-			return
-		}
-		if d {
-			dup++
-		} else {
-			acc++
-		}
-	}
-	seq, err := s.st.driverSeq(r.Context(), driver)
+	ans, err := s.storePoints(r.Context(), driver, pts)
 	if err != nil {
 		s.failErr(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, map[string]any{"accepted": acc, "duplicates": dup, "durable_seq": seq})
+	writeJSON(w, http.StatusAccepted, ans)
+}
+
+// pointsAnswer is the driver's answer: every point is durable before it.
+type pointsAnswer struct {
+	Driver     string `json:"driver,omitempty"`
+	Accepted   int    `json:"accepted"`
+	Duplicates int    `json:"duplicates"`
+	DurableSeq uint64 `json:"durable_seq"`
+}
+
+// storePoints commits each point in its own transaction, one after the other.
+func (s *Server) storePoints(ctx context.Context, driver string, pts []engine.Point) (pointsAnswer, error) {
+	var a pointsAnswer
+	for _, p := range pts {
+		d, err := s.st.point(ctx, driver, p.Seq, p.Value)
+		if err != nil {
+			return a, err
+		}
+		if d {
+			a.Duplicates++
+		} else {
+			a.Accepted++
+		}
+	}
+	seq, err := s.st.driverSeq(ctx, driver)
+	a.DurableSeq = seq
+	return a, err
 }
 
 func ifMatch(r *http.Request) (*uint64, error) {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"routehound/api"
 )
 
 // subscribe counts a subscriber of table against the limit.
@@ -229,4 +231,58 @@ type wsChange struct {
 	Value   rawJSON `json:"value"`
 	Version uint64  `json:"version"`
 	LSN     uint64  `json:"lsn"`
+}
+
+// driverStream serves GET /v1/drivers/stream like RouteHound's: frames
+// {"driver","points":[…]} answered in order by {"driver","accepted",
+// "duplicates","durable_seq"} once every point is committed (here the
+// answer is durable already, so no later durable frames are needed), or by
+// {"type":"error","code","message","driver"}.
+func (s *Server) driverStream(w http.ResponseWriter, r *http.Request) {
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		return
+	}
+	defer c.CloseNow()
+	c.SetReadLimit(s.cfg.MaxBodyBytes)
+	ctx := r.Context()
+	send := func(v any) error {
+		b, _ := json.Marshal(v)
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		return c.Write(wctx, websocket.MessageText, b)
+	}
+	for {
+		_, data, err := c.Read(ctx)
+		if err != nil {
+			return
+		}
+		var f struct {
+			Driver string          `json:"driver"`
+			Points json.RawMessage `json:"points"`
+		}
+		if err := json.Unmarshal(data, &f); err != nil || f.Driver == "" || len(f.Points) == 0 {
+			if send(wsError{Type: "error", Code: "bad_json", Message: "send {\"driver\",\"points\"}"}) != nil {
+				return
+			}
+			continue
+		}
+		pts, err := api.DecodePoints(f.Points, 16384)
+		if err != nil {
+			if send(wsError{Type: "error", Code: "bad_json", Message: err.Error()}) != nil {
+				return
+			}
+			continue
+		}
+		ans, err := s.storePoints(ctx, f.Driver, pts)
+		if err != nil {
+			s.log.Error("naive: driver stream", "driver", f.Driver, "err", err)
+			send(wsError{Type: "error", Code: "internal", Message: "internal error"})
+			return
+		}
+		ans.Driver = f.Driver
+		if send(ans) != nil {
+			return
+		}
+	}
 }

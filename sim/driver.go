@@ -55,6 +55,14 @@ type driverSim struct {
 	// and the verifier; bounded by the run's requests.
 	mu    sync.Mutex
 	sends []sendRec
+
+	// useStream drivers report over /v1/drivers/stream (one WebSocket),
+	// the others POST; stream is the open socket, owned by the driver's
+	// goroutine.
+	useStream bool
+	reconnect bool
+	target    Target
+	stream    *driverStream
 }
 
 type sendRec struct {
@@ -148,6 +156,12 @@ func (d *driverSim) run(ctx context.Context, c *http.Client, token string, rec *
 	next := time.Now().Add(time.Duration(d.rng.Int64N(int64(interval(time.Now())) + 1)))
 	var offlineUntil, nextSend time.Time
 	reconnect := false
+	defer func() {
+		if d.stream != nil {
+			d.stream.close()
+			d.stream = nil
+		}
+	}()
 	for {
 		if wait := time.Until(next); wait > 0 && !sleep(ctx, wait) {
 			return
@@ -195,12 +209,16 @@ func (d *driverSim) send(ctx context.Context, c *http.Client, token string, rec 
 	if *reconnect { // back in coverage: this request's connection is closed after it, the next one is new
 		hdr = []string{"Connection", "close"}
 		*reconnect = false
+		d.reconnect = true // a stream reconnects before sending
 	}
 	rec.offered.Add(1)
 	t0 := time.Now()
 	d.mu.Lock()
 	d.sends = append(d.sends, sendRec{first: d.pending[0].seq, last: d.pending[n-1].seq, at: t0})
 	d.mu.Unlock()
+	if d.useStream {
+		return d.sendStream(ctx, body, n, t0, rec)
+	}
 	a, err := do(ctx, c, http.MethodPost, d.url, token, body, hdr...)
 	if err != nil || a.status != http.StatusAccepted {
 		if ctx.Err() != nil && err != nil {
@@ -218,9 +236,63 @@ func (d *driverSim) send(ctx context.Context, c *http.Client, token string, rec 
 	if json.Unmarshal(a.body, &ans) == nil {
 		d.seeDurable(ans.DurableSeq)
 	}
+	d.accept(n)
+	return true
+}
+
+// accept drops the first n pending points: the server has them.
+func (d *driverSim) accept(n int) {
 	d.accepted = d.pending[n-1].seq
 	d.last = append(d.last[:0], encodeOne(d.pending[n-1])...)
 	d.pending = append(d.pending[:0], d.pending[n:]...)
+}
+
+// retryable are the stream's error codes that mean "resend later" (the
+// HTTP answers 429 and 503).
+var retryable = map[string]bool{"lane_full": true, "too_many_drivers": true, "queue_timeout": true,
+	"unavailable": true, "disk_low": true, "canceled": true}
+
+// sendStream sends the points as one frame on the driver's stream,
+// (re)connecting first when needed. A broken or silent socket is closed
+// and the points are resent on a new one (duplicates are dropped by seq).
+func (d *driverSim) sendStream(ctx context.Context, body []byte, n int, t0 time.Time, rec *recorder) bool {
+	if d.reconnect && d.stream != nil {
+		d.stream.close()
+		d.stream = nil
+	}
+	d.reconnect = false
+	if d.stream == nil {
+		st, err := dialStream(ctx, d.target, d)
+		if err != nil {
+			if ctx.Err() == nil {
+				rec.reject("transport")
+				sleep(ctx, 200*time.Millisecond)
+			}
+			return true
+		}
+		d.stream = st
+	}
+	f, err := d.stream.exchange(ctx, d.name, body)
+	if err != nil {
+		d.stream.close()
+		d.stream = nil
+		if ctx.Err() == nil {
+			rec.reject(reason(answer{}, err))
+			sleep(ctx, 200*time.Millisecond)
+		}
+		return true
+	}
+	if f.Type == "error" {
+		rec.reject(f.Code)
+		if !retryable[f.Code] {
+			return false
+		}
+		sleep(ctx, time.Second)
+		return true
+	}
+	rec.ok(t0, time.Now())
+	d.seeDurable(f.DurableSeq)
+	d.accept(n)
 	return true
 }
 

@@ -99,6 +99,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	vs.drivers = make(map[string]*driverSim, s.Drivers)
 	for i := range s.Drivers {
 		d := newDriver(fmt.Sprintf("%s-d-%d", run, i), t.URL, seed+uint64(i))
+		d.target, d.useStream = t, float64(i%100) < s.StreamShare*100
 		acks.drivers = append(acks.drivers, d)
 		vs.drivers[d.name] = d
 		wg.Go(func() {

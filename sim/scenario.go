@@ -24,6 +24,9 @@ type Scenario struct {
 	// request per recorded point). Phones that record faster than they
 	// report send what they recorded as one array.
 	SendEvery time.Duration `json:"send_every,omitempty"`
+	// StreamShare is the share of drivers that report over the WebSocket
+	// /v1/drivers/stream (one socket per phone) instead of POSTing.
+	StreamShare float64 `json:"stream_share"`
 
 	Dispatchers  int     `json:"dispatchers"`
 	DispatchRate float64 `json:"dispatch_rate"` // assignments/s, all dispatchers together
@@ -56,6 +59,7 @@ func base() Scenario {
 		Drivers:        2000,
 		DriverInterval: 2 * time.Second,
 		OfflineShare:   0.002,
+		StreamShare:    0.1,
 		Dispatchers:    4,
 		DispatchRate:   50,
 		Routes:         400,
@@ -146,6 +150,8 @@ func (s Scenario) Validate() error {
 		return fmt.Errorf("sim: scenario %s: duration must be > 0", s.Name)
 	case s.Drivers < 0 || s.Dispatchers < 0 || s.Terminals < 0 || s.Viewers < 0 || s.UserTables < 0:
 		return fmt.Errorf("sim: scenario %s: counts must be >= 0", s.Name)
+	case s.StreamShare < 0 || s.StreamShare > 1:
+		return fmt.Errorf("sim: scenario %s: stream share must be within 0..1", s.Name)
 	case s.Drivers > 0 && s.DriverInterval <= 0:
 		return fmt.Errorf("sim: scenario %s: driver interval must be > 0", s.Name)
 	case s.Dispatchers > 0 && (s.Routes <= 0 || s.HotRoutes > s.Routes):

@@ -59,6 +59,7 @@ func short(t *testing.T, name string) Scenario {
 	s.OfflineShare = 0.02
 	s.DispatchRate, s.WarehouseRate = 30, 30
 	s.Viewers = 3 // one per built-in table
+	s.StreamShare = 0.25
 	if s.SendEvery > 0 {
 		s.SendEvery = s.DriverInterval / 2
 	}
@@ -83,7 +84,7 @@ func TestEveryScenario(t *testing.T) {
 			var sum strings.Builder
 			Compare(r, nil).Summary(&sum)
 			t.Log(sum.String())
-			checkReport(t, r, o.Scenario)
+			checkReport(t, r, res.Acks, o.Scenario)
 			checkOutputs(t, Compare(r, nil))
 			if !strings.Contains(progress.String(), "["+"routehound "+name+"]") {
 				t.Errorf("no progress line: %q", progress.String())
@@ -93,7 +94,7 @@ func TestEveryScenario(t *testing.T) {
 }
 
 // checkReport asserts the structure every report has, and lost = 0.
-func checkReport(t *testing.T, r *Report, s Scenario) {
+func checkReport(t *testing.T, r *Report, acks *Acks, s Scenario) {
 	t.Helper()
 	if !r.Verify.OK || r.Lost() != 0 {
 		t.Fatalf("verify failed: lost %d: %v", r.Lost(), r.Verify.Problems)
@@ -122,6 +123,15 @@ func checkReport(t *testing.T, r *Report, s Scenario) {
 		if name != ActorViewer && a.Checked == 0 {
 			t.Errorf("%s: nothing read back", name)
 		}
+	}
+	streamed := 0
+	for _, dr := range acks.drivers {
+		if dr.useStream && dr.accepted > 0 && dr.durable.Load() > 0 {
+			streamed++
+		}
+	}
+	if streamed == 0 {
+		t.Error("no driver reported over /v1/drivers/stream")
 	}
 	d := r.Actor(ActorDriver).Driver
 	if d == nil || d.Durable == 0 || d.DurablePerSec <= 0 || d.DurableP99ms <= 0 || d.Unconfirmed != 0 {
