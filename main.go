@@ -15,6 +15,7 @@ func usage() {
 
 commands:
   serve   run the server (routehound serve --help for flags)
+  sim     drive a server with a load scenario and report per actor (routehound sim --help)
 `)
 }
 
@@ -27,6 +28,8 @@ func main() {
 	switch os.Args[1] {
 	case "serve":
 		err = serve(os.Args[2:])
+	case "sim":
+		err = simCmd(os.Args[2:])
 	case "help", "-h", "--help":
 		usage()
 		return

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"syscall"
+	"time"
+
+	"routehound/appliance"
+	"routehound/config"
+	"routehound/naive"
+	"routehound/sim"
+)
+
+// simCmd runs `routehound sim`: one scenario against a RouteHound (in
+// process on a temporary data dir, or --target), then optionally against
+// the naive SQLite baseline, and writes the report.
+func simCmd(args []string) error {
+	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
+	scenario := fs.String("scenario", "peak-shift", "scenario: peak-shift, driver-spike, warehouse-burst, dashboard-storm, subscriber-flood")
+	target := fs.String("target", "", "URL of a running RouteHound (default: start one in process on a temporary data dir)")
+	tokensFile := fs.String("tokens", "", "tokens.toml of the target ([[tokens]] role/token; needed with --target)")
+	cfgPath := fs.String("config", "", "TOML config: of the in-process server, or the target's (for its SLAs and subscriber limit)")
+	duration := fs.Duration("duration", 0, "run length (default: the scenario's)")
+	jsonOut := fs.String("json", "", "write the report as JSON to this file")
+	htmlOut := fs.String("html", "", "write the report as a self-contained HTML page to this file")
+	baseline := fs.String("baseline", "", `"naive": run the same scenario against the naive SQLite baseline too, and compare`)
+	scale := fs.Float64("scale", 1, "multiply every actor count and rate of the scenario")
+	drivers := fs.Int("drivers", -1, "number of drivers (default: the scenario's)")
+	interval := fs.Duration("driver-interval", 0, "mean time between a driver's reports")
+	dispatch := fs.Float64("dispatch-rate", -1, "assignments/s, all dispatchers")
+	warehouse := fs.Float64("warehouse-rate", -1, "loading events/s, all terminals")
+	viewers := fs.Int("viewers", -1, "dashboard viewers from the start")
+	quiet := fs.Bool("quiet", false, "no progress line")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole process (simulator and in-process server) to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	s, err := sim.Lookup(*scenario)
+	if err != nil {
+		return err
+	}
+	if *scale != 1 {
+		s = s.Scaled(*scale)
+	}
+	if *duration > 0 {
+		s.Duration = *duration
+	}
+	if *drivers >= 0 {
+		s.Drivers = *drivers
+	}
+	if *interval > 0 {
+		s.DriverInterval = *interval
+	}
+	if *dispatch >= 0 {
+		s.DispatchRate = *dispatch
+	}
+	if *warehouse >= 0 {
+		s.WarehouseRate = *warehouse
+	}
+	if *viewers >= 0 {
+		s.Viewers = *viewers
+	}
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	if *baseline != "" && *baseline != "naive" {
+		return fmt.Errorf("sim: unknown baseline %q (only \"naive\")", *baseline)
+	}
+
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("sim: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("sim: cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	o := sim.Options{Scenario: s, SLA: sim.SLAs(cfg), SubscriberLimit: cfg.Hub.MaxSubscribersPerTable}
+	if !*quiet {
+		o.Progress = os.Stderr
+	}
+	tokens := map[string]string{}
+
+	if *target != "" {
+		if *tokensFile == "" {
+			return errors.New("sim: --target needs --tokens FILE (the target's tokens.toml)")
+		}
+		tc, err := config.Load(*tokensFile)
+		if err != nil {
+			return err
+		}
+		for _, t := range tc.Tokens {
+			if tokens[t.Role] == "" {
+				tokens[t.Role] = t.Token
+			}
+		}
+		o.Target = sim.Target{Name: "routehound", URL: *target, Tokens: tokens}
+	} else {
+		dir, err := os.MkdirTemp("", "routehound-sim-")
+		if err != nil {
+			return fmt.Errorf("sim: temp dir: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		rc := cfg
+		rc.Listen, rc.DataDir = "127.0.0.1:0", dir
+		a, err := appliance.Start(rc, slog.New(slog.DiscardHandler))
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout)
+			defer cancel()
+			a.Shutdown(sctx)
+		}()
+		for _, r := range config.Roles {
+			tokens[r] = a.Token(r)
+		}
+		o.Target = sim.Target{Name: "routehound", URL: a.URL(), Tokens: tokens}
+	}
+	fmt.Fprintf(os.Stderr, "routehound sim: %s against %s for %s\n", s.Name, o.Target.URL, s.Duration)
+	res, err := sim.Run(ctx, o)
+	if err != nil {
+		return err
+	}
+	var naiveRep *sim.Report
+	if *baseline == "naive" {
+		if naiveRep, err = runNaive(ctx, o, tokens, cfg); err != nil {
+			return err
+		}
+	}
+	cmp := sim.Compare(res.Report, naiveRep)
+	cmp.Summary(os.Stdout)
+	if *jsonOut != "" {
+		if err := cmp.WriteJSON(*jsonOut); err != nil {
+			return err
+		}
+	}
+	if *htmlOut != "" {
+		if err := cmp.WriteHTML(*htmlOut); err != nil {
+			return err
+		}
+	}
+	for _, r := range cmp.Runs {
+		if !r.Verify.OK {
+			return fmt.Errorf("sim: %s lost %d acknowledged writes", r.System, r.Lost())
+		}
+	}
+	return nil
+}
+
+// runNaive runs the same scenario against the naive baseline on a
+// temporary database, with the same tokens and subscriber limit.
+func runNaive(ctx context.Context, o sim.Options, tokens map[string]string, cfg config.Config) (*sim.Report, error) {
+	dir, err := os.MkdirTemp("", "routehound-sim-naive-")
+	if err != nil {
+		return nil, fmt.Errorf("sim: temp dir: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	byToken := map[string]string{}
+	for role, t := range tokens {
+		byToken[t] = role
+	}
+	n, err := naive.Start(naive.Config{Dir: dir, Listen: "127.0.0.1:0", Tokens: byToken,
+		MaxSubscribersPerTable: cfg.Hub.MaxSubscribersPerTable, MaxBodyBytes: cfg.HTTP.MaxBodyBytes}, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		n.Close(sctx)
+	}()
+	o.Target = sim.Target{Name: "naive", URL: n.URL(), Tokens: tokens}
+	o.RunID = ""
+	fmt.Fprintf(os.Stderr, "routehound sim: %s against the naive baseline at %s\n", o.Scenario.Name, n.URL())
+	res, err := sim.Run(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	return res.Report, nil
+}

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestSimCommand runs `routehound sim` as a user would, with the naive
+// baseline, and reads back both reports it wrote.
+func TestSimCommand(t *testing.T) {
+	dir := t.TempDir()
+	jp, hp := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.html")
+	err := simCmd([]string{"--scenario", "driver-spike", "--scale", "0.01", "--driver-interval", "200ms", "--duration", "2s",
+		"--dispatch-rate", "10", "--warehouse-rate", "10", "--viewers", "2", "--quiet", "--baseline", "naive", "--json", jp, "--html", hp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(jp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		Scenario string `json:"scenario"`
+		Runs     []struct {
+			System string `json:"system"`
+			Verify struct {
+				OK bool `json:"ok"`
+			} `json:"verify"`
+			Actors []struct {
+				Actor    string `json:"actor"`
+				Accepted int64  `json:"accepted"`
+				Lost     int64  `json:"lost"`
+			} `json:"actors"`
+		} `json:"runs"`
+		Ratios *struct {
+			DriverDurablePerSec float64 `json:"driver_durable_per_s"`
+		} `json:"ratios"`
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Scenario != "driver-spike" || len(c.Runs) != 2 || c.Runs[0].System != "routehound" || c.Runs[1].System != "naive" || c.Ratios == nil {
+		t.Fatalf("report: %s", b[:min(len(b), 400)])
+	}
+	for _, r := range c.Runs {
+		if !r.Verify.OK || len(r.Actors) < 4 {
+			t.Errorf("%s: verify %v, %d actors", r.System, r.Verify.OK, len(r.Actors))
+		}
+		for _, a := range r.Actors {
+			if a.Accepted == 0 || a.Lost != 0 {
+				t.Errorf("%s %s: accepted %d lost %d", r.System, a.Actor, a.Accepted, a.Lost)
+			}
+		}
+	}
+	h, err := os.ReadFile(hp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(h), "naive") || strings.Count(string(h), "<svg") < 8 {
+		t.Errorf("HTML lacks the baseline or its charts")
+	}
+	if err := simCmd([]string{"--scenario", "no-such"}); err == nil {
+		t.Error("an unknown scenario was accepted")
+	}
+	if err := simCmd([]string{"--baseline", "mysql", "--quiet"}); err == nil {
+		t.Error("an unknown baseline was accepted")
+	}
+}
