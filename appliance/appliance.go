@@ -5,6 +5,7 @@ package appliance
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"routehound/config"
 	"routehound/engine"
 	"routehound/hub"
+	"routehound/ui"
 	"routehound/wal"
 )
 
@@ -30,6 +32,7 @@ type Appliance struct {
 	Engine    *engine.Engine
 	Hub       *hub.Hub
 	API       *api.Server
+	UI        *ui.UI       // the operations dashboard at /ui/
 	Addr      *net.TCPAddr // where the HTTP listener is bound
 
 	log     *slog.Logger
@@ -80,12 +83,33 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 		MaxMessageBytes:        cfg.HTTP.MaxBodyBytes,
 	}, log)
 	srv.MountHub(hb)
+	dash := ui.New(ui.Options{
+		Engine: eng, Hub: hb, Log: log,
+		Role: func(tok string) (string, bool) {
+			r, ok := roles[tok]
+			return string(r), ok
+		},
+		Secure:     cfg.HTTP.TLSCert != "",
+		SessionTTL: cfg.UI.SessionTTL, MaxSessions: cfg.UI.MaxSessions,
+		MaxLive: cfg.UI.MaxLive, FrameInterval: cfg.UI.FrameInterval,
+	})
+	srv.Handle("/ui/", dash)
+	srv.Handle("GET /{$}", http.HandlerFunc(ui.RedirectHome))
 
-	a := &Appliance{Config: cfg, Dir: dir, Tokens: tokens, Generated: generated, Engine: eng, Hub: hb, API: srv,
+	a := &Appliance{Config: cfg, Dir: dir, Tokens: tokens, Generated: generated, Engine: eng, Hub: hb, API: srv, UI: dash,
 		log: log, db: db, served: make(chan error, 1)}
 
+	if cfg.HTTP.TLSCert != "" {
+		// Fail the start, not the first handshake, on a bad pair.
+		if _, err := tls.LoadX509KeyPair(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey); err != nil {
+			dash.Close()
+			a.closeStore(context.Background())
+			return nil, fmt.Errorf("tls certificate %s / key %s: %w", cfg.HTTP.TLSCert, cfg.HTTP.TLSKey, err)
+		}
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
+		dash.Close()
 		a.closeStore(context.Background())
 		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
@@ -97,7 +121,12 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	a.http.RegisterOnShutdown(hb.Close) // streams end with reason "shutdown"; clients resume by LSN
-	go func() { a.served <- a.http.Serve(ln) }()
+	a.http.RegisterOnShutdown(dash.Close)
+	if cfg.HTTP.TLSCert != "" {
+		go func() { a.served <- a.http.ServeTLS(ln, cfg.HTTP.TLSCert, cfg.HTTP.TLSKey) }()
+	} else {
+		go func() { a.served <- a.http.Serve(ln) }()
+	}
 	log.Info("serving", "listen", a.Addr.String())
 	return a, nil
 }
@@ -109,7 +138,11 @@ func (a *Appliance) URL() string {
 	if a.Addr.IP.IsUnspecified() {
 		host = "127.0.0.1"
 	}
-	return "http://" + net.JoinHostPort(host, fmt.Sprint(a.Addr.Port))
+	scheme := "http://"
+	if a.Config.HTTP.TLSCert != "" {
+		scheme = "https://"
+	}
+	return scheme + net.JoinHostPort(host, fmt.Sprint(a.Addr.Port))
 }
 
 // Token returns the first token of role, or "".
@@ -151,6 +184,7 @@ func (a *Appliance) Shutdown(ctx context.Context) error {
 		a.log.Warn("http shutdown", "err", err)
 		a.http.Close()
 	}
+	a.UI.Close()
 	return a.closeStore(ctx)
 }
 

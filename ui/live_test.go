@@ -1,0 +1,132 @@
+package ui
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+var liveRe = regexp.MustCompile(`data-live="([^"]+)"`)
+
+func liveOf(t *testing.T, body string) string {
+	t.Helper()
+	m := liveRe.FindStringSubmatch(body)
+	if m == nil || m[1] == "" {
+		t.Fatal("page has no live URL")
+	}
+	return strings.ReplaceAll(m[1], "&amp;", "&")
+}
+
+// A change made between the render and the connect is not missed: the live
+// connection resumes from the page's LSN.
+func TestLiveTableResumesFromThePageLSN(t *testing.T) {
+	f := newFixture(t, Options{})
+	c := f.client()
+	f.login(c, dashToken)
+	f.put("t1", "a", `1`)
+	_, body, _ := f.get(c, "/ui/tables/t1")
+	f.put("t1", "b", `"between"`) // after the render, before the connect
+	ls := f.live(c, liveOf(t, body))
+	fr, m := ls.next(t, 5*time.Second)
+	if len(fr.Upsert) != 1 || fr.Upsert[0].ID != rowID("key", "b") || !strings.Contains(fr.Upsert[0].HTML, `data-key="b"`) ||
+		!strings.Contains(fr.Upsert[0].HTML, "&#34;between&#34;") || fr.Upsert[0].Parent != "key-rows" {
+		t.Fatalf("first frame %+v, want the upsert of b", fr)
+	}
+	if !strings.Contains(fr.Upsert[0].HTML, `data-action="delete"`) || !strings.Contains(fr.Upsert[0].HTML, `name="csrf"`) {
+		t.Error("a live row of a user table lacks its delete control")
+	}
+	if m.id == "" || m.id != strconv.FormatUint(fr.LSN, 10) {
+		t.Errorf("frame id %q, lsn %d: the id must be the LSN (resume point)", m.id, fr.LSN)
+	}
+	f.put("t1", "a", `2`)
+	fr, _ = ls.next(t, 5*time.Second)
+	if len(fr.Upsert) != 1 || !strings.Contains(fr.Upsert[0].HTML, `data-field="version">2<`) {
+		t.Fatalf("update frame %+v", fr)
+	}
+	if _, err := f.e.Put(t.Context(), "tables", writeDelete("t1", "a")); err != nil {
+		t.Fatal(err)
+	}
+	fr, _ = ls.next(t, 5*time.Second)
+	if len(fr.Remove) != 1 || fr.Remove[0] != rowID("key", "a") {
+		t.Fatalf("delete frame %+v", fr)
+	}
+}
+
+// 2,000 updates of 10 drivers in a burst reach a browser as a few frames
+// of at most one row per driver, each with the latest value.
+func TestLiveFleetCoalesces(t *testing.T) {
+	f := newFixture(t, Options{FrameInterval: 50 * time.Millisecond})
+	c := f.client()
+	f.login(c, dashToken)
+	drivers := make([]string, 10)
+	for i := range drivers {
+		drivers[i] = fmt.Sprintf("d%d", i)
+	}
+	f.points(1, drivers...)
+	_, body, _ := f.get(c, "/ui/fleet")
+	ls := f.live(c, liveOf(t, body))
+	const rounds = 200
+	for s := uint64(2); s <= rounds+1; s++ {
+		f.pointsAsync(s, drivers...)
+	}
+	f.points(rounds+2, drivers...)
+	frames := 0
+	latest := map[string]string{}
+	seqRe := regexp.MustCompile(`data-field="seq">(\d+)<`)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if time.Now().After(deadline) {
+			t.Fatalf("drivers not at seq %d after %d frames: %v", rounds+2, frames, latest)
+		}
+		fr, _ := ls.next(t, 5*time.Second)
+		frames++
+		seen := map[string]bool{}
+		for _, u := range fr.Upsert {
+			if seen[u.ID] {
+				t.Fatalf("frame holds %s twice: not coalesced", u.ID)
+			}
+			seen[u.ID] = true
+			latest[u.ID] = seqRe.FindStringSubmatch(u.HTML)[1]
+		}
+		done := len(latest) == len(drivers)
+		for _, v := range latest {
+			done = done && v == strconv.Itoa(rounds+2)
+		}
+		if done {
+			break
+		}
+	}
+	// 2,010 changes; at 1 frame/s for the fleet view the burst fits in a
+	// handful of frames.
+	if frames > 10 {
+		t.Errorf("%d frames for one burst: not coalesced", frames)
+	}
+}
+
+func TestLiveChannelsMoves(t *testing.T) {
+	f := newFixture(t, Options{})
+	c := f.client()
+	f.login(c, dashToken)
+	ls := f.live(c, "/ui/live/channels")
+	fr, _ := ls.next(t, 5*time.Second)
+	acc := func(fr frame) string {
+		for _, s := range fr.Set {
+			if s.ID == "lane-tables" {
+				return fieldIn(t, s.HTML, "<h2>", "accepted")
+			}
+		}
+		t.Fatalf("frame %+v has no tables card", fr)
+		return ""
+	}
+	if got := acc(fr); got != "0" {
+		t.Fatalf("tables accepted %s before any write", got)
+	}
+	f.put("t1", "a", `1`)
+	for deadline := time.Now().Add(5 * time.Second); acc(fr) != "1"; fr, _ = ls.next(t, 5*time.Second) {
+		if time.Now().After(deadline) {
+			t.Fatal("the channels frame never showed the write")
+		}
+	}
+}
