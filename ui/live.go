@@ -348,15 +348,43 @@ func (v *fleetLive) frame(ctx context.Context, evs []*hub.Event, tick bool) fram
 	v.changed = v.changed || len(evs) > 0
 	if v.changed {
 		// The plot shows every driver: re-read (bounded by the fleet), at
-		// most once per frame of this view.
-		fv, err := v.u.fleet(ctx, v.driver)
-		if err == nil {
-			f.Set = append(f.Set, set{ID: "fleet-plot", HTML: html(ctx, fleetPlot(fv.Plot))})
-			f.Set = append(f.Set, set{ID: "fleet-count", HTML: strconv.Itoa(len(fv.Drivers))})
+		// most once per frame of this view, and shared by every Fleet
+		// page without a trail (one render a frame period for all).
+		if plot, n, err := v.u.plots.get(ctx, v.u, v.driver, v.every()); err == nil {
+			f.Set = append(f.Set, set{ID: "fleet-plot", HTML: plot}, set{ID: "fleet-count", HTML: strconv.Itoa(n)})
 			v.changed = false
 		}
 	}
 	return f
+}
+
+// plotCache shares the fleet plot among live Fleet pages: rendering it
+// reads every position, so N open pages must not cost N renders.
+type plotCache struct {
+	mu   sync.Mutex
+	at   time.Time
+	html string
+	n    int
+}
+
+// get returns the plot rendered within maxAge, or renders it. A page that
+// shows a driver's trail renders its own.
+func (c *plotCache) get(ctx context.Context, u *UI, driver string, maxAge time.Duration) (string, int, error) {
+	if driver != "" {
+		fv, err := u.fleet(ctx, driver)
+		return html(ctx, fleetPlot(fv.Plot)), len(fv.Drivers), err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Since(c.at) < maxAge*9/10 {
+		return c.html, c.n, nil
+	}
+	fv, err := u.fleet(ctx, "")
+	if err != nil {
+		return "", 0, err
+	}
+	c.at, c.html, c.n = time.Now(), html(ctx, fleetPlot(fv.Plot)), len(fv.Drivers)
+	return c.html, c.n, nil
 }
 
 type routesLive struct{ u *UI }

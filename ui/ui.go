@@ -71,6 +71,7 @@ type UI struct {
 	live     chan struct{} // semaphore: one token per open live connection (cap MaxLive)
 	liveOpen atomic.Int64
 	liveSent atomic.Uint64 // frames written
+	plots    plotCache
 
 	done      chan struct{}
 	closeOnce sync.Once
