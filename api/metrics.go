@@ -1,6 +1,7 @@
 package api
 
 import (
+	"fmt"
 	"net/http"
 	"time"
 
@@ -16,8 +17,9 @@ import (
 // engine keeps its own atomic counters (they also feed the dashboard), and
 // this reads them, so nothing is counted twice.
 type ledgerCollector struct {
-	e *engine.Engine
-	h *hub.Hub // nil until mounted
+	e   *engine.Engine
+	h   *hub.Hub             // nil until mounted
+	reg *prometheus.Registry // /metrics' registry, for MountCollector
 
 	subs, published, delivered, dropped, resyncs, refusedSubs, subClosed *prometheus.Desc
 
@@ -143,6 +145,16 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 func (s *Server) metricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()
 	s.ledger = newLedgerCollector(s.e)
+	s.ledger.reg = reg
 	reg.MustRegister(s.ledger, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: nil})
+}
+
+// MountCollector adds the metrics of another part (the read replica, …) to
+// /metrics. It fails when c exports a metric already there.
+func (s *Server) MountCollector(c prometheus.Collector) error {
+	if err := s.ledger.reg.Register(c); err != nil {
+		return fmt.Errorf("api: mount metrics collector: %w", err)
+	}
+	return nil
 }

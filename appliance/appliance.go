@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"routehound/config"
 	"routehound/engine"
 	"routehound/hub"
+	"routehound/replica"
 	"routehound/ui"
 	"routehound/wal"
 )
@@ -32,8 +34,9 @@ type Appliance struct {
 	Engine    *engine.Engine
 	Hub       *hub.Hub
 	API       *api.Server
-	UI        *ui.UI       // the operations dashboard at /ui/
-	Addr      *net.TCPAddr // where the HTTP listener is bound
+	Replica   *replica.Replica // the SQLite read model the dashboard reads
+	UI        *ui.UI           // the operations dashboard at /ui/
+	Addr      *net.TCPAddr     // where the HTTP listener is bound
 
 	log     *slog.Logger
 	db      *wal.DB
@@ -83,8 +86,20 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 		MaxMessageBytes:        cfg.HTTP.MaxBodyBytes,
 	}, log)
 	srv.MountHub(hb)
+
+	a := &Appliance{Config: cfg, Dir: dir, Tokens: tokens, Generated: generated, Engine: eng, Hub: hb, API: srv,
+		log: log, db: db, served: make(chan error, 1)}
+	if a.Replica, err = openReplica(filepath.Join(dir, "replica.db"), eng, log); err != nil {
+		a.closeStore(context.Background())
+		return nil, err
+	}
+	if err := srv.MountCollector(a.Replica.Collector()); err != nil {
+		a.closeStore(context.Background())
+		return nil, err
+	}
 	dash := ui.New(ui.Options{
 		Engine: eng, Hub: hb, Log: log,
+		Read: replicaReader{a.Replica},
 		Role: func(tok string) (string, bool) {
 			r, ok := roles[tok]
 			return string(r), ok
@@ -93,11 +108,9 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 		SessionTTL: cfg.UI.SessionTTL, MaxSessions: cfg.UI.MaxSessions,
 		MaxLive: cfg.UI.MaxLive, FrameInterval: cfg.UI.FrameInterval,
 	})
+	a.UI = dash
 	srv.Handle("/ui/", dash)
 	srv.Handle("GET /{$}", http.HandlerFunc(ui.RedirectHome))
-
-	a := &Appliance{Config: cfg, Dir: dir, Tokens: tokens, Generated: generated, Engine: eng, Hub: hb, API: srv, UI: dash,
-		log: log, db: db, served: make(chan error, 1)}
 
 	if cfg.HTTP.TLSCert != "" {
 		// Fail the start, not the first handshake, on a bad pair.
@@ -194,6 +207,13 @@ func (a *Appliance) closeStore(ctx context.Context) error {
 		a.log.Error("engine did not drain", "err", err)
 		first = err
 	}
+	if a.Replica != nil {
+		// After the engine drained (its last records are published) and
+		// before the store closes (the applier reads the log).
+		if err := a.Replica.Close(); err != nil {
+			a.log.Warn("replica close", "err", err)
+		}
+	}
 	if err := a.db.Close(); err != nil && first == nil {
 		first = err
 	}
@@ -201,4 +221,21 @@ func (a *Appliance) closeStore(ctx context.Context) error {
 		a.log.Info("stopped cleanly", "durable_lsn", a.Engine.DurableLSN())
 	}
 	return first
+}
+
+// openReplica opens the read replica. It is only a cache of the log: one
+// that cannot be opened (damaged, or not a database) is deleted and built
+// again from the log.
+func openReplica(path string, eng *engine.Engine, log *slog.Logger) (*replica.Replica, error) {
+	r, err := replica.Open(path, eng, log)
+	if err == nil {
+		return r, nil
+	}
+	log.Warn("replica cannot be opened; deleting it to rebuild from the log", "path", path, "err", err)
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if rerr := os.Remove(p); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			return nil, fmt.Errorf("replica: %w (and removing %s: %v)", err, p, rerr)
+		}
+	}
+	return replica.Open(path, eng, log)
 }

@@ -36,6 +36,11 @@ type fixture struct {
 
 func newFixture(t *testing.T, opt Options) *fixture {
 	t.Helper()
+	return newFixtureHub(t, opt, hub.Config{})
+}
+
+func newFixtureHub(t *testing.T, opt Options, hcfg hub.Config) *fixture {
+	t.Helper()
 	db, err := wal.Open(wal.Options{Dir: t.TempDir(), MemoryBytes: 32 << 20})
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +51,7 @@ func newFixture(t *testing.T, opt Options) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := hub.New(e, hub.Config{}, nil)
+	h := hub.New(e, hcfg, nil)
 	opt.Engine, opt.Hub = e, h
 	opt.Role = func(tok string) (string, bool) {
 		r, ok := map[string]string{dashToken: "dashboard", adminToken: "admin", driverToken: "driver"}[tok]

@@ -21,10 +21,11 @@ import (
 // inner HTML of containers. Fragments are rendered by the same templ
 // components as the page, so they are escaped the same way.
 type frame struct {
-	LSN    uint64   `json:"lsn,omitempty"`
-	Remove []string `json:"remove,omitempty"`
-	Upsert []upsert `json:"upsert,omitempty"`
-	Set    []set    `json:"set,omitempty"`
+	LSN     uint64   `json:"lsn,omitempty"`
+	Replace []set    `json:"replace,omitempty"` // a container's whole content (after a resync)
+	Remove  []string `json:"remove,omitempty"`
+	Upsert  []upsert `json:"upsert,omitempty"`
+	Set     []set    `json:"set,omitempty"`
 }
 
 type upsert struct {
@@ -39,7 +40,9 @@ type set struct {
 	HTML string `json:"html"`
 }
 
-func (f *frame) empty() bool { return len(f.Remove) == 0 && len(f.Upsert) == 0 && len(f.Set) == 0 }
+func (f *frame) empty() bool {
+	return len(f.Replace) == 0 && len(f.Remove) == 0 && len(f.Upsert) == 0 && len(f.Set) == 0
+}
 
 // maxPending bounds the keys a live connection coalesces between two
 // frames. Policy when full: the page is told to reload (a fresh render at a
@@ -55,16 +58,37 @@ type coalescer struct {
 	order   []string // keys in first-seen order
 	last    uint64
 	reload  bool
+
+	// A resync (the hub's buffer for this connection overflowed) sends a
+	// fresh snapshot: it replaces what the page shows. snapping is set
+	// from its first page to its last; snap holds its rows (bounded by
+	// maxPending, else reload).
+	snap      []hub.Row
+	snapping  bool
+	snapReady bool
 }
 
 func newCoalescer() *coalescer { return &coalescer{pending: map[string]*hub.Event{}} }
 
 // Snapshot is only called for a resync (live connections always resume
-// from the page's LSN): the page must be rendered again.
+// from the page's LSN): the snapshot supersedes everything pending.
 func (c *coalescer) Snapshot(lsn uint64, rows []hub.Row, first, last, resync bool) error {
 	c.mu.Lock()
-	c.reload = true
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	if first {
+		clear(c.pending)
+		c.order = c.order[:0]
+		c.snap, c.snapping, c.snapReady = c.snap[:0], true, false
+	}
+	if len(c.snap)+len(rows) > maxPending {
+		c.reload = true // too large to send as one frame: render the page again
+		return nil
+	}
+	c.snap = append(c.snap, rows...) // the hub reuses rows' array; the values are copies
+	if last {
+		c.snapping, c.snapReady = false, true
+		c.last = lsn
+	}
 	return nil
 }
 
@@ -86,16 +110,24 @@ func (c *coalescer) Change(ev *hub.Event) error {
 func (c *coalescer) Flush() error     { return nil }
 func (c *coalescer) Heartbeat() error { return nil }
 
-// take returns the coalesced events in first-seen order and resets.
-func (c *coalescer) take() (evs []*hub.Event, last uint64, reload bool) {
+// take returns a completed resync snapshot (snap != nil) and the coalesced
+// events after it, in first-seen order, and resets.
+func (c *coalescer) take() (snap []hub.Row, evs []*hub.Event, last uint64, reload bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.snapping {
+		return nil, nil, c.last, c.reload // a snapshot is half sent: wait for its end
+	}
+	if c.snapReady {
+		snap = append(make([]hub.Row, 0, len(c.snap)), c.snap...)
+		c.snap, c.snapReady = c.snap[:0], false
+	}
 	for _, k := range c.order {
 		evs = append(evs, c.pending[k])
 	}
 	clear(c.pending)
 	c.order = c.order[:0]
-	return evs, c.last, c.reload
+	return snap, evs, c.last, c.reload
 }
 
 // liveView turns coalesced changes (and the clock) into frames.
@@ -107,6 +139,9 @@ type liveView interface {
 	frame(ctx context.Context, evs []*hub.Event, tick bool) frame
 	// every is the period of the view's frames.
 	every() time.Duration
+	// replace renders a resync snapshot as the replacement of the page's
+	// rows; ok is false when the page must be rendered again instead.
+	replace(ctx context.Context, rows []hub.Row) (f frame, ok bool)
 }
 
 // liveHandler serves GET /ui/live/{view}: Server-Sent Events of frames.
@@ -228,7 +263,12 @@ func (u *UI) liveHandler(w http.ResponseWriter, r *http.Request) {
 			flush()
 			return
 		case now := <-tick.C:
-			evs, last, reload := co.take()
+			snap, evs, last, reload := co.take()
+			var rf frame
+			if snap != nil && !reload {
+				rf, ok = view.replace(ctx, snap)
+				reload = !ok
+			}
 			if reload {
 				fmt.Fprint(bw, "event: reload\ndata: {}\n\n")
 				flush()
@@ -239,6 +279,7 @@ func (u *UI) liveHandler(w http.ResponseWriter, r *http.Request) {
 				lastTick = now
 			}
 			f := view.frame(ctx, evs, due)
+			f.Replace = rf.Replace
 			if last > lastLSN {
 				lastLSN = last
 			}
@@ -296,7 +337,16 @@ func (u *UI) view(r *http.Request, s *session) (liveView, error) {
 	return nil, fmt.Errorf("no live view %q", r.PathValue("view"))
 }
 
-type channelsLive struct{ u *UI }
+// noRows is the replace of views without a hub table or too large to
+// resend: render again.
+type noRows struct{}
+
+func (noRows) replace(context.Context, []hub.Row) (frame, bool) { return frame{}, false }
+
+type channelsLive struct {
+	noRows
+	u *UI
+}
 
 func (v *channelsLive) table() string        { return "" }
 func (v *channelsLive) every() time.Duration { return time.Second }
@@ -313,7 +363,10 @@ func (v *channelsLive) frame(ctx context.Context, _ []*hub.Event, tick bool) fra
 	return f
 }
 
-type systemLive struct{ u *UI }
+type systemLive struct {
+	noRows
+	u *UI
+}
 
 func (v *systemLive) table() string        { return "" }
 func (v *systemLive) every() time.Duration { return time.Second }
@@ -389,6 +442,36 @@ func (c *plotCache) get(ctx context.Context, u *UI, driver string, maxAge time.D
 
 type routesLive struct{ u *UI }
 
+func (v *routesLive) replace(ctx context.Context, rows []hub.Row) (frame, bool) {
+	var b strings.Builder
+	for _, r := range rows {
+		routeRow(decodeAssignment(r.Key, r.Value, r.Version, r.LSN)).Render(ctx, &b)
+	}
+	return frame{Replace: []set{{ID: "route-rows", HTML: b.String()}}}, true
+}
+
+func (v *fleetLive) replace(ctx context.Context, rows []hub.Row) (frame, bool) {
+	var b strings.Builder
+	now := time.Now()
+	for _, r := range rows {
+		fleetRow(decodePosition(r.Key, r.Value, r.LSN), now).Render(ctx, &b)
+	}
+	v.changed = true
+	return frame{Replace: []set{{ID: "fleet-rows", HTML: b.String()}}}, true
+}
+
+func (v *tableLive) replace(ctx context.Context, rows []hub.Row) (frame, bool) {
+	var b strings.Builder
+	ro := engine.IsBuiltin(v.t)
+	for _, r := range rows {
+		if (v.after != "" && r.Key <= v.after) || (v.until != "" && r.Key > v.until) {
+			continue
+		}
+		keyRow(v.t, ro, v.csrf, tableRow{Key: r.Key, Value: string(r.Value), Version: r.Version, LSN: r.LSN}).Render(ctx, &b)
+	}
+	return frame{Replace: []set{{ID: "key-rows", HTML: b.String()}}}, true
+}
+
 func (v *routesLive) table() string        { return engine.TableAssignments }
 func (v *routesLive) every() time.Duration { return v.u.opt.FrameInterval }
 func (v *routesLive) frame(ctx context.Context, evs []*hub.Event, _ bool) frame {
@@ -406,6 +489,7 @@ func (v *routesLive) frame(ctx context.Context, evs []*hub.Event, _ bool) frame 
 }
 
 type warehouseLive struct {
+	noRows         // the feed is the newest events, not the whole table: render again
 	u              *UI
 	dock, shipment string
 	countsDue      bool

@@ -5,8 +5,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"routehound/hub"
 )
 
 var liveRe = regexp.MustCompile(`data-live="([^"]+)"`)
@@ -82,6 +85,12 @@ func TestLiveFleetCoalesces(t *testing.T) {
 		}
 		fr, _ := ls.next(t, 5*time.Second)
 		frames++
+		for _, r := range fr.Replace { // a resync: the whole fleet, latest values
+			for _, tr := range strings.Split(r.HTML, "<tr ")[1:] {
+				id := regexp.MustCompile(`id="(drv-[0-9a-f]+)"`).FindStringSubmatch(tr)[1]
+				latest[id] = seqRe.FindStringSubmatch(tr)[1]
+			}
+		}
 		seen := map[string]bool{}
 		for _, u := range fr.Upsert {
 			if seen[u.ID] {
@@ -128,5 +137,53 @@ func TestLiveChannelsMoves(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the channels frame never showed the write")
 		}
+	}
+}
+
+// A connection whose hub buffer overflows gets the hub's resync snapshot as
+// a replacement of the page's rows, not a reload, and ends with every key.
+func TestLiveResyncReplacesRows(t *testing.T) {
+	f := newFixtureHub(t, Options{FrameInterval: 20 * time.Millisecond}, hub.Config{Buffer: 2, MaxResyncs: 1000})
+	c := f.client()
+	f.login(c, dashToken)
+	_, body, _ := f.get(c, "/ui/tables/burst")
+	ls := f.live(c, liveOf(t, body))
+	const n = 300
+	var wg sync.WaitGroup
+	for w := 0; w < 30; w++ {
+		wg.Go(func() {
+			for i := w; i < n; i += 30 {
+				f.put("burst", fmt.Sprintf("k%03d", i), strconv.Itoa(i))
+			}
+		})
+	}
+	wg.Wait()
+	rows := map[string]bool{}
+	replaced := false
+	idRe := regexp.MustCompile(`id="(key-[0-9a-f]+)"`)
+	for deadline := time.Now().Add(10 * time.Second); len(rows) < n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d rows after 10 s (replaced: %v)", len(rows), n, replaced)
+		}
+		fr, m := ls.next(t, 5*time.Second)
+		if m.event != "" {
+			t.Fatalf("got event %q: a resync must not reload the page", m.event)
+		}
+		for _, r := range fr.Replace {
+			replaced = true
+			clear(rows)
+			for _, id := range idRe.FindAllStringSubmatch(r.HTML, -1) {
+				rows[id[1]] = true
+			}
+		}
+		for _, u := range fr.Upsert {
+			rows[u.ID] = true
+		}
+	}
+	if !replaced {
+		t.Error("the buffer of 2 never overflowed: no resync was exercised")
+	}
+	if f.h.Stats().Resyncs.Load() == 0 {
+		t.Error("hub counted no resync")
 	}
 }

@@ -7,6 +7,10 @@
   var state = document.getElementById("live-state");
   function show(s) { if (state) { state.textContent = s; state.className = "live-state " + s; } }
   function apply(f) {
+    (f.replace || []).forEach(function (s) {
+      var el = document.getElementById(s.id);
+      if (el) { el.innerHTML = s.html; }
+    });
     (f.remove || []).forEach(function (id) {
       var el = document.getElementById(id);
       if (el) { el.remove(); }

@@ -1,0 +1,213 @@
+package replica
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// LoadingEvent is one row of the loading table.
+type LoadingEvent struct {
+	ID, Terminal, Dock, Shipment, Kind string
+	Pallets                            int64
+	TS                                 time.Time
+	LSN                                uint64
+	CommittedAt                        time.Time // zero when the row came from a rebuild
+}
+
+// LoadingFilter selects loading events, newest (highest LSN) first.
+// Empty fields do not filter; Limit <= 0 means 100 and is capped at 1000;
+// BeforeLSN pages: only events written below it (0 = from the newest).
+type LoadingFilter struct {
+	Dock, Shipment string
+	Limit          int
+	BeforeLSN      uint64
+}
+
+// LoadingEvents answers the events matching f, newest first.
+func (r *Replica) LoadingEvents(ctx context.Context, f LoadingFilter) ([]LoadingEvent, error) {
+	var where []string
+	var args []any
+	if f.Dock != "" {
+		where, args = append(where, "dock = ?"), append(args, f.Dock)
+	}
+	if f.Shipment != "" {
+		where, args = append(where, "shipment = ?"), append(args, f.Shipment)
+	}
+	if f.BeforeLSN > 0 {
+		where, args = append(where, "lsn < ?"), append(args, int64(f.BeforeLSN))
+	}
+	q := `SELECT id, terminal, dock, shipment, kind, pallets, ts, lsn, committed_at FROM loading`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY lsn DESC LIMIT ?"
+	args = append(args, clampLimit(f.Limit))
+	out := []LoadingEvent{}
+	err := r.query(ctx, "loading events", q, args, func(rows *sql.Rows) error {
+		var e LoadingEvent
+		var ts, lsn, at int64
+		if err := rows.Scan(&e.ID, &e.Terminal, &e.Dock, &e.Shipment, &e.Kind, &e.Pallets, &ts, &lsn, &at); err != nil {
+			return err
+		}
+		e.TS, e.LSN, e.CommittedAt = fromNanos(ts), uint64(lsn), fromNanos(at)
+		out = append(out, e)
+		return nil
+	})
+	return out, err
+}
+
+// LoadingCount is how many events of one kind a dock has.
+type LoadingCount struct {
+	Dock, Kind string
+	N          int64
+}
+
+// LoadingCounts answers the event counts per dock and kind, by dock then
+// kind; only pairs with events are listed.
+func (r *Replica) LoadingCounts(ctx context.Context) ([]LoadingCount, error) {
+	out := []LoadingCount{}
+	err := r.query(ctx, "loading counts", `SELECT dock, kind, n FROM loading_counts WHERE n > 0 ORDER BY dock, kind`, nil,
+		func(rows *sql.Rows) error {
+			var c LoadingCount
+			if err := rows.Scan(&c.Dock, &c.Kind, &c.N); err != nil {
+				return err
+			}
+			out = append(out, c)
+			return nil
+		})
+	return out, err
+}
+
+// Assignment is one route's current assignment.
+type Assignment struct {
+	Route, Driver, Note string
+	Stops               int
+	Version, LSN        uint64
+	CommittedAt         time.Time // zero when the row came from a rebuild
+}
+
+// Assignments answers the most recently written routes first; limit <= 0
+// means 100, capped at 1000.
+func (r *Replica) Assignments(ctx context.Context, limit int) ([]Assignment, error) {
+	out := []Assignment{}
+	err := r.query(ctx, "assignments", `SELECT route, driver, note, stops, version, lsn, committed_at FROM assignments
+		ORDER BY lsn DESC LIMIT ?`, []any{clampLimit(limit)}, func(rows *sql.Rows) error {
+		var a Assignment
+		var ver, lsn, at int64
+		if err := rows.Scan(&a.Route, &a.Driver, &a.Note, &a.Stops, &ver, &lsn, &at); err != nil {
+			return err
+		}
+		a.Version, a.LSN, a.CommittedAt = uint64(ver), uint64(lsn), fromNanos(at)
+		out = append(out, a)
+		return nil
+	})
+	return out, err
+}
+
+// Position is one driver point.
+type Position struct {
+	Driver                      string
+	Lat, Lng, SpeedKmh, Heading float64
+	Seq                         uint64
+	TS                          time.Time // as the driver sent it
+	LSN                         uint64
+	CommittedAt                 time.Time // zero when the row came from a rebuild
+}
+
+const positionCols = `driver, lat, lng, speed_kmh, heading, seq, ts, lsn, committed_at`
+
+func scanPosition(rows *sql.Rows) (Position, error) {
+	var p Position
+	var seq, ts, lsn, at int64
+	err := rows.Scan(&p.Driver, &p.Lat, &p.Lng, &p.SpeedKmh, &p.Heading, &seq, &ts, &lsn, &at)
+	p.Seq, p.TS, p.LSN, p.CommittedAt = uint64(seq), fromNanos(ts), uint64(lsn), fromNanos(at)
+	return p, err
+}
+
+// Positions answers the latest position of every driver, by driver name.
+// There is one row per driver (the engine bounds the drivers).
+func (r *Replica) Positions(ctx context.Context) ([]Position, error) {
+	out := []Position{}
+	err := r.query(ctx, "positions", `SELECT `+positionCols+` FROM positions ORDER BY driver`, nil, func(rows *sql.Rows) error {
+		p, err := scanPosition(rows)
+		out = append(out, p)
+		return err
+	})
+	return out, err
+}
+
+// Trail answers a driver's last n points, newest first; n <= 0 or above
+// TrailPoints means TrailPoints (all that is kept).
+func (r *Replica) Trail(ctx context.Context, driver string, n int) ([]Position, error) {
+	if n <= 0 || n > TrailPoints {
+		n = TrailPoints
+	}
+	out := []Position{}
+	err := r.query(ctx, "trail of "+driver, `SELECT `+positionCols+` FROM trail WHERE driver = ? ORDER BY n DESC LIMIT ?`,
+		[]any{driver, n}, func(rows *sql.Rows) error {
+			p, err := scanPosition(rows)
+			out = append(out, p)
+			return err
+		})
+	return out, err
+}
+
+// Row is one key of a user table.
+type Row struct {
+	Table, Key  string
+	Value       []byte // JSON
+	Version     uint64
+	LSN         uint64
+	CommittedAt time.Time // zero when the row came from a rebuild
+}
+
+// Rows answers the keys of a user table after the key `after`, in key
+// order; limit <= 0 means 100, capped at 1000.
+func (r *Replica) Rows(ctx context.Context, table, after string, limit int) ([]Row, error) {
+	out := []Row{}
+	err := r.query(ctx, "rows of "+table, `SELECT key, value, version, lsn, committed_at FROM rows
+		WHERE tbl = ? AND key > ? ORDER BY key LIMIT ?`, []any{table, after, clampLimit(limit)}, func(rows *sql.Rows) error {
+		row := Row{Table: table}
+		var ver, lsn, at int64
+		if err := rows.Scan(&row.Key, &row.Value, &ver, &lsn, &at); err != nil {
+			return err
+		}
+		row.Version, row.LSN, row.CommittedAt = uint64(ver), uint64(lsn), fromNanos(at)
+		out = append(out, row)
+		return nil
+	})
+	return out, err
+}
+
+func clampLimit(n int) int {
+	if n <= 0 {
+		return 100
+	}
+	return min(n, maxQueryRows)
+}
+
+// query runs q on the readers' pool and calls scan for each row.
+func (r *Replica) query(ctx context.Context, what, q string, args []any, scan func(*sql.Rows) error) error {
+	select {
+	case <-r.stop:
+		return ErrClosed
+	default:
+	}
+	rows, err := r.rdb.QueryContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("replica: query %s: %w", what, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := scan(rows); err != nil {
+			return fmt.Errorf("replica: query %s: %w", what, err)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("replica: query %s: %w", what, err)
+	}
+	return nil
+}
