@@ -483,6 +483,9 @@ func (v *routesLive) frame(ctx context.Context, evs []*hub.Event, _ bool) frame 
 			continue
 		}
 		a := decodeAssignment(ev.Key, ev.Value, ev.Version, ev.LSN)
+		// A hub event carries no commit time; the frame is sent within one
+		// frame interval of the fsync that confirmed the write.
+		a.CommittedAt = time.Now()
 		f.Upsert = append(f.Upsert, upsert{ID: id, Parent: "route-rows", HTML: html(ctx, routeRow(a))})
 	}
 	return f
