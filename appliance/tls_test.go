@@ -43,7 +43,7 @@ func TestTLSAndSecureSessionCookie(t *testing.T) {
 		t.Fatalf("URL %s is not https", a.URL())
 	}
 	c := &http.Client{
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}},
+		Transport:     &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		Timeout:       10 * time.Second,
 	}
