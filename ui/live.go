@@ -177,6 +177,21 @@ func (u *UI) liveHandler(w http.ResponseWriter, r *http.Request) {
 		}
 		from = &n
 	}
+	if fl, ok := view.(*fleetLive); ok {
+		if from == nil {
+			fail(w, http.StatusBadRequest, "bad_parameter", "from (the LSN the page was rendered at) is required")
+			return
+		}
+		cur, catchUp, err := u.fleetFeed.join(*from)
+		if err != nil {
+			// The page is too old for the feed: render it again.
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.WriteHeader(http.StatusOK)
+			fmt.Fprint(w, "event: reload\ndata: {}\n\n")
+			return
+		}
+		fl.cursor, fl.catchUp = cur, catchUp
+	}
 	if view.table() != "" && from == nil {
 		fail(w, http.StatusBadRequest, "bad_parameter", "from (the LSN the page was rendered at) is required")
 		return
@@ -279,6 +294,7 @@ func (u *UI) liveHandler(w http.ResponseWriter, r *http.Request) {
 				lastTick = now
 			}
 			f := view.frame(ctx, evs, due)
+			lastLSN = max(lastLSN, f.LSN)
 			f.Replace = rf.Replace
 			if last > lastLSN {
 				lastLSN = last
@@ -379,15 +395,26 @@ func (v *systemLive) frame(ctx context.Context, _ []*hub.Event, tick bool) frame
 }
 
 type fleetLive struct {
+	noRows
 	u       *UI
 	driver  string
 	changed bool // positions changed since the plot was last sent
+	cursor  uint64
+	catchUp []*hub.Event // from the log, for a page older than the feed
 }
 
-func (v *fleetLive) table() string        { return engine.TablePositions }
+// table is "": Fleet pages share the UI's one positions subscriber.
+func (v *fleetLive) table() string        { return "" }
 func (v *fleetLive) every() time.Duration { return max(4*v.u.opt.FrameInterval, time.Second) }
-func (v *fleetLive) frame(ctx context.Context, evs []*hub.Event, tick bool) frame {
+func (v *fleetLive) frame(ctx context.Context, _ []*hub.Event, tick bool) frame {
 	var f frame
+	evs, next := v.u.fleetFeed.since(v.cursor)
+	v.cursor = next
+	f.LSN = next
+	if v.catchUp != nil {
+		evs = append(v.catchUp, evs...) // older first; the feed's are newer
+		v.catchUp = nil
+	}
 	now := time.Now()
 	for _, ev := range evs {
 		id := rowID("drv", ev.Key)
@@ -448,16 +475,6 @@ func (v *routesLive) replace(ctx context.Context, rows []hub.Row) (frame, bool) 
 		routeRow(decodeAssignment(r.Key, r.Value, r.Version, r.LSN)).Render(ctx, &b)
 	}
 	return frame{Replace: []set{{ID: "route-rows", HTML: b.String()}}}, true
-}
-
-func (v *fleetLive) replace(ctx context.Context, rows []hub.Row) (frame, bool) {
-	var b strings.Builder
-	now := time.Now()
-	for _, r := range rows {
-		fleetRow(decodePosition(r.Key, r.Value, r.LSN), now).Render(ctx, &b)
-	}
-	v.changed = true
-	return frame{Replace: []set{{ID: "fleet-rows", HTML: b.String()}}}, true
 }
 
 func (v *tableLive) replace(ctx context.Context, rows []hub.Row) (frame, bool) {

@@ -187,3 +187,37 @@ func TestLiveResyncReplacesRows(t *testing.T) {
 		t.Error("hub counted no resync")
 	}
 }
+
+// All Fleet pages share one positions subscriber; a page rendered before
+// the feed started gets the gap from the log.
+func TestFleetPagesShareOneSubscriber(t *testing.T) {
+	f := newFixture(t, Options{})
+	c := f.client()
+	f.login(c, dashToken)
+	f.points(1, "old")
+	_, old, _ := f.get(c, "/ui/fleet") // rendered now, connected later
+	f.points(1, "gap")               // between the old page's LSN and the feed's start
+	_, body, _ := f.get(c, "/ui/fleet")
+	a := f.live(c, liveOf(t, body))
+	b := f.live(c, liveOf(t, body))
+	f.waitFor(func() bool { return f.u.LiveConnections() == 2 }, "two live fleet pages")
+	f.points(2, "old")
+	for _, ls := range []*liveStream{a, b} {
+		fr, _ := ls.next(t, 5*time.Second)
+		if len(fr.Upsert) == 0 || fr.Upsert[0].ID != rowID("drv", "old") {
+			t.Fatalf("fleet frame %+v, want old's update", fr)
+		}
+	}
+	if top := f.h.TopTables(5); len(top) != 1 || top[0].Table != "positions" || top[0].Subscribers != 1 {
+		t.Errorf("hub subscribers %+v, want one on positions for two Fleet pages", top)
+	}
+	ls := f.live(c, liveOf(t, old))
+	fr, _ := ls.next(t, 5*time.Second)
+	got := map[string]bool{}
+	for _, u := range fr.Upsert {
+		got[u.ID] = true
+	}
+	if !got[rowID("drv", "gap")] || !got[rowID("drv", "old")] {
+		t.Errorf("the older page's first frame %v lacks the gap (gap) or the feed's change (old)", got)
+	}
+}

@@ -68,10 +68,11 @@ type UI struct {
 	mux      *http.ServeMux
 	log      *slog.Logger
 
-	live     chan struct{} // semaphore: one token per open live connection (cap MaxLive)
-	liveOpen atomic.Int64
-	liveSent atomic.Uint64 // frames written
-	plots    plotCache
+	live      chan struct{} // semaphore: one token per open live connection (cap MaxLive)
+	liveOpen  atomic.Int64
+	liveSent  atomic.Uint64 // frames written
+	plots     plotCache
+	fleetFeed fleetFeed // the one positions subscriber of all Fleet pages
 
 	done      chan struct{}
 	closeOnce sync.Once
@@ -93,6 +94,7 @@ func New(opt Options) *UI {
 		live:     make(chan struct{}, opt.MaxLive),
 		done:     make(chan struct{}),
 	}
+	u.fleetFeed.u = u
 	u.wg.Add(1)
 	go func() {
 		defer u.wg.Done()
