@@ -196,7 +196,7 @@ func TestFleetPagesShareOneSubscriber(t *testing.T) {
 	f.login(c, dashToken)
 	f.points(1, "old")
 	_, old, _ := f.get(c, "/ui/fleet") // rendered now, connected later
-	f.points(1, "gap")               // between the old page's LSN and the feed's start
+	f.points(1, "gap")                 // between the old page's LSN and the feed's start
 	_, body, _ := f.get(c, "/ui/fleet")
 	a := f.live(c, liveOf(t, body))
 	b := f.live(c, liveOf(t, body))
