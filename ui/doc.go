@@ -15,7 +15,13 @@
 //     a browser. A connection that falls too far behind gets "reload".
 //   - Live connections are hub subscribers (bounded per table by the hub)
 //     and bounded in total by MaxLive; they never block a writer: the hub
-//     offers without blocking and this package only reads.
+//     offers without blocking and this package only reads. Fleet pages share
+//     one positions subscriber (fleetfeed.go): the hub offers each record to
+//     each subscriber on the committer's goroutine, so a driver flood must
+//     be fanned out once, not once per open Fleet page.
+//   - Fleet, Routes and Warehouse read a ReadModel (the SQLite replica in
+//     the appliance; SnapshotReader otherwise); Channels and System read the
+//     engine's ledger and the hub's counters; Tables read engine snapshots.
 //   - Nothing is served without a session (303 to /ui/login); a POST without
 //     the session's CSRF token answers 403 and changes nothing; live
 //     endpoints refuse a cross-site Origin.
