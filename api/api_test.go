@@ -225,6 +225,10 @@ func (f *fixture) send(method, path, token string, body any, hdr ...string) (res
 	if err != nil {
 		return resp{}, err
 	}
+	// Every answer must match docs/openapi.yaml (api/openapi_test.go).
+	if err := checkAnswer(req, res.StatusCode, res.Header, raw); err != nil {
+		return resp{}, fmt.Errorf("the answer does not match docs/openapi.yaml: %w", err)
+	}
 	return resp{status: res.StatusCode, header: res.Header, body: raw}, nil
 }
 

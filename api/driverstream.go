@@ -10,6 +10,7 @@ import (
 	"github.com/coder/websocket"
 
 	"routehound/engine"
+	"routehound/hub"
 )
 
 // driverFrame is one client frame on /v1/drivers/stream.
@@ -31,6 +32,10 @@ const maxStreamDrivers = 10000
 // Refusals are {"type":"error","code","message","driver"}; a lane_full
 // refusal means "resend later", nothing of that frame was accepted.
 func (s *Server) driverStream(w http.ResponseWriter, r *http.Request) {
+	if err := hub.CheckHandshake(r, false); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true}) // bearer-authenticated: no ambient credential to guard
 	if err != nil {
 		return

@@ -53,6 +53,12 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		secs := int((s.cfg.RetryAfter + time.Second - 1) / time.Second)
 		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
 	}
+	switch ae.code {
+	case "upgrade_required":
+		w.Header().Set("Upgrade", "websocket")
+	case "bad_handshake":
+		w.Header().Set("Sec-WebSocket-Version", "13")
+	}
 	if ae.status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="routehound"`)
 	}
@@ -89,6 +95,12 @@ func (s *Server) mapEngineError(err error) *apiError {
 		return errorf(http.StatusServiceUnavailable, "unavailable", "the server is shutting down")
 	case errors.Is(err, hub.ErrReadOnly):
 		return errorf(http.StatusForbidden, "read_only_table", "%s", err.Error())
+	case errors.Is(err, hub.ErrNotWebSocket):
+		return errorf(http.StatusUpgradeRequired, "upgrade_required", "this endpoint is a WebSocket: send Connection: Upgrade and Upgrade: websocket")
+	case errors.Is(err, hub.ErrBadHandshake):
+		return errorf(http.StatusBadRequest, "bad_handshake", "%s", strings.ReplaceAll(strings.TrimPrefix(err.Error(), "hub: bad WebSocket handshake\n"), "\n", "; "))
+	case errors.Is(err, hub.ErrCrossOrigin):
+		return errorf(http.StatusForbidden, "cross_origin", "a browser session may open a WebSocket only from this server's own pages (Origin must match Host)")
 	case errors.Is(err, hub.ErrBadRequest):
 		return errorf(http.StatusBadRequest, "bad_parameter", "%s", strings.TrimPrefix(err.Error(), "hub: bad request: "))
 	case errors.Is(err, engine.ErrBadName):

@@ -146,7 +146,7 @@ func (s *Server) metricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()
 	s.ledger = newLedgerCollector(s.e)
 	s.ledger.reg = reg
-	reg.MustRegister(s.ledger, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(s.ledger, newPhoneCollector(s.e), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: nil})
 }
 

@@ -28,6 +28,8 @@ type Server struct {
 	// driverSlots bounds the driver bodies being decoded at once
 	// (GOMAXPROCS-1, at least 1); see postLocations.
 	driverSlots chan struct{}
+
+	configDevices map[string]string // phone device id → driver, from the config (devices.go)
 }
 
 // New builds the server; mount more routes with Handle before serving.
@@ -96,11 +98,13 @@ func (s *Server) routes() {
 		"GET": s.allow("", s.getLog, RoleAdmin, RoleDashboard),
 	}))
 	s.tableRoutes()
+	s.deviceRoutes()
 	s.mux.HandleFunc("/healthz", s.methods(map[string]http.HandlerFunc{"GET": s.healthz}))
 	s.mux.HandleFunc("/readyz", s.methods(map[string]http.HandlerFunc{"GET": s.readyz}))
 	s.mux.Handle("/metrics", s.methods(map[string]http.HandlerFunc{
 		"GET": s.allow("", s.metricsHandler().ServeHTTP, RoleAdmin),
 	}))
+	s.mux.HandleFunc("/v1/openapi.yaml", s.methods(map[string]http.HandlerFunc{"GET": s.openAPI}))
 	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errorf(http.StatusNotFound, "not_found", "no endpoint %s", r.URL.Path))
 	})

@@ -20,6 +20,7 @@ import (
 	"routehound/config"
 	"routehound/engine"
 	"routehound/hub"
+	"routehound/osmand"
 	"routehound/replica"
 	"routehound/ui"
 	"routehound/wal"
@@ -37,6 +38,8 @@ type Appliance struct {
 	Replica   *replica.Replica // the SQLite read model the dashboard reads
 	UI        *ui.UI           // the operations dashboard at /ui/
 	Addr      *net.TCPAddr     // where the HTTP listener is bound
+	// Osmand is the phone apps' listener ([osmand] enabled), or nil.
+	Osmand *osmand.Listener
 
 	log     *slog.Logger
 	db      *wal.DB
@@ -86,6 +89,13 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 		MaxMessageBytes:        cfg.HTTP.MaxBodyBytes,
 	}, log)
 	srv.MountHub(hb)
+	phones, err := osmand.ConfigFrom(cfg)
+	if err != nil {
+		eng.Close(context.Background())
+		db.Close()
+		return nil, err
+	}
+	srv.SetConfigDevices(phones.Devices)
 
 	a := &Appliance{Config: cfg, Dir: dir, Tokens: tokens, Generated: generated, Engine: eng, Hub: hb, API: srv,
 		log: log, db: db, served: make(chan error, 1)}
@@ -141,6 +151,12 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 		go func() { a.served <- a.http.Serve(ln) }()
 	}
 	log.Info("serving", "listen", a.Addr.String())
+	if cfg.Osmand.Enabled {
+		if a.Osmand, err = osmand.Start(eng, phones, log); err != nil {
+			a.Shutdown(context.Background())
+			return nil, err
+		}
+	}
 	return a, nil
 }
 
@@ -173,8 +189,14 @@ func (a *Appliance) Token(role string) string {
 // restart to recover from the last durable commit.
 func (a *Appliance) Failed() <-chan error {
 	out := make(chan error, 1)
+	var phones <-chan error // nil (never ready) without the phone listener
+	if a.Osmand != nil {
+		phones = a.Osmand.Done()
+	}
 	go func() {
 		select {
+		case err := <-phones:
+			out <- fmt.Errorf("phone listener: %w", err)
 		case err := <-a.Engine.Fatal():
 			out <- fmt.Errorf("storage failed, exiting for a restart: %w", err)
 		case err := <-a.served:
@@ -193,6 +215,13 @@ func (a *Appliance) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	a.closed = true
+	if a.Osmand != nil {
+		// Before the engine closes: each phone request in flight waits for
+		// its commit, and gets its 200 only if that commit is durable.
+		if err := a.Osmand.Shutdown(ctx); err != nil {
+			a.log.Warn("phone listener shutdown", "err", err)
+		}
+	}
 	if err := a.http.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		a.log.Warn("http shutdown", "err", err)
 		a.http.Close()

@@ -40,6 +40,7 @@ type Config struct {
 	Committer Committer `toml:"committer"`
 	Lanes     Lanes     `toml:"lanes"`
 	Hub       Hub       `toml:"hub"`
+	Osmand    Osmand    `toml:"osmand"`
 	UI        UI        `toml:"ui"`
 }
 
@@ -102,6 +103,33 @@ type Hub struct {
 	WriteTimeout           time.Duration `toml:"write_timeout"`
 }
 
+// Osmand configures the listener for the phone apps (Traccar Client,
+// OsmAnd). It is off by default: it opens a second port that answers
+// anyone who knows a device id, so a depot turns it on knowingly.
+type Osmand struct {
+	Enabled bool   `toml:"enabled"`
+	Listen  string `toml:"listen"`
+	// PathSecret, when set, must be the first path segment after /osmand/
+	// (the apps keep the server URL's path): /osmand/<secret>/.
+	PathSecret string `toml:"path_secret"`
+	// SpeedUnit of the query/form speed: knots, kmh, mps or mph.
+	SpeedUnit string `toml:"speed_unit"`
+	// TimeZone of a "yyyy-MM-dd HH:mm:ss" timestamp (IANA name).
+	TimeZone string `toml:"time_zone"`
+	// TLSCert and TLSKey (PEM files), both set: the listener speaks HTTPS.
+	TLSCert      string `toml:"tls_cert"`
+	TLSKey       string `toml:"tls_key"`
+	MaxBodyBytes int64  `toml:"max_body_bytes"`
+	// Devices registered in the file, besides those of the devices API.
+	Devices []Device `toml:"devices"`
+}
+
+// Device maps a phone's device id to the driver its points belong to.
+type Device struct {
+	ID     string `toml:"id"`
+	Driver string `toml:"driver"`
+}
+
 // Default is the configuration with nothing set.
 func Default() Config {
 	ec := engine.DefaultConfig()
@@ -137,6 +165,12 @@ func Default() Config {
 			WriteTimeout:           5 * time.Second,
 		},
 		UI: UI{SessionTTL: 12 * time.Hour, MaxSessions: 1000, MaxLive: 64, FrameInterval: 250 * time.Millisecond},
+		Osmand: Osmand{
+			Listen:       ":5055",
+			SpeedUnit:    "knots",
+			TimeZone:     "UTC",
+			MaxBodyBytes: 64 << 10,
+		},
 	}
 }
 
@@ -183,7 +217,47 @@ func (c Config) Validate() error {
 	if c.UI.SessionTTL <= 0 || c.UI.MaxSessions <= 0 || c.UI.MaxLive <= 0 || c.UI.FrameInterval <= 0 {
 		return errors.New("config: ui settings must be > 0")
 	}
+	if err := c.Osmand.Validate(); err != nil {
+		return err
+	}
 	return c.Engine("").Validate()
+}
+
+// Validate reports the first [osmand] setting that cannot work.
+func (o Osmand) Validate() error {
+	switch o.SpeedUnit {
+	case "knots", "kmh", "mps", "mph":
+	default:
+		return fmt.Errorf("config: osmand.speed_unit %q is not knots, kmh, mps or mph", o.SpeedUnit)
+	}
+	if _, err := time.LoadLocation(o.TimeZone); err != nil {
+		return fmt.Errorf("config: osmand.time_zone: %w", err)
+	}
+	if (o.TLSCert == "") != (o.TLSKey == "") {
+		return errors.New("config: osmand.tls_cert and osmand.tls_key go together")
+	}
+	if o.MaxBodyBytes <= 0 {
+		return errors.New("config: osmand.max_body_bytes must be > 0")
+	}
+	if o.PathSecret != "" {
+		if err := engine.CheckName("osmand.path_secret", o.PathSecret); err != nil || len(o.PathSecret) < 8 {
+			return fmt.Errorf("config: osmand.path_secret: 8 to 128 letters, digits and . _ - : @ ~")
+		}
+	}
+	seen := map[string]bool{}
+	for i, d := range o.Devices {
+		if err := engine.CheckDeviceID(d.ID); err != nil {
+			return fmt.Errorf("config: osmand.devices[%d]: %w", i, err)
+		}
+		if err := engine.CheckName("driver", d.Driver); err != nil {
+			return fmt.Errorf("config: osmand.devices[%d] (%s): %w", i, d.ID, err)
+		}
+		if seen[d.ID] {
+			return fmt.Errorf("config: osmand.devices[%d]: device %s is listed twice", i, d.ID)
+		}
+		seen[d.ID] = true
+	}
+	return nil
 }
 
 func validRole(r string) bool {

@@ -102,3 +102,34 @@ func TestTokensGeneratedOnceAndReused(t *testing.T) {
 		t.Fatalf("configured tokens: %v %v", got, gen)
 	}
 }
+
+func TestOsmandSettings(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "c.toml")
+	os.WriteFile(p, []byte("[osmand]\nenabled = true\nspeed_unit = \"kmh\"\ntime_zone = \"Europe/Berlin\"\npath_secret = \"s3cret-path\"\n[[osmand.devices]]\nid = \"phone-0001-abcd\"\ndriver = \"anna\"\n"), 0o600)
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Osmand.Enabled || c.Osmand.Listen != ":5055" || c.Osmand.SpeedUnit != "kmh" || len(c.Osmand.Devices) != 1 || c.Osmand.Devices[0].Driver != "anna" {
+		t.Fatalf("osmand: %+v", c.Osmand)
+	}
+	if Default().Osmand.Enabled {
+		t.Fatal("the phone listener must be off by default")
+	}
+	for _, bad := range []string{
+		"[osmand]\nspeed_unit = \"furlongs\"\n",
+		"[osmand]\ntime_zone = \"Mars/Olympus\"\n",
+		"[osmand]\ntls_cert = \"a.pem\"\n",
+		"[osmand]\npath_secret = \"short\"\n",
+		"[osmand]\npath_secret = \"has/slash/inside\"\n",
+		"[[osmand.devices]]\nid = \"123456\"\ndriver = \"anna\"\n",
+		"[[osmand.devices]]\nid = \"phone-0001-abcd\"\ndriver = \"bad name\"\n",
+		"[[osmand.devices]]\nid = \"phone-0001-abcd\"\ndriver = \"a\"\n[[osmand.devices]]\nid = \"phone-0001-abcd\"\ndriver = \"b\"\n",
+	} {
+		os.WriteFile(p, []byte(bad), 0o600)
+		if _, err := Load(p); err == nil {
+			t.Errorf("accepted:\n%s", bad)
+		}
+	}
+}

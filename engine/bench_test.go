@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -152,4 +155,80 @@ func waitDurable(b *testing.B, e *engine.Engine, last []uint64) {
 			time.Sleep(100 * time.Microsecond)
 		}
 	}
+}
+
+// BenchmarkDiskPerPoint measures what a driver point costs on disk: the
+// capacity plan (docs/design.md §5) turns it into disk per day.
+//
+//	go test -run '^$' -bench DiskPerPoint -benchtime 2000x ./engine
+//
+// One op is one batch of 100 points from one of 8 drivers. After the run
+// the store is closed (Badger flushes its memtable) and reopened (so that
+// its WAL is replayed and truncated), and every file's allocated blocks are
+// summed: what `du` shows, not the sparse apparent size of Badger's
+// preallocated files.
+func BenchmarkDiskPerPoint(b *testing.B) {
+	dir := b.TempDir()
+	db, err := wal.Open(wal.Options{Dir: dir, MemoryBytes: 96 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	e, err := engine.New(engine.DefaultConfig(), db, nil)
+	if err != nil {
+		db.Close()
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	seqs := make([]uint64, benchWorkers)
+	for i := range b.N {
+		w := i % benchWorkers
+		for {
+			_, err := e.SubmitPoints(ctx, fmt.Sprintf("disk-%02d", w), benchPoints(seqs[w]))
+			if errors.Is(err, engine.ErrLaneFull) {
+				time.Sleep(time.Millisecond)
+				continue
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			break
+		}
+		seqs[w] += benchPointsPerBatch
+	}
+	b.StopTimer()
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := e.Close(cctx); err != nil {
+		b.Fatal(err)
+	}
+	logical := db.LogBytes()
+	if err := db.Close(); err != nil {
+		b.Fatal(err)
+	}
+	db, err = wal.Open(wal.Options{Dir: dir, MemoryBytes: 96 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		b.Fatal(err)
+	}
+	var allocated int64
+	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		var st syscall.Stat_t
+		if err := syscall.Stat(path, &st); err != nil {
+			return err
+		}
+		allocated += st.Blocks * 512
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	points := float64(b.N * benchPointsPerBatch)
+	b.ReportMetric(float64(allocated)/points, "disk-B/pt")
+	b.ReportMetric(float64(logical)/points, "log-B/pt")
+	b.ReportMetric(float64(allocated)/(1<<20), "disk-MiB")
 }

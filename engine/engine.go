@@ -37,6 +37,7 @@ type Engine struct {
 
 	drivers drivers
 	totals  Totals
+	phone   PhoneStats
 	started time.Time
 }
 

@@ -30,9 +30,14 @@ const AnyVersion = wal.AnyVersion
 var ErrBadName = errors.New("bad name")
 
 // IsBuiltin reports whether table is written only by its actor's endpoint
-// (positions, assignments, loading).
+// (positions, assignments, loading; devices, device_status and quarantine
+// of the phone apps).
 func IsBuiltin(table string) bool {
-	return table == TablePositions || table == TableAssignments || table == TableLoading
+	switch table {
+	case TablePositions, TableAssignments, TableLoading, TableDevices, TableDeviceStatus, TableQuarantine:
+		return true
+	}
+	return false
 }
 
 // CheckName validates an identifier (driver, route, table name): 1..128

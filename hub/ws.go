@@ -45,6 +45,10 @@ func (h *Hub) WSHandler(g Gate) http.Handler {
 		if !ok {
 			return
 		}
+		if err := CheckHandshake(r, session); err != nil {
+			g.Fail(w, r, err)
+			return
+		}
 		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: !session})
 		if err != nil {
 			return // Accept has answered

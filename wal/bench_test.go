@@ -3,7 +3,10 @@ package wal_test
 import (
 	"encoding/binary"
 	"fmt"
+	"io/fs"
+	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -182,4 +185,66 @@ func BenchmarkWALBatch(b *testing.B) {
 	b.ReportMetric(points/elapsed.Seconds(), "points/s")
 	b.ReportMetric(float64(len(syncs))*1000/points, "fsyncs/1000pts")
 	b.ReportMetric(p99ms(syncs), "fsync-p99-ms")
+}
+
+// BenchmarkManyTables measures what a table costs on disk and to read back
+// when a box holds very many small tables (docs/design.md §6: the seed
+// figure is 1,000,000 tables). One op creates one table with one key
+// (a ~60-byte JSON value); puts are committed 1,000 to a transaction.
+//
+//	go test -run '^$' -bench ManyTables -benchtime 1000000x ./wal
+func BenchmarkManyTables(b *testing.B) {
+	dir := b.TempDir()
+	db, err := wal.Open(wal.Options{Dir: dir, MemoryBytes: benchMemoryBytes})
+	if err != nil {
+		b.Fatal(err)
+	}
+	value := []byte(`{"status":"open","dock":"D7","updated":"2026-11-23T10:00:00Z"}`)
+	b.ResetTimer()
+	for i := 0; i < b.N; {
+		batch := db.Begin()
+		for j := 0; j < 1000 && i < b.N; j++ {
+			if _, err := batch.Put(fmt.Sprintf("t%07d", i), "k", value, "tables", wal.AnyVersion); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+		if err := batch.Commit(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := db.Sync(); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	t0 := time.Now()
+	snap, err := db.Snapshot()
+	if err != nil {
+		b.Fatal(err)
+	}
+	n := 0
+	_, err = snap.Tables("", 0, func(wal.TableInfo) error { n++; return nil })
+	snap.Close()
+	if err != nil {
+		b.Fatal(err)
+	}
+	listed := time.Since(t0)
+	if n != b.N {
+		b.Fatalf("listed %d tables, want %d", n, b.N)
+	}
+	if err := db.Close(); err != nil {
+		b.Fatal(err)
+	}
+	var allocated int64
+	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			var st syscall.Stat_t
+			if syscall.Stat(path, &st) == nil {
+				allocated += st.Blocks * 512
+			}
+		}
+		return nil
+	})
+	b.ReportMetric(float64(allocated)/float64(b.N), "disk-B/table")
+	b.ReportMetric(float64(listed.Milliseconds()), "list-all-ms")
 }

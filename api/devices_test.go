@@ -1,0 +1,120 @@
+package api_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"routehound/api"
+	"routehound/engine"
+	"routehound/wal"
+)
+
+// newDevicesFixture is a server with config-registered devices (what the
+// appliance does with [[osmand.devices]]).
+func newDevicesFixture(t *testing.T, configured map[string]string) *fixture {
+	t.Helper()
+	db, err := wal.Open(wal.Options{Dir: filepath.Join(t.TempDir(), "store"), MemoryBytes: 32 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec := engine.DefaultConfig()
+	ec.MinFreeBytes = 0
+	eng, err := engine.New(ec, db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roles := map[string]api.Role{}
+	for r, tk := range fxTokens {
+		roles[tk] = r
+	}
+	srv := api.New(eng, api.NewTokens(roles), api.Config{MaxBodyBytes: 1 << 20, RetryAfter: time.Second}, nil)
+	srv.SetConfigDevices(configured)
+	ts := httptest.NewServer(srv)
+	t.Cleanup(func() {
+		ts.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		eng.Close(ctx)
+		db.Close()
+	})
+	return &fixture{url: ts.URL, client: ts.Client(), eng: eng}
+}
+
+func TestDevices(t *testing.T) {
+	f := newDevicesFixture(t, map[string]string{"configured-phone-1": "bob"})
+	admin := tok(api.RoleAdmin)
+	const id = "k3v9-q1x7-m2p8"
+
+	wantError(t, f.do(t, "GET", "/v1/devices/"+id, admin, nil), http.StatusNotFound, "not_found")
+	r := f.do(t, "PUT", "/v1/devices/"+id, admin, map[string]string{"driver": "anna"})
+	wantStatus(t, r, http.StatusCreated)
+	m := object(t, r, "id", "driver", "source", "version", "lsn")
+	if str(t, m["id"]) != id || str(t, m["driver"]) != "anna" || str(t, m["source"]) != "api" || num[uint64](t, m["version"]) != 1 {
+		t.Fatalf("put: %v", r)
+	}
+	lsn := num[uint64](t, m["lsn"])
+	drv, ok, err := f.eng.DeviceDriver(id)
+	if err != nil || !ok || drv != "anna" {
+		t.Fatalf("engine lookup after PUT: %q %v %v", drv, ok, err)
+	}
+	// Moving the phone to another driver is an update.
+	r = f.do(t, "PUT", "/v1/devices/"+id, admin, map[string]string{"driver": "carl"})
+	wantStatus(t, r, http.StatusOK)
+	r = f.do(t, "GET", "/v1/devices/"+id, admin, nil)
+	wantStatus(t, r, http.StatusOK)
+	m = object(t, r, "id", "driver", "source", "version", "lsn")
+	if str(t, m["driver"]) != "carl" || num[uint64](t, m["version"]) != 2 || num[uint64](t, m["lsn"]) <= lsn {
+		t.Fatalf("get: %v", r)
+	}
+	// The table is readable through the tables API and read-only there.
+	wantStatus(t, f.do(t, "GET", "/v1/tables/devices/keys/"+id, admin, nil), http.StatusOK)
+	wantError(t, f.do(t, "PUT", "/v1/tables/devices/keys/"+id, admin, map[string]string{"driver": "eve"}), http.StatusForbidden, "read_only_table")
+	wantError(t, f.do(t, "PUT", "/v1/tables/quarantine/keys/x", admin, map[string]string{}), http.StatusForbidden, "read_only_table")
+	wantError(t, f.do(t, "PUT", "/v1/tables/device_status/keys/x", admin, map[string]string{}), http.StatusForbidden, "read_only_table")
+
+	r = f.do(t, "DELETE", "/v1/devices/"+id, admin, nil)
+	wantStatus(t, r, http.StatusOK)
+	object(t, r, "id", "lsn")
+	if _, ok, _ := f.eng.DeviceDriver(id); ok {
+		t.Fatal("device still registered after DELETE")
+	}
+	wantError(t, f.do(t, "DELETE", "/v1/devices/"+id, admin, nil), http.StatusNotFound, "not_found")
+	wantError(t, f.do(t, "GET", "/v1/devices/"+id, admin, nil), http.StatusNotFound, "not_found")
+
+	// Config devices show, and cannot be changed here.
+	r = f.do(t, "GET", "/v1/devices/configured-phone-1", admin, nil)
+	wantStatus(t, r, http.StatusOK)
+	m = object(t, r, "id", "driver", "source")
+	if str(t, m["source"]) != "config" || str(t, m["driver"]) != "bob" {
+		t.Fatalf("config device: %v", r)
+	}
+	wantError(t, f.do(t, "PUT", "/v1/devices/configured-phone-1", admin, map[string]string{"driver": "x"}), http.StatusConflict, "device_in_config")
+	wantError(t, f.do(t, "DELETE", "/v1/devices/configured-phone-1", admin, nil), http.StatusConflict, "device_in_config")
+}
+
+func TestDevicesRefusals(t *testing.T) {
+	f := newDevicesFixture(t, nil)
+	admin := tok(api.RoleAdmin)
+	const id = "k3v9-q1x7-m2p8"
+	for _, role := range []api.Role{api.RoleDriver, api.RoleDispatch, api.RoleWarehouse, api.RoleDashboard} {
+		wantError(t, f.do(t, "PUT", "/v1/devices/"+id, tok(role), map[string]string{"driver": "anna"}), http.StatusForbidden, "forbidden")
+		wantError(t, f.do(t, "GET", "/v1/devices/"+id, tok(role), nil), http.StatusForbidden, "forbidden")
+	}
+	wantError(t, f.do(t, "PUT", "/v1/devices/"+id, "", map[string]string{"driver": "anna"}), http.StatusUnauthorized, "unauthorized")
+	// Short ids are refused: the id is the phone's only credential.
+	wantError(t, f.do(t, "PUT", "/v1/devices/123456", admin, map[string]string{"driver": "anna"}), http.StatusBadRequest, "bad_device_id")
+	wantError(t, f.do(t, "GET", "/v1/devices/123456", admin, nil), http.StatusBadRequest, "bad_device_id")
+	wantError(t, f.do(t, "PUT", "/v1/devices/bad%20device%20id", admin, map[string]string{"driver": "anna"}), http.StatusBadRequest, "bad_device_id")
+	wantError(t, f.do(t, "PUT", "/v1/devices/"+id, admin, map[string]string{}), http.StatusBadRequest, "invalid_field")
+	wantError(t, f.do(t, "PUT", "/v1/devices/"+id, admin, map[string]string{"driver": "not ok"}), http.StatusBadRequest, "bad_name")
+	wantError(t, f.do(t, "PUT", "/v1/devices/"+id, admin, map[string]any{"driver": "anna", "extra": 1}), http.StatusBadRequest, "unknown_field")
+	wantError(t, f.do(t, "PUT", "/v1/devices/"+id, admin, "{"), http.StatusBadRequest, "bad_json")
+	wantError(t, f.do(t, "POST", "/v1/devices/"+id, admin, nil), http.StatusMethodNotAllowed, "method_not_allowed")
+	if _, ok, _ := f.eng.DeviceDriver(id); ok {
+		t.Fatal("a refused PUT registered the device")
+	}
+}
