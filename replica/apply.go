@@ -85,7 +85,7 @@ func (a *applier) catchUp(ctx context.Context) error {
 	}
 	for ctx.Err() == nil && r.applied.Load() < r.src.DurableLSN() {
 		t0 := time.Now()
-		err := a.page(ctx)
+		n, err := a.page(ctx)
 		if isTrimmed(err) {
 			r.log.Warn("log trimmed past the replica; rebuilding from a snapshot", "applied_lsn", r.applied.Load())
 			err = a.rebuild(ctx)
@@ -93,10 +93,15 @@ func (a *applier) catchUp(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if n == 0 && r.applied.Load() < r.src.DurableLSN() {
+			// The source has nothing to read yet below its durable LSN:
+			// wait for the next notice or poll rather than spin.
+			return nil
+		}
 		if busy := time.Since(t0); applyShare < 1 && r.applied.Load() < r.src.DurableLSN() {
 			// Behind: rest so that the applier takes at most applyShare
 			// of a core from the writers; the log holds the backlog.
-			rest := time.Duration(float64(busy) * (1 - applyShare) / applyShare)
+			rest := min(time.Duration(float64(busy)*(1-applyShare)/applyShare), maxRest)
 			select {
 			case <-ctx.Done():
 			case <-time.After(rest):
@@ -113,6 +118,10 @@ func (a *applier) catchUp(ctx context.Context) error {
 // ~0.7 s to ~2 s (BENCHMARKS.md, "Read replica"). A variable for the
 // benchmarks.
 var applyShare = 0.5
+
+// maxRest bounds one rest: a page that took long (a slow disk, a race
+// detector build) must not stop the replica for as long again.
+const maxRest = 250 * time.Millisecond
 
 func isTrimmed(err error) bool {
 	return errors.Is(err, wal.ErrTrimmed) || errors.Is(err, engine.ErrTrimmed)
@@ -265,15 +274,16 @@ func (a *applier) close() {
 	}
 }
 
-// page reads the next page of the log and applies it in one transaction.
-func (a *applier) page(ctx context.Context) error {
+// page reads the next page of the log and applies it in one transaction;
+// n is the number of records applied.
+func (a *applier) page(ctx context.Context) (n int, err error) {
 	r := a.r
 	t0 := time.Now()
 	from := r.applied.Load()
 	clear(a.buf)
 	a.buf = a.buf[:0]
 	size := 0
-	err := r.src.ReadLog(from, pageRecords, func(rec wal.Record) error {
+	err = r.src.ReadLog(from, pageRecords, func(rec wal.Record) error {
 		a.buf = append(a.buf, rec)
 		size += len(rec.Value) + len(rec.Key) + 64
 		if size >= pageBytes {
@@ -282,10 +292,10 @@ func (a *applier) page(ctx context.Context) error {
 		return nil
 	})
 	if err != nil && !errors.Is(err, errPageFull) {
-		return fmt.Errorf("replica: read log after lsn %d: %w", from, err)
+		return 0, fmt.Errorf("replica: read log after lsn %d: %w", from, err)
 	}
 	if len(a.buf) == 0 {
-		return nil
+		return 0, nil
 	}
 	r.mu.Lock()
 	r.pageAt = a.buf[0].CommittedAt
@@ -309,9 +319,9 @@ func (a *applier) page(ctx context.Context) error {
 		return a.flushDrivers(bg)
 	}, last, len(a.buf), t0, false)
 	if err != nil {
-		return fmt.Errorf("replica: apply lsn %d..%d: %w", from+1, last, err)
+		return 0, fmt.Errorf("replica: apply lsn %d..%d: %w", from+1, last, err)
 	}
-	return nil
+	return len(a.buf), nil
 }
 
 // tx runs fn in one transaction that also records lsn as applied, and

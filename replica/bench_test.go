@@ -232,3 +232,73 @@ func cpuTime() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkApplyWithReaders: the applier while dashboards read (each
+// reader: all positions of 1,000 drivers, one trail, the loading counts,
+// then 100 ms of rest), against no reader in the same run. One op = one
+// record; reports the readers' query latency too.
+func BenchmarkApplyWithReaders(b *testing.B) {
+	for _, readers := range []int{0, 2, 8} {
+		b.Run(fmt.Sprintf("readers=%d", readers), func(b *testing.B) {
+			g := &genSource{drivers: 1000, at: time.Now()}
+			r, err := Open(filepath.Join(b.TempDir(), "r.db"), g, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer r.Close()
+			// A first page so that readers have rows to read.
+			g.publish(10000)
+			if err := r.WaitLSN(context.Background(), 10000); err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			var wg sync.WaitGroup
+			lat := make([][]time.Duration, readers)
+			for i := range readers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for ctx.Err() == nil {
+						t0 := time.Now()
+						pos, err := r.Positions(ctx)
+						if err == nil && len(pos) > 0 {
+							_, err = r.Trail(ctx, pos[len(pos)/2].Driver, 0)
+						}
+						if err == nil {
+							_, err = r.LoadingCounts(ctx)
+						}
+						if ctx.Err() != nil {
+							return
+						}
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						lat[i] = append(lat[i], time.Since(t0))
+						time.Sleep(100 * time.Millisecond)
+					}
+				}()
+			}
+			b.ResetTimer()
+			t0 := time.Now()
+			g.publish(uint64(10000 + b.N))
+			if err := r.WaitLSN(context.Background(), uint64(10000+b.N)); err != nil {
+				b.Fatal(err)
+			}
+			d := time.Since(t0)
+			b.StopTimer()
+			cancel()
+			wg.Wait()
+			b.ReportMetric(float64(b.N)/d.Seconds(), "records/s")
+			var all []time.Duration
+			for _, l := range lat {
+				all = append(all, l...)
+			}
+			if len(all) > 0 {
+				slices.Sort(all)
+				b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "read-p50-ms")
+				b.ReportMetric(float64(all[min(len(all)-1, len(all)*99/100)].Microseconds())/1000, "read-p99-ms")
+			}
+		})
+	}
+}
