@@ -5,6 +5,7 @@ package appliance
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"routehound/hub"
 	"routehound/osmand"
 	"routehound/replica"
+	"routehound/ui"
 	"routehound/wal"
 )
 
@@ -34,6 +36,7 @@ type Appliance struct {
 	Hub       *hub.Hub
 	API       *api.Server
 	Replica   *replica.Replica // the SQLite read model the dashboard reads
+	UI        *ui.UI           // the operations dashboard at /ui/
 	Addr      *net.TCPAddr     // where the HTTP listener is bound
 	// Osmand is the phone apps' listener ([osmand] enabled), or nil.
 	Osmand *osmand.Listener
@@ -104,9 +107,32 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 		a.closeStore(context.Background())
 		return nil, err
 	}
+	dash := ui.New(ui.Options{
+		Engine: eng, Hub: hb, Log: log,
+		Read: replicaReader{a.Replica},
+		Role: func(tok string) (string, bool) {
+			r, ok := roles[tok]
+			return string(r), ok
+		},
+		Secure:     cfg.HTTP.TLSCert != "",
+		SessionTTL: cfg.UI.SessionTTL, MaxSessions: cfg.UI.MaxSessions,
+		MaxLive: cfg.UI.MaxLive, FrameInterval: cfg.UI.FrameInterval,
+	})
+	a.UI = dash
+	srv.Handle("/ui/", dash)
+	srv.Handle("GET /{$}", http.HandlerFunc(ui.RedirectHome))
 
+	if cfg.HTTP.TLSCert != "" {
+		// Fail the start, not the first handshake, on a bad pair.
+		if _, err := tls.LoadX509KeyPair(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey); err != nil {
+			dash.Close()
+			a.closeStore(context.Background())
+			return nil, fmt.Errorf("tls certificate %s / key %s: %w", cfg.HTTP.TLSCert, cfg.HTTP.TLSKey, err)
+		}
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
+		dash.Close()
 		a.closeStore(context.Background())
 		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
@@ -118,7 +144,12 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	a.http.RegisterOnShutdown(hb.Close) // streams end with reason "shutdown"; clients resume by LSN
-	go func() { a.served <- a.http.Serve(ln) }()
+	a.http.RegisterOnShutdown(dash.Close)
+	if cfg.HTTP.TLSCert != "" {
+		go func() { a.served <- a.http.ServeTLS(ln, cfg.HTTP.TLSCert, cfg.HTTP.TLSKey) }()
+	} else {
+		go func() { a.served <- a.http.Serve(ln) }()
+	}
 	log.Info("serving", "listen", a.Addr.String())
 	if cfg.Osmand.Enabled {
 		if a.Osmand, err = osmand.Start(eng, phones, log); err != nil {
@@ -136,7 +167,11 @@ func (a *Appliance) URL() string {
 	if a.Addr.IP.IsUnspecified() {
 		host = "127.0.0.1"
 	}
-	return "http://" + net.JoinHostPort(host, fmt.Sprint(a.Addr.Port))
+	scheme := "http://"
+	if a.Config.HTTP.TLSCert != "" {
+		scheme = "https://"
+	}
+	return scheme + net.JoinHostPort(host, fmt.Sprint(a.Addr.Port))
 }
 
 // Token returns the first token of role, or "".
@@ -191,6 +226,7 @@ func (a *Appliance) Shutdown(ctx context.Context) error {
 		a.log.Warn("http shutdown", "err", err)
 		a.http.Close()
 	}
+	a.UI.Close()
 	return a.closeStore(ctx)
 }
 

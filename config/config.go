@@ -41,6 +41,21 @@ type Config struct {
 	Lanes     Lanes     `toml:"lanes"`
 	Hub       Hub       `toml:"hub"`
 	Osmand    Osmand    `toml:"osmand"`
+	UI        UI        `toml:"ui"`
+}
+
+// UI configures the operations dashboard (/ui/).
+type UI struct {
+	// SessionTTL is how long a dashboard login lasts.
+	SessionTTL time.Duration `toml:"session_ttl"`
+	// MaxSessions bounds the sessions kept; past it the oldest is ended.
+	MaxSessions int `toml:"max_sessions"`
+	// MaxLive bounds the dashboard's open live connections (SSE); past it a
+	// page stays static and its live endpoint answers 429.
+	MaxLive int `toml:"max_live"`
+	// FrameInterval is the shortest time between two live frames of one
+	// view: changes in between are coalesced (latest value per key).
+	FrameInterval time.Duration `toml:"frame_interval"`
 }
 
 // HTTP configures the API server.
@@ -50,6 +65,10 @@ type HTTP struct {
 	IdleTimeout       time.Duration `toml:"idle_timeout"`
 	RetryAfter        time.Duration `toml:"retry_after"`
 	ShutdownTimeout   time.Duration `toml:"shutdown_timeout"`
+	// TLSCert and TLSKey are PEM file paths; when both are set the server
+	// speaks HTTPS only (and dashboard cookies are Secure).
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
 }
 
 // Storage configures the wal.
@@ -145,6 +164,7 @@ func Default() Config {
 			Heartbeat:              15 * time.Second,
 			WriteTimeout:           5 * time.Second,
 		},
+		UI: UI{SessionTTL: 12 * time.Hour, MaxSessions: 1000, MaxLive: 64, FrameInterval: 250 * time.Millisecond},
 		Osmand: Osmand{
 			Listen:       ":5055",
 			SpeedUnit:    "knots",
@@ -190,6 +210,12 @@ func (c Config) Validate() error {
 	}
 	if c.Hub.MaxSubscribersPerTable <= 0 || c.Hub.SubscriberBuffer <= 0 {
 		return errors.New("config: hub limits must be > 0")
+	}
+	if (c.HTTP.TLSCert == "") != (c.HTTP.TLSKey == "") {
+		return errors.New("config: http.tls_cert and http.tls_key must be set together")
+	}
+	if c.UI.SessionTTL <= 0 || c.UI.MaxSessions <= 0 || c.UI.MaxLive <= 0 || c.UI.FrameInterval <= 0 {
+		return errors.New("config: ui settings must be > 0")
 	}
 	if err := c.Osmand.Validate(); err != nil {
 		return err

@@ -1,0 +1,52 @@
+// RouteHound dashboard: apply live frames from /ui/live/… (Server-Sent
+// Events) to the server-rendered page. Frames carry HTML fragments rendered
+// (and escaped) by the server.
+(function () {
+  "use strict";
+  var main = document.querySelector("main[data-live]");
+  var state = document.getElementById("live-state");
+  function show(s) { if (state) { state.textContent = s; state.className = "live-state " + s; } }
+  function apply(f) {
+    (f.replace || []).forEach(function (s) {
+      var el = document.getElementById(s.id);
+      if (el) { el.innerHTML = s.html; }
+    });
+    (f.remove || []).forEach(function (id) {
+      var el = document.getElementById(id);
+      if (el) { el.remove(); }
+    });
+    (f.upsert || []).forEach(function (u) {
+      var el = document.getElementById(u.id);
+      if (el) { el.outerHTML = u.html; return; }
+      var p = document.getElementById(u.parent);
+      if (p) { p.insertAdjacentHTML(u.prepend ? "afterbegin" : "beforeend", u.html); }
+    });
+    (f.set || []).forEach(function (s) {
+      var el = document.getElementById(s.id);
+      if (el) { el.innerHTML = s.html; }
+    });
+    if (f.lsn) { main.setAttribute("data-lsn", String(f.lsn)); }
+  }
+  if (main && main.getAttribute("data-live")) {
+    var es = new EventSource(main.getAttribute("data-live"));
+    es.onopen = function () { show("live"); };
+    es.onerror = function () { show("reconnecting"); };
+    es.onmessage = function (e) {
+      try { apply(JSON.parse(e.data)); } catch (err) { show("error"); }
+    };
+    es.addEventListener("reload", function () { es.close(); location.reload(); });
+    es.addEventListener("close", function () { es.close(); show("closed"); });
+  }
+  // Ages tick in the browser; rows carry the time they were last seen.
+  setInterval(function () {
+    var now = Date.now();
+    document.querySelectorAll("td.age[data-ts]").forEach(function (td) {
+      var ts = Number(td.getAttribute("data-ts"));
+      if (!ts) { return; }
+      var s = Math.max(0, Math.round((now - ts) / 1000));
+      td.textContent = s < 60 ? s + "s" : Math.floor(s / 60) + "m" + (s % 60) + "s";
+      var tr = td.parentElement;
+      if (tr) { tr.classList.toggle("stale", s > 120); }
+    });
+  }, 1000);
+})();

@@ -1,0 +1,130 @@
+package ui
+
+import (
+	"net/http"
+	"time"
+
+	"routehound/engine"
+)
+
+// channelCard is one actor channel (lane) on the Channels page.
+type channelCard struct {
+	Lane, Contract     string
+	Offered, Accepted  float64 // per second, last sample
+	AcceptedTotal      uint64
+	Arrivals           uint64
+	Duplicates         uint64
+	Depth, Bound       int64
+	QueueP50, QueueP99 time.Duration
+	LatP50, LatP99     time.Duration
+	SLA                time.Duration
+	Status             string // ok | warn | bad
+	Rejected           []engine.Reason
+	Share              float64 // share of the committer's time, 0..1
+	SparkAccepted      string  // SVG polyline points
+	SparkDepth         string
+}
+
+// costLine is one actor's line of the cost ledger; the total line is the
+// sum of the lines.
+type costLine struct {
+	Lane      string
+	Records   uint64
+	Bytes     uint64
+	Fsyncs    uint64 // fsyncs that covered a write of the lane (shared)
+	Committer time.Duration
+	Share     float64
+	QueueTime time.Duration // sum of queue waits
+}
+
+type channelsView struct {
+	Cards       []channelCard
+	Cost        []costLine
+	Total       costLine
+	StoreFsyncs uint64
+	Busy        time.Duration
+	DurableLSN  uint64
+}
+
+const sparkW, sparkH = 240.0, 40.0
+
+// status grades a p99 against the SLA, and the queue against its bound.
+func status(p99, sla time.Duration, depth, bound int64) string {
+	s := "ok"
+	if sla > 0 && p99 > 2*sla {
+		return "bad"
+	}
+	if sla > 0 && p99 > sla {
+		s = "warn"
+	}
+	if bound > 0 && depth*10 >= bound*9 {
+		return "bad"
+	}
+	if bound > 0 && depth*2 >= bound {
+		s = "warn"
+	}
+	return s
+}
+
+func (u *UI) channels() channelsView {
+	var v channelsView
+	var sum int64
+	for _, name := range engine.LaneNames {
+		sum += u.e.Lane(name).CommitterNanos.Load()
+	}
+	for _, name := range engine.LaneNames {
+		st := u.e.Lane(name)
+		cfg := u.e.LaneConfig(name)
+		qw, lat := st.QueueWait.Snapshot(), st.Latency.Snapshot()
+		last := u.sampler.last(name)
+		series := u.sampler.series(name)
+		acc := make([]float64, len(series))
+		dep := make([]float64, len(series))
+		for i, s := range series {
+			acc[i], dep[i] = s.accepted, float64(s.depth)
+		}
+		share := 0.0
+		cn := st.CommitterNanos.Load()
+		if sum > 0 {
+			share = float64(cn) / float64(sum)
+		}
+		// The card's p99 is the last second's when there was traffic,
+		// the whole run's otherwise.
+		p99 := last.p99
+		if p99 == 0 {
+			p99 = lat.Quantile(0.99)
+		}
+		c := channelCard{
+			Lane: name, Contract: string(cfg.Contract),
+			Offered: last.offered, Accepted: last.accepted,
+			AcceptedTotal: st.Accepted.Load(), Arrivals: st.Arrivals.Load(), Duplicates: st.Duplicates.Load(),
+			Depth: st.Depth.Load(), Bound: int64(cfg.QueueBound),
+			QueueP50: qw.Quantile(0.5), QueueP99: qw.Quantile(0.99),
+			LatP50: lat.Quantile(0.5), LatP99: p99, SLA: cfg.SLA,
+			Rejected: st.Rejected(), Share: share,
+			SparkAccepted: sparkPoints(acc, u.sampler.n, sparkW, sparkH),
+			SparkDepth:    sparkPoints(dep, u.sampler.n, sparkW, sparkH),
+		}
+		c.Status = status(p99, cfg.SLA, c.Depth, c.Bound)
+		v.Cards = append(v.Cards, c)
+		line := costLine{Lane: name, Records: st.Records.Load(), Bytes: st.BytesWritten.Load(), Fsyncs: st.Fsyncs.Load(),
+			Committer: time.Duration(cn), Share: share, QueueTime: qw.Sum}
+		v.Cost = append(v.Cost, line)
+		v.Total.Records += line.Records
+		v.Total.Bytes += line.Bytes
+		v.Total.Fsyncs += line.Fsyncs
+		v.Total.Committer += line.Committer
+		v.Total.Share += line.Share
+		v.Total.QueueTime += line.QueueTime
+	}
+	v.Total.Lane = "total"
+	t := u.e.Totals()
+	v.StoreFsyncs = t.Fsyncs.Load()
+	v.Busy = time.Duration(t.BusyNanos.Load())
+	v.DurableLSN = u.e.DurableLSN()
+	return v
+}
+
+func (u *UI) channelsPage(w http.ResponseWriter, r *http.Request, s *session) {
+	render(w, r, http.StatusOK, channelsPage(u.chrome(s, "channels", "/ui/live/channels"), u.channels()))
+}

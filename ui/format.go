@@ -1,0 +1,126 @@
+package ui
+
+import (
+	"fmt"
+	"net/url"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/a-h/templ"
+
+	"routehound/engine"
+)
+
+func itoa[T ~int | ~int64 | ~uint64](v T) string { return fmt.Sprint(v) }
+
+func fmtRate(v float64) string {
+	switch {
+	case v >= 10000:
+		return fmt.Sprintf("%.1fk/s", v/1000)
+	case v >= 100:
+		return fmt.Sprintf("%.0f/s", v)
+	}
+	return fmt.Sprintf("%.1f/s", v)
+}
+
+func fmtDur(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "0"
+	case d < time.Millisecond:
+		return fmt.Sprintf("%dµs", d.Microseconds())
+	case d < time.Second:
+		return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
+	case d < time.Minute:
+		return fmt.Sprintf("%.2fs", d.Seconds())
+	}
+	return d.Round(time.Second).String()
+}
+
+func fmtBytes[T ~int64 | ~uint64](n T) string {
+	v := float64(n)
+	for _, u := range []string{"B", "KiB", "MiB", "GiB"} {
+		if v < 1024 || u == "GiB" {
+			if u == "B" {
+				return fmt.Sprintf("%.0f B", v)
+			}
+			return fmt.Sprintf("%.1f %s", v, u)
+		}
+		v /= 1024
+	}
+	return ""
+}
+
+func pct(f float64) string { return fmt.Sprintf("%.1f%%", 100*f) }
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "—"
+	}
+	return t.UTC().Format("15:04:05")
+}
+
+func fmtAge(now, t time.Time) string {
+	if t.IsZero() {
+		return "—"
+	}
+	d := now.Sub(t)
+	if d < 0 {
+		d = 0
+	}
+	return d.Round(time.Second).String()
+}
+
+func unixMillis(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return strconv.FormatInt(t.UnixMilli(), 10)
+}
+
+func f1(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
+
+// depthWidth is the queue bar's width in a 100-wide box.
+func depthWidth(depth, bound int64) string {
+	if bound <= 0 {
+		return "0"
+	}
+	return f1(min(100, 100*float64(depth)/float64(bound)))
+}
+
+func tableURL(t string) templ.SafeURL { return templ.URL("/ui/tables/" + url.PathEscape(t)) }
+
+func tableAction(t, op string) templ.SafeURL {
+	return templ.URL("/ui/tables/" + url.PathEscape(t) + "/" + op)
+}
+
+func editURL(t, key string) templ.SafeURL {
+	return templ.URL("/ui/tables/" + url.PathEscape(t) + "?" + url.Values{"edit": {key}}.Encode())
+}
+
+func pageURL(t, after string) templ.SafeURL {
+	return templ.URL("/ui/tables/" + url.PathEscape(t) + "?" + url.Values{"after": {after}}.Encode())
+}
+
+func trailURL(driver string) templ.SafeURL {
+	return templ.URL("/ui/fleet?" + url.Values{"driver": {driver}}.Encode())
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func sortedKeys(m map[string]uint64) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func isBuiltin(t string) bool { return engine.IsBuiltin(t) }

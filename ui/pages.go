@@ -1,0 +1,270 @@
+package ui
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"net/url"
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/a-h/templ"
+
+	"routehound/engine"
+	"routehound/hub"
+	"routehound/wal"
+)
+
+// chrome is what every page's frame needs: the nav, the logout form's CSRF
+// token and the live endpoint (with the LSN the page was rendered at).
+type chrome struct {
+	Active string
+	Role   string
+	CSRF   string
+	Live   string // "" for a page without live updates
+}
+
+func (u *UI) chrome(s *session, active, live string) chrome {
+	return chrome{Active: active, Role: s.role, CSRF: s.csrf, Live: live}
+}
+
+// render writes a component as a full HTML answer.
+func render(w http.ResponseWriter, r *http.Request, status int, c templ.Component) {
+	var buf bytes.Buffer
+	if err := c.Render(r.Context(), &buf); err != nil {
+		fail(w, http.StatusInternalServerError, "render", "the page could not be rendered: "+err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	w.Write(buf.Bytes())
+}
+
+// html renders a component to a string (a live frame's fragment).
+func html(ctx context.Context, c templ.Component) string {
+	var buf bytes.Buffer
+	if err := c.Render(ctx, &buf); err != nil {
+		return ""
+	}
+	return buf.String()
+}
+
+func liveURL(view string, lsn uint64, q url.Values) string {
+	if q == nil {
+		q = url.Values{}
+	}
+	q.Set("from", strconv.FormatUint(lsn, 10))
+	return "/ui/live/" + view + "?" + q.Encode()
+}
+
+// Fleet ---------------------------------------------------------------------
+
+// staleAfter greys out a driver not heard from for this long.
+const staleAfter = 2 * time.Minute
+
+type fleetView struct {
+	Drivers []Position
+	Now     time.Time
+	Plot    plot
+	Trail   []Position
+	Driver  string // the driver whose trail is shown
+}
+
+// plot is the SVG of positions scaled to the fleet's bounding box.
+type plot struct {
+	W, H   float64
+	Dots   []dot
+	Trail  string // polyline points
+	Bounds string
+}
+
+type dot struct {
+	Driver string
+	X, Y   float64
+	Stale  bool
+}
+
+const plotW, plotH = 640.0, 400.0
+
+func makePlot(ps []Position, trail []Position, now time.Time) plot {
+	p := plot{W: plotW, H: plotH}
+	if len(ps) == 0 && len(trail) == 0 {
+		return p
+	}
+	minLat, maxLat, minLng, maxLng := math.Inf(1), math.Inf(-1), math.Inf(1), math.Inf(-1)
+	for _, set := range [][]Position{ps, trail} {
+		for _, x := range set {
+			minLat, maxLat = min(minLat, x.Lat), max(maxLat, x.Lat)
+			minLng, maxLng = min(minLng, x.Lng), max(maxLng, x.Lng)
+		}
+	}
+	dLat, dLng := max(maxLat-minLat, 1e-6), max(maxLng-minLng, 1e-6)
+	const pad = 12.0
+	xy := func(lat, lng float64) (float64, float64) {
+		return pad + (lng-minLng)/dLng*(plotW-2*pad), pad + (maxLat-lat)/dLat*(plotH-2*pad)
+	}
+	for _, x := range ps {
+		px, py := xy(x.Lat, x.Lng)
+		p.Dots = append(p.Dots, dot{Driver: x.Driver, X: px, Y: py, Stale: now.Sub(seen(x)) > staleAfter})
+	}
+	var b bytes.Buffer
+	for i, x := range trail {
+		px, py := xy(x.Lat, x.Lng)
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%.1f,%.1f", px, py)
+	}
+	p.Trail = b.String()
+	p.Bounds = fmt.Sprintf("lat %.4f…%.4f, lng %.4f…%.4f", minLat, maxLat, minLng, maxLng)
+	return p
+}
+
+// seen is when a driver was last heard of: its point's time, else commit.
+func seen(p Position) time.Time {
+	if !p.TS.IsZero() {
+		return p.TS
+	}
+	return p.CommittedAt
+}
+
+func (u *UI) fleet(ctx context.Context, driver string) (fleetView, error) {
+	ps, err := u.read.Positions(ctx)
+	if err != nil {
+		return fleetView{}, err
+	}
+	v := fleetView{Drivers: ps, Now: time.Now(), Driver: driver}
+	if driver != "" {
+		if v.Trail, err = u.read.Trail(ctx, driver, 200); err != nil {
+			return fleetView{}, err
+		}
+	}
+	v.Plot = makePlot(ps, v.Trail, v.Now)
+	return v, nil
+}
+
+func (u *UI) fleetPage(w http.ResponseWriter, r *http.Request, s *session) {
+	lsn := u.read.LSN()
+	driver := r.URL.Query().Get("driver")
+	if driver != "" && engine.CheckName("driver", driver) != nil {
+		fail(w, http.StatusBadRequest, "bad_driver", "driver must be 1 to 128 letters, digits or . _ - : @ ~")
+		return
+	}
+	v, err := u.fleet(r.Context(), driver)
+	if err != nil {
+		u.internal(w, r, err)
+		return
+	}
+	q := url.Values{}
+	if driver != "" {
+		q.Set("driver", driver)
+	}
+	render(w, r, http.StatusOK, fleetPage(u.chrome(s, "fleet", liveURL("fleet", lsn, q)), v))
+}
+
+func (u *UI) internal(w http.ResponseWriter, r *http.Request, err error) {
+	u.log.Error("dashboard page failed", "path", r.URL.Path, "err", err)
+	fail(w, http.StatusInternalServerError, "internal", err.Error())
+}
+
+// Routes --------------------------------------------------------------------
+
+const routesLimit = 1000
+
+func (u *UI) routesPage(w http.ResponseWriter, r *http.Request, s *session) {
+	lsn := u.read.LSN()
+	as, err := u.read.Assignments(r.Context(), routesLimit)
+	if err != nil {
+		u.internal(w, r, err)
+		return
+	}
+	render(w, r, http.StatusOK, routesPage(u.chrome(s, "routes", liveURL("routes", lsn, nil)), as))
+}
+
+// Warehouse -----------------------------------------------------------------
+
+const feedLimit = 100
+
+type warehouseView struct {
+	Dock, Shipment string
+	Events         []LoadingEvent
+	Counts         []LoadingCount
+}
+
+func (u *UI) warehouse(ctx context.Context, dock, shipment string) (warehouseView, error) {
+	v := warehouseView{Dock: dock, Shipment: shipment}
+	var err error
+	if v.Events, err = u.read.LoadingEvents(ctx, LoadingFilter{Dock: dock, Shipment: shipment, Limit: feedLimit}); err != nil {
+		return v, err
+	}
+	v.Counts, err = u.read.LoadingCounts(ctx)
+	return v, err
+}
+
+func (u *UI) warehousePage(w http.ResponseWriter, r *http.Request, s *session) {
+	lsn := u.read.LSN()
+	dock, shipment := r.URL.Query().Get("dock"), r.URL.Query().Get("shipment")
+	if len(dock) > 256 || len(shipment) > 256 {
+		fail(w, http.StatusBadRequest, "bad_parameter", "dock and shipment are at most 256 characters")
+		return
+	}
+	v, err := u.warehouse(r.Context(), dock, shipment)
+	if err != nil {
+		u.internal(w, r, err)
+		return
+	}
+	q := url.Values{}
+	if dock != "" {
+		q.Set("dock", dock)
+	}
+	if shipment != "" {
+		q.Set("shipment", shipment)
+	}
+	render(w, r, http.StatusOK, warehousePage(u.chrome(s, "warehouse", liveURL("warehouse", lsn, q)), v))
+}
+
+// System --------------------------------------------------------------------
+
+type systemView struct {
+	DurableLSN, FirstLSN, LastLSN uint64
+	LogBytes                      int64
+	Retention                     wal.Retention
+	LSMBytes, VlogBytes           int64
+	HeapBytes, SysBytes           uint64
+	Goroutines                    int
+	Fsyncs                        uint64
+	FsyncsPerSec                  float64
+	Subscribers                   int64
+	Top                           []hub.TableCount
+	Dropped, Resyncs, Refused     uint64
+	Closes                        map[string]uint64
+	Live, MaxLive                 int64
+	Uptime                        time.Duration
+	Ready                         bool
+}
+
+func (u *UI) system() systemView {
+	db := u.e.DB()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	lsm, vlog := db.Size()
+	hs := u.h.Stats()
+	return systemView{
+		DurableLSN: u.e.DurableLSN(), FirstLSN: db.FirstLSN(), LastLSN: db.LastLSN(),
+		LogBytes: db.LogBytes(), Retention: u.e.Config().Retention,
+		LSMBytes: lsm, VlogBytes: vlog,
+		HeapBytes: ms.HeapAlloc, SysBytes: ms.Sys, Goroutines: runtime.NumGoroutine(),
+		Fsyncs: u.e.Totals().Fsyncs.Load(), FsyncsPerSec: u.sampler.fsyncRate(),
+		Subscribers: hs.Subscribers.Load(), Top: u.h.TopTables(10),
+		Dropped: hs.Dropped.Load(), Resyncs: hs.Resyncs.Load(), Refused: hs.Refused.Load(), Closes: hs.Closes(),
+		Live: u.liveOpen.Load(), MaxLive: int64(u.opt.MaxLive),
+		Uptime: u.e.Uptime(), Ready: u.e.Ready(),
+	}
+}
+
+func (u *UI) systemPage(w http.ResponseWriter, r *http.Request, s *session) {
+	render(w, r, http.StatusOK, systemPage(u.chrome(s, "system", "/ui/live/system"), u.system()))
+}

@@ -1,0 +1,267 @@
+package ui
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"routehound/engine"
+)
+
+func TestChannelsPageShowsTheLedger(t *testing.T) {
+	f := newFixture(t, Options{})
+	c := f.client()
+	f.login(c, dashToken)
+	f.put("t1", "a", `1`)
+	f.put("t1", "b", `2`)
+	f.points(1, "d1", "d2", "d3")
+	if _, err := f.e.Put(context.Background(), engine.LaneDispatch, engine.Write{Table: engine.TableAssignments, Key: "r1",
+		Value: []byte(`{"driver":"d1","stops":[]}`), IfVersion: engine.AnyVersion}); err != nil {
+		t.Fatal(err)
+	}
+	st, body, _ := f.get(c, "/ui/")
+	if st != 200 {
+		t.Fatalf("channels: %d", st)
+	}
+	want := map[string]uint64{"driver": 3, "dispatch": 1, "warehouse": 0, "tables": 2}
+	for lane, n := range want {
+		got := fieldIn(t, body, `data-lane="`+lane+`"`, "accepted")
+		if got != strconv.FormatUint(n, 10) {
+			t.Errorf("lane %s: accepted %q, want %d", lane, got, n)
+		}
+	}
+	// The SLA of each lane is shown, from config.
+	if !strings.Contains(body, "SLA 5.0ms") || !strings.Contains(body, "SLA 50.0ms") {
+		t.Error("channel cards do not show the lanes' SLA")
+	}
+	// The cost total is the sum of the lines.
+	var sum int64
+	for _, lane := range engine.LaneNames {
+		sum += atoi(t, fieldIn(t, body, `data-cost="`+lane+`"`, "records"))
+	}
+	if total := atoi(t, fieldIn(t, body, `data-cost="total"`, "records")); total != sum || total != 6 {
+		t.Errorf("cost total records %d, sum of lines %d, want both 6", total, sum)
+	}
+	if !strings.Contains(body, `data-live="/ui/live/channels"`) {
+		t.Error("channels page is not live")
+	}
+}
+
+func TestFleetPage(t *testing.T) {
+	f := newFixture(t, Options{})
+	c := f.client()
+	f.login(c, dashToken)
+	f.points(1, "d1", "d2")
+	f.points(2, "d1")
+	st, body, _ := f.get(c, "/ui/fleet")
+	if st != 200 {
+		t.Fatalf("fleet: %d", st)
+	}
+	for _, d := range []string{"d1", "d2"} {
+		if !strings.Contains(body, `data-driver="`+d+`"`) {
+			t.Errorf("no fleet row for %s", d)
+		}
+	}
+	if got := fieldIn(t, body, `data-driver="d1"`, "seq"); got != "2" {
+		t.Errorf("d1 durable seq %q, want 2", got)
+	}
+	if n := strings.Count(body, "<circle"); n != 2 {
+		t.Errorf("plot has %d dots, want 2", n)
+	}
+	st, body, _ = f.get(c, "/ui/fleet?driver=d1")
+	if st != 200 || !strings.Contains(body, `class="trail"`) || !strings.Contains(body, "2 points from the log") {
+		t.Errorf("trail of d1: %d, no 2-point trail", st)
+	}
+	if st, _, _ := f.get(c, "/ui/fleet?driver=bad%20name"); st != http.StatusBadRequest {
+		t.Errorf("bad driver: %d, want 400", st)
+	}
+}
+
+func TestRoutesAndWarehousePages(t *testing.T) {
+	f := newFixture(t, Options{})
+	c := f.client()
+	f.login(c, dashToken)
+	ctx := context.Background()
+	for i := 1; i <= 3; i++ {
+		if _, err := f.e.Put(ctx, engine.LaneDispatch, engine.Write{Table: engine.TableAssignments, Key: fmt.Sprintf("r%d", i),
+			Value: []byte(fmt.Sprintf(`{"driver":"d%d","stops":[{"id":"s1"},{"id":"s2"}],"note":"n%d"}`, i, i)), IfVersion: engine.AnyVersion}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, body, _ := f.get(c, "/ui/routes")
+	for i := 1; i <= 3; i++ {
+		if !strings.Contains(body, fmt.Sprintf(`data-route="r%d"`, i)) {
+			t.Errorf("no row for route r%d", i)
+		}
+	}
+	if !strings.Contains(body, "<td>d2</td>") || !strings.Contains(body, `<td class="num">2</td>`) {
+		t.Error("route rows lack driver or stop count")
+	}
+	for i, ev := range []struct{ dock, ship, kind string }{{"D1", "S1", "arrived"}, {"D1", "S2", "loaded"}, {"D2", "S1", "arrived"}, {"D1", "S1", "arrived"}} {
+		v := fmt.Sprintf(`{"terminal":"T","dock":%q,"shipment":%q,"kind":%q,"pallets":%d,"ts":"2026-11-23T10:00:00Z"}`, ev.dock, ev.ship, ev.kind, i)
+		if _, err := f.e.Put(ctx, engine.LaneWarehouse, engine.Write{Table: engine.TableLoading, Key: fmt.Sprintf("01J%03d", i), Value: []byte(v), IfVersion: 0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, body, _ = f.get(c, "/ui/warehouse")
+	if n := strings.Count(body, "data-event="); n != 4 {
+		t.Errorf("feed has %d events, want 4", n)
+	}
+	if !regexp.MustCompile(`data-dock="D1" data-kind="arrived"><td>D1</td><td>arrived</td><td class="num">2</td>`).MatchString(body) {
+		t.Error("counts do not show 2 arrived at D1")
+	}
+	// Newest first.
+	if strings.Index(body, `data-event="01J003"`) > strings.Index(body, `data-event="01J000"`) {
+		t.Error("feed is not newest first")
+	}
+	_, body, _ = f.get(c, "/ui/warehouse?dock=D1&shipment=S1")
+	if n := strings.Count(body, "data-event="); n != 2 {
+		t.Errorf("filtered feed has %d events, want 2 (D1/S1)", n)
+	}
+	if !strings.Contains(body, "dock=D1") || !strings.Contains(body, "shipment=S1") {
+		t.Error("the live URL does not carry the filter")
+	}
+}
+
+func TestSystemPage(t *testing.T) {
+	f := newFixture(t, Options{})
+	c := f.client()
+	f.login(c, dashToken)
+	r := f.put("t1", "a", `1`)
+	sub, err := f.h.Subscribe("t1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	_, body, _ := f.get(c, "/ui/system")
+	if got := fieldIn(t, body, `id="system"`, "lsn"); got != strconv.FormatUint(r.LSN, 10) {
+		t.Errorf("system LSN %q, want %d", got, r.LSN)
+	}
+	if got := fieldIn(t, body, `id="system"`, "subscribers"); got != "1" {
+		t.Errorf("subscribers %q, want 1", got)
+	}
+	for _, want := range []string{"log size", "retention", "storage (LSM)", "Go heap", "uptime", `data-table="t1"`, "/s)"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("system page lacks %q", want)
+		}
+	}
+}
+
+func TestTablePagesCRUD(t *testing.T) {
+	f := newFixture(t, Options{})
+	c := f.client()
+	csrf := f.login(c, dashToken)
+	f.put("t1", "a", `{"n":1}`)
+	f.points(1, "d1")
+	_, body, _ := f.get(c, "/ui/tables")
+	for _, want := range []string{`data-table="t1"`, `data-table="positions"`, "built-in, read-only"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("tables list lacks %q", want)
+		}
+	}
+	if st, _, h := f.get(c, "/ui/tables?open=newtab"); st != http.StatusSeeOther || h.Get("Location") != "/ui/tables/newtab" {
+		t.Errorf("open a table: %d %q", st, h.Get("Location"))
+	}
+
+	put := func(form url.Values) (int, string) {
+		form.Set("csrf", csrf)
+		st, body, h := f.post(c, "/ui/tables/t1/put", form)
+		if st == http.StatusSeeOther {
+			_, body, _ = f.get(c, h.Get("Location"))
+		}
+		return st, body
+	}
+	st, body := put(url.Values{"key": {"b"}, "value": {`{"x": [1, 2]}`}})
+	if st != http.StatusSeeOther || !strings.Contains(body, `data-key="b"`) || !strings.Contains(body, `{&#34;x&#34;:[1,2]}`) {
+		t.Fatalf("create b: %d\n%s", st, body)
+	}
+	// Update with the version read, then a stale update: a clear conflict.
+	if st, _ = put(url.Values{"key": {"b"}, "value": {`2`}, "version": {"1"}}); st != http.StatusSeeOther {
+		t.Fatalf("update b at version 1: %d", st)
+	}
+	st, body = put(url.Values{"key": {"b"}, "value": {`3`}, "version": {"1"}})
+	if st != http.StatusConflict || !strings.Contains(body, "Conflict: key &#34;b&#34; changed since you loaded it") {
+		t.Fatalf("stale update: %d, want 409 with a conflict message\n%s", st, body)
+	}
+	if !strings.Contains(body, `<textarea name="value" rows="2" required>3</textarea>`) {
+		t.Error("the refused edit is not kept in the form")
+	}
+	if st, body = put(url.Values{"key": {"c"}, "value": {`{bad`}}); st != http.StatusBadRequest || !strings.Contains(body, "value must be JSON") {
+		t.Errorf("bad JSON: %d", st)
+	}
+	// Edit link pre-fills key, value and version.
+	_, body, _ = f.get(c, "/ui/tables/t1?edit=b")
+	if !strings.Contains(body, `name="version" value="2"`) {
+		t.Error("edit does not pre-fill the version")
+	}
+	// Delete with the row's control.
+	if !strings.Contains(body, `data-action="delete"`) {
+		t.Fatal("no delete control")
+	}
+	st, _, h := f.post(c, "/ui/tables/t1/delete", url.Values{"key": {"b"}, "version": {"2"}, "csrf": {csrf}})
+	if st != http.StatusSeeOther {
+		t.Fatalf("delete: %d", st)
+	}
+	_, body, _ = f.get(c, h.Get("Location"))
+	if strings.Contains(body, `data-key="b"`) || !strings.Contains(body, `data-key="a"`) {
+		t.Error("after delete, b is shown or a is gone")
+	}
+	// Built-in tables: no controls, and a forged POST is refused.
+	_, body, _ = f.get(c, "/ui/tables/positions")
+	if !strings.Contains(body, `data-key="d1"`) || strings.Contains(body, `data-action="delete"`) || strings.Contains(body, `id="put-form"`) {
+		t.Error("positions: row missing or edit controls shown")
+	}
+	if st, _, _ := f.post(c, "/ui/tables/positions/put", url.Values{"key": {"d1"}, "value": {"1"}, "csrf": {csrf}}); st != http.StatusForbidden {
+		t.Errorf("put on a built-in table: %d, want 403", st)
+	}
+}
+
+func TestTablePaging(t *testing.T) {
+	f := newFixture(t, Options{})
+	c := f.client()
+	f.login(c, dashToken)
+	for i := 0; i < pageSize+5; i++ {
+		f.put("big", fmt.Sprintf("k%04d", i), `0`)
+	}
+	_, body, _ := f.get(c, "/ui/tables/big")
+	if n := strings.Count(body, "data-key="); n != pageSize {
+		t.Fatalf("first page has %d rows, want %d", n, pageSize)
+	}
+	last := fmt.Sprintf("k%04d", pageSize-1)
+	if !strings.Contains(body, "after="+last) || !strings.Contains(body, "until="+last) {
+		t.Fatal("no next-page link, or the live URL lacks the page's range")
+	}
+	_, body, _ = f.get(c, "/ui/tables/big?after="+last)
+	if n := strings.Count(body, "data-key="); n != 5 {
+		t.Errorf("second page has %d rows, want 5", n)
+	}
+}
+
+// fieldIn finds the element marked by anchor, then the text of the first
+// [data-field=field] after it.
+func fieldIn(t *testing.T, body, anchor, field string) string {
+	t.Helper()
+	i := strings.Index(body, anchor)
+	if i < 0 {
+		t.Fatalf("no %s in page", anchor)
+	}
+	m := regexp.MustCompile(`data-field="` + regexp.QuoteMeta(field) + `"[^>]*>([^<]*)<`).FindStringSubmatch(body[i:])
+	if m == nil {
+		t.Fatalf("no data-field=%s after %s", field, anchor)
+	}
+	return strings.TrimSpace(m[1])
+}
+
+func atoi(t *testing.T, s string) int64 {
+	t.Helper()
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		t.Fatalf("%q is not a number", s)
+	}
+	return n
+}

@@ -1,0 +1,248 @@
+package ui
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"routehound/engine"
+)
+
+// ReadModel is what the pages read of the actor tables. The SQLite replica
+// implements it (through an adapter in appliance); SnapshotReader reads the
+// engine's state directly. Every method may be called concurrently.
+type ReadModel interface {
+	// LSN is the position of the model: every read started after LSN
+	// returns at least the state at LSN.
+	LSN() uint64
+	Positions(ctx context.Context) ([]Position, error)
+	Trail(ctx context.Context, driver string, n int) ([]Position, error)
+	Assignments(ctx context.Context, limit int) ([]Assignment, error)
+	LoadingEvents(ctx context.Context, f LoadingFilter) ([]LoadingEvent, error)
+	LoadingCounts(ctx context.Context) ([]LoadingCount, error)
+}
+
+// Position is a driver's latest (or one past) point.
+type Position struct {
+	Driver                   string
+	Lat, Lng, SpeedKmh, Head float64
+	Seq                      uint64
+	TS                       time.Time
+	LSN                      uint64
+	CommittedAt              time.Time
+}
+
+// Assignment is one route's current assignment.
+type Assignment struct {
+	Route, Driver, Note string
+	Stops               int
+	Version, LSN        uint64
+	CommittedAt         time.Time
+}
+
+// LoadingFilter selects loading events; empty fields match all.
+type LoadingFilter struct {
+	Dock, Shipment string
+	Limit          int
+	BeforeLSN      uint64 // 0: the newest
+}
+
+// LoadingEvent is one warehouse event.
+type LoadingEvent struct {
+	ID, Terminal, Dock, Shipment, Kind string
+	Pallets                            int64
+	TS                                 time.Time
+	LSN                                uint64
+	CommittedAt                        time.Time
+}
+
+// LoadingCount counts events of one dock and kind.
+type LoadingCount struct {
+	Dock, Kind string
+	N          int64
+}
+
+// SnapshotReader reads the actor tables from engine snapshots: correct but
+// linear in the table (the replica indexes them). Trail reads the newest
+// trailWindow log records.
+type SnapshotReader struct{ E *engine.Engine }
+
+const trailWindow = 20000
+
+// LSN is the durable LSN: a snapshot opened after it holds it.
+func (s SnapshotReader) LSN() uint64 { return s.E.DurableLSN() }
+
+type pointJSON struct {
+	Seq      uint64  `json:"seq"`
+	Lat      float64 `json:"lat"`
+	Lng      float64 `json:"lng"`
+	TS       string  `json:"ts"`
+	SpeedKmh float64 `json:"speed_kmh"`
+	Heading  float64 `json:"heading"`
+}
+
+// decodePosition reads a positions value; a malformed one gives what parsed.
+func decodePosition(driver string, value []byte, lsn uint64) Position {
+	var p pointJSON
+	_ = json.Unmarshal(value, &p)
+	ts, _ := time.Parse(time.RFC3339Nano, p.TS)
+	return Position{Driver: driver, Lat: p.Lat, Lng: p.Lng, SpeedKmh: p.SpeedKmh, Head: p.Heading, Seq: p.Seq, TS: ts, LSN: lsn}
+}
+
+type assignmentJSON struct {
+	Driver string            `json:"driver"`
+	Stops  []json.RawMessage `json:"stops"`
+	Note   string            `json:"note"`
+}
+
+func decodeAssignment(route string, value []byte, version, lsn uint64) Assignment {
+	var a assignmentJSON
+	_ = json.Unmarshal(value, &a)
+	return Assignment{Route: route, Driver: a.Driver, Note: a.Note, Stops: len(a.Stops), Version: version, LSN: lsn}
+}
+
+type loadingJSON struct {
+	Terminal string `json:"terminal"`
+	Dock     string `json:"dock"`
+	Shipment string `json:"shipment"`
+	Kind     string `json:"kind"`
+	Pallets  int64  `json:"pallets"`
+	TS       string `json:"ts"`
+}
+
+func decodeLoading(id string, value []byte, lsn uint64) LoadingEvent {
+	var l loadingJSON
+	_ = json.Unmarshal(value, &l)
+	ts, _ := time.Parse(time.RFC3339Nano, l.TS)
+	return LoadingEvent{ID: id, Terminal: l.Terminal, Dock: l.Dock, Shipment: l.Shipment, Kind: l.Kind, Pallets: l.Pallets, TS: ts, LSN: lsn}
+}
+
+func (s SnapshotReader) scan(table string, fn func(key string, st engine.State)) error {
+	snap, err := s.E.Snapshot()
+	if err != nil {
+		return fmt.Errorf("ui: snapshot of %s: %w", table, err)
+	}
+	defer snap.Close()
+	_, err = snap.Scan(table, "", 0, func(k string, st engine.State) error {
+		fn(k, st)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("ui: scan %s: %w", table, err)
+	}
+	return nil
+}
+
+// Positions are every driver's latest point, by driver.
+func (s SnapshotReader) Positions(ctx context.Context) ([]Position, error) {
+	var out []Position
+	err := s.scan(engine.TablePositions, func(k string, st engine.State) {
+		out = append(out, decodePosition(k, st.Value, st.LSN))
+	})
+	return out, err
+}
+
+// Trail is the driver's last n points found in the newest log records,
+// oldest first.
+func (s SnapshotReader) Trail(ctx context.Context, driver string, n int) ([]Position, error) {
+	last := s.E.DurableLSN()
+	from := uint64(0)
+	if last > trailWindow {
+		from = last - trailWindow
+	}
+	if first := s.E.DB().FirstLSN(); first > 0 && from < first-1 {
+		from = first - 1
+	}
+	var out []Position
+	err := s.E.ReadLog(from, trailWindow, func(r engine.Record) error {
+		if r.Table == engine.TablePositions && r.Key == driver && r.Op == engine.OpPut {
+			p := decodePosition(driver, r.Value, r.LSN)
+			p.CommittedAt = r.CommittedAt
+			out = append(out, p)
+			if len(out) > 2*n { // keep the tail bounded
+				out = append(out[:0], out[len(out)-n:]...)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ui: trail of %s: %w", driver, err)
+	}
+	if len(out) > n {
+		out = out[len(out)-n:]
+	}
+	return out, nil
+}
+
+// Assignments are the first limit routes, by route.
+func (s SnapshotReader) Assignments(ctx context.Context, limit int) ([]Assignment, error) {
+	snap, err := s.E.Snapshot()
+	if err != nil {
+		return nil, fmt.Errorf("ui: snapshot of assignments: %w", err)
+	}
+	defer snap.Close()
+	var out []Assignment
+	_, err = snap.Scan(engine.TableAssignments, "", limit, func(k string, st engine.State) error {
+		out = append(out, decodeAssignment(k, st.Value, st.Version, st.LSN))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ui: scan assignments: %w", err)
+	}
+	return out, nil
+}
+
+// LoadingEvents are the newest events matching f, newest first. Event ids
+// are ULIDs, so key order is time order.
+func (s SnapshotReader) LoadingEvents(ctx context.Context, f LoadingFilter) ([]LoadingEvent, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	ring := make([]LoadingEvent, 0, limit)
+	next := 0
+	err := s.scan(engine.TableLoading, func(k string, st engine.State) {
+		if f.BeforeLSN > 0 && st.LSN >= f.BeforeLSN {
+			return
+		}
+		ev := decodeLoading(k, st.Value, st.LSN)
+		if (f.Dock != "" && ev.Dock != f.Dock) || (f.Shipment != "" && ev.Shipment != f.Shipment) {
+			return
+		}
+		if len(ring) < limit {
+			ring = append(ring, ev)
+		} else {
+			ring[next] = ev
+			next = (next + 1) % limit
+		}
+	})
+	out := make([]LoadingEvent, 0, len(ring))
+	for i := len(ring) - 1; i >= 0; i-- {
+		out = append(out, ring[(next+i)%len(ring)])
+	}
+	return out, err
+}
+
+// LoadingCounts counts events per dock and kind, by dock then kind.
+func (s SnapshotReader) LoadingCounts(ctx context.Context) ([]LoadingCount, error) {
+	type dk struct{ dock, kind string }
+	m := map[dk]int64{}
+	err := s.scan(engine.TableLoading, func(k string, st engine.State) {
+		var l loadingJSON
+		_ = json.Unmarshal(st.Value, &l)
+		m[dk{l.Dock, l.Kind}]++
+	})
+	out := make([]LoadingCount, 0, len(m))
+	for k, n := range m {
+		out = append(out, LoadingCount{Dock: k.dock, Kind: k.kind, N: n})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Dock != out[j].Dock {
+			return out[i].Dock < out[j].Dock
+		}
+		return out[i].Kind < out[j].Kind
+	})
+	return out, err
+}

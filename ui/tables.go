@@ -1,0 +1,225 @@
+package ui
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"routehound/engine"
+	"routehound/wal"
+)
+
+// pageSize is the rows of one page of a table.
+const pageSize = 100
+
+type tableListView struct {
+	Tables []wal.TableInfo
+}
+
+func (u *UI) tablesPage(w http.ResponseWriter, r *http.Request, s *session) {
+	if name := r.URL.Query().Get("open"); name != "" {
+		if err := engine.CheckName("table", name); err != nil {
+			fail(w, http.StatusBadRequest, "bad_table", strings.TrimPrefix(err.Error(), "bad name: "))
+			return
+		}
+		http.Redirect(w, r, string(tableURL(name)), http.StatusSeeOther)
+		return
+	}
+	snap, err := u.e.Snapshot()
+	if err != nil {
+		u.internal(w, r, err)
+		return
+	}
+	defer snap.Close()
+	var v tableListView
+	// Bounded: the first 1,000 tables by name.
+	_, err = snap.Tables("", 1000, func(ti wal.TableInfo) error {
+		v.Tables = append(v.Tables, ti)
+		return nil
+	})
+	if err != nil {
+		u.internal(w, r, err)
+		return
+	}
+	render(w, r, http.StatusOK, tablesPage(u.chrome(s, "tables", ""), v))
+}
+
+// tableRow is one key of a table page.
+type tableRow struct {
+	Key     string
+	Value   string // compact JSON
+	Version uint64
+	LSN     uint64
+}
+
+type tableView struct {
+	Table    string
+	ReadOnly bool
+	Keys     int64
+	LSN      uint64
+	After    string // the page starts after this key
+	Next     string // the next page starts after this key ("" at the end)
+	Rows     []tableRow
+	CSRF     string
+	// The form: pre-filled when editing a key, with the message of the
+	// last attempt.
+	FormKey, FormValue, FormVersion string
+	Message, MessageKind            string // kind: ok | error
+}
+
+// rowID is the DOM id of a key's row: hex, so any key is a valid id.
+func rowID(prefix, key string) string { return fmt.Sprintf("%s-%x", prefix, key) }
+
+func (u *UI) table(ctx context.Context, table, after string, s *session) (tableView, error) {
+	v := tableView{Table: table, ReadOnly: engine.IsBuiltin(table), After: after, CSRF: s.csrf}
+	snap, err := u.e.Snapshot()
+	if err != nil {
+		return v, err
+	}
+	defer snap.Close()
+	v.LSN = snap.LSN()
+	ti, _, err := snap.Table(table)
+	if err != nil {
+		return v, err
+	}
+	v.Keys = ti.Keys
+	more, err := snap.Scan(table, after, pageSize, func(k string, st engine.State) error {
+		v.Rows = append(v.Rows, tableRow{Key: k, Value: string(st.Value), Version: st.Version, LSN: st.LSN})
+		return nil
+	})
+	if err != nil {
+		return v, err
+	}
+	if more && len(v.Rows) > 0 {
+		v.Next = v.Rows[len(v.Rows)-1].Key
+	}
+	return v, nil
+}
+
+func (u *UI) tablePage(w http.ResponseWriter, r *http.Request, s *session) {
+	u.showTable(w, r, s, http.StatusOK, "", "", nil)
+}
+
+// showTable renders a table page; form, when set, pre-fills the put form.
+func (u *UI) showTable(w http.ResponseWriter, r *http.Request, s *session, status int, msg, kind string, form url.Values) {
+	table := r.PathValue("table")
+	if err := engine.CheckName("table", table); err != nil {
+		fail(w, http.StatusBadRequest, "bad_table", strings.TrimPrefix(err.Error(), "bad name: "))
+		return
+	}
+	q := r.URL.Query()
+	after := q.Get("after")
+	v, err := u.table(r.Context(), table, after, s)
+	if err != nil {
+		u.internal(w, r, err)
+		return
+	}
+	v.Message, v.MessageKind = msg, kind
+	if v.Message == "" {
+		v.Message, v.MessageKind = q.Get("msg"), "ok"
+	}
+	if form != nil {
+		v.FormKey, v.FormValue, v.FormVersion = form.Get("key"), form.Get("value"), form.Get("version")
+	} else if ek := q.Get("edit"); ek != "" {
+		for _, row := range v.Rows {
+			if row.Key == ek {
+				v.FormKey, v.FormValue, v.FormVersion = row.Key, row.Value, strconv.FormatUint(row.Version, 10)
+			}
+		}
+	}
+	lq := url.Values{"table": {table}}
+	if after != "" {
+		lq.Set("after", after)
+	}
+	if v.Next != "" {
+		lq.Set("until", v.Next)
+	}
+	render(w, r, status, tablePage(u.chrome(s, "tables", liveURL("table", v.LSN, lq)), v))
+}
+
+// writeFromForm builds the engine write of a put or delete form.
+func writeFromForm(table string, f url.Values, del bool) (engine.Write, error) {
+	if engine.IsBuiltin(table) {
+		return engine.Write{}, fmt.Errorf("table %q is written only by its actor's endpoint; it is read-only here", table)
+	}
+	key := f.Get("key")
+	if err := engine.CheckKey(key); err != nil {
+		return engine.Write{}, errors.New(strings.TrimPrefix(err.Error(), "bad name: "))
+	}
+	w := engine.Write{Table: table, Key: key, Delete: del, IfVersion: engine.AnyVersion}
+	if v := strings.TrimSpace(f.Get("version")); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return engine.Write{}, fmt.Errorf("version must be a number (the version you edited), got %q", v)
+		}
+		w.IfVersion = n
+	}
+	if !del {
+		raw := []byte(f.Get("value"))
+		if !json.Valid(raw) {
+			return engine.Write{}, errors.New("value must be JSON text, e.g. {\"a\":1}, \"text\" or 42")
+		}
+		var b bytes.Buffer
+		json.Compact(&b, raw)
+		w.Value = b.Bytes()
+	}
+	return w, nil
+}
+
+func (u *UI) putKey(w http.ResponseWriter, r *http.Request, s *session) {
+	u.writeKey(w, r, s, false)
+}
+
+func (u *UI) deleteKey(w http.ResponseWriter, r *http.Request, s *session) {
+	u.writeKey(w, r, s, true)
+}
+
+// writeKey puts or deletes through the engine's tables lane, like the
+// tables API, then redirects back (303) or shows the page with the reason.
+func (u *UI) writeKey(w http.ResponseWriter, r *http.Request, s *session, del bool) {
+	table := r.PathValue("table")
+	if err := engine.CheckName("table", table); err != nil {
+		fail(w, http.StatusBadRequest, "bad_table", strings.TrimPrefix(err.Error(), "bad name: "))
+		return
+	}
+	wr, err := writeFromForm(table, r.PostForm, del)
+	if err != nil {
+		status := http.StatusBadRequest
+		if engine.IsBuiltin(table) {
+			status = http.StatusForbidden
+		}
+		u.showTable(w, r, s, status, err.Error(), "error", r.PostForm)
+		return
+	}
+	res, err := u.e.Put(r.Context(), engine.LaneTables, wr)
+	if err != nil {
+		status, msg := http.StatusServiceUnavailable, "not written: "+err.Error()
+		switch {
+		case errors.Is(err, engine.ErrVersionConflict):
+			status = http.StatusConflict
+			msg = fmt.Sprintf("Conflict: key %q changed since you loaded it (you edited version %s). Nothing was written; reload the row and edit it again.", wr.Key, r.PostForm.Get("version"))
+			if wr.IfVersion == 0 {
+				msg = fmt.Sprintf("Conflict: key %q already exists. Nothing was written; edit the existing row instead.", wr.Key)
+			}
+		case errors.Is(err, engine.ErrNotFound):
+			status, msg = http.StatusNotFound, fmt.Sprintf("Key %q does not exist (already deleted?). Nothing was changed.", wr.Key)
+		case errors.Is(err, engine.ErrLaneFull):
+			status, msg = http.StatusTooManyRequests, "The tables lane is at its bound; try again in a moment. Nothing was written."
+		}
+		u.showTable(w, r, s, status, msg, "error", r.PostForm)
+		return
+	}
+	verb := "put"
+	if del {
+		verb = "deleted"
+	}
+	msg := fmt.Sprintf("%s %q (version %d, lsn %d)", verb, res.Key, res.Version, res.LSN)
+	back := url.URL{Path: "/ui/tables/" + table, RawQuery: url.Values{"msg": {msg}}.Encode()}
+	http.Redirect(w, r, back.String(), http.StatusSeeOther)
+}
