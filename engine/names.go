@@ -15,6 +15,10 @@ type (
 	Record = wal.Record
 	State  = wal.State
 	Op     = wal.Op
+	// TableInfo and Retention are named here so that readers above the
+	// engine (ui) need not import wal (DESIGN.md: ui imports engine and hub).
+	TableInfo = wal.TableInfo
+	Retention = wal.Retention
 )
 
 // Op values of a Record.

@@ -15,7 +15,6 @@ import (
 
 	"routehound/engine"
 	"routehound/hub"
-	"routehound/wal"
 )
 
 // chrome is what every page's frame needs: the nav, the logout form's CSRF
@@ -231,7 +230,7 @@ func (u *UI) warehousePage(w http.ResponseWriter, r *http.Request, s *session) {
 type systemView struct {
 	DurableLSN, FirstLSN, LastLSN uint64
 	LogBytes                      int64
-	Retention                     wal.Retention
+	Retention                     engine.Retention
 	LSMBytes, VlogBytes           int64
 	HeapBytes, SysBytes           uint64
 	Goroutines                    int

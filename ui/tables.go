@@ -12,14 +12,13 @@ import (
 	"strings"
 
 	"routehound/engine"
-	"routehound/wal"
 )
 
 // pageSize is the rows of one page of a table.
 const pageSize = 100
 
 type tableListView struct {
-	Tables []wal.TableInfo
+	Tables []engine.TableInfo
 }
 
 func (u *UI) tablesPage(w http.ResponseWriter, r *http.Request, s *session) {
@@ -39,7 +38,7 @@ func (u *UI) tablesPage(w http.ResponseWriter, r *http.Request, s *session) {
 	defer snap.Close()
 	var v tableListView
 	// Bounded: the first 1,000 tables by name.
-	_, err = snap.Tables("", 1000, func(ti wal.TableInfo) error {
+	_, err = snap.Tables("", 1000, func(ti engine.TableInfo) error {
 		v.Tables = append(v.Tables, ti)
 		return nil
 	})
