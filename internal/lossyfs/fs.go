@@ -23,9 +23,9 @@ type FS struct {
 	server     *fuse.Server
 	conn       uint32 // fuse connection id, for abort
 
-	mu    sync.Mutex
-	gen   uint64            // bumped by Crash: file handles of an older generation write nothing
-	files map[uint64]*dirty // by backing inode, only files with unsynced changes
+	mu                sync.Mutex
+	gen               uint64            // bumped by Crash: file handles of an older generation write nothing
+	files             map[uint64]*dirty // by backing inode, only files with unsynced changes
 	noSpace, fsyncEIO bool
 	freeBytes         int64 // < 0: report the backing filesystem's figures
 	stats             Stats
