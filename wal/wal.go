@@ -89,6 +89,13 @@ func Open(opt Options) (*DB, error) {
 		WithMetricsEnabled(false).
 		WithSyncWrites(false). // group commit: the caller calls Sync
 		WithLogger(badgerLogger{opt.Logger})
+	removed, err := removeEmptyLogFiles(opt.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if len(removed) > 0 && opt.Logger != nil {
+		opt.Logger.Warn("removed empty log files left by a power cut", "files", removed)
+	}
 	bdb, err := badger.Open(bo)
 	if err != nil {
 		return nil, fmt.Errorf("wal: open %s: %w", opt.Dir, err)
