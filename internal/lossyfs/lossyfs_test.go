@@ -24,7 +24,9 @@ import (
 const helperEnv = "LOSSYFS_TEST_HELPER"
 
 func TestMain(m *testing.M) {
-	if mode := os.Getenv(helperEnv); mode != "" {
+	if mode := os.Getenv(helperEnv); mode == "mount" {
+		os.Exit(mountHelper(os.Getenv("LOSSYFS_TEST_DIR")))
+	} else if mode != "" {
 		os.Exit(badgerHelper(mode, os.Getenv("LOSSYFS_TEST_DIR")))
 	}
 	os.Exit(m.Run())
@@ -410,3 +412,74 @@ func badgerHelper(mode, dir string) int {
 }
 
 func head(b []byte) []byte { return b[:min(len(b), 40)] }
+
+// mountHelper mounts a lossy fs and waits to be killed, leaving the mount
+// behind as a test killed mid-run would.
+func mountHelper(dir string) int {
+	l, err := Mount(filepath.Join(dir, "mnt"), filepath.Join(dir, "backing"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mount:", err)
+		return 2
+	}
+	_ = l
+	fmt.Println("mounted")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	return 0
+}
+
+func mounted(dir string) bool {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && unescapeMountPath(f[4]) == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// A process killed with its mount up leaves a dead mount; the next Mount
+// (DetachStale) removes it.
+func TestStaleMountIsDetached(t *testing.T) {
+	if _, err := os.Stat("/dev/fuse"); err != nil && os.Getenv("LOSSYFS_ALLOW_SKIP") == "1" {
+		t.Skip("no /dev/fuse (LOSSYFS_ALLOW_SKIP=1)")
+	}
+	dir := t.TempDir()
+	cmd := helperCmd(t, "mount", dir)
+	stdin, _ := cmd.StdinPipe()
+	defer stdin.Close()
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "mounted" {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("helper: %q %v", line, err)
+	}
+	mnt := filepath.Join(dir, "mnt")
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	if !mounted(mnt) {
+		t.Fatal("the killed helper left no mount behind: nothing to test")
+	}
+	DetachStale()
+	if mounted(mnt) {
+		t.Fatal("the dead mount is still there after DetachStale")
+	}
+	if _, err := os.ReadDir(mnt); err != nil {
+		t.Fatalf("the mountpoint after detaching: %v", err)
+	}
+}
+
+// No child process inherits the /dev/fuse descriptor.
+func TestFuseDescriptorIsCloseOnExec(t *testing.T) {
+	mountForTest(t)
+	out, err := exec.Command("sh", "-c", "ls -l /proc/$$/fd").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if strings.Contains(string(out), "/dev/fuse") {
+		t.Fatalf("a child holds /dev/fuse:\n%s", out)
+	}
+}
