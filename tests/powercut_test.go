@@ -468,9 +468,12 @@ func TestStorageFaults(t *testing.T) {
 	if subErr != nil {
 		t.Fatalf("the subscription ended: %v", subErr)
 	}
+	if len(got) != len(want) {
+		t.Fatalf("subscriber saw %d puts, the log has %d loading records", len(got), len(want))
+	}
 	for i := range want {
-		if i >= len(got) || got[i].Key != want[i].Key || got[i].LSN != want[i].LSN {
-			t.Fatalf("subscriber event %d: %+v, log has %s at lsn %d", i, got[min(i, len(got)-1)], want[i].Key, want[i].LSN)
+		if got[i].Key != want[i].Key || got[i].LSN != want[i].LSN {
+			t.Fatalf("subscriber event %d: %s at lsn %d, the log has %s at lsn %d", i, got[i].Key, got[i].LSN, want[i].Key, want[i].LSN)
 		}
 	}
 
