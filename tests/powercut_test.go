@@ -59,6 +59,11 @@ func mountLossyAt(t *testing.T, mnt, backing string) *lossyfs.FS {
 // onLossy moves the harness's data dir onto the lossy mount.
 func onLossy(t *testing.T, h *harness, l *lossyfs.FS) {
 	t.Helper()
+	t.Cleanup(func() {
+		if t.Failed() {
+			logCrashes(t, h.logPath)
+		}
+	})
 	h.dataDir = filepath.Join(l.Dir(), "data")
 	if err := os.MkdirAll(h.dataDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -628,4 +633,19 @@ func allocated(dir string) int64 {
 		return nil
 	})
 	return n
+}
+
+// logCrashes shows the first lines of every Go panic or fatal error in the
+// server log: the harness shows only the log's tail, which for a crash is
+// the goroutine dump.
+func logCrashes(t *testing.T, path string) {
+	lines := strings.Split(readFrom(path, 0), "\n")
+	shown := 0
+	for i, line := range lines {
+		if shown < 5 && (strings.HasPrefix(line, "panic:") || strings.HasPrefix(line, "fatal error:") ||
+			strings.HasPrefix(line, "unexpected fault") || strings.HasPrefix(line, "routehound:")) {
+			shown++
+			t.Logf("server crash at log line %d:\n%s", i+1, strings.Join(lines[i:min(len(lines), i+30)], "\n"))
+		}
+	}
 }
