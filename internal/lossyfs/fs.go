@@ -29,6 +29,12 @@ type FS struct {
 	noSpace, fsyncEIO bool
 	freeBytes         int64 // < 0: report the backing filesystem's figures
 	stats             Stats
+	// gens gives each file created through the mount its own inode
+	// generation, so that a new file reusing a deleted file's inode
+	// number never shares its kernel inode (and page cache). Files that
+	// predate the mount have generation 1.
+	gens    map[uint64]uint64
+	nextGen uint64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -61,7 +67,8 @@ func Mount(mountpoint, backing string) (*FS, error) {
 	if err := syscall.Stat(backing, &st); err != nil {
 		return nil, fmt.Errorf("lossyfs: mount: backing dir: %w", err)
 	}
-	l := &FS{mountpoint: mountpoint, backing: backing, files: map[uint64]*dirty{}, freeBytes: -1}
+	l := &FS{mountpoint: mountpoint, backing: backing, files: map[uint64]*dirty{}, freeBytes: -1,
+		gens: map[uint64]uint64{}, nextGen: 2}
 	root := &fs.LoopbackRoot{Path: backing, Dev: uint64(st.Dev)}
 	root.NewNode = func(r *fs.LoopbackRoot, _ *fs.Inode, _ string, _ *syscall.Stat_t) fs.InodeEmbedder {
 		return &node{LoopbackNode: fs.LoopbackNode{RootData: r}, lfs: l}
@@ -301,7 +308,28 @@ func (l *FS) size(ino uint64) (int64, bool) {
 func (l *FS) forget(ino uint64) {
 	l.mu.Lock()
 	delete(l.files, ino)
+	delete(l.gens, ino)
 	l.mu.Unlock()
+}
+
+// newGen gives a freshly created inode a generation of its own.
+func (l *FS) newGen(ino uint64) uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	g := l.nextGen
+	l.nextGen++
+	l.gens[ino] = g
+	return g
+}
+
+// genOf is the generation of a live inode.
+func (l *FS) genOf(ino uint64) uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if g, ok := l.gens[ino]; ok {
+		return g
+	}
+	return 1
 }
 
 func (l *FS) currentGen() uint64 {

@@ -46,11 +46,15 @@ func (l *FS) fixAttr(a *fuse.Attr) {
 }
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	ch, errno := n.LoopbackNode.Lookup(ctx, name, out)
-	if errno == 0 {
-		n.lfs.fixAttr(&out.Attr)
+	var st syscall.Stat_t
+	if err := syscall.Lstat(filepath.Join(n.backingPath(), name), &st); err != nil {
+		return nil, fs.ToErrno(err)
 	}
-	return ch, errno
+	out.Attr.FromStat(&st)
+	n.lfs.fixAttr(&out.Attr)
+	child := &node{LoopbackNode: fs.LoopbackNode{RootData: n.RootData}, lfs: n.lfs}
+	id := fs.StableAttr{Mode: uint32(st.Mode), Gen: n.lfs.genOf(st.Ino), Ino: st.Ino}
+	return n.NewInode(ctx, child, id), 0
 }
 
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -152,8 +156,10 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		syscall.Close(fd)
 		return nil, nil, 0, errno
 	}
+	gen := n.lfs.genOf(f.ino)
 	if fresh {
 		n.lfs.forget(f.ino) // an inode number reused from a deleted file
+		gen = n.lfs.newGen(f.ino)
 	} else if flags&syscall.O_TRUNC != 0 {
 		if errno := n.lfs.truncate(f.ino, f.fd, f.gen, 0); errno != 0 {
 			syscall.Close(fd)
@@ -168,7 +174,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	out.FromStat(&st)
 	n.lfs.fixAttr(&out.Attr)
 	child := &node{LoopbackNode: fs.LoopbackNode{RootData: n.RootData}, lfs: n.lfs}
-	ch := n.NewInode(ctx, child, fs.StableAttr{Mode: uint32(st.Mode), Gen: 1, Ino: st.Ino})
+	ch := n.NewInode(ctx, child, fs.StableAttr{Mode: uint32(st.Mode), Gen: gen, Ino: st.Ino})
 	return ch, f, 0, 0
 }
 
