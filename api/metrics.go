@@ -28,6 +28,7 @@ type ledgerCollector struct {
 	queueWait, latency, waitMax, latMax                    *prometheus.Desc
 	totFsyncs, totBatches, busy, syncSecs, durable, first  *prometheus.Desc
 	logBytes, storeBytes, trimmed, syncTime, uptime        *prometheus.Desc
+	refusing, storeFails, recovered                        *prometheus.Desc
 }
 
 func newLedgerCollector(e *engine.Engine) *ledgerCollector {
@@ -63,6 +64,9 @@ func newLedgerCollector(e *engine.Engine) *ledgerCollector {
 		storeBytes: d("store_bytes", "Badger's on-disk size.", "kind"),
 		trimmed:    d("log_trimmed_records_total", "Log records removed by retention."),
 		uptime:     d("uptime_seconds", "Seconds since start."),
+		refusing:   d("writes_refused", "1 while the engine refuses writes, with the reason (storage_failed, disk_low, closing).", "reason"),
+		storeFails: d("store_failures_total", "Failed commits or fsyncs of the store; each stops writes until the store is reopened."),
+		recovered:  d("store_recoveries_total", "Store reopens after a failure that resumed writes."),
 
 		subs:        d("hub_subscribers", "Open table subscriptions."),
 		published:   d("hub_published_total", "Records offered to at least one subscriber."),
@@ -127,6 +131,15 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.storeBytes, float64(lsm), "lsm")
 	gauge(c.storeBytes, float64(vlog), "vlog")
 	gauge(c.uptime, c.e.Uptime().Seconds())
+	for _, r := range []string{engine.RefusingStorage, engine.RefusingDisk, engine.RefusingClosing} {
+		v := 0.0
+		if c.e.Refusing() == r {
+			v = 1
+		}
+		gauge(c.refusing, v, r)
+	}
+	counter(c.storeFails, float64(t.StoreFailures.Load()))
+	counter(c.recovered, float64(t.Recoveries.Load()))
 	if c.h != nil {
 		hs := c.h.Stats()
 		gauge(c.subs, float64(hs.Subscribers.Load()))

@@ -65,11 +65,16 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 		return nil, err
 	}
 	t0 := time.Now()
-	db, err := wal.Open(wal.Options{Dir: filepath.Join(dir, "store"), MemoryBytes: cfg.Storage.MemoryMB << 20, Logger: log})
+	walOpts := wal.Options{Dir: filepath.Join(dir, "store"), MemoryBytes: cfg.Storage.MemoryMB << 20, Logger: log}
+	db, err := wal.Open(walOpts)
 	if err != nil {
 		return nil, err
 	}
-	eng, err := engine.New(cfg.Engine(dir), db, log)
+	ecfg := cfg.Engine(dir)
+	// After a storage failure the engine reopens the store itself and
+	// resumes; Failed reports only a failure it could not recover from.
+	ecfg.Open = func() (*wal.DB, error) { return wal.Open(walOpts) }
+	eng, err := engine.New(ecfg, db, log)
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -243,7 +248,9 @@ func (a *Appliance) closeStore(ctx context.Context) error {
 			a.log.Warn("replica close", "err", err)
 		}
 	}
-	if err := a.db.Close(); err != nil && first == nil {
+	// The engine may have reopened the store: close the handle it holds
+	// now (closing the first one again is harmless).
+	if err := a.Engine.DB().Close(); err != nil && first == nil {
 		first = err
 	}
 	if first == nil {

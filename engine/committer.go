@@ -29,13 +29,25 @@ func (e *Engine) run() {
 	for {
 		if e.failed.Load() {
 			e.refuseAll()
-			if stopping {
+			if stopping && !e.rec.running {
 				return
+			}
+			stop := e.stop
+			if stopping {
+				stop = nil // closed: waiting on it would spin
 			}
 			select {
 			case <-e.wake:
-			case <-e.stop:
+			case <-stop:
 				stopping = true
+			case db := <-e.rec.done:
+				e.rec.running = false
+				switch {
+				case db != nil && !stopping:
+					e.resume(db)
+				case db != nil:
+					e.db.Store(db) // stopping: the caller closes the reopened store
+				}
 			}
 			continue
 		}
@@ -121,7 +133,7 @@ func (e *Engine) commitBatch(p *pending) {
 		if b == nil {
 			// Open the batch first, then choose again: items that arrived
 			// while it opened may outrank the one first seen.
-			b = e.db.Begin()
+			b = e.db.Load().Begin()
 			continue
 		}
 		it := l.peek()
@@ -203,7 +215,7 @@ func (e *Engine) share(lanes []*lane, items []*item, d time.Duration, once func(
 // waiters and publishes the records, in LSN order.
 func (e *Engine) sync(p *pending) {
 	t0 := time.Now()
-	if err := e.db.Sync(); err != nil {
+	if err := e.db.Load().Sync(); err != nil {
 		e.failStore(err, p, nil, nil)
 		return
 	}
@@ -252,12 +264,19 @@ func (e *Engine) answer(l *lane, it *item, r result) {
 	l.release(it.units)
 }
 
-// failStore stops the engine after a storage error: nothing of the failed
-// batch or of the unsynced commits is acknowledged, writes are refused, and
-// main is told so it can restart the process (DESIGN.md, "Storage faults").
+// failStore stops the engine's writes after a storage error: nothing of the
+// failed batch or of the unsynced commits is acknowledged, writes are
+// refused, and the store is reopened in the background (recover.go) or,
+// without Config.Open, main is told so it can restart the process
+// (DESIGN.md, "Storage faults").
 func (e *Engine) failStore(err error, p *pending, extra []*item, extraLanes []*lane) {
 	e.failed.Store(true)
-	e.log.Error("storage failed: refusing writes until restart", "err", err, "durable_lsn", e.durable.Load())
+	e.totals.StoreFailures.Add(1)
+	if e.cfg.Open != nil {
+		e.log.Error("storage failed: refusing writes until the store is reopened", "err", err, "durable_lsn", e.durable.Load())
+	} else {
+		e.log.Error("storage failed: refusing writes until restart", "err", err, "durable_lsn", e.durable.Load())
+	}
 	for i, it := range p.items {
 		e.answer(p.lanes[i], it, result{err: ErrUnavailable})
 	}
@@ -266,6 +285,10 @@ func (e *Engine) failStore(err error, p *pending, extra []*item, extraLanes []*l
 	}
 	*p = pending{}
 	e.refuseAll()
+	if e.cfg.Open != nil {
+		e.startRecovery(err) // see recover.go
+		return
+	}
 	select {
 	case e.fatal <- err:
 	default:
@@ -286,7 +309,7 @@ func (e *Engine) refuseAll() {
 // the free-space check.
 func (e *Engine) maintain() time.Duration {
 	e.checkDisk()
-	n, err := e.db.Trim(e.cfg.Retention, 1000)
+	n, err := e.db.Load().Trim(e.cfg.Retention, 1000)
 	if err != nil {
 		e.log.Error("log retention failed", "err", err)
 		return time.Second

@@ -48,6 +48,10 @@ type Config struct {
 	Retention      wal.Retention
 	DataDir        string // watched for free space
 	MinFreeBytes   int64  // below this, writes are refused (0: no check)
+	// Open reopens the store after a storage failure (see recover.go). With
+	// Open nil a storage failure stops the engine for good and Fatal tells
+	// the caller to exit for a supervisor's restart.
+	Open func() (*wal.DB, error)
 }
 
 // DefaultConfig is the engine's configuration when nothing is set.

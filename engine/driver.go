@@ -80,7 +80,7 @@ func (e *Engine) loadDriver(driver string, ds *driverState) error {
 	if ds.loaded {
 		return nil
 	}
-	s, err := e.db.Snapshot()
+	s, err := e.db.Load().Snapshot()
 	if err != nil {
 		return err
 	}

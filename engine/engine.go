@@ -16,7 +16,7 @@ import (
 // concurrent use; the committer is the only goroutine that writes to the wal.
 type Engine struct {
 	cfg   Config
-	db    *wal.DB
+	db    atomic.Pointer[wal.DB] // swapped only by the committer, after a store reopen
 	log   *slog.Logger
 	lanes map[string]*lane
 	order []*lane // priority order
@@ -26,6 +26,7 @@ type Engine struct {
 	stop    chan struct{}
 	stopped chan struct{}
 	fatal   chan error // cap 1: the first storage failure, for main to act on
+	rec     recovery   // committer-owned, see recover.go
 
 	closing   atomic.Bool
 	failed    atomic.Bool
@@ -43,13 +44,15 @@ type Engine struct {
 
 // Totals are engine-wide counters.
 type Totals struct {
-	Batches     atomic.Uint64
-	Fsyncs      atomic.Uint64
-	BusyNanos   atomic.Int64 // committer time spent applying, committing and syncing
-	CommitNanos atomic.Int64
-	SyncNanos   atomic.Int64
-	Trimmed     atomic.Uint64 // log records removed by retention
-	SyncTime    Histogram     // one wal.Sync
+	Batches       atomic.Uint64
+	Fsyncs        atomic.Uint64
+	BusyNanos     atomic.Int64 // committer time spent applying, committing and syncing
+	CommitNanos   atomic.Int64
+	SyncNanos     atomic.Int64
+	Trimmed       atomic.Uint64 // log records removed by retention
+	SyncTime      Histogram     // one wal.Sync
+	StoreFailures atomic.Uint64 // failed commits or syncs (each stops writes)
+	Recoveries    atomic.Uint64 // store reopens that resumed writes
 }
 
 // New starts an engine over an open store. The caller closes the store
@@ -68,7 +71,6 @@ func New(cfg Config, db *wal.DB, log *slog.Logger) (*Engine, error) {
 	}
 	e := &Engine{
 		cfg:     cfg,
-		db:      db,
 		log:     log,
 		lanes:   map[string]*lane{},
 		quota:   map[*lane]int{},
@@ -78,6 +80,8 @@ func New(cfg Config, db *wal.DB, log *slog.Logger) (*Engine, error) {
 		fatal:   make(chan error, 1),
 		started: time.Now(),
 	}
+	e.db.Store(db)
+	e.rec.done = make(chan *wal.DB, 1)
 	e.drivers.m = map[string]*driverState{}
 	e.drivers.max = cfg.MaxDrivers
 	wsum := 0
@@ -129,7 +133,9 @@ func (e *Engine) Fatal() <-chan error { return e.fatal }
 func (e *Engine) Uptime() time.Duration { return time.Since(e.started) }
 
 // DB is the store, for readers (snapshots, sizes).
-func (e *Engine) DB() *wal.DB { return e.db }
+// After a storage failure the engine may reopen the store: take the handle
+// anew for each use rather than keeping it.
+func (e *Engine) DB() *wal.DB { return e.db.Load() }
 
 // Close stops accepting writes, lets the committer drain every lane, commit
 // and sync, and waits for it (or for ctx). Safe to call twice.
@@ -237,7 +243,7 @@ func (l *lane) refuse(err error) error {
 
 // ReadLog reads durable records after `after`, at most limit, in LSN order.
 func (e *Engine) ReadLog(after uint64, limit int, fn func(wal.Record) error) error {
-	err := e.db.ReadLog(after, e.durable.Load(), limit, fn)
+	err := e.db.Load().ReadLog(after, e.durable.Load(), limit, fn)
 	if errors.Is(err, wal.ErrTrimmed) {
 		return ErrTrimmed
 	}
@@ -245,4 +251,4 @@ func (e *Engine) ReadLog(after uint64, limit int, fn func(wal.Record) error) err
 }
 
 // Snapshot opens a read view of the tables (see wal.Snapshot).
-func (e *Engine) Snapshot() (*wal.Snapshot, error) { return e.db.Snapshot() }
+func (e *Engine) Snapshot() (*wal.Snapshot, error) { return e.db.Load().Snapshot() }

@@ -199,7 +199,7 @@ func TestBackpressureIsPerLane(t *testing.T) {
 	})
 	ctx := context.Background()
 	// Hold the committer so nothing drains: take the writer's turn on the wal.
-	b := e.db.Begin()
+	b := e.db.Load().Begin()
 	if _, err := e.SubmitPoints(ctx, "d1", pts(1, 100)); err != nil {
 		t.Fatal(err)
 	}

@@ -203,7 +203,7 @@ func IsStorageRefusal(err error) bool {
 // DeviceDriver looks a device up in the devices table: the driver its
 // points belong to, and whether it is registered there.
 func (e *Engine) DeviceDriver(id string) (string, bool, error) {
-	s, err := e.db.Snapshot()
+	s, err := e.db.Load().Snapshot()
 	if err != nil {
 		return "", false, err
 	}

@@ -164,7 +164,8 @@ func TestCrashRecovery(t *testing.T) {
 type driverSim struct {
 	name    string
 	points  []point
-	durable int64 // highest durable_seq ever answered
+	durable int64         // highest durable_seq ever answered
+	pace    time.Duration // pause after each accepted batch (0: flat out)
 }
 
 // run posts batches until ctx is done, starting with every point above the
@@ -203,6 +204,9 @@ func (d *driverSim) run(ctx context.Context, h *harness, rng *rand.Rand, bad *is
 			}
 			d.durable = max(d.durable, *a.DurableSeq)
 			next += len(batch)
+			if d.pace > 0 {
+				pause(ctx, d.pace)
+			}
 		case http.StatusTooManyRequests, http.StatusServiceUnavailable:
 			if err := r.retryAfter(); err != nil {
 				bad.add("driver %s: %v", d.name, err)
@@ -378,11 +382,17 @@ type logRecord struct {
 // LSNs strictly increase across pages.
 func readLog(t *testing.T, h *harness) []logRecord {
 	t.Helper()
+	return readLogAfter(t, h, 0)
+}
+
+// readLogAfter reads the change feed after LSN after.
+func readLogAfter(t *testing.T, h *harness, after int64) []logRecord {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	const limit = 1000
 	var out []logRecord
-	var after, last int64
+	last := after
 	for page := 0; ; page++ {
 		if page > 100000 {
 			t.Fatalf("GET /v1/log: more than %d pages", page)

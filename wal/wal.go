@@ -76,6 +76,9 @@ func Open(opt Options) (*DB, error) {
 	// 15% of a memtable.
 	// Badger needs a transaction to hold a 1 MiB value (its default value
 	// threshold): at least 8 MiB of memtable.
+	// Badger's default ValueThreshold (1 MiB) is kept on purpose: values
+	// live in the WAL and the LSM, never in a value log that a power cut
+	// could lose behind a durable table (checkTail, DESIGN.md).
 	bo := badger.DefaultOptions(opt.Dir).
 		WithMemTableSize(max(mem/8, 8<<20)).
 		WithNumMemtables(2).
@@ -89,6 +92,13 @@ func Open(opt Options) (*DB, error) {
 		WithMetricsEnabled(false).
 		WithSyncWrites(false). // group commit: the caller calls Sync
 		WithLogger(badgerLogger{opt.Logger})
+	removed, err := removeEmptyLogFiles(opt.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if len(removed) > 0 && opt.Logger != nil {
+		opt.Logger.Warn("removed empty log files left by a power cut", "files", removed)
+	}
 	bdb, err := badger.Open(bo)
 	if err != nil {
 		return nil, fmt.Errorf("wal: open %s: %w", opt.Dir, err)
@@ -98,6 +108,10 @@ func Open(opt Options) (*DB, error) {
 		db.now = time.Now
 	}
 	if err := db.recover(); err != nil {
+		bdb.Close()
+		return nil, fmt.Errorf("wal: recover %s: %w", opt.Dir, err)
+	}
+	if err := db.checkTail(); err != nil {
 		bdb.Close()
 		return nil, fmt.Errorf("wal: recover %s: %w", opt.Dir, err)
 	}
