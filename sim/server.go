@@ -5,7 +5,11 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
+	"runtime"
 	"runtime/metrics"
+	"strconv"
+	"strings"
 	"time"
 
 	"routehound/engine"
@@ -57,6 +61,13 @@ type ServerBucket struct {
 	IdleCPU    float64 `json:"idle_cpu"`
 	GCPauseMax float64 `json:"gc_pause_max_ms"`
 	HeapMB     float64 `json:"heap_mb"`
+	// ProcCPU is the CPU this process really got (cores, from
+	// /proc/self/stat; the runtime's user_cpu counts time its threads held
+	// a P, also while the OS ran another process instead). MachineCPU is
+	// the busy cores of the whole machine (/proc/stat): the rest of
+	// MachineCPU - ProcCPU went to other processes.
+	ProcCPU    float64 `json:"proc_cpu"`
+	MachineCPU float64 `json:"machine_cpu"`
 }
 
 // ServerWindow is a named stretch of the run.
@@ -80,6 +91,9 @@ type serverSnap struct {
 	batches uint64
 	rt      []metrics.Sample
 	heapNow float64
+	// Linux only (zero elsewhere): this process's CPU (user + system) and
+	// the machine's busy and total CPU time, in clock ticks.
+	procTicks, machBusy, machTotal uint64
 }
 
 var runtimeMetrics = []string{
@@ -109,6 +123,7 @@ func takeSnap(e *engine.Engine, at time.Duration) serverSnap {
 		s.rt[i].Name = n
 	}
 	metrics.Read(s.rt)
+	s.procTicks, s.machBusy, s.machTotal = procCPU()
 	// Histograms are returned by reference to reused memory only when the
 	// caller reuses samples; these are fresh, so the copy is ours.
 	return s
@@ -154,6 +169,10 @@ func between(a, b serverSnap) ServerBucket {
 		IdleCPU:    (b.rt[4].Value.Float64() - a.rt[4].Value.Float64()) / wall,
 		GCPauseMax: histQ(b.rt[5], a.rt[5], 1) * 1000,
 		HeapMB:     float64(b.rt[6].Value.Uint64()) / (1 << 20),
+		ProcCPU:    float64(b.procTicks-a.procTicks) / clockTicks / wall,
+	}
+	if dt := b.machTotal - a.machTotal; dt > 0 {
+		out.MachineCPU = float64(b.machBusy-a.machBusy) / float64(dt) * float64(runtime.NumCPU())
 	}
 	return out
 }
@@ -229,11 +248,47 @@ func (st *ServerStats) summary(w io.Writer) {
 	if st == nil {
 		return
 	}
-	fmt.Fprintf(w, "  server side (in process): %-6s %11s %11s %11s %11s %11s %9s %9s %6s %6s %6s %8s %6s %6s\n",
-		"window", "disp p99", "disp wait", "wh p99", "wh wait", "drv p99", "fsync p99", "sched p99", "GC/s", "gcCPU", "usrCPU", "commBusy", "commit", "fsync")
+	fmt.Fprintf(w, "  server side (in process): %-6s %11s %11s %11s %11s %11s %9s %9s %6s %6s %6s %8s %6s %6s %7s %7s\n",
+		"window", "disp p99", "disp wait", "wh p99", "wh wait", "drv p99", "fsync p99", "sched p99", "GC/s", "gcCPU", "usrCPU", "commBusy", "commit", "fsync", "procCPU", "machCPU")
 	for _, x := range st.Windows {
-		fmt.Fprintf(w, "  %-26s %-6s %9.1fms %9.1fms %9.1fms %9.1fms %9.1fms %7.1fms %7.2fms %6.1f %6.2f %6.2f %8.2f %6.2f %6.2f\n",
+		fmt.Fprintf(w, "  %-26s %-6s %9.1fms %9.1fms %9.1fms %9.1fms %9.1fms %7.1fms %7.2fms %6.1f %6.2f %6.2f %8.2f %6.2f %6.2f %7.2f %7.2f\n",
 			fmt.Sprintf("%.0f-%.0fs", x.From, x.To), x.Name, x.DispatchP99ms, x.DispatchWaitP99ms, x.WarehouseP99ms,
-			x.WarehouseWaitP99ms, x.DriverP99ms, x.FsyncP99ms, x.SchedP99ms, float64(x.GCCycles)/(x.To-x.From), x.GCCPU, x.UserCPU, x.CommitterBusy, x.CommitterCommit, x.CommitterFsync)
+			x.WarehouseWaitP99ms, x.DriverP99ms, x.FsyncP99ms, x.SchedP99ms, float64(x.GCCycles)/(x.To-x.From), x.GCCPU, x.UserCPU, x.CommitterBusy, x.CommitterCommit, x.CommitterFsync, x.ProcCPU, x.MachineCPU)
 	}
+}
+
+// clockTicks is USER_HZ, the unit of /proc CPU times (100 on Linux).
+const clockTicks = 100
+
+// procCPU reads this process's user + system CPU and the machine's busy
+// and total CPU time in clock ticks; zeros where /proc is absent.
+func procCPU() (proc, busy, total uint64) {
+	if b, err := os.ReadFile("/proc/self/stat"); err == nil {
+		// Fields after the command (which may hold spaces) in parentheses.
+		if i := strings.LastIndexByte(string(b), ')'); i > 0 {
+			f := strings.Fields(string(b[i+1:]))
+			if len(f) > 12 {
+				u, _ := strconv.ParseUint(f[11], 10, 64) // utime: field 14
+				s, _ := strconv.ParseUint(f[12], 10, 64) // stime: field 15
+				proc = u + s
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/stat"); err == nil {
+		line, _, _ := strings.Cut(string(b), "\n")
+		f := strings.Fields(line)
+		if len(f) > 5 && f[0] == "cpu" {
+			for i, v := range f[1:] {
+				n, _ := strconv.ParseUint(v, 10, 64)
+				if i >= 8 { // guest time is already in user
+					break
+				}
+				total += n
+				if i != 3 && i != 4 { // idle, iowait
+					busy += n
+				}
+			}
+		}
+	}
+	return proc, busy, total
 }

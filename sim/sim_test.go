@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -274,8 +275,9 @@ func checkServer(t *testing.T, r *Report, s Scenario) {
 		t.Fatalf("server stats: %+v", st)
 	}
 	var batches, fsyncs uint64
-	var dispatch, sched, heap float64
+	var dispatch, sched, heap, proc, mach float64
 	for _, b := range st.Series {
+		proc, mach = max(proc, b.ProcCPU), max(mach, b.MachineCPU)
 		batches += b.Batches
 		fsyncs += b.Fsyncs
 		dispatch = max(dispatch, b.DispatchP99ms)
@@ -287,6 +289,9 @@ func checkServer(t *testing.T, r *Report, s Scenario) {
 	}
 	if batches == 0 || fsyncs == 0 || dispatch <= 0 || sched <= 0 || heap <= 0 {
 		t.Errorf("server series: batches %d fsyncs %d dispatch p99 %.3f sched p99 %.3f heap %.1f", batches, fsyncs, dispatch, sched, heap)
+	}
+	if runtime.GOOS == "linux" && (proc <= 0 || mach <= 0) {
+		t.Errorf("no CPU readings from /proc: process %.2f machine %.2f", proc, mach)
 	}
 	if s.Spike == "" {
 		if len(st.Windows) != 0 {
