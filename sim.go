@@ -37,6 +37,8 @@ func simCmd(args []string) error {
 	dispatch := fs.Float64("dispatch-rate", -1, "assignments/s, all dispatchers")
 	warehouse := fs.Float64("warehouse-rate", -1, "loading events/s, all terminals")
 	viewers := fs.Int("viewers", -1, "dashboard viewers from the start")
+	spikeFactor := fs.Float64("spike-factor", 0, "multiply the spiking actor's load by this in the window (default: the scenario's, 10)")
+	sendEvery := fs.Duration("send-every", -1, "shortest time between a driver's requests; points recorded meanwhile go as one array (default: the scenario's; 0: one request per point)")
 	quiet := fs.Bool("quiet", false, "no progress line")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole process (simulator and in-process server) to this file")
 	if err := fs.Parse(args); err != nil {
@@ -66,6 +68,12 @@ func simCmd(args []string) error {
 	}
 	if *viewers >= 0 {
 		s.Viewers = *viewers
+	}
+	if *spikeFactor > 0 {
+		s.SpikeFactor = *spikeFactor
+	}
+	if *sendEvery >= 0 {
+		s.SendEvery = *sendEvery
 	}
 	if err := s.Validate(); err != nil {
 		return err
@@ -132,6 +140,7 @@ func simCmd(args []string) error {
 			tokens[r] = a.Token(r)
 		}
 		o.Target = sim.Target{Name: "routehound", URL: a.URL(), Tokens: tokens}
+		o.Engine = a.Engine
 	}
 	fmt.Fprintf(os.Stderr, "routehound sim: %s against %s for %s\n", s.Name, o.Target.URL, s.Duration)
 	res, err := sim.Run(ctx, o)
@@ -187,6 +196,7 @@ func runNaive(ctx context.Context, o sim.Options, tokens map[string]string, cfg 
 		n.Close(sctx)
 	}()
 	o.Target = sim.Target{Name: "naive", URL: n.URL(), Tokens: tokens}
+	o.Engine = nil
 	o.RunID = ""
 	fmt.Fprintf(os.Stderr, "routehound sim: %s against the naive baseline at %s\n", o.Scenario.Name, n.URL())
 	res, err := sim.Run(ctx, o)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestSimCommand runs `routehound sim` as a user would, with the naive
@@ -14,7 +15,8 @@ func TestSimCommand(t *testing.T) {
 	dir := t.TempDir()
 	jp, hp := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.html")
 	err := simCmd([]string{"--scenario", "driver-spike", "--scale", "0.01", "--driver-interval", "200ms", "--duration", "2s",
-		"--dispatch-rate", "10", "--warehouse-rate", "10", "--viewers", "2", "--quiet", "--baseline", "naive", "--json", jp, "--html", hp})
+		"--dispatch-rate", "10", "--warehouse-rate", "10", "--viewers", "2", "--quiet", "--baseline", "naive", "--json", jp, "--html", hp,
+		"--spike-factor", "5", "--send-every", "300ms"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,7 +27,14 @@ func TestSimCommand(t *testing.T) {
 	var c struct {
 		Scenario string `json:"scenario"`
 		Runs     []struct {
-			System string `json:"system"`
+			System   string `json:"system"`
+			Scenario struct {
+				SpikeFactor float64 `json:"spike_factor"`
+				SendEvery   int64   `json:"send_every"`
+			} `json:"scenario"`
+			Server *struct {
+				Series []json.RawMessage `json:"series"`
+			} `json:"server"`
 			Verify struct {
 				OK bool `json:"ok"`
 			} `json:"verify"`
@@ -44,6 +53,13 @@ func TestSimCommand(t *testing.T) {
 	}
 	if c.Scenario != "driver-spike" || len(c.Runs) != 2 || c.Runs[0].System != "routehound" || c.Runs[1].System != "naive" || c.Ratios == nil {
 		t.Fatalf("report: %s", b[:min(len(b), 400)])
+	}
+	if sc := c.Runs[0].Scenario; sc.SpikeFactor != 5 || sc.SendEvery != int64(300*time.Millisecond) {
+		t.Errorf("--spike-factor 5 --send-every 300ms: scenario has %+v", sc)
+	}
+	// The in-process RouteHound is probed; the naive baseline is not.
+	if c.Runs[0].Server == nil || len(c.Runs[0].Server.Series) == 0 || c.Runs[1].Server != nil {
+		t.Errorf("server readings: routehound %v, naive %v", c.Runs[0].Server != nil, c.Runs[1].Server != nil)
 	}
 	for _, r := range c.Runs {
 		if !r.Verify.OK || len(r.Actors) < 4 {

@@ -16,7 +16,7 @@ func build(o Options, start, offerEnd time.Time, recs map[string]*recorder, vs *
 	if hasSpike {
 		r.SpikeWindowS = []float64{from.Seconds(), to.Seconds()}
 	}
-	warm := min(from/4, 2*time.Second) // connections and caches settle
+	warm := warmUp(from)
 	bucket := max(time.Second, s.Duration/60)
 
 	present := map[string]bool{
@@ -91,3 +91,7 @@ func (r *recorder) snapshotLatencies() []time.Duration {
 	ss, _ := r.snapshot()
 	return latencies(ss, 0, 1<<62)
 }
+
+// warmUp is the start of the "before" stretch of an isolation ratio:
+// connections and caches settle first.
+func warmUp(from time.Duration) time.Duration { return min(from/4, 2*time.Second) }

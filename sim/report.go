@@ -27,6 +27,9 @@ type Report struct {
 	// SpikeWindowS is the spike window in seconds from the start, when the
 	// scenario has one; isolation ratios compare it with the time before.
 	SpikeWindowS []float64 `json:"spike_window_s,omitempty"`
+	// Server is what the in-process server and the Go runtime measured
+	// (absent with --target or for the naive baseline).
+	Server *ServerStats `json:"server,omitempty"`
 }
 
 // ActorReport is what one actor offered, got and saw.
@@ -198,6 +201,7 @@ func (c *Comparison) Summary(w io.Writer) {
 			}
 			fmt.Fprintf(w, "  %-10s %9d %9d %9d %8.2f %8.2f %8.1f %-11s %5d %s\n", a.Actor, a.Offered, a.Accepted, rej, a.P50ms, a.P99ms, a.MaxMs, fmt.Sprintf("%.0f %s", a.SLAms, ok), a.Lost, note)
 		}
+		r.Server.summary(w)
 		for _, p := range r.Verify.Problems {
 			fmt.Fprintf(w, "  LOST: %s\n", p)
 		}

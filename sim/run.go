@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"routehound/config"
+	"routehound/engine"
 )
 
 // Options configure one run.
@@ -31,6 +32,10 @@ type Options struct {
 	// RunID prefixes every name the run writes (drivers, routes, tables),
 	// so that runs against one server do not collide. Default: from the clock.
 	RunID string
+	// Engine, when the target runs in this process, is sampled once a
+	// second (lane histograms, fsyncs) along with the Go runtime's
+	// scheduler and GC instruments: the report's Server section.
+	Engine *engine.Engine
 }
 
 // Result is a finished run: its report and what was acknowledged.
@@ -162,6 +167,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 
+	probeDone := make(chan []serverSnap, 1)
+	if o.Engine != nil {
+		go func() { probeDone <- probe(runCtx, o.Engine, start) }()
+	} else {
+		probeDone <- nil
+	}
 	progressDone := make(chan struct{})
 	if o.Progress != nil {
 		go func() { defer close(progressDone); progress(runCtx, o.Progress, t.Name, s, start, recs, vs) }()
@@ -171,6 +182,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	wg.Wait()
 	offerEnd := time.Now()
 	<-progressDone
+	snaps := <-probeDone
 
 	// Every driver learns how far its points are durable (bounded wait).
 	pollCtx, pollCancel := context.WithTimeout(ctx, 10*time.Second)
@@ -191,6 +203,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	rep := build(o, start, offerEnd, recs, vs, &stalled, acks, v)
+	if snaps != nil {
+		rep.Server = serverStats(snaps, warmUp(from), from, to, hasSpike)
+	}
 	return &Result{Report: rep, Acks: acks, Since: since, OfferEnd: offerEnd}, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -42,6 +43,7 @@ func startServer(t *testing.T) (*appliance.Appliance, Options) {
 		Target:          Target{Name: "routehound", URL: a.URL(), Tokens: tokens},
 		SLA:             SLAs(cfg),
 		SubscriberLimit: cfg.Hub.MaxSubscribersPerTable,
+		Engine:          a.Engine,
 	}
 	return a, o
 }
@@ -156,6 +158,7 @@ func checkReport(t *testing.T, r *Report, acks *Acks, s Scenario) {
 			}
 		}
 	}
+	checkServer(t, r, s)
 	if s.UserTables > 0 && r.Actor(ActorViewer).Rejected["too_many_subscribers"] != int64(s.UserTables) {
 		t.Errorf("subscriber-flood: want one too_many_subscribers per table, got %v", r.Actor(ActorViewer).Rejected)
 	}
@@ -259,5 +262,52 @@ func checkOutputs(t *testing.T, c *Comparison) {
 		if strings.Contains(page, ext) {
 			t.Errorf("HTML refers to an external asset (%s)", ext)
 		}
+	}
+}
+
+// checkServer asserts the in-process server's readings: a bucket per
+// second with the engine's batches and fsyncs, and for a spike the
+// windows before and in it.
+func checkServer(t *testing.T, r *Report, s Scenario) {
+	t.Helper()
+	st := r.Server
+	if st == nil || len(st.Series) < 2 {
+		t.Fatalf("server stats: %+v", st)
+	}
+	var batches, fsyncs uint64
+	var dispatch, sched, heap, proc, mach float64
+	for _, b := range st.Series {
+		proc, mach = max(proc, b.ProcCPU), max(mach, b.MachineCPU)
+		batches += b.Batches
+		fsyncs += b.Fsyncs
+		dispatch = max(dispatch, b.DispatchP99ms)
+		sched = max(sched, b.SchedP99ms)
+		heap = max(heap, b.HeapMB)
+		if b.CommitterBusy < 0 || b.CommitterFsync > b.CommitterBusy+0.01 {
+			t.Errorf("committer time at %.0fs: busy %.3f fsync %.3f", b.T, b.CommitterBusy, b.CommitterFsync)
+		}
+	}
+	if batches == 0 || fsyncs == 0 || dispatch <= 0 || sched <= 0 || heap <= 0 {
+		t.Errorf("server series: batches %d fsyncs %d dispatch p99 %.3f sched p99 %.3f heap %.1f", batches, fsyncs, dispatch, sched, heap)
+	}
+	if runtime.GOOS == "linux" && (proc <= 0 || mach <= 0) {
+		t.Errorf("no CPU readings from /proc: process %.2f machine %.2f", proc, mach)
+	}
+	if s.Spike == "" {
+		if len(st.Windows) != 0 {
+			t.Errorf("windows without a spike: %+v", st.Windows)
+		}
+		return
+	}
+	names := map[string]ServerWindow{}
+	for _, w := range st.Windows {
+		names[w.Name] = w
+	}
+	sp, ok := names["spike"]
+	if !ok || sp.To <= sp.From || sp.Batches == 0 {
+		t.Errorf("spike window: %+v (all %+v)", sp, st.Windows)
+	}
+	if b, ok := names["before"]; !ok || b.To > sp.From+0.01 {
+		t.Errorf("before window: %+v", b)
 	}
 }
