@@ -88,11 +88,12 @@ type feed struct {
 	byNote  map[string][]logRecord           // assignments, by the note of the value
 	byKey   map[string][]logRecord           // loading, by key
 	bySeq   map[string]map[int64][]logRecord // positions: driver → seq → records
+	byFix   map[string]int                   // phone points (positions with a device), by fixKey
 }
 
 func indexFeed(recs []logRecord, bad *issues) *feed {
 	f := &feed{records: len(recs), byNote: map[string][]logRecord{}, byKey: map[string][]logRecord{},
-		bySeq: map[string]map[int64][]logRecord{}}
+		bySeq: map[string]map[int64][]logRecord{}, byFix: map[string]int{}}
 	for _, r := range recs {
 		switch r.Table {
 		case "assignments":
@@ -104,7 +105,10 @@ func indexFeed(recs []logRecord, bad *issues) *feed {
 		case "loading":
 			f.byKey[r.Key] = append(f.byKey[r.Key], r)
 		case "positions":
-			var v struct{ Seq *int64 }
+			var v struct {
+				Seq *int64 `json:"seq"` // shadows storedFix.Seq: nil when missing
+				storedFix
+			}
 			if err := json.Unmarshal(r.Value, &v); err != nil || v.Seq == nil {
 				bad.add("positions record lsn %d: value %s has no seq (%v)", r.LSN, r.Value, err)
 				continue
@@ -113,6 +117,9 @@ func indexFeed(recs []logRecord, bad *issues) *feed {
 				f.bySeq[r.Key] = map[int64][]logRecord{}
 			}
 			f.bySeq[r.Key][*v.Seq] = append(f.bySeq[r.Key][*v.Seq], r)
+			if v.Device != "" {
+				f.byFix[fixKey(v.Device, v.TS, v.Lat, v.Lng)]++
+			}
 		}
 	}
 	return f
@@ -169,19 +176,50 @@ func (w writerActor) check(f *feed, bad *issues) int {
 	return len(w.confirmed)
 }
 
+// phoneActor: the phone-app clients (OsmAnd listener); every point that
+// got 200 is in the feed exactly once, no point is stored twice or
+// unsent, and no seq of a phone driver is there twice.
+type phoneActor struct{ *phoneFleet }
+
+func (p phoneActor) kind() string { return "phone" }
+
+func (p phoneActor) run(ctx context.Context, _ *harness, rng *rand.Rand, bad *issues) {
+	p.phoneFleet.run(ctx, rng, bad)
+}
+
+func (p phoneActor) check(f *feed, bad *issues) int {
+	drivers := map[string]bool{}
+	for _, ph := range p.phones {
+		drivers[ph.driver] = true
+	}
+	for d := range drivers {
+		for seq, rs := range f.bySeq[d] {
+			if len(rs) > 1 {
+				bad.add("phone driver %s seq %d is %d times in the log", d, seq, len(rs))
+			}
+		}
+	}
+	return p.phoneFleet.check(f.byFix, bad)
+}
+
 // TestPowerCut runs the real binary with its data dir on a lossy
 // filesystem. Drivers, a dispatcher and warehouse terminals drive it
-// concurrently; at a random moment of every cycle the server is SIGKILLed
+// and phones (the OsmAnd listener, apps' behaviour) concurrently; at a random moment of every cycle the server is SIGKILLed
 // and everything not fsynced is dropped (a power cut), then it restarts on
 // the same mount. At the end every confirmed dispatch, every acknowledged
 // warehouse event and every driver point at or below a durable_seq the
-// driver received must be in the change feed exactly once.
+// driver received and every phone point that got 200 must be in the
+// change feed exactly once.
 func TestPowerCut(t *testing.T) {
 	l := mountLossy(t)
 	seed := uint64(time.Now().UnixNano())
 	master := rand.New(rand.NewPCG(seed, 0xbadc0de))
 	bad := &issues{t: t}
-	h := newHarness(t, "")
+	phones := newPhoneFleet(t, 4, "phone-van")
+	for _, p := range phones.phones {
+		p.pace = *powercutPace
+	}
+	h := newHarness(t, phones.toml)
 	onLossy(t, h, l)
 
 	var drivers []*driverSim
@@ -195,6 +233,7 @@ func TestPowerCut(t *testing.T) {
 	for i := 1; i <= 2; i++ {
 		actors = append(actors, writerActor{newTerminal(fmt.Sprintf("T%d", i))})
 	}
+	actors = append(actors, phoneActor{phones})
 
 	cycles := 0
 	var unsynced int64 // bytes the power cuts dropped
@@ -206,6 +245,8 @@ func TestPowerCut(t *testing.T) {
 		h.start()
 		if cycles > 1 {
 			recover = append(recover, time.Since(ts))
+		} else {
+			phones.register(t, h)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
@@ -238,11 +279,11 @@ func TestPowerCut(t *testing.T) {
 		checked[a.kind()] += a.check(f, bad)
 	}
 	for name := range f.bySeq {
-		if !isDriver(drivers, name) {
+		if !isDriver(drivers, name) && !phones.isDriver(name) {
 			bad.add("positions has points of unknown driver %q", name)
 		}
 	}
-	for _, k := range []string{"dispatch", "warehouse", "driver"} {
+	for _, k := range []string{"dispatch", "warehouse", "driver", "phone"} {
 		if checked[k] == 0 {
 			t.Errorf("no %s write was confirmed in %d power cuts", k, cycles)
 		}
@@ -254,10 +295,10 @@ func TestPowerCut(t *testing.T) {
 		t.Errorf("%d issues in total (seed %d)", n, seed)
 	}
 	st := l.Stats()
-	t.Logf("%d power cuts in %v (%.2fs a cycle; restart to ready median %v, max %v; seed %d): checked dispatch %d, warehouse %d, driver points %d (of %d sent); log %d records; the cuts dropped %d KiB unsynced, lossyfs wrote through %d fsyncs",
+	t.Logf("%d power cuts in %v (%.2fs a cycle; restart to ready median %v, max %v; seed %d): checked dispatch %d, warehouse %d, driver points %d (of %d sent), phone points %d (%d phones); log %d records; the cuts dropped %d KiB unsynced, lossyfs wrote through %d fsyncs",
 		cycles, elapsed.Round(time.Millisecond), elapsed.Seconds()/float64(cycles),
 		percentile(recover, 50).Round(time.Millisecond), percentile(recover, 100).Round(time.Millisecond), seed,
-		checked["dispatch"], checked["warehouse"], checked["driver"], sentPoints(drivers), f.records,
+		checked["dispatch"], checked["warehouse"], checked["driver"], sentPoints(drivers), checked["phone"], len(phones.phones), f.records,
 		unsynced>>10, st.Fsyncs)
 }
 
