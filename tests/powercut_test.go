@@ -362,13 +362,16 @@ func (s *sseTail) snapshot() ([]logRecord, error) {
 // TestStorageFaults injects EIO on fsync, ENOSPC on writes and a low
 // free-space figure into the lossy filesystem under the real binary. While
 // a fault lasts a write is never acknowledged (503 JSON + Retry-After),
-// /readyz is not ready, the writes_refused metric names the reason, and
+// a phone point gets its connection closed (no status), /readyz is not
+// ready, the writes_refused metric names the reason, and
 // reads and subscriptions keep working. Once the fault is gone the server
 // reopens its store and accepts writes with no restart, the subscriber sees
 // no gap, and after a power cut every acknowledged write is there once.
 func TestStorageFaults(t *testing.T) {
 	l := mountLossy(t)
-	h := newHarness(t, "")
+	pf := newPhoneFleet(t, 1, "phone-van") // the config's device: no registration needed
+	phone := pf.phones[0]
+	h := newHarness(t, pf.toml)
 	onLossy(t, h, l)
 	h.start()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -431,8 +434,27 @@ func TestStorageFaults(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+	// phoneDelivers: the phone's oldest fix gets 200 (a new fix if it
+	// holds none).
+	phoneDelivers := func(what string) {
+		t.Helper()
+		if len(phone.pending) == 0 {
+			phone.makeFix(rng)
+		}
+		if status, body, err := phone.send(ctx, pf.base); err != nil || status != http.StatusOK || len(body) != 0 {
+			t.Fatalf("%s: phone point: %d %q %v, want 200 and no body", what, status, body, err)
+		}
+	}
 	whileRefused := func(reason string) {
 		t.Helper()
+		// A phone point is not acknowledged: the connection is closed with
+		// no status, so the app keeps the fix and retries it.
+		if len(phone.pending) == 0 {
+			phone.makeFix(rng)
+		}
+		if status, body, err := phone.send(ctx, pf.base); err == nil {
+			t.Errorf("%s: phone point answered %d %q, want its connection closed", reason, status, body)
+		}
 		if h.ready() {
 			t.Errorf("%s: /readyz answers 200 while writes are refused", reason)
 		}
@@ -452,6 +474,7 @@ func TestStorageFaults(t *testing.T) {
 	}
 
 	mustWrite(5)
+	phoneDelivers("no fault")
 	for _, fault := range []struct {
 		name string
 		set  func(bool)
@@ -479,6 +502,7 @@ func TestStorageFaults(t *testing.T) {
 		if r := post(failed); r.status != http.StatusCreated && r.status != http.StatusOK {
 			t.Fatalf("%s: retry of the refused write: %s", fault.name, r)
 		}
+		phoneDelivers(fault.name + ": the refused phone point, retried after the fault")
 		mustWrite(5)
 	}
 
@@ -490,6 +514,7 @@ func TestStorageFaults(t *testing.T) {
 	whileRefused("disk_low")
 	l.SetFreeBytes(-1)
 	waitFor("ready after the disk has room", h.ready)
+	phoneDelivers("disk low: the refused phone point, retried after the fault")
 	mustWrite(5)
 
 	if !metric("routehound_store_recoveries_total 2") {
@@ -528,17 +553,22 @@ func TestStorageFaults(t *testing.T) {
 	l.Crash()
 	h.start()
 	bad := &issues{t: t}
-	n := writerActor{term}.check(indexFeed(readLog(t, h), bad), bad)
+	f := indexFeed(readLog(t, h), bad)
+	n := writerActor{term}.check(f, bad)
+	np := pf.check(f.byFix, bad)
 	h.stop()
 	if n < 20 {
 		t.Errorf("only %d writes acknowledged", n)
+	}
+	if np != 4 || len(phone.pending) != 0 {
+		t.Errorf("phone: %d points acknowledged, %d pending; want 4 and 0 (before, and after each of 3 faults)", np, len(phone.pending))
 	}
 	for _, line := range strings.Split(readFrom(h.logPath, 0), "\n") {
 		if strings.Contains(line, "storage") || strings.Contains(line, "free disk") {
 			t.Log("server: " + line)
 		}
 	}
-	t.Logf("%d warehouse writes acknowledged across EIO, ENOSPC and disk-low faults and a power cut; subscriber saw %d puts", n, len(got))
+	t.Logf("%d warehouse writes and %d phone points acknowledged across EIO, ENOSPC and disk-low faults and a power cut; subscriber saw %d puts", n, np, len(got))
 }
 
 // TestPowerCutBigStore measures the time from start to ready after a power
