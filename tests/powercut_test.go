@@ -88,11 +88,12 @@ type feed struct {
 	byNote  map[string][]logRecord           // assignments, by the note of the value
 	byKey   map[string][]logRecord           // loading, by key
 	bySeq   map[string]map[int64][]logRecord // positions: driver → seq → records
+	byFix   map[string]int                   // phone points (positions with a device), by fixKey
 }
 
 func indexFeed(recs []logRecord, bad *issues) *feed {
 	f := &feed{records: len(recs), byNote: map[string][]logRecord{}, byKey: map[string][]logRecord{},
-		bySeq: map[string]map[int64][]logRecord{}}
+		bySeq: map[string]map[int64][]logRecord{}, byFix: map[string]int{}}
 	for _, r := range recs {
 		switch r.Table {
 		case "assignments":
@@ -104,7 +105,10 @@ func indexFeed(recs []logRecord, bad *issues) *feed {
 		case "loading":
 			f.byKey[r.Key] = append(f.byKey[r.Key], r)
 		case "positions":
-			var v struct{ Seq *int64 }
+			var v struct {
+				Seq *int64 `json:"seq"` // shadows storedFix.Seq: nil when missing
+				storedFix
+			}
 			if err := json.Unmarshal(r.Value, &v); err != nil || v.Seq == nil {
 				bad.add("positions record lsn %d: value %s has no seq (%v)", r.LSN, r.Value, err)
 				continue
@@ -113,6 +117,9 @@ func indexFeed(recs []logRecord, bad *issues) *feed {
 				f.bySeq[r.Key] = map[int64][]logRecord{}
 			}
 			f.bySeq[r.Key][*v.Seq] = append(f.bySeq[r.Key][*v.Seq], r)
+			if v.Device != "" {
+				f.byFix[fixKey(v.Device, v.TS, v.Lat, v.Lng)]++
+			}
 		}
 	}
 	return f
@@ -169,19 +176,50 @@ func (w writerActor) check(f *feed, bad *issues) int {
 	return len(w.confirmed)
 }
 
+// phoneActor: the phone-app clients (OsmAnd listener); every point that
+// got 200 is in the feed exactly once, no point is stored twice or
+// unsent, and no seq of a phone driver is there twice.
+type phoneActor struct{ *phoneFleet }
+
+func (p phoneActor) kind() string { return "phone" }
+
+func (p phoneActor) run(ctx context.Context, _ *harness, rng *rand.Rand, bad *issues) {
+	p.phoneFleet.run(ctx, rng, bad)
+}
+
+func (p phoneActor) check(f *feed, bad *issues) int {
+	drivers := map[string]bool{}
+	for _, ph := range p.phones {
+		drivers[ph.driver] = true
+	}
+	for d := range drivers {
+		for seq, rs := range f.bySeq[d] {
+			if len(rs) > 1 {
+				bad.add("phone driver %s seq %d is %d times in the log", d, seq, len(rs))
+			}
+		}
+	}
+	return p.phoneFleet.check(f.byFix, bad)
+}
+
 // TestPowerCut runs the real binary with its data dir on a lossy
 // filesystem. Drivers, a dispatcher and warehouse terminals drive it
-// concurrently; at a random moment of every cycle the server is SIGKILLed
+// and phones (the OsmAnd listener, apps' behaviour) concurrently; at a random moment of every cycle the server is SIGKILLed
 // and everything not fsynced is dropped (a power cut), then it restarts on
 // the same mount. At the end every confirmed dispatch, every acknowledged
 // warehouse event and every driver point at or below a durable_seq the
-// driver received must be in the change feed exactly once.
+// driver received and every phone point that got 200 must be in the
+// change feed exactly once.
 func TestPowerCut(t *testing.T) {
 	l := mountLossy(t)
 	seed := uint64(time.Now().UnixNano())
 	master := rand.New(rand.NewPCG(seed, 0xbadc0de))
 	bad := &issues{t: t}
-	h := newHarness(t, "")
+	phones := newPhoneFleet(t, 4, "phone-van")
+	for _, p := range phones.phones {
+		p.pace = *powercutPace
+	}
+	h := newHarness(t, phones.toml)
 	onLossy(t, h, l)
 
 	var drivers []*driverSim
@@ -195,6 +233,7 @@ func TestPowerCut(t *testing.T) {
 	for i := 1; i <= 2; i++ {
 		actors = append(actors, writerActor{newTerminal(fmt.Sprintf("T%d", i))})
 	}
+	actors = append(actors, phoneActor{phones})
 
 	cycles := 0
 	var unsynced int64 // bytes the power cuts dropped
@@ -206,6 +245,8 @@ func TestPowerCut(t *testing.T) {
 		h.start()
 		if cycles > 1 {
 			recover = append(recover, time.Since(ts))
+		} else {
+			phones.register(t, h)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
@@ -238,11 +279,11 @@ func TestPowerCut(t *testing.T) {
 		checked[a.kind()] += a.check(f, bad)
 	}
 	for name := range f.bySeq {
-		if !isDriver(drivers, name) {
+		if !isDriver(drivers, name) && !phones.isDriver(name) {
 			bad.add("positions has points of unknown driver %q", name)
 		}
 	}
-	for _, k := range []string{"dispatch", "warehouse", "driver"} {
+	for _, k := range []string{"dispatch", "warehouse", "driver", "phone"} {
 		if checked[k] == 0 {
 			t.Errorf("no %s write was confirmed in %d power cuts", k, cycles)
 		}
@@ -254,10 +295,10 @@ func TestPowerCut(t *testing.T) {
 		t.Errorf("%d issues in total (seed %d)", n, seed)
 	}
 	st := l.Stats()
-	t.Logf("%d power cuts in %v (%.2fs a cycle; restart to ready median %v, max %v; seed %d): checked dispatch %d, warehouse %d, driver points %d (of %d sent); log %d records; the cuts dropped %d KiB unsynced, lossyfs wrote through %d fsyncs",
+	t.Logf("%d power cuts in %v (%.2fs a cycle; restart to ready median %v, max %v; seed %d): checked dispatch %d, warehouse %d, driver points %d (of %d sent), phone points %d (%d phones); log %d records; the cuts dropped %d KiB unsynced, lossyfs wrote through %d fsyncs",
 		cycles, elapsed.Round(time.Millisecond), elapsed.Seconds()/float64(cycles),
 		percentile(recover, 50).Round(time.Millisecond), percentile(recover, 100).Round(time.Millisecond), seed,
-		checked["dispatch"], checked["warehouse"], checked["driver"], sentPoints(drivers), f.records,
+		checked["dispatch"], checked["warehouse"], checked["driver"], sentPoints(drivers), checked["phone"], len(phones.phones), f.records,
 		unsynced>>10, st.Fsyncs)
 }
 
@@ -321,13 +362,16 @@ func (s *sseTail) snapshot() ([]logRecord, error) {
 // TestStorageFaults injects EIO on fsync, ENOSPC on writes and a low
 // free-space figure into the lossy filesystem under the real binary. While
 // a fault lasts a write is never acknowledged (503 JSON + Retry-After),
-// /readyz is not ready, the writes_refused metric names the reason, and
+// a phone point gets its connection closed (no status), /readyz is not
+// ready, the writes_refused metric names the reason, and
 // reads and subscriptions keep working. Once the fault is gone the server
 // reopens its store and accepts writes with no restart, the subscriber sees
 // no gap, and after a power cut every acknowledged write is there once.
 func TestStorageFaults(t *testing.T) {
 	l := mountLossy(t)
-	h := newHarness(t, "")
+	pf := newPhoneFleet(t, 1, "phone-van") // the config's device: no registration needed
+	phone := pf.phones[0]
+	h := newHarness(t, pf.toml)
 	onLossy(t, h, l)
 	h.start()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -390,8 +434,27 @@ func TestStorageFaults(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+	// phoneDelivers: the phone's oldest fix gets 200 (a new fix if it
+	// holds none).
+	phoneDelivers := func(what string) {
+		t.Helper()
+		if len(phone.pending) == 0 {
+			phone.makeFix(rng)
+		}
+		if status, body, err := phone.send(ctx, pf.base); err != nil || status != http.StatusOK || len(body) != 0 {
+			t.Fatalf("%s: phone point: %d %q %v, want 200 and no body", what, status, body, err)
+		}
+	}
 	whileRefused := func(reason string) {
 		t.Helper()
+		// A phone point is not acknowledged: the connection is closed with
+		// no status, so the app keeps the fix and retries it.
+		if len(phone.pending) == 0 {
+			phone.makeFix(rng)
+		}
+		if status, body, err := phone.send(ctx, pf.base); err == nil {
+			t.Errorf("%s: phone point answered %d %q, want its connection closed", reason, status, body)
+		}
 		if h.ready() {
 			t.Errorf("%s: /readyz answers 200 while writes are refused", reason)
 		}
@@ -411,6 +474,7 @@ func TestStorageFaults(t *testing.T) {
 	}
 
 	mustWrite(5)
+	phoneDelivers("no fault")
 	for _, fault := range []struct {
 		name string
 		set  func(bool)
@@ -438,6 +502,7 @@ func TestStorageFaults(t *testing.T) {
 		if r := post(failed); r.status != http.StatusCreated && r.status != http.StatusOK {
 			t.Fatalf("%s: retry of the refused write: %s", fault.name, r)
 		}
+		phoneDelivers(fault.name + ": the refused phone point, retried after the fault")
 		mustWrite(5)
 	}
 
@@ -449,6 +514,7 @@ func TestStorageFaults(t *testing.T) {
 	whileRefused("disk_low")
 	l.SetFreeBytes(-1)
 	waitFor("ready after the disk has room", h.ready)
+	phoneDelivers("disk low: the refused phone point, retried after the fault")
 	mustWrite(5)
 
 	if !metric("routehound_store_recoveries_total 2") {
@@ -487,17 +553,22 @@ func TestStorageFaults(t *testing.T) {
 	l.Crash()
 	h.start()
 	bad := &issues{t: t}
-	n := writerActor{term}.check(indexFeed(readLog(t, h), bad), bad)
+	f := indexFeed(readLog(t, h), bad)
+	n := writerActor{term}.check(f, bad)
+	np := pf.check(f.byFix, bad)
 	h.stop()
 	if n < 20 {
 		t.Errorf("only %d writes acknowledged", n)
+	}
+	if np != 4 || len(phone.pending) != 0 {
+		t.Errorf("phone: %d points acknowledged, %d pending; want 4 and 0 (before, and after each of 3 faults)", np, len(phone.pending))
 	}
 	for _, line := range strings.Split(readFrom(h.logPath, 0), "\n") {
 		if strings.Contains(line, "storage") || strings.Contains(line, "free disk") {
 			t.Log("server: " + line)
 		}
 	}
-	t.Logf("%d warehouse writes acknowledged across EIO, ENOSPC and disk-low faults and a power cut; subscriber saw %d puts", n, len(got))
+	t.Logf("%d warehouse writes and %d phone points acknowledged across EIO, ENOSPC and disk-low faults and a power cut; subscriber saw %d puts", n, np, len(got))
 }
 
 // TestPowerCutBigStore measures the time from start to ready after a power
