@@ -117,25 +117,7 @@ func TestCrashRecovery(t *testing.T) {
 	// highest durable_seq the driver was told about.
 	checked := 0
 	for _, d := range drivers {
-		for seq, rs := range bySeq[d.name] {
-			if len(rs) > 1 {
-				bad.add("driver %s seq %d is %d times in the log", d.name, seq, len(rs))
-			}
-			if seq < 1 || seq > int64(len(d.points)) {
-				bad.add("driver %s seq %d is in the log but was never sent", d.name, seq)
-				continue
-			}
-			if want, _ := json.Marshal(d.points[seq-1]); !sameJSON(rs[0].Value, want) {
-				bad.add("driver %s seq %d: log value %s, sent %s", d.name, seq, rs[0].Value, want)
-			}
-		}
-		for seq := int64(1); seq <= d.durable; seq++ {
-			if len(bySeq[d.name][seq]) == 0 {
-				bad.add("driver %s seq %d is missing from the log although durable_seq %d was answered",
-					d.name, seq, d.durable)
-			}
-			checked++
-		}
+		checked += d.checkLog(bySeq[d.name], bad)
 	}
 	for name := range bySeq {
 		if !isDriver(drivers, name) {
@@ -452,4 +434,28 @@ func sentPoints(ds []*driverSim) int {
 		n += len(d.points)
 	}
 	return n
+}
+
+// checkLog checks one driver's points in the log (seq → records): each at
+// most once and as sent, and every one up to the highest durable_seq the
+// driver was told about present. It returns how many seqs it required.
+func (d *driverSim) checkLog(bySeq map[int64][]logRecord, bad *issues) int {
+	for seq, rs := range bySeq {
+		if len(rs) > 1 {
+			bad.add("driver %s seq %d is %d times in the log", d.name, seq, len(rs))
+		}
+		if seq < 1 || seq > int64(len(d.points)) {
+			bad.add("driver %s seq %d is in the log but was never sent", d.name, seq)
+			continue
+		}
+		if want, _ := json.Marshal(d.points[seq-1]); !sameJSON(rs[0].Value, want) {
+			bad.add("driver %s seq %d: log value %s, sent %s", d.name, seq, rs[0].Value, want)
+		}
+	}
+	for seq := int64(1); seq <= d.durable; seq++ {
+		if len(bySeq[seq]) == 0 {
+			bad.add("driver %s seq %d is missing from the log although durable_seq %d was answered", d.name, seq, d.durable)
+		}
+	}
+	return int(d.durable)
 }

@@ -131,26 +131,7 @@ type driverActor struct{ *driverSim }
 
 func (d driverActor) kind() string { return "driver" }
 
-func (d driverActor) check(f *feed, bad *issues) int {
-	for seq, rs := range f.bySeq[d.name] {
-		if len(rs) > 1 {
-			bad.add("driver %s seq %d is %d times in the log", d.name, seq, len(rs))
-		}
-		if seq < 1 || seq > int64(len(d.points)) {
-			bad.add("driver %s seq %d is in the log but was never sent", d.name, seq)
-			continue
-		}
-		if want, _ := json.Marshal(d.points[seq-1]); !sameJSON(rs[0].Value, want) {
-			bad.add("driver %s seq %d: log value %s, sent %s", d.name, seq, rs[0].Value, want)
-		}
-	}
-	for seq := int64(1); seq <= d.durable; seq++ {
-		if len(f.bySeq[d.name][seq]) == 0 {
-			bad.add("driver %s seq %d is missing from the log although durable_seq %d was answered", d.name, seq, d.durable)
-		}
-	}
-	return int(d.durable)
-}
+func (d driverActor) check(f *feed, bad *issues) int { return d.checkLog(f.bySeq[d.name], bad) }
 
 // writerActor: a dispatcher or a terminal; every confirmed write is in the
 // feed exactly once at the LSN answered.
