@@ -44,6 +44,11 @@ func ConfigFrom(c config.Config) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("osmand: time_zone: %w", err)
 	}
+	// "HTTPS when TLS is configured": without a certificate of its own
+	// the listener uses the server's ([http] tls_cert/tls_key).
+	if o.TLSCert == "" && o.TLSKey == "" {
+		o.TLSCert, o.TLSKey = c.HTTP.TLSCert, c.HTTP.TLSKey
+	}
 	devs := make(map[string]string, len(o.Devices))
 	for _, d := range o.Devices {
 		devs[d.ID] = d.Driver
