@@ -2,62 +2,23 @@ package osmand
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"routehound/engine"
-
 	"routehound/config"
+	"routehound/engine"
+	"routehound/internal/testcert"
 )
-
-// selfSigned writes a certificate for 127.0.0.1 and its key as PEM files.
-func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "routehound-test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
-	c, _ := x509.ParseCertificate(der)
-	pool = x509.NewCertPool()
-	pool.AddCert(c)
-	return certFile, keyFile, pool
-}
 
 // With a certificate the listener speaks HTTPS (and HTTP/2, where a full
 // lane resets the stream instead of closing the connection), and Shutdown
 // stops it.
 func TestListenerTLS(t *testing.T) {
 	r := newRig(t, "", nil) // for its engine and registered devices
-	cert, key, pool := selfSigned(t)
+	cert, key, pool := testcert.Write(t, t.TempDir())
 	l, err := Start(r.e, Config{Listen: "127.0.0.1:0", TLSCert: cert, TLSKey: key, SpeedUnit: Knots,
 		Devices: map[string]string{devA: "anna"}}, nil)
 	if err != nil {
@@ -112,7 +73,7 @@ func TestListenerTLSLaneFullResetsTheStream(t *testing.T) {
 	if _, err := r.e.SubmitPoints(context.Background(), "filler", []engine.Point{{Seq: 1, Value: []byte(`{"seq":1}`)}}); err != nil {
 		t.Fatal(err)
 	}
-	cert, key, pool := selfSigned(t)
+	cert, key, pool := testcert.Write(t, t.TempDir())
 	l, err := Start(r.e, Config{Listen: "127.0.0.1:0", TLSCert: cert, TLSKey: key, Devices: map[string]string{devA: "anna"}}, nil)
 	if err != nil {
 		t.Fatal(err)
