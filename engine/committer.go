@@ -30,6 +30,9 @@ func (e *Engine) run() {
 		if e.failed.Load() {
 			e.refuseAll()
 			if stopping && !e.rec.running {
+				if n := e.heldUnits(); n > 0 {
+					e.log.Error("stopping with the store failed: accepted driver points not written; their drivers resend them above their durable_seq", "points", n)
+				}
 				return
 			}
 			stop := e.stop
@@ -42,11 +45,10 @@ func (e *Engine) run() {
 				stopping = true
 			case db := <-e.rec.done:
 				e.rec.running = false
-				switch {
-				case db != nil && !stopping:
+				if db != nil {
+					// Also when stopping: the held writes are written
+					// and synced by the drain below.
 					e.resume(db)
-				case db != nil:
-					e.db.Store(db) // stopping: the caller closes the reopened store
 				}
 			}
 			continue
@@ -268,7 +270,9 @@ func (e *Engine) answer(l *lane, it *item, r result) {
 // failed batch or of the unsynced commits is acknowledged, writes are
 // refused, and the store is reopened in the background (recover.go) or,
 // without Config.Open, main is told so it can restart the process
-// (DESIGN.md, "Storage faults").
+// (DESIGN.md, "Storage faults"). Writes that were accepted with no waiter
+// (async driver points, answered 202) are not dropped: they are held and
+// written again once the store is reopened.
 func (e *Engine) failStore(err error, p *pending, extra []*item, extraLanes []*lane) {
 	e.failed.Store(true)
 	e.totals.StoreFailures.Add(1)
@@ -278,10 +282,10 @@ func (e *Engine) failStore(err error, p *pending, extra []*item, extraLanes []*l
 		e.log.Error("storage failed: refusing writes until restart", "err", err, "durable_lsn", e.durable.Load())
 	}
 	for i, it := range p.items {
-		e.answer(p.lanes[i], it, result{err: ErrUnavailable})
+		e.holdOrRefuse(p.lanes[i], it)
 	}
 	for i, it := range extra {
-		e.answer(extraLanes[i], it, result{err: ErrUnavailable})
+		e.holdOrRefuse(extraLanes[i], it)
 	}
 	*p = pending{}
 	e.refuseAll()
@@ -295,11 +299,41 @@ func (e *Engine) failStore(err error, p *pending, extra []*item, extraLanes []*l
 	}
 }
 
-// refuseAll answers every queued item with ErrUnavailable.
+// maxRedos is how many store failures in a row an accepted write is carried
+// across before it is given up (then a restart's contract applies: the
+// driver resends above its durable_seq).
+const maxRedos = 3
+
+// holdOrRefuse answers an item that cannot be written now: a writer that
+// waits gets ErrUnavailable (it retries, with its Idempotency-Key or seq);
+// an accepted write with no waiter is held for the reopened store. Runs on
+// the committer while the store is failed.
+func (e *Engine) holdOrRefuse(l *lane, it *item) {
+	if it.done == nil && it.redo != nil && it.redos < maxRedos && e.cfg.Open != nil {
+		e.rec.held = append(e.rec.held, heldItem{l, it})
+		return
+	}
+	if it.done == nil && it.redo != nil {
+		e.log.Error("giving up an accepted write after repeated store failures; its driver must resend above its durable_seq",
+			"lane", l.name, "units", it.units, "store_failures", it.redos+1)
+	}
+	e.answer(l, it, result{err: ErrUnavailable})
+}
+
+// heldUnits counts the units of the writes held for a reopen.
+func (e *Engine) heldUnits() int {
+	n := 0
+	for _, h := range e.rec.held {
+		n += h.it.units
+	}
+	return n
+}
+
+// refuseAll empties the lanes while the store is failed: see holdOrRefuse.
 func (e *Engine) refuseAll() {
 	for _, l := range e.order {
 		for it := l.pop(); it != nil; it = l.pop() {
-			e.answer(l, it, result{err: ErrUnavailable})
+			e.holdOrRefuse(l, it)
 		}
 	}
 }

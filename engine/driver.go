@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
 
@@ -201,6 +202,32 @@ func (e *Engine) pointsItem(driver string, ds *driverState, pts []Point, wait bo
 	}
 	if wait {
 		it.done = make(chan result, 1)
+	} else {
+		it.redo = func(e *Engine) *item { return e.redoPoints(driver, ds, pts) }
 	}
 	return it
+}
+
+// redoPoints rebuilds an accepted chunk of a driver's points after a store
+// reopen (recover.go): the points above what the reopened store holds for
+// the driver. The driver already had its 202 for them, and the store
+// failure must not lose them. Runs on the committer, in lane order, after
+// the drivers' marks were reset: the first chunk of a driver loads its
+// stored seq, each chunk then moves the mark to its top.
+func (e *Engine) redoPoints(driver string, ds *driverState, pts []Point) *item {
+	ds.mu.Lock()
+	defer ds.mu.Unlock()
+	if err := e.loadDriver(driver, ds); err != nil {
+		// Cannot tell what the store holds: write them all again rather
+		// than lose any (the log may then hold a point twice).
+		e.log.Error("reading a driver's stored seq after a store reopen; writing its accepted points again", "driver", driver, "err", err)
+		ds.loaded = true
+	}
+	i := sort.Search(len(pts), func(i int) bool { return pts[i].Seq > ds.accepted })
+	rest := pts[i:]
+	if len(rest) == 0 {
+		return nil
+	}
+	ds.accepted = rest[len(rest)-1].Seq
+	return e.pointsItem(driver, ds, rest, false)
 }

@@ -23,6 +23,12 @@ type item struct {
 	// durable runs in the committer once the item is durable (driver seq).
 	durable func()
 	top     uint64 // driver items: the highest seq of the chunk
+	// redo rebuilds an accepted item that has no waiter (an async driver
+	// chunk, already answered 202) after a store reopen: the part the
+	// reopened store does not hold, or nil when it holds all of it. Runs
+	// on the committer. Nil for items whose writer waits for the answer.
+	redo  func(e *Engine) *item
+	redos int // how many store failures this write has been carried across
 
 	res   result
 	taken time.Time
@@ -74,6 +80,22 @@ func (l *lane) push(items ...*item) error {
 	l.mu.Unlock()
 	l.stats.Depth.Add(int64(units))
 	return nil
+}
+
+// requeue puts items at the head of the queue, ahead of anything queued
+// since, without the bound check: they were admitted before. units is what
+// they counted against the bound already (released here).
+func (l *lane) requeue(items []*item, units int) {
+	add := 0
+	for _, it := range items {
+		add += it.units
+	}
+	l.mu.Lock()
+	l.queue = append(append([]*item(nil), items...), l.queue[l.head:]...)
+	l.head = 0
+	l.depth += add - units
+	l.mu.Unlock()
+	l.stats.Depth.Add(int64(add - units))
 }
 
 // pop takes the oldest item, or nil. Its units stay in depth until release.

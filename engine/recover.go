@@ -42,9 +42,16 @@ const recoveryPoll = 500 * time.Millisecond
 // recovery is the committer's view of a store reopen in progress.
 type recovery struct {
 	running bool         // committer-owned: a recovery goroutine is out
+	held    []heldItem   // committer-owned: accepted writes with no waiter, to write again after the reopen
 	done    chan *wal.DB // cap 1: the reopened store, or nil when given up or stopped
 	since   time.Time    // when the failure happened (committer-owned)
 	cause   error        // committer-owned
+}
+
+// heldItem is an accepted write kept across a store failure, with its lane.
+type heldItem struct {
+	l  *lane
+	it *item
 }
 
 // startRecovery launches the recovery goroutine once per failure. Called
@@ -144,6 +151,7 @@ func (e *Engine) resume(db *wal.DB) {
 	if last := db.LastLSN(); last > published {
 		e.durable.Store(last)
 	}
+	redone := e.redoHeld()
 	if len(gap) > 0 {
 		if subs := e.published.Load(); subs != nil {
 			for _, fn := range *subs {
@@ -154,7 +162,34 @@ func (e *Engine) resume(db *wal.DB) {
 	e.totals.Recoveries.Add(1)
 	e.failed.Store(false)
 	e.log.Info("storage recovered: store reopened, accepting writes",
-		"durable_lsn", e.durable.Load(), "republished", len(gap), "refused_for", time.Since(e.rec.since).Round(time.Millisecond))
+		"durable_lsn", e.durable.Load(), "republished", len(gap), "rewritten", redone, "refused_for", time.Since(e.rec.since).Round(time.Millisecond))
+}
+
+// redoHeld puts the writes held across the failure back at the head of
+// their lanes, in their order, less what the reopened store already holds
+// (committed before the failure, made durable by the reopen). It returns
+// the units queued again. Runs on the committer before writes are accepted
+// again, so that they go ahead of any new write.
+func (e *Engine) redoHeld() int {
+	held := e.rec.held
+	e.rec.held = nil
+	byLane := map[*lane][]*item{}
+	released := map[*lane]int{}
+	n := 0
+	for _, h := range held {
+		released[h.l] += h.it.units
+		it := h.it.redo(e)
+		if it == nil {
+			continue
+		}
+		it.arrived, it.redos = h.it.arrived, h.it.redos+1
+		byLane[h.l] = append(byLane[h.l], it)
+		n += it.units
+	}
+	for l, units := range released {
+		l.requeue(byLane[l], units)
+	}
+	return n
 }
 
 // reset makes every driver reload its durable seq from the store on its

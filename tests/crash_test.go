@@ -148,6 +148,7 @@ type driverSim struct {
 	points  []point
 	durable int64         // highest durable_seq ever answered
 	pace    time.Duration // pause after each accepted batch (0: flat out)
+	batch   int           // points per POST (0: 20)
 }
 
 // run posts batches until ctx is done, starting with every point above the
@@ -155,12 +156,20 @@ type driverSim struct {
 func (d *driverSim) run(ctx context.Context, h *harness, rng *rand.Rand, bad *issues) {
 	next := int(d.durable) // index of the next point to send
 	for ctx.Err() == nil {
+		size := d.batch
 		if next == len(d.points) {
-			for range 1 + rng.IntN(20) {
+			n := size
+			if n == 0 {
+				n = 1 + rng.IntN(20)
+			}
+			for range n {
 				d.points = append(d.points, makePoint(int64(len(d.points)+1), rng))
 			}
 		}
-		batch := d.points[next:min(next+20, len(d.points))]
+		if size == 0 {
+			size = 20
+		}
+		batch := d.points[next:min(next+size, len(d.points))]
 		r, err := h.do(ctx, http.MethodPost, "/v1/drivers/"+d.name+"/locations", "driver", "", batch)
 		if err != nil {
 			pause(ctx, 100*time.Millisecond) // the server is being killed

@@ -371,9 +371,10 @@ func (h *harness) do(ctx context.Context, method, path, role, idemKey string, bo
 // issues reports failures found by concurrent actors through t.Errorf, up to
 // a limit, so that a broken server does not flood the output.
 type issues struct {
-	t  *testing.T
-	mu sync.Mutex
-	n  int
+	t   *testing.T
+	mu  sync.Mutex
+	n   int
+	max int // issues shown; 0: maxIssues
 }
 
 const maxIssues = 20
@@ -384,10 +385,14 @@ func (s *issues) add(format string, args ...any) {
 	s.n++
 	n := s.n
 	s.mu.Unlock()
+	limit := s.max
+	if limit == 0 {
+		limit = maxIssues
+	}
 	switch {
-	case n <= maxIssues:
+	case n <= limit:
 		s.t.Errorf(format, args...)
-	case n == maxIssues+1:
+	case n == limit+1:
 		s.t.Errorf("(further issues not shown)")
 	}
 }

@@ -27,6 +27,7 @@ type FS struct {
 	gen               uint64            // bumped by Crash: file handles of an older generation write nothing
 	files             map[uint64]*dirty // by backing inode, only files with unsynced changes
 	noSpace, fsyncEIO bool
+	failFsyncs        int // the next this many fsyncs of files with unsynced data fail (FailFsyncs)
 	freeBytes         int64 // < 0: report the backing filesystem's figures
 	stats             Stats
 	// gens gives each file created through the mount its own inode
@@ -166,6 +167,14 @@ func (l *FS) SetFsyncEIO(on bool) {
 	l.mu.Unlock()
 }
 
+// FailFsyncs makes the next n fsyncs of files with unsynced data fail with
+// EIO, dropping that data as SetFsyncEIO does; then fsyncs work again.
+func (l *FS) FailFsyncs(n int) {
+	l.mu.Lock()
+	l.failFsyncs = n
+	l.mu.Unlock()
+}
+
 // SetFreeBytes makes statfs report n bytes free and available; n < 0
 // reports the backing filesystem's figures again.
 func (l *FS) SetFreeBytes(n int64) {
@@ -277,7 +286,10 @@ func (l *FS) fsync(f *file) syscall.Errno {
 	if !ok {
 		return fs.ToErrno(syscall.Fsync(f.fd))
 	}
-	if l.fsyncEIO {
+	if l.fsyncEIO || l.failFsyncs > 0 {
+		if l.failFsyncs > 0 {
+			l.failFsyncs--
+		}
 		// As Linux after a failed writeback: the pages count as clean, the
 		// data is gone, and the next fsync has nothing to report.
 		l.stats.FsyncErrors++

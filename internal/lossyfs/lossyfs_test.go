@@ -182,6 +182,30 @@ func TestFaults(t *testing.T) {
 		t.Fatalf("data of a failed fsync survived the crash: %q", got)
 	}
 
+	// FailFsyncs: exactly the next n fsyncs with data to write fail.
+	f, err = os.OpenFile(p, os.O_RDWR, 0) // handles from before a crash write nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	l.FailFsyncs(2)
+	for i := range 3 {
+		if _, err := f.WriteAt([]byte("more"), 0); err != nil {
+			t.Fatal(err)
+		}
+		err := f.Sync()
+		if i < 2 && !errors.Is(err, syscall.EIO) {
+			t.Fatalf("fsync %d of 2 failing: %v, want EIO", i+1, err)
+		}
+		if i == 2 && err != nil {
+			t.Fatalf("fsync after the 2 failing ones: %v", err)
+		}
+	}
+	l.Crash()
+	if got, _ := os.ReadFile(p); string(got) != "more" {
+		t.Fatalf("after the failing fsyncs and a good one the file holds %q, want \"more\"", got)
+	}
+
 	var st syscall.Statfs_t
 	l.SetFreeBytes(1 << 20)
 	if err := syscall.Statfs(l.Dir(), &st); err != nil {
