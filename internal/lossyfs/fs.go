@@ -27,7 +27,7 @@ type FS struct {
 	gen               uint64            // bumped by Crash: file handles of an older generation write nothing
 	files             map[uint64]*dirty // by backing inode, only files with unsynced changes
 	noSpace, fsyncEIO bool
-	failFsyncs        int // the next this many fsyncs of files with unsynced data fail (FailFsyncs)
+	failFsyncs        int   // the next this many fsyncs of files with unsynced data fail (FailFsyncs)
 	freeBytes         int64 // < 0: report the backing filesystem's figures
 	stats             Stats
 	// gens gives each file created through the mount its own inode
