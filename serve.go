@@ -66,6 +66,9 @@ func serve(args []string) error {
 	}
 	signal.Stop(sigs)
 
+	// shutdown_timeout bounds the wait for requests in flight (connections
+	// still open then are force-closed); the drain of the lanes that follows
+	// has a bound of its own, so a slow client cannot cut it short.
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout)
 	defer cancel()
 	if err := a.Shutdown(ctx); err != nil && fatal == nil {

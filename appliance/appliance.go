@@ -44,6 +44,7 @@ type Appliance struct {
 	log     *slog.Logger
 	db      *wal.DB
 	http    *http.Server
+	conns   connTracker // the HTTP server's open connections
 	served  chan error
 	closeMu sync.Mutex
 	closed  bool
@@ -147,6 +148,7 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
 		IdleTimeout:       cfg.HTTP.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ConnState:         a.conns.track,
 	}
 	a.http.RegisterOnShutdown(hb.Close) // streams end with reason "shutdown"; clients resume by LSN
 	a.http.RegisterOnShutdown(dash.Close)
@@ -213,6 +215,16 @@ func (a *Appliance) Failed() <-chan error {
 
 // Shutdown stops accepting, lets requests in flight finish (their writes
 // drain through the lanes), then drains the lanes and closes the store.
+//
+// ctx bounds only the wait for requests in flight, on the HTTP and the phone
+// listener alike (each gets the whole of it): a request still open when ctx
+// ends (a client trickling its body, say) has its connection force-closed.
+// The engine's drain then gets a bound of its own, shutdown_timeout from
+// then on, so that an expired ctx never cuts the drain short. The store is
+// closed only once the committer has stopped; if it does not stop in time,
+// Shutdown returns an error and leaves the store open rather than close it
+// under a running committer (a restart recovers from the last durable
+// commit).
 func (a *Appliance) Shutdown(ctx context.Context) error {
 	a.closeMu.Lock()
 	defer a.closeMu.Unlock()
@@ -220,27 +232,61 @@ func (a *Appliance) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	a.closed = true
+	var wg sync.WaitGroup
 	if a.Osmand != nil {
 		// Before the engine closes: each phone request in flight waits for
 		// its commit, and gets its 200 only if that commit is durable.
-		if err := a.Osmand.Shutdown(ctx); err != nil {
-			a.log.Warn("phone listener shutdown", "err", err)
-		}
+		// Shutdown force-closes what is still open when ctx ends.
+		wg.Go(func() {
+			if err := a.Osmand.Shutdown(ctx); err != nil {
+				a.log.Warn("phone listener: requests still open at the end of the shutdown wait; force-closed their connections", "err", err)
+			}
+		})
 	}
-	if err := a.http.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		a.log.Warn("http shutdown", "err", err)
-		a.http.Close()
-	}
+	wg.Go(func() { a.shutdownHTTP(ctx) })
+	wg.Wait()
 	a.UI.Close()
-	return a.closeStore(ctx)
+
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.drainTimeout())
+	defer cancel()
+	return a.closeStore(dctx)
 }
 
-func (a *Appliance) closeStore(ctx context.Context) error {
-	var first error
-	if err := a.Engine.Close(ctx); err != nil {
-		a.log.Error("engine did not drain", "err", err)
-		first = err
+// shutdownHTTP stops the HTTP listener, waits until ctx ends for the
+// requests in flight, then force-closes the connections still open.
+func (a *Appliance) shutdownHTTP(ctx context.Context) {
+	t0 := time.Now()
+	err := a.http.Shutdown(ctx)
+	if err == nil || errors.Is(err, http.ErrServerClosed) {
+		return
 	}
+	n := a.conns.open()
+	if cerr := a.http.Close(); cerr != nil {
+		a.log.Warn("http close", "err", cerr)
+	}
+	a.log.Warn("http: requests still open at the end of the shutdown wait; force-closed their connections",
+		"connections", n, "waited", time.Since(t0).Round(time.Millisecond), "err", err)
+}
+
+// drainTimeout bounds the engine's drain at shutdown: the committer commits
+// and syncs what the lanes hold, at most their bounds.
+func (a *Appliance) drainTimeout() time.Duration {
+	if d := a.Config.HTTP.ShutdownTimeout; d > 0 {
+		return d
+	}
+	return 10 * time.Second
+}
+
+// closeStore closes the engine, then the replica and the store, the latter
+// two only once the committer has stopped.
+func (a *Appliance) closeStore(ctx context.Context) error {
+	if err := a.Engine.Close(ctx); err != nil {
+		// The committer may still be writing: closing the store (or the
+		// replica, which reads it) under it is what must not happen.
+		a.log.Error("engine did not drain in time; leaving the store open, a restart recovers from the last durable commit", "err", err)
+		return err
+	}
+	var first error
 	if a.Replica != nil {
 		// After the engine drained (its last records are published) and
 		// before the store closes (the applier reads the log).
@@ -250,13 +296,43 @@ func (a *Appliance) closeStore(ctx context.Context) error {
 	}
 	// The engine may have reopened the store: close the handle it holds
 	// now (closing the first one again is harmless).
-	if err := a.Engine.DB().Close(); err != nil && first == nil {
+	if err := a.Engine.DB().Close(); err != nil {
+		a.log.Error("store close", "err", err)
 		first = err
 	}
 	if first == nil {
 		a.log.Info("stopped cleanly", "durable_lsn", a.Engine.DurableLSN())
 	}
 	return first
+}
+
+// connTracker follows the HTTP server's connections (http.Server.ConnState),
+// to tell how many a forced close ends. Hijacked connections (WebSocket)
+// are the hub's to close.
+type connTracker struct {
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func (c *connTracker) track(conn net.Conn, s http.ConnState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch s {
+	case http.StateNew:
+		if c.conns == nil {
+			c.conns = map[net.Conn]struct{}{}
+		}
+		c.conns[conn] = struct{}{}
+	case http.StateHijacked, http.StateClosed:
+		delete(c.conns, conn)
+	}
+}
+
+// open is the number of connections not yet closed or hijacked.
+func (c *connTracker) open() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.conns)
 }
 
 // openReplica opens the read replica. It is only a cache of the log: one
