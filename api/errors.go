@@ -79,6 +79,8 @@ func (s *Server) mapEngineError(err error) *apiError {
 		return errorf(http.StatusServiceUnavailable, "queue_timeout", "the write waited in the queue past the lane's max_wait and was not applied; retry")
 	case errors.Is(err, engine.ErrDiskLow):
 		return errorf(http.StatusServiceUnavailable, "disk_low", "free disk space is below the watermark; writes are refused")
+	case errors.Is(err, engine.ErrReopening):
+		return errorf(http.StatusServiceUnavailable, "unavailable", "the store is being reopened after a storage failure; retry after the Retry-After delay")
 	case errors.Is(err, engine.ErrUnavailable):
 		return errorf(http.StatusServiceUnavailable, "unavailable", "the server is not accepting writes (shutting down or storage failed)")
 	case errors.Is(err, engine.ErrVersionConflict):

@@ -81,7 +81,7 @@ func (e *Engine) loadDriver(driver string, ds *driverState) error {
 	if ds.loaded {
 		return nil
 	}
-	s, err := e.db.Load().Snapshot()
+	s, err := e.Snapshot()
 	if err != nil {
 		return err
 	}

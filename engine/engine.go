@@ -242,13 +242,17 @@ func (l *lane) refuse(err error) error {
 }
 
 // ReadLog reads durable records after `after`, at most limit, in LSN order.
+// While the store reopens after a storage failure it answers ErrReopening.
 func (e *Engine) ReadLog(after uint64, limit int, fn func(wal.Record) error) error {
 	err := e.db.Load().ReadLog(after, e.durable.Load(), limit, fn)
-	if errors.Is(err, wal.ErrTrimmed) {
+	switch {
+	case errors.Is(err, wal.ErrTrimmed):
 		return ErrTrimmed
 	}
 	return err
 }
 
-// Snapshot opens a read view of the tables (see wal.Snapshot).
+// Snapshot opens a read view of the tables (see wal.Snapshot). While the
+// store reopens after a storage failure it answers ErrReopening, and so do
+// the reads of a snapshot taken before (they retry with a new one).
 func (e *Engine) Snapshot() (*wal.Snapshot, error) { return e.db.Load().Snapshot() }

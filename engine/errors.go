@@ -1,6 +1,10 @@
 package engine
 
-import "errors"
+import (
+	"errors"
+
+	"routehound/wal"
+)
 
 // Sentinel errors; the api package maps each to one HTTP answer.
 var (
@@ -9,6 +13,10 @@ var (
 	// ErrQueueTimeout: the write waited in the queue past its lane's MaxWait
 	// and was not applied.
 	ErrQueueTimeout = errors.New("engine: queue wait bound exceeded")
+	// ErrReopening: a read met the store while it is being reopened after a
+	// storage failure (or closed for shutdown): retry shortly. It is the
+	// wal's ErrClosed, so reads through a Snapshot answer it too.
+	ErrReopening = wal.ErrClosed
 	// ErrUnavailable: the engine is closing or its store has failed.
 	ErrUnavailable = errors.New("engine: not accepting writes")
 	// ErrDiskLow: free disk space is below the configured watermark.

@@ -196,14 +196,14 @@ func (e *Engine) PutPhoneRecord(ctx context.Context, table, key string, value []
 // IsStorageRefusal reports whether err means the engine cannot store now
 // (full lane, closing, failed store, low disk) rather than a bad request.
 func IsStorageRefusal(err error) bool {
-	return errors.Is(err, ErrLaneFull) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrDiskLow) ||
+	return errors.Is(err, ErrLaneFull) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrReopening) || errors.Is(err, ErrDiskLow) ||
 		errors.Is(err, ErrTooManyDrivers) || errors.Is(err, ErrQueueTimeout)
 }
 
 // DeviceDriver looks a device up in the devices table: the driver its
 // points belong to, and whether it is registered there.
 func (e *Engine) DeviceDriver(id string) (string, bool, error) {
-	s, err := e.db.Load().Snapshot()
+	s, err := e.Snapshot()
 	if err != nil {
 		return "", false, err
 	}

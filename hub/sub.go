@@ -103,6 +103,9 @@ func (h *Hub) stream(ctx context.Context, s *Sub, from *uint64, sink Sink) error
 			last, err = h.resync(s, sink)
 		}
 	}
+	if errors.Is(err, engine.ErrReopening) {
+		last, err = h.resyncAfterReopen(ctx, s, sink)
+	}
 	if err != nil {
 		return err
 	}
@@ -122,7 +125,11 @@ func (h *Hub) stream(ctx context.Context, s *Sub, from *uint64, sink Sink) error
 				s.kill("slow_consumer")
 				return &ClosedError{Reason: "slow_consumer"}
 			}
-			if last, err = h.resync(s, sink); err != nil {
+			last, err = h.resync(s, sink)
+			if errors.Is(err, engine.ErrReopening) {
+				last, err = h.resyncAfterReopen(ctx, s, sink)
+			}
+			if err != nil {
 				return err
 			}
 			continue
@@ -175,6 +182,31 @@ func (h *Hub) resync(s *Sub, sink Sink) (uint64, error) {
 	}
 	s.behind.Store(false)
 	return h.snapshot(s, sink, true)
+}
+
+// reopenWait bounds how long a subscription waits for the store to be
+// reopened after a storage failure (normally well under a second).
+const reopenWait = 30 * time.Second
+
+// resyncAfterReopen sends a resync snapshot once the store is reopened: a
+// snapshot or catch-up that met the store while it was being reopened may
+// have sent part of what it had, so the client starts over from a snapshot
+// that replaces what it holds. The subscription is not ended.
+func (h *Hub) resyncAfterReopen(ctx context.Context, s *Sub, sink Sink) (uint64, error) {
+	deadline := time.Now().Add(reopenWait)
+	for {
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-s.done:
+			return 0, &ClosedError{Reason: "closed"}
+		case <-time.After(20 * time.Millisecond):
+		}
+		last, err := h.resync(s, sink)
+		if !errors.Is(err, engine.ErrReopening) || time.Now().After(deadline) {
+			return last, err
+		}
+	}
 }
 
 // snapshot sends the table's state at one LSN, in pages, and returns it.

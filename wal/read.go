@@ -11,7 +11,12 @@ import (
 // most limit records (limit <= 0: no limit); rec.Value is a copy fn may keep.
 // It answers ErrTrimmed when records after `after` were removed by retention:
 // the reader has missed changes and must start again from a snapshot.
+// It answers ErrClosed once the handle is closing.
 func (db *DB) ReadLog(after, upto uint64, limit int, fn func(Record) error) error {
+	if err := db.rlock(); err != nil {
+		return err
+	}
+	defer db.runlock()
 	if upto > db.last.Load() {
 		upto = db.last.Load()
 	}
@@ -67,36 +72,64 @@ func (db *DB) ReadLog(after, upto uint64, limit int, fn func(Record) error) erro
 // Its LSN may include commits not yet synced (at most one group-commit
 // interval); callers that promise durability cap what they publish by the
 // durable LSN instead.
+//
+// Each read through a snapshot holds its store open while it runs; once the
+// store is closing they answer ErrClosed.
 type Snapshot struct {
+	db  *DB
 	txn *badger.Txn
 	lsn uint64
 }
 
-// Snapshot opens a read view of the committed state.
+// Snapshot opens a read view of the committed state, or answers ErrClosed.
 func (db *DB) Snapshot() (*Snapshot, error) {
+	if err := db.rlock(); err != nil {
+		return nil, err
+	}
+	defer db.runlock()
 	txn := db.bdb.NewTransaction(false)
 	lsn, _, err := getUint(txn, []byte("mlast"))
 	if err != nil {
 		txn.Discard()
 		return nil, fmt.Errorf("wal: snapshot: %w", err)
 	}
-	return &Snapshot{txn: txn, lsn: lsn}, nil
+	return &Snapshot{db: db, txn: txn, lsn: lsn}, nil
 }
 
 // LSN is the last LSN whose effects the snapshot holds.
 func (s *Snapshot) LSN() uint64 { return s.lsn }
 
-// Close releases the snapshot. Safe to call twice.
-func (s *Snapshot) Close() { s.txn.Discard() }
+// Close releases the snapshot. Safe to call twice, and after the store
+// closed (then there is nothing to release).
+func (s *Snapshot) Close() {
+	db := s.db
+	db.rmu.Lock()
+	if db.closed {
+		db.rmu.Unlock()
+		return
+	}
+	db.readers++ // also while closing: Close waits for the discard
+	db.rmu.Unlock()
+	s.txn.Discard()
+	db.runlock()
+}
 
 // Get reads one key.
 func (s *Snapshot) Get(table, key string) (State, bool, error) {
+	if err := s.db.rlock(); err != nil {
+		return State{}, false, err
+	}
+	defer s.db.runlock()
 	return getState(s.txn, table, key)
 }
 
 // Scan calls fn for the keys of table greater than after, in key order, at
 // most limit (limit <= 0: all). more reports whether keys remain.
 func (s *Snapshot) Scan(table, after string, limit int, fn func(key string, st State) error) (more bool, err error) {
+	if err := s.db.rlock(); err != nil {
+		return false, err
+	}
+	defer s.db.runlock()
 	prefix := statePrefix(table)
 	it := s.txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 100})
 	defer it.Close()
@@ -129,6 +162,10 @@ func (s *Snapshot) Scan(table, after string, limit int, fn func(key string, st S
 
 // Table describes one table; ok is false when it has never had a key.
 func (s *Snapshot) Table(name string) (TableInfo, bool, error) {
+	if err := s.db.rlock(); err != nil {
+		return TableInfo{}, false, err
+	}
+	defer s.db.runlock()
 	it, err := s.txn.Get(tableKey(name))
 	if err == badger.ErrKeyNotFound {
 		return TableInfo{Name: name}, false, nil
@@ -151,6 +188,10 @@ func (s *Snapshot) Table(name string) (TableInfo, bool, error) {
 // limit (<= 0: all); more reports whether tables remain. A table whose keys
 // were all deleted is still listed, with Keys 0.
 func (s *Snapshot) Tables(after string, limit int, fn func(TableInfo) error) (more bool, err error) {
+	if err := s.db.rlock(); err != nil {
+		return false, err
+	}
+	defer s.db.runlock()
 	it := s.txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindTable}, PrefetchValues: true})
 	defer it.Close()
 	n := 0

@@ -23,6 +23,9 @@ var (
 	// ErrFailed: an earlier Sync or Commit failed; the handle must be closed
 	// and the store reopened (or the process restarted) before any more writes.
 	ErrFailed = errors.New("wal: store failed, reopen required")
+	// ErrClosed: the handle is closed or closing (a reopen after a storage
+	// failure, or shutdown); take the store's current handle and retry.
+	ErrClosed = errors.New("wal: store closed")
 )
 
 // AnyVersion makes a Put or Delete unconditional.
@@ -60,6 +63,37 @@ type DB struct {
 	now           func() time.Time
 	closeOnce     sync.Once
 	closeErr      error
+
+	// Readers never touch a closed Badger handle (its memtable is nil then,
+	// its oracle stopped): each read counts itself in readers while it
+	// runs, Close waits until none runs. Once Close has begun, new reads
+	// (nested ones too) answer ErrClosed at once, so nothing waits on
+	// Close and Close waits only for reads already running.
+	rmu     sync.Mutex
+	rdone   *sync.Cond // signalled when readers drops to 0
+	readers int
+	closing bool // Close has begun
+	closed  bool // the Badger handle is closed
+}
+
+// rlock admits a read, or answers ErrClosed; runlock ends it.
+func (db *DB) rlock() error {
+	db.rmu.Lock()
+	defer db.rmu.Unlock()
+	if db.closing {
+		return ErrClosed
+	}
+	db.readers++
+	return nil
+}
+
+func (db *DB) runlock() {
+	db.rmu.Lock()
+	db.readers--
+	if db.readers == 0 {
+		db.rdone.Broadcast()
+	}
+	db.rmu.Unlock()
 }
 
 // Open opens or creates the store in opt.Dir and recovers the LSN counters.
@@ -104,6 +138,7 @@ func Open(opt Options) (*DB, error) {
 		return nil, fmt.Errorf("wal: open %s: %w", opt.Dir, err)
 	}
 	db := &DB{bdb: bdb, dir: opt.Dir, maxBatchBytes: bdb.MaxBatchSize(), now: opt.Now}
+	db.rdone = sync.NewCond(&db.rmu)
 	if db.now == nil {
 		db.now = time.Now
 	}
@@ -193,7 +228,14 @@ func (db *DB) LogBytes() int64 { return db.logBytes.Load() }
 func (db *DB) MaxBatchBytes() int64 { return db.maxBatchBytes }
 
 // Size reports Badger's on-disk LSM and value-log sizes.
-func (db *DB) Size() (lsm, vlog int64) { return db.bdb.Size() }
+// It reports zeros once the handle is closed.
+func (db *DB) Size() (lsm, vlog int64) {
+	if db.rlock() != nil {
+		return 0, 0
+	}
+	defer db.runlock()
+	return db.bdb.Size()
+}
 
 // Sync makes every commit so far durable (fsync of Badger's WAL and value
 // log). After an error the store is failed: Badger reports a lost write only
@@ -213,9 +255,17 @@ func (db *DB) Sync() error {
 // Failed reports whether a Sync or Commit has failed on this handle.
 func (db *DB) Failed() bool { return db.failed.Load() }
 
-// Close flushes and closes the store. Safe to call twice.
+// Close flushes and closes the store. Reads in progress finish first; reads
+// that start meanwhile or later answer ErrClosed. Safe to call twice.
 func (db *DB) Close() error {
 	db.closeOnce.Do(func() {
+		db.rmu.Lock()
+		db.closing = true
+		for db.readers > 0 {
+			db.rdone.Wait()
+		}
+		db.closed = true
+		db.rmu.Unlock()
 		if err := db.bdb.Close(); err != nil {
 			db.closeErr = fmt.Errorf("wal: close %s: %w", db.dir, err)
 		}
@@ -225,6 +275,10 @@ func (db *DB) Close() error {
 
 // RunGC reclaims value-log space; cheap when there is nothing to reclaim.
 func (db *DB) RunGC() {
+	if db.rlock() != nil {
+		return
+	}
+	defer db.runlock()
 	for db.bdb.RunValueLogGC(0.5) == nil {
 	}
 }
