@@ -312,7 +312,13 @@ func (b *Batch) Commit() error {
 		b.txn.Discard()
 		return fmt.Errorf("wal: commit batch at lsn %d: %w", last, err)
 	}
-	if err := b.txn.Commit(); err != nil {
+	err := db.injected("commit")
+	if err != nil {
+		b.txn.Discard()
+	} else {
+		err = b.txn.Commit()
+	}
+	if err != nil {
 		db.failed.Store(true)
 		first := uint64(0)
 		if len(b.recs) > 0 {

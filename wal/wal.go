@@ -43,6 +43,11 @@ type Options struct {
 	// Now stamps commits (committed_at) and judges retention by age; nil
 	// means time.Now. Tests set it to move time.
 	Now func() time.Time
+	// Fail, when set, is asked before each Commit ("commit") and Sync
+	// ("sync"); an error it returns fails that call as a storage error
+	// would (the handle is failed from then on). A failed sync still leaves
+	// its commits in the store, as a real one may. For tests of recovery.
+	Fail func(op string) error
 }
 
 // DB is the store. Exactly one Batch may be open at a time (the committer's);
@@ -61,6 +66,7 @@ type DB struct {
 
 	maxBatchBytes int64
 	now           func() time.Time
+	fail          func(op string) error
 	closeOnce     sync.Once
 	closeErr      error
 
@@ -137,7 +143,7 @@ func Open(opt Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("wal: open %s: %w", opt.Dir, err)
 	}
-	db := &DB{bdb: bdb, dir: opt.Dir, maxBatchBytes: bdb.MaxBatchSize(), now: opt.Now}
+	db := &DB{bdb: bdb, dir: opt.Dir, maxBatchBytes: bdb.MaxBatchSize(), now: opt.Now, fail: opt.Fail}
 	db.rdone = sync.NewCond(&db.rmu)
 	if db.now == nil {
 		db.now = time.Now
@@ -245,11 +251,23 @@ func (db *DB) Sync() error {
 	if db.failed.Load() {
 		return ErrFailed
 	}
-	if err := db.bdb.Sync(); err != nil {
+	err := db.injected("sync")
+	if err == nil {
+		err = db.bdb.Sync()
+	}
+	if err != nil {
 		db.failed.Store(true)
 		return fmt.Errorf("wal: sync %s at lsn %d: %w", db.dir, db.last.Load(), err)
 	}
 	return nil
+}
+
+// injected asks Options.Fail whether op fails.
+func (db *DB) injected(op string) error {
+	if db.fail == nil {
+		return nil
+	}
+	return db.fail(op)
 }
 
 // Failed reports whether a Sync or Commit has failed on this handle.
