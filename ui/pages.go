@@ -3,6 +3,7 @@ package ui
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -165,6 +166,12 @@ func (u *UI) fleetPage(w http.ResponseWriter, r *http.Request, s *session) {
 }
 
 func (u *UI) internal(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, engine.ErrReopening) {
+		// The store is being reopened after a storage failure: a moment.
+		w.Header().Set("Retry-After", "1")
+		fail(w, http.StatusServiceUnavailable, "unavailable", "the store is being reopened after a storage failure; reload in a moment")
+		return
+	}
 	u.log.Error("dashboard page failed", "path", r.URL.Path, "err", err)
 	fail(w, http.StatusInternalServerError, "internal", err.Error())
 }
