@@ -73,6 +73,12 @@ func faultSequence(t *testing.T, seed uint64) {
 		rng := rand.New(rand.NewPCG(master.Uint64(), master.Uint64()))
 		wg.Go(func() { a.run(ctx, h, rng, bad) })
 	}
+	// A subscriber of the warehouse table follows the whole run: it must
+	// not be ended by the faults, and sees each loading put once, in order.
+	tail := &sseTail{}
+	tailCtx, tailStop := context.WithCancel(ctx)
+	var tailDone sync.WaitGroup
+	tailDone.Go(func() { tail.follow(tailCtx, h, "loading") })
 	var reads, unavailable atomic.Int64
 	badReads := &issues{t: t, max: 3} // apart, so that lost writes are not hidden behind them
 	for range 2 {
@@ -119,6 +125,15 @@ func faultSequence(t *testing.T, seed uint64) {
 
 	// 3. Load goes on, then the power is cut.
 	sleep(time.Second, 500*time.Millisecond)
+	// The subscriber, before the cut: what it saw is the log's loading
+	// records, in order, none twice, none missing, up to where it is.
+	time.Sleep(200 * time.Millisecond)
+	seen, tailErr := tail.snapshot()
+	if tailErr != nil {
+		t.Errorf("the loading subscription ended during the faults: %v", tailErr)
+	}
+	tailStop()
+	tailDone.Wait()
 	h.kill() // before cancel: whatever was answered before the kill counts
 	unsynced := l.UnsyncedBytes()
 	l.Crash()
@@ -139,6 +154,21 @@ func faultSequence(t *testing.T, seed uint64) {
 	recs := readLog(t, h)
 	h.stop()
 	f := indexFeed(recs, bad)
+	var loading []logRecord
+	for _, r := range recs {
+		if r.Table == "loading" {
+			loading = append(loading, r)
+		}
+	}
+	if len(seen) == 0 || len(seen) > len(loading) {
+		t.Errorf("the subscriber saw %d loading puts; the log has %d", len(seen), len(loading))
+	}
+	for i := range min(len(seen), len(loading)) {
+		if seen[i].Key != loading[i].Key || seen[i].LSN != loading[i].LSN {
+			t.Errorf("subscriber event %d: %s at lsn %d; the log has %s at lsn %d", i, seen[i].Key, seen[i].LSN, loading[i].Key, loading[i].LSN)
+			break
+		}
+	}
 	checked := map[string]int{}
 	for _, a := range actors {
 		checked[a.kind()] += a.check(f, bad)
@@ -165,9 +195,9 @@ func faultSequence(t *testing.T, seed uint64) {
 		t.Logf("server warnings and errors:\n%s", strings.Join(serverLines, "\n"))
 	}
 	st := l.Stats()
-	t.Logf("seed %d: ready %v after the disk was full, %v after the fsync errors; checked dispatch %d, warehouse %d, driver points %d (of %d sent); %d reads (%d answered 503); log %d records; ENOSPC %d, fsync EIO %d, the cut dropped %d KiB",
+	t.Logf("seed %d: ready %v after the disk was full, %v after the fsync errors; checked dispatch %d, warehouse %d, driver points %d (of %d sent), subscriber puts %d; %d reads (%d answered 503); log %d records; ENOSPC %d, fsync EIO %d, the cut dropped %d KiB",
 		seed, full.Round(time.Millisecond), eio.Round(time.Millisecond), checked["dispatch"], checked["warehouse"],
-		checked["driver"], sentPoints(drivers), reads.Load(), unavailable.Load(), f.records, st.NoSpace, st.FsyncErrors, unsynced>>10)
+		checked["driver"], sentPoints(drivers), len(seen), reads.Load(), unavailable.Load(), f.records, st.NoSpace, st.FsyncErrors, unsynced>>10)
 }
 
 // hammerReads reads single keys and table pages as the dashboard does until
