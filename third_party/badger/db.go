@@ -744,10 +744,18 @@ func (db *DB) Sync() error {
 	// rotated out is in that memtable's WAL only, which upstream never
 	// synced: a power cut before its flush finished lost the write after
 	// Sync had answered nil. The flusher removes a memtable from imm under
-	// the write lock, so each is alive while the read lock is held; an
-	// already synced WAL costs one msync of clean pages.
+	// the write lock, so each is alive while the read lock is held. Nothing
+	// is written to an immutable memtable, so one good sync of its WAL is
+	// enough.
 	for _, mt := range db.imm {
-		memtableSyncError = y.CombineErrors(memtableSyncError, mt.SyncWAL())
+		if mt.immSynced.Load() {
+			continue
+		}
+		if err := mt.SyncWAL(); err != nil {
+			memtableSyncError = y.CombineErrors(memtableSyncError, err)
+		} else {
+			mt.immSynced.Store(true)
+		}
 	}
 	db.lock.RUnlock()
 

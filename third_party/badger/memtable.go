@@ -38,6 +38,9 @@ type memTable struct {
 	maxVersion uint64
 	opt        Options
 	buf        *bytes.Buffer
+	// RouteHound patch 3: set once the WAL of this memtable, no longer
+	// written (immutable, waiting for its flush), has been synced.
+	immSynced atomic.Bool
 }
 
 func (db *DB) openMemTables(opt Options) error {
