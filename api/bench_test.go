@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"routehound/api"
+	"routehound/appliance"
 	"routehound/config"
 	"routehound/engine"
 	"routehound/hub"
@@ -97,7 +98,7 @@ func startBenchServer(b *testing.B, mutate func(*config.Config)) *benchServer {
 	if err != nil {
 		b.Fatal(err)
 	}
-	eng, err := engine.New(cfg.Engine(dir), db, log)
+	eng, err := engine.New(appliance.EngineConfig(cfg, dir), db, log)
 	if err != nil {
 		db.Close()
 		b.Fatal(err)

@@ -57,6 +57,9 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if err := Validate(cfg); err != nil {
+		return nil, err
+	}
 	dir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
@@ -71,7 +74,7 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 	if err != nil {
 		return nil, err
 	}
-	ecfg := cfg.Engine(dir)
+	ecfg := EngineConfig(cfg, dir)
 	// After a storage failure the engine reopens the store itself and
 	// resumes; Failed reports only a failure it could not recover from.
 	ecfg.Open = func() (*wal.DB, error) { return wal.Open(walOpts) }
@@ -95,7 +98,7 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 		MaxMessageBytes:        cfg.HTTP.MaxBodyBytes,
 	}, log)
 	srv.MountHub(hb)
-	phones, err := osmand.ConfigFrom(cfg)
+	phones, err := PhoneConfig(cfg)
 	if err != nil {
 		eng.Close(context.Background())
 		db.Close()

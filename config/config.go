@@ -14,7 +14,6 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"routehound/engine"
-	"routehound/wal"
 )
 
 // Roles a token can have.
@@ -89,10 +88,22 @@ type Committer struct {
 
 // Lanes configures each actor's lane.
 type Lanes struct {
-	Driver    engine.LaneConfig `toml:"driver"`
-	Dispatch  engine.LaneConfig `toml:"dispatch"`
-	Warehouse engine.LaneConfig `toml:"warehouse"`
-	Tables    engine.LaneConfig `toml:"tables"`
+	Driver    Lane `toml:"driver"`
+	Dispatch  Lane `toml:"dispatch"`
+	Warehouse Lane `toml:"warehouse"`
+	Tables    Lane `toml:"tables"`
+}
+
+// Lane is one actor's contract and bounds, as the file says them; the
+// appliance hands them to the engine, which checks them.
+type Lane struct {
+	Contract    string        `toml:"contract"`     // sync, ack or async
+	QueueBound  int           `toml:"queue_bound"`  // units (driver: points; others: writes) queued + in flight
+	BatchBound  int           `toml:"batch_bound"`  // units of this lane in one batch
+	Weight      int           `toml:"weight"`       // share of a batch when lanes compete
+	FlushWithin time.Duration `toml:"flush_within"` // longest delay from commit to fsync
+	MaxWait     time.Duration `toml:"max_wait"`     // longest queue wait before refusal (0: no bound)
+	SLA         time.Duration `toml:"sla"`          // end-to-end latency target, for reports
 }
 
 // Hub configures subscriptions.
@@ -130,9 +141,10 @@ type Device struct {
 	Driver string `toml:"driver"`
 }
 
-// Default is the configuration with nothing set.
+// Default is the configuration with nothing set. The storage, committer
+// and lane values are the engine's defaults (a test in appliance keeps the
+// two equal).
 func Default() Config {
-	ec := engine.DefaultConfig()
 	return Config{
 		Listen:        ":8080",
 		DataDir:       "./data",
@@ -146,17 +158,17 @@ func Default() Config {
 		},
 		Storage: Storage{
 			MemoryMB:       96,
-			MinFreeMB:      ec.MinFreeBytes >> 20,
-			RetentionAge:   ec.Retention.MaxAge,
-			RetentionMB:    ec.Retention.MaxBytes >> 20,
-			IdempotencyTTL: ec.IdempotencyTTL,
+			MinFreeMB:      256,
+			RetentionAge:   7 * 24 * time.Hour,
+			RetentionMB:    2048,
+			IdempotencyTTL: 24 * time.Hour,
 		},
-		Committer: Committer{BatchRecords: ec.BatchRecords, BatchBytes: ec.BatchBytes, MaxDrivers: ec.MaxDrivers},
+		Committer: Committer{BatchRecords: 4096, BatchBytes: 2 << 20, MaxDrivers: 100000},
 		Lanes: Lanes{
-			Driver:    ec.Lanes[engine.LaneDriver],
-			Dispatch:  ec.Lanes[engine.LaneDispatch],
-			Warehouse: ec.Lanes[engine.LaneWarehouse],
-			Tables:    ec.Lanes[engine.LaneTables],
+			Driver:    Lane{Contract: "async", QueueBound: 16384, BatchBound: 1024, Weight: 2, FlushWithin: 10 * time.Millisecond, SLA: 50 * time.Millisecond},
+			Dispatch:  Lane{Contract: "sync", QueueBound: 1024, BatchBound: 256, Weight: 8, SLA: 5 * time.Millisecond},
+			Warehouse: Lane{Contract: "ack", QueueBound: 4096, BatchBound: 512, Weight: 4, FlushWithin: 2 * time.Millisecond, MaxWait: 2 * time.Second, SLA: 20 * time.Millisecond},
+			Tables:    Lane{Contract: "sync", QueueBound: 4096, BatchBound: 512, Weight: 4, SLA: 20 * time.Millisecond},
 		},
 		Hub: Hub{
 			MaxSubscribersPerTable: 100,
@@ -217,10 +229,9 @@ func (c Config) Validate() error {
 	if c.UI.SessionTTL <= 0 || c.UI.MaxSessions <= 0 || c.UI.MaxLive <= 0 || c.UI.FrameInterval <= 0 {
 		return errors.New("config: ui settings must be > 0")
 	}
-	if err := c.Osmand.Validate(); err != nil {
-		return err
-	}
-	return c.Engine("").Validate()
+	// The lanes and the committer are checked by the engine, through
+	// appliance.Validate.
+	return c.Osmand.Validate()
 }
 
 // Validate reports the first [osmand] setting that cannot work.
@@ -267,25 +278,6 @@ func validRole(r string) bool {
 		}
 	}
 	return false
-}
-
-// Engine is the engine's part of the configuration.
-func (c Config) Engine(dataDir string) engine.Config {
-	return engine.Config{
-		Lanes: map[string]engine.LaneConfig{
-			engine.LaneDriver:    c.Lanes.Driver,
-			engine.LaneDispatch:  c.Lanes.Dispatch,
-			engine.LaneWarehouse: c.Lanes.Warehouse,
-			engine.LaneTables:    c.Lanes.Tables,
-		},
-		BatchRecords:   c.Committer.BatchRecords,
-		BatchBytes:     c.Committer.BatchBytes,
-		IdempotencyTTL: c.Storage.IdempotencyTTL,
-		MaxDrivers:     c.Committer.MaxDrivers,
-		Retention:      wal.Retention{MaxAge: c.Storage.RetentionAge, MaxBytes: c.Storage.RetentionMB << 20},
-		DataDir:        dataDir,
-		MinFreeBytes:   c.Storage.MinFreeMB << 20,
-	}
 }
 
 // ensureDir creates the data dir (mode 0700: it holds tokens.toml).

@@ -17,7 +17,6 @@ import (
 	_ "time/tzdata" // time_zone works on a box without a zoneinfo database
 	"unicode/utf8"
 
-	"routehound/config"
 	"routehound/engine"
 )
 
@@ -35,27 +34,6 @@ type Config struct {
 	MaxBodyBytes      int64
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
-}
-
-// ConfigFrom builds the listener's configuration from the file's.
-func ConfigFrom(c config.Config) (Config, error) {
-	o := c.Osmand
-	zone, err := time.LoadLocation(o.TimeZone)
-	if err != nil {
-		return Config{}, fmt.Errorf("osmand: time_zone: %w", err)
-	}
-	// "HTTPS when TLS is configured": without a certificate of its own
-	// the listener uses the server's ([http] tls_cert/tls_key).
-	if o.TLSCert == "" && o.TLSKey == "" {
-		o.TLSCert, o.TLSKey = c.HTTP.TLSCert, c.HTTP.TLSKey
-	}
-	devs := make(map[string]string, len(o.Devices))
-	for _, d := range o.Devices {
-		devs[d.ID] = d.Driver
-	}
-	return Config{Listen: o.Listen, PathSecret: o.PathSecret, SpeedUnit: SpeedUnit(o.SpeedUnit), Zone: zone,
-		TLSCert: o.TLSCert, TLSKey: o.TLSKey, Devices: devs, MaxBodyBytes: o.MaxBodyBytes,
-		ReadHeaderTimeout: c.HTTP.ReadHeaderTimeout, IdleTimeout: c.HTTP.IdleTimeout}, nil
 }
 
 // QuarantineSlots is how many malformed requests the quarantine keeps per

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"routehound/config"
 	"routehound/engine"
 	"routehound/internal/testcert"
 )
@@ -90,27 +89,5 @@ func TestListenerTLSLaneFullResetsTheStream(t *testing.T) {
 	}
 	if r.e.Phone().ClosedFull.Load() != 1 {
 		t.Fatalf("closed_lane_full %d", r.e.Phone().ClosedFull.Load())
-	}
-}
-
-// TestConfigFromTLS: without a certificate of its own the listener takes the
-// server's, so "HTTPS when TLS is configured" holds with one setting; its
-// own pair wins when set.
-func TestConfigFromTLS(t *testing.T) {
-	c := config.Default()
-	c.HTTP.TLSCert, c.HTTP.TLSKey = "/etc/rh/http.pem", "/etc/rh/http.key"
-	got, err := ConfigFrom(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.TLSCert != "/etc/rh/http.pem" || got.TLSKey != "/etc/rh/http.key" {
-		t.Fatalf("server TLS not used: %q %q", got.TLSCert, got.TLSKey)
-	}
-	c.Osmand.TLSCert, c.Osmand.TLSKey = "/etc/rh/phone.pem", "/etc/rh/phone.key"
-	if got, _ = ConfigFrom(c); got.TLSCert != "/etc/rh/phone.pem" || got.TLSKey != "/etc/rh/phone.key" {
-		t.Fatalf("the listener's own pair did not win: %q %q", got.TLSCert, got.TLSKey)
-	}
-	if got, _ = ConfigFrom(config.Default()); got.TLSCert != "" || got.TLSKey != "" {
-		t.Fatalf("TLS without any configured: %q %q", got.TLSCert, got.TLSKey)
 	}
 }
