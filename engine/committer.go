@@ -135,7 +135,7 @@ func (e *Engine) commitBatch(p *pending) {
 		if b == nil {
 			// Open the batch first, then choose again: items that arrived
 			// while it opened may outrank the one first seen.
-			b = e.db.Load().Begin()
+			b = e.env.begin()
 			continue
 		}
 		it := l.peek()
@@ -183,7 +183,7 @@ func (e *Engine) commitBatch(p *pending) {
 	}
 	tc := time.Now()
 	recs := b.Records()
-	if err := b.Commit(); err != nil {
+	if err := e.env.commit(b); err != nil {
 		e.failStore(err, p, nil, nil)
 		return
 	}
@@ -217,7 +217,7 @@ func (e *Engine) share(lanes []*lane, items []*item, d time.Duration, once func(
 // waiters and publishes the records, in LSN order.
 func (e *Engine) sync(p *pending) {
 	t0 := time.Now()
-	if err := e.db.Load().Sync(); err != nil {
+	if err := e.env.sync(); err != nil {
 		e.failStore(err, p, nil, nil)
 		return
 	}

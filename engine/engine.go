@@ -28,6 +28,9 @@ type Engine struct {
 	fatal   chan error // cap 1: the first storage failure, for main to act on
 	rec     recovery   // committer-owned, see recover.go
 
+	env     commitEnv               // committer-owned: its I/O to the current store handle (commitenv.go)
+	wrapEnv func(*wal.DB) commitEnv // tests: the env over each store handle; nil = the store itself
+
 	closing   atomic.Bool
 	failed    atomic.Bool
 	diskLow   atomic.Bool
@@ -58,6 +61,12 @@ type Totals struct {
 // New starts an engine over an open store. The caller closes the store
 // after Close returns.
 func New(cfg Config, db *wal.DB, log *slog.Logger) (*Engine, error) {
+	return newWithEnv(cfg, db, log, nil)
+}
+
+// newWithEnv is New with the committer's I/O to each store handle taken
+// through wrap (a test's fake env); nil wraps nothing.
+func newWithEnv(cfg Config, db *wal.DB, log *slog.Logger, wrap func(*wal.DB) commitEnv) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -79,8 +88,10 @@ func New(cfg Config, db *wal.DB, log *slog.Logger) (*Engine, error) {
 		stopped: make(chan struct{}),
 		fatal:   make(chan error, 1),
 		started: time.Now(),
+		wrapEnv: wrap,
 	}
 	e.db.Store(db)
+	e.env = e.envFor(db)
 	e.rec.done = make(chan *wal.DB, 1)
 	e.drivers.m = map[string]*driverState{}
 	e.drivers.max = cfg.MaxDrivers

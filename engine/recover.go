@@ -147,6 +147,7 @@ func (e *Engine) resume(db *wal.DB) {
 		gap = nil
 	}
 	e.db.Store(db)
+	e.env = e.envFor(db)
 	e.drivers.reset()
 	if last := db.LastLSN(); last > published {
 		e.durable.Store(last)
