@@ -43,7 +43,7 @@ func (s *Server) driverStream(w http.ResponseWriter, r *http.Request) {
 	c.SetReadLimit(s.cfg.MaxBodyBytes)
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	ds := &durableNotifier{s: s, c: c, sent: map[string]uint64{}, want: map[string]uint64{}, wake: make(chan struct{}, 1)}
+	ds := &durableNotifier{s: s, c: c, sent: map[string]uint64{}, want: map[string]uint64{}, fresh: map[string]struct{}{}, wake: make(chan struct{}, 1)}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); ds.run(ctx) }()
@@ -105,16 +105,19 @@ func codeOf(err error) string {
 }
 
 // durableNotifier tells one stream's client when its drivers' points become
-// durable. It polls the engine's per-driver durable seq (an atomic load)
-// every 2 ms, only for drivers with points in flight.
+// durable. It waits on the engine's durability feed: DriverNotify is closed
+// when a driver's durable seq moves, and then it reads the durable seq of
+// the drivers with points in flight (only those); a frame's new points
+// have only their own driver read. It sleeps while nothing is in flight.
 type durableNotifier struct {
 	s *Server
 	c *websocket.Conn
 
-	mu   sync.Mutex
-	sent map[string]uint64 // durable_seq last sent per driver
-	want map[string]uint64 // highest seq in flight per driver; empty when all is durable
-	wake chan struct{}     // cap 1: "want is not empty"
+	mu    sync.Mutex
+	sent  map[string]uint64   // durable_seq last sent per driver
+	want  map[string]uint64   // highest seq in flight per driver; empty when all is durable
+	fresh map[string]struct{} // drivers whose want grew since run last looked
+	wake  chan struct{}       // cap 1: "fresh is not empty"
 }
 
 func (d *durableNotifier) track(driver string) bool {
@@ -136,6 +139,7 @@ func (d *durableNotifier) expect(driver string, top, durable uint64) {
 	d.sent[driver] = max(d.sent[driver], durable)
 	if top > d.sent[driver] {
 		d.want[driver] = max(d.want[driver], top)
+		d.fresh[driver] = struct{}{}
 		select {
 		case d.wake <- struct{}{}:
 		default:
@@ -144,35 +148,31 @@ func (d *durableNotifier) expect(driver string, top, durable uint64) {
 }
 
 func (d *durableNotifier) run(ctx context.Context) {
-	t := time.NewTicker(2 * time.Millisecond)
-	defer t.Stop()
 	type upd struct {
 		driver string
 		seq    uint64
 	}
 	var out []upd
+	var moved <-chan struct{}
+	all := true
 	for {
-		d.mu.Lock()
-		idle := len(d.want) == 0
-		d.mu.Unlock()
-		if idle { // sleep until points are in flight
-			select {
-			case <-ctx.Done():
-				return
-			case <-d.wake:
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+		if all {
+			// Taken before the seqs are read: a move after the reads
+			// closes it. A look at the fresh drivers only keeps the
+			// channel taken before the last full look, for the same
+			// reason.
+			moved = d.s.e.DriverNotify()
 		}
 		out = out[:0]
 		d.mu.Lock()
-		for drv, want := range d.want {
+		look := func(drv string) {
+			want, ok := d.want[drv]
+			if !ok {
+				return
+			}
 			cur, err := d.s.e.DriverDurableSeq(drv)
 			if err != nil {
-				continue
+				return
 			}
 			if cur > d.sent[drv] {
 				d.sent[drv] = cur
@@ -182,11 +182,33 @@ func (d *durableNotifier) run(ctx context.Context) {
 				delete(d.want, drv)
 			}
 		}
+		if all {
+			for drv := range d.want {
+				look(drv)
+			}
+		} else {
+			for drv := range d.fresh {
+				look(drv)
+			}
+		}
+		clear(d.fresh)
+		wait := moved
+		if len(d.want) == 0 {
+			wait = nil // nothing in flight: sleep until points are
+		}
 		d.mu.Unlock()
 		for _, u := range out {
 			if d.send(map[string]any{"driver": u.driver, "durable_seq": u.seq}) != nil {
 				return
 			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.wake:
+			all = false
+		case <-wait:
+			all = true
 		}
 	}
 }

@@ -148,6 +148,8 @@ func TestCommitterAnswersOnlyAfterSync(t *testing.T) {
 	e := newStepEngine(t, s, false)
 	dispatch := e.Lane(LaneDispatch)
 
+	notify := e.Notify()
+	cur := e.Follow(0)
 	first := put(e, "a")
 	st := s.next(t, "sync") // the committer is in Sync: the batch is committed
 	if got := e.DB().LastLSN(); got != 1 {
@@ -158,6 +160,24 @@ func TestCommitterAnswersOnlyAfterSync(t *testing.T) {
 	}
 	if d := dispatch.Depth.Load(); d != 1 {
 		t.Fatalf("lane depth %d while the sync is held: the write was answered", d)
+	}
+	// The feed has not moved: no notification, no record for a cursor
+	// or a waiter, nothing in ReadLog.
+	select {
+	case <-notify:
+		t.Fatal("the feed notified before the sync returned")
+	default:
+	}
+	short, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	if recs, err := cur.Next(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a cursor read %d records before the sync returned (err %v)", len(recs), err)
+	}
+	if err := e.WaitDurable(short, 1); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitDurable(1) before the sync returned: %v", err)
+	}
+	cancel()
+	if n := len(logOf(t, e)); n != 0 {
+		t.Fatalf("ReadLog answered %d records before the sync returned", n)
 	}
 	second := put(e, "b") // queues behind the held sync
 	waitFor(t, "the second write queued", func() bool { return e.lanes[LaneDispatch].waiting() })
@@ -177,6 +197,17 @@ func TestCommitterAnswersOnlyAfterSync(t *testing.T) {
 	}
 	if r.durable < 1 {
 		t.Fatalf("answered LSN 1 with the durable LSN at %d", r.durable)
+	}
+	select {
+	case <-notify:
+	default:
+		t.Fatal("the feed did not notify when the sync returned")
+	}
+	if err := e.WaitDurable(context.Background(), 1); err != nil {
+		t.Fatalf("WaitDurable(1) after the sync: %v", err)
+	}
+	if recs, err := cur.Next(context.Background()); err != nil || len(recs) != 1 || recs[0].LSN != 1 || recs[0].Key != "a" {
+		t.Fatalf("the cursor after the sync: %v %v", recs, err)
 	}
 	s.next(t, "sync").reply <- nil // the second write's
 	if r := answer(t, second); r.err != nil || r.res.LSN != 2 || r.durable < 2 {

@@ -10,9 +10,9 @@ import (
 // and the records to publish once an fsync covers them.
 type pending struct {
 	items []*item
-	lanes []*lane // lane of each item
-	recs  []wal.Record
-	due   time.Time // the earliest deadline of an item's contract for its fsync
+	lanes []*lane        // lane of each item
+	segs  [][]wal.Record // each committed batch's records, handed to the feed as they are
+	due   time.Time      // the earliest deadline of an item's contract for its fsync
 }
 
 func (p *pending) empty() bool { return len(p.items) == 0 }
@@ -188,7 +188,9 @@ func (e *Engine) commitBatch(p *pending) {
 		return
 	}
 	commit := time.Since(tc)
-	p.recs = append(p.recs, recs...)
+	if len(recs) > 0 {
+		p.segs = append(p.segs, recs)
+	}
 	e.totals.Batches.Add(1)
 	e.totals.CommitNanos.Add(int64(commit))
 	e.totals.BusyNanos.Add(int64(time.Since(t0)))
@@ -213,8 +215,12 @@ func (e *Engine) share(lanes []*lane, items []*item, d time.Duration, once func(
 	}
 }
 
-// sync makes every pending commit durable with one fsync, then answers the
-// waiters and publishes the records, in LSN order.
+// sync makes every pending commit durable with one fsync, then publishes
+// the records to the durability feed (feed.go) and answers the waiters, in
+// that order: a writer's answer never comes before its record is durable
+// for the readers. Publishing is a handoff (the tail takes the batches'
+// record slices, the notify channel is closed): the readers follow the
+// feed on goroutines of their own, nothing of theirs runs here.
 func (e *Engine) sync(p *pending) {
 	t0 := time.Now()
 	if err := e.env.sync(); err != nil {
@@ -227,20 +233,24 @@ func (e *Engine) sync(p *pending) {
 	e.totals.BusyNanos.Add(int64(d))
 	e.totals.SyncTime.Observe(d)
 	e.share(p.lanes, p.items, d, func(s *LaneStats) { s.Fsyncs.Add(1) })
-	if n := len(p.recs); n > 0 {
-		e.durable.Store(p.recs[n-1].LSN)
-		if subs := e.published.Load(); subs != nil {
-			for _, fn := range *subs {
-				fn(p.recs)
-			}
+	// The drivers' durable seqs first, so that a driver stream woken by
+	// the feed reads them moved.
+	drivers := false
+	for _, it := range p.items {
+		if it.durable != nil && it.res.err == nil {
+			it.durable()
+			it.durable = nil
+			drivers = true
 		}
 	}
+	e.publish(p.segs, drivers)
 	for i, it := range p.items {
 		e.answer(p.lanes[i], it, it.res)
 	}
 	clear(p.items)
-	clear(p.recs)
-	*p = pending{items: p.items[:0], lanes: p.lanes[:0], recs: p.recs[:0]}
+	clear(p.lanes)
+	clear(p.segs) // the feed owns the records now
+	*p = pending{items: p.items[:0], lanes: p.lanes[:0], segs: p.segs[:0]}
 }
 
 // answer completes one item: the waiter gets its result, the lane its units

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -31,13 +30,12 @@ type Engine struct {
 	env     commitEnv               // committer-owned: its I/O to the current store handle (commitenv.go)
 	wrapEnv func(*wal.DB) commitEnv // tests: the env over each store handle; nil = the store itself
 
-	closing   atomic.Bool
-	failed    atomic.Bool
-	diskLow   atomic.Bool
-	stopOnce  sync.Once
-	durable   atomic.Uint64 // highest LSN made durable and published
-	published atomic.Pointer[[]func([]wal.Record)]
-	pubMu     sync.Mutex
+	closing  atomic.Bool
+	failed   atomic.Bool
+	diskLow  atomic.Bool
+	stopOnce sync.Once
+	durable  atomic.Uint64 // highest LSN made durable and published; stored by the committer only (feed.go)
+	feed     feed
 
 	drivers drivers
 	totals  Totals
@@ -92,6 +90,7 @@ func newWithEnv(cfg Config, db *wal.DB, log *slog.Logger, wrap func(*wal.DB) com
 	}
 	e.db.Store(db)
 	e.env = e.envFor(db)
+	e.feed.init()
 	e.rec.done = make(chan *wal.DB, 1)
 	e.drivers.m = map[string]*driverState{}
 	e.drivers.max = cfg.MaxDrivers
@@ -115,20 +114,6 @@ func newWithEnv(cfg Config, db *wal.DB, log *slog.Logger, wrap func(*wal.DB) com
 // Config is the engine's effective configuration.
 func (e *Engine) Config() Config { return e.cfg }
 
-// Subscribe registers fn to receive every record once it is durable, in LSN
-// order, in batches. fn runs on the committer goroutine: it must not block
-// (hand the records to a bounded buffer and return).
-func (e *Engine) Subscribe(fn func([]wal.Record)) {
-	e.pubMu.Lock()
-	defer e.pubMu.Unlock()
-	var next []func([]wal.Record)
-	if cur := e.published.Load(); cur != nil {
-		next = append(next, *cur...)
-	}
-	next = append(next, fn)
-	e.published.Store(&next)
-}
-
 // DurableLSN is the highest LSN that is durable and published.
 func (e *Engine) DurableLSN() uint64 { return e.durable.Load() }
 
@@ -149,16 +134,20 @@ func (e *Engine) Uptime() time.Duration { return time.Since(e.started) }
 func (e *Engine) DB() *wal.DB { return e.db.Load() }
 
 // Close stops accepting writes, lets the committer drain every lane, commit
-// and sync, and waits for it (or for ctx). Safe to call twice.
+// and sync, and waits for it and for the Subscribe goroutines to have every
+// durable record (or for ctx). Safe to call twice.
 func (e *Engine) Close(ctx context.Context) error {
 	e.closing.Store(true)
 	e.stopOnce.Do(func() { close(e.stop) })
 	select {
 	case <-e.stopped:
-		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("engine: close: %w", ctx.Err())
 	}
+	if err := e.subscribersDone(ctx); err != nil {
+		return fmt.Errorf("engine: close: subscribers: %w", err)
+	}
+	return nil
 }
 
 // admit refuses writes when the engine cannot take them.
@@ -252,15 +241,27 @@ func (l *lane) refuse(err error) error {
 	return err
 }
 
-// ReadLog reads durable records after `after`, at most limit, in LSN order.
-// While the store reopens after a storage failure it answers ErrReopening.
+// ReadLog reads durable records after `after`, at most limit (0: all), in
+// LSN order: from the durability feed's tail when it holds them (no store
+// read; the records are shared, fn must not modify them), else from the
+// log. It answers what the log retains: records retention trimmed are
+// ErrTrimmed even while the tail still holds them. While the store reopens
+// after a storage failure a read from the log answers ErrReopening.
 func (e *Engine) ReadLog(after uint64, limit int, fn func(wal.Record) error) error {
-	err := e.db.Load().ReadLog(after, e.durable.Load(), limit, fn)
-	switch {
-	case errors.Is(err, wal.ErrTrimmed):
-		return ErrTrimmed
+	if after+1 < e.db.Load().FirstLSN() {
+		return e.readStore(after, limit, fn)
 	}
-	return err
+	if segs, ok := e.fromTail(after, limit, nil); ok {
+		for _, s := range segs {
+			for _, r := range s {
+				if err := fn(r); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	return e.readStore(after, limit, fn)
 }
 
 // Snapshot opens a read view of the tables (see wal.Snapshot). While the

@@ -141,24 +141,33 @@ func (e *Engine) resume(db *wal.DB) {
 		return nil
 	})
 	if err != nil {
-		// Subscribers resume by LSN and are offered a resync when they
-		// find a hole; the store itself is sound.
+		// Readers that need them read the log again (or resync); the
+		// store itself is sound.
 		e.log.Error("reading the records committed before the failure", "err", err, "after_lsn", published)
 		gap = nil
 	}
 	e.db.Store(db)
 	e.env = e.envFor(db)
 	e.drivers.reset()
-	if last := db.LastLSN(); last > published {
-		e.durable.Store(last)
-	}
 	redone := e.redoHeld()
-	if len(gap) > 0 {
-		if subs := e.published.Load(); subs != nil {
-			for _, fn := range *subs {
-				fn(gap)
-			}
-		}
+	// Through the feed, like every durable record: subscribers see no gap.
+	// The feed notifies even without records, so that a cursor that met
+	// the closed store reads again from the new one.
+	switch last := db.LastLSN(); {
+	case len(gap) == 0 && last > published:
+		// Unreadable: the tail must not hold a hole; cursors read the
+		// log (or find it trimmed) past it.
+		e.dropTail()
+		e.durable.Store(last)
+	case last < published:
+		// The reopened store holds less than was durable: its next LSNs
+		// are not after the tail's.
+		e.log.Error("the reopened store holds less than was durable", "last_lsn", last, "durable_lsn", published)
+		e.dropTail()
+	}
+	e.publish([][]wal.Record{gap}, true)
+	if len(gap) == 0 {
+		bump(&e.feed.notify)
 	}
 	e.totals.Recoveries.Add(1)
 	e.failed.Store(false)

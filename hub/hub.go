@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"context"
 	"errors"
 	"hash/maphash"
 	"log/slog"
@@ -75,6 +76,9 @@ type Hub struct {
 	closeMu sync.Mutex
 	closed  bool
 
+	stopFanout context.CancelFunc
+	fanoutDone chan struct{}
+
 	stats Stats
 }
 
@@ -117,18 +121,64 @@ func (s *Stats) Closes() map[string]uint64 {
 	return out
 }
 
-// New builds a hub and subscribes it to the engine's durable records.
+// New builds a hub and starts its fan-out, which follows the engine's
+// durable records from now on (until Close, or until the engine stops).
 func New(e *engine.Engine, cfg Config, log *slog.Logger) *Hub {
 	cfg.defaults()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &Hub{e: e, cfg: cfg, log: log, seed: maphash.MakeSeed()}
+	h := &Hub{e: e, cfg: cfg, log: log, seed: maphash.MakeSeed(), fanoutDone: make(chan struct{})}
 	for i := range h.shards {
 		h.shards[i].tables = map[string][]*Sub{}
 	}
-	e.Subscribe(h.publish)
+	ctx, cancel := context.WithCancel(context.Background())
+	h.stopFanout = cancel
+	go h.fanout(ctx, e.Follow(e.DurableLSN()))
 	return h
+}
+
+// fanout is the hub's one goroutine between the engine and the
+// subscribers: a cursor on the engine's durability feed that offers each
+// durable record, in LSN order, to the subscribers of its table. The
+// committer only hands records to the feed; what a record costs here (one
+// offer per subscriber of its table) is no longer the single writer's.
+func (h *Hub) fanout(ctx context.Context, c *engine.Cursor) {
+	defer close(h.fanoutDone)
+	for {
+		recs, err := c.Next(ctx)
+		switch {
+		case err == nil:
+			h.publish(recs)
+			continue
+		case ctx.Err() != nil, errors.Is(err, engine.ErrStopped):
+			return
+		}
+		// The records after the cursor cannot be read (the fan-out fell
+		// behind the feed's tail and the log no longer holds them): no
+		// subscriber may go on as if it had them. Every subscriber
+		// registered now resyncs from a snapshot taken after this point,
+		// which holds everything durable up to `to`; the fan-out goes on
+		// after it.
+		to := h.e.DurableLSN()
+		h.log.Warn("hub fan-out cannot read the records after its cursor; every subscriber resyncs", "after_lsn", c.After(), "to_lsn", to, "err", err)
+		h.behindAll()
+		c.Seek(to)
+	}
+}
+
+// behindAll marks every subscriber as behind: its goroutine resyncs.
+func (h *Hub) behindAll() {
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for _, subs := range sh.tables {
+			for _, s := range subs {
+				s.behind.Store(true)
+			}
+		}
+		sh.mu.Unlock()
+	}
 }
 
 // Stats returns the hub's counters.
@@ -141,8 +191,9 @@ func (h *Hub) shard(table string) *shard {
 	return &h.shards[maphash.String(h.seed, table)%shardCount]
 }
 
-// publish runs on the committer goroutine with durable records in LSN
-// order. It must not block: offers are non-blocking.
+// publish runs on the fan-out goroutine with durable records in LSN
+// order. It must not block: offers are non-blocking (a subscriber whose
+// buffer is full is marked behind and resyncs).
 func (h *Hub) publish(recs []engine.Record) {
 	var (
 		lastTable string
@@ -244,12 +295,14 @@ func (h *Hub) TopTables(n int) []TableCount {
 	return out
 }
 
-// Close ends every subscription with reason "shutdown" and refuses new ones.
-// Safe to call twice.
+// Close ends every subscription with reason "shutdown", refuses new ones
+// and stops the fan-out. Safe to call twice.
 func (h *Hub) Close() {
 	h.closeMu.Lock()
 	h.closed = true
 	h.closeMu.Unlock()
+	h.stopFanout()
+	<-h.fanoutDone
 	for i := range h.shards {
 		sh := &h.shards[i]
 		sh.mu.Lock()

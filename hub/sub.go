@@ -191,20 +191,25 @@ const reopenWait = 30 * time.Second
 // resyncAfterReopen sends a resync snapshot once the store is reopened: a
 // snapshot or catch-up that met the store while it was being reopened may
 // have sent part of what it had, so the client starts over from a snapshot
-// that replaces what it holds. The subscription is not ended.
+// that replaces what it holds. The subscription is not ended. The engine's
+// feed notifies when the reopened store is swapped in.
 func (h *Hub) resyncAfterReopen(ctx context.Context, s *Sub, sink Sink) (uint64, error) {
-	deadline := time.Now().Add(reopenWait)
+	deadline := time.NewTimer(reopenWait)
+	defer deadline.Stop()
 	for {
+		swapped := h.e.Notify()
+		last, err := h.resync(s, sink)
+		if !errors.Is(err, engine.ErrReopening) {
+			return last, err
+		}
 		select {
 		case <-ctx.Done():
 			return 0, ctx.Err()
 		case <-s.done:
 			return 0, &ClosedError{Reason: "closed"}
-		case <-time.After(20 * time.Millisecond):
-		}
-		last, err := h.resync(s, sink)
-		if !errors.Is(err, engine.ErrReopening) || time.Now().After(deadline) {
+		case <-deadline.C:
 			return last, err
+		case <-swapped:
 		}
 	}
 }
@@ -248,14 +253,15 @@ func (h *Hub) catchUp(ctx context.Context, s *Sub, from uint64, sink Sink) (uint
 	// durable (at most one group-commit interval ahead): wait for it. An
 	// LSN the store never reached (a client from another store, or from
 	// before a power cut) gets a resync, never a silent skip.
-	for deadline := time.Now().Add(time.Second); from > h.e.DurableLSN(); {
-		if time.Now().After(deadline) || from > h.e.DB().LastLSN() {
+	if from > h.e.DurableLSN() {
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := h.e.WaitDurable(wctx, from)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return 0, ctx.Err()
+			}
 			return 0, engine.ErrTrimmed
-		}
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(2 * time.Millisecond):
 		}
 	}
 	const chunk = 1000

@@ -39,10 +39,17 @@ func (r *Replica) run() {
 	}
 	defer a.close()
 	a.ahead = r.applied.Load() > r.src.DurableLSN()
+	feed, _ := r.src.(Feed)
 	timer := time.NewTimer(poll)
 	defer timer.Stop()
 	failing := false
 	for {
+		// Taken before the catch-up reads the durable LSN: a move after
+		// that closes it.
+		var moved <-chan struct{}
+		if feed != nil {
+			moved = feed.Notify()
+		}
 		err := a.catchUp(ctx)
 		switch {
 		case ctx.Err() != nil:
@@ -58,10 +65,11 @@ func (r *Replica) run() {
 		timer.Reset(poll)
 		wake := r.wake
 		if failing {
-			wake = nil // retry at the poll, not at every commit
+			wake, moved = nil, nil // retry at the poll, not at every commit
 		}
 		select {
 		case <-wake:
+		case <-moved:
 		case <-timer.C:
 		case <-r.stop:
 			return
@@ -499,12 +507,16 @@ func (a *applier) rebuild(ctx context.Context) error {
 	defer snap.Close()
 	// A snapshot may hold commits not yet durable; the replica shows only
 	// durable records, so wait (one group-commit interval) for them.
+	if feed, ok := r.src.(Feed); ok {
+		if err := feed.WaitDurable(ctx, snap.LSN()); err != nil {
+			return fmt.Errorf("replica: rebuild: waiting for lsn %d to be durable: %w", snap.LSN(), err)
+		}
+	}
 	for r.src.DurableLSN() < snap.LSN() {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-r.wake:
-		case <-time.After(5 * time.Millisecond):
+		case <-r.wake: // each published batch wakes it, after the durable LSN moved
 		}
 	}
 	t0 := time.Now()

@@ -17,8 +17,10 @@ import (
 
 // Source is the read side of the engine (*engine.Engine satisfies it).
 type Source interface {
-	// Subscribe registers fn for every durable record, in LSN order, on the
-	// committer goroutine: fn must never block.
+	// Subscribe registers fn for every durable record, in LSN order (the
+	// engine runs fn on a cursor of its durability feed, a goroutine of
+	// its own). The replica keeps only a notice of each batch there, for
+	// the lag, and wakes the applier.
 	Subscribe(fn func([]wal.Record))
 	// ReadLog reads durable records after `after`, at most limit, in LSN
 	// order; it fails with an error wrapping wal.ErrTrimmed or
@@ -26,6 +28,17 @@ type Source interface {
 	ReadLog(after uint64, limit int, fn func(wal.Record) error) error
 	// DurableLSN is the highest durable LSN.
 	DurableLSN() uint64
+}
+
+// Feed is the optional side of a Source that tells when the durable LSN
+// moves (*engine.Engine satisfies it): the applier then waits on it, and a
+// rebuild waits for its snapshot's LSN to be durable, with no polling.
+type Feed interface {
+	// Notify returns a channel closed when the durable LSN next moves.
+	Notify() <-chan struct{}
+	// WaitDurable waits until lsn is durable; it fails when lsn was not
+	// committed (it would never become durable by waiting).
+	WaitDurable(ctx context.Context, lsn uint64) error
 }
 
 // Snapshotter is the optional side of a Source that lets the replica
@@ -150,8 +163,9 @@ func Open(path string, src Source, log *slog.Logger) (*Replica, error) {
 	return r, nil
 }
 
-// onPublish runs on the committer goroutine: it records the batch and wakes
-// the applier, never waiting (the mutex guards a small slice, no I/O).
+// onPublish runs on the source's subscription goroutine (for the engine, a
+// cursor on its durability feed): it records the batch and wakes the
+// applier, never waiting (the mutex guards a small slice, no I/O).
 func (r *Replica) onPublish(recs []wal.Record) {
 	if len(recs) == 0 {
 		return

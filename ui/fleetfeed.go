@@ -11,9 +11,10 @@ import (
 )
 
 // fleetFeed is the one hub subscriber of `positions` that every live Fleet
-// page shares. The hub offers each record to each subscriber on the
-// committer's goroutine, so 20,000 points/s to N Fleet pages would cost the
-// committer N offers per point; through the feed it costs one. The feed
+// page shares. The hub's fan-out (a cursor on the engine's durability feed)
+// offers each record to each subscriber of its table, so 20,000 points/s to
+// N Fleet pages would cost it N offers per point; through the feed it costs
+// one. The feed
 // keeps the latest event per driver (bounded by the engine's max_drivers)
 // and each page takes, once per frame, the drivers changed after its cursor.
 type fleetFeed struct {
