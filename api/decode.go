@@ -2,17 +2,14 @@ package api
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"io"
-	"math"
 	"mime"
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
-	"routehound/engine"
+	"routehound/fleet"
 )
 
 // readBody reads a JSON request body within the size limit: 415 when the
@@ -41,100 +38,49 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 	return body, nil
 }
 
-// strict decodes exactly one JSON value into v, refusing unknown fields
-// and trailing data.
-func strict(raw []byte, v any) error {
-	d := json.NewDecoder(bytes.NewReader(raw))
-	d.DisallowUnknownFields()
-	if err := d.Decode(v); err != nil {
-		return jsonError(err)
-	}
-	if _, err := d.Token(); err != io.EOF {
-		return errorf(http.StatusBadRequest, "bad_json", "the body holds more than one JSON value")
-	}
-	return nil
-}
-
-// jsonError turns a decoding error into a refusal that names the field.
-func jsonError(err error) error {
-	var te *json.UnmarshalTypeError
-	var se *json.SyntaxError
+// refusal is the API's answer to a refusal of the domain's rules (package
+// fleet): a BodyError keeps its code, a NameError is bad_name. Other
+// errors are returned as they are, nil as nil.
+func refusal(err error) error {
+	var be *fleet.BodyError
+	var ne *fleet.NameError
 	switch {
-	case errors.As(err, &te):
-		field := te.Field
-		if field == "" {
-			return errorf(http.StatusBadRequest, "bad_json", "expected %s, got JSON %s", te.Type, te.Value)
+	case errors.As(err, &be):
+		switch be.Code {
+		case fleet.CodeInvalidField:
+			return errorf(http.StatusBadRequest, "invalid_field", "%s", be.Message)
+		case fleet.CodeUnknownField:
+			return errorf(http.StatusBadRequest, "unknown_field", "%s", be.Message)
+		case fleet.CodeTooManyPoints:
+			return errorf(http.StatusRequestEntityTooLarge, "too_many_points", "%s", be.Message)
 		}
-		return errorf(http.StatusBadRequest, "invalid_field", "field %q: expected %s, got JSON %s", field, te.Type, te.Value)
-	case errors.As(err, &se):
-		return errorf(http.StatusBadRequest, "bad_json", "malformed JSON at byte %d: %v", se.Offset, err)
-	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-		return errorf(http.StatusBadRequest, "bad_json", "malformed JSON: unexpected end")
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return errorf(http.StatusBadRequest, "unknown_field", "%s", strings.TrimPrefix(err.Error(), "json: "))
+		return errorf(http.StatusBadRequest, "bad_json", "%s", be.Message)
+	case errors.As(err, &ne):
+		return errorf(http.StatusBadRequest, "bad_name", "%s", ne.Reason)
 	}
-	return errorf(http.StatusBadRequest, "bad_json", "%v", err)
+	return err
 }
 
-// isArray reports whether the JSON value starts with '['.
-func isArray(raw []byte) bool {
-	t := bytes.TrimLeft(raw, " \t\r\n")
-	return len(t) > 0 && t[0] == '['
-}
+// strict decodes exactly one JSON value into v, refusing unknown fields
+// and trailing data (fleet.Strict).
+func strict(raw []byte, v any) error { return refusal(fleet.Strict(raw, v)) }
 
-// compact returns raw without insignificant whitespace: what the log keeps.
-func compact(raw []byte) []byte {
-	if bytes.IndexAny(raw, " \t\r\n") < 0 {
-		return raw // nothing to remove (clients usually send compact JSON)
-	}
-	var b bytes.Buffer
-	if json.Compact(&b, raw) != nil {
-		return raw
-	}
-	return b.Bytes()
-}
-
+// invalid refuses one field of a body (invalid_field).
 func invalid(field, format string, args ...any) error {
-	return errorf(http.StatusBadRequest, "invalid_field", "field %q: "+format, append([]any{field}, args...)...)
+	return refusal(fleet.Invalid(field, format, args...))
 }
 
-func checkLat(field string, v *float64) error {
-	if v == nil {
-		return invalid(field, "required")
-	}
-	if math.IsNaN(*v) || *v < -90 || *v > 90 {
-		return invalid(field, "latitude %v is outside -90..90", *v)
-	}
-	return nil
-}
+// checkName validates an identifier taken from a path or a body
+// (bad_name).
+func checkName(what, v string) error { return refusal(fleet.CheckName(what, v)) }
 
-func checkLng(field string, v *float64) error {
-	if v == nil {
-		return invalid(field, "required")
-	}
-	if math.IsNaN(*v) || *v < -180 || *v > 180 {
-		return invalid(field, "longitude %v is outside -180..180", *v)
-	}
-	return nil
-}
+// checkTable validates a table name (bad_name).
+func checkTable(name string) error { return checkName("table", name) }
 
-func checkTime(field string, v *string, required bool) error {
-	if v == nil {
-		if required {
-			return invalid(field, "required (RFC 3339 time)")
-		}
-		return nil
-	}
-	if _, err := time.Parse(time.RFC3339Nano, *v); err != nil {
-		return invalid(field, "%q is not an RFC 3339 time", *v)
-	}
-	return nil
-}
-
-// checkName validates an identifier taken from a path or a body.
-func checkName(what, v string) error {
-	if err := engine.CheckName(what, v); err != nil {
-		return errorf(http.StatusBadRequest, "bad_name", "%s", strings.TrimPrefix(err.Error(), "bad name: "))
+// checkKey validates a key (bad_key).
+func checkKey(key string) error {
+	if err := fleet.CheckKey(key); err != nil {
+		return errorf(http.StatusBadRequest, "bad_key", "%s", fleet.Message(err))
 	}
 	return nil
 }

@@ -4,11 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"routehound/engine"
+	"routehound/fleet"
 	"routehound/wal"
 )
 
@@ -17,15 +17,6 @@ import (
 // entries live in the built-in table `devices` (key = id, value =
 // {"driver"}), written through the tables lane; devices listed in the
 // config ([[osmand.devices]]) are read-only here.
-
-// device is the answer of the devices endpoints.
-type device struct {
-	ID      string `json:"id"`
-	Driver  string `json:"driver"`
-	Source  string `json:"source"` // "api" or "config"
-	Version uint64 `json:"version,omitempty"`
-	LSN     uint64 `json:"lsn,omitempty"`
-}
 
 // SetConfigDevices tells the devices API which ids the config registers
 // (id → driver), so that it shows them and refuses to change them.
@@ -47,8 +38,8 @@ func (s *Server) deviceRoutes() {
 // deviceID reads and checks the {id} of the path.
 func deviceID(r *http.Request) (string, error) {
 	id := r.PathValue("id")
-	if err := engine.CheckDeviceID(id); err != nil {
-		return "", errorf(http.StatusBadRequest, "bad_device_id", "%s", strings.TrimPrefix(err.Error(), "bad name: "))
+	if err := fleet.CheckDeviceID(id); err != nil {
+		return "", errorf(http.StatusBadRequest, "bad_device_id", "%s", fleet.Message(err))
 	}
 	return id, nil
 }
@@ -68,7 +59,7 @@ func (s *Server) getDevice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if d, ok := s.configDevices[id]; ok {
-		writeJSON(w, http.StatusOK, device{ID: id, Driver: d, Source: "config"})
+		writeJSON(w, http.StatusOK, fleet.Device{ID: id, Driver: d, Source: fleet.DeviceSourceConfig})
 		return
 	}
 	snap, err := s.e.Snapshot()
@@ -77,7 +68,7 @@ func (s *Server) getDevice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer snap.Close()
-	st, ok, err := snap.Get(engine.TableDevices, id)
+	st, ok, err := snap.Get(fleet.TableDevices, id)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -86,14 +77,12 @@ func (s *Server) getDevice(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errorf(http.StatusNotFound, "not_found", "no device %s", id))
 		return
 	}
-	var v struct {
-		Driver string `json:"driver"`
-	}
+	var v fleet.DeviceEntry
 	if err := json.Unmarshal(st.Value, &v); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, device{ID: id, Driver: v.Driver, Source: "api", Version: st.Version, LSN: st.LSN})
+	writeJSON(w, http.StatusOK, fleet.Device{ID: id, Driver: v.Driver, Source: fleet.DeviceSourceAPI, Version: st.Version, LSN: st.LSN})
 }
 
 func (s *Server) putDevice(w http.ResponseWriter, r *http.Request) {
@@ -110,27 +99,21 @@ func (s *Server) putDevice(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, engine.LaneTables, err)
 		return
 	}
-	var in struct {
-		Driver *string `json:"driver"`
-	}
+	var in fleet.DeviceRequest
 	if err := strict(body, &in); err != nil {
 		s.refuse(w, r, engine.LaneTables, err)
 		return
 	}
-	if in.Driver == nil {
-		s.refuse(w, r, engine.LaneTables, invalid("driver", "required (the driver whose points this device reports)"))
+	if err := in.Check(); err != nil {
+		s.refuse(w, r, engine.LaneTables, refusal(err))
 		return
 	}
-	if err := checkName("driver", *in.Driver); err != nil {
-		s.refuse(w, r, engine.LaneTables, err)
-		return
-	}
-	value, err := json.Marshal(map[string]string{"driver": *in.Driver})
+	value, err := fleet.DeviceEntry{Driver: *in.Driver}.Encode()
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	res, err := s.e.Put(r.Context(), engine.LaneTables, engine.Write{Table: engine.TableDevices, Key: id, Value: value, IfVersion: wal.AnyVersion})
+	res, err := s.e.Put(r.Context(), engine.LaneTables, engine.Write{Table: fleet.TableDevices, Key: id, Value: value, IfVersion: wal.AnyVersion})
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -139,7 +122,7 @@ func (s *Server) putDevice(w http.ResponseWriter, r *http.Request) {
 	if res.Created {
 		status = http.StatusCreated
 	}
-	writeJSON(w, status, device{ID: id, Driver: *in.Driver, Source: "api", Version: res.Version, LSN: res.LSN})
+	writeJSON(w, status, fleet.Device{ID: id, Driver: *in.Driver, Source: fleet.DeviceSourceAPI, Version: res.Version, LSN: res.LSN})
 }
 
 func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request) {
@@ -151,7 +134,7 @@ func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, engine.LaneTables, err)
 		return
 	}
-	res, err := s.e.Put(r.Context(), engine.LaneTables, engine.Write{Table: engine.TableDevices, Key: id, Delete: true, IfVersion: wal.AnyVersion})
+	res, err := s.e.Put(r.Context(), engine.LaneTables, engine.Write{Table: fleet.TableDevices, Key: id, Delete: true, IfVersion: wal.AnyVersion})
 	if errors.Is(err, engine.ErrNotFound) {
 		s.fail(w, r, errorf(http.StatusNotFound, "not_found", "no device %s", id))
 		return

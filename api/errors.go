@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"routehound/engine"
+	"routehound/fleet"
 	"routehound/hub"
 )
 
@@ -105,8 +106,8 @@ func (s *Server) mapEngineError(err error) *apiError {
 		return errorf(http.StatusForbidden, "cross_origin", "a browser session may open a WebSocket only from this server's own pages (Origin must match Host)")
 	case errors.Is(err, hub.ErrBadRequest):
 		return errorf(http.StatusBadRequest, "bad_parameter", "%s", strings.TrimPrefix(err.Error(), "hub: bad request: "))
-	case errors.Is(err, engine.ErrBadName):
-		return errorf(http.StatusBadRequest, "bad_name", "%s", strings.TrimPrefix(err.Error(), "bad name: "))
+	case errors.Is(err, fleet.ErrBadName):
+		return errorf(http.StatusBadRequest, "bad_name", "%s", fleet.Message(err))
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		// The client went away while its write waited for the commit. The
 		// write itself is admitted and will commit; a retry with the same

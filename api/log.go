@@ -43,7 +43,7 @@ func (s *Server) getLog(w http.ResponseWriter, r *http.Request) {
 	}
 	table := q.Get("table")
 	if table != "" {
-		if err := CheckTable(table); err != nil {
+		if err := checkTable(table); err != nil {
 			s.fail(w, r, err)
 			return
 		}

@@ -4,22 +4,11 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"routehound/engine"
+	"routehound/fleet"
 	"routehound/wal"
 )
-
-// CheckTable validates a table name.
-func CheckTable(name string) error { return checkName("table", name) }
-
-// CheckKey validates a key.
-func CheckKey(key string) error {
-	if err := engine.CheckKey(key); err != nil {
-		return errorf(http.StatusBadRequest, "bad_key", "%s", strings.TrimPrefix(err.Error(), "bad name: "))
-	}
-	return nil
-}
 
 func (s *Server) tableRoutes() {
 	read := []Role{RoleDashboard, RoleAdmin}
@@ -91,7 +80,7 @@ type row struct {
 
 func (s *Server) pageTable(w http.ResponseWriter, r *http.Request) {
 	table := r.PathValue("table")
-	if err := CheckTable(table); err != nil {
+	if err := checkTable(table); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -124,9 +113,9 @@ func (s *Server) pageTable(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) tableKey(w http.ResponseWriter, r *http.Request, lane string) (table, key string, ok bool) {
 	table, key = r.PathValue("table"), r.PathValue("key")
-	err := CheckTable(table)
+	err := checkTable(table)
 	if err == nil {
-		err = CheckKey(key)
+		err = checkKey(key)
 	}
 	if err != nil {
 		s.refuse(w, r, lane, err)
@@ -168,8 +157,8 @@ func (s *Server) tableWrite(w http.ResponseWriter, r *http.Request, del bool) (e
 	if !ok {
 		return engine.Write{}, false
 	}
-	if engine.IsBuiltin(table) {
-		s.refuse(w, r, engine.LaneTables, errorf(http.StatusForbidden, "read_only_table", "table %q is written only by its actor's endpoint", table))
+	if err := fleet.CheckUserTable(table); err != nil { // a built-in table: written only by its actor
+		s.refuse(w, r, engine.LaneTables, errorf(http.StatusForbidden, "read_only_table", "%s", fleet.Message(err)))
 		return engine.Write{}, false
 	}
 	ver, conditional, err := ifMatch(r)
@@ -192,7 +181,7 @@ func (s *Server) tableWrite(w http.ResponseWriter, r *http.Request, del bool) (e
 			s.refuse(w, r, engine.LaneTables, err)
 			return engine.Write{}, false
 		}
-		wr.Value = compact(v)
+		wr.Value = fleet.Compact(v)
 	}
 	if k := r.Header.Get("Idempotency-Key"); k != "" {
 		if _, err := idempotencyKey(r); err != nil {

@@ -9,22 +9,14 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"routehound/fleet"
 	"routehound/wal"
 )
 
-// Built-in tables, written only by their actors.
-const (
-	TablePositions   = "positions"
-	TableAssignments = "assignments"
-	TableLoading     = "loading"
-)
-
 // Point is one driver location update: its per-driver sequence number and
-// its JSON as sent (validated by the caller), which is what the log keeps.
-type Point struct {
-	Seq   uint64
-	Value []byte
-}
+// its JSON as sent (validated by the caller: fleet.DecodePoints), which is
+// what the log keeps.
+type Point = fleet.RawPoint
 
 // DriverAck answers a driver's batch.
 type DriverAck struct {
@@ -86,7 +78,7 @@ func (e *Engine) loadDriver(driver string, ds *driverState) error {
 		return err
 	}
 	defer s.Close()
-	st, ok, err := s.Get(TablePositions, driver)
+	st, ok, err := s.Get(fleet.TablePositions, driver)
 	if err != nil {
 		return err
 	}
@@ -192,7 +184,7 @@ func (e *Engine) pointsItem(driver string, ds *driverState, pts []Point, wait bo
 		bytes: size,
 		top:   top,
 		apply: func(b *wal.Batch) (result, error) {
-			_, err := b.PutSeries(TablePositions, driver, values, LaneDriver)
+			_, err := b.PutSeries(fleet.TablePositions, driver, values, LaneDriver)
 			return result{}, err
 		},
 		durable: func() {

@@ -1,11 +1,7 @@
 package engine
 
 import (
-	"errors"
-	"fmt"
-	"strings"
-	"unicode/utf8"
-
+	"routehound/fleet"
 	"routehound/wal"
 )
 
@@ -30,46 +26,22 @@ const (
 // AnyVersion makes a Write unconditional.
 const AnyVersion = wal.AnyVersion
 
-// ErrBadName wraps every refusal of a table name or key.
-var ErrBadName = errors.New("bad name")
+// The name rules and the built-in tables live in package fleet; these
+// are kept for the callers that still name them through the engine.
 
-// IsBuiltin reports whether table is written only by its actor's endpoint
-// (positions, assignments, loading; devices, device_status and quarantine
-// of the phone apps).
-func IsBuiltin(table string) bool {
-	switch table {
-	case TablePositions, TableAssignments, TableLoading, TableDevices, TableDeviceStatus, TableQuarantine:
-		return true
-	}
-	return false
-}
+// CheckName is fleet.CheckName.
+func CheckName(what, v string) error { return fleet.CheckName(what, v) }
 
-// CheckName validates an identifier (driver, route, table name): 1..128
-// bytes of letters, digits and . _ - : @ ~. The wal relies on names holding
-// no 0x00 (it separates table and key with one).
-func CheckName(what, v string) error {
-	if v == "" || len(v) > 128 {
-		return fmt.Errorf("%w: %s must be 1 to 128 characters", ErrBadName, what)
-	}
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("._-:@~", c) >= 0) {
-			return fmt.Errorf("%w: %s %q: only letters, digits and . _ - : @ ~ are allowed", ErrBadName, what, v)
-		}
-	}
-	return nil
-}
+// CheckDeviceID is fleet.CheckDeviceID.
+func CheckDeviceID(id string) error { return fleet.CheckDeviceID(id) }
 
-// CheckKey validates a table key: 1..512 bytes of UTF-8 without control
-// characters.
-func CheckKey(key string) error {
-	if key == "" || len(key) > 512 || !utf8.ValidString(key) {
-		return fmt.Errorf("%w: a key is 1 to 512 bytes of UTF-8", ErrBadName)
-	}
-	for _, c := range key {
-		if c < 0x20 || c == 0x7f {
-			return fmt.Errorf("%w: a key may not hold control characters", ErrBadName)
-		}
-	}
-	return nil
-}
+// The built-in tables (fleet.TablePositions …), written only by their
+// actors.
+const (
+	TablePositions    = fleet.TablePositions
+	TableAssignments  = fleet.TableAssignments
+	TableLoading      = fleet.TableLoading
+	TableDevices      = fleet.TableDevices
+	TableDeviceStatus = fleet.TableDeviceStatus
+	TableQuarantine   = fleet.TableQuarantine
+)

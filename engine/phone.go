@@ -3,26 +3,13 @@ package engine
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"sync/atomic"
 
+	"routehound/fleet"
 	"routehound/wal"
-)
-
-// Built-in tables of the phone apps (DESIGN.md, "Phone apps").
-const (
-	// TableDevices maps a device id to {"driver": NAME}; written by the
-	// admin's devices API.
-	TableDevices = "devices"
-	// TableDeviceStatus keeps each device's last report without a
-	// position (heartbeat, battery).
-	TableDeviceStatus = "device_status"
-	// TableQuarantine keeps the raw requests that could not be decoded,
-	// so that a malformed point is never dropped silently.
-	TableQuarantine = "quarantine"
 )
 
 // phoneIdemScope is the idempotency scope of phone points: a resend of the
@@ -137,7 +124,7 @@ func (e *Engine) SubmitPhonePoint(ctx context.Context, p PhonePoint) (PhoneAck, 
 			val = append(val, ',')
 		}
 		val = append(val, p.Value[1:]...)
-		if _, err := b.PutSeries(TablePositions, p.Driver, [][]byte{val}, LaneDriver); err != nil {
+		if _, err := b.PutSeries(fleet.TablePositions, p.Driver, [][]byte{val}, LaneDriver); err != nil {
 			return result{}, err
 		}
 		if err := b.SetIdem(phoneIdemScope, key, binary.BigEndian.AppendUint64(nil, seq), ttl); err != nil {
@@ -172,7 +159,7 @@ func (e *Engine) SubmitPhonePoint(ctx context.Context, p PhonePoint) (PhoneAck, 
 // PutPhoneRecord writes one key of a phone table (device_status,
 // quarantine) through the driver lane and returns once it is durable.
 func (e *Engine) PutPhoneRecord(ctx context.Context, table, key string, value []byte) error {
-	if table != TableDeviceStatus && table != TableQuarantine {
+	if table != fleet.TableDeviceStatus && table != fleet.TableQuarantine {
 		return fmt.Errorf("engine: %s is not a phone table", table)
 	}
 	l := e.lanes[LaneDriver]
@@ -208,32 +195,13 @@ func (e *Engine) DeviceDriver(id string) (string, bool, error) {
 		return "", false, err
 	}
 	defer s.Close()
-	st, ok, err := s.Get(TableDevices, id)
+	st, ok, err := s.Get(fleet.TableDevices, id)
 	if err != nil || !ok {
 		return "", false, err
 	}
-	var d struct {
-		Driver string `json:"driver"`
-	}
-	if err := json.Unmarshal(st.Value, &d); err != nil || d.Driver == "" {
+	d, err := fleet.DecodeDeviceEntry(st.Value)
+	if err != nil {
 		return "", false, fmt.Errorf("engine: device %s: stored entry %.80q: %v", id, st.Value, err)
 	}
 	return d.Driver, true, nil
-}
-
-// MinDeviceID is the shortest device id accepted: the id is the phone's
-// only credential (the apps cannot send headers), so it should be long and
-// random, not the apps' default six digits.
-const MinDeviceID = 8
-
-// CheckDeviceID validates a phone's device id: a name (CheckName) of at
-// least MinDeviceID characters.
-func CheckDeviceID(id string) error {
-	if err := CheckName("device id", id); err != nil {
-		return err
-	}
-	if len(id) < MinDeviceID {
-		return fmt.Errorf("%w: device id %q is shorter than %d characters; the id is the phone's only credential, so use a long random one", ErrBadName, id, MinDeviceID)
-	}
-	return nil
 }

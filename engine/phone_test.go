@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"routehound/fleet"
 	"routehound/wal"
 )
 
@@ -235,7 +236,7 @@ func TestPhoneRecordAndValueChecks(t *testing.T) {
 		t.Fatalf("empty object stored as %s", got[len(got)-1].Value)
 	}
 	for _, b := range []string{TableDevices, TableDeviceStatus, TableQuarantine, TablePositions} {
-		if !IsBuiltin(b) {
+		if !fleet.IsBuiltin(b) {
 			t.Fatalf("%s is not built in", b)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 
 	"routehound/engine"
+	"routehound/fleet"
 )
 
 // wsIn is a client message on /v1/ws.
@@ -191,16 +192,16 @@ func (wc *wsConn) subscribe(ctx context.Context, table string, from *uint64) {
 // write applies a put or delete through the tables lane; the answer comes
 // after the fsync.
 func (wc *wsConn) write(ctx context.Context, m wsIn) {
-	if err := engine.CheckName("table", m.Table); err != nil {
+	if err := fleet.CheckName("table", m.Table); err != nil {
 		wc.sendError(m.ID, err)
 		return
 	}
-	if err := engine.CheckKey(m.Key); err != nil {
+	if err := fleet.CheckKey(m.Key); err != nil {
 		wc.sendError(m.ID, err)
 		return
 	}
-	if engine.IsBuiltin(m.Table) {
-		wc.sendError(m.ID, fmt.Errorf("%w: table %q is written only by its actor's endpoint", ErrReadOnly, m.Table))
+	if err := fleet.CheckUserTable(m.Table); err != nil { // a built-in table: written only by its actor
+		wc.sendError(m.ID, fmt.Errorf("%w: %w", ErrReadOnly, err))
 		return
 	}
 	w := engine.Write{Table: m.Table, Key: m.Key, Delete: m.Op == "delete", IfVersion: engine.AnyVersion}

@@ -18,8 +18,7 @@ import (
 
 	"github.com/oklog/ulid/v2"
 
-	"routehound/api"
-	"routehound/engine"
+	"routehound/fleet"
 )
 
 // Config configures the baseline server.
@@ -185,15 +184,15 @@ func fingerprint(parts ...string) []byte {
 // other, and answers once all are durable.
 func (s *Server) postLocations(w http.ResponseWriter, r *http.Request) {
 	driver := r.PathValue("driver")
-	if err := api.CheckTable(driver); err != nil { // the same name rule as RouteHound's
-		fail(w, http.StatusBadRequest, "bad_name", err.Error())
+	if err := fleet.CheckName("driver", driver); err != nil { // the same name rule as RouteHound's
+		fail(w, http.StatusBadRequest, "bad_name", fleet.Message(err))
 		return
 	}
 	b, ok := s.body(w, r)
 	if !ok {
 		return
 	}
-	pts, err := api.DecodePoints(b, 16384)
+	pts, err := fleet.DecodePoints(b, 16384)
 	if err != nil {
 		fail(w, http.StatusBadRequest, "bad_json", err.Error())
 		return
@@ -215,7 +214,7 @@ type pointsAnswer struct {
 }
 
 // storePoints commits each point in its own transaction, one after the other.
-func (s *Server) storePoints(ctx context.Context, driver string, pts []engine.Point) (pointsAnswer, error) {
+func (s *Server) storePoints(ctx context.Context, driver string, pts []fleet.RawPoint) (pointsAnswer, error) {
 	var a pointsAnswer
 	for _, p := range pts {
 		d, err := s.st.point(ctx, driver, p.Seq, p.Value)
@@ -269,7 +268,7 @@ func (s *Server) putAssignment(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "invalid", "an assignment needs driver and stops")
 		return
 	}
-	status, ans, err := s.st.put(r.Context(), write{table: "assignments", key: route, actor: "dispatch", value: b, ifVersion: ver,
+	status, ans, err := s.st.put(r.Context(), write{table: fleet.TableAssignments, key: route, actor: string(fleet.ActorDispatch), value: b, ifVersion: ver,
 		idemScope: "dispatch", idem: key, fp: fingerprint(route, string(b), r.Header.Get("If-Match"))},
 		func(res result) (int, []byte) {
 			st := http.StatusOK
@@ -292,7 +291,7 @@ func (s *Server) getAssignment(w http.ResponseWriter, r *http.Request) {
 	route := r.PathValue("route")
 	var rw row
 	var v string
-	err := s.st.db.QueryRowContext(r.Context(), `SELECT value, version, lsn FROM state WHERE tbl='assignments' AND key=?`, route).Scan(&v, &rw.Version, &rw.LSN)
+	err := s.st.db.QueryRowContext(r.Context(), `SELECT value, version, lsn FROM state WHERE tbl=? AND key=?`, fleet.TableAssignments, route).Scan(&v, &rw.Version, &rw.LSN)
 	if err != nil {
 		fail(w, http.StatusNotFound, "not_found", "no such route")
 		return
@@ -321,7 +320,7 @@ func (s *Server) postLoading(w http.ResponseWriter, r *http.Request) {
 	}
 	id := ulid.MustNew(ulid.Timestamp(time.Now()), rand.Reader).String()
 	zero := uint64(0)
-	status, ans, err := s.st.put(r.Context(), write{table: "loading", key: id, actor: "warehouse", value: b, ifVersion: &zero,
+	status, ans, err := s.st.put(r.Context(), write{table: fleet.TableLoading, key: id, actor: string(fleet.ActorWarehouse), value: b, ifVersion: &zero,
 		idemScope: "warehouse", idem: key, fp: fingerprint(string(b))},
 		func(res result) (int, []byte) {
 			j, _ := json.Marshal(map[string]any{"id": id, "lsn": res.lsn})
@@ -338,9 +337,8 @@ func (s *Server) postLoading(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) putKey(w http.ResponseWriter, r *http.Request) {
 	table, key := r.PathValue("table"), r.PathValue("key")
-	switch table {
-	case "positions", "assignments", "loading":
-		fail(w, http.StatusForbidden, "read_only_table", "table "+table+" is written only by its actor's endpoint")
+	if err := fleet.CheckUserTable(table); errors.Is(err, fleet.ErrReadOnly) { // RouteHound's write authority
+		fail(w, http.StatusForbidden, "read_only_table", fleet.Message(err))
 		return
 	}
 	ver, err := ifMatch(r)

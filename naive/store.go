@@ -10,6 +10,8 @@ import (
 	"time"
 
 	_ "modernc.org/sqlite" // the pure-Go SQLite driver, registered as "sqlite"
+
+	"routehound/fleet"
 )
 
 // store is the one SQLite database: a log of every write (lsn = rowid),
@@ -139,19 +141,19 @@ func (s *store) point(ctx context.Context, driver string, seq uint64, value []by
 		return true, nil
 	}
 	var cur uint64
-	err = tx.QueryRowContext(ctx, `SELECT version FROM state WHERE tbl='positions' AND key=?`, driver).Scan(&cur)
+	err = tx.QueryRowContext(ctx, `SELECT version FROM state WHERE tbl=? AND key=?`, fleet.TablePositions, driver).Scan(&cur)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return false, fmt.Errorf("naive: position of %s: %w", driver, err)
 	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO log(tbl, key, op, value, version, actor, committed_at) VALUES('positions',?,?,?,?,?,?)`,
-		driver, "put", string(value), cur+1, "driver", time.Now().UTC().Format(time.RFC3339Nano))
+	res, err := tx.ExecContext(ctx, `INSERT INTO log(tbl, key, op, value, version, actor, committed_at) VALUES(?,?,?,?,?,?,?)`,
+		fleet.TablePositions, driver, "put", string(value), cur+1, string(fleet.ActorDriver), time.Now().UTC().Format(time.RFC3339Nano))
 	if err != nil {
 		return false, fmt.Errorf("naive: log point of %s: %w", driver, err)
 	}
 	lsn, _ := res.LastInsertId()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO state(tbl, key, value, version, lsn) VALUES('positions',?,?,?,?)
+	if _, err := tx.ExecContext(ctx, `INSERT INTO state(tbl, key, value, version, lsn) VALUES(?,?,?,?,?)
 		ON CONFLICT(tbl, key) DO UPDATE SET value=excluded.value, version=excluded.version, lsn=excluded.lsn`,
-		driver, string(value), cur+1, lsn); err != nil {
+		fleet.TablePositions, driver, string(value), cur+1, lsn); err != nil {
 		return false, fmt.Errorf("naive: position of %s: %w", driver, err)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO drivers(driver, seq) VALUES(?,?) ON CONFLICT(driver) DO UPDATE SET seq=excluded.seq`, driver, seq); err != nil {

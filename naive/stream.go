@@ -11,7 +11,7 @@ import (
 
 	"github.com/coder/websocket"
 
-	"routehound/api"
+	"routehound/fleet"
 )
 
 // subscribe counts a subscriber of table against the limit.
@@ -267,7 +267,7 @@ func (s *Server) driverStream(w http.ResponseWriter, r *http.Request) {
 			}
 			continue
 		}
-		pts, err := api.DecodePoints(f.Points, 16384)
+		pts, err := fleet.DecodePoints(f.Points, 16384)
 		if err != nil {
 			if send(wsError{Type: "error", Code: "bad_json", Message: err.Error()}) != nil {
 				return

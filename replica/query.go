@@ -6,28 +6,13 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"routehound/fleet"
 )
 
-// LoadingEvent is one row of the loading table.
-type LoadingEvent struct {
-	ID, Terminal, Dock, Shipment, Kind string
-	Pallets                            int64
-	TS                                 time.Time
-	LSN                                uint64
-	CommittedAt                        time.Time // zero when the row came from a rebuild
-}
-
-// LoadingFilter selects loading events, newest (highest LSN) first.
-// Empty fields do not filter; Limit <= 0 means 100 and is capped at 1000;
-// BeforeLSN pages: only events written below it (0 = from the newest).
-type LoadingFilter struct {
-	Dock, Shipment string
-	Limit          int
-	BeforeLSN      uint64
-}
-
-// LoadingEvents answers the events matching f, newest first.
-func (r *Replica) LoadingEvents(ctx context.Context, f LoadingFilter) ([]LoadingEvent, error) {
+// LoadingEvents answers the events matching f, newest first; f.Limit is
+// capped at 1000. CommittedAt is zero for a row that came from a rebuild.
+func (r *Replica) LoadingEvents(ctx context.Context, f fleet.LoadingFilter) ([]fleet.LoadingRow, error) {
 	var where []string
 	var args []any
 	if f.Dock != "" {
@@ -45,9 +30,9 @@ func (r *Replica) LoadingEvents(ctx context.Context, f LoadingFilter) ([]Loading
 	}
 	q += " ORDER BY lsn DESC LIMIT ?"
 	args = append(args, clampLimit(f.Limit))
-	out := []LoadingEvent{}
+	out := []fleet.LoadingRow{}
 	err := r.query(ctx, "loading events", q, args, func(rows *sql.Rows) error {
-		var e LoadingEvent
+		var e fleet.LoadingRow
 		var ts, lsn, at int64
 		if err := rows.Scan(&e.ID, &e.Terminal, &e.Dock, &e.Shipment, &e.Kind, &e.Pallets, &ts, &lsn, &at); err != nil {
 			return err
@@ -59,19 +44,13 @@ func (r *Replica) LoadingEvents(ctx context.Context, f LoadingFilter) ([]Loading
 	return out, err
 }
 
-// LoadingCount is how many events of one kind a dock has.
-type LoadingCount struct {
-	Dock, Kind string
-	N          int64
-}
-
 // LoadingCounts answers the event counts per dock and kind, by dock then
 // kind; only pairs with events are listed.
-func (r *Replica) LoadingCounts(ctx context.Context) ([]LoadingCount, error) {
-	out := []LoadingCount{}
+func (r *Replica) LoadingCounts(ctx context.Context) ([]fleet.LoadingCount, error) {
+	out := []fleet.LoadingCount{}
 	err := r.query(ctx, "loading counts", `SELECT dock, kind, n FROM loading_counts WHERE n > 0 ORDER BY dock, kind`, nil,
 		func(rows *sql.Rows) error {
-			var c LoadingCount
+			var c fleet.LoadingCount
 			if err := rows.Scan(&c.Dock, &c.Kind, &c.N); err != nil {
 				return err
 			}
@@ -81,21 +60,14 @@ func (r *Replica) LoadingCounts(ctx context.Context) ([]LoadingCount, error) {
 	return out, err
 }
 
-// Assignment is one route's current assignment.
-type Assignment struct {
-	Route, Driver, Note string
-	Stops               int
-	Version, LSN        uint64
-	CommittedAt         time.Time // zero when the row came from a rebuild
-}
-
 // Assignments answers the most recently written routes first; limit <= 0
-// means 100, capped at 1000.
-func (r *Replica) Assignments(ctx context.Context, limit int) ([]Assignment, error) {
-	out := []Assignment{}
+// means 100, capped at 1000. CommittedAt is zero for a row that came from
+// a rebuild.
+func (r *Replica) Assignments(ctx context.Context, limit int) ([]fleet.AssignmentRow, error) {
+	out := []fleet.AssignmentRow{}
 	err := r.query(ctx, "assignments", `SELECT route, driver, note, stops, version, lsn, committed_at FROM assignments
 		ORDER BY lsn DESC LIMIT ?`, []any{clampLimit(limit)}, func(rows *sql.Rows) error {
-		var a Assignment
+		var a fleet.AssignmentRow
 		var ver, lsn, at int64
 		if err := rows.Scan(&a.Route, &a.Driver, &a.Note, &a.Stops, &ver, &lsn, &at); err != nil {
 			return err
@@ -107,20 +79,10 @@ func (r *Replica) Assignments(ctx context.Context, limit int) ([]Assignment, err
 	return out, err
 }
 
-// Position is one driver point.
-type Position struct {
-	Driver                      string
-	Lat, Lng, SpeedKmh, Heading float64
-	Seq                         uint64
-	TS                          time.Time // as the driver sent it
-	LSN                         uint64
-	CommittedAt                 time.Time // zero when the row came from a rebuild
-}
-
 const positionCols = `driver, lat, lng, speed_kmh, heading, seq, ts, lsn, committed_at`
 
-func scanPosition(rows *sql.Rows) (Position, error) {
-	var p Position
+func scanPosition(rows *sql.Rows) (fleet.Position, error) {
+	var p fleet.Position
 	var seq, ts, lsn, at int64
 	err := rows.Scan(&p.Driver, &p.Lat, &p.Lng, &p.SpeedKmh, &p.Heading, &seq, &ts, &lsn, &at)
 	p.Seq, p.TS, p.LSN, p.CommittedAt = uint64(seq), fromNanos(ts), uint64(lsn), fromNanos(at)
@@ -129,8 +91,8 @@ func scanPosition(rows *sql.Rows) (Position, error) {
 
 // Positions answers the latest position of every driver, by driver name.
 // There is one row per driver (the engine bounds the drivers).
-func (r *Replica) Positions(ctx context.Context) ([]Position, error) {
-	out := []Position{}
+func (r *Replica) Positions(ctx context.Context) ([]fleet.Position, error) {
+	out := []fleet.Position{}
 	err := r.query(ctx, "positions", `SELECT `+positionCols+` FROM positions ORDER BY driver`, nil, func(rows *sql.Rows) error {
 		p, err := scanPosition(rows)
 		out = append(out, p)
@@ -141,11 +103,11 @@ func (r *Replica) Positions(ctx context.Context) ([]Position, error) {
 
 // Trail answers a driver's last n points, newest first; n <= 0 or above
 // TrailPoints means TrailPoints (all that is kept).
-func (r *Replica) Trail(ctx context.Context, driver string, n int) ([]Position, error) {
+func (r *Replica) Trail(ctx context.Context, driver string, n int) ([]fleet.Position, error) {
 	if n <= 0 || n > TrailPoints {
 		n = TrailPoints
 	}
-	out := []Position{}
+	out := []fleet.Position{}
 	err := r.query(ctx, "trail of "+driver, `SELECT `+positionCols+` FROM trail WHERE driver = ? ORDER BY n DESC LIMIT ?`,
 		[]any{driver, n}, func(rows *sql.Rows) error {
 			p, err := scanPosition(rows)

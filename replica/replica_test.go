@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"routehound/engine"
+	"routehound/fleet"
 	"routehound/wal"
 )
 
@@ -195,11 +196,11 @@ func TestAppliesBuiltinsAndUserTables(t *testing.T) {
 		t.Fatalf("assignments limit 1: %+v", asg)
 	}
 
-	all, err := r.LoadingEvents(ctx, LoadingFilter{})
+	all, err := r.LoadingEvents(ctx, fleet.LoadingFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ids := func(evs []LoadingEvent) string {
+	ids := func(evs []fleet.LoadingRow) string {
 		var out []string
 		for _, e := range evs {
 			out = append(out, e.ID)
@@ -214,15 +215,15 @@ func TestAppliesBuiltinsAndUserTables(t *testing.T) {
 		t.Fatalf("event ev4: %+v", e)
 	}
 	for _, c := range []struct {
-		f    LoadingFilter
+		f    fleet.LoadingFilter
 		want string
 	}{
-		{LoadingFilter{Dock: "D1"}, "[ev1 ev0]"},
-		{LoadingFilter{Shipment: "S2"}, "[ev4 ev2]"},
-		{LoadingFilter{Dock: "D2", Shipment: "S1"}, "[]"},
-		{LoadingFilter{Limit: 2}, "[ev4 ev2]"},
-		{LoadingFilter{BeforeLSN: loadLSN[2]}, "[ev1 ev0]"},
-		{LoadingFilter{Dock: "D1", BeforeLSN: loadLSN[1], Limit: 5}, "[ev0]"},
+		{fleet.LoadingFilter{Dock: "D1"}, "[ev1 ev0]"},
+		{fleet.LoadingFilter{Shipment: "S2"}, "[ev4 ev2]"},
+		{fleet.LoadingFilter{Dock: "D2", Shipment: "S1"}, "[]"},
+		{fleet.LoadingFilter{Limit: 2}, "[ev4 ev2]"},
+		{fleet.LoadingFilter{BeforeLSN: loadLSN[2]}, "[ev1 ev0]"},
+		{fleet.LoadingFilter{Dock: "D1", BeforeLSN: loadLSN[1], Limit: 5}, "[ev0]"},
 	} {
 		got, err := r.LoadingEvents(ctx, c.f)
 		if err != nil || ids(got) != c.want {
@@ -381,7 +382,7 @@ func TestRebuildsWhenTheLogWasTrimmed(t *testing.T) {
 	if len(asg) != 1 || asg[0].Route != "new" || asg[0].Driver != "d2" || asg[0].Stops != 1 || asg[0].Version != 1 {
 		t.Fatalf("assignments after rebuild: %+v", asg)
 	}
-	evs, _ := r.LoadingEvents(ctx, LoadingFilter{})
+	evs, _ := r.LoadingEvents(ctx, fleet.LoadingFilter{})
 	counts, _ := r.LoadingCounts(ctx)
 	if len(evs) != 2 || evs[0].ID != "e2" || fmt.Sprint(counts) != "[{D1 arrived 1} {D2 loaded 1}]" {
 		t.Fatalf("loading after rebuild: %+v %v", evs, counts)

@@ -124,13 +124,6 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// appendTS appends t as a JSON RFC 3339 string with nanoseconds.
-func appendTS(b []byte, t time.Time) []byte {
-	b = append(b, '"')
-	b = t.UTC().AppendFormat(b, time.RFC3339Nano)
-	return append(b, '"')
-}
-
 // sentAt finds the first "<field>":"<RFC 3339>" in a JSON value and parses
 // it, without decoding the whole value (the viewers' hot path).
 func sentAt(v []byte, field string) (time.Time, bool) {

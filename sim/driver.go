@@ -5,10 +5,11 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"routehound/fleet"
 )
 
 const (
@@ -21,15 +22,6 @@ const (
 	maxBuffered = 4096
 )
 
-// simPoint is one recorded location.
-type simPoint struct {
-	seq      uint64
-	lat, lng float64
-	speed    float64
-	heading  float64
-	ts       time.Time
-}
-
 // driverSim is one simulated driver: it records a point every interval
 // (jittered), keeps unsent points in a bounded buffer and sends them with
 // at most one request in flight. Its fields are owned by its goroutine
@@ -39,12 +31,12 @@ type driverSim struct {
 	url  string
 	rng  *rand.Rand
 
-	seq      uint64        // last recorded
-	pending  []simPoint    // recorded, not yet accepted by the server
-	accepted uint64        // highest seq the server accepted
-	durable  atomic.Uint64 // highest durable_seq received (also from the stream's reader)
-	last     []byte        // body of the last accepted request (resent to poll durable_seq)
-	points   int64         // points recorded (offered)
+	seq      uint64             // last recorded
+	pending  []fleet.PointValue // recorded, not yet accepted by the server
+	accepted uint64             // highest seq the server accepted
+	durable  atomic.Uint64      // highest durable_seq received (also from the stream's reader)
+	last     []byte             // body of the last accepted request (resent to poll durable_seq)
+	points   int64              // points recorded (offered)
 	lat, lng float64
 	heading  float64
 	buf      []byte
@@ -105,32 +97,20 @@ func (d *driverSim) record(now time.Time) {
 	d.lng = min(max(d.lng+(d.rng.Float64()-0.5)*0.001, -179), 179)
 	d.seq++
 	d.points++
-	d.pending = append(d.pending, simPoint{seq: d.seq, lat: d.lat, lng: d.lng, speed: 20 + d.rng.Float64()*60, heading: d.heading, ts: now})
+	d.pending = append(d.pending, fleet.PointValue{Seq: d.seq, Lat: d.lat, Lng: d.lng, SpeedKmh: 20 + d.rng.Float64()*60, Heading: d.heading, TS: now})
 }
 
 // encode writes pts as one point or an array into the driver's buffer.
-func (d *driverSim) encode(pts []simPoint) []byte {
+func (d *driverSim) encode(pts []fleet.PointValue) []byte {
 	b := d.buf[:0]
 	if len(pts) > 1 {
 		b = append(b, '[')
 	}
-	for i, p := range pts {
+	for i := range pts {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, `{"seq":`...)
-		b = strconv.AppendUint(b, p.seq, 10)
-		b = append(b, `,"lat":`...)
-		b = strconv.AppendFloat(b, p.lat, 'f', 6, 64)
-		b = append(b, `,"lng":`...)
-		b = strconv.AppendFloat(b, p.lng, 'f', 6, 64)
-		b = append(b, `,"ts":`...)
-		b = appendTS(b, p.ts)
-		b = append(b, `,"speed_kmh":`...)
-		b = strconv.AppendFloat(b, p.speed, 'f', 1, 64)
-		b = append(b, `,"heading":`...)
-		b = strconv.AppendFloat(b, p.heading, 'f', 1, 64)
-		b = append(b, '}')
+		b = pts[i].AppendJSON(b)
 	}
 	if len(pts) > 1 {
 		b = append(b, ']')
@@ -222,7 +202,7 @@ func (d *driverSim) send(ctx context.Context, c *http.Client, token string, rec 
 	rec.offered.Add(1)
 	t0 := time.Now()
 	d.mu.Lock()
-	d.sends = append(d.sends, sendRec{first: d.pending[0].seq, last: d.pending[n-1].seq, at: t0})
+	d.sends = append(d.sends, sendRec{first: d.pending[0].Seq, last: d.pending[n-1].Seq, at: t0})
 	d.mu.Unlock()
 	if d.useStream {
 		return d.sendStream(ctx, body, n, t0, rec)
@@ -250,7 +230,7 @@ func (d *driverSim) send(ctx context.Context, c *http.Client, token string, rec 
 
 // accept drops the first n pending points: the server has them.
 func (d *driverSim) accept(n int) {
-	d.accepted = d.pending[n-1].seq
+	d.accepted = d.pending[n-1].Seq
 	d.last = append(d.last[:0], encodeOne(d.pending[n-1])...)
 	d.pending = append(d.pending[:0], d.pending[n:]...)
 }
@@ -304,9 +284,9 @@ func (d *driverSim) sendStream(ctx context.Context, body []byte, n int, t0 time.
 	return true
 }
 
-func encodeOne(p simPoint) []byte {
+func encodeOne(p fleet.PointValue) []byte {
 	var d driverSim
-	return append([]byte(nil), d.encode([]simPoint{p})...)
+	return append([]byte(nil), d.encode([]fleet.PointValue{p})...)
 }
 
 // pollDurable resends the driver's last accepted point (a duplicate,

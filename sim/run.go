@@ -15,6 +15,7 @@ import (
 
 	"routehound/config"
 	"routehound/engine"
+	"routehound/fleet"
 )
 
 // Options configure one run.
@@ -131,7 +132,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	defer viewClient.CloseIdleConnections()
 	// One viewer in six watches positions (the busiest table: every point
 	// of every driver); the others watch assignments and loading.
-	builtin := []string{"assignments", "loading", "positions", "assignments", "loading", "assignments"}
+	builtin := []string{fleet.TableAssignments, fleet.TableLoading, fleet.TablePositions, fleet.TableAssignments, fleet.TableLoading, fleet.TableAssignments}
 	startViewer := func(i int, table string, delay time.Duration) {
 		wg.Go(func() {
 			if delay > 0 && !sleep(runCtx, delay) {

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"routehound/fleet"
 )
 
 // Verification is the read-back after a run: every acknowledged write
@@ -109,7 +111,7 @@ func Verify(ctx context.Context, t Target, acks *Acks, since uint64, offerEnd ti
 			if r.Op != "put" {
 				continue
 			}
-			if r.Table == "positions" {
+			if r.Table == fleet.TablePositions {
 				s, ok := seen[r.Key]
 				if !ok {
 					continue
@@ -147,7 +149,7 @@ func Verify(ctx context.Context, t Target, acks *Acks, since uint64, offerEnd ti
 	state := map[string]map[string]uint64{} // table → key → version
 	posSeq := map[string]uint64{}
 	if len(drivers) > 0 {
-		tables["positions"] = true
+		tables[fleet.TablePositions] = true
 	}
 	for tb := range tables {
 		m := map[string]uint64{}
@@ -160,7 +162,7 @@ func Verify(ctx context.Context, t Target, acks *Acks, since uint64, offerEnd ti
 			}
 			for _, r := range p.Rows {
 				m[r.Key] = r.Version
-				if tb == "positions" {
+				if tb == fleet.TablePositions {
 					if _, ok := drivers[r.Key]; ok {
 						seqOf.Seq = 0
 						if json.Unmarshal(r.Value, &seqOf) == nil {

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"routehound/fleet"
 )
 
 // viewerStats counts what the dashboard viewers saw beyond latencies.
@@ -28,9 +30,9 @@ type viewerStats struct {
 // "" means a driver point (positions): see pointSent.
 func timeField(table string) string {
 	switch table {
-	case "assignments":
+	case fleet.TableAssignments:
 		return "note"
-	case "positions":
+	case fleet.TablePositions:
 		return ""
 	}
 	return "ts"

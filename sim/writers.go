@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"routehound/fleet"
 )
 
 // KeyedAck is one acknowledged keyed write (an assignment, a loading
@@ -121,11 +123,11 @@ func dispatcher(ctx context.Context, id int, s Scenario, t Target, c *http.Clien
 				b = append(b, ',')
 			}
 			b = fmt.Appendf(b, `{"id":"stop-%d","lat":%.5f,"lng":%.5f,"eta":`, i, 52.4+p.rng.Float64()*0.2, 13.3+p.rng.Float64()*0.2)
-			b = appendTS(b, now.Add(time.Duration(i+1)*20*time.Minute))
+			b = fleet.AppendTime(b, now.Add(time.Duration(i+1)*20*time.Minute))
 			b = append(b, '}')
 		}
 		b = append(b, `],"note":`...)
-		b = appendTS(b, now) // the viewers measure delivery latency from it
+		b = fleet.AppendTime(b, now) // the viewers measure delivery latency from it
 		b = append(b, '}')
 		hdr := []string{"Idempotency-Key", fmt.Sprintf("%s-dispatch-%d-%d", run, id, n)}
 		if v, ok := known[route]; ok {
@@ -137,7 +139,7 @@ func dispatcher(ctx context.Context, id int, s Scenario, t Target, c *http.Clien
 			var w writeAnswer
 			if err := json.Unmarshal(a.body, &w); err == nil && w.Version > 0 {
 				known[route] = w.Version
-				acks.add(KeyedAck{Actor: ActorDispatch, Table: "assignments", Key: route, Version: w.Version})
+				acks.add(KeyedAck{Actor: ActorDispatch, Table: fleet.TableAssignments, Key: route, Version: w.Version})
 			} else {
 				rec.reject("bad_answer")
 			}
@@ -154,8 +156,6 @@ func dispatcher(ctx context.Context, id int, s Scenario, t Target, c *http.Clien
 	}
 }
 
-var loadingKinds = []string{"arrived", "loaded", "unloaded", "departed", "exception"}
-
 // terminal posts loading events; each has its own Idempotency-Key, kept
 // across retries after 503.
 func terminal(ctx context.Context, id int, t Target, c *http.Client, rec *recorder, acks *Acks, run string, p pacer) {
@@ -164,8 +164,8 @@ func terminal(ctx context.Context, id int, t Target, c *http.Client, rec *record
 		b = append(b[:0], `{"terminal":"`...)
 		b = fmt.Appendf(b, "%s-term-%d", run, id)
 		b = fmt.Appendf(b, `","dock":"dock-%d","shipment":"ship-%d-%d","kind":"%s","pallets":%d,"ts":`,
-			p.rng.IntN(12), id, n, loadingKinds[p.rng.IntN(len(loadingKinds))], p.rng.IntN(33))
-		b = appendTS(b, time.Now())
+			p.rng.IntN(12), id, n, fleet.LoadingKinds[p.rng.IntN(len(fleet.LoadingKinds))], p.rng.IntN(33))
+		b = fleet.AppendTime(b, time.Now())
 		b = append(b, '}')
 		a, ok := retrying(ctx, c, rec, http.MethodPost, t.URL+"/v1/loading-events", t.Tokens["warehouse"], b,
 			"Idempotency-Key", fmt.Sprintf("%s-wh-%d-%d", run, id, n))
@@ -174,7 +174,7 @@ func terminal(ctx context.Context, id int, t Target, c *http.Client, rec *record
 		}
 		var w writeAnswer
 		if err := json.Unmarshal(a.body, &w); err == nil && w.ID != "" {
-			acks.add(KeyedAck{Actor: ActorWarehouse, Table: "loading", Key: w.ID, Version: 1})
+			acks.add(KeyedAck{Actor: ActorWarehouse, Table: fleet.TableLoading, Key: w.ID, Version: 1})
 		} else {
 			rec.reject("bad_answer")
 		}
@@ -188,7 +188,7 @@ func tableWriter(ctx context.Context, table string, t Target, c *http.Client, re
 	for n := 0; p.wait(ctx); n++ {
 		key := "k-" + strconv.Itoa(n%64)
 		b = append(b[:0], `{"ts":`...)
-		b = appendTS(b, time.Now())
+		b = fleet.AppendTime(b, time.Now())
 		b = fmt.Appendf(b, `,"n":%d}`, n)
 		a, ok := retrying(ctx, c, rec, http.MethodPut, t.URL+"/v1/tables/"+table+"/keys/"+key, t.Tokens["dashboard"], b)
 		if !ok {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/a-h/templ"
 
-	"routehound/engine"
+	"routehound/fleet"
 )
 
 func itoa[T ~int | ~int64 | ~uint64](v T) string { return fmt.Sprint(v) }
@@ -123,4 +123,4 @@ func sortedKeys(m map[string]uint64) []string {
 	return out
 }
 
-func isBuiltin(t string) bool { return engine.IsBuiltin(t) }
+func isBuiltin(t string) bool { return fleet.IsBuiltin(t) }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"routehound/engine"
+	"routehound/fleet"
 	"routehound/hub"
 )
 
@@ -345,7 +346,7 @@ func (u *UI) view(r *http.Request, s *session) (liveView, error) {
 		return &warehouseLive{u: u, dock: q.Get("dock"), shipment: q.Get("shipment")}, nil
 	case "table":
 		t := q.Get("table")
-		if err := engine.CheckName("table", t); err != nil {
+		if err := fleet.CheckName("table", t); err != nil {
 			return nil, err
 		}
 		return &tableLive{u: u, t: t, after: q.Get("after"), until: q.Get("until"), csrf: s.csrf}, nil
@@ -479,7 +480,7 @@ func (v *routesLive) replace(ctx context.Context, rows []hub.Row) (frame, bool) 
 
 func (v *tableLive) replace(ctx context.Context, rows []hub.Row) (frame, bool) {
 	var b strings.Builder
-	ro := engine.IsBuiltin(v.t)
+	ro := fleet.IsBuiltin(v.t)
 	for _, r := range rows {
 		if (v.after != "" && r.Key <= v.after) || (v.until != "" && r.Key > v.until) {
 			continue
@@ -489,7 +490,7 @@ func (v *tableLive) replace(ctx context.Context, rows []hub.Row) (frame, bool) {
 	return frame{Replace: []set{{ID: "key-rows", HTML: b.String()}}}, true
 }
 
-func (v *routesLive) table() string        { return engine.TableAssignments }
+func (v *routesLive) table() string        { return fleet.TableAssignments }
 func (v *routesLive) every() time.Duration { return v.u.opt.FrameInterval }
 func (v *routesLive) frame(ctx context.Context, evs []*hub.Event, _ bool) frame {
 	var f frame
@@ -516,7 +517,7 @@ type warehouseLive struct {
 	countsAt       time.Time
 }
 
-func (v *warehouseLive) table() string        { return engine.TableLoading }
+func (v *warehouseLive) table() string        { return fleet.TableLoading }
 func (v *warehouseLive) every() time.Duration { return v.u.opt.FrameInterval }
 func (v *warehouseLive) frame(ctx context.Context, evs []*hub.Event, _ bool) frame {
 	var f frame
@@ -553,7 +554,7 @@ func (v *tableLive) table() string        { return v.t }
 func (v *tableLive) every() time.Duration { return v.u.opt.FrameInterval }
 func (v *tableLive) frame(ctx context.Context, evs []*hub.Event, _ bool) frame {
 	var f frame
-	ro := engine.IsBuiltin(v.t)
+	ro := fleet.IsBuiltin(v.t)
 	for _, ev := range evs {
 		if (v.after != "" && ev.Key <= v.after) || (v.until != "" && ev.Key > v.until) {
 			continue // not on this page

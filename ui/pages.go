@@ -15,6 +15,7 @@ import (
 	"github.com/a-h/templ"
 
 	"routehound/engine"
+	"routehound/fleet"
 	"routehound/hub"
 )
 
@@ -149,7 +150,7 @@ func (u *UI) fleet(ctx context.Context, driver string) (fleetView, error) {
 func (u *UI) fleetPage(w http.ResponseWriter, r *http.Request, s *session) {
 	lsn := u.read.LSN()
 	driver := r.URL.Query().Get("driver")
-	if driver != "" && engine.CheckName("driver", driver) != nil {
+	if driver != "" && fleet.CheckName("driver", driver) != nil {
 		fail(w, http.StatusBadRequest, "bad_driver", "driver must be 1 to 128 letters, digits or . _ - : @ ~")
 		return
 	}

@@ -2,12 +2,11 @@ package ui
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sort"
-	"time"
 
 	"routehound/engine"
+	"routehound/fleet"
 )
 
 // ReadModel is what the pages read of the actor tables. The SQLite replica
@@ -24,45 +23,15 @@ type ReadModel interface {
 	LoadingCounts(ctx context.Context) ([]LoadingCount, error)
 }
 
-// Position is a driver's latest (or one past) point.
-type Position struct {
-	Driver                   string
-	Lat, Lng, SpeedKmh, Head float64
-	Seq                      uint64
-	TS                       time.Time
-	LSN                      uint64
-	CommittedAt              time.Time
-}
-
-// Assignment is one route's current assignment.
-type Assignment struct {
-	Route, Driver, Note string
-	Stops               int
-	Version, LSN        uint64
-	CommittedAt         time.Time
-}
-
-// LoadingFilter selects loading events; empty fields match all.
-type LoadingFilter struct {
-	Dock, Shipment string
-	Limit          int
-	BeforeLSN      uint64 // 0: the newest
-}
-
-// LoadingEvent is one warehouse event.
-type LoadingEvent struct {
-	ID, Terminal, Dock, Shipment, Kind string
-	Pallets                            int64
-	TS                                 time.Time
-	LSN                                uint64
-	CommittedAt                        time.Time
-}
-
-// LoadingCount counts events of one dock and kind.
-type LoadingCount struct {
-	Dock, Kind string
-	N          int64
-}
+// The rows the pages show are the read model's (package fleet); the
+// names stay short for the templates.
+type (
+	Position      = fleet.Position
+	Assignment    = fleet.AssignmentRow
+	LoadingFilter = fleet.LoadingFilter
+	LoadingEvent  = fleet.LoadingRow
+	LoadingCount  = fleet.LoadingCount
+)
 
 // SnapshotReader reads the actor tables from engine snapshots: correct but
 // linear in the table (the replica indexes them). Trail reads the newest
@@ -74,49 +43,23 @@ const trailWindow = 20000
 // LSN is the durable LSN: a snapshot opened after it holds it.
 func (s SnapshotReader) LSN() uint64 { return s.E.DurableLSN() }
 
-type pointJSON struct {
-	Seq      uint64  `json:"seq"`
-	Lat      float64 `json:"lat"`
-	Lng      float64 `json:"lng"`
-	TS       string  `json:"ts"`
-	SpeedKmh float64 `json:"speed_kmh"`
-	Heading  float64 `json:"heading"`
-}
-
 // decodePosition reads a positions value; a malformed one gives what parsed.
 func decodePosition(driver string, value []byte, lsn uint64) Position {
-	var p pointJSON
-	_ = json.Unmarshal(value, &p)
-	ts, _ := time.Parse(time.RFC3339Nano, p.TS)
-	return Position{Driver: driver, Lat: p.Lat, Lng: p.Lng, SpeedKmh: p.SpeedKmh, Head: p.Heading, Seq: p.Seq, TS: ts, LSN: lsn}
-}
-
-type assignmentJSON struct {
-	Driver string            `json:"driver"`
-	Stops  []json.RawMessage `json:"stops"`
-	Note   string            `json:"note"`
+	var p fleet.PointValue
+	_ = p.Decode(value)
+	return Position{Driver: driver, Lat: p.Lat, Lng: p.Lng, SpeedKmh: p.SpeedKmh, Heading: p.Heading, Seq: p.Seq, TS: p.TS, LSN: lsn}
 }
 
 func decodeAssignment(route string, value []byte, version, lsn uint64) Assignment {
-	var a assignmentJSON
-	_ = json.Unmarshal(value, &a)
+	var a fleet.AssignmentValue
+	_ = a.Decode(value)
 	return Assignment{Route: route, Driver: a.Driver, Note: a.Note, Stops: len(a.Stops), Version: version, LSN: lsn}
 }
 
-type loadingJSON struct {
-	Terminal string `json:"terminal"`
-	Dock     string `json:"dock"`
-	Shipment string `json:"shipment"`
-	Kind     string `json:"kind"`
-	Pallets  int64  `json:"pallets"`
-	TS       string `json:"ts"`
-}
-
 func decodeLoading(id string, value []byte, lsn uint64) LoadingEvent {
-	var l loadingJSON
-	_ = json.Unmarshal(value, &l)
-	ts, _ := time.Parse(time.RFC3339Nano, l.TS)
-	return LoadingEvent{ID: id, Terminal: l.Terminal, Dock: l.Dock, Shipment: l.Shipment, Kind: l.Kind, Pallets: l.Pallets, TS: ts, LSN: lsn}
+	var l fleet.LoadingValue
+	_ = l.Decode(value)
+	return LoadingEvent{ID: id, Terminal: l.Terminal, Dock: l.Dock, Shipment: l.Shipment, Kind: l.Kind, Pallets: l.Pallets, TS: l.Time(), LSN: lsn}
 }
 
 func (s SnapshotReader) scan(table string, fn func(key string, st engine.State)) error {
@@ -138,7 +81,7 @@ func (s SnapshotReader) scan(table string, fn func(key string, st engine.State))
 // Positions are every driver's latest point, by driver.
 func (s SnapshotReader) Positions(ctx context.Context) ([]Position, error) {
 	var out []Position
-	err := s.scan(engine.TablePositions, func(k string, st engine.State) {
+	err := s.scan(fleet.TablePositions, func(k string, st engine.State) {
 		out = append(out, decodePosition(k, st.Value, st.LSN))
 	})
 	return out, err
@@ -157,7 +100,7 @@ func (s SnapshotReader) Trail(ctx context.Context, driver string, n int) ([]Posi
 	}
 	var out []Position
 	err := s.E.ReadLog(from, trailWindow, func(r engine.Record) error {
-		if r.Table == engine.TablePositions && r.Key == driver && r.Op == engine.OpPut {
+		if r.Table == fleet.TablePositions && r.Key == driver && r.Op == engine.OpPut {
 			p := decodePosition(driver, r.Value, r.LSN)
 			p.CommittedAt = r.CommittedAt
 			out = append(out, p)
@@ -184,7 +127,7 @@ func (s SnapshotReader) Assignments(ctx context.Context, limit int) ([]Assignmen
 	}
 	defer snap.Close()
 	var out []Assignment
-	_, err = snap.Scan(engine.TableAssignments, "", limit, func(k string, st engine.State) error {
+	_, err = snap.Scan(fleet.TableAssignments, "", limit, func(k string, st engine.State) error {
 		out = append(out, decodeAssignment(k, st.Value, st.Version, st.LSN))
 		return nil
 	})
@@ -203,7 +146,7 @@ func (s SnapshotReader) LoadingEvents(ctx context.Context, f LoadingFilter) ([]L
 	}
 	ring := make([]LoadingEvent, 0, limit)
 	next := 0
-	err := s.scan(engine.TableLoading, func(k string, st engine.State) {
+	err := s.scan(fleet.TableLoading, func(k string, st engine.State) {
 		if f.BeforeLSN > 0 && st.LSN >= f.BeforeLSN {
 			return
 		}
@@ -229,9 +172,9 @@ func (s SnapshotReader) LoadingEvents(ctx context.Context, f LoadingFilter) ([]L
 func (s SnapshotReader) LoadingCounts(ctx context.Context) ([]LoadingCount, error) {
 	type dk struct{ dock, kind string }
 	m := map[dk]int64{}
-	err := s.scan(engine.TableLoading, func(k string, st engine.State) {
-		var l loadingJSON
-		_ = json.Unmarshal(st.Value, &l)
+	err := s.scan(fleet.TableLoading, func(k string, st engine.State) {
+		var l fleet.LoadingValue
+		_ = l.Decode(st.Value)
 		m[dk{l.Dock, l.Kind}]++
 	})
 	out := make([]LoadingCount, 0, len(m))

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"routehound/engine"
+	"routehound/fleet"
 )
 
 // pageSize is the rows of one page of a table.
@@ -23,8 +24,8 @@ type tableListView struct {
 
 func (u *UI) tablesPage(w http.ResponseWriter, r *http.Request, s *session) {
 	if name := r.URL.Query().Get("open"); name != "" {
-		if err := engine.CheckName("table", name); err != nil {
-			fail(w, http.StatusBadRequest, "bad_table", strings.TrimPrefix(err.Error(), "bad name: "))
+		if err := fleet.CheckName("table", name); err != nil {
+			fail(w, http.StatusBadRequest, "bad_table", fleet.Message(err))
 			return
 		}
 		http.Redirect(w, r, string(tableURL(name)), http.StatusSeeOther)
@@ -76,7 +77,7 @@ type tableView struct {
 func rowID(prefix, key string) string { return fmt.Sprintf("%s-%x", prefix, key) }
 
 func (u *UI) table(ctx context.Context, table, after string, s *session) (tableView, error) {
-	v := tableView{Table: table, ReadOnly: engine.IsBuiltin(table), After: after, CSRF: s.csrf}
+	v := tableView{Table: table, ReadOnly: fleet.IsBuiltin(table), After: after, CSRF: s.csrf}
 	snap, err := u.e.Snapshot()
 	if err != nil {
 		return v, err
@@ -108,8 +109,8 @@ func (u *UI) tablePage(w http.ResponseWriter, r *http.Request, s *session) {
 // showTable renders a table page; form, when set, pre-fills the put form.
 func (u *UI) showTable(w http.ResponseWriter, r *http.Request, s *session, status int, msg, kind string, form url.Values) {
 	table := r.PathValue("table")
-	if err := engine.CheckName("table", table); err != nil {
-		fail(w, http.StatusBadRequest, "bad_table", strings.TrimPrefix(err.Error(), "bad name: "))
+	if err := fleet.CheckName("table", table); err != nil {
+		fail(w, http.StatusBadRequest, "bad_table", fleet.Message(err))
 		return
 	}
 	q := r.URL.Query()
@@ -144,12 +145,12 @@ func (u *UI) showTable(w http.ResponseWriter, r *http.Request, s *session, statu
 
 // writeFromForm builds the engine write of a put or delete form.
 func writeFromForm(table string, f url.Values, del bool) (engine.Write, error) {
-	if engine.IsBuiltin(table) {
-		return engine.Write{}, fmt.Errorf("table %q is written only by its actor's endpoint; it is read-only here", table)
+	if err := fleet.CheckUserTable(table); err != nil { // a built-in table: written only by its actor
+		return engine.Write{}, fmt.Errorf("%w; it is read-only here", err)
 	}
 	key := f.Get("key")
-	if err := engine.CheckKey(key); err != nil {
-		return engine.Write{}, errors.New(strings.TrimPrefix(err.Error(), "bad name: "))
+	if err := fleet.CheckKey(key); err != nil {
+		return engine.Write{}, errors.New(fleet.Message(err))
 	}
 	w := engine.Write{Table: table, Key: key, Delete: del, IfVersion: engine.AnyVersion}
 	if v := strings.TrimSpace(f.Get("version")); v != "" {
@@ -183,14 +184,14 @@ func (u *UI) deleteKey(w http.ResponseWriter, r *http.Request, s *session) {
 // tables API, then redirects back (303) or shows the page with the reason.
 func (u *UI) writeKey(w http.ResponseWriter, r *http.Request, s *session, del bool) {
 	table := r.PathValue("table")
-	if err := engine.CheckName("table", table); err != nil {
-		fail(w, http.StatusBadRequest, "bad_table", strings.TrimPrefix(err.Error(), "bad name: "))
+	if err := fleet.CheckName("table", table); err != nil {
+		fail(w, http.StatusBadRequest, "bad_table", fleet.Message(err))
 		return
 	}
 	wr, err := writeFromForm(table, r.PostForm, del)
 	if err != nil {
 		status := http.StatusBadRequest
-		if engine.IsBuiltin(table) {
+		if errors.Is(err, fleet.ErrReadOnly) {
 			status = http.StatusForbidden
 		}
 		u.showTable(w, r, s, status, err.Error(), "error", r.PostForm)

@@ -1,0 +1,106 @@
+package fleet
+
+import (
+	"errors"
+	"fmt"
+)
+
+// The built-in tables. Each is written only by its actor's endpoint
+// (Writer); clients read them like any table but may not write them
+// through the tables API, the WebSocket or the dashboard (CheckUserTable).
+const (
+	// TablePositions keeps each driver's latest point (key: driver; value:
+	// a point, see Point), its history in the log.
+	TablePositions = "positions"
+	// TableAssignments keeps each route's assignment (key: route; value:
+	// an Assignment).
+	TableAssignments = "assignments"
+	// TableLoading keeps the loading events (key: a ULID; value: a
+	// LoadingEvent).
+	TableLoading = "loading"
+	// TableDevices maps a phone's device id to {"driver": NAME}
+	// (DeviceEntry).
+	TableDevices = "devices"
+	// TableDeviceStatus keeps each device's last report without a
+	// position (heartbeat, battery; DeviceStatus).
+	TableDeviceStatus = "device_status"
+	// TableQuarantine keeps the raw requests of the phone apps that could
+	// not be decoded, so that a malformed point is never dropped silently.
+	TableQuarantine = "quarantine"
+)
+
+// Actor is who writes: each actor has its own endpoint and its own lane.
+type Actor string
+
+// The actors that write built-in tables.
+const (
+	// ActorDriver: the driver API (POST /v1/drivers/{driver}/locations,
+	// the driver stream) and the phone apps' listener, all on the driver
+	// lane.
+	ActorDriver Actor = "driver"
+	// ActorDispatch: PUT /v1/assignments/{route}.
+	ActorDispatch Actor = "dispatch"
+	// ActorWarehouse: POST /v1/loading-events.
+	ActorWarehouse Actor = "warehouse"
+	// ActorAdmin: the devices API (/v1/devices/{id}).
+	ActorAdmin Actor = "admin"
+)
+
+// writers is the write authority: the one actor of each built-in table.
+var writers = map[string]Actor{
+	TablePositions:    ActorDriver,
+	TableAssignments:  ActorDispatch,
+	TableLoading:      ActorWarehouse,
+	TableDevices:      ActorAdmin,
+	TableDeviceStatus: ActorDriver,
+	TableQuarantine:   ActorDriver,
+}
+
+// BuiltinTables lists the built-in tables.
+func BuiltinTables() []string {
+	return []string{TablePositions, TableAssignments, TableLoading, TableDevices, TableDeviceStatus, TableQuarantine}
+}
+
+// Writer is the actor that alone writes table, and whether table is a
+// built-in one (a user table has no single writer).
+func Writer(table string) (Actor, bool) {
+	a, ok := writers[table]
+	return a, ok
+}
+
+// IsBuiltin reports whether table is a built-in table, written only by its
+// actor's endpoint.
+func IsBuiltin(table string) bool {
+	_, ok := writers[table]
+	return ok
+}
+
+// ErrReadOnly matches (errors.Is) every ReadOnlyError.
+var ErrReadOnly = errors.New("read-only table")
+
+// ReadOnlyError refuses a client's write to a built-in table.
+type ReadOnlyError struct {
+	Table  string
+	Writer Actor
+}
+
+func (e *ReadOnlyError) Error() string {
+	return fmt.Sprintf("table %q is written only by its actor's endpoint", e.Table)
+}
+
+// Is makes errors.Is(err, ErrReadOnly) hold.
+func (e *ReadOnlyError) Is(target error) bool { return target == ErrReadOnly }
+
+// CheckUserTable is the rule of the tables' front doors (the tables API,
+// the WebSocket, the dashboard): a client may write name when it is a
+// valid table name (a NameError otherwise) and not a built-in table (a
+// ReadOnlyError otherwise).
+func CheckUserTable(name string) error {
+	if err := CheckName("table", name); err != nil {
+		return err
+	}
+	if a, ok := writers[name]; ok {
+		return &ReadOnlyError{Table: name, Writer: a}
+	}
+	return nil
+}
