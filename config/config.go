@@ -13,7 +13,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"routehound/engine"
+	"routehound/fleet"
 )
 
 // Roles a token can have.
@@ -251,16 +251,16 @@ func (o Osmand) Validate() error {
 		return errors.New("config: osmand.max_body_bytes must be > 0")
 	}
 	if o.PathSecret != "" {
-		if err := engine.CheckName("osmand.path_secret", o.PathSecret); err != nil || len(o.PathSecret) < 8 {
+		if err := fleet.CheckName("osmand.path_secret", o.PathSecret); err != nil || len(o.PathSecret) < 8 {
 			return fmt.Errorf("config: osmand.path_secret: 8 to 128 letters, digits and . _ - : @ ~")
 		}
 	}
 	seen := map[string]bool{}
 	for i, d := range o.Devices {
-		if err := engine.CheckDeviceID(d.ID); err != nil {
+		if err := fleet.CheckDeviceID(d.ID); err != nil {
 			return fmt.Errorf("config: osmand.devices[%d]: %w", i, err)
 		}
-		if err := engine.CheckName("driver", d.Driver); err != nil {
+		if err := fleet.CheckName("driver", d.Driver); err != nil {
 			return fmt.Errorf("config: osmand.devices[%d] (%s): %w", i, d.ID, err)
 		}
 		if seen[d.ID] {
