@@ -6,6 +6,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"routehound/wal"
 )
@@ -71,6 +72,7 @@ type feed struct {
 type segment struct {
 	recs  []wal.Record
 	bytes int64
+	at    time.Time // when they became durable
 }
 
 func (f *feed) init() {
@@ -96,12 +98,13 @@ func recordBytes(r *wal.Record) int64 {
 func (e *Engine) publish(segs [][]wal.Record, drivers bool) {
 	f := &e.feed
 	var last uint64
+	now := time.Now()
 	f.mu.Lock()
 	for _, s := range segs {
 		if len(s) == 0 {
 			continue
 		}
-		sg := segment{recs: s[:len(s):len(s)]}
+		sg := segment{recs: s[:len(s):len(s)], at: now}
 		for i := range s {
 			sg.bytes += recordBytes(&s[i])
 		}
@@ -181,6 +184,24 @@ func (e *Engine) fromTail(after uint64, limit int, out [][]wal.Record) (_ [][]wa
 		}
 	}
 	return out, true
+}
+
+// DurableAt is when the record at lsn became durable (when the committer
+// published it, right after the Sync that covered it), while the feed's
+// tail holds it: for measuring how long after that a reader got it.
+func (e *Engine) DurableAt(lsn uint64) (time.Time, bool) {
+	f := &e.feed
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	live := f.segs[f.head:]
+	if len(live) == 0 || lsn < live[0].recs[0].LSN {
+		return time.Time{}, false
+	}
+	i := sort.Search(len(live), func(i int) bool { return live[i].recs[0].LSN > lsn }) - 1
+	if r := live[i].recs; lsn > r[len(r)-1].LSN {
+		return time.Time{}, false
+	}
+	return live[i].at, true
 }
 
 // tailStart is the LSN just before the oldest record of the tail (the

@@ -64,6 +64,15 @@ func TestCursorBehindTailReadsTheLog(t *testing.T) {
 	}
 	nextN(t, e.Follow(0), 0, 20)
 	nextN(t, e.Follow(15), 15, 5) // within the tail
+	if at, ok := e.DurableAt(20); !ok || at.IsZero() || time.Since(at) > time.Minute {
+		t.Fatalf("DurableAt(20) in the tail: %v %v", at, ok)
+	}
+	if _, ok := e.DurableAt(1); ok {
+		t.Fatal("DurableAt(1) answered for a record out of the tail")
+	}
+	if _, ok := e.DurableAt(21); ok {
+		t.Fatal("DurableAt(21) answered for a record not durable")
+	}
 	var fromTail, fromStore []uint64
 	if err := e.ReadLog(16, 0, func(r wal.Record) error { fromTail = append(fromTail, r.LSN); return nil }); err != nil {
 		t.Fatal(err)

@@ -29,15 +29,13 @@ import (
 	"routehound/wal"
 )
 
-// fixture is the server as serve.go wires it, on a loopback listener, plus
-// a clock of when each LSN was published (durable).
+// fixture is the server as serve.go wires it, on a loopback listener. The
+// clock of when each LSN became durable is the engine's (DurableAt).
 type fixture struct {
-	e      *engine.Engine
-	h      *hub.Hub
-	srv    *httptest.Server
-	token  string
-	mu     sync.Mutex
-	commit map[uint64]time.Time
+	e     *engine.Engine
+	h     *hub.Hub
+	srv   *httptest.Server
+	token string
 }
 
 func newFixture(b *testing.B, hc hub.Config) *fixture {
@@ -53,17 +51,7 @@ func newFixture(b *testing.B, hc hub.Config) *fixture {
 	if err != nil {
 		b.Fatal(err)
 	}
-	f := &fixture{e: e, token: "dashboard-0123456789abcdef", commit: map[uint64]time.Time{}}
-	// Registered before the hub: the time a record is published is the
-	// time the hub receives it.
-	e.Subscribe(func(recs []engine.Record) {
-		now := time.Now()
-		f.mu.Lock()
-		for _, r := range recs {
-			f.commit[r.LSN] = now
-		}
-		f.mu.Unlock()
-	})
+	f := &fixture{e: e, token: "dashboard-0123456789abcdef"}
 	f.h = hub.New(e, hc, nil)
 	s := api.New(e, api.NewTokens(map[string]api.Role{f.token: api.RoleDashboard}), api.Config{MaxBodyBytes: 1 << 20, RetryAfter: time.Second}, nil)
 	s.MountHub(f.h)
@@ -90,12 +78,10 @@ func raiseFDLimit() {
 	}
 }
 
-func (f *fixture) committedAt(lsn uint64) (time.Time, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	t, ok := f.commit[lsn]
-	return t, ok
-}
+// committedAt is when lsn became durable: the committer stamps it right
+// after the Sync, before any reader is told (before the feed, a Subscribe
+// callback registered ahead of the hub stamped it on the committer).
+func (f *fixture) committedAt(lsn uint64) (time.Time, bool) { return f.e.DurableAt(lsn) }
 
 // latencies collects commit→receipt samples from many subscribers.
 type latencies struct {
