@@ -216,11 +216,12 @@ func (e *Engine) share(lanes []*lane, items []*item, d time.Duration, once func(
 }
 
 // sync makes every pending commit durable with one fsync, then publishes
-// the records to the durability feed (feed.go) and answers the waiters, in
-// that order: a writer's answer never comes before its record is durable
-// for the readers. Publishing is a handoff (the tail takes the batches'
-// record slices, the notify channel is closed): the readers follow the
-// feed on goroutines of their own, nothing of theirs runs here.
+// the records to the durability feed (feed.go), answers the waiters and
+// wakes the feed's readers, in that order: a writer's answer never comes
+// before its record is durable for the readers. Publishing is a handoff
+// (the tail takes the batches' record slices, the notify channel is
+// closed): the readers follow the feed on goroutines of their own, nothing
+// of theirs runs here.
 func (e *Engine) sync(p *pending) {
 	t0 := time.Now()
 	if err := e.env.sync(); err != nil {
@@ -233,8 +234,8 @@ func (e *Engine) sync(p *pending) {
 	e.totals.BusyNanos.Add(int64(d))
 	e.totals.SyncTime.Observe(d)
 	e.share(p.lanes, p.items, d, func(s *LaneStats) { s.Fsyncs.Add(1) })
-	// The drivers' durable seqs first, so that a driver stream woken by
-	// the feed reads them moved.
+	// The drivers' durable seqs first, so that a driver stream that looks
+	// once the feed moved reads them moved.
 	drivers := false
 	for _, it := range p.items {
 		if it.durable != nil && it.res.err == nil {
@@ -243,10 +244,11 @@ func (e *Engine) sync(p *pending) {
 			drivers = true
 		}
 	}
-	e.publish(p.segs, drivers)
+	moved := e.publish(p.segs)
 	for i, it := range p.items {
 		e.answer(p.lanes[i], it, it.res)
 	}
+	e.notify(moved, drivers)
 	clear(p.items)
 	clear(p.lanes)
 	clear(p.segs) // the feed owns the records now

@@ -14,9 +14,9 @@ import (
 // The durability feed: the one way to learn that something became durable.
 //
 // After each Sync the committer hands the records it covered to the feed's
-// tail (the batches' own record slices, not copied), stores the durable LSN
-// and closes the notify channel, replacing it with a new one (as
-// litestream's Notify does). That is all it does for publication: the hub's
+// tail (the batches' own record slices, not copied), stores the durable LSN,
+// answers the writers and closes the notify channel, replacing it with a new
+// one (as litestream's Notify does). That is all it does for publication: the hub's
 // fan-out, the replica, the driver stream and Subscribe each follow the
 // feed on a goroutine of their own, as a Cursor or by waiting on Notify.
 //
@@ -93,9 +93,9 @@ func recordBytes(r *wal.Record) int64 {
 
 // publish makes records durable for the readers: the committer calls it
 // after the Sync that covered them, in LSN order, before it answers their
-// writers. drivers says that a driver's durable seq moved (the committer
-// updated it already).
-func (e *Engine) publish(segs [][]wal.Record, drivers bool) {
+// writers; then, once they are answered, notify wakes the readers. It
+// reports whether the durable LSN moved.
+func (e *Engine) publish(segs [][]wal.Record) (moved bool) {
 	f := &e.feed
 	var last uint64
 	now := time.Now()
@@ -130,10 +130,21 @@ func (e *Engine) publish(segs [][]wal.Record, drivers bool) {
 		// After the tail holds them: a reader that sees the LSN finds
 		// the records in the tail (or, if it lost the race, in the log).
 		e.durable.Store(last)
-		bump(&f.notify)
+	}
+	return last > 0
+}
+
+// notify wakes the feed's readers: those of the durable LSN when it moved,
+// those of the drivers' durable seqs when one moved (the committer updated
+// them already). The committer calls it last, after answering the writers:
+// the goroutine woken last tends to run first, and a reader that looks
+// before the wake-up already finds the new LSN.
+func (e *Engine) notify(moved, drivers bool) {
+	if moved {
+		bump(&e.feed.notify)
 	}
 	if drivers {
-		bump(&f.drivers)
+		bump(&e.feed.drivers)
 	}
 }
 

@@ -165,10 +165,8 @@ func (e *Engine) resume(db *wal.DB) {
 		e.log.Error("the reopened store holds less than was durable", "last_lsn", last, "durable_lsn", published)
 		e.dropTail()
 	}
-	e.publish([][]wal.Record{gap}, true)
-	if len(gap) == 0 {
-		bump(&e.feed.notify)
-	}
+	e.publish([][]wal.Record{gap})
+	e.notify(true, true)
 	e.totals.Recoveries.Add(1)
 	e.failed.Store(false)
 	e.log.Info("storage recovered: store reopened, accepting writes",
