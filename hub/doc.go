@@ -1,8 +1,9 @@
 // Package hub delivers committed changes to table subscribers, over
 // Server-Sent Events and WebSocket.
 //
-// The engine hands every durable record to Hub.publish, on the committer
-// goroutine, in LSN order. The index is table → subscribers (sharded maps),
+// The hub's fan-out goroutine follows the engine's durability feed (a
+// cursor: every durable record once, in LSN order; the committer never runs
+// hub code) and hands each record to Hub.publish. The index is table → subscribers (sharded maps),
 // so the cost of a record is the number of subscribers of its table, however
 // many tables exist. publish never blocks: each subscriber has a bounded
 // buffer, and a subscriber whose buffer is full stops receiving; its own

@@ -11,7 +11,7 @@ import (
 
 // Event is one committed change, shared by every subscriber of its table.
 // Its JSON is encoded once, lazily, by the first transport that needs it,
-// on that transport's goroutine (not on the committer's).
+// on that transport's goroutine (not on the hub's fan-out goroutine).
 type Event struct {
 	LSN     uint64
 	Table   string

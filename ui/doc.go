@@ -16,9 +16,9 @@
 //   - Live connections are hub subscribers (bounded per table by the hub)
 //     and bounded in total by MaxLive; they never block a writer: the hub
 //     offers without blocking and this package only reads. Fleet pages share
-//     one positions subscriber (fleetfeed.go): the hub offers each record to
-//     each subscriber on the committer's goroutine, so a driver flood must
-//     be fanned out once, not once per open Fleet page.
+//     one positions subscriber (fleetfeed.go): the hub's fan-out goroutine
+//     offers each record to each subscriber, so a driver flood must be fanned
+//     out once, not once per open Fleet page.
 //   - Fleet, Routes and Warehouse read a ReadModel (the SQLite replica in
 //     the appliance; SnapshotReader otherwise); Channels and System read the
 //     engine's ledger and the hub's counters; Tables read engine snapshots.
