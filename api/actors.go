@@ -9,7 +9,6 @@ import (
 
 	"routehound/engine"
 	"routehound/fleet"
-	"routehound/wal"
 )
 
 // DecodePoints validates a driver body (one point or an array) whole:
@@ -114,7 +113,7 @@ func (s *Server) putAssignment(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	value := fleet.Compact(body)
-	wr := engine.Write{Table: fleet.TableAssignments, Key: route, Value: value, IfVersion: wal.AnyVersion,
+	wr := engine.Write{Table: fleet.TableAssignments, Key: route, Value: value, IfVersion: engine.AnyVersion,
 		IdemKey: key, Fingerprint: engine.Fingerprint([]byte(route), value, []byte(r.Header.Get("If-Match")))}
 	if conditional {
 		wr.IfVersion = ver

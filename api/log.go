@@ -4,9 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"routehound/engine"
 	"strconv"
-
-	"routehound/wal"
 )
 
 type logRecord struct {
@@ -56,7 +55,7 @@ func (s *Server) getLog(w http.ResponseWriter, r *http.Request) {
 	}
 	recs := []logRecord{}
 	last := after
-	err = s.e.ReadLog(after, scan, func(rec wal.Record) error {
+	err = s.e.ReadLog(after, scan, func(rec engine.Record) error {
 		last = rec.LSN
 		if table != "" && rec.Table != table {
 			return nil

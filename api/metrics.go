@@ -124,12 +124,11 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- histogram(c.syncTime, t.SyncTime.Snapshot())
 	counter(c.trimmed, float64(t.Trimmed.Load()))
 	gauge(c.durable, float64(c.e.DurableLSN()))
-	db := c.e.DB()
-	gauge(c.first, float64(db.FirstLSN()))
-	gauge(c.logBytes, float64(db.LogBytes()))
-	lsm, vlog := db.Size()
-	gauge(c.storeBytes, float64(lsm), "lsm")
-	gauge(c.storeBytes, float64(vlog), "vlog")
+	st := c.e.StoreStats()
+	gauge(c.first, float64(st.FirstLSN))
+	gauge(c.logBytes, float64(st.LogBytes))
+	gauge(c.storeBytes, float64(st.LSMBytes), "lsm")
+	gauge(c.storeBytes, float64(st.VlogBytes), "vlog")
 	gauge(c.uptime, c.e.Uptime().Seconds())
 	for _, r := range []string{engine.RefusingStorage, engine.RefusingDisk, engine.RefusingClosing} {
 		v := 0.0

@@ -7,7 +7,6 @@ import (
 
 	"routehound/engine"
 	"routehound/fleet"
-	"routehound/wal"
 )
 
 func (s *Server) tableRoutes() {
@@ -57,7 +56,7 @@ func (s *Server) listTables(w http.ResponseWriter, r *http.Request) {
 	}
 	defer snap.Close()
 	out := []tableInfo{}
-	more, err := snap.Tables(r.URL.Query().Get("after"), limit, func(ti wal.TableInfo) error {
+	more, err := snap.Tables(r.URL.Query().Get("after"), limit, func(ti engine.TableInfo) error {
 		out = append(out, tableInfo{Name: ti.Name, Keys: ti.Keys, LastLSN: ti.LastLSN})
 		return nil
 	})
@@ -96,7 +95,7 @@ func (s *Server) pageTable(w http.ResponseWriter, r *http.Request) {
 	}
 	defer snap.Close()
 	rows := []row{}
-	more, err := snap.Scan(table, r.URL.Query().Get("after"), limit, func(k string, st wal.State) error {
+	more, err := snap.Scan(table, r.URL.Query().Get("after"), limit, func(k string, st engine.State) error {
 		rows = append(rows, row{Key: k, Value: st.Value, Version: st.Version, LSN: st.LSN})
 		return nil
 	})
@@ -166,7 +165,7 @@ func (s *Server) tableWrite(w http.ResponseWriter, r *http.Request, del bool) (e
 		s.refuse(w, r, engine.LaneTables, err)
 		return engine.Write{}, false
 	}
-	wr := engine.Write{Table: table, Key: key, Delete: del, IfVersion: wal.AnyVersion}
+	wr := engine.Write{Table: table, Key: key, Delete: del, IfVersion: engine.AnyVersion}
 	if conditional {
 		wr.IfVersion = ver
 	}

@@ -299,7 +299,7 @@ func (a *Appliance) closeStore(ctx context.Context) error {
 	}
 	// The engine may have reopened the store: close the handle it holds
 	// now (closing the first one again is harmless).
-	if err := a.Engine.DB().Close(); err != nil {
+	if err := a.Engine.CloseStore(); err != nil {
 		a.log.Error("store close", "err", err)
 		first = err
 	}

@@ -128,10 +128,31 @@ func (e *Engine) Fatal() <-chan error { return e.fatal }
 // Uptime is the time since New.
 func (e *Engine) Uptime() time.Duration { return time.Since(e.started) }
 
-// DB is the store, for readers (snapshots, sizes).
-// After a storage failure the engine may reopen the store: take the handle
-// anew for each use rather than keeping it.
+// DB is the store handle in use now, for the engine's own tests. Other
+// packages read through Snapshot, ReadLog and StoreStats, and the appliance
+// closes the store through CloseStore.
 func (e *Engine) DB() *wal.DB { return e.db.Load() }
+
+// StoreStats are the store's counters and sizes.
+type StoreStats struct {
+	FirstLSN, LastLSN uint64 // oldest retained and last committed LSN
+	LogBytes          int64  // retained log records, keys and values
+	LSMBytes          int64  // Badger's on-disk LSM
+	VlogBytes         int64  // Badger's value logs
+}
+
+// StoreStats reads the counters and sizes of the store in use now (sizes
+// are zero while it reopens).
+func (e *Engine) StoreStats() StoreStats {
+	db := e.db.Load()
+	lsm, vlog := db.Size()
+	return StoreStats{FirstLSN: db.FirstLSN(), LastLSN: db.LastLSN(), LogBytes: db.LogBytes(), LSMBytes: lsm, VlogBytes: vlog}
+}
+
+// CloseStore closes the store in use now (the engine may have reopened it
+// after a storage failure). Call it after Close has returned nil: the
+// committer must have stopped.
+func (e *Engine) CloseStore() error { return e.db.Load().Close() }
 
 // Close stops accepting writes, lets the committer drain every lane, commit
 // and sync, and waits for it and for the Subscribe goroutines to have every

@@ -14,6 +14,7 @@ type (
 	// TableInfo and Retention are named here so that readers above the
 	// engine (ui) need not import wal (DESIGN.md: ui imports engine and hub).
 	TableInfo = wal.TableInfo
+	Snapshot  = wal.Snapshot
 	Retention = wal.Retention
 )
 

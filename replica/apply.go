@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"routehound/engine"
-	"routehound/wal"
 )
 
 // poll is how often the applier looks at the source without a notice: a
@@ -132,15 +131,15 @@ var applyShare = 0.5
 const maxRest = 250 * time.Millisecond
 
 func isTrimmed(err error) bool {
-	return errors.Is(err, wal.ErrTrimmed) || errors.Is(err, engine.ErrTrimmed)
+	return errors.Is(err, engine.ErrTrimmed)
 }
 
 // applier holds the writer's prepared statements and the page buffer.
 type applier struct {
 	r     *Replica
 	conn  *sql.Conn
-	buf   []wal.Record // one page; reused
-	ahead bool         // the replica was opened ahead of the log: rebuild first
+	buf   []engine.Record // one page; reused
+	ahead bool            // the replica was opened ahead of the log: rebuild first
 
 	setMeta, getN, delPos, cutTrail, delTrail        *sql.Stmt
 	putAsg, delAsg, putLoad, delLoad, putRow, delRow *sql.Stmt
@@ -171,7 +170,7 @@ type latestPoint struct {
 }
 
 func newApplier(ctx context.Context, r *Replica) (*applier, error) {
-	a := &applier{r: r, conn: r.wconn, buf: make([]wal.Record, 0, 256),
+	a := &applier{r: r, conn: r.wconn, buf: make([]engine.Record, 0, 256),
 		latest: map[string]latestPoint{}, nCache: map[string]int64{}}
 	prep := func(dst **sql.Stmt, q string) error {
 		s, err := a.conn.PrepareContext(ctx, q)
@@ -291,7 +290,7 @@ func (a *applier) page(ctx context.Context) (n int, err error) {
 	clear(a.buf)
 	a.buf = a.buf[:0]
 	size := 0
-	err = r.src.ReadLog(from, pageRecords, func(rec wal.Record) error {
+	err = r.src.ReadLog(from, pageRecords, func(rec engine.Record) error {
 		a.buf = append(a.buf, rec)
 		size += len(rec.Value) + len(rec.Key) + 64
 		if size >= pageBytes {
@@ -380,7 +379,7 @@ func (a *applier) tx(ctx context.Context, fn func() error, lsn uint64, n int, t0
 func (a *applier) apply(ctx context.Context, i int) error {
 	rec := &a.buf[i]
 	at := nanos(rec.CommittedAt)
-	del := rec.Op == wal.OpDelete
+	del := rec.Op == engine.OpDelete
 	var err error
 	switch rec.Table {
 	case engine.TablePositions:
@@ -480,7 +479,7 @@ func (a *applier) flushDrivers(ctx context.Context) error {
 // decode reads a value of a built-in table into v; a value it cannot read
 // is skipped (counted, and logged the first times): the replica must not
 // stop on one bad record.
-func (a *applier) decode(rec *wal.Record, v decoder) bool {
+func (a *applier) decode(rec *engine.Record, v decoder) bool {
 	if err := v.decode(rec.Value); err != nil {
 		if a.r.stats.skipped.Add(1) <= 10 {
 			a.r.log.Warn("replica skipped a record it cannot read", "table", rec.Table, "key", rec.Key, "lsn", rec.LSN, "err", err)
@@ -530,19 +529,19 @@ func (a *applier) rebuild(ctx context.Context) error {
 			}
 		}
 		var tables []string
-		if _, err := snap.Tables("", 0, func(ti wal.TableInfo) error {
+		if _, err := snap.Tables("", 0, func(ti engine.TableInfo) error {
 			tables = append(tables, ti.Name)
 			return nil
 		}); err != nil {
 			return err
 		}
 		for _, t := range tables {
-			_, err := snap.Scan(t, "", 0, func(key string, st wal.State) error {
+			_, err := snap.Scan(t, "", 0, func(key string, st engine.State) error {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
 				keys++
-				a.buf = append(a.buf[:0], wal.Record{LSN: st.LSN, Table: t, Key: key, Op: wal.OpPut, Value: st.Value, Version: st.Version})
+				a.buf = append(a.buf[:0], engine.Record{LSN: st.LSN, Table: t, Key: key, Op: engine.OpPut, Value: st.Value, Version: st.Version})
 				if err := a.apply(bg, 0); err != nil {
 					return err
 				}

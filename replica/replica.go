@@ -8,11 +8,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"routehound/engine"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"routehound/wal"
 )
 
 // Source is the read side of the engine (*engine.Engine satisfies it).
@@ -21,11 +20,11 @@ type Source interface {
 	// engine runs fn on a cursor of its durability feed, a goroutine of
 	// its own). The replica keeps only a notice of each batch there, for
 	// the lag, and wakes the applier.
-	Subscribe(fn func([]wal.Record))
+	Subscribe(fn func([]engine.Record))
 	// ReadLog reads durable records after `after`, at most limit, in LSN
-	// order; it fails with an error wrapping wal.ErrTrimmed or
-	// engine.ErrTrimmed when those records are gone.
-	ReadLog(after uint64, limit int, fn func(wal.Record) error) error
+	// order; it fails with an error wrapping engine.ErrTrimmed when those
+	// records are gone.
+	ReadLog(after uint64, limit int, fn func(engine.Record) error) error
 	// DurableLSN is the highest durable LSN.
 	DurableLSN() uint64
 }
@@ -45,7 +44,7 @@ type Feed interface {
 // rebuild itself when the log was trimmed past it (*engine.Engine
 // satisfies it).
 type Snapshotter interface {
-	Snapshot() (*wal.Snapshot, error)
+	Snapshot() (*engine.Snapshot, error)
 }
 
 // ErrClosed answers WaitLSN and queries on a closed replica.
@@ -166,7 +165,7 @@ func Open(path string, src Source, log *slog.Logger) (*Replica, error) {
 // onPublish runs on the source's subscription goroutine (for the engine, a
 // cursor on its durability feed): it records the batch and wakes the
 // applier, never waiting (the mutex guards a small slice, no I/O).
-func (r *Replica) onPublish(recs []wal.Record) {
+func (r *Replica) onPublish(recs []engine.Record) {
 	if len(recs) == 0 {
 		return
 	}

@@ -254,15 +254,14 @@ type systemView struct {
 }
 
 func (u *UI) system() systemView {
-	db := u.e.DB()
+	st := u.e.StoreStats()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	lsm, vlog := db.Size()
 	hs := u.h.Stats()
 	return systemView{
-		DurableLSN: u.e.DurableLSN(), FirstLSN: db.FirstLSN(), LastLSN: db.LastLSN(),
-		LogBytes: db.LogBytes(), Retention: u.e.Config().Retention,
-		LSMBytes: lsm, VlogBytes: vlog,
+		DurableLSN: u.e.DurableLSN(), FirstLSN: st.FirstLSN, LastLSN: st.LastLSN,
+		LogBytes: st.LogBytes, Retention: u.e.Config().Retention,
+		LSMBytes: st.LSMBytes, VlogBytes: st.VlogBytes,
 		HeapBytes: ms.HeapAlloc, SysBytes: ms.Sys, Goroutines: runtime.NumGoroutine(),
 		Fsyncs: u.e.Totals().Fsyncs.Load(), FsyncsPerSec: u.sampler.fsyncRate(),
 		Subscribers: hs.Subscribers.Load(), Top: u.h.TopTables(10),

@@ -95,7 +95,7 @@ func (s SnapshotReader) Trail(ctx context.Context, driver string, n int) ([]Posi
 	if last > trailWindow {
 		from = last - trailWindow
 	}
-	if first := s.E.DB().FirstLSN(); first > 0 && from < first-1 {
+	if first := s.E.StoreStats().FirstLSN; first > 0 && from < first-1 {
 		from = first - 1
 	}
 	var out []Position
