@@ -15,6 +15,7 @@ import (
 
 	"routehound/config"
 	"routehound/engine"
+	"routehound/fleet"
 )
 
 // BenchmarkDashboardRenderReplica renders each dashboard page as the
@@ -60,13 +61,13 @@ func BenchmarkDashboardRenderReplica(b *testing.B) {
 		wg.Wait()
 	}
 	run(500, 50, func(i int) error {
-		_, err := e.Put(ctx, engine.LaneDispatch, engine.Write{Table: engine.TableAssignments, Key: fmt.Sprintf("route-%03d", i),
+		_, err := e.Put(ctx, engine.LaneDispatch, engine.Write{Table: fleet.TableAssignments, Key: fmt.Sprintf("route-%03d", i),
 			Value: []byte(fmt.Sprintf(`{"driver":"drv-%04d","stops":[{"id":"a"},{"id":"b"}],"note":"bench"}`, i)), IfVersion: engine.AnyVersion})
 		return err
 	})
 	kinds := []string{"arrived", "loaded", "unloaded", "departed", "exception"}
 	run(10000, 200, func(i int) error {
-		_, err := e.Put(ctx, engine.LaneWarehouse, engine.Write{Table: engine.TableLoading, Key: fmt.Sprintf("01BENCH%06d", i),
+		_, err := e.Put(ctx, engine.LaneWarehouse, engine.Write{Table: fleet.TableLoading, Key: fmt.Sprintf("01BENCH%06d", i),
 			Value: []byte(fmt.Sprintf(`{"terminal":"T1","dock":"D%d","shipment":"S%d","kind":%q,"pallets":%d,"ts":"2026-11-23T10:00:00Z"}`, i%12, i%300, kinds[i%5], i%30)), IfVersion: 0})
 		return err
 	})

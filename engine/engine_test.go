@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"routehound/fleet"
 	"routehound/wal"
 )
 
@@ -120,7 +121,7 @@ func TestDriverSeqSurvivesRestart(t *testing.T) {
 func TestPutVersionsConflictsAndIdempotency(t *testing.T) {
 	e, _ := newEngine(t, nil)
 	ctx := context.Background()
-	w := Write{Table: TableAssignments, Key: "r1", Value: []byte(`{"note":"a"}`), IfVersion: wal.AnyVersion,
+	w := Write{Table: fleet.TableAssignments, Key: "r1", Value: []byte(`{"note":"a"}`), IfVersion: wal.AnyVersion,
 		IdemKey: "k1", Fingerprint: Fingerprint([]byte("a"))}
 	r1, err := e.Put(ctx, LaneDispatch, w)
 	if err != nil || !r1.Created || r1.Version != 1 || r1.LSN != 1 {
@@ -135,12 +136,12 @@ func TestPutVersionsConflictsAndIdempotency(t *testing.T) {
 	if _, err := e.Put(ctx, LaneDispatch, w2); !errors.Is(err, ErrIdempotencyMismatch) {
 		t.Fatalf("reused key with another body: %v", err)
 	}
-	w3 := Write{Table: TableAssignments, Key: "r1", Value: []byte(`{"note":"b"}`), IfVersion: 1, IdemKey: "k2"}
+	w3 := Write{Table: fleet.TableAssignments, Key: "r1", Value: []byte(`{"note":"b"}`), IfVersion: 1, IdemKey: "k2"}
 	r3, err := e.Put(ctx, LaneDispatch, w3)
 	if err != nil || r3.Version != 2 || r3.Created {
 		t.Fatalf("if-match 1: %+v %v", r3, err)
 	}
-	w4 := Write{Table: TableAssignments, Key: "r1", Value: []byte(`{"note":"c"}`), IfVersion: 1, IdemKey: "k3"}
+	w4 := Write{Table: fleet.TableAssignments, Key: "r1", Value: []byte(`{"note":"c"}`), IfVersion: 1, IdemKey: "k3"}
 	if _, err := e.Put(ctx, LaneDispatch, w4); !errors.Is(err, ErrVersionConflict) {
 		t.Fatalf("stale if-match: %v", err)
 	}
@@ -165,7 +166,7 @@ func TestConcurrentIdempotentRetries(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r, err := e.Put(context.Background(), LaneWarehouse, Write{Table: TableLoading, Key: fmt.Sprintf("id-%d", i),
+			r, err := e.Put(context.Background(), LaneWarehouse, Write{Table: fleet.TableLoading, Key: fmt.Sprintf("id-%d", i),
 				Value: []byte(`{}`), IfVersion: 0, IdemKey: "same", Fingerprint: []byte("f")})
 			if err != nil {
 				t.Error(err)
@@ -209,7 +210,7 @@ func TestBackpressureIsPerLane(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := e.Put(ctx, LaneDispatch, Write{Table: TableAssignments, Key: "r", Value: []byte(`{}`), IfVersion: wal.AnyVersion})
+		_, err := e.Put(ctx, LaneDispatch, Write{Table: fleet.TableAssignments, Key: "r", Value: []byte(`{}`), IfVersion: wal.AnyVersion})
 		done <- err
 	}()
 	b.Discard() // let the committer go
@@ -247,7 +248,7 @@ func TestPriorityAndBatchBounds(t *testing.T) {
 	}
 	done := make(chan WriteResult, 1)
 	go func() {
-		r, err := e.Put(ctx, LaneDispatch, Write{Table: TableAssignments, Key: "r", Value: []byte(`{}`), IfVersion: wal.AnyVersion})
+		r, err := e.Put(ctx, LaneDispatch, Write{Table: fleet.TableAssignments, Key: "r", Value: []byte(`{}`), IfVersion: wal.AnyVersion})
 		if err != nil {
 			t.Error(err)
 		}
@@ -319,7 +320,7 @@ func TestAckQueueWaitBound(t *testing.T) {
 	b := db.Begin()
 	done := make(chan error, 1)
 	go func() {
-		_, err := e.Put(context.Background(), LaneWarehouse, Write{Table: TableLoading, Key: "x", Value: []byte(`{}`), IfVersion: 0})
+		_, err := e.Put(context.Background(), LaneWarehouse, Write{Table: fleet.TableLoading, Key: "x", Value: []byte(`{}`), IfVersion: 0})
 		done <- err
 	}()
 	waitFor(t, "warehouse queued", func() bool { return e.lanes[LaneWarehouse].waiting() })

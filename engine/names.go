@@ -1,9 +1,6 @@
 package engine
 
-import (
-	"routehound/fleet"
-	"routehound/wal"
-)
+import "routehound/wal"
 
 // Record and State are the wal's types, re-exported for readers above the
 // engine (hub, api, ui), which do not import the wal.
@@ -26,23 +23,3 @@ const (
 
 // AnyVersion makes a Write unconditional.
 const AnyVersion = wal.AnyVersion
-
-// The name rules and the built-in tables live in package fleet; these
-// are kept for the callers that still name them through the engine.
-
-// CheckName is fleet.CheckName.
-func CheckName(what, v string) error { return fleet.CheckName(what, v) }
-
-// CheckDeviceID is fleet.CheckDeviceID.
-func CheckDeviceID(id string) error { return fleet.CheckDeviceID(id) }
-
-// The built-in tables (fleet.TablePositions …), written only by their
-// actors.
-const (
-	TablePositions    = fleet.TablePositions
-	TableAssignments  = fleet.TableAssignments
-	TableLoading      = fleet.TableLoading
-	TableDevices      = fleet.TableDevices
-	TableDeviceStatus = fleet.TableDeviceStatus
-	TableQuarantine   = fleet.TableQuarantine
-)

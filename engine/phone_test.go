@@ -53,7 +53,7 @@ func TestPhoneSeqFollowsFixTimeAndIncreases(t *testing.T) {
 			t.Fatalf("durable seq %d after an answer for %d", d, want[i])
 		}
 	}
-	got := seqsOf(t, e, TablePositions, "drv")
+	got := seqsOf(t, e, fleet.TablePositions, "drv")
 	if len(got) != len(want) {
 		t.Fatalf("log seqs %v want %v", got, want)
 	}
@@ -88,7 +88,7 @@ func TestPhoneResendStoresNothing(t *testing.T) {
 	if ack, err := e.SubmitPhonePoint(ctx, other); err != nil || ack.Duplicate || ack.Seq != first.Seq+1 {
 		t.Fatalf("other position: %+v %v", ack, err)
 	}
-	if n := len(seqsOf(t, e, TablePositions, "drv")); n != 2 {
+	if n := len(seqsOf(t, e, fleet.TablePositions, "drv")); n != 2 {
 		t.Fatalf("%d records, want 2", n)
 	}
 	if e.Phone().Duplicates.Load() != 1 || e.Lane(LaneDriver).Duplicates.Load() != 1 {
@@ -127,7 +127,7 @@ func TestPhoneConcurrentResends(t *testing.T) {
 			t.Fatalf("round %d: %d answers stored the point", round, fresh)
 		}
 	}
-	if got := seqsOf(t, e, TablePositions, "drv"); len(got) != 5 {
+	if got := seqsOf(t, e, fleet.TablePositions, "drv"); len(got) != 5 {
 		t.Fatalf("log holds %v, want 5 points", got)
 	}
 }
@@ -203,7 +203,7 @@ func TestPhoneLaneFull(t *testing.T) {
 	if !found {
 		t.Fatalf("rejections %v", e.Lane(LaneDriver).Rejected())
 	}
-	if err := e.PutPhoneRecord(ctx, TableQuarantine, "k", []byte(`{}`)); !errors.Is(err, ErrLaneFull) {
+	if err := e.PutPhoneRecord(ctx, fleet.TableQuarantine, "k", []byte(`{}`)); !errors.Is(err, ErrLaneFull) {
 		t.Fatalf("phone record on a full lane: %v", err)
 	}
 }
@@ -211,19 +211,19 @@ func TestPhoneLaneFull(t *testing.T) {
 func TestPhoneRecordAndValueChecks(t *testing.T) {
 	e, _ := newEngine(t, nil)
 	ctx := context.Background()
-	if err := e.PutPhoneRecord(ctx, TableDeviceStatus, "dev-00000001", []byte(`{"battery":50}`)); err != nil {
+	if err := e.PutPhoneRecord(ctx, fleet.TableDeviceStatus, "dev-00000001", []byte(`{"battery":50}`)); err != nil {
 		t.Fatal(err)
 	}
 	s, err := e.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, ok, err := s.Get(TableDeviceStatus, "dev-00000001")
+	st, ok, err := s.Get(fleet.TableDeviceStatus, "dev-00000001")
 	s.Close()
 	if err != nil || !ok || string(st.Value) != `{"battery":50}` {
 		t.Fatalf("status: %s %v %v", st.Value, ok, err)
 	}
-	if err := e.PutPhoneRecord(ctx, TablePositions, "x", []byte(`{}`)); err == nil {
+	if err := e.PutPhoneRecord(ctx, fleet.TablePositions, "x", []byte(`{}`)); err == nil {
 		t.Fatal("a phone record may only go to the phone tables")
 	}
 	if _, err := e.SubmitPhonePoint(ctx, PhonePoint{Driver: "d", Device: "x", Value: []byte(`[1]`)}); err == nil {
@@ -235,7 +235,7 @@ func TestPhoneRecordAndValueChecks(t *testing.T) {
 	if got := logOf(t, e); string(got[len(got)-1].Value) != `{"seq":7}` {
 		t.Fatalf("empty object stored as %s", got[len(got)-1].Value)
 	}
-	for _, b := range []string{TableDevices, TableDeviceStatus, TableQuarantine, TablePositions} {
+	for _, b := range []string{fleet.TableDevices, fleet.TableDeviceStatus, fleet.TableQuarantine, fleet.TablePositions} {
 		if !fleet.IsBuiltin(b) {
 			t.Fatalf("%s is not built in", b)
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"routehound/fleet"
 	"routehound/wal"
 )
 
@@ -186,7 +187,7 @@ func recoveryRun(t *testing.T, fail map[string]map[int]bool) {
 	if err := db2.ReadLog(0, db2.LastLSN(), 0, func(r wal.Record) error {
 		lsns = append(lsns, r.LSN)
 		switch r.Table {
-		case TablePositions:
+		case fleet.TablePositions:
 			var p struct{ Seq uint64 }
 			if err := json.Unmarshal(r.Value, &p); err != nil {
 				return err

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"routehound/engine"
+	"routehound/fleet"
 )
 
 // Errors of the hub; the api maps them to answers.
@@ -223,7 +224,7 @@ func (h *Hub) publish(recs []engine.Record) {
 // record of the table published, until Close. At most
 // MaxSubscribersPerTable per table (ErrTooManySubscribers).
 func (h *Hub) Subscribe(table string) (*Sub, error) {
-	if err := engine.CheckName("table", table); err != nil {
+	if err := fleet.CheckName("table", table); err != nil {
 		return nil, err
 	}
 	h.closeMu.Lock()

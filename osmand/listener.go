@@ -18,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"routehound/engine"
+	"routehound/fleet"
 )
 
 // Config is the listener's configuration.
@@ -175,7 +176,7 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case !rep.Position:
 		var v []byte
 		if v, err = rep.StatusValue(driver, now); err == nil {
-			err = l.e.PutPhoneRecord(ctx, engine.TableDeviceStatus, rep.Device, v)
+			err = l.e.PutPhoneRecord(ctx, fleet.TableDeviceStatus, rep.Device, v)
 		}
 		if err == nil {
 			st.Statuses.Add(1)
@@ -214,7 +215,7 @@ func (l *Listener) driverOf(device string) (string, bool, error) {
 	if d, ok := l.cfg.Devices[device]; ok {
 		return d, true, nil
 	}
-	if engine.CheckDeviceID(device) != nil {
+	if fleet.CheckDeviceID(device) != nil {
 		return "", false, nil // could never have been registered
 	}
 	return l.e.DeviceDriver(device)
@@ -281,5 +282,5 @@ func (l *Listener) quarantine(ctx context.Context, r *http.Request, body []byte,
 	l.qnext[device] = (slot + 1) % QuarantineSlots
 	l.qmu.Unlock()
 	key := fmt.Sprintf("%s~%02d", device, slot)
-	return l.e.PutPhoneRecord(ctx, engine.TableQuarantine, key, v)
+	return l.e.PutPhoneRecord(ctx, fleet.TableQuarantine, key, v)
 }

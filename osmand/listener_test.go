@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"routehound/engine"
+	"routehound/fleet"
 	"routehound/wal"
 )
 
@@ -41,7 +42,7 @@ func newRig(t testing.TB, secret string, mutate func(*engine.Config)) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.Put(context.Background(), engine.LaneTables, engine.Write{Table: engine.TableDevices, Key: devB,
+	if _, err := e.Put(context.Background(), engine.LaneTables, engine.Write{Table: fleet.TableDevices, Key: devB,
 		Value: []byte(`{"driver":"bob"}`), IfVersion: engine.AnyVersion}); err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +130,7 @@ func TestListenerStoresPointsDurablyOnce(t *testing.T) {
 	q := "/?id=" + devA + "&timestamp=1763899200&lat=52.52&lon=13.405&speed=10&bearing=90&batt=80&accuracy=5&altitude=30&custom=x"
 	r.want(t, 200, "POST", q, "", "")
 	// Answered 200 only once durable: the durable LSN covers the point.
-	recs := r.records(t, engine.TablePositions)
+	recs := r.records(t, fleet.TablePositions)
 	if len(recs) != 1 || recs[0].Key != "anna" || r.e.DurableLSN() < recs[0].LSN {
 		t.Fatalf("positions after 200: %+v (durable %d)", recs, r.e.DurableLSN())
 	}
@@ -147,7 +148,7 @@ func TestListenerStoresPointsDurablyOnce(t *testing.T) {
 	}
 	// The resend (the phone missed the 200) stores nothing.
 	r.want(t, 200, "POST", q, "", "")
-	if n := len(r.records(t, engine.TablePositions)); n != 1 {
+	if n := len(r.records(t, fleet.TablePositions)); n != 1 {
 		t.Fatalf("%d records after a resend", n)
 	}
 	// Every request shape lands under the device's driver.
@@ -155,10 +156,10 @@ func TestListenerStoresPointsDurablyOnce(t *testing.T) {
 	r.want(t, 200, "POST", "/", "application/x-www-form-urlencoded", "id="+devB+"&lat=1.5&lon=2&timestamp=1763899202")
 	r.want(t, 200, "POST", "/", "application/json",
 		`{"location":{"timestamp":"2025-11-23T12:00:03Z","coords":{"latitude":1.6,"longitude":2,"speed":1,"heading":-1}},"device_id":"`+devB+`"}`)
-	if got := r.state(t, engine.TablePositions, "bob"); got["lat"] != 1.6 || got["device"] != devB || got["speed_kmh"] != 3.6 {
+	if got := r.state(t, fleet.TablePositions, "bob"); got["lat"] != 1.6 || got["device"] != devB || got["speed_kmh"] != 3.6 {
 		t.Fatalf("bob's position: %v", got)
 	}
-	if n := len(r.records(t, engine.TablePositions)); n != 4 {
+	if n := len(r.records(t, fleet.TablePositions)); n != 4 {
 		t.Fatalf("%d records, want 4", n)
 	}
 	st := r.e.Phone()
@@ -174,7 +175,7 @@ func TestListenerRefusals(t *testing.T) {
 	r.want(t, 403, "GET", "/?id=unknown-device-001&lat=north&lon=2", "", "") // malformed from a stranger: not kept
 	r.want(t, 400, "GET", "/?lat=1&lon=2", "", "")
 	r.want(t, 413, "POST", "/?id="+devA, "application/x-www-form-urlencoded", "x="+strings.Repeat("a", 70<<10))
-	for _, tb := range []string{engine.TablePositions, engine.TableQuarantine, engine.TableDeviceStatus} {
+	for _, tb := range []string{fleet.TablePositions, fleet.TableQuarantine, fleet.TableDeviceStatus} {
 		if n := len(r.records(t, tb)); n != 0 {
 			t.Fatalf("%d records in %s after refusals", n, tb)
 		}
@@ -201,12 +202,12 @@ func TestListenerPathSecret(t *testing.T) {
 	for _, p := range []string{"/" + q, "/osmand/" + q, "/osmand/wrong-secret/" + q, "/osmand/s3cret-path-4/" + q, "/x/osmand/s3cret-path-42/" + q} {
 		r.want(t, 404, "GET", p, "", "")
 	}
-	if n := len(r.records(t, engine.TablePositions)); n != 0 {
+	if n := len(r.records(t, fleet.TablePositions)); n != 0 {
 		t.Fatalf("%d points through a wrong secret", n)
 	}
 	r.want(t, 200, "GET", "/osmand/s3cret-path-42"+q, "", "")
 	r.want(t, 200, "POST", "/osmand/s3cret-path-42/anything/else?id="+devA+"&lat=1.5&lon=2&timestamp=1763899200", "", "")
-	if n := len(r.records(t, engine.TablePositions)); n != 2 {
+	if n := len(r.records(t, fleet.TablePositions)); n != 2 {
 		t.Fatalf("%d points through the right secret", n)
 	}
 	if r.e.Phone().BadSecret.Load() != 5 {
@@ -214,7 +215,7 @@ func TestListenerPathSecret(t *testing.T) {
 	}
 	// A quarantined request does not keep the secret.
 	r.want(t, 200, "GET", "/osmand/s3cret-path-42/?id="+devA+"&lat=x&lon=1", "", "")
-	q0 := r.state(t, engine.TableQuarantine, devA+"~00")
+	q0 := r.state(t, fleet.TableQuarantine, devA+"~00")
 	if strings.Contains(q0["path"].(string), "s3cret") {
 		t.Fatalf("the secret is in the quarantine: %v", q0)
 	}
@@ -224,14 +225,14 @@ func TestListenerHeartbeatIsAStatus(t *testing.T) {
 	r := newRig(t, "", nil)
 	r.want(t, 200, "POST", "/?id="+devA+"&timestamp=1763899200&batt=42&charge=true", "", "")
 	r.want(t, 200, "POST", "/", "application/json", `{"location":{"timestamp":"2025-11-23T12:00:00Z","event":"heartbeat","battery":{"level":0.4,"is_charging":false}},"device_id":"`+devB+`"}`)
-	if n := len(r.records(t, engine.TablePositions)); n != 0 {
+	if n := len(r.records(t, fleet.TablePositions)); n != 0 {
 		t.Fatalf("a heartbeat stored %d points", n)
 	}
-	a := r.state(t, engine.TableDeviceStatus, devA)
+	a := r.state(t, fleet.TableDeviceStatus, devA)
 	if a["battery"] != 42.0 || a["charging"] != true || a["driver"] != "anna" || a["ts"] != "2025-11-23T12:00:00.000Z" {
 		t.Fatalf("status of A: %v", a)
 	}
-	if b := r.state(t, engine.TableDeviceStatus, devB); b["battery"] != 40.0 || b["driver"] != "bob" {
+	if b := r.state(t, fleet.TableDeviceStatus, devB); b["battery"] != 40.0 || b["driver"] != "bob" {
 		t.Fatalf("status of B: %v", b)
 	}
 	if r.e.Phone().Statuses.Load() != 2 {
@@ -244,18 +245,18 @@ func TestListenerQuarantinesMalformed(t *testing.T) {
 	r.want(t, 200, "POST", "/track?id="+devA+"&lat=91&lon=2", "", "")
 	r.want(t, 200, "POST", "/", "application/json", `{"device_id":"`+devB+`","location":{"coords":`)
 	r.want(t, 200, "POST", "/?id="+devA, "application/x-www-form-urlencoded", "lat=1&lon=\xff\xfe")
-	if n := len(r.records(t, engine.TablePositions)); n != 0 {
+	if n := len(r.records(t, fleet.TablePositions)); n != 0 {
 		t.Fatalf("malformed requests stored %d points", n)
 	}
-	q := r.state(t, engine.TableQuarantine, devA+"~00")
+	q := r.state(t, fleet.TableQuarantine, devA+"~00")
 	if q["query"] != "id="+devA+"&lat=91&lon=2" || q["path"] != "/track" || q["method"] != "POST" || q["driver"] != "anna" ||
 		!strings.Contains(q["error"].(string), "lat") {
 		t.Fatalf("quarantine entry: %v", q)
 	}
-	if q := r.state(t, engine.TableQuarantine, devB+"~00"); q["body"] != `{"device_id":"`+devB+`","location":{"coords":` {
+	if q := r.state(t, fleet.TableQuarantine, devB+"~00"); q["body"] != `{"device_id":"`+devB+`","location":{"coords":` {
 		t.Fatalf("quarantined JSON: %v", q)
 	}
-	if q := r.state(t, engine.TableQuarantine, devA+"~01"); q["body_base64"] == nil {
+	if q := r.state(t, fleet.TableQuarantine, devA+"~01"); q["body_base64"] == nil {
 		t.Fatalf("a non-UTF-8 body is kept as base64: %v", q)
 	}
 	if r.e.Phone().Quarantined.Load() != 3 {
@@ -268,7 +269,7 @@ func TestListenerQuarantinesMalformed(t *testing.T) {
 	s, _ := r.e.Snapshot()
 	defer s.Close()
 	n := 0
-	s.Scan(engine.TableQuarantine, "", 1000, func(string, wal.State) error { n++; return nil })
+	s.Scan(fleet.TableQuarantine, "", 1000, func(string, wal.State) error { n++; return nil })
 	if n != QuarantineSlots+2 {
 		t.Fatalf("%d quarantine keys, want %d", n, QuarantineSlots+2)
 	}
@@ -297,7 +298,7 @@ func TestListenerLaneFullClosesTheConnection(t *testing.T) {
 	if r.e.Phone().ClosedFull.Load() != 2 {
 		t.Fatalf("closed_lane_full %d", r.e.Phone().ClosedFull.Load())
 	}
-	for _, tb := range []string{engine.TablePositions, engine.TableQuarantine} {
+	for _, tb := range []string{fleet.TablePositions, fleet.TableQuarantine} {
 		for _, rec := range r.records(t, tb) {
 			if rec.Key == "anna" || strings.HasPrefix(rec.Key, devA) {
 				t.Fatalf("stored on a full lane: %+v", rec)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"routehound/engine"
+	"routehound/fleet"
 	"routehound/internal/testcert"
 )
 
@@ -32,7 +33,7 @@ func TestListenerTLS(t *testing.T) {
 	if res.StatusCode != http.StatusOK || res.TLS == nil {
 		t.Fatalf("https: %d tls %v", res.StatusCode, res.TLS != nil)
 	}
-	if n := len(r.records(t, engine.TablePositions)); n != 1 {
+	if n := len(r.records(t, fleet.TablePositions)); n != 1 {
 		t.Fatalf("%d points over HTTPS", n)
 	}
 	plain := &http.Client{Timeout: 5 * time.Second}

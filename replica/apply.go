@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"routehound/engine"
+	"routehound/fleet"
 )
 
 // poll is how often the applier looks at the source without a notice: a
@@ -382,7 +383,7 @@ func (a *applier) apply(ctx context.Context, i int) error {
 	del := rec.Op == engine.OpDelete
 	var err error
 	switch rec.Table {
-	case engine.TablePositions:
+	case fleet.TablePositions:
 		if del {
 			a.latest[rec.Key] = latestPoint{deleted: true}
 			if err = a.putTrail.flush(ctx); err == nil { // its points before the delete
@@ -410,7 +411,7 @@ func (a *applier) apply(ctx context.Context, i int) error {
 		n := cur.n + 1
 		a.latest[rec.Key] = latestPoint{i: i, p: p, n: n}
 		err = a.putTrail.add(ctx, rec.Key, n, int64(rec.LSN), int64(p.Seq), p.LatV, p.LngV, p.SpeedKmh, p.Heading, nanos(p.TS), at)
-	case engine.TableAssignments:
+	case fleet.TableAssignments:
 		if del {
 			_, err = a.delAsg.ExecContext(ctx, rec.Key)
 			break
@@ -420,7 +421,7 @@ func (a *applier) apply(ctx context.Context, i int) error {
 			return nil
 		}
 		_, err = a.putAsg.ExecContext(ctx, rec.Key, v.Driver, len(v.Stops), v.Note, int64(rec.Version), int64(rec.LSN), at)
-	case engine.TableLoading:
+	case fleet.TableLoading:
 		if del {
 			_, err = a.delLoad.ExecContext(ctx, rec.Key)
 			break

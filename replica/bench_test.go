@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"routehound/engine"
+	"routehound/fleet"
 	"routehound/wal"
 )
 
@@ -42,7 +43,7 @@ func (g *genSource) ReadLog(after uint64, limit int, fn func(wal.Record) error) 
 		seq := lsn/uint64(g.drivers) + 1
 		v := fmt.Appendf(nil, `{"seq":%d,"lat":%.5f,"lng":%.5f,"ts":"2026-11-23T10:00:00Z","speed_kmh":42.5,"heading":180}`,
 			seq, 48+float64(d)/1e4, 11+float64(seq)/1e4)
-		if err := fn(wal.Record{LSN: lsn, Table: engine.TablePositions, Key: fmt.Sprintf("driver-%05d", d), Op: wal.OpPut,
+		if err := fn(wal.Record{LSN: lsn, Table: fleet.TablePositions, Key: fmt.Sprintf("driver-%05d", d), Op: wal.OpPut,
 			Value: v, Version: seq, Actor: "driver", CommittedAt: g.at}); err != nil {
 			return err
 		}

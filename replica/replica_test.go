@@ -137,11 +137,11 @@ func TestAppliesBuiltinsAndUserTables(t *testing.T) {
 
 	s.points(t, "d1", 1, 3)
 	s.points(t, "d2", 1, 1)
-	s.put(t, engine.LaneDispatch, engine.TableAssignments, "r1", `{"driver":"d1","stops":[{"id":"a","lat":1,"lng":2}],"note":"first"}`)
-	s.put(t, engine.LaneDispatch, engine.TableAssignments, "r2", `{"driver":"d2","stops":[],"note":""}`)
-	r1v2 := s.put(t, engine.LaneDispatch, engine.TableAssignments, "r1", `{"driver":"d3","stops":[{"id":"a"},{"id":"b"}],"note":"moved"}`)
-	s.put(t, engine.LaneDispatch, engine.TableAssignments, "r3", `{"driver":"d2","stops":[],"note":"gone soon"}`)
-	s.del(t, engine.LaneDispatch, engine.TableAssignments, "r3")
+	s.put(t, engine.LaneDispatch, fleet.TableAssignments, "r1", `{"driver":"d1","stops":[{"id":"a","lat":1,"lng":2}],"note":"first"}`)
+	s.put(t, engine.LaneDispatch, fleet.TableAssignments, "r2", `{"driver":"d2","stops":[],"note":""}`)
+	r1v2 := s.put(t, engine.LaneDispatch, fleet.TableAssignments, "r1", `{"driver":"d3","stops":[{"id":"a"},{"id":"b"}],"note":"moved"}`)
+	s.put(t, engine.LaneDispatch, fleet.TableAssignments, "r3", `{"driver":"d2","stops":[],"note":"gone soon"}`)
+	s.del(t, engine.LaneDispatch, fleet.TableAssignments, "r3")
 	var loadLSN []uint64
 	for i, ev := range []string{
 		loadingJSON("D1", "S1", "arrived", 0),
@@ -150,9 +150,9 @@ func TestAppliesBuiltinsAndUserTables(t *testing.T) {
 		loadingJSON("D1", "S3", "arrived", 0),
 		loadingJSON("D2", "S2", "loaded", 7),
 	} {
-		loadLSN = append(loadLSN, s.put(t, engine.LaneWarehouse, engine.TableLoading, fmt.Sprintf("ev%d", i), ev))
+		loadLSN = append(loadLSN, s.put(t, engine.LaneWarehouse, fleet.TableLoading, fmt.Sprintf("ev%d", i), ev))
 	}
-	s.del(t, engine.LaneWarehouse, engine.TableLoading, "ev3") // D1/arrived back to 1
+	s.del(t, engine.LaneWarehouse, fleet.TableLoading, "ev3") // D1/arrived back to 1
 	s.put(t, engine.LaneTables, "notes", "k1", `{"a":1}`)
 	s.put(t, engine.LaneTables, "notes", "k2", `[1,2]`)
 	s.put(t, engine.LaneTables, "notes", "k1", `{"a":2}`)
@@ -255,16 +255,16 @@ func TestAppliesBuiltinsAndUserTables(t *testing.T) {
 func TestLoadingCountsFollowUpdates(t *testing.T) {
 	s := newStore(t, "")
 	r := openReplica(t, "", s.e)
-	s.put(t, engine.LaneWarehouse, engine.TableLoading, "e1", loadingJSON("D1", "S1", "arrived", 1))
-	s.put(t, engine.LaneWarehouse, engine.TableLoading, "e2", loadingJSON("D1", "S1", "arrived", 1))
+	s.put(t, engine.LaneWarehouse, fleet.TableLoading, "e1", loadingJSON("D1", "S1", "arrived", 1))
+	s.put(t, engine.LaneWarehouse, fleet.TableLoading, "e2", loadingJSON("D1", "S1", "arrived", 1))
 	// A rewrite of an event moves its count.
-	waitLSN(t, r, s.put(t, engine.LaneWarehouse, engine.TableLoading, "e1", loadingJSON("D2", "S1", "departed", 1)))
+	waitLSN(t, r, s.put(t, engine.LaneWarehouse, fleet.TableLoading, "e1", loadingJSON("D2", "S1", "departed", 1)))
 	counts, err := r.LoadingCounts(context.Background())
 	if err != nil || fmt.Sprint(counts) != "[{D1 arrived 1} {D2 departed 1}]" {
 		t.Fatalf("counts: %v %v", counts, err)
 	}
-	s.del(t, engine.LaneWarehouse, engine.TableLoading, "e2")
-	waitLSN(t, r, s.del(t, engine.LaneWarehouse, engine.TableLoading, "e1"))
+	s.del(t, engine.LaneWarehouse, fleet.TableLoading, "e2")
+	waitLSN(t, r, s.del(t, engine.LaneWarehouse, fleet.TableLoading, "e1"))
 	if counts, err := r.LoadingCounts(context.Background()); err != nil || len(counts) != 0 {
 		t.Fatalf("counts after deleting every event: %v %v", counts, err)
 	}
@@ -291,7 +291,7 @@ func TestTrailKeepsTheNewestPointsPerDriver(t *testing.T) {
 		t.Fatalf("trail rows stored: %d %v", rows, err)
 	}
 	// A delete of the driver's position drops its trail too.
-	waitLSN(t, r, s.del(t, engine.LaneTables, engine.TablePositions, "d2"))
+	waitLSN(t, r, s.del(t, engine.LaneTables, fleet.TablePositions, "d2"))
 	if trail, _ := r.Trail(context.Background(), "d2", 0); len(trail) != 0 {
 		t.Fatalf("trail of a deleted driver: %+v", trail)
 	}
@@ -308,7 +308,7 @@ func TestResumesFromThePersistedLSN(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.points(t, "d1", 1, 100)
-	s.put(t, engine.LaneDispatch, engine.TableAssignments, "r1", `{"driver":"d1","stops":[],"note":"x"}`)
+	s.put(t, engine.LaneDispatch, fleet.TableAssignments, "r1", `{"driver":"d1","stops":[],"note":"x"}`)
 	first := s.durable(t)
 	waitLSN(t, r, first)
 	if err := r.Close(); err != nil {
@@ -319,7 +319,7 @@ func TestResumesFromThePersistedLSN(t *testing.T) {
 	}
 	// Written while the replica is closed.
 	s.points(t, "d1", 101, 110)
-	s.del(t, engine.LaneDispatch, engine.TableAssignments, "r1")
+	s.del(t, engine.LaneDispatch, fleet.TableAssignments, "r1")
 	last := s.durable(t)
 
 	r = openReplica(t, path, s.e)
@@ -347,17 +347,17 @@ func TestRebuildsWhenTheLogWasTrimmed(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.points(t, "d1", 1, 20)
-	s.put(t, engine.LaneDispatch, engine.TableAssignments, "old", `{"driver":"d1","stops":[],"note":""}`)
-	s.put(t, engine.LaneWarehouse, engine.TableLoading, "e1", loadingJSON("D1", "S1", "arrived", 3))
+	s.put(t, engine.LaneDispatch, fleet.TableAssignments, "old", `{"driver":"d1","stops":[],"note":""}`)
+	s.put(t, engine.LaneWarehouse, fleet.TableLoading, "e1", loadingJSON("D1", "S1", "arrived", 3))
 	waitLSN(t, r, s.durable(t))
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
 
 	// While the replica is closed: changes, then retention drops the log.
-	s.del(t, engine.LaneDispatch, engine.TableAssignments, "old")
-	s.put(t, engine.LaneDispatch, engine.TableAssignments, "new", `{"driver":"d2","stops":[{"id":"x"}],"note":"n"}`)
-	s.put(t, engine.LaneWarehouse, engine.TableLoading, "e2", loadingJSON("D2", "S9", "loaded", 4))
+	s.del(t, engine.LaneDispatch, fleet.TableAssignments, "old")
+	s.put(t, engine.LaneDispatch, fleet.TableAssignments, "new", `{"driver":"d2","stops":[{"id":"x"}],"note":"n"}`)
+	s.put(t, engine.LaneWarehouse, fleet.TableLoading, "e2", loadingJSON("D2", "S9", "loaded", 4))
 	s.put(t, engine.LaneTables, "notes", "k", `"v"`)
 	s.points(t, "d1", 21, 30)
 	s.points(t, "d2", 1, 2)
@@ -401,7 +401,7 @@ func TestRebuildsWhenTheLogWasTrimmed(t *testing.T) {
 		t.Fatalf("stats after rebuild: %+v", st)
 	}
 	// And it follows the log again.
-	waitLSN(t, r, s.put(t, engine.LaneDispatch, engine.TableAssignments, "newer", `{"driver":"d1","stops":[],"note":""}`))
+	waitLSN(t, r, s.put(t, engine.LaneDispatch, fleet.TableAssignments, "newer", `{"driver":"d1","stops":[],"note":""}`))
 	if asg, _ := r.Assignments(ctx, 0); len(asg) != 2 || asg[0].Route != "newer" {
 		t.Fatalf("assignments after the rebuild: %+v", asg)
 	}
@@ -421,7 +421,7 @@ func TestRebuildsWhenAheadOfTheLog(t *testing.T) {
 	// The same replica file over a younger store (say, restored from an
 	// older backup): its rows are not this log's.
 	s2 := newStore(t, "")
-	s2.put(t, engine.LaneDispatch, engine.TableAssignments, "r1", `{"driver":"d9","stops":[],"note":""}`)
+	s2.put(t, engine.LaneDispatch, fleet.TableAssignments, "r1", `{"driver":"d9","stops":[],"note":""}`)
 	r = openReplica(t, path, s2.e)
 	ctx := context.Background()
 	deadline := time.Now().Add(10 * time.Second)
@@ -577,10 +577,10 @@ func TestSkipsValuesItCannotRead(t *testing.T) {
 	r := openReplica(t, "", f)
 	now := time.Now()
 	f.commit(now,
-		wal.Record{Table: engine.TablePositions, Key: "d1", Op: wal.OpPut, Value: []byte(`not json`), Version: 1},
-		wal.Record{Table: engine.TablePositions, Key: "d1", Op: wal.OpPut, Value: []byte(`{"seq":2}`), Version: 2},
-		wal.Record{Table: engine.TableLoading, Key: "e", Op: wal.OpPut, Value: []byte(`{"pallets":"many"}`), Version: 1},
-		wal.Record{Table: engine.TablePositions, Key: "d1", Op: wal.OpPut, Value: []byte(`{"seq":3,"lat":1,"lng":2,"ts":"bad"}`), Version: 3},
+		wal.Record{Table: fleet.TablePositions, Key: "d1", Op: wal.OpPut, Value: []byte(`not json`), Version: 1},
+		wal.Record{Table: fleet.TablePositions, Key: "d1", Op: wal.OpPut, Value: []byte(`{"seq":2}`), Version: 2},
+		wal.Record{Table: fleet.TableLoading, Key: "e", Op: wal.OpPut, Value: []byte(`{"pallets":"many"}`), Version: 1},
+		wal.Record{Table: fleet.TablePositions, Key: "d1", Op: wal.OpPut, Value: []byte(`{"seq":3,"lat":1,"lng":2,"ts":"bad"}`), Version: 3},
 	)
 	waitLSN(t, r, 4)
 	pos, err := r.Positions(context.Background())
@@ -663,7 +663,7 @@ func TestOtherSchemaVersionIsRebuilt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitLSN(t, r, s.put(t, engine.LaneDispatch, engine.TableAssignments, "r1", `{"driver":"d1","stops":[],"note":""}`))
+	waitLSN(t, r, s.put(t, engine.LaneDispatch, fleet.TableAssignments, "r1", `{"driver":"d1","stops":[],"note":""}`))
 	r.Close()
 	db, err := sql.Open("sqlite", path)
 	if err != nil {

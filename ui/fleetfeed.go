@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"routehound/engine"
+	"routehound/fleet"
 	"routehound/hub"
 )
 
@@ -57,7 +58,7 @@ func (f *fleetFeed) join(from uint64) (cursor uint64, catchUp []*hub.Event, err 
 	}
 	latest := map[string]*hub.Event{}
 	err = f.u.e.ReadLog(from, int(start-from), func(r engine.Record) error {
-		if r.Table == engine.TablePositions {
+		if r.Table == fleet.TablePositions {
 			latest[r.Key] = &hub.Event{LSN: r.LSN, Table: r.Table, Key: r.Key, Op: r.Op, Value: r.Value, Version: r.Version}
 		}
 		return nil
@@ -94,7 +95,7 @@ func (f *fleetFeed) run() {
 		cancel()
 	}()
 	for ctx.Err() == nil {
-		sub, err := f.u.h.Subscribe(engine.TablePositions)
+		sub, err := f.u.h.Subscribe(fleet.TablePositions)
 		if err != nil {
 			if errors.Is(err, hub.ErrClosed) {
 				return
@@ -129,7 +130,7 @@ func (s *feedSink) Snapshot(lsn uint64, rows []hub.Row, first, last, resync bool
 	// A resync: every driver's newest point at lsn. Marking them all at
 	// lsn makes every page take them all once.
 	for _, r := range rows {
-		f.latest[r.Key] = &hub.Event{LSN: lsn, Table: engine.TablePositions, Key: r.Key, Op: engine.OpPut, Value: r.Value, Version: r.Version}
+		f.latest[r.Key] = &hub.Event{LSN: lsn, Table: fleet.TablePositions, Key: r.Key, Op: engine.OpPut, Value: r.Value, Version: r.Version}
 	}
 	if last {
 		f.last = max(f.last, lsn)
