@@ -88,21 +88,3 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, lane string, err
 	}
 	s.fail(w, r, err)
 }
-
-// Authorize implements hub.Gate: a bearer token of one of roles passes;
-// otherwise the refusal is answered. Sessions (cookies) come with the
-// dashboard.
-func (s *Server) Authorize(w http.ResponseWriter, r *http.Request, roles ...string) (session, ok bool) {
-	role, err := s.authenticate(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return false, false
-	}
-	for _, x := range roles {
-		if string(role) == x {
-			return false, true
-		}
-	}
-	s.fail(w, r, errorf(http.StatusForbidden, "forbidden", "a %s token cannot use this endpoint", role))
-	return false, false
-}

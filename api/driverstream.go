@@ -10,7 +10,6 @@ import (
 	"github.com/coder/websocket"
 
 	"routehound/engine"
-	"routehound/hub"
 )
 
 // driverFrame is one client frame on /v1/drivers/stream.
@@ -32,7 +31,7 @@ const maxStreamDrivers = 10000
 // Refusals are {"type":"error","code","message","driver"}; a lane_full
 // refusal means "resend later", nothing of that frame was accepted.
 func (s *Server) driverStream(w http.ResponseWriter, r *http.Request) {
-	if err := hub.CheckHandshake(r, false); err != nil {
+	if err := checkHandshake(r); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -224,7 +223,7 @@ func (d *durableNotifier) send(v any) error {
 }
 
 func (d *durableNotifier) sendError(driver string, err error) {
-	_, code, msg := d.s.Describe(err)
+	_, code, msg := d.s.describe(err)
 	m := map[string]string{"type": "error", "code": code, "message": msg}
 	if driver != "" {
 		m["driver"] = driver

@@ -93,19 +93,9 @@ func (s *Server) mapEngineError(err error) *apiError {
 	case errors.Is(err, engine.ErrTooLarge):
 		return errorf(http.StatusRequestEntityTooLarge, "body_too_large", "the write is larger than one batch may hold")
 	case errors.Is(err, hub.ErrTooManySubscribers):
-		return errorf(http.StatusTooManyRequests, "too_many_subscribers", "this table has the maximum number of subscribers (hub.max_subscribers_per_table)")
+		return errorf(http.StatusTooManyRequests, "too_many_subscribers", "%s", strings.TrimPrefix(err.Error(), "hub: too many subscribers: "))
 	case errors.Is(err, hub.ErrClosed):
 		return errorf(http.StatusServiceUnavailable, "unavailable", "the server is shutting down")
-	case errors.Is(err, hub.ErrReadOnly):
-		return errorf(http.StatusForbidden, "read_only_table", "%s", err.Error())
-	case errors.Is(err, hub.ErrNotWebSocket):
-		return errorf(http.StatusUpgradeRequired, "upgrade_required", "this endpoint is a WebSocket: send Connection: Upgrade and Upgrade: websocket")
-	case errors.Is(err, hub.ErrBadHandshake):
-		return errorf(http.StatusBadRequest, "bad_handshake", "%s", strings.ReplaceAll(strings.TrimPrefix(err.Error(), "hub: bad WebSocket handshake\n"), "\n", "; "))
-	case errors.Is(err, hub.ErrCrossOrigin):
-		return errorf(http.StatusForbidden, "cross_origin", "a browser session may open a WebSocket only from this server's own pages (Origin must match Host)")
-	case errors.Is(err, hub.ErrBadRequest):
-		return errorf(http.StatusBadRequest, "bad_parameter", "%s", strings.TrimPrefix(err.Error(), "hub: bad request: "))
 	case errors.Is(err, fleet.ErrBadName):
 		return errorf(http.StatusBadRequest, "bad_name", "%s", fleet.Message(err))
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
@@ -130,11 +120,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Write(append(b, '\n'))
 }
 
-// Fail answers err as a JSON error (hub.Gate).
-func (s *Server) Fail(w http.ResponseWriter, r *http.Request, err error) { s.fail(w, r, err) }
-
-// Describe maps an error to its status, code and message (hub.Gate).
-func (s *Server) Describe(err error) (int, string, string) {
+// describe maps an error to its status, code and message, for the error
+// frames of the WebSockets (ws.go, driverstream.go).
+func (s *Server) describe(err error) (int, string, string) {
 	var ae *apiError
 	if !errors.As(err, &ae) {
 		ae = s.mapEngineError(err)

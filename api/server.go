@@ -43,11 +43,16 @@ func New(e *engine.Engine, tokens *Tokens, cfg Config, log *slog.Logger) *Server
 	return s
 }
 
-// MountHub serves the hub's streams: SSE per table and the WebSocket.
+// MountHub serves the hub's streams: SSE per table (sse.go) and the
+// WebSocket (ws.go), for dashboard and admin tokens.
 func (s *Server) MountHub(h *hub.Hub) {
 	s.ledger.h = h
-	s.mux.Handle("/v1/tables/{table}/events", s.methods(map[string]http.HandlerFunc{"GET": h.SSEHandler(s).ServeHTTP}))
-	s.mux.Handle("/v1/ws", s.methods(map[string]http.HandlerFunc{"GET": h.WSHandler(s).ServeHTTP}))
+	s.mux.Handle("/v1/tables/{table}/events", s.methods(map[string]http.HandlerFunc{
+		"GET": s.allow("", s.sseHandler(h), RoleDashboard, RoleAdmin),
+	}))
+	s.mux.Handle("/v1/ws", s.methods(map[string]http.HandlerFunc{
+		"GET": s.allow("", s.wsHandler(h), RoleDashboard, RoleAdmin),
+	}))
 }
 
 // Handle mounts another handler (the hub's streams, the dashboard).

@@ -90,13 +90,7 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 		roles[t.Token] = api.Role(t.Role)
 	}
 	srv := api.New(eng, api.NewTokens(roles), api.Config{MaxBodyBytes: cfg.HTTP.MaxBodyBytes, RetryAfter: cfg.HTTP.RetryAfter}, log)
-	hb := hub.New(eng, hub.Config{
-		MaxSubscribersPerTable: cfg.Hub.MaxSubscribersPerTable,
-		Buffer:                 cfg.Hub.SubscriberBuffer,
-		Heartbeat:              cfg.Hub.Heartbeat,
-		WriteTimeout:           cfg.Hub.WriteTimeout,
-		MaxMessageBytes:        cfg.HTTP.MaxBodyBytes,
-	}, log)
+	hb := hub.New(eng, HubConfig(cfg), log)
 	srv.MountHub(hb)
 	phones, err := PhoneConfig(cfg)
 	if err != nil {

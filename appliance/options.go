@@ -6,6 +6,7 @@ import (
 
 	"routehound/config"
 	"routehound/engine"
+	"routehound/hub"
 	"routehound/osmand"
 	"routehound/wal"
 )
@@ -34,6 +35,19 @@ func EngineConfig(c config.Config, dataDir string) engine.Config {
 		Retention:      wal.Retention{MaxAge: c.Storage.RetentionAge, MaxBytes: c.Storage.RetentionMB << 20},
 		DataDir:        dataDir,
 		MinFreeBytes:   c.Storage.MinFreeMB << 20,
+	}
+}
+
+// HubConfig is the hub's configuration; its largest WebSocket message is
+// the HTTP body limit.
+func HubConfig(c config.Config) hub.Config {
+	return hub.Config{
+		MaxSubscribers:         c.Hub.MaxSubscribers,
+		MaxSubscribersPerTable: c.Hub.MaxSubscribersPerTable,
+		Buffer:                 c.Hub.SubscriberBuffer,
+		Heartbeat:              c.Hub.Heartbeat,
+		WriteTimeout:           c.Hub.WriteTimeout,
+		MaxMessageBytes:        c.HTTP.MaxBodyBytes,
 	}
 }
 

@@ -108,6 +108,9 @@ type Lane struct {
 
 // Hub configures subscriptions.
 type Hub struct {
+	// MaxSubscribers bounds the subscribers of all tables together (SSE,
+	// WebSocket and the dashboard's live pages); past it: 429.
+	MaxSubscribers         int           `toml:"max_subscribers"`
 	MaxSubscribersPerTable int           `toml:"max_subscribers_per_table"`
 	SubscriberBuffer       int           `toml:"subscriber_buffer"`
 	Heartbeat              time.Duration `toml:"heartbeat"`
@@ -171,6 +174,7 @@ func Default() Config {
 			Tables:    Lane{Contract: "sync", QueueBound: 4096, BatchBound: 512, Weight: 4, SLA: 20 * time.Millisecond},
 		},
 		Hub: Hub{
+			MaxSubscribers:         10000,
 			MaxSubscribersPerTable: 100,
 			SubscriberBuffer:       1024,
 			Heartbeat:              15 * time.Second,
@@ -220,7 +224,7 @@ func (c Config) Validate() error {
 	if c.HTTP.MaxBodyBytes <= 0 {
 		return errors.New("config: http.max_body_bytes must be > 0")
 	}
-	if c.Hub.MaxSubscribersPerTable <= 0 || c.Hub.SubscriberBuffer <= 0 {
+	if c.Hub.MaxSubscribers <= 0 || c.Hub.MaxSubscribersPerTable <= 0 || c.Hub.SubscriberBuffer <= 0 {
 		return errors.New("config: hub limits must be > 0")
 	}
 	if (c.HTTP.TLSCert == "") != (c.HTTP.TLSKey == "") {

@@ -1,5 +1,10 @@
-// Package hub delivers committed changes to table subscribers, over
-// Server-Sent Events and WebSocket.
+// Package hub indexes table subscribers and delivers committed changes to
+// them: Subscribe registers one (bounded per table, MaxSubscribersPerTable,
+// and in all, MaxSubscribers), Stream runs it into a Sink (snapshot,
+// catch-up from an LSN, resync, live changes). The hub knows no protocol:
+// the transports implement Sink and own authentication and error answers,
+// api's Server-Sent Events and WebSocket handlers (api/sse.go, api/ws.go)
+// and ui's live endpoint.
 //
 // The hub's fan-out goroutine follows the engine's durability feed (a
 // cursor: every durable record once, in LSN order; the committer never runs

@@ -1,7 +1,6 @@
 package hub
 
 import (
-	"bytes"
 	"encoding/json"
 	"strconv"
 	"sync"
@@ -45,6 +44,12 @@ type Row struct {
 	LSN     uint64          `json:"lsn"`
 }
 
+// AppendJSON appends the row's JSON object {"key","value","version","lsn"}
+// to b, encoded as a change's Data is.
+func (r *Row) AppendJSON(b []byte) []byte {
+	return appendRow(b, r.Key, r.Value, r.Version, r.LSN)
+}
+
 // appendRow encodes {"key","value","version","lsn"}; a nil value is null.
 func appendRow(b []byte, key string, value []byte, version, lsn uint64) []byte {
 	k, _ := json.Marshal(key)
@@ -61,12 +66,4 @@ func appendRow(b []byte, key string, value []byte, version, lsn uint64) []byte {
 	b = append(b, `,"lsn":`...)
 	b = strconv.AppendUint(b, lsn, 10)
 	return append(b, '}')
-}
-
-func compactJSON(raw []byte) []byte {
-	var b bytes.Buffer
-	if json.Compact(&b, raw) != nil {
-		return raw
-	}
-	return b.Bytes()
 }

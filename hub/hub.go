@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/maphash"
 	"log/slog"
 	"sort"
@@ -16,16 +17,18 @@ import (
 
 // Errors of the hub; the api maps them to answers.
 var (
-	// ErrTooManySubscribers: the table has MaxSubscribersPerTable subscribers.
-	ErrTooManySubscribers = errors.New("hub: too many subscribers for this table")
-	// ErrBadRequest wraps a refusal of a malformed subscription or message.
-	ErrBadRequest = errors.New("hub: bad request")
+	// ErrTooManySubscribers: the table has MaxSubscribersPerTable
+	// subscribers, or the hub has MaxSubscribers in all.
+	ErrTooManySubscribers = errors.New("hub: too many subscribers")
 	// ErrClosed: the hub is shutting down.
 	ErrClosed = errors.New("hub: closed")
 )
 
-// Config bounds the hub.
+// Config bounds the hub. Heartbeat, WriteTimeout and MaxMessageBytes are
+// the transports' (api's SSE and WebSocket handlers, ui's live endpoint):
+// they read them with Hub.Config so that one [hub] section sets them.
 type Config struct {
+	MaxSubscribers         int // subscribers of all tables together
 	MaxSubscribersPerTable int
 	Buffer                 int           // events buffered per subscriber
 	Heartbeat              time.Duration // SSE comment / WebSocket ping interval
@@ -37,6 +40,9 @@ type Config struct {
 }
 
 func (c *Config) defaults() {
+	if c.MaxSubscribers <= 0 {
+		c.MaxSubscribers = 10000
+	}
 	if c.MaxSubscribersPerTable <= 0 {
 		c.MaxSubscribersPerTable = 100
 	}
@@ -96,7 +102,7 @@ type Stats struct {
 	Delivered   atomic.Uint64 // events written to clients
 	Dropped     atomic.Uint64 // events not buffered because a subscriber was behind
 	Resyncs     atomic.Uint64
-	Refused     atomic.Uint64 // subscriptions refused at the per-table limit
+	Refused     atomic.Uint64 // subscriptions refused at the per-table or the global limit
 
 	mu     sync.Mutex
 	closes map[string]uint64 // reason → subscribers closed by the hub
@@ -222,7 +228,8 @@ func (h *Hub) publish(recs []engine.Record) {
 
 // Subscribe registers a subscriber of table: from now on it receives every
 // record of the table published, until Close. At most
-// MaxSubscribersPerTable per table (ErrTooManySubscribers).
+// MaxSubscribersPerTable per table and MaxSubscribers in all
+// (ErrTooManySubscribers).
 func (h *Hub) Subscribe(table string) (*Sub, error) {
 	if err := fleet.CheckName("table", table); err != nil {
 		return nil, err
@@ -238,13 +245,20 @@ func (h *Hub) Subscribe(table string) (*Sub, error) {
 	cur := sh.tables[table]
 	if len(cur) >= h.cfg.MaxSubscribersPerTable {
 		h.stats.Refused.Add(1)
-		return nil, ErrTooManySubscribers
+		return nil, fmt.Errorf("%w: table %s has the maximum number of subscribers (hub.max_subscribers_per_table = %d)", ErrTooManySubscribers, table, h.cfg.MaxSubscribersPerTable)
+	}
+	// The global count is reserved before the subscriber is registered and
+	// given back by remove, so that concurrent Subscribes on different
+	// shards cannot together pass the cap.
+	if n := h.stats.Subscribers.Add(1); n > int64(h.cfg.MaxSubscribers) {
+		h.stats.Subscribers.Add(-1)
+		h.stats.Refused.Add(1)
+		return nil, fmt.Errorf("%w: the server has the maximum number of subscribers (hub.max_subscribers = %d)", ErrTooManySubscribers, h.cfg.MaxSubscribers)
 	}
 	s := &Sub{h: h, table: table, ch: make(chan *Event, h.cfg.Buffer), done: make(chan struct{})}
 	next := make([]*Sub, len(cur), len(cur)+1)
 	copy(next, cur)
 	sh.tables[table] = append(next, s)
-	h.stats.Subscribers.Add(1)
 	return s, nil
 }
 

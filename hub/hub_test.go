@@ -403,3 +403,82 @@ func TestSubscriberLimit(t *testing.T) {
 		t.Fatalf("refused count %d", got)
 	}
 }
+
+// MaxSubscribers bounds all tables together: the next subscriber of any
+// table is refused, however few its own table has; concurrent subscribers
+// on different tables (different shards) never pass it together; a freed
+// slot is reusable, and Close of a refused-then-retried subscriber frees it.
+func TestGlobalSubscriberLimit(t *testing.T) {
+	const limit = 50
+	h, _ := newHub(t, Config{MaxSubscribers: limit, MaxSubscribersPerTable: limit})
+	var (
+		mu      sync.Mutex
+		subs    []*Sub
+		refused int
+		wg      sync.WaitGroup
+	)
+	for i := range 4 * limit {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := h.Subscribe(fmt.Sprintf("t%d", i%37))
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				subs = append(subs, s)
+			case errors.Is(err, ErrTooManySubscribers):
+				refused++
+			default:
+				t.Errorf("subscriber %d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if len(subs) != limit || refused != 3*limit {
+		t.Fatalf("%d subscribed, %d refused; want %d and %d", len(subs), refused, limit, 3*limit)
+	}
+	if got := h.Stats().Subscribers.Load(); got != limit {
+		t.Fatalf("subscriber count %d, want %d", got, limit)
+	}
+	if got := h.Stats().Refused.Load(); got != 3*limit {
+		t.Fatalf("refused count %d, want %d", got, 3*limit)
+	}
+	if _, err := h.Subscribe("a-table-with-none"); !errors.Is(err, ErrTooManySubscribers) {
+		t.Fatalf("a new table past the global limit: %v", err)
+	}
+	subs[0].Close()
+	subs[0].Close() // twice: the slot is given back once
+	s, err := h.Subscribe("a-table-with-none")
+	if err != nil {
+		t.Fatalf("after one left: %v", err)
+	}
+	if _, err := h.Subscribe("a-table-with-none"); !errors.Is(err, ErrTooManySubscribers) {
+		t.Fatalf("the freed slot was counted twice: %v", err)
+	}
+	s.Close()
+	if got := h.Stats().Subscribers.Load(); got != limit-1 {
+		t.Fatalf("subscriber count %d, want %d", got, limit-1)
+	}
+}
+
+// A refusal at the per-table limit does not take a global slot.
+func TestPerTableRefusalKeepsGlobalSlots(t *testing.T) {
+	h, _ := newHub(t, Config{MaxSubscribers: 3, MaxSubscribersPerTable: 2})
+	for range 2 {
+		if _, err := h.Subscribe("t"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 5 {
+		if _, err := h.Subscribe("t"); !errors.Is(err, ErrTooManySubscribers) {
+			t.Fatalf("past the table's limit: %v", err)
+		}
+	}
+	if _, err := h.Subscribe("u"); err != nil {
+		t.Fatalf("the third global slot: %v", err)
+	}
+	if _, err := h.Subscribe("v"); !errors.Is(err, ErrTooManySubscribers) {
+		t.Fatalf("past the global limit: %v", err)
+	}
+}

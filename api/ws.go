@@ -1,10 +1,10 @@
-package hub
+package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"strconv"
 	"sync"
@@ -14,6 +14,7 @@ import (
 
 	"routehound/engine"
 	"routehound/fleet"
+	"routehound/hub"
 )
 
 // wsIn is a client message on /v1/ws.
@@ -27,7 +28,7 @@ type wsIn struct {
 	ID        string          `json:"id"` // echoed in the ack or error of a put/delete
 }
 
-// WSHandler serves GET /v1/ws: one WebSocket carries one table
+// wsHandler serves GET /v1/ws: one WebSocket carries one table
 // subscription at a time (subscribing again switches) and puts and deletes.
 //
 //	→ {"op":"subscribe","table":"t"[,"from":LSN]}   {"op":"unsubscribe"}
@@ -38,32 +39,34 @@ type wsIn struct {
 //	← {"type":"ack","id","op","table","key","version","lsn"}
 //	← {"type":"error","code","message"[,"id"]}
 //
-// Services authenticate with the Authorization header and need no Origin;
-// a browser session (cookie) must come from the same origin.
-func (h *Hub) WSHandler(g Gate) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		session, ok := g.Authorize(w, r, "dashboard", "admin")
-		if !ok {
+// Mounted by MountHub behind allow(dashboard, admin): callers authenticate
+// with the Authorization header, which a cross-site page cannot send, so no
+// Origin is checked (browser sessions use the dashboard's own live endpoint
+// in ui). The handshake itself is checked first, so that a malformed one is
+// answered like every other error.
+func (s *Server) wsHandler(h *hub.Hub) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := checkHandshake(r); err != nil {
+			s.fail(w, r, err)
 			return
 		}
-		if err := CheckHandshake(r, session); err != nil {
-			g.Fail(w, r, err)
-			return
-		}
-		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: !session})
+		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true}) // bearer-authenticated: no ambient credential to guard
 		if err != nil {
 			return // Accept has answered
 		}
-		c.SetReadLimit(h.cfg.MaxMessageBytes)
-		conn := &wsConn{h: h, g: g, c: c}
+		cfg := h.Config()
+		c.SetReadLimit(cfg.MaxMessageBytes)
+		conn := &wsConn{s: s, h: h, c: c, heartbeat: cfg.Heartbeat, writeTimeout: cfg.WriteTimeout}
 		conn.serve(r.Context())
-	})
+	}
 }
 
 type wsConn struct {
-	h *Hub
-	g Gate
+	s *Server
+	h *hub.Hub
 	c *websocket.Conn
+
+	heartbeat, writeTimeout time.Duration
 
 	mu     sync.Mutex // guards the current stream
 	cancel context.CancelFunc
@@ -83,7 +86,7 @@ func (wc *wsConn) serve(ctx context.Context) {
 			return
 		}
 		if err := json.Unmarshal(data, &m); err != nil {
-			wc.sendError("", fmt.Errorf("%w: message is not JSON: %v", ErrBadRequest, err))
+			wc.sendError("", errorf(http.StatusBadRequest, "bad_parameter", "message is not JSON: %v", err))
 			continue
 		}
 		switch m.Op {
@@ -94,7 +97,7 @@ func (wc *wsConn) serve(ctx context.Context) {
 		case "put", "delete":
 			wc.write(ctx, m)
 		default:
-			wc.sendError(m.ID, fmt.Errorf("%w: op must be subscribe, unsubscribe, put or delete", ErrBadRequest))
+			wc.sendError(m.ID, errorf(http.StatusBadRequest, "bad_parameter", "op must be subscribe, unsubscribe, put or delete"))
 		}
 	}
 }
@@ -102,14 +105,14 @@ func (wc *wsConn) serve(ctx context.Context) {
 // keepalive pings the peer; a peer that does not answer within the write
 // timeout is closed.
 func (wc *wsConn) keepalive(ctx context.Context, cancel context.CancelFunc) {
-	t := time.NewTicker(wc.h.cfg.Heartbeat)
+	t := time.NewTicker(wc.heartbeat)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			pctx, pc := context.WithTimeout(ctx, wc.h.cfg.WriteTimeout)
+			pctx, pc := context.WithTimeout(ctx, wc.writeTimeout)
 			err := wc.c.Ping(pctx)
 			pc()
 			if err != nil {
@@ -130,13 +133,13 @@ func (wc *wsConn) send(v any) error {
 }
 
 func (wc *wsConn) sendRaw(b []byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), wc.h.cfg.WriteTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), wc.writeTimeout)
 	defer cancel()
 	return wc.c.Write(ctx, websocket.MessageText, b)
 }
 
 func (wc *wsConn) sendError(id string, err error) {
-	_, code, msg := wc.g.Describe(err)
+	_, code, msg := wc.s.describe(err)
 	m := map[string]string{"type": "error", "code": code, "message": msg}
 	if id != "" {
 		m["id"] = id
@@ -173,7 +176,7 @@ func (wc *wsConn) subscribe(ctx context.Context, table string, from *uint64) {
 		defer close(done)
 		defer sub.Close()
 		err := wc.h.Stream(sctx, sub, from, &wsSink{wc: wc, table: table})
-		var ce *ClosedError
+		var ce *hub.ClosedError
 		switch {
 		case errors.As(err, &ce):
 			wc.send(map[string]string{"type": "close", "reason": ce.Reason})
@@ -201,7 +204,7 @@ func (wc *wsConn) write(ctx context.Context, m wsIn) {
 		return
 	}
 	if err := fleet.CheckUserTable(m.Table); err != nil { // a built-in table: written only by its actor
-		wc.sendError(m.ID, fmt.Errorf("%w: %w", ErrReadOnly, err))
+		wc.sendError(m.ID, errorf(http.StatusForbidden, "read_only_table", "%s", fleet.Message(err)))
 		return
 	}
 	w := engine.Write{Table: m.Table, Key: m.Key, Delete: m.Op == "delete", IfVersion: engine.AnyVersion}
@@ -210,12 +213,12 @@ func (wc *wsConn) write(ctx context.Context, m wsIn) {
 	}
 	if !w.Delete {
 		if len(m.Value) == 0 {
-			wc.sendError(m.ID, fmt.Errorf("%w: put needs a value", ErrBadRequest))
+			wc.sendError(m.ID, errorf(http.StatusBadRequest, "bad_parameter", "put needs a value"))
 			return
 		}
 		w.Value = compactJSON(m.Value)
 	}
-	res, err := wc.h.e.Put(ctx, engine.LaneTables, w)
+	res, err := wc.s.e.Put(ctx, engine.LaneTables, w)
 	if err != nil {
 		wc.sendError(m.ID, err)
 		return
@@ -223,16 +226,13 @@ func (wc *wsConn) write(ctx context.Context, m wsIn) {
 	wc.send(map[string]any{"type": "ack", "id": m.ID, "op": m.Op, "table": m.Table, "key": res.Key, "version": res.Version, "lsn": res.LSN})
 }
 
-// ErrReadOnly wraps a write to a built-in table.
-var ErrReadOnly = errors.New("hub: read-only table")
-
 type wsSink struct {
 	wc      *wsConn
 	table   string
 	pending [][]byte // change messages not yet written; bounded by 64
 }
 
-func (s *wsSink) Snapshot(lsn uint64, rows []Row, first, last, resync bool) error {
+func (s *wsSink) Snapshot(lsn uint64, rows []hub.Row, first, last, resync bool) error {
 	if first && resync {
 		if err := s.wc.send(map[string]any{"type": "resync", "table": s.table, "lsn": lsn}); err != nil {
 			return err
@@ -241,7 +241,7 @@ func (s *wsSink) Snapshot(lsn uint64, rows []Row, first, last, resync bool) erro
 	return s.wc.send(map[string]any{"type": "snapshot", "table": s.table, "lsn": lsn, "rows": rows, "last": last, "resync": resync})
 }
 
-func (s *wsSink) Change(ev *Event) error {
+func (s *wsSink) Change(ev *hub.Event) error {
 	b := make([]byte, 0, 64+len(ev.Table)+len(ev.Data()))
 	b = append(b, `{"type":"change","table":`...)
 	b = strconv.AppendQuote(b, ev.Table) // table names are [A-Za-z0-9._:@~-]: Go and JSON quoting agree
@@ -262,7 +262,7 @@ func (s *wsSink) Flush() error {
 	if len(s.pending) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.wc.h.cfg.WriteTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.wc.writeTimeout)
 	defer cancel()
 	for i, m := range s.pending {
 		if err := s.wc.c.Write(ctx, websocket.MessageText, m); err != nil {
@@ -275,3 +275,13 @@ func (s *wsSink) Flush() error {
 }
 
 func (s *wsSink) Heartbeat() error { return nil } // keepalive pings the connection
+
+// compactJSON strips insignificant space from a put's value; a value that
+// does not parse is kept as it came.
+func compactJSON(raw []byte) []byte {
+	var b bytes.Buffer
+	if json.Compact(&b, raw) != nil {
+		return raw
+	}
+	return b.Bytes()
+}

@@ -1,4 +1,4 @@
-package hub
+package api
 
 import (
 	"bufio"
@@ -8,9 +8,11 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"routehound/hub"
 )
 
-// SSEHandler serves GET /v1/tables/{table}/events: the table's changes as
+// sseHandler serves GET /v1/tables/{table}/events: the table's changes as
 // Server-Sent Events. `id:` is the LSN; Last-Event-ID or ?from=LSN resumes.
 //
 //	event: put | delete          id: LSN   data: {"key","value","version","lsn"}
@@ -20,21 +22,20 @@ import (
 //	event: close                           data: {"reason"}
 //
 // Snapshot rows carry no id, so a client cut off inside a snapshot resumes
-// from before it and gets it again.
-func (h *Hub) SSEHandler(g Gate) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := g.Authorize(w, r, "dashboard", "admin"); !ok {
-			return
-		}
+// from before it and gets it again. The hub subscribes and streams; this
+// handler is the transport (hub.Sink). Mounted by MountHub behind
+// allow(dashboard, admin).
+func (s *Server) sseHandler(h *hub.Hub) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
 		table := r.PathValue("table")
 		from, err := fromParam(r)
 		if err != nil {
-			g.Fail(w, r, err)
+			s.fail(w, r, err)
 			return
 		}
 		sub, err := h.Subscribe(table)
 		if err != nil {
-			g.Fail(w, r, err)
+			s.fail(w, r, err)
 			return
 		}
 		defer sub.Close()
@@ -43,17 +44,17 @@ func (h *Hub) SSEHandler(g Gate) http.Handler {
 		w.Header().Set("Cache-Control", "no-cache")
 		w.Header().Set("X-Accel-Buffering", "no")
 		w.WriteHeader(http.StatusOK)
-		sink := &sseSink{w: bufio.NewWriterSize(w, 16<<10), rc: rc, timeout: h.cfg.WriteTimeout}
+		sink := &sseSink{w: bufio.NewWriterSize(w, 16<<10), rc: rc, timeout: h.Config().WriteTimeout}
 		if err := sink.flush(); err != nil {
 			return
 		}
 		err = h.Stream(r.Context(), sub, from, sink)
-		var ce *ClosedError
+		var ce *hub.ClosedError
 		if errors.As(err, &ce) {
 			fmt.Fprintf(sink.w, "event: close\ndata: {\"reason\":%q}\n\n", ce.Reason)
 			sink.flush()
 		}
-	})
+	}
 }
 
 // fromParam reads ?from= or Last-Event-ID: nil when neither is set.
@@ -67,11 +68,12 @@ func fromParam(r *http.Request) (*uint64, error) {
 	}
 	n, err := strconv.ParseUint(v, 10, 64)
 	if err != nil {
-		return nil, fmt.Errorf("%w: from / Last-Event-ID must be an LSN, got %q", ErrBadRequest, v)
+		return nil, errorf(http.StatusBadRequest, "bad_parameter", "from / Last-Event-ID must be an LSN, got %q", v)
 	}
 	return &n, nil
 }
 
+// sseSink carries a hub stream as Server-Sent Events.
 type sseSink struct {
 	w       *bufio.Writer
 	rc      *http.ResponseController
@@ -88,13 +90,13 @@ func (s *sseSink) flush() error {
 	return s.rc.Flush()
 }
 
-func (s *sseSink) Snapshot(lsn uint64, rows []Row, first, last, resync bool) error {
+func (s *sseSink) Snapshot(lsn uint64, rows []hub.Row, first, last, resync bool) error {
 	if first && resync {
 		fmt.Fprintf(s.w, "event: resync\ndata: {\"lsn\":%d}\n\n", lsn)
 	}
-	for _, r := range rows {
+	for i := range rows {
 		s.w.WriteString("event: put\ndata: ")
-		s.w.Write(appendRow(nil, r.Key, r.Value, r.Version, r.LSN))
+		s.w.Write(rows[i].AppendJSON(nil))
 		s.w.WriteString("\n\n")
 	}
 	if last {
@@ -103,7 +105,7 @@ func (s *sseSink) Snapshot(lsn uint64, rows []Row, first, last, resync bool) err
 	return s.flush()
 }
 
-func (s *sseSink) Change(ev *Event) error {
+func (s *sseSink) Change(ev *hub.Event) error {
 	s.w.WriteString("id: ")
 	s.w.WriteString(strconv.FormatUint(ev.LSN, 10))
 	s.w.WriteString("\nevent: ")
