@@ -31,7 +31,7 @@ import (
 	"routehound/config"
 	"routehound/engine"
 	"routehound/hub"
-	"routehound/wal"
+	"routehound/internal/testkit"
 )
 
 // ---------------------------------------------------------------------------
@@ -79,20 +79,14 @@ func newFixtureWith(t *testing.T, opts fixtureOpts) *fixture {
 	log := slog.New(errs)
 	def := config.Default()
 
-	db, err := wal.Open(wal.Options{Dir: filepath.Join(t.TempDir(), "store"), MemoryBytes: 32 << 20, Logger: log})
-	if err != nil {
-		t.Fatalf("wal.Open: %v", err)
-	}
-	ec := engine.DefaultConfig()
-	ec.MinFreeBytes = 0
-	if opts.engine != nil {
-		opts.engine(&ec)
-	}
-	eng, err := engine.New(ec, db, log)
-	if err != nil {
-		db.Close()
-		t.Fatalf("engine.New: %v", err)
-	}
+	// Registered first, this check runs last: after the engine and the wal
+	// are closed (cleanups run last in, first out).
+	t.Cleanup(func() {
+		for _, m := range errs.take() {
+			t.Errorf("server logged an error: %s", m)
+		}
+	})
+	eng, _ := testkit.EngineIn(t, testkit.Store{Dir: filepath.Join(t.TempDir(), "store"), Logger: log}, opts.engine)
 	roles := map[string]api.Role{}
 	for r, tk := range fxTokens {
 		roles[tk] = r
@@ -112,20 +106,9 @@ func newFixtureWith(t *testing.T, opts fixtureOpts) *fixture {
 	srv.MountHub(hb)
 	ts := httptest.NewServer(srv) // listens on 127.0.0.1
 
-	t.Cleanup(func() {
-		hb.Close() // streams end with reason "shutdown", so Close below does not wait on them
+	t.Cleanup(func() { // before testkit's cleanup closes the engine and the wal
+		hb.Close() // streams end with reason "shutdown", so the engine's Close does not wait on them
 		ts.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := eng.Close(ctx); err != nil {
-			t.Errorf("engine.Close: %v", err)
-		}
-		if err := db.Close(); err != nil {
-			t.Errorf("db.Close: %v", err)
-		}
-		for _, m := range errs.take() {
-			t.Errorf("server logged an error: %s", m)
-		}
 	})
 	return &fixture{url: ts.URL, client: ts.Client(), eng: eng, hub: hb, errs: errs}
 }
@@ -327,20 +310,8 @@ func sameJSON(a, b []byte) bool {
 	return bytes.Equal(ca.Bytes(), cb.Bytes())
 }
 
-// eventually polls cond (a state, not an event) until it holds or the
-// deadline passes.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		<-tick.C
-	}
-}
+// eventually is testkit.Eventually under the name stream_test.go calls.
+var eventually = testkit.Eventually
 
 // ---------------------------------------------------------------------------
 // Bodies
@@ -445,7 +416,7 @@ func (f *fixture) controlWrite(t testing.TB, key string) uint64 {
 	r := f.do(t, "PUT", "/v1/tables/control/keys/"+key, tok(api.RoleDashboard), `{"control":true}`)
 	wantStatus(t, r, http.StatusCreated)
 	lsn := num[uint64](t, object(t, r)["lsn"])
-	eventually(t, 5*time.Second, "the control write in /v1/log", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the control write in /v1/log", func() bool {
 		recs, _ := f.logPage(t, fmt.Sprintf("after=%d&limit=1", lsn-1))
 		return len(recs) == 1 && recs[0].LSN == lsn
 	})
@@ -499,7 +470,7 @@ func TestDriverLocations(t *testing.T) {
 		t.Fatalf("overlap: accepted %d duplicates %d; want 1, 2", a, d)
 	}
 	// durable_seq catches up (flush_within 10 ms): poll with retries.
-	eventually(t, 5*time.Second, "durable_seq 5", func() bool {
+	testkit.Eventually(t, 5*time.Second, "durable_seq 5", func() bool {
 		a, d, ds := ack(f.do(t, "POST", path, drv, pointJSON(5)))
 		if a != 0 || d != 1 {
 			t.Fatalf("retry of seq 5: accepted %d duplicates %d", a, d)
@@ -1366,7 +1337,7 @@ func TestDriverLaneBackpressure(t *testing.T) {
 
 	// The dispatch fsync made the driver points durable and freed the lane:
 	// the refused points were not taken, so they are new now.
-	eventually(t, 5*time.Second, "the driver lane to drain", func() bool { return f.eng.Lane(engine.LaneDriver).Depth.Load() == 0 })
+	testkit.Eventually(t, 5*time.Second, "the driver lane to drain", func() bool { return f.eng.Lane(engine.LaneDriver).Depth.Load() == 0 })
 	r = f.do(t, "POST", path, drv, pointsJSON(31, 51))
 	wantStatus(t, r, http.StatusAccepted)
 	if m := object(t, r); num[int](t, m["accepted"]) != 21 || num[int](t, m["duplicates"]) != 0 {
@@ -1408,7 +1379,7 @@ func TestWarehouseLaneBackpressure(t *testing.T) {
 		r, err := f.send("POST", "/v1/loading-events", wh, loadingJSON("SH-1", "loaded", 1), "Idempotency-Key", "a")
 		first <- result{r, err}
 	}()
-	eventually(t, 5*time.Second, "the first event in flight", func() bool { return f.eng.Lane(engine.LaneWarehouse).Depth.Load() == 1 })
+	testkit.Eventually(t, 5*time.Second, "the first event in flight", func() bool { return f.eng.Lane(engine.LaneWarehouse).Depth.Load() == 1 })
 
 	// The bound is hit: 503 lane_full with Retry-After (DESIGN.md: the
 	// warehouse answers 503 at its queue bound; drivers get 429).

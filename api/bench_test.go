@@ -30,6 +30,7 @@ import (
 	"routehound/config"
 	"routehound/engine"
 	"routehound/hub"
+	"routehound/internal/testkit"
 	"routehound/wal"
 )
 
@@ -513,15 +514,10 @@ func (s *benchServer) dispatchLoop(b *testing.B, c *http.Client, n int, keyPrefi
 	return lat
 }
 
-// percentileMs is the nearest-rank p-th percentile of d, in milliseconds.
+// percentileMs is testkit.Percentile (nearest rank, p in 0..100) of d, in
+// milliseconds.
 func percentileMs(d []time.Duration, p float64) float64 {
-	if len(d) == 0 {
-		return 0
-	}
-	s := slices.Clone(d)
-	slices.Sort(s)
-	i := int(float64(len(s))*p/100+0.999999) - 1
-	return float64(s[min(max(i, 0), len(s)-1)]) / float64(time.Millisecond)
+	return float64(testkit.Percentile(d, p)) / float64(time.Millisecond)
 }
 
 // engineSide reports the server-side view of one lane over a window, from

@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"context"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -9,24 +8,14 @@ import (
 	"time"
 
 	"routehound/api"
-	"routehound/engine"
-	"routehound/wal"
+	"routehound/internal/testkit"
 )
 
 // newDevicesFixture is a server with config-registered devices (what the
 // appliance does with [[osmand.devices]]).
 func newDevicesFixture(t *testing.T, configured map[string]string) *fixture {
 	t.Helper()
-	db, err := wal.Open(wal.Options{Dir: filepath.Join(t.TempDir(), "store"), MemoryBytes: 32 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ec := engine.DefaultConfig()
-	ec.MinFreeBytes = 0
-	eng, err := engine.New(ec, db, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	eng, _ := testkit.EngineIn(t, testkit.Store{Dir: filepath.Join(t.TempDir(), "store")}, nil)
 	roles := map[string]api.Role{}
 	for r, tk := range fxTokens {
 		roles[tk] = r
@@ -34,13 +23,7 @@ func newDevicesFixture(t *testing.T, configured map[string]string) *fixture {
 	srv := api.New(eng, api.NewTokens(roles), api.Config{MaxBodyBytes: 1 << 20, RetryAfter: time.Second}, nil)
 	srv.SetConfigDevices(configured)
 	ts := httptest.NewServer(srv)
-	t.Cleanup(func() {
-		ts.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		eng.Close(ctx)
-		db.Close()
-	})
+	t.Cleanup(ts.Close) // before testkit's cleanup closes the engine and the wal
 	return &fixture{url: ts.URL, client: ts.Client(), eng: eng}
 }
 

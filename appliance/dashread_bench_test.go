@@ -16,6 +16,7 @@ import (
 	"routehound/config"
 	"routehound/engine"
 	"routehound/fleet"
+	"routehound/internal/testkit"
 )
 
 // BenchmarkDashboardRenderReplica renders each dashboard page as the
@@ -71,11 +72,7 @@ func BenchmarkDashboardRenderReplica(b *testing.B) {
 			Value: []byte(fmt.Sprintf(`{"terminal":"T1","dock":"D%d","shipment":"S%d","kind":%q,"pallets":%d,"ts":"2026-11-23T10:00:00Z"}`, i%12, i%300, kinds[i%5], i%30)), IfVersion: 0})
 		return err
 	})
-	for deadline := time.Now().Add(20 * time.Second); a.Engine.DurableLSN() < 11500; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			b.Fatal("fixture not durable")
-		}
-	}
+	testkit.Eventually(b, 20*time.Second, "the fixture to be durable", func() bool { return a.Engine.DurableLSN() >= 11500 })
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	if err := a.Replica.WaitLSN(wctx, a.Engine.DurableLSN()); err != nil {

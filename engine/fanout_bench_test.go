@@ -3,7 +3,6 @@ package engine_test
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,7 +10,7 @@ import (
 
 	"routehound/engine"
 	"routehound/hub"
-	"routehound/wal"
+	"routehound/internal/testkit"
 )
 
 // Issue 15: what table subscribers cost the writers. 32 goroutines put
@@ -49,25 +48,14 @@ func (s *countSink) Flush() error            { return nil }
 func (s *countSink) Heartbeat() error        { return nil }
 
 func runCommitWithSubscribers(b *testing.B, subs int) {
-	db, err := wal.Open(wal.Options{Dir: b.TempDir(), MemoryBytes: 64 << 20})
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg := engine.DefaultConfig()
-	cfg.MinFreeBytes = 0
-	e, err := engine.New(cfg, db, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	e, _ := testkit.EngineIn(b, testkit.Store{MemoryBytes: 64 << 20}, nil)
 	h := hub.New(e, hub.Config{MaxSubscribersPerTable: max(subs, 1), Buffer: 1 << 16}, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	var streams sync.WaitGroup
-	defer func() {
+	defer func() { // before testkit's cleanup closes the engine and the wal
 		cancel()
 		streams.Wait()
 		h.Close()
-		e.Close(context.Background())
-		db.Close()
 	}()
 	sinks := make([]*countSink, subs)
 	for i := range sinks {
@@ -121,12 +109,11 @@ func runCommitWithSubscribers(b *testing.B, subs int) {
 	for _, l := range lats {
 		all = append(all, l...)
 	}
-	slices.Sort(all)
-	q := func(p float64) float64 { return float64(all[int(p*float64(len(all)-1))]) / 1e6 }
+	q := func(p float64) float64 { return float64(testkit.PercentileLower(all, p)) / 1e6 }
 	fsyncs := e.Totals().Fsyncs.Load() - fsyncs0
 	b.ReportMetric(float64(b.N)/el.Seconds(), "puts/s")
-	b.ReportMetric(q(0.5), "put-p50-ms")
-	b.ReportMetric(q(0.99), "put-p99-ms")
+	b.ReportMetric(q(50), "put-p50-ms")
+	b.ReportMetric(q(99), "put-p99-ms")
 	b.ReportMetric(float64(b.N)/float64(max(fsyncs, 1)), "puts/fsync")
 	b.ReportMetric(float64(e.Totals().BusyNanos.Load()-busy0)/1e3/float64(max(fsyncs, 1)), "io-µs/fsync")
 	if subs > 0 {

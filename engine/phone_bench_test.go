@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"routehound/engine"
-	"routehound/wal"
+	"routehound/internal/testkit"
 )
 
 // BenchmarkPhonePointsInProcess: the engine's part of the phone apps'
@@ -21,22 +21,7 @@ import (
 //	go test -run '^$' -bench PhonePointsInProcess -benchtime 50000x ./engine
 func BenchmarkPhonePointsInProcess(b *testing.B) {
 	const phones = 1000
-	db, err := wal.Open(wal.Options{Dir: b.TempDir(), MemoryBytes: 96 << 20})
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg := engine.DefaultConfig()
-	cfg.MinFreeBytes = 0
-	e, err := engine.New(cfg, db, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		e.Close(ctx)
-		db.Close()
-	}()
+	e, _ := testkit.EngineIn(b, testkit.Store{MemoryBytes: 96 << 20}, nil)
 	value := []byte(`{"lat":52.520008,"lng":13.404954,"ts":"2026-11-23T12:00:00.000Z","speed_kmh":18.52,"heading":90,"battery":76,"accuracy":12,"altitude":34,"device":"bench-phone-0000"}`)
 	epoch := time.Now().Add(-time.Hour).UnixMilli()
 	var left atomic.Int64

@@ -12,6 +12,7 @@ import (
 
 	"routehound/engine"
 	"routehound/fleet"
+	"routehound/internal/testkit"
 	"routehound/wal"
 )
 
@@ -29,32 +30,14 @@ type rig struct {
 
 func newRig(t testing.TB, secret string, mutate func(*engine.Config)) *rig {
 	t.Helper()
-	db, err := wal.Open(wal.Options{Dir: t.TempDir(), MemoryBytes: 32 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ec := engine.DefaultConfig()
-	ec.MinFreeBytes = 0
-	if mutate != nil {
-		mutate(&ec)
-	}
-	e, err := engine.New(ec, db, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, _ := testkit.Engine(t, mutate)
 	if _, err := e.Put(context.Background(), engine.LaneTables, engine.Write{Table: fleet.TableDevices, Key: devB,
 		Value: []byte(`{"driver":"bob"}`), IfVersion: engine.AnyVersion}); err != nil {
 		t.Fatal(err)
 	}
 	l := New(e, Config{PathSecret: secret, SpeedUnit: Knots, Zone: time.UTC, Devices: map[string]string{devA: "anna"}}, nil)
 	ts := httptest.NewServer(l)
-	t.Cleanup(func() {
-		ts.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		e.Close(ctx)
-		db.Close()
-	})
+	t.Cleanup(ts.Close) // before testkit's cleanup closes the engine and the wal
 	return &rig{e: e, l: l, url: ts.URL, c: ts.Client()}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"routehound/engine"
 	"routehound/fleet"
+	"routehound/internal/testkit"
 	"routehound/wal"
 )
 
@@ -30,29 +31,8 @@ type store struct {
 // newStore starts a real wal and engine in dir (a fresh temp dir when "").
 func newStore(t testing.TB, dir string) *store {
 	t.Helper()
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	db, err := wal.Open(wal.Options{Dir: dir, MemoryBytes: 32 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := engine.DefaultConfig()
-	cfg.MinFreeBytes = 0
-	e, err := engine.New(cfg, db, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &store{e: e, db: db}
-	t.Cleanup(s.close)
-	return s
-}
-
-func (s *store) close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s.e.Close(ctx)
-	s.db.Close()
+	e, db := testkit.EngineIn(t, testkit.Store{Dir: dir}, nil)
+	return &store{e: e, db: db}
 }
 
 func openReplica(t testing.TB, path string, src Source) *Replica {
@@ -111,13 +91,7 @@ func loadingJSON(dock, shipment, kind string, pallets int) string {
 // the durable LSN.
 func (s *store) durable(t testing.TB) uint64 {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for s.e.Lane(engine.LaneDriver).Depth.Load() > 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("driver lane did not drain")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Eventually(t, 10*time.Second, "the driver lane to drain", func() bool { return s.e.Lane(engine.LaneDriver).Depth.Load() == 0 })
 	return s.e.DurableLSN()
 }
 

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"routehound/internal/testkit"
 )
 
 // TestIsolationDriverFlood floods the driver lane past its bound while a
@@ -112,5 +114,5 @@ func TestIsolationDriverFlood(t *testing.T) {
 	}
 	t.Logf("driver batches: %d accepted, %d 429, %d 503; dispatch writes %d: p50 %v, p99 %v, max %v",
 		accepted.Load(), throttled.Load(), unavailable.Load(), len(lat),
-		percentile(lat, 50), percentile(lat, 99), percentile(lat, 100))
+		testkit.PercentileLower(lat, 50), testkit.PercentileLower(lat, 99), testkit.PercentileLower(lat, 100))
 }

@@ -21,7 +21,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -448,16 +447,6 @@ func tailFile(path string, n int) string {
 		}
 	}
 	return string(b)
-}
-
-// percentile returns the p-th percentile (0..100) of ds, sorting ds.
-func percentile(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	i := int(p / 100 * float64(len(ds)-1))
-	return ds[i]
 }
 
 // point is a driver location update as the driver API takes it. ts has whole

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"routehound/internal/lossyfs"
+	"routehound/internal/testkit"
 )
 
 var (
@@ -278,7 +279,7 @@ func TestPowerCut(t *testing.T) {
 	st := l.Stats()
 	t.Logf("%d power cuts in %v (%.2fs a cycle; restart to ready median %v, max %v; seed %d): checked dispatch %d, warehouse %d, driver points %d (of %d sent), phone points %d (%d phones); log %d records; the cuts dropped %d KiB unsynced, lossyfs wrote through %d fsyncs",
 		cycles, elapsed.Round(time.Millisecond), elapsed.Seconds()/float64(cycles),
-		percentile(recover, 50).Round(time.Millisecond), percentile(recover, 100).Round(time.Millisecond), seed,
+		testkit.PercentileLower(recover, 50).Round(time.Millisecond), testkit.PercentileLower(recover, 100).Round(time.Millisecond), seed,
 		checked["dispatch"], checked["warehouse"], checked["driver"], sentPoints(drivers), checked["phone"], len(phones.phones), f.records,
 		unsynced>>10, st.Fsyncs)
 }
@@ -652,7 +653,7 @@ func TestPowerCutBigStore(t *testing.T) {
 		t.Error("nothing was acknowledged in the cycles")
 	}
 	t.Logf("store %d MiB: start to ready after a power cut, %d cuts: median %v, max %v; %d acknowledged writes checked",
-		allocated(store)>>20, len(ready), percentile(ready, 50).Round(time.Millisecond), percentile(ready, 100).Round(time.Millisecond), n)
+		allocated(store)>>20, len(ready), testkit.PercentileLower(ready, 50).Round(time.Millisecond), testkit.PercentileLower(ready, 100).Round(time.Millisecond), n)
 }
 
 // durableLSN asks /readyz for the durable LSN.

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"routehound/engine"
 	"routehound/fleet"
 	"routehound/hub"
+	"routehound/internal/testkit"
 	"routehound/wal"
 )
 
@@ -29,25 +29,14 @@ type benchFixture struct {
 
 func newBenchFixture(b *testing.B, opt Options) *benchFixture {
 	b.Helper()
-	db, err := wal.Open(wal.Options{Dir: b.TempDir(), MemoryBytes: 64 << 20})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ec := engine.DefaultConfig()
-	ec.MinFreeBytes = 0
-	e, err := engine.New(ec, db, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	e, db := testkit.EngineIn(b, testkit.Store{MemoryBytes: 64 << 20}, nil)
 	h := hub.New(e, hub.Config{}, nil)
 	opt.Engine, opt.Hub = e, h
 	u := New(opt)
 	f := &benchFixture{e: e, h: h, u: u, db: db}
-	b.Cleanup(func() {
+	b.Cleanup(func() { // before testkit's cleanup closes the engine and the wal
 		h.Close()
 		u.Close()
-		e.Close(context.Background())
-		db.Close()
 	})
 	ctx := context.Background()
 	for i := 0; i < 1000; i++ {
@@ -74,11 +63,7 @@ func newBenchFixture(b *testing.B, opt Options) *benchFixture {
 			b.Fatal(err)
 		}
 	}
-	for deadline := time.Now().Add(10 * time.Second); e.DurableLSN() < db.LastLSN(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			b.Fatal("fixture writes not durable")
-		}
-	}
+	testkit.Eventually(b, 10*time.Second, "the fixture's writes to be durable", func() bool { return e.DurableLSN() >= db.LastLSN() })
 	s := u.sessions.create("dashboard", time.Now())
 	f.sid = &http.Cookie{Name: sessionCookie, Value: s.id}
 	return f
@@ -112,15 +97,6 @@ func parallel(b *testing.B, n, workers int, fn func(i int) error) {
 	}
 }
 
-func quantile(ds []time.Duration, q float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[min(len(s)-1, int(q*float64(len(s))))]
-}
-
 // BenchmarkRender renders each page server-side (handler to bytes, no
 // network) and reports p50/p99 per page.
 //
@@ -147,8 +123,8 @@ func BenchmarkRender(b *testing.B) {
 				}
 				size = rec.Body.Len()
 			}
-			b.ReportMetric(float64(quantile(ds, 0.5).Microseconds()), "p50-µs")
-			b.ReportMetric(float64(quantile(ds, 0.99).Microseconds()), "p99-µs")
+			b.ReportMetric(float64(testkit.PercentileFloor(ds, 50).Microseconds()), "p50-µs")
+			b.ReportMetric(float64(testkit.PercentileFloor(ds, 99).Microseconds()), "p99-µs")
 			b.ReportMetric(float64(size), "bytes")
 		})
 	}
@@ -259,12 +235,12 @@ func BenchmarkDispatchWithDashboards(b *testing.B) {
 		}
 		frames := f.u.liveSent.Load() - f0
 
-		p0, p20 := quantile(idle, 0.99), quantile(busy, 0.99)
+		p0, p20 := testkit.PercentileFloor(idle, 99), testkit.PercentileFloor(busy, 99)
 		b.ReportMetric(float64(p0.Microseconds()), "p99-0dash-µs")
 		b.ReportMetric(float64(p20.Microseconds()), "p99-20dash-µs")
 		b.ReportMetric(float64(p20)/float64(p0), "ratio")
-		b.ReportMetric(float64(quantile(idle, 0.5).Microseconds()), "p50-0dash-µs")
-		b.ReportMetric(float64(quantile(busy, 0.5).Microseconds()), "p50-20dash-µs")
+		b.ReportMetric(float64(testkit.PercentileFloor(idle, 50).Microseconds()), "p50-0dash-µs")
+		b.ReportMetric(float64(testkit.PercentileFloor(busy, 50).Microseconds()), "p50-20dash-µs")
 		b.ReportMetric(float64(frames)/phase.Seconds(), "frames/s")
 		mu.Lock()
 		b.ReportMetric(float64(points)/(2*phase.Seconds()+0.5), "points/s")

@@ -17,7 +17,7 @@ import (
 
 	"routehound/engine"
 	"routehound/hub"
-	"routehound/wal"
+	"routehound/internal/testkit"
 )
 
 const (
@@ -41,16 +41,7 @@ func newFixture(t *testing.T, opt Options) *fixture {
 
 func newFixtureHub(t *testing.T, opt Options, hcfg hub.Config) *fixture {
 	t.Helper()
-	db, err := wal.Open(wal.Options{Dir: t.TempDir(), MemoryBytes: 32 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ec := engine.DefaultConfig()
-	ec.MinFreeBytes = 0
-	e, err := engine.New(ec, db, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, _ := testkit.Engine(t, nil)
 	h := hub.New(e, hcfg, nil)
 	opt.Engine, opt.Hub = e, h
 	opt.Role = func(tok string) (string, bool) {
@@ -65,13 +56,11 @@ func newFixtureHub(t *testing.T, opt Options, hcfg hub.Config) *fixture {
 	mux.Handle("/ui/", u)
 	mux.HandleFunc("GET /{$}", RedirectHome)
 	srv := httptest.NewServer(mux)
-	t.Cleanup(func() {
+	t.Cleanup(func() { // before testkit's cleanup closes the engine and the wal
 		srv.CloseClientConnections()
 		h.Close()
 		u.Close()
 		srv.Close()
-		e.Close(context.Background())
-		db.Close()
 	})
 	return &fixture{t: t, e: e, h: h, u: u, srv: srv}
 }
@@ -158,12 +147,7 @@ func (f *fixture) points(seq uint64, drivers ...string) {
 
 func (f *fixture) waitFor(cond func() bool, what string) {
 	f.t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			f.t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Eventually(f.t, 5*time.Second, what, cond)
 }
 
 // liveStream is an open /ui/live/… connection.

@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
-	"slices"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
+	"routehound/internal/testkit"
 	"routehound/wal"
 )
 
@@ -55,12 +55,10 @@ func benchBatches(n int) [][][]byte {
 	return out
 }
 
-// p99ms is the nearest-rank 99th percentile of d in milliseconds.
+// p99ms is the nearest-rank 99th percentile of d (testkit.Percentile) in
+// milliseconds.
 func p99ms(d []time.Duration) float64 {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	i := (len(s)*99+99)/100 - 1
-	return float64(s[min(max(i, 0), len(s)-1)]) / float64(time.Millisecond)
+	return float64(testkit.Percentile(d, 99)) / float64(time.Millisecond)
 }
 
 func benchDriver(i int) string { return fmt.Sprintf("bench-driver-%02d", i%benchDrivers) }
