@@ -42,7 +42,6 @@ type Appliance struct {
 	Osmand *osmand.Listener
 
 	log     *slog.Logger
-	db      *wal.DB
 	http    *http.Server
 	conns   connTracker // the HTTP server's open connections
 	served  chan error
@@ -69,21 +68,16 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 		return nil, err
 	}
 	t0 := time.Now()
-	walOpts := wal.Options{Dir: filepath.Join(dir, "store"), MemoryBytes: cfg.Storage.MemoryMB << 20, Logger: log}
-	db, err := wal.Open(walOpts)
+	// The engine owns the store: it opens it, reopens it after a storage
+	// failure and resumes (Failed reports only a failure it could not
+	// recover from), and closes it (closeStore).
+	store := wal.Options{Dir: filepath.Join(dir, "store"), MemoryBytes: cfg.Storage.MemoryMB << 20, Logger: log}
+	eng, err := engine.Open(EngineConfig(cfg, dir), store, log)
 	if err != nil {
 		return nil, err
 	}
-	ecfg := EngineConfig(cfg, dir)
-	// After a storage failure the engine reopens the store itself and
-	// resumes; Failed reports only a failure it could not recover from.
-	ecfg.Open = func() (*wal.DB, error) { return wal.Open(walOpts) }
-	eng, err := engine.New(ecfg, db, log)
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	log.Info("store recovered", "dir", dir, "last_lsn", db.LastLSN(), "first_lsn", db.FirstLSN(), "took", time.Since(t0).Round(time.Millisecond))
+	st := eng.StoreStats()
+	log.Info("store recovered", "dir", dir, "last_lsn", st.LastLSN, "first_lsn", st.FirstLSN, "took", time.Since(t0).Round(time.Millisecond))
 
 	roles := map[string]api.Role{}
 	for _, t := range tokens {
@@ -95,13 +89,13 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 	phones, err := PhoneConfig(cfg)
 	if err != nil {
 		eng.Close(context.Background())
-		db.Close()
+		eng.CloseStore()
 		return nil, err
 	}
 	srv.SetConfigDevices(phones.Devices)
 
 	a := &Appliance{Config: cfg, Dir: dir, Tokens: tokens, Generated: generated, Engine: eng, Hub: hb, API: srv,
-		log: log, db: db, served: make(chan error, 1)}
+		log: log, served: make(chan error, 1)}
 	if a.Replica, err = openReplica(filepath.Join(dir, "replica.db"), eng, log); err != nil {
 		a.closeStore(context.Background())
 		return nil, err

@@ -56,6 +56,27 @@ type Totals struct {
 	Recoveries    atomic.Uint64 // store reopens that resumed writes
 }
 
+// Open opens the store described by store and starts an engine that owns
+// it: after a storage failure the engine reopens it with the same options
+// (cfg.Open is set from them), and CloseStore closes it after Close. This
+// is how the server starts; New takes a store opened elsewhere (tests).
+func Open(cfg Config, store wal.Options, log *slog.Logger) (*Engine, error) {
+	if store.Logger == nil {
+		store.Logger = log
+	}
+	db, err := wal.Open(store)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Open = func() (*wal.DB, error) { return wal.Open(store) }
+	e, err := New(cfg, db, log)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
 // New starts an engine over an open store. The caller closes the store
 // after Close returns.
 func New(cfg Config, db *wal.DB, log *slog.Logger) (*Engine, error) {
