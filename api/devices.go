@@ -112,7 +112,7 @@ func (s *Server) putDevice(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	res, err := s.e.Put(r.Context(), engine.LaneTables, engine.Write{Table: fleet.TableDevices, Key: id, Value: value, IfVersion: engine.AnyVersion})
+	res, err := s.e.PutDevice(r.Context(), id, value)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -133,7 +133,7 @@ func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, engine.LaneTables, err)
 		return
 	}
-	res, err := s.e.Put(r.Context(), engine.LaneTables, engine.Write{Table: fleet.TableDevices, Key: id, Delete: true, IfVersion: engine.AnyVersion})
+	res, err := s.e.PutDevice(r.Context(), id, nil)
 	if errors.Is(err, engine.ErrNotFound) {
 		s.fail(w, r, errorf(http.StatusNotFound, "not_found", "no device %s", id))
 		return

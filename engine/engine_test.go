@@ -354,3 +354,66 @@ func TestCloseDrainsAndRefusesNewWrites(t *testing.T) {
 		t.Fatalf("after close: durable %d last %d, want 10", e.DurableLSN(), db.LastLSN())
 	}
 }
+
+// TestWriteAuthority: whatever the front door, the engine writes a built-in
+// table only through its actor's lane; devices only through PutDevice.
+func TestWriteAuthority(t *testing.T) {
+	e, _ := newEngine(t, nil)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		lane, table string
+		readOnly    bool
+	}{
+		{LaneTables, fleet.TableAssignments, true},
+		{LaneTables, fleet.TableLoading, true},
+		{LaneTables, fleet.TablePositions, true},
+		{LaneTables, fleet.TableDevices, true},
+		{LaneTables, fleet.TableQuarantine, true},
+		{LaneDispatch, fleet.TableLoading, true},
+		{LaneDispatch, fleet.TableDeviceStatus, true},
+		{LaneWarehouse, fleet.TableAssignments, true},
+		{LaneWarehouse, fleet.TableDevices, true},
+	} {
+		_, err := e.Put(ctx, tc.lane, Write{Table: tc.table, Key: "k", Value: []byte(`{}`), IfVersion: wal.AnyVersion})
+		if err == nil {
+			t.Errorf("%s lane wrote %s", tc.lane, tc.table)
+			continue
+		}
+		if got := errors.Is(err, fleet.ErrReadOnly); got != tc.readOnly {
+			t.Errorf("%s lane, %s: %v (read-only error: %v, want %v)", tc.lane, tc.table, err, got, tc.readOnly)
+		}
+	}
+	if len(logOf(t, e)) != 0 {
+		t.Fatal("a refused write reached the log")
+	}
+	for _, tc := range []struct{ lane, table string }{
+		{LaneTables, "t"}, {LaneDispatch, fleet.TableAssignments}, {LaneWarehouse, fleet.TableLoading}, {LaneDispatch, "u"},
+	} {
+		if _, err := e.Put(ctx, tc.lane, Write{Table: tc.table, Key: "k", Value: []byte(`{}`), IfVersion: wal.AnyVersion}); err != nil {
+			t.Errorf("%s lane, %s: %v", tc.lane, tc.table, err)
+		}
+	}
+	if _, err := e.PutDevice(ctx, "phone-0001-abcd", []byte(`{"driver":"anna"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.PutDevice(ctx, "phone-0001-abcd", nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(logOf(t, e)); n != 6 {
+		t.Fatalf("log has %d records, want 6", n)
+	}
+
+	// ResetDriver: the position goes, and the driver's next point is taken
+	// whatever its seq.
+	if _, err := e.SubmitPoints(ctx, "van", pts(1, 10)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "points durable", func() bool { s, _ := e.DriverDurableSeq("van"); return s == 10 })
+	if _, err := e.ResetDriver(ctx, "van"); err != nil {
+		t.Fatal(err)
+	}
+	ack, err := e.SubmitPoints(ctx, "van", pts(1, 1))
+	if err != nil || ack.Accepted != 1 {
+		t.Fatalf("after a reset, seq 1: %+v %v", ack, err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"routehound/fleet"
 	"time"
 
 	"routehound/wal"
@@ -60,12 +61,71 @@ func Fingerprint(parts ...[]byte) []byte {
 
 // Put writes through the named lane (dispatch, warehouse or tables) and
 // waits for the lane's contract: after the fsync (sync) or once durable (ack).
+//
+// The write authority is enforced here, once, whatever the front door: a
+// built-in table is written only through its actor's lane (assignments:
+// dispatch; loading events: warehouse; devices: PutDevice), anything else
+// answers a *fleet.ReadOnlyError. User tables take any keyed lane.
 func (e *Engine) Put(ctx context.Context, laneName string, w Write) (WriteResult, error) {
+	return e.put(ctx, laneName, w, false)
+}
+
+// PutDevice writes (or, with value nil, deletes) a phone's device entry in
+// the devices table, through the tables lane: the admin's devices API.
+func (e *Engine) PutDevice(ctx context.Context, id string, value []byte) (WriteResult, error) {
+	w := Write{Table: fleet.TableDevices, Key: id, Value: value, Delete: value == nil, IfVersion: AnyVersion}
+	return e.put(ctx, LaneTables, w, true)
+}
+
+// ResetDriver deletes a driver's latest position and forgets its seq marks,
+// so that its next point is taken whatever its seq (an admin's repair of a
+// driver whose seq went wrong; no API exposes it yet). The driver's
+// history stays in the log.
+func (e *Engine) ResetDriver(ctx context.Context, driver string) (WriteResult, error) {
+	w := Write{Table: fleet.TablePositions, Key: driver, Delete: true, IfVersion: AnyVersion}
+	res, err := e.put(ctx, LaneTables, w, true)
+	if err != nil {
+		return res, err
+	}
+	if ds, err := e.drivers.get(driver); err == nil {
+		ds.mu.Lock()
+		ds.loaded, ds.accepted = false, 0
+		ds.durable.Store(0)
+		ds.mu.Unlock()
+	}
+	return res, nil
+}
+
+// builtinLanes is the lane through which Put writes each built-in table
+// its actor writes by key (fleet.Writer): assignments by dispatch, loading
+// events by the warehouse. Devices go through PutDevice; positions, device
+// status and quarantine through the driver and phone paths only.
+var builtinLanes = map[string]string{fleet.TableAssignments: LaneDispatch, fleet.TableLoading: LaneWarehouse}
+
+// authorize applies the write authority (see Put).
+func authorize(laneName, table string, admin bool) error {
+	writer, builtin := fleet.Writer(table)
+	switch {
+	case !builtin:
+		return nil // a user table: any keyed lane
+	case admin && (table == fleet.TableDevices || table == fleet.TablePositions) && laneName == LaneTables:
+		return nil // PutDevice, ResetDriver
+	case builtinLanes[table] == laneName:
+		return nil
+	}
+	return &fleet.ReadOnlyError{Table: table, Writer: writer}
+}
+
+func (e *Engine) put(ctx context.Context, laneName string, w Write, admin bool) (WriteResult, error) {
 	l, ok := e.lanes[laneName]
 	if !ok || laneName == LaneDriver {
 		return WriteResult{}, fmt.Errorf("engine: no keyed lane %q", laneName)
 	}
 	l.stats.Arrivals.Add(1)
+	if err := authorize(laneName, w.Table, admin); err != nil {
+		l.stats.reject("read_only")
+		return WriteResult{}, err
+	}
 	scope := laneName
 	ttl := e.cfg.IdempotencyTTL
 	it := &item{

@@ -31,8 +31,7 @@ type rig struct {
 func newRig(t testing.TB, secret string, mutate func(*engine.Config)) *rig {
 	t.Helper()
 	e, _ := testkit.Engine(t, mutate)
-	if _, err := e.Put(context.Background(), engine.LaneTables, engine.Write{Table: fleet.TableDevices, Key: devB,
-		Value: []byte(`{"driver":"bob"}`), IfVersion: engine.AnyVersion}); err != nil {
+	if _, err := e.PutDevice(context.Background(), devB, []byte(`{"driver":"bob"}`)); err != nil {
 		t.Fatal(err)
 	}
 	l := New(e, Config{PathSecret: secret, SpeedUnit: Knots, Zone: time.UTC, Devices: map[string]string{devA: "anna"}}, nil)

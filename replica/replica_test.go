@@ -265,7 +265,11 @@ func TestTrailKeepsTheNewestPointsPerDriver(t *testing.T) {
 		t.Fatalf("trail rows stored: %d %v", rows, err)
 	}
 	// A delete of the driver's position drops its trail too.
-	waitLSN(t, r, s.del(t, engine.LaneTables, fleet.TablePositions, "d2"))
+	res, err := s.e.ResetDriver(context.Background(), "d2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitLSN(t, r, res.LSN)
 	if trail, _ := r.Trail(context.Background(), "d2", 0); len(trail) != 0 {
 		t.Fatalf("trail of a deleted driver: %+v", trail)
 	}

@@ -196,7 +196,7 @@ func TestVerifierDetectsLoss(t *testing.T) {
 		t.Fatal("nothing acknowledged to delete")
 	}
 	del(engine.LaneDispatch, da[0].Table, da[0].Key)
-	del(engine.LaneDispatch, wa[0].Table, wa[0].Key)
+	del(engine.LaneWarehouse, wa[0].Table, wa[0].Key)
 	var drv string
 	for _, d := range res.Acks.drivers {
 		if d.durable.Load() > 0 {
@@ -204,7 +204,9 @@ func TestVerifierDetectsLoss(t *testing.T) {
 			break
 		}
 	}
-	del(engine.LaneDispatch, "positions", drv)
+	if _, err := a.Engine.ResetDriver(ctx, drv); err != nil { // the one way to delete a position
+		t.Fatalf("deleting the position of %s: %v", drv, err)
+	}
 
 	v, err := Verify(ctx, o.Target, res.Acks, res.Since, res.OfferEnd)
 	if err != nil {
