@@ -41,12 +41,16 @@ type Appliance struct {
 	// Osmand is the phone apps' listener ([osmand] enabled), or nil.
 	Osmand *osmand.Listener
 
-	log     *slog.Logger
-	http    *http.Server
-	conns   connTracker // the HTTP server's open connections
-	served  chan error
-	closeMu sync.Mutex
-	closed  bool
+	log    *slog.Logger
+	http   *http.Server
+	conns  connTracker // the HTTP server's open connections
+	served chan error
+	// goroutines the appliance starts (serving, Failed's watcher); Shutdown
+	// waits for them after closing stopped.
+	goroutines sync.WaitGroup
+	stopped    chan struct{}
+	closeMu    sync.Mutex
+	closed     bool
 }
 
 // Start opens (and recovers) the store under cfg.DataDir, starts the engine
@@ -95,7 +99,7 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 	srv.SetConfigDevices(phones.Devices)
 
 	a := &Appliance{Config: cfg, Dir: dir, Tokens: tokens, Generated: generated, Engine: eng, Hub: hb, API: srv,
-		log: log, served: make(chan error, 1)}
+		log: log, served: make(chan error, 1), stopped: make(chan struct{})}
 	if a.Replica, err = openReplica(filepath.Join(dir, "replica.db"), eng, log); err != nil {
 		a.closeStore(context.Background())
 		return nil, err
@@ -143,11 +147,14 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 	}
 	a.http.RegisterOnShutdown(hb.Close) // streams end with reason "shutdown"; clients resume by LSN
 	a.http.RegisterOnShutdown(dash.Close)
-	if cfg.HTTP.TLSCert != "" {
-		go func() { a.served <- a.http.ServeTLS(ln, cfg.HTTP.TLSCert, cfg.HTTP.TLSKey) }()
-	} else {
-		go func() { a.served <- a.http.Serve(ln) }()
-	}
+	// The serving goroutine is owned: Shutdown waits for it.
+	a.goroutines.Go(func() {
+		if cfg.HTTP.TLSCert != "" {
+			a.served <- a.http.ServeTLS(ln, cfg.HTTP.TLSCert, cfg.HTTP.TLSKey)
+		} else {
+			a.served <- a.http.Serve(ln)
+		}
+	})
 	log.Info("serving", "listen", a.Addr.String())
 	if cfg.Osmand.Enabled {
 		if a.Osmand, err = osmand.Start(eng, phones, log); err != nil {
@@ -191,16 +198,20 @@ func (a *Appliance) Failed() <-chan error {
 	if a.Osmand != nil {
 		phones = a.Osmand.Done()
 	}
-	go func() {
+	a.goroutines.Go(func() {
 		select {
 		case err := <-phones:
 			out <- fmt.Errorf("phone listener: %w", err)
 		case err := <-a.Engine.Fatal():
 			out <- fmt.Errorf("storage failed, exiting for a restart: %w", err)
 		case err := <-a.served:
+			if errors.Is(err, http.ErrServerClosed) {
+				return // Shutdown closed it: nothing to report
+			}
 			out <- fmt.Errorf("http server: %w", err)
+		case <-a.stopped: // shut down: nothing to report
 		}
-	}()
+	})
 	return out
 }
 
@@ -234,8 +245,10 @@ func (a *Appliance) Shutdown(ctx context.Context) error {
 			}
 		})
 	}
+	close(a.stopped) // Failed's watchers end: a shutdown is no failure
 	wg.Go(func() { a.shutdownHTTP(ctx) })
 	wg.Wait()
+	a.goroutines.Wait() // the serving goroutine has returned, Failed's watcher too
 	a.UI.Close()
 
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.drainTimeout())
