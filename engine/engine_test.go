@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"routehound/fleet"
+	poll "routehound/internal/testkit/wait"
 	"routehound/wal"
 )
 
@@ -46,16 +47,10 @@ func pts(from, to uint64) []Point {
 	return out
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor polls cond until it holds, for at most 5 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	poll.Eventually(t, 5*time.Second, what, cond)
 }
 
 func logOf(t *testing.T, e *Engine) []wal.Record {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"routehound/engine"
+	"routehound/internal/testkit/wait"
 	"routehound/wal"
 )
 
@@ -121,13 +122,7 @@ func tableLog(t *testing.T, e *engine.Engine, table string, after uint64) []engi
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	wait.Eventually(t, 10*time.Second, what, cond)
 }
 
 func put(e *engine.Engine, table, key, value string) (engine.WriteResult, error) {

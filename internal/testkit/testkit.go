@@ -4,7 +4,7 @@
 //
 // Only _test.go files may import it (TestOnlyTestsImport checks). The
 // engine's and the wal's internal test packages cannot (testkit imports
-// both: an import cycle); they keep their own helpers.
+// both: an import cycle); they poll with its subpackage wait.
 package testkit
 
 import (
@@ -16,22 +16,15 @@ import (
 	"time"
 
 	"routehound/engine"
+	"routehound/internal/testkit/wait"
 	"routehound/wal"
 )
 
 // Eventually polls cond (a state, not an event) every 2 ms until it holds,
-// and fails t with what when it still does not after within.
+// and fails t with what when it still does not after within (wait.Eventually).
 func Eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		<-tick.C
-	}
+	wait.Eventually(t, within, what, cond)
 }
 
 // Percentile is the nearest-rank p-th percentile of ds, p in 0..100: the
