@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"routehound/config"
 	"routehound/engine"
 	"routehound/fleet"
 	"routehound/internal/testkit"
@@ -27,10 +26,7 @@ import (
 //
 //	go test -run '^$' -bench DashboardRenderReplica -benchtime 200x -p 1 ./appliance
 func BenchmarkDashboardRenderReplica(b *testing.B) {
-	cfg := config.Default()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.DataDir = b.TempDir()
-	cfg.Storage.MinFreeMB = 0
+	cfg := loopbackConfig(b)
 	a, err := Start(cfg, nil)
 	if err != nil {
 		b.Fatal(err)

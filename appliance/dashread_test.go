@@ -12,17 +12,13 @@ import (
 	"testing"
 	"time"
 
-	"routehound/config"
 	"routehound/internal/testkit"
 )
 
 // The dashboard reads the actor tables from the replica: what the actors
 // wrote shows on Routes, Warehouse and Fleet, and GET / leads to /ui/.
 func TestDashboardReadsTheReplica(t *testing.T) {
-	cfg := config.Default()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.DataDir = t.TempDir()
-	cfg.Storage.MinFreeMB = 0
+	cfg := loopbackConfig(t)
 	a, err := Start(cfg, nil)
 	if err != nil {
 		t.Fatal(err)

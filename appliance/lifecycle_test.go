@@ -15,10 +15,7 @@ import (
 // waits for it, so none is left after Shutdown.
 func TestShutdownLeavesNoGoroutine(t *testing.T) {
 	before := runtime.NumGoroutine()
-	cfg := config.Default()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.DataDir = t.TempDir()
-	cfg.Storage.MinFreeMB = 0
+	cfg := loopbackConfig(t)
 	a, err := Start(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -40,4 +37,14 @@ func TestShutdownLeavesNoGoroutine(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// loopbackConfig is the defaults on a loopback port and a fresh data dir,
+// with no free-space watermark: the appliance tests' server.
+func loopbackConfig(tb testing.TB) config.Config {
+	cfg := config.Default()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.DataDir = tb.TempDir()
+	cfg.Storage.MinFreeMB = 0
+	return cfg
 }
