@@ -113,12 +113,12 @@ func (s *Server) putAssignment(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	value := fleet.Compact(body)
-	wr := engine.Write{Table: fleet.TableAssignments, Key: route, Value: value, IfVersion: engine.AnyVersion,
-		IdemKey: key, Fingerprint: engine.Fingerprint([]byte(route), value, []byte(r.Header.Get("If-Match")))}
+	o := engine.WriteOptions{IfVersion: engine.AnyVersion, IdemKey: key,
+		Fingerprint: engine.Fingerprint([]byte(route), value, []byte(r.Header.Get("If-Match")))}
 	if conditional {
-		wr.IfVersion = ver
+		o.IfVersion = ver
 	}
-	res, err := s.e.Put(r.Context(), engine.LaneDispatch, wr)
+	res, err := s.e.PutAssignment(r.Context(), route, value, o)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -159,8 +159,7 @@ func (s *Server) postLoadingEvent(w http.ResponseWriter, r *http.Request) {
 	// milliseconds, 80 random bits). A retry keeps the first write's id.
 	id := ulid.MustNew(ulid.Timestamp(time.Now()), rand.Reader).String()
 	value := fleet.Compact(body)
-	res, err := s.e.Put(r.Context(), engine.LaneWarehouse, engine.Write{Table: fleet.TableLoading, Key: id, Value: value,
-		IfVersion: 0, IdemKey: key, Fingerprint: engine.Fingerprint(value)})
+	res, err := s.e.AddLoadingEvent(r.Context(), id, value, engine.WriteOptions{IdemKey: key, Fingerprint: engine.Fingerprint(value)})
 	if err != nil {
 		s.fail(w, r, laneError(engine.LaneWarehouse, err))
 		return

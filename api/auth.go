@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"net/http"
 	"strings"
+
+	"routehound/engine"
 )
 
 // Role of a token.
@@ -58,8 +60,8 @@ func (s *Server) authenticate(r *http.Request) (Role, error) {
 
 // allow wraps h so that only the given roles reach it: 401 for a missing or
 // unknown token, 403 for another role. lane names the ledger line refusals
-// are counted on ("" for none).
-func (s *Server) allow(lane string, h http.HandlerFunc, roles ...Role) http.HandlerFunc {
+// are counted on (noLane for none).
+func (s *Server) allow(lane engine.Lane, h http.HandlerFunc, roles ...Role) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		role, err := s.authenticate(r)
 		if err != nil {
@@ -76,10 +78,14 @@ func (s *Server) allow(lane string, h http.HandlerFunc, roles ...Role) http.Hand
 	}
 }
 
+// noLane is the lane of endpoints whose refusals are on no actor's ledger
+// line (reads, subscriptions, the admin's).
+const noLane engine.Lane = 255
+
 // refuse answers a refusal decided in the api and counts it on the lane's
 // ledger line, so that bad input and auth failures show per actor.
-func (s *Server) refuse(w http.ResponseWriter, r *http.Request, lane string, err error) {
-	if lane != "" {
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, lane engine.Lane, err error) {
+	if lane != noLane {
 		reason := "error"
 		if ae, ok := err.(*apiError); ok {
 			reason = ae.code

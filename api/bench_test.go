@@ -530,13 +530,13 @@ func percentileMs(d []time.Duration, p float64) float64 {
 // scheduling time.
 type engineSide struct {
 	e                   *engine.Engine
-	lane                string
+	lane                engine.Lane
 	qwait, lat, syn     engine.HistogramSnapshot
 	batches, recs       uint64
 	busy, commit, start int64 // committer busy and commit nanoseconds, wall clock
 }
 
-func startEngineSide(e *engine.Engine, lane string) *engineSide {
+func startEngineSide(e *engine.Engine, lane engine.Lane) *engineSide {
 	l, t := e.Lane(lane), e.Totals()
 	return &engineSide{e: e, lane: lane, qwait: l.QueueWait.Snapshot(), lat: l.Latency.Snapshot(),
 		syn: t.SyncTime.Snapshot(), batches: t.Batches.Load(), recs: e.Lane(engine.LaneDriver).Records.Load(),

@@ -28,7 +28,7 @@ func (s *Server) SetConfigDevices(m map[string]string) {
 
 func (s *Server) deviceRoutes() {
 	s.mux.HandleFunc("/v1/devices/{id}", s.methods(map[string]http.HandlerFunc{
-		"GET":    s.allow("", s.getDevice, RoleAdmin),
+		"GET":    s.allow(noLane, s.getDevice, RoleAdmin),
 		"PUT":    s.allow(engine.LaneTables, s.putDevice, RoleAdmin),
 		"DELETE": s.allow(engine.LaneTables, s.deleteDevice, RoleAdmin),
 	}))

@@ -42,7 +42,8 @@ func (s *Server) driverStream(w http.ResponseWriter, r *http.Request) {
 	c.SetReadLimit(s.cfg.MaxBodyBytes)
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	ds := &durableNotifier{s: s, c: c, sent: map[string]uint64{}, want: map[string]uint64{}, fresh: map[string]struct{}{}, wake: make(chan struct{}, 1)}
+	ds := newDurableNotifier(s, c)
+	defer ds.close()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); ds.run(ctx) }()
@@ -78,8 +79,8 @@ func (s *Server) driverStream(w http.ResponseWriter, r *http.Request) {
 			ds.sendError(driver, err)
 			continue
 		}
-		if !ds.track(driver) {
-			ds.sendError(driver, errorf(http.StatusTooManyRequests, "too_many_drivers", "one stream reports for at most %d drivers", maxStreamDrivers))
+		if err := ds.track(driver); err != nil {
+			ds.sendError(driver, err)
 			continue
 		}
 		ack, err := s.e.SubmitPoints(ctx, driver, pts)
@@ -104,32 +105,55 @@ func codeOf(err error) string {
 }
 
 // durableNotifier tells one stream's client when its drivers' points become
-// durable. It waits on the engine's durability feed: DriverNotify is closed
-// when a driver's durable seq moves, and then it reads the durable seq of
-// the drivers with points in flight (only those); a frame's new points
-// have only their own driver read. It sleeps while nothing is in flight.
+// durable. It watches the stream's own drivers (engine.WatchDriver: the
+// committer wakes it when one of their durable seqs moves, nobody else's)
+// and then reads the durable seq of those with points in flight; a frame's
+// new points have only their own driver read.
 type durableNotifier struct {
-	s *Server
-	c *websocket.Conn
+	s     *Server
+	c     *websocket.Conn
+	moved chan struct{} // cap 1: "a durable seq of this stream's drivers moved"
 
 	mu    sync.Mutex
 	sent  map[string]uint64   // durable_seq last sent per driver
 	want  map[string]uint64   // highest seq in flight per driver; empty when all is durable
 	fresh map[string]struct{} // drivers whose want grew since run last looked
 	wake  chan struct{}       // cap 1: "fresh is not empty"
+	stops []func()            // ends the watches, when the stream ends
 }
 
-func (d *durableNotifier) track(driver string) bool {
+func newDurableNotifier(s *Server, c *websocket.Conn) *durableNotifier {
+	return &durableNotifier{s: s, c: c, moved: make(chan struct{}, 1), sent: map[string]uint64{}, want: map[string]uint64{},
+		fresh: map[string]struct{}{}, wake: make(chan struct{}, 1)}
+}
+
+// track watches a driver the first time the stream reports for it.
+func (d *durableNotifier) track(driver string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if _, ok := d.sent[driver]; ok {
-		return true
+		return nil
 	}
 	if len(d.sent) >= maxStreamDrivers {
-		return false
+		return errorf(http.StatusTooManyRequests, "too_many_drivers", "one stream reports for at most %d drivers", maxStreamDrivers)
 	}
+	stop, err := d.s.e.WatchDriver(driver, d.moved)
+	if err != nil {
+		return err
+	}
+	d.stops = append(d.stops, stop)
 	d.sent[driver] = 0
-	return true
+	return nil
+}
+
+// close ends the stream's watches.
+func (d *durableNotifier) close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, stop := range d.stops {
+		stop()
+	}
+	d.stops = nil
 }
 
 func (d *durableNotifier) expect(driver string, top, durable uint64) {
@@ -152,16 +176,10 @@ func (d *durableNotifier) run(ctx context.Context) {
 		seq    uint64
 	}
 	var out []upd
-	var moved <-chan struct{}
 	all := true
 	for {
-		if all {
-			// Taken before the seqs are read: a move after the reads
-			// closes it. A look at the fresh drivers only keeps the
-			// channel taken before the last full look, for the same
-			// reason.
-			moved = d.s.e.DriverNotify()
-		}
+		// A move after the reads below leaves a wake-up pending on
+		// d.moved: none is lost.
 		out = out[:0]
 		d.mu.Lock()
 		look := func(drv string) {
@@ -191,10 +209,6 @@ func (d *durableNotifier) run(ctx context.Context) {
 			}
 		}
 		clear(d.fresh)
-		wait := moved
-		if len(d.want) == 0 {
-			wait = nil // nothing in flight: sleep until points are
-		}
 		d.mu.Unlock()
 		for _, u := range out {
 			if d.send(map[string]any{"driver": u.driver, "durable_seq": u.seq}) != nil {
@@ -206,7 +220,7 @@ func (d *durableNotifier) run(ctx context.Context) {
 			return
 		case <-d.wake:
 			all = false
-		case <-wait:
+		case <-d.moved:
 			all = true
 		}
 	}

@@ -20,7 +20,7 @@ var errWarehouseFull = errors.New("warehouse lane full")
 
 // laneError tags an engine error with the lane it came from, for the
 // answers that differ per lane.
-func laneError(lane string, err error) error {
+func laneError(lane engine.Lane, err error) error {
 	if lane == engine.LaneWarehouse && errors.Is(err, engine.ErrLaneFull) {
 		return fmt.Errorf("%w: %w", errWarehouseFull, err)
 	}
@@ -96,6 +96,10 @@ func (s *Server) mapEngineError(err error) *apiError {
 		return errorf(http.StatusTooManyRequests, "too_many_subscribers", "%s", strings.TrimPrefix(err.Error(), "hub: too many subscribers: "))
 	case errors.Is(err, hub.ErrClosed):
 		return errorf(http.StatusServiceUnavailable, "unavailable", "the server is shutting down")
+	case errors.Is(err, fleet.ErrReadOnly):
+		// The engine's write authority: a built-in table is written only
+		// by its actor's command.
+		return errorf(http.StatusForbidden, "read_only_table", "%s", fleet.Message(err))
 	case errors.Is(err, fleet.ErrBadName):
 		return errorf(http.StatusBadRequest, "bad_name", "%s", fleet.Message(err))
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

@@ -95,8 +95,8 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64, l ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, l...)
 	}
-	for _, name := range engine.LaneNames {
-		s := c.e.Lane(name)
+	for _, lane := range engine.Lanes {
+		s, name := c.e.Lane(lane), lane.String()
 		counter(c.arrivals, float64(s.Arrivals.Load()), name)
 		counter(c.accepted, float64(s.Accepted.Load()), name)
 		counter(c.duplicates, float64(s.Duplicates.Load()), name)
@@ -104,7 +104,7 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 			counter(c.rejected, float64(r.Count), name, r.Reason)
 		}
 		gauge(c.depth, float64(s.Depth.Load()), name)
-		gauge(c.bound, float64(c.e.LaneConfig(name).QueueBound), name)
+		gauge(c.bound, float64(c.e.LaneConfig(lane).QueueBound), name)
 		counter(c.records, float64(s.Records.Load()), name)
 		counter(c.bytes, float64(s.BytesWritten.Load()), name)
 		counter(c.batches, float64(s.Batches.Load()), name)

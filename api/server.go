@@ -48,10 +48,10 @@ func New(e *engine.Engine, tokens *Tokens, cfg Config, log *slog.Logger) *Server
 func (s *Server) MountHub(h *hub.Hub) {
 	s.ledger.h = h
 	s.mux.Handle("/v1/tables/{table}/events", s.methods(map[string]http.HandlerFunc{
-		"GET": s.allow("", s.sseHandler(h), RoleDashboard, RoleAdmin),
+		"GET": s.allow(noLane, s.sseHandler(h), RoleDashboard, RoleAdmin),
 	}))
 	s.mux.Handle("/v1/ws", s.methods(map[string]http.HandlerFunc{
-		"GET": s.allow("", s.wsHandler(h), RoleDashboard, RoleAdmin),
+		"GET": s.allow(noLane, s.wsHandler(h), RoleDashboard, RoleAdmin),
 	}))
 }
 
@@ -94,20 +94,20 @@ func (s *Server) routes() {
 	}))
 	s.mux.HandleFunc("/v1/assignments/{route}", s.methods(map[string]http.HandlerFunc{
 		"PUT": s.allow(engine.LaneDispatch, s.putAssignment, RoleDispatch),
-		"GET": s.allow("", s.getAssignment, RoleDispatch, RoleDashboard, RoleAdmin),
+		"GET": s.allow(noLane, s.getAssignment, RoleDispatch, RoleDashboard, RoleAdmin),
 	}))
 	s.mux.HandleFunc("/v1/loading-events", s.methods(map[string]http.HandlerFunc{
 		"POST": s.allow(engine.LaneWarehouse, s.postLoadingEvent, RoleWarehouse),
 	}))
 	s.mux.HandleFunc("/v1/log", s.methods(map[string]http.HandlerFunc{
-		"GET": s.allow("", s.getLog, RoleAdmin, RoleDashboard),
+		"GET": s.allow(noLane, s.getLog, RoleAdmin, RoleDashboard),
 	}))
 	s.tableRoutes()
 	s.deviceRoutes()
 	s.mux.HandleFunc("/healthz", s.methods(map[string]http.HandlerFunc{"GET": s.healthz}))
 	s.mux.HandleFunc("/readyz", s.methods(map[string]http.HandlerFunc{"GET": s.readyz}))
 	s.mux.Handle("/metrics", s.methods(map[string]http.HandlerFunc{
-		"GET": s.allow("", s.metricsHandler().ServeHTTP, RoleAdmin),
+		"GET": s.allow(noLane, s.metricsHandler().ServeHTTP, RoleAdmin),
 	}))
 	s.mux.HandleFunc("/v1/openapi.yaml", s.methods(map[string]http.HandlerFunc{"GET": s.openAPI}))
 	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"routehound/engine"
-	"routehound/fleet"
 	"routehound/internal/testkit"
 )
 
@@ -58,14 +57,12 @@ func BenchmarkDashboardRenderReplica(b *testing.B) {
 		wg.Wait()
 	}
 	run(500, 50, func(i int) error {
-		_, err := e.Put(ctx, engine.LaneDispatch, engine.Write{Table: fleet.TableAssignments, Key: fmt.Sprintf("route-%03d", i),
-			Value: []byte(fmt.Sprintf(`{"driver":"drv-%04d","stops":[{"id":"a"},{"id":"b"}],"note":"bench"}`, i)), IfVersion: engine.AnyVersion})
+		_, err := e.PutAssignment(ctx, fmt.Sprintf("route-%03d", i), []byte(fmt.Sprintf(`{"driver":"drv-%04d","stops":[{"id":"a"},{"id":"b"}],"note":"bench"}`, i)), engine.WriteOptions{IfVersion: engine.AnyVersion})
 		return err
 	})
 	kinds := []string{"arrived", "loaded", "unloaded", "departed", "exception"}
 	run(10000, 200, func(i int) error {
-		_, err := e.Put(ctx, engine.LaneWarehouse, engine.Write{Table: fleet.TableLoading, Key: fmt.Sprintf("01BENCH%06d", i),
-			Value: []byte(fmt.Sprintf(`{"terminal":"T1","dock":"D%d","shipment":"S%d","kind":%q,"pallets":%d,"ts":"2026-11-23T10:00:00Z"}`, i%12, i%300, kinds[i%5], i%30)), IfVersion: 0})
+		_, err := e.AddLoadingEvent(ctx, fmt.Sprintf("01BENCH%06d", i), []byte(fmt.Sprintf(`{"terminal":"T1","dock":"D%d","shipment":"S%d","kind":%q,"pallets":%d,"ts":"2026-11-23T10:00:00Z"}`, i%12, i%300, kinds[i%5], i%30)), engine.WriteOptions{})
 		return err
 	})
 	testkit.Eventually(b, 20*time.Second, "the fixture to be durable", func() bool { return a.Engine.DurableLSN() >= 11500 })

@@ -22,7 +22,7 @@ func EngineConfig(c config.Config, dataDir string) engine.Config {
 			Weight: l.Weight, FlushWithin: l.FlushWithin, MaxWait: l.MaxWait, SLA: l.SLA}
 	}
 	return engine.Config{
-		Lanes: map[string]engine.LaneConfig{
+		Lanes: map[engine.Lane]engine.LaneConfig{
 			engine.LaneDriver:    lane(c.Lanes.Driver),
 			engine.LaneDispatch:  lane(c.Lanes.Dispatch),
 			engine.LaneWarehouse: lane(c.Lanes.Warehouse),

@@ -107,7 +107,7 @@ func newStepEngine(t *testing.T, s *stepper, reopen bool) *Engine {
 		if err := e.Close(ctx); err != nil {
 			t.Error(err)
 		}
-		e.DB().Close()
+		e.store().Close()
 		db.Close()
 	})
 	return e
@@ -122,7 +122,7 @@ type putResult struct {
 func put(e *Engine, key string) <-chan putResult {
 	out := make(chan putResult, 1)
 	go func() {
-		res, err := e.Put(context.Background(), LaneDispatch, Write{Table: "t", Key: key, Value: []byte(`{"n":1}`), IfVersion: wal.AnyVersion})
+		res, err := e.put(context.Background(), LaneDispatch, Write{Table: "t", Key: key, Value: []byte(`{"n":1}`), IfVersion: wal.AnyVersion})
 		out <- putResult{res, err, e.DurableLSN()}
 	}()
 	return out
@@ -152,7 +152,7 @@ func TestCommitterAnswersOnlyAfterSync(t *testing.T) {
 	cur := e.Follow(0)
 	first := put(e, "a")
 	st := s.next(t, "sync") // the committer is in Sync: the batch is committed
-	if got := e.DB().LastLSN(); got != 1 {
+	if got := e.store().LastLSN(); got != 1 {
 		t.Fatalf("committed LSN %d while the sync is held, want 1", got)
 	}
 	if got := e.DurableLSN(); got != 0 {
@@ -186,7 +186,7 @@ func TestCommitterAnswersOnlyAfterSync(t *testing.T) {
 		t.Fatalf("answered before its sync returned: %+v", r)
 	default:
 	}
-	if got := e.DB().LastLSN(); got != 1 {
+	if got := e.store().LastLSN(); got != 1 {
 		t.Fatalf("committed LSN %d while the committer is in a sync", got)
 	}
 
@@ -243,8 +243,8 @@ func TestCommitterCommitFailure(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no fatal error after a failed commit")
 	}
-	if e.Ready() || e.DurableLSN() != 1 || e.DB().LastLSN() != 1 {
-		t.Fatalf("after a failed commit: ready %v, durable %d, committed %d", e.Ready(), e.DurableLSN(), e.DB().LastLSN())
+	if e.Ready() || e.DurableLSN() != 1 || e.store().LastLSN() != 1 {
+		t.Fatalf("after a failed commit: ready %v, durable %d, committed %d", e.Ready(), e.DurableLSN(), e.store().LastLSN())
 	}
 	if r := answer(t, put(e, "c")); !errors.Is(r.err, ErrUnavailable) {
 		t.Fatalf("write after a failed commit: %+v", r)

@@ -236,19 +236,17 @@ func (e *Engine) sync(p *pending) {
 	e.share(p.lanes, p.items, d, func(s *LaneStats) { s.Fsyncs.Add(1) })
 	// The drivers' durable seqs first, so that a driver stream that looks
 	// once the feed moved reads them moved.
-	drivers := false
 	for _, it := range p.items {
 		if it.durable != nil && it.res.err == nil {
 			it.durable()
 			it.durable = nil
-			drivers = true
 		}
 	}
 	moved := e.publish(p.segs)
 	for i, it := range p.items {
 		e.answer(p.lanes[i], it, it.res)
 	}
-	e.notify(moved, drivers)
+	e.notify(moved)
 	clear(p.items)
 	clear(p.lanes)
 	clear(p.segs) // the feed owns the records now

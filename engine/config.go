@@ -16,16 +16,44 @@ const (
 	Async Contract = "async" // answered at once; durable within FlushWithin
 )
 
-// Lane names: one per writing actor.
+// Lane is one writing actor's channel into the engine. Its values are in
+// priority order (first drained first).
+type Lane uint8
+
 const (
-	LaneDriver    = "driver"
-	LaneDispatch  = "dispatch"
-	LaneWarehouse = "warehouse"
-	LaneTables    = "tables"
+	LaneDispatch Lane = iota
+	LaneTables
+	LaneWarehouse
+	LaneDriver
+	numLanes
 )
 
-// LaneNames lists the lanes in priority order (first drained first).
-var LaneNames = []string{LaneDispatch, LaneTables, LaneWarehouse, LaneDriver}
+// Lanes lists the lanes in priority order (first drained first).
+var Lanes = []Lane{LaneDispatch, LaneTables, LaneWarehouse, LaneDriver}
+
+var laneNames = [numLanes]string{"dispatch", "tables", "warehouse", "driver"}
+
+// String is the lane's name, as in the config, the metrics and the log's
+// records.
+func (l Lane) String() string {
+	if l < numLanes {
+		return laneNames[l]
+	}
+	return fmt.Sprintf("lane(%d)", uint8(l))
+}
+
+// ParseLane returns the lane of a name.
+func ParseLane(name string) (Lane, error) {
+	for i, n := range laneNames {
+		if n == name {
+			return Lane(i), nil
+		}
+	}
+	return 0, fmt.Errorf("engine: no lane %q (one of dispatch, tables, warehouse, driver)", name)
+}
+
+// MarshalText writes the lane's name (JSON keys and values).
+func (l Lane) MarshalText() ([]byte, error) { return []byte(l.String()), nil }
 
 // LaneConfig configures one lane.
 type LaneConfig struct {
@@ -40,7 +68,7 @@ type LaneConfig struct {
 
 // Config configures the engine.
 type Config struct {
-	Lanes          map[string]LaneConfig
+	Lanes          map[Lane]LaneConfig
 	BatchRecords   int           // records in one batch
 	BatchBytes     int64         // bytes in one batch; capped below the wal's transaction limit
 	IdempotencyTTL time.Duration // how long an Idempotency-Key answers its first answer
@@ -57,7 +85,7 @@ type Config struct {
 // DefaultConfig is the engine's configuration when nothing is set.
 func DefaultConfig() Config {
 	return Config{
-		Lanes: map[string]LaneConfig{
+		Lanes: map[Lane]LaneConfig{
 			LaneDispatch:  {Contract: Sync, QueueBound: 1024, BatchBound: 256, Weight: 8, SLA: 5 * time.Millisecond},
 			LaneTables:    {Contract: Sync, QueueBound: 4096, BatchBound: 512, Weight: 4, SLA: 20 * time.Millisecond},
 			LaneWarehouse: {Contract: Ack, QueueBound: 4096, BatchBound: 512, Weight: 4, FlushWithin: 2 * time.Millisecond, MaxWait: 2 * time.Second, SLA: 20 * time.Millisecond},
@@ -74,7 +102,7 @@ func DefaultConfig() Config {
 
 // Validate reports the first setting that cannot work.
 func (c Config) Validate() error {
-	for _, n := range LaneNames {
+	for _, n := range Lanes {
 		l, ok := c.Lanes[n]
 		if !ok {
 			return fmt.Errorf("engine: lane %s: not configured", n)

@@ -37,6 +37,66 @@ type driverState struct {
 	loaded   bool
 	accepted uint64        // highest seq accepted (queued, in flight or durable)
 	durable  atomic.Uint64 // highest seq durable
+
+	watchMu  sync.Mutex                        // serializes changes to watchers
+	watchers atomic.Pointer[[]chan<- struct{}] // copied on change; read by the committer without a lock
+}
+
+// advance moves the driver's durable seq up to top and wakes its watchers
+// when it moved. Committer only (with no lock held).
+func (ds *driverState) advance(top uint64) {
+	for cur := ds.durable.Load(); cur < top; cur = ds.durable.Load() {
+		if ds.durable.CompareAndSwap(cur, top) {
+			if ws := ds.watchers.Load(); ws != nil {
+				for _, w := range *ws {
+					select {
+					case w <- struct{}{}:
+					default: // a wake-up is pending already
+					}
+				}
+			}
+			return
+		}
+	}
+}
+
+// WatchDriver sends on wake each time the durable seq of driver moves,
+// until stop is called. The send never blocks: give wake a buffer of one,
+// and read DriverDurableSeq after each receive (a pending wake-up stands
+// for any number of moves, none is lost). It is the driver stream's way
+// to learn of its drivers' durability without waking for anyone else's.
+func (e *Engine) WatchDriver(driver string, wake chan<- struct{}) (stop func(), err error) {
+	ds, err := e.drivers.get(driver)
+	if err != nil {
+		return nil, err
+	}
+	ds.watchMu.Lock()
+	defer ds.watchMu.Unlock()
+	var ws []chan<- struct{}
+	if old := ds.watchers.Load(); old != nil {
+		ws = append(ws, *old...)
+	}
+	ws = append(ws, wake)
+	ds.watchers.Store(&ws)
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			ds.watchMu.Lock()
+			defer ds.watchMu.Unlock()
+			old := *ds.watchers.Load()
+			ws := make([]chan<- struct{}, 0, len(old))
+			for _, w := range old {
+				if w != wake {
+					ws = append(ws, w)
+				}
+			}
+			if len(ws) == 0 {
+				ds.watchers.Store(nil)
+			} else {
+				ds.watchers.Store(&ws)
+			}
+		})
+	}, nil
 }
 
 func (d *drivers) get(name string) (*driverState, error) {
@@ -184,13 +244,10 @@ func (e *Engine) pointsItem(driver string, ds *driverState, pts []Point, wait bo
 		bytes: size,
 		top:   top,
 		apply: func(b *wal.Batch) (result, error) {
-			_, err := b.PutSeries(fleet.TablePositions, driver, values, LaneDriver)
+			_, err := b.PutSeries(fleet.TablePositions, driver, values, LaneDriver.String())
 			return result{}, err
 		},
-		durable: func() {
-			for cur := ds.durable.Load(); cur < top && !ds.durable.CompareAndSwap(cur, top); cur = ds.durable.Load() {
-			}
-		},
+		durable: func() { ds.advance(top) },
 	}
 	if wait {
 		it.done = make(chan result, 1)

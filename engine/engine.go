@@ -17,8 +17,8 @@ type Engine struct {
 	cfg   Config
 	db    atomic.Pointer[wal.DB] // swapped only by the committer, after a store reopen
 	log   *slog.Logger
-	lanes map[string]*lane
-	order []*lane // priority order
+	lanes [numLanes]*lane // by Lane
+	order []*lane         // priority order
 	quota map[*lane]int
 
 	wake    chan struct{} // cap 1: "a lane has work"; a full channel already says so
@@ -100,7 +100,6 @@ func newWithEnv(cfg Config, db *wal.DB, log *slog.Logger, wrap func(*wal.DB) com
 	e := &Engine{
 		cfg:     cfg,
 		log:     log,
-		lanes:   map[string]*lane{},
 		quota:   map[*lane]int{},
 		wake:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
@@ -116,7 +115,7 @@ func newWithEnv(cfg Config, db *wal.DB, log *slog.Logger, wrap func(*wal.DB) com
 	e.drivers.m = map[string]*driverState{}
 	e.drivers.max = cfg.MaxDrivers
 	wsum := 0
-	for _, n := range LaneNames {
+	for _, n := range Lanes {
 		l := newLane(n, cfg.Lanes[n])
 		e.lanes[n] = l
 		e.order = append(e.order, l)
@@ -149,10 +148,10 @@ func (e *Engine) Fatal() <-chan error { return e.fatal }
 // Uptime is the time since New.
 func (e *Engine) Uptime() time.Duration { return time.Since(e.started) }
 
-// DB is the store handle in use now, for the engine's own tests. Other
-// packages read through Snapshot, ReadLog and StoreStats, and the appliance
-// closes the store through CloseStore.
-func (e *Engine) DB() *wal.DB { return e.db.Load() }
+// store is the store handle in use now. Other packages read through
+// Snapshot, ReadLog and StoreStats, and the appliance closes the store
+// through CloseStore: nothing outside the engine holds a writable handle.
+func (e *Engine) store() *wal.DB { return e.db.Load() }
 
 // StoreStats are the store's counters and sizes.
 type StoreStats struct {
@@ -237,23 +236,31 @@ func wait(ctx context.Context, it *item) (any, error) {
 }
 
 // Lane returns the ledger line of a lane, or nil.
-func (e *Engine) Lane(name string) *LaneStats {
-	if l, ok := e.lanes[name]; ok {
+func (e *Engine) Lane(name Lane) *LaneStats {
+	if l := e.lane(name); l != nil {
 		return &l.stats
 	}
 	return nil
 }
 
+// lane returns a lane, or nil for a value that is none.
+func (e *Engine) lane(name Lane) *lane {
+	if name < numLanes {
+		return e.lanes[name]
+	}
+	return nil
+}
+
 // LaneConfig returns the configuration of a lane.
-func (e *Engine) LaneConfig(name string) LaneConfig { return e.cfg.Lanes[name] }
+func (e *Engine) LaneConfig(name Lane) LaneConfig { return e.cfg.Lanes[name] }
 
 // Totals returns the engine-wide counters.
 func (e *Engine) Totals() *Totals { return &e.totals }
 
 // Reject counts a request refused before it reached the engine (bad input,
 // auth) on the lane's ledger line.
-func (e *Engine) Reject(laneName, reason string) {
-	if l, ok := e.lanes[laneName]; ok {
+func (e *Engine) Reject(name Lane, reason string) {
+	if l := e.lane(name); l != nil {
 		l.stats.Arrivals.Add(1)
 		l.stats.reject(reason)
 	}
@@ -262,15 +269,15 @@ func (e *Engine) Reject(laneName, reason string) {
 // LaneFull reports whether a lane is at its bound now: a cheap check an
 // actor's endpoint makes before it spends CPU on a body that would be
 // refused anyway.
-func (e *Engine) LaneFull(name string) bool {
-	l, ok := e.lanes[name]
-	return ok && l.stats.Depth.Load() >= int64(l.cfg.QueueBound)
+func (e *Engine) LaneFull(name Lane) bool {
+	l := e.lane(name)
+	return l != nil && l.stats.Depth.Load() >= int64(l.cfg.QueueBound)
 }
 
 // RefuseFull counts an arrival refused because its lane is full, and
 // returns ErrLaneFull for the answer.
-func (e *Engine) RefuseFull(name string) error {
-	if l, ok := e.lanes[name]; ok {
+func (e *Engine) RefuseFull(name Lane) error {
+	if l := e.lane(name); l != nil {
 		l.stats.Arrivals.Add(1)
 		return l.refuse(ErrLaneFull)
 	}

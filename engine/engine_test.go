@@ -118,29 +118,29 @@ func TestPutVersionsConflictsAndIdempotency(t *testing.T) {
 	ctx := context.Background()
 	w := Write{Table: fleet.TableAssignments, Key: "r1", Value: []byte(`{"note":"a"}`), IfVersion: wal.AnyVersion,
 		IdemKey: "k1", Fingerprint: Fingerprint([]byte("a"))}
-	r1, err := e.Put(ctx, LaneDispatch, w)
+	r1, err := e.put(ctx, LaneDispatch, w)
 	if err != nil || !r1.Created || r1.Version != 1 || r1.LSN != 1 {
 		t.Fatalf("first put: %+v %v", r1, err)
 	}
-	r2, err := e.Put(ctx, LaneDispatch, w)
+	r2, err := e.put(ctx, LaneDispatch, w)
 	if err != nil || !r2.Replayed || r2.LSN != r1.LSN || !r2.CommittedAt.Equal(r1.CommittedAt) || !r2.Created {
 		t.Fatalf("retry: %+v %v", r2, err)
 	}
 	w2 := w
 	w2.Fingerprint = Fingerprint([]byte("b"))
-	if _, err := e.Put(ctx, LaneDispatch, w2); !errors.Is(err, ErrIdempotencyMismatch) {
+	if _, err := e.put(ctx, LaneDispatch, w2); !errors.Is(err, ErrIdempotencyMismatch) {
 		t.Fatalf("reused key with another body: %v", err)
 	}
 	w3 := Write{Table: fleet.TableAssignments, Key: "r1", Value: []byte(`{"note":"b"}`), IfVersion: 1, IdemKey: "k2"}
-	r3, err := e.Put(ctx, LaneDispatch, w3)
+	r3, err := e.put(ctx, LaneDispatch, w3)
 	if err != nil || r3.Version != 2 || r3.Created {
 		t.Fatalf("if-match 1: %+v %v", r3, err)
 	}
 	w4 := Write{Table: fleet.TableAssignments, Key: "r1", Value: []byte(`{"note":"c"}`), IfVersion: 1, IdemKey: "k3"}
-	if _, err := e.Put(ctx, LaneDispatch, w4); !errors.Is(err, ErrVersionConflict) {
+	if _, err := e.put(ctx, LaneDispatch, w4); !errors.Is(err, ErrVersionConflict) {
 		t.Fatalf("stale if-match: %v", err)
 	}
-	if _, err := e.Put(ctx, LaneTables, Write{Table: "t", Key: "nope", Delete: true, IfVersion: wal.AnyVersion}); !errors.Is(err, ErrNotFound) {
+	if _, err := e.put(ctx, LaneTables, Write{Table: "t", Key: "nope", Delete: true, IfVersion: wal.AnyVersion}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("delete missing: %v", err)
 	}
 	if n := len(logOf(t, e)); n != 2 {
@@ -161,7 +161,7 @@ func TestConcurrentIdempotentRetries(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r, err := e.Put(context.Background(), LaneWarehouse, Write{Table: fleet.TableLoading, Key: fmt.Sprintf("id-%d", i),
+			r, err := e.put(context.Background(), LaneWarehouse, Write{Table: fleet.TableLoading, Key: fmt.Sprintf("id-%d", i),
 				Value: []byte(`{}`), IfVersion: 0, IdemKey: "same", Fingerprint: []byte("f")})
 			if err != nil {
 				t.Error(err)
@@ -205,7 +205,7 @@ func TestBackpressureIsPerLane(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := e.Put(ctx, LaneDispatch, Write{Table: fleet.TableAssignments, Key: "r", Value: []byte(`{}`), IfVersion: wal.AnyVersion})
+		_, err := e.put(ctx, LaneDispatch, Write{Table: fleet.TableAssignments, Key: "r", Value: []byte(`{}`), IfVersion: wal.AnyVersion})
 		done <- err
 	}()
 	b.Discard() // let the committer go
@@ -243,7 +243,7 @@ func TestPriorityAndBatchBounds(t *testing.T) {
 	}
 	done := make(chan WriteResult, 1)
 	go func() {
-		r, err := e.Put(ctx, LaneDispatch, Write{Table: fleet.TableAssignments, Key: "r", Value: []byte(`{}`), IfVersion: wal.AnyVersion})
+		r, err := e.put(ctx, LaneDispatch, Write{Table: fleet.TableAssignments, Key: "r", Value: []byte(`{}`), IfVersion: wal.AnyVersion})
 		if err != nil {
 			t.Error(err)
 		}
@@ -291,7 +291,7 @@ func TestPublishAfterSyncInOrder(t *testing.T) {
 				if w == 0 {
 					e.SubmitPoints(context.Background(), "d", pts(uint64(i+1), uint64(i+1)))
 				} else {
-					e.Put(context.Background(), LaneTables, Write{Table: "t", Key: fmt.Sprint(w, i), Value: []byte(`1`), IfVersion: wal.AnyVersion})
+					e.put(context.Background(), LaneTables, Write{Table: "t", Key: fmt.Sprint(w, i), Value: []byte(`1`), IfVersion: wal.AnyVersion})
 				}
 			}
 		}()
@@ -315,7 +315,7 @@ func TestAckQueueWaitBound(t *testing.T) {
 	b := db.Begin()
 	done := make(chan error, 1)
 	go func() {
-		_, err := e.Put(context.Background(), LaneWarehouse, Write{Table: fleet.TableLoading, Key: "x", Value: []byte(`{}`), IfVersion: 0})
+		_, err := e.put(context.Background(), LaneWarehouse, Write{Table: fleet.TableLoading, Key: "x", Value: []byte(`{}`), IfVersion: 0})
 		done <- err
 	}()
 	waitFor(t, "warehouse queued", func() bool { return e.lanes[LaneWarehouse].waiting() })
@@ -355,38 +355,34 @@ func TestCloseDrainsAndRefusesNewWrites(t *testing.T) {
 func TestWriteAuthority(t *testing.T) {
 	e, _ := newEngine(t, nil)
 	ctx := context.Background()
-	for _, tc := range []struct {
-		lane, table string
-		readOnly    bool
-	}{
-		{LaneTables, fleet.TableAssignments, true},
-		{LaneTables, fleet.TableLoading, true},
-		{LaneTables, fleet.TablePositions, true},
-		{LaneTables, fleet.TableDevices, true},
-		{LaneTables, fleet.TableQuarantine, true},
-		{LaneDispatch, fleet.TableLoading, true},
-		{LaneDispatch, fleet.TableDeviceStatus, true},
-		{LaneWarehouse, fleet.TableAssignments, true},
-		{LaneWarehouse, fleet.TableDevices, true},
-	} {
-		_, err := e.Put(ctx, tc.lane, Write{Table: tc.table, Key: "k", Value: []byte(`{}`), IfVersion: wal.AnyVersion})
-		if err == nil {
-			t.Errorf("%s lane wrote %s", tc.lane, tc.table)
-			continue
+	// PutKey, the tables lane's command, refuses every built-in table: each
+	// is written by its own command only.
+	for _, table := range fleet.BuiltinTables() {
+		_, err := e.PutKey(ctx, Write{Table: table, Key: "k", Value: []byte(`{}`), IfVersion: wal.AnyVersion})
+		if !errors.Is(err, fleet.ErrReadOnly) {
+			t.Errorf("PutKey into %s: %v, want a read-only error", table, err)
 		}
-		if got := errors.Is(err, fleet.ErrReadOnly); got != tc.readOnly {
-			t.Errorf("%s lane, %s: %v (read-only error: %v, want %v)", tc.lane, tc.table, err, got, tc.readOnly)
-		}
+	}
+	if r := e.Lane(LaneTables).Rejected(); len(r) != 1 || r[0].Reason != "read_only_table" || r[0].Count != uint64(len(fleet.BuiltinTables())) {
+		t.Errorf("tables lane rejections %+v", r)
 	}
 	if len(logOf(t, e)) != 0 {
 		t.Fatal("a refused write reached the log")
 	}
-	for _, tc := range []struct{ lane, table string }{
-		{LaneTables, "t"}, {LaneDispatch, fleet.TableAssignments}, {LaneWarehouse, fleet.TableLoading}, {LaneDispatch, "u"},
-	} {
-		if _, err := e.Put(ctx, tc.lane, Write{Table: tc.table, Key: "k", Value: []byte(`{}`), IfVersion: wal.AnyVersion}); err != nil {
-			t.Errorf("%s lane, %s: %v", tc.lane, tc.table, err)
-		}
+	if _, err := e.PutKey(ctx, Write{Table: "t", Key: "k", Value: []byte(`{}`), IfVersion: wal.AnyVersion}); err != nil {
+		t.Errorf("PutKey into a user table: %v", err)
+	}
+	if _, err := e.PutAssignment(ctx, "k", []byte(`{}`), WriteOptions{IfVersion: AnyVersion}); err != nil {
+		t.Errorf("PutAssignment: %v", err)
+	}
+	if _, err := e.AddLoadingEvent(ctx, "k", []byte(`{}`), WriteOptions{}); err != nil {
+		t.Errorf("AddLoadingEvent: %v", err)
+	}
+	if _, err := e.AddLoadingEvent(ctx, "k", []byte(`{}`), WriteOptions{}); !errors.Is(err, ErrVersionConflict) {
+		t.Errorf("AddLoadingEvent of an existing id: %v, want a version conflict", err)
+	}
+	if _, err := e.put(ctx, LaneDispatch, Write{Table: "u", Key: "k", Value: []byte(`{}`), IfVersion: wal.AnyVersion}); err != nil {
+		t.Errorf("a user table through the dispatch lane: %v", err)
 	}
 	if _, err := e.PutDevice(ctx, "phone-0001-abcd", []byte(`{"driver":"anna"}`)); err != nil {
 		t.Fatal(err)

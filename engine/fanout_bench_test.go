@@ -84,7 +84,7 @@ func runCommitWithSubscribers(b *testing.B, subs int) {
 		wg.Go(func() {
 			for i := next.Add(1); i <= int64(b.N); i = next.Add(1) {
 				t0 := time.Now()
-				_, err := e.Put(context.Background(), engine.LaneTables, engine.Write{Table: "t", Key: fmt.Sprint("k", i%100),
+				_, err := e.PutKey(context.Background(), engine.Write{Table: "t", Key: fmt.Sprint("k", i%100),
 					Value: []byte(`{"payload":"0123456789abcdef0123456789abcdef"}`), IfVersion: engine.AnyVersion})
 				if err != nil {
 					b.Error(err)

@@ -54,8 +54,7 @@ var (
 
 // feed is the engine's durability feed.
 type feed struct {
-	notify  atomic.Pointer[chan struct{}] // closed and replaced when the durable LSN moves (or the store is swapped)
-	drivers atomic.Pointer[chan struct{}] // closed and replaced when a driver's durable seq moves
+	notify atomic.Pointer[chan struct{}] // closed and replaced when the durable LSN moves (or the store is swapped)
 
 	mu    sync.Mutex // guards the tail; never held across I/O or a reader's callback
 	segs  []segment  // segs[head:] is the tail, oldest first; LSNs contiguous across segments
@@ -76,9 +75,8 @@ type segment struct {
 }
 
 func (f *feed) init() {
-	n, d := make(chan struct{}), make(chan struct{})
+	n := make(chan struct{})
 	f.notify.Store(&n)
-	f.drivers.Store(&d)
 }
 
 // bump closes the channel in p and puts a new one there. Committer only.
@@ -134,17 +132,14 @@ func (e *Engine) publish(segs [][]wal.Record) (moved bool) {
 	return last > 0
 }
 
-// notify wakes the feed's readers: those of the durable LSN when it moved,
-// those of the drivers' durable seqs when one moved (the committer updated
-// them already). The committer calls it last, after answering the writers:
-// the goroutine woken last tends to run first, and a reader that looks
-// before the wake-up already finds the new LSN.
-func (e *Engine) notify(moved, drivers bool) {
+// notify wakes the feed's readers when the durable LSN moved (the
+// drivers' watchers were woken as their seqs moved: WatchDriver). The
+// committer calls it last, after answering the writers: the goroutine
+// woken last tends to run first, and a reader that looks before the
+// wake-up already finds the new LSN.
+func (e *Engine) notify(moved bool) {
 	if moved {
 		bump(&e.feed.notify)
-	}
-	if drivers {
-		bump(&e.feed.drivers)
 	}
 }
 
@@ -243,12 +238,6 @@ func (e *Engine) readStore(after uint64, limit int, fn func(wal.Record) error) e
 // state it guards (DurableLSN, a cursor), then wait on it: a move in
 // between closes it, so no wake-up is lost.
 func (e *Engine) Notify() <-chan struct{} { return *e.feed.notify.Load() }
-
-// DriverNotify returns a channel that is closed when the durable seq of
-// any driver next moves: take it, read DriverDurableSeq of the drivers
-// waited for, and wait on it if they are not there yet. It is not closed
-// when the engine stops.
-func (e *Engine) DriverNotify() <-chan struct{} { return *e.feed.drivers.Load() }
 
 // isStopped reports whether the committer has returned: the durable LSN
 // will not move again.

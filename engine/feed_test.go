@@ -20,7 +20,7 @@ func smallTail(t *testing.T, n int) {
 
 func putKey(t *testing.T, e *Engine, table, key string) WriteResult {
 	t.Helper()
-	r, err := e.Put(context.Background(), LaneTables, Write{Table: table, Key: key, Value: []byte(`{"v":1}`), IfVersion: wal.AnyVersion})
+	r, err := e.put(context.Background(), LaneTables, Write{Table: table, Key: key, Value: []byte(`{"v":1}`), IfVersion: wal.AnyVersion})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,30 +189,66 @@ func TestWaitDurable(t *testing.T) {
 	}
 }
 
-// DriverNotify is closed once a driver's accepted points are durable, and
-// the driver's durable seq has moved when it is.
-func TestDriverNotify(t *testing.T) {
+// WatchDriver wakes a watcher once its driver's accepted points are
+// durable, with the durable seq moved by then; another driver's points,
+// other tables' writes and a stopped watch do not wake it.
+func TestWatchDriver(t *testing.T) {
 	e, _ := newEngine(t, nil)
-	ch := e.DriverNotify()
-	if _, err := e.SubmitPoints(context.Background(), "d", pts(1, 5)); err != nil {
+	ctx := context.Background()
+	wake := make(chan struct{}, 1)
+	stop, err := e.WatchDriver("d", wake)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := make(chan struct{}, 1)
+	stopOther, err := e.WatchDriver("d", other) // a second watcher of the same driver
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.SubmitPoints(ctx, "d", pts(1, 5)); err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range []chan struct{}{wake, other} {
+		select {
+		case <-ch:
+		case <-time.After(5 * time.Second):
+			t.Fatal("watcher not woken after the points became durable")
+		}
+	}
+	if seq, err := e.DriverDurableSeq("d"); err != nil || seq != 5 {
+		t.Fatalf("durable seq %d %v after the wake-up, want 5", seq, err)
+	}
+	stopOther()
+	stopOther() // idempotent
+	// Another driver's points and another table's write wake nobody here.
+	if _, err := e.SubmitPoints(ctx, "e", pts(1, 3)); err != nil {
+		t.Fatal(err)
+	}
+	putKey(t, e, "t", "a")
+	if err := e.WaitDurable(ctx, e.DurableLSN()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "driver e durable", func() bool { s, _ := e.DriverDurableSeq("e"); return s == 3 })
+	select {
+	case <-wake:
+		t.Fatal("woken by another driver's points or a table write")
+	default:
+	}
+	// Points of d wake the remaining watcher only.
+	if _, err := e.SubmitPoints(ctx, "d", pts(6, 7)); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-ch:
+	case <-wake:
 	case <-time.After(5 * time.Second):
-		t.Fatal("DriverNotify not closed after the points became durable")
+		t.Fatal("watcher not woken by its driver's second batch")
 	}
-	if seq, err := e.DriverDurableSeq("d"); err != nil || seq != 5 {
-		t.Fatalf("durable seq %d %v after the notification, want 5", seq, err)
-	}
-	// Other tables' writes do not wake driver streams.
-	ch = e.DriverNotify()
-	putKey(t, e, "t", "a")
 	select {
-	case <-ch:
-		t.Fatal("DriverNotify closed by a write with no driver point")
+	case <-other:
+		t.Fatal("a stopped watcher was woken")
 	default:
 	}
+	stop()
 }
 
 // A cursor behind the tail whose records retention trimmed gets

@@ -59,22 +59,72 @@ func Fingerprint(parts ...[]byte) []byte {
 	return h.Sum(nil)
 }
 
-// Put writes through the named lane (dispatch, warehouse or tables) and
-// waits for the lane's contract: after the fsync (sync) or once durable (ack).
-//
-// The write authority is enforced here, once, whatever the front door: a
-// built-in table is written only through its actor's lane (assignments:
-// dispatch; loading events: warehouse; devices: PutDevice), anything else
-// answers a *fleet.ReadOnlyError. User tables take any keyed lane.
-func (e *Engine) Put(ctx context.Context, laneName string, w Write) (WriteResult, error) {
-	return e.put(ctx, laneName, w, false)
+// WriteOptions are a keyed command's conditions.
+type WriteOptions struct {
+	// IfVersion is AnyVersion (unconditional), 0 (create only) or the
+	// version the key must have.
+	IfVersion uint64
+	// IdemKey and Fingerprint: as in Write.
+	IdemKey     string
+	Fingerprint []byte
+}
+
+// The engine's keyed commands, one per writer. Each writes through its
+// actor's lane and waits for the lane's contract: after the fsync (sync) or
+// once durable (ack). The write authority is enforced here, once, whatever
+// the front door: a built-in table is written only by its command
+// (assignments: PutAssignment; loading events: AddLoadingEvent; devices:
+// PutDevice; positions: the driver and phone paths, and ResetDriver).
+// DeleteAssignment and DeleteLoadingEvent have no HTTP endpoint yet.
+
+// PutAssignment is dispatch's command: it writes the assignment of a route
+// (value: a fleet.Assignment as compact JSON, which the caller validated)
+// through the dispatch lane.
+func (e *Engine) PutAssignment(ctx context.Context, route string, value []byte, o WriteOptions) (WriteResult, error) {
+	return e.put(ctx, LaneDispatch, Write{Table: fleet.TableAssignments, Key: route, Value: value,
+		IfVersion: o.IfVersion, IdemKey: o.IdemKey, Fingerprint: o.Fingerprint})
+}
+
+// AddLoadingEvent is the warehouse's command: it creates the loading event
+// id (value: a fleet.LoadingEvent as compact JSON, which the caller
+// validated) through the warehouse lane. An id that exists answers
+// ErrVersionConflict.
+func (e *Engine) AddLoadingEvent(ctx context.Context, id string, value []byte, o WriteOptions) (WriteResult, error) {
+	return e.put(ctx, LaneWarehouse, Write{Table: fleet.TableLoading, Key: id, Value: value,
+		IfVersion: 0, IdemKey: o.IdemKey, Fingerprint: o.Fingerprint})
+}
+
+// DeleteAssignment is dispatch's command to cancel a route: it deletes the
+// route's assignment (ErrNotFound when there is none).
+func (e *Engine) DeleteAssignment(ctx context.Context, route string, o WriteOptions) (WriteResult, error) {
+	return e.put(ctx, LaneDispatch, Write{Table: fleet.TableAssignments, Key: route, Delete: true,
+		IfVersion: o.IfVersion, IdemKey: o.IdemKey, Fingerprint: o.Fingerprint})
+}
+
+// DeleteLoadingEvent is the warehouse's command to withdraw a loading event
+// recorded by mistake (ErrNotFound when there is none).
+func (e *Engine) DeleteLoadingEvent(ctx context.Context, id string, o WriteOptions) (WriteResult, error) {
+	return e.put(ctx, LaneWarehouse, Write{Table: fleet.TableLoading, Key: id, Delete: true,
+		IfVersion: o.IfVersion, IdemKey: o.IdemKey, Fingerprint: o.Fingerprint})
+}
+
+// PutKey writes (or deletes) one key of a user table through the tables
+// lane. A built-in table answers a *fleet.ReadOnlyError naming its writer.
+func (e *Engine) PutKey(ctx context.Context, w Write) (WriteResult, error) {
+	if writer, builtin := fleet.Writer(w.Table); builtin {
+		l := e.lanes[LaneTables]
+		l.stats.Arrivals.Add(1)
+		l.stats.reject("read_only_table")
+		return WriteResult{}, &fleet.ReadOnlyError{Table: w.Table, Writer: writer}
+	}
+	return e.put(ctx, LaneTables, w)
 }
 
 // PutDevice writes (or, with value nil, deletes) a phone's device entry in
 // the devices table, through the tables lane: the admin's devices API.
 func (e *Engine) PutDevice(ctx context.Context, id string, value []byte) (WriteResult, error) {
 	w := Write{Table: fleet.TableDevices, Key: id, Value: value, Delete: value == nil, IfVersion: AnyVersion}
-	return e.put(ctx, LaneTables, w, true)
+	return e.put(ctx, LaneTables, w)
 }
 
 // ResetDriver deletes a driver's latest position and forgets its seq marks,
@@ -83,7 +133,7 @@ func (e *Engine) PutDevice(ctx context.Context, id string, value []byte) (WriteR
 // history stays in the log.
 func (e *Engine) ResetDriver(ctx context.Context, driver string) (WriteResult, error) {
 	w := Write{Table: fleet.TablePositions, Key: driver, Delete: true, IfVersion: AnyVersion}
-	res, err := e.put(ctx, LaneTables, w, true)
+	res, err := e.put(ctx, LaneTables, w)
 	if err != nil {
 		return res, err
 	}
@@ -96,37 +146,15 @@ func (e *Engine) ResetDriver(ctx context.Context, driver string) (WriteResult, e
 	return res, nil
 }
 
-// builtinLanes is the lane through which Put writes each built-in table
-// its actor writes by key (fleet.Writer): assignments by dispatch, loading
-// events by the warehouse. Devices go through PutDevice; positions, device
-// status and quarantine through the driver and phone paths only.
-var builtinLanes = map[string]string{fleet.TableAssignments: LaneDispatch, fleet.TableLoading: LaneWarehouse}
-
-// authorize applies the write authority (see Put).
-func authorize(laneName, table string, admin bool) error {
-	writer, builtin := fleet.Writer(table)
-	switch {
-	case !builtin:
-		return nil // a user table: any keyed lane
-	case admin && (table == fleet.TableDevices || table == fleet.TablePositions) && laneName == LaneTables:
-		return nil // PutDevice, ResetDriver
-	case builtinLanes[table] == laneName:
-		return nil
-	}
-	return &fleet.ReadOnlyError{Table: table, Writer: writer}
-}
-
-func (e *Engine) put(ctx context.Context, laneName string, w Write, admin bool) (WriteResult, error) {
-	l, ok := e.lanes[laneName]
-	if !ok || laneName == LaneDriver {
-		return WriteResult{}, fmt.Errorf("engine: no keyed lane %q", laneName)
+// put queues one keyed write on a keyed lane; the commands above chose the
+// lane and checked the authority.
+func (e *Engine) put(ctx context.Context, name Lane, w Write) (WriteResult, error) {
+	l := e.lane(name)
+	if l == nil || name == LaneDriver {
+		return WriteResult{}, fmt.Errorf("engine: no keyed lane %v", name)
 	}
 	l.stats.Arrivals.Add(1)
-	if err := authorize(laneName, w.Table, admin); err != nil {
-		l.stats.reject("read_only")
-		return WriteResult{}, err
-	}
-	scope := laneName
+	scope := name.String()
 	ttl := e.cfg.IdempotencyTTL
 	it := &item{
 		units: 1,
@@ -155,9 +183,9 @@ func (e *Engine) put(ctx context.Context, laneName string, w Write, admin bool) 
 		var err error
 		created := false
 		if w.Delete {
-			rec, err = b.Delete(w.Table, w.Key, laneName, w.IfVersion)
+			rec, err = b.Delete(w.Table, w.Key, scope, w.IfVersion)
 		} else {
-			rec, err = b.Put(w.Table, w.Key, w.Value, laneName, w.IfVersion)
+			rec, err = b.Put(w.Table, w.Key, w.Value, scope, w.IfVersion)
 			created = rec.Version == 1
 		}
 		switch {

@@ -47,7 +47,7 @@ type result struct {
 // committer until they are durable, so a slow fsync backs up into the lane
 // and its own writer gets the backpressure, nobody else.
 type lane struct {
-	name string
+	name Lane
 	cfg  LaneConfig
 
 	mu    sync.Mutex
@@ -58,7 +58,7 @@ type lane struct {
 	stats LaneStats
 }
 
-func newLane(name string, cfg LaneConfig) *lane {
+func newLane(name Lane, cfg LaneConfig) *lane {
 	return &lane{name: name, cfg: cfg}
 }
 

@@ -124,7 +124,7 @@ func (e *Engine) SubmitPhonePoint(ctx context.Context, p PhonePoint) (PhoneAck, 
 			val = append(val, ',')
 		}
 		val = append(val, p.Value[1:]...)
-		if _, err := b.PutSeries(fleet.TablePositions, p.Driver, [][]byte{val}, LaneDriver); err != nil {
+		if _, err := b.PutSeries(fleet.TablePositions, p.Driver, [][]byte{val}, LaneDriver.String()); err != nil {
 			return result{}, err
 		}
 		if err := b.SetIdem(phoneIdemScope, key, binary.BigEndian.AppendUint64(nil, seq), ttl); err != nil {
@@ -143,8 +143,7 @@ func (e *Engine) SubmitPhonePoint(ctx context.Context, p PhonePoint) (PhoneAck, 
 			l.stats.Accepted.Add(1)
 		}
 		e.phone.Points.Add(1)
-		for cur := ds.durable.Load(); cur < ack.Seq && !ds.durable.CompareAndSwap(cur, ack.Seq); cur = ds.durable.Load() {
-		}
+		ds.advance(ack.Seq)
 	}
 	if err := e.enqueue(l, it); err != nil {
 		return PhoneAck{}, l.refuse(err)
@@ -169,7 +168,7 @@ func (e *Engine) PutPhoneRecord(ctx context.Context, table, key string, value []
 		bytes: int64(2*len(value) + 2*len(key) + len(table) + 128),
 		done:  make(chan result, 1),
 		apply: func(b *wal.Batch) (result, error) {
-			_, err := b.Put(table, key, value, LaneDriver, wal.AnyVersion)
+			_, err := b.Put(table, key, value, LaneDriver.String(), wal.AnyVersion)
 			return result{}, err
 		},
 	}

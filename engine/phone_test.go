@@ -63,7 +63,7 @@ func TestPhoneSeqFollowsFixTimeAndIncreases(t *testing.T) {
 		}
 	}
 	recs := logOf(t, e)
-	if v := string(recs[0].Value); !strings.HasPrefix(v, `{"seq":1000000,"lat":1,`) || recs[0].Actor != LaneDriver {
+	if v := string(recs[0].Value); !strings.HasPrefix(v, `{"seq":1000000,"lat":1,`) || recs[0].Actor != LaneDriver.String() {
 		t.Fatalf("stored value %s by %s", v, recs[0].Actor)
 	}
 	if e.Lane(LaneDriver).Accepted.Load() != 5 || e.Phone().Points.Load() != 5 {

@@ -166,7 +166,7 @@ func (e *Engine) resume(db *wal.DB) {
 		e.dropTail()
 	}
 	e.publish([][]wal.Record{gap})
-	e.notify(true, true)
+	e.notify(true)
 	e.totals.Recoveries.Add(1)
 	e.failed.Store(false)
 	e.log.Info("storage recovered: store reopened, accepting writes",

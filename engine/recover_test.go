@@ -130,7 +130,7 @@ func recoveryRun(t *testing.T, fail map[string]map[int]bool) {
 			for i := 0; i < 20000 && !done(); i++ {
 				key := fmt.Sprintf("w%d-%d", w, i)
 				for try := 0; try < 2000; try++ {
-					_, err := e.Put(ctx, LaneTables, Write{Table: "t", Key: key, Value: []byte(`{"n":1}`),
+					_, err := e.put(ctx, LaneTables, Write{Table: "t", Key: key, Value: []byte(`{"n":1}`),
 						IfVersion: wal.AnyVersion, IdemKey: "idem-" + key, Fingerprint: []byte(key)})
 					if err == nil {
 						acked[w] = append(acked[w], key)
@@ -170,7 +170,7 @@ func recoveryRun(t *testing.T, fail map[string]map[int]bool) {
 	if err := e.Close(closeCtx); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.DB().Close(); err != nil {
+	if err := e.store().Close(); err != nil {
 		t.Fatal(err)
 	}
 

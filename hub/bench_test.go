@@ -232,7 +232,7 @@ func (f *fixture) writeAt(b *testing.B, tables []string, rate int, d time.Durati
 		go func(i int) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			_, err := f.e.Put(context.Background(), engine.LaneTables, engine.Write{Table: tb, Key: fmt.Sprint("k", i%100),
+			_, err := f.e.PutKey(context.Background(), engine.Write{Table: tb, Key: fmt.Sprint("k", i%100),
 				Value: []byte(fmt.Sprintf(`{"i":%d,"payload":"0123456789abcdef0123456789abcdef"}`, i)), IfVersion: engine.AnyVersion})
 			if err != nil {
 				b.Error(err)
@@ -323,7 +323,7 @@ func runSaturation(b *testing.B, transport string) {
 		go func() {
 			defer wg.Done()
 			for i := 0; time.Now().Before(end); i++ {
-				f.e.Put(context.Background(), engine.LaneTables, engine.Write{Table: tables[(w+i)%4], Key: fmt.Sprint("k", i%50),
+				f.e.PutKey(context.Background(), engine.Write{Table: tables[(w+i)%4], Key: fmt.Sprint("k", i%50),
 					Value: []byte(`{"payload":"0123456789abcdef0123456789abcdef"}`), IfVersion: engine.AnyVersion})
 			}
 		}()

@@ -16,6 +16,13 @@ import (
 
 func newHub(t *testing.T, cfg Config) (*Hub, *engine.Engine) {
 	t.Helper()
+	h, e, _ := newHubStore(t, cfg)
+	return h, e
+}
+
+// newHubStore is newHub with the engine's store, for a test that trims it.
+func newHubStore(t *testing.T, cfg Config) (*Hub, *engine.Engine, *wal.DB) {
+	t.Helper()
 	db, err := wal.Open(wal.Options{Dir: t.TempDir(), MemoryBytes: 32 << 20})
 	if err != nil {
 		t.Fatal(err)
@@ -32,7 +39,7 @@ func newHub(t *testing.T, cfg Config) (*Hub, *engine.Engine) {
 		e.Close(context.Background())
 		db.Close()
 	})
-	return h, e
+	return h, e, db
 }
 
 // recorder is a Sink that keeps what it was sent.
@@ -126,7 +133,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 }
 
 func put(e *engine.Engine, table, key, value string) (engine.WriteResult, error) {
-	return e.Put(context.Background(), engine.LaneTables, engine.Write{Table: table, Key: key, Value: []byte(value), IfVersion: engine.AnyVersion})
+	return e.PutKey(context.Background(), engine.Write{Table: table, Key: key, Value: []byte(value), IfVersion: engine.AnyVersion})
 }
 
 // Several writers and subscribers on several tables: every subscriber's
@@ -165,7 +172,7 @@ func TestSubscribersSeeExactlyTheCommittedLog(t *testing.T) {
 				tb := tables[rng.IntN(len(tables))]
 				key := fmt.Sprintf("k%d", rng.IntN(20))
 				if rng.IntN(5) == 0 {
-					e.Put(context.Background(), engine.LaneTables, engine.Write{Table: tb, Key: key, Delete: true, IfVersion: engine.AnyVersion})
+					e.PutKey(context.Background(), engine.Write{Table: tb, Key: key, Delete: true, IfVersion: engine.AnyVersion})
 				} else if _, err := put(e, tb, key, fmt.Sprintf(`{"w":%d,"i":%d}`, w, i)); err != nil {
 					t.Error(err)
 				}
@@ -262,11 +269,11 @@ func TestResumeDeliversExactlyTheMissedChanges(t *testing.T) {
 
 // Resuming from an LSN the log no longer holds gets a resync snapshot.
 func TestResumePastRetentionResyncs(t *testing.T) {
-	h, e := newHub(t, Config{})
+	h, e, db := newHubStore(t, Config{})
 	for i := 0; i < 5; i++ {
 		put(e, "t", fmt.Sprint("k", i), fmt.Sprint(i))
 	}
-	if _, err := e.DB().Trim(wal.Retention{MaxBytes: 1}, 100); err != nil {
+	if _, err := db.Trim(wal.Retention{MaxBytes: 1}, 100); err != nil {
 		t.Fatal(err)
 	}
 	from := uint64(1)

@@ -106,13 +106,13 @@ var runtimeMetrics = []string{
 	"/memory/classes/heap/objects:bytes",
 }
 
-var probeLanes = []string{"dispatch", "warehouse", "driver"}
+var probeLanes = []engine.Lane{engine.LaneDispatch, engine.LaneWarehouse, engine.LaneDriver}
 
 func takeSnap(e *engine.Engine, at time.Duration) serverSnap {
 	s := serverSnap{at: at, lat: map[string]engine.HistogramSnapshot{}, wait: map[string]engine.HistogramSnapshot{}}
 	for _, l := range probeLanes {
 		if st := e.Lane(l); st != nil {
-			s.lat[l], s.wait[l] = st.Latency.Snapshot(), st.QueueWait.Snapshot()
+			s.lat[l.String()], s.wait[l.String()] = st.Latency.Snapshot(), st.QueueWait.Snapshot()
 		}
 	}
 	tot := e.Totals()

@@ -14,7 +14,7 @@ import (
 	"routehound/appliance"
 	"routehound/config"
 	"routehound/engine"
-	"routehound/wal"
+	"routehound/fleet"
 )
 
 // startServer runs an in-process RouteHound on a temp dir with a small
@@ -184,9 +184,18 @@ func TestVerifierDetectsLoss(t *testing.T) {
 		t.Fatalf("clean run did not verify: %v", res.Report.Verify.Problems)
 	}
 	ctx := context.Background()
-	del := func(lane, table, key string) {
+	del := func(table, key string) {
 		t.Helper()
-		if _, err := a.Engine.Put(ctx, lane, engine.Write{Table: table, Key: key, Delete: true, IfVersion: wal.AnyVersion}); err != nil {
+		var err error
+		switch table {
+		case fleet.TableAssignments:
+			_, err = a.Engine.DeleteAssignment(ctx, key, engine.WriteOptions{IfVersion: engine.AnyVersion})
+		case fleet.TableLoading:
+			_, err = a.Engine.DeleteLoadingEvent(ctx, key, engine.WriteOptions{IfVersion: engine.AnyVersion})
+		default:
+			t.Fatalf("no delete command for %s", table)
+		}
+		if err != nil {
 			t.Fatalf("deleting %s/%s: %v", table, key, err)
 		}
 	}
@@ -195,8 +204,8 @@ func TestVerifierDetectsLoss(t *testing.T) {
 	if len(da) == 0 || len(wa) == 0 {
 		t.Fatal("nothing acknowledged to delete")
 	}
-	del(engine.LaneDispatch, da[0].Table, da[0].Key)
-	del(engine.LaneWarehouse, wa[0].Table, wa[0].Key)
+	del(da[0].Table, da[0].Key)
+	del(wa[0].Table, wa[0].Key)
 	var drv string
 	for _, d := range res.Acks.drivers {
 		if d.durable.Load() > 0 {

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"routehound/engine"
-	"routehound/fleet"
 	"routehound/hub"
 	"routehound/internal/testkit"
 	"routehound/wal"
@@ -47,19 +46,17 @@ func newBenchFixture(b *testing.B, opt Options) *benchFixture {
 		}
 	}
 	parallel(b, 500, 50, func(i int) error {
-		_, err := e.Put(ctx, engine.LaneDispatch, engine.Write{Table: fleet.TableAssignments, Key: fmt.Sprintf("route-%03d", i),
-			Value: []byte(fmt.Sprintf(`{"driver":"drv-%04d","stops":[{"id":"a"},{"id":"b"},{"id":"c"}],"note":"bench"}`, i)), IfVersion: engine.AnyVersion})
+		_, err := e.PutAssignment(ctx, fmt.Sprintf("route-%03d", i), []byte(fmt.Sprintf(`{"driver":"drv-%04d","stops":[{"id":"a"},{"id":"b"},{"id":"c"}],"note":"bench"}`, i)), engine.WriteOptions{IfVersion: engine.AnyVersion})
 		return err
 	})
 	kinds := []string{"arrived", "loaded", "unloaded", "departed", "exception"}
 	parallel(b, 10000, 200, func(i int) error {
-		_, err := e.Put(ctx, engine.LaneWarehouse, engine.Write{Table: fleet.TableLoading, Key: fmt.Sprintf("01BENCH%06d", i),
-			Value: []byte(fmt.Sprintf(`{"terminal":"T1","dock":"D%d","shipment":"S%d","kind":%q,"pallets":%d,"ts":"2026-11-23T10:00:00Z"}`,
-				i%12, i%300, kinds[i%5], i%30)), IfVersion: 0})
+		_, err := e.AddLoadingEvent(ctx, fmt.Sprintf("01BENCH%06d", i), []byte(fmt.Sprintf(`{"terminal":"T1","dock":"D%d","shipment":"S%d","kind":%q,"pallets":%d,"ts":"2026-11-23T10:00:00Z"}`,
+			i%12, i%300, kinds[i%5], i%30)), engine.WriteOptions{})
 		return err
 	})
 	for i := 0; i < 100; i++ {
-		if _, err := e.Put(ctx, engine.LaneTables, engine.Write{Table: "crew", Key: fmt.Sprintf("k%03d", i), Value: []byte(`{"shift":"late","n":1}`), IfVersion: engine.AnyVersion}); err != nil {
+		if _, err := e.PutKey(ctx, engine.Write{Table: "crew", Key: fmt.Sprintf("k%03d", i), Value: []byte(`{"shift":"late","n":1}`), IfVersion: engine.AnyVersion}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -181,8 +178,7 @@ func BenchmarkDispatchWithDashboards(b *testing.B) {
 		var ds []time.Duration
 		for i, end := 0, time.Now().Add(d); time.Now().Before(end); i++ {
 			t0 := time.Now()
-			_, err := f.e.Put(context.Background(), engine.LaneDispatch, engine.Write{Table: fleet.TableAssignments,
-				Key: fmt.Sprintf("bench-%d", i%50), Value: []byte(`{"driver":"drv-0001","stops":[],"note":"x"}`), IfVersion: engine.AnyVersion})
+			_, err := f.e.PutAssignment(context.Background(), fmt.Sprintf("bench-%d", i%50), []byte(`{"driver":"drv-0001","stops":[],"note":"x"}`), engine.WriteOptions{IfVersion: engine.AnyVersion})
 			if err != nil {
 				b.Fatal(err)
 			}

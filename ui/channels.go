@@ -69,10 +69,10 @@ func status(p99, sla time.Duration, depth, bound int64) string {
 func (u *UI) channels() channelsView {
 	var v channelsView
 	var sum int64
-	for _, name := range engine.LaneNames {
+	for _, name := range engine.Lanes {
 		sum += u.e.Lane(name).CommitterNanos.Load()
 	}
-	for _, name := range engine.LaneNames {
+	for _, name := range engine.Lanes {
 		st := u.e.Lane(name)
 		cfg := u.e.LaneConfig(name)
 		qw, lat := st.QueueWait.Snapshot(), st.Latency.Snapshot()
@@ -95,7 +95,7 @@ func (u *UI) channels() channelsView {
 			p99 = lat.Quantile(0.99)
 		}
 		c := channelCard{
-			Lane: name, Contract: string(cfg.Contract),
+			Lane: name.String(), Contract: string(cfg.Contract),
 			Offered: last.offered, Accepted: last.accepted,
 			AcceptedTotal: st.Accepted.Load(), Arrivals: st.Arrivals.Load(), Duplicates: st.Duplicates.Load(),
 			Depth: st.Depth.Load(), Bound: int64(cfg.QueueBound),
@@ -107,7 +107,7 @@ func (u *UI) channels() channelsView {
 		}
 		c.Status = status(p99, cfg.SLA, c.Depth, c.Bound)
 		v.Cards = append(v.Cards, c)
-		line := costLine{Lane: name, Records: st.Records.Load(), Bytes: st.BytesWritten.Load(), Fsyncs: st.Fsyncs.Load(),
+		line := costLine{Lane: name.String(), Records: st.Records.Load(), Bytes: st.BytesWritten.Load(), Fsyncs: st.Fsyncs.Load(),
 			Committer: time.Duration(cn), Share: share, QueueTime: qw.Sum}
 		v.Cost = append(v.Cost, line)
 		v.Total.Records += line.Records

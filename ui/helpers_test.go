@@ -123,7 +123,7 @@ func (f *fixture) f(format string, args ...any) { f.t.Helper(); f.t.Fatalf(forma
 // put writes a user-table key through the engine.
 func (f *fixture) put(table, key, value string) engine.WriteResult {
 	f.t.Helper()
-	r, err := f.e.Put(context.Background(), engine.LaneTables, engine.Write{Table: table, Key: key, Value: []byte(value), IfVersion: engine.AnyVersion})
+	r, err := f.e.PutKey(context.Background(), engine.Write{Table: table, Key: key, Value: []byte(value), IfVersion: engine.AnyVersion})
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -49,7 +49,7 @@ func TestLiveTableResumesFromThePageLSN(t *testing.T) {
 	if len(fr.Upsert) != 1 || !strings.Contains(fr.Upsert[0].HTML, `data-field="version">2<`) {
 		t.Fatalf("update frame %+v", fr)
 	}
-	if _, err := f.e.Put(t.Context(), "tables", writeDelete("t1", "a")); err != nil {
+	if _, err := f.e.PutKey(t.Context(), writeDelete("t1", "a")); err != nil {
 		t.Fatal(err)
 	}
 	fr, _ = ls.next(t, 5*time.Second)

@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"routehound/engine"
-	"routehound/fleet"
 )
 
 func TestChannelsPageShowsTheLedger(t *testing.T) {
@@ -21,8 +20,7 @@ func TestChannelsPageShowsTheLedger(t *testing.T) {
 	f.put("t1", "a", `1`)
 	f.put("t1", "b", `2`)
 	f.points(1, "d1", "d2", "d3")
-	if _, err := f.e.Put(context.Background(), engine.LaneDispatch, engine.Write{Table: fleet.TableAssignments, Key: "r1",
-		Value: []byte(`{"driver":"d1","stops":[]}`), IfVersion: engine.AnyVersion}); err != nil {
+	if _, err := f.e.PutAssignment(context.Background(), "r1", []byte(`{"driver":"d1","stops":[]}`), engine.WriteOptions{IfVersion: engine.AnyVersion}); err != nil {
 		t.Fatal(err)
 	}
 	st, body, _ := f.get(c, "/ui/")
@@ -42,8 +40,8 @@ func TestChannelsPageShowsTheLedger(t *testing.T) {
 	}
 	// The cost total is the sum of the lines.
 	var sum int64
-	for _, lane := range engine.LaneNames {
-		sum += atoi(t, fieldIn(t, body, `data-cost="`+lane+`"`, "records"))
+	for _, lane := range engine.Lanes {
+		sum += atoi(t, fieldIn(t, body, `data-cost="`+lane.String()+`"`, "records"))
 	}
 	if total := atoi(t, fieldIn(t, body, `data-cost="total"`, "records")); total != sum || total != 6 {
 		t.Errorf("cost total records %d, sum of lines %d, want both 6", total, sum)
@@ -89,8 +87,7 @@ func TestRoutesAndWarehousePages(t *testing.T) {
 	f.login(c, dashToken)
 	ctx := context.Background()
 	for i := 1; i <= 3; i++ {
-		if _, err := f.e.Put(ctx, engine.LaneDispatch, engine.Write{Table: fleet.TableAssignments, Key: fmt.Sprintf("r%d", i),
-			Value: []byte(fmt.Sprintf(`{"driver":"d%d","stops":[{"id":"s1"},{"id":"s2"}],"note":"n%d"}`, i, i)), IfVersion: engine.AnyVersion}); err != nil {
+		if _, err := f.e.PutAssignment(ctx, fmt.Sprintf("r%d", i), []byte(fmt.Sprintf(`{"driver":"d%d","stops":[{"id":"s1"},{"id":"s2"}],"note":"n%d"}`, i, i)), engine.WriteOptions{IfVersion: engine.AnyVersion}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -105,7 +102,7 @@ func TestRoutesAndWarehousePages(t *testing.T) {
 	}
 	for i, ev := range []struct{ dock, ship, kind string }{{"D1", "S1", "arrived"}, {"D1", "S2", "loaded"}, {"D2", "S1", "arrived"}, {"D1", "S1", "arrived"}} {
 		v := fmt.Sprintf(`{"terminal":"T","dock":%q,"shipment":%q,"kind":%q,"pallets":%d,"ts":"2026-11-23T10:00:00Z"}`, ev.dock, ev.ship, ev.kind, i)
-		if _, err := f.e.Put(ctx, engine.LaneWarehouse, engine.Write{Table: fleet.TableLoading, Key: fmt.Sprintf("01J%03d", i), Value: []byte(v), IfVersion: 0}); err != nil {
+		if _, err := f.e.AddLoadingEvent(ctx, fmt.Sprintf("01J%03d", i), []byte(v), engine.WriteOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

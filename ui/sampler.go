@@ -23,8 +23,8 @@ type sampler struct {
 	n int
 
 	mu    sync.Mutex
-	rings map[string][]sample // oldest first, len <= n
-	prev  map[string]laneCounters
+	rings map[engine.Lane][]sample // oldest first, len <= n
+	prev  map[engine.Lane]laneCounters
 	at    time.Time
 
 	fsyncs      uint64
@@ -37,7 +37,7 @@ type laneCounters struct {
 }
 
 func newSampler(e *engine.Engine, n int) *sampler {
-	return &sampler{e: e, n: n, rings: map[string][]sample{}, prev: map[string]laneCounters{}}
+	return &sampler{e: e, n: n, rings: map[engine.Lane][]sample{}, prev: map[engine.Lane]laneCounters{}}
 }
 
 func (s *sampler) run(done <-chan struct{}, every time.Duration) {
@@ -66,7 +66,7 @@ func (s *sampler) take(now time.Time) {
 		s.fsyncPerSec = float64(f-s.fsyncs) / dt
 	}
 	s.fsyncs = f
-	for _, name := range engine.LaneNames {
+	for _, name := range engine.Lanes {
 		st := s.e.Lane(name)
 		cur := laneCounters{arrivals: st.Arrivals.Load(), accepted: st.Accepted.Load(), latency: st.Latency.Snapshot()}
 		p := s.prev[name]
@@ -89,14 +89,14 @@ func (s *sampler) take(now time.Time) {
 }
 
 // series returns a copy of a lane's samples, oldest first.
-func (s *sampler) series(lane string) []sample {
+func (s *sampler) series(lane engine.Lane) []sample {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]sample(nil), s.rings[lane]...)
 }
 
 // last is the newest sample of a lane (zero when none yet).
-func (s *sampler) last(lane string) sample {
+func (s *sampler) last(lane engine.Lane) sample {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.rings[lane]

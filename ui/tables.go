@@ -145,9 +145,6 @@ func (u *UI) showTable(w http.ResponseWriter, r *http.Request, s *session, statu
 
 // writeFromForm builds the engine write of a put or delete form.
 func writeFromForm(table string, f url.Values, del bool) (engine.Write, error) {
-	if err := fleet.CheckUserTable(table); err != nil { // a built-in table: written only by its actor
-		return engine.Write{}, fmt.Errorf("%w; it is read-only here", err)
-	}
 	key := f.Get("key")
 	if err := fleet.CheckKey(key); err != nil {
 		return engine.Write{}, errors.New(fleet.Message(err))
@@ -190,17 +187,15 @@ func (u *UI) writeKey(w http.ResponseWriter, r *http.Request, s *session, del bo
 	}
 	wr, err := writeFromForm(table, r.PostForm, del)
 	if err != nil {
-		status := http.StatusBadRequest
-		if errors.Is(err, fleet.ErrReadOnly) {
-			status = http.StatusForbidden
-		}
-		u.showTable(w, r, s, status, err.Error(), "error", r.PostForm)
+		u.showTable(w, r, s, http.StatusBadRequest, err.Error(), "error", r.PostForm)
 		return
 	}
-	res, err := u.e.Put(r.Context(), engine.LaneTables, wr)
+	res, err := u.e.PutKey(r.Context(), wr)
 	if err != nil {
 		status, msg := http.StatusServiceUnavailable, "not written: "+err.Error()
 		switch {
+		case errors.Is(err, fleet.ErrReadOnly): // the engine's write authority
+			status, msg = http.StatusForbidden, err.Error()+"; it is read-only here"
 		case errors.Is(err, engine.ErrVersionConflict):
 			status = http.StatusConflict
 			msg = fmt.Sprintf("Conflict: key %q changed since you loaded it (you edited version %s). Nothing was written; reload the row and edit it again.", wr.Key, r.PostForm.Get("version"))
