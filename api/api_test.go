@@ -1198,6 +1198,7 @@ func endpoints() []endpoint {
 		{"GET", "/v1/ws", "", nil, dash},
 		{"GET", "/v1/log", "", nil, []api.Role{api.RoleAdmin, api.RoleDashboard}},
 		{"GET", "/metrics", "", nil, []api.Role{api.RoleAdmin}},
+		{"GET", "/debug/pprof/heap", "", nil, []api.Role{api.RoleAdmin}},
 	}
 }
 

@@ -3,6 +3,7 @@ package api
 import (
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"runtime"
 	"time"
 
@@ -109,6 +110,12 @@ func (s *Server) routes() {
 	s.mux.Handle("/metrics", s.methods(map[string]http.HandlerFunc{
 		"GET": s.allow(noLane, s.metricsHandler().ServeHTTP, RoleAdmin),
 	}))
+	// The Go runtime's profiles, for the operator (admin token): what a
+	// box spends its CPU and memory on, under its real load.
+	s.mux.HandleFunc("/debug/pprof/", s.allow(noLane, pprof.Index, RoleAdmin))
+	s.mux.HandleFunc("/debug/pprof/profile", s.allow(noLane, pprof.Profile, RoleAdmin))
+	s.mux.HandleFunc("/debug/pprof/trace", s.allow(noLane, pprof.Trace, RoleAdmin))
+	s.mux.HandleFunc("/debug/pprof/symbol", s.allow(noLane, pprof.Symbol, RoleAdmin))
 	s.mux.HandleFunc("/v1/openapi.yaml", s.methods(map[string]http.HandlerFunc{"GET": s.openAPI}))
 	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errorf(http.StatusNotFound, "not_found", "no endpoint %s", r.URL.Path))
