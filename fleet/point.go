@@ -101,6 +101,15 @@ type RawPoint struct {
 // is decoded in one pass: each point's bytes are cut from the body at the
 // decoder's offsets, not decoded twice.
 func DecodePoints(body []byte, maxPoints int) ([]RawPoint, error) {
+	if pts, ok := scanPoints(body, maxPoints); ok {
+		return pts, nil
+	}
+	return decodePointsJSON(body, maxPoints)
+}
+
+// decodePointsJSON is DecodePoints with encoding/json: every body the fast
+// path (pointscan.go) leaves, and every refusal.
+func decodePointsJSON(body []byte, maxPoints int) ([]RawPoint, error) {
 	if !IsArray(body) {
 		var p Point
 		if err := Strict(body, &p); err != nil {

@@ -1,0 +1,95 @@
+package fleet
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// scanSeeds are bodies the fast path takes and bodies it must leave to
+// the JSON path; FuzzScanPointsAgrees starts from them.
+var scanSeeds = []string{
+	`{"seq":1,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}`,
+	` {"seq":1,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"} `,
+	`[{"seq":1,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z","speed_kmh":3,"heading":90},{"seq":2,"lat":-90,"lng":180,"ts":"2026-11-23T10:00:00.5+01:00"}]`,
+	"[ {\"seq\":1,\"lat\":-0,\"lng\":1e1,\"ts\":\"2026-11-23T10:00:00Z\"} ,\n{\"seq\":18446744073709551615,\"lat\":1.5E-3,\"lng\":0.0,\"ts\":\"2026-11-23T10:00:00Z\"} ]\n",
+	`[{"seq":1,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}]x`,
+	`[{"seq":1,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"},]`,
+	`[{"seq":1,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}][]`,
+	`[{"seq":1, "lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}]`,
+	`[{"SEQ":1,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}]`,
+	`[{"seq":1,"seq":2,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}]`,
+	`[{"seq":1,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z","speed_kmh":null}]`,
+	`[{"seq":1,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00\u005a"}]`,
+	`[{"seq":01,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}]`,
+	`[{"seq":1.0,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}]`,
+	`[{"seq":18446744073709551616,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}]`,
+	`[{"seq":1,"lat":1e999,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}]`,
+	`[{"seq":1,"lat":+1,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}]`,
+	`[{"seq":1,"lat":1.,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}]`,
+	`[{"seq":1,"lat":91,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}]`,
+	`[{"seq":0,"lat":1,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}]`,
+	`[{"seq":1,"lat":1,"lng":13.4,"ts":"noon"}]`,
+	`[{"seq":1,"lat":1,"lng":13.4,"ts":"2026-11-23T10:00:00Z","x":1}]`,
+	`[{"seq":1,"lat":1,"lng":13.4}]`,
+	`[{}]`, `[]`, `[1]`, `{}`, `null`, ``, `[`, `{"seq":1`,
+}
+
+// TestScanPointsTakesTheCommonBody: a compact array of valid points, and
+// the same with whitespace between the points, goes the fast path.
+func TestScanPointsTakesTheCommonBody(t *testing.T) {
+	for i, body := range scanSeeds[:4] {
+		if _, ok := scanPoints([]byte(body), 100); !ok {
+			t.Errorf("seed %d: the fast path gave up on %s", i, body)
+		}
+	}
+	for _, body := range scanSeeds[4:] {
+		if pts, ok := scanPoints([]byte(body), 100); ok {
+			t.Errorf("the fast path took %s: %+v", body, pts)
+		}
+	}
+	// Past the bound: left to the JSON path, which refuses it.
+	if _, ok := scanPoints([]byte(scanSeeds[2]), 1); ok {
+		t.Error("the fast path took 2 points with a bound of 1")
+	}
+}
+
+// FuzzScanPointsAgrees: whatever the fast path takes, the JSON path takes
+// too, with the same seqs and the same values, and DecodePoints answers
+// it; so the fast path changes the cost of a body, never its answer.
+func FuzzScanPointsAgrees(f *testing.F) {
+	for _, s := range scanSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		fast, ok := scanPoints(body, 8)
+		if !ok {
+			return
+		}
+		slow, err := decodePointsJSON(body, 8)
+		if err != nil {
+			t.Fatalf("fast path took %q, JSON path refused it: %v", body, err)
+		}
+		if len(fast) != len(slow) {
+			t.Fatalf("%q: fast %d points, JSON %d", body, len(fast), len(slow))
+		}
+		for i := range fast {
+			if fast[i].Seq != slow[i].Seq || !bytes.Equal(fast[i].Value, slow[i].Value) {
+				t.Fatalf("%q point %d: fast {%d %s}, JSON {%d %s}", body, i, fast[i].Seq, fast[i].Value, slow[i].Seq, slow[i].Value)
+			}
+		}
+	})
+}
+
+// BenchmarkDecodePointsJSON is BenchmarkDecodePoints on the JSON path
+// alone: the fast path's gain.
+func BenchmarkDecodePointsJSON(b *testing.B) {
+	body := []byte("[" + strings.Repeat(`{"seq":1,"lat":52.4,"lng":13.3,"ts":"2026-11-23T10:00:00Z","speed_kmh":40,"heading":90},`, 255) +
+		`{"seq":2,"lat":52.4,"lng":13.3,"ts":"2026-11-23T10:00:00Z","speed_kmh":40,"heading":90}]`)
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if _, err := decodePointsJSON(body, 1000); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
