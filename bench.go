@@ -159,9 +159,10 @@ type ingestReport struct {
 	DurablePerSec  float64  `json:"durable_points_per_s"`
 	AcceptedPoints int64    `json:"accepted_points"`
 	AcceptedPerSec float64  `json:"accepted_points_per_s"`
-	Requests       int64    `json:"requests"` // answered 202 (or acked frames) in the window
-	Refusals       int64    `json:"refusals"` // 429/503 (lane_full on the stream), retried, over the whole run
-	Errors         int64    `json:"errors"`   // anything else unexpected, over the whole run
+	Requests       int64    `json:"requests"`        // answered 202 (or acked frames) in the window
+	Refusals       int64    `json:"refusals"`        // 429/503 (lane_full on the stream), retried, over the whole run
+	Errors         int64    `json:"errors"`          // anything else unexpected, over the whole run
+	BackoffSeconds float64  `json:"backoff_seconds"` // connection-seconds spent waiting after refusals, over the whole run
 	ErrorSamples   []string `json:"error_samples,omitempty"`
 	Drained        bool     `json:"drained"` // every accepted point was durable within --drain after the window
 
@@ -182,6 +183,7 @@ type ingestReport struct {
 	PeakRSSMiB       *float64 `json:"server_peak_rss_mib,omitempty"` // VmHWM: the process's peak since it started
 	EndRSSMiB        *float64 `json:"server_rss_mib_end,omitempty"`  // VmRSS at the window's end
 
+	LoadAvg   string `json:"loadavg_at_start"` // /proc/loadavg before the run: the box may be shared
 	Nproc     int    `json:"nproc"`
 	CPUModel  string `json:"cpu_model"`
 	GoVersion string `json:"go_version"`
@@ -207,12 +209,12 @@ func (r *ingestReport) human() string {
 	if !r.Drained {
 		drained = "NO"
 	}
-	fmt.Fprintf(&b, "  errors    %d   refusals %d (429/503, lane_full on the stream; retried)   every accepted point durable after the window: %s\n",
-		r.Errors, r.Refusals, drained)
+	fmt.Fprintf(&b, "  errors    %d   refusals %d (429/503, lane_full on the stream; retried, %.0f connection-s waited)   every accepted point durable after the window: %s\n",
+		r.Errors, r.Refusals, r.BackoffSeconds, drained)
 	for _, s := range r.ErrorSamples {
 		fmt.Fprintf(&b, "    error: %s\n", s)
 	}
-	fmt.Fprintf(&b, "  machine   %d CPUs, %s, %s\n", r.Nproc, r.CPUModel, r.GoVersion)
+	fmt.Fprintf(&b, "  machine   %d CPUs, %s, %s, load average at start %s\n", r.Nproc, r.CPUModel, r.GoVersion, r.LoadAvg)
 	return b.String()
 }
 
@@ -222,7 +224,7 @@ func runIngest(ctx context.Context, o ingestOptions) (*ingestReport, error) {
 	rep := &ingestReport{
 		Date: time.Now().UTC().Format(time.RFC3339), Mode: "http", Connections: o.conns, Batch: o.batch,
 		DriversPerConn: o.driversPerConn, Inflight: o.inflight, WarmupSeconds: o.warmup.Seconds(),
-		Nproc: runtime.NumCPU(), CPUModel: cpuModel(), GoVersion: runtime.Version(),
+		Nproc: runtime.NumCPU(), CPUModel: cpuModel(), GoVersion: runtime.Version(), LoadAvg: loadAvg(),
 	}
 	if o.stream {
 		rep.Mode = "stream"
@@ -537,6 +539,7 @@ func (d *benchDriver) sawDurable(seq uint64) {
 // loadStats are the counters the connections share.
 type loadStats struct {
 	accepted, requests, refusals, errors atomic.Int64
+	backoff                              atomic.Int64 // ns connections spent waiting after a refusal
 
 	mu      sync.Mutex
 	samples []string
@@ -687,6 +690,7 @@ func drive(ctx context.Context, o ingestOptions, base, token string, pid int, re
 		wg.Wait()
 	}
 	rep.Refusals, rep.Errors = st.refusals.Load(), st.errors.Load()
+	rep.BackoffSeconds = time.Duration(st.backoff.Load()).Seconds()
 	st.mu.Lock()
 	rep.ErrorSamples = append([]string(nil), st.samples...)
 	st.mu.Unlock()
@@ -814,6 +818,7 @@ func httpConn(ctx context.Context, o ingestOptions, hc *http.Client, base, token
 			pause(ctx, stop, 100*time.Millisecond)
 		case refused:
 			st.refusals.Add(1)
+			st.backoff.Add(int64(wait))
 			pause(ctx, stop, wait)
 		default:
 			d.pending = nil
@@ -958,7 +963,10 @@ func streamConn(ctx context.Context, o ingestOptions, base, token string, driver
 		flight = flight[1:]
 		switch {
 		case m.Type == "error" && m.Code == "lane_full":
+			// A frame's refusal carries no Retry-After: wait the
+			// server's default retry_after.
 			st.refusals.Add(1)
+			st.backoff.Add(int64(time.Second))
 			pause(ctx, stop, time.Second)
 		case m.Type == "error":
 			st.fail("stream frame for %s: %s: %s", d.name, m.Code, m.Message)
@@ -1061,4 +1069,14 @@ func cpuModel() string {
 		}
 	}
 	return "unknown CPU"
+}
+
+// loadAvg is the first three fields of /proc/loadavg.
+func loadAvg() string {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(raw))
+	return strings.Join(f[:min(3, len(f))], " ")
 }
