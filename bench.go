@@ -55,11 +55,12 @@ type ingestOptions struct {
 
 // Bounds of the child server's life (as the end-to-end tests use).
 const (
-	benchReadyTimeout = 30 * time.Second // start until GET /readyz == 200 (includes recovery)
-	benchStopTimeout  = 30 * time.Second // SIGTERM until exit (the server's own drain is bounded by shutdown_timeout)
-	benchKillTimeout  = 10 * time.Second // SIGKILL until the process is reaped
-	maxRetryAfter     = 10 * time.Second // a longer Retry-After is waited this long
-	clkTck            = 100              // USER_HZ: clock ticks of /proc/<pid>/stat on Linux
+	benchReadyTimeout  = 30 * time.Second // start until GET /readyz == 200 (includes recovery)
+	benchStopTimeout   = 30 * time.Second // SIGTERM until exit (the server's own drain is bounded by shutdown_timeout)
+	benchKillTimeout   = 10 * time.Second // SIGKILL until the process is reaped
+	maxRetryAfter      = 10 * time.Second // a longer Retry-After is waited this long
+	benchAnswerTimeout = 30 * time.Second // a request's or a stream frame's answer
+	clkTck             = 100              // USER_HZ: clock ticks of /proc/<pid>/stat on Linux
 )
 
 // benchIngest runs `routehound bench ingest`: the driver firehose of issue
@@ -603,7 +604,7 @@ func drive(ctx context.Context, o ingestOptions, base, token string, pid int, re
 	st := &loadStats{}
 	stop := make(chan struct{})    // no new batches after this
 	release := make(chan struct{}) // streams close after this (after the drain)
-	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+	hc := &http.Client{Timeout: benchAnswerTimeout, Transport: &http.Transport{
 		MaxIdleConns: o.conns + 8, MaxIdleConnsPerHost: o.conns + 8, IdleConnTimeout: time.Minute, DisableCompression: true,
 	}}
 	defer hc.CloseIdleConnections()
@@ -926,6 +927,8 @@ func streamConn(ctx context.Context, o ingestOptions, base, token string, driver
 		}
 	}()
 
+	answerWait := time.NewTimer(benchAnswerTimeout)
+	defer answerWait.Stop()
 	free := append([]*benchDriver(nil), drivers...) // drivers without a frame in flight
 	var flight []*benchDriver                       // frames sent, in order
 	for !(stopped(stop) && len(flight) == 0) {
@@ -952,10 +955,13 @@ func streamConn(ctx context.Context, o ingestOptions, base, token string, driver
 			continue // stopped meanwhile: the loop ends
 		}
 		var m streamMsg
+		answerWait.Reset(benchAnswerTimeout)
 		select {
 		case m = <-answers:
 		case err := <-readDone:
 			return fmt.Errorf("stream read: %w", err)
+		case <-answerWait.C:
+			return fmt.Errorf("stream: no answer to the frame for %s within %v", flight[0].name, benchAnswerTimeout)
 		case <-ctx.Done():
 			return nil
 		}
