@@ -16,6 +16,7 @@ func usage() {
 commands:
   serve   run the server (routehound serve --help for flags)
   sim     drive a server with a load scenario and report per actor (routehound sim --help)
+  bench   benchmarks: bench ingest runs a server as a child process and measures durable driver points/s (routehound bench ingest --help)
 `)
 }
 
@@ -30,6 +31,8 @@ func main() {
 		err = serve(os.Args[2:])
 	case "sim":
 		err = simCmd(os.Args[2:])
+	case "bench":
+		err = benchCmd(os.Args[2:])
 	case "help", "-h", "--help":
 		usage()
 		return
