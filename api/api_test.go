@@ -1,8 +1,8 @@
 package api_test
 
 // HTTP integration tests of the v1 interface contract (DESIGN.md,
-// "Interface contract (v1)"): the real api.Server and hub, wired as serve.go
-// wires them, over a loopback httptest server, driven by real HTTP clients.
+// "Interface contract (v1)"): the real appliance, started as serve.go starts
+// it (internal/apptest), on a loopback listener, driven by real HTTP clients.
 //
 // Every refusal is checked for its status AND its JSON body
 // {"code","message"} with the exact stable code. Waits are bounded by
@@ -16,8 +16,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,6 +29,7 @@ import (
 	"routehound/config"
 	"routehound/engine"
 	"routehound/hub"
+	"routehound/internal/apptest"
 	"routehound/internal/testkit"
 )
 
@@ -51,8 +50,8 @@ var fxRoles = []api.Role{api.RoleDriver, api.RoleDispatch, api.RoleWarehouse, ap
 
 func tok(r api.Role) string { return fxTokens[r] }
 
-// fixture is one running server: store, engine, api, hub and a loopback
-// listener.
+// fixture is one running server — the real appliance (apptest.Start):
+// store, engine, api, hub, replica and dashboard on a loopback listener.
 type fixture struct {
 	url    string
 	client *http.Client
@@ -61,56 +60,37 @@ type fixture struct {
 	errs   *errorLog
 }
 
-// fixtureOpts mutates the configuration before the server starts.
+// fixtureOpts changes the configuration before the server starts (lane
+// bounds, hub limits).
 type fixtureOpts struct {
-	engine func(*engine.Config)
-	hub    func(*hub.Config)
+	config func(*config.Config)
 }
 
 func newFixture(t *testing.T) *fixture { return newFixtureWith(t, fixtureOpts{}) }
 
-// newFixtureWith wires exactly what serve.go wires: wal.Open, engine.New
-// (engine.DefaultConfig with MinFreeBytes 0, then opts.engine), api.New with
-// one token per role, hub.New (config.Default's hub settings, then
-// opts.hub) mounted with MountHub, served on 127.0.0.1.
+// newFixtureWith starts the appliance as serve.go does (apptest.Start:
+// config.Default() on 127.0.0.1, storage.min_free_mb 0, one token per role
+// from fxTokens, then opts.config), logging to errs.
 func newFixtureWith(t *testing.T, opts fixtureOpts) *fixture {
 	t.Helper()
 	errs := &errorLog{}
-	log := slog.New(errs)
-	def := config.Default()
-
-	// Registered first, this check runs last: after the engine and the wal
-	// are closed (cleanups run last in, first out).
+	// Registered first, this check runs last: after the appliance is shut
+	// down (cleanups run last in, first out).
 	t.Cleanup(func() {
 		for _, m := range errs.take() {
 			t.Errorf("server logged an error: %s", m)
 		}
 	})
-	eng, _ := testkit.EngineIn(t, testkit.Store{Dir: filepath.Join(t.TempDir(), "store"), Logger: log}, opts.engine)
-	roles := map[string]api.Role{}
-	for r, tk := range fxTokens {
-		roles[tk] = r
-	}
-	srv := api.New(eng, api.NewTokens(roles), api.Config{MaxBodyBytes: 1 << 20, RetryAfter: time.Second}, log)
-	hc := hub.Config{
-		MaxSubscribersPerTable: def.Hub.MaxSubscribersPerTable,
-		Buffer:                 def.Hub.SubscriberBuffer,
-		Heartbeat:              def.Hub.Heartbeat,
-		WriteTimeout:           def.Hub.WriteTimeout,
-		MaxMessageBytes:        def.HTTP.MaxBodyBytes,
-	}
-	if opts.hub != nil {
-		opts.hub(&hc)
-	}
-	hb := hub.New(eng, hc, log)
-	srv.MountHub(hb)
-	ts := httptest.NewServer(srv) // listens on 127.0.0.1
-
-	t.Cleanup(func() { // before testkit's cleanup closes the engine and the wal
-		hb.Close() // streams end with reason "shutdown", so the engine's Close does not wait on them
-		ts.Close()
-	})
-	return &fixture{url: ts.URL, client: ts.Client(), eng: eng, hub: hb, errs: errs}
+	s := apptest.Start(t, apptest.Options{Log: slog.New(errs), Config: func(c *config.Config) {
+		c.Tokens = nil
+		for _, r := range fxRoles {
+			c.Tokens = append(c.Tokens, config.Token{Role: string(r), Token: fxTokens[r]})
+		}
+		if opts.config != nil {
+			opts.config(c)
+		}
+	}})
+	return &fixture{url: s.URL, client: s.Client, eng: s.Engine, hub: s.Hub, errs: errs}
 }
 
 // errorLog is a slog.Handler that keeps error records: a 500 or a failed
@@ -1297,11 +1277,9 @@ func TestMethodNotAllowedAndUnknownPath(t *testing.T) {
 // minute, so that accepted points stay counted against the bound (they are
 // in flight until an fsync) until a sync write forces one.
 func TestDriverLaneBackpressure(t *testing.T) {
-	f := newFixtureWith(t, fixtureOpts{engine: func(c *engine.Config) {
-		l := c.Lanes[engine.LaneDriver]
-		l.QueueBound = 50
-		l.FlushWithin = time.Minute
-		c.Lanes[engine.LaneDriver] = l
+	f := newFixtureWith(t, fixtureOpts{config: func(c *config.Config) {
+		c.Lanes.Driver.QueueBound = 50
+		c.Lanes.Driver.FlushWithin = time.Minute
 	}})
 	drv := tok(api.RoleDriver)
 	path := "/v1/drivers/van-1/locations"
@@ -1363,12 +1341,10 @@ func TestDriverLaneBackpressure(t *testing.T) {
 // 1 minute, so that one event holds the whole bound until a sync write
 // forces the fsync.
 func TestWarehouseLaneBackpressure(t *testing.T) {
-	f := newFixtureWith(t, fixtureOpts{engine: func(c *engine.Config) {
-		l := c.Lanes[engine.LaneWarehouse]
-		l.QueueBound = 1
-		l.FlushWithin = time.Minute
-		l.MaxWait = 0
-		c.Lanes[engine.LaneWarehouse] = l
+	f := newFixtureWith(t, fixtureOpts{config: func(c *config.Config) {
+		c.Lanes.Warehouse.QueueBound = 1
+		c.Lanes.Warehouse.FlushWithin = time.Minute
+		c.Lanes.Warehouse.MaxWait = 0
 	}})
 	wh := tok(api.RoleWarehouse)
 	type result struct {

@@ -3,13 +3,11 @@ package api_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -25,17 +23,14 @@ import (
 	"testing"
 	"time"
 
-	"routehound/api"
-	"routehound/appliance"
 	"routehound/config"
 	"routehound/engine"
-	"routehound/hub"
+	"routehound/internal/apptest"
 	"routehound/internal/testkit"
-	"routehound/wal"
 )
 
-// Issue 3, over real HTTP: the real handler on a loopback listener, wired
-// as serve.go wires it, driven by real HTTP clients in the same process.
+// Issue 3, over real HTTP: the real appliance on a loopback listener,
+// started as serve.go starts it (internal/apptest), driven by real HTTP clients in the same process.
 // Clients and server share the machine's cores, so every figure here is
 // for server and load generator together.
 //
@@ -56,100 +51,39 @@ const (
 	tokAdmin     = "bench-admin-token-0123456789"
 )
 
-// benchServer is one running server: store, engine, api and listener.
+// benchServer is one running server: the real appliance (apptest.Start).
 type benchServer struct {
 	url string
 	eng *engine.Engine
 	cfg config.Config
 }
 
-// startBenchServer wires wal.Open → engine.New → api.New → hub.New and
-// MountHub → http.Server on 127.0.0.1:0 exactly as serve.go does, with
-// config.Default() (changed by mutate when not nil) and explicit
-// [[tokens]]. No subscriber connects, so the hub has nobody to feed.
-// Everything is shut down and closed in b.Cleanup.
+// startBenchServer starts the appliance as serve.go does (apptest.Start) on
+// 127.0.0.1:0, with config.Default() — serve's store cache and free-space
+// watermark, not the tests' — explicit [[tokens]], then mutate (when not
+// nil), and serve's memory limit. No subscriber connects, so the hub has
+// nobody to feed. apptest shuts it down in b.Cleanup.
 func startBenchServer(b *testing.B, mutate func(*config.Config)) *benchServer {
 	b.Helper()
-	cfg := config.Default()
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	cfg.Listen = "127.0.0.1:0"
-	cfg.DataDir = b.TempDir()
-	cfg.Tokens = []config.Token{
-		{Role: "driver", Token: tokDriver},
-		{Role: "dispatch", Token: tokDispatch},
-		{Role: "warehouse", Token: tokWarehouse},
-		{Role: "admin", Token: tokAdmin},
-	}
-	if err := cfg.Validate(); err != nil {
-		b.Fatal(err)
-	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	if cfg.MemoryLimitMB > 0 && os.Getenv("GOMEMLIMIT") == "" {
-		prev := debug.SetMemoryLimit(cfg.MemoryLimitMB << 20) // as serve.go does
-		b.Cleanup(func() { debug.SetMemoryLimit(prev) })
-	}
-	dir := cfg.DataDir
-	tokens, _, err := config.EnsureTokens(cfg, dir)
-	if err != nil {
-		b.Fatal(err)
-	}
-	db, err := wal.Open(wal.Options{Dir: filepath.Join(dir, "store"), MemoryBytes: cfg.Storage.MemoryMB << 20, Logger: log})
-	if err != nil {
-		b.Fatal(err)
-	}
-	eng, err := engine.New(appliance.EngineConfig(cfg, dir), db, log)
-	if err != nil {
-		db.Close()
-		b.Fatal(err)
-	}
-	roles := map[string]api.Role{}
-	for _, t := range tokens {
-		roles[t.Token] = api.Role(t.Role)
-	}
-	srv := api.New(eng, api.NewTokens(roles), api.Config{MaxBodyBytes: cfg.HTTP.MaxBodyBytes, RetryAfter: cfg.HTTP.RetryAfter}, log)
-	hb := hub.New(eng, hub.Config{
-		MaxSubscribersPerTable: cfg.Hub.MaxSubscribersPerTable,
-		Buffer:                 cfg.Hub.SubscriberBuffer,
-		Heartbeat:              cfg.Hub.Heartbeat,
-		WriteTimeout:           cfg.Hub.WriteTimeout,
-		MaxMessageBytes:        cfg.HTTP.MaxBodyBytes,
-	}, log)
-	srv.MountHub(hb)
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		eng.Close(context.Background())
-		db.Close()
-		b.Fatal(err)
-	}
-	hs := &http.Server{
-		Handler:           srv,
-		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
-		IdleTimeout:       cfg.HTTP.IdleTimeout,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	hs.RegisterOnShutdown(hb.Close)
-	served := make(chan error, 1)
-	go func() { served <- hs.Serve(ln) }()
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout)
-		defer cancel()
-		if err := hs.Shutdown(ctx); err != nil {
-			b.Errorf("http shutdown: %v", err)
-			hs.Close()
+	s := apptest.Start(b, apptest.Options{Log: log, Config: func(cfg *config.Config) {
+		def := config.Default()
+		cfg.Storage.MemoryMB, cfg.Storage.MinFreeMB = def.Storage.MemoryMB, def.Storage.MinFreeMB
+		cfg.Tokens = []config.Token{
+			{Role: "driver", Token: tokDriver},
+			{Role: "dispatch", Token: tokDispatch},
+			{Role: "warehouse", Token: tokWarehouse},
+			{Role: "admin", Token: tokAdmin},
 		}
-		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-			b.Errorf("serve: %v", err)
+		if mutate != nil {
+			mutate(cfg)
 		}
-		if err := eng.Close(ctx); err != nil {
-			b.Errorf("engine close: %v", err)
+		if cfg.MemoryLimitMB > 0 && os.Getenv("GOMEMLIMIT") == "" {
+			prev := debug.SetMemoryLimit(cfg.MemoryLimitMB << 20) // as serve.go does
+			b.Cleanup(func() { debug.SetMemoryLimit(prev) })
 		}
-		if err := db.Close(); err != nil {
-			b.Errorf("db close: %v", err)
-		}
-	})
-	return &benchServer{url: "http://" + ln.Addr().String(), eng: eng, cfg: cfg}
+	}})
+	return &benchServer{url: s.URL, eng: s.Engine, cfg: s.App.Config}
 }
 
 // newBenchClient is one actor's HTTP client with enough idle connections

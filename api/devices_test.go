@@ -2,29 +2,21 @@ package api_test
 
 import (
 	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"testing"
-	"time"
 
 	"routehound/api"
-	"routehound/internal/testkit"
+	"routehound/config"
 )
 
-// newDevicesFixture is a server with config-registered devices (what the
-// appliance does with [[osmand.devices]]).
+// newDevicesFixture is the server with configured devices registered in
+// the configuration file ([[osmand.devices]]; the phone listener stays off).
 func newDevicesFixture(t *testing.T, configured map[string]string) *fixture {
 	t.Helper()
-	eng, _ := testkit.EngineIn(t, testkit.Store{Dir: filepath.Join(t.TempDir(), "store")}, nil)
-	roles := map[string]api.Role{}
-	for r, tk := range fxTokens {
-		roles[tk] = r
-	}
-	srv := api.New(eng, api.NewTokens(roles), api.Config{MaxBodyBytes: 1 << 20, RetryAfter: time.Second}, nil)
-	srv.SetConfigDevices(configured)
-	ts := httptest.NewServer(srv)
-	t.Cleanup(ts.Close) // before testkit's cleanup closes the engine and the wal
-	return &fixture{url: ts.URL, client: ts.Client(), eng: eng}
+	return newFixtureWith(t, fixtureOpts{config: func(c *config.Config) {
+		for id, driver := range configured {
+			c.Osmand.Devices = append(c.Osmand.Devices, config.Device{ID: id, Driver: driver})
+		}
+	}})
 }
 
 func TestDevices(t *testing.T) {

@@ -30,8 +30,8 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
 	"routehound/api"
+	"routehound/config"
 	"routehound/docs"
-	"routehound/hub"
 )
 
 var spec struct {
@@ -578,7 +578,7 @@ func sseSchema(t testing.TB, event string) string {
 // the driver stream send matches the shapes docs/openapi.yaml documents,
 // and the stream endpoints' HTTP refusals go through the validated send.
 func TestOpenAPIStreamMessages(t *testing.T) {
-	f := newFixtureWith(t, fixtureOpts{hub: func(c *hub.Config) { c.MaxSubscribersPerTable = 2 }})
+	f := newFixtureWith(t, fixtureOpts{config: func(c *config.Config) { c.Hub.MaxSubscribersPerTable = 2 }})
 	dash := tok(api.RoleDashboard)
 	f.putKey(t, "oa", "a", `{"n":1}`)
 	f.putKey(t, "oa", "b/c", `[1,"x",null]`)

@@ -23,7 +23,7 @@ import (
 	"github.com/coder/websocket"
 
 	"routehound/api"
-	"routehound/hub"
+	"routehound/config"
 )
 
 const streamWait = 5 * time.Second // the longest wait for one event
@@ -550,11 +550,11 @@ func TestSSEBadFrom(t *testing.T) {
 	}
 }
 
-// TestSubscriberLimit_MaxSubscribersPerTable3 runs with hub.Config
-// MaxSubscribersPerTable = 3 (the default is 100; the rule is the same):
+// TestSubscriberLimit_MaxSubscribersPerTable3 runs with [hub]
+// max_subscribers_per_table = 3 (the default is 100; the rule is the same):
 // the 4th subscriber of one table gets 429 too_many_subscribers.
 func TestSubscriberLimit_MaxSubscribersPerTable3(t *testing.T) {
-	f := newFixtureWith(t, fixtureOpts{hub: func(c *hub.Config) { c.MaxSubscribersPerTable = 3 }})
+	f := newFixtureWith(t, fixtureOpts{config: func(c *config.Config) { c.Hub.MaxSubscribersPerTable = 3 }})
 	dash := tok(api.RoleDashboard)
 	path := "/v1/tables/crowd/events"
 	var open []*sseStream

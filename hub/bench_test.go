@@ -11,9 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"runtime"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,47 +21,35 @@ import (
 
 	"github.com/coder/websocket"
 
-	"routehound/api"
+	"routehound/config"
 	"routehound/engine"
 	"routehound/hub"
-	"routehound/wal"
+	"routehound/internal/apptest"
+	"routehound/internal/testkit"
 )
 
-// fixture is the server as serve.go wires it, on a loopback listener. The
-// clock of when each LSN became durable is the engine's (DurableAt).
+// fixture is the real appliance (apptest.Start) on a loopback listener.
+// The clock of when each LSN became durable is the engine's (DurableAt).
 type fixture struct {
-	e     *engine.Engine
-	h     *hub.Hub
-	srv   *httptest.Server
-	token string
+	e      *engine.Engine
+	h      *hub.Hub
+	url    string
+	client *http.Client
+	token  string // the dashboard's
 }
 
-func newFixture(b *testing.B, hc hub.Config) *fixture {
+// newFixture starts the appliance with the defaults apptest gives, a 64 MiB
+// store cache, then hubCfg's changes to [hub] (subscriber bounds, buffer).
+func newFixture(b *testing.B, hubCfg func(*config.Hub)) *fixture {
 	b.Helper()
 	raiseFDLimit()
-	db, err := wal.Open(wal.Options{Dir: b.TempDir(), MemoryBytes: 64 << 20})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ec := engine.DefaultConfig()
-	ec.MinFreeBytes = 0
-	e, err := engine.New(ec, db, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	f := &fixture{e: e, token: "dashboard-0123456789abcdef"}
-	f.h = hub.New(e, hc, nil)
-	s := api.New(e, api.NewTokens(map[string]api.Role{f.token: api.RoleDashboard}), api.Config{MaxBodyBytes: 1 << 20, RetryAfter: time.Second}, nil)
-	s.MountHub(f.h)
-	f.srv = httptest.NewServer(s)
-	b.Cleanup(func() {
-		f.h.Close()
-		f.srv.CloseClientConnections()
-		f.srv.Close()
-		e.Close(context.Background())
-		db.Close()
-	})
-	return f
+	s := apptest.Start(b, apptest.Options{Config: func(c *config.Config) {
+		c.Storage.MemoryMB = 64
+		if hubCfg != nil {
+			hubCfg(&c.Hub)
+		}
+	}})
+	return &fixture{e: s.Engine, h: s.Hub, url: s.URL, client: s.Client, token: s.Token(b, "dashboard")}
 }
 
 func raiseFDLimit() {
@@ -103,18 +89,19 @@ func (l *latencies) report(b *testing.B, prefix string) {
 	if len(l.d) == 0 {
 		b.Fatalf("%s: no event received", prefix)
 	}
-	sort.Slice(l.d, func(i, j int) bool { return l.d[i] < l.d[j] })
-	q := func(p float64) float64 { return float64(l.d[int(p*float64(len(l.d)-1))]) / 1e6 }
-	b.ReportMetric(q(0.5), prefix+"p50-ms")
-	b.ReportMetric(q(0.99), prefix+"p99-ms")
-	b.ReportMetric(float64(l.d[len(l.d)-1])/1e6, prefix+"max-ms")
+	// The index rule ⌊p/100·(n−1)⌋ (testkit.PercentileLower), as this
+	// benchmark always reported.
+	q := func(p float64) float64 { return float64(testkit.PercentileLower(l.d, p)) / 1e6 }
+	b.ReportMetric(q(50), prefix+"p50-ms")
+	b.ReportMetric(q(99), prefix+"p99-ms")
+	b.ReportMetric(q(100), prefix+"max-ms")
 	b.ReportMetric(float64(len(l.d)), prefix+"events")
 }
 
 // wsSubscribe opens a WebSocket subscriber of table and records the
 // commit→receipt latency of every change.
 func (f *fixture) wsSubscribe(ctx context.Context, b *testing.B, table string, lat *latencies, ready *sync.WaitGroup) {
-	url := strings.Replace(f.srv.URL, "http", "ws", 1) + "/v1/ws"
+	url := strings.Replace(f.url, "http", "ws", 1) + "/v1/ws"
 	c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + f.token}}})
 	if err != nil {
 		b.Error(err)
@@ -177,9 +164,9 @@ func lsnOf(data []byte) (uint64, bool) {
 
 // sseSubscribe is wsSubscribe over Server-Sent Events.
 func (f *fixture) sseSubscribe(ctx context.Context, b *testing.B, table string, lat *latencies, ready *sync.WaitGroup) {
-	req, _ := http.NewRequestWithContext(ctx, "GET", f.srv.URL+"/v1/tables/"+table+"/events", nil)
+	req, _ := http.NewRequestWithContext(ctx, "GET", f.url+"/v1/tables/"+table+"/events", nil)
 	req.Header.Set("Authorization", "Bearer "+f.token)
-	resp, err := f.srv.Client().Do(req)
+	resp, err := f.client.Do(req)
 	if err != nil || resp.StatusCode != 200 {
 		b.Errorf("SSE subscribe: %v %v", err, resp)
 		ready.Done()
@@ -245,7 +232,7 @@ func (f *fixture) writeAt(b *testing.B, tables []string, rate int, d time.Durati
 }
 
 func runFanout(b *testing.B, transport string, subs, tables int) {
-	f := newFixture(b, hub.Config{MaxSubscribersPerTable: 100, Buffer: 1024})
+	f := newFixture(b, func(c *config.Hub) { c.MaxSubscribersPerTable, c.SubscriberBuffer = 100, 1024 })
 	names := make([]string, tables)
 	for i := range names {
 		names[i] = fmt.Sprintf("t%04d", i)
@@ -297,7 +284,7 @@ func BenchmarkDeliveredSSE(b *testing.B) { runSaturation(b, "sse") }
 func BenchmarkDeliveredWS(b *testing.B)  { runSaturation(b, "ws") }
 
 func runSaturation(b *testing.B, transport string) {
-	f := newFixture(b, hub.Config{MaxSubscribersPerTable: 100, Buffer: 4096})
+	f := newFixture(b, func(c *config.Hub) { c.MaxSubscribersPerTable, c.SubscriberBuffer = 100, 4096 })
 	tables := []string{"a", "b", "c", "d"}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -341,9 +328,9 @@ func runSaturation(b *testing.B, transport string) {
 // so that the heap and stack growth per subscriber is the server's cost
 // plus a few hundred bytes of client.
 func BenchmarkIdleSubscriberMemory(b *testing.B) {
-	f := newFixture(b, hub.Config{MaxSubscribersPerTable: 100})
+	f := newFixture(b, func(c *config.Hub) { c.MaxSubscribersPerTable = 100 })
 	const n = 2000
-	addr := strings.TrimPrefix(f.srv.URL, "http://")
+	addr := strings.TrimPrefix(f.url, "http://")
 	runtime.GC()
 	var m0 runtime.MemStats
 	runtime.ReadMemStats(&m0)

@@ -34,6 +34,9 @@ func (r *Replica) run() {
 	}()
 	a, err := newApplier(ctx, r)
 	if err != nil {
+		if ctx.Err() != nil {
+			return // closed while starting: a shutdown, not a failure
+		}
 		r.log.Error("replica applier cannot start", "err", err)
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -754,5 +755,34 @@ func TestNoSpinOnAnEmptyRead(t *testing.T) {
 	}
 	if r.LSN() != 0 {
 		t.Fatalf("applied %d of nothing", r.LSN())
+	}
+}
+
+// errorRecords is a slog.Handler that counts error records.
+type errorRecords struct{ n atomic.Int64 }
+
+func (h *errorRecords) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelError }
+func (h *errorRecords) Handle(context.Context, slog.Record) error    { h.n.Add(1); return nil }
+func (h *errorRecords) WithAttrs([]slog.Attr) slog.Handler           { return h }
+func (h *errorRecords) WithGroup(string) slog.Handler                { return h }
+
+// TestCloseWhileStartingIsNoFailure: a replica closed before its applier
+// has prepared its statements (a server shut down right after it started)
+// logs no error: a shutdown is no failure.
+func TestCloseWhileStartingIsNoFailure(t *testing.T) {
+	s := newStore(t, "")
+	errs := &errorRecords{}
+	dir := t.TempDir()
+	for i := range 20 {
+		r, err := Open(filepath.Join(dir, fmt.Sprintf("r%d.db", i)), s.e, slog.New(errs))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := errs.n.Load(); n != 0 {
+		t.Fatalf("%d error records logged by replicas closed while starting", n)
 	}
 }

@@ -26,6 +26,17 @@ const (
 	driverToken = "driver-token-0123456789abc"
 )
 
+// fixture is the dashboard alone — a ui.UI over a real engine and hub,
+// behind its own mux — not the appliance (internal/apptest), on purpose:
+// these tests are of package ui, and need what the appliance does not give
+// them. They read the engine through ui's own SnapshotReader (what a write
+// made durable shows at once; the appliance reads the replica, which
+// follows), tune the hub past what the configuration file sets
+// (MaxResyncs), mark cookies Secure without a TLS listener, and look at the
+// package's internals (frames, sessions, counters); and a test of package
+// ui cannot import appliance (which imports ui). The dashboard as the
+// appliance wires it is tested in appliance (dashread_test.go) and
+// benchmarked there (dashread_bench_test.go).
 type fixture struct {
 	t   *testing.T
 	e   *engine.Engine

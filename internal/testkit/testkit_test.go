@@ -76,7 +76,7 @@ func TestEngine(t *testing.T) {
 }
 
 // TestOnlyTestsImport refuses a non-test file of the module that imports
-// testkit: it is test scaffolding, not part of the server.
+// testkit or apptest: they are test scaffolding, not part of the server.
 func TestOnlyTestsImport(t *testing.T) {
 	root := filepath.Join("..", "..")
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
@@ -98,9 +98,11 @@ func TestOnlyTestsImport(t *testing.T) {
 		}
 		for _, im := range f.Imports {
 			p, _ := strconv.Unquote(im.Path.Value)
-			inKit := strings.HasPrefix(filepath.ToSlash(path), "../../internal/testkit/")
-			if strings.HasPrefix(p, "routehound/internal/testkit") && !inKit {
-				t.Errorf("%s imports %s: only _test.go files may", path, p)
+			for _, kit := range []string{"internal/testkit", "internal/apptest"} {
+				inKit := strings.HasPrefix(filepath.ToSlash(path), "../../"+kit+"/")
+				if strings.HasPrefix(p, "routehound/"+kit) && !inKit {
+					t.Errorf("%s imports %s: only _test.go files may", path, p)
+				}
 			}
 		}
 		return nil
