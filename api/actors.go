@@ -1,7 +1,9 @@
 package api
 
 import (
+	"context"
 	"crypto/rand"
+	"errors"
 	"net/http"
 	"time"
 
@@ -19,6 +21,20 @@ func DecodePoints(body []byte, maxPoints int) ([]engine.Point, error) {
 		return nil, refusal(err)
 	}
 	return pts, nil
+}
+
+// driverRoomWait is how long a driver's points wait for room in a full
+// driver lane before they are refused (429 lane_full, Retry-After 1 s).
+const driverRoomWait = 500 * time.Millisecond
+
+// submitPoints submits a driver's points; when the lane is full it waits
+// for room until driverRoomWait after since, then tries once more.
+func (s *Server) submitPoints(ctx context.Context, driver string, pts []engine.Point, since time.Time) (engine.DriverAck, error) {
+	ack, err := s.e.SubmitPoints(ctx, driver, pts)
+	if errors.Is(err, engine.ErrLaneFull) && s.e.WaitRoom(ctx, engine.LaneDriver, len(pts), driverRoomWait-time.Since(since)) {
+		ack, err = s.e.SubmitPoints(ctx, driver, pts)
+	}
+	return ack, err
 }
 
 // decodeSlot takes one of the driver decode slots, waiting at most 500 ms.
@@ -51,11 +67,13 @@ func (s *Server) postLocations(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, engine.LaneDriver, err)
 		return
 	}
-	// A full lane is refused before its body costs any CPU; then at most
-	// GOMAXPROCS-1 driver bodies decode at once, so that a flood of points
-	// always leaves a core to the dispatcher, the warehouse and the
-	// committer. Both waits are bounded.
-	if s.e.LaneFull(engine.LaneDriver) {
+	// A full lane makes the request wait for room (bounded), then refuses
+	// it before its body costs any CPU; then at most GOMAXPROCS-1 driver
+	// bodies decode at once, so that a flood of points always leaves a
+	// core to the dispatcher, the warehouse and the committer. Every wait
+	// is bounded.
+	t0 := time.Now()
+	if !s.e.WaitRoom(r.Context(), engine.LaneDriver, 1, driverRoomWait) {
 		s.fail(w, r, s.e.RefuseFull(engine.LaneDriver))
 		return
 	}
@@ -69,7 +87,7 @@ func (s *Server) postLocations(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, engine.LaneDriver, err)
 		return
 	}
-	ack, err := s.e.SubmitPoints(r.Context(), driver, pts)
+	ack, err := s.submitPoints(r.Context(), driver, pts, t0)
 	if err != nil {
 		s.fail(w, r, err)
 		return

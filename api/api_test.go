@@ -1273,6 +1273,27 @@ func TestMethodNotAllowedAndUnknownPath(t *testing.T) {
 // 4. Backpressure
 // ---------------------------------------------------------------------------
 
+// TestDriverWaitsForRoom: a driver request that finds its lane full waits
+// (up to half a second) for the committer to drain it and is accepted,
+// rather than refused with a Retry-After of a whole second.
+func TestDriverWaitsForRoom(t *testing.T) {
+	f := newFixtureWith(t, fixtureOpts{config: func(c *config.Config) {
+		c.Lanes.Driver.QueueBound = 50
+		c.Lanes.Driver.FlushWithin = 100 * time.Millisecond
+	}})
+	drv := tok(api.RoleDriver)
+	wantStatus(t, f.do(t, "POST", "/v1/drivers/van-1/locations", drv, pointsJSON(1, 50)), http.StatusAccepted)
+	// Full until the fsync due within 100 ms frees the 50 points.
+	r := f.do(t, "POST", "/v1/drivers/van-2/locations", drv, pointsJSON(1, 10))
+	wantStatus(t, r, http.StatusAccepted)
+	if m := object(t, r); num[int](t, m["accepted"]) != 10 {
+		t.Fatalf("after waiting for room: %s", r.body)
+	}
+	if rj := f.eng.Lane(engine.LaneDriver).Rejected(); len(rj) != 0 {
+		t.Fatalf("driver lane refusals %+v, want none", rj)
+	}
+}
+
 // TestDriverLaneBackpressure: driver lane queue_bound 50, flush_within 1
 // minute, so that accepted points stay counted against the bound (they are
 // in flight until an fsync) until a sync write forces one.

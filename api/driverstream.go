@@ -83,7 +83,7 @@ func (s *Server) driverStream(w http.ResponseWriter, r *http.Request) {
 			ds.sendError(driver, err)
 			continue
 		}
-		ack, err := s.e.SubmitPoints(ctx, driver, pts)
+		ack, err := s.submitPoints(ctx, driver, pts, time.Now())
 		if err != nil {
 			ds.sendError(driver, err)
 			continue

@@ -274,6 +274,20 @@ func (e *Engine) LaneFull(name Lane) bool {
 	return l != nil && l.stats.Depth.Load() >= int64(l.cfg.QueueBound)
 }
 
+// WaitRoom waits, at most max, until units fit under the lane's bound, and
+// reports whether they did. A writer whose lane is full waits a moment for
+// the committer to drain it instead of being refused at once: backpressure
+// by latency, where a refusal would cost the client a whole Retry-After
+// second. They may be taken by another writer before the caller submits;
+// the submit decides.
+func (e *Engine) WaitRoom(ctx context.Context, name Lane, units int, max time.Duration) bool {
+	l := e.lane(name)
+	if l == nil {
+		return false
+	}
+	return l.waitRoom(ctx, units, time.Now().Add(max))
+}
+
 // RefuseFull counts an arrival refused because its lane is full, and
 // returns ErrLaneFull for the answer.
 func (e *Engine) RefuseFull(name Lane) error {

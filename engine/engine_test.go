@@ -225,6 +225,50 @@ func TestBackpressureIsPerLane(t *testing.T) {
 	}
 }
 
+// WaitRoom gives up at its bound while nothing drains, and returns as soon
+// as the committer frees room; it never waits for a lane with room.
+func TestWaitRoom(t *testing.T) {
+	e, _ := newEngine(t, func(c *Config) {
+		d := c.Lanes[LaneDriver]
+		d.QueueBound = 100
+		c.Lanes[LaneDriver] = d
+	})
+	ctx := context.Background()
+	if !e.WaitRoom(ctx, LaneDriver, 100, 0) {
+		t.Fatal("an empty lane has no room for its bound")
+	}
+	b := e.db.Load().Begin() // hold the committer: nothing drains
+	if _, err := e.SubmitPoints(ctx, "d1", pts(1, 100)); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	if e.WaitRoom(ctx, LaneDriver, 1, 50*time.Millisecond) {
+		t.Fatal("room in a full lane that nothing drains")
+	}
+	if d := time.Since(t0); d < 50*time.Millisecond {
+		t.Fatalf("gave up after %v, before its bound", d)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if e.WaitRoom(cctx, LaneDriver, 1, time.Minute) {
+		t.Fatal("room after the context ended")
+	}
+	got := make(chan bool, 1)
+	go func() { got <- e.WaitRoom(ctx, LaneDriver, 50, time.Minute) }()
+	b.Discard() // let the committer go: the points become durable, the lane drains
+	select {
+	case ok := <-got:
+		if !ok {
+			t.Fatal("no room after the lane drained")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("WaitRoom did not return when the lane drained")
+	}
+	if _, err := e.SubmitPoints(ctx, "d2", pts(1, 50)); err != nil {
+		t.Fatalf("after the wait: %v", err)
+	}
+}
+
 // The committer takes dispatch before queued driver points, and a batch
 // never exceeds its bounds.
 func TestPriorityAndBatchBounds(t *testing.T) {

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -54,6 +55,7 @@ type lane struct {
 	queue []*item // FIFO; bounded by cfg.QueueBound units through depth
 	head  int
 	depth int // units queued + in flight; guarded by mu, mirrored in stats
+	room  chan struct{} // non-nil while a writer waits for room (WaitRoom); closed by release
 
 	stats LaneStats
 }
@@ -138,8 +140,46 @@ func (l *lane) waiting() bool {
 func (l *lane) release(units int) {
 	l.mu.Lock()
 	l.depth -= units
+	if l.room != nil {
+		close(l.room)
+		l.room = nil
+	}
 	l.mu.Unlock()
 	l.stats.Depth.Add(-int64(units))
+}
+
+// waitRoom waits until units fit under the bound, at most until deadline
+// or ctx's end; it reports whether they fit when it returned. They may no
+// longer fit when the caller pushes: push decides.
+func (l *lane) waitRoom(ctx context.Context, units int, deadline time.Time) bool {
+	var timer *time.Timer
+	for {
+		l.mu.Lock()
+		if l.depth+units <= l.cfg.QueueBound {
+			l.mu.Unlock()
+			return true
+		}
+		if l.room == nil {
+			l.room = make(chan struct{})
+		}
+		room := l.room
+		l.mu.Unlock()
+		d := time.Until(deadline)
+		if d <= 0 {
+			return false
+		}
+		if timer == nil {
+			timer = time.NewTimer(d)
+			defer timer.Stop()
+		}
+		select {
+		case <-room:
+		case <-timer.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 // LaneStats is one lane's line of the cost ledger. All fields are updated

@@ -115,7 +115,12 @@ const maxAllocatorInitialSz = 256 << 20
 
 // NewTableBuilder makes a new TableBuilder.
 func NewTableBuilder(opts Options) *Builder {
-	sz := 2 * int(opts.TableSize)
+	// RouteHound patch 6: start small and let the allocator grow with the
+	// table (it adds buffers as blocks come). Upstream allocated twice the
+	// table size up front, rounded up to a power of two: 32 MiB of Go heap
+	// for a 12 MiB memtable's flush, however small the table came out,
+	// which kept the heap at the soft memory limit under ingest.
+	sz := int(opts.TableSize) / 8
 	if sz > maxAllocatorInitialSz {
 		sz = maxAllocatorInitialSz
 	}
