@@ -54,7 +54,7 @@ type lane struct {
 	mu    sync.Mutex
 	queue []*item // FIFO; bounded by cfg.QueueBound units through depth
 	head  int
-	depth int // units queued + in flight; guarded by mu, mirrored in stats
+	depth int           // units queued + in flight; guarded by mu, mirrored in stats
 	room  chan struct{} // non-nil while a writer waits for room (WaitRoom); closed by release
 
 	stats LaneStats
