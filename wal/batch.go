@@ -282,16 +282,26 @@ func (b *Batch) Commit() error {
 		return nil
 	}
 	var logBytes int64
-	buf := make([]byte, 0, 256)
+	// Every record's key and value are cut from one slab per batch: Badger
+	// keeps the slices until the commit, and one allocation replaces two
+	// per record.
+	need := 0
+	for i := range b.recs {
+		need += 9 + recordSize(&b.recs[i])
+	}
+	slab := make([]byte, 0, need)
 	for i := range b.recs {
 		r := &b.recs[i]
-		buf = appendRecord(buf[:0], r)
-		v := append([]byte(nil), buf...)
-		if err := b.txn.Set(logKey(r.LSN), v); err != nil {
+		k0 := len(slab)
+		slab = appendLogKey(slab, r.LSN)
+		v0 := len(slab)
+		slab = appendRecord(slab, r)
+		k, v := slab[k0:v0:v0], slab[v0:len(slab):len(slab)]
+		if err := b.txn.Set(k, v); err != nil {
 			b.txn.Discard()
 			return fmt.Errorf("wal: commit batch of %d at lsn %d: %w", len(b.recs), b.recs[0].LSN, err)
 		}
-		logBytes += int64(9 + len(v))
+		logBytes += int64(len(k) + len(v))
 	}
 	for name, m := range b.tables {
 		v := make([]byte, 16)

@@ -62,11 +62,10 @@ var (
 	metaLogBytes = []byte("mlogbytes") // be64: bytes of log records retained
 )
 
-func logKey(lsn uint64) []byte {
-	k := make([]byte, 9)
-	k[0] = kindLog
-	binary.BigEndian.PutUint64(k[1:], lsn)
-	return k
+func logKey(lsn uint64) []byte { return appendLogKey(make([]byte, 0, 9), lsn) }
+
+func appendLogKey(b []byte, lsn uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(b, kindLog), lsn)
 }
 
 func stateKey(table, key string) []byte {
@@ -104,6 +103,12 @@ func be64(v uint64) []byte {
 
 // appendRecord encodes r without its LSN (the LSN is the key):
 // op, actor, committed_at, version, table, key, value.
+// recordSize is the length appendRecord gives r (an upper bound: varints
+// counted at their longest).
+func recordSize(r *Record) int {
+	return 1 + 3*binary.MaxVarintLen64 + len(r.Actor) + binary.MaxVarintLen64 + binary.MaxVarintLen64 + len(r.Table) + len(r.Key) + len(r.Value)
+}
+
 func appendRecord(b []byte, r *Record) []byte {
 	b = append(b, byte(r.Op))
 	b = binary.AppendUvarint(b, uint64(len(r.Actor)))
