@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"routehound/engine"
+	"routehound/internal/testkit"
 	"routehound/internal/testkit/wait"
 	"routehound/wal"
 )
@@ -23,22 +24,9 @@ func newHub(t *testing.T, cfg Config) (*Hub, *engine.Engine) {
 // newHubStore is newHub with the engine's store, for a test that trims it.
 func newHubStore(t *testing.T, cfg Config) (*Hub, *engine.Engine, *wal.DB) {
 	t.Helper()
-	db, err := wal.Open(wal.Options{Dir: t.TempDir(), MemoryBytes: 32 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ec := engine.DefaultConfig()
-	ec.MinFreeBytes = 0
-	e, err := engine.New(ec, db, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, db := testkit.Engine(t, nil)
 	h := New(e, cfg, nil)
-	t.Cleanup(func() {
-		h.Close()
-		e.Close(context.Background())
-		db.Close()
-	})
+	t.Cleanup(h.Close) // before the engine's cleanup: cleanups run last first
 	return h, e, db
 }
 
