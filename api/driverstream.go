@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -93,7 +94,7 @@ func (s *Server) driverStream(w http.ResponseWriter, r *http.Request) {
 			top = max(top, p.Seq)
 		}
 		ds.expect(driver, top, ack.DurableSeq)
-		ds.send(map[string]any{"driver": driver, "accepted": ack.Accepted, "duplicates": ack.Duplicates, "durable_seq": ack.DurableSeq})
+		ds.write(appendAck(nil, driver, ack))
 	}
 }
 
@@ -211,7 +212,7 @@ func (d *durableNotifier) run(ctx context.Context) {
 		clear(d.fresh)
 		d.mu.Unlock()
 		for _, u := range out {
-			if d.send(map[string]any{"driver": u.driver, "durable_seq": u.seq}) != nil {
+			if d.write(appendDurable(nil, u.driver, u.seq)) != nil {
 				return
 			}
 		}
@@ -231,9 +232,37 @@ func (d *durableNotifier) send(v any) error {
 	if err != nil {
 		return err
 	}
+	return d.write(b)
+}
+
+func (d *durableNotifier) write(b []byte) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return d.c.Write(ctx, websocket.MessageText, b)
+}
+
+// appendAck and appendDurable write the stream's two frequent frames by
+// hand (encoding/json of a map per frame was the stream's largest cost
+// after the points). Driver names need no escaping: fleet.CheckName
+// allows letters, digits and ._-:@~ only.
+func appendAck(b []byte, driver string, ack engine.DriverAck) []byte {
+	b = append(b, `{"driver":"`...)
+	b = append(b, driver...)
+	b = append(b, `","accepted":`...)
+	b = strconv.AppendInt(b, int64(ack.Accepted), 10)
+	b = append(b, `,"duplicates":`...)
+	b = strconv.AppendInt(b, int64(ack.Duplicates), 10)
+	b = append(b, `,"durable_seq":`...)
+	b = strconv.AppendUint(b, ack.DurableSeq, 10)
+	return append(b, '}')
+}
+
+func appendDurable(b []byte, driver string, seq uint64) []byte {
+	b = append(b, `{"driver":"`...)
+	b = append(b, driver...)
+	b = append(b, `","durable_seq":`...)
+	b = strconv.AppendUint(b, seq, 10)
+	return append(b, '}')
 }
 
 func (d *durableNotifier) sendError(driver string, err error) {

@@ -24,6 +24,7 @@ import (
 
 	"routehound/api"
 	"routehound/config"
+	"routehound/engine"
 )
 
 const streamWait = 5 * time.Second // the longest wait for one event
@@ -1024,5 +1025,28 @@ func TestSubscribeDuringWrites(t *testing.T) {
 	check("WebSocket", snapLSN, snapKeys, changes)
 	if err := <-werr; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The stream's hand-written frames are the JSON encoding/json writes.
+func TestStreamFramesEncode(t *testing.T) {
+	ack := engine.DriverAck{Accepted: 3, Duplicates: 1, DurableSeq: 18446744073709551615}
+	var got, want map[string]any
+	if err := json.Unmarshal(api.AppendAckForTest(nil, "van-7.a_b:c@d~e", ack), &got); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(map[string]any{"driver": "van-7.a_b:c@d~e", "accepted": 3, "duplicates": 1, "durable_seq": uint64(18446744073709551615)})
+	json.Unmarshal(b, &want)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("ack frame %v, want %v", got, want)
+	}
+	got, want = nil, nil
+	if err := json.Unmarshal(api.AppendDurableForTest(nil, "d1", 42), &got); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = json.Marshal(map[string]any{"driver": "d1", "durable_seq": 42})
+	json.Unmarshal(b, &want)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("durable frame %v, want %v", got, want)
 	}
 }
