@@ -949,7 +949,11 @@ func TestHealthReadyMetrics(t *testing.T) {
 			t.Errorf("%s = %v, want %v", series, got, want)
 		}
 	}
-	for _, series := range []string{`routehound_durable_lsn`, `routehound_fsyncs_total`, `routehound_uptime_seconds`} {
+	if got := metric(`routehound_sched_target_seconds`); got != engine.DefaultConfig().Lanes[engine.LaneDispatch].SLA.Seconds() {
+		t.Errorf("routehound_sched_target_seconds = %v, want dispatch's SLA", got)
+	}
+	for _, series := range []string{`routehound_durable_lsn`, `routehound_fsyncs_total`, `routehound_uptime_seconds`,
+		`routehound_sched_batch_cap`, `routehound_sched_cost_seconds{cost="fsync"}`, `routehound_sched_cost_seconds{cost="commit_per_record"}`} {
 		if metric(series) <= 0 {
 			t.Errorf("%s is not positive", series)
 		}

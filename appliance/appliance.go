@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -62,6 +63,10 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 	}
 	if err := Validate(cfg); err != nil {
 		return nil, err
+	}
+	if len(cfg.Ignored) > 0 {
+		log.Warn("config: these settings are ignored: the committer derives its batches from each lane's contract and sla; remove them",
+			"settings", strings.Join(cfg.Ignored, ", "))
 	}
 	dir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {

@@ -18,8 +18,8 @@ import (
 // directory watched for free space ("" for none). Open is left for Start.
 func EngineConfig(c config.Config, dataDir string) engine.Config {
 	lane := func(l config.Lane) engine.LaneConfig {
-		return engine.LaneConfig{Contract: engine.Contract(l.Contract), QueueBound: l.QueueBound, BatchBound: l.BatchBound,
-			Weight: l.Weight, FlushWithin: l.FlushWithin, MaxWait: l.MaxWait, SLA: l.SLA}
+		return engine.LaneConfig{Contract: engine.Contract(l.Contract), QueueBound: l.QueueBound,
+			FlushWithin: l.FlushWithin, MaxWait: l.MaxWait, SLA: l.SLA}
 	}
 	return engine.Config{
 		Lanes: map[engine.Lane]engine.LaneConfig{
@@ -28,8 +28,8 @@ func EngineConfig(c config.Config, dataDir string) engine.Config {
 			engine.LaneWarehouse: lane(c.Lanes.Warehouse),
 			engine.LaneTables:    lane(c.Lanes.Tables),
 		},
-		BatchRecords:   c.Committer.BatchRecords,
-		BatchBytes:     c.Committer.BatchBytes,
+		BatchRecords:   engine.DefaultConfig().BatchRecords,
+		BatchBytes:     engine.DefaultConfig().BatchBytes,
 		IdempotencyTTL: c.Storage.IdempotencyTTL,
 		MaxDrivers:     c.Committer.MaxDrivers,
 		Retention:      wal.Retention{MaxAge: c.Storage.RetentionAge, MaxBytes: c.Storage.RetentionMB << 20},

@@ -41,6 +41,10 @@ type Config struct {
 	Hub       Hub       `toml:"hub"`
 	Osmand    Osmand    `toml:"osmand"`
 	UI        UI        `toml:"ui"`
+
+	// Ignored lists the deprecated settings the file held (Load): the
+	// server logs them once at start.
+	Ignored []string `toml:"-"`
 }
 
 // UI configures the operations dashboard (/ui/).
@@ -79,11 +83,14 @@ type Storage struct {
 	IdempotencyTTL time.Duration `toml:"idempotency_ttl"`
 }
 
-// Committer bounds one batch.
+// Committer holds the committer's one setting. Its batches are sized at
+// run time from the lanes' SLAs and measured costs.
 type Committer struct {
-	BatchRecords int   `toml:"batch_records"`
-	BatchBytes   int64 `toml:"batch_bytes"`
-	MaxDrivers   int   `toml:"max_drivers"`
+	MaxDrivers int `toml:"max_drivers"`
+	// Deprecated, ignored: the committer derives its batch size. Still
+	// read, so that an older config file loads; Ignored names them.
+	BatchRecords int   `toml:"batch_records,omitzero"`
+	BatchBytes   int64 `toml:"batch_bytes,omitzero"`
 }
 
 // Lanes configures each actor's lane.
@@ -99,11 +106,13 @@ type Lanes struct {
 type Lane struct {
 	Contract    string        `toml:"contract"`     // sync, ack or async
 	QueueBound  int           `toml:"queue_bound"`  // units (driver: points; others: writes) queued + in flight
-	BatchBound  int           `toml:"batch_bound"`  // units of this lane in one batch
-	Weight      int           `toml:"weight"`       // share of a batch when lanes compete
 	FlushWithin time.Duration `toml:"flush_within"` // longest delay from commit to fsync
 	MaxWait     time.Duration `toml:"max_wait"`     // longest queue wait before refusal (0: no bound)
-	SLA         time.Duration `toml:"sla"`          // end-to-end latency target, for reports
+	SLA         time.Duration `toml:"sla"`          // latency target: the committer schedules by it
+	// Deprecated, ignored: the committer derives batch shares from the
+	// contracts and SLAs. Still read, so that an older file loads.
+	BatchBound int `toml:"batch_bound,omitzero"`
+	Weight     int `toml:"weight,omitzero"`
 }
 
 // Hub configures subscriptions.
@@ -166,12 +175,12 @@ func Default() Config {
 			RetentionMB:    2048,
 			IdempotencyTTL: 24 * time.Hour,
 		},
-		Committer: Committer{BatchRecords: 4096, BatchBytes: 2 << 20, MaxDrivers: 100000},
+		Committer: Committer{MaxDrivers: 100000},
 		Lanes: Lanes{
-			Driver:    Lane{Contract: "async", QueueBound: 16384, BatchBound: 1024, Weight: 2, FlushWithin: 10 * time.Millisecond, SLA: 50 * time.Millisecond},
-			Dispatch:  Lane{Contract: "sync", QueueBound: 1024, BatchBound: 256, Weight: 8, SLA: 5 * time.Millisecond},
-			Warehouse: Lane{Contract: "ack", QueueBound: 4096, BatchBound: 512, Weight: 4, FlushWithin: 2 * time.Millisecond, MaxWait: 2 * time.Second, SLA: 20 * time.Millisecond},
-			Tables:    Lane{Contract: "sync", QueueBound: 4096, BatchBound: 512, Weight: 4, SLA: 20 * time.Millisecond},
+			Driver:    Lane{Contract: "async", QueueBound: 16384, FlushWithin: 10 * time.Millisecond, SLA: 50 * time.Millisecond},
+			Dispatch:  Lane{Contract: "sync", QueueBound: 1024, SLA: 5 * time.Millisecond},
+			Warehouse: Lane{Contract: "ack", QueueBound: 4096, FlushWithin: 2 * time.Millisecond, MaxWait: 2 * time.Second, SLA: 20 * time.Millisecond},
+			Tables:    Lane{Contract: "sync", QueueBound: 4096, SLA: 20 * time.Millisecond},
 		},
 		Hub: Hub{
 			MaxSubscribers:         10000,
@@ -208,8 +217,17 @@ func Load(path string) (Config, error) {
 		}
 		return c, fmt.Errorf("config: %s: unknown settings: %s", path, strings.Join(keys, ", "))
 	}
+	for _, k := range md.Keys() {
+		if deprecated[k[len(k)-1]] && (len(k) == 2 && k[0] == "committer" || len(k) == 3 && k[0] == "lanes") {
+			c.Ignored = append(c.Ignored, k.String())
+		}
+	}
 	return c, c.Validate()
 }
+
+// deprecated are the scheduling settings the committer now derives: a file
+// may still hold them (Ignored lists those it held), and they do nothing.
+var deprecated = map[string]bool{"batch_records": true, "batch_bytes": true, "batch_bound": true, "weight": true}
 
 // Validate reports the first setting that cannot work.
 func (c Config) Validate() error {

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -131,5 +132,31 @@ func TestOsmandSettings(t *testing.T) {
 		if _, err := Load(p); err == nil {
 			t.Errorf("accepted:\n%s", bad)
 		}
+	}
+}
+
+// An older file's scheduling settings still load, do nothing, and are
+// named in Ignored for the start-up warning.
+func TestDeprecatedSchedulingSettingsLoad(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.toml")
+	old := "[committer]\nbatch_records = 100\nmax_drivers = 7\n[lanes.driver]\nweight = 2\nbatch_bound = 10\nqueue_bound = 99\n"
+	if err := os.WriteFile(path, []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"committer.batch_records", "lanes.driver.weight", "lanes.driver.batch_bound"}
+	slices.Sort(want)
+	got := slices.Sorted(slices.Values(c.Ignored))
+	if !slices.Equal(got, want) {
+		t.Fatalf("ignored %v, want %v", got, want)
+	}
+	if c.Committer.MaxDrivers != 7 || c.Lanes.Driver.QueueBound != 99 {
+		t.Fatalf("the settings that stay were not read: %+v %+v", c.Committer, c.Lanes.Driver)
+	}
+	if d, err := Load(""); err != nil || len(d.Ignored) != 0 {
+		t.Fatalf("defaults: ignored %v %v", d.Ignored, err)
 	}
 }

@@ -95,35 +95,44 @@ func (e *Engine) anyWaiting() bool {
 	return false
 }
 
-// pick chooses the lane that gives the next item of a batch: the first lane
-// in priority order that has work and is under its weighted share of the
-// batch; when every lane with work is past its share, the first with work.
-// A lane never passes its own batch bound.
-func (e *Engine) pick(used map[*lane]int) *lane {
-	var fallback *lane
+// pick chooses the lane that gives the next item of a batch (sched.go):
+// the first sync lane with work in schedule order; else, while the batch
+// has room under the derived cap (capped: the ack and async units in it
+// so far), the ack or async lane whose oldest item is due first.
+func (e *Engine) pick(capped, ncap int) *lane {
+	var best *lane
+	var due time.Time
 	for _, l := range e.order {
-		if used[l] >= l.cfg.BatchBound || !l.waiting() {
+		if l.cfg.Contract == Sync {
+			if l.waiting() {
+				return l
+			}
 			continue
 		}
-		if used[l] < e.quota[l] {
-			return l
+		if capped >= ncap {
+			continue
 		}
-		if fallback == nil {
-			fallback = l
+		it := l.peek()
+		if it == nil {
+			continue
+		}
+		if d := it.arrived.Add(l.cfg.SLA); best == nil || d.Before(due) {
+			best, due = l, d
 		}
 	}
-	return fallback
+	return best
 }
 
 // commitBatch builds one bounded batch from the lanes and commits it.
 func (e *Engine) commitBatch(p *pending) {
 	var b *wal.Batch
-	used := map[*lane]int{}
+	ncap := e.sched.cap()
+	capped := 0 // ack and async units in the batch
 	t0 := time.Now()
 	n0 := len(p.items)
 	holdsSync := false
 	for {
-		l := e.pick(used)
+		l := e.pick(capped, ncap)
 		if l == nil {
 			break
 		}
@@ -142,10 +151,15 @@ func (e *Engine) commitBatch(p *pending) {
 		if b.Len() > 0 && (b.Len()+it.units > e.cfg.BatchRecords || b.Size()+it.bytes > e.cfg.BatchBytes) {
 			break // the batch is full; the item opens the next one
 		}
+		if l.cfg.Contract != Sync && capped > 0 && capped+it.units > ncap {
+			break // past the derived cap; the item opens the next batch
+		}
 		l.pop()
 		it.taken = time.Now()
 		l.stats.QueueWait.Observe(it.taken.Sub(it.arrived))
-		used[l] += it.units
+		if l.cfg.Contract != Sync {
+			capped += it.units
+		}
 		if l.cfg.MaxWait > 0 && it.taken.Sub(it.arrived) > l.cfg.MaxWait {
 			l.stats.reject(reasonOf(ErrQueueTimeout))
 			e.answer(l, it, result{err: ErrQueueTimeout})
@@ -188,6 +202,7 @@ func (e *Engine) commitBatch(p *pending) {
 		return
 	}
 	commit := time.Since(tc)
+	e.sched.observeCommit(commit, len(recs))
 	if len(recs) > 0 {
 		p.segs = append(p.segs, recs)
 	}
@@ -229,6 +244,7 @@ func (e *Engine) sync(p *pending) {
 		return
 	}
 	d := time.Since(t0)
+	e.sched.observeSync(d)
 	e.totals.Fsyncs.Add(1)
 	e.totals.SyncNanos.Add(int64(d))
 	e.totals.BusyNanos.Add(int64(d))

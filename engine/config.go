@@ -59,8 +59,6 @@ func (l Lane) MarshalText() ([]byte, error) { return []byte(l.String()), nil }
 type LaneConfig struct {
 	Contract    Contract      `toml:"contract"`
 	QueueBound  int           `toml:"queue_bound"`  // units (driver: points; others: writes) queued + in flight
-	BatchBound  int           `toml:"batch_bound"`  // units of this lane in one batch
-	Weight      int           `toml:"weight"`       // share of a batch when lanes compete
 	FlushWithin time.Duration `toml:"flush_within"` // longest delay from commit to fsync
 	MaxWait     time.Duration `toml:"max_wait"`     // longest queue wait before refusal (0: no bound)
 	SLA         time.Duration `toml:"sla"`          // end-to-end latency target, for reports
@@ -69,7 +67,8 @@ type LaneConfig struct {
 // Config configures the engine.
 type Config struct {
 	Lanes          map[Lane]LaneConfig
-	BatchRecords   int           // records in one batch
+	BatchRecords   int           // records in one batch: the hard cap; the committer derives its own below it (sched.go)
+	FixedBatchCap  int           // tests: cap ack and async records per batch at this instead of deriving it (0: derive)
 	BatchBytes     int64         // bytes in one batch; capped below the wal's transaction limit
 	IdempotencyTTL time.Duration // how long an Idempotency-Key answers its first answer
 	MaxDrivers     int           // distinct drivers tracked for seq dedup
@@ -86,10 +85,10 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Lanes: map[Lane]LaneConfig{
-			LaneDispatch:  {Contract: Sync, QueueBound: 1024, BatchBound: 256, Weight: 8, SLA: 5 * time.Millisecond},
-			LaneTables:    {Contract: Sync, QueueBound: 4096, BatchBound: 512, Weight: 4, SLA: 20 * time.Millisecond},
-			LaneWarehouse: {Contract: Ack, QueueBound: 4096, BatchBound: 512, Weight: 4, FlushWithin: 2 * time.Millisecond, MaxWait: 2 * time.Second, SLA: 20 * time.Millisecond},
-			LaneDriver:    {Contract: Async, QueueBound: 16384, BatchBound: 1024, Weight: 2, FlushWithin: 10 * time.Millisecond, SLA: 50 * time.Millisecond},
+			LaneDispatch:  {Contract: Sync, QueueBound: 1024, SLA: 5 * time.Millisecond},
+			LaneTables:    {Contract: Sync, QueueBound: 4096, SLA: 20 * time.Millisecond},
+			LaneWarehouse: {Contract: Ack, QueueBound: 4096, FlushWithin: 2 * time.Millisecond, MaxWait: 2 * time.Second, SLA: 20 * time.Millisecond},
+			LaneDriver:    {Contract: Async, QueueBound: 16384, FlushWithin: 10 * time.Millisecond, SLA: 50 * time.Millisecond},
 		},
 		BatchRecords:   4096,
 		BatchBytes:     2 << 20,
@@ -112,8 +111,11 @@ func (c Config) Validate() error {
 		default:
 			return fmt.Errorf("engine: lane %s: contract %q is not sync, ack or async", n, l.Contract)
 		}
-		if l.QueueBound <= 0 || l.BatchBound <= 0 || l.Weight <= 0 {
-			return fmt.Errorf("engine: lane %s: queue_bound, batch_bound and weight must be > 0", n)
+		if l.QueueBound <= 0 {
+			return fmt.Errorf("engine: lane %s: queue_bound must be > 0", n)
+		}
+		if l.SLA <= 0 {
+			return fmt.Errorf("engine: lane %s: sla must be > 0: the committer schedules by it", n)
 		}
 		if l.FlushWithin < 0 || l.MaxWait < 0 {
 			return fmt.Errorf("engine: lane %s: durations must be >= 0", n)

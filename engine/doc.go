@@ -2,7 +2,8 @@
 //
 // Every actor has a lane: a bounded queue with its own limits, contract and
 // metrics. One committer goroutine, the single writer to the wal, drains the
-// lanes by priority and weight into bounded batches, commits each batch as
+// lanes into bounded batches in an order and of a size derived from the
+// lanes' contracts and SLAs and from measured costs (sched.go), commits each batch as
 // one wal transaction, and calls wal.Sync once for all batches whose contract
 // is due (group commit). Only after that Sync does it answer the waiting
 // writers and publish the records, in LSN order (persist before broadcast).
@@ -20,7 +21,8 @@
 // Isolation: a full lane refuses its own writer (ErrLaneFull) and nobody
 // else; a lane's bound counts what waits in the queue and what is in flight
 // to the committer, until it is durable. A batch holds at most BatchRecords
-// records and BatchBytes bytes, and while it is being built the committer
-// takes the highest-priority waiting item first, so a dispatch write waits at
-// most for the item being applied and one bounded commit.
+// records and BatchBytes bytes, its ack and async records at most the
+// derived cap, and while it is being built the committer takes a waiting
+// sync item first, so a dispatch write waits at most for the item being
+// applied and one commit of the cap's size.
 package engine

@@ -18,8 +18,8 @@ type Engine struct {
 	db    atomic.Pointer[wal.DB] // swapped only by the committer, after a store reopen
 	log   *slog.Logger
 	lanes [numLanes]*lane // by Lane
-	order []*lane         // priority order
-	quota map[*lane]int
+	order []*lane         // schedule order (sched.go)
+	sched *sched
 
 	wake    chan struct{} // cap 1: "a lane has work"; a full channel already says so
 	stop    chan struct{}
@@ -100,7 +100,7 @@ func newWithEnv(cfg Config, db *wal.DB, log *slog.Logger, wrap func(*wal.DB) com
 	e := &Engine{
 		cfg:     cfg,
 		log:     log,
-		quota:   map[*lane]int{},
+		sched:   newSched(cfg),
 		wake:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		stopped: make(chan struct{}),
@@ -114,16 +114,11 @@ func newWithEnv(cfg Config, db *wal.DB, log *slog.Logger, wrap func(*wal.DB) com
 	e.rec.done = make(chan *wal.DB, 1)
 	e.drivers.m = map[string]*driverState{}
 	e.drivers.max = cfg.MaxDrivers
-	wsum := 0
 	for _, n := range Lanes {
-		l := newLane(n, cfg.Lanes[n])
-		e.lanes[n] = l
-		e.order = append(e.order, l)
-		wsum += l.cfg.Weight
+		e.lanes[n] = newLane(n, cfg.Lanes[n])
 	}
-	for _, l := range e.order {
-		q := cfg.BatchRecords * l.cfg.Weight / wsum
-		e.quota[l] = max(q, 1)
+	for _, n := range scheduleOrder(cfg) {
+		e.order = append(e.order, e.lanes[n])
 	}
 	e.durable.Store(db.LastLSN()) // everything recovered on open is durable
 	e.checkDisk()

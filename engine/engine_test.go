@@ -274,9 +274,7 @@ func TestWaitRoom(t *testing.T) {
 func TestPriorityAndBatchBounds(t *testing.T) {
 	e, db := newEngine(t, func(c *Config) {
 		c.BatchRecords = 50
-		d := c.Lanes[LaneDriver]
-		d.BatchBound = 10
-		c.Lanes[LaneDriver] = d
+		c.FixedBatchCap = 10
 	})
 	ctx := context.Background()
 	b := db.Begin() // hold the committer while the lanes fill

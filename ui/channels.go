@@ -44,6 +44,7 @@ type channelsView struct {
 	StoreFsyncs uint64
 	Busy        time.Duration
 	DurableLSN  uint64
+	Sched       engine.SchedStats
 }
 
 const sparkW, sparkH = 240.0, 40.0
@@ -122,6 +123,7 @@ func (u *UI) channels() channelsView {
 	v.StoreFsyncs = t.Fsyncs.Load()
 	v.Busy = time.Duration(t.BusyNanos.Load())
 	v.DurableLSN = u.e.DurableLSN()
+	v.Sched = u.e.Sched()
 	return v
 }
 

@@ -46,6 +46,13 @@ func TestChannelsPageShowsTheLedger(t *testing.T) {
 	if total := atoi(t, fieldIn(t, body, `data-cost="total"`, "records")); total != sum || total != 6 {
 		t.Errorf("cost total records %d, sum of lines %d, want both 6", total, sum)
 	}
+	// The schedule the committer derived, and from what.
+	if got, want := fieldIn(t, body, `id="sched"`, "sched-cap"), strconv.Itoa(f.e.Sched().BatchCap); got != want {
+		t.Errorf("schedule: batch cap %q, want the engine's %s", got, want)
+	}
+	if got := fieldIn(t, body, `id="sched"`, "sched-target"); got != "5.0ms" {
+		t.Errorf("schedule: target %q, want dispatch's SLA 5.0ms", got)
+	}
 	if !strings.Contains(body, `data-live="/ui/live/channels"`) {
 		t.Error("channels page is not live")
 	}

@@ -1,0 +1,170 @@
+package engine
+
+import (
+	"math"
+	"sort"
+	"sync"
+	"time"
+)
+
+// The committer's schedule is derived from the lanes' contracts and SLAs
+// and from measured costs; nothing of it is configured (issue 17).
+//
+//   - Order: sync lanes first, tightest SLA first; they take all they have
+//     into every batch (their queue bounds keep that small). Then the ack
+//     and async lanes by earliest deadline: the lane whose oldest item's
+//     arrival + SLA comes first.
+//   - Batch cap: a sync write that arrives while a batch is being committed
+//     waits for that commit, then its own commit and fsync. So the records
+//     the ack and async lanes put in one batch are capped by what the
+//     committer can commit within the tightest sync SLA once an fsync and
+//     two fixed commit costs are paid, at the measured cost per record:
+//     cap = (target - sync - 2*fixed) / perRecord, within [minBatchCap,
+//     BatchRecords]. When even that floor cannot meet the target (a slow
+//     disk), the cap is the floor and Infeasible says so.
+//
+// The costs are moving averages, so the cap follows the box: a cold cache,
+// compaction or a competing process raise the cost per record and shrink
+// the batches.
+
+// minBatchCap is the smallest derived cap: below it the fixed cost of a
+// commit dominates and driver throughput collapses for no gain.
+const minBatchCap = 64
+
+// ewma weights: a new sample counts for 1/8 (costs) or 1/16 (deviation).
+const (
+	ewmaGain    = 1.0 / 8
+	ewmaDevGain = 1.0 / 16
+)
+
+// sched is the committer's measured costs and the cap derived from them.
+// The committer writes it; readers (the dashboard, metrics) take Stats.
+type sched struct {
+	mu       sync.Mutex
+	target   time.Duration // the tightest SLA of a sync lane (ack when none)
+	fixed    float64       // ns: commit of a batch of few records
+	perRec   float64       // ns per record of a commit
+	syncMean float64       // ns: one fsync
+	syncDev  float64       // ns: its mean absolute deviation
+	batchCap int           // derived: ack and async records in one batch
+	infeas   bool          // the target cannot be met even at minBatchCap
+	fixedCap int           // tests: a fixed cap instead of the derived one
+	maxCap   int           // the hard cap of a batch (Config.BatchRecords)
+}
+
+// SchedStats is what the committer derived, and from what.
+type SchedStats struct {
+	Target          time.Duration // the tightest SLA it schedules for
+	CommitFixed     time.Duration // measured: a commit of a few records
+	CommitPerRecord time.Duration // measured: each record more
+	Sync            time.Duration // measured: one fsync, mean + 2 deviations
+	BatchCap        int           // derived: ack and async records per batch
+	Infeasible      bool          // the target is not met even at the smallest cap
+}
+
+func newSched(cfg Config) *sched {
+	s := &sched{maxCap: cfg.BatchRecords, fixedCap: cfg.FixedBatchCap}
+	for _, want := range []Contract{Sync, Ack} {
+		for _, l := range Lanes {
+			lc := cfg.Lanes[l]
+			if lc.Contract == want && lc.SLA > 0 && (s.target == 0 || lc.SLA < s.target) {
+				s.target = lc.SLA
+			}
+		}
+		if s.target > 0 {
+			break
+		}
+	}
+	if s.target == 0 {
+		s.target = 50 * time.Millisecond
+	}
+	// Until measured: a fast disk's costs, so that the first batches are
+	// neither tiny nor unbounded.
+	s.fixed, s.perRec, s.syncMean = 100e3, 2e3, 1e6
+	s.derive()
+	return s
+}
+
+// observeCommit records a commit of recs records that took d.
+func (s *sched) observeCommit(d time.Duration, recs int) {
+	if recs <= 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ns := float64(d)
+	if recs < 16 {
+		s.fixed += ewmaGain * (ns - s.fixed)
+	} else {
+		per := max(ns-s.fixed, 0) / float64(recs)
+		s.perRec += ewmaGain * (per - s.perRec)
+	}
+	s.derive()
+}
+
+// observeSync records an fsync that took d.
+func (s *sched) observeSync(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ns := float64(d)
+	s.syncDev += ewmaDevGain * (math.Abs(ns-s.syncMean) - s.syncDev)
+	s.syncMean += ewmaGain * (ns - s.syncMean)
+	s.derive()
+}
+
+// derive computes the cap from the costs. Caller holds mu.
+func (s *sched) derive() {
+	if s.fixedCap > 0 {
+		s.batchCap, s.infeas = s.fixedCap, false
+		return
+	}
+	budget := float64(s.target) - (s.syncMean + 2*s.syncDev) - 2*s.fixed
+	n := minBatchCap
+	s.infeas = true
+	if s.perRec > 0 && budget > 0 {
+		if c := budget / s.perRec; c >= minBatchCap {
+			n, s.infeas = int(min(c, float64(s.maxCap))), false
+		}
+	}
+	s.batchCap = min(n, s.maxCap)
+}
+
+// cap is the derived cap now.
+func (s *sched) cap() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.batchCap
+}
+
+// Stats is a copy of what the scheduler measured and derived.
+func (s *sched) Stats() SchedStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return SchedStats{
+		Target:          s.target,
+		CommitFixed:     time.Duration(s.fixed),
+		CommitPerRecord: time.Duration(s.perRec),
+		Sync:            time.Duration(s.syncMean + 2*s.syncDev),
+		BatchCap:        s.batchCap,
+		Infeasible:      s.infeas,
+	}
+}
+
+// Sched is what the committer measured and derived for its batches.
+func (e *Engine) Sched() SchedStats { return e.sched.Stats() }
+
+// scheduleOrder is the lanes' order derived from their contracts and SLAs:
+// sync lanes first, then ack, then async; within a contract, tightest SLA
+// first (ties: the Lane order).
+func scheduleOrder(cfg Config) []Lane {
+	rank := map[Contract]int{Sync: 0, Ack: 1, Async: 2}
+	out := append([]Lane(nil), Lanes...)
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := cfg.Lanes[out[i]], cfg.Lanes[out[j]]
+		if rank[a.Contract] != rank[b.Contract] {
+			return rank[a.Contract] < rank[b.Contract]
+		}
+		return a.SLA < b.SLA
+	})
+	return out
+}
