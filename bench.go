@@ -44,6 +44,7 @@ func benchCmd(args []string) error {
 // ingestOptions are the flags of `routehound bench ingest`.
 type ingestOptions struct {
 	conns, batch, driversPerConn, inflight int
+	rate                                   float64 // points/s offered in all (HTTP); 0: as fast as the server answers
 	warmup, measure, drain                 time.Duration
 	stream                                 bool
 	target, tokensFile, cfgPath, dir       string
@@ -73,6 +74,7 @@ func benchIngest(args []string) error {
 	fs.IntVar(&o.batch, "batch", 100, "points per request (or stream frame)")
 	fs.IntVar(&o.driversPerConn, "drivers", 1, "drivers per connection, used in turn (with --stream at least --inflight)")
 	fs.IntVar(&o.inflight, "inflight", 1, "--stream: frames a connection sends before it waits for an answer (each for another driver)")
+	fs.Float64Var(&o.rate, "rate", 0, "points/s offered in all connections together, paced (HTTP only; 0: as fast as the server answers). At a fixed rate the CPU per point compares builds fairly")
 	fs.BoolVar(&o.stream, "stream", false, "send over the WebSocket driver stream /v1/drivers/stream instead of POST /v1/drivers/{driver}/locations")
 	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "load before the measured window")
 	fs.DurationVar(&o.measure, "measure", 10*time.Second, "measured window")
@@ -118,6 +120,8 @@ func (o *ingestOptions) validate() error {
 	switch {
 	case o.conns < 1 || o.conns > 4096:
 		return fmt.Errorf("bench ingest: --conns %d: want 1..4096", o.conns)
+	case o.rate < 0 || o.rate > 0 && o.stream:
+		return fmt.Errorf("bench ingest: --rate %v: want >= 0, and HTTP only", o.rate)
 	case o.batch < 1 || o.batch > 10000:
 		return fmt.Errorf("bench ingest: --batch %d: want 1..10000", o.batch)
 	case o.driversPerConn < 1 || o.driversPerConn > 1000:
@@ -153,6 +157,7 @@ type ingestReport struct {
 	Batch          int     `json:"batch_points"`
 	DriversPerConn int     `json:"drivers_per_connection"`
 	Inflight       int     `json:"inflight"`
+	Rate           float64 `json:"offered_points_per_second,omitempty"` // --rate; 0: as fast as answered
 	WarmupSeconds  float64 `json:"warmup_seconds"`
 	WindowSeconds  float64 `json:"window_seconds"`
 
@@ -195,6 +200,9 @@ func (r *ingestReport) human() string {
 	fmt.Fprintf(&b, "routehound bench ingest: %s against %s, %s\n", r.Mode, r.Target, r.Date)
 	fmt.Fprintf(&b, "  load      %d connections x %d-point batches, %d driver(s) each, %d in flight; warm-up %.0fs, window %.2fs\n",
 		r.Connections, r.Batch, r.DriversPerConn, r.Inflight, r.WarmupSeconds, r.WindowSeconds)
+	if r.Rate > 0 {
+		fmt.Fprintf(&b, "  offered   %.0f points/s, paced (--rate)\n", r.Rate)
+	}
 	fmt.Fprintf(&b, "  durable   %.0f points/s (%d points)   accepted %.0f points/s (%d points, %d requests)\n",
 		r.DurablePerSec, r.DurablePoints, r.AcceptedPerSec, r.AcceptedPoints, r.Requests)
 	fmt.Fprintf(&b, "  ceilings  badger %.0f records/s (before %.0f, after %.0f)   fsync %.0f/s (before %.0f, after %.0f)\n",
@@ -224,7 +232,7 @@ func (r *ingestReport) human() string {
 func runIngest(ctx context.Context, o ingestOptions) (*ingestReport, error) {
 	rep := &ingestReport{
 		Date: time.Now().UTC().Format(time.RFC3339), Mode: "http", Connections: o.conns, Batch: o.batch,
-		DriversPerConn: o.driversPerConn, Inflight: o.inflight, WarmupSeconds: o.warmup.Seconds(),
+		DriversPerConn: o.driversPerConn, Inflight: o.inflight, Rate: o.rate, WarmupSeconds: o.warmup.Seconds(),
 		Nproc: runtime.NumCPU(), CPUModel: cpuModel(), GoVersion: runtime.Version(), LoadAvg: loadAvg(),
 	}
 	if o.stream {
@@ -803,7 +811,16 @@ func stopped(stop <-chan struct{}) bool {
 // until stop. A refused (429/503) or failed batch is resent as is after
 // the delay: duplicates are dropped by seq, so a resend never doubles.
 func httpConn(ctx context.Context, o ingestOptions, hc *http.Client, base, token string, drivers []*benchDriver, st *loadStats, stop <-chan struct{}) {
+	var every time.Duration // --rate: this connection's share, one batch per every
+	next := time.Now()
+	if o.rate > 0 {
+		every = time.Duration(float64(time.Second) * float64(o.conns*o.batch) / o.rate)
+	}
 	for k := 0; !stopped(stop) && ctx.Err() == nil; k++ {
+		if every > 0 {
+			pause(ctx, stop, time.Until(next))
+			next = next.Add(every)
+		}
 		d := drivers[k%len(drivers)]
 		if d.pending == nil {
 			d.buf = appendBatch(d.buf[:0], d.next, o.batch)
