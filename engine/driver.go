@@ -198,9 +198,10 @@ func (e *Engine) SubmitPoints(ctx context.Context, driver string, pts []Point) (
 	}
 	// The points go to the lane in chunks: a chunk is the unit of a
 	// batch, so a dispatch write waits behind at most one chunk being
-	// applied, and a request of any size fits in a transaction. Chunks
-	// commit in lane (FIFO) order, so durable_seq moves to the top of the
-	// last durable chunk and every point below it is durable too.
+	// applied, and a request of any size fits in a transaction. A
+	// driver's chunks commit in its order (the lane is FIFO per driver,
+	// round robin between drivers), so durable_seq moves to the top of
+	// the last durable chunk and every point below it is durable too.
 	items := make([]*item, 0, (len(fresh)+chunkPoints-1)/chunkPoints)
 	for len(fresh) > 0 {
 		n := min(len(fresh), chunkPoints)
@@ -241,6 +242,7 @@ func (e *Engine) pointsItem(driver string, ds *driverState, pts []Point, wait bo
 	top := pts[len(pts)-1].Seq
 	it := &item{
 		units: len(pts),
+		flow:  driver,
 		bytes: size,
 		top:   top,
 		apply: func(b *wal.Batch) (result, error) {

@@ -13,8 +13,9 @@ import (
 // item is one write waiting in a lane: one request of one actor.
 type item struct {
 	arrived time.Time
-	units   int   // what it counts against the lane bound (driver: points)
-	bytes   int64 // estimated bytes it adds to a batch
+	units   int    // what it counts against the lane bound (driver: points)
+	flow    string // whose turn it takes in the driver lane's round robin: the driver
+	bytes   int64  // estimated bytes it adds to a batch
 	// apply writes the item into the batch. It returns the item's own
 	// outcome (res.err may be an item-level refusal such as a version
 	// conflict); a non-nil error means the batch itself is broken.
@@ -54,6 +55,7 @@ type lane struct {
 	mu    sync.Mutex
 	queue []*item // FIFO; bounded by cfg.QueueBound units through depth
 	head  int
+	fair  *drr          // the driver lane's queue instead of queue: fair among drivers (drr.go)
 	depth int           // units queued + in flight; guarded by mu, mirrored in stats
 	room  chan struct{} // non-nil while a writer waits for room (WaitRoom); closed by release
 
@@ -61,7 +63,13 @@ type lane struct {
 }
 
 func newLane(name Lane, cfg LaneConfig) *lane {
-	return &lane{name: name, cfg: cfg}
+	l := &lane{name: name, cfg: cfg}
+	if name == LaneDriver {
+		// A quantum of one chunk: a backlogged driver gets a chunk a
+		// round, a driver with fewer points gets all of them.
+		l.fair = newDRR(chunkPoints)
+	}
+	return l
 }
 
 // push queues items, all or none, or refuses with ErrLaneFull when the
@@ -78,7 +86,13 @@ func (l *lane) push(items ...*item) error {
 		return ErrLaneFull
 	}
 	l.depth += units
-	l.queue = append(l.queue, items...)
+	if l.fair != nil {
+		for _, it := range items {
+			l.fair.push(it)
+		}
+	} else {
+		l.queue = append(l.queue, items...)
+	}
 	l.mu.Unlock()
 	l.stats.Depth.Add(int64(units))
 	return nil
@@ -93,17 +107,25 @@ func (l *lane) requeue(items []*item, units int) {
 		add += it.units
 	}
 	l.mu.Lock()
-	l.queue = append(append([]*item(nil), items...), l.queue[l.head:]...)
-	l.head = 0
+	if l.fair != nil {
+		l.fair.requeue(items)
+	} else {
+		l.queue = append(append([]*item(nil), items...), l.queue[l.head:]...)
+		l.head = 0
+	}
 	l.depth += add - units
 	l.mu.Unlock()
 	l.stats.Depth.Add(int64(add - units))
 }
 
-// pop takes the oldest item, or nil. Its units stay in depth until release.
+// pop takes the next item, or nil: the oldest, or in the driver lane the
+// next in the drivers' round robin. Its units stay in depth until release.
 func (l *lane) pop() *item {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.fair != nil {
+		return l.fair.pop()
+	}
 	if l.head == len(l.queue) {
 		return nil
 	}
@@ -119,10 +141,13 @@ func (l *lane) pop() *item {
 	return it
 }
 
-// peek returns the oldest item without taking it, or nil.
+// peek returns the item pop returns next without taking it, or nil.
 func (l *lane) peek() *item {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.fair != nil {
+		return l.fair.peek()
+	}
 	if l.head == len(l.queue) {
 		return nil
 	}
@@ -133,6 +158,9 @@ func (l *lane) peek() *item {
 func (l *lane) waiting() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.fair != nil {
+		return l.fair.waiting()
+	}
 	return l.head < len(l.queue)
 }
 

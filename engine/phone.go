@@ -95,6 +95,7 @@ func (e *Engine) SubmitPhonePoint(ctx context.Context, p PhonePoint) (PhoneAck, 
 	var ack PhoneAck // written in apply, read in durable: both on the committer
 	it := &item{
 		units: 1,
+		flow:  p.Driver,
 		bytes: int64(2*len(p.Value) + 2*len(p.Driver) + len(key) + 128),
 		done:  make(chan result, 1),
 	}
@@ -165,6 +166,7 @@ func (e *Engine) PutPhoneRecord(ctx context.Context, table, key string, value []
 	l.stats.Arrivals.Add(1)
 	it := &item{
 		units: 1,
+		flow:  "\x00" + table, // the phone tables' writes share a turn of their own
 		bytes: int64(2*len(value) + 2*len(key) + len(table) + 128),
 		done:  make(chan result, 1),
 		apply: func(b *wal.Batch) (result, error) {
