@@ -251,6 +251,8 @@ type systemView struct {
 	Live, MaxLive                 int64
 	Uptime                        time.Duration
 	Ready                         bool
+	SchedP99                      time.Duration // scheduling latency p99, last second
+	GCShare                       float64       // GC's share of the process's CPU, last second
 }
 
 func (u *UI) system() systemView {
@@ -258,7 +260,9 @@ func (u *UI) system() systemView {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	hs := u.h.Stats()
+	sched, gc := u.sampler.runtime()
 	return systemView{
+		SchedP99: sched, GCShare: gc,
 		DurableLSN: u.e.DurableLSN(), FirstLSN: st.FirstLSN, LastLSN: st.LastLSN,
 		LogBytes: st.LogBytes, Retention: u.e.Config().Retention,
 		LSMBytes: st.LSMBytes, VlogBytes: st.VlogBytes,

@@ -3,12 +3,15 @@ package ui
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"regexp"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"routehound/engine"
 )
@@ -269,4 +272,44 @@ func atoi(t *testing.T, s string) int64 {
 		t.Fatalf("%q is not a number", s)
 	}
 	return n
+}
+
+// The System page shows the scheduler's latency and the GC's share of CPU
+// over the last sample (issue 17: the signals of CPU contention).
+func TestSystemPageShowsRuntimeSignals(t *testing.T) {
+	f := newFixture(t, Options{})
+	c := f.client()
+	f.login(c, dashToken)
+	// Some work between two samples, so that both signals have something
+	// to measure.
+	for i := range 200 {
+		f.put("t1", fmt.Sprint("k", i), `1`)
+	}
+	f.u.sampler.take(time.Now())
+	st, body, _ := f.get(c, "/ui/system")
+	if st != 200 {
+		t.Fatalf("system: %d", st)
+	}
+	sched, gc := f.u.sampler.runtime()
+	if got := fieldIn(t, body, `id="system"`, "sched-p99"); got != fmtDur(sched) {
+		t.Errorf("scheduling latency p99 %q, want the sampler's %s", got, fmtDur(sched))
+	}
+	if got := fieldIn(t, body, `id="system"`, "gc-share"); got != pct(gc) || gc < 0 || gc > 1 {
+		t.Errorf("GC share %q (sampler %v), want a fraction shown as %s", got, gc, pct(gc))
+	}
+}
+
+// histP99Since takes the percentile of what was counted since the last
+// sample only.
+func TestHistP99Since(t *testing.T) {
+	h := &metrics.Float64Histogram{Buckets: []float64{0, 0.001, 0.002, math.Inf(1)}, Counts: []uint64{100, 10, 5}}
+	if got := histP99Since(h, []uint64{2, 10, 0}); got != 2*time.Millisecond {
+		t.Fatalf("p99 %v, want 2ms (the last bucket's lower bound: its upper is +Inf)", got)
+	}
+	if got := histP99Since(h, []uint64{100, 10, 5}); got != 0 {
+		t.Fatalf("p99 of nothing %v, want 0", got)
+	}
+	if got := histP99Since(h, []uint64{0, 0, 0}); got != 2*time.Millisecond {
+		t.Fatalf("p99 %v over 115 samples with 5 above 2ms, want 2ms", got)
+	}
 }

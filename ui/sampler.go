@@ -29,6 +29,8 @@ type sampler struct {
 
 	fsyncs      uint64
 	fsyncPerSec float64 // store fsyncs per second, last sample
+
+	rt *runtimeStat // scheduling latency and GC share, last sample
 }
 
 type laneCounters struct {
@@ -37,7 +39,7 @@ type laneCounters struct {
 }
 
 func newSampler(e *engine.Engine, n int) *sampler {
-	return &sampler{e: e, n: n, rings: map[engine.Lane][]sample{}, prev: map[engine.Lane]laneCounters{}}
+	return &sampler{e: e, n: n, rings: map[engine.Lane][]sample{}, prev: map[engine.Lane]laneCounters{}, rt: newRuntimeStat()}
 }
 
 func (s *sampler) run(done <-chan struct{}, every time.Duration) {
@@ -66,6 +68,7 @@ func (s *sampler) take(now time.Time) {
 		s.fsyncPerSec = float64(f-s.fsyncs) / dt
 	}
 	s.fsyncs = f
+	s.rt.read(false)
 	for _, name := range engine.Lanes {
 		st := s.e.Lane(name)
 		cur := laneCounters{arrivals: st.Arrivals.Load(), accepted: st.Accepted.Load(), latency: st.Latency.Snapshot()}
@@ -129,6 +132,13 @@ func sparkPoints(values []float64, n int, w, h float64) string {
 		fmt.Fprintf(&b, "%.1f,%.1f", x0+step*float64(i), h-1-(h-2)*v/maxV)
 	}
 	return b.String()
+}
+
+// runtime is the last sample's p99 scheduling latency and GC share of CPU.
+func (s *sampler) runtime() (time.Duration, float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rt.schedP99, s.rt.gcShare
 }
 
 // fsyncRate is the store's fsyncs per second over the last sample.
