@@ -1404,3 +1404,24 @@ func TestWarehouseLaneBackpressure(t *testing.T) {
 		t.Fatalf("loading log %+v; want only SH-1", recs)
 	}
 }
+
+// A lane_full refusal's Retry-After is the lane's drain time at its
+// measured rate, in whole seconds, at least 1 and at most 30; without a
+// measured rate it is the configured retry_after.
+func TestRetryAfterFromTheDrain(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{&engine.LaneFullError{Lane: engine.LaneDriver, RetryAfter: 2500 * time.Millisecond}, "3"},
+		{&engine.LaneFullError{Lane: engine.LaneDriver, RetryAfter: 80 * time.Millisecond}, "1"},
+		{&engine.LaneFullError{Lane: engine.LaneWarehouse, RetryAfter: 100 * time.Second}, "30"},
+		{&engine.LaneFullError{Lane: engine.LaneDriver}, "1"},
+		{engine.ErrLaneFull, "1"},
+		{fmt.Errorf("wrapped: %w", &engine.LaneFullError{Lane: engine.LaneWarehouse, RetryAfter: 4 * time.Second}), "4"},
+	} {
+		if got := api.RetryAfterForTest(c.err); got != c.want {
+			t.Errorf("%v: Retry-After %q, want %q", c.err, got, c.want)
+		}
+	}
+}

@@ -40,6 +40,9 @@ func errorf(status int, code, format string, args ...any) *apiError {
 	return &apiError{status: status, code: code, message: fmt.Sprintf(format, args...)}
 }
 
+// maxRetryAfter caps a Retry-After derived from a lane's drain rate.
+const maxRetryAfter = 30 * time.Second
+
 // fail writes err as a JSON error. Engine sentinels are mapped here and
 // nowhere else; anything unknown is a 500 that is logged.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
@@ -51,7 +54,14 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		}
 	}
 	if ae.status == http.StatusTooManyRequests || ae.status == http.StatusServiceUnavailable {
-		secs := int((s.cfg.RetryAfter + time.Second - 1) / time.Second)
+		wait := s.cfg.RetryAfter
+		var lf *engine.LaneFullError
+		if errors.As(err, &lf) && lf.RetryAfter > 0 {
+			// A full lane: how long its queue takes to drain at the rate
+			// the committer drains it now (a stalled disk asks for longer).
+			wait = min(lf.RetryAfter, maxRetryAfter)
+		}
+		secs := int((wait + time.Second - 1) / time.Second)
 		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
 	}
 	switch ae.code {

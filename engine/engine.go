@@ -283,6 +283,15 @@ func (e *Engine) WaitRoom(ctx context.Context, name Lane, units int, max time.Du
 	return l.waitRoom(ctx, units, time.Now().Add(max))
 }
 
+// RetryAfter is how long a writer refused by a full lane should wait: the
+// lane's queue over its measured drain rate (0 before anything drained).
+func (e *Engine) RetryAfter(name Lane) time.Duration {
+	if l := e.lane(name); l != nil {
+		return l.retryAfter()
+	}
+	return 0
+}
+
 // RefuseFull counts an arrival refused because its lane is full, and
 // returns ErrLaneFull for the answer.
 func (e *Engine) RefuseFull(name Lane) error {
@@ -296,6 +305,9 @@ func (e *Engine) RefuseFull(name Lane) error {
 // refuse counts a request the engine itself refused.
 func (l *lane) refuse(err error) error {
 	l.stats.reject(reasonOf(err))
+	if err == ErrLaneFull {
+		return &LaneFullError{Lane: l.name, RetryAfter: l.retryAfter()}
+	}
 	return err
 }
 

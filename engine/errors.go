@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"time"
 
 	"routehound/wal"
 )
@@ -34,3 +35,14 @@ var (
 	// ErrTrimmed: the requested LSN is older than the retained log.
 	ErrTrimmed = errors.New("engine: lsn older than the retained log")
 )
+
+// LaneFullError is ErrLaneFull with the lane and how long its queue takes
+// to drain at the measured rate (0 when not measured yet): what a refused
+// writer is told to wait. errors.Is(err, ErrLaneFull) holds.
+type LaneFullError struct {
+	Lane       Lane
+	RetryAfter time.Duration
+}
+
+func (e *LaneFullError) Error() string        { return ErrLaneFull.Error() + ": " + e.Lane.String() }
+func (e *LaneFullError) Is(target error) bool { return target == ErrLaneFull }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -59,8 +60,17 @@ type lane struct {
 	depth int           // units queued + in flight; guarded by mu, mirrored in stats
 	room  chan struct{} // non-nil while a writer waits for room (WaitRoom); closed by release
 
+	// The drain rate (units released per second), measured over spans of
+	// at least drainSpan, smoothed: RetryAfter's estimate. Guarded by mu.
+	drainAt    time.Time
+	drainUnits int
+	drainRate  float64
+
 	stats LaneStats
 }
+
+// drainSpan is the shortest span the drain rate is measured over.
+const drainSpan = 100 * time.Millisecond
 
 func newLane(name Lane, cfg LaneConfig) *lane {
 	l := &lane{name: name, cfg: cfg}
@@ -168,12 +178,37 @@ func (l *lane) waiting() bool {
 func (l *lane) release(units int) {
 	l.mu.Lock()
 	l.depth -= units
+	l.drainUnits += units
+	if now := time.Now(); l.drainAt.IsZero() {
+		l.drainAt, l.drainUnits = now, 0
+	} else if d := now.Sub(l.drainAt); d >= drainSpan {
+		r := float64(l.drainUnits) / d.Seconds()
+		if l.drainRate == 0 {
+			l.drainRate = r
+		} else {
+			l.drainRate += (r - l.drainRate) / 4
+		}
+		l.drainAt, l.drainUnits = now, 0
+	}
 	if l.room != nil {
 		close(l.room)
 		l.room = nil
 	}
 	l.mu.Unlock()
 	l.stats.Depth.Add(-int64(units))
+}
+
+// retryAfter is how long the lane's queue takes to drain at its measured
+// rate: what a refused writer is told to wait (0 when nothing is measured).
+// A lane that stopped draining keeps its last rate: the stall shows in the
+// depth, and the estimate stays finite.
+func (l *lane) retryAfter() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.drainRate <= 0 {
+		return 0
+	}
+	return time.Duration(float64(l.depth) / l.drainRate * float64(time.Second))
 }
 
 // waitRoom waits until units fit under the bound, at most until deadline
@@ -259,6 +294,9 @@ type Reason struct {
 
 // reasonOf names an error for the ledger.
 func reasonOf(err error) string {
+	if errors.Is(err, ErrLaneFull) {
+		return "lane_full"
+	}
 	switch err {
 	case ErrLaneFull:
 		return "lane_full"

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -101,4 +102,36 @@ func TestEarliestDeadlineBetweenAckAndAsync(t *testing.T) {
 		t.Fatalf("loading event at LSN %d, want 1: before the driver points queued ahead of it", r.LSN)
 	}
 	waitFor(t, "the points durable", func() bool { return e.DurableLSN() == 6 })
+}
+
+// A full lane's refusal says how long its queue takes to drain at the rate
+// it drained lately; errors.Is still knows it as ErrLaneFull.
+func TestLaneFullCarriesTheDrainTime(t *testing.T) {
+	l := newLane(LaneWarehouse, LaneConfig{Contract: Ack, QueueBound: 10_000, SLA: 20 * time.Millisecond})
+	if err := l.refuse(ErrLaneFull); !errors.Is(err, ErrLaneFull) {
+		t.Fatalf("refusal %v is not ErrLaneFull", err)
+	} else if lf := err.(*LaneFullError); lf.Lane != LaneWarehouse || lf.RetryAfter != 0 {
+		t.Fatalf("before any drain: %+v, want no estimate", lf)
+	}
+	// 2,000 units released over at least one second: at most 2,000/s.
+	l.mu.Lock()
+	l.depth = 5000
+	l.drainAt = time.Now().Add(-time.Second)
+	l.mu.Unlock()
+	l.release(2000)
+	l.mu.Lock()
+	rate := l.drainRate
+	l.mu.Unlock()
+	if rate <= 1500 || rate > 2000 {
+		t.Fatalf("drain rate %.0f/s, want just under 2,000/s", rate)
+	}
+	// 3,000 units left at that rate: about 1.5 s.
+	err := l.refuse(ErrLaneFull)
+	var lf *LaneFullError
+	if !errors.As(err, &lf) || lf.RetryAfter < 1500*time.Millisecond || lf.RetryAfter > 2*time.Second {
+		t.Fatalf("refusal %v, want about 1.5 s to drain", err)
+	}
+	if r := l.stats.Rejected(); len(r) != 1 || r[0].Reason != "lane_full" || r[0].Count != 2 {
+		t.Fatalf("rejections %+v, want 2 lane_full", r)
+	}
 }
