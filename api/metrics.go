@@ -24,6 +24,7 @@ type ledgerCollector struct {
 	subs, published, delivered, dropped, resyncs, refusedSubs, subClosed *prometheus.Desc
 
 	arrivals, accepted, duplicates, rejected, depth, bound *prometheus.Desc
+	roomWaits                                              *prometheus.Desc
 	records, bytes, batches, fsyncs, committer             *prometheus.Desc
 	queueWait, latency, waitMax, latMax                    *prometheus.Desc
 	totFsyncs, totBatches, busy, syncSecs, durable, first  *prometheus.Desc
@@ -45,6 +46,7 @@ func newLedgerCollector(e *engine.Engine) *ledgerCollector {
 		rejected:        d("lane_rejected_total", "Requests refused, by reason.", "lane", "reason"),
 		depth:           d("lane_queue_depth", "Units queued or in flight to the committer.", lane...),
 		bound:           d("lane_queue_bound", "The lane's queue bound in units.", lane...),
+		roomWaits:       d("lane_room_waits_total", "Requests that found the lane full and waited for room (backpressure by latency) before being taken or refused.", lane...),
 		records:         d("lane_records_total", "Log records written for the lane.", lane...),
 		bytes:           d("lane_bytes_written_total", "Bytes the lane added to the store (log, state, idempotency; estimate).", lane...),
 		batches:         d("lane_batches_total", "Batches that held a write of the lane.", lane...),
@@ -109,6 +111,7 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 			counter(c.rejected, float64(r.Count), name, r.Reason)
 		}
 		gauge(c.depth, float64(s.Depth.Load()), name)
+		counter(c.roomWaits, float64(s.RoomWaits.Load()), name)
 		gauge(c.bound, float64(c.e.LaneConfig(lane).QueueBound), name)
 		counter(c.records, float64(s.Records.Load()), name)
 		counter(c.bytes, float64(s.BytesWritten.Load()), name)

@@ -248,6 +248,9 @@ func TestWaitRoom(t *testing.T) {
 	if d := time.Since(t0); d < 50*time.Millisecond {
 		t.Fatalf("gave up after %v, before its bound", d)
 	}
+	if n := e.Lane(LaneDriver).RoomWaits.Load(); n != 1 {
+		t.Fatalf("room waits %d, want 1", n)
+	}
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
 	if e.WaitRoom(cctx, LaneDriver, 1, time.Minute) {

@@ -232,6 +232,7 @@ func (l *lane) waitRoom(ctx context.Context, units int, deadline time.Time) bool
 			return false
 		}
 		if timer == nil {
+			l.stats.RoomWaits.Add(1) // once per wait, not per wake-up
 			timer = time.NewTimer(d)
 			defer timer.Stop()
 		}
@@ -252,6 +253,7 @@ type LaneStats struct {
 	Accepted       atomic.Uint64 // units accepted (driver: new points; others: writes)
 	Duplicates     atomic.Uint64 // units answered from an earlier write (seq or Idempotency-Key)
 	Depth          atomic.Int64  // units queued + in flight
+	RoomWaits      atomic.Uint64 // requests that found the lane full and waited for room (WaitRoom)
 	Records        atomic.Uint64 // log records written
 	BytesWritten   atomic.Uint64 // bytes added to the store (estimate: log + state + idempotency)
 	Batches        atomic.Uint64 // batches that held at least one of the lane's writes

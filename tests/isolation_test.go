@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -104,15 +106,28 @@ func TestIsolationDriverFlood(t *testing.T) {
 	}
 	cancel()
 	wg.Wait()
+	// The flood must meet backpressure: refusals (429), or requests held
+	// until the committer made room (the driver lane's room waits).
+	roomWaits := -1.0
+	if r, err := h.do(context.Background(), http.MethodGet, "/metrics", "admin", "", nil); err == nil && r.status == http.StatusOK {
+		for _, line := range strings.Split(string(r.body), "\n") {
+			if v, ok := strings.CutPrefix(line, `routehound_lane_room_waits_total{lane="driver"} `); ok {
+				roomWaits, _ = strconv.ParseFloat(v, 64)
+			}
+		}
+	}
 	h.stop()
 
-	if throttled.Load() == 0 {
-		t.Errorf("driver flood (%d x %d points for %v, queue_bound 2000) got no 429", flooders, batchSize, floodFor)
+	if roomWaits < 0 {
+		t.Errorf("/metrics has no routehound_lane_room_waits_total for the driver lane")
+	}
+	if throttled.Load() == 0 && roomWaits <= 0 {
+		t.Errorf("driver flood (%d x %d points for %v, queue_bound 2000) met no backpressure: no 429, no wait for room", flooders, batchSize, floodFor)
 	}
 	if len(lat) == 0 {
 		t.Errorf("no dispatch write was made during the flood")
 	}
-	t.Logf("driver batches: %d accepted, %d 429, %d 503; dispatch writes %d: p50 %v, p99 %v, max %v",
-		accepted.Load(), throttled.Load(), unavailable.Load(), len(lat),
+	t.Logf("driver batches: %d accepted, %d 429, %d 503, %v waited for room; dispatch writes %d: p50 %v, p99 %v, max %v",
+		accepted.Load(), throttled.Load(), unavailable.Load(), roomWaits, len(lat),
 		testkit.PercentileLower(lat, 50), testkit.PercentileLower(lat, 99), testkit.PercentileLower(lat, 100))
 }
