@@ -221,12 +221,12 @@ func (e *Engine) enqueue(l *lane, items ...*item) error {
 
 // wait blocks until the item is answered or ctx ends. The write may still
 // commit after ctx ends: the committer never drops an admitted item.
-func wait(ctx context.Context, it *item) (any, error) {
+func wait(ctx context.Context, it *item) (result, error) {
 	select {
 	case r := <-it.done:
-		return r.val, r.err
+		return r, r.err
 	case <-ctx.Done():
-		return nil, fmt.Errorf("engine: waiting for commit: %w", ctx.Err())
+		return result{}, fmt.Errorf("engine: waiting for commit: %w", ctx.Err())
 	}
 }
 

@@ -176,7 +176,7 @@ func (e *Engine) put(ctx context.Context, name Lane, w Write) (WriteResult, erro
 					return result{err: ErrIdempotencyMismatch}, nil
 				}
 				s.Result.Replayed = true
-				return result{val: s.Result, dup: true}, nil
+				return result{write: s.Result, dup: true}, nil
 			}
 		}
 		var rec wal.Record
@@ -207,7 +207,7 @@ func (e *Engine) put(ctx context.Context, name Lane, w Write) (WriteResult, erro
 				return result{}, err
 			}
 		}
-		return result{val: res}, nil
+		return result{write: res}, nil
 	}
 	if err := e.enqueue(l, it); err != nil {
 		return WriteResult{}, l.refuse(err)
@@ -219,7 +219,7 @@ func (e *Engine) put(ctx context.Context, name Lane, w Write) (WriteResult, erro
 		}
 		return WriteResult{}, err
 	}
-	res := v.(WriteResult)
+	res := v.write
 	if res.Replayed {
 		l.stats.Duplicates.Add(1)
 	}

@@ -39,9 +39,10 @@ type item struct {
 
 // result is the outcome of one item.
 type result struct {
-	val any
-	err error
-	dup bool // answered from an earlier write: not counted as accepted again
+	write WriteResult // a keyed write's answer
+	phone PhoneAck    // a phone point's answer
+	err   error
+	dup   bool // answered from an earlier write: not counted as accepted again
 }
 
 // lane is one actor's bounded queue and its ledger line.

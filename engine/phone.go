@@ -109,7 +109,7 @@ func (e *Engine) SubmitPhonePoint(ctx context.Context, p PhonePoint) (PhoneAck, 
 				return result{}, fmt.Errorf("engine: phone idempotency entry %s: %d bytes", key, len(raw))
 			}
 			ack = PhoneAck{Seq: binary.BigEndian.Uint64(raw), Duplicate: true}
-			return result{val: ack, dup: true}, nil
+			return result{phone: ack, dup: true}, nil
 		}
 		ds.mu.Lock()
 		seq := ds.accepted + 1
@@ -132,7 +132,7 @@ func (e *Engine) SubmitPhonePoint(ctx context.Context, p PhonePoint) (PhoneAck, 
 			return result{}, err
 		}
 		ack = PhoneAck{Seq: seq}
-		return result{val: ack}, nil
+		return result{phone: ack}, nil
 	}
 	it.durable = func() {
 		if ack.Duplicate {
@@ -153,7 +153,7 @@ func (e *Engine) SubmitPhonePoint(ctx context.Context, p PhonePoint) (PhoneAck, 
 	if err != nil {
 		return PhoneAck{}, err
 	}
-	return v.(PhoneAck), nil
+	return v.phone, nil
 }
 
 // PutPhoneRecord writes one key of a phone table (device_status,
