@@ -8,7 +8,6 @@ import (
 	"routehound/engine"
 	"routehound/hub"
 	"routehound/osmand"
-	"routehound/wal"
 )
 
 // The appliance is the one place that turns the configuration file (plain
@@ -32,7 +31,7 @@ func EngineConfig(c config.Config, dataDir string) engine.Config {
 		BatchBytes:     engine.DefaultConfig().BatchBytes,
 		IdempotencyTTL: c.Storage.IdempotencyTTL,
 		MaxDrivers:     c.Committer.MaxDrivers,
-		Retention:      wal.Retention{MaxAge: c.Storage.RetentionAge, MaxBytes: c.Storage.RetentionMB << 20},
+		Retention:      engine.Retention{MaxAge: c.Storage.RetentionAge, MaxBytes: c.Storage.RetentionMB << 20},
 		DataDir:        dataDir,
 		MinFreeBytes:   c.Storage.MinFreeMB << 20,
 	}

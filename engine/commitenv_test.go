@@ -260,7 +260,7 @@ func TestCommitterSyncFailureRepublishesAfterReopen(t *testing.T) {
 	e := newStepEngine(t, s, true)
 	var mu sync.Mutex
 	var seen []uint64
-	e.Subscribe(func(recs []wal.Record) {
+	e.Subscribe(func(recs []Record) {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, r := range recs {

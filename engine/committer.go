@@ -11,7 +11,7 @@ import (
 type pending struct {
 	items []*item
 	lanes []*lane        // lane of each item
-	segs  [][]wal.Record // each committed batch's records, handed to the feed as they are
+	segs  [][]wal.Record // each committed batch's records, converted once when the feed takes them
 	due   time.Time      // the earliest deadline of an item's contract for its fsync
 }
 
@@ -369,7 +369,7 @@ func (e *Engine) refuseAll() {
 // the free-space check.
 func (e *Engine) maintain() time.Duration {
 	e.checkDisk()
-	n, err := e.db.Load().Trim(e.cfg.Retention, 1000)
+	n, err := e.db.Load().Trim(e.cfg.Retention.wal(), 1000)
 	if err != nil {
 		e.log.Error("log retention failed", "err", err)
 		return time.Second

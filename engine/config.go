@@ -72,7 +72,7 @@ type Config struct {
 	BatchBytes     int64         // bytes in one batch; capped below the wal's transaction limit
 	IdempotencyTTL time.Duration // how long an Idempotency-Key answers its first answer
 	MaxDrivers     int           // distinct drivers tracked for seq dedup
-	Retention      wal.Retention
+	Retention      Retention
 	DataDir        string // watched for free space
 	MinFreeBytes   int64  // below this, writes are refused (0: no check)
 	// Open reopens the store after a storage failure (see recover.go). With
@@ -94,7 +94,7 @@ func DefaultConfig() Config {
 		BatchBytes:     2 << 20,
 		IdempotencyTTL: 24 * time.Hour,
 		MaxDrivers:     100000,
-		Retention:      wal.Retention{MaxAge: 7 * 24 * time.Hour, MaxBytes: 2 << 30},
+		Retention:      Retention{MaxAge: 7 * 24 * time.Hour, MaxBytes: 2 << 30},
 		MinFreeBytes:   256 << 20,
 	}
 }

@@ -317,7 +317,7 @@ func (l *lane) refuse(err error) error {
 // log. It answers what the log retains: records retention trimmed are
 // ErrTrimmed even while the tail still holds them. While the store reopens
 // after a storage failure a read from the log answers ErrReopening.
-func (e *Engine) ReadLog(after uint64, limit int, fn func(wal.Record) error) error {
+func (e *Engine) ReadLog(after uint64, limit int, fn func(Record) error) error {
 	if after+1 < e.db.Load().FirstLSN() {
 		return e.readStore(after, limit, fn)
 	}
@@ -334,7 +334,13 @@ func (e *Engine) ReadLog(after uint64, limit int, fn func(wal.Record) error) err
 	return e.readStore(after, limit, fn)
 }
 
-// Snapshot opens a read view of the tables (see wal.Snapshot). While the
-// store reopens after a storage failure it answers ErrReopening, and so do
-// the reads of a snapshot taken before (they retry with a new one).
-func (e *Engine) Snapshot() (*wal.Snapshot, error) { return e.db.Load().Snapshot() }
+// Snapshot opens a read view of the tables. While the store reopens after a
+// storage failure it answers ErrReopening, and so do the reads of a
+// snapshot taken before (they retry with a new one).
+func (e *Engine) Snapshot() (*Snapshot, error) {
+	s, err := e.db.Load().Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return &Snapshot{s: s}, nil
+}

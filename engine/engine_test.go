@@ -53,10 +53,10 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	poll.Eventually(t, 5*time.Second, what, cond)
 }
 
-func logOf(t *testing.T, e *Engine) []wal.Record {
+func logOf(t *testing.T, e *Engine) []Record {
 	t.Helper()
-	var recs []wal.Record
-	if err := e.ReadLog(0, 0, func(r wal.Record) error { recs = append(recs, r); return nil }); err != nil {
+	var recs []Record
+	if err := e.ReadLog(0, 0, func(r Record) error { recs = append(recs, r); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	return recs
@@ -317,7 +317,7 @@ func TestPublishAfterSyncInOrder(t *testing.T) {
 	e, _ := newEngine(t, nil)
 	var mu sync.Mutex
 	var got []uint64
-	e.Subscribe(func(recs []wal.Record) {
+	e.Subscribe(func(recs []Record) {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, r := range recs {

@@ -69,7 +69,7 @@ type feed struct {
 // segment is one batch's records, handed over by the committer and never
 // modified afterwards.
 type segment struct {
-	recs  []wal.Record
+	recs  []Record
 	bytes int64
 	at    time.Time // when they became durable
 }
@@ -85,7 +85,7 @@ func bump(p *atomic.Pointer[chan struct{}]) {
 	close(*p.Swap(&ch))
 }
 
-func recordBytes(r *wal.Record) int64 {
+func recordBytes(r *Record) int64 {
 	return int64(len(r.Value) + len(r.Key) + len(r.Table) + len(r.Actor) + 96)
 }
 
@@ -102,9 +102,10 @@ func (e *Engine) publish(segs [][]wal.Record) (moved bool) {
 		if len(s) == 0 {
 			continue
 		}
-		sg := segment{recs: s[:len(s):len(s)], at: now}
-		for i := range s {
-			sg.bytes += recordBytes(&s[i])
+		rs := records(s) // the engine's records, converted once: readers share them
+		sg := segment{recs: rs, at: now}
+		for i := range rs {
+			sg.bytes += recordBytes(&rs[i])
 		}
 		f.segs = append(f.segs, sg)
 		f.recs += len(s)
@@ -158,7 +159,7 @@ func (e *Engine) dropTail() {
 // (0: all), as sub-slices of its segments. ok is false when the tail does
 // not hold the record after `after` (the reader fell behind it, or it is
 // empty): then the log has them.
-func (e *Engine) fromTail(after uint64, limit int, out [][]wal.Record) (_ [][]wal.Record, ok bool) {
+func (e *Engine) fromTail(after uint64, limit int, out [][]Record) (_ [][]Record, ok bool) {
 	f := &e.feed
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -225,8 +226,8 @@ func (e *Engine) tailStart() uint64 {
 
 // readStore reads durable records from the store (ReadLog without the
 // tail).
-func (e *Engine) readStore(after uint64, limit int, fn func(wal.Record) error) error {
-	err := e.db.Load().ReadLog(after, e.durable.Load(), limit, fn)
+func (e *Engine) readStore(after uint64, limit int, fn func(Record) error) error {
+	err := e.db.Load().ReadLog(after, e.durable.Load(), limit, func(r wal.Record) error { return fn(record(&r)) })
 	if errors.Is(err, wal.ErrTrimmed) {
 		return ErrTrimmed
 	}
@@ -303,9 +304,9 @@ func (c *Cursor) Seek(after uint64) { c.after = after }
 // the tail and the log no longer holds them; a store read error. While
 // the store is reopened after a failure a cursor behind the tail waits for
 // the reopen.
-func (c *Cursor) Next(ctx context.Context) ([]wal.Record, error) {
+func (c *Cursor) Next(ctx context.Context) ([]Record, error) {
 	e := c.e
-	var one [1][]wal.Record
+	var one [1][]Record
 	for {
 		ch := e.Notify()
 		stopped := e.isStopped() // before the LSN: once stopped, it is final
@@ -314,7 +315,7 @@ func (c *Cursor) Next(ctx context.Context) ([]wal.Record, error) {
 				return nil, ErrStopped
 			}
 		} else {
-			var recs []wal.Record
+			var recs []Record
 			segs, ok := e.fromTail(c.after, cursorChunk, one[:0])
 			var err error
 			if ok {
@@ -322,7 +323,7 @@ func (c *Cursor) Next(ctx context.Context) ([]wal.Record, error) {
 					recs = segs[0]
 				}
 			} else {
-				err = e.readStore(c.after, cursorChunk, func(r wal.Record) error {
+				err = e.readStore(c.after, cursorChunk, func(r Record) error {
 					recs = append(recs, r)
 					return nil
 				})
@@ -356,7 +357,7 @@ func (c *Cursor) Next(ctx context.Context) ([]wal.Record, error) {
 // (a Cursor), never on the committer. A slow fn delays only itself: it
 // reads from the log once it falls behind the tail. Close returns once
 // every subscriber has had every durable record.
-func (e *Engine) Subscribe(fn func([]wal.Record)) {
+func (e *Engine) Subscribe(fn func([]Record)) {
 	c := e.Follow(e.DurableLSN())
 	done := make(chan struct{})
 	f := &e.feed

@@ -74,16 +74,16 @@ func TestCursorBehindTailReadsTheLog(t *testing.T) {
 		t.Fatal("DurableAt(21) answered for a record not durable")
 	}
 	var fromTail, fromStore []uint64
-	if err := e.ReadLog(16, 0, func(r wal.Record) error { fromTail = append(fromTail, r.LSN); return nil }); err != nil {
+	if err := e.ReadLog(16, 0, func(r Record) error { fromTail = append(fromTail, r.LSN); return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.readStore(16, 0, func(r wal.Record) error { fromStore = append(fromStore, r.LSN); return nil }); err != nil {
+	if err := e.readStore(16, 0, func(r Record) error { fromStore = append(fromStore, r.LSN); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if fmt.Sprint(fromTail) != fmt.Sprint(fromStore) || len(fromTail) != 4 {
 		t.Fatalf("ReadLog after 16: %v from the tail, %v from the store", fromTail, fromStore)
 	}
-	if err := e.ReadLog(16, 2, func(r wal.Record) error { return nil }); err != nil {
+	if err := e.ReadLog(16, 2, func(r Record) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -108,7 +108,7 @@ func TestSlowSubscriberGetsEverything(t *testing.T) {
 	release := make(chan struct{})
 	var mu sync.Mutex
 	var got []uint64
-	e.Subscribe(func(recs []wal.Record) {
+	e.Subscribe(func(recs []Record) {
 		<-release
 		time.Sleep(time.Millisecond)
 		mu.Lock()
@@ -275,7 +275,7 @@ func TestCursorPastRetention(t *testing.T) {
 		t.Fatalf("tail starts after %d, want 16", start)
 	}
 	nextN(t, e.Follow(e.tailStart()), 16, 4)
-	if err := e.ReadLog(16, 0, func(wal.Record) error { return nil }); !errors.Is(err, ErrTrimmed) {
+	if err := e.ReadLog(16, 0, func(Record) error { return nil }); !errors.Is(err, ErrTrimmed) {
 		t.Fatalf("ReadLog of trimmed records still in the tail: %v", err)
 	}
 }

@@ -80,7 +80,7 @@ func recoveryRun(t *testing.T, fail map[string]map[int]bool) {
 	}
 	var mu sync.Mutex
 	var published []uint64
-	e.Subscribe(func(recs []wal.Record) {
+	e.Subscribe(func(recs []Record) {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, r := range recs {

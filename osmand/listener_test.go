@@ -13,7 +13,6 @@ import (
 	"routehound/engine"
 	"routehound/fleet"
 	"routehound/internal/testkit"
-	"routehound/wal"
 )
 
 const (
@@ -251,7 +250,7 @@ func TestListenerQuarantinesMalformed(t *testing.T) {
 	s, _ := r.e.Snapshot()
 	defer s.Close()
 	n := 0
-	s.Scan(fleet.TableQuarantine, "", 1000, func(string, wal.State) error { n++; return nil })
+	s.Scan(fleet.TableQuarantine, "", 1000, func(string, engine.State) error { n++; return nil })
 	if n != QuarantineSlots+2 {
 		t.Fatalf("%d quarantine keys, want %d", n, QuarantineSlots+2)
 	}

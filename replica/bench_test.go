@@ -14,7 +14,6 @@ import (
 
 	"routehound/engine"
 	"routehound/fleet"
-	"routehound/wal"
 )
 
 // genSource is a log of driver points generated on demand: record i is
@@ -24,11 +23,11 @@ type genSource struct {
 	drivers int
 	durable atomic.Uint64
 	mu      sync.Mutex
-	subs    []func([]wal.Record)
+	subs    []func([]engine.Record)
 	at      time.Time
 }
 
-func (g *genSource) Subscribe(fn func([]wal.Record)) {
+func (g *genSource) Subscribe(fn func([]engine.Record)) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.subs = append(g.subs, fn)
@@ -36,14 +35,14 @@ func (g *genSource) Subscribe(fn func([]wal.Record)) {
 
 func (g *genSource) DurableLSN() uint64 { return g.durable.Load() }
 
-func (g *genSource) ReadLog(after uint64, limit int, fn func(wal.Record) error) error {
+func (g *genSource) ReadLog(after uint64, limit int, fn func(engine.Record) error) error {
 	end := g.durable.Load()
 	for lsn := after + 1; lsn <= end && (limit <= 0 || lsn <= after+uint64(limit)); lsn++ {
 		d := int(lsn) % g.drivers
 		seq := lsn/uint64(g.drivers) + 1
 		v := fmt.Appendf(nil, `{"seq":%d,"lat":%.5f,"lng":%.5f,"ts":"2026-11-23T10:00:00Z","speed_kmh":42.5,"heading":180}`,
 			seq, 48+float64(d)/1e4, 11+float64(seq)/1e4)
-		if err := fn(wal.Record{LSN: lsn, Table: fleet.TablePositions, Key: fmt.Sprintf("driver-%05d", d), Op: wal.OpPut,
+		if err := fn(engine.Record{LSN: lsn, Table: fleet.TablePositions, Key: fmt.Sprintf("driver-%05d", d), Op: engine.OpPut,
 			Value: v, Version: seq, Actor: "driver", CommittedAt: g.at}); err != nil {
 			return err
 		}
@@ -58,7 +57,7 @@ func (g *genSource) publish(n uint64) {
 	subs := g.subs
 	g.mu.Unlock()
 	for _, fn := range subs {
-		fn([]wal.Record{{LSN: n, CommittedAt: g.at}})
+		fn([]engine.Record{{LSN: n, CommittedAt: g.at}})
 	}
 }
 

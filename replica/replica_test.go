@@ -393,7 +393,7 @@ func TestRebuildsWhenTheLogWasTrimmed(t *testing.T) {
 			break
 		}
 	}
-	if err := s.e.ReadLog(0, 1, func(wal.Record) error { return nil }); !errors.Is(err, engine.ErrTrimmed) {
+	if err := s.e.ReadLog(0, 1, func(engine.Record) error { return nil }); !errors.Is(err, engine.ErrTrimmed) {
 		t.Fatalf("the log should be trimmed: %v", err)
 	}
 
@@ -505,8 +505,8 @@ func TestWaitLSN(t *testing.T) {
 // fakeSource is a log in memory whose reads can be held, to see the lag.
 type fakeSource struct {
 	mu      sync.Mutex
-	recs    []wal.Record
-	subs    []func([]wal.Record)
+	recs    []engine.Record
+	subs    []func([]engine.Record)
 	gate    chan struct{} // when not nil, ReadLog waits for it
 	durable atomic.Uint64
 	reads   atomic.Int64 // ReadLog calls
@@ -514,7 +514,7 @@ type fakeSource struct {
 	failErr error
 }
 
-func (f *fakeSource) Subscribe(fn func([]wal.Record)) {
+func (f *fakeSource) Subscribe(fn func([]engine.Record)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.subs = append(f.subs, fn)
@@ -522,7 +522,7 @@ func (f *fakeSource) Subscribe(fn func([]wal.Record)) {
 
 func (f *fakeSource) DurableLSN() uint64 { return f.durable.Load() }
 
-func (f *fakeSource) ReadLog(after uint64, limit int, fn func(wal.Record) error) error {
+func (f *fakeSource) ReadLog(after uint64, limit int, fn func(engine.Record) error) error {
 	f.reads.Add(1)
 	f.mu.Lock()
 	gate := f.gate
@@ -548,7 +548,7 @@ func (f *fakeSource) ReadLog(after uint64, limit int, fn func(wal.Record) error)
 }
 
 // commit appends records and publishes them, as the committer does.
-func (f *fakeSource) commit(at time.Time, recs ...wal.Record) {
+func (f *fakeSource) commit(at time.Time, recs ...engine.Record) {
 	f.mu.Lock()
 	for i := range recs {
 		recs[i].LSN = uint64(len(f.recs) + 1)
@@ -574,9 +574,9 @@ func TestLagMoves(t *testing.T) {
 	f.gate = gate
 	f.mu.Unlock()
 	at := time.Now().Add(-2 * time.Second)
-	f.commit(at, wal.Record{Table: "t", Key: "a", Op: wal.OpPut, Value: []byte(`1`), Version: 1})
-	f.commit(at.Add(time.Second), wal.Record{Table: "t", Key: "b", Op: wal.OpPut, Value: []byte(`2`), Version: 1},
-		wal.Record{Table: "t", Key: "c", Op: wal.OpPut, Value: []byte(`3`), Version: 1})
+	f.commit(at, engine.Record{Table: "t", Key: "a", Op: engine.OpPut, Value: []byte(`1`), Version: 1})
+	f.commit(at.Add(time.Second), engine.Record{Table: "t", Key: "b", Op: engine.OpPut, Value: []byte(`2`), Version: 1},
+		engine.Record{Table: "t", Key: "c", Op: engine.OpPut, Value: []byte(`3`), Version: 1})
 	n, age := r.Lag()
 	if n != 3 || age < 2*time.Second || age > time.Minute {
 		t.Fatalf("lag while the applier is held: %d records, %v", n, age)
@@ -599,10 +599,10 @@ func TestSkipsValuesItCannotRead(t *testing.T) {
 	r := openReplica(t, "", f)
 	now := time.Now()
 	f.commit(now,
-		wal.Record{Table: fleet.TablePositions, Key: "d1", Op: wal.OpPut, Value: []byte(`not json`), Version: 1},
-		wal.Record{Table: fleet.TablePositions, Key: "d1", Op: wal.OpPut, Value: []byte(`{"seq":2}`), Version: 2},
-		wal.Record{Table: fleet.TableLoading, Key: "e", Op: wal.OpPut, Value: []byte(`{"pallets":"many"}`), Version: 1},
-		wal.Record{Table: fleet.TablePositions, Key: "d1", Op: wal.OpPut, Value: []byte(`{"seq":3,"lat":1,"lng":2,"ts":"bad"}`), Version: 3},
+		engine.Record{Table: fleet.TablePositions, Key: "d1", Op: engine.OpPut, Value: []byte(`not json`), Version: 1},
+		engine.Record{Table: fleet.TablePositions, Key: "d1", Op: engine.OpPut, Value: []byte(`{"seq":2}`), Version: 2},
+		engine.Record{Table: fleet.TableLoading, Key: "e", Op: engine.OpPut, Value: []byte(`{"pallets":"many"}`), Version: 1},
+		engine.Record{Table: fleet.TablePositions, Key: "d1", Op: engine.OpPut, Value: []byte(`{"seq":3,"lat":1,"lng":2,"ts":"bad"}`), Version: 3},
 	)
 	waitLSN(t, r, 4)
 	pos, err := r.Positions(context.Background())
@@ -710,7 +710,7 @@ func TestRetriesAfterAReadError(t *testing.T) {
 	f := &fakeSource{failErr: errors.New("disk hiccup")}
 	f.fail.Store(2)
 	r := openReplica(t, "", f)
-	f.commit(time.Now(), wal.Record{Table: "t", Key: "a", Op: wal.OpPut, Value: []byte(`1`), Version: 1})
+	f.commit(time.Now(), engine.Record{Table: "t", Key: "a", Op: engine.OpPut, Value: []byte(`1`), Version: 1})
 	waitLSN(t, r, 1)
 	if st := r.Stats(); st.Applied != 1 || st.LSN != 1 {
 		t.Fatalf("stats: %+v", st)
@@ -726,7 +726,7 @@ func TestTrimmedWithoutSnapshotsStays(t *testing.T) {
 	f := &fakeSource{failErr: fmt.Errorf("read: %w", wal.ErrTrimmed)}
 	f.fail.Store(1 << 30)
 	r := openReplica(t, "", f)
-	f.commit(time.Now(), wal.Record{Table: "t", Key: "a", Op: wal.OpPut, Value: []byte(`1`), Version: 1})
+	f.commit(time.Now(), engine.Record{Table: "t", Key: "a", Op: engine.OpPut, Value: []byte(`1`), Version: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	if err := r.WaitLSN(ctx, 1); !errors.Is(err, context.DeadlineExceeded) {
@@ -747,7 +747,7 @@ func TestNoSpinOnAnEmptyRead(t *testing.T) {
 	subs := f.subs
 	f.mu.Unlock()
 	for _, fn := range subs {
-		fn([]wal.Record{{LSN: 5}})
+		fn([]engine.Record{{LSN: 5}})
 	}
 	time.Sleep(200 * time.Millisecond)
 	if n := f.reads.Load(); n > 10 {
