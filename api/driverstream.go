@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 	"sync"
@@ -29,8 +30,9 @@ const maxStreamDrivers = 10000
 // {"driver","durable_seq"} as that driver's points become durable. After a
 // reconnect a client resends every point above the last durable_seq it
 // received: duplicates are dropped by seq, so nothing is lost or doubled.
-// Refusals are {"type":"error","code","message","driver"}; a lane_full
-// refusal means "resend later", nothing of that frame was accepted.
+// Refusals are {"type":"error","code","message","driver"}; nothing of that
+// frame was accepted, and a lane_full refusal says when to resend
+// (retry_after_ms: the lane's queue over its measured drain rate).
 func (s *Server) driverStream(w http.ResponseWriter, r *http.Request) {
 	if err := checkHandshake(r); err != nil {
 		s.fail(w, r, err)
@@ -267,9 +269,13 @@ func appendDurable(b []byte, driver string, seq uint64) []byte {
 
 func (d *durableNotifier) sendError(driver string, err error) {
 	_, code, msg := d.s.describe(err)
-	m := map[string]string{"type": "error", "code": code, "message": msg}
+	m := map[string]any{"type": "error", "code": code, "message": msg}
 	if driver != "" {
 		m["driver"] = driver
+	}
+	if errors.Is(err, engine.ErrLaneFull) {
+		// No header on a frame: the wait goes in the body.
+		m["retry_after_ms"] = max(d.s.retryAfter(err).Milliseconds(), 1)
 	}
 	d.send(m)
 }

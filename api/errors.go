@@ -40,6 +40,18 @@ func errorf(status int, code, format string, args ...any) *apiError {
 	return &apiError{status: status, code: code, message: fmt.Sprintf(format, args...)}
 }
 
+// retryAfter is how long a client refused with err should wait: for a full
+// lane, how long its queue takes to drain at the rate the committer drains
+// it now (a stalled disk asks for longer), at most maxRetryAfter; else the
+// configured retry_after.
+func (s *Server) retryAfter(err error) time.Duration {
+	var lf *engine.LaneFullError
+	if errors.As(err, &lf) && lf.RetryAfter > 0 {
+		return min(lf.RetryAfter, maxRetryAfter)
+	}
+	return s.cfg.RetryAfter
+}
+
 // maxRetryAfter caps a Retry-After derived from a lane's drain rate.
 const maxRetryAfter = 30 * time.Second
 
@@ -54,14 +66,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		}
 	}
 	if ae.status == http.StatusTooManyRequests || ae.status == http.StatusServiceUnavailable {
-		wait := s.cfg.RetryAfter
-		var lf *engine.LaneFullError
-		if errors.As(err, &lf) && lf.RetryAfter > 0 {
-			// A full lane: how long its queue takes to drain at the rate
-			// the committer drains it now (a stalled disk asks for longer).
-			wait = min(lf.RetryAfter, maxRetryAfter)
-		}
-		secs := int((wait + time.Second - 1) / time.Second)
+		secs := int((s.retryAfter(err) + time.Second - 1) / time.Second)
 		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
 	}
 	switch ae.code {

@@ -22,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 	"github.com/getkin/kin-openapi/openapi3"
@@ -698,5 +699,45 @@ func TestOpenAPIDocumentedRefusals(t *testing.T) {
 	wantStatus(t, r, http.StatusOK)
 	if str(t, object(t, r, "key", "lsn")["key"]) != "x/y" {
 		t.Fatalf("DELETE x/y: %s", r.body)
+	}
+}
+
+// TestDriverStreamLaneFullSaysWhenToResend: a frame refused because the
+// driver lane stayed full carries retry_after_ms (a frame has no
+// Retry-After header), and the refusal matches its documented schema.
+func TestDriverStreamLaneFullSaysWhenToResend(t *testing.T) {
+	f := newFixtureWith(t, fixtureOpts{config: func(c *config.Config) {
+		c.Lanes.Driver.QueueBound = 50
+		c.Lanes.Driver.FlushWithin = time.Minute // nothing drains: the lane stays full
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), streamWait)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(f.url, "http")+"/v1/drivers/stream",
+		&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + tok(api.RoleDriver)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	for _, frame := range []string{pointsJSON(1, 50), pointsJSON(51, 60)} {
+		if err := c.Write(ctx, websocket.MessageText, []byte(`{"driver":"van-1","points":`+frame+`}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, ack, err := c.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantSchema(t, "DriverStreamAck", ack)
+	_, b, err := c.Read(ctx) // after the half-second wait for room
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantSchema(t, "StreamError", b)
+	var m struct {
+		Code         string `json:"code"`
+		RetryAfterMS int64  `json:"retry_after_ms"`
+	}
+	if err := json.Unmarshal(b, &m); err != nil || m.Code != "lane_full" || m.RetryAfterMS < 1 {
+		t.Fatalf("refusal %s (%v): want lane_full with retry_after_ms >= 1", b, err)
 	}
 }
