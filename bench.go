@@ -894,12 +894,13 @@ type streamMsg struct {
 	Accepted   *int64  `json:"accepted"`
 	Duplicates int64   `json:"duplicates"`
 	DurableSeq *uint64 `json:"durable_seq"`
+	RetryAfter int64   `json:"retry_after_ms"`
 }
 
 // streamConn sends frames for its drivers over one WebSocket, at most
 // --inflight at once and one per driver, until stop; then it keeps the
 // stream open (durable notices keep coming) until release. Every frame is
-// answered once, in order; a lane_full refusal is resent after a second.
+// answered once, in order; a lane_full refusal is resent after its retry_after_ms.
 func streamConn(ctx context.Context, o ingestOptions, base, token string, drivers []*benchDriver, st *loadStats, stop, release <-chan struct{}) error {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	c, _, err := websocket.Dial(dctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/drivers/stream",
@@ -986,11 +987,15 @@ func streamConn(ctx context.Context, o ingestOptions, base, token string, driver
 		flight = flight[1:]
 		switch {
 		case m.Type == "error" && m.Code == "lane_full":
-			// A frame's refusal carries no Retry-After: wait the
-			// server's default retry_after.
+			// A frame has no Retry-After header: the refusal says how
+			// long in retry_after_ms (a server without it: a second).
+			wait := time.Second
+			if m.RetryAfter > 0 {
+				wait = min(time.Duration(m.RetryAfter)*time.Millisecond, maxRetryAfter)
+			}
 			st.refusals.Add(1)
-			st.backoff.Add(int64(time.Second))
-			pause(ctx, stop, time.Second)
+			st.backoff.Add(int64(wait))
+			pause(ctx, stop, wait)
 		case m.Type == "error":
 			st.fail("stream frame for %s: %s: %s", d.name, m.Code, m.Message)
 			pause(ctx, stop, 100*time.Millisecond)
