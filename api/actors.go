@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"crypto/rand"
 	"errors"
 	"net/http"
@@ -26,16 +25,6 @@ func DecodePoints(body []byte, maxPoints int) ([]engine.Point, error) {
 // driverRoomWait is how long a driver's points wait for room in a full
 // driver lane before they are refused (429 lane_full, Retry-After 1 s).
 const driverRoomWait = 500 * time.Millisecond
-
-// submitPoints submits a driver's points; when the lane is full it waits
-// for room until driverRoomWait after since, then tries once more.
-func (s *Server) submitPoints(ctx context.Context, driver string, pts []engine.Point, since time.Time) (engine.DriverAck, error) {
-	ack, err := s.e.SubmitPoints(ctx, driver, pts)
-	if errors.Is(err, engine.ErrLaneFull) && s.e.WaitRoom(ctx, engine.LaneDriver, len(pts), driverRoomWait-time.Since(since)) {
-		ack, err = s.e.SubmitPoints(ctx, driver, pts)
-	}
-	return ack, err
-}
 
 // decodeSlot takes one of the driver decode slots, waiting at most 500 ms.
 func (s *Server) decodeSlot(r *http.Request) bool {
@@ -72,9 +61,11 @@ func (s *Server) postLocations(w http.ResponseWriter, r *http.Request) {
 	// bodies decode at once, so that a flood of points always leaves a
 	// core to the dispatcher, the warehouse and the committer. Every wait
 	// is bounded.
-	t0 := time.Now()
-	if !s.e.WaitRoom(r.Context(), engine.LaneDriver, 1, driverRoomWait) {
+	if err := s.e.WaitRoom(r.Context(), engine.LaneDriver, 1, driverRoomWait); errors.Is(err, engine.ErrLaneFull) {
 		s.fail(w, r, s.e.RefuseFull(engine.LaneDriver))
+		return
+	} else if err != nil {
+		s.fail(w, r, err) // the engine takes no writes now: its own answer, at once
 		return
 	}
 	if !s.decodeSlot(r) {
@@ -87,7 +78,7 @@ func (s *Server) postLocations(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, engine.LaneDriver, err)
 		return
 	}
-	ack, err := s.submitPoints(r.Context(), driver, pts, t0)
+	ack, err := s.e.SubmitPoints(r.Context(), driver, pts) // waits for room itself (engine.Config.RoomWait)
 	if err != nil {
 		s.fail(w, r, err)
 		return

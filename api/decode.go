@@ -39,12 +39,15 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 }
 
 // readAll reads a body of n bytes (its Content-Length; -1 when unknown)
-// into one buffer of that size: io.ReadAll grows its buffer by doubling,
-// allocating about twice the body, on the path of every driver batch.
+// into one buffer of that size when it is small: io.ReadAll grows its
+// buffer by doubling, allocating about twice the body, on the path of every
+// driver batch.
 // net/http ends the body after Content-Length bytes, and a shorter body
 // is an error (io.ErrUnexpectedEOF).
 func readAll(r io.Reader, n int64) ([]byte, error) {
-	if n <= 0 {
+	if n <= 0 || n > readAllUpfront {
+		// Unknown, or large: grow with what arrives, so that a client
+		// declaring a megabyte and sending a byte holds no megabyte.
 		return io.ReadAll(r)
 	}
 	b := make([]byte, n)
@@ -53,6 +56,10 @@ func readAll(r io.Reader, n int64) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// readAllUpfront is the largest body readAll allocates before it arrives:
+// a driver's 100-point batch is about 10 KiB.
+const readAllUpfront = 64 << 10
 
 // refusal is the API's answer to a refusal of the domain's rules (package
 // fleet): a BodyError keeps its code, a NameError is bad_name. Other

@@ -86,7 +86,7 @@ func (s *Server) driverStream(w http.ResponseWriter, r *http.Request) {
 			ds.sendError(driver, err)
 			continue
 		}
-		ack, err := s.submitPoints(ctx, driver, pts, time.Now())
+		ack, err := s.e.SubmitPoints(ctx, driver, pts) // waits for room itself (engine.Config.RoomWait)
 		if err != nil {
 			ds.sendError(driver, err)
 			continue

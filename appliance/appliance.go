@@ -64,6 +64,9 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 	if err := Validate(cfg); err != nil {
 		return nil, err
 	}
+	if z := ZeroSLAs(cfg); len(z) > 0 {
+		log.Warn("config: an sla of 0 cannot be scheduled for; using the lane's default", "settings", strings.Join(z, ", "))
+	}
 	if len(cfg.Ignored) > 0 {
 		log.Warn("config: these settings are ignored: the committer derives its batches from each lane's contract and sla; remove them",
 			"settings", strings.Join(cfg.Ignored, ", "))

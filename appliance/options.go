@@ -16,16 +16,23 @@ import (
 // EngineConfig is the engine's part of the configuration; dataDir is the
 // directory watched for free space ("" for none). Open is left for Start.
 func EngineConfig(c config.Config, dataDir string) engine.Config {
-	lane := func(l config.Lane) engine.LaneConfig {
+	lane := func(name engine.Lane, l config.Lane) engine.LaneConfig {
+		sla := l.SLA
+		if sla == 0 {
+			// An older file's "sla = 0s" (for reports only, then): the
+			// committer schedules by it now, so the default stands in
+			// (ZeroSLAs names them for the start-up warning).
+			sla = engine.DefaultConfig().Lanes[name].SLA
+		}
 		return engine.LaneConfig{Contract: engine.Contract(l.Contract), QueueBound: l.QueueBound,
-			FlushWithin: l.FlushWithin, MaxWait: l.MaxWait, SLA: l.SLA}
+			FlushWithin: l.FlushWithin, MaxWait: l.MaxWait, SLA: sla}
 	}
 	return engine.Config{
 		Lanes: map[engine.Lane]engine.LaneConfig{
-			engine.LaneDriver:    lane(c.Lanes.Driver),
-			engine.LaneDispatch:  lane(c.Lanes.Dispatch),
-			engine.LaneWarehouse: lane(c.Lanes.Warehouse),
-			engine.LaneTables:    lane(c.Lanes.Tables),
+			engine.LaneDriver:    lane(engine.LaneDriver, c.Lanes.Driver),
+			engine.LaneDispatch:  lane(engine.LaneDispatch, c.Lanes.Dispatch),
+			engine.LaneWarehouse: lane(engine.LaneWarehouse, c.Lanes.Warehouse),
+			engine.LaneTables:    lane(engine.LaneTables, c.Lanes.Tables),
 		},
 		BatchRecords:   engine.DefaultConfig().BatchRecords,
 		BatchBytes:     engine.DefaultConfig().BatchBytes,
@@ -34,7 +41,23 @@ func EngineConfig(c config.Config, dataDir string) engine.Config {
 		Retention:      engine.Retention{MaxAge: c.Storage.RetentionAge, MaxBytes: c.Storage.RetentionMB << 20},
 		DataDir:        dataDir,
 		MinFreeBytes:   c.Storage.MinFreeMB << 20,
+		RoomWait:       engine.DefaultConfig().RoomWait,
 	}
+}
+
+// ZeroSLAs names the lanes whose sla the file set to 0: EngineConfig uses
+// the default for them.
+func ZeroSLAs(c config.Config) []string {
+	var out []string
+	for _, l := range []struct {
+		name string
+		sla  time.Duration
+	}{{"driver", c.Lanes.Driver.SLA}, {"dispatch", c.Lanes.Dispatch.SLA}, {"warehouse", c.Lanes.Warehouse.SLA}, {"tables", c.Lanes.Tables.SLA}} {
+		if l.sla == 0 {
+			out = append(out, "lanes."+l.name+".sla")
+		}
+	}
+	return out
 }
 
 // HubConfig is the hub's configuration; its largest WebSocket message is

@@ -58,3 +58,19 @@ func TestValidateChecksTheLanes(t *testing.T) {
 		t.Fatalf("defaults: %v", err)
 	}
 }
+
+// An older file's "sla = 0s" still starts: the lane gets its default SLA,
+// and ZeroSLAs names it for the warning.
+func TestZeroSLAStandsInForTheDefault(t *testing.T) {
+	c := config.Default()
+	c.Lanes.Tables.SLA = 0
+	if err := Validate(c); err != nil {
+		t.Fatalf("a zero sla refused: %v", err)
+	}
+	if got := EngineConfig(c, "").Lanes[engine.LaneTables].SLA; got != engine.DefaultConfig().Lanes[engine.LaneTables].SLA {
+		t.Fatalf("tables SLA %v, want the default", got)
+	}
+	if z := ZeroSLAs(c); len(z) != 1 || z[0] != "lanes.tables.sla" {
+		t.Fatalf("ZeroSLAs %v", z)
+	}
+}

@@ -95,21 +95,28 @@ func (e *Engine) anyWaiting() bool {
 	return false
 }
 
-// pick chooses the lane that gives the next item of a batch (sched.go):
-// the first sync lane with work in schedule order; else, while the batch
-// has room under the derived cap (capped: the ack and async units in it
-// so far), the ack or async lane whose oldest item is due first.
+// pick chooses the lane that gives the next item of a batch (sched.go): a
+// sync lane at the scheduler's target with work first (never capped);
+// then, while the batch has room under the derived cap (capped: the units
+// of every other lane in it so far), the other sync lanes in order, and
+// the ack or async lane whose oldest item is due first.
 func (e *Engine) pick(capped, ncap int) *lane {
 	var best *lane
 	var due time.Time
 	for _, l := range e.order {
-		if l.cfg.Contract == Sync {
+		if !l.capped {
 			if l.waiting() {
 				return l
 			}
 			continue
 		}
 		if capped >= ncap {
+			continue
+		}
+		if l.cfg.Contract == Sync {
+			if l.waiting() {
+				return l
+			}
 			continue
 		}
 		it := l.peek()
@@ -127,18 +134,14 @@ func (e *Engine) pick(capped, ncap int) *lane {
 func (e *Engine) commitBatch(p *pending) {
 	var b *wal.Batch
 	ncap := e.sched.cap()
-	capped := 0 // ack and async units in the batch
+	capped := 0 // units of capped lanes in the batch (every lane but the sync lanes at the target)
 	t0 := time.Now()
 	n0 := len(p.items)
-	holdsSync := false
 	for {
+		// No rule cuts the batch for a sync writer waiting in it: the cap
+		// already bounds what it waits for (sched.go).
 		l := e.pick(capped, ncap)
 		if l == nil {
-			break
-		}
-		if holdsSync && l.cfg.Contract == Async {
-			// A sync writer is waiting for this batch's fsync: commit now
-			// rather than make it wait for more async points.
 			break
 		}
 		if b == nil {
@@ -148,22 +151,27 @@ func (e *Engine) commitBatch(p *pending) {
 			continue
 		}
 		it := l.peek()
+		if now := time.Now(); l.cfg.MaxWait > 0 && now.Sub(it.arrived) > l.cfg.MaxWait {
+			// Waited past its bound: refused, not applied, so it takes
+			// no room in the batch and no share of the cap.
+			l.pop()
+			it.taken = now
+			l.stats.QueueWait.Observe(it.taken.Sub(it.arrived))
+			l.stats.reject(reasonOf(ErrQueueTimeout))
+			e.answer(l, it, result{err: ErrQueueTimeout})
+			continue
+		}
 		if b.Len() > 0 && (b.Len()+it.units > e.cfg.BatchRecords || b.Size()+it.bytes > e.cfg.BatchBytes) {
 			break // the batch is full; the item opens the next one
 		}
-		if l.cfg.Contract != Sync && capped > 0 && capped+it.units > ncap {
+		if l.capped && capped > 0 && capped+it.units > ncap {
 			break // past the derived cap; the item opens the next batch
 		}
 		l.pop()
 		it.taken = time.Now()
 		l.stats.QueueWait.Observe(it.taken.Sub(it.arrived))
-		if l.cfg.Contract != Sync {
+		if l.capped {
 			capped += it.units
-		}
-		if l.cfg.MaxWait > 0 && it.taken.Sub(it.arrived) > l.cfg.MaxWait {
-			l.stats.reject(reasonOf(ErrQueueTimeout))
-			e.answer(l, it, result{err: ErrQueueTimeout})
-			continue
 		}
 		ta := time.Now()
 		size0, recs0 := b.Size(), b.Len()
@@ -178,7 +186,6 @@ func (e *Engine) commitBatch(p *pending) {
 			return
 		}
 		it.res = res
-		holdsSync = holdsSync || l.cfg.Contract == Sync
 		l.stats.BytesWritten.Add(uint64(b.Size() - size0))
 		l.stats.Records.Add(uint64(b.Len() - recs0))
 		l.stats.CommitterNanos.Add(int64(time.Since(ta)))
@@ -289,7 +296,7 @@ func (e *Engine) answer(l *lane, it *item, r result) {
 	if it.done != nil {
 		it.done <- r // buffered: never blocks the committer
 	}
-	l.release(it.units)
+	l.release(it.units, r.err == nil)
 }
 
 // failStore stops the engine's writes after a storage error: nothing of the

@@ -66,9 +66,13 @@ type LaneConfig struct {
 
 // Config configures the engine.
 type Config struct {
-	Lanes          map[Lane]LaneConfig
-	BatchRecords   int           // records in one batch: the hard cap; the committer derives its own below it (sched.go)
-	FixedBatchCap  int           // tests: cap ack and async records per batch at this instead of deriving it (0: derive)
+	Lanes         map[Lane]LaneConfig
+	BatchRecords  int // records in one batch: the hard cap; the committer derives its own below it (sched.go)
+	FixedBatchCap int // tests: cap ack and async records per batch at this instead of deriving it (0: derive)
+	// RoomWait is how long a driver's submission that finds its lane full
+	// waits for room (for exactly its new points) before ErrLaneFull: the
+	// backpressure is latency first, a refusal after (0: refuse at once).
+	RoomWait       time.Duration
 	BatchBytes     int64         // bytes in one batch; capped below the wal's transaction limit
 	IdempotencyTTL time.Duration // how long an Idempotency-Key answers its first answer
 	MaxDrivers     int           // distinct drivers tracked for seq dedup
@@ -96,6 +100,7 @@ func DefaultConfig() Config {
 		MaxDrivers:     100000,
 		Retention:      Retention{MaxAge: 7 * 24 * time.Hour, MaxBytes: 2 << 30},
 		MinFreeBytes:   256 << 20,
+		RoomWait:       500 * time.Millisecond,
 	}
 }
 

@@ -3,11 +3,13 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"routehound/fleet"
 	"routehound/wal"
@@ -83,12 +85,18 @@ func (e *Engine) WatchDriver(driver string, wake chan<- struct{}) (stop func(), 
 		once.Do(func() {
 			ds.watchMu.Lock()
 			defer ds.watchMu.Unlock()
-			old := *ds.watchers.Load()
+			var old []chan<- struct{}
+			if p := ds.watchers.Load(); p != nil {
+				old = *p
+			}
 			ws := make([]chan<- struct{}, 0, len(old))
+			removed := false
 			for _, w := range old {
-				if w != wake {
-					ws = append(ws, w)
+				if w == wake && !removed {
+					removed = true // this watch only: the same channel may watch twice
+					continue
 				}
+				ws = append(ws, w)
 			}
 			if len(ws) == 0 {
 				ds.watchers.Store(nil)
@@ -208,7 +216,20 @@ func (e *Engine) SubmitPoints(ctx context.Context, driver string, pts []Point) (
 		items = append(items, e.pointsItem(driver, ds, fresh[:n], l.cfg.Contract != Async))
 		fresh = fresh[n:]
 	}
-	if err := e.enqueue(l, items...); err != nil {
+	err = e.enqueue(l, items...)
+	if errors.Is(err, ErrLaneFull) && e.cfg.RoomWait > 0 {
+		// Wait for room for exactly the new points (not the duplicates),
+		// holding the driver's mutex: its next request waits behind, in
+		// order. One arrival, counted once, refused at most once.
+		units := 0
+		for _, it := range items {
+			units += it.units
+		}
+		if l.waitRoom(ctx, units, time.Now().Add(e.cfg.RoomWait)) {
+			err = e.enqueue(l, items...)
+		}
+	}
+	if err != nil {
 		ds.mu.Unlock()
 		return DriverAck{}, l.refuse(err)
 	}

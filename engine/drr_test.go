@@ -85,7 +85,7 @@ func TestDRRQuietDriversInFirstRound(t *testing.T) {
 	if d := l.stats.Depth.Load(); d != 25*chunkPoints {
 		t.Fatalf("depth %d before release, want %d", d, 25*chunkPoints)
 	}
-	l.release(25 * chunkPoints)
+	l.release(25*chunkPoints, true)
 
 	// Requeue: held items (as recovery puts them back) go ahead of what
 	// was queued since, in their order, and the driver's own later chunk
@@ -398,10 +398,43 @@ func BenchmarkLaneQueue(b *testing.B) {
 				}
 				for l.peek() != nil {
 					it := l.pop()
-					l.release(it.units)
+					l.release(it.units, true)
 				}
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(items)), "ns/item")
 		})
+	}
+}
+
+// A stream of ever-new drivers (one point each, as fast as the committer
+// pops) cannot starve a backlogged driver: it is served at least once
+// every freshBurst+1 pops.
+func TestDRRNewFlowsCannotStarveABacklog(t *testing.T) {
+	l := driverLane(1 << 30)
+	for i := 0; i < 4; i++ {
+		if err := l.push(chunk("big", i, 512)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if it := l.pop(); it.flow != "big" {
+		t.Fatalf("first pop %s, want big (a new flow)", it.flow)
+	}
+	served, since, worst := 0, 0, 0
+	for n := 0; n < 10000 && served < 3; n++ {
+		if err := l.push(chunk(fmt.Sprint("sparse", n), 0, 1)); err != nil {
+			t.Fatal(err)
+		}
+		since++
+		if it := l.pop(); it.flow == "big" {
+			served++
+			worst = max(worst, since)
+			since = 0
+		}
+	}
+	if served != 3 {
+		t.Fatalf("big served %d of its 3 chunks left while new drivers kept arriving", served)
+	}
+	if worst > freshBurst+1 {
+		t.Fatalf("big waited %d pops between turns, want at most %d", worst, freshBurst+1)
 	}
 }

@@ -115,7 +115,9 @@ func newWithEnv(cfg Config, db *wal.DB, log *slog.Logger, wrap func(*wal.DB) com
 	e.drivers.m = map[string]*driverState{}
 	e.drivers.max = cfg.MaxDrivers
 	for _, n := range Lanes {
-		e.lanes[n] = newLane(n, cfg.Lanes[n])
+		l := newLane(n, cfg.Lanes[n])
+		l.capped = !(l.cfg.Contract == Sync && l.cfg.SLA <= e.sched.target)
+		e.lanes[n] = l
 	}
 	for _, n := range scheduleOrder(cfg) {
 		e.order = append(e.order, e.lanes[n])
@@ -269,18 +271,26 @@ func (e *Engine) LaneFull(name Lane) bool {
 	return l != nil && l.stats.Depth.Load() >= int64(l.cfg.QueueBound)
 }
 
-// WaitRoom waits, at most max, until units fit under the lane's bound, and
-// reports whether they did. A writer whose lane is full waits a moment for
+// WaitRoom waits, at most max, until units fit under the lane's bound: nil
+// when they did, ErrLaneFull when they did not (not counted: the caller
+// refuses with RefuseFull), or at once the reason the engine takes no
+// writes now. A writer whose lane is full waits a moment for
 // the committer to drain it instead of being refused at once: backpressure
 // by latency, where a refusal would cost the client a whole Retry-After
 // second. They may be taken by another writer before the caller submits;
 // the submit decides.
-func (e *Engine) WaitRoom(ctx context.Context, name Lane, units int, max time.Duration) bool {
+func (e *Engine) WaitRoom(ctx context.Context, name Lane, units int, max time.Duration) error {
 	l := e.lane(name)
 	if l == nil {
-		return false
+		return fmt.Errorf("engine: no lane %v", name)
 	}
-	return l.waitRoom(ctx, units, time.Now().Add(max))
+	if err := e.admit(); err != nil {
+		return err // not taking writes (a failed store, a low disk, closing): no use waiting
+	}
+	if !l.waitRoom(ctx, units, time.Now().Add(max)) {
+		return ErrLaneFull
+	}
+	return nil
 }
 
 // RetryAfter is how long a writer refused by a full lane should wait: the

@@ -279,3 +279,29 @@ func TestCursorPastRetention(t *testing.T) {
 		t.Fatalf("ReadLog of trimmed records still in the tail: %v", err)
 	}
 }
+
+// The same channel may watch a driver twice; each stop ends one watch, and
+// a second stop of the last one is harmless.
+func TestWatchDriverSameChannelTwice(t *testing.T) {
+	e, _ := newEngine(t, nil)
+	wake := make(chan struct{}, 1)
+	stop1, err := e.WatchDriver("d", wake)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop2, err := e.WatchDriver("d", wake)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop1()
+	if _, err := e.SubmitPoints(context.Background(), "d", pts(1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-wake:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the second watch ended with the first")
+	}
+	stop2()
+	stop2()
+}

@@ -51,8 +51,9 @@ type result struct {
 // committer until they are durable, so a slow fsync backs up into the lane
 // and its own writer gets the backpressure, nobody else.
 type lane struct {
-	name Lane
-	cfg  LaneConfig
+	name   Lane
+	cfg    LaneConfig
+	capped bool // its units count against the derived batch cap: every lane but a sync lane at the scheduler's target (sched.go)
 
 	mu    sync.Mutex
 	queue []*item // FIFO; bounded by cfg.QueueBound units through depth
@@ -125,6 +126,10 @@ func (l *lane) requeue(items []*item, units int) {
 		l.head = 0
 	}
 	l.depth += add - units
+	if add < units && l.room != nil {
+		close(l.room) // depth fell: writers waiting for room look again
+		l.room = nil
+	}
 	l.mu.Unlock()
 	l.stats.Depth.Add(int64(add - units))
 }
@@ -176,10 +181,15 @@ func (l *lane) waiting() bool {
 }
 
 // release gives back the units of items that are durable or answered.
-func (l *lane) release(units int) {
+// Only committed units count toward the drain rate: refusals (a queue
+// timeout, a failed store) free room but say nothing of how fast the lane
+// drains.
+func (l *lane) release(units int, committed bool) {
 	l.mu.Lock()
 	l.depth -= units
-	l.drainUnits += units
+	if committed {
+		l.drainUnits += units
+	}
 	if now := time.Now(); l.drainAt.IsZero() {
 		l.drainAt, l.drainUnits = now, 0
 	} else if d := now.Sub(l.drainAt); d >= drainSpan {

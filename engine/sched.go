@@ -10,18 +10,21 @@ import (
 // The committer's schedule is derived from the lanes' contracts and SLAs
 // and from measured costs; nothing of it is configured (issue 17).
 //
-//   - Order: sync lanes first, tightest SLA first; they take all they have
-//     into every batch (their queue bounds keep that small). Then the ack
-//     and async lanes by earliest deadline: the lane whose oldest item's
-//     arrival + SLA comes first.
+//   - Order: sync lanes first, tightest SLA first; the sync lanes at the
+//     tightest SLA (the target) take all they have into every batch (their
+//     queue bounds keep that small). Then the ack and async lanes by
+//     earliest deadline: the lane whose next item's arrival + SLA comes
+//     first.
 //   - Batch cap: a sync write that arrives while a batch is being committed
 //     waits for that commit, then its own commit and fsync. So the records
-//     the ack and async lanes put in one batch are capped by what the
-//     committer can commit within the tightest sync SLA once an fsync and
-//     two fixed commit costs are paid, at the measured cost per record:
-//     cap = (target - sync - 2*fixed) / perRecord, within [minBatchCap,
-//     BatchRecords]. When even that floor cannot meet the target (a slow
-//     disk), the cap is the floor and Infeasible says so.
+//     every other lane (the looser sync lanes too) puts in one batch are
+//     capped by what the committer can commit within the target once an
+//     fsync and two fixed commit costs are paid, at the measured cost per
+//     record: cap = (target - sync - 2*fixed) / perRecord, within
+//     [minBatchCap, BatchRecords]. When even that floor cannot meet the
+//     target (a slow disk), the cap is the floor and Infeasible says so.
+//     No rule closes a batch early for a sync write in it: the cap already
+//     bounds what that write waits for.
 //
 // The costs are moving averages, so the cap follows the box: a cold cache,
 // compaction or a competing process raise the cost per record and shrink

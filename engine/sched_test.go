@@ -3,9 +3,13 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
+
+	"routehound/wal"
 )
 
 // The cap is what the committer can commit within the tightest sync SLA
@@ -118,13 +122,23 @@ func TestLaneFullCarriesTheDrainTime(t *testing.T) {
 	l.depth = 5000
 	l.drainAt = time.Now().Add(-time.Second)
 	l.mu.Unlock()
-	l.release(2000)
+	l.release(2000, true)
 	l.mu.Lock()
 	rate := l.drainRate
 	l.mu.Unlock()
 	if rate <= 1500 || rate > 2000 {
 		t.Fatalf("drain rate %.0f/s, want just under 2,000/s", rate)
 	}
+	// Refusals free room but are no drain.
+	l.mu.Lock()
+	l.depth += 1000
+	l.mu.Unlock()
+	l.release(1000, false)
+	l.mu.Lock()
+	if l.drainUnits != 0 {
+		t.Errorf("refused units counted as drain: %d", l.drainUnits)
+	}
+	l.mu.Unlock()
 	// 3,000 units left at that rate: about 1.5 s.
 	err := l.refuse(ErrLaneFull)
 	var lf *LaneFullError
@@ -133,5 +147,131 @@ func TestLaneFullCarriesTheDrainTime(t *testing.T) {
 	}
 	if r := l.stats.Rejected(); len(r) != 1 || r[0].Reason != "lane_full" || r[0].Count != 2 {
 		t.Fatalf("rejections %+v, want 2 lane_full", r)
+	}
+}
+
+// batchRecorder is the store seen by the committer, counting each
+// committed batch's records by lane.
+type batchRecorder struct {
+	storeEnv
+	mu      sync.Mutex
+	batches []map[string]int // actor → records, per batch
+}
+
+func (r *batchRecorder) commit(b *wal.Batch) error {
+	n := map[string]int{}
+	for _, rec := range b.Records() {
+		n[rec.Actor]++
+	}
+	r.mu.Lock()
+	r.batches = append(r.batches, n)
+	r.mu.Unlock()
+	return r.storeEnv.commit(b)
+}
+
+// The derived cap bounds every batch's capped records, the batch holding
+// a sync write included (it waits for that much at most), and the sync
+// write goes in the first batch after it arrived.
+func TestCapBoundsEveryBatch(t *testing.T) {
+	db, err := wal.Open(wal.Options{Dir: t.TempDir(), MemoryBytes: 32 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.MinFreeBytes = 0
+	cfg.FixedBatchCap = 10
+	rec := &batchRecorder{}
+	e, err := newWithEnv(cfg, db, nil, func(db *wal.DB) commitEnv { rec.db = db; return rec })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { e.Close(context.Background()); db.Close() }()
+	ctx := context.Background()
+	b := db.Begin() // hold the committer while the lanes fill
+	for d := range 4 {
+		if _, err := e.SubmitPoints(ctx, fmt.Sprint("d", d), pts(1, 7)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan WriteResult, 1)
+	go func() {
+		r, err := e.PutAssignment(ctx, "r", []byte(`{}`), WriteOptions{IfVersion: AnyVersion})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- r
+	}()
+	waitFor(t, "dispatch queued", func() bool { return e.lanes[LaneDispatch].waiting() })
+	b.Discard()
+	if r := <-done; r.LSN != 1 {
+		t.Fatalf("dispatch at LSN %d, want 1: first", r.LSN)
+	}
+	waitFor(t, "all points durable", func() bool { return e.DurableLSN() == 29 })
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	total := 0
+	for i, n := range rec.batches {
+		if n["driver"] > 10 {
+			t.Errorf("batch %d holds %d driver records, past the cap of 10", i, n["driver"])
+		}
+		total += n["driver"]
+	}
+	if total != 28 || rec.batches[0]["dispatch"] != 1 {
+		t.Fatalf("batches %v: want the dispatch write in the first, 28 driver records in all", rec.batches)
+	}
+}
+
+// With RoomWait, a driver's submission that finds the lane full waits for
+// room for its new points only (duplicates take none), and is one arrival
+// with no refusal when room comes in time.
+func TestSubmitPointsWaitsForRoom(t *testing.T) {
+	e, db := newEngine(t, func(c *Config) {
+		d := c.Lanes[LaneDriver]
+		d.QueueBound = 100
+		c.Lanes[LaneDriver] = d
+		c.RoomWait = time.Minute
+	})
+	ctx := context.Background()
+	if _, err := e.SubmitPoints(ctx, "d1", pts(1, 60)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "d1 durable", func() bool { s, _ := e.DriverDurableSeq("d1"); return s == 60 })
+	b := db.Begin() // hold the committer: nothing drains
+	if _, err := e.SubmitPoints(ctx, "d2", pts(1, 90)); err != nil {
+		t.Fatal(err)
+	}
+	// 60 duplicates and 20 new points: the 20 do not fit (90 + 20 > 100)
+	// until the committer drains; the duplicates ask for no room.
+	got := make(chan DriverAck, 1)
+	go func() {
+		ack, err := e.SubmitPoints(ctx, "d1", pts(1, 80))
+		if err != nil {
+			t.Error(err)
+		}
+		got <- ack
+	}()
+	waitFor(t, "the submission waiting for room", func() bool { return e.Lane(LaneDriver).RoomWaits.Load() == 1 })
+	arrivals := e.Lane(LaneDriver).Arrivals.Load()
+	b.Discard()
+	ack := <-got
+	if ack.Accepted != 20 || ack.Duplicates != 60 {
+		t.Fatalf("ack %+v, want 20 accepted, 60 duplicates", ack)
+	}
+	if r := e.Lane(LaneDriver).Rejected(); len(r) != 0 || e.Lane(LaneDriver).Arrivals.Load() != arrivals {
+		t.Fatalf("rejections %+v, arrivals %d then %d: a wait that ends in room is one arrival, no refusal", r, arrivals, e.Lane(LaneDriver).Arrivals.Load())
+	}
+}
+
+// WaitRoom answers at once, with the engine's reason, when the engine
+// takes no writes: waiting for room would not help.
+func TestWaitRoomWhenNotTakingWrites(t *testing.T) {
+	e, _ := newEngine(t, nil)
+	if err := e.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	err := e.WaitRoom(context.Background(), LaneDriver, 1, time.Minute)
+	if err == nil || errors.Is(err, ErrLaneFull) || time.Since(t0) > 5*time.Second {
+		t.Fatalf("WaitRoom on a closed engine: %v after %v, want its refusal at once", err, time.Since(t0))
 	}
 }
