@@ -99,7 +99,7 @@ func (e *Engine) anyWaiting() bool {
 // sync lane at the scheduler's target with work first (never capped);
 // then, while the batch has room under the derived cap (capped: the units
 // of every other lane in it so far), the other sync lanes in order, and
-// the ack or async lane whose oldest item is due first.
+// the ack or async lane whose oldest waiting item is due first.
 func (e *Engine) pick(capped, ncap int) *lane {
 	var best *lane
 	var due time.Time
@@ -119,11 +119,11 @@ func (e *Engine) pick(capped, ncap int) *lane {
 			}
 			continue
 		}
-		it := l.peek()
-		if it == nil {
+		at, ok := l.oldest()
+		if !ok {
 			continue
 		}
-		if d := it.arrived.Add(l.cfg.SLA); best == nil || d.Before(due) {
+		if d := at.Add(l.cfg.SLA); best == nil || d.Before(due) {
 			best, due = l, d
 		}
 	}

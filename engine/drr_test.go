@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+	"time"
 
 	"routehound/fleet"
 	"routehound/wal"
@@ -436,5 +437,42 @@ func TestDRRNewFlowsCannotStarveABacklog(t *testing.T) {
 	}
 	if worst > freshBurst+1 {
 		t.Fatalf("big waited %d pops between turns, want at most %d", worst, freshBurst+1)
+	}
+}
+
+// The driver lane's urgency is its oldest waiting item, not the round
+// robin's next: a new driver's chunk served first does not hide that a
+// backlogged driver's older chunk waits.
+func TestDriverLaneOldestArrival(t *testing.T) {
+	l := driverLane(1 << 30)
+	t0 := time.Now()
+	old1, old2 := chunk("stuck", 0, 512), chunk("stuck", 1, 512)
+	old1.arrived, old2.arrived = t0, t0.Add(time.Millisecond)
+	for _, it := range []*item{old1, old2} {
+		if err := l.push(it); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if it := l.pop(); it != old1 {
+		t.Fatal("first pop is not stuck's first chunk")
+	}
+	fresh := chunk("quiet", 0, 10)
+	fresh.arrived = t0.Add(time.Second)
+	if err := l.push(fresh); err != nil {
+		t.Fatal(err)
+	}
+	if it := l.peek(); it != fresh {
+		t.Fatalf("round robin's next is %s, want the new driver first", it.flow)
+	}
+	if at, ok := l.oldest(); !ok || !at.Equal(old2.arrived) {
+		t.Fatalf("oldest %v %v, want stuck's second chunk's arrival %v", at, ok, old2.arrived)
+	}
+	l.pop()
+	l.pop()
+	if _, ok := l.oldest(); ok {
+		t.Fatal("an empty lane has an oldest item")
+	}
+	if len(l.arrivals) != 0 {
+		t.Fatalf("%d arrivals kept in an empty lane", len(l.arrivals))
 	}
 }

@@ -35,6 +35,7 @@ type item struct {
 
 	res   result
 	taken time.Time
+	out   bool // popped from its lane (the driver lane's arrival order skips it)
 }
 
 // result is the outcome of one item.
@@ -58,9 +59,14 @@ type lane struct {
 	mu    sync.Mutex
 	queue []*item // FIFO; bounded by cfg.QueueBound units through depth
 	head  int
-	fair  *drr          // the driver lane's queue instead of queue: fair among drivers (drr.go)
-	depth int           // units queued + in flight; guarded by mu, mirrored in stats
-	room  chan struct{} // non-nil while a writer waits for room (WaitRoom); closed by release
+	fair  *drr // the driver lane's queue instead of queue: fair among drivers (drr.go)
+	// arrivals is the driver lane's items in arrival order (popped ones
+	// skipped lazily): its oldest waiting item, for the committer's
+	// earliest-deadline choice, which the round robin's next item is not.
+	arrivals []*item
+	arrHead  int
+	depth    int           // units queued + in flight; guarded by mu, mirrored in stats
+	room     chan struct{} // non-nil while a writer waits for room (WaitRoom); closed by release
 
 	// The drain rate (units released per second), measured over spans of
 	// at least drainSpan, smoothed: RetryAfter's estimate. Guarded by mu.
@@ -102,6 +108,7 @@ func (l *lane) push(items ...*item) error {
 		for _, it := range items {
 			l.fair.push(it)
 		}
+		l.arrivals = append(l.arrivals, items...)
 	} else {
 		l.queue = append(l.queue, items...)
 	}
@@ -140,7 +147,15 @@ func (l *lane) pop() *item {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.fair != nil {
-		return l.fair.pop()
+		it := l.fair.pop()
+		if it != nil {
+			it.out = true
+		}
+		if l.fair.items == 0 && len(l.fair.front) == 0 {
+			clear(l.arrivals) // nothing waits: nothing to skip later
+			l.arrivals, l.arrHead = l.arrivals[:0], 0
+		}
+		return it
 	}
 	if l.head == len(l.queue) {
 		return nil
@@ -168,6 +183,37 @@ func (l *lane) peek() *item {
 		return nil
 	}
 	return l.queue[l.head]
+}
+
+// oldest is when the oldest item waiting in the lane arrived; ok is false
+// when none waits. In the driver lane that is not the round robin's next
+// item: a backlogged driver's oldest chunk makes the lane as urgent as it
+// is (items put back after a store reopen come first and are the oldest).
+func (l *lane) oldest() (time.Time, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.fair == nil {
+		if l.head == len(l.queue) {
+			return time.Time{}, false
+		}
+		return l.queue[l.head].arrived, true
+	}
+	if len(l.fair.front) > 0 {
+		return l.fair.front[0].arrived, true
+	}
+	for l.arrHead < len(l.arrivals) && l.arrivals[l.arrHead].out {
+		l.arrivals[l.arrHead] = nil
+		l.arrHead++
+	}
+	if l.arrHead > 1024 && l.arrHead*2 > len(l.arrivals) {
+		n := copy(l.arrivals, l.arrivals[l.arrHead:])
+		clear(l.arrivals[n:])
+		l.arrivals, l.arrHead = l.arrivals[:n], 0
+	}
+	if l.arrHead == len(l.arrivals) {
+		return time.Time{}, false
+	}
+	return l.arrivals[l.arrHead].arrived, true
 }
 
 // waiting reports whether the queue holds an item.
