@@ -248,6 +248,15 @@ func (e *Engine) lane(name Lane) *lane {
 	return nil
 }
 
+// LaneBound is a lane's admission bound now (for the driver lane derived
+// from its measured capacity and SLA: lane.bound).
+func (e *Engine) LaneBound(name Lane) int {
+	if l := e.lane(name); l != nil {
+		return l.Bound()
+	}
+	return 0
+}
+
 // LaneConfig returns the configuration of a lane.
 func (e *Engine) LaneConfig(name Lane) LaneConfig { return e.cfg.Lanes[name] }
 
@@ -268,7 +277,7 @@ func (e *Engine) Reject(name Lane, reason string) {
 // refused anyway.
 func (e *Engine) LaneFull(name Lane) bool {
 	l := e.lane(name)
-	return l != nil && l.stats.Depth.Load() >= int64(l.cfg.QueueBound)
+	return l != nil && l.stats.Depth.Load() >= int64(l.Bound())
 }
 
 // WaitRoom waits, at most max, until units fit under the lane's bound: nil

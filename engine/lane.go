@@ -73,6 +73,12 @@ type lane struct {
 	drainAt    time.Time
 	drainUnits int
 	drainRate  float64
+	// capRate is the drain rate over spans in which the lane never ran
+	// empty: what the committer can take from it, not what arrived
+	// (Little's law's throughput for the driver lane's bound).
+	capRate float64
+	emptied bool // the lane ran empty in the current span
+	littles bool // the bound is derived from capRate and the SLA (the driver lane)
 
 	stats LaneStats
 }
@@ -81,7 +87,7 @@ type lane struct {
 const drainSpan = 100 * time.Millisecond
 
 func newLane(name Lane, cfg LaneConfig) *lane {
-	l := &lane{name: name, cfg: cfg}
+	l := &lane{name: name, cfg: cfg, littles: name == LaneDriver}
 	if name == LaneDriver {
 		// A quantum of one chunk: a backlogged driver gets a chunk a
 		// round, a driver with fewer points gets all of them.
@@ -99,7 +105,7 @@ func (l *lane) push(items ...*item) error {
 		units += it.units
 	}
 	l.mu.Lock()
-	if l.depth+units > l.cfg.QueueBound {
+	if l.depth+units > l.bound() {
 		l.mu.Unlock()
 		return ErrLaneFull
 	}
@@ -236,16 +242,18 @@ func (l *lane) release(units int, committed bool) {
 	if committed {
 		l.drainUnits += units
 	}
+	if l.depth == 0 {
+		l.emptied = true // drained all it had: this span measured arrivals too
+	}
 	if now := time.Now(); l.drainAt.IsZero() {
-		l.drainAt, l.drainUnits = now, 0
+		l.drainAt, l.drainUnits, l.emptied = now, 0, l.depth == 0
 	} else if d := now.Sub(l.drainAt); d >= drainSpan {
 		r := float64(l.drainUnits) / d.Seconds()
-		if l.drainRate == 0 {
-			l.drainRate = r
-		} else {
-			l.drainRate += (r - l.drainRate) / 4
+		l.drainRate = ewma(l.drainRate, r)
+		if !l.emptied {
+			l.capRate = ewma(l.capRate, r)
 		}
-		l.drainAt, l.drainUnits = now, 0
+		l.drainAt, l.drainUnits, l.emptied = now, 0, l.depth == 0
 	}
 	if l.room != nil {
 		close(l.room)
@@ -253,6 +261,38 @@ func (l *lane) release(units int, committed bool) {
 	}
 	l.mu.Unlock()
 	l.stats.Depth.Add(-int64(units))
+}
+
+func ewma(old, sample float64) float64 {
+	if old == 0 {
+		return sample
+	}
+	return old + (sample-old)/4
+}
+
+// littleFloor is the smallest derived bound of the driver lane: a few
+// chunks of concurrent requests always fit.
+const littleFloor = 4 * chunkPoints
+
+// bound is the lane's admission bound now. The driver lane's is what the
+// committer can take from it within its SLA at its measured capacity
+// (Little's law: queue = throughput x time), at least littleFloor and at
+// most its queue_bound, which is also the bound until a capacity is
+// measured; the other lanes' is their queue_bound (their writers wait for
+// their answer, so their own number bounds them). Caller holds mu.
+func (l *lane) bound() int {
+	if !l.littles || l.capRate <= 0 {
+		return l.cfg.QueueBound
+	}
+	n := int(l.capRate * l.cfg.SLA.Seconds())
+	return min(l.cfg.QueueBound, max(n, littleFloor))
+}
+
+// Bound is bound under the lane's lock.
+func (l *lane) Bound() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.bound()
 }
 
 // retryAfter is how long the lane's queue takes to drain at its measured
@@ -275,7 +315,7 @@ func (l *lane) waitRoom(ctx context.Context, units int, deadline time.Time) bool
 	var timer *time.Timer
 	for {
 		l.mu.Lock()
-		if l.depth+units <= l.cfg.QueueBound {
+		if l.depth+units <= l.bound() {
 			l.mu.Unlock()
 			return true
 		}

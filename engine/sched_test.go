@@ -275,3 +275,47 @@ func TestWaitRoomWhenNotTakingWrites(t *testing.T) {
 		t.Fatalf("WaitRoom on a closed engine: %v after %v, want its refusal at once", err, time.Since(t0))
 	}
 }
+
+// The driver lane's bound is what it can commit within its SLA at the
+// capacity measured while it stayed backlogged (Little's law), within
+// [littleFloor, queue_bound]; spans in which it ran empty measure arrivals,
+// not capacity, and do not count; other lanes keep their queue_bound.
+func TestDriverBoundFromLittlesLaw(t *testing.T) {
+	cfg := LaneConfig{Contract: Async, QueueBound: 16384, FlushWithin: 10 * time.Millisecond, SLA: 50 * time.Millisecond}
+	l := newLane(LaneDriver, cfg)
+	if b := l.Bound(); b != 16384 {
+		t.Fatalf("bound %d before any measure, want queue_bound", b)
+	}
+	span := func(units int, backlogged bool) {
+		l.mu.Lock()
+		l.depth = units + 1000
+		if !backlogged {
+			l.depth = units
+		}
+		l.drainAt = time.Now().Add(-time.Second)
+		l.emptied = false
+		l.mu.Unlock()
+		l.release(units, true)
+	}
+	span(100_000, true) // backlogged: 100,000 units a second is capacity
+	if b := l.Bound(); b < 4500 || b > 5000 {
+		t.Fatalf("bound %d at 100,000/s and a 50 ms SLA, want about 5,000", b)
+	}
+	span(10, false) // ran empty: 10 a second is what arrived, not capacity
+	if b := l.Bound(); b < 4500 || b > 5000 {
+		t.Fatalf("bound %d after a span that ran empty, want it unchanged", b)
+	}
+	for range 20 {
+		span(1000, true) // the disk slowed: 1,000/s
+	}
+	if b := l.Bound(); b != littleFloor {
+		t.Fatalf("bound %d at 1,000/s, want the floor %d", b, littleFloor)
+	}
+	w := newLane(LaneWarehouse, LaneConfig{Contract: Ack, QueueBound: 4096, SLA: 20 * time.Millisecond})
+	w.mu.Lock()
+	w.capRate = 1e6
+	w.mu.Unlock()
+	if b := w.Bound(); b != 4096 {
+		t.Fatalf("warehouse bound %d, want its queue_bound", b)
+	}
+}

@@ -99,7 +99,7 @@ func (u *UI) channels() channelsView {
 			Lane: name.String(), Contract: string(cfg.Contract),
 			Offered: last.offered, Accepted: last.accepted,
 			AcceptedTotal: st.Accepted.Load(), Arrivals: st.Arrivals.Load(), Duplicates: st.Duplicates.Load(),
-			Depth: st.Depth.Load(), Bound: int64(cfg.QueueBound),
+			Depth: st.Depth.Load(), Bound: int64(u.e.LaneBound(name)),
 			QueueP50: qw.Quantile(0.5), QueueP99: qw.Quantile(0.99),
 			LatP50: lat.Quantile(0.5), LatP99: p99, SLA: cfg.SLA,
 			Rejected: st.Rejected(), Share: share,

@@ -14,6 +14,6 @@ echo -n "$L idle:  "; /tmp/probe/probe -url http://127.0.0.1:18081 -token $PT -d
 sleep 2; echo -n "$L 20k/s: "; /tmp/probe/probe -url http://127.0.0.1:18081 -token $PT -d 8s; wait %2 2>/dev/null; sleep 1
 /tmp/load/load -url http://127.0.0.1:18081 -token $DT -d 12s > /tmp/prof/iload2-$L.txt &
 LP=$!
-sleep 2; curl -s 127.0.0.1:18081/metrics -H "Authorization: Bearer $AT" > /tmp/prof/m0-$L.txt; echo -n "$L flood: "; /tmp/probe/probe -url http://127.0.0.1:18081 -token $PT -d 8s; curl -s 127.0.0.1:18081/metrics -H "Authorization: Bearer $AT" > /tmp/prof/m1-$L.txt; python3 /tmp/prof/hq.py /tmp/prof/m0-$L.txt /tmp/prof/m1-$L.txt; wait $LP; cat /tmp/prof/iload2-$L.txt
+sleep 2; curl -s 127.0.0.1:18081/metrics -H "Authorization: Bearer $AT" > /tmp/prof/m0-$L.txt; echo -n "$L flood: "; /tmp/probe/probe -url http://127.0.0.1:18081 -token $PT -d 8s; curl -s 127.0.0.1:18081/metrics -H "Authorization: Bearer $AT" > /tmp/prof/m1-$L.txt; python3 /tmp/prof/hq.py /tmp/prof/m0-$L.txt /tmp/prof/m1-$L.txt; python3 /tmp/prof/hq.py /tmp/prof/m0-$L.txt /tmp/prof/m1-$L.txt driver; grep "lane_queue_bound{lane=.driver" /tmp/prof/m1-$L.txt; wait $LP; cat /tmp/prof/iload2-$L.txt
 curl -s 127.0.0.1:18081/metrics -H "Authorization: Bearer $AT" | grep -E "^routehound_sched|^routehound_lane_latency_seconds_(sum|count)\{lane=\"dispatch" 
 kill $PID; wait $PID 2>/dev/null
