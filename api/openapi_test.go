@@ -649,12 +649,7 @@ func TestOpenAPIStreamMessages(t *testing.T) {
 	// The driver stream: the ack at once, the durable_seq later, an error.
 	ctx, cancel := context.WithTimeout(context.Background(), streamWait)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(f.url, "http")+"/v1/drivers/stream",
-		&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + tok(api.RoleDriver)}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
+	c := f.dialDriverStream(t, ctx)
 	write := func(msg string) {
 		t.Helper()
 		if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
@@ -712,12 +707,7 @@ func TestDriverStreamLaneFullSaysWhenToResend(t *testing.T) {
 	}})
 	ctx, cancel := context.WithTimeout(context.Background(), streamWait)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(f.url, "http")+"/v1/drivers/stream",
-		&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + tok(api.RoleDriver)}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
+	c := f.dialDriverStream(t, ctx)
 	for _, frame := range []string{pointsJSON(1, 50), pointsJSON(51, 60)} {
 		if err := c.Write(ctx, websocket.MessageText, []byte(`{"driver":"van-1","points":`+frame+`}`)); err != nil {
 			t.Fatal(err)

@@ -272,6 +272,18 @@ func (f *fixture) dialWS(token string, hdr ...string) (*websocket.Conn, *http.Re
 	return websocket.Dial(ctx, f.wsURL(), &websocket.DialOptions{HTTPHeader: h})
 }
 
+// dialDriverStream opens /v1/drivers/stream with the driver token.
+func (f *fixture) dialDriverStream(t testing.TB, ctx context.Context) *websocket.Conn {
+	t.Helper()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(f.url, "http")+"/v1/drivers/stream",
+		&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + tok(api.RoleDriver)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	return c
+}
+
 func (f *fixture) mustWS(t testing.TB, token string, hdr ...string) *wsClient {
 	t.Helper()
 	c, res, err := f.dialWS(token, hdr...)
