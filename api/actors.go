@@ -22,10 +22,6 @@ func DecodePoints(body []byte, maxPoints int) ([]engine.Point, error) {
 	return pts, nil
 }
 
-// driverRoomWait is how long a driver's points wait for room in a full
-// driver lane before they are refused (429 lane_full, Retry-After 1 s).
-const driverRoomWait = 500 * time.Millisecond
-
 // decodeSlot takes one of the driver decode slots, waiting at most 500 ms.
 func (s *Server) decodeSlot(r *http.Request) bool {
 	select {
@@ -61,7 +57,7 @@ func (s *Server) postLocations(w http.ResponseWriter, r *http.Request) {
 	// bodies decode at once, so that a flood of points always leaves a
 	// core to the dispatcher, the warehouse and the committer. Every wait
 	// is bounded.
-	if err := s.e.WaitRoom(r.Context(), engine.LaneDriver, 1, driverRoomWait); errors.Is(err, engine.ErrLaneFull) {
+	if err := s.e.WaitRoom(r.Context(), engine.LaneDriver, 1, s.e.Config().RoomWait); errors.Is(err, engine.ErrLaneFull) {
 		s.fail(w, r, s.e.RefuseFull(engine.LaneDriver))
 		return
 	} else if err != nil {
