@@ -372,11 +372,14 @@ func (e *Engine) refuseAll() {
 }
 
 // maintain runs the periodic chores between batches and says when to come
-// back: one bounded retention step (sooner while there is more to trim) and
-// the free-space check.
+// back: the free-space check, releasing the store's old versions to
+// compaction, and one bounded retention step (sooner while there is more
+// to trim).
 func (e *Engine) maintain() time.Duration {
 	e.checkDisk()
-	n, err := e.db.Load().Trim(e.cfg.Retention.wal(), 1000)
+	db := e.db.Load()
+	db.ReleaseVersions()
+	n, err := db.Trim(e.cfg.Retention.wal(), 1000)
 	if err != nil {
 		e.log.Error("log retention failed", "err", err)
 		return time.Second

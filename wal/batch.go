@@ -43,7 +43,7 @@ func (db *DB) Begin() *Batch {
 	db.writeMu.Lock()
 	return &Batch{
 		db:     db,
-		txn:    db.bdb.NewTransaction(true),
+		txn:    db.bdb.NewTransactionAt(db.ts.Load(), true),
 		next:   db.last.Load() + 1,
 		tables: map[string]*tableMeta{},
 		at:     db.now().UTC(),
@@ -275,7 +275,7 @@ func (b *Batch) Commit() error {
 	}
 	if len(b.recs) == 0 && len(b.tables) == 0 {
 		// Idempotency entries alone are still worth committing.
-		if err := b.txn.Commit(); err != nil {
+		if err := db.commitTxn(b.txn); err != nil {
 			db.failed.Store(true)
 			return fmt.Errorf("wal: commit idempotency entries: %w", err)
 		}
@@ -326,7 +326,7 @@ func (b *Batch) Commit() error {
 	if err != nil {
 		b.txn.Discard()
 	} else {
-		err = b.txn.Commit()
+		err = db.commitTxn(b.txn)
 	}
 	if err != nil {
 		db.failed.Store(true)
@@ -338,6 +338,17 @@ func (b *Batch) Commit() error {
 	}
 	db.logBytes.Store(total)
 	db.last.Store(last)
+	return nil
+}
+
+// commitTxn commits the writer's transaction as the next version. Under
+// writeMu.
+func (db *DB) commitTxn(txn *badger.Txn) error {
+	ts := db.ts.Load() + 1
+	if err := txn.CommitAt(ts, nil); err != nil {
+		return err
+	}
+	db.ts.Store(ts)
 	return nil
 }
 

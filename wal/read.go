@@ -26,7 +26,7 @@ func (db *DB) ReadLog(after, upto uint64, limit int, fn func(Record) error) erro
 		}
 		return nil
 	}
-	return db.bdb.View(func(txn *badger.Txn) error {
+	return db.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindLog}, PrefetchValues: true, PrefetchSize: 64})
 		defer it.Close()
 		want := after + 1
@@ -78,7 +78,10 @@ func (db *DB) ReadLog(after, upto uint64, limit int, fn func(Record) error) erro
 type Snapshot struct {
 	db  *DB
 	txn *badger.Txn
+	ts  uint64 // its Badger version
 	lsn uint64
+	// released: Close ran (under the store's rmu).
+	released bool
 }
 
 // Snapshot opens a read view of the committed state, or answers ErrClosed.
@@ -87,13 +90,13 @@ func (db *DB) Snapshot() (*Snapshot, error) {
 		return nil, err
 	}
 	defer db.runlock()
-	txn := db.bdb.NewTransaction(false)
+	txn, ts := db.readTxn()
 	lsn, _, err := getUint(txn, []byte("mlast"))
 	if err != nil {
-		txn.Discard()
+		db.endRead(txn, ts)
 		return nil, fmt.Errorf("wal: snapshot: %w", err)
 	}
-	return &Snapshot{db: db, txn: txn, lsn: lsn}, nil
+	return &Snapshot{db: db, txn: txn, ts: ts, lsn: lsn}, nil
 }
 
 // LSN is the last LSN whose effects the snapshot holds.
@@ -108,9 +111,14 @@ func (s *Snapshot) Close() {
 		db.rmu.Unlock()
 		return
 	}
+	if s.released {
+		db.rmu.Unlock()
+		return
+	}
+	s.released = true
 	db.readers++ // also while closing: Close waits for the discard
 	db.rmu.Unlock()
-	s.txn.Discard()
+	db.endRead(s.txn, s.ts)
 	db.runlock()
 }
 

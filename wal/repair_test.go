@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/dgraph-io/badger/v4"
 )
 
 // A power cut between Badger's ftruncate of a new memtable WAL or value
@@ -44,7 +42,11 @@ func TestOpenRefusesEmptyLogValue(t *testing.T) {
 	if err := b.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.bdb.Update(func(txn *badger.Txn) error { return txn.Set(logKey(r.LSN), nil) }); err != nil {
+	txn := db.bdb.NewTransactionAt(db.ts.Load(), true)
+	if err := txn.Set(logKey(r.LSN), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.commitTxn(txn); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Close(); err != nil {

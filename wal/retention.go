@@ -34,7 +34,7 @@ func (db *DB) Trim(p Retention, max int) (int, error) {
 	}
 	total := db.logBytes.Load()
 	first := db.first.Load()
-	txn := db.bdb.NewTransaction(true)
+	txn := db.bdb.NewTransactionAt(db.ts.Load(), true)
 	defer txn.Discard()
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindLog}, PrefetchValues: true, PrefetchSize: 256})
 	n := 0
@@ -74,7 +74,7 @@ func (db *DB) Trim(p Retention, max int) (int, error) {
 	if err := txn.Set(metaLogBytes, be64(uint64(total))); err != nil {
 		return 0, fmt.Errorf("wal: trim to lsn %d: %w", first, err)
 	}
-	if err := txn.Commit(); err != nil {
+	if err := db.commitTxn(txn); err != nil {
 		db.failed.Store(true)
 		return 0, fmt.Errorf("wal: trim to lsn %d: %w", first, err)
 	}

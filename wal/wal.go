@@ -63,6 +63,15 @@ type DB struct {
 	first    atomic.Uint64 // oldest retained LSN (last+1 when the log is empty)
 	logBytes atomic.Int64  // bytes of retained log records (keys + values)
 	failed   atomic.Bool
+	// ts is the Badger version of the last commit. The store runs Badger
+	// in managed mode: the one writer numbers its commits itself, so that
+	// opening a transaction never waits for Badger's oracle (whose
+	// watermark goroutine, under load, left the committer waiting 5-20 ms
+	// for a turn of the scheduler before each batch: BENCHMARKS.md,
+	// "Badger in managed mode"). Readers read at ts, which moves only
+	// after a commit is wholly in the memtable.
+	ts        atomic.Uint64
+	discardTs uint64 // last version given to Badger's SetDiscardTs; writer only
 
 	maxBatchBytes int64
 	now           func() time.Time
@@ -80,6 +89,9 @@ type DB struct {
 	readers int
 	closing bool // Close has begun
 	closed  bool // the Badger handle is closed
+	// reading counts the open read transactions by their version: the
+	// oldest bounds what compaction may discard (advanceDiscard).
+	reading map[uint64]int
 }
 
 // rlock admits a read, or answers ErrClosed; runlock ends it.
@@ -100,6 +112,53 @@ func (db *DB) runlock() {
 		db.rdone.Broadcast()
 	}
 	db.rmu.Unlock()
+}
+
+// readTxn opens a read transaction at the last commit and counts it in
+// reading; endRead discards it. Callers hold rlock (or own the handle).
+func (db *DB) readTxn() (*badger.Txn, uint64) {
+	db.rmu.Lock()
+	ts := db.ts.Load()
+	db.reading[ts]++
+	db.rmu.Unlock()
+	return db.bdb.NewTransactionAt(ts, false), ts
+}
+
+func (db *DB) endRead(txn *badger.Txn, ts uint64) {
+	txn.Discard()
+	db.rmu.Lock()
+	if db.reading[ts]--; db.reading[ts] <= 0 {
+		delete(db.reading, ts)
+	}
+	db.rmu.Unlock()
+}
+
+// view runs fn in a read transaction at the last commit.
+func (db *DB) view(fn func(txn *badger.Txn) error) error {
+	txn, ts := db.readTxn()
+	defer db.endRead(txn, ts)
+	return fn(txn)
+}
+
+// ReleaseVersions lets compaction drop the versions no reader can see any
+// more: those older than the oldest open read, or than the last commit
+// when none is open. In managed mode Badger keeps every version until told,
+// so the writer calls it now and then (the engine: once a second), or a key
+// overwritten by every driver point would keep all its versions. It takes
+// the writer's turn.
+func (db *DB) ReleaseVersions() {
+	db.writeMu.Lock()
+	defer db.writeMu.Unlock()
+	db.rmu.Lock()
+	oldest := db.ts.Load()
+	for ts := range db.reading {
+		oldest = min(oldest, ts)
+	}
+	db.rmu.Unlock()
+	if oldest > db.discardTs {
+		db.discardTs = oldest
+		db.bdb.SetDiscardTs(oldest)
+	}
 }
 
 // Open opens or creates the store in opt.Dir and recovers the LSN counters.
@@ -129,6 +188,7 @@ func Open(opt Options) (*DB, error) {
 		WithNumCompactors(2).
 		WithValueLogFileSize(64 << 20).
 		WithDetectConflicts(false). // one writer: nothing to detect
+		WithInlineWrites(true).     // one writer: commit on its own goroutine (patch 7)
 		WithMetricsEnabled(false).
 		WithSyncWrites(false). // group commit: the caller calls Sync
 		WithLogger(badgerLogger{opt.Logger})
@@ -139,11 +199,16 @@ func Open(opt Options) (*DB, error) {
 	if len(removed) > 0 && opt.Logger != nil {
 		opt.Logger.Warn("removed empty log files left by a power cut", "files", removed)
 	}
-	bdb, err := badger.Open(bo)
+	bdb, err := badger.OpenManaged(bo)
 	if err != nil {
 		return nil, fmt.Errorf("wal: open %s: %w", opt.Dir, err)
 	}
-	db := &DB{bdb: bdb, dir: opt.Dir, maxBatchBytes: bdb.MaxBatchSize(), now: opt.Now, fail: opt.Fail}
+	db := &DB{bdb: bdb, dir: opt.Dir, maxBatchBytes: bdb.MaxBatchSize(), now: opt.Now, fail: opt.Fail, reading: map[uint64]int{}}
+	// The versions go on from the newest one in the store, whether Badger
+	// or this writer numbered it (a store written before managed mode
+	// opens as it was).
+	db.ts.Store(bdb.MaxVersion())
+	db.discardTs = 0
 	db.rdone = sync.NewCond(&db.rmu)
 	if db.now == nil {
 		db.now = time.Now
@@ -162,7 +227,7 @@ func Open(opt Options) (*DB, error) {
 // recover reads the counters back. The last LSN is the highest log key, or
 // the meta counter when retention has emptied the log.
 func (db *DB) recover() error {
-	return db.bdb.View(func(txn *badger.Txn) error {
+	return db.view(func(txn *badger.Txn) error {
 		var last, first uint64
 		var logBytes int64
 		if v, ok, err := getUint(txn, []byte("mlast")); err != nil {

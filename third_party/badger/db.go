@@ -109,6 +109,7 @@ type DB struct {
 	lc        *levelsController
 	vlog      valueLog
 	writeCh   chan *request
+	writeMu   sync.Mutex // RouteHound patch 7: one writeRequests at a time, inline or from doWrites
 	flushChan chan *memTable // For flushing memtables.
 	closeOnce sync.Once      // For closing DB only once.
 
@@ -580,6 +581,9 @@ func (db *DB) close() (err error) {
 
 	// Stop writes next.
 	db.closers.writes.SignalAndWait()
+	// RouteHound patch 7: and wait for an inline write in progress.
+	db.writeMu.Lock()
+	db.writeMu.Unlock() //nolint:staticcheck // a barrier, not a critical section
 
 	// Don't accept any more write.
 	close(db.writeCh)
@@ -951,8 +955,19 @@ func (db *DB) sendToWriteCh(entries []*Entry) (*request, error) {
 	req.reset()
 	req.Entries = entries
 	req.Wg.Add(1)
-	req.IncrRef()     // for db write
-	db.writeCh <- req // Handled in doWrites.
+	req.IncrRef() // for db write
+	if db.opt.InlineWrites {
+		// RouteHound patch 7: written here, on the committing goroutine,
+		// in turn with the write goroutine's batches (writeMu);
+		// writeRequests sets req.Err and releases req.Wg.
+		db.writeMu.Lock()
+		if err := db.writeRequests([]*request{req}); err != nil {
+			db.opt.Errorf("writeRequests: %v", err)
+		}
+		db.writeMu.Unlock()
+	} else {
+		db.writeCh <- req // Handled in doWrites.
+	}
 	y.NumPutsAdd(db.opt.MetricsEnabled, int64(len(entries)))
 
 	return req, nil
@@ -963,9 +978,11 @@ func (db *DB) doWrites(lc *z.Closer) {
 	pendingCh := make(chan struct{}, 1)
 
 	writeRequests := func(reqs []*request) {
+		db.writeMu.Lock() // RouteHound patch 7: in turn with inline writes
 		if err := db.writeRequests(reqs); err != nil {
 			db.opt.Errorf("writeRequests: %v", err)
 		}
+		db.writeMu.Unlock()
 		<-pendingCh
 	}
 
@@ -1774,9 +1791,11 @@ func (db *DB) prepareToDrop() (func(), error) {
 		case r := <-db.writeCh:
 			reqs = append(reqs, r)
 		default:
+			db.writeMu.Lock() // RouteHound patch 7
 			if err := db.writeRequests(reqs); err != nil {
 				db.opt.Errorf("writeRequests: %v", err)
 			}
+			db.writeMu.Unlock()
 			db.stopMemoryFlush()
 			return func() {
 				db.opt.Infof("Resuming writes")
