@@ -13,6 +13,10 @@ type pending struct {
 	lanes []*lane        // lane of each item
 	segs  [][]wal.Record // each committed batch's records, converted once when the feed takes them
 	due   time.Time      // the earliest deadline of an item's contract for its fsync
+	// deferred: a due fsync waited for one batch, so that it also covers a
+	// sync write that was waiting (turn); never twice in a row.
+	deferred bool
+	target   bool // an item of a lane at the scheduler's target (never capped) is among items
 }
 
 func (p *pending) empty() bool { return len(p.items) == 0 }
@@ -24,7 +28,7 @@ func (e *Engine) run() {
 	var p pending
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	nextMaint := time.Now()
+	nextMaint := e.now()
 	stopping := false
 	for {
 		if e.failed.Load() {
@@ -53,13 +57,8 @@ func (e *Engine) run() {
 			}
 			continue
 		}
-		e.commitBatch(&p)
-		now := time.Now()
-		waiting := e.anyWaiting()
-		// Sync when a contract is due, or when draining for shutdown.
-		if !p.empty() && (!now.Before(p.due) || (stopping && !waiting)) {
-			e.sync(&p)
-		}
+		waiting := e.turn(&p, stopping)
+		now := e.now()
 		if now.After(nextMaint) {
 			nextMaint = now.Add(e.maintain())
 		}
@@ -71,10 +70,10 @@ func (e *Engine) run() {
 		}
 		var tc <-chan time.Time
 		if !p.empty() {
-			timer.Reset(time.Until(p.due))
+			timer.Reset(p.due.Sub(e.now()))
 			tc = timer.C
 		} else {
-			timer.Reset(time.Until(nextMaint))
+			timer.Reset(nextMaint.Sub(e.now()))
 			tc = timer.C
 		}
 		select {
@@ -84,6 +83,43 @@ func (e *Engine) run() {
 			stopping = true
 		}
 	}
+}
+
+// turn is one turn of the committer: build and commit one batch, then
+// sync when a contract is due, or when draining for shutdown and nothing
+// waits. It reports whether items still wait. The deterministic simulation
+// (simsched_test.go) drives the committer through it on a virtual clock.
+//
+// A due fsync waits for one more batch when a sync write at the target is
+// waiting and none is among the writes it covers: that batch takes the
+// sync write first, and one fsync then covers both, where syncing first
+// would make the sync write wait for two. The deadlines of the pending
+// writes slip by that one batch (bounded by the derived cap, sched.go),
+// never by two: a deferred fsync runs after the next batch whatever
+// waits, and one that covers a sync write at the target is not deferred
+// (its writer would wait for a third commit).
+func (e *Engine) turn(p *pending, stopping bool) (waiting bool) {
+	e.commitBatch(p)
+	waiting = e.anyWaiting()
+	if !p.empty() && (!e.now().Before(p.due) || (stopping && !waiting)) {
+		if !stopping && !p.deferred && !p.target && e.targetWaiting() {
+			p.deferred = true
+			return waiting
+		}
+		e.sync(p)
+	}
+	return waiting
+}
+
+// targetWaiting reports whether a sync lane at the scheduler's target (the
+// lanes never capped) has a write waiting.
+func (e *Engine) targetWaiting() bool {
+	for _, l := range e.order {
+		if !l.capped && l.waiting() {
+			return true
+		}
+	}
+	return false
 }
 
 func (e *Engine) anyWaiting() bool {
@@ -135,7 +171,7 @@ func (e *Engine) commitBatch(p *pending) {
 	var b *wal.Batch
 	ncap := e.sched.cap()
 	capped := 0 // units of capped lanes in the batch (every lane but the sync lanes at the target)
-	t0 := time.Now()
+	t0 := e.now()
 	n0 := len(p.items)
 	for {
 		// No rule cuts the batch for a sync writer waiting in it: the cap
@@ -151,7 +187,7 @@ func (e *Engine) commitBatch(p *pending) {
 			continue
 		}
 		it := l.peek()
-		if now := time.Now(); l.cfg.MaxWait > 0 && now.Sub(it.arrived) > l.cfg.MaxWait {
+		if now := e.now(); l.cfg.MaxWait > 0 && now.Sub(it.arrived) > l.cfg.MaxWait {
 			// Waited past its bound: refused, not applied, so it takes
 			// no room in the batch and no share of the cap.
 			l.pop()
@@ -168,12 +204,12 @@ func (e *Engine) commitBatch(p *pending) {
 			break // past the derived cap; the item opens the next batch
 		}
 		l.pop()
-		it.taken = time.Now()
+		it.taken = e.now()
 		l.stats.QueueWait.Observe(it.taken.Sub(it.arrived))
 		if l.capped {
 			capped += it.units
 		}
-		ta := time.Now()
+		ta := e.now()
 		size0, recs0 := b.Size(), b.Len()
 		res, err := it.apply(b)
 		if err != nil {
@@ -188,9 +224,12 @@ func (e *Engine) commitBatch(p *pending) {
 		it.res = res
 		l.stats.BytesWritten.Add(uint64(b.Size() - size0))
 		l.stats.Records.Add(uint64(b.Len() - recs0))
-		l.stats.CommitterNanos.Add(int64(time.Since(ta)))
+		l.stats.CommitterNanos.Add(int64(e.now().Sub(ta)))
 		p.items = append(p.items, it)
 		p.lanes = append(p.lanes, l)
+		if !l.capped {
+			p.target = true
+		}
 		if due := it.taken.Add(l.cfg.FlushWithin); p.due.IsZero() || due.Before(p.due) {
 			p.due = due
 		}
@@ -202,20 +241,20 @@ func (e *Engine) commitBatch(p *pending) {
 		b.Discard()
 		return
 	}
-	tc := time.Now()
+	tc := e.now()
 	recs := b.Records()
 	if err := e.env.commit(b); err != nil {
 		e.failStore(err, p, nil, nil)
 		return
 	}
-	commit := time.Since(tc)
+	commit := e.now().Sub(tc)
 	e.sched.observeCommit(commit, len(recs))
 	if len(recs) > 0 {
 		p.segs = append(p.segs, recs)
 	}
 	e.totals.Batches.Add(1)
 	e.totals.CommitNanos.Add(int64(commit))
-	e.totals.BusyNanos.Add(int64(time.Since(t0)))
+	e.totals.BusyNanos.Add(int64(e.now().Sub(t0)))
 	e.share(p.lanes[n0:], p.items[n0:], commit, func(s *LaneStats) { s.Batches.Add(1) })
 }
 
@@ -245,12 +284,12 @@ func (e *Engine) share(lanes []*lane, items []*item, d time.Duration, once func(
 // closed): the readers follow the feed on goroutines of their own, nothing
 // of theirs runs here.
 func (e *Engine) sync(p *pending) {
-	t0 := time.Now()
+	t0 := e.now()
 	if err := e.env.sync(); err != nil {
 		e.failStore(err, p, nil, nil)
 		return
 	}
-	d := time.Since(t0)
+	d := e.now().Sub(t0)
 	e.sched.observeSync(d)
 	e.totals.Fsyncs.Add(1)
 	e.totals.SyncNanos.Add(int64(d))
@@ -292,7 +331,7 @@ func (e *Engine) answer(l *lane, it *item, r result) {
 		// everything above its durable_seq.
 		l.stats.reject(reasonOf(r.err))
 	}
-	l.stats.Latency.Observe(time.Since(it.arrived))
+	l.stats.Latency.Observe(e.now().Sub(it.arrived))
 	if it.done != nil {
 		it.done <- r // buffered: never blocks the committer
 	}

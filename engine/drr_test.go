@@ -49,7 +49,7 @@ func checkPerDriverOrder(t *testing.T, got []*item) {
 }
 
 func driverLane(bound int) *lane {
-	return newLane(LaneDriver, LaneConfig{QueueBound: bound})
+	return newLane(LaneDriver, LaneConfig{QueueBound: bound}, time.Now)
 }
 
 // A chatty driver's 20 queued chunks do not hold quiet drivers back: each
@@ -222,7 +222,7 @@ func TestDRRJainFairness(t *testing.T) {
 		// The same items through a FIFO lane and the driver lane, in one
 		// random interleaving of requests: a request is a run of one
 		// driver's next chunks (1 to 40 of them).
-		fifo := newLane(LaneWarehouse, LaneConfig{QueueBound: 1 << 30})
+		fifo := newLane(LaneWarehouse, LaneConfig{QueueBound: 1 << 30}, time.Now)
 		fair := driverLane(1 << 30)
 		for left := len(pending); left > 0; {
 			d := rng.IntN(len(pending))

@@ -41,6 +41,9 @@ type Engine struct {
 	totals  Totals
 	phone   PhoneStats
 	started time.Time
+	// now is the committer's clock: time.Now, or the deterministic
+	// simulation's virtual clock (simsched_test.go). Lanes share it.
+	now func() time.Time
 }
 
 // Totals are engine-wide counters.
@@ -86,6 +89,16 @@ func New(cfg Config, db *wal.DB, log *slog.Logger) (*Engine, error) {
 // newWithEnv is New with the committer's I/O to each store handle taken
 // through wrap (a test's fake env); nil wraps nothing.
 func newWithEnv(cfg Config, db *wal.DB, log *slog.Logger, wrap func(*wal.DB) commitEnv) (*Engine, error) {
+	e, err := build(cfg, db, log, wrap)
+	if err != nil {
+		return nil, err
+	}
+	go e.run()
+	return e, nil
+}
+
+// build makes an engine over db without starting its committer.
+func build(cfg Config, db *wal.DB, log *slog.Logger, wrap func(*wal.DB) commitEnv) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -107,6 +120,7 @@ func newWithEnv(cfg Config, db *wal.DB, log *slog.Logger, wrap func(*wal.DB) com
 		fatal:   make(chan error, 1),
 		started: time.Now(),
 		wrapEnv: wrap,
+		now:     time.Now,
 	}
 	e.db.Store(db)
 	e.env = e.envFor(db)
@@ -115,7 +129,7 @@ func newWithEnv(cfg Config, db *wal.DB, log *slog.Logger, wrap func(*wal.DB) com
 	e.drivers.m = map[string]*driverState{}
 	e.drivers.max = cfg.MaxDrivers
 	for _, n := range Lanes {
-		l := newLane(n, cfg.Lanes[n])
+		l := newLane(n, cfg.Lanes[n], e.clock)
 		l.capped = !(l.cfg.Contract == Sync && l.cfg.SLA <= e.sched.target)
 		e.lanes[n] = l
 	}
@@ -124,9 +138,12 @@ func newWithEnv(cfg Config, db *wal.DB, log *slog.Logger, wrap func(*wal.DB) com
 	}
 	e.durable.Store(db.LastLSN()) // everything recovered on open is durable
 	e.checkDisk()
-	go e.run()
 	return e, nil
 }
+
+// clock reads the engine's clock (for the lanes, which keep it from their
+// creation on while a test may swap e.now).
+func (e *Engine) clock() time.Time { return e.now() }
 
 // Config is the engine's effective configuration.
 func (e *Engine) Config() Config { return e.cfg }
@@ -204,7 +221,7 @@ func (e *Engine) enqueue(l *lane, items ...*item) error {
 	if err := e.admit(); err != nil {
 		return err
 	}
-	now := time.Now()
+	now := e.now()
 	for _, it := range items {
 		if it.bytes > e.cfg.BatchBytes {
 			return ErrTooLarge

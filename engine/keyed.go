@@ -154,6 +154,26 @@ func (e *Engine) put(ctx context.Context, name Lane, w Write) (WriteResult, erro
 		return WriteResult{}, fmt.Errorf("engine: no keyed lane %v", name)
 	}
 	l.stats.Arrivals.Add(1)
+	it := e.keyedItem(name, w)
+	if err := e.enqueue(l, it); err != nil {
+		return WriteResult{}, l.refuse(err)
+	}
+	v, err := wait(ctx, it)
+	if err != nil {
+		if errors.Is(err, ErrVersionConflict) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrIdempotencyMismatch) {
+			l.stats.reject(reasonOf(err))
+		}
+		return WriteResult{}, err
+	}
+	res := v.write
+	if res.Replayed {
+		l.stats.Duplicates.Add(1)
+	}
+	return res, nil
+}
+
+// keyedItem is the lane item of one keyed write.
+func (e *Engine) keyedItem(name Lane, w Write) *item {
 	scope := name.String()
 	ttl := e.cfg.IdempotencyTTL
 	it := &item{
@@ -209,19 +229,5 @@ func (e *Engine) put(ctx context.Context, name Lane, w Write) (WriteResult, erro
 		}
 		return result{write: res}, nil
 	}
-	if err := e.enqueue(l, it); err != nil {
-		return WriteResult{}, l.refuse(err)
-	}
-	v, err := wait(ctx, it)
-	if err != nil {
-		if errors.Is(err, ErrVersionConflict) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrIdempotencyMismatch) {
-			l.stats.reject(reasonOf(err))
-		}
-		return WriteResult{}, err
-	}
-	res := v.write
-	if res.Replayed {
-		l.stats.Duplicates.Add(1)
-	}
-	return res, nil
+	return it
 }

@@ -81,13 +81,14 @@ type lane struct {
 	littles bool // the bound is derived from capRate and the SLA (the driver lane)
 
 	stats LaneStats
+	now   func() time.Time // the engine's clock
 }
 
 // drainSpan is the shortest span the drain rate is measured over.
 const drainSpan = 100 * time.Millisecond
 
-func newLane(name Lane, cfg LaneConfig) *lane {
-	l := &lane{name: name, cfg: cfg, littles: name == LaneDriver}
+func newLane(name Lane, cfg LaneConfig, now func() time.Time) *lane {
+	l := &lane{name: name, cfg: cfg, littles: name == LaneDriver, now: now}
 	if name == LaneDriver {
 		// A quantum of one chunk: a backlogged driver gets a chunk a
 		// round, a driver with fewer points gets all of them.
@@ -245,7 +246,7 @@ func (l *lane) release(units int, committed bool) {
 	if l.depth == 0 {
 		l.emptied = true // drained all it had: this span measured arrivals too
 	}
-	if now := time.Now(); l.drainAt.IsZero() {
+	if now := l.now(); l.drainAt.IsZero() {
 		l.drainAt, l.drainUnits, l.emptied = now, 0, l.depth == 0
 	} else if d := now.Sub(l.drainAt); d >= drainSpan {
 		r := float64(l.drainUnits) / d.Seconds()

@@ -15,16 +15,19 @@ import (
 //     queue bounds keep that small). Then the ack and async lanes by
 //     earliest deadline: the lane whose next item's arrival + SLA comes
 //     first.
-//   - Batch cap: a sync write that arrives while a batch is being committed
-//     waits for that commit, then its own commit and fsync. So the records
-//     every other lane (the looser sync lanes too) puts in one batch are
-//     capped by what the committer can commit within the target once an
-//     fsync and two fixed commit costs are paid, at the measured cost per
-//     record: cap = (target - sync - 2*fixed) / perRecord, within
-//     [minBatchCap, BatchRecords]. When even that floor cannot meet the
-//     target (a slow disk), the cap is the floor and Infeasible says so.
-//     No rule closes a batch early for a sync write in it: the cap already
-//     bounds what that write waits for.
+//   - Batch cap: a sync write at the target waits, at worst, for the
+//     batch being committed when it arrived, that batch's fsync, its own
+//     batch (which holds the capped records of the other lanes too, the
+//     looser sync lanes as well) and its fsync: two commits of the cap and
+//     two fsyncs. So cap = (target - 2*sync - 2*fixed) / (2*perRecord),
+//     within [minBatchCap, BatchRecords]. (The committer saves the first
+//     fsync in the common case, deferring a due fsync by one batch for a
+//     sync write that waits: Engine.turn. Not when the batch in flight
+//     already holds one, so the worst case stands.) When even the floor
+//     cannot meet the target (a slow disk), the cap is the floor and
+//     Infeasible says so. No rule closes a batch early for a sync write
+//     in it: the cap already bounds what that write waits for. The
+//     deterministic simulation (simsched_test.go) checks the bound.
 //
 // The costs are moving averages, so the cap follows the box: a cold cache,
 // compaction or a competing process raise the cost per record and shrink
@@ -121,11 +124,11 @@ func (s *sched) derive() {
 		s.batchCap, s.infeas = s.fixedCap, false
 		return
 	}
-	budget := float64(s.target) - (s.syncMean + 2*s.syncDev) - 2*s.fixed
+	budget := float64(s.target) - 2*(s.syncMean+2*s.syncDev) - 2*s.fixed
 	n := minBatchCap
 	s.infeas = true
 	if s.perRec > 0 && budget > 0 {
-		if c := budget / s.perRec; c >= minBatchCap {
+		if c := budget / (2 * s.perRec); c >= minBatchCap {
 			n, s.infeas = int(min(c, float64(s.maxCap))), false
 		}
 	}
