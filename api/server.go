@@ -105,6 +105,7 @@ func (s *Server) routes() {
 	}))
 	s.tableRoutes()
 	s.deviceRoutes()
+	s.adminRoutes()
 	s.mux.HandleFunc("/healthz", s.methods(map[string]http.HandlerFunc{"GET": s.healthz}))
 	s.mux.HandleFunc("/readyz", s.methods(map[string]http.HandlerFunc{"GET": s.readyz}))
 	s.mux.Handle("/metrics", s.methods(map[string]http.HandlerFunc{
