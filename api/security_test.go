@@ -11,10 +11,12 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 
 	"routehound/api"
+	"routehound/config"
 	"routehound/internal/testkit"
 )
 
@@ -113,5 +115,84 @@ func TestDriverStreamSeqAboveMaxRefused(t *testing.T) {
 	m.Code = ""
 	if err != nil || json.Unmarshal(b, &m) != nil || m.Accepted == nil || *m.Accepted != 1 {
 		t.Fatalf("second frame answered %s (%v), want accepted 1", b, err)
+	}
+}
+
+// TestDriverStreamRefusesBeforeDecodingWhenLaneFull: with the driver lane
+// full, a stream frame is refused lane_full before its points are decoded
+// (a malformed frame too), as POST /v1/drivers/{d}/locations refuses it:
+// a flood over the stream costs no decoding CPU.
+func TestDriverStreamRefusesBeforeDecodingWhenLaneFull(t *testing.T) {
+	f := newFixtureWith(t, fixtureOpts{config: func(c *config.Config) {
+		c.Lanes.Driver.QueueBound = 50
+		c.Lanes.Driver.FlushWithin = time.Minute // nothing drains: the lane stays full
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), streamWait)
+	defer cancel()
+	c := f.dialDriverStream(t, ctx)
+	bad := `[{"seq":1,"lat":999,"lng":13.4,"ts":"2026-11-23T08:00:00Z"}]` // invalid_field when decoded
+	for _, frame := range []string{pointsJSON(1, 50), bad} {
+		if err := c.Write(ctx, websocket.MessageText, []byte(`{"driver":"van-1","points":`+frame+`}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, b, err := c.Read(ctx); err != nil || !strings.Contains(string(b), `"accepted":50`) {
+		t.Fatalf("first frame: %s (%v), want accepted 50", b, err)
+	}
+	_, b, err := c.Read(ctx)
+	var m struct {
+		Code string `json:"code"`
+	}
+	if err != nil || json.Unmarshal(b, &m) != nil || m.Code != "lane_full" {
+		t.Fatalf("malformed frame on a full lane answered %s (%v), want lane_full before decoding", b, err)
+	}
+	// The same body over HTTP: the same answer.
+	wantError(t, f.do(t, "POST", "/v1/drivers/van-2/locations", tok(api.RoleDriver), bad), http.StatusTooManyRequests, "lane_full")
+}
+
+// TestDriverStreamIdleTimeout: a driver stream that keeps sending frames
+// stays open past the idle timeout; one that goes silent is closed.
+func TestDriverStreamIdleTimeout(t *testing.T) {
+	const idle = 400 * time.Millisecond
+	f := newFixtureWith(t, fixtureOpts{config: func(c *config.Config) {
+		c.HTTP.IdleTimeout = idle
+		c.Hub.Heartbeat = 100 * time.Millisecond // pings, answered by the reading client
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 4*streamWait)
+	defer cancel()
+	c := f.dialDriverStream(t, ctx)
+	frames := make(chan error, 64)
+	go func() {
+		for {
+			_, _, err := c.Read(ctx)
+			frames <- err
+			if err != nil {
+				return
+			}
+		}
+	}()
+	// Busy for 3 idle timeouts: a frame every idle/4.
+	start := time.Now()
+	for seq := uint64(1); time.Since(start) < 3*idle; seq++ {
+		if err := c.Write(ctx, websocket.MessageText, []byte(`{"driver":"van-4","points":`+seqPoint(seq)+`}`)); err != nil {
+			t.Fatalf("write after %v: %v (closed while busy)", time.Since(start), err)
+		}
+		time.Sleep(idle / 4)
+	}
+	// Silent: closed within a few idle timeouts.
+	deadline := time.After(streamWait)
+	for {
+		select {
+		case err := <-frames:
+			if err == nil {
+				continue
+			}
+			if websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+				t.Fatalf("stream ended with %v, want a policy-violation close (idle)", err)
+			}
+			return
+		case <-deadline:
+			t.Fatal("a silent driver stream is still open after the idle timeout")
+		}
 	}
 }

@@ -15,6 +15,11 @@ import (
 type Config struct {
 	MaxBodyBytes int64
 	RetryAfter   time.Duration
+	// StreamPing is the driver stream's ping interval (the hub's
+	// heartbeat); StreamIdle closes a driver stream that sent no frame
+	// for that long (http.idle_timeout; 0: never).
+	StreamPing time.Duration
+	StreamIdle time.Duration
 }
 
 // Server serves the v1 interface over one engine.

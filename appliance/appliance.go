@@ -95,7 +95,7 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 	for _, t := range tokens {
 		roles[t.Token] = api.Role(t.Role)
 	}
-	srv := api.New(eng, api.NewTokens(roles), api.Config{MaxBodyBytes: cfg.HTTP.MaxBodyBytes, RetryAfter: cfg.HTTP.RetryAfter}, log)
+	srv := api.New(eng, api.NewTokens(roles), APIConfig(cfg), log)
 	hb := hub.New(eng, HubConfig(cfg), log)
 	srv.MountHub(hb)
 	phones, err := PhoneConfig(cfg)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"routehound/api"
 	"routehound/config"
 	"routehound/engine"
 	"routehound/hub"
@@ -58,6 +59,12 @@ func ZeroSLAs(c config.Config) []string {
 		}
 	}
 	return out
+}
+
+// APIConfig is the api server's configuration.
+func APIConfig(c config.Config) api.Config {
+	return api.Config{MaxBodyBytes: c.HTTP.MaxBodyBytes, RetryAfter: c.HTTP.RetryAfter,
+		StreamPing: c.Hub.Heartbeat, StreamIdle: c.HTTP.IdleTimeout}
 }
 
 // HubConfig is the hub's configuration; its largest WebSocket message is
