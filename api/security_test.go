@@ -8,7 +8,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +20,7 @@ import (
 
 	"routehound/api"
 	"routehound/config"
+	"routehound/internal/apptest"
 	"routehound/internal/testkit"
 )
 
@@ -195,4 +199,197 @@ func TestDriverStreamIdleTimeout(t *testing.T) {
 			t.Fatal("a silent driver stream is still open after the idle timeout")
 		}
 	}
+}
+
+// trickle opens a raw connection to addr, sends head (a request's line and
+// headers announcing a 1000-byte body) and then one body byte every 20 ms,
+// and reports how long the server took to close the connection (false
+// when it was still open after limit).
+func trickle(t *testing.T, addr, head string, limit time.Duration) (time.Duration, bool) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, streamWait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	if _, err := c.Write([]byte(head)); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		buf := make([]byte, 4096)
+		for {
+			c.SetReadDeadline(time.Now().Add(limit + time.Second))
+			if _, err := c.Read(buf); err != nil {
+				return // EOF or reset: the server closed it (or our own deadline)
+			}
+		}
+	}()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	for sent := 0; sent < 999; {
+		select {
+		case <-closed:
+			return time.Since(start), true
+		case <-deadline.C:
+			return time.Since(start), false
+		case <-tick.C:
+			if _, err := c.Write([]byte("x")); err != nil {
+				<-closed
+				return time.Since(start), true
+			}
+			sent++
+		}
+	}
+	t.Fatal("the whole body was sent before the limit")
+	return 0, false
+}
+
+func postHead(path, token string) string {
+	return "POST " + path + " HTTP/1.1\r\nHost: routehound\r\nAuthorization: Bearer " + token +
+		"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+}
+
+// TestTricklingBodyIsCut: a body that trickles in is cut at
+// http.body_read_timeout on the API listener, authorized or not (after a
+// 401 net/http reads the unread body away), and on the phone listener.
+func TestTricklingBodyIsCut(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	s := apptest.Start(t, apptest.Options{Config: func(c *config.Config) {
+		c.Tokens = []config.Token{{Role: "driver", Token: tok(api.RoleDriver)}, {Role: "admin", Token: tok(api.RoleAdmin)}}
+		c.HTTP.BodyReadTimeout = timeout
+		c.Osmand.Enabled = true
+		c.Osmand.Listen = "127.0.0.1:0"
+	}})
+	host := strings.TrimPrefix(s.URL, "http://")
+	for name, c := range map[string]struct{ addr, head string }{
+		"driver POST":      {host, postHead("/v1/drivers/van-1/locations", tok(api.RoleDriver))},
+		"unknown token":    {host, postHead("/v1/drivers/van-1/locations", "not-a-token")},
+		"dashboard login":  {host, strings.Replace(postHead("/ui/login", ""), "Authorization: Bearer \r\n", "", 1)},
+		"phone listener":   {s.App.Osmand.Addr().String(), postHead("/", "")},
+		"table PUT, admin": {host, strings.Replace(postHead("/v1/tables/t/keys/k", tok(api.RoleAdmin)), "POST", "PUT", 1)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			took, closed := trickle(t, c.addr, c.head, 10*timeout)
+			if !closed {
+				t.Fatalf("a body trickling for %v still holds the connection (body_read_timeout %v)", took, timeout)
+			}
+			if took < timeout {
+				t.Fatalf("closed after %v, before body_read_timeout %v", took, timeout)
+			}
+		})
+	}
+}
+
+// TestStreamsOutliveBodyDeadline: the body deadline is for request bodies:
+// an SSE stream, a WebSocket subscription and a driver stream all carry
+// changes well past it.
+func TestStreamsOutliveBodyDeadline(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	f := newFixtureWith(t, fixtureOpts{config: func(c *config.Config) { c.HTTP.BodyReadTimeout = timeout }})
+	sse := f.mustSSE(t, "/v1/tables/t/events", tok(api.RoleDashboard))
+	defer sse.close()
+	for ev := sse.next(t); ev.event != "snapshot"; ev = sse.next(t) {
+	}
+	ws := f.mustWS(t, tok(api.RoleDashboard))
+	ws.subscribe(t, "t")
+	ctx, cancel := context.WithTimeout(context.Background(), streamWait)
+	defer cancel()
+	ds := f.dialDriverStream(t, ctx)
+	time.Sleep(3 * timeout) // past the deadline a body would have had
+	wantStatus(t, f.do(t, "PUT", "/v1/tables/t/keys/k", tok(api.RoleDashboard), `{"v":1}`), http.StatusCreated)
+	if ev := sse.next(t); ev.event != "put" {
+		t.Fatalf("SSE: %+v, want the put", ev)
+	}
+	if fr := ws.next(t); fr.Type != "change" {
+		t.Fatalf("WebSocket: %+v, want the change", fr)
+	}
+	if err := ds.Write(ctx, websocket.MessageText, []byte(`{"driver":"van-5","points":`+seqPoint(1)+`}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, b, err := ds.Read(ctx); err != nil || !strings.Contains(string(b), `"accepted":1`) {
+		t.Fatalf("driver stream: %s (%v), want the ack", b, err)
+	}
+}
+
+// TestConnectionCap: past http.max_conns a new connection is closed at
+// once and counted in routehound_connections_refused_total; once
+// connections close, new ones are served again.
+func TestConnectionCap(t *testing.T) {
+	f := newFixtureWith(t, fixtureOpts{config: func(c *config.Config) { c.HTTP.MaxConns = 3 }})
+	f.client.Transport.(*http.Transport).CloseIdleConnections()
+	host := strings.TrimPrefix(f.url, "http://")
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for range 3 { // idle connections, within the cap
+		c, err := net.DialTimeout("tcp", host, streamWait)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	// The server accepts in order: once the 3 are in, the 4th is closed
+	// without a byte.
+	c, err := net.DialTimeout("tcp", host, streamWait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"))
+	c.SetReadDeadline(time.Now().Add(streamWait))
+	if n, err := c.Read(make([]byte, 64)); err == nil || n > 0 {
+		t.Fatalf("the connection past the cap was answered (%d bytes, %v)", n, err)
+	}
+	for _, c := range held {
+		c.Close()
+	}
+	held = nil
+	var body string
+	testkit.Eventually(t, streamWait, "a /metrics answer once connections closed", func() bool {
+		r, err := f.send("GET", "/metrics", tok(api.RoleAdmin), nil)
+		body = string(r.body)
+		return err == nil && r.status == http.StatusOK
+	})
+	// At least the one above (an attempt of Eventually may have been
+	// refused too, before the server saw the held connections close).
+	if m := regexp.MustCompile(`routehound_connections_refused_total\{cap="max_conns",listener="http"\} ([0-9]+)`).FindStringSubmatch(body); m == nil || m[1] == "0" {
+		t.Fatalf("/metrics does not count the refused connection:\n%s", grepLines(body, "connections_refused"))
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestHeaderBytesCapped: request headers are capped at 64 KiB: a larger
+// header gets 431 (or, when the server closes before the client has sent
+// it all, a reset), never an answer; a 32 KiB one is served.
+func TestHeaderBytesCapped(t *testing.T) {
+	f := newFixture(t)
+	c, err := net.DialTimeout("tcp", strings.TrimPrefix(f.url, "http://"), streamWait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(streamWait))
+	go c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 100<<10) + "\r\n\r\n"))
+	b, _ := io.ReadAll(c)
+	if strings.Contains(string(b), " 200 ") || (len(b) > 0 && !strings.Contains(string(b), " 431 ")) {
+		t.Fatalf("a 100 KiB header answered %.80q, want 431 or a closed connection", b)
+	}
+	wantStatus(t, f.do(t, "GET", "/healthz", "", nil, "X-Big", strings.Repeat("a", 32<<10)), http.StatusOK)
 }
