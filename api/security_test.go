@@ -393,3 +393,133 @@ func TestHeaderBytesCapped(t *testing.T) {
 	}
 	wantStatus(t, f.do(t, "GET", "/healthz", "", nil, "X-Big", strings.Repeat("a", 32<<10)), http.StatusOK)
 }
+
+// bigTable fills table with n keys of about size bytes each (a JSON
+// string) and returns the value.
+func (f *fixture) bigTable(t *testing.T, table string, n, size int) string {
+	t.Helper()
+	v := `"` + strings.Repeat("v", size-2) + `"`
+	for i := range n {
+		f.putKey(t, table, fmt.Sprintf("k%03d", i), v)
+	}
+	return v
+}
+
+// TestPagesCutAtByteBudget: GET /v1/tables/T, /v1/log and the WebSocket
+// snapshot cut their pages at http.max_page_bytes (here 1 MiB), not only
+// at their row limit, and the usual next cursor reads the rest.
+func TestPagesCutAtByteBudget(t *testing.T) {
+	const budget = 1 << 20
+	f := newFixtureWith(t, fixtureOpts{config: func(c *config.Config) { c.HTTP.MaxPageBytes = budget }})
+	before := f.eng.DurableLSN()
+	f.bigTable(t, "big", 24, 200<<10) // 4.8 MB in all
+
+	// The table listing.
+	var keys []string
+	after := ""
+	for pages := 0; ; pages++ {
+		if pages > 24 {
+			t.Fatal("next never became null")
+		}
+		r := f.do(t, "GET", "/v1/tables/big?limit=1000&after="+after, tok(api.RoleDashboard), nil)
+		wantStatus(t, r, http.StatusOK)
+		if len(r.body) > budget+64<<10 {
+			t.Fatalf("page of %d bytes, over the budget of %d", len(r.body), budget)
+		}
+		var p struct {
+			Rows []struct{ Key string } `json:"rows"`
+			Next *string                `json:"next"`
+		}
+		if err := json.Unmarshal(r.body, &p); err != nil {
+			t.Fatal(err)
+		}
+		for _, row := range p.Rows {
+			keys = append(keys, row.Key)
+		}
+		if p.Next == nil {
+			break
+		}
+		after = *p.Next
+	}
+	if len(keys) != 24 || keys[0] != "k000" || keys[23] != "k023" {
+		t.Fatalf("pages held %d keys %v, want k000..k023", len(keys), keys)
+	}
+
+	// The log, with and without a table filter.
+	for _, q := range []string{"", "&table=big"} {
+		var got int
+		from := before
+		for pages := 0; ; pages++ {
+			if pages > 48 {
+				t.Fatal("log: next never became null")
+			}
+			r := f.do(t, "GET", fmt.Sprintf("/v1/log?limit=1000&after=%d%s", from, q), tok(api.RoleAdmin), nil)
+			wantStatus(t, r, http.StatusOK)
+			if len(r.body) > budget+64<<10 {
+				t.Fatalf("log page of %d bytes, over the budget of %d", len(r.body), budget)
+			}
+			var p struct {
+				Records []struct{ Table string } `json:"records"`
+				Next    *uint64                  `json:"next"`
+			}
+			if err := json.Unmarshal(r.body, &p); err != nil {
+				t.Fatal(err)
+			}
+			for _, rec := range p.Records {
+				if rec.Table == "big" {
+					got++
+				}
+			}
+			if p.Next == nil {
+				break
+			}
+			from = *p.Next
+		}
+		if got != 24 {
+			t.Fatalf("log%s: %d records of big, want 24", q, got)
+		}
+	}
+
+	// The WebSocket snapshot.
+	ws := f.mustWS(t, tok(api.RoleDashboard))
+	ws.send(t, map[string]any{"op": "subscribe", "table": "big"})
+	var rows, frames int
+	for {
+		fr := ws.next(t)
+		if fr.Type != "snapshot" {
+			t.Fatalf("frame %v, want a snapshot page", fr)
+		}
+		if len(fr.raw) > budget+64<<10 {
+			t.Fatalf("snapshot frame of %d bytes, over the budget of %d", len(fr.raw), budget)
+		}
+		rows += len(fr.Rows)
+		frames++
+		if fr.Last {
+			break
+		}
+	}
+	if rows != 24 || frames < 5 {
+		t.Fatalf("snapshot: %d rows in %d frames, want 24 rows in 5 or more", rows, frames)
+	}
+}
+
+// TestValueSizeLimit: a user table's value is at most http.max_value_bytes
+// (256 KiB): over it, 413 value_too_large over HTTP and a value_too_large
+// error frame over the WebSocket, and nothing is written.
+func TestValueSizeLimit(t *testing.T) {
+	f := newFixture(t)
+	before := f.eng.DurableLSN()
+	over := `"` + strings.Repeat("v", 256<<10) + `"`
+	r := f.do(t, "PUT", "/v1/tables/u/keys/big", tok(api.RoleDashboard), over)
+	if r.status != http.StatusRequestEntityTooLarge {
+		t.Fatalf("a value of 256 KiB + 2 bytes: %d %.120s, want 413", r.status, r.body)
+	}
+	wantError(t, r, http.StatusRequestEntityTooLarge, "value_too_large")
+	ws := f.mustWS(t, tok(api.RoleDashboard))
+	ws.send(t, map[string]any{"op": "put", "table": "u", "key": "big", "value": json.RawMessage(over), "id": "w1"})
+	wantWSError(t, ws.next(t), "value_too_large", "w1")
+	control := f.controlWrite(t, "after-big")
+	f.wantOnlyControl(t, before, control)
+	at := `"` + strings.Repeat("v", 256<<10-2) + `"` // exactly 256 KiB
+	wantStatus(t, f.do(t, "PUT", "/v1/tables/u/keys/big", tok(api.RoleDashboard), at), http.StatusCreated)
+}

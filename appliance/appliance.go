@@ -131,6 +131,7 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 		Secure:     cfg.HTTP.TLSCert != "",
 		SessionTTL: cfg.UI.SessionTTL, MaxSessions: cfg.UI.MaxSessions,
 		MaxLive: cfg.UI.MaxLive, FrameInterval: cfg.UI.FrameInterval,
+		MaxPageBytes: cfg.HTTP.MaxPageBytes,
 	})
 	a.UI = dash
 	srv.Handle("/ui/", dash)

@@ -40,6 +40,7 @@ func EngineConfig(c config.Config, dataDir string) engine.Config {
 		BatchBytes:     engine.DefaultConfig().BatchBytes,
 		IdempotencyTTL: c.Storage.IdempotencyTTL,
 		MaxDrivers:     c.Committer.MaxDrivers,
+		MaxValueBytes:  c.HTTP.MaxValueBytes,
 		Retention:      engine.Retention{MaxAge: c.Storage.RetentionAge, MaxBytes: c.Storage.RetentionMB << 20},
 		DataDir:        dataDir,
 		MinFreeBytes:   c.Storage.MinFreeMB << 20,
@@ -65,7 +66,7 @@ func ZeroSLAs(c config.Config) []string {
 // APIConfig is the api server's configuration.
 func APIConfig(c config.Config) api.Config {
 	return api.Config{MaxBodyBytes: c.HTTP.MaxBodyBytes, RetryAfter: c.HTTP.RetryAfter,
-		StreamPing: c.Hub.Heartbeat, StreamIdle: c.HTTP.IdleTimeout}
+		StreamPing: c.Hub.Heartbeat, StreamIdle: c.HTTP.IdleTimeout, MaxPageBytes: c.HTTP.MaxPageBytes}
 }
 
 // HubConfig is the hub's configuration; its largest WebSocket message is
@@ -78,6 +79,7 @@ func HubConfig(c config.Config) hub.Config {
 		Heartbeat:              c.Hub.Heartbeat,
 		WriteTimeout:           c.Hub.WriteTimeout,
 		MaxMessageBytes:        c.HTTP.MaxBodyBytes,
+		SnapshotBytes:          c.HTTP.MaxPageBytes,
 	}
 }
 

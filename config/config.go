@@ -77,6 +77,13 @@ type HTTP struct {
 	// latter); past them a new connection is closed at once.
 	MaxConns        int `toml:"max_conns"`
 	MaxConnsPerAddr int `toml:"max_conns_per_addr"`
+	// MaxPageBytes cuts every page (table listing, log, WebSocket
+	// snapshot, dashboard table) at about this many bytes of rows; the
+	// page's next cursor continues it.
+	MaxPageBytes int64 `toml:"max_page_bytes"`
+	// MaxValueBytes is the largest value of a user table's key (413
+	// value_too_large).
+	MaxValueBytes int64 `toml:"max_value_bytes"`
 	// TLSCert and TLSKey are PEM file paths; when both are set the server
 	// speaks HTTPS only (and dashboard cookies are Secure).
 	TLSCert string `toml:"tls_cert"`
@@ -182,6 +189,8 @@ func Default() Config {
 			BodyReadTimeout:   30 * time.Second,
 			MaxConns:          4096,
 			MaxConnsPerAddr:   256,
+			MaxPageBytes:      4 << 20,
+			MaxValueBytes:     256 << 10,
 			IdleTimeout:       2 * time.Minute,
 			RetryAfter:        time.Second,
 			ShutdownTimeout:   10 * time.Second,
@@ -263,6 +272,9 @@ func (c Config) Validate() error {
 	}
 	if c.HTTP.BodyReadTimeout <= 0 || c.HTTP.MaxConns <= 0 || c.HTTP.MaxConnsPerAddr <= 0 {
 		return errors.New("config: http.body_read_timeout, http.max_conns and http.max_conns_per_addr must be > 0")
+	}
+	if c.HTTP.MaxPageBytes <= 0 || c.HTTP.MaxValueBytes <= 0 {
+		return errors.New("config: http.max_page_bytes and http.max_value_bytes must be > 0")
 	}
 	if c.Hub.MaxSubscribers <= 0 || c.Hub.MaxSubscribersPerTable <= 0 || c.Hub.SubscriberBuffer <= 0 {
 		return errors.New("config: hub limits must be > 0")
