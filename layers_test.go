@@ -18,7 +18,7 @@ var layerRules = map[string][]string{
 	"wal":     {},
 	"config":  {"fleet"},
 	"engine":  {"fleet", "wal"},
-	"osmand":  {"engine", "fleet"},
+	"osmand":  {"engine", "fleet", "internal/netguard"},
 	"hub":     {"engine", "fleet"},
 	"ui":      {"engine", "fleet", "hub"},
 	"naive":   {"fleet"},

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"net/http"
@@ -22,8 +23,9 @@ func DecodePoints(body []byte, maxPoints int) ([]engine.Point, error) {
 	return pts, nil
 }
 
-// decodeSlot takes one of the driver decode slots, waiting at most 500 ms.
-func (s *Server) decodeSlot(r *http.Request) bool {
+// decodeSlot takes one of the driver decode slots, waiting at most 500 ms
+// (or until ctx ends).
+func (s *Server) decodeSlot(ctx context.Context) bool {
 	select {
 	case s.driverSlots <- struct{}{}:
 		return true
@@ -36,9 +38,28 @@ func (s *Server) decodeSlot(r *http.Request) bool {
 		return true
 	case <-t.C:
 		return false
-	case <-r.Context().Done():
+	case <-ctx.Done():
 		return false
 	}
+}
+
+// admitDriverBody is the driver path's admission before a body is decoded,
+// the same for a POST and a stream frame: a full lane makes it wait for
+// room (bounded), then refuses it before its body costs any CPU; then it
+// takes a decode slot, so that at most GOMAXPROCS-1 driver bodies decode
+// at once and a flood of points always leaves a core to the dispatcher,
+// the warehouse and the committer. Every wait is bounded. On nil the
+// caller decodes and then releases the slot (<-s.driverSlots).
+func (s *Server) admitDriverBody(ctx context.Context) error {
+	if err := s.e.WaitRoom(ctx, engine.LaneDriver, 1, s.e.Config().RoomWait); errors.Is(err, engine.ErrLaneFull) {
+		return s.e.RefuseFull(engine.LaneDriver)
+	} else if err != nil {
+		return err // the engine takes no writes now: its own answer, at once
+	}
+	if !s.decodeSlot(ctx) {
+		return s.e.RefuseFull(engine.LaneDriver)
+	}
+	return nil
 }
 
 func (s *Server) postLocations(w http.ResponseWriter, r *http.Request) {
@@ -52,20 +73,8 @@ func (s *Server) postLocations(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, engine.LaneDriver, err)
 		return
 	}
-	// A full lane makes the request wait for room (bounded), then refuses
-	// it before its body costs any CPU; then at most GOMAXPROCS-1 driver
-	// bodies decode at once, so that a flood of points always leaves a
-	// core to the dispatcher, the warehouse and the committer. Every wait
-	// is bounded.
-	if err := s.e.WaitRoom(r.Context(), engine.LaneDriver, 1, s.e.Config().RoomWait); errors.Is(err, engine.ErrLaneFull) {
-		s.fail(w, r, s.e.RefuseFull(engine.LaneDriver))
-		return
-	} else if err != nil {
-		s.fail(w, r, err) // the engine takes no writes now: its own answer, at once
-		return
-	}
-	if !s.decodeSlot(r) {
-		s.fail(w, r, s.e.RefuseFull(engine.LaneDriver))
+	if err := s.admitDriverBody(r.Context()); err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	pts, err := DecodePoints(body, s.e.Config().Lanes[engine.LaneDriver].QueueBound)

@@ -1183,6 +1183,7 @@ func endpoints() []endpoint {
 		{"GET", "/v1/log", "", nil, []api.Role{api.RoleAdmin, api.RoleDashboard}},
 		{"GET", "/metrics", "", nil, []api.Role{api.RoleAdmin}},
 		{"GET", "/debug/pprof/heap", "", nil, []api.Role{api.RoleAdmin}},
+		{"POST", "/v1/admin/drivers/van-1/reset", "", nil, []api.Role{api.RoleAdmin}},
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 
@@ -29,6 +30,9 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 	switch {
 	case errors.As(err, &mbe):
 		return nil, errorf(http.StatusRequestEntityTooLarge, "body_too_large", "body over the limit of %d bytes", s.cfg.MaxBodyBytes)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// netguard.BodyDeadline: the connection is closed after this answer.
+		return nil, errorf(http.StatusBadRequest, "bad_body", "the body did not arrive within http.body_read_timeout")
 	case err != nil:
 		return nil, errorf(http.StatusBadRequest, "bad_body", "reading the body: %v", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -47,9 +48,12 @@ func (s *Server) driverStream(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	ds := newDurableNotifier(s, c)
 	defer ds.close()
+	var lastFrame atomic.Int64 // unix nanoseconds of the last frame read
+	lastFrame.Store(time.Now().UnixNano())
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); ds.run(ctx) }()
+	go func() { defer wg.Done(); s.streamKeepalive(ctx, cancel, c, &lastFrame) }()
 	defer wg.Wait()
 	defer cancel()
 	for {
@@ -58,6 +62,7 @@ func (s *Server) driverStream(w http.ResponseWriter, r *http.Request) {
 			c.CloseNow()
 			return
 		}
+		lastFrame.Store(time.Now().UnixNano())
 		var f driverFrame
 		if err := strict(data, &f); err != nil {
 			ds.sendError("", err)
@@ -76,7 +81,15 @@ func (s *Server) driverStream(w http.ResponseWriter, r *http.Request) {
 			ds.sendError(driver, invalid("points", "required (one point or an array)"))
 			continue
 		}
+		// The HTTP path's admission (postLocations): a full lane refuses
+		// the frame before its points cost any CPU, and a decode slot
+		// bounds the bodies decoding at once.
+		if err := s.admitDriverBody(ctx); err != nil {
+			ds.sendError(driver, err)
+			continue
+		}
 		pts, err := DecodePoints(f.Points, s.e.Config().Lanes[engine.LaneDriver].QueueBound)
+		<-s.driverSlots
 		if err != nil {
 			s.e.Reject(engine.LaneDriver, codeOf(err))
 			ds.sendError(driver, err)
@@ -99,6 +112,52 @@ func (s *Server) driverStream(w http.ResponseWriter, r *http.Request) {
 		ds.write(appendAck(nil, driver, ack))
 	}
 }
+
+// streamKeepalive pings the driver stream's peer every StreamPing and
+// closes the stream when a ping is not answered within streamWriteTimeout
+// (a peer gone without a FIN), or when no frame came for StreamIdle.
+func (s *Server) streamKeepalive(ctx context.Context, cancel context.CancelFunc, c *websocket.Conn, lastFrame *atomic.Int64) {
+	ping, idle := s.cfg.StreamPing, s.cfg.StreamIdle
+	if ping <= 0 {
+		ping = 15 * time.Second
+	}
+	tick := ping
+	if idle > 0 {
+		tick = min(tick, max(idle/4, time.Millisecond))
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	lastPing := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if idle > 0 && now.Sub(time.Unix(0, lastFrame.Load())) > idle {
+				c.Close(websocket.StatusPolicyViolation, "idle")
+				cancel()
+				return
+			}
+			if now.Sub(lastPing) < ping {
+				continue
+			}
+			lastPing = now
+			pctx, pc := context.WithTimeout(ctx, streamWriteTimeout)
+			err := c.Ping(pctx)
+			pc()
+			if err != nil {
+				if ctx.Err() == nil {
+					c.Close(websocket.StatusPolicyViolation, "no pong")
+				}
+				cancel()
+				return
+			}
+		}
+	}
+}
+
+// streamWriteTimeout bounds one write (or ping) on the driver stream.
+const streamWriteTimeout = 5 * time.Second
 
 func codeOf(err error) string {
 	if ae, ok := err.(*apiError); ok {
@@ -178,40 +237,50 @@ func (d *durableNotifier) run(ctx context.Context) {
 		driver string
 		seq    uint64
 	}
+	var look []string
 	var out []upd
 	all := true
 	for {
 		// A move after the reads below leaves a wake-up pending on
-		// d.moved: none is lost.
-		out = out[:0]
+		// d.moved: none is lost. The durable seqs are read without d.mu
+		// (DriverDurableSeq takes the driver's own lock, which a
+		// submission may hold while it waits for room): the read loop's
+		// track and expect never wait behind them.
+		look, out = look[:0], out[:0]
 		d.mu.Lock()
-		look := func(drv string) {
-			want, ok := d.want[drv]
-			if !ok {
-				return
-			}
-			cur, err := d.s.e.DriverDurableSeq(drv)
-			if err != nil {
-				return
-			}
-			if cur > d.sent[drv] {
-				d.sent[drv] = cur
-				out = append(out, upd{drv, cur})
-			}
-			if cur >= want {
-				delete(d.want, drv)
-			}
-		}
 		if all {
 			for drv := range d.want {
-				look(drv)
+				look = append(look, drv)
 			}
 		} else {
 			for drv := range d.fresh {
-				look(drv)
+				if _, ok := d.want[drv]; ok {
+					look = append(look, drv)
+				}
 			}
 		}
 		clear(d.fresh)
+		d.mu.Unlock()
+		for _, drv := range look {
+			cur, err := d.s.e.DriverDurableSeq(drv)
+			if err != nil {
+				continue
+			}
+			out = append(out, upd{drv, cur})
+		}
+		d.mu.Lock()
+		n := 0
+		for _, u := range out {
+			if u.seq > d.sent[u.driver] {
+				d.sent[u.driver] = u.seq
+				out[n] = u
+				n++
+			}
+			if want, ok := d.want[u.driver]; ok && u.seq >= want {
+				delete(d.want, u.driver)
+			}
+		}
+		out = out[:n]
 		d.mu.Unlock()
 		for _, u := range out {
 			if d.write(appendDurable(nil, u.driver, u.seq)) != nil {
@@ -238,7 +307,7 @@ func (d *durableNotifier) send(v any) error {
 }
 
 func (d *durableNotifier) write(b []byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), streamWriteTimeout)
 	defer cancel()
 	return d.c.Write(ctx, websocket.MessageText, b)
 }

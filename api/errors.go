@@ -105,6 +105,8 @@ func (s *Server) mapEngineError(err error) *apiError {
 		return errorf(http.StatusNotFound, "not_found", "no such key")
 	case errors.Is(err, engine.ErrIdempotencyMismatch):
 		return errorf(http.StatusUnprocessableEntity, "idempotency_key_reused", "this Idempotency-Key was used for a different request")
+	case errors.Is(err, engine.ErrValueTooLarge):
+		return errorf(http.StatusRequestEntityTooLarge, "value_too_large", "the value is larger than http.max_value_bytes (%s)", strings.TrimPrefix(err.Error(), engine.ErrValueTooLarge.Error()+": "))
 	case errors.Is(err, engine.ErrTooLarge):
 		return errorf(http.StatusRequestEntityTooLarge, "body_too_large", "the write is larger than one batch may hold")
 	case errors.Is(err, hub.ErrTooManySubscribers):

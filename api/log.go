@@ -22,7 +22,8 @@ type logRecord struct {
 var errPageFull = errors.New("page full")
 
 // getLog is the change feed: durable records after ?after=, in LSN order,
-// at most ?limit= (default 100, max 1000), optionally of one ?table=.
+// at most ?limit= (default 100, max 1000) and about http.max_page_bytes,
+// optionally of one ?table=.
 // next is the after of the next page, null at the end of the log.
 func (s *Server) getLog(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
@@ -55,11 +56,16 @@ func (s *Server) getLog(w http.ResponseWriter, r *http.Request) {
 	}
 	recs := []logRecord{}
 	last := after
+	budget := pageBudget{max: s.cfg.MaxPageBytes}
 	err = s.e.ReadLog(after, scan, func(rec engine.Record) error {
-		last = rec.LSN
 		if table != "" && rec.Table != table {
+			last = rec.LSN
 			return nil
 		}
+		if !budget.fits(len(rec.Table) + len(rec.Key) + len(rec.Value) + len(rec.Actor)) {
+			return errPageFull // at the byte budget: next is the last record sent
+		}
+		last = rec.LSN
 		recs = append(recs, logRecord{LSN: rec.LSN, Table: rec.Table, Key: rec.Key, Op: rec.Op.String(),
 			Value: rec.Value, Version: rec.Version, Actor: rec.Actor, CommittedAt: rfc3339(rec.CommittedAt)})
 		if len(recs) == limit {

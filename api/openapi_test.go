@@ -317,6 +317,7 @@ func TestOpenAPIDocument(t *testing.T) {
 		{"/metrics", "GET"},
 		{"/v1/openapi.yaml", "GET"},
 		{"/v1/devices/{id}", "DELETE GET PUT"},
+		{"/v1/admin/drivers/{driver}/reset", "POST"},
 	} {
 		item := doc.Paths.Value(c.path)
 		if item == nil {

@@ -15,6 +15,31 @@ import (
 type Config struct {
 	MaxBodyBytes int64
 	RetryAfter   time.Duration
+	// StreamPing is the driver stream's ping interval (the hub's
+	// heartbeat); StreamIdle closes a driver stream that sent no frame
+	// for that long (http.idle_timeout; 0: never).
+	StreamPing time.Duration
+	StreamIdle time.Duration
+	// MaxPageBytes cuts a page of rows (table, log) at about this many
+	// bytes (0: rows only bound it); the page's next cursor continues.
+	MaxPageBytes int64
+}
+
+// pageBudget counts a page's bytes against Config.MaxPageBytes.
+type pageBudget struct {
+	max, used int64
+}
+
+// fits adds a row of about n bytes (its key and value; the JSON around
+// them is counted as 64 bytes) and reports whether the page may take it:
+// the first row always fits, so that a page is never empty.
+func (b *pageBudget) fits(n int) bool {
+	n += 64
+	if b.max > 0 && b.used > 0 && b.used+int64(n) > b.max {
+		return false
+	}
+	b.used += int64(n)
+	return true
 }
 
 // Server serves the v1 interface over one engine.
@@ -105,6 +130,7 @@ func (s *Server) routes() {
 	}))
 	s.tableRoutes()
 	s.deviceRoutes()
+	s.adminRoutes()
 	s.mux.HandleFunc("/healthz", s.methods(map[string]http.HandlerFunc{"GET": s.healthz}))
 	s.mux.HandleFunc("/readyz", s.methods(map[string]http.HandlerFunc{"GET": s.readyz}))
 	s.mux.Handle("/metrics", s.methods(map[string]http.HandlerFunc{

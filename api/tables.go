@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 
@@ -95,10 +96,17 @@ func (s *Server) pageTable(w http.ResponseWriter, r *http.Request) {
 	}
 	defer snap.Close()
 	rows := []row{}
+	budget := pageBudget{max: s.cfg.MaxPageBytes}
 	more, err := snap.Scan(table, r.URL.Query().Get("after"), limit, func(k string, st engine.State) error {
+		if !budget.fits(len(k) + len(st.Value)) {
+			return errPageFull // at the byte budget: next continues after the last row
+		}
 		rows = append(rows, row{Key: k, Value: st.Value, Version: st.Version, LSN: st.LSN})
 		return nil
 	})
+	if errors.Is(err, errPageFull) {
+		more, err = true, nil
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -17,10 +17,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"routehound/api"
 	"routehound/config"
 	"routehound/engine"
 	"routehound/hub"
+	"routehound/internal/netguard"
 	"routehound/osmand"
 	"routehound/replica"
 	"routehound/ui"
@@ -52,6 +55,8 @@ type Appliance struct {
 	stopped    chan struct{}
 	closeMu    sync.Mutex
 	closed     bool
+
+	guard *netguard.Listener // the HTTP listener's connection caps
 }
 
 // Start opens (and recovers) the store under cfg.DataDir, starts the engine
@@ -95,7 +100,7 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 	for _, t := range tokens {
 		roles[t.Token] = api.Role(t.Role)
 	}
-	srv := api.New(eng, api.NewTokens(roles), api.Config{MaxBodyBytes: cfg.HTTP.MaxBodyBytes, RetryAfter: cfg.HTTP.RetryAfter}, log)
+	srv := api.New(eng, api.NewTokens(roles), APIConfig(cfg), log)
 	hb := hub.New(eng, HubConfig(cfg), log)
 	srv.MountHub(hb)
 	phones, err := PhoneConfig(cfg)
@@ -126,6 +131,7 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 		Secure:     cfg.HTTP.TLSCert != "",
 		SessionTTL: cfg.UI.SessionTTL, MaxSessions: cfg.UI.MaxSessions,
 		MaxLive: cfg.UI.MaxLive, FrameInterval: cfg.UI.FrameInterval,
+		MaxPageBytes: cfg.HTTP.MaxPageBytes,
 	})
 	a.UI = dash
 	srv.Handle("/ui/", dash)
@@ -146,9 +152,13 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
 	a.Addr = ln.Addr().(*net.TCPAddr)
+	a.guard = netguard.Listen(ln, netguard.Limits{MaxConns: cfg.HTTP.MaxConns, MaxConnsPerAddr: cfg.HTTP.MaxConnsPerAddr, ExemptLoopback: true})
 	a.http = &http.Server{
-		Handler:           srv,
+		// Request bodies must arrive within body_read_timeout; streams
+		// (no request body) are not cut.
+		Handler:           netguard.BodyDeadline(srv, cfg.HTTP.BodyReadTimeout),
 		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
+		MaxHeaderBytes:    netguard.MaxHeaderBytes,
 		IdleTimeout:       cfg.HTTP.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		ConnState:         a.conns.track,
@@ -158,9 +168,9 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 	// The serving goroutine is owned: Shutdown waits for it.
 	a.goroutines.Go(func() {
 		if cfg.HTTP.TLSCert != "" {
-			a.served <- a.http.ServeTLS(ln, cfg.HTTP.TLSCert, cfg.HTTP.TLSKey)
+			a.served <- a.http.ServeTLS(a.guard, cfg.HTTP.TLSCert, cfg.HTTP.TLSKey)
 		} else {
-			a.served <- a.http.Serve(ln)
+			a.served <- a.http.Serve(a.guard)
 		}
 	})
 	log.Info("serving", "listen", a.Addr.String())
@@ -169,6 +179,12 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 			a.Shutdown(context.Background())
 			return nil, err
 		}
+	}
+	if err := srv.MountCollector(&connCollector{a: a, desc: prometheus.NewDesc("routehound_connections_refused_total",
+		"Connections closed at once on accept, by listener (http, osmand) and cap (max_conns: the listener's total, max_conns_per_addr: one source address's).",
+		[]string{"listener", "cap"}, nil)}); err != nil {
+		a.Shutdown(context.Background())
+		return nil, err
 	}
 	return a, nil
 }
@@ -345,6 +361,27 @@ func (c *connTracker) open() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.conns)
+}
+
+// connCollector exports the connections the listeners' caps refused.
+type connCollector struct {
+	a    *Appliance
+	desc *prometheus.Desc
+}
+
+func (c *connCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *connCollector) Collect(ch chan<- prometheus.Metric) {
+	emit := func(listener string, total, perAddr uint64) {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(total), listener, "max_conns")
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(perAddr), listener, "max_conns_per_addr")
+	}
+	total, perAddr := c.a.guard.Refused()
+	emit("http", total, perAddr)
+	if c.a.Osmand != nil {
+		total, perAddr = c.a.Osmand.Refused()
+		emit("osmand", total, perAddr)
+	}
 }
 
 // openReplica opens the read replica. It is only a cache of the log: one

@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"time"
 
+	"routehound/api"
 	"routehound/config"
 	"routehound/engine"
 	"routehound/hub"
+	"routehound/internal/netguard"
 	"routehound/osmand"
 )
 
@@ -38,6 +40,7 @@ func EngineConfig(c config.Config, dataDir string) engine.Config {
 		BatchBytes:     engine.DefaultConfig().BatchBytes,
 		IdempotencyTTL: c.Storage.IdempotencyTTL,
 		MaxDrivers:     c.Committer.MaxDrivers,
+		MaxValueBytes:  c.HTTP.MaxValueBytes,
 		Retention:      engine.Retention{MaxAge: c.Storage.RetentionAge, MaxBytes: c.Storage.RetentionMB << 20},
 		DataDir:        dataDir,
 		MinFreeBytes:   c.Storage.MinFreeMB << 20,
@@ -60,6 +63,12 @@ func ZeroSLAs(c config.Config) []string {
 	return out
 }
 
+// APIConfig is the api server's configuration.
+func APIConfig(c config.Config) api.Config {
+	return api.Config{MaxBodyBytes: c.HTTP.MaxBodyBytes, RetryAfter: c.HTTP.RetryAfter,
+		StreamPing: c.Hub.Heartbeat, StreamIdle: c.HTTP.IdleTimeout, MaxPageBytes: c.HTTP.MaxPageBytes}
+}
+
 // HubConfig is the hub's configuration; its largest WebSocket message is
 // the HTTP body limit.
 func HubConfig(c config.Config) hub.Config {
@@ -70,6 +79,7 @@ func HubConfig(c config.Config) hub.Config {
 		Heartbeat:              c.Hub.Heartbeat,
 		WriteTimeout:           c.Hub.WriteTimeout,
 		MaxMessageBytes:        c.HTTP.MaxBodyBytes,
+		SnapshotBytes:          c.HTTP.MaxPageBytes,
 	}
 }
 
@@ -91,7 +101,8 @@ func PhoneConfig(c config.Config) (osmand.Config, error) {
 	}
 	return osmand.Config{Listen: o.Listen, PathSecret: o.PathSecret, SpeedUnit: osmand.SpeedUnit(o.SpeedUnit), Zone: zone,
 		TLSCert: o.TLSCert, TLSKey: o.TLSKey, Devices: devs, MaxBodyBytes: o.MaxBodyBytes,
-		ReadHeaderTimeout: c.HTTP.ReadHeaderTimeout, IdleTimeout: c.HTTP.IdleTimeout}, nil
+		ReadHeaderTimeout: c.HTTP.ReadHeaderTimeout, IdleTimeout: c.HTTP.IdleTimeout, BodyReadTimeout: c.HTTP.BodyReadTimeout,
+		Conns: netguard.Limits{MaxConns: o.MaxConns, MaxConnsPerAddr: o.MaxConnsPerAddr, ExemptLoopback: true}}, nil
 }
 
 // Validate checks the whole configuration: the file's own rules

@@ -68,6 +68,22 @@ type HTTP struct {
 	IdleTimeout       time.Duration `toml:"idle_timeout"`
 	RetryAfter        time.Duration `toml:"retry_after"`
 	ShutdownTimeout   time.Duration `toml:"shutdown_timeout"`
+	// BodyReadTimeout bounds the time a request's body takes to arrive,
+	// from the end of its headers (on the phone listener too); past it
+	// the connection is closed.
+	BodyReadTimeout time.Duration `toml:"body_read_timeout"`
+	// MaxConns and MaxConnsPerAddr bound the listener's open connections
+	// in total and from one source address (loopback is exempt from the
+	// latter); past them a new connection is closed at once.
+	MaxConns        int `toml:"max_conns"`
+	MaxConnsPerAddr int `toml:"max_conns_per_addr"`
+	// MaxPageBytes cuts every page (table listing, log, WebSocket
+	// snapshot, dashboard table) at about this many bytes of rows; the
+	// page's next cursor continues it.
+	MaxPageBytes int64 `toml:"max_page_bytes"`
+	// MaxValueBytes is the largest value of a user table's key (413
+	// value_too_large).
+	MaxValueBytes int64 `toml:"max_value_bytes"`
 	// TLSCert and TLSKey are PEM file paths; when both are set the server
 	// speaks HTTPS only (and dashboard cookies are Secure).
 	TLSCert string `toml:"tls_cert"`
@@ -143,6 +159,12 @@ type Osmand struct {
 	TLSCert      string `toml:"tls_cert"`
 	TLSKey       string `toml:"tls_key"`
 	MaxBodyBytes int64  `toml:"max_body_bytes"`
+	// MaxConns and MaxConnsPerAddr bound the phone listener's open
+	// connections in total and from one source address (loopback is
+	// exempt from the latter); its body deadline is [http]
+	// body_read_timeout.
+	MaxConns        int `toml:"max_conns"`
+	MaxConnsPerAddr int `toml:"max_conns_per_addr"`
 	// Devices registered in the file, besides those of the devices API.
 	Devices []Device `toml:"devices"`
 }
@@ -164,6 +186,11 @@ func Default() Config {
 		HTTP: HTTP{
 			MaxBodyBytes:      1 << 20,
 			ReadHeaderTimeout: 10 * time.Second,
+			BodyReadTimeout:   30 * time.Second,
+			MaxConns:          4096,
+			MaxConnsPerAddr:   256,
+			MaxPageBytes:      4 << 20,
+			MaxValueBytes:     256 << 10,
 			IdleTimeout:       2 * time.Minute,
 			RetryAfter:        time.Second,
 			ShutdownTimeout:   10 * time.Second,
@@ -195,6 +222,7 @@ func Default() Config {
 			SpeedUnit:    "knots",
 			TimeZone:     "UTC",
 			MaxBodyBytes: 64 << 10,
+			MaxConns:     4096, MaxConnsPerAddr: 64,
 		},
 	}
 }
@@ -242,6 +270,12 @@ func (c Config) Validate() error {
 	if c.HTTP.MaxBodyBytes <= 0 {
 		return errors.New("config: http.max_body_bytes must be > 0")
 	}
+	if c.HTTP.BodyReadTimeout <= 0 || c.HTTP.MaxConns <= 0 || c.HTTP.MaxConnsPerAddr <= 0 {
+		return errors.New("config: http.body_read_timeout, http.max_conns and http.max_conns_per_addr must be > 0")
+	}
+	if c.HTTP.MaxPageBytes <= 0 || c.HTTP.MaxValueBytes <= 0 {
+		return errors.New("config: http.max_page_bytes and http.max_value_bytes must be > 0")
+	}
 	if c.Hub.MaxSubscribers <= 0 || c.Hub.MaxSubscribersPerTable <= 0 || c.Hub.SubscriberBuffer <= 0 {
 		return errors.New("config: hub limits must be > 0")
 	}
@@ -271,6 +305,9 @@ func (o Osmand) Validate() error {
 	}
 	if o.MaxBodyBytes <= 0 {
 		return errors.New("config: osmand.max_body_bytes must be > 0")
+	}
+	if o.MaxConns <= 0 || o.MaxConnsPerAddr <= 0 {
+		return errors.New("config: osmand.max_conns and osmand.max_conns_per_addr must be > 0")
 	}
 	if o.PathSecret != "" {
 		if err := fleet.CheckName("osmand.path_secret", o.PathSecret); err != nil || len(o.PathSecret) < 8 {

@@ -76,6 +76,7 @@ type Config struct {
 	BatchBytes     int64         // bytes in one batch; capped below the wal's transaction limit
 	IdempotencyTTL time.Duration // how long an Idempotency-Key answers its first answer
 	MaxDrivers     int           // distinct drivers tracked for seq dedup
+	MaxValueBytes  int64         // largest value of a user table's key (PutKey; 0: no limit)
 	Retention      Retention
 	DataDir        string // watched for free space
 	MinFreeBytes   int64  // below this, writes are refused (0: no check)
@@ -98,6 +99,7 @@ func DefaultConfig() Config {
 		BatchBytes:     2 << 20,
 		IdempotencyTTL: 24 * time.Hour,
 		MaxDrivers:     100000,
+		MaxValueBytes:  256 << 10,
 		Retention:      Retention{MaxAge: 7 * 24 * time.Hour, MaxBytes: 2 << 30},
 		MinFreeBytes:   256 << 20,
 		RoomWait:       500 * time.Millisecond,

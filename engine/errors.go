@@ -32,6 +32,8 @@ var (
 	ErrTooManyDrivers = errors.New("engine: too many drivers")
 	// ErrTooLarge: one write is larger than a batch may hold.
 	ErrTooLarge = errors.New("engine: write larger than a batch")
+	// ErrValueTooLarge: a user table's value is larger than MaxValueBytes.
+	ErrValueTooLarge = errors.New("engine: value too large")
 	// ErrTrimmed: the requested LSN is older than the retained log.
 	ErrTrimmed = errors.New("engine: lsn older than the retained log")
 )

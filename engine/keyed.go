@@ -109,13 +109,22 @@ func (e *Engine) DeleteLoadingEvent(ctx context.Context, id string, o WriteOptio
 }
 
 // PutKey writes (or deletes) one key of a user table through the tables
-// lane. A built-in table answers a *fleet.ReadOnlyError naming its writer.
+// lane. A built-in table answers a *fleet.ReadOnlyError naming its writer,
+// a value over MaxValueBytes ErrValueTooLarge.
 func (e *Engine) PutKey(ctx context.Context, w Write) (WriteResult, error) {
 	if writer, builtin := fleet.Writer(w.Table); builtin {
 		l := e.lanes[LaneTables]
 		l.stats.Arrivals.Add(1)
 		l.stats.reject("read_only_table")
 		return WriteResult{}, &fleet.ReadOnlyError{Table: w.Table, Writer: writer}
+	}
+	if max := e.cfg.MaxValueBytes; max > 0 && int64(len(w.Value)) > max {
+		// One key's value bounds what one row costs every page and
+		// subscriber that carries it.
+		l := e.lanes[LaneTables]
+		l.stats.Arrivals.Add(1)
+		l.stats.reject("value_too_large")
+		return WriteResult{}, fmt.Errorf("%w: %d bytes, over the limit of %d", ErrValueTooLarge, len(w.Value), max)
 	}
 	return e.put(ctx, LaneTables, w)
 }

@@ -23,7 +23,13 @@ type Point struct {
 	Heading  *float64 `json:"heading"`
 }
 
-// Check validates a point: seq >= 1, lat and lng in range, ts an RFC 3339
+// MaxSeq is the highest seq a driver may send: 2^53, the largest integer
+// every JSON reader (a float64) holds exactly. A larger one would make
+// every later point of the driver a duplicate, across restarts (an admin
+// repairs such a driver with POST /v1/admin/drivers/{driver}/reset).
+const MaxSeq = 1 << 53
+
+// Check validates a point: seq in 1..MaxSeq, lat and lng in range, ts an RFC 3339
 // time, speed_kmh in 0..1000 and heading in 0..360 when given. i is the
 // point's index in an array (its fields are refused as "[i].lat"), or -1
 // for a single point.
@@ -40,6 +46,8 @@ func (p *Point) Check(i int) error {
 		return Invalid(at("seq"), "required (the driver's sequence number, an integer >= 1)")
 	case *p.Seq == 0:
 		return Invalid(at("seq"), "must be >= 1")
+	case *p.Seq > MaxSeq:
+		return Invalid(at("seq"), "%d is above the largest seq, 2^53 (%d)", *p.Seq, uint64(MaxSeq))
 	case p.Lat == nil || *p.Lat < -90 || *p.Lat > 90:
 		return checkLat(at("lat"), p.Lat)
 	case p.Lng == nil || *p.Lng < -180 || *p.Lng > 180:

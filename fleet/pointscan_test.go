@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 )
@@ -12,7 +13,7 @@ var scanSeeds = []string{
 	`{"seq":1,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}`,
 	` {"seq":1,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"} `,
 	`[{"seq":1,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z","speed_kmh":3,"heading":90},{"seq":2,"lat":-90,"lng":180,"ts":"2026-11-23T10:00:00.5+01:00"}]`,
-	"[ {\"seq\":1,\"lat\":-0,\"lng\":1e1,\"ts\":\"2026-11-23T10:00:00Z\"} ,\n{\"seq\":18446744073709551615,\"lat\":1.5E-3,\"lng\":0.0,\"ts\":\"2026-11-23T10:00:00Z\"} ]\n",
+	"[ {\"seq\":1,\"lat\":-0,\"lng\":1e1,\"ts\":\"2026-11-23T10:00:00Z\"} ,\n{\"seq\":9007199254740992,\"lat\":1.5E-3,\"lng\":0.0,\"ts\":\"2026-11-23T10:00:00Z\"} ]\n",
 	`[{"seq":1,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}]x`,
 	`[{"seq":1,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"},]`,
 	`[{"seq":1,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}][]`,
@@ -24,6 +25,8 @@ var scanSeeds = []string{
 	`[{"seq":01,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}]`,
 	`[{"seq":1.0,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}]`,
 	`[{"seq":18446744073709551616,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}]`,
+	`[{"seq":18446744073709551615,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}]`,
+	`{"seq":9007199254740993,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}`,
 	`[{"seq":1,"lat":1e999,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}]`,
 	`[{"seq":1,"lat":+1,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}]`,
 	`[{"seq":1,"lat":1.,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}]`,
@@ -70,6 +73,11 @@ func FuzzScanPointsAgrees(f *testing.F) {
 		if err != nil {
 			t.Fatalf("fast path took %q, JSON path refused it: %v", body, err)
 		}
+		for _, p := range fast {
+			if p.Seq == 0 || p.Seq > MaxSeq {
+				t.Fatalf("%q: the fast path took seq %d, outside 1..2^53", body, p.Seq)
+			}
+		}
 		if len(fast) != len(slow) {
 			t.Fatalf("%q: fast %d points, JSON %d", body, len(fast), len(slow))
 		}
@@ -79,6 +87,32 @@ func FuzzScanPointsAgrees(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSeqAboveMaxRefused: a seq above 2^53 is refused (invalid_field) by
+// both paths, alone or in an array; 2^53 itself is taken by both.
+func TestSeqAboveMaxRefused(t *testing.T) {
+	const pt = `,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}`
+	for _, seq := range []string{"9007199254740993", "18446744073709551615", "10000000000000000"} {
+		for _, body := range []string{`{"seq":` + seq + pt, `[{"seq":1` + pt + `,{"seq":` + seq + pt + `]`} {
+			if _, ok := scanPoints([]byte(body), 8); ok {
+				t.Errorf("the fast path took %s", body)
+			}
+			for name, decode := range map[string]func([]byte, int) ([]RawPoint, error){"DecodePoints": DecodePoints, "decodePointsJSON": decodePointsJSON} {
+				_, err := decode([]byte(body), 8)
+				var be *BodyError
+				if !errors.As(err, &be) || be.Code != CodeInvalidField || !strings.Contains(be.Message, "seq") {
+					t.Errorf("%s(%s) = %v, want invalid_field on seq", name, body, err)
+				}
+			}
+		}
+	}
+	body := []byte(`{"seq":9007199254740992` + pt)
+	fast, ok := scanPoints(body, 8)
+	slow, err := decodePointsJSON(body, 8)
+	if !ok || err != nil || fast[0].Seq != MaxSeq || slow[0].Seq != MaxSeq {
+		t.Errorf("seq 2^53: fast %v %v, JSON %v %v; both must take it", fast, ok, slow, err)
+	}
 }
 
 // BenchmarkDecodePointsJSON is BenchmarkDecodePoints on the JSON path

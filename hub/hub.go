@@ -34,6 +34,7 @@ type Config struct {
 	Heartbeat              time.Duration // SSE comment / WebSocket ping interval
 	WriteTimeout           time.Duration // one write to a subscriber
 	SnapshotPage           int           // rows per snapshot frame
+	SnapshotBytes          int64         // bytes of rows per snapshot frame, about (0: 4 MiB)
 	MaxResyncs             int           // resyncs within ResyncWindow before a subscriber is closed
 	ResyncWindow           time.Duration
 	MaxMessageBytes        int64 // largest WebSocket message read
@@ -57,6 +58,9 @@ func (c *Config) defaults() {
 	}
 	if c.SnapshotPage <= 0 {
 		c.SnapshotPage = 500
+	}
+	if c.SnapshotBytes <= 0 {
+		c.SnapshotBytes = 4 << 20
 	}
 	if c.MaxResyncs <= 0 {
 		c.MaxResyncs = 3

@@ -214,6 +214,9 @@ func (h *Hub) resyncAfterReopen(ctx context.Context, s *Sub, sink Sink) (uint64,
 	}
 }
 
+// errPageFull ends a snapshot page's scan at its byte budget.
+var errPageFull = errors.New("hub: snapshot page full")
+
 // snapshot sends the table's state at one LSN, in pages, and returns it.
 func (h *Hub) snapshot(s *Sub, sink Sink, resync bool) (uint64, error) {
 	snap, err := h.e.Snapshot()
@@ -227,10 +230,21 @@ func (h *Hub) snapshot(s *Sub, sink Sink, resync bool) (uint64, error) {
 	rows := make([]Row, 0, h.cfg.SnapshotPage)
 	for {
 		rows = rows[:0]
+		var bytes int64
 		more, err := snap.Scan(s.table, after, h.cfg.SnapshotPage, func(k string, st engine.State) error {
+			// A page is cut at SnapshotBytes too (at least one row), so
+			// that large values never make one frame of hundreds of MB.
+			n := int64(len(k) + len(st.Value) + 64)
+			if len(rows) > 0 && bytes+n > h.cfg.SnapshotBytes {
+				return errPageFull
+			}
+			bytes += n
 			rows = append(rows, Row{Key: k, Value: st.Value, Version: st.Version, LSN: st.LSN})
 			return nil
 		})
+		if errors.Is(err, errPageFull) {
+			more, err = true, nil
+		}
 		if err != nil {
 			return 0, fmt.Errorf("hub: snapshot of %s: %w", s.table, err)
 		}

@@ -19,6 +19,7 @@ import (
 
 	"routehound/engine"
 	"routehound/fleet"
+	"routehound/internal/netguard"
 )
 
 // Config is the listener's configuration.
@@ -35,6 +36,11 @@ type Config struct {
 	MaxBodyBytes      int64
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
+	// BodyReadTimeout bounds the time a request's body takes to arrive
+	// (netguard.BodyDeadline; 0: a minute).
+	BodyReadTimeout time.Duration
+	// Conns bounds the open connections, in total and per source address.
+	Conns netguard.Limits
 }
 
 // QuarantineSlots is how many malformed requests the quarantine keeps per
@@ -51,6 +57,8 @@ type Listener struct {
 	srv  *http.Server
 	addr net.Addr
 	done chan error // cap 1: Serve's end
+
+	guard *netguard.Listener // the connection caps (nil before Start)
 
 	qmu   sync.Mutex        // guards qnext only
 	qnext map[string]uint32 // device → next quarantine slot; bounded by the registered devices
@@ -79,14 +87,22 @@ func Start(e *engine.Engine, cfg Config, log *slog.Logger) (*Listener, error) {
 		return nil, fmt.Errorf("osmand: listen %s: %w", cfg.Listen, err)
 	}
 	l.addr = ln.Addr()
+	l.guard = netguard.Listen(ln, cfg.Conns)
+	ln = l.guard
+	bodyTimeout := cfg.BodyReadTimeout
+	if bodyTimeout <= 0 {
+		bodyTimeout = time.Minute
+	}
 	l.srv = &http.Server{
-		Handler:           l,
+		// A body is at most max_body_bytes; body_read_timeout is plenty
+		// on a poor mobile link and stops a trickling client from holding
+		// a handler (also after a 403 or 404, while net/http reads the
+		// unread body away).
+		Handler:           netguard.BodyDeadline(l, bodyTimeout),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
-		// A body is at most max_body_bytes; a minute is plenty on a poor
-		// mobile link and stops a trickling client from holding a handler.
-		ReadTimeout: time.Minute,
-		IdleTimeout: cfg.IdleTimeout,
-		ErrorLog:    slog.NewLogLogger(l.log.Handler(), slog.LevelWarn),
+		MaxHeaderBytes:    netguard.MaxHeaderBytes,
+		IdleTimeout:       cfg.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(l.log.Handler(), slog.LevelWarn),
 	}
 	tls := cfg.TLSCert != "" && cfg.TLSKey != ""
 	go func() {
@@ -107,6 +123,15 @@ func Start(e *engine.Engine, cfg Config, log *slog.Logger) (*Listener, error) {
 
 // Addr is where the listener is bound (nil before Start).
 func (l *Listener) Addr() net.Addr { return l.addr }
+
+// Refused counts the connections closed at the cap in total and at the
+// cap per address (0, 0 before Start).
+func (l *Listener) Refused() (total, perAddr uint64) {
+	if l.guard == nil {
+		return 0, 0
+	}
+	return l.guard.Refused()
+}
 
 // Done delivers Serve's end: nil after Shutdown, else why it stopped.
 func (l *Listener) Done() <-chan error { return l.done }

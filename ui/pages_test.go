@@ -313,3 +313,43 @@ func TestHistP99Since(t *testing.T) {
 		t.Fatalf("p99 %v over 115 samples with 5 above 2ms, want 2ms", got)
 	}
 }
+
+// TestTablePageCutAtByteBudget: a table page is cut at MaxPageBytes, not
+// only at pageSize rows, and its next link reads the rest; a value over
+// the engine's max_value_bytes is refused with 413 and a clear message.
+func TestTablePageCutAtByteBudget(t *testing.T) {
+	f := newFixture(t, Options{MaxPageBytes: 64 << 10})
+	c := f.client()
+	csrf := f.login(c, dashToken)
+	v := `"` + strings.Repeat("v", 20<<10) + `"`
+	for i := range 10 {
+		f.put("big", fmt.Sprintf("k%02d", i), v)
+	}
+	seen, after := 0, ""
+	for pages := 0; ; pages++ {
+		if pages > 10 {
+			t.Fatal("the next link never ended")
+		}
+		_, body, _ := f.get(c, "/ui/tables/big?after="+after)
+		n := strings.Count(body, "data-key=")
+		if n == 0 || n > 3 {
+			t.Fatalf("page after %q has %d rows of 20 KiB, want 1 to 3 within 64 KiB", after, n)
+		}
+		seen += n
+		last := fmt.Sprintf("k%02d", seen-1)
+		if seen == 10 {
+			if strings.Contains(body, `rel="next"`) {
+				t.Fatal("the last page links to a next one")
+			}
+			break
+		}
+		if !strings.Contains(body, "after="+last) {
+			t.Fatalf("page ending at %s has no next link", last)
+		}
+		after = last
+	}
+	st, body, _ := f.post(c, "/ui/tables/big/put", url.Values{"key": {"huge"}, "value": {`"` + strings.Repeat("v", 256<<10) + `"`}, "csrf": {csrf}})
+	if st != http.StatusRequestEntityTooLarge || !strings.Contains(body, "too large") {
+		t.Fatalf("a 256 KiB value: %d, want 413 with a message", st)
+	}
+}

@@ -15,8 +15,12 @@ import (
 	"routehound/fleet"
 )
 
-// pageSize is the rows of one page of a table.
+// pageSize is the rows of one page of a table (Options.MaxPageBytes cuts
+// it shorter).
 const pageSize = 100
+
+// errPageFull ends a page's scan at its byte budget.
+var errPageFull = errors.New("ui: page full")
 
 type tableListView struct {
 	Tables []engine.TableInfo
@@ -89,10 +93,21 @@ func (u *UI) table(ctx context.Context, table, after string, s *session) (tableV
 		return v, err
 	}
 	v.Keys = ti.Keys
+	var bytes int64
 	more, err := snap.Scan(table, after, pageSize, func(k string, st engine.State) error {
+		// Cut at the byte budget too (at least one row): large values
+		// never make one page of hundreds of MB.
+		n := int64(len(k) + len(st.Value) + 64)
+		if len(v.Rows) > 0 && bytes+n > u.opt.MaxPageBytes {
+			return errPageFull
+		}
+		bytes += n
 		v.Rows = append(v.Rows, tableRow{Key: k, Value: string(st.Value), Version: st.Version, LSN: st.LSN})
 		return nil
 	})
+	if errors.Is(err, errPageFull) {
+		more, err = true, nil
+	}
 	if err != nil {
 		return v, err
 	}
@@ -204,6 +219,8 @@ func (u *UI) writeKey(w http.ResponseWriter, r *http.Request, s *session, del bo
 			}
 		case errors.Is(err, engine.ErrNotFound):
 			status, msg = http.StatusNotFound, fmt.Sprintf("Key %q does not exist (already deleted?). Nothing was changed.", wr.Key)
+		case errors.Is(err, engine.ErrValueTooLarge):
+			status, msg = http.StatusRequestEntityTooLarge, "The value is too large ("+strings.TrimPrefix(err.Error(), engine.ErrValueTooLarge.Error()+": ")+", http.max_value_bytes). Nothing was written."
 		case errors.Is(err, engine.ErrLaneFull):
 			status, msg = http.StatusTooManyRequests, "The tables lane is at its bound; try again in a moment. Nothing was written."
 		}

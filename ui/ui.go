@@ -33,6 +33,9 @@ type Options struct {
 	MaxLive       int           // open live connections at most
 	FrameInterval time.Duration // shortest time between two frames of one view
 	Log           *slog.Logger
+	// MaxPageBytes cuts a table page at about this many bytes of rows
+	// (at least one row; 0: 4 MiB); its next link continues it.
+	MaxPageBytes int64
 }
 
 func (o *Options) defaults() {
@@ -47,6 +50,9 @@ func (o *Options) defaults() {
 	}
 	if o.FrameInterval <= 0 {
 		o.FrameInterval = 250 * time.Millisecond
+	}
+	if o.MaxPageBytes <= 0 {
+		o.MaxPageBytes = 4 << 20
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
