@@ -86,7 +86,10 @@ const TimeLayout = "2006-01-02T15:04:05.000Z07:00"
 // PhonePoint is what the positions table and the log keep for a point of
 // the phone apps, without its seq (the engine's committer assigns it and
 // puts it first): the driver API's point (lat, lng, ts, speed_kmh,
-// heading) plus what the apps add.
+// heading) plus what the apps add. It holds no device id: the id is the
+// phone's only credential and positions are readable by every dashboard
+// token (the key, the driver, says whose point it is; the admin maps
+// devices to drivers in the devices table).
 type PhonePoint struct {
 	Lat       float64        `json:"lat"`
 	Lng       float64        `json:"lng"`
@@ -98,7 +101,6 @@ type PhonePoint struct {
 	HDOP      *float64       `json:"hdop,omitempty"`
 	Battery   *float64       `json:"battery,omitempty"`
 	Charging  *bool          `json:"charging,omitempty"`
-	Device    string         `json:"device"`
 	TSReceipt bool           `json:"ts_is_receipt,omitempty"` // the request had no timestamp
 	Attrs     map[string]any `json:"attrs,omitempty"`
 }
