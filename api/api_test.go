@@ -1181,6 +1181,14 @@ func endpoints() []endpoint {
 		{"GET", "/v1/tables/u/events", "", nil, dash},
 		{"GET", "/v1/ws", "", nil, dash},
 		{"GET", "/v1/log", "", nil, []api.Role{api.RoleAdmin, api.RoleDashboard}},
+		// The tables of the phones' device ids (their credentials) are
+		// admin's only, on every read path (issue 18).
+		{"GET", "/v1/tables/devices", "", nil, []api.Role{api.RoleAdmin}},
+		{"GET", "/v1/tables/devices/keys/k", "", nil, []api.Role{api.RoleAdmin}},
+		{"GET", "/v1/tables/device_status", "", nil, []api.Role{api.RoleAdmin}},
+		{"GET", "/v1/tables/quarantine/keys/k", "", nil, []api.Role{api.RoleAdmin}},
+		{"GET", "/v1/tables/devices/events", "", nil, []api.Role{api.RoleAdmin}},
+		{"GET", "/v1/log?table=quarantine", "", nil, []api.Role{api.RoleAdmin}},
 		{"GET", "/metrics", "", nil, []api.Role{api.RoleAdmin}},
 		{"GET", "/debug/pprof/heap", "", nil, []api.Role{api.RoleAdmin}},
 	}

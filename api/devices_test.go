@@ -1,11 +1,14 @@
 package api_test
 
 import (
+	"context"
 	"net/http"
+	"strings"
 	"testing"
 
 	"routehound/api"
 	"routehound/config"
+	"routehound/fleet"
 )
 
 // newDevicesFixture is the server with configured devices registered in
@@ -91,5 +94,65 @@ func TestDevicesRefusals(t *testing.T) {
 	wantError(t, f.do(t, "POST", "/v1/devices/"+id, admin, nil), http.StatusMethodNotAllowed, "method_not_allowed")
 	if _, ok, _ := f.eng.DeviceDriver(id); ok {
 		t.Fatal("a refused PUT registered the device")
+	}
+}
+
+// TestDeviceIDsAdminOnly (issue 18): a device id is a phone's only
+// credential, so the tables that hold them (devices, device_status,
+// quarantine) are read by the admin only, on every read path: a page, a
+// key, the log with and without a table filter, SSE and WebSocket
+// subscriptions. The admin still reads all of them.
+func TestDeviceIDsAdminOnly(t *testing.T) {
+	f := newDevicesFixture(t, nil)
+	admin, dash := tok(api.RoleAdmin), tok(api.RoleDashboard)
+	const id = "secret-phone-7q2x"
+	wantStatus(t, f.do(t, "PUT", "/v1/devices/"+id, admin, map[string]string{"driver": "anna"}), http.StatusCreated)
+	ctx := context.Background()
+	if err := f.eng.PutPhoneRecord(ctx, fleet.TableDeviceStatus, id, []byte(`{"device":"`+id+`","driver":"anna"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.eng.PutPhoneRecord(ctx, fleet.TableQuarantine, id+"~00", []byte(`{"device":"`+id+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	control := f.do(t, "PUT", "/v1/tables/notes/keys/k", dash, map[string]int{"v": 1})
+	wantStatus(t, control, http.StatusCreated)
+
+	secret := map[string]string{fleet.TableDevices: id, fleet.TableDeviceStatus: id, fleet.TableQuarantine: id + "~00"}
+	for table, key := range secret {
+		for _, p := range []string{"/v1/tables/" + table, "/v1/tables/" + table + "/keys/" + key, "/v1/log?table=" + table} {
+			wantError(t, f.do(t, "GET", p, dash, nil), http.StatusForbidden, "forbidden")
+			if r := f.do(t, "GET", p, admin, nil); r.status != http.StatusOK || !strings.Contains(string(r.body), id) {
+				t.Fatalf("admin GET %s: %v", p, r)
+			}
+		}
+		if s, r := f.openSSE(t, "/v1/tables/"+table+"/events", dash); s != nil {
+			t.Fatalf("dashboard subscribed to %s over SSE", table)
+		} else {
+			wantError(t, r, http.StatusForbidden, "forbidden")
+		}
+		f.mustSSE(t, "/v1/tables/"+table+"/events", admin).close()
+		ws := f.mustWS(t, dash)
+		ws.send(t, map[string]any{"op": "subscribe", "table": table})
+		if fr := ws.next(t); fr.Type != "error" || fr.Code != "forbidden" {
+			t.Fatalf("dashboard WebSocket subscribe %s: %v", table, fr)
+		}
+		// The refused subscription leaves the connection usable.
+		ws.subscribe(t, "notes")
+		if rows, _ := f.mustWS(t, admin).subscribe(t, table); len(rows) != 1 {
+			t.Fatalf("admin WebSocket snapshot of %s: %v", table, rows)
+		}
+	}
+	// The unfiltered log skips the secret tables for a dashboard token, and
+	// still pages to the end; the admin reads every record.
+	r := f.do(t, "GET", "/v1/log?after=0&limit=1000", dash, nil)
+	wantStatus(t, r, http.StatusOK)
+	if strings.Contains(string(r.body), id) || !strings.Contains(string(r.body), `"notes"`) {
+		t.Fatalf("dashboard log: %s", r.body)
+	}
+	r = f.do(t, "GET", "/v1/log?after=0&limit=1000", admin, nil)
+	for table := range secret {
+		if !strings.Contains(string(r.body), `"table":"`+table+`"`) {
+			t.Fatalf("admin log without %s: %s", table, r.body)
+		}
 	}
 }

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"routehound/engine"
 	"strconv"
+
+	"routehound/engine"
+	"routehound/fleet"
 )
 
 type logRecord struct {
@@ -23,8 +25,10 @@ var errPageFull = errors.New("page full")
 
 // getLog is the change feed: durable records after ?after=, in LSN order,
 // at most ?limit= (default 100, max 1000), optionally of one ?table=.
-// next is the after of the next page, null at the end of the log.
-func (s *Server) getLog(w http.ResponseWriter, r *http.Request) {
+// next is the after of the next page, null at the end of the log. The
+// secret tables (fleet.IsSecret) are admin's only: another role asking for
+// one gets 403, and its unfiltered pages skip their records.
+func (s *Server) getLog(w http.ResponseWriter, r *http.Request, role Role) {
 	q := r.URL.Query()
 	var after uint64
 	if v := q.Get("after"); v != "" {
@@ -42,15 +46,21 @@ func (s *Server) getLog(w http.ResponseWriter, r *http.Request) {
 	}
 	table := q.Get("table")
 	if table != "" {
-		if err := checkTable(table); err != nil {
+		err := checkTable(table)
+		if err == nil {
+			err = checkRead(role, table)
+		}
+		if err != nil {
 			s.fail(w, r, err)
 			return
 		}
 	}
-	// A table filter may skip many records: scan a bounded window per
-	// request and hand back where the scan stopped.
+	hideSecret := role != RoleAdmin
+	// A table filter (or the secret tables hidden) may skip many records:
+	// scan a bounded window per request and hand back where the scan
+	// stopped.
 	scan := limit
-	if table != "" {
+	if table != "" || hideSecret {
 		scan = 10000
 	}
 	recs := []logRecord{}
@@ -58,6 +68,9 @@ func (s *Server) getLog(w http.ResponseWriter, r *http.Request) {
 	err = s.e.ReadLog(after, scan, func(rec engine.Record) error {
 		last = rec.LSN
 		if table != "" && rec.Table != table {
+			return nil
+		}
+		if hideSecret && fleet.IsSecret(rec.Table) {
 			return nil
 		}
 		recs = append(recs, logRecord{LSN: rec.LSN, Table: rec.Table, Key: rec.Key, Op: rec.Op.String(),

@@ -49,10 +49,10 @@ func New(e *engine.Engine, tokens *Tokens, cfg Config, log *slog.Logger) *Server
 func (s *Server) MountHub(h *hub.Hub) {
 	s.ledger.h = h
 	s.mux.Handle("/v1/tables/{table}/events", s.methods(map[string]http.HandlerFunc{
-		"GET": s.allow(noLane, s.sseHandler(h), RoleDashboard, RoleAdmin),
+		"GET": s.allowRole(noLane, s.sseHandler(h), RoleDashboard, RoleAdmin),
 	}))
 	s.mux.Handle("/v1/ws", s.methods(map[string]http.HandlerFunc{
-		"GET": s.allow(noLane, s.wsHandler(h), RoleDashboard, RoleAdmin),
+		"GET": s.allowRole(noLane, s.wsHandler(h), RoleDashboard, RoleAdmin),
 	}))
 }
 
@@ -101,7 +101,7 @@ func (s *Server) routes() {
 		"POST": s.allow(engine.LaneWarehouse, s.postLoadingEvent, RoleWarehouse),
 	}))
 	s.mux.HandleFunc("/v1/log", s.methods(map[string]http.HandlerFunc{
-		"GET": s.allow(noLane, s.getLog, RoleAdmin, RoleDashboard),
+		"GET": s.allowRole(noLane, s.getLog, RoleAdmin, RoleDashboard),
 	}))
 	s.tableRoutes()
 	s.deviceRoutes()

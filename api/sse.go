@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"routehound/fleet"
 	"routehound/hub"
 )
 
@@ -24,11 +25,14 @@ import (
 // Snapshot rows carry no id, so a client cut off inside a snapshot resumes
 // from before it and gets it again. The hub subscribes and streams; this
 // handler is the transport (hub.Sink). Mounted by MountHub behind
-// allow(dashboard, admin).
-func (s *Server) sseHandler(h *hub.Hub) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+// allow(dashboard, admin); a secret table (fleet.IsSecret) is admin's only.
+func (s *Server) sseHandler(h *hub.Hub) func(http.ResponseWriter, *http.Request, Role) {
+	return func(w http.ResponseWriter, r *http.Request, role Role) {
 		table := r.PathValue("table")
 		from, err := fromParam(r)
+		if err == nil && fleet.CheckName("table", table) == nil {
+			err = checkRead(role, table) // a bad name is the hub's refusal, as before
+		}
 		if err != nil {
 			s.fail(w, r, err)
 			return

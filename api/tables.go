@@ -15,10 +15,10 @@ func (s *Server) tableRoutes() {
 		"GET": s.allow(noLane, s.listTables, read...),
 	}))
 	s.mux.HandleFunc("/v1/tables/{table}", s.methods(map[string]http.HandlerFunc{
-		"GET": s.allow(noLane, s.pageTable, read...),
+		"GET": s.allowRole(noLane, s.pageTable, read...),
 	}))
 	s.mux.HandleFunc("/v1/tables/{table}/keys/{key...}", s.methods(map[string]http.HandlerFunc{
-		"GET":    s.allow(noLane, s.getKey, read...),
+		"GET":    s.allowRole(noLane, s.getKey, read...),
 		"PUT":    s.allow(engine.LaneTables, s.putKey, read...),
 		"DELETE": s.allow(engine.LaneTables, s.deleteKey, read...),
 	}))
@@ -77,9 +77,13 @@ type row struct {
 	LSN     uint64          `json:"lsn"`
 }
 
-func (s *Server) pageTable(w http.ResponseWriter, r *http.Request) {
+func (s *Server) pageTable(w http.ResponseWriter, r *http.Request, role Role) {
 	table := r.PathValue("table")
-	if err := checkTable(table); err != nil {
+	err := checkTable(table)
+	if err == nil {
+		err = checkRead(role, table)
+	}
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -123,8 +127,12 @@ func (s *Server) tableKey(w http.ResponseWriter, r *http.Request, lane engine.La
 	return table, key, true
 }
 
-func (s *Server) getKey(w http.ResponseWriter, r *http.Request) {
+func (s *Server) getKey(w http.ResponseWriter, r *http.Request, role Role) {
 	if table, key, ok := s.tableKey(w, r, noLane); ok {
+		if err := checkRead(role, table); err != nil {
+			s.fail(w, r, err)
+			return
+		}
 		s.writeKey(w, r, table, key)
 	}
 }

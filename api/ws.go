@@ -44,8 +44,8 @@ type wsIn struct {
 // Origin is checked (browser sessions use the dashboard's own live endpoint
 // in ui). The handshake itself is checked first, so that a malformed one is
 // answered like every other error.
-func (s *Server) wsHandler(h *hub.Hub) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func (s *Server) wsHandler(h *hub.Hub) func(http.ResponseWriter, *http.Request, Role) {
+	return func(w http.ResponseWriter, r *http.Request, role Role) {
 		if err := checkHandshake(r); err != nil {
 			s.fail(w, r, err)
 			return
@@ -56,15 +56,16 @@ func (s *Server) wsHandler(h *hub.Hub) http.HandlerFunc {
 		}
 		cfg := h.Config()
 		c.SetReadLimit(cfg.MaxMessageBytes)
-		conn := &wsConn{s: s, h: h, c: c, heartbeat: cfg.Heartbeat, writeTimeout: cfg.WriteTimeout}
+		conn := &wsConn{s: s, h: h, c: c, role: role, heartbeat: cfg.Heartbeat, writeTimeout: cfg.WriteTimeout}
 		conn.serve(r.Context())
 	}
 }
 
 type wsConn struct {
-	s *Server
-	h *hub.Hub
-	c *websocket.Conn
+	s    *Server
+	h    *hub.Hub
+	c    *websocket.Conn
+	role Role // a secret table (fleet.IsSecret) is admin's only
 
 	heartbeat, writeTimeout time.Duration
 
@@ -161,6 +162,12 @@ func (wc *wsConn) stopStream() {
 // subscribe switches the connection to table.
 // A refused subscription (bad name, table full) keeps the current one.
 func (wc *wsConn) subscribe(ctx context.Context, table string, from *uint64) {
+	if fleet.CheckName("table", table) == nil {
+		if err := checkRead(wc.role, table); err != nil {
+			wc.sendError("", err)
+			return
+		}
+	}
 	sub, err := wc.h.Subscribe(table)
 	if err != nil {
 		wc.sendError("", err)

@@ -165,6 +165,10 @@ func (u *UI) liveHandler(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "bad_parameter", err.Error())
 		return
 	}
+	if t := view.table(); t != "" && !s.canRead(t) {
+		failSecret(w, t)
+		return
+	}
 	var from *uint64
 	v := r.URL.Query().Get("from")
 	if id := r.Header.Get("Last-Event-ID"); id != "" {

@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"routehound/fleet"
 )
 
 const (
@@ -23,6 +26,17 @@ type session struct {
 	role    string
 	csrf    string
 	expires time.Time
+}
+
+// canRead reports whether the session may read table: the tables of the
+// phones' device ids (fleet.IsSecret) are the admin's only, as in the API.
+func (s *session) canRead(table string) bool {
+	return s.role == "admin" || !fleet.IsSecret(table)
+}
+
+// failSecret refuses a dashboard session a table of device ids.
+func failSecret(w http.ResponseWriter, table string) {
+	fail(w, http.StatusForbidden, "forbidden", "table "+strconv.Quote(table)+" holds the phones' device ids (their credentials): log in with an admin token to read it")
 }
 
 // sessions is the bounded session store. Policy when full: expired

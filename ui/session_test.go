@@ -1,11 +1,15 @@
 package ui
 
 import (
+	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"routehound/fleet"
 )
 
 func TestNothingWithoutASession(t *testing.T) {
@@ -196,4 +200,35 @@ func TestLiveRefusesCrossSiteAndIsBounded(t *testing.T) {
 	if resp.StatusCode != http.StatusTooManyRequests {
 		t.Errorf("second live connection over max_live=1: %d, want 429", resp.StatusCode)
 	}
+}
+
+// TestDeviceTablesAdminOnly (issue 18): the tables of the phones' device
+// ids are the admin's only on the dashboard too: a dashboard session gets
+// 403 on their page, on their live stream and on a (refused) form post that
+// would render them; an admin session reads them.
+func TestDeviceTablesAdminOnly(t *testing.T) {
+	f := newFixture(t, Options{})
+	const id = "secret-phone-7q2x"
+	if err := f.e.PutPhoneRecord(context.Background(), fleet.TableDeviceStatus, id, []byte(`{"device":"`+id+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	dash, admin := f.client(), f.client()
+	csrf := f.login(dash, dashToken)
+	f.login(admin, adminToken)
+	lsn := f.e.DurableLSN()
+	for _, p := range []string{"/ui/tables/device_status", "/ui/tables/devices", "/ui/tables/quarantine",
+		fmt.Sprintf("/ui/live/table?table=device_status&from=%d", lsn)} {
+		st, body, _ := f.get(dash, p)
+		if st != http.StatusForbidden || !strings.Contains(body, `"forbidden"`) || strings.Contains(body, id) {
+			t.Errorf("dashboard GET %s: %d %s", p, st, body)
+		}
+	}
+	st, body, _ := f.post(dash, "/ui/tables/device_status/put", url.Values{"key": {"k"}, "value": {"1"}, "csrf": {csrf}})
+	if st != http.StatusForbidden || strings.Contains(body, id) {
+		t.Errorf("dashboard POST to device_status: %d %s", st, body)
+	}
+	if st, body, _ := f.get(admin, "/ui/tables/device_status"); st != http.StatusOK || !strings.Contains(body, id) {
+		t.Errorf("admin GET device_status: %d", st)
+	}
+	f.live(admin, fmt.Sprintf("/ui/live/table?table=device_status&from=%d", lsn))
 }

@@ -113,6 +113,10 @@ func (u *UI) showTable(w http.ResponseWriter, r *http.Request, s *session, statu
 		fail(w, http.StatusBadRequest, "bad_table", fleet.Message(err))
 		return
 	}
+	if !s.canRead(table) {
+		failSecret(w, table)
+		return
+	}
 	q := r.URL.Query()
 	after := q.Get("after")
 	v, err := u.table(r.Context(), table, after, s)
