@@ -79,6 +79,9 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := config.TokensFileAccess(cfg, dir); err != nil {
+		log.Warn("tokens file readable by others", "err", err)
+	}
 	t0 := time.Now()
 	// The engine owns the store: it opens it, reopens it after a storage
 	// failure and resumes (Failed reports only a failure it could not

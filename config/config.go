@@ -231,12 +231,22 @@ var deprecated = map[string]bool{"batch_records": true, "batch_bytes": true, "ba
 
 // Validate reports the first setting that cannot work.
 func (c Config) Validate() error {
+	first := map[string]int{} // token → the index of its first entry
 	for i, t := range c.Tokens {
 		if !validRole(t.Role) {
 			return fmt.Errorf("config: tokens[%d]: role %q is not one of %s", i, t.Role, strings.Join(Roles, ", "))
 		}
 		if len(t.Token) < 16 {
 			return fmt.Errorf("config: tokens[%d] (%s): token shorter than 16 characters", i, t.Role)
+		}
+		// A token has one role: the same token under two roles would
+		// leave which one applies to the order of the file. The message
+		// names the entries, never the token.
+		if j, ok := first[t.Token]; ok && c.Tokens[j].Role != t.Role {
+			return fmt.Errorf("config: tokens[%d] (%s) has the same token as tokens[%d] (%s): a token has one role; give each role its own token",
+				i, t.Role, j, c.Tokens[j].Role)
+		} else if !ok {
+			first[t.Token] = i
 		}
 	}
 	if c.HTTP.MaxBodyBytes <= 0 {
