@@ -42,8 +42,21 @@ func (t *Tokens) Role(token string) (Role, bool) {
 }
 
 // authenticate reads "Authorization: Bearer <token>": 401 when missing or
-// unknown.
+// unknown, counted against the source address; 429 too_many_failures for
+// an address past its failures (FailureLimiter), whatever its token.
 func (s *Server) authenticate(r *http.Request) (Role, error) {
+	if retry, blocked := s.failures.Blocked(r); blocked {
+		return "", tooManyFailures(retry)
+	}
+	role, err := s.bearer(r)
+	if err != nil {
+		s.failures.Failed(r)
+	}
+	return role, err
+}
+
+// bearer resolves the request's bearer token.
+func (s *Server) bearer(r *http.Request) (Role, error) {
 	h := r.Header.Get("Authorization")
 	scheme, tok, ok := strings.Cut(h, " ")
 	if h == "" {

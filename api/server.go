@@ -15,6 +15,11 @@ import (
 type Config struct {
 	MaxBodyBytes int64
 	RetryAfter   time.Duration
+	// MaxAuthFailures failed authentications per source address within
+	// AuthFailureWindow, then 429 too_many_failures (FailureLimiter); 0:
+	// no limit.
+	MaxAuthFailures   int
+	AuthFailureWindow time.Duration
 }
 
 // Server serves the v1 interface over one engine.
@@ -31,6 +36,8 @@ type Server struct {
 	driverSlots chan struct{}
 
 	configDevices map[string]string // phone device id → driver, from the config (devices.go)
+
+	failures *FailureLimiter // nil: no limit
 }
 
 // New builds the server; mount more routes with Handle before serving.
@@ -39,7 +46,8 @@ func New(e *engine.Engine, tokens *Tokens, cfg Config, log *slog.Logger) *Server
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{e: e, tokens: tokens, cfg: cfg, log: log, mux: http.NewServeMux(),
-		driverSlots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1))}
+		driverSlots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1)),
+		failures:    NewFailureLimiter(cfg.MaxAuthFailures, cfg.AuthFailureWindow)}
 	s.routes()
 	return s
 }
@@ -62,6 +70,11 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, 
 // Authenticate resolves the request's bearer token to its role, for handlers
 // mounted from other packages.
 func (s *Server) Authenticate(r *http.Request) (Role, error) { return s.authenticate(r) }
+
+// Failures is the server's limiter of failed authentications per source
+// address (nil when off), for the dashboard's login to count against the
+// same addresses.
+func (s *Server) Failures() *FailureLimiter { return s.failures }
 
 // ServeHTTP makes the server an http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }

@@ -98,7 +98,12 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 	for _, t := range tokens {
 		roles[t.Token] = api.Role(t.Role)
 	}
-	srv := api.New(eng, api.NewTokens(roles), api.Config{MaxBodyBytes: cfg.HTTP.MaxBodyBytes, RetryAfter: cfg.HTTP.RetryAfter}, log)
+	// One token table, kept hashed (api.Tokens), for the API and the
+	// dashboard's login alike: no raw token → role map outlives this.
+	toks := api.NewTokens(roles)
+	clear(roles)
+	srv := api.New(eng, toks, api.Config{MaxBodyBytes: cfg.HTTP.MaxBodyBytes, RetryAfter: cfg.HTTP.RetryAfter,
+		MaxAuthFailures: cfg.HTTP.MaxAuthFailures, AuthFailureWindow: cfg.HTTP.AuthFailureWindow}, log)
 	hb := hub.New(eng, HubConfig(cfg), log)
 	srv.MountHub(hb)
 	phones, err := PhoneConfig(cfg)
@@ -123,9 +128,10 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 		Engine: eng, Hub: hb, Log: log,
 		Read: replicaReader{a.Replica},
 		Role: func(tok string) (string, bool) {
-			r, ok := roles[tok]
+			r, ok := toks.Role(tok)
 			return string(r), ok
 		},
+		Failures:   srv.Failures(), // refused logins and API 401s count together, per address
 		Secure:     cfg.HTTP.TLSCert != "",
 		SessionTTL: cfg.UI.SessionTTL, MaxSessions: cfg.UI.MaxSessions,
 		MaxLive: cfg.UI.MaxLive, FrameInterval: cfg.UI.FrameInterval,

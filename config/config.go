@@ -72,6 +72,12 @@ type HTTP struct {
 	// speaks HTTPS only (and dashboard cookies are Secure).
 	TLSCert string `toml:"tls_cert"`
 	TLSKey  string `toml:"tls_key"`
+	// MaxAuthFailures bounds the failed authentications (API 401s,
+	// refused dashboard logins) per source address within
+	// AuthFailureWindow; past it the address is answered 429
+	// too_many_failures until its window ends. 0: no limit.
+	MaxAuthFailures   int           `toml:"max_auth_failures"`
+	AuthFailureWindow time.Duration `toml:"auth_failure_window"`
 }
 
 // Storage configures the wal.
@@ -167,6 +173,8 @@ func Default() Config {
 			IdleTimeout:       2 * time.Minute,
 			RetryAfter:        time.Second,
 			ShutdownTimeout:   10 * time.Second,
+			MaxAuthFailures:   20,
+			AuthFailureWindow: time.Minute,
 		},
 		Storage: Storage{
 			MemoryMB:       96,
@@ -248,6 +256,9 @@ func (c Config) Validate() error {
 		} else if !ok {
 			first[t.Token] = i
 		}
+	}
+	if c.HTTP.MaxAuthFailures < 0 || c.HTTP.MaxAuthFailures > 0 && c.HTTP.AuthFailureWindow <= 0 {
+		return errors.New("config: http.max_auth_failures must be >= 0 (0: no limit) and http.auth_failure_window > 0")
 	}
 	if c.HTTP.MaxBodyBytes <= 0 {
 		return errors.New("config: http.max_body_bytes must be > 0")

@@ -190,6 +190,13 @@ func (u *UI) renderLogin(w http.ResponseWriter, r *http.Request, status int, msg
 
 // login checks the token (dashboard or admin) and starts a session.
 func (u *UI) login(w http.ResponseWriter, r *http.Request) {
+	if u.opt.Failures != nil {
+		if retry, blocked := u.opt.Failures.Blocked(r); blocked {
+			w.Header().Set("Retry-After", strconv.Itoa(max(1, int((retry+time.Second-1)/time.Second))))
+			fail(w, http.StatusTooManyRequests, "too_many_failures", "too many failed logins from this address; try again later")
+			return
+		}
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	if err := r.ParseForm(); err != nil {
 		fail(w, http.StatusBadRequest, "bad_form", "the form could not be read: "+err.Error())
@@ -204,6 +211,9 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	role, ok := "", false
 	if u.opt.Role != nil {
 		role, ok = u.opt.Role(strings.TrimSpace(r.PostForm.Get("token")))
+	}
+	if !ok && u.opt.Failures != nil {
+		u.opt.Failures.Failed(r) // an unknown token; a known one of another role guesses nothing
 	}
 	if !ok || (role != "dashboard" && role != "admin") {
 		u.renderLogin(w, r, http.StatusUnauthorized, "Unknown token, or not a dashboard or admin token.")
