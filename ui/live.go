@@ -283,6 +283,13 @@ func (u *UI) liveHandler(w http.ResponseWriter, r *http.Request) {
 			flush()
 			return
 		case now := <-tick.C:
+			if !u.sessions.alive(s.id, time.Now()) {
+				// Logged out or expired: the stream ends with its session;
+				// the reload lands on the login form.
+				fmt.Fprint(bw, "event: reload\ndata: {\"reason\":\"session_ended\"}\n\n")
+				flush()
+				return
+			}
 			snap, evs, last, reload := co.take()
 			var rf frame
 			if snap != nil && !reload {

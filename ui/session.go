@@ -100,6 +100,15 @@ func (s *sessions) get(r *http.Request) (*session, bool) {
 	return ss, true
 }
 
+// alive reports whether session id is still logged in at now (not ended
+// by a logout, not expired, not evicted): a live stream asks it each frame.
+func (s *sessions) alive(id string, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss, ok := s.m[id]
+	return ok && !now.After(ss.expires)
+}
+
 func (s *sessions) end(id string) {
 	s.mu.Lock()
 	delete(s.m, id)

@@ -232,3 +232,50 @@ func TestDeviceTablesAdminOnly(t *testing.T) {
 	}
 	f.live(admin, fmt.Sprintf("/ui/live/table?table=device_status&from=%d", lsn))
 }
+
+// A live stream ends with its session (issue 18): at logout, and at
+// expiry, the open stream gets a reload (which lands on the login form) and
+// ends, instead of streaming on for as long as the browser stays.
+func TestLiveStreamEndsWithItsSession(t *testing.T) {
+	for _, how := range []string{"logout", "expiry"} {
+		t.Run(how, func(t *testing.T) {
+			ttl := time.Hour
+			if how == "expiry" {
+				ttl = 1500 * time.Millisecond
+			}
+			f := newFixture(t, Options{SessionTTL: ttl})
+			c := f.client()
+			csrf := f.login(c, dashToken)
+			_, body, _ := f.get(c, "/ui/")
+			ls := f.live(c, liveOf(t, body))
+			ls.next(t, 5*time.Second) // streaming
+			if how == "logout" {
+				if st, _, _ := f.post(c, "/ui/logout", url.Values{"csrf": {csrf}}); st != http.StatusSeeOther {
+					t.Fatalf("logout: %d", st)
+				}
+			}
+			wait := 5 * time.Second
+			if how == "expiry" {
+				wait += ttl
+			}
+			deadline := time.After(wait)
+			for {
+				select {
+				case m, ok := <-ls.frames:
+					if !ok {
+						t.Fatal("the stream ended without a reload")
+					}
+					if m.event != "reload" {
+						continue
+					}
+					if _, ok := <-ls.frames; ok {
+						t.Fatal("the stream went on after the reload")
+					}
+					return
+				case <-deadline:
+					t.Fatalf("the live stream outlived the session's %s", how)
+				}
+			}
+		})
+	}
+}
