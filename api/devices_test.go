@@ -8,6 +8,7 @@ import (
 
 	"routehound/api"
 	"routehound/config"
+	"routehound/engine"
 	"routehound/fleet"
 )
 
@@ -153,6 +154,51 @@ func TestDeviceIDsAdminOnly(t *testing.T) {
 	for table := range secret {
 		if !strings.Contains(string(r.body), `"table":"`+table+`"`) {
 			t.Fatalf("admin log without %s: %s", table, r.body)
+		}
+	}
+}
+
+// TestLegacyPositionsWithoutDeviceID (issue 18): phone points stored
+// before device ids became admin-only carry a "device" member; a dashboard
+// token reads positions without it on every path (page, key, log, SSE and
+// WebSocket snapshot and changes), the admin as stored.
+func TestLegacyPositionsWithoutDeviceID(t *testing.T) {
+	f := newDevicesFixture(t, nil)
+	admin, dash := tok(api.RoleAdmin), tok(api.RoleDashboard)
+	const id = "legacy-phone-4k8w"
+	fix := int64(1763899200000)
+	legacy := func() {
+		t.Helper()
+		fix += 1000
+		if _, err := f.eng.SubmitPhonePoint(context.Background(), engine.PhonePoint{Driver: "anna", Device: id, FixMs: fix, Lat: 52.5, Lng: 13.4,
+			Value: []byte(`{"lat":52.5,"lng":13.4,"ts":"2025-11-23T12:00:00.000Z","device":"` + id + `"}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	legacy()
+	sse := f.mustSSE(t, "/v1/tables/positions/events", dash)
+	ws := f.mustWS(t, dash)
+	rows, _ := ws.subscribe(t, fleet.TablePositions)
+	legacy() // a change after the snapshot
+	for _, p := range []string{"/v1/tables/positions", "/v1/tables/positions/keys/anna", "/v1/log?table=positions", "/v1/log"} {
+		r := f.do(t, "GET", p, dash, nil)
+		wantStatus(t, r, http.StatusOK)
+		if strings.Contains(string(r.body), id) || !strings.Contains(string(r.body), `"lat":52.5`) {
+			t.Errorf("dashboard GET %s: %s", p, r.body)
+		}
+		if r := f.do(t, "GET", p, admin, nil); !strings.Contains(string(r.body), id) {
+			t.Errorf("admin GET %s lost the stored value: %s", p, r.body)
+		}
+	}
+	if len(rows) != 1 || strings.Contains(string(rows[0].Value), id) || !strings.Contains(string(rows[0].Value), `"lat":52.5`) {
+		t.Errorf("WebSocket snapshot: %+v", rows)
+	}
+	if fr := ws.next(t); fr.Type != "change" || strings.Contains(fr.raw, id) || !strings.Contains(fr.raw, `"lat":52.5`) {
+		t.Errorf("WebSocket change: %v", fr)
+	}
+	for range 3 { // a snapshot row, the snapshot's end, the change
+		if ev := sse.next(t); strings.Contains(ev.data, id) {
+			t.Errorf("SSE event %v", ev)
 		}
 	}
 }

@@ -70,11 +70,15 @@ func (s *Server) getLog(w http.ResponseWriter, r *http.Request, role Role) {
 		if table != "" && rec.Table != table {
 			return nil
 		}
-		if hideSecret && fleet.IsSecret(rec.Table) {
-			return nil
+		value := rec.Value
+		if hideSecret {
+			if fleet.IsSecret(rec.Table) {
+				return nil
+			}
+			value = fleet.RedactForNonAdmin(rec.Table, value)
 		}
 		recs = append(recs, logRecord{LSN: rec.LSN, Table: rec.Table, Key: rec.Key, Op: rec.Op.String(),
-			Value: rec.Value, Version: rec.Version, Actor: rec.Actor, CommittedAt: rfc3339(rec.CommittedAt)})
+			Value: value, Version: rec.Version, Actor: rec.Actor, CommittedAt: rfc3339(rec.CommittedAt)})
 		if len(recs) == limit {
 			return errPageFull
 		}

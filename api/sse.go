@@ -48,7 +48,8 @@ func (s *Server) sseHandler(h *hub.Hub) func(http.ResponseWriter, *http.Request,
 		w.Header().Set("Cache-Control", "no-cache")
 		w.Header().Set("X-Accel-Buffering", "no")
 		w.WriteHeader(http.StatusOK)
-		sink := &sseSink{w: bufio.NewWriterSize(w, 16<<10), rc: rc, timeout: h.Config().WriteTimeout}
+		sink := &sseSink{w: bufio.NewWriterSize(w, 16<<10), rc: rc, timeout: h.Config().WriteTimeout,
+			redact: role != RoleAdmin && table == fleet.TablePositions}
 		if err := sink.flush(); err != nil {
 			return
 		}
@@ -82,6 +83,7 @@ type sseSink struct {
 	w       *bufio.Writer
 	rc      *http.ResponseController
 	timeout time.Duration
+	redact  bool // positions for a non-admin: no legacy device id (fleet.StripLegacyDevice)
 }
 
 // flush writes what is buffered within the write timeout: a subscriber
@@ -100,7 +102,11 @@ func (s *sseSink) Snapshot(lsn uint64, rows []hub.Row, first, last, resync bool)
 	}
 	for i := range rows {
 		s.w.WriteString("event: put\ndata: ")
-		s.w.Write(rows[i].AppendJSON(nil))
+		row := rows[i]
+		if s.redact {
+			row.Value = fleet.StripLegacyDevice(row.Value)
+		}
+		s.w.Write(row.AppendJSON(nil))
 		s.w.WriteString("\n\n")
 	}
 	if last {
@@ -115,7 +121,7 @@ func (s *sseSink) Change(ev *hub.Event) error {
 	s.w.WriteString("\nevent: ")
 	s.w.WriteString(ev.OpName())
 	s.w.WriteString("\ndata: ")
-	s.w.Write(ev.Data())
+	s.w.Write(redactedData(ev, s.redact))
 	_, err := s.w.WriteString("\n\n")
 	return err
 }

@@ -99,7 +99,11 @@ func (s *Server) pageTable(w http.ResponseWriter, r *http.Request, role Role) {
 	}
 	defer snap.Close()
 	rows := []row{}
+	redact := role != RoleAdmin
 	more, err := snap.Scan(table, r.URL.Query().Get("after"), limit, func(k string, st engine.State) error {
+		if redact {
+			st.Value = fleet.RedactForNonAdmin(table, st.Value)
+		}
 		rows = append(rows, row{Key: k, Value: st.Value, Version: st.Version, LSN: st.LSN})
 		return nil
 	})
@@ -133,12 +137,13 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request, role Role) {
 			s.fail(w, r, err)
 			return
 		}
-		s.writeKey(w, r, table, key)
+		s.writeKey(w, r, table, key, role != RoleAdmin)
 	}
 }
 
-// writeKey answers the current state of one key.
-func (s *Server) writeKey(w http.ResponseWriter, r *http.Request, table, key string) {
+// writeKey answers the current state of one key; redact, for a non-admin
+// caller, strips what only the admin reads (fleet.RedactForNonAdmin).
+func (s *Server) writeKey(w http.ResponseWriter, r *http.Request, table, key string, redact bool) {
 	snap, err := s.e.Snapshot()
 	if err != nil {
 		s.fail(w, r, err)
@@ -153,6 +158,9 @@ func (s *Server) writeKey(w http.ResponseWriter, r *http.Request, table, key str
 	if !found {
 		s.fail(w, r, errorf(http.StatusNotFound, "not_found", "no key %q in table %q", key, table))
 		return
+	}
+	if redact {
+		st.Value = fleet.RedactForNonAdmin(table, st.Value)
 	}
 	w.Header().Set("ETag", etag(st.Version))
 	writeJSON(w, http.StatusOK, row{Key: key, Value: st.Value, Version: st.Version, LSN: st.LSN})

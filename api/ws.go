@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -182,7 +183,8 @@ func (wc *wsConn) subscribe(ctx context.Context, table string, from *uint64) {
 	go func() {
 		defer close(done)
 		defer sub.Close()
-		err := wc.h.Stream(sctx, sub, from, &wsSink{wc: wc, table: table})
+		err := wc.h.Stream(sctx, sub, from, &wsSink{wc: wc, table: table,
+			redact: wc.role != RoleAdmin && table == fleet.TablePositions})
 		var ce *hub.ClosedError
 		switch {
 		case errors.As(err, &ce):
@@ -232,6 +234,7 @@ func (wc *wsConn) write(ctx context.Context, m wsIn) {
 type wsSink struct {
 	wc      *wsConn
 	table   string
+	redact  bool     // positions for a non-admin: no legacy device id (fleet.StripLegacyDevice)
 	pending [][]byte // change messages not yet written; bounded by 64
 }
 
@@ -241,17 +244,24 @@ func (s *wsSink) Snapshot(lsn uint64, rows []hub.Row, first, last, resync bool) 
 			return err
 		}
 	}
+	if s.redact {
+		rows = slices.Clone(rows) // the hub reuses the array
+		for i := range rows {
+			rows[i].Value = fleet.StripLegacyDevice(rows[i].Value)
+		}
+	}
 	return s.wc.send(map[string]any{"type": "snapshot", "table": s.table, "lsn": lsn, "rows": rows, "last": last, "resync": resync})
 }
 
 func (s *wsSink) Change(ev *hub.Event) error {
-	b := make([]byte, 0, 64+len(ev.Table)+len(ev.Data()))
+	data := redactedData(ev, s.redact)
+	b := make([]byte, 0, 64+len(ev.Table)+len(data))
 	b = append(b, `{"type":"change","table":`...)
 	b = strconv.AppendQuote(b, ev.Table) // table names are [A-Za-z0-9._:@~-]: Go and JSON quoting agree
 	b = append(b, `,"op":"`...)
 	b = append(b, ev.OpName()...)
 	b = append(b, `",`...)
-	b = append(b, ev.Data()[1:]...) // splice {"key",…} into the frame
+	b = append(b, data[1:]...) // splice {"key",…} into the frame
 	s.pending = append(s.pending, b)
 	if len(s.pending) >= 64 {
 		return s.Flush()
@@ -278,6 +288,19 @@ func (s *wsSink) Flush() error {
 }
 
 func (s *wsSink) Heartbeat() error { return nil } // keepalive pings the connection
+
+// redactedData is ev's {"key","value","version","lsn"} for a stream: the
+// shared encoding, unless redact and the value holds a legacy device id
+// (then a copy without it, for this subscriber only).
+func redactedData(ev *hub.Event, redact bool) []byte {
+	if redact {
+		if v := fleet.StripLegacyDevice(ev.Value); len(v) != len(ev.Value) {
+			row := hub.Row{Key: ev.Key, Value: v, Version: ev.Version, LSN: ev.LSN}
+			return row.AppendJSON(nil)
+		}
+	}
+	return ev.Data()
+}
 
 // compactJSON strips insignificant space from a put's value; a value that
 // does not parse is kept as it came.

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"routehound/engine"
 	"routehound/fleet"
 )
 
@@ -277,5 +278,39 @@ func TestLiveStreamEndsWithItsSession(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A legacy positions value (stored with its device id before issue 18)
+// shows on a dashboard session's table page and live stream without the
+// id; an admin session's shows it as stored.
+func TestLegacyPositionsWithoutDeviceID(t *testing.T) {
+	f := newFixture(t, Options{})
+	const id = "legacy-phone-4k8w"
+	fix := int64(1763899200000)
+	legacy := func() {
+		t.Helper()
+		fix += 1000
+		if _, err := f.e.SubmitPhonePoint(context.Background(), engine.PhonePoint{Driver: "anna", Device: id, FixMs: fix, Lat: 52.5, Lng: 13.4,
+			Value: []byte(`{"lat":52.5,"lng":13.4,"device":"` + id + `"}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	legacy()
+	dash, admin := f.client(), f.client()
+	f.login(dash, dashToken)
+	f.login(admin, adminToken)
+	_, body, _ := f.get(dash, "/ui/tables/positions")
+	if strings.Contains(body, id) || !strings.Contains(body, "52.5") {
+		t.Fatalf("dashboard positions page:\n%s", body)
+	}
+	if _, body, _ := f.get(admin, "/ui/tables/positions"); !strings.Contains(body, id) {
+		t.Fatal("the admin's positions page lost the stored value")
+	}
+	ls := f.live(dash, liveOf(t, body))
+	legacy()
+	fr, m := ls.next(t, 5*time.Second)
+	if len(fr.Upsert) == 0 || strings.Contains(m.data, id) || !strings.Contains(m.data, "52.5") {
+		t.Fatalf("dashboard live frame: %s", m.data)
 	}
 }

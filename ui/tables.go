@@ -90,6 +90,9 @@ func (u *UI) table(ctx context.Context, table, after string, s *session) (tableV
 	}
 	v.Keys = ti.Keys
 	more, err := snap.Scan(table, after, pageSize, func(k string, st engine.State) error {
+		if s.role != "admin" {
+			st.Value = fleet.RedactForNonAdmin(table, st.Value)
+		}
 		v.Rows = append(v.Rows, tableRow{Key: k, Value: string(st.Value), Version: st.Version, LSN: st.LSN})
 		return nil
 	})
