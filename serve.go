@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -47,11 +48,7 @@ func serve(args []string) error {
 		return err
 	}
 	if a.Generated {
-		fmt.Printf("First start: generated one token per role into %s (mode 0600):\n", filepath.Join(a.Dir, config.TokensFile))
-		for _, t := range a.Tokens {
-			fmt.Printf("  %-10s %s\n", t.Role, t.Token)
-		}
-		fmt.Println("They are printed only this once; read them from that file later.")
+		printTokens(os.Stdout, isTerminal(os.Stdout), filepath.Join(a.Dir, config.TokensFile), a.Tokens)
 	}
 	fmt.Printf("Dashboard: %s (log in with the dashboard or admin token)\n", strings.Join(dashboardURLs(a.Addr), "  "))
 
@@ -91,4 +88,26 @@ func dashboardURLs(a *net.TCPAddr) []string {
 		}
 	}
 	return urls
+}
+
+// printTokens tells where the tokens generated on the first start are. It
+// prints the tokens themselves only to a terminal: stdout under systemd or a
+// container runtime ends up in a journal or log file that others read.
+func printTokens(w io.Writer, terminal bool, path string, tokens []config.Token) {
+	if !terminal {
+		fmt.Fprintf(w, "First start: generated one token per role into %s (mode 0600); read them there (they are not printed: stdout is not a terminal).\n", path)
+		return
+	}
+	fmt.Fprintf(w, "First start: generated one token per role into %s (mode 0600):\n", path)
+	for _, t := range tokens {
+		fmt.Fprintf(w, "  %-10s %s\n", t.Role, t.Token)
+	}
+	fmt.Fprintln(w, "They are printed only this once; read them from that file later.")
+}
+
+// isTerminal reports whether f is a character device (a terminal), not a
+// pipe or a file.
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

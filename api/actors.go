@@ -151,7 +151,7 @@ func (s *Server) getAssignment(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.writeKey(w, r, fleet.TableAssignments, route)
+	s.writeKey(w, r, fleet.TableAssignments, route, false)
 }
 
 func (s *Server) postLoadingEvent(w http.ResponseWriter, r *http.Request) {

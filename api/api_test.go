@@ -86,6 +86,10 @@ func newFixtureWith(t *testing.T, opts fixtureOpts) *fixture {
 		for _, r := range fxRoles {
 			c.Tokens = append(c.Tokens, config.Token{Role: string(r), Token: fxTokens[r]})
 		}
+		// The auth matrix alone answers hundreds of 401s to loopback: the
+		// limit stays on (its lookups run) but out of reach, except where
+		// a test sets it (TestAuthFailureLimit).
+		c.HTTP.MaxAuthFailures = 1 << 20
 		if opts.config != nil {
 			opts.config(c)
 		}
@@ -1181,6 +1185,14 @@ func endpoints() []endpoint {
 		{"GET", "/v1/tables/u/events", "", nil, dash},
 		{"GET", "/v1/ws", "", nil, dash},
 		{"GET", "/v1/log", "", nil, []api.Role{api.RoleAdmin, api.RoleDashboard}},
+		// The tables of the phones' device ids (their credentials) are
+		// admin's only, on every read path (issue 18).
+		{"GET", "/v1/tables/devices", "", nil, []api.Role{api.RoleAdmin}},
+		{"GET", "/v1/tables/devices/keys/k", "", nil, []api.Role{api.RoleAdmin}},
+		{"GET", "/v1/tables/device_status", "", nil, []api.Role{api.RoleAdmin}},
+		{"GET", "/v1/tables/quarantine/keys/k", "", nil, []api.Role{api.RoleAdmin}},
+		{"GET", "/v1/tables/devices/events", "", nil, []api.Role{api.RoleAdmin}},
+		{"GET", "/v1/log?table=quarantine", "", nil, []api.Role{api.RoleAdmin}},
 		{"GET", "/metrics", "", nil, []api.Role{api.RoleAdmin}},
 		{"GET", "/debug/pprof/heap", "", nil, []api.Role{api.RoleAdmin}},
 		{"POST", "/v1/admin/drivers/van-1/reset", "", nil, []api.Role{api.RoleAdmin}},
@@ -1230,6 +1242,38 @@ func TestAuthFailures(t *testing.T) {
 	// None of the refused (valid) writes was stored.
 	control := f.controlWrite(t, "after-auth")
 	f.wantOnlyControl(t, before, control)
+}
+
+// TestAuthFailureLimit (issue 18): past http.max_auth_failures 401s from
+// one address within the window, that address gets 429 too_many_failures
+// with Retry-After on every authenticated endpoint, even with a valid
+// token; open endpoints still answer.
+func TestAuthFailureLimit(t *testing.T) {
+	f := newFixtureWith(t, fixtureOpts{config: func(c *config.Config) {
+		c.HTTP.MaxAuthFailures = 3
+		c.HTTP.AuthFailureWindow = time.Minute
+	}})
+	wantStatus(t, f.do(t, "GET", "/v1/tables", tok(api.RoleDashboard), nil), http.StatusOK)
+	for range 3 {
+		wantError(t, f.do(t, "GET", "/v1/tables", "guess-0123456789abcdef", nil), http.StatusUnauthorized, "unauthorized")
+	}
+	for _, ep := range []struct{ method, path, token string }{
+		{"GET", "/v1/tables", "guess-0123456789abcdef"},
+		{"GET", "/v1/tables", tok(api.RoleDashboard)},
+		{"GET", "/v1/log", tok(api.RoleAdmin)},
+		{"POST", "/v1/drivers/van-1/locations", tok(api.RoleDriver)},
+	} {
+		var body any
+		if ep.method == "POST" {
+			body = pointJSON(1)
+		}
+		r := f.do(t, ep.method, ep.path, ep.token, body)
+		wantError(t, r, http.StatusTooManyRequests, "too_many_failures")
+		if n, err := strconv.Atoi(r.header.Get("Retry-After")); err != nil || n < 1 || n > 60 {
+			t.Fatalf("%s %s: Retry-After %q", ep.method, ep.path, r.header.Get("Retry-After"))
+		}
+	}
+	wantStatus(t, f.do(t, "GET", "/healthz", "", nil), http.StatusOK)
 }
 
 func TestMethodNotAllowedAndUnknownPath(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"routehound/engine"
+	"routehound/fleet"
 )
 
 // Role of a token.
@@ -41,8 +42,21 @@ func (t *Tokens) Role(token string) (Role, bool) {
 }
 
 // authenticate reads "Authorization: Bearer <token>": 401 when missing or
-// unknown.
+// unknown, counted against the source address; 429 too_many_failures for
+// an address past its failures (FailureLimiter), whatever its token.
 func (s *Server) authenticate(r *http.Request) (Role, error) {
+	if retry, blocked := s.failures.Blocked(r); blocked {
+		return "", tooManyFailures(retry)
+	}
+	role, err := s.bearer(r)
+	if err != nil {
+		s.failures.Failed(r)
+	}
+	return role, err
+}
+
+// bearer resolves the request's bearer token.
+func (s *Server) bearer(r *http.Request) (Role, error) {
 	h := r.Header.Get("Authorization")
 	scheme, tok, ok := strings.Cut(h, " ")
 	if h == "" {
@@ -62,6 +76,12 @@ func (s *Server) authenticate(r *http.Request) (Role, error) {
 // unknown token, 403 for another role. lane names the ledger line refusals
 // are counted on (noLane for none).
 func (s *Server) allow(lane engine.Lane, h http.HandlerFunc, roles ...Role) http.HandlerFunc {
+	return s.allowRole(lane, func(w http.ResponseWriter, r *http.Request, _ Role) { h(w, r) }, roles...)
+}
+
+// allowRole is allow for handlers whose answer depends on the caller's
+// role (the secret tables, readable by admin only).
+func (s *Server) allowRole(lane engine.Lane, h func(http.ResponseWriter, *http.Request, Role), roles ...Role) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		role, err := s.authenticate(r)
 		if err != nil {
@@ -70,12 +90,22 @@ func (s *Server) allow(lane engine.Lane, h http.HandlerFunc, roles ...Role) http
 		}
 		for _, x := range roles {
 			if role == x {
-				h(w, r)
+				h(w, r, role)
 				return
 			}
 		}
 		s.refuse(w, r, lane, errorf(http.StatusForbidden, "forbidden", "a %s token cannot use this endpoint", role))
 	}
+}
+
+// checkRead refuses a non-admin read of a secret table (fleet.IsSecret:
+// devices, device_status, quarantine): a device id is a phone's only
+// credential. 403 forbidden, like any endpoint a role may not use.
+func checkRead(role Role, table string) error {
+	if role != RoleAdmin && fleet.IsSecret(table) {
+		return errorf(http.StatusForbidden, "forbidden", "table %q holds the phones' device ids (their credentials): only an admin token reads it", table)
+	}
+	return nil
 }
 
 // noLane is the lane of endpoints whose refusals are on no actor's ledger

@@ -32,6 +32,7 @@ type apiError struct {
 	status  int
 	code    string
 	message string
+	retry   time.Duration // the Retry-After of a 429 or 503, when not the default
 }
 
 func (e *apiError) Error() string { return e.code + ": " + e.message }
@@ -45,6 +46,10 @@ func errorf(status int, code, format string, args ...any) *apiError {
 // it now (a stalled disk asks for longer), at most maxRetryAfter; else the
 // configured retry_after.
 func (s *Server) retryAfter(err error) time.Duration {
+	var ae *apiError
+	if errors.As(err, &ae) && ae.retry > 0 {
+		return ae.retry
+	}
 	var lf *engine.LaneFullError
 	if errors.As(err, &lf) && lf.RetryAfter > 0 {
 		return min(lf.RetryAfter, maxRetryAfter)

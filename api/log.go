@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"routehound/engine"
 	"strconv"
+
+	"routehound/engine"
+	"routehound/fleet"
 )
 
 type logRecord struct {
@@ -24,8 +26,10 @@ var errPageFull = errors.New("page full")
 // getLog is the change feed: durable records after ?after=, in LSN order,
 // at most ?limit= (default 100, max 1000) and about http.max_page_bytes,
 // optionally of one ?table=.
-// next is the after of the next page, null at the end of the log.
-func (s *Server) getLog(w http.ResponseWriter, r *http.Request) {
+// next is the after of the next page, null at the end of the log. The
+// secret tables (fleet.IsSecret) are admin's only: another role asking for
+// one gets 403, and its unfiltered pages skip their records.
+func (s *Server) getLog(w http.ResponseWriter, r *http.Request, role Role) {
 	q := r.URL.Query()
 	var after uint64
 	if v := q.Get("after"); v != "" {
@@ -43,15 +47,21 @@ func (s *Server) getLog(w http.ResponseWriter, r *http.Request) {
 	}
 	table := q.Get("table")
 	if table != "" {
-		if err := checkTable(table); err != nil {
+		err := checkTable(table)
+		if err == nil {
+			err = checkRead(role, table)
+		}
+		if err != nil {
 			s.fail(w, r, err)
 			return
 		}
 	}
-	// A table filter may skip many records: scan a bounded window per
-	// request and hand back where the scan stopped.
+	hideSecret := role != RoleAdmin
+	// A table filter (or the secret tables hidden) may skip many records:
+	// scan a bounded window per request and hand back where the scan
+	// stopped.
 	scan := limit
-	if table != "" {
+	if table != "" || hideSecret {
 		scan = 10000
 	}
 	recs := []logRecord{}
@@ -62,12 +72,20 @@ func (s *Server) getLog(w http.ResponseWriter, r *http.Request) {
 			last = rec.LSN
 			return nil
 		}
-		if !budget.fits(len(rec.Table) + len(rec.Key) + len(rec.Value) + len(rec.Actor)) {
+		value := rec.Value
+		if hideSecret {
+			if fleet.IsSecret(rec.Table) {
+				last = rec.LSN
+				return nil
+			}
+			value = fleet.RedactForNonAdmin(rec.Table, value)
+		}
+		if !budget.fits(len(rec.Table) + len(rec.Key) + len(value) + len(rec.Actor)) {
 			return errPageFull // at the byte budget: next is the last record sent
 		}
 		last = rec.LSN
 		recs = append(recs, logRecord{LSN: rec.LSN, Table: rec.Table, Key: rec.Key, Op: rec.Op.String(),
-			Value: rec.Value, Version: rec.Version, Actor: rec.Actor, CommittedAt: rfc3339(rec.CommittedAt)})
+			Value: value, Version: rec.Version, Actor: rec.Actor, CommittedAt: rfc3339(rec.CommittedAt)})
 		if len(recs) == limit {
 			return errPageFull
 		}

@@ -115,6 +115,16 @@ func checkAnswer(req *http.Request, status int, header http.Header, body []byte)
 	case err != nil:
 		return fmt.Errorf("finding %s %s in docs/openapi.yaml: %w", req.Method, req.URL.Path, err)
 	}
+	if status == http.StatusTooManyRequests && bytes.Contains(body, []byte(`"too_many_failures"`)) {
+		// Common to every authenticated operation (info.description).
+		if sec := route.Operation.Security; sec != nil && len(*sec) == 0 {
+			return fmt.Errorf("%s %s: too_many_failures on an operation without authentication", req.Method, req.URL.Path)
+		}
+		if header.Get("Retry-After") == "" {
+			return fmt.Errorf("%s %s: 429 too_many_failures without Retry-After", req.Method, req.URL.Path)
+		}
+		return validateError(doc, header, body, "too_many_failures")
+	}
 	opts := &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true}
 	if mt, _, _ := mime.ParseMediaType(header.Get("Content-Type")); mt == "text/event-stream" {
 		opts.ExcludeResponseBody = true
@@ -347,6 +357,7 @@ func TestOpenAPIErrorCodes(t *testing.T) {
 	// (status, code) pairs the document gives on some operation.
 	documented := map[string]bool{
 		"405 method_not_allowed": true, // on every path (info.description), checked by checkGenericRefusal
+		"429 too_many_failures":  true, // on every authenticated path (info.description), checked by checkAnswer
 		"404 not_found":          true,
 	}
 	for _, item := range doc.Paths.Map() {

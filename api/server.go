@@ -23,6 +23,11 @@ type Config struct {
 	// MaxPageBytes cuts a page of rows (table, log) at about this many
 	// bytes (0: rows only bound it); the page's next cursor continues.
 	MaxPageBytes int64
+	// MaxAuthFailures failed authentications per source address within
+	// AuthFailureWindow, then 429 too_many_failures (FailureLimiter); 0:
+	// no limit.
+	MaxAuthFailures   int
+	AuthFailureWindow time.Duration
 }
 
 // pageBudget counts a page's bytes against Config.MaxPageBytes.
@@ -56,6 +61,8 @@ type Server struct {
 	driverSlots chan struct{}
 
 	configDevices map[string]string // phone device id → driver, from the config (devices.go)
+
+	failures *FailureLimiter // nil: no limit
 }
 
 // New builds the server; mount more routes with Handle before serving.
@@ -64,7 +71,8 @@ func New(e *engine.Engine, tokens *Tokens, cfg Config, log *slog.Logger) *Server
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{e: e, tokens: tokens, cfg: cfg, log: log, mux: http.NewServeMux(),
-		driverSlots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1))}
+		driverSlots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1)),
+		failures:    NewFailureLimiter(cfg.MaxAuthFailures, cfg.AuthFailureWindow)}
 	s.routes()
 	return s
 }
@@ -74,10 +82,10 @@ func New(e *engine.Engine, tokens *Tokens, cfg Config, log *slog.Logger) *Server
 func (s *Server) MountHub(h *hub.Hub) {
 	s.ledger.h = h
 	s.mux.Handle("/v1/tables/{table}/events", s.methods(map[string]http.HandlerFunc{
-		"GET": s.allow(noLane, s.sseHandler(h), RoleDashboard, RoleAdmin),
+		"GET": s.allowRole(noLane, s.sseHandler(h), RoleDashboard, RoleAdmin),
 	}))
 	s.mux.Handle("/v1/ws", s.methods(map[string]http.HandlerFunc{
-		"GET": s.allow(noLane, s.wsHandler(h), RoleDashboard, RoleAdmin),
+		"GET": s.allowRole(noLane, s.wsHandler(h), RoleDashboard, RoleAdmin),
 	}))
 }
 
@@ -87,6 +95,11 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, 
 // Authenticate resolves the request's bearer token to its role, for handlers
 // mounted from other packages.
 func (s *Server) Authenticate(r *http.Request) (Role, error) { return s.authenticate(r) }
+
+// Failures is the server's limiter of failed authentications per source
+// address (nil when off), for the dashboard's login to count against the
+// same addresses.
+func (s *Server) Failures() *FailureLimiter { return s.failures }
 
 // ServeHTTP makes the server an http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
@@ -126,7 +139,7 @@ func (s *Server) routes() {
 		"POST": s.allow(engine.LaneWarehouse, s.postLoadingEvent, RoleWarehouse),
 	}))
 	s.mux.HandleFunc("/v1/log", s.methods(map[string]http.HandlerFunc{
-		"GET": s.allow(noLane, s.getLog, RoleAdmin, RoleDashboard),
+		"GET": s.allowRole(noLane, s.getLog, RoleAdmin, RoleDashboard),
 	}))
 	s.tableRoutes()
 	s.deviceRoutes()

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"routehound/fleet"
 	"routehound/hub"
 )
 
@@ -24,11 +25,14 @@ import (
 // Snapshot rows carry no id, so a client cut off inside a snapshot resumes
 // from before it and gets it again. The hub subscribes and streams; this
 // handler is the transport (hub.Sink). Mounted by MountHub behind
-// allow(dashboard, admin).
-func (s *Server) sseHandler(h *hub.Hub) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+// allow(dashboard, admin); a secret table (fleet.IsSecret) is admin's only.
+func (s *Server) sseHandler(h *hub.Hub) func(http.ResponseWriter, *http.Request, Role) {
+	return func(w http.ResponseWriter, r *http.Request, role Role) {
 		table := r.PathValue("table")
 		from, err := fromParam(r)
+		if err == nil && fleet.CheckName("table", table) == nil {
+			err = checkRead(role, table) // a bad name is the hub's refusal, as before
+		}
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -44,7 +48,8 @@ func (s *Server) sseHandler(h *hub.Hub) http.HandlerFunc {
 		w.Header().Set("Cache-Control", "no-cache")
 		w.Header().Set("X-Accel-Buffering", "no")
 		w.WriteHeader(http.StatusOK)
-		sink := &sseSink{w: bufio.NewWriterSize(w, 16<<10), rc: rc, timeout: h.Config().WriteTimeout}
+		sink := &sseSink{w: bufio.NewWriterSize(w, 16<<10), rc: rc, timeout: h.Config().WriteTimeout,
+			redact: role != RoleAdmin && table == fleet.TablePositions}
 		if err := sink.flush(); err != nil {
 			return
 		}
@@ -78,6 +83,7 @@ type sseSink struct {
 	w       *bufio.Writer
 	rc      *http.ResponseController
 	timeout time.Duration
+	redact  bool // positions for a non-admin: no legacy device id (fleet.StripLegacyDevice)
 }
 
 // flush writes what is buffered within the write timeout: a subscriber
@@ -96,7 +102,11 @@ func (s *sseSink) Snapshot(lsn uint64, rows []hub.Row, first, last, resync bool)
 	}
 	for i := range rows {
 		s.w.WriteString("event: put\ndata: ")
-		s.w.Write(rows[i].AppendJSON(nil))
+		row := rows[i]
+		if s.redact {
+			row.Value = fleet.StripLegacyDevice(row.Value)
+		}
+		s.w.Write(row.AppendJSON(nil))
 		s.w.WriteString("\n\n")
 	}
 	if last {
@@ -111,7 +121,7 @@ func (s *sseSink) Change(ev *hub.Event) error {
 	s.w.WriteString("\nevent: ")
 	s.w.WriteString(ev.OpName())
 	s.w.WriteString("\ndata: ")
-	s.w.Write(ev.Data())
+	s.w.Write(redactedData(ev, s.redact))
 	_, err := s.w.WriteString("\n\n")
 	return err
 }

@@ -16,10 +16,10 @@ func (s *Server) tableRoutes() {
 		"GET": s.allow(noLane, s.listTables, read...),
 	}))
 	s.mux.HandleFunc("/v1/tables/{table}", s.methods(map[string]http.HandlerFunc{
-		"GET": s.allow(noLane, s.pageTable, read...),
+		"GET": s.allowRole(noLane, s.pageTable, read...),
 	}))
 	s.mux.HandleFunc("/v1/tables/{table}/keys/{key...}", s.methods(map[string]http.HandlerFunc{
-		"GET":    s.allow(noLane, s.getKey, read...),
+		"GET":    s.allowRole(noLane, s.getKey, read...),
 		"PUT":    s.allow(engine.LaneTables, s.putKey, read...),
 		"DELETE": s.allow(engine.LaneTables, s.deleteKey, read...),
 	}))
@@ -78,9 +78,13 @@ type row struct {
 	LSN     uint64          `json:"lsn"`
 }
 
-func (s *Server) pageTable(w http.ResponseWriter, r *http.Request) {
+func (s *Server) pageTable(w http.ResponseWriter, r *http.Request, role Role) {
 	table := r.PathValue("table")
-	if err := checkTable(table); err != nil {
+	err := checkTable(table)
+	if err == nil {
+		err = checkRead(role, table)
+	}
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -97,7 +101,11 @@ func (s *Server) pageTable(w http.ResponseWriter, r *http.Request) {
 	defer snap.Close()
 	rows := []row{}
 	budget := pageBudget{max: s.cfg.MaxPageBytes}
+	redact := role != RoleAdmin
 	more, err := snap.Scan(table, r.URL.Query().Get("after"), limit, func(k string, st engine.State) error {
+		if redact {
+			st.Value = fleet.RedactForNonAdmin(table, st.Value)
+		}
 		if !budget.fits(len(k) + len(st.Value)) {
 			return errPageFull // at the byte budget: next continues after the last row
 		}
@@ -131,14 +139,19 @@ func (s *Server) tableKey(w http.ResponseWriter, r *http.Request, lane engine.La
 	return table, key, true
 }
 
-func (s *Server) getKey(w http.ResponseWriter, r *http.Request) {
+func (s *Server) getKey(w http.ResponseWriter, r *http.Request, role Role) {
 	if table, key, ok := s.tableKey(w, r, noLane); ok {
-		s.writeKey(w, r, table, key)
+		if err := checkRead(role, table); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		s.writeKey(w, r, table, key, role != RoleAdmin)
 	}
 }
 
-// writeKey answers the current state of one key.
-func (s *Server) writeKey(w http.ResponseWriter, r *http.Request, table, key string) {
+// writeKey answers the current state of one key; redact, for a non-admin
+// caller, strips what only the admin reads (fleet.RedactForNonAdmin).
+func (s *Server) writeKey(w http.ResponseWriter, r *http.Request, table, key string, redact bool) {
 	snap, err := s.e.Snapshot()
 	if err != nil {
 		s.fail(w, r, err)
@@ -153,6 +166,9 @@ func (s *Server) writeKey(w http.ResponseWriter, r *http.Request, table, key str
 	if !found {
 		s.fail(w, r, errorf(http.StatusNotFound, "not_found", "no key %q in table %q", key, table))
 		return
+	}
+	if redact {
+		st.Value = fleet.RedactForNonAdmin(table, st.Value)
 	}
 	w.Header().Set("ETag", etag(st.Version))
 	writeJSON(w, http.StatusOK, row{Key: key, Value: st.Value, Version: st.Version, LSN: st.LSN})

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -44,8 +45,8 @@ type wsIn struct {
 // Origin is checked (browser sessions use the dashboard's own live endpoint
 // in ui). The handshake itself is checked first, so that a malformed one is
 // answered like every other error.
-func (s *Server) wsHandler(h *hub.Hub) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func (s *Server) wsHandler(h *hub.Hub) func(http.ResponseWriter, *http.Request, Role) {
+	return func(w http.ResponseWriter, r *http.Request, role Role) {
 		if err := checkHandshake(r); err != nil {
 			s.fail(w, r, err)
 			return
@@ -56,15 +57,16 @@ func (s *Server) wsHandler(h *hub.Hub) http.HandlerFunc {
 		}
 		cfg := h.Config()
 		c.SetReadLimit(cfg.MaxMessageBytes)
-		conn := &wsConn{s: s, h: h, c: c, heartbeat: cfg.Heartbeat, writeTimeout: cfg.WriteTimeout}
+		conn := &wsConn{s: s, h: h, c: c, role: role, heartbeat: cfg.Heartbeat, writeTimeout: cfg.WriteTimeout}
 		conn.serve(r.Context())
 	}
 }
 
 type wsConn struct {
-	s *Server
-	h *hub.Hub
-	c *websocket.Conn
+	s    *Server
+	h    *hub.Hub
+	c    *websocket.Conn
+	role Role // a secret table (fleet.IsSecret) is admin's only
 
 	heartbeat, writeTimeout time.Duration
 
@@ -161,6 +163,12 @@ func (wc *wsConn) stopStream() {
 // subscribe switches the connection to table.
 // A refused subscription (bad name, table full) keeps the current one.
 func (wc *wsConn) subscribe(ctx context.Context, table string, from *uint64) {
+	if fleet.CheckName("table", table) == nil {
+		if err := checkRead(wc.role, table); err != nil {
+			wc.sendError("", err)
+			return
+		}
+	}
 	sub, err := wc.h.Subscribe(table)
 	if err != nil {
 		wc.sendError("", err)
@@ -175,7 +183,8 @@ func (wc *wsConn) subscribe(ctx context.Context, table string, from *uint64) {
 	go func() {
 		defer close(done)
 		defer sub.Close()
-		err := wc.h.Stream(sctx, sub, from, &wsSink{wc: wc, table: table})
+		err := wc.h.Stream(sctx, sub, from, &wsSink{wc: wc, table: table,
+			redact: wc.role != RoleAdmin && table == fleet.TablePositions})
 		var ce *hub.ClosedError
 		switch {
 		case errors.As(err, &ce):
@@ -225,6 +234,7 @@ func (wc *wsConn) write(ctx context.Context, m wsIn) {
 type wsSink struct {
 	wc      *wsConn
 	table   string
+	redact  bool     // positions for a non-admin: no legacy device id (fleet.StripLegacyDevice)
 	pending [][]byte // change messages not yet written; bounded by 64
 }
 
@@ -234,17 +244,24 @@ func (s *wsSink) Snapshot(lsn uint64, rows []hub.Row, first, last, resync bool) 
 			return err
 		}
 	}
+	if s.redact {
+		rows = slices.Clone(rows) // the hub reuses the array
+		for i := range rows {
+			rows[i].Value = fleet.StripLegacyDevice(rows[i].Value)
+		}
+	}
 	return s.wc.send(map[string]any{"type": "snapshot", "table": s.table, "lsn": lsn, "rows": rows, "last": last, "resync": resync})
 }
 
 func (s *wsSink) Change(ev *hub.Event) error {
-	b := make([]byte, 0, 64+len(ev.Table)+len(ev.Data()))
+	data := redactedData(ev, s.redact)
+	b := make([]byte, 0, 64+len(ev.Table)+len(data))
 	b = append(b, `{"type":"change","table":`...)
 	b = strconv.AppendQuote(b, ev.Table) // table names are [A-Za-z0-9._:@~-]: Go and JSON quoting agree
 	b = append(b, `,"op":"`...)
 	b = append(b, ev.OpName()...)
 	b = append(b, `",`...)
-	b = append(b, ev.Data()[1:]...) // splice {"key",…} into the frame
+	b = append(b, data[1:]...) // splice {"key",…} into the frame
 	s.pending = append(s.pending, b)
 	if len(s.pending) >= 64 {
 		return s.Flush()
@@ -271,6 +288,19 @@ func (s *wsSink) Flush() error {
 }
 
 func (s *wsSink) Heartbeat() error { return nil } // keepalive pings the connection
+
+// redactedData is ev's {"key","value","version","lsn"} for a stream: the
+// shared encoding, unless redact and the value holds a legacy device id
+// (then a copy without it, for this subscriber only).
+func redactedData(ev *hub.Event, redact bool) []byte {
+	if redact {
+		if v := fleet.StripLegacyDevice(ev.Value); len(v) != len(ev.Value) {
+			row := hub.Row{Key: ev.Key, Value: v, Version: ev.Version, LSN: ev.LSN}
+			return row.AppendJSON(nil)
+		}
+	}
+	return ev.Data()
+}
 
 // compactJSON strips insignificant space from a put's value; a value that
 // does not parse is kept as it came.

@@ -84,6 +84,9 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := config.TokensFileAccess(cfg, dir); err != nil {
+		log.Warn("tokens file readable by others", "err", err)
+	}
 	t0 := time.Now()
 	// The engine owns the store: it opens it, reopens it after a storage
 	// failure and resumes (Failed reports only a failure it could not
@@ -100,7 +103,11 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 	for _, t := range tokens {
 		roles[t.Token] = api.Role(t.Role)
 	}
-	srv := api.New(eng, api.NewTokens(roles), APIConfig(cfg), log)
+	// One token table, kept hashed (api.Tokens), for the API and the
+	// dashboard's login alike: no raw token → role map outlives this.
+	toks := api.NewTokens(roles)
+	clear(roles)
+	srv := api.New(eng, toks, APIConfig(cfg), log)
 	hb := hub.New(eng, HubConfig(cfg), log)
 	srv.MountHub(hb)
 	phones, err := PhoneConfig(cfg)
@@ -125,9 +132,10 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 		Engine: eng, Hub: hb, Log: log,
 		Read: replicaReader{a.Replica},
 		Role: func(tok string) (string, bool) {
-			r, ok := roles[tok]
+			r, ok := toks.Role(tok)
 			return string(r), ok
 		},
+		Failures:   srv.Failures(), // refused logins and API 401s count together, per address
 		Secure:     cfg.HTTP.TLSCert != "",
 		SessionTTL: cfg.UI.SessionTTL, MaxSessions: cfg.UI.MaxSessions,
 		MaxLive: cfg.UI.MaxLive, FrameInterval: cfg.UI.FrameInterval,

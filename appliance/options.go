@@ -66,7 +66,8 @@ func ZeroSLAs(c config.Config) []string {
 // APIConfig is the api server's configuration.
 func APIConfig(c config.Config) api.Config {
 	return api.Config{MaxBodyBytes: c.HTTP.MaxBodyBytes, RetryAfter: c.HTTP.RetryAfter,
-		StreamPing: c.Hub.Heartbeat, StreamIdle: c.HTTP.IdleTimeout, MaxPageBytes: c.HTTP.MaxPageBytes}
+		StreamPing: c.Hub.Heartbeat, StreamIdle: c.HTTP.IdleTimeout, MaxPageBytes: c.HTTP.MaxPageBytes,
+		MaxAuthFailures: c.HTTP.MaxAuthFailures, AuthFailureWindow: c.HTTP.AuthFailureWindow}
 }
 
 // HubConfig is the hub's configuration; its largest WebSocket message is

@@ -88,6 +88,12 @@ type HTTP struct {
 	// speaks HTTPS only (and dashboard cookies are Secure).
 	TLSCert string `toml:"tls_cert"`
 	TLSKey  string `toml:"tls_key"`
+	// MaxAuthFailures bounds the failed authentications (API 401s,
+	// refused dashboard logins) per source address within
+	// AuthFailureWindow; past it the address is answered 429
+	// too_many_failures until its window ends. 0: no limit.
+	MaxAuthFailures   int           `toml:"max_auth_failures"`
+	AuthFailureWindow time.Duration `toml:"auth_failure_window"`
 }
 
 // Storage configures the wal.
@@ -194,6 +200,8 @@ func Default() Config {
 			IdleTimeout:       2 * time.Minute,
 			RetryAfter:        time.Second,
 			ShutdownTimeout:   10 * time.Second,
+			MaxAuthFailures:   20,
+			AuthFailureWindow: time.Minute,
 		},
 		Storage: Storage{
 			MemoryMB:       96,
@@ -259,6 +267,7 @@ var deprecated = map[string]bool{"batch_records": true, "batch_bytes": true, "ba
 
 // Validate reports the first setting that cannot work.
 func (c Config) Validate() error {
+	first := map[string]int{} // token → the index of its first entry
 	for i, t := range c.Tokens {
 		if !validRole(t.Role) {
 			return fmt.Errorf("config: tokens[%d]: role %q is not one of %s", i, t.Role, strings.Join(Roles, ", "))
@@ -266,6 +275,18 @@ func (c Config) Validate() error {
 		if len(t.Token) < 16 {
 			return fmt.Errorf("config: tokens[%d] (%s): token shorter than 16 characters", i, t.Role)
 		}
+		// A token has one role: the same token under two roles would
+		// leave which one applies to the order of the file. The message
+		// names the entries, never the token.
+		if j, ok := first[t.Token]; ok && c.Tokens[j].Role != t.Role {
+			return fmt.Errorf("config: tokens[%d] (%s) has the same token as tokens[%d] (%s): a token has one role; give each role its own token",
+				i, t.Role, j, c.Tokens[j].Role)
+		} else if !ok {
+			first[t.Token] = i
+		}
+	}
+	if c.HTTP.MaxAuthFailures < 0 || c.HTTP.MaxAuthFailures > 0 && c.HTTP.AuthFailureWindow <= 0 {
+		return errors.New("config: http.max_auth_failures must be >= 0 (0: no limit) and http.auth_failure_window > 0")
 	}
 	if c.HTTP.MaxBodyBytes <= 0 {
 		return errors.New("config: http.max_body_bytes must be > 0")

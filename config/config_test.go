@@ -104,6 +104,59 @@ func TestTokensGeneratedOnceAndReused(t *testing.T) {
 	}
 }
 
+// The same token under two roles is refused at load, naming the entries
+// and not the token (issue 18); before, the last role silently won.
+func TestTokenWithTwoRolesRefused(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.toml")
+	const tok = "shared-0123456789abcdef"
+	os.WriteFile(p, []byte("[[tokens]]\nrole = \"dashboard\"\ntoken = \""+tok+"\"\n[[tokens]]\nrole = \"admin\"\ntoken = \""+tok+"\"\n"), 0o600)
+	_, err := Load(p)
+	if err == nil || !strings.Contains(err.Error(), "tokens[1] (admin) has the same token as tokens[0] (dashboard)") || strings.Contains(err.Error(), tok) {
+		t.Fatalf("a token with two roles: %v", err)
+	}
+	// The same in tokens.toml.
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, TokensFile), []byte("[[tokens]]\nrole = \"driver\"\ntoken = \""+tok+"\"\n[[tokens]]\nrole = \"admin\"\ntoken = \""+tok+"\"\n"), 0o600)
+	if _, _, err := EnsureTokens(Default(), dir); err == nil || !strings.Contains(err.Error(), "same token") {
+		t.Fatalf("tokens.toml with a token of two roles: %v", err)
+	}
+	// Listed twice for one role is harmless.
+	c := Default()
+	c.Tokens = []Token{{Role: "admin", Token: tok}, {Role: "admin", Token: tok}}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A tokens.toml that group or others may read is reported, with the fix
+// (issue 18); a private one, an absent one and tokens from the config are
+// not.
+func TestTokensFileAccess(t *testing.T) {
+	dir := t.TempDir()
+	if err := TokensFileAccess(Default(), dir); err != nil {
+		t.Fatalf("absent: %v", err)
+	}
+	if _, _, err := EnsureTokens(Default(), dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := TokensFileAccess(Default(), dir); err != nil {
+		t.Fatalf("generated (0600): %v", err)
+	}
+	path := filepath.Join(dir, TokensFile)
+	for _, m := range []os.FileMode{0o640, 0o604, 0o644} {
+		os.Chmod(path, m)
+		err := TokensFileAccess(Default(), dir)
+		if err == nil || !strings.Contains(err.Error(), "chmod 600") {
+			t.Errorf("mode %o: %v", m, err)
+		}
+	}
+	c := Default()
+	c.Tokens = []Token{{Role: "admin", Token: "admin-0123456789abcdef"}}
+	if err := TokensFileAccess(c, dir); err != nil {
+		t.Fatalf("tokens from the config: %v", err)
+	}
+}
+
 func TestOsmandSettings(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "c.toml")

@@ -16,6 +16,28 @@ import (
 // TokensFile is the name of the generated token file in the data dir.
 const TokensFile = "tokens.toml"
 
+// TokensFileAccess reports a DIR/tokens.toml that users other than its
+// owner may read or write (any group or other permission bit): the caller
+// warns, naming the fix. It answers nil when the file is private or absent,
+// or when the config names the tokens (then the file is not read).
+func TokensFileAccess(c Config, dataDir string) error {
+	if len(c.Tokens) > 0 {
+		return nil
+	}
+	path := filepath.Join(dataDir, TokensFile)
+	st, err := os.Stat(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("config: stat %s: %w", path, err)
+	}
+	if m := st.Mode().Perm(); m&0o077 != 0 {
+		return fmt.Errorf("config: %s is mode %04o: users other than its owner can read the tokens; run chmod 600 %s", path, m, path)
+	}
+	return nil
+}
+
 // EnsureTokens returns the tokens in force. When the config names none, they
 // come from DIR/tokens.toml; on the first start that file does not exist, so
 // one random token per role is generated and written there (mode 0600), and

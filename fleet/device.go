@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -86,7 +87,10 @@ const TimeLayout = "2006-01-02T15:04:05.000Z07:00"
 // PhonePoint is what the positions table and the log keep for a point of
 // the phone apps, without its seq (the engine's committer assigns it and
 // puts it first): the driver API's point (lat, lng, ts, speed_kmh,
-// heading) plus what the apps add.
+// heading) plus what the apps add. It holds no device id: the id is the
+// phone's only credential and positions are readable by every dashboard
+// token (the key, the driver, says whose point it is; the admin maps
+// devices to drivers in the devices table).
 type PhonePoint struct {
 	Lat       float64        `json:"lat"`
 	Lng       float64        `json:"lng"`
@@ -98,7 +102,6 @@ type PhonePoint struct {
 	HDOP      *float64       `json:"hdop,omitempty"`
 	Battery   *float64       `json:"battery,omitempty"`
 	Charging  *bool          `json:"charging,omitempty"`
-	Device    string         `json:"device"`
 	TSReceipt bool           `json:"ts_is_receipt,omitempty"` // the request had no timestamp
 	Attrs     map[string]any `json:"attrs,omitempty"`
 }
@@ -113,4 +116,64 @@ type DeviceStatus struct {
 	Battery    *float64       `json:"battery,omitempty"`
 	Charging   *bool          `json:"charging,omitempty"`
 	Attrs      map[string]any `json:"attrs,omitempty"`
+}
+
+// deviceMember is how a device id starts in a stored positions value.
+var deviceMember = []byte(`"device"`)
+
+// StripLegacyDevice returns a positions value without its top-level
+// "device" member. Phone points stored before device ids became admin-only
+// (issue 18) still carry one, in the log until retention drops them and in
+// a driver's latest point until that driver reports again; the read paths
+// of non-admin callers pass positions values through here. A value without
+// the substring "device" — every point written since — is returned as is,
+// without allocating. A value that holds it but does not parse as an object
+// gives {} (it is never shown with the id).
+func StripLegacyDevice(v []byte) []byte {
+	if !bytes.Contains(v, deviceMember) {
+		return v
+	}
+	dec := json.NewDecoder(bytes.NewReader(v))
+	dec.UseNumber()
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return []byte("{}")
+	}
+	out := make([]byte, 0, len(v))
+	out = append(out, '{')
+	for dec.More() {
+		t, err := dec.Token()
+		k, ok := t.(string)
+		if err != nil || !ok {
+			return []byte("{}")
+		}
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return []byte("{}")
+		}
+		if k == "device" {
+			continue
+		}
+		if len(out) > 1 {
+			out = append(out, ',')
+		}
+		kb, _ := json.Marshal(k)
+		out = append(out, kb...)
+		out = append(out, ':')
+		out = append(out, raw...)
+	}
+	if t, err := dec.Token(); err != nil || t != json.Delim('}') {
+		return []byte("{}")
+	}
+	return append(out, '}')
+}
+
+// RedactForNonAdmin is the value of table as a non-admin caller reads it:
+// positions values without a legacy device id (StripLegacyDevice), every
+// other table's as stored (the tables of device ids are refused whole,
+// IsSecret).
+func RedactForNonAdmin(table string, v []byte) []byte {
+	if table == TablePositions {
+		return StripLegacyDevice(v)
+	}
+	return v
 }

@@ -56,6 +56,19 @@ var writers = map[string]Actor{
 	TableQuarantine:   ActorDriver,
 }
 
+// IsSecret reports whether table holds phone device ids (as its keys or in
+// its values): devices, device_status and quarantine. A device id is a
+// phone's only credential, so only the admin role reads these tables, on
+// every read path (tables, log, subscriptions, dashboard). A switch, not a
+// map: the log and stream paths ask it per record.
+func IsSecret(table string) bool {
+	switch table {
+	case TableDevices, TableDeviceStatus, TableQuarantine:
+		return true
+	}
+	return false
+}
+
 // BuiltinTables lists the built-in tables.
 func BuiltinTables() []string {
 	return []string{TablePositions, TableAssignments, TableLoading, TableDevices, TableDeviceStatus, TableQuarantine}

@@ -53,3 +53,31 @@ func TestCheckUserTableName(t *testing.T) {
 		}
 	}
 }
+
+// Positions stored before issue 18 carry the device id: non-admin reads
+// strip it, keep the member order, and leave every other value untouched
+// (the same slice: no copy on the hot path).
+func TestStripLegacyDevice(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"seq":5,"lat":1.5,"lng":2,"device":"phone-7q2x","attrs":{"device":"x"}}`: `{"seq":5,"lat":1.5,"lng":2,"attrs":{"device":"x"}}`,
+		`{"device":"phone-7q2x","seq":5}`:                                          `{"seq":5}`,
+		`{"seq":5,"device":"phone-7q2x"}`:                                          `{"seq":5}`,
+		`{"device":"phone-7q2x"}`:                                                  `{}`,
+		`{"seq":5,"device":"phone-7q2x"`:                                           `{}`,
+		`["device"]`:                                                               `{}`,
+	} {
+		if got := string(StripLegacyDevice([]byte(in))); got != want {
+			t.Errorf("%s: %s, want %s", in, got, want)
+		}
+	}
+	v := []byte(`{"seq":5,"lat":1.5,"lng":2,"ts":"2026-11-23T12:00:00.000Z"}`)
+	if got := StripLegacyDevice(v); &got[0] != &v[0] {
+		t.Error("a value without a device was copied")
+	}
+	if got := RedactForNonAdmin("notes", []byte(`{"device":"x"}`)); string(got) != `{"device":"x"}` {
+		t.Errorf("a user table's value changed: %s", got)
+	}
+	if n := testing.AllocsPerRun(100, func() { RedactForNonAdmin(TablePositions, v) }); n != 0 {
+		t.Errorf("%v allocations for a point without a device", n)
+	}
+}

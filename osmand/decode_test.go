@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"strings"
 	"testing"
 	"time"
 )
@@ -319,11 +320,14 @@ func TestPointValue(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]any{"lat": 1.5, "lng": 2.5, "ts": "2025-11-23T12:00:00.123Z", "speed_kmh": 18.52, "heading": 90.0,
-		"battery": 50.0, "accuracy": 3.0, "altitude": 7.0, "hdop": 1.1, "device": "value-device-01"}
+		"battery": 50.0, "accuracy": 3.0, "altitude": 7.0, "hdop": 1.1}
 	for k, v := range want {
 		if m[k] != v {
 			t.Fatalf("%s = %#v want %#v in %s", k, m[k], v, raw)
 		}
+	}
+	if strings.Contains(string(raw), "value-device-01") {
+		t.Fatalf("the point carries the device id (the phone's credential): %s", raw)
 	}
 	if a, _ := m["attrs"].(map[string]any); a["foo"] != "bar" {
 		t.Fatalf("attrs in %s", raw)

@@ -118,11 +118,16 @@ func TestListenerStoresPointsDurablyOnce(t *testing.T) {
 	var p map[string]any
 	json.Unmarshal(recs[0].Value, &p)
 	want := map[string]any{"seq": 1763899200000.0, "lat": 52.52, "lng": 13.405, "ts": "2025-11-23T12:00:00.000Z",
-		"speed_kmh": 18.52, "heading": 90.0, "battery": 80.0, "accuracy": 5.0, "altitude": 30.0, "device": devA}
+		"speed_kmh": 18.52, "heading": 90.0, "battery": 80.0, "accuracy": 5.0, "altitude": 30.0}
 	for k, v := range want {
 		if p[k] != v {
 			t.Fatalf("%s = %v want %v in %s", k, p[k], v, recs[0].Value)
 		}
+	}
+	// The device id is the phone's only credential: positions (readable by
+	// every dashboard token) never carry it (issue 18).
+	if strings.Contains(string(recs[0].Value), devA) {
+		t.Fatalf("the positions value carries the device id: %s", recs[0].Value)
 	}
 	if !strings.HasPrefix(string(recs[0].Value), `{"seq":`) {
 		t.Fatalf("seq first: %s", recs[0].Value)
@@ -137,7 +142,7 @@ func TestListenerStoresPointsDurablyOnce(t *testing.T) {
 	r.want(t, 200, "POST", "/", "application/x-www-form-urlencoded", "id="+devB+"&lat=1.5&lon=2&timestamp=1763899202")
 	r.want(t, 200, "POST", "/", "application/json",
 		`{"location":{"timestamp":"2025-11-23T12:00:03Z","coords":{"latitude":1.6,"longitude":2,"speed":1,"heading":-1}},"device_id":"`+devB+`"}`)
-	if got := r.state(t, fleet.TablePositions, "bob"); got["lat"] != 1.6 || got["device"] != devB || got["speed_kmh"] != 3.6 {
+	if got := r.state(t, fleet.TablePositions, "bob"); got["lat"] != 1.6 || got["device"] != nil || got["speed_kmh"] != 3.6 {
 		t.Fatalf("bob's position: %v", got)
 	}
 	if n := len(r.records(t, fleet.TablePositions)); n != 4 {

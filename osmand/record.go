@@ -9,12 +9,13 @@ import (
 )
 
 // PointValue is the JSON object stored for a position, without its seq
-// (fleet.PhonePoint).
+// (fleet.PhonePoint). It carries no device id (the phone's credential):
+// positions are readable by every dashboard token.
 func (r *Report) PointValue() ([]byte, error) {
 	b, err := json.Marshal(fleet.PhonePoint{
 		Lat: r.Lat, Lng: r.Lon, TS: r.Fix.UTC().Format(tsLayout),
 		SpeedKmh: r.SpeedKmh, Heading: r.Heading, Altitude: r.Altitude, Accuracy: r.Accuracy, HDOP: r.HDOP,
-		Battery: r.Battery, Charging: r.Charging, Device: r.Device, TSReceipt: !r.FixGiven, Attrs: r.Attrs,
+		Battery: r.Battery, Charging: r.Charging, TSReceipt: !r.FixGiven, Attrs: r.Attrs,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("osmand: encode point of %s: %w", r.Device, err)

@@ -42,9 +42,10 @@ func (f phoneFix) ts() string {
 	return time.UnixMilli(f.fixMs).UTC().Format("2006-01-02T15:04:05.000Z07:00")
 }
 
-// key names a fix the way the stored record does.
-func (f phoneFix) key(device string) string {
-	return fixKey(device, f.ts(), f.lat, f.lon)
+// key names a fix the way the stored record does: by its driver (the
+// positions key), as the value carries no device id (issue 18).
+func (f phoneFix) key(driver string) string {
+	return fixKey(driver, f.ts(), f.lat, f.lon)
 }
 
 var phoneEpoch = time.Now().Add(-time.Hour).Truncate(time.Second).UnixMilli() // whole seconds: the legacy shape sends seconds
@@ -215,35 +216,38 @@ func (pf *phoneFleet) isDriver(name string) bool {
 
 // storedFix is the part of a positions value that names a phone point.
 type storedFix struct {
-	Seq    int64   `json:"seq"`
-	Lat    float64 `json:"lat"`
-	Lng    float64 `json:"lng"`
-	TS     string  `json:"ts"`
-	Device string  `json:"device"`
+	Seq int64   `json:"seq"`
+	Lat float64 `json:"lat"`
+	Lng float64 `json:"lng"`
+	TS  string  `json:"ts"`
 }
 
 // fixKey names a stored point the way phoneFix.key names a sent one.
-func fixKey(device, ts string, lat, lng float64) string {
-	return fmt.Sprintf("%s|%s|%.6f|%.6f", device, ts, lat, lng)
+func fixKey(driver, ts string, lat, lng float64) string {
+	return fmt.Sprintf("%s|%s|%.6f|%.6f", driver, ts, lat, lng)
 }
 
 // check reports every fix that got 200 and is not in stored exactly once,
-// and every stored fix (of any device) that no phone sent; stored counts
+// and every stored fix (of the phones' drivers) that no phone sent; stored counts
 // the positions records by fixKey. It returns how many fixes got 200.
 func (pf *phoneFleet) check(stored map[string]int, bad *issues) int {
-	acked, sent := 0, map[string]bool{}
+	acked, sent, drivers := 0, map[string]bool{}, map[string]bool{}
 	for _, p := range pf.phones {
+		drivers[p.driver] = true
 		for _, f := range append(append([]phoneFix{}, p.acked...), p.pending...) {
-			sent[f.key(p.device)] = true
+			sent[f.key(p.driver)] = true
 		}
 		for _, f := range p.acked {
 			acked++
-			if n := stored[f.key(p.device)]; n != 1 {
-				bad.add("phone %s: point %s got 200 and is %d times in the log", p.device, f.key(p.device), n)
+			if n := stored[f.key(p.driver)]; n != 1 {
+				bad.add("phone %s: point %s got 200 and is %d times in the log", p.device, f.key(p.driver), n)
 			}
 		}
 	}
 	for k, n := range stored {
+		if d, _, _ := strings.Cut(k, "|"); !drivers[d] {
+			continue // another actor's driver (a driver name holds no '|')
+		}
 		if n > 1 {
 			bad.add("point %s is stored %d times", k, n)
 		}
@@ -316,7 +320,7 @@ func TestPhonesAcrossCrashes(t *testing.T) {
 			bad.add("driver %s: seq %d at lsn %d follows seq %d", r.Key, v.Seq, r.LSN, lastSeq[r.Key])
 		}
 		lastSeq[r.Key] = v.Seq
-		stored[fixKey(v.Device, v.TS, v.Lat, v.Lng)]++
+		stored[fixKey(r.Key, v.TS, v.Lat, v.Lng)]++
 	}
 	acked := pf.check(stored, bad)
 	if acked < 10*len(pf.phones) {

@@ -89,7 +89,7 @@ type feed struct {
 	byNote  map[string][]logRecord           // assignments, by the note of the value
 	byKey   map[string][]logRecord           // loading, by key
 	bySeq   map[string]map[int64][]logRecord // positions: driver → seq → records
-	byFix   map[string]int                   // phone points (positions with a device), by fixKey
+	byFix   map[string]int                   // positions by fixKey (driver, ts, lat, lng): the phones' check reads its drivers
 }
 
 func indexFeed(recs []logRecord, bad *issues) *feed {
@@ -118,9 +118,7 @@ func indexFeed(recs []logRecord, bad *issues) *feed {
 				f.bySeq[r.Key] = map[int64][]logRecord{}
 			}
 			f.bySeq[r.Key][*v.Seq] = append(f.bySeq[r.Key][*v.Seq], r)
-			if v.Device != "" {
-				f.byFix[fixKey(v.Device, v.TS, v.Lat, v.Lng)]++
-			}
+			f.byFix[fixKey(r.Key, v.TS, v.Lat, v.Lng)]++ // the phones' check skips other drivers
 		}
 	}
 	return f

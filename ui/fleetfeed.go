@@ -37,7 +37,12 @@ var errTooOld = errors.New("ui: the page is older than the fleet feed by too muc
 // join returns the cursor of a page rendered at from, starting the feed on
 // first use. A page older than the feed gets the changes between its LSN
 // and the feed's start from the log (latest per driver) as catchUp.
+//
+// from comes from the browser: it is clamped to the durable LSN, so that a
+// forged or stale from far ahead cannot start the shared feed in the
+// future (every later page would then be "too old" and reload forever).
 func (f *fleetFeed) join(from uint64) (cursor uint64, catchUp []*hub.Event, err error) {
+	from = min(from, f.u.e.DurableLSN())
 	f.mu.Lock()
 	if !f.started {
 		f.started, f.start, f.last = true, from, from

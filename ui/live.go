@@ -165,6 +165,10 @@ func (u *UI) liveHandler(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "bad_parameter", err.Error())
 		return
 	}
+	if t := view.table(); t != "" && !s.canRead(t) {
+		failSecret(w, t)
+		return
+	}
 	var from *uint64
 	v := r.URL.Query().Get("from")
 	if id := r.Header.Get("Last-Event-ID"); id != "" {
@@ -279,6 +283,13 @@ func (u *UI) liveHandler(w http.ResponseWriter, r *http.Request) {
 			flush()
 			return
 		case now := <-tick.C:
+			if !u.sessions.alive(s.id, time.Now()) {
+				// Logged out or expired: the stream ends with its session;
+				// the reload lands on the login form.
+				fmt.Fprint(bw, "event: reload\ndata: {\"reason\":\"session_ended\"}\n\n")
+				flush()
+				return
+			}
 			snap, evs, last, reload := co.take()
 			var rf frame
 			if snap != nil && !reload {
@@ -349,7 +360,7 @@ func (u *UI) view(r *http.Request, s *session) (liveView, error) {
 		if err := fleet.CheckName("table", t); err != nil {
 			return nil, err
 		}
-		return &tableLive{u: u, t: t, after: q.Get("after"), until: q.Get("until"), csrf: s.csrf}, nil
+		return &tableLive{u: u, t: t, after: q.Get("after"), until: q.Get("until"), csrf: s.csrf, redact: s.role != "admin"}, nil
 	}
 	return nil, fmt.Errorf("no live view %q", r.PathValue("view"))
 }
@@ -485,7 +496,11 @@ func (v *tableLive) replace(ctx context.Context, rows []hub.Row) (frame, bool) {
 		if (v.after != "" && r.Key <= v.after) || (v.until != "" && r.Key > v.until) {
 			continue
 		}
-		keyRow(v.t, ro, v.csrf, tableRow{Key: r.Key, Value: string(r.Value), Version: r.Version, LSN: r.LSN}).Render(ctx, &b)
+		value := r.Value
+		if v.redact {
+			value = fleet.RedactForNonAdmin(v.t, value)
+		}
+		keyRow(v.t, ro, v.csrf, tableRow{Key: r.Key, Value: string(value), Version: r.Version, LSN: r.LSN}).Render(ctx, &b)
 	}
 	return frame{Replace: []set{{ID: "key-rows", HTML: b.String()}}}, true
 }
@@ -548,6 +563,7 @@ type tableLive struct {
 	t            string
 	after, until string // the page's key range: (after, until]; until "" = no end
 	csrf         string
+	redact       bool // a non-admin session: values through fleet.RedactForNonAdmin
 }
 
 func (v *tableLive) table() string        { return v.t }
@@ -564,7 +580,11 @@ func (v *tableLive) frame(ctx context.Context, evs []*hub.Event, _ bool) frame {
 			f.Remove = append(f.Remove, id)
 			continue
 		}
-		row := tableRow{Key: ev.Key, Value: string(ev.Value), Version: ev.Version, LSN: ev.LSN}
+		value := ev.Value
+		if v.redact {
+			value = fleet.RedactForNonAdmin(v.t, value)
+		}
+		row := tableRow{Key: ev.Key, Value: string(value), Version: ev.Version, LSN: ev.LSN}
 		f.Upsert = append(f.Upsert, upsert{ID: id, Parent: "key-rows", HTML: html(ctx, keyRow(v.t, ro, v.csrf, row))})
 	}
 	return f

@@ -221,3 +221,28 @@ func TestFleetPagesShareOneSubscriber(t *testing.T) {
 		t.Errorf("the older page's first frame %v lacks the gap (gap) or the feed's change (old)", got)
 	}
 }
+
+// The first Fleet page's from is clamped to the durable LSN (issue 18): a
+// forged from far ahead, arriving first, does not start the shared feed in
+// the future, so the pages after it still get their frames.
+func TestFleetFeedClampsFrom(t *testing.T) {
+	f := newFixture(t, Options{})
+	c := f.client()
+	f.login(c, dashToken)
+	f.points(1, "anna")
+	f.live(c, "/ui/live/fleet?from=1000000000000")
+	f.waitFor(func() bool { return f.u.LiveConnections() == 1 }, "the forged fleet page")
+	f.u.fleetFeed.mu.Lock()
+	start := f.u.fleetFeed.start
+	f.u.fleetFeed.mu.Unlock()
+	if start > f.e.DurableLSN() {
+		t.Fatalf("the feed started at %d, past the durable LSN %d", start, f.e.DurableLSN())
+	}
+	_, body, _ := f.get(c, "/ui/fleet")
+	ls := f.live(c, liveOf(t, body))
+	f.points(2, "anna")
+	fr, m := ls.next(t, 5*time.Second)
+	if m.event == "reload" || len(fr.Upsert) == 0 || fr.Upsert[0].ID != rowID("drv", "anna") {
+		t.Fatalf("a real page after the forged one: %+v %+v", fr, m)
+	}
+}

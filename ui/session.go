@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"routehound/fleet"
 )
 
 const (
@@ -23,6 +26,17 @@ type session struct {
 	role    string
 	csrf    string
 	expires time.Time
+}
+
+// canRead reports whether the session may read table: the tables of the
+// phones' device ids (fleet.IsSecret) are the admin's only, as in the API.
+func (s *session) canRead(table string) bool {
+	return s.role == "admin" || !fleet.IsSecret(table)
+}
+
+// failSecret refuses a dashboard session a table of device ids.
+func failSecret(w http.ResponseWriter, table string) {
+	fail(w, http.StatusForbidden, "forbidden", "table "+strconv.Quote(table)+" holds the phones' device ids (their credentials): log in with an admin token to read it")
 }
 
 // sessions is the bounded session store. Policy when full: expired
@@ -84,6 +98,15 @@ func (s *sessions) get(r *http.Request) (*session, bool) {
 		return nil, false
 	}
 	return ss, true
+}
+
+// alive reports whether session id is still logged in at now (not ended
+// by a logout, not expired, not evicted): a live stream asks it each frame.
+func (s *sessions) alive(id string, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss, ok := s.m[id]
+	return ok && !now.After(ss.expires)
 }
 
 func (s *sessions) end(id string) {
@@ -176,6 +199,13 @@ func (u *UI) renderLogin(w http.ResponseWriter, r *http.Request, status int, msg
 
 // login checks the token (dashboard or admin) and starts a session.
 func (u *UI) login(w http.ResponseWriter, r *http.Request) {
+	if u.opt.Failures != nil {
+		if retry, blocked := u.opt.Failures.Blocked(r); blocked {
+			w.Header().Set("Retry-After", strconv.Itoa(max(1, int((retry+time.Second-1)/time.Second))))
+			fail(w, http.StatusTooManyRequests, "too_many_failures", "too many failed logins from this address; try again later")
+			return
+		}
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	if err := r.ParseForm(); err != nil {
 		fail(w, http.StatusBadRequest, "bad_form", "the form could not be read: "+err.Error())
@@ -190,6 +220,9 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	role, ok := "", false
 	if u.opt.Role != nil {
 		role, ok = u.opt.Role(strings.TrimSpace(r.PostForm.Get("token")))
+	}
+	if !ok && u.opt.Failures != nil {
+		u.opt.Failures.Failed(r) // an unknown token; a known one of another role guesses nothing
 	}
 	if !ok || (role != "dashboard" && role != "admin") {
 		u.renderLogin(w, r, http.StatusUnauthorized, "Unknown token, or not a dashboard or admin token.")

@@ -1,11 +1,16 @@
 package ui
 
 import (
+	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"routehound/engine"
+	"routehound/fleet"
 )
 
 func TestNothingWithoutASession(t *testing.T) {
@@ -195,5 +200,117 @@ func TestLiveRefusesCrossSiteAndIsBounded(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusTooManyRequests {
 		t.Errorf("second live connection over max_live=1: %d, want 429", resp.StatusCode)
+	}
+}
+
+// TestDeviceTablesAdminOnly (issue 18): the tables of the phones' device
+// ids are the admin's only on the dashboard too: a dashboard session gets
+// 403 on their page, on their live stream and on a (refused) form post that
+// would render them; an admin session reads them.
+func TestDeviceTablesAdminOnly(t *testing.T) {
+	f := newFixture(t, Options{})
+	const id = "secret-phone-7q2x"
+	if err := f.e.PutPhoneRecord(context.Background(), fleet.TableDeviceStatus, id, []byte(`{"device":"`+id+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	dash, admin := f.client(), f.client()
+	csrf := f.login(dash, dashToken)
+	f.login(admin, adminToken)
+	lsn := f.e.DurableLSN()
+	for _, p := range []string{"/ui/tables/device_status", "/ui/tables/devices", "/ui/tables/quarantine",
+		fmt.Sprintf("/ui/live/table?table=device_status&from=%d", lsn)} {
+		st, body, _ := f.get(dash, p)
+		if st != http.StatusForbidden || !strings.Contains(body, `"forbidden"`) || strings.Contains(body, id) {
+			t.Errorf("dashboard GET %s: %d %s", p, st, body)
+		}
+	}
+	st, body, _ := f.post(dash, "/ui/tables/device_status/put", url.Values{"key": {"k"}, "value": {"1"}, "csrf": {csrf}})
+	if st != http.StatusForbidden || strings.Contains(body, id) {
+		t.Errorf("dashboard POST to device_status: %d %s", st, body)
+	}
+	if st, body, _ := f.get(admin, "/ui/tables/device_status"); st != http.StatusOK || !strings.Contains(body, id) {
+		t.Errorf("admin GET device_status: %d", st)
+	}
+	f.live(admin, fmt.Sprintf("/ui/live/table?table=device_status&from=%d", lsn))
+}
+
+// A live stream ends with its session (issue 18): at logout, and at
+// expiry, the open stream gets a reload (which lands on the login form) and
+// ends, instead of streaming on for as long as the browser stays.
+func TestLiveStreamEndsWithItsSession(t *testing.T) {
+	for _, how := range []string{"logout", "expiry"} {
+		t.Run(how, func(t *testing.T) {
+			ttl := time.Hour
+			if how == "expiry" {
+				ttl = 1500 * time.Millisecond
+			}
+			f := newFixture(t, Options{SessionTTL: ttl})
+			c := f.client()
+			csrf := f.login(c, dashToken)
+			_, body, _ := f.get(c, "/ui/")
+			ls := f.live(c, liveOf(t, body))
+			ls.next(t, 5*time.Second) // streaming
+			if how == "logout" {
+				if st, _, _ := f.post(c, "/ui/logout", url.Values{"csrf": {csrf}}); st != http.StatusSeeOther {
+					t.Fatalf("logout: %d", st)
+				}
+			}
+			wait := 5 * time.Second
+			if how == "expiry" {
+				wait += ttl
+			}
+			deadline := time.After(wait)
+			for {
+				select {
+				case m, ok := <-ls.frames:
+					if !ok {
+						t.Fatal("the stream ended without a reload")
+					}
+					if m.event != "reload" {
+						continue
+					}
+					if _, ok := <-ls.frames; ok {
+						t.Fatal("the stream went on after the reload")
+					}
+					return
+				case <-deadline:
+					t.Fatalf("the live stream outlived the session's %s", how)
+				}
+			}
+		})
+	}
+}
+
+// A legacy positions value (stored with its device id before issue 18)
+// shows on a dashboard session's table page and live stream without the
+// id; an admin session's shows it as stored.
+func TestLegacyPositionsWithoutDeviceID(t *testing.T) {
+	f := newFixture(t, Options{})
+	const id = "legacy-phone-4k8w"
+	fix := int64(1763899200000)
+	legacy := func() {
+		t.Helper()
+		fix += 1000
+		if _, err := f.e.SubmitPhonePoint(context.Background(), engine.PhonePoint{Driver: "anna", Device: id, FixMs: fix, Lat: 52.5, Lng: 13.4,
+			Value: []byte(`{"lat":52.5,"lng":13.4,"device":"` + id + `"}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	legacy()
+	dash, admin := f.client(), f.client()
+	f.login(dash, dashToken)
+	f.login(admin, adminToken)
+	_, body, _ := f.get(dash, "/ui/tables/positions")
+	if strings.Contains(body, id) || !strings.Contains(body, "52.5") {
+		t.Fatalf("dashboard positions page:\n%s", body)
+	}
+	if _, body, _ := f.get(admin, "/ui/tables/positions"); !strings.Contains(body, id) {
+		t.Fatal("the admin's positions page lost the stored value")
+	}
+	ls := f.live(dash, liveOf(t, body))
+	legacy()
+	fr, m := ls.next(t, 5*time.Second)
+	if len(fr.Upsert) == 0 || strings.Contains(m.data, id) || !strings.Contains(m.data, "52.5") {
+		t.Fatalf("dashboard live frame: %s", m.data)
 	}
 }

@@ -95,6 +95,9 @@ func (u *UI) table(ctx context.Context, table, after string, s *session) (tableV
 	v.Keys = ti.Keys
 	var bytes int64
 	more, err := snap.Scan(table, after, pageSize, func(k string, st engine.State) error {
+		if s.role != "admin" {
+			st.Value = fleet.RedactForNonAdmin(table, st.Value)
+		}
 		// Cut at the byte budget too (at least one row): large values
 		// never make one page of hundreds of MB.
 		n := int64(len(k) + len(st.Value) + 64)
@@ -126,6 +129,10 @@ func (u *UI) showTable(w http.ResponseWriter, r *http.Request, s *session, statu
 	table := r.PathValue("table")
 	if err := fleet.CheckName("table", table); err != nil {
 		fail(w, http.StatusBadRequest, "bad_table", fleet.Message(err))
+		return
+	}
+	if !s.canRead(table) {
+		failSecret(w, table)
 		return
 	}
 	q := r.URL.Query()

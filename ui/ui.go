@@ -26,6 +26,9 @@ type Options struct {
 	// Role resolves a login token to its role; only "dashboard" and
 	// "admin" may log in.
 	Role func(token string) (role string, ok bool)
+	// Failures limits refused logins per source address (the API's
+	// limiter, so that logins and 401s count together); nil: no limit.
+	Failures FailureCounter
 	// Secure marks the session cookie Secure (the server speaks TLS).
 	Secure        bool
 	SessionTTL    time.Duration
@@ -36,6 +39,16 @@ type Options struct {
 	// MaxPageBytes cuts a table page at about this many bytes of rows
 	// (at least one row; 0: 4 MiB); its next link continues it.
 	MaxPageBytes int64
+}
+
+// FailureCounter counts failed authentications per source address
+// (api.FailureLimiter).
+type FailureCounter interface {
+	// Blocked reports whether r's address is past its failures, and for
+	// how long it stays refused.
+	Blocked(r *http.Request) (retry time.Duration, blocked bool)
+	// Failed counts one failure of r's address.
+	Failed(r *http.Request)
 }
 
 func (o *Options) defaults() {
