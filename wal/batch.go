@@ -349,6 +349,7 @@ func (db *DB) commitTxn(txn *badger.Txn) error {
 		return err
 	}
 	db.ts.Store(ts)
+	db.advanceDiscard()
 	return nil
 }
 

@@ -149,6 +149,14 @@ func (db *DB) view(fn func(txn *badger.Txn) error) error {
 func (db *DB) ReleaseVersions() {
 	db.writeMu.Lock()
 	defer db.writeMu.Unlock()
+	db.advanceDiscard()
+}
+
+// advanceDiscard is ReleaseVersions under writeMu; every commit runs it, so
+// that compaction drops overwritten versions as soon as no reader needs
+// them (a driver's position is overwritten by every point: with a lag,
+// compactions carry those versions and their table builders grow).
+func (db *DB) advanceDiscard() {
 	db.rmu.Lock()
 	oldest := db.ts.Load()
 	for ts := range db.reading {
