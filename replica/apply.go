@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -154,6 +155,10 @@ type applier struct {
 	// latest, so a page of many points writes each driver's row once, and
 	// cuts its trail once.
 	latest map[string]latestPoint
+	// block is each driver's trail points of the page so far, packed
+	// (trailPointBytes each): one trail row per driver per page.
+	block map[string][]byte
+	keys  []string // drivers of the page, sorted for the flush (reused)
 	// nCache holds trail_n of drivers as committed, so that a driver's
 	// first point in a page need not read it back. The applier is the only
 	// writer, so it stays true; it is dropped after a failed transaction
@@ -175,7 +180,7 @@ type latestPoint struct {
 
 func newApplier(ctx context.Context, r *Replica) (*applier, error) {
 	a := &applier{r: r, conn: r.wconn, buf: make([]engine.Record, 0, 256),
-		latest: map[string]latestPoint{}, nCache: map[string]int64{}}
+		latest: map[string]latestPoint{}, nCache: map[string]int64{}, block: map[string][]byte{}}
 	prep := func(dst **sql.Stmt, q string) error {
 		s, err := a.conn.PrepareContext(ctx, q)
 		if err != nil {
@@ -224,7 +229,7 @@ func newApplier(ctx context.Context, r *Replica) (*applier, error) {
 			` ON CONFLICT (driver) DO UPDATE SET seq = excluded.seq, lat = excluded.lat,
 			lng = excluded.lng, speed_kmh = excluded.speed_kmh, heading = excluded.heading, ts = excluded.ts,
 			lsn = excluded.lsn, committed_at = excluded.committed_at, trail_n = excluded.trail_n`},
-		{&a.putTrail, 10, `INSERT OR REPLACE INTO trail (driver, n, lsn, seq, lat, lng, speed_kmh, heading, ts, committed_at) VALUES `, ``},
+		{&a.putTrail, 3, `INSERT OR REPLACE INTO trail (driver, n, pts) VALUES `, ``},
 	} {
 		m.dst.cols = m.cols
 		row := "(?" + strings.Repeat(", ?", m.cols-1) + ")"
@@ -356,6 +361,7 @@ func (a *applier) tx(ctx context.Context, fn func() error, lsn uint64, n int, t0
 		// back with a fresh one so the transaction does not linger.
 		a.conn.ExecContext(context.Background(), "ROLLBACK")
 		clear(a.latest)
+		clear(a.block)
 		a.putPos.reset()
 		a.putTrail.reset()
 		a.nCache = map[string]int64{} // may hold counts of the rolled back page
@@ -389,9 +395,8 @@ func (a *applier) apply(ctx context.Context, i int) error {
 	case fleet.TablePositions:
 		if del {
 			a.latest[rec.Key] = latestPoint{deleted: true}
-			if err = a.putTrail.flush(ctx); err == nil { // its points before the delete
-				_, err = a.delTrail.ExecContext(ctx, rec.Key)
-			}
+			delete(a.block, rec.Key) // its points of this page go with its trail
+			_, err = a.delTrail.ExecContext(ctx, rec.Key)
 			break
 		}
 		var p pointValue
@@ -413,7 +418,8 @@ func (a *applier) apply(ctx context.Context, i int) error {
 		}
 		n := cur.n + 1
 		a.latest[rec.Key] = latestPoint{i: i, p: p, n: n}
-		err = a.putTrail.add(ctx, rec.Key, n, int64(rec.LSN), int64(p.Seq), p.LatV, p.LngV, p.SpeedKmh, p.Heading, nanos(p.TS), at)
+		a.block[rec.Key] = appendTrailPoint(a.block[rec.Key], trailPoint{Seq: p.Seq, Lat: p.LatV, Lng: p.LngV,
+			SpeedKmh: p.SpeedKmh, Heading: p.Heading, TS: nanos(p.TS), LSN: rec.LSN, CommittedAt: at})
 	case fleet.TableAssignments:
 		if del {
 			_, err = a.delAsg.ExecContext(ctx, rec.Key)
@@ -451,13 +457,39 @@ func (a *applier) apply(ctx context.Context, i int) error {
 // the trails that grew past TrailPoints.
 func (a *applier) flushDrivers(ctx context.Context) error {
 	defer clear(a.latest)
+	defer clear(a.block)
+	// Each driver's points of the page, one block row keyed by the
+	// trail_n of its newest point, before the cuts below.
+	// A block never keeps more than the bound: a driver keeps at most
+	// 2*TrailPoints-1 points, the newest block and older ones not yet past
+	// the bound.
+	a.keys = a.keys[:0]
+	for driver := range a.block {
+		a.keys = append(a.keys, driver)
+	}
+	slices.Sort(a.keys) // in key order: B-tree inserts next to each other
+	for _, driver := range a.keys {
+		pts := a.block[driver]
+		if max := TrailPoints * trailPointBytes; len(pts) > max {
+			pts = pts[len(pts)-max:]
+		}
+		if err := a.putTrail.add(ctx, driver, a.latest[driver].n, pts); err != nil {
+			return fmt.Errorf("trail of %s: %w", driver, err)
+		}
+	}
 	if err := a.putTrail.flush(ctx); err != nil {
 		return fmt.Errorf("trails: %w", err)
 	}
 	if len(a.nCache)+len(a.latest) > nCacheMax {
 		a.nCache = map[string]int64{}
 	}
-	for driver, lp := range a.latest {
+	a.keys = a.keys[:0]
+	for driver := range a.latest {
+		a.keys = append(a.keys, driver)
+	}
+	slices.Sort(a.keys)
+	for _, driver := range a.keys {
+		lp := a.latest[driver]
 		a.nCache[driver] = lp.n
 		var err error
 		if lp.deleted {

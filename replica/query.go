@@ -108,11 +108,28 @@ func (r *Replica) Trail(ctx context.Context, driver string, n int) ([]fleet.Posi
 		n = TrailPoints
 	}
 	out := []fleet.Position{}
-	err := r.query(ctx, "trail of "+driver, `SELECT `+positionCols+` FROM trail WHERE driver = ? ORDER BY n DESC LIMIT ?`,
+	// Blocks newest first, each block's points newest first, until n. The
+	// query reads at most TrailPoints blocks (a block holds one point at
+	// least); rows() stops early once n points are read.
+	err := r.query(ctx, "trail of "+driver, `SELECT pts FROM trail WHERE driver = ? ORDER BY n DESC LIMIT ?`,
 		[]any{driver, n}, func(rows *sql.Rows) error {
-			p, err := scanPosition(rows)
-			out = append(out, p)
-			return err
+			if len(out) >= n {
+				return nil
+			}
+			var blob []byte
+			if err := rows.Scan(&blob); err != nil {
+				return err
+			}
+			pts, err := trailBlock(blob)
+			if err != nil {
+				return err
+			}
+			for i := len(pts) - 1; i >= 0 && len(out) < n; i-- {
+				p := pts[i]
+				out = append(out, fleet.Position{Driver: driver, Lat: p.Lat, Lng: p.Lng, SpeedKmh: p.SpeedKmh,
+					Heading: p.Heading, Seq: p.Seq, TS: fromNanos(p.TS), LSN: p.LSN, CommittedAt: fromNanos(p.CommittedAt)})
+			}
+			return nil
 		})
 	return out, err
 }

@@ -11,7 +11,7 @@ import (
 
 // schemaVersion is stored in meta; a replica written with another version
 // is dropped and rebuilt from the log (it is only a cache of the log).
-const schemaVersion = 2
+const schemaVersion = 3
 
 // schema creates the read model. Times are Unix nanoseconds (0 = unknown).
 // Every row keeps the LSN that wrote it, which orders "newest first".
@@ -20,17 +20,19 @@ const schemaVersion = 2
 // so LoadingCounts reads a handful of rows instead of grouping every event.
 var schema = []string{
 	`CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID`,
-	// trail_n counts the driver's points since its trail (re)started; trail
-	// rows are numbered by it, so cutting the trail to its bound is one
-	// range delete on the primary key.
+	// trail_n counts the driver's points since its trail (re)started. A
+	// trail row is a block of one driver's consecutive points, those one
+	// applier page brought (packed, trailPointBytes each, oldest first),
+	// keyed by the trail_n of its newest point: a page of many points of
+	// a driver is one row, not one per point, and cutting the trail to its
+	// bound is still one range delete on the primary key (a block goes
+	// once its newest point is past the bound).
 	`CREATE TABLE IF NOT EXISTS positions (
 		driver TEXT PRIMARY KEY, seq INTEGER NOT NULL, lat REAL NOT NULL, lng REAL NOT NULL,
 		speed_kmh REAL NOT NULL, heading REAL NOT NULL, ts INTEGER NOT NULL,
 		lsn INTEGER NOT NULL, committed_at INTEGER NOT NULL, trail_n INTEGER NOT NULL) WITHOUT ROWID`,
 	`CREATE TABLE IF NOT EXISTS trail (
-		driver TEXT NOT NULL, n INTEGER NOT NULL, lsn INTEGER NOT NULL, seq INTEGER NOT NULL,
-		lat REAL NOT NULL, lng REAL NOT NULL, speed_kmh REAL NOT NULL, heading REAL NOT NULL,
-		ts INTEGER NOT NULL, committed_at INTEGER NOT NULL,
+		driver TEXT NOT NULL, n INTEGER NOT NULL, pts BLOB NOT NULL,
 		PRIMARY KEY (driver, n)) WITHOUT ROWID`,
 	`CREATE TABLE IF NOT EXISTS assignments (
 		route TEXT PRIMARY KEY, driver TEXT NOT NULL, stops INTEGER NOT NULL, note TEXT NOT NULL,
