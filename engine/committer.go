@@ -249,6 +249,7 @@ func (e *Engine) commitBatch(p *pending) {
 	}
 	commit := e.now().Sub(tc)
 	e.sched.observeCommit(commit, len(recs))
+	e.sinceTrim += len(recs)
 	if len(recs) > 0 {
 		p.segs = append(p.segs, recs)
 	}
@@ -411,21 +412,37 @@ func (e *Engine) refuseAll() {
 }
 
 // maintain runs the periodic chores between batches and says when to come
-// back: the free-space check, releasing the store's old versions to
-// compaction, and one bounded retention step (sooner while there is more
-// to trim).
+// back: once a second the free-space check and releasing the store's old
+// versions to compaction; and one bounded retention step, sooner while
+// there is more to trim.
+//
+// A retention step takes the writer's turn, so a dispatch write that
+// arrives during it waits for it like for a batch: it deletes at most
+// what a batch may hold under the derived cap (twice the cap, or what was
+// committed since the last step if more, so that trimming keeps up with
+// the log's growth), never the thousand records a step used to take
+// (under a steady 40,000 points/s with retention at its bound, that moved
+// dispatch's queue wait p90 from <= 1 ms to <= 8 ms: BENCHMARKS.md).
 func (e *Engine) maintain() time.Duration {
-	e.checkDisk()
 	db := e.db.Load()
-	db.ReleaseVersions()
-	n, err := db.Trim(e.cfg.Retention.wal(), 1000)
+	now := e.now()
+	if !now.Before(e.choresAt) {
+		e.choresAt = now.Add(time.Second)
+		e.checkDisk()
+		db.ReleaseVersions()
+	}
+	chunk := min(max(2*e.sched.cap(), e.sinceTrim), e.cfg.BatchRecords)
+	e.sinceTrim = 0
+	t0 := e.now()
+	n, err := db.Trim(e.cfg.Retention.wal(), chunk)
+	e.totals.BusyNanos.Add(int64(e.now().Sub(t0)))
 	if err != nil {
 		e.log.Error("log retention failed", "err", err)
 		return time.Second
 	}
 	e.totals.Trimmed.Add(uint64(n))
-	if n == 1000 {
-		return 0 // more to trim: one chunk per committer turn
+	if n == chunk {
+		return 0 // more to trim: one step per committer turn
 	}
 	return time.Second
 }

@@ -36,7 +36,9 @@ func (db *DB) Trim(p Retention, max int) (int, error) {
 	first := db.first.Load()
 	txn := db.bdb.NewTransactionAt(db.ts.Load(), true)
 	defer txn.Discard()
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindLog}, PrefetchValues: true, PrefetchSize: 256})
+	// Values are read only to judge age; prefetch no more than the step
+	// may delete (a small step must not pay for 256 values).
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindLog}, PrefetchValues: !cutoff.IsZero(), PrefetchSize: min(max+1, 256)})
 	n := 0
 	for it.Seek(logKey(first)); it.Valid() && n < max; it.Next() {
 		item := it.Item()

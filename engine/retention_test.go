@@ -1,0 +1,62 @@
+package engine
+
+import (
+	"fmt"
+	"testing"
+
+	"routehound/wal"
+)
+
+// A retention step takes the writer's turn, so it deletes no more than a
+// batch may hold under the derived cap (twice the cap, or what was
+// committed since the last step), and steps follow each other until the
+// log is back within its bound.
+func TestRetentionStepsAreBoundedByTheCap(t *testing.T) {
+	db, err := wal.Open(wal.Options{Dir: t.TempDir(), MemoryBytes: 32 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	cfg := DefaultConfig()
+	cfg.FixedBatchCap = 64
+	cfg.MinFreeBytes = 0
+	cfg.Retention = Retention{MaxBytes: 1} // every record is past the bound
+	e, err := build(cfg, db, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 3,000 records, committed in batches of 100 without the committer's
+	// turn (the steps below are called directly).
+	for i := 0; i < 30; i++ {
+		b := db.Begin()
+		for j := 0; j < 100; j++ {
+			if _, err := b.Put("t", fmt.Sprintf("k%d-%d", i, j), []byte(`{"v":1}`), "tables", wal.AnyVersion); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := b.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.sinceTrim = 100 // the last batch
+	var steps []uint64
+	for i := 0; i < 100 && e.totals.Trimmed.Load() < 3000; i++ {
+		before := e.totals.Trimmed.Load()
+		again := e.maintain()
+		steps = append(steps, e.totals.Trimmed.Load()-before)
+		if again != 0 && e.totals.Trimmed.Load() < 3000 {
+			t.Fatalf("step %d: come back in %v with %d records still past the bound", i, again, 3000-e.totals.Trimmed.Load())
+		}
+	}
+	if got := e.totals.Trimmed.Load(); got != 3000 {
+		t.Fatalf("trimmed %d records, want 3000 (steps %v)", got, steps)
+	}
+	if steps[0] != 128 {
+		t.Fatalf("first step trimmed %d, want twice the cap, 128 (steps %v)", steps[0], steps)
+	}
+	for i, n := range steps {
+		if n > 128 {
+			t.Fatalf("step %d trimmed %d records, past twice the cap (steps %v)", i, n, steps)
+		}
+	}
+}
