@@ -20,13 +20,17 @@ package engine
 //   - every point accepted is in the log once the run drains;
 //   - drivers backlogged together get an even share (Jain's index >= 0.9);
 //   - a phone flushing 10,000 points delays another driver's new points by
-//     at most a few batches, not by its backlog.
+//     at most a few batches, not by its backlog;
+//   - after failed fsyncs (the engine refuses, holds the accepted driver
+//     points, reopens the store and writes them again) every accepted
+//     point is still in the log, once and in order.
 //
 // testing/synctest is not used: select order and same-instant timers make
 // it nondeterministic for this; here nothing is concurrent.
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"hash/fnv"
@@ -83,6 +87,11 @@ func (f *simEnv) sync() error {
 	s := f.s
 	s.clk.t = s.clk.t.Add(s.cost(s.model.fsync))
 	s.syncs++
+	if len(s.failAt) > 0 && s.clk.t.Sub(s.start) >= s.failAt[0] {
+		s.failAt = s.failAt[1:]
+		s.faults++
+		return errors.New("simulated fsync failure")
+	}
 	return nil
 }
 
@@ -138,7 +147,11 @@ type sim struct {
 	// waited from its arrival to its commit (1: the next batch).
 	pointBatches map[string][]int
 	maxSlow      float64
-	onCommitHook func() // after each batch's checks
+	onCommitHook func()          // after each batch's checks
+	failAt       []time.Duration // the first fsync at or after each of these times fails
+	faults       int             // fsyncs failed so far
+	unavailable  int             // keyed writes answered ErrUnavailable (their writers retry)
+	recoveries   int
 }
 
 type simChunk struct {
@@ -158,11 +171,11 @@ func (s *sim) cost(d time.Duration) time.Duration {
 
 func newSim(t *testing.T, seed uint64, model simCost, slow func(time.Duration) float64, maxSlow float64) *sim {
 	t.Helper()
-	db, err := wal.Open(wal.Options{Dir: t.TempDir(), MemoryBytes: 32 << 20})
+	dir := t.TempDir()
+	db, err := wal.Open(wal.Options{Dir: dir, MemoryBytes: 32 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
 	cfg := DefaultConfig()
 	cfg.RoomWait = 0     // refuse at once: nothing may block the simulation
 	cfg.MinFreeBytes = 0 // no disk checks in virtual time
@@ -175,12 +188,18 @@ func newSim(t *testing.T, seed uint64, model simCost, slow func(time.Duration) f
 		pointBatches: map[string][]int{},
 	}
 	s.start = s.clk.t
+	// After a simulated fsync failure the engine reopens the store as the
+	// server does; the reopen itself runs on the engine's recovery
+	// goroutine, which the simulation waits for (its outcome does not
+	// depend on timing).
+	cfg.Open = func() (*wal.DB, error) { return wal.Open(wal.Options{Dir: dir, MemoryBytes: 32 << 20}) }
 	e, err := build(cfg, db, nil, func(db *wal.DB) commitEnv { return &simEnv{s: s, db: db} })
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.now = func() time.Time { return s.clk.t }
 	s.e = e
+	t.Cleanup(func() { e.db.Load().Close() })
 	return s
 }
 
@@ -288,6 +307,10 @@ func (s *sim) deliver() {
 			key := fmt.Sprintf("k%d", s.rng.IntN(1000))
 			it := s.e.keyedItem(ev.lane, Write{Table: table, Key: key, Value: []byte(`{"v":1}`), IfVersion: wal.AnyVersion})
 			if err := s.e.enqueue(s.e.lanes[ev.lane], it); err != nil {
+				if errors.Is(err, ErrUnavailable) && s.faults > 0 {
+					s.unavailable++
+					continue
+				}
 				s.t.Fatalf("seed %d: a %s write was refused: %v", s.seed, ev.lane, err)
 			}
 			s.waits = append(s.waits, &simWait{it: it, lane: ev.lane, at: s.clk.t, arrival: s.batches})
@@ -355,6 +378,10 @@ func (s *sim) collect() {
 	for _, w := range s.waits {
 		select {
 		case r := <-w.it.done:
+			if errors.Is(r.err, ErrUnavailable) && s.faults > 0 {
+				s.unavailable++ // its fsync failed: the writer retries
+				continue
+			}
 			if r.err != nil {
 				s.t.Fatalf("seed %d: a %s write failed: %v", s.seed, w.lane, r.err)
 			}
@@ -399,6 +426,23 @@ func (s *sim) run() {
 	for turns := 0; ; turns++ {
 		if turns > 50_000_000 {
 			s.t.Fatalf("seed %d: no end after %d turns", s.seed, turns)
+		}
+		if s.e.failed.Load() {
+			// The committer's failed state (run): refuse or hold what is
+			// queued, then take the reopened store.
+			s.e.refuseAll()
+			s.collect()
+			if !s.e.rec.running {
+				s.t.Fatalf("seed %d: the store failed with no recovery running", s.seed)
+			}
+			db := <-s.e.rec.done
+			s.e.rec.running = false
+			if db == nil {
+				s.t.Fatalf("seed %d: the store could not be reopened", s.seed)
+			}
+			s.e.resume(db)
+			s.recoveries++
+			continue
 		}
 		s.deliver()
 		_, more := s.nextAt()
@@ -534,6 +578,23 @@ func TestSimulatedSchedule(t *testing.T) {
 			}
 			return 1
 		}, setup: base},
+		{name: "fsync-failures", slow: steady(1), max: 1, setup: func(s *sim, phones int, dur time.Duration) {
+			// In a driver spike with a phone flushing: the driver lane holds
+			// accepted points, not yet written, when the fsyncs fail.
+			base(s, phones, dur)
+			s.drivers("p", phones, 5*time.Second/9, dur/3, 2*dur/3)
+			s.flush("stuck", 10000, 500, dur/3)
+			s.failAt = []time.Duration{dur/3 + 10*time.Millisecond, dur / 2}
+		}, check: func(t *testing.T, s *sim) {
+			// checkLog already proved every accepted point is in the log,
+			// the held ones written again after the reopen.
+			if held := s.e.totals.StoreFailures.Load(); held != 2 {
+				t.Fatalf("seed %d: %d store failures counted, want 2", s.seed, held)
+			}
+			if s.faults != 2 || s.recoveries != 2 {
+				t.Fatalf("seed %d: %d fsyncs failed, %d recoveries; want 2 and 2", s.seed, s.faults, s.recoveries)
+			}
+		}},
 		{name: "stuck-phone", slow: steady(1), max: 1, setup: func(s *sim, phones int, dur time.Duration) {
 			base(s, phones, dur)
 			s.flush("stuck", 10000, 500, dur/3)
@@ -607,8 +668,8 @@ func TestSimulatedSchedule(t *testing.T) {
 					}
 					hashes = append(hashes, s.hash())
 					if rep == 0 {
-						t.Logf("seed %d: %d batches, %d fsyncs, %d refused; dispatch p50 %v p99 %v max %v (bound %v); warehouse p99 %v; tables p99 %v",
-							seed, s.batches, s.syncs, s.refused, pct(s.lat[LaneDispatch], 0.5), pct(s.lat[LaneDispatch], 0.99), pct(s.lat[LaneDispatch], 1), s.dispatchBound(),
+						t.Logf("seed %d: %d batches, %d fsyncs (%d failed, %d recoveries, %d keyed writes answered unavailable), %d refused; dispatch p50 %v p99 %v max %v (bound %v); warehouse p99 %v; tables p99 %v",
+							seed, s.batches, s.syncs, s.faults, s.recoveries, s.unavailable, s.refused, pct(s.lat[LaneDispatch], 0.5), pct(s.lat[LaneDispatch], 0.99), pct(s.lat[LaneDispatch], 1), s.dispatchBound(),
 							pct(s.lat[LaneWarehouse], 0.99), pct(s.lat[LaneTables], 0.99))
 					}
 				}
