@@ -109,7 +109,7 @@ type DB struct {
 	lc        *levelsController
 	vlog      valueLog
 	writeCh   chan *request
-	writeMu   sync.Mutex // RouteHound patch 7: one writeRequests at a time, inline or from doWrites
+	writeMu   sync.Mutex     // RouteHound patch 7: one writeRequests at a time, inline or from doWrites
 	flushChan chan *memTable // For flushing memtables.
 	closeOnce sync.Once      // For closing DB only once.
 
