@@ -163,6 +163,7 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 		SessionTTL: cfg.UI.SessionTTL, MaxSessions: cfg.UI.MaxSessions,
 		MaxLive: cfg.UI.MaxLive, FrameInterval: cfg.UI.FrameInterval,
 		MaxPageBytes: cfg.HTTP.MaxPageBytes,
+		StoreDir:     store.Dir,
 	})
 	a.UI = dash
 	srv.Handle("/ui/", dash)

@@ -349,6 +349,8 @@ func (u *UI) view(r *http.Request, s *session) (liveView, error) {
 		return &channelsLive{u: u}, nil
 	case "system":
 		return &systemLive{u: u}, nil
+	case "tables":
+		return &tablesLive{u: u}, nil
 	case "fleet":
 		return &fleetLive{u: u, driver: q.Get("driver"), paged: q.Get("paged") != ""}, nil
 	case "routes":
@@ -403,6 +405,25 @@ func (v *systemLive) frame(ctx context.Context, _ []*hub.Event, tick bool) frame
 	var f frame
 	if tick {
 		f.Set = append(f.Set, set{ID: "system", HTML: html(ctx, systemBody(v.u.system()))})
+	}
+	return f
+}
+
+// tablesLive refreshes the list of tables (key counts, last LSNs).
+type tablesLive struct {
+	noRows
+	u *UI
+}
+
+func (v *tablesLive) table() string        { return "" }
+func (v *tablesLive) every() time.Duration { return 2 * time.Second }
+func (v *tablesLive) frame(ctx context.Context, _ []*hub.Event, tick bool) frame {
+	var f frame
+	if !tick {
+		return f
+	}
+	if tl, err := v.u.tableList(); err == nil { // a store reopening: the next tick
+		f.Set = append(f.Set, set{ID: "table-list", HTML: html(ctx, tableListRows(tl))})
 	}
 	return f
 }

@@ -8,6 +8,8 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
@@ -314,7 +316,7 @@ type systemView struct {
 	DurableLSN, FirstLSN, LastLSN uint64
 	LogBytes                      int64
 	Retention                     engine.Retention
-	LSMBytes, VlogBytes           int64
+	Disk                          diskUsage
 	HeapBytes, SysBytes           uint64
 	Goroutines                    int
 	Fsyncs                        uint64
@@ -330,6 +332,58 @@ type systemView struct {
 	GCShare                       float64       // GC's share of the process's CPU, last second
 }
 
+// diskUsage is the store's size on disk by kind of file.
+type diskUsage struct {
+	Total int64
+	SST   int64 // Badger's LSM tables
+	Mem   int64 // memtable logs: the writes not yet flushed into a table
+	Vlog  int64 // value logs
+	Other int64 // manifest, key registry, ...
+	Err   string
+}
+
+// storeUsage sums the files of the store directory (one level, as Badger
+// keeps them: a few dozen files).
+func storeUsage(dir string) diskUsage {
+	var d diskUsage
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		d.Err = err.Error()
+		return d
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			continue // removed meanwhile (compaction)
+		}
+		n := fi.Size()
+		d.Total += n
+		switch filepath.Ext(e.Name()) {
+		case ".sst":
+			d.SST += n
+		case ".mem":
+			d.Mem += n
+		case ".vlog":
+			d.Vlog += n
+		default:
+			d.Other += n
+		}
+	}
+	return d
+}
+
+// diskUsage reads the store directory when the UI knows it; otherwise
+// Badger's sizes (refreshed once a minute, without the memtable logs).
+func (u *UI) diskUsage(st engine.StoreStats) diskUsage {
+	if u.opt.StoreDir != "" {
+		return storeUsage(u.opt.StoreDir)
+	}
+	return diskUsage{Total: st.LSMBytes + st.VlogBytes, SST: st.LSMBytes, Vlog: st.VlogBytes}
+}
+
 func (u *UI) system() systemView {
 	st := u.e.StoreStats()
 	var ms runtime.MemStats
@@ -340,7 +394,7 @@ func (u *UI) system() systemView {
 		SchedP99: sched, GCShare: gc,
 		DurableLSN: u.e.DurableLSN(), FirstLSN: st.FirstLSN, LastLSN: st.LastLSN,
 		LogBytes: st.LogBytes, Retention: u.e.Config().Retention,
-		LSMBytes: st.LSMBytes, VlogBytes: st.VlogBytes,
+		Disk:      u.diskUsage(st),
 		HeapBytes: ms.HeapAlloc, SysBytes: ms.Sys, Goroutines: runtime.NumGoroutine(),
 		Fsyncs: u.e.Totals().Fsyncs.Load(), FsyncsPerSec: u.sampler.fsyncRate(),
 		Subscribers: hs.Subscribers.Load(), Top: u.h.TopTables(10),
