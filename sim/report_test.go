@@ -33,7 +33,7 @@ func TestReportsSayWhatTheJSONSays(t *testing.T) {
 	out := txt.String()
 	for _, want := range []string{
 		"rejected: lane_full 5, version_conflict 2", // reasons, most frequent first
-		"0-30s",                                    // a server-side row without a spike window
+		"0-30s", // a server-side row without a spike window
 		"warehouse p99 13.0 ms vs 12.4 ms (×1.05 slower)",
 		"dispatch p99 4.0 ms vs 40.0 ms (×10 faster)",
 		"driver durable throughput ×3.0,",
