@@ -70,6 +70,25 @@ func TestHelpAndVersion(t *testing.T) {
 	if err := simCmd([]string{"--help"}); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("sim --help: %v", err)
 	}
+	// The usage prints no sentinel defaults ("(default -1)", "(default -1ns)").
+	f, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := os.Stderr
+	os.Stderr = f
+	for _, cmd := range []func([]string) error{serve, simCmd} {
+		cmd([]string{"--help"})
+	}
+	os.Stderr = stderr
+	f.Close()
+	usage, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(usage), "(default -1") || !strings.Contains(string(usage), "-fail-on-sla") {
+		t.Errorf("usage:\n%s", usage)
+	}
 	var b bytes.Buffer
 	version(&b)
 	if s := b.String(); !strings.HasPrefix(s, "routehound ") || !strings.Contains(s, runtime.Version()) {
