@@ -70,6 +70,9 @@ func TestHelpAndVersion(t *testing.T) {
 	if err := simCmd([]string{"--help"}); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("sim --help: %v", err)
 	}
+	if err := benchCmd([]string{"--help"}); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("bench --help: %v", err)
+	}
 	// The usage prints no sentinel defaults ("(default -1)", "(default -1ns)").
 	f, err := os.CreateTemp(t.TempDir(), "stderr")
 	if err != nil {
