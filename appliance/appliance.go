@@ -434,7 +434,7 @@ func (e *startError) Unwrap() error { return e.err }
 func ListenError(addr string, err error) error {
 	if errors.Is(err, syscall.EADDRINUSE) {
 		return &startError{err: err, msg: fmt.Sprintf(
-			"cannot listen on %s: the port is already in use (another RouteHound, or another server, holds it); stop that process or start with --listen ADDR", addr)}
+			"cannot listen on %s: address already in use (another RouteHound, or another server, holds the port); stop that process or start with --listen ADDR", addr)}
 	}
 	return &startError{err: err, msg: fmt.Sprintf("cannot listen on %s (%v); choose another address with --listen ADDR", addr, err)}
 }
