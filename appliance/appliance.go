@@ -63,10 +63,25 @@ type Appliance struct {
 // Start opens (and recovers) the store under cfg.DataDir, starts the engine
 // and serves HTTP on cfg.Listen. It returns once the server accepts
 // connections.
+//
+// A start that fails leaves no tokens behind that it generated: the next
+// start generates them again and prints them (issue 23), instead of reading
+// a tokens.toml whose tokens nobody was ever shown.
 func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	var generated string // the tokens.toml this start wrote, if any
+	a, err := start(cfg, log, &generated)
+	if err != nil && generated != "" {
+		if rerr := os.Remove(generated); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			log.Warn("start failed; could not remove the tokens it generated", "path", generated, "err", rerr)
+		}
+	}
+	return a, err
+}
+
+func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Appliance, error) {
 	if err := Validate(cfg); err != nil {
 		return nil, err
 	}
@@ -112,6 +127,9 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 		eng.Close(context.Background())
 		eng.CloseStore()
 		return nil, err
+	}
+	if generated {
+		*generatedPath = filepath.Join(dir, config.TokensFile)
 	}
 	if err := config.TokensFileAccess(cfg, dir); err != nil {
 		log.Warn("tokens file readable by others", "err", err)
@@ -195,6 +213,10 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 	if cfg.Osmand.Enabled {
 		if a.Osmand, err = osmand.Start(eng, phones, log); err != nil {
 			a.Shutdown(context.Background())
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return nil, &startError{err: err, msg: fmt.Sprintf(
+					"cannot listen on %s for the phones ([osmand] listen): address already in use (another RouteHound, or another server, holds the port); stop that process or set another [osmand] listen", phones.Listen)}
+			}
 			return nil, err
 		}
 	}

@@ -6,9 +6,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"routehound/config"
 )
 
 // A first start on a taken port fails in one line that names the cause and
@@ -66,5 +69,38 @@ func TestSecondServerOnSameDataDir(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("the first server after the second's failed start: %s", resp.Status)
+	}
+}
+
+// A start that fails after generating the tokens (here: the phone port is
+// taken) removes them, so the next start generates and prints them again.
+func TestFailedStartRemovesGeneratedTokens(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg := loopbackConfig(t)
+	cfg.Osmand.Enabled = true
+	cfg.Osmand.Listen = ln.Addr().String()
+	a, err := Start(cfg, nil)
+	if err == nil {
+		a.Shutdown(context.Background())
+		t.Fatal("started with the phone port taken")
+	}
+	if msg := err.Error(); !strings.Contains(msg, "[osmand] listen") || !strings.Contains(msg, "address already in use") || strings.Contains(msg, "\n") {
+		t.Fatalf("error %q", msg)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, config.TokensFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("tokens.toml left by a failed start: %v", err)
+	}
+	cfg.Osmand.Enabled = false
+	a, err = Start(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Shutdown(context.Background())
+	if !a.Generated {
+		t.Fatal("the next start did not generate (and so print) the tokens")
 	}
 }
