@@ -35,6 +35,10 @@ import (
 
 // benchCmd runs `routehound bench BENCHMARK`; ingest is the only one.
 func benchCmd(args []string) error {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+		fmt.Fprintln(os.Stderr, "usage: routehound bench ingest [flags] (routehound bench ingest --help)")
+		return flag.ErrHelp // asked for: main exits 0
+	}
 	if len(args) == 0 || args[0] != "ingest" {
 		return errors.New("bench: usage: routehound bench ingest [flags] (routehound bench ingest --help)")
 	}

@@ -6,8 +6,13 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"os"
+	"runtime"
+	"runtime/debug"
 )
 
 func usage() {
@@ -17,6 +22,7 @@ commands:
   serve   run the server (routehound serve --help for flags)
   sim     drive a server with a load scenario and report per actor (routehound sim --help)
   bench   benchmarks: bench ingest runs a server as a child process and measures durable driver points/s (routehound bench ingest --help)
+  version print the build's version (VCS revision and time) and Go version
 `)
 }
 
@@ -33,6 +39,9 @@ func main() {
 		err = simCmd(os.Args[2:])
 	case "bench":
 		err = benchCmd(os.Args[2:])
+	case "version", "--version":
+		version(os.Stdout)
+		return
 	case "help", "-h", "--help":
 		usage()
 		return
@@ -41,8 +50,43 @@ func main() {
 		usage()
 		os.Exit(2)
 	}
+	if errors.Is(err, flag.ErrHelp) {
+		return // --help: the flag set printed its usage; asking for it is no failure
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "routehound: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+// version prints the module version and the VCS revision the binary was
+// built from (as `go build` records it), and the Go version.
+func version(w io.Writer) {
+	v, rev, at, dirty := "(devel)", "", "", false
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" {
+			v = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.time":
+				at = s.Value
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
+		}
+	}
+	fmt.Fprintf(w, "routehound %s", v)
+	if rev != "" {
+		fmt.Fprintf(w, " %s", rev)
+		if dirty {
+			fmt.Fprint(w, "+dirty")
+		}
+		if at != "" {
+			fmt.Fprintf(w, " (%s)", at)
+		}
+	}
+	fmt.Fprintf(w, " %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }

@@ -47,10 +47,8 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	if a.Generated {
-		printTokens(os.Stdout, isTerminal(os.Stdout), filepath.Join(a.Dir, config.TokensFile), a.Tokens)
-	}
-	fmt.Printf("Dashboard: %s (log in with the dashboard or admin token)\n", strings.Join(dashboardURLs(a.Addr), "  "))
+	printStart(os.Stdout, isTerminal(os.Stdout), a.Generated, len(cfg.Tokens) > 0, *cfgPath,
+		filepath.Join(a.Dir, config.TokensFile), a.Tokens, dashboardURLs(a.Addr))
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
@@ -88,6 +86,21 @@ func dashboardURLs(a *net.TCPAddr) []string {
 		}
 	}
 	return urls
+}
+
+// printStart tells, on every start, where the dashboard is and where the
+// tokens to log in with are: the generated tokens.toml, or the config file
+// that names them. On the first start the generated tokens are printed too
+// (printTokens).
+func printStart(w io.Writer, terminal, generated, fromConfig bool, cfgPath, tokensPath string, tokens []config.Token, urls []string) {
+	if generated {
+		printTokens(w, terminal, tokensPath, tokens)
+	}
+	where := tokensPath
+	if fromConfig {
+		where = "[[tokens]] in " + cfgPath
+	}
+	fmt.Fprintf(w, "Dashboard: %s (log in with the dashboard or admin token from %s)\n", strings.Join(urls, "  "), where)
 }
 
 // printTokens tells where the tokens generated on the first start are. It

@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"flag"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -32,5 +35,66 @@ func TestTokensPrintedOnlyToATerminal(t *testing.T) {
 	defer f.Close()
 	if isTerminal(f) {
 		t.Fatal("a regular file taken for a terminal")
+	}
+}
+
+// Every start says where the tokens are, not only the first one: a start
+// that reads tokens.toml names it, one whose config names the tokens names
+// the config (issue 23).
+func TestStartNamesWhereTheTokensAre(t *testing.T) {
+	toks := []config.Token{{Role: "admin", Token: "admin-0123456789abcdef"}}
+	urls := []string{"http://127.0.0.1:8080/ui/"}
+	var b bytes.Buffer
+	printStart(&b, true, false, false, "", "/srv/data/tokens.toml", toks, urls)
+	if s := b.String(); !strings.Contains(s, "/srv/data/tokens.toml") || !strings.Contains(s, urls[0]) || strings.Contains(s, toks[0].Token) {
+		t.Fatalf("a later start: %q", s)
+	}
+	b.Reset()
+	printStart(&b, true, false, true, "/etc/routehound.toml", "/srv/data/tokens.toml", toks, urls)
+	if s := b.String(); !strings.Contains(s, "/etc/routehound.toml") || strings.Contains(s, "tokens.toml") {
+		t.Fatalf("tokens from the config: %q", s)
+	}
+	b.Reset()
+	printStart(&b, true, true, false, "", "/srv/data/tokens.toml", toks, urls)
+	if s := b.String(); !strings.Contains(s, toks[0].Token) || !strings.Contains(s, urls[0]) {
+		t.Fatalf("the first start: %q", s)
+	}
+}
+
+// --help is no failure (main exits 0 on flag.ErrHelp), and version names
+// the program and the Go version.
+func TestHelpAndVersion(t *testing.T) {
+	if err := serve([]string{"--help"}); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("serve --help: %v", err)
+	}
+	if err := simCmd([]string{"--help"}); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("sim --help: %v", err)
+	}
+	if err := benchCmd([]string{"--help"}); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("bench --help: %v", err)
+	}
+	// The usage prints no sentinel defaults ("(default -1)", "(default -1ns)").
+	f, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := os.Stderr
+	os.Stderr = f
+	for _, cmd := range []func([]string) error{serve, simCmd} {
+		cmd([]string{"--help"})
+	}
+	os.Stderr = stderr
+	f.Close()
+	usage, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(usage), "(default -1") || !strings.Contains(string(usage), "-fail-on-sla") {
+		t.Errorf("usage:\n%s", usage)
+	}
+	var b bytes.Buffer
+	version(&b)
+	if s := b.String(); !strings.HasPrefix(s, "routehound ") || !strings.Contains(s, runtime.Version()) {
+		t.Errorf("version: %q", s)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 	"time"
 
@@ -32,18 +33,26 @@ func simCmd(args []string) error {
 	htmlOut := fs.String("html", "", "write the report as a self-contained HTML page to this file")
 	baseline := fs.String("baseline", "", `"naive": run the same scenario against the naive SQLite baseline too, and compare`)
 	scale := fs.Float64("scale", 1, "multiply every actor count and rate of the scenario")
-	drivers := fs.Int("drivers", -1, "number of drivers (default: the scenario's)")
-	interval := fs.Duration("driver-interval", 0, "mean time between a driver's reports")
-	dispatch := fs.Float64("dispatch-rate", -1, "assignments/s, all dispatchers")
-	warehouse := fs.Float64("warehouse-rate", -1, "loading events/s, all terminals")
-	viewers := fs.Int("viewers", -1, "dashboard viewers from the start")
+	drivers := fs.Int("drivers", 0, "number of drivers (default: the scenario's)")
+	interval := fs.Duration("driver-interval", 0, "mean time between a driver's reports (default: the scenario's)")
+	dispatch := fs.Float64("dispatch-rate", 0, "assignments/s, all dispatchers (default: the scenario's)")
+	warehouse := fs.Float64("warehouse-rate", 0, "loading events/s, all terminals (default: the scenario's)")
+	viewers := fs.Int("viewers", 0, "dashboard viewers from the start (default: the scenario's)")
 	spikeFactor := fs.Float64("spike-factor", 0, "multiply the spiking actor's load by this in the window (default: the scenario's, 10)")
-	sendEvery := fs.Duration("send-every", -1, "shortest time between a driver's requests; points recorded meanwhile go as one array (default: the scenario's; 0: one request per point)")
+	sendEvery := fs.Duration("send-every", 0, "shortest time between a driver's requests; points recorded meanwhile go as one array (default: the scenario's; 0: one request per point)")
 	quiet := fs.Bool("quiet", false, "no progress line")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole process (simulator and in-process server) to this file")
+	failOnSLA := fs.Bool("fail-on-sla", false, "exit 1 when a p99 is over its SLA (OVER in the report), for CI; without it only a lost write exits 1")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("sim: unexpected arguments %q", fs.Args())
+	}
+	// The overrides apply when given, whatever their value (0 included):
+	// their flag defaults are zero so that --help prints none.
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	s, err := sim.Lookup(*scenario)
 	if err != nil {
 		return err
@@ -54,29 +63,32 @@ func simCmd(args []string) error {
 	if *duration > 0 {
 		s.Duration = *duration
 	}
-	if *drivers >= 0 {
+	if set["drivers"] {
 		s.Drivers = *drivers
 	}
-	if *interval > 0 {
+	if set["driver-interval"] {
 		s.DriverInterval = *interval
 	}
-	if *dispatch >= 0 {
+	if set["dispatch-rate"] {
 		s.DispatchRate = *dispatch
 	}
-	if *warehouse >= 0 {
+	if set["warehouse-rate"] {
 		s.WarehouseRate = *warehouse
 	}
-	if *viewers >= 0 {
+	if set["viewers"] {
 		s.Viewers = *viewers
 	}
 	if *spikeFactor > 0 {
 		s.SpikeFactor = *spikeFactor
 	}
-	if *sendEvery >= 0 {
+	if set["send-every"] {
 		s.SendEvery = *sendEvery
 	}
 	if err := s.Validate(); err != nil {
 		return err
+	}
+	if *dispatch < 0 || *warehouse < 0 || *sendEvery < 0 || *interval < 0 {
+		return errors.New("sim: --dispatch-rate, --warehouse-rate, --send-every and --driver-interval must be >= 0")
 	}
 	if *baseline != "" && *baseline != "naive" {
 		return fmt.Errorf("sim: unknown baseline %q (only \"naive\")", *baseline)
@@ -170,7 +182,29 @@ func simCmd(args []string) error {
 			return fmt.Errorf("sim: %s lost %d acknowledged writes", r.System, r.Lost())
 		}
 	}
+	if *failOnSLA {
+		// RouteHound's run only: the naive baseline is expected to miss.
+		if over := overSLA(cmp.Runs[0]); len(over) > 0 {
+			return fmt.Errorf("sim: p99 over its SLA (--fail-on-sla): %s", strings.Join(over, ", "))
+		}
+	}
 	return nil
+}
+
+// overSLA lists the actors of a run whose p99 is over their SLA (OVER in
+// the report).
+func overSLA(r *sim.Report) []string {
+	var over []string
+	for _, a := range r.Actors {
+		if !a.WithinSLA {
+			p99 := a.P99ms
+			if a.Driver != nil {
+				p99 = max(p99, a.Driver.DurableP99ms)
+			}
+			over = append(over, fmt.Sprintf("%s %.1f ms > %.0f ms", a.Actor, p99, a.SLAms))
+		}
+	}
+	return over
 }
 
 // runNaive runs the same scenario against the naive baseline on a

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"routehound/sim"
 )
 
 // TestSimCommand runs `routehound sim` as a user would, with the naive
@@ -83,5 +85,22 @@ func TestSimCommand(t *testing.T) {
 	}
 	if err := simCmd([]string{"--baseline", "mysql", "--quiet"}); err == nil {
 		t.Error("an unknown baseline was accepted")
+	}
+}
+
+// --fail-on-sla names each actor whose p99 is over its SLA (the OVER of the
+// report), the driver by the worse of its answer and durable p99.
+func TestOverSLA(t *testing.T) {
+	r := &sim.Report{Actors: []sim.ActorReport{
+		{Actor: "driver", P99ms: 2, SLAms: 10, Driver: &sim.DriverPoints{DurableP99ms: 14}},
+		{Actor: "dispatch", P99ms: 4, SLAms: 5, WithinSLA: true},
+		{Actor: "warehouse", P99ms: 13, SLAms: 5},
+	}}
+	got := strings.Join(overSLA(r), ", ")
+	if got != "driver 14.0 ms > 10 ms, warehouse 13.0 ms > 5 ms" {
+		t.Fatalf("overSLA: %q", got)
+	}
+	if over := overSLA(&sim.Report{Actors: r.Actors[1:2]}); len(over) != 0 {
+		t.Fatalf("within SLA: %q", over)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -62,10 +63,25 @@ type Appliance struct {
 // Start opens (and recovers) the store under cfg.DataDir, starts the engine
 // and serves HTTP on cfg.Listen. It returns once the server accepts
 // connections.
+//
+// A start that fails leaves no tokens behind that it generated: the next
+// start generates them again and prints them (issue 23), instead of reading
+// a tokens.toml whose tokens nobody was ever shown.
 func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	var generated string // the tokens.toml this start wrote, if any
+	a, err := start(cfg, log, &generated)
+	if err != nil && generated != "" {
+		if rerr := os.Remove(generated); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			log.Warn("start failed; could not remove the tokens it generated", "path", generated, "err", rerr)
+		}
+	}
+	return a, err
+}
+
+func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Appliance, error) {
 	if err := Validate(cfg); err != nil {
 		return nil, err
 	}
@@ -80,12 +96,18 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
 	}
-	tokens, generated, err := config.EnsureTokens(cfg, dir)
-	if err != nil {
-		return nil, err
+	if cfg.HTTP.TLSCert != "" {
+		// Fail the start, not the first handshake, on a bad pair.
+		if _, err := tls.LoadX509KeyPair(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey); err != nil {
+			return nil, fmt.Errorf("tls certificate %s / key %s: %w", cfg.HTTP.TLSCert, cfg.HTTP.TLSKey, err)
+		}
 	}
-	if err := config.TokensFileAccess(cfg, dir); err != nil {
-		log.Warn("tokens file readable by others", "err", err)
+	// Bind the listener before anything is written under the data dir: a
+	// start that fails on a taken port leaves no store, replica or
+	// tokens.toml behind (issue 23).
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, ListenError(cfg.Listen, err)
 	}
 	t0 := time.Now()
 	// The engine owns the store: it opens it, reopens it after a storage
@@ -94,7 +116,23 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 	store := wal.Options{Dir: filepath.Join(dir, "store"), MemoryBytes: cfg.Storage.MemoryMB << 20, Logger: log}
 	eng, err := engine.Open(EngineConfig(cfg, dir), store, log)
 	if err != nil {
+		ln.Close()
+		return nil, StoreError(dir, err)
+	}
+	// Tokens only once the port and the store are ours: a start that fails
+	// before this point generates none, so the next start prints them.
+	tokens, generated, err := config.EnsureTokens(cfg, dir)
+	if err != nil {
+		ln.Close()
+		eng.Close(context.Background())
+		eng.CloseStore()
 		return nil, err
+	}
+	if generated {
+		*generatedPath = filepath.Join(dir, config.TokensFile)
+	}
+	if err := config.TokensFileAccess(cfg, dir); err != nil {
+		log.Warn("tokens file readable by others", "err", err)
 	}
 	st := eng.StoreStats()
 	log.Info("store recovered", "dir", dir, "last_lsn", st.LastLSN, "first_lsn", st.FirstLSN, "took", time.Since(t0).Round(time.Millisecond))
@@ -112,6 +150,7 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 	srv.MountHub(hb)
 	phones, err := PhoneConfig(cfg)
 	if err != nil {
+		ln.Close()
 		eng.Close(context.Background())
 		eng.CloseStore()
 		return nil, err
@@ -121,10 +160,12 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 	a := &Appliance{Config: cfg, Dir: dir, Tokens: tokens, Generated: generated, Engine: eng, Hub: hb, API: srv,
 		log: log, served: make(chan error, 1), stopped: make(chan struct{})}
 	if a.Replica, err = openReplica(filepath.Join(dir, "replica.db"), eng, log); err != nil {
+		ln.Close()
 		a.closeStore(context.Background())
 		return nil, err
 	}
 	if err := srv.MountCollector(a.Replica.Collector()); err != nil {
+		ln.Close()
 		a.closeStore(context.Background())
 		return nil, err
 	}
@@ -140,25 +181,12 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 		SessionTTL: cfg.UI.SessionTTL, MaxSessions: cfg.UI.MaxSessions,
 		MaxLive: cfg.UI.MaxLive, FrameInterval: cfg.UI.FrameInterval,
 		MaxPageBytes: cfg.HTTP.MaxPageBytes,
+		StoreDir:     store.Dir,
 	})
 	a.UI = dash
 	srv.Handle("/ui/", dash)
 	srv.Handle("GET /{$}", http.HandlerFunc(ui.RedirectHome))
 
-	if cfg.HTTP.TLSCert != "" {
-		// Fail the start, not the first handshake, on a bad pair.
-		if _, err := tls.LoadX509KeyPair(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey); err != nil {
-			dash.Close()
-			a.closeStore(context.Background())
-			return nil, fmt.Errorf("tls certificate %s / key %s: %w", cfg.HTTP.TLSCert, cfg.HTTP.TLSKey, err)
-		}
-	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		dash.Close()
-		a.closeStore(context.Background())
-		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
-	}
 	a.Addr = ln.Addr().(*net.TCPAddr)
 	a.guard = netguard.Listen(ln, netguard.Limits{MaxConns: cfg.HTTP.MaxConns, MaxConnsPerAddr: cfg.HTTP.MaxConnsPerAddr, ExemptLoopback: true})
 	a.http = &http.Server{
@@ -185,6 +213,10 @@ func Start(cfg config.Config, log *slog.Logger) (*Appliance, error) {
 	if cfg.Osmand.Enabled {
 		if a.Osmand, err = osmand.Start(eng, phones, log); err != nil {
 			a.Shutdown(context.Background())
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return nil, &startError{err: err, msg: fmt.Sprintf(
+					"cannot listen on %s for the phones ([osmand] listen): address already in use (another RouteHound, or another server, holds the port); stop that process or set another [osmand] listen", phones.Listen)}
+			}
 			return nil, err
 		}
 	}
@@ -407,4 +439,35 @@ func openReplica(path string, eng *engine.Engine, log *slog.Logger) (*replica.Re
 		}
 	}
 	return replica.Open(path, eng, log)
+}
+
+// startError is a start failure told in one line that says what to do; it
+// unwraps to the underlying error.
+type startError struct {
+	msg string
+	err error
+}
+
+func (e *startError) Error() string { return e.msg }
+func (e *startError) Unwrap() error { return e.err }
+
+// ListenError explains a listener that could not be bound: a taken port
+// names the likely cause (RouteHound already running) and the way out.
+func ListenError(addr string, err error) error {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return &startError{err: err, msg: fmt.Sprintf(
+			"cannot listen on %s: address already in use (another RouteHound, or another server, holds the port); stop that process or start with --listen ADDR", addr)}
+	}
+	return &startError{err: err, msg: fmt.Sprintf("cannot listen on %s (%v); choose another address with --listen ADDR", addr, err)}
+}
+
+// StoreError explains a store that could not be opened. Badger's directory
+// lock (held by another process on the same data dir) is told as such, not
+// in Badger's words; anything else is wrapped with the data dir.
+func StoreError(dir string, err error) error {
+	if errors.Is(err, syscall.EWOULDBLOCK) || strings.Contains(err.Error(), "Cannot acquire directory lock") {
+		return &startError{err: err, msg: fmt.Sprintf(
+			"data dir %s is in use by another RouteHound (one server per data dir); stop that one, or start this one with --data DIR", dir)}
+	}
+	return fmt.Errorf("open the store in %s: %w", dir, err)
 }

@@ -34,13 +34,8 @@ var page = template.Must(template.New("report").Funcs(template.FuncMap{
 	"f1":    func(v float64) string { return fmt.Sprintf("%.1f", v) },
 	"f2":    func(v float64) string { return fmt.Sprintf("%.2f", v) },
 	"f0":    func(v float64) string { return fmt.Sprintf("%.0f", v) },
-	"rej": func(m map[string]int64) string {
-		var b []string
-		for k, v := range m {
-			b = append(b, fmt.Sprintf("%s %d", k, v))
-		}
-		return strings.Join(b, ", ")
-	},
+	"rej":   reasons,
+	"gcps":  func(w ServerWindow) string { return fmt.Sprintf("%.1f", w.gcPerSec()) },
 }).Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>routehound sim — {{.Scenario}}</title>
 <style>
@@ -51,8 +46,7 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 .charts{display:flex;flex-wrap:wrap;gap:1em}.chart{border:1px solid #ddd;padding:.5em}
 </style></head><body>
 <h1>routehound sim — {{.Scenario}}</h1>
-{{with .Ratios}}<p><b>RouteHound vs naive:</b> driver durable throughput ×{{f1 .DriverDurablePerSec}}{{if .DriverDurablePerSecSpike}} (×{{f1 .DriverDurablePerSecSpike}} in the spike window){{end}},
-dispatch p99 ×{{f1 .DispatchP99}} better, warehouse p99 ×{{f1 .WarehouseP99}} better, driver durable p99 ×{{f1 .DriverDurableP99}} better.</p>{{end}}
+{{with .RatioLine}}<p><b>RouteHound vs naive:</b> {{.}}.</p>{{end}}
 {{range .Runs}}
 <h2>{{.System}} <small>({{.Target}}, {{f0 .DurationS}} s, run {{.RunID}})</small></h2>
 <p>{{.Scenario.Description}}.
@@ -66,6 +60,11 @@ Verify: {{if .Verify.OK}}<span class="ok">every acknowledged write read back</sp
 <td>{{with .Driver}}{{f0 .DurablePerSec}} points/s durable{{if .DurablePerSecSpike}} ({{f0 .DurablePerSecSpike}} in the spike){{end}}, durable p99 {{f1 .DurableP99ms}} ms, {{.Recorded}} recorded{{end}}{{with .Viewers}}{{.Connected}} connected, {{.Events}} changes, connect p99 {{f1 .ConnectP99ms}} ms{{end}}</td></tr>
 {{end}}</table>
 {{range .Verify.Problems}}<p class="lost">{{.}}</p>{{end}}
+{{with .Server}}<h3>Server side (in process)</h3>
+<p>The engine's own histograms and the Go runtime, per window: engine p99 (arrival → durable) and queue wait (arrival → taken by the committer) per lane, fsync and scheduler-latency p99, GC, the committer's time per second, and the CPU the process and the machine used (cores). Per second in the JSON (<code>server.series</code>).</p>
+<table><tr><th>window</th><th>s</th><th>dispatch p99 ms</th><th>dispatch wait p99 ms</th><th>warehouse p99 ms</th><th>warehouse wait p99 ms</th><th>driver p99 ms</th><th>fsync p99 ms</th><th>sched p99 ms</th><th>GC/s</th><th>GC CPU</th><th>user CPU</th><th>committer busy</th><th>commit</th><th>fsync</th><th>process CPU</th><th>machine CPU</th></tr>
+{{range .Windows}}<tr><td>{{.Name}}</td><td>{{f0 .From}}–{{f0 .To}}</td><td>{{f1 .DispatchP99ms}}</td><td>{{f1 .DispatchWaitP99ms}}</td><td>{{f1 .WarehouseP99ms}}</td><td>{{f1 .WarehouseWaitP99ms}}</td><td>{{f1 .DriverP99ms}}</td><td>{{f1 .FsyncP99ms}}</td><td>{{f2 .SchedP99ms}}</td><td>{{gcps .}}</td><td>{{f2 .GCCPU}}</td><td>{{f2 .UserCPU}}</td><td>{{f2 .CommitterBusy}}</td><td>{{f2 .CommitterCommit}}</td><td>{{f2 .CommitterFsync}}</td><td>{{f2 .ProcCPU}}</td><td>{{f2 .MachineCPU}}</td></tr>
+{{end}}</table>{{end}}
 <div class="charts">{{$r := .}}{{range .Actors}}<div class="chart"><b>{{.Actor}}</b> latency over time (p50 blue, p99 red, SLA dashed)<br>{{chart . $r.SpikeWindowS}}</div>{{end}}</div>
 {{end}}
 <p><small>Latency: drivers, dispatch, warehouse, tables = request to answer; driver durable = request sent to point committed; viewers = write sent to change received.</small></p>

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
+	"strings"
 	"time"
 )
 
@@ -195,6 +197,9 @@ func (c *Comparison) Summary(w io.Writer) {
 			if a.Viewers != nil {
 				note += fmt.Sprintf(" %d connected, %d events", a.Viewers.Connected, a.Viewers.Events)
 			}
+			if rs := reasons(a.Rejected); rs != "" {
+				note += " rejected: " + rs
+			}
 			ok := "ok"
 			if !a.WithinSLA {
 				ok = "OVER"
@@ -206,10 +211,91 @@ func (c *Comparison) Summary(w io.Writer) {
 			fmt.Fprintf(w, "  LOST: %s\n", p)
 		}
 	}
-	if c.Ratios != nil {
-		fmt.Fprintf(w, "\nRouteHound vs naive: driver durable throughput x%.1f (x%.1f in the spike window), dispatch p99 x%.1f better, warehouse p99 x%.1f better, driver durable p99 x%.1f better\n",
-			c.Ratios.DriverDurablePerSec, c.Ratios.DriverDurablePerSecSpike, c.Ratios.DispatchP99, c.Ratios.WarehouseP99, c.Ratios.DriverDurableP99)
+	if line := c.RatioLine(); line != "" {
+		fmt.Fprintf(w, "\nRouteHound vs naive: %s\n", line)
 	}
+}
+
+// RatioLine compares RouteHound with the naive baseline in words, as the
+// text and HTML reports print it ("" without a baseline). A ratio of
+// latencies says faster or slower with both p99s beside it, so that a
+// RouteHound slower than the baseline is never called better; the spike
+// window is named only when the scenario has one, and a ratio that could
+// not be taken (an actor absent, no samples) is left out.
+func (c *Comparison) RatioLine() string {
+	if c.Ratios == nil || len(c.Runs) < 2 {
+		return ""
+	}
+	rh, nv := c.Runs[0], c.Runs[1]
+	var parts []string
+	if x := c.Ratios.DriverDurablePerSec; x > 0 {
+		p := fmt.Sprintf("driver durable throughput ×%.1f", x)
+		if y := c.Ratios.DriverDurablePerSecSpike; y > 0 && len(rh.SpikeWindowS) == 2 {
+			p += fmt.Sprintf(" (×%.1f in the spike window)", y)
+		}
+		parts = append(parts, p)
+	}
+	p99 := func(name string, a, b *ActorReport, durable bool) {
+		if a == nil || b == nil {
+			return
+		}
+		x, y := a.P99ms, b.P99ms
+		if durable {
+			if a.Driver == nil || b.Driver == nil {
+				return
+			}
+			x, y = a.Driver.DurableP99ms, b.Driver.DurableP99ms
+		}
+		if x <= 0 || y <= 0 {
+			return
+		}
+		word := "the same"
+		switch {
+		case y > x:
+			word = "×" + ratio(y/x) + " faster"
+		case y < x:
+			word = "×" + ratio(x/y) + " slower"
+		}
+		parts = append(parts, fmt.Sprintf("%s %.1f ms vs %.1f ms (%s)", name, x, y, word))
+	}
+	p99("dispatch p99", rh.Actor(ActorDispatch), nv.Actor(ActorDispatch), false)
+	p99("warehouse p99", rh.Actor(ActorWarehouse), nv.Actor(ActorWarehouse), false)
+	p99("driver durable p99", rh.Actor(ActorDriver), nv.Actor(ActorDriver), true)
+	return strings.Join(parts, ", ")
+}
+
+// ratio prints a ratio above 1 with two significant decimals near 1, so
+// that 13.0 vs 12.4 ms reads ×1.05, not ×1.0.
+func ratio(r float64) string {
+	if r < 10 {
+		return fmt.Sprintf("%.2f", r)
+	}
+	return fmt.Sprintf("%.0f", r)
+}
+
+// reasons lists refusals by reason, most frequent first, as "lane_full 3,
+// version_conflict 1" ("" when none).
+func reasons(m map[string]int64) string {
+	keys := make([]string, 0, len(m))
+	for k, n := range m {
+		if n > 0 {
+			keys = append(keys, k)
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if m[keys[i]] != m[keys[j]] {
+			return m[keys[i]] > m[keys[j]]
+		}
+		return keys[i] < keys[j]
+	})
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s %d", k, m[k])
+	}
+	return b.String()
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -28,7 +28,8 @@ type ServerStats struct {
 	// Series: one bucket per second.
 	Series []ServerBucket `json:"series"`
 	// Windows compare the time before the spike window (after the warm-up),
-	// the window itself and the time after it.
+	// the window itself and the time after it; without a spike, one window
+	// "run" covers the whole run.
 	Windows []ServerWindow `json:"windows,omitempty"`
 }
 
@@ -209,7 +210,8 @@ func histQ(b, a metrics.Sample, q float64) float64 {
 }
 
 // serverStats turns the snapshots into the per-second series and the
-// windows before, during and after the spike (nearest whole seconds).
+// windows before, during and after the spike (nearest whole seconds), or
+// one window "run" when the scenario has no spike.
 func serverStats(snaps []serverSnap, warm, from, to time.Duration, hasSpike bool) *ServerStats {
 	if len(snaps) < 2 {
 		return nil
@@ -218,7 +220,11 @@ func serverStats(snaps []serverSnap, warm, from, to time.Duration, hasSpike bool
 	for i := 1; i < len(snaps); i++ {
 		st.Series = append(st.Series, between(snaps[i-1], snaps[i]))
 	}
+	last := snaps[len(snaps)-1]
 	if !hasSpike {
+		// One window, the whole run: the report always has a row under
+		// its "server side" header.
+		st.Windows = []ServerWindow{{Name: "run", From: snaps[0].at.Seconds(), To: last.at.Seconds(), ServerBucket: between(snaps[0], last)}}
 		return st
 	}
 	near := func(t time.Duration) serverSnap {
@@ -230,7 +236,6 @@ func serverStats(snaps []serverSnap, warm, from, to time.Duration, hasSpike bool
 		}
 		return best
 	}
-	last := snaps[len(snaps)-1]
 	for _, w := range []struct {
 		name string
 		a, b serverSnap
@@ -253,8 +258,16 @@ func (st *ServerStats) summary(w io.Writer) {
 	for _, x := range st.Windows {
 		fmt.Fprintf(w, "  %-26s %-6s %9.1fms %9.1fms %9.1fms %9.1fms %9.1fms %7.1fms %7.2fms %6.1f %6.2f %6.2f %8.2f %6.2f %6.2f %7.2f %7.2f\n",
 			fmt.Sprintf("%.0f-%.0fs", x.From, x.To), x.Name, x.DispatchP99ms, x.DispatchWaitP99ms, x.WarehouseP99ms,
-			x.WarehouseWaitP99ms, x.DriverP99ms, x.FsyncP99ms, x.SchedP99ms, float64(x.GCCycles)/(x.To-x.From), x.GCCPU, x.UserCPU, x.CommitterBusy, x.CommitterCommit, x.CommitterFsync, x.ProcCPU, x.MachineCPU)
+			x.WarehouseWaitP99ms, x.DriverP99ms, x.FsyncP99ms, x.SchedP99ms, x.gcPerSec(), x.GCCPU, x.UserCPU, x.CommitterBusy, x.CommitterCommit, x.CommitterFsync, x.ProcCPU, x.MachineCPU)
 	}
+}
+
+// gcPerSec is the window's GC cycles per second (0 for an empty window).
+func (x ServerWindow) gcPerSec() float64 {
+	if x.To <= x.From {
+		return 0
+	}
+	return float64(x.GCCycles) / (x.To - x.From)
 }
 
 // clockTicks is USER_HZ, the unit of /proc CPU times (100 on Linux).

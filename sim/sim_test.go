@@ -305,8 +305,8 @@ func checkServer(t *testing.T, r *Report, s Scenario) {
 		t.Errorf("no CPU readings from /proc: process %.2f machine %.2f", proc, mach)
 	}
 	if s.Spike == "" {
-		if len(st.Windows) != 0 {
-			t.Errorf("windows without a spike: %+v", st.Windows)
+		if len(st.Windows) != 1 || st.Windows[0].Name != "run" || st.Windows[0].Batches == 0 {
+			t.Errorf("without a spike, one window for the whole run: %+v", st.Windows)
 		}
 		return
 	}

@@ -9,20 +9,28 @@ import (
 
 // channelCard is one actor channel (lane) on the Channels page.
 type channelCard struct {
-	Lane, Contract     string
-	Offered, Accepted  float64 // per second, last sample
-	AcceptedTotal      uint64
-	Arrivals           uint64
-	Duplicates         uint64
-	Depth, Bound       int64
+	Lane, Contract    string
+	Offered, Accepted float64 // per second, last sample
+	AcceptedTotal     uint64
+	Arrivals          uint64
+	Duplicates        uint64
+	Depth, Bound      int64
+	// The last Window's writes (about gradeWindow): their count, queue
+	// wait and end-to-end latency; the card is graded on these.
+	Window             time.Duration
+	Count              uint64
 	QueueP50, QueueP99 time.Duration
 	LatP50, LatP99     time.Duration
-	SLA                time.Duration
-	Status             string // ok | warn | bad
-	Rejected           []engine.Reason
-	Share              float64 // share of the committer's time, 0..1
-	SparkAccepted      string  // SVG polyline points
-	SparkDepth         string
+	// Since the start, for reference (never graded, never mixed with the
+	// window's figures on one line).
+	AllP50, AllP99 time.Duration
+	AllCount       uint64
+	SLA            time.Duration
+	Status         string // ok | warn | bad | idle
+	Rejected       []engine.Reason
+	Share          float64 // share of the committer's time, 0..1
+	SparkAccepted  string  // SVG polyline points
+	SparkDepth     string
 }
 
 // costLine is one actor's line of the cost ledger; the total line is the
@@ -48,6 +56,38 @@ type channelsView struct {
 }
 
 const sparkW, sparkH = 240.0, 40.0
+
+// apiCodes names the engine's refusal reasons that the API answers under
+// another code by that code: the dashboard and the API say one name.
+var apiCodes = map[string]string{
+	"idempotency_mismatch": "idempotency_key_reused",
+	"too_large":            "body_too_large",
+}
+
+// apiReasons is the refusals with the API's error codes as their reasons.
+func apiReasons(rs []engine.Reason) []engine.Reason {
+	for i, r := range rs {
+		if c, ok := apiCodes[r.Reason]; ok {
+			rs[i].Reason = c
+		}
+	}
+	return rs
+}
+
+// grade is a card's status: its recent window's p99 against the SLA when
+// the window holds at least gradeMinSamples writes, and the queue against
+// its bound; a lane with too few recent writes and a queue below half its
+// bound is "idle" (two writes, one of them a new store's first fsync, must
+// not paint a quiet lane red).
+func grade(count uint64, p99, sla time.Duration, depth, bound int64) string {
+	if count >= gradeMinSamples {
+		return status(p99, sla, depth, bound)
+	}
+	if q := status(0, sla, depth, bound); q != "ok" {
+		return q
+	}
+	return "idle"
+}
 
 // status grades a p99 against the SLA, and the queue against its bound.
 func status(p99, sla time.Duration, depth, bound int64) string {
@@ -89,24 +129,28 @@ func (u *UI) channels() channelsView {
 		if sum > 0 {
 			share = float64(cn) / float64(sum)
 		}
-		// The card's p99 is the last second's when there was traffic,
-		// the whole run's otherwise.
-		p99 := last.p99
-		if p99 == 0 {
-			p99 = lat.Quantile(0.99)
+		// Graded on the last gradeWindow's writes: the cumulative
+		// histograms now minus those of the sampler's tick about
+		// gradeWindow ago (since the start, before the first tick).
+		win, wait, span := lat, qw, u.e.Uptime()
+		if b, ok := u.sampler.base(name); ok {
+			win, wait, span = lat.Sub(b.latency), qw.Sub(b.wait), time.Since(b.at)
 		}
 		c := channelCard{
 			Lane: name.String(), Contract: string(cfg.Contract),
 			Offered: last.offered, Accepted: last.accepted,
 			AcceptedTotal: st.Accepted.Load(), Arrivals: st.Arrivals.Load(), Duplicates: st.Duplicates.Load(),
 			Depth: st.Depth.Load(), Bound: int64(u.e.LaneBound(name)),
-			QueueP50: qw.Quantile(0.5), QueueP99: qw.Quantile(0.99),
-			LatP50: lat.Quantile(0.5), LatP99: p99, SLA: cfg.SLA,
-			Rejected: st.Rejected(), Share: share,
+			Window: span.Round(time.Second), Count: win.Count,
+			QueueP50: wait.Quantile(0.5), QueueP99: wait.Quantile(0.99),
+			LatP50: win.Quantile(0.5), LatP99: win.Quantile(0.99),
+			AllP50: lat.Quantile(0.5), AllP99: lat.Quantile(0.99), AllCount: lat.Count,
+			SLA:      cfg.SLA,
+			Rejected: apiReasons(st.Rejected()), Share: share,
 			SparkAccepted: sparkPoints(acc, u.sampler.n, sparkW, sparkH),
 			SparkDepth:    sparkPoints(dep, u.sampler.n, sparkW, sparkH),
 		}
-		c.Status = status(p99, cfg.SLA, c.Depth, c.Bound)
+		c.Status = grade(c.Count, c.LatP99, cfg.SLA, c.Depth, c.Bound)
 		v.Cards = append(v.Cards, c)
 		line := costLine{Lane: name.String(), Records: st.Records.Load(), Bytes: st.BytesWritten.Load(), Fsyncs: st.Fsyncs.Load(),
 			Committer: time.Duration(cn), Share: share, QueueTime: qw.Sum}

@@ -38,6 +38,11 @@ func fmtDur(d time.Duration) string {
 	return d.Round(time.Second).String()
 }
 
+// secs is a span in whole seconds, as "30 s" (at least 1 s).
+func secs(d time.Duration) string {
+	return fmt.Sprintf("%d s", max(1, int64(d.Round(time.Second)/time.Second)))
+}
+
 func fmtBytes[T ~int64 | ~uint64](n T) string {
 	v := float64(n)
 	for _, u := range []string{"B", "KiB", "MiB", "GiB"} {
@@ -61,15 +66,25 @@ func fmtTime(t time.Time) string {
 	return t.UTC().Format("15:04:05")
 }
 
+// fmtAge is how long ago t was, for a person: "42s", "12m 5s", "5h 12m",
+// "13 d" (app.js ticks it the same way).
 func fmtAge(now, t time.Time) string {
 	if t.IsZero() {
 		return "—"
 	}
-	d := now.Sub(t)
-	if d < 0 {
-		d = 0
+	return humanAge(int64(max(0, now.Sub(t)).Round(time.Second) / time.Second))
+}
+
+func humanAge(s int64) string {
+	switch {
+	case s < 60:
+		return fmt.Sprintf("%ds", s)
+	case s < 3600:
+		return fmt.Sprintf("%dm %ds", s/60, s%60)
+	case s < 86400:
+		return fmt.Sprintf("%dh %dm", s/3600, s%3600/60)
 	}
-	return d.Round(time.Second).String()
+	return fmt.Sprintf("%d d", s/86400)
 }
 
 func unixMillis(t time.Time) string {
@@ -80,6 +95,9 @@ func unixMillis(t time.Time) string {
 }
 
 func f1(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
+
+// f5 is a coordinate to 5 decimals (about 1 m).
+func f5(v float64) string { return strconv.FormatFloat(v, 'f', 5, 64) }
 
 // depthWidth is the queue bar's width in a 100-wide box.
 func depthWidth(depth, bound int64) string {

@@ -349,8 +349,10 @@ func (u *UI) view(r *http.Request, s *session) (liveView, error) {
 		return &channelsLive{u: u}, nil
 	case "system":
 		return &systemLive{u: u}, nil
+	case "tables":
+		return &tablesLive{u: u}, nil
 	case "fleet":
-		return &fleetLive{u: u, driver: q.Get("driver")}, nil
+		return &fleetLive{u: u, driver: q.Get("driver"), paged: q.Get("paged") != ""}, nil
 	case "routes":
 		return &routesLive{u: u}, nil
 	case "warehouse":
@@ -385,7 +387,8 @@ func (v *channelsLive) frame(ctx context.Context, _ []*hub.Event, tick bool) fra
 	}
 	cv := v.u.channels()
 	for _, c := range cv.Cards {
-		f.Set = append(f.Set, set{ID: "lane-" + c.Lane, HTML: html(ctx, channelCardBody(c))})
+		// The whole card (its class is its grade), not only its body.
+		f.Upsert = append(f.Upsert, upsert{ID: "lane-" + c.Lane, Parent: "cards", HTML: html(ctx, channelCardArticle(c))})
 	}
 	f.Set = append(f.Set, set{ID: "cost", HTML: html(ctx, costTable(cv))})
 	return f
@@ -406,10 +409,30 @@ func (v *systemLive) frame(ctx context.Context, _ []*hub.Event, tick bool) frame
 	return f
 }
 
+// tablesLive refreshes the list of tables (key counts, last LSNs).
+type tablesLive struct {
+	noRows
+	u *UI
+}
+
+func (v *tablesLive) table() string        { return "" }
+func (v *tablesLive) every() time.Duration { return 2 * time.Second }
+func (v *tablesLive) frame(ctx context.Context, _ []*hub.Event, tick bool) frame {
+	var f frame
+	if !tick {
+		return f
+	}
+	if tl, err := v.u.tableList(); err == nil { // a store reopening: the next tick
+		f.Set = append(f.Set, set{ID: "table-list", HTML: html(ctx, tableListRows(tl))})
+	}
+	return f
+}
+
 type fleetLive struct {
 	noRows
 	u       *UI
 	driver  string
+	paged   bool // the page lists one page of several: update its rows, add none
 	changed bool // positions changed since the plot was last sent
 	cursor  uint64
 	catchUp []*hub.Event // from the log, for a page older than the feed
@@ -435,7 +458,11 @@ func (v *fleetLive) frame(ctx context.Context, _ []*hub.Event, tick bool) frame 
 			continue
 		}
 		p := decodePosition(ev.Key, ev.Value, ev.LSN)
-		f.Upsert = append(f.Upsert, upsert{ID: id, Parent: "fleet-rows", HTML: html(ctx, fleetRow(p, now))})
+		parent := "fleet-rows" // a new driver's row goes at the end of the one page
+		if v.paged {
+			parent = "" // only a row this page shows is updated
+		}
+		f.Upsert = append(f.Upsert, upsert{ID: id, Parent: parent, HTML: html(ctx, fleetRow(p, now))})
 	}
 	v.changed = v.changed || len(evs) > 0
 	if v.changed {
@@ -463,19 +490,19 @@ type plotCache struct {
 // shows a driver's trail renders its own.
 func (c *plotCache) get(ctx context.Context, u *UI, driver string, maxAge time.Duration) (string, int, error) {
 	if driver != "" {
-		fv, err := u.fleet(ctx, driver)
-		return html(ctx, fleetPlot(fv.Plot)), len(fv.Drivers), err
+		fv, err := u.fleet(ctx, driver, 1)
+		return html(ctx, fleetPlot(fv.Plot)), fv.Total, err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if time.Since(c.at) < maxAge*9/10 {
 		return c.html, c.n, nil
 	}
-	fv, err := u.fleet(ctx, "")
+	fv, err := u.fleet(ctx, "", 1)
 	if err != nil {
 		return "", 0, err
 	}
-	c.at, c.html, c.n = time.Now(), html(ctx, fleetPlot(fv.Plot)), len(fv.Drivers)
+	c.at, c.html, c.n = time.Now(), html(ctx, fleetPlot(fv.Plot)), fv.Total
 	return c.html, c.n, nil
 }
 

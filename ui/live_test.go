@@ -121,9 +121,9 @@ func TestLiveChannelsMoves(t *testing.T) {
 	ls := f.live(c, "/ui/live/channels")
 	fr, _ := ls.next(t, 5*time.Second)
 	acc := func(fr frame) string {
-		for _, s := range fr.Set {
-			if s.ID == "lane-tables" {
-				return fieldIn(t, s.HTML, "<h2>", "accepted")
+		for _, u := range fr.Upsert { // the whole card, so that its colour follows its grade
+			if u.ID == "lane-tables" {
+				return fieldIn(t, u.HTML, "<h2>", "accepted")
 			}
 		}
 		t.Fatalf("frame %+v has no tables card", fr)

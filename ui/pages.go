@@ -8,8 +8,12 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/a-h/templ"
@@ -66,12 +70,56 @@ func liveURL(view string, lsn uint64, q url.Values) string {
 // staleAfter greys out a driver not heard from for this long.
 const staleAfter = 2 * time.Minute
 
+// fleetPageSize is the drivers a Fleet page lists (the plot shows all).
+const fleetPageSize = 100
+
 type fleetView struct {
-	Drivers []Position
+	Drivers []Position // this page's, in natural order (d-2 before d-10)
+	Total   int        // drivers in the fleet
+	Page    int        // 1-based
+	Pages   int
 	Now     time.Time
 	Plot    plot
 	Trail   []Position
 	Driver  string // the driver whose trail is shown
+}
+
+// natLess orders names naturally: runs of digits compare as numbers, so
+// d-2 comes before d-10 (and d-0, d-1, d-2 … d-10 … d-100).
+func natLess(a, b string) bool {
+	for a != "" && b != "" {
+		if isDigit(a[0]) && isDigit(b[0]) {
+			i, j := digits(a), digits(b)
+			na, nb := strings.TrimLeft(a[:i], "0"), strings.TrimLeft(b[:j], "0")
+			if len(na) != len(nb) {
+				return len(na) < len(nb)
+			}
+			if na != nb {
+				return na < nb
+			}
+			if i != j { // equal values: fewer leading zeros first
+				return i < j
+			}
+			a, b = a[i:], b[j:]
+			continue
+		}
+		if a[0] != b[0] {
+			return a[0] < b[0]
+		}
+		a, b = a[1:], b[1:]
+	}
+	return len(a) < len(b)
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// digits is the length of s's leading run of digits.
+func digits(s string) int {
+	i := 0
+	for i < len(s) && isDigit(s[i]) {
+		i++
+	}
+	return i
 }
 
 // plot is the SVG of positions scaled to the fleet's bounding box.
@@ -132,12 +180,18 @@ func seen(p Position) time.Time {
 	return p.CommittedAt
 }
 
-func (u *UI) fleet(ctx context.Context, driver string) (fleetView, error) {
+// fleet is one page of the fleet (page 1-based; past the last, the last)
+// and the plot of every driver.
+func (u *UI) fleet(ctx context.Context, driver string, page int) (fleetView, error) {
 	ps, err := u.read.Positions(ctx)
 	if err != nil {
 		return fleetView{}, err
 	}
-	v := fleetView{Drivers: ps, Now: time.Now(), Driver: driver}
+	sort.SliceStable(ps, func(i, j int) bool { return natLess(ps[i].Driver, ps[j].Driver) })
+	v := fleetView{Total: len(ps), Now: time.Now(), Driver: driver, Pages: max(1, (len(ps)+fleetPageSize-1)/fleetPageSize)}
+	v.Page = min(max(page, 1), v.Pages)
+	lo := (v.Page - 1) * fleetPageSize
+	v.Drivers = ps[lo:min(lo+fleetPageSize, len(ps))]
 	if driver != "" {
 		if v.Trail, err = u.read.Trail(ctx, driver, 200); err != nil {
 			return fleetView{}, err
@@ -147,6 +201,15 @@ func (u *UI) fleet(ctx context.Context, driver string) (fleetView, error) {
 	return v, nil
 }
 
+// fleetPageURL is page p of the Fleet list, keeping the trail shown.
+func fleetPageURL(driver string, p int) templ.SafeURL {
+	q := url.Values{"page": {strconv.Itoa(p)}}
+	if driver != "" {
+		q.Set("driver", driver)
+	}
+	return templ.URL("/ui/fleet?" + q.Encode())
+}
+
 func (u *UI) fleetPage(w http.ResponseWriter, r *http.Request, s *session) {
 	lsn := u.read.LSN()
 	driver := r.URL.Query().Get("driver")
@@ -154,7 +217,16 @@ func (u *UI) fleetPage(w http.ResponseWriter, r *http.Request, s *session) {
 		fail(w, http.StatusBadRequest, "bad_driver", "driver must be 1 to 128 letters, digits or . _ - : @ ~")
 		return
 	}
-	v, err := u.fleet(r.Context(), driver)
+	page := 1
+	if p := r.URL.Query().Get("page"); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 {
+			fail(w, http.StatusBadRequest, "bad_parameter", "page must be a page number from 1")
+			return
+		}
+		page = n
+	}
+	v, err := u.fleet(r.Context(), driver, page)
 	if err != nil {
 		u.internal(w, r, err)
 		return
@@ -162,6 +234,11 @@ func (u *UI) fleetPage(w http.ResponseWriter, r *http.Request, s *session) {
 	q := url.Values{}
 	if driver != "" {
 		q.Set("driver", driver)
+	}
+	if v.Pages > 1 {
+		// The live rows update the drivers of this page; a new driver is
+		// counted, and listed on a reload in its place.
+		q.Set("paged", "1")
 	}
 	render(w, r, http.StatusOK, fleetPage(u.chrome(s, "fleet", liveURL("fleet", lsn, q)), v))
 }
@@ -239,7 +316,7 @@ type systemView struct {
 	DurableLSN, FirstLSN, LastLSN uint64
 	LogBytes                      int64
 	Retention                     engine.Retention
-	LSMBytes, VlogBytes           int64
+	Disk                          diskUsage
 	HeapBytes, SysBytes           uint64
 	Goroutines                    int
 	Fsyncs                        uint64
@@ -255,6 +332,58 @@ type systemView struct {
 	GCShare                       float64       // GC's share of the process's CPU, last second
 }
 
+// diskUsage is the store's size on disk by kind of file.
+type diskUsage struct {
+	Total int64
+	SST   int64 // Badger's LSM tables
+	Mem   int64 // memtable logs: the writes not yet flushed into a table
+	Vlog  int64 // value logs
+	Other int64 // manifest, key registry, ...
+	Err   string
+}
+
+// storeUsage sums the files of the store directory (one level, as Badger
+// keeps them: a few dozen files).
+func storeUsage(dir string) diskUsage {
+	var d diskUsage
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		d.Err = err.Error()
+		return d
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			continue // removed meanwhile (compaction)
+		}
+		n := fi.Size()
+		d.Total += n
+		switch filepath.Ext(e.Name()) {
+		case ".sst":
+			d.SST += n
+		case ".mem":
+			d.Mem += n
+		case ".vlog":
+			d.Vlog += n
+		default:
+			d.Other += n
+		}
+	}
+	return d
+}
+
+// diskUsage reads the store directory when the UI knows it; otherwise
+// Badger's sizes (refreshed once a minute, without the memtable logs).
+func (u *UI) diskUsage(st engine.StoreStats) diskUsage {
+	if u.opt.StoreDir != "" {
+		return storeUsage(u.opt.StoreDir)
+	}
+	return diskUsage{Total: st.LSMBytes + st.VlogBytes, SST: st.LSMBytes, Vlog: st.VlogBytes}
+}
+
 func (u *UI) system() systemView {
 	st := u.e.StoreStats()
 	var ms runtime.MemStats
@@ -265,7 +394,7 @@ func (u *UI) system() systemView {
 		SchedP99: sched, GCShare: gc,
 		DurableLSN: u.e.DurableLSN(), FirstLSN: st.FirstLSN, LastLSN: st.LastLSN,
 		LogBytes: st.LogBytes, Retention: u.e.Config().Retention,
-		LSMBytes: st.LSMBytes, VlogBytes: st.VlogBytes,
+		Disk:      u.diskUsage(st),
 		HeapBytes: ms.HeapAlloc, SysBytes: ms.Sys, Goroutines: runtime.NumGoroutine(),
 		Fsyncs: u.e.Totals().Fsyncs.Load(), FsyncsPerSec: u.sampler.fsyncRate(),
 		Subscribers: hs.Subscribers.Load(), Top: u.h.TopTables(10),

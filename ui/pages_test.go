@@ -153,7 +153,7 @@ func TestSystemPage(t *testing.T) {
 	if got := fieldIn(t, body, `id="system"`, "subscribers"); got != "1" {
 		t.Errorf("subscribers %q, want 1", got)
 	}
-	for _, want := range []string{"log size", "retention", "storage (LSM)", "Go heap", "uptime", `data-table="t1"`, "/s)"} {
+	for _, want := range []string{"log size", "retention", "store on disk", "Go heap", "uptime", `data-table="t1"`, "/s)"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("system page lacks %q", want)
 		}

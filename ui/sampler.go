@@ -13,19 +13,39 @@ import (
 type sample struct {
 	offered, accepted float64 // per second
 	depth             int64
-	p99               time.Duration // end-to-end latency p99 of the second
+}
+
+// gradeWindow is how far back a Channels card grades its lane: the p50/p99
+// shown and graded are of the writes of about the last gradeWindow, and
+// only when there were at least gradeMinSamples of them; fewer is "idle"
+// (a new store's first fsync on an idle box is no reason for a red card).
+const (
+	gradeWindow     = 30 * time.Second
+	gradeMinSamples = 20
+)
+
+// cumul is one lane's cumulative histograms at a sampler tick: the
+// difference of two is the writes between them.
+type cumul struct {
+	at            time.Time
+	latency, wait engine.HistogramSnapshot
 }
 
 // sampler keeps the last n per-second samples of each lane (a ring per
-// lane, bounded), for the Channels sparklines and rates.
+// lane, bounded), for the Channels sparklines and rates, and the
+// cumulative histograms of about the last gradeWindow, for the cards'
+// grades.
 type sampler struct {
 	e *engine.Engine
 	n int
 
 	mu    sync.Mutex
 	rings map[engine.Lane][]sample // oldest first, len <= n
-	prev  map[engine.Lane]laneCounters
-	at    time.Time
+	// hist: the cumulative histograms of each lane at the ticks of the last
+	// gradeWindow (and the one before it), oldest first.
+	hist map[engine.Lane][]cumul
+	prev map[engine.Lane]laneCounters
+	at   time.Time
 
 	fsyncs      uint64
 	fsyncPerSec float64 // store fsyncs per second, last sample
@@ -35,11 +55,10 @@ type sampler struct {
 
 type laneCounters struct {
 	arrivals, accepted uint64
-	latency            engine.HistogramSnapshot
 }
 
 func newSampler(e *engine.Engine, n int) *sampler {
-	return &sampler{e: e, n: n, rings: map[engine.Lane][]sample{}, prev: map[engine.Lane]laneCounters{}, rt: newRuntimeStat()}
+	return &sampler{e: e, n: n, rings: map[engine.Lane][]sample{}, hist: map[engine.Lane][]cumul{}, prev: map[engine.Lane]laneCounters{}, rt: newRuntimeStat()}
 }
 
 func (s *sampler) run(done <-chan struct{}, every time.Duration) {
@@ -71,9 +90,16 @@ func (s *sampler) take(now time.Time) {
 	s.rt.read(false)
 	for _, name := range engine.Lanes {
 		st := s.e.Lane(name)
-		cur := laneCounters{arrivals: st.Arrivals.Load(), accepted: st.Accepted.Load(), latency: st.Latency.Snapshot()}
+		cur := laneCounters{arrivals: st.Arrivals.Load(), accepted: st.Accepted.Load()}
 		p := s.prev[name]
 		s.prev[name] = cur
+		h := append(s.hist[name], cumul{at: now, latency: st.Latency.Snapshot(), wait: st.QueueWait.Snapshot()})
+		// Keep the newest tick at or before now-gradeWindow as the base,
+		// and every tick after it.
+		for len(h) > 1 && !h[1].at.After(now.Add(-gradeWindow)) {
+			h = h[1:]
+		}
+		s.hist[name] = h // append reallocates once the trimmed front uses up the capacity: bounded
 		if first || dt <= 0 {
 			continue
 		}
@@ -81,7 +107,6 @@ func (s *sampler) take(now time.Time) {
 			offered:  float64(cur.arrivals-p.arrivals) / dt,
 			accepted: float64(cur.accepted-p.accepted) / dt,
 			depth:    st.Depth.Load(),
-			p99:      cur.latency.Sub(p.latency).Quantile(0.99),
 		}
 		r := append(s.rings[name], smp)
 		if len(r) > s.n {
@@ -89,6 +114,18 @@ func (s *sampler) take(now time.Time) {
 		}
 		s.rings[name] = r
 	}
+}
+
+// base is a lane's cumulative histograms about gradeWindow ago (the oldest
+// kept; sooner after the start); ok is false before the first tick.
+func (s *sampler) base(lane engine.Lane) (cumul, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := s.hist[lane]
+	if len(h) == 0 {
+		return cumul{}, false
+	}
+	return h[0], true
 }
 
 // series returns a copy of a lane's samples, oldest first.

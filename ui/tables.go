@@ -35,23 +35,29 @@ func (u *UI) tablesPage(w http.ResponseWriter, r *http.Request, s *session) {
 		http.Redirect(w, r, string(tableURL(name)), http.StatusSeeOther)
 		return
 	}
-	snap, err := u.e.Snapshot()
+	v, err := u.tableList()
 	if err != nil {
 		u.internal(w, r, err)
 		return
 	}
+	// Live like every other page: its key counts and LSNs follow (every
+	// 2 s; a list of up to 1,000 tables is read again, not streamed).
+	render(w, r, http.StatusOK, tablesPage(u.chrome(s, "tables", "/ui/live/tables"), v))
+}
+
+// tableList is the first 1,000 tables by name (bounded).
+func (u *UI) tableList() (tableListView, error) {
+	snap, err := u.e.Snapshot()
+	if err != nil {
+		return tableListView{}, err
+	}
 	defer snap.Close()
 	var v tableListView
-	// Bounded: the first 1,000 tables by name.
 	_, err = snap.Tables("", 1000, func(ti engine.TableInfo) error {
 		v.Tables = append(v.Tables, ti)
 		return nil
 	})
-	if err != nil {
-		u.internal(w, r, err)
-		return
-	}
-	render(w, r, http.StatusOK, tablesPage(u.chrome(s, "tables", ""), v))
+	return v, err
 }
 
 // tableRow is one key of a table page.

@@ -39,6 +39,10 @@ type Options struct {
 	// MaxPageBytes cuts a table page at about this many bytes of rows
 	// (at least one row; 0: 4 MiB); its next link continues it.
 	MaxPageBytes int64
+	// StoreDir is the store's directory: System shows what its files hold
+	// on disk ("": Badger's own sizes, which it refreshes once a minute
+	// and which leave out the memtable logs).
+	StoreDir string
 }
 
 // FailureCounter counts failed authentications per source address

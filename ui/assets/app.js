@@ -37,6 +37,13 @@
     es.addEventListener("reload", function () { es.close(); location.reload(); });
     es.addEventListener("close", function () { es.close(); show("closed"); });
   }
+  // As ui/format.go's humanAge: "42s", "12m 5s", "5h 12m", "13 d".
+  function age(s) {
+    if (s < 60) { return s + "s"; }
+    if (s < 3600) { return Math.floor(s / 60) + "m " + (s % 60) + "s"; }
+    if (s < 86400) { return Math.floor(s / 3600) + "h " + Math.floor(s % 3600 / 60) + "m"; }
+    return Math.floor(s / 86400) + " d";
+  }
   // Ages tick in the browser; rows carry the time they were last seen.
   setInterval(function () {
     var now = Date.now();
@@ -44,7 +51,7 @@
       var ts = Number(td.getAttribute("data-ts"));
       if (!ts) { return; }
       var s = Math.max(0, Math.round((now - ts) / 1000));
-      td.textContent = s < 60 ? s + "s" : Math.floor(s / 60) + "m" + (s % 60) + "s";
+      td.textContent = age(s);
       var tr = td.parentElement;
       if (tr) { tr.classList.toggle("stale", s > 120); }
     });
