@@ -58,10 +58,7 @@ func (e *Engine) run() {
 			continue
 		}
 		waiting := e.turn(&p, stopping)
-		now := e.now()
-		if now.After(nextMaint) {
-			nextMaint = now.Add(e.maintain())
-		}
+		nextMaint = e.maybeMaintain(&p, nextMaint)
 		if waiting {
 			continue
 		}
@@ -109,6 +106,18 @@ func (e *Engine) turn(p *pending, stopping bool) (waiting bool) {
 		e.sync(p)
 	}
 	return waiting
+}
+
+// maybeMaintain runs the chores (maintain) when they are due at next, and
+// answers when they are due again. Chores take the writer's turn: not
+// while a sync write at the target waits, or its fsync was deferred (the
+// cap's worst case has no room for them).
+func (e *Engine) maybeMaintain(p *pending, next time.Time) time.Time {
+	now := e.now()
+	if !now.After(next) || p.deferred || e.targetWaiting() {
+		return next
+	}
+	return now.Add(e.maintain())
 }
 
 // targetWaiting reports whether a sync lane at the scheduler's target (the
@@ -249,7 +258,6 @@ func (e *Engine) commitBatch(p *pending) {
 	}
 	commit := e.now().Sub(tc)
 	e.sched.observeCommit(commit, len(recs))
-	e.sinceTrim += len(recs)
 	if len(recs) > 0 {
 		p.segs = append(p.segs, recs)
 	}
@@ -413,17 +421,19 @@ func (e *Engine) refuseAll() {
 
 // maintain runs the periodic chores between batches and says when to come
 // back: once a second the free-space check and releasing the store's old
-// versions to compaction; and one bounded retention step, sooner while
-// there is more to trim.
+// versions to compaction; and one bounded retention step, at the next turn
+// again while there is more to trim.
 //
 // A retention step takes the writer's turn, so a dispatch write that
 // arrives during it waits for it like for a batch: it deletes at most
-// what a batch may hold under the derived cap (twice the cap, or what was
-// committed since the last step if more, so that trimming keeps up with
-// the log's growth), never the thousand records a step used to take
-// (under a steady 40,000 points/s with retention at its bound, that moved
-// dispatch's queue wait p90 from <= 1 ms to <= 8 ms: BENCHMARKS.md).
+// twice the derived cap (about 1 ms), never the thousand records a step
+// used to take (3-8 ms; BENCHMARKS.md, "Retention steps bounded by the
+// cap"). The committer does not run it while a sync write at the target
+// waits or an fsync was deferred for one (run).
 func (e *Engine) maintain() time.Duration {
+	if e.failed.Load() {
+		return time.Second // the handle is never written again (failStore)
+	}
 	db := e.db.Load()
 	now := e.now()
 	if !now.Before(e.choresAt) {
@@ -431,8 +441,7 @@ func (e *Engine) maintain() time.Duration {
 		e.checkDisk()
 		db.ReleaseVersions()
 	}
-	chunk := min(max(2*e.sched.cap(), e.sinceTrim), e.cfg.BatchRecords)
-	e.sinceTrim = 0
+	chunk := 2 * e.sched.cap()
 	t0 := e.now()
 	n, err := db.Trim(e.cfg.Retention.wal(), chunk)
 	e.totals.BusyNanos.Add(int64(e.now().Sub(t0)))
@@ -441,8 +450,16 @@ func (e *Engine) maintain() time.Duration {
 		return time.Second
 	}
 	e.totals.Trimmed.Add(uint64(n))
-	if n == chunk {
+	switch {
+	case n == chunk:
 		return 0 // more to trim: one step per committer turn
+	case n > 0:
+		return trimEvery // at the bound: keep up in small steps
 	}
 	return time.Second
 }
+
+// trimEvery is how soon retention looks again once it caught up with a log
+// at its bound: what the log grows by meanwhile is trimmed in a few steps
+// of the cap, not in one long one.
+const trimEvery = 100 * time.Millisecond

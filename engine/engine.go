@@ -41,10 +41,8 @@ type Engine struct {
 	totals  Totals
 	phone   PhoneStats
 	started time.Time
-	// Committer-owned: when the once-a-second chores run next, and the
-	// records committed since the last retention step (maintain).
-	choresAt  time.Time
-	sinceTrim int
+	// Committer-owned: when the once-a-second chores run next (maintain).
+	choresAt time.Time
 	// now is the committer's clock: time.Now, or the deterministic
 	// simulation's virtual clock (simsched_test.go). Lanes share it.
 	now func() time.Time

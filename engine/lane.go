@@ -392,7 +392,8 @@ type Reason struct {
 	Count  uint64
 }
 
-// reasonOf names an error for the ledger.
+// reasonOf names an error for the ledger: the API's error code for it, so
+// that /metrics, the dashboard and the API say one name.
 func reasonOf(err error) string {
 	if errors.Is(err, ErrLaneFull) {
 		return "lane_full"
@@ -411,11 +412,11 @@ func reasonOf(err error) string {
 	case ErrNotFound:
 		return "not_found"
 	case ErrIdempotencyMismatch:
-		return "idempotency_mismatch"
+		return "idempotency_key_reused"
 	case ErrTooManyDrivers:
 		return "too_many_drivers"
 	case ErrTooLarge:
-		return "too_large"
+		return "body_too_large"
 	}
 	return "error"
 }

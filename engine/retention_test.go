@@ -3,14 +3,14 @@ package engine
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"routehound/wal"
 )
 
-// A retention step takes the writer's turn, so it deletes no more than a
-// batch may hold under the derived cap (twice the cap, or what was
-// committed since the last step), and steps follow each other until the
-// log is back within its bound.
+// A retention step takes the writer's turn, so it deletes no more than
+// twice the derived cap, however far behind retention is, and steps follow
+// each other until the log is back within its bound.
 func TestRetentionStepsAreBoundedByTheCap(t *testing.T) {
 	db, err := wal.Open(wal.Options{Dir: t.TempDir(), MemoryBytes: 32 << 20})
 	if err != nil {
@@ -38,7 +38,6 @@ func TestRetentionStepsAreBoundedByTheCap(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	e.sinceTrim = 100 // the last batch
 	var steps []uint64
 	for i := 0; i < 100 && e.totals.Trimmed.Load() < 3000; i++ {
 		before := e.totals.Trimmed.Load()
@@ -47,6 +46,9 @@ func TestRetentionStepsAreBoundedByTheCap(t *testing.T) {
 		if again != 0 && e.totals.Trimmed.Load() < 3000 {
 			t.Fatalf("step %d: come back in %v with %d records still past the bound", i, again, 3000-e.totals.Trimmed.Load())
 		}
+	}
+	if again := e.maintain(); again != time.Second {
+		t.Fatalf("nothing left to trim: come back in %v, want 1s", again)
 	}
 	if got := e.totals.Trimmed.Load(); got != 3000 {
 		t.Fatalf("trimmed %d records, want 3000 (steps %v)", got, steps)
@@ -58,5 +60,46 @@ func TestRetentionStepsAreBoundedByTheCap(t *testing.T) {
 		if n > 128 {
 			t.Fatalf("step %d trimmed %d records, past twice the cap (steps %v)", i, n, steps)
 		}
+	}
+}
+
+// The chores take the writer's turn, so they wait while a sync write at
+// the target is queued or an fsync was deferred for one.
+func TestChoresWaitForASyncWrite(t *testing.T) {
+	db, err := wal.Open(wal.Options{Dir: t.TempDir(), MemoryBytes: 32 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	cfg := DefaultConfig()
+	cfg.MinFreeBytes = 0
+	cfg.Retention = Retention{MaxBytes: 1}
+	e, err := build(cfg, db, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := db.Begin()
+	for j := 0; j < 10; j++ {
+		if _, err := b.Put("t", fmt.Sprintf("k%d", j), []byte(`{"v":1}`), "tables", wal.AnyVersion); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	due := e.now().Add(-time.Second)
+	it := e.keyedItem(LaneDispatch, Write{Table: "assignments", Key: "r1", Value: []byte(`{}`), IfVersion: AnyVersion})
+	if err := e.enqueue(e.lanes[LaneDispatch], it); err != nil {
+		t.Fatal(err)
+	}
+	if next := e.maybeMaintain(&pending{}, due); next != due || e.totals.Trimmed.Load() != 0 {
+		t.Fatalf("chores ran with a dispatch write waiting: next %v, trimmed %d", next, e.totals.Trimmed.Load())
+	}
+	e.lanes[LaneDispatch].pop()
+	if next := e.maybeMaintain(&pending{deferred: true}, due); next != due || e.totals.Trimmed.Load() != 0 {
+		t.Fatalf("chores ran during a deferred fsync: next %v, trimmed %d", next, e.totals.Trimmed.Load())
+	}
+	if next := e.maybeMaintain(&pending{}, due); next == due || e.totals.Trimmed.Load() != 10 {
+		t.Fatalf("chores did not run when due: next %v, trimmed %d", next, e.totals.Trimmed.Load())
 	}
 }

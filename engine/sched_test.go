@@ -306,3 +306,18 @@ func TestDriverBoundFromLittlesLaw(t *testing.T) {
 		t.Fatalf("warehouse bound %d, want its queue_bound", b)
 	}
 }
+
+// The ledger names a refusal by the API's error code for it, so that
+// /metrics, the dashboard and the API say one name.
+func TestRefusalReasonsAreAPICodes(t *testing.T) {
+	for err, want := range map[error]string{
+		ErrIdempotencyMismatch: "idempotency_key_reused",
+		ErrTooLarge:            "body_too_large",
+		ErrLaneFull:            "lane_full",
+		ErrVersionConflict:     "version_conflict",
+	} {
+		if got := reasonOf(err); got != want {
+			t.Errorf("reasonOf(%v) = %q, want %q", err, got, want)
+		}
+	}
+}

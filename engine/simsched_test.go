@@ -49,6 +49,10 @@ var (
 	simLong = flag.Bool("simsched.long", false, "run the scheduler simulation long: 10,000 phones, 60 virtual seconds, 20 seeds")
 )
 
+// simRetention is the engine's retention bound in the simulation: none,
+// except in the retention scenario (set around its newSim).
+var simRetention Retention
+
 // simCost is the model of the store's costs; slow multiplies them (a disk
 // slowing down), jitter adds up to that fraction at random.
 type simCost struct {
@@ -152,6 +156,9 @@ type sim struct {
 	faults       int             // fsyncs failed so far
 	unavailable  int             // keyed writes answered ErrUnavailable (their writers retry)
 	recoveries   int
+	retention    bool      // run the committer's chores with a retention bound (maintain)
+	nextMaint    time.Time // when they are due
+	trimmed      uint64
 }
 
 type simChunk struct {
@@ -179,7 +186,7 @@ func newSim(t *testing.T, seed uint64, model simCost, slow func(time.Duration) f
 	cfg := DefaultConfig()
 	cfg.RoomWait = 0     // refuse at once: nothing may block the simulation
 	cfg.MinFreeBytes = 0 // no disk checks in virtual time
-	cfg.Retention = Retention{}
+	cfg.Retention = simRetention
 	s := &sim{
 		t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, 0x5eed)),
 		clk: &simClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}, model: model, slow: slow, maxSlow: maxSlow,
@@ -448,6 +455,16 @@ func (s *sim) run() {
 		_, more := s.nextAt()
 		done := !more
 		waiting := s.e.turn(&p, done)
+		if s.retention {
+			// The committer's chores, retention steps at the model's cost
+			// (a delete costs what a record of a commit does).
+			before := s.e.totals.Trimmed.Load()
+			s.nextMaint = s.e.maybeMaintain(&p, s.nextMaint)
+			if n := s.e.totals.Trimmed.Load() - before; n > 0 {
+				s.clk.t = s.clk.t.Add(s.cost(s.model.fixed + time.Duration(n)*s.model.perRec))
+				s.trimmed += n
+			}
+		}
 		s.collect()
 		if waiting {
 			continue
@@ -475,6 +492,10 @@ func (s *sim) run() {
 // checkLog reads the whole log back: every accepted point is there, once,
 // in seq order per driver.
 func (s *sim) checkLog() {
+	if s.retention {
+		s.checkRetainedLog()
+		return
+	}
 	got := map[string][]uint64{}
 	err := s.e.ReadLog(0, 0, func(r Record) error {
 		if r.Table == fleet.TablePositions {
@@ -489,6 +510,28 @@ func (s *sim) checkLog() {
 	for d, want := range s.accepted {
 		if !slices.Equal(got[d], want) {
 			s.t.Fatalf("seed %d: driver %s: the log holds %d points, %d accepted (first difference near %v)", s.seed, d, len(got[d]), len(want), firstDiff(got[d], want))
+		}
+	}
+}
+
+// checkRetainedLog checks what retention left: per driver, the points
+// kept are a suffix of those accepted (the newest, in order, none twice).
+func (s *sim) checkRetainedLog() {
+	got := map[string][]uint64{}
+	first := s.e.store().FirstLSN()
+	err := s.e.ReadLog(first-1, 0, func(r Record) error {
+		if r.Table == fleet.TablePositions {
+			got[r.Key] = append(got[r.Key], s.seqOf(wal.Record{Value: r.Value}))
+		}
+		return nil
+	})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for d, have := range got {
+		want := s.accepted[d]
+		if len(have) > len(want) || !slices.Equal(have, want[len(want)-len(have):]) {
+			s.t.Fatalf("seed %d: driver %s: the retained log holds %d points that are not the newest %d accepted", s.seed, d, len(have), len(have))
 		}
 	}
 }
@@ -595,6 +638,17 @@ func TestSimulatedSchedule(t *testing.T) {
 				t.Fatalf("seed %d: %d fsyncs failed, %d recoveries; want 2 and 2", s.seed, s.faults, s.recoveries)
 			}
 		}},
+		{name: "retention", slow: steady(1), max: 1, setup: func(s *sim, phones int, dur time.Duration) {
+			// The log at its bound from the first seconds, through a
+			// 10x spike: the committer trims as it commits.
+			s.retention = true
+			base(s, phones, dur)
+			s.drivers("p", phones, 5*time.Second/9, dur/3, 2*dur/3)
+		}, check: func(t *testing.T, s *sim) {
+			if s.trimmed == 0 {
+				t.Fatalf("seed %d: retention trimmed nothing", s.seed)
+			}
+		}},
 		{name: "stuck-phone", slow: steady(1), max: 1, setup: func(s *sim, phones int, dur time.Duration) {
 			base(s, phones, dur)
 			s.flush("stuck", 10000, 500, dur/3)
@@ -631,7 +685,12 @@ func TestSimulatedSchedule(t *testing.T) {
 					if rep == 1 && *simLong {
 						break // determinism is checked on the short runs
 					}
+					simRetention = Retention{}
+					if sc.name == "retention" {
+						simRetention = Retention{MaxBytes: 32 << 10}
+					}
 					s := newSim(t, seed, model, sc.slow, sc.max)
+					simRetention = Retention{}
 					sc.setup(s, phones, dur)
 					var fair []float64
 					if sc.name == "backlogged-drivers" {

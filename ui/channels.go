@@ -57,23 +57,6 @@ type channelsView struct {
 
 const sparkW, sparkH = 240.0, 40.0
 
-// apiCodes names the engine's refusal reasons that the API answers under
-// another code by that code: the dashboard and the API say one name.
-var apiCodes = map[string]string{
-	"idempotency_mismatch": "idempotency_key_reused",
-	"too_large":            "body_too_large",
-}
-
-// apiReasons is the refusals with the API's error codes as their reasons.
-func apiReasons(rs []engine.Reason) []engine.Reason {
-	for i, r := range rs {
-		if c, ok := apiCodes[r.Reason]; ok {
-			rs[i].Reason = c
-		}
-	}
-	return rs
-}
-
 // grade is a card's status: its recent window's p99 against the SLA when
 // the window holds at least gradeMinSamples writes, and the queue against
 // its bound; a lane with too few recent writes and a queue below half its
@@ -146,7 +129,7 @@ func (u *UI) channels() channelsView {
 			LatP50: win.Quantile(0.5), LatP99: win.Quantile(0.99),
 			AllP50: lat.Quantile(0.5), AllP99: lat.Quantile(0.99), AllCount: lat.Count,
 			SLA:      cfg.SLA,
-			Rejected: apiReasons(st.Rejected()), Share: share,
+			Rejected: st.Rejected(), Share: share,
 			SparkAccepted: sparkPoints(acc, u.sampler.n, sparkW, sparkH),
 			SparkDepth:    sparkPoints(dep, u.sampler.n, sparkW, sparkH),
 		}

@@ -99,10 +99,3 @@ func TestGradeWindowSlides(t *testing.T) {
 	}
 }
 
-// The refusal reasons say the API's error codes.
-func TestRefusalReasonsAreAPICodes(t *testing.T) {
-	got := apiReasons([]engine.Reason{{Reason: "idempotency_mismatch", Count: 1}, {Reason: "lane_full", Count: 2}, {Reason: "too_large", Count: 3}})
-	if got[0].Reason != "idempotency_key_reused" || got[1].Reason != "lane_full" || got[2].Reason != "body_too_large" {
-		t.Fatalf("%+v", got)
-	}
-}

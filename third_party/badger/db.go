@@ -961,7 +961,12 @@ func (db *DB) sendToWriteCh(entries []*Entry) (*request, error) {
 		// in turn with the write goroutine's batches (writeMu);
 		// writeRequests sets req.Err and releases req.Wg.
 		db.writeMu.Lock()
-		if err := db.writeRequests([]*request{req}); err != nil {
+		if db.blockWrites.Load() == 1 {
+			// Close or a drop began after the check above and may have
+			// torn the memtable down: refuse, as the check would have.
+			req.Err = ErrBlockedWrites
+			req.Wg.Done()
+		} else if err := db.writeRequests([]*request{req}); err != nil {
 			db.opt.Errorf("writeRequests: %v", err)
 		}
 		db.writeMu.Unlock()
