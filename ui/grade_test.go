@@ -98,4 +98,3 @@ func TestGradeWindowSlides(t *testing.T) {
 		t.Fatalf("%d ticks kept", n)
 	}
 }
-
