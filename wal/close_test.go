@@ -3,8 +3,12 @@ package wal
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -112,4 +116,36 @@ func TestReadsDuringClose(t *testing.T) {
 		t.Errorf("reads: %d succeeded, %d answered ErrClosed; want both kinds", ok.Load(), closed.Load())
 	}
 	t.Logf("%d reads succeeded, %d answered ErrClosed", ok.Load(), closed.Load())
+}
+
+// A second Open of a data dir in use stops before touching any of its
+// files (it would delete a log file the first one just created), with an
+// error that says so; after Close the dir opens again.
+func TestSecondOpenOfADirInUse(t *testing.T) {
+	dir := t.TempDir()
+	db, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An empty .mem file is what removeEmptyLogFiles deletes: the second
+	// Open must not get that far.
+	empty := filepath.Join(dir, "999999.mem")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(Options{Dir: dir}); err == nil || !errors.Is(err, syscall.EWOULDBLOCK) || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("second open: %v, want in use (EWOULDBLOCK)", err)
+	}
+	if _, err := os.Stat(empty); err != nil {
+		t.Fatalf("the second open touched the dir: %v", err)
+	}
+	os.Remove(empty)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err = Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatalf("open after close: %v", err)
+	}
+	db.Close()
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,8 +54,9 @@ type Options struct {
 // DB is the store. Exactly one Batch may be open at a time (the committer's);
 // ReadLog and Snapshot are safe for concurrent use.
 type DB struct {
-	bdb *badger.DB
-	dir string
+	bdb  *badger.DB
+	dir  string
+	lock *os.File // the data dir's flock (lockDir), released by Close
 
 	writeMu sync.Mutex // held by the one open Batch, and by Trim: one writer at a time
 
@@ -200,8 +202,18 @@ func Open(opt Options) (*DB, error) {
 		WithMetricsEnabled(false).
 		WithSyncWrites(false). // group commit: the caller calls Sync
 		WithLogger(badgerLogger{opt.Logger})
+	lock, err := lockDir(opt.Dir)
+	if err != nil {
+		return nil, err
+	}
+	unlock := func() {
+		if lock != nil {
+			lock.Close() // releases the flock
+		}
+	}
 	removed, err := removeEmptyLogFiles(opt.Dir)
 	if err != nil {
+		unlock()
 		return nil, err
 	}
 	if len(removed) > 0 && opt.Logger != nil {
@@ -209,9 +221,10 @@ func Open(opt Options) (*DB, error) {
 	}
 	bdb, err := badger.OpenManaged(bo)
 	if err != nil {
+		unlock()
 		return nil, fmt.Errorf("wal: open %s: %w", opt.Dir, err)
 	}
-	db := &DB{bdb: bdb, dir: opt.Dir, maxBatchBytes: bdb.MaxBatchSize(), now: opt.Now, fail: opt.Fail, reading: map[uint64]int{}}
+	db := &DB{bdb: bdb, dir: opt.Dir, lock: lock, maxBatchBytes: bdb.MaxBatchSize(), now: opt.Now, fail: opt.Fail, reading: map[uint64]int{}}
 	// The versions go on from the newest one in the store, whether Badger
 	// or this writer numbered it (a store written before managed mode
 	// opens as it was).
@@ -223,10 +236,12 @@ func Open(opt Options) (*DB, error) {
 	}
 	if err := db.recover(); err != nil {
 		bdb.Close()
+		unlock()
 		return nil, fmt.Errorf("wal: recover %s: %w", opt.Dir, err)
 	}
 	if err := db.checkTail(); err != nil {
 		bdb.Close()
+		unlock()
 		return nil, fmt.Errorf("wal: recover %s: %w", opt.Dir, err)
 	}
 	return db, nil
@@ -359,6 +374,9 @@ func (db *DB) Close() error {
 		db.rmu.Unlock()
 		if err := db.bdb.Close(); err != nil {
 			db.closeErr = fmt.Errorf("wal: close %s: %w", db.dir, err)
+		}
+		if db.lock != nil {
+			db.lock.Close() // after Badger let go of the dir
 		}
 	})
 	return db.closeErr
