@@ -47,7 +47,7 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	printStart(os.Stdout, isTerminal(os.Stdout), a.Generated, len(cfg.Tokens) > 0, *cfgPath,
+	printStart(os.Stdout, toJournal(os.Stdout), a.Generated, len(cfg.Tokens) > 0, *cfgPath,
 		filepath.Join(a.Dir, config.TokensFile), a.Tokens, dashboardURLs(a.Addr))
 
 	sigs := make(chan os.Signal, 1)
@@ -91,10 +91,10 @@ func dashboardURLs(a *net.TCPAddr) []string {
 // printStart tells, on every start, where the dashboard is and where the
 // tokens to log in with are: the generated tokens.toml, or the config file
 // that names them. On the first start the generated tokens are printed too
-// (printTokens).
-func printStart(w io.Writer, terminal, generated, fromConfig bool, cfgPath, tokensPath string, tokens []config.Token, urls []string) {
+// (printTokens), unless stdout goes to the systemd journal (journal).
+func printStart(w io.Writer, journal, generated, fromConfig bool, cfgPath, tokensPath string, tokens []config.Token, urls []string) {
 	if generated {
-		printTokens(w, terminal, tokensPath, tokens)
+		printTokens(w, journal, tokensPath, tokens)
 	}
 	where := tokensPath
 	if fromConfig {
@@ -103,12 +103,14 @@ func printStart(w io.Writer, terminal, generated, fromConfig bool, cfgPath, toke
 	fmt.Fprintf(w, "Dashboard: %s (log in with the dashboard or admin token from %s)\n", strings.Join(urls, "  "), where)
 }
 
-// printTokens tells where the tokens generated on the first start are. It
-// prints the tokens themselves only to a terminal: stdout under systemd or a
-// container runtime ends up in a journal or log file that others read.
-func printTokens(w io.Writer, terminal bool, path string, tokens []config.Token) {
-	if !terminal {
-		fmt.Fprintf(w, "First start: generated one token per role into %s (mode 0600); read them there (they are not printed: stdout is not a terminal).\n", path)
+// printTokens tells where the tokens generated on the first start are, and
+// prints them, once, unless stdout goes to the systemd journal, which
+// others on the box may read (issue 18): then only the path is printed. A
+// terminal, a pipe or a file gets them: the first start's output is where
+// an operator, a script or a test looks for them.
+func printTokens(w io.Writer, journal bool, path string, tokens []config.Token) {
+	if journal {
+		fmt.Fprintf(w, "First start: generated one token per role into %s (mode 0600); read them there (they are not printed: stdout goes to the systemd journal).\n", path)
 		return
 	}
 	fmt.Fprintf(w, "First start: generated one token per role into %s (mode 0600):\n", path)
@@ -116,11 +118,4 @@ func printTokens(w io.Writer, terminal bool, path string, tokens []config.Token)
 		fmt.Fprintf(w, "  %-10s %s\n", t.Role, t.Token)
 	}
 	fmt.Fprintln(w, "They are printed only this once; read them from that file later.")
-}
-
-// isTerminal reports whether f is a character device (a terminal), not a
-// pipe or a file.
-func isTerminal(f *os.File) bool {
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

@@ -4,37 +4,52 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 
 	"routehound/config"
 )
 
-// The generated tokens are printed only to a terminal; otherwise (systemd,
-// a container: stdout goes to a journal) only the path of tokens.toml is
-// (issue 18).
-func TestTokensPrintedOnlyToATerminal(t *testing.T) {
+// The generated tokens are printed on the first start, except when stdout
+// goes to the systemd journal (which others may read): then only the path
+// of tokens.toml is (issue 18).
+func TestTokensNotPrintedToTheJournal(t *testing.T) {
 	toks := []config.Token{{Role: "admin", Token: "admin-0123456789abcdef"}}
 	var b bytes.Buffer
-	printTokens(&b, false, "/var/lib/routehound/tokens.toml", toks)
+	printTokens(&b, true, "/var/lib/routehound/tokens.toml", toks)
 	if strings.Contains(b.String(), toks[0].Token) || !strings.Contains(b.String(), "/var/lib/routehound/tokens.toml") {
-		t.Fatalf("not a terminal: %q", b.String())
+		t.Fatalf("to the journal: %q", b.String())
 	}
 	b.Reset()
-	printTokens(&b, true, "/var/lib/routehound/tokens.toml", toks)
+	printTokens(&b, false, "/var/lib/routehound/tokens.toml", toks)
 	if !strings.Contains(b.String(), toks[0].Token) {
-		t.Fatalf("a terminal: %q", b.String())
+		t.Fatalf("not to the journal: %q", b.String())
 	}
 	f, err := os.Create(filepath.Join(t.TempDir(), "out"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if isTerminal(f) {
-		t.Fatal("a regular file taken for a terminal")
+	t.Setenv("JOURNAL_STREAM", "")
+	if toJournal(f) {
+		t.Fatal("a file taken for the journal without JOURNAL_STREAM")
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("JOURNAL_STREAM", fmt.Sprintf("%d:%d", st.Dev, st.Ino))
+	if !toJournal(f) {
+		t.Fatal("the stream JOURNAL_STREAM names is not taken for the journal")
+	}
+	t.Setenv("JOURNAL_STREAM", fmt.Sprintf("%d:%d", st.Dev, st.Ino+1))
+	if toJournal(f) {
+		t.Fatal("another stream taken for the journal")
 	}
 }
 
@@ -45,17 +60,17 @@ func TestStartNamesWhereTheTokensAre(t *testing.T) {
 	toks := []config.Token{{Role: "admin", Token: "admin-0123456789abcdef"}}
 	urls := []string{"http://127.0.0.1:8080/ui/"}
 	var b bytes.Buffer
-	printStart(&b, true, false, false, "", "/srv/data/tokens.toml", toks, urls)
+	printStart(&b, false, false, false, "", "/srv/data/tokens.toml", toks, urls)
 	if s := b.String(); !strings.Contains(s, "/srv/data/tokens.toml") || !strings.Contains(s, urls[0]) || strings.Contains(s, toks[0].Token) {
 		t.Fatalf("a later start: %q", s)
 	}
 	b.Reset()
-	printStart(&b, true, false, true, "/etc/routehound.toml", "/srv/data/tokens.toml", toks, urls)
+	printStart(&b, false, false, true, "/etc/routehound.toml", "/srv/data/tokens.toml", toks, urls)
 	if s := b.String(); !strings.Contains(s, "/etc/routehound.toml") || strings.Contains(s, "tokens.toml") {
 		t.Fatalf("tokens from the config: %q", s)
 	}
 	b.Reset()
-	printStart(&b, true, true, false, "", "/srv/data/tokens.toml", toks, urls)
+	printStart(&b, false, true, false, "", "/srv/data/tokens.toml", toks, urls)
 	if s := b.String(); !strings.Contains(s, toks[0].Token) || !strings.Contains(s, urls[0]) {
 		t.Fatalf("the first start: %q", s)
 	}
