@@ -44,7 +44,10 @@ func EngineConfig(c config.Config, dataDir string) engine.Config {
 		Retention:      engine.Retention{MaxAge: c.Storage.RetentionAge, MaxBytes: c.Storage.RetentionMB << 20},
 		DataDir:        dataDir,
 		MinFreeBytes:   c.Storage.MinFreeMB << 20,
-		RoomWait:       engine.DefaultConfig().RoomWait,
+		ReserveBytes:   c.Storage.ReserveMB << 20,
+		Quotas: engine.Quotas{MaxTables: c.Tables.MaxTables, MaxKeysPerTable: c.Tables.MaxKeysPerTable,
+			MaxTableBytes: c.Tables.MaxTableMB << 20},
+		RoomWait: engine.DefaultConfig().RoomWait,
 	}
 }
 
@@ -76,6 +79,8 @@ func HubConfig(c config.Config) hub.Config {
 	return hub.Config{
 		MaxSubscribers:         c.Hub.MaxSubscribers,
 		MaxSubscribersPerTable: c.Hub.MaxSubscribersPerTable,
+		MaxSubscribersPerConn:  c.Hub.MaxSubscribersPerConn,
+		MaxCatchUp:             c.Hub.MaxCatchUp,
 		Buffer:                 c.Hub.SubscriberBuffer,
 		Heartbeat:              c.Hub.Heartbeat,
 		WriteTimeout:           c.Hub.WriteTimeout,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"routehound/fleet"
@@ -82,12 +83,19 @@ func (e *Engine) SubmitPhonePoint(ctx context.Context, p PhonePoint) (PhoneAck, 
 	if err != nil {
 		return PhoneAck{}, l.refuse(err)
 	}
+	// The state stays pinned until the point is durable (its seq is
+	// assigned in apply, so accepted does not show it in flight before):
+	// released in durable, or here when it is not queued. A batch that
+	// fails leaves the state pinned, which only keeps it from eviction.
+	var released sync.Once
+	release := func() { released.Do(func() { e.drivers.release(ds) }) }
 	// Load the driver's high-water mark now, off the committer: apply
 	// then only reads and moves it.
 	ds.mu.Lock()
 	err = e.loadDriver(p.Driver, ds)
 	ds.mu.Unlock()
 	if err != nil {
+		release()
 		return PhoneAck{}, err
 	}
 	key := phoneKey(p)
@@ -135,6 +143,7 @@ func (e *Engine) SubmitPhonePoint(ctx context.Context, p PhonePoint) (PhoneAck, 
 		return result{phone: ack}, nil
 	}
 	it.durable = func() {
+		defer release()
 		if ack.Duplicate {
 			l.stats.Duplicates.Add(1)
 			e.phone.Duplicates.Add(1)
@@ -147,6 +156,7 @@ func (e *Engine) SubmitPhonePoint(ctx context.Context, p PhonePoint) (PhoneAck, 
 		ds.advance(ack.Seq)
 	}
 	if err := e.enqueue(l, it); err != nil {
+		release()
 		return PhoneAck{}, l.refuse(err)
 	}
 	v, err := wait(ctx, it)
