@@ -108,7 +108,8 @@ func PhoneConfig(c config.Config) (osmand.Config, error) {
 	return osmand.Config{Listen: o.Listen, PathSecret: o.PathSecret, SpeedUnit: osmand.SpeedUnit(o.SpeedUnit), Zone: zone,
 		TLSCert: o.TLSCert, TLSKey: o.TLSKey, Devices: devs, MaxBodyBytes: o.MaxBodyBytes,
 		ReadHeaderTimeout: c.HTTP.ReadHeaderTimeout, IdleTimeout: c.HTTP.IdleTimeout, BodyReadTimeout: c.HTTP.BodyReadTimeout,
-		Conns: netguard.Limits{MaxConns: o.MaxConns, MaxConnsPerAddr: o.MaxConnsPerAddr, ExemptLoopback: true}}, nil
+		Conns:             netguard.Limits{MaxConns: o.MaxConns, MaxConnsPerAddr: o.MaxConnsPerAddr, ExemptLoopback: true},
+		MaxUnknownDevices: o.MaxUnknownDevices, UnknownDeviceWindow: o.UnknownDeviceWindow}, nil
 }
 
 // Validate checks the whole configuration: the file's own rules

@@ -196,6 +196,12 @@ type Osmand struct {
 	// body_read_timeout.
 	MaxConns        int `toml:"max_conns"`
 	MaxConnsPerAddr int `toml:"max_conns_per_addr"`
+	// MaxUnknownDevices is how many distinct unknown device ids (and
+	// wrong path secrets) one source address may send within
+	// UnknownDeviceWindow; past it the address's requests are closed
+	// without an answer until the window ends. 0: no limit.
+	MaxUnknownDevices   int           `toml:"max_unknown_devices"`
+	UnknownDeviceWindow time.Duration `toml:"unknown_device_window"`
 	// Devices registered in the file, besides those of the devices API.
 	Devices []Device `toml:"devices"`
 }
@@ -260,6 +266,7 @@ func Default() Config {
 			TimeZone:     "UTC",
 			MaxBodyBytes: 64 << 10,
 			MaxConns:     4096, MaxConnsPerAddr: 64,
+			MaxUnknownDevices: 20, UnknownDeviceWindow: 10 * time.Minute,
 		},
 	}
 }
@@ -365,6 +372,9 @@ func (o Osmand) Validate() error {
 	}
 	if o.MaxConns <= 0 || o.MaxConnsPerAddr <= 0 {
 		return errors.New("config: osmand.max_conns and osmand.max_conns_per_addr must be > 0")
+	}
+	if o.MaxUnknownDevices < 0 || o.MaxUnknownDevices > 0 && o.UnknownDeviceWindow <= 0 {
+		return errors.New("config: osmand.max_unknown_devices must be >= 0 (0: no limit) and osmand.unknown_device_window > 0")
 	}
 	if o.PathSecret != "" {
 		if err := fleet.CheckName("osmand.path_secret", o.PathSecret); err != nil || len(o.PathSecret) < 8 {

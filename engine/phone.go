@@ -44,11 +44,12 @@ type PhoneStats struct {
 	Duplicates  atomic.Uint64 // resends answered without storing
 	Statuses    atomic.Uint64 // reports without a position (device_status)
 	Quarantined atomic.Uint64 // malformed requests kept in quarantine
-	Unknown     atomic.Uint64 // requests of an unregistered device (403)
+	Unknown     atomic.Uint64 // requests of an unregistered device (answered 200, nothing stored)
 	NoDevice    atomic.Uint64 // requests without a device id (400)
 	BadSecret   atomic.Uint64 // requests with a wrong path secret (404)
 	ClosedFull  atomic.Uint64 // connections closed without a status: driver lane full
 	ClosedError atomic.Uint64 // connections closed without a status: storage failed or shutting down
+	Throttled   atomic.Uint64 // connections closed without a status: the source address guessed too many device ids
 }
 
 // Phone returns the phone listener's counters.
