@@ -22,7 +22,7 @@ var layerRules = map[string][]string{
 	"hub":     {"engine", "fleet"},
 	"ui":      {"engine", "fleet", "hub"},
 	"naive":   {"fleet"},
-	"api":     {"docs", "engine", "fleet", "hub"},
+	"api":     {"docs", "engine", "fleet", "hub", "internal/netguard"},
 	"replica": {"engine", "fleet"},
 }
 

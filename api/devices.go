@@ -161,7 +161,7 @@ func newPhoneCollector(e *engine.Engine) *phoneCollector {
 	return &phoneCollector{
 		e: e,
 		desc: prometheus.NewDesc("routehound_osmand_requests_total",
-			"Requests of the phone apps' listener by outcome: point (stored durable), duplicate (a resend, nothing stored), status (no position: device_status), quarantined (malformed, kept in quarantine), unknown_device (403), no_device (400), bad_secret (404), closed_lane_full and closed_error (connection closed without a status).",
+			"Requests of the phone apps' listener by outcome: point (stored durable), duplicate (a resend, nothing stored), status (no position: device_status), quarantined (malformed, kept in quarantine), unknown_device (answered 200 like a stored point, nothing stored, counted against its address), no_device (400), bad_secret (404), closed_lane_full, closed_error and closed_throttled (connection closed without a status; throttled: the source address sent too many distinct unknown device ids or wrong secrets, osmand.max_unknown_devices).",
 			[]string{"outcome"}, nil),
 		stats: []phoneCounter{
 			{"point", func(s *engine.PhoneStats) uint64 { return s.Points.Load() }},
@@ -173,6 +173,7 @@ func newPhoneCollector(e *engine.Engine) *phoneCollector {
 			{"bad_secret", func(s *engine.PhoneStats) uint64 { return s.BadSecret.Load() }},
 			{"closed_lane_full", func(s *engine.PhoneStats) uint64 { return s.ClosedFull.Load() }},
 			{"closed_error", func(s *engine.PhoneStats) uint64 { return s.ClosedError.Load() }},
+			{"closed_throttled", func(s *engine.PhoneStats) uint64 { return s.Throttled.Load() }},
 		},
 	}
 }

@@ -98,6 +98,10 @@ func (s *Server) mapEngineError(err error) *apiError {
 		return errorf(http.StatusTooManyRequests, "too_many_drivers", "the number of distinct drivers reached committer.max_drivers")
 	case errors.Is(err, engine.ErrQueueTimeout):
 		return errorf(http.StatusServiceUnavailable, "queue_timeout", "the write waited in the queue past the lane's max_wait and was not applied; retry")
+	case errors.Is(err, engine.ErrDiskReserved):
+		return errorf(http.StatusInsufficientStorage, "disk_reserved", "free disk space is down to the headroom kept for the fleet's writes (storage.reserve_mb): user tables do not grow; delete keys or free disk space")
+	case errors.Is(err, engine.ErrQuotaExceeded):
+		return errorf(http.StatusForbidden, "quota_exceeded", "%s", strings.TrimPrefix(err.Error(), engine.ErrQuotaExceeded.Error()+": "))
 	case errors.Is(err, engine.ErrDiskLow):
 		return errorf(http.StatusServiceUnavailable, "disk_low", "free disk space is below the watermark; writes are refused")
 	case errors.Is(err, engine.ErrReopening):

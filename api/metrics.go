@@ -22,6 +22,7 @@ type ledgerCollector struct {
 	reg *prometheus.Registry // /metrics' registry, for MountCollector
 
 	subs, published, delivered, dropped, resyncs, refusedSubs, subClosed *prometheus.Desc
+	catchUpResyncs, driversEvicted                                       *prometheus.Desc
 
 	arrivals, accepted, duplicates, rejected, depth, bound *prometheus.Desc
 	roomWaits                                              *prometheus.Desc
@@ -75,13 +76,15 @@ func newLedgerCollector(e *engine.Engine) *ledgerCollector {
 		storeFails:      d("store_failures_total", "Failed commits or fsyncs of the store; each stops writes until the store is reopened."),
 		recovered:       d("store_recoveries_total", "Store reopens after a failure that resumed writes."),
 
-		subs:        d("hub_subscribers", "Open table subscriptions."),
-		published:   d("hub_published_total", "Records offered to at least one subscriber."),
-		delivered:   d("hub_delivered_total", "Events written to subscribers."),
-		dropped:     d("hub_dropped_total", "Events not buffered because the subscriber was behind (it resyncs)."),
-		resyncs:     d("hub_resyncs_total", "Subscribers moved to a fresh snapshot."),
-		refusedSubs: d("hub_refused_total", "Subscriptions refused at the per-table limit."),
-		subClosed:   d("hub_closed_total", "Subscribers closed by the hub, by reason.", "reason"),
+		subs:           d("hub_subscribers", "Open table subscriptions."),
+		published:      d("hub_published_total", "Records offered to at least one subscriber."),
+		delivered:      d("hub_delivered_total", "Events written to subscribers."),
+		dropped:        d("hub_dropped_total", "Events not buffered because the subscriber was behind (it resyncs)."),
+		resyncs:        d("hub_resyncs_total", "Subscribers moved to a fresh snapshot."),
+		refusedSubs:    d("hub_refused_total", "Subscriptions refused at a limit (per table, per connection or in all)."),
+		catchUpResyncs: d("hub_catchup_resyncs_total", "Resumes from an LSN more than hub.max_catch_up records behind, answered with a resync snapshot instead of a replay of the log."),
+		driversEvicted: d("drivers_evicted_total", "Idle drivers forgotten at committer.max_drivers (reloaded from their stored position on their next point)."),
+		subClosed:      d("hub_closed_total", "Subscribers closed by the hub, by reason.", "reason"),
 	}
 }
 
@@ -158,6 +161,7 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.schedInfeasible, infeasible)
 	counter(c.storeFails, float64(t.StoreFailures.Load()))
 	counter(c.recovered, float64(t.Recoveries.Load()))
+	counter(c.driversEvicted, float64(c.e.DriversEvicted()))
 	if c.h != nil {
 		hs := c.h.Stats()
 		gauge(c.subs, float64(hs.Subscribers.Load()))
@@ -166,6 +170,7 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.dropped, float64(hs.Dropped.Load()))
 		counter(c.resyncs, float64(hs.Resyncs.Load()))
 		counter(c.refusedSubs, float64(hs.Refused.Load()))
+		counter(c.catchUpResyncs, float64(hs.CatchUpResyncs.Load()))
 		for reason, n := range hs.Closes() {
 			counter(c.subClosed, float64(n), reason)
 		}

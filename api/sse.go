@@ -37,7 +37,7 @@ func (s *Server) sseHandler(h *hub.Hub) func(http.ResponseWriter, *http.Request,
 			s.fail(w, r, err)
 			return
 		}
-		sub, err := h.Subscribe(table)
+		sub, err := h.SubscribeFrom(r.RemoteAddr, table) // one client connection: hub.max_subscribers_per_conn
 		if err != nil {
 			s.fail(w, r, err)
 			return

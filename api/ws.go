@@ -57,7 +57,7 @@ func (s *Server) wsHandler(h *hub.Hub) func(http.ResponseWriter, *http.Request, 
 		}
 		cfg := h.Config()
 		c.SetReadLimit(cfg.MaxMessageBytes)
-		conn := &wsConn{s: s, h: h, c: c, role: role, heartbeat: cfg.Heartbeat, writeTimeout: cfg.WriteTimeout}
+		conn := &wsConn{s: s, h: h, c: c, role: role, remote: r.RemoteAddr, heartbeat: cfg.Heartbeat, writeTimeout: cfg.WriteTimeout}
 		conn.serve(r.Context())
 	}
 }
@@ -67,6 +67,9 @@ type wsConn struct {
 	h    *hub.Hub
 	c    *websocket.Conn
 	role Role // a secret table (fleet.IsSecret) is admin's only
+	// remote is the client connection, the owner of its subscriptions
+	// (hub.max_subscribers_per_conn).
+	remote string
 
 	heartbeat, writeTimeout time.Duration
 
@@ -169,7 +172,7 @@ func (wc *wsConn) subscribe(ctx context.Context, table string, from *uint64) {
 			return
 		}
 	}
-	sub, err := wc.h.Subscribe(table)
+	sub, err := wc.h.SubscribeFrom(wc.remote, table)
 	if err != nil {
 		wc.sendError("", err)
 		return

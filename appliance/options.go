@@ -44,7 +44,10 @@ func EngineConfig(c config.Config, dataDir string) engine.Config {
 		Retention:      engine.Retention{MaxAge: c.Storage.RetentionAge, MaxBytes: c.Storage.RetentionMB << 20},
 		DataDir:        dataDir,
 		MinFreeBytes:   c.Storage.MinFreeMB << 20,
-		RoomWait:       engine.DefaultConfig().RoomWait,
+		ReserveBytes:   c.Storage.ReserveMB << 20,
+		Quotas: engine.Quotas{MaxTables: c.Tables.MaxTables, MaxKeysPerTable: c.Tables.MaxKeysPerTable,
+			MaxTableBytes: c.Tables.MaxTableMB << 20},
+		RoomWait: engine.DefaultConfig().RoomWait,
 	}
 }
 
@@ -76,6 +79,8 @@ func HubConfig(c config.Config) hub.Config {
 	return hub.Config{
 		MaxSubscribers:         c.Hub.MaxSubscribers,
 		MaxSubscribersPerTable: c.Hub.MaxSubscribersPerTable,
+		MaxSubscribersPerConn:  c.Hub.MaxSubscribersPerConn,
+		MaxCatchUp:             c.Hub.MaxCatchUp,
 		Buffer:                 c.Hub.SubscriberBuffer,
 		Heartbeat:              c.Hub.Heartbeat,
 		WriteTimeout:           c.Hub.WriteTimeout,
@@ -103,7 +108,8 @@ func PhoneConfig(c config.Config) (osmand.Config, error) {
 	return osmand.Config{Listen: o.Listen, PathSecret: o.PathSecret, SpeedUnit: osmand.SpeedUnit(o.SpeedUnit), Zone: zone,
 		TLSCert: o.TLSCert, TLSKey: o.TLSKey, Devices: devs, MaxBodyBytes: o.MaxBodyBytes,
 		ReadHeaderTimeout: c.HTTP.ReadHeaderTimeout, IdleTimeout: c.HTTP.IdleTimeout, BodyReadTimeout: c.HTTP.BodyReadTimeout,
-		Conns: netguard.Limits{MaxConns: o.MaxConns, MaxConnsPerAddr: o.MaxConnsPerAddr, ExemptLoopback: true}}, nil
+		Conns:             netguard.Limits{MaxConns: o.MaxConns, MaxConnsPerAddr: o.MaxConnsPerAddr, ExemptLoopback: true},
+		MaxUnknownDevices: o.MaxUnknownDevices, UnknownDeviceWindow: o.UnknownDeviceWindow}, nil
 }
 
 // Validate checks the whole configuration: the file's own rules

@@ -39,6 +39,7 @@ type Config struct {
 	Committer Committer `toml:"committer"`
 	Lanes     Lanes     `toml:"lanes"`
 	Hub       Hub       `toml:"hub"`
+	Tables    Tables    `toml:"tables"`
 	Osmand    Osmand    `toml:"osmand"`
 	UI        UI        `toml:"ui"`
 
@@ -103,6 +104,12 @@ type Storage struct {
 	RetentionAge   time.Duration `toml:"retention_age"`
 	RetentionMB    int64         `toml:"retention_mb"`
 	IdempotencyTTL time.Duration `toml:"idempotency_ttl"`
+
+	// ReserveMB is free disk kept for the fleet's writes (dispatch,
+	// warehouse, drivers, phones, devices): below min_free_mb + reserve_mb
+	// writes to user tables are refused (507 disk_reserved) while the
+	// fleet's lanes go on down to min_free_mb.
+	ReserveMB int64 `toml:"reserve_mb"`
 }
 
 // Committer holds the committer's one setting. Its batches are sized at
@@ -146,6 +153,24 @@ type Hub struct {
 	SubscriberBuffer       int           `toml:"subscriber_buffer"`
 	Heartbeat              time.Duration `toml:"heartbeat"`
 	WriteTimeout           time.Duration `toml:"write_timeout"`
+	// MaxSubscribersPerConn bounds the subscriptions one client
+	// connection holds at once (HTTP/2 multiplexes many event streams on
+	// one connection); past it: 429. At least 2: a WebSocket switching
+	// tables holds its old subscription until the new one is taken.
+	MaxSubscribersPerConn int `toml:"max_subscribers_per_conn"`
+	// MaxCatchUp bounds the log records a subscription resuming from an
+	// LSN (?from=, Last-Event-ID, "from") replays: further behind, it gets
+	// a resync (a fresh snapshot) instead.
+	MaxCatchUp int `toml:"max_catch_up"`
+}
+
+// Tables bounds the user tables (the quotas): past a bound a write that
+// would grow them is refused with 403 quota_exceeded; deletes and writes
+// that do not grow are always taken.
+type Tables struct {
+	MaxTables       int   `toml:"max_tables"`         // user tables holding keys
+	MaxKeysPerTable int64 `toml:"max_keys_per_table"` // keys of one user table
+	MaxTableMB      int64 `toml:"max_table_mb"`       // keys and values of one user table, in MiB
 }
 
 // Osmand configures the listener for the phone apps (Traccar Client,
@@ -171,6 +196,12 @@ type Osmand struct {
 	// body_read_timeout.
 	MaxConns        int `toml:"max_conns"`
 	MaxConnsPerAddr int `toml:"max_conns_per_addr"`
+	// MaxUnknownDevices is how many distinct unknown device ids (and
+	// wrong path secrets) one source address may send within
+	// UnknownDeviceWindow; past it the address's requests are closed
+	// without an answer until the window ends. 0: no limit.
+	MaxUnknownDevices   int           `toml:"max_unknown_devices"`
+	UnknownDeviceWindow time.Duration `toml:"unknown_device_window"`
 	// Devices registered in the file, besides those of the devices API.
 	Devices []Device `toml:"devices"`
 }
@@ -206,6 +237,7 @@ func Default() Config {
 		Storage: Storage{
 			MemoryMB:       96,
 			MinFreeMB:      256,
+			ReserveMB:      512,
 			RetentionAge:   7 * 24 * time.Hour,
 			RetentionMB:    2048,
 			IdempotencyTTL: 24 * time.Hour,
@@ -223,14 +255,18 @@ func Default() Config {
 			SubscriberBuffer:       1024,
 			Heartbeat:              15 * time.Second,
 			WriteTimeout:           5 * time.Second,
+			MaxSubscribersPerConn:  4,
+			MaxCatchUp:             10000,
 		},
-		UI: UI{SessionTTL: 12 * time.Hour, MaxSessions: 1000, MaxLive: 64, FrameInterval: 250 * time.Millisecond},
+		Tables: Tables{MaxTables: 64, MaxKeysPerTable: 100000, MaxTableMB: 64},
+		UI:     UI{SessionTTL: 12 * time.Hour, MaxSessions: 1000, MaxLive: 64, FrameInterval: 250 * time.Millisecond},
 		Osmand: Osmand{
 			Listen:       ":5055",
 			SpeedUnit:    "knots",
 			TimeZone:     "UTC",
 			MaxBodyBytes: 64 << 10,
 			MaxConns:     4096, MaxConnsPerAddr: 64,
+			MaxUnknownDevices: 20, UnknownDeviceWindow: 10 * time.Minute,
 		},
 	}
 }
@@ -297,8 +333,15 @@ func (c Config) Validate() error {
 	if c.HTTP.MaxPageBytes <= 0 || c.HTTP.MaxValueBytes <= 0 {
 		return errors.New("config: http.max_page_bytes and http.max_value_bytes must be > 0")
 	}
-	if c.Hub.MaxSubscribers <= 0 || c.Hub.MaxSubscribersPerTable <= 0 || c.Hub.SubscriberBuffer <= 0 {
-		return errors.New("config: hub limits must be > 0")
+	if c.Hub.MaxSubscribers <= 0 || c.Hub.MaxSubscribersPerTable <= 0 || c.Hub.SubscriberBuffer <= 0 ||
+		c.Hub.MaxSubscribersPerConn < 2 || c.Hub.MaxCatchUp <= 0 {
+		return errors.New("config: hub limits must be > 0 (max_subscribers_per_conn at least 2: a WebSocket switching tables holds the old subscription until the new one is taken)")
+	}
+	if c.Tables.MaxTables <= 0 || c.Tables.MaxKeysPerTable <= 0 || c.Tables.MaxTableMB <= 0 {
+		return errors.New("config: tables.max_tables, tables.max_keys_per_table and tables.max_table_mb must be > 0")
+	}
+	if c.Storage.ReserveMB < 0 {
+		return errors.New("config: storage.reserve_mb must be >= 0")
 	}
 	if (c.HTTP.TLSCert == "") != (c.HTTP.TLSKey == "") {
 		return errors.New("config: http.tls_cert and http.tls_key must be set together")
@@ -329,6 +372,9 @@ func (o Osmand) Validate() error {
 	}
 	if o.MaxConns <= 0 || o.MaxConnsPerAddr <= 0 {
 		return errors.New("config: osmand.max_conns and osmand.max_conns_per_addr must be > 0")
+	}
+	if o.MaxUnknownDevices < 0 || o.MaxUnknownDevices > 0 && o.UnknownDeviceWindow <= 0 {
+		return errors.New("config: osmand.max_unknown_devices must be >= 0 (0: no limit) and osmand.unknown_device_window > 0")
 	}
 	if o.PathSecret != "" {
 		if err := fleet.CheckName("osmand.path_secret", o.PathSecret); err != nil || len(o.PathSecret) < 8 {

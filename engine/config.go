@@ -80,6 +80,12 @@ type Config struct {
 	Retention      Retention
 	DataDir        string // watched for free space
 	MinFreeBytes   int64  // below this, writes are refused (0: no check)
+	// ReserveBytes is free space above MinFreeBytes kept for the fleet's
+	// writes: below MinFreeBytes+ReserveBytes writes that grow a user
+	// table are refused (ErrDiskReserved) while the fleet's lanes go on.
+	ReserveBytes int64
+	// Quotas bound the user tables (quota.go; zero: no bound).
+	Quotas Quotas
 	// Open reopens the store after a storage failure (see recover.go). With
 	// Open nil a storage failure stops the engine for good and Fatal tells
 	// the caller to exit for a supervisor's restart.
@@ -102,6 +108,8 @@ func DefaultConfig() Config {
 		MaxValueBytes:  256 << 10,
 		Retention:      Retention{MaxAge: 7 * 24 * time.Hour, MaxBytes: 2 << 30},
 		MinFreeBytes:   256 << 20,
+		ReserveBytes:   512 << 20,
+		Quotas:         Quotas{MaxTables: 64, MaxKeysPerTable: 100000, MaxTableBytes: 64 << 20},
 		RoomWait:       500 * time.Millisecond,
 	}
 }
@@ -141,6 +149,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxDrivers <= 0 {
 		return fmt.Errorf("engine: max_drivers must be > 0")
+	}
+	if c.ReserveBytes < 0 || c.Quotas.MaxTables < 0 || c.Quotas.MaxKeysPerTable < 0 || c.Quotas.MaxTableBytes < 0 {
+		return fmt.Errorf("engine: reserve and quotas must be >= 0")
 	}
 	return nil
 }

@@ -27,11 +27,18 @@ type DriverAck struct {
 	DurableSeq uint64 // highest seq of this driver already durable
 }
 
-// drivers tracks each driver's sequence numbers; bounded by max.
+// drivers tracks each driver's sequence numbers; bounded by max. At the
+// bound the least recently used idle drivers are forgotten (evict): their
+// marks are durable in their latest position, and loadDriver reads them
+// again on their next submission. So a flood of made-up driver names
+// cannot lock real drivers out; only a bound full of drivers with points
+// in flight refuses a new one (ErrTooManyDrivers).
 type drivers struct {
-	mu  sync.Mutex // guards m only; never held across I/O
-	m   map[string]*driverState
-	max int
+	mu      sync.Mutex // guards m, tick and each state's used and refs changes from 0; never held across I/O
+	m       map[string]*driverState
+	max     int
+	tick    uint64        // bumped on each get: the recency of use
+	evicted atomic.Uint64 // drivers forgotten at the bound
 }
 
 type driverState struct {
@@ -39,6 +46,9 @@ type driverState struct {
 	loaded   bool
 	accepted uint64        // highest seq accepted (queued, in flight or durable)
 	durable  atomic.Uint64 // highest seq durable
+
+	used uint64       // drivers.tick at the last get (drivers.mu)
+	refs atomic.Int32 // holders: from get to release, and a phone point from get to durable; > 0 pins the state
 
 	watchMu  sync.Mutex                        // serializes changes to watchers
 	watchers atomic.Pointer[[]chan<- struct{}] // copied on change; read by the committer without a lock
@@ -72,6 +82,7 @@ func (e *Engine) WatchDriver(driver string, wake chan<- struct{}) (stop func(), 
 	if err != nil {
 		return nil, err
 	}
+	defer e.drivers.release(ds) // the watcher pins it from here on
 	ds.watchMu.Lock()
 	defer ds.watchMu.Unlock()
 	var ws []chan<- struct{}
@@ -107,19 +118,83 @@ func (e *Engine) WatchDriver(driver string, wake chan<- struct{}) (stop func(), 
 	}, nil
 }
 
+// get returns the state of a driver, pinned: call release when done with
+// it. At the bound it first forgets idle drivers (evict).
 func (d *drivers) get(name string) (*driverState, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.tick++
 	if ds, ok := d.m[name]; ok {
+		ds.used = d.tick
+		ds.refs.Add(1)
 		return ds, nil
 	}
-	if len(d.m) >= d.max {
+	if len(d.m) >= d.max && d.evict() == 0 {
 		return nil, ErrTooManyDrivers
 	}
-	ds := &driverState{}
+	ds := &driverState{used: d.tick}
+	ds.refs.Add(1)
 	d.m[name] = ds
 	return ds, nil
 }
+
+// release unpins a state get returned.
+func (d *drivers) release(ds *driverState) { ds.refs.Add(-1) }
+
+// evictBatch is the share of the bound one eviction frees, so that the
+// scan it costs is paid once per that many new drivers.
+const evictBatch = 8
+
+// evict forgets the least recently used idle drivers, up to max/evictBatch
+// (at least one), and returns how many. Idle: not pinned, loaded, every
+// accepted point durable, no watcher, and its mutex free; such a state is
+// all in the store (its latest position), and no item in a lane refers to
+// it. Caller holds d.mu; a state's refs only grow from 0 under it, so none
+// is handed out while it is being forgotten.
+func (d *drivers) evict() int {
+	type cand struct {
+		name string
+		ds   *driverState
+	}
+	cands := make([]cand, 0, len(d.m))
+	for name, ds := range d.m {
+		if ds.refs.Load() == 0 {
+			cands = append(cands, cand{name, ds})
+		}
+	}
+	sort.Slice(cands, func(i, j int) bool { return cands[i].ds.used < cands[j].ds.used })
+	want := max(1, d.max/evictBatch)
+	n := 0
+	for _, c := range cands {
+		if n >= want {
+			break
+		}
+		if c.ds.idle() {
+			delete(d.m, c.name)
+			n++
+		}
+	}
+	d.evicted.Add(uint64(n))
+	return n
+}
+
+// idle reports whether the state holds nothing the store does not. It
+// never waits: a state whose mutex is held is busy.
+func (ds *driverState) idle() bool {
+	if !ds.mu.TryLock() {
+		return false
+	}
+	defer ds.mu.Unlock()
+	if !ds.watchMu.TryLock() {
+		return false
+	}
+	defer ds.watchMu.Unlock()
+	return ds.loaded && ds.accepted == ds.durable.Load() && ds.watchers.Load() == nil && ds.refs.Load() == 0
+}
+
+// DriversEvicted counts the drivers forgotten at committer.max_drivers
+// (reloaded from the store on their next point).
+func (e *Engine) DriversEvicted() uint64 { return e.drivers.evicted.Load() }
 
 // DriverDurableSeq is the highest durable seq of a driver (0 if unknown).
 func (e *Engine) DriverDurableSeq(driver string) (uint64, error) {
@@ -127,6 +202,7 @@ func (e *Engine) DriverDurableSeq(driver string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	defer e.drivers.release(ds)
 	ds.mu.Lock()
 	defer ds.mu.Unlock()
 	if err := e.loadDriver(driver, ds); err != nil {
@@ -176,6 +252,9 @@ func (e *Engine) SubmitPoints(ctx context.Context, driver string, pts []Point) (
 	if err != nil {
 		return DriverAck{}, l.refuse(err)
 	}
+	// Released on return: points still in the lane pin the state by
+	// accepted > durable.
+	defer e.drivers.release(ds)
 	ds.mu.Lock()
 	if err := e.loadDriver(driver, ds); err != nil {
 		ds.mu.Unlock()

@@ -37,7 +37,12 @@ type Engine struct {
 	durable  atomic.Uint64 // highest LSN made durable and published; stored by the committer only (feed.go)
 	feed     feed
 
+	// diskTight: free space is below MinFreeBytes+ReserveBytes, the
+	// headroom kept for the fleet's writes (disk.go).
+	diskTight atomic.Bool
+
 	drivers drivers
+	usage   usage // the user tables' counts for the quotas (quota.go)
 	totals  Totals
 	phone   PhoneStats
 	started time.Time

@@ -22,6 +22,12 @@ var (
 	ErrUnavailable = errors.New("engine: not accepting writes")
 	// ErrDiskLow: free disk space is below the configured watermark.
 	ErrDiskLow = errors.New("engine: free disk space below the watermark")
+	// ErrDiskReserved: free disk space is within the headroom kept for
+	// the fleet's writes (Config.ReserveBytes): user tables do not grow.
+	ErrDiskReserved = errors.New("engine: free disk space is reserved for the fleet's writes")
+	// ErrQuotaExceeded: a write would take a user table past a quota
+	// (Config.Quotas); the error is a *QuotaError naming it.
+	ErrQuotaExceeded = errors.New("engine: quota exceeded")
 	// ErrVersionConflict: If-Match named a version the key does not have.
 	ErrVersionConflict = errors.New("engine: version conflict")
 	// ErrNotFound: no such key.

@@ -126,6 +126,19 @@ func (e *Engine) PutKey(ctx context.Context, w Write) (WriteResult, error) {
 		l.stats.reject("value_too_large")
 		return WriteResult{}, fmt.Errorf("%w: %d bytes, over the limit of %d", ErrValueTooLarge, len(w.Value), max)
 	}
+	if !w.Delete && e.diskTight.Load() {
+		// The disk is into the headroom kept for the fleet's writes:
+		// user tables stop growing first (deletes still free space).
+		l := e.lanes[LaneTables]
+		l.stats.Arrivals.Add(1)
+		l.stats.reject("disk_reserved")
+		return WriteResult{}, ErrDiskReserved
+	}
+	if !w.Delete && e.cfg.Quotas.on() {
+		if err := e.prepareUsage(w.Table); err != nil {
+			return WriteResult{}, err
+		}
+	}
 	return e.put(ctx, LaneTables, w)
 }
 
@@ -151,6 +164,7 @@ func (e *Engine) ResetDriver(ctx context.Context, driver string) (WriteResult, e
 		ds.loaded, ds.accepted = false, 0
 		ds.durable.Store(0)
 		ds.mu.Unlock()
+		e.drivers.release(ds)
 	}
 	return res, nil
 }
@@ -171,6 +185,8 @@ func (e *Engine) put(ctx context.Context, name Lane, w Write) (WriteResult, erro
 	if err != nil {
 		if errors.Is(err, ErrVersionConflict) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrIdempotencyMismatch) {
 			l.stats.reject(reasonOf(err))
+		} else if errors.Is(err, ErrQuotaExceeded) {
+			l.stats.reject("quota_exceeded")
 		}
 		return WriteResult{}, err
 	}
@@ -185,6 +201,8 @@ func (e *Engine) put(ctx context.Context, name Lane, w Write) (WriteResult, erro
 func (e *Engine) keyedItem(name Lane, w Write) *item {
 	scope := name.String()
 	ttl := e.cfg.IdempotencyTTL
+	_, builtin := fleet.Writer(w.Table)
+	quota := !builtin && e.cfg.Quotas.on() // a user table: its writes are counted and bounded (quota.go)
 	it := &item{
 		units: 1,
 		bytes: int64(2*len(w.Value) + 2*len(w.Key) + len(w.Table) + 256),
@@ -211,6 +229,20 @@ func (e *Engine) keyedItem(name Lane, w Write) *item {
 		var rec wal.Record
 		var err error
 		created := false
+		var cur State
+		var exists bool
+		if quota {
+			st, ok, err := b.Get(w.Table, w.Key)
+			if err != nil {
+				return result{}, err
+			}
+			cur, exists = State(st), ok
+			if !w.Delete {
+				if qerr := e.checkQuota(w, cur, exists); qerr != nil {
+					return result{err: qerr}, nil
+				}
+			}
+		}
 		if w.Delete {
 			rec, err = b.Delete(w.Table, w.Key, scope, w.IfVersion)
 		} else {
@@ -224,6 +256,9 @@ func (e *Engine) keyedItem(name Lane, w Write) *item {
 			return result{err: ErrNotFound}, nil
 		case err != nil:
 			return result{}, err
+		}
+		if quota {
+			e.charge(w, cur, exists, rec.LSN)
 		}
 		res := WriteResult{Table: w.Table, Key: w.Key, Version: rec.Version, LSN: rec.LSN,
 			CommittedAt: rec.CommittedAt, Created: created, Deleted: w.Delete}

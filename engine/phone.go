@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"routehound/fleet"
@@ -43,11 +44,12 @@ type PhoneStats struct {
 	Duplicates  atomic.Uint64 // resends answered without storing
 	Statuses    atomic.Uint64 // reports without a position (device_status)
 	Quarantined atomic.Uint64 // malformed requests kept in quarantine
-	Unknown     atomic.Uint64 // requests of an unregistered device (403)
+	Unknown     atomic.Uint64 // requests of an unregistered device (answered 200, nothing stored)
 	NoDevice    atomic.Uint64 // requests without a device id (400)
 	BadSecret   atomic.Uint64 // requests with a wrong path secret (404)
 	ClosedFull  atomic.Uint64 // connections closed without a status: driver lane full
 	ClosedError atomic.Uint64 // connections closed without a status: storage failed or shutting down
+	Throttled   atomic.Uint64 // connections closed without a status: the source address guessed too many device ids
 }
 
 // Phone returns the phone listener's counters.
@@ -82,12 +84,19 @@ func (e *Engine) SubmitPhonePoint(ctx context.Context, p PhonePoint) (PhoneAck, 
 	if err != nil {
 		return PhoneAck{}, l.refuse(err)
 	}
+	// The state stays pinned until the point is durable (its seq is
+	// assigned in apply, so accepted does not show it in flight before):
+	// released in durable, or here when it is not queued. A batch that
+	// fails leaves the state pinned, which only keeps it from eviction.
+	var released sync.Once
+	release := func() { released.Do(func() { e.drivers.release(ds) }) }
 	// Load the driver's high-water mark now, off the committer: apply
 	// then only reads and moves it.
 	ds.mu.Lock()
 	err = e.loadDriver(p.Driver, ds)
 	ds.mu.Unlock()
 	if err != nil {
+		release()
 		return PhoneAck{}, err
 	}
 	key := phoneKey(p)
@@ -135,6 +144,7 @@ func (e *Engine) SubmitPhonePoint(ctx context.Context, p PhonePoint) (PhoneAck, 
 		return result{phone: ack}, nil
 	}
 	it.durable = func() {
+		defer release()
 		if ack.Duplicate {
 			l.stats.Duplicates.Add(1)
 			e.phone.Duplicates.Add(1)
@@ -147,6 +157,7 @@ func (e *Engine) SubmitPhonePoint(ctx context.Context, p PhonePoint) (PhoneAck, 
 		ds.advance(ack.Seq)
 	}
 	if err := e.enqueue(l, it); err != nil {
+		release()
 		return PhoneAck{}, l.refuse(err)
 	}
 	v, err := wait(ctx, it)

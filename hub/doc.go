@@ -1,6 +1,8 @@
 // Package hub indexes table subscribers and delivers committed changes to
-// them: Subscribe registers one (bounded per table, MaxSubscribersPerTable,
-// and in all, MaxSubscribers), Stream runs it into a Sink (snapshot,
+// them: Subscribe (SubscribeFrom for a client connection) registers one
+// (bounded per table, MaxSubscribersPerTable, per client connection,
+// MaxSubscribersPerConn, and in all, MaxSubscribers), Stream runs it into a
+// Sink (snapshot,
 // catch-up from an LSN, resync, live changes). The hub knows no protocol:
 // the transports implement Sink and own authentication and error answers,
 // api's Server-Sent Events and WebSocket handlers (api/sse.go, api/ws.go)
@@ -20,6 +22,6 @@
 // subscriber is registered BEFORE the snapshot is taken, so nothing published
 // in between is missed, and changes at or below n are skipped. A stream
 // resumed from LSN N reads the missed records from the wal's log (or gets a
-// resync when retention trimmed them), then continues live, with the same
-// skip rule.
+// resync when retention trimmed them, or when N is more than MaxCatchUp
+// records behind), then continues live, with the same skip rule.
 package hub

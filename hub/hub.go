@@ -18,7 +18,8 @@ import (
 // Errors of the hub; the api maps them to answers.
 var (
 	// ErrTooManySubscribers: the table has MaxSubscribersPerTable
-	// subscribers, or the hub has MaxSubscribers in all.
+	// subscribers, the hub has MaxSubscribers in all, or the client
+	// connection holds MaxSubscribersPerConn.
 	ErrTooManySubscribers = errors.New("hub: too many subscribers")
 	// ErrClosed: the hub is shutting down.
 	ErrClosed = errors.New("hub: closed")
@@ -30,14 +31,19 @@ var (
 type Config struct {
 	MaxSubscribers         int // subscribers of all tables together
 	MaxSubscribersPerTable int
-	Buffer                 int           // events buffered per subscriber
-	Heartbeat              time.Duration // SSE comment / WebSocket ping interval
-	WriteTimeout           time.Duration // one write to a subscriber
-	SnapshotPage           int           // rows per snapshot frame
-	SnapshotBytes          int64         // bytes of rows per snapshot frame, about (0: 4 MiB)
-	MaxResyncs             int           // resyncs within ResyncWindow before a subscriber is closed
-	ResyncWindow           time.Duration
-	MaxMessageBytes        int64 // largest WebSocket message read
+	MaxSubscribersPerConn  int // subscribers of one client connection (SubscribeFrom's owner)
+	// MaxCatchUp bounds the log records a stream resuming from an LSN
+	// replays: further behind, it gets a resync snapshot instead (a
+	// request cannot make the server read the whole retained log).
+	MaxCatchUp      int
+	Buffer          int           // events buffered per subscriber
+	Heartbeat       time.Duration // SSE comment / WebSocket ping interval
+	WriteTimeout    time.Duration // one write to a subscriber
+	SnapshotPage    int           // rows per snapshot frame
+	SnapshotBytes   int64         // bytes of rows per snapshot frame, about (0: 4 MiB)
+	MaxResyncs      int           // resyncs within ResyncWindow before a subscriber is closed
+	ResyncWindow    time.Duration
+	MaxMessageBytes int64 // largest WebSocket message read
 }
 
 func (c *Config) defaults() {
@@ -46,6 +52,12 @@ func (c *Config) defaults() {
 	}
 	if c.MaxSubscribersPerTable <= 0 {
 		c.MaxSubscribersPerTable = 100
+	}
+	if c.MaxSubscribersPerConn <= 0 {
+		c.MaxSubscribersPerConn = 4
+	}
+	if c.MaxCatchUp <= 0 {
+		c.MaxCatchUp = 10000
 	}
 	if c.Buffer <= 0 {
 		c.Buffer = 1024
@@ -87,6 +99,9 @@ type Hub struct {
 	closeMu sync.Mutex
 	closed  bool
 
+	ownerMu sync.Mutex
+	owners  map[string]int // subscriptions per client connection; bounded by the open subscriptions
+
 	stopFanout context.CancelFunc
 	fanoutDone chan struct{}
 
@@ -106,7 +121,10 @@ type Stats struct {
 	Delivered   atomic.Uint64 // events written to clients
 	Dropped     atomic.Uint64 // events not buffered because a subscriber was behind
 	Resyncs     atomic.Uint64
-	Refused     atomic.Uint64 // subscriptions refused at the per-table or the global limit
+	// CatchUpResyncs are the resumes from an LSN more than MaxCatchUp
+	// records behind, answered with a resync (counted in Resyncs too).
+	CatchUpResyncs atomic.Uint64
+	Refused        atomic.Uint64 // subscriptions refused at the per-table or the global limit
 
 	mu     sync.Mutex
 	closes map[string]uint64 // reason → subscribers closed by the hub
@@ -139,7 +157,7 @@ func New(e *engine.Engine, cfg Config, log *slog.Logger) *Hub {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &Hub{e: e, cfg: cfg, log: log, seed: maphash.MakeSeed(), fanoutDone: make(chan struct{})}
+	h := &Hub{e: e, cfg: cfg, log: log, seed: maphash.MakeSeed(), fanoutDone: make(chan struct{}), owners: map[string]int{}}
 	for i := range h.shards {
 		h.shards[i].tables = map[string][]*Sub{}
 	}
@@ -230,11 +248,16 @@ func (h *Hub) publish(recs []engine.Record) {
 	}
 }
 
-// Subscribe registers a subscriber of table: from now on it receives every
+// Subscribe registers a subscriber of table that no client connection
+// owns (a server-side feed): SubscribeFrom with owner "".
+func (h *Hub) Subscribe(table string) (*Sub, error) { return h.SubscribeFrom("", table) }
+
+// SubscribeFrom registers a subscriber of table for a client connection
+// (owner: its remote address, "" for none): from now on it receives every
 // record of the table published, until Close. At most
-// MaxSubscribersPerTable per table and MaxSubscribers in all
-// (ErrTooManySubscribers).
-func (h *Hub) Subscribe(table string) (*Sub, error) {
+// MaxSubscribersPerTable per table, MaxSubscribers in all and
+// MaxSubscribersPerConn per owner (ErrTooManySubscribers).
+func (h *Hub) SubscribeFrom(owner, table string) (*Sub, error) {
 	if err := fleet.CheckName("table", table); err != nil {
 		return nil, err
 	}
@@ -243,11 +266,16 @@ func (h *Hub) Subscribe(table string) (*Sub, error) {
 	if h.closed {
 		return nil, ErrClosed
 	}
+	if !h.takeOwner(owner) {
+		h.stats.Refused.Add(1)
+		return nil, fmt.Errorf("%w: this connection has the maximum number of subscriptions (hub.max_subscribers_per_conn = %d)", ErrTooManySubscribers, h.cfg.MaxSubscribersPerConn)
+	}
 	sh := h.shard(table)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	cur := sh.tables[table]
 	if len(cur) >= h.cfg.MaxSubscribersPerTable {
+		h.giveOwner(owner)
 		h.stats.Refused.Add(1)
 		return nil, fmt.Errorf("%w: table %s has the maximum number of subscribers (hub.max_subscribers_per_table = %d)", ErrTooManySubscribers, table, h.cfg.MaxSubscribersPerTable)
 	}
@@ -256,17 +284,45 @@ func (h *Hub) Subscribe(table string) (*Sub, error) {
 	// shards cannot together pass the cap.
 	if n := h.stats.Subscribers.Add(1); n > int64(h.cfg.MaxSubscribers) {
 		h.stats.Subscribers.Add(-1)
+		h.giveOwner(owner)
 		h.stats.Refused.Add(1)
 		return nil, fmt.Errorf("%w: the server has the maximum number of subscribers (hub.max_subscribers = %d)", ErrTooManySubscribers, h.cfg.MaxSubscribers)
 	}
-	s := &Sub{h: h, table: table, ch: make(chan *Event, h.cfg.Buffer), done: make(chan struct{})}
+	s := &Sub{h: h, table: table, owner: owner, ch: make(chan *Event, h.cfg.Buffer), done: make(chan struct{})}
 	next := make([]*Sub, len(cur), len(cur)+1)
 	copy(next, cur)
 	sh.tables[table] = append(next, s)
 	return s, nil
 }
 
+// takeOwner counts one more subscription of owner, unless it holds
+// MaxSubscribersPerConn already.
+func (h *Hub) takeOwner(owner string) bool {
+	if owner == "" {
+		return true
+	}
+	h.ownerMu.Lock()
+	defer h.ownerMu.Unlock()
+	if h.owners[owner] >= h.cfg.MaxSubscribersPerConn {
+		return false
+	}
+	h.owners[owner]++
+	return true
+}
+
+func (h *Hub) giveOwner(owner string) {
+	if owner == "" {
+		return
+	}
+	h.ownerMu.Lock()
+	defer h.ownerMu.Unlock()
+	if h.owners[owner]--; h.owners[owner] <= 0 {
+		delete(h.owners, owner)
+	}
+}
+
 func (h *Hub) remove(s *Sub) {
+	defer h.giveOwner(s.owner)
 	sh := h.shard(s.table)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()

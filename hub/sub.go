@@ -15,6 +15,7 @@ import (
 type Sub struct {
 	h     *Hub
 	table string
+	owner string // the client connection (SubscribeFrom), "" for none
 	// ch is the subscriber's bounded buffer. Policy when full: the event is
 	// dropped and behind is set; the subscriber's goroutine then resyncs.
 	ch     chan *Event
@@ -80,7 +81,10 @@ func (e *ClosedError) Error() string { return "hub: subscription closed: " + e.R
 // Stream runs a subscription into sink until ctx ends, the sink fails or
 // the hub closes it. With from == nil it starts with a snapshot; with from
 // = N it sends only the changes after N (from the log), or a resync
-// snapshot when the log no longer holds them.
+// snapshot when the log no longer holds them or when N is more than
+// MaxCatchUp records behind the durable LSN (a replay that long would
+// read up to the whole retained log for one request; a snapshot costs the
+// table's size).
 func (h *Hub) Stream(ctx context.Context, s *Sub, from *uint64, sink Sink) error {
 	err := h.stream(ctx, s, from, sink)
 	var ce *ClosedError
@@ -97,6 +101,9 @@ func (h *Hub) stream(ctx context.Context, s *Sub, from *uint64, sink Sink) error
 	var err error
 	if from == nil {
 		last, err = h.snapshot(s, sink, false)
+	} else if d := h.e.DurableLSN(); d > *from && d-*from > uint64(h.cfg.MaxCatchUp) {
+		h.stats.CatchUpResyncs.Add(1)
+		last, err = h.resync(s, sink)
 	} else {
 		last, err = h.catchUp(ctx, s, *from, sink)
 		if errors.Is(err, engine.ErrTrimmed) {

@@ -41,6 +41,12 @@ type Config struct {
 	BodyReadTimeout time.Duration
 	// Conns bounds the open connections, in total and per source address.
 	Conns netguard.Limits
+	// MaxUnknownDevices is how many distinct unknown device ids (and wrong
+	// path secrets) one source address may send within
+	// UnknownDeviceWindow; past it every request of the address is closed
+	// without an answer until the window ends (0: no limit).
+	MaxUnknownDevices   int
+	UnknownDeviceWindow time.Duration
 }
 
 // QuarantineSlots is how many malformed requests the quarantine keeps per
@@ -60,6 +66,10 @@ type Listener struct {
 
 	guard *netguard.Listener // the connection caps (nil before Start)
 
+	// guesses counts unknown device ids and wrong path secrets per source
+	// address (nil: no limit).
+	guesses *netguard.FailureLimiter
+
 	qmu   sync.Mutex        // guards qnext only
 	qnext map[string]uint32 // device → next quarantine slot; bounded by the registered devices
 }
@@ -76,7 +86,8 @@ func New(e *engine.Engine, cfg Config, log *slog.Logger) *Listener {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 64 << 10
 	}
-	return &Listener{e: e, cfg: cfg, log: log, qnext: map[string]uint32{}, done: make(chan error, 1)}
+	return &Listener{e: e, cfg: cfg, log: log, qnext: map[string]uint32{}, done: make(chan error, 1),
+		guesses: netguard.NewFailureLimiter(cfg.MaxUnknownDevices, cfg.UnknownDeviceWindow)}
 }
 
 // Start listens on cfg.Listen and serves until Shutdown.
@@ -151,10 +162,26 @@ func (l *Listener) Shutdown(ctx context.Context) error {
 
 // ServeHTTP answers one request of a phone. Any method and any path (under
 // the secret, when one is set) is accepted, as the apps use both.
+//
+// A device id is a phone's only credential, so the answers do not tell
+// which ids exist: a request naming an unknown device is answered as one
+// of a registered device is (200, empty body) and stores nothing; a wrong
+// path secret is a 404 before the device is looked at. Guessing is
+// limited per source address: past MaxUnknownDevices distinct unknown ids
+// or wrong secrets within UnknownDeviceWindow, every request of the
+// address (whatever its device) is closed without an answer until the
+// window ends, and counted (PhoneStats.Throttled).
 func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := l.e.Phone()
+	if _, blocked := l.guesses.Blocked(r); blocked {
+		st.Throttled.Add(1)
+		l.e.Reject(engine.LaneDriver, "throttled")
+		l.abort(w, nil)
+		return
+	}
 	if !l.secretOK(r.URL.Path) {
 		st.BadSecret.Add(1)
+		l.guesses.FailedKey(r, "secret\x00"+r.URL.Path)
 		l.e.Reject(engine.LaneDriver, "bad_secret")
 		http.Error(w, "not found", http.StatusNotFound)
 		return
@@ -186,9 +213,14 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !ok {
+		// Answered as a stored point is, so that the answer does not
+		// confirm which ids exist; the guess is counted against the
+		// source address.
 		st.Unknown.Add(1)
+		l.guesses.FailedKey(r, "device\x00"+rep.Device)
 		l.e.Reject(engine.LaneDriver, "unknown_device")
-		http.Error(w, "unknown device", http.StatusForbidden)
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(http.StatusOK)
 		return
 	}
 	ctx := r.Context()

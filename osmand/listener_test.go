@@ -29,11 +29,21 @@ type rig struct {
 
 func newRig(t testing.TB, secret string, mutate func(*engine.Config)) *rig {
 	t.Helper()
+	return newRigWith(t, mutate, func(c *Config) { c.PathSecret = secret })
+}
+
+// newRigWith is newRig with the listener's configuration changed by lc.
+func newRigWith(t testing.TB, mutate func(*engine.Config), lc func(*Config)) *rig {
+	t.Helper()
 	e, _ := testkit.Engine(t, mutate)
 	if _, err := e.PutDevice(context.Background(), devB, []byte(`{"driver":"bob"}`)); err != nil {
 		t.Fatal(err)
 	}
-	l := New(e, Config{PathSecret: secret, SpeedUnit: Knots, Zone: time.UTC, Devices: map[string]string{devA: "anna"}}, nil)
+	cfg := Config{SpeedUnit: Knots, Zone: time.UTC, Devices: map[string]string{devA: "anna"}}
+	if lc != nil {
+		lc(&cfg)
+	}
+	l := New(e, cfg, nil)
 	ts := httptest.NewServer(l)
 	t.Cleanup(ts.Close) // before testkit's cleanup closes the engine and the wal
 	return &rig{e: e, l: l, url: ts.URL, c: ts.Client()}
@@ -156,9 +166,11 @@ func TestListenerStoresPointsDurablyOnce(t *testing.T) {
 
 func TestListenerRefusals(t *testing.T) {
 	r := newRig(t, "", nil)
-	r.want(t, 403, "GET", "/?id=unknown-device-001&lat=1&lon=2", "", "")
-	r.want(t, 403, "GET", "/?id=123456&lat=1&lon=2", "", "")                 // short ids are never registered
-	r.want(t, 403, "GET", "/?id=unknown-device-001&lat=north&lon=2", "", "") // malformed from a stranger: not kept
+	// An unknown device is answered as a registered one is (200, empty
+	// body: the answer does not tell which ids exist) and stores nothing.
+	r.want(t, 200, "GET", "/?id=unknown-device-001&lat=1&lon=2", "", "")
+	r.want(t, 200, "GET", "/?id=123456&lat=1&lon=2", "", "")                 // short ids are never registered
+	r.want(t, 200, "GET", "/?id=unknown-device-001&lat=north&lon=2", "", "") // malformed from a stranger: not kept
 	r.want(t, 400, "GET", "/?lat=1&lon=2", "", "")
 	r.want(t, 413, "POST", "/?id="+devA, "application/x-www-form-urlencoded", "x="+strings.Repeat("a", 70<<10))
 	for _, tb := range []string{fleet.TablePositions, fleet.TableQuarantine, fleet.TableDeviceStatus} {
@@ -294,8 +306,8 @@ func TestListenerLaneFullClosesTheConnection(t *testing.T) {
 }
 
 // FuzzListener: whatever a client sends, the listener answers 200, 400,
-// 403, 404 or 413 — never a 5xx — and a 200 leaves a durable record (or
-// was a resend of one).
+// 404 or 413 — never a 5xx — and a 200 leaves a durable record (or was a
+// resend of one, or named an unknown device: answered alike, counted).
 func FuzzListener(f *testing.F) {
 	f.Add("GET", "/", "id="+devA+"&lat=1&lon=2&timestamp=1763899200", "", "")
 	f.Add("POST", "/", "", "application/x-www-form-urlencoded", "id="+devB+"&lat=1.5&lon=2&batt=3")
@@ -316,7 +328,7 @@ func FuzzListener(f *testing.F) {
 		if ct != "" {
 			req.Header.Set("Content-Type", ct)
 		}
-		lsn, dups := r.e.DurableLSN(), r.e.Phone().Duplicates.Load()
+		lsn, dups, unknown := r.e.DurableLSN(), r.e.Phone().Duplicates.Load(), r.e.Phone().Unknown.Load()
 		w := httptest.NewRecorder()
 		r.l.ServeHTTP(w, req)
 		switch w.Code {
@@ -324,10 +336,10 @@ func FuzzListener(f *testing.F) {
 			if w.Body.Len() != 0 {
 				t.Fatalf("200 with a body %q", w.Body.String())
 			}
-			if r.e.DurableLSN() <= lsn && r.e.Phone().Duplicates.Load() == dups {
+			if r.e.DurableLSN() <= lsn && r.e.Phone().Duplicates.Load() == dups && r.e.Phone().Unknown.Load() == unknown {
 				t.Fatalf("200 without a durable record (lsn %d → %d)", lsn, r.e.DurableLSN())
 			}
-		case 400, 403, 404, 413:
+		case 400, 404, 413:
 		default:
 			t.Fatalf("status %d for %s %s?%s %q %q", w.Code, method, path, query, ct, body)
 		}

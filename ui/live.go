@@ -218,7 +218,7 @@ func (u *UI) liveHandler(w http.ResponseWriter, r *http.Request) {
 	co := newCoalescer()
 	streamErr := make(chan error, 1)
 	if t := view.table(); t != "" {
-		sub, err := u.h.Subscribe(t)
+		sub, err := u.h.SubscribeFrom(r.RemoteAddr, t)
 		if err != nil {
 			status, code := http.StatusServiceUnavailable, "unavailable"
 			if errors.Is(err, hub.ErrTooManySubscribers) {

@@ -236,6 +236,10 @@ func (u *UI) writeKey(w http.ResponseWriter, r *http.Request, s *session, del bo
 			status, msg = http.StatusRequestEntityTooLarge, "The value is too large ("+strings.TrimPrefix(err.Error(), engine.ErrValueTooLarge.Error()+": ")+", http.max_value_bytes). Nothing was written."
 		case errors.Is(err, engine.ErrLaneFull):
 			status, msg = http.StatusTooManyRequests, "The tables lane is at its bound; try again in a moment. Nothing was written."
+		case errors.Is(err, engine.ErrQuotaExceeded):
+			status, msg = http.StatusForbidden, "Quota exceeded: "+strings.TrimPrefix(err.Error(), engine.ErrQuotaExceeded.Error()+": ")+". Nothing was written."
+		case errors.Is(err, engine.ErrDiskReserved):
+			status, msg = http.StatusInsufficientStorage, "Free disk space is down to the headroom kept for the fleet's writes (storage.reserve_mb): user tables do not grow. Nothing was written."
 		}
 		u.showTable(w, r, s, status, msg, "error", r.PostForm)
 		return

@@ -1,8 +1,9 @@
-package api
+package netguard
 
 import (
 	"fmt"
 	"net/http/httptest"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -67,4 +68,42 @@ func TestFailureLimiter(t *testing.T) {
 	if _, blocked := off.Blocked(a); blocked {
 		t.Fatal("a limiter with max 0 blocked")
 	}
+}
+
+// FailedKey counts each distinct key once per window: a phone repeating
+// its one unknown id costs one failure, guessing ids costs one each.
+func TestFailureLimiterKeys(t *testing.T) {
+	now := time.Unix(1000, 0)
+	l := NewFailureLimiter(3, time.Minute)
+	l.now = func() time.Time { return now }
+	a := httptest.NewRequest("GET", "/", nil)
+	a.RemoteAddr = "10.0.0.1:4000"
+	for range 50 {
+		l.FailedKey(a, "same-id")
+	}
+	if _, blocked := l.Blocked(a); blocked {
+		t.Fatal("one key repeated 50 times blocked its address")
+	}
+	l.FailedKey(a, "id-2")
+	l.FailedKey(a, "id-3")
+	if _, blocked := l.Blocked(a); !blocked {
+		t.Fatal("3 distinct keys did not block")
+	}
+	now = now.Add(time.Minute)
+	if _, blocked := l.Blocked(a); blocked {
+		t.Fatal("still blocked after the window")
+	}
+	l.FailedKey(a, "same-id") // a new window counts a key again
+	if n := len(l.m[netipPrefix(t, "10.0.0.1/32")].keys); n != 1 {
+		t.Fatalf("%d keys kept in the new window", n)
+	}
+}
+
+func netipPrefix(t *testing.T, s string) netip.Prefix {
+	t.Helper()
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
