@@ -290,10 +290,13 @@ func (r *recEnv) commit(b *wal.Batch) error {
 }
 
 // A phone flushing 10,000 buffered points after a tunnel delays the other
-// drivers' points by one batch at most: with the committer held while
-// the stuck phone's points and then 100 points of each of 5 drivers are
-// queued, every other driver is durable in the first or second batch once
-// it goes. Ordering only: the committed batches are recorded.
+// drivers' points by one of its chunks at most: with the committer held
+// while the stuck phone's points and then 100 points of each of 5 drivers
+// are queued, every other driver's points are committed before the stuck
+// phone's second chunk. (Not "in the first or second batch": how many
+// batches that takes depends on the derived cap, which follows measured
+// costs; under -race it is small.) Ordering only: the committed records
+// are recorded in order.
 func TestDriverLaneFairAfterTunnelFlush(t *testing.T) {
 	db, err := wal.Open(wal.Options{Dir: t.TempDir(), MemoryBytes: 32 << 20})
 	if err != nil {
@@ -353,12 +356,27 @@ func TestDriverLaneFairAfterTunnelFlush(t *testing.T) {
 		sizes = append(sizes, len(keys))
 	}
 	t.Logf("batches (records): %v; last batch of each driver: %v", sizes, lastBatch)
+	// The order in which records were committed, and where the stuck
+	// phone's second chunk begins.
+	pos, second := map[string]int{}, -1
+	n, stuck := 0, 0
+	for _, keys := range env.batches {
+		for _, k := range keys {
+			if k == "stuck" {
+				if stuck++; stuck == chunkPoints+1 {
+					second = n
+				}
+			}
+			pos[k] = n
+			n++
+		}
+	}
 	for _, d := range others {
 		if count[d] != 100 {
 			t.Fatalf("driver %s: %d points committed, want 100", d, count[d])
 		}
-		if lastBatch[d] > 1 {
-			t.Fatalf("driver %s durable in batch %d behind the stuck phone's backlog, want the first or second", d, lastBatch[d])
+		if second >= 0 && pos[d] > second {
+			t.Fatalf("driver %s's last point committed at %d, after the stuck phone's second chunk began (%d)", d, pos[d], second)
 		}
 	}
 	if count["stuck"] != 10000 {
