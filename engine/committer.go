@@ -91,8 +91,9 @@ func (e *Engine) run() {
 // waiting and none is among the writes it covers: that batch takes the
 // sync write first, and one fsync then covers both, where syncing first
 // would make the sync write wait for two. The deadlines of the pending
-// writes slip by that one batch (bounded by the derived cap, sched.go),
-// never by two: a deferred fsync runs after the next batch whatever
+// writes slip by that one batch (its capped records bounded by the
+// derived cap, sched.go; the sync writes at the target it takes first are
+// not capped, their queue bounds keep them few), never by two: a deferred fsync runs after the next batch whatever
 // waits, and one that covers a sync write at the target is not deferred
 // (its writer would wait for a third commit).
 func (e *Engine) turn(p *pending, stopping bool) (waiting bool) {

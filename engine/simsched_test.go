@@ -29,6 +29,7 @@ package engine
 // it nondeterministic for this; here nothing is concurrent.
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -420,15 +421,7 @@ func (s *sim) collect() {
 
 // run plays the events, then drains.
 func (s *sim) run() {
-	slices.SortStableFunc(s.events, func(a, b simEvent) int {
-		switch {
-		case a.at < b.at:
-			return -1
-		case a.at > b.at:
-			return 1
-		}
-		return 0
-	})
+	slices.SortStableFunc(s.events, func(a, b simEvent) int { return cmp.Compare(a.at, b.at) })
 	var p pending
 	for turns := 0; ; turns++ {
 		if turns > 50_000_000 {
@@ -499,8 +492,7 @@ func (s *sim) checkLog() {
 	got := map[string][]uint64{}
 	err := s.e.ReadLog(0, 0, func(r Record) error {
 		if r.Table == fleet.TablePositions {
-			q, _ := strconv.ParseUint(string(r.Value[len(`{"seq":`):len(r.Value)-1]), 10, 64)
-			got[r.Key] = append(got[r.Key], q)
+			got[r.Key] = append(got[r.Key], s.seqOf(wal.Record{Value: r.Value}))
 		}
 		return nil
 	})

@@ -229,7 +229,6 @@ func Open(opt Options) (*DB, error) {
 	// or this writer numbered it (a store written before managed mode
 	// opens as it was).
 	db.ts.Store(bdb.MaxVersion())
-	db.discardTs = 0
 	db.rdone = sync.NewCond(&db.rmu)
 	if db.now == nil {
 		db.now = time.Now
