@@ -32,6 +32,7 @@ type ledgerCollector struct {
 	logBytes, storeBytes, trimmed, syncTime, uptime        *prometheus.Desc
 	refusing, storeFails, recovered                        *prometheus.Desc
 	schedCap, schedTarget, schedCost, schedInfeasible      *prometheus.Desc
+	driverRateLimit, schedLatencyP99                       *prometheus.Desc
 }
 
 func newLedgerCollector(e *engine.Engine) *ledgerCollector {
@@ -61,6 +62,8 @@ func newLedgerCollector(e *engine.Engine) *ledgerCollector {
 		schedTarget:     d("sched_target_seconds", "The tightest sync SLA the committer schedules for."),
 		schedCost:       d("sched_cost_seconds", "Measured costs the batch cap is derived from.", "cost"),
 		schedInfeasible: d("sched_infeasible", "1 when the fsync alone takes the target: sync SLAs cannot be met on this disk."),
+		driverRateLimit: d("driver_rate_limit_points_per_second", "Derived: the elastic limit on accepted driver points (0: none), from the Go scheduler's latency."),
+		schedLatencyP99: d("sched_latency_p99_seconds", "The Go scheduler's latency p99 over the last 100 ms, which the driver rate limit follows."),
 		totFsyncs:       d("fsyncs_total", "Fsyncs of the store (group commits)."),
 		totBatches:      d("batches_total", "Batches committed."),
 		busy:            d("committer_busy_seconds_total", "Time the committer spent applying, committing and syncing."),
@@ -159,6 +162,9 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 		infeasible = 1
 	}
 	gauge(c.schedInfeasible, infeasible)
+	limit, p99 := c.e.DriverRateLimit()
+	gauge(c.driverRateLimit, limit)
+	gauge(c.schedLatencyP99, p99.Seconds())
 	counter(c.storeFails, float64(t.StoreFailures.Load()))
 	counter(c.recovered, float64(t.Recoveries.Load()))
 	counter(c.driversEvicted, float64(c.e.DriversEvicted()))

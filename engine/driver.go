@@ -295,6 +295,22 @@ func (e *Engine) SubmitPoints(ctx context.Context, driver string, pts []Point) (
 		items = append(items, e.pointsItem(driver, ds, fresh[:n], l.cfg.Contract != Async))
 		fresh = fresh[n:]
 	}
+	// The elastic limit on accepted points (elastic.go): wait for tokens
+	// up to the room wait, holding the driver's mutex (its order stands),
+	// then refuse like a full lane, with the bucket's deficit as the
+	// Retry-After.
+	if ok, wait := e.rate.take(ack.Accepted, e.now()); !ok {
+		if wait > e.cfg.RoomWait || !sleepCtx(ctx, wait) {
+			ds.mu.Unlock()
+			l.stats.reject(reasonOf(ErrLaneFull))
+			return DriverAck{}, &LaneFullError{Lane: LaneDriver, RetryAfter: max(wait, time.Second)}
+		}
+		if ok, wait = e.rate.take(ack.Accepted, e.now()); !ok {
+			ds.mu.Unlock()
+			l.stats.reject(reasonOf(ErrLaneFull))
+			return DriverAck{}, &LaneFullError{Lane: LaneDriver, RetryAfter: max(wait, time.Second)}
+		}
+	}
 	err = e.enqueue(l, items...)
 	if errors.Is(err, ErrLaneFull) && e.cfg.RoomWait > 0 {
 		// Wait for room for exactly the new points (not the duplicates),
@@ -381,4 +397,17 @@ func (e *Engine) redoPoints(driver string, ds *driverState, pts []Point) *item {
 	}
 	ds.accepted = rest[len(rest)-1].Seq
 	return e.pointsItem(driver, ds, rest, false)
+}
+
+// sleepCtx sleeps d, or less when ctx ends first; it reports whether it
+// slept the whole d.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }

@@ -48,6 +48,7 @@ type Engine struct {
 	started time.Time
 	// Committer-owned: when the once-a-second chores run next (maintain).
 	choresAt time.Time
+	rate     *driverRate // the elastic limit on accepted driver points (elastic.go)
 	// now is the committer's clock: time.Now, or the deterministic
 	// simulation's virtual clock (simsched_test.go). Lanes share it.
 	now func() time.Time
@@ -100,6 +101,7 @@ func newWithEnv(cfg Config, db *wal.DB, log *slog.Logger, wrap func(*wal.DB) com
 	if err != nil {
 		return nil, err
 	}
+	go e.rate.control(e.stop)
 	go e.run()
 	return e, nil
 }
@@ -129,6 +131,7 @@ func build(cfg Config, db *wal.DB, log *slog.Logger, wrap func(*wal.DB) commitEn
 		wrapEnv: wrap,
 		now:     time.Now,
 	}
+	e.rate = newDriverRate(e.sched.target)
 	e.db.Store(db)
 	e.env = e.envFor(db)
 	e.feed.init()
@@ -325,6 +328,10 @@ func (e *Engine) WaitRoom(ctx context.Context, name Lane, units int, max time.Du
 	}
 	return nil
 }
+
+// DriverRateLimit is the elastic limit on accepted driver points (points/s,
+// 0: none) and the scheduling latency p99 it follows (elastic.go).
+func (e *Engine) DriverRateLimit() (float64, time.Duration) { return e.rate.Limit() }
 
 // RetryAfter is how long a writer refused by a full lane should wait: the
 // lane's queue over its measured drain rate (0 before anything drained).
