@@ -49,8 +49,13 @@ func (s *Server) decodeSlot(ctx context.Context) bool {
 // takes a decode slot, so that at most GOMAXPROCS-1 driver bodies decode
 // at once and a flood of points always leaves a core to the dispatcher,
 // the warehouse and the committer. Every wait is bounded. On nil the
-// caller decodes and then releases the slot (<-s.driverSlots).
-func (s *Server) admitDriverBody(ctx context.Context) error {
+// caller decodes and then releases the slot (<-s.driverSlots). A driver
+// past its share of the engine's elastic limit is refused first
+// (engine.AdmitPoints).
+func (s *Server) admitDriverBody(ctx context.Context, driver string) error {
+	if err := s.e.AdmitPoints(driver); err != nil {
+		return err
+	}
 	if err := s.e.WaitRoom(ctx, engine.LaneDriver, 1, s.e.Config().RoomWait); errors.Is(err, engine.ErrLaneFull) {
 		return s.e.RefuseFull(engine.LaneDriver)
 	} else if err != nil {
@@ -73,7 +78,7 @@ func (s *Server) postLocations(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, engine.LaneDriver, err)
 		return
 	}
-	if err := s.admitDriverBody(r.Context()); err != nil {
+	if err := s.admitDriverBody(r.Context(), driver); err != nil {
 		s.fail(w, r, err)
 		return
 	}

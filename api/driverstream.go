@@ -84,7 +84,7 @@ func (s *Server) driverStream(w http.ResponseWriter, r *http.Request) {
 		// The HTTP path's admission (postLocations): a full lane refuses
 		// the frame before its points cost any CPU, and a decode slot
 		// bounds the bodies decoding at once.
-		if err := s.admitDriverBody(ctx); err != nil {
+		if err := s.admitDriverBody(ctx, driver); err != nil {
 			ds.sendError(driver, err)
 			continue
 		}

@@ -32,7 +32,8 @@ type ledgerCollector struct {
 	logBytes, storeBytes, trimmed, syncTime, uptime        *prometheus.Desc
 	refusing, storeFails, recovered                        *prometheus.Desc
 	schedCap, schedTarget, schedCost, schedInfeasible      *prometheus.Desc
-	driverRateLimit, schedLatencyP99                       *prometheus.Desc
+	driverRateLimit, driverRateShare, schedLatencyP99      *prometheus.Desc
+	driverRateRefused                                      *prometheus.Desc
 }
 
 func newLedgerCollector(e *engine.Engine) *ledgerCollector {
@@ -41,43 +42,45 @@ func newLedgerCollector(e *engine.Engine) *ledgerCollector {
 		return prometheus.NewDesc("routehound_"+name, help, labels, nil)
 	}
 	return &ledgerCollector{
-		e:               e,
-		arrivals:        d("lane_arrivals_total", "Requests that reached the lane, accepted or not.", lane...),
-		accepted:        d("lane_accepted_total", "Units accepted (driver: new points; others: writes).", lane...),
-		duplicates:      d("lane_duplicates_total", "Units answered from an earlier write (seq or Idempotency-Key).", lane...),
-		rejected:        d("lane_rejected_total", "Requests refused, by reason.", "lane", "reason"),
-		depth:           d("lane_queue_depth", "Units queued or in flight to the committer.", lane...),
-		bound:           d("lane_queue_bound", "The lane's admission bound in units now (the driver lane's is derived from its measured capacity and SLA, at most its queue_bound).", lane...),
-		roomWaits:       d("lane_room_waits_total", "Requests that found the lane full and waited for room (backpressure by latency) before being taken or refused.", lane...),
-		records:         d("lane_records_total", "Log records written for the lane.", lane...),
-		bytes:           d("lane_bytes_written_total", "Bytes the lane added to the store (log, state, idempotency; estimate).", lane...),
-		batches:         d("lane_batches_total", "Batches that held a write of the lane.", lane...),
-		fsyncs:          d("lane_fsyncs_total", "Fsyncs that covered a write of the lane (shared with other lanes).", lane...),
-		committer:       d("lane_committer_seconds_total", "Committer time spent on the lane: apply plus its share of commits and fsyncs.", lane...),
-		queueWait:       d("lane_queue_wait_seconds", "Arrival to being taken by the committer.", lane...),
-		latency:         d("lane_latency_seconds", "Arrival to durable (the answer of sync and ack writers).", lane...),
-		waitMax:         d("lane_queue_wait_max_seconds", "Longest queue wait seen since start.", lane...),
-		latMax:          d("lane_latency_max_seconds", "Longest arrival-to-durable latency seen since start.", lane...),
-		schedCap:        d("sched_batch_cap", "Derived: ack and async records the committer puts in one batch."),
-		schedTarget:     d("sched_target_seconds", "The tightest sync SLA the committer schedules for."),
-		schedCost:       d("sched_cost_seconds", "Measured costs the batch cap is derived from.", "cost"),
-		schedInfeasible: d("sched_infeasible", "1 when the fsync alone takes the target: sync SLAs cannot be met on this disk."),
-		driverRateLimit: d("driver_rate_limit_points_per_second", "Derived: the elastic limit on accepted driver points (0: none), from the Go scheduler's latency."),
-		schedLatencyP99: d("sched_latency_p99_seconds", "The Go scheduler's latency p99 over the last 100 ms, which the driver rate limit follows."),
-		totFsyncs:       d("fsyncs_total", "Fsyncs of the store (group commits)."),
-		totBatches:      d("batches_total", "Batches committed."),
-		busy:            d("committer_busy_seconds_total", "Time the committer spent applying, committing and syncing."),
-		syncSecs:        d("fsync_seconds_total", "Time spent in fsync."),
-		syncTime:        d("fsync_seconds", "Duration of one fsync."),
-		durable:         d("durable_lsn", "Highest LSN durable and published."),
-		first:           d("log_first_lsn", "Oldest LSN retained in the log."),
-		logBytes:        d("log_bytes", "Bytes of retained log records."),
-		storeBytes:      d("store_bytes", "Badger's on-disk size.", "kind"),
-		trimmed:         d("log_trimmed_records_total", "Log records removed by retention."),
-		uptime:          d("uptime_seconds", "Seconds since start."),
-		refusing:        d("writes_refused", "1 while the engine refuses writes, with the reason (storage_failed, disk_low, closing).", "reason"),
-		storeFails:      d("store_failures_total", "Failed commits or fsyncs of the store; each stops writes until the store is reopened."),
-		recovered:       d("store_recoveries_total", "Store reopens after a failure that resumed writes."),
+		e:                 e,
+		arrivals:          d("lane_arrivals_total", "Requests that reached the lane, accepted or not.", lane...),
+		accepted:          d("lane_accepted_total", "Units accepted (driver: new points; others: writes).", lane...),
+		duplicates:        d("lane_duplicates_total", "Units answered from an earlier write (seq or Idempotency-Key).", lane...),
+		rejected:          d("lane_rejected_total", "Requests refused, by reason.", "lane", "reason"),
+		depth:             d("lane_queue_depth", "Units queued or in flight to the committer.", lane...),
+		bound:             d("lane_queue_bound", "The lane's admission bound in units now (the driver lane's is derived from its measured capacity and SLA, at most its queue_bound).", lane...),
+		roomWaits:         d("lane_room_waits_total", "Requests that found the lane full and waited for room (backpressure by latency) before being taken or refused.", lane...),
+		records:           d("lane_records_total", "Log records written for the lane.", lane...),
+		bytes:             d("lane_bytes_written_total", "Bytes the lane added to the store (log, state, idempotency; estimate).", lane...),
+		batches:           d("lane_batches_total", "Batches that held a write of the lane.", lane...),
+		fsyncs:            d("lane_fsyncs_total", "Fsyncs that covered a write of the lane (shared with other lanes).", lane...),
+		committer:         d("lane_committer_seconds_total", "Committer time spent on the lane: apply plus its share of commits and fsyncs.", lane...),
+		queueWait:         d("lane_queue_wait_seconds", "Arrival to being taken by the committer.", lane...),
+		latency:           d("lane_latency_seconds", "Arrival to durable (the answer of sync and ack writers).", lane...),
+		waitMax:           d("lane_queue_wait_max_seconds", "Longest queue wait seen since start.", lane...),
+		latMax:            d("lane_latency_max_seconds", "Longest arrival-to-durable latency seen since start.", lane...),
+		schedCap:          d("sched_batch_cap", "Derived: ack and async records the committer puts in one batch."),
+		schedTarget:       d("sched_target_seconds", "The tightest sync SLA the committer schedules for."),
+		schedCost:         d("sched_cost_seconds", "Measured costs the batch cap is derived from.", "cost"),
+		schedInfeasible:   d("sched_infeasible", "1 when the fsync alone takes the target: sync SLAs cannot be met on this disk."),
+		driverRateLimit:   d("driver_rate_limit_points_per_second", "Derived: the elastic limit on accepted driver points (0: none), from the Go scheduler's latency."),
+		driverRateShare:   d("driver_rate_share_points_per_second", "Derived: one driver's max-min share of the elastic limit (0: no limit)."),
+		driverRateRefused: d("driver_rate_refused_total", "Driver submissions the elastic limit refused (429 lane_full): the heaviest sources past their share."),
+		schedLatencyP99:   d("sched_latency_p99_seconds", "The Go scheduler's latency p99 over the last 100 ms, which the driver rate limit follows."),
+		totFsyncs:         d("fsyncs_total", "Fsyncs of the store (group commits)."),
+		totBatches:        d("batches_total", "Batches committed."),
+		busy:              d("committer_busy_seconds_total", "Time the committer spent applying, committing and syncing."),
+		syncSecs:          d("fsync_seconds_total", "Time spent in fsync."),
+		syncTime:          d("fsync_seconds", "Duration of one fsync."),
+		durable:           d("durable_lsn", "Highest LSN durable and published."),
+		first:             d("log_first_lsn", "Oldest LSN retained in the log."),
+		logBytes:          d("log_bytes", "Bytes of retained log records."),
+		storeBytes:        d("store_bytes", "Badger's on-disk size.", "kind"),
+		trimmed:           d("log_trimmed_records_total", "Log records removed by retention."),
+		uptime:            d("uptime_seconds", "Seconds since start."),
+		refusing:          d("writes_refused", "1 while the engine refuses writes, with the reason (storage_failed, disk_low, closing).", "reason"),
+		storeFails:        d("store_failures_total", "Failed commits or fsyncs of the store; each stops writes until the store is reopened."),
+		recovered:         d("store_recoveries_total", "Store reopens after a failure that resumed writes."),
 
 		subs:           d("hub_subscribers", "Open table subscriptions."),
 		published:      d("hub_published_total", "Records offered to at least one subscriber."),
@@ -162,8 +165,10 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 		infeasible = 1
 	}
 	gauge(c.schedInfeasible, infeasible)
-	limit, p99 := c.e.DriverRateLimit()
+	limit, share, p99 := c.e.DriverRateLimit()
 	gauge(c.driverRateLimit, limit)
+	gauge(c.driverRateShare, share)
+	counter(c.driverRateRefused, float64(c.e.DriverRateRefused()))
 	gauge(c.schedLatencyP99, p99.Seconds())
 	counter(c.storeFails, float64(t.StoreFailures.Load()))
 	counter(c.recovered, float64(t.Recoveries.Load()))

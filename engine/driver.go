@@ -50,6 +50,8 @@ type driverState struct {
 	used uint64       // drivers.tick at the last get (drivers.mu)
 	refs atomic.Int32 // holders: from get to release, and a phone point from get to durable; > 0 pins the state
 
+	share driverShare // its bucket of the elastic limit (elastic.go); guarded by mu
+
 	watchMu  sync.Mutex                        // serializes changes to watchers
 	watchers atomic.Pointer[[]chan<- struct{}] // copied on change; read by the committer without a lock
 }
@@ -283,6 +285,20 @@ func (e *Engine) SubmitPoints(ctx context.Context, driver string, pts []Point) (
 		ack.DurableSeq = ds.durable.Load()
 		return ack, nil
 	}
+	// The elastic limit on accepted points (elastic.go): wait for tokens
+	// up to the room wait, holding the driver's mutex (its order stands),
+	// then refuse like a full lane, with the time until the tokens are
+	// there as the Retry-After.
+	if ok, wait := e.rate.take(&ds.share, ack.Accepted, e.now()); !ok {
+		if wait <= e.cfg.RoomWait && sleepCtx(ctx, wait) {
+			ok, wait = e.rate.take(&ds.share, ack.Accepted, e.now())
+		}
+		if !ok {
+			ds.mu.Unlock()
+			l.stats.reject(reasonOf(ErrLaneFull))
+			return DriverAck{}, &LaneFullError{Lane: LaneDriver, RetryAfter: max(wait, time.Second)}
+		}
+	}
 	// The points go to the lane in chunks: a chunk is the unit of a
 	// batch, so a dispatch write waits behind at most one chunk being
 	// applied, and a request of any size fits in a transaction. A
@@ -294,22 +310,6 @@ func (e *Engine) SubmitPoints(ctx context.Context, driver string, pts []Point) (
 		n := min(len(fresh), chunkPoints)
 		items = append(items, e.pointsItem(driver, ds, fresh[:n], l.cfg.Contract != Async))
 		fresh = fresh[n:]
-	}
-	// The elastic limit on accepted points (elastic.go): wait for tokens
-	// up to the room wait, holding the driver's mutex (its order stands),
-	// then refuse like a full lane, with the bucket's deficit as the
-	// Retry-After.
-	if ok, wait := e.rate.take(ack.Accepted, e.now()); !ok {
-		if wait > e.cfg.RoomWait || !sleepCtx(ctx, wait) {
-			ds.mu.Unlock()
-			l.stats.reject(reasonOf(ErrLaneFull))
-			return DriverAck{}, &LaneFullError{Lane: LaneDriver, RetryAfter: max(wait, time.Second)}
-		}
-		if ok, wait = e.rate.take(ack.Accepted, e.now()); !ok {
-			ds.mu.Unlock()
-			l.stats.reject(reasonOf(ErrLaneFull))
-			return DriverAck{}, &LaneFullError{Lane: LaneDriver, RetryAfter: max(wait, time.Second)}
-		}
 	}
 	err = e.enqueue(l, items...)
 	if errors.Is(err, ErrLaneFull) && e.cfg.RoomWait > 0 {

@@ -9,74 +9,163 @@ import (
 	"routehound/wal"
 )
 
-// The controller's rule: past the high mark (2/5 of the target) the
-// limit falls by a quarter to its floor; under the low mark (1/5) it rises
-// by a tenth until it is off; in between it holds.
-func TestDriverRateStep(t *testing.T) {
+// The limit engages only when the lane refused a submission as full and
+// the scheduler is late in the same interval: a busy CPU alone (a spike
+// the store keeps up with) and a full lane alone (a slow disk) never
+// limit the drivers.
+func TestDriverRateEngagesOnlyWhenSaturated(t *testing.T) {
 	r := newDriverRate(5 * time.Millisecond) // low 1 ms, high 2 ms
-	if l, _ := r.Limit(); l != 0 {
-		t.Fatalf("limit %v at start, want none", l)
+	r.step(10*time.Millisecond, 0)
+	if l, _, p99 := r.Limit(); l != 0 || p99 != 10*time.Millisecond {
+		t.Fatalf("a late scheduler with no lane refusal set a limit: %v (p99 %v)", l, p99)
 	}
-	r.step(500 * time.Microsecond)
-	if l, _ := r.Limit(); l != 0 {
-		t.Fatalf("a quiet scheduler set a limit: %v", l)
+	r.step(500*time.Microsecond, 100)
+	if l, _, _ := r.Limit(); l != 0 {
+		t.Fatalf("a full lane with a punctual scheduler set a limit: %v", l)
 	}
-	r.step(3 * time.Millisecond)
-	if l, p99 := r.Limit(); l != rateFirst*0.75 || p99 != 3*time.Millisecond {
-		t.Fatalf("first cut: %v (p99 %v), want %v", l, p99, rateFirst*0.75)
+	// 20,000 points accepted in the interval (200,000/s): the first limit
+	// is three quarters of that rate.
+	var s driverShare
+	for range 20 {
+		if ok, _ := r.take(&s, 1000, time.Time{}); !ok {
+			t.Fatal("no limit refused")
+		}
 	}
-	r.step(1500 * time.Microsecond) // between the marks: holds
-	if l, _ := r.Limit(); l != rateFirst*0.75 {
-		t.Fatalf("held: %v", l)
+	r.step(3*time.Millisecond, 1)
+	if l, _, _ := r.Limit(); l != 150_000 {
+		t.Fatalf("first limit %v, want 150000 (3/4 of 200,000/s)", l)
 	}
-	for range 50 {
-		r.step(10 * time.Millisecond)
+	if !r.engaged.Load() {
+		t.Fatal("limit set but not engaged")
 	}
-	if l, _ := r.Limit(); l != rateFloor {
-		t.Fatalf("after many cuts: %v, want the floor %v", l, float64(rateFloor))
+}
+
+// While engaged: past the high mark the limit falls by a quarter to its
+// floor; under the low mark it rises by a tenth; in between it holds. A
+// second without any refusal disengages it, and so does the ceiling.
+func TestDriverRateStep(t *testing.T) {
+	r := newDriverRate(5 * time.Millisecond)
+	r.step(3*time.Millisecond, 1) // nothing accepted before: the floor
+	if l, _, _ := r.Limit(); l != rateFloor {
+		t.Fatalf("first limit %v, want the floor", l)
 	}
-	r.step(500 * time.Microsecond)
-	if l, _ := r.Limit(); l != rateFloor*1.1 {
+	r.step(500*time.Microsecond, 1)
+	if l, _, _ := r.Limit(); l != rateFloor*1.1 {
 		t.Fatalf("a raise: %v", l)
 	}
-	for range 200 {
-		r.step(500 * time.Microsecond)
+	r.step(1500*time.Microsecond, 1)
+	if l, _, _ := r.Limit(); l != rateFloor*1.1 {
+		t.Fatalf("between the marks it holds: %v", l)
 	}
-	if l, _ := r.Limit(); l != 0 {
+	r.step(3*time.Millisecond, 1)
+	if l, _, _ := r.Limit(); l != rateFloor {
+		t.Fatalf("a cut: %v, want the floor again", l)
+	}
+	for i := range quietIntervals - 1 {
+		r.step(1500*time.Microsecond, 0)
+		if l, _, _ := r.Limit(); l == 0 {
+			t.Fatalf("disengaged after %d quiet intervals, want %d", i+1, quietIntervals)
+		}
+	}
+	r.step(1500*time.Microsecond, 0)
+	if l, _, _ := r.Limit(); l != 0 || r.engaged.Load() {
+		t.Fatalf("still limited after %d quiet intervals: %v", quietIntervals, l)
+	}
+	// Rising past the ceiling also ends it.
+	r.step(3*time.Millisecond, 1)
+	for range 200 {
+		r.step(500*time.Microsecond, 1)
+	}
+	if l, _, _ := r.Limit(); l != 0 {
 		t.Fatalf("past the ceiling the limit is off, got %v", l)
 	}
 }
 
-// The bucket: no limit takes all; under a limit it holds a tenth of a
-// second of it, and a request waits for what it lacks.
-func TestDriverRateTake(t *testing.T) {
+// Max-min: under a limit, 100 phones posting a point a second and two
+// clients posting 100 points every 10 ms. The phones stay within their
+// share and are never refused; the share finds the water level within a
+// few intervals, where the two heavy clients split what the phones leave
+// evenly and all together take the limit.
+func TestDriverRateCutsTheHeaviestFirst(t *testing.T) {
 	r := newDriverRate(5 * time.Millisecond)
+	r.step(3*time.Millisecond, 1) // engaged at the floor, 5,000 points/s
+	phones := make([]driverShare, 100)
+	heavy := make([]driverShare, 2)
+	var phoneRefused, phoneAccepted int
+	heavyLate := make([]int, len(heavy)) // accepted in the last 5 s
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	if ok, _ := r.take(1_000_000, t0); !ok {
-		t.Fatal("no limit refused")
+	const run, settle = 10 * time.Second, 5 * time.Second
+	for at := time.Duration(0); at < run; at += 10 * time.Millisecond {
+		now := t0.Add(at)
+		if at%controlInterval == 0 && at > 0 {
+			r.step(1500*time.Microsecond, 1) // held: between the marks, the lane still refusing
+		}
+		for i := range phones {
+			if at%time.Second == time.Duration(i)*10*time.Millisecond { // spread over the second
+				if ok, _ := r.take(&phones[i], 1, now); ok {
+					phoneAccepted++
+				} else {
+					phoneRefused++
+				}
+			}
+		}
+		for i := range heavy {
+			if ok, _ := r.take(&heavy[i], 100, now); ok && at >= settle {
+				heavyLate[i] += 100
+			}
+		}
 	}
-	r.limit = 1000 // points/s: a burst of 100
-	if ok, wait := r.take(50, t0); ok || wait != 50*time.Millisecond {
-		t.Fatalf("an empty bucket: ok %v, wait %v; want a wait of 50ms", ok, wait)
+	if phoneRefused > 0 {
+		t.Fatalf("%d phone points refused under a flood of two heavy clients (%d accepted)", phoneRefused, phoneAccepted)
 	}
-	if ok, _ := r.take(50, t0.Add(50*time.Millisecond)); !ok {
-		t.Fatal("50 points after 50 ms at 1000/s refused")
+	if phoneAccepted != 1000 {
+		t.Fatalf("phones accepted %d points, want 1000", phoneAccepted)
 	}
-	if ok, wait := r.take(500, t0.Add(60*time.Millisecond)); ok || wait != 90*time.Millisecond {
-		// more than the burst waits for a full bucket: 100 tokens, 10 there
-		t.Fatalf("a request past the burst: ok %v, wait %v; want 90ms", ok, wait)
+	a, b := float64(heavyLate[0]), float64(heavyLate[1])
+	if min(a, b)/max(a, b) < 0.9 {
+		t.Fatalf("the heavy clients got %v and %v points in the last %v: not an even split", a, b, run-settle)
 	}
-	if ok, _ := r.take(500, t0.Add(150*time.Millisecond)); !ok {
-		t.Fatal("a full bucket refused a large request")
+	// What the phones leave: 4,900 points/s for the two.
+	want := (rateFloor - 100) * (run - settle).Seconds()
+	if got := a + b; got < 0.85*want || got > 1.1*want {
+		t.Fatalf("the heavy clients took %v points in the last %v, want about %v (the limit less the phones)", got, run-settle, want)
 	}
-	if ok, _ := r.take(1, t0.Add(200*time.Millisecond)); ok {
-		t.Fatal("the large request's debt was not paid off first")
+	if _, share, _ := r.Limit(); share < 1500 || share > 3500 {
+		t.Fatalf("share %v points/s, want near 2,450 (the water level)", share)
 	}
 }
 
-// Under a limit a driver's submission waits for its tokens up to the room
-// wait, then is refused like a full lane with the bucket's deficit as its
-// Retry-After (at least a second).
+// A refused submission is told when its driver's bucket will hold it; a
+// submission larger than the bucket waits for a full one.
+func TestDriverRateRetryAfterIsTheDeficit(t *testing.T) {
+	r := newDriverRate(5 * time.Millisecond)
+	r.step(3*time.Millisecond, 1) // 5,000/s, no driver active before: share = limit
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var s driverShare
+	// The driver's own bucket holds 2 s of its share (10,000); take it all.
+	if ok, _ := r.take(&s, 10_000, t0); !ok {
+		t.Fatal("a full bucket refused")
+	}
+	if ok, wait := r.take(&s, 500, t0); ok || wait != 100*time.Millisecond {
+		t.Fatalf("an empty bucket: ok %v, wait %v; want refused with 100ms (500 at 5,000/s)", ok, wait)
+	}
+	// Before its body is decoded, the driver is taken to ask for 500 again.
+	if over, w := r.over(&s, t0.Add(50*time.Millisecond)); !over || w != 50*time.Millisecond {
+		t.Fatalf("over: %v %v, want refused with a wait of 50ms", over, w)
+	}
+	if ok, _ := r.take(&s, 500, t0.Add(100*time.Millisecond)); !ok {
+		t.Fatal("refused after the wait it was given")
+	}
+	if ok, wait := r.take(&s, 50_000, t0.Add(1100*time.Millisecond)); ok || wait != time.Second {
+		t.Fatalf("past the bucket: ok %v, wait %v; want refused until the bucket is full (1s)", ok, wait)
+	}
+}
+
+// The engine: under a limit a driver's submission waits for its tokens
+// up to the room wait, then is refused like a full lane with a
+// Retry-After of at least a second; nothing of it is accepted, so its
+// resend is fresh. AdmitPoints refuses an over-share driver before its
+// body is decoded and lets a driver within its share through.
 func TestSubmitPointsUnderTheRateLimit(t *testing.T) {
 	db, err := wal.Open(wal.Options{Dir: t.TempDir(), MemoryBytes: 32 << 20})
 	if err != nil {
@@ -86,28 +175,53 @@ func TestSubmitPointsUnderTheRateLimit(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.MinFreeBytes = 0
 	cfg.RoomWait = 20 * time.Millisecond
-	e, err := build(cfg, db, nil, nil) // no controller: the limit is set here
+	e, err := build(cfg, db, nil, nil) // no controller: the test steps the limit
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.rate.limit = 100_000 // a burst of 10,000
+	go e.run()
+	defer e.Close(context.Background())
 	ctx := context.Background()
-	if _, err := e.SubmitPoints(ctx, "d1", pts(1, 100)); err != nil {
-		t.Fatalf("100 points under 100,000/s (a 1 ms wait): %v", err)
+	e.rate.step(3*time.Millisecond, 1) // engaged at the floor
+	if _, err := e.SubmitPoints(ctx, "light", pts(1, 5)); err != nil {
+		t.Fatalf("5 points within a share: %v", err)
 	}
-	e.rate.limit = rateFloor // a burst of 500: 1,000 points wait 100 ms, past the room wait
-	_, err = e.SubmitPoints(ctx, "d2", pts(1, 1000))
+	// One driver active in the last interval: the share is the limit,
+	// a bucket 10,000.
+	e.rate.step(1500*time.Microsecond, 1)
+	if _, err := e.SubmitPoints(ctx, "heavy", pts(1, 10_000)); err != nil {
+		t.Fatalf("a new driver's full bucket refused: %v", err)
+	}
+	_, err = e.SubmitPoints(ctx, "heavy", pts(10_001, 11_000))
 	var full *LaneFullError
 	if !errors.As(err, &full) || full.Lane != LaneDriver || full.RetryAfter < time.Second {
-		t.Fatalf("1,000 points at the floor: %v, want a lane_full with a Retry-After of 1s or more", err)
+		t.Fatalf("1,000 points past the share: %v, want a lane_full with a Retry-After of 1s or more", err)
 	}
-	if s, _ := e.DriverDurableSeq("d2"); s != 0 {
-		t.Fatalf("a refused driver has durable_seq %d", s)
+	if err := e.AdmitPoints("heavy"); !errors.As(err, &full) {
+		t.Fatalf("AdmitPoints let an over-share driver through: %v", err)
 	}
-	// Its resend is fresh, not a duplicate.
-	e.rate.limit = 0
-	ack, err := e.SubmitPoints(ctx, "d2", pts(1, 1000))
+	if err := e.AdmitPoints("light"); err != nil {
+		t.Fatalf("AdmitPoints refused a driver within its share: %v", err)
+	}
+	if _, err := e.SubmitPoints(ctx, "light", pts(6, 10)); err != nil {
+		t.Fatalf("the light driver refused: %v", err)
+	}
+	if n := e.DriverRateRefused(); n != 2 {
+		t.Fatalf("refused by the limit: %d, want 2", n)
+	}
+	// Nothing of the refused submission was accepted: its resend is fresh.
+	for range quietIntervals + 1 { // the first one still sees the refusals
+		e.rate.step(1500*time.Microsecond, 0)
+	}
+	if l, _, _ := e.DriverRateLimit(); l != 0 {
+		t.Fatalf("the limit stayed after %d quiet intervals: %v", quietIntervals, l)
+	}
+	ack, err := e.SubmitPoints(ctx, "heavy", pts(10_001, 11_000))
 	if err != nil || ack.Accepted != 1000 {
 		t.Fatalf("the resend: %+v %v", ack, err)
 	}
+	waitFor(t, "heavy durable to 11,000", func() bool {
+		s, _ := e.DriverDurableSeq("heavy")
+		return s == 11_000
+	})
 }

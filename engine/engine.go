@@ -101,7 +101,7 @@ func newWithEnv(cfg Config, db *wal.DB, log *slog.Logger, wrap func(*wal.DB) com
 	if err != nil {
 		return nil, err
 	}
-	go e.rate.control(e.stop)
+	go e.rate.control(e.stop, func() uint64 { return e.lanes[LaneDriver].stats.rejectedFor(reasonOf(ErrLaneFull)) })
 	go e.run()
 	return e, nil
 }
@@ -329,9 +329,43 @@ func (e *Engine) WaitRoom(ctx context.Context, name Lane, units int, max time.Du
 	return nil
 }
 
-// DriverRateLimit is the elastic limit on accepted driver points (points/s,
-// 0: none) and the scheduling latency p99 it follows (elastic.go).
-func (e *Engine) DriverRateLimit() (float64, time.Duration) { return e.rate.Limit() }
+// DriverRateLimit is the elastic limit on accepted driver points
+// (points/s, 0: none), one driver's max-min share of it, and the
+// scheduling latency p99 they follow (elastic.go).
+func (e *Engine) DriverRateLimit() (limit, share float64, schedP99 time.Duration) {
+	return e.rate.Limit()
+}
+
+// DriverRateRefused counts the driver submissions the elastic limit
+// refused since start.
+func (e *Engine) DriverRateRefused() uint64 { return e.rate.Refused.Load() }
+
+// AdmitPoints refuses, before its body costs any CPU, a driver submission
+// that the elastic limit would refuse now: the driver is past its share
+// and nothing is left of the limit (elastic.go). It counts the refusal
+// like SubmitPoints would. It takes nothing: SubmitPoints decides.
+func (e *Engine) AdmitPoints(driver string) error {
+	if !e.rate.engaged.Load() {
+		return nil
+	}
+	ds, err := e.drivers.get(driver)
+	if err != nil {
+		return nil // SubmitPoints answers it
+	}
+	defer e.drivers.release(ds)
+	ds.mu.Lock()
+	over, wait := e.rate.over(&ds.share, e.now())
+	ds.mu.Unlock()
+	if !over {
+		return nil
+	}
+	l := e.lanes[LaneDriver]
+	l.stats.Arrivals.Add(1)
+	l.stats.reject(reasonOf(ErrLaneFull))
+	e.rate.refused.Add(1)
+	e.rate.Refused.Add(1)
+	return &LaneFullError{Lane: LaneDriver, RetryAfter: max(wait, time.Second)}
+}
 
 // RetryAfter is how long a writer refused by a full lane should wait: the
 // lane's queue over its measured drain rate (0 before anything drained).

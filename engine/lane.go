@@ -374,6 +374,13 @@ func (s *LaneStats) reject(reason string) {
 	s.rejMu.Unlock()
 }
 
+// rejectedFor is the count of refusals for one reason.
+func (s *LaneStats) rejectedFor(reason string) uint64 {
+	s.rejMu.Lock()
+	defer s.rejMu.Unlock()
+	return s.rejected[reason]
+}
+
 // Rejected returns the refusals by reason, sorted by reason.
 func (s *LaneStats) Rejected() []Reason {
 	s.rejMu.Lock()
