@@ -20,7 +20,8 @@ import (
 //
 // When it engages. Only when the drivers offer more than the box takes
 // and the box shows it: in one control interval (100 ms) the driver lane
-// refused a submission as full, and the p99 of the runtime's scheduling
+// was full when a submission arrived (it waited for room, or was refused
+// as full), and the p99 of the runtime's scheduling
 // latency passed schedHigh (2/5 of the tightest SLA: 2 ms for dispatch's
 // 5 ms). A spike the store keeps up with never fills the lane, so it is
 // never limited, however busy the CPU is (goal 3 of issue 17: isolation
@@ -87,8 +88,8 @@ func newDriverRate(target time.Duration) *driverRate {
 }
 
 // step applies one interval's readings to the limit: the scheduling
-// latency p99 and how many driver submissions the lane refused as full
-// (the limit's own refusals included).
+// latency p99 and how many driver submissions found the lane full (waits
+// for room and refusals, the limit's own included).
 func (r *driverRate) step(p99 time.Duration, laneFull uint64) {
 	r.schedP99.Store(int64(p99))
 	accepted := float64(r.accepted.Swap(0))
@@ -206,7 +207,8 @@ func (r *driverRate) Limit() (limit, share float64, p99 time.Duration) {
 }
 
 // control runs the controller until stop is closed; laneFull reads the
-// driver lane's count of submissions refused as full.
+// driver lane's count of submissions that found it full (waited for room
+// or were refused).
 func (r *driverRate) control(stop <-chan struct{}, laneFull func() uint64) {
 	s := []metrics.Sample{{Name: "/sched/latencies:seconds"}}
 	var prev []uint64

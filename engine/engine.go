@@ -101,7 +101,10 @@ func newWithEnv(cfg Config, db *wal.DB, log *slog.Logger, wrap func(*wal.DB) com
 	if err != nil {
 		return nil, err
 	}
-	go e.rate.control(e.stop, func() uint64 { return e.lanes[LaneDriver].stats.rejectedFor(reasonOf(ErrLaneFull)) })
+	go e.rate.control(e.stop, func() uint64 {
+		st := &e.lanes[LaneDriver].stats
+		return st.RoomWaits.Load() + st.rejectedFor(reasonOf(ErrLaneFull))
+	})
 	go e.run()
 	return e, nil
 }

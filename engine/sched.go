@@ -66,6 +66,13 @@ type SchedStats struct {
 	Sync            time.Duration // measured: one fsync, mean + 2 deviations
 	BatchCap        int           // derived: ack and async records per batch
 	Infeasible      bool          // the target is not met even at the smallest cap
+
+	// The elastic limit on accepted driver points (elastic.go).
+	SchedP99      time.Duration // measured: the Go scheduler's latency p99, last 100 ms
+	SchedHigh     time.Duration // derived: 2/5 of the target; above it the limit engages or falls
+	DriverLimit   float64       // derived: points/s (0: none)
+	DriverShare   float64       // derived: one driver's max-min share, points/s
+	DriverRefused uint64        // submissions the limit refused since start
 }
 
 func newSched(cfg Config) *sched {
@@ -157,7 +164,13 @@ func (s *sched) Stats() SchedStats {
 }
 
 // Sched is what the committer measured and derived for its batches.
-func (e *Engine) Sched() SchedStats { return e.sched.Stats() }
+func (e *Engine) Sched() SchedStats {
+	st := e.sched.Stats()
+	st.DriverLimit, st.DriverShare, st.SchedP99 = e.rate.Limit()
+	st.SchedHigh = e.rate.high
+	st.DriverRefused = e.rate.Refused.Load()
+	return st
+}
 
 // scheduleOrder is the lanes' order derived from their contracts and SLAs:
 // sync lanes first, then ack, then async; within a contract, tightest SLA

@@ -142,3 +142,11 @@ func sortedKeys(m map[string]uint64) []string {
 }
 
 func isBuiltin(t string) bool { return fleet.IsBuiltin(t) }
+
+// driverLimit shows a derived rate of driver points: "off" for none.
+func driverLimit(perSec float64) string {
+	if perSec <= 0 {
+		return "off"
+	}
+	return fmt.Sprintf("%.0f points/s", perSec)
+}

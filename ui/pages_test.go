@@ -56,6 +56,13 @@ func TestChannelsPageShowsTheLedger(t *testing.T) {
 	if got := fieldIn(t, body, `id="sched"`, "sched-target"); got != "5.0ms" {
 		t.Errorf("schedule: target %q, want dispatch's SLA 5.0ms", got)
 	}
+	// The elastic driver limit: off on a quiet box, nothing refused.
+	if got := fieldIn(t, body, `id="sched"`, "sched-driver-limit"); got != "off" {
+		t.Errorf("schedule: driver limit %q on a quiet box, want off", got)
+	}
+	if got := fieldIn(t, body, `id="sched"`, "sched-driver-refused"); got != "0" {
+		t.Errorf("schedule: refused by the limit %q, want 0", got)
+	}
 	if !strings.Contains(body, `data-live="/ui/live/channels"`) {
 		t.Error("channels page is not live")
 	}
