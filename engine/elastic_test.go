@@ -225,3 +225,34 @@ func TestSubmitPointsUnderTheRateLimit(t *testing.T) {
 		return s == 11_000
 	})
 }
+
+// A spike of many light drivers over the limit — here 2,000 drivers posting
+// 5 points a second, twice the floor — is not refused even with the limit
+// engaged and held at its floor (the scheduler late all along): no driver
+// passes the share of the drivers active in an interval.
+func TestDriverRateSparesASpikeOfLightDrivers(t *testing.T) {
+	r := newDriverRate(5 * time.Millisecond)
+	r.step(3*time.Millisecond, 1) // engaged at the floor
+	drivers := make([]driverShare, 2000)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var refused, accepted int
+	for at := time.Duration(0); at < 10*time.Second; at += 10 * time.Millisecond {
+		if at%controlInterval == 0 && at > 0 {
+			r.step(3*time.Millisecond, 1) // late, and the lane overflowing: cut, to the floor
+		}
+		slot := int(at%time.Second) / int(10*time.Millisecond) // 100 slots a second
+		for i := slot; i < len(drivers); i += 100 {
+			if ok, _ := r.take(&drivers[i], 5, t0.Add(at)); ok {
+				accepted += 5
+			} else {
+				refused++
+			}
+		}
+	}
+	if l, _, _ := r.Limit(); l != rateFloor {
+		t.Fatalf("limit %v, want the floor", l)
+	}
+	if refused > 0 {
+		t.Fatalf("%d of the light drivers' submissions refused (%d points accepted)", refused, accepted)
+	}
+}
