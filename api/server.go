@@ -9,6 +9,7 @@ import (
 
 	"routehound/engine"
 	"routehound/hub"
+	"routehound/replica"
 )
 
 // Config is the api's part of the configuration.
@@ -63,6 +64,8 @@ type Server struct {
 	configDevices map[string]string // phone device id → driver, from the config (devices.go)
 
 	failures *FailureLimiter // nil: no limit
+
+	history *replica.Replica // the history endpoints' source (history.go); nil until MountHistory
 }
 
 // New builds the server; mount more routes with Handle before serving.
@@ -137,11 +140,13 @@ func (s *Server) routes() {
 	}))
 	s.mux.HandleFunc("/v1/loading-events", s.methods(map[string]http.HandlerFunc{
 		"POST": s.allow(engine.LaneWarehouse, s.postLoadingEvent, RoleWarehouse),
+		"GET":  s.allow(noLane, s.getLoadingEvents, RoleDashboard, RoleAdmin),
 	}))
 	s.mux.HandleFunc("/v1/log", s.methods(map[string]http.HandlerFunc{
 		"GET": s.allowRole(noLane, s.getLog, RoleAdmin, RoleDashboard),
 	}))
 	s.tableRoutes()
+	s.historyRoutes()
 	s.deviceRoutes()
 	s.adminRoutes()
 	s.mux.HandleFunc("/healthz", s.methods(map[string]http.HandlerFunc{"GET": s.healthz}))

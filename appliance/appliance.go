@@ -164,6 +164,7 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 		a.closeStore(context.Background())
 		return nil, err
 	}
+	srv.MountHistory(a.Replica)
 	if err := srv.MountCollector(a.Replica.Collector()); err != nil {
 		ln.Close()
 		a.closeStore(context.Background())
