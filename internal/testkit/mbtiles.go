@@ -8,6 +8,7 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"math"
 	"path/filepath"
 	"testing"
 
@@ -21,6 +22,14 @@ import (
 // tiles (the bytes "z/x/y" gzipped, as tools store vector tiles). extra
 // metadata rows (name, value pairs) are added or override.
 func MBTiles(t testing.TB, dir, format string, maxZoom int, extra ...string) string {
+	t.Helper()
+	return MBTilesRegion(t, dir, format, maxZoom, maxZoom, [4]float64{-180, -85, 180, 85}, extra...)
+}
+
+// MBTilesRegion is MBTiles whose zoom levels past fullZoom hold only the
+// tiles over region (west, south, east, north in degrees) and one tile
+// around, as an export of a region is; its bounds metadata is region.
+func MBTilesRegion(t testing.TB, dir, format string, fullZoom, maxZoom int, region [4]float64, extra ...string) string {
 	t.Helper()
 	path := filepath.Join(dir, "region.mbtiles")
 	db, err := sql.Open("sqlite", path)
@@ -38,7 +47,7 @@ func MBTiles(t testing.TB, dir, format string, maxZoom int, extra ...string) str
 		}
 	}
 	meta := []string{"name", "test region", "format", format, "minzoom", "0", "maxzoom", fmt.Sprint(maxZoom),
-		"bounds", "-180,-85,180,85", "attribution", "test tiles <b>not markup</b>"}
+		"bounds", fmt.Sprintf("%g,%g,%g,%g", region[0], region[1], region[2], region[3]), "attribution", "test tiles <b>not markup</b>"}
 	meta = append(meta, extra...)
 	for i := 0; i+1 < len(meta); i += 2 {
 		if _, err := db.Exec(`DELETE FROM metadata WHERE name = ?`, meta[i]); err != nil {
@@ -49,13 +58,19 @@ func MBTiles(t testing.TB, dir, format string, maxZoom int, extra ...string) str
 		}
 	}
 	for z := 0; z <= maxZoom; z++ {
-		for x := 0; x < 1<<z; x++ {
-			for y := 0; y < 1<<z; y++ {
+		x0, y0, x1, y1 := 0, 0, 1<<z-1, 1<<z-1
+		if z > fullZoom {
+			x0, y1 = tileOf(z, region[0], region[1])
+			x1, y0 = tileOf(z, region[2], region[3])
+			x0, y0, x1, y1 = max(x0-1, 0), max(y0-1, 0), min(x1+1, 1<<z-1), min(y1+1, 1<<z-1)
+		}
+		for x := x0; x <= x1; x++ {
+			for y := y0; y <= y1; y++ {
 				var b []byte
 				if format == "pbf" {
 					b = gzipped(t, fmt.Sprintf("%d/%d/%d", z, x, y))
 				} else {
-					b = TilePNG(t, z)
+					b = TilePNG(t, z, (x+y)%2 == 1)
 				}
 				tms := (1 << z) - 1 - y
 				if _, err := db.Exec(`INSERT INTO tiles VALUES (?, ?, ?, ?)`, z, x, tms, b); err != nil {
@@ -67,12 +82,24 @@ func MBTiles(t testing.TB, dir, format string, maxZoom int, extra ...string) str
 	return path
 }
 
-// TilePNG is a 256×256 PNG tile of zoom z: a colour per zoom level, a
-// dark border.
-func TilePNG(t testing.TB, z int) []byte {
+// tileOf is the XYZ tile of zoom z holding lng, lat (web mercator).
+func tileOf(z int, lng, lat float64) (x, y int) {
+	n := float64(int(1) << z)
+	r := lat * math.Pi / 180
+	x = int((lng + 180) / 360 * n)
+	y = int((1 - math.Log(math.Tan(r)+1/math.Cos(r))/math.Pi) / 2 * n)
+	return min(max(x, 0), int(n)-1), min(max(y, 0), int(n)-1)
+}
+
+// TilePNG is a 256×256 PNG tile of zoom z: a colour per zoom level (a
+// shade darker for odd tiles, a checkerboard), a dark border.
+func TilePNG(t testing.TB, z int, odd bool) []byte {
 	t.Helper()
 	img := image.NewRGBA(image.Rect(0, 0, 256, 256))
-	fill := color.RGBA{R: uint8(120 + 40*z), G: 200, B: uint8(240 - 50*z), A: 255}
+	fill := color.RGBA{R: uint8(150 + 13*(z%8)), G: uint8(210 - 9*(z%8)), B: uint8(190 + 7*(z%8)), A: 255}
+	if odd {
+		fill.R, fill.G, fill.B = fill.R-18, fill.G-18, fill.B-18
+	}
 	for y := range 256 {
 		for x := range 256 {
 			c := fill

@@ -29,7 +29,17 @@
   var markers = {};
   var trail = null;
   var all = [];
+  var viewSet = false;
 
+  // The marker's SVG path names its driver (once the map has a view:
+  // before that Leaflet has not drawn it).
+  function tag(m) {
+    var path = m.getElement && m.getElement();
+    if (path) {
+      path.setAttribute("data-driver", m.rhDriver);
+      path.classList.toggle("stale", m.rhStale);
+    }
+  }
   function place(p) {
     if (follow && p.driver !== follow) { return; }
     var ll = [p.lat, p.lng];
@@ -37,18 +47,18 @@
     if (m) {
       m.setLatLng(ll);
     } else {
-      m = L.circleMarker(ll, { radius: 7, weight: 2, color: "#1f4e79", fillColor: "#ffd166", fillOpacity: 0.95, className: "rh-marker" });
-      m.bindTooltip(text(p.driver));
+      m = L.circleMarker(ll, { radius: 8, weight: 3, color: "#fff", fillColor: "#1f4e79", fillOpacity: 1, className: "rh-marker" });
+      m.bindTooltip(text(p.driver), { permanent: !!follow || Object.keys(markers).length < 20, direction: "right", offset: [8, 0] });
       m.on("click", function () { location.href = "/ui/fleet/" + encodeURIComponent(p.driver); });
       m.addTo(map);
       markers[p.driver] = m;
     }
-    var path = m.getElement && m.getElement();
-    if (path) {
-      path.setAttribute("data-driver", p.driver);
-      path.classList.toggle("stale", !!p.stale);
-    }
+    m.rhDriver = p.driver;
+    m.rhStale = !!p.stale;
+    tag(m);
     if (follow && trail) { trail.addLatLng(ll); }
+    // A driver page keeps its driver in view.
+    if (follow && viewSet && !map.getBounds().contains(ll)) { map.panTo(ll); }
     return ll;
   }
 
@@ -80,6 +90,8 @@
   } else {
     map.setView([0, 0], minZoom);
   }
+  viewSet = true;
+  Object.keys(markers).forEach(function (k) { tag(markers[k]); });
 
   document.addEventListener("rh-frame", function (e) {
     var f = e.detail || {};
