@@ -7,6 +7,7 @@ import (
 	"encoding/xml"
 	"fmt"
 	"net/http"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,6 +29,56 @@ import (
 // MountHistory serves the history endpoints from the replica; until it is
 // mounted they answer 503 unavailable.
 func (s *Server) MountHistory(r *replica.Replica) { s.history = r }
+
+// historyGate bounds the CPU the history endpoints take from the writers:
+// a long pull must not move the dispatch p99. Go has no goroutine
+// priorities, so the bound is on the pulls themselves: at most `slots`
+// run at once (GOMAXPROCS/4, at least one), and a slot is held after its
+// request for three times as long as the request took (historyShare 0.25),
+// so the pulls take at most a quarter of a core per slot however many
+// clients pull. A request waits up to historyWait for a slot, then gets 429
+// history_busy (BENCHMARKS.md, "History API": without the gate, four
+// clients pulling flat out took the dispatch p99 on two cores from 14 to
+// 110 ms).
+type historyGate struct {
+	slots chan struct{}
+}
+
+const (
+	historyShare   = 0.25
+	historyMaxRest = 250 * time.Millisecond
+)
+
+// historyWait is how long a request waits for a slot (a variable for the
+// tests).
+var historyWait = 2 * time.Second
+
+func newHistoryGate() *historyGate {
+	return &historyGate{slots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/4))}
+}
+
+// admit waits for a slot; done releases it after the request's rest.
+func (s *Server) admitHistory(w http.ResponseWriter, r *http.Request) (done func(), ok bool) {
+	g := s.historyGate
+	t := time.NewTimer(historyWait)
+	defer t.Stop()
+	select {
+	case g.slots <- struct{}{}:
+	case <-t.C:
+		ae := errorf(http.StatusTooManyRequests, "history_busy", "the history endpoints are busy (they take a bounded share of the CPU so that writes keep their latency); retry after the Retry-After delay")
+		ae.retry = time.Second
+		s.fail(w, r, ae)
+		return nil, false
+	case <-r.Context().Done():
+		s.fail(w, r, r.Context().Err())
+		return nil, false
+	}
+	t0 := time.Now()
+	return func() {
+		rest := min(time.Duration(float64(time.Since(t0))*(1-historyShare)/historyShare), historyMaxRest)
+		time.AfterFunc(rest, func() { <-g.slots })
+	}, true
+}
 
 func (s *Server) historyRoutes() {
 	read := []Role{RoleDashboard, RoleAdmin}
@@ -197,6 +248,11 @@ func (s *Server) getTrail(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	done, ok := s.admitHistory(w, r)
+	if !ok {
+		return
+	}
+	defer done()
 	lsn := src.LSN()
 	pts, more, err := src.TrailHistory(r.Context(), replica.TrailQuery{Driver: driver, Since: since, Until: until, After: after, Limit: limit})
 	if err != nil {
@@ -390,6 +446,11 @@ func (s *Server) getLoadingEvents(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	done, ok := s.admitHistory(w, r)
+	if !ok {
+		return
+	}
+	defer done()
 	lsn := src.LSN()
 	evs, more, err := src.LoadingHistory(r.Context(), replica.LoadingQuery{Dock: q["dock"], Shipment: q["shipment"],
 		Terminal: q["terminal"], Kind: q["kind"], Since: since, Until: until, AfterLSN: after, Limit: limit})
@@ -452,6 +513,11 @@ func (s *Server) getAssignmentHistory(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	done, ok := s.admitHistory(w, r)
+	if !ok {
+		return
+	}
+	defer done()
 	lsn := src.LSN()
 	vs, more, err := src.AssignmentHistory(r.Context(), route, after, limit)
 	if err != nil {

@@ -65,7 +65,8 @@ type Server struct {
 
 	failures *FailureLimiter // nil: no limit
 
-	history *replica.Replica // the history endpoints' source (history.go); nil until MountHistory
+	history     *replica.Replica // the history endpoints' source (history.go); nil until MountHistory
+	historyGate *historyGate
 }
 
 // New builds the server; mount more routes with Handle before serving.
@@ -75,7 +76,8 @@ func New(e *engine.Engine, tokens *Tokens, cfg Config, log *slog.Logger) *Server
 	}
 	s := &Server{e: e, tokens: tokens, cfg: cfg, log: log, mux: http.NewServeMux(),
 		driverSlots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1)),
-		failures:    NewFailureLimiter(cfg.MaxAuthFailures, cfg.AuthFailureWindow)}
+		failures:    NewFailureLimiter(cfg.MaxAuthFailures, cfg.AuthFailureWindow),
+		historyGate: newHistoryGate()}
 	s.routes()
 	return s
 }
