@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"encoding/xml"
@@ -14,7 +15,6 @@ import (
 	"time"
 
 	"routehound/fleet"
-	"routehound/replica"
 )
 
 // The history endpoints answer other services from the SQLite replica
@@ -26,9 +26,20 @@ import (
 // engine, so that a long history pull costs the writers no more than the
 // replica's readers do.
 
-// MountHistory serves the history endpoints from the replica; until it is
-// mounted they answer 503 unavailable.
-func (s *Server) MountHistory(r *replica.Replica) { s.history = r }
+// History is the read model the history endpoints ask (the SQLite
+// replica, *replica.Replica). Every method may be called concurrently.
+type History interface {
+	// LSN is the position of the model: a query started after it
+	// answers at least the state at LSN.
+	LSN() uint64
+	TrailHistory(ctx context.Context, q fleet.TrailQuery) ([]fleet.Position, bool, error)
+	LoadingHistory(ctx context.Context, q fleet.LoadingQuery) ([]fleet.LoadingRow, bool, error)
+	AssignmentHistory(ctx context.Context, route string, afterLSN uint64, limit int) ([]fleet.AssignmentVersion, bool, error)
+}
+
+// MountHistory serves the history endpoints from h; until it is mounted
+// they answer 503 unavailable.
+func (s *Server) MountHistory(h History) { s.history = h }
 
 // historyGate bounds the CPU the history endpoints take from the writers:
 // a long pull must not move the dispatch p99. Go has no goroutine
@@ -158,7 +169,7 @@ func lsnCursor(q map[string]string) (uint64, error) {
 }
 
 // trailCursor is "<device time in Unix ns>.<seq>".
-func trailCursor(q map[string]string) (*replica.TrailCursor, error) {
+func trailCursor(q map[string]string) (*fleet.TrailCursor, error) {
 	v, ok := q["cursor"]
 	if !ok {
 		return nil, nil
@@ -169,14 +180,14 @@ func trailCursor(q map[string]string) (*replica.TrailCursor, error) {
 	if !found || err1 != nil || err2 != nil || t < 0 {
 		return nil, errorf(http.StatusBadRequest, "bad_cursor", "cursor must be the next of a previous page")
 	}
-	return &replica.TrailCursor{TS: t, Seq: n}, nil
+	return &fleet.TrailCursor{TS: t, Seq: n}, nil
 }
 
-func encodeTrailCursor(c replica.TrailCursor) string {
+func encodeTrailCursor(c fleet.TrailCursor) string {
 	return strconv.FormatInt(c.TS, 10) + "." + strconv.FormatUint(c.Seq, 10)
 }
 
-func (s *Server) historySource(w http.ResponseWriter, r *http.Request) (*replica.Replica, bool) {
+func (s *Server) historySource(w http.ResponseWriter, r *http.Request) (History, bool) {
 	if s.history == nil {
 		s.fail(w, r, errorf(http.StatusServiceUnavailable, "unavailable", "the history is read from the replica, which is not open"))
 		return nil, false
@@ -214,7 +225,7 @@ type trailPoint struct {
 }
 
 // getTrail answers GET /v1/drivers/{driver}/trail: the driver's kept
-// points (the replica keeps its newest replica.TrailPoints) in device-time
+// points (the replica keeps its newest 200) in device-time
 // order, as JSON or exported (?format=gpx|geojson|csv, the next cursor in
 // X-Next-Cursor).
 func (s *Server) getTrail(w http.ResponseWriter, r *http.Request) {
@@ -228,7 +239,7 @@ func (s *Server) getTrail(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		since, until, err = timeRange(q)
 	}
-	var after *replica.TrailCursor
+	var after *fleet.TrailCursor
 	if err == nil {
 		after, err = trailCursor(q)
 	}
@@ -254,7 +265,7 @@ func (s *Server) getTrail(w http.ResponseWriter, r *http.Request) {
 	}
 	defer done()
 	lsn := src.LSN()
-	pts, more, err := src.TrailHistory(r.Context(), replica.TrailQuery{Driver: driver, Since: since, Until: until, After: after, Limit: limit})
+	pts, more, err := src.TrailHistory(r.Context(), fleet.TrailQuery{Driver: driver, Since: since, Until: until, After: after, Limit: limit})
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -268,7 +279,7 @@ func (s *Server) getTrail(w http.ResponseWriter, r *http.Request) {
 	}
 	var next any
 	if more && len(pts) > 0 {
-		next = encodeTrailCursor(replica.CursorOf(pts[len(pts)-1]))
+		next = encodeTrailCursor(fleet.CursorOf(pts[len(pts)-1]))
 	}
 	if format == "" || format == "json" {
 		out := make([]trailPoint, len(pts))
@@ -452,7 +463,7 @@ func (s *Server) getLoadingEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	defer done()
 	lsn := src.LSN()
-	evs, more, err := src.LoadingHistory(r.Context(), replica.LoadingQuery{Dock: q["dock"], Shipment: q["shipment"],
+	evs, more, err := src.LoadingHistory(r.Context(), fleet.LoadingQuery{Dock: q["dock"], Shipment: q["shipment"],
 		Terminal: q["terminal"], Kind: q["kind"], Since: since, Until: until, AfterLSN: after, Limit: limit})
 	if err != nil {
 		s.fail(w, r, err)
@@ -488,7 +499,7 @@ type versionOut struct {
 }
 
 // getAssignmentHistory answers GET /v1/assignments/{route}/history: the
-// route's kept versions (the newest replica.AssignmentVersions), oldest
+// route's kept versions (the replica keeps the newest 1000), oldest
 // first, each with its LSN and commit time; a delete is a version too.
 func (s *Server) getAssignmentHistory(w http.ResponseWriter, r *http.Request) {
 	route := r.PathValue("route")

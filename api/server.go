@@ -9,7 +9,6 @@ import (
 
 	"routehound/engine"
 	"routehound/hub"
-	"routehound/replica"
 )
 
 // Config is the api's part of the configuration.
@@ -65,7 +64,7 @@ type Server struct {
 
 	failures *FailureLimiter // nil: no limit
 
-	history     *replica.Replica // the history endpoints' source (history.go); nil until MountHistory
+	history     History // the history endpoints' source (history.go); nil until MountHistory
 	historyGate *historyGate
 }
 

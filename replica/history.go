@@ -4,10 +4,8 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"slices"
 	"strings"
-	"time"
 
 	"routehound/fleet"
 )
@@ -17,37 +15,10 @@ import (
 // most limit rows (capped at maxQueryRows) after a cursor, and whether more
 // follow, so that a client pages through with bounded memory on both sides.
 
-// TrailCursor is the place of a trail point in device-time order: its
-// device time (Unix ns; 0 = unknown), then its seq.
-type TrailCursor struct {
-	TS  int64
-	Seq uint64
-}
-
-// Less orders cursors: device time, then seq.
-func (c TrailCursor) Less(o TrailCursor) bool {
-	return c.TS < o.TS || (c.TS == o.TS && c.Seq < o.Seq)
-}
-
-// CursorOf is p's place in device-time order.
-func CursorOf(p fleet.Position) TrailCursor {
-	return TrailCursor{TS: nanos(p.TS), Seq: p.Seq}
-}
-
-// TrailQuery selects a driver's trail points.
-type TrailQuery struct {
-	Driver string
-	// Since and Until bound the points' device time: Since <= ts < Until
-	// (zero: unbounded).
-	Since, Until time.Time
-	After        *TrailCursor // nil: from the first point
-	Limit        int
-}
-
 // TrailHistory answers the driver's kept points (the newest TrailPoints)
 // within q's bounds after q.After, in device-time order (then seq), at most
 // q.Limit; more is true when others follow.
-func (r *Replica) TrailHistory(ctx context.Context, q TrailQuery) (pts []fleet.Position, more bool, err error) {
+func (r *Replica) TrailHistory(ctx context.Context, q fleet.TrailQuery) (pts []fleet.Position, more bool, err error) {
 	all, err := r.Trail(ctx, q.Driver, TrailPoints)
 	if err != nil {
 		return nil, false, err
@@ -55,14 +26,14 @@ func (r *Replica) TrailHistory(ctx context.Context, q TrailQuery) (pts []fleet.P
 	since, until := nanos(q.Since), nanos(q.Until)
 	pts = all[:0]
 	for _, p := range all {
-		c := CursorOf(p)
+		c := fleet.CursorOf(p)
 		if (since != 0 && c.TS < since) || (until != 0 && c.TS >= until) || (q.After != nil && !q.After.Less(c)) {
 			continue
 		}
 		pts = append(pts, p)
 	}
 	slices.SortStableFunc(pts, func(a, b fleet.Position) int {
-		ca, cb := CursorOf(a), CursorOf(b)
+		ca, cb := fleet.CursorOf(a), fleet.CursorOf(b)
 		if c := cmp.Compare(ca.TS, cb.TS); c != 0 {
 			return c
 		}
@@ -78,19 +49,9 @@ func (r *Replica) TrailHistory(ctx context.Context, q TrailQuery) (pts []fleet.P
 	return pts, false, nil
 }
 
-// LoadingQuery selects loading events; empty fields do not filter.
-type LoadingQuery struct {
-	Dock, Shipment, Terminal, Kind string
-	// Since and Until bound the events' time as the terminal sent it:
-	// Since <= ts < Until (zero: unbounded).
-	Since, Until time.Time
-	AfterLSN     uint64 // the events committed after this LSN
-	Limit        int
-}
-
 // LoadingHistory answers the events matching q in commit (LSN) order, at
 // most q.Limit; more is true when others follow.
-func (r *Replica) LoadingHistory(ctx context.Context, q LoadingQuery) (evs []fleet.LoadingRow, more bool, err error) {
+func (r *Replica) LoadingHistory(ctx context.Context, q fleet.LoadingQuery) (evs []fleet.LoadingRow, more bool, err error) {
 	where := []string{"lsn > ?"}
 	args := []any{int64(q.AfterLSN)}
 	for _, f := range []struct{ col, v string }{{"dock", q.Dock}, {"shipment", q.Shipment}, {"terminal", q.Terminal}, {"kind", q.Kind}} {
@@ -127,32 +88,22 @@ func (r *Replica) LoadingHistory(ctx context.Context, q LoadingQuery) (evs []fle
 	return evs, false, nil
 }
 
-// AssignmentVersion is one version of a route's assignment as the log
-// brought it; Deleted marks the route's deletion.
-type AssignmentVersion struct {
-	Route, Driver, Note string
-	Stops               json.RawMessage // the stops as dispatch sent them (a JSON array)
-	Version, LSN        uint64
-	CommittedAt         time.Time // zero when the version came from a rebuild
-	Deleted             bool
-}
-
 // AssignmentHistory answers the kept versions of a route (the newest
 // AssignmentVersions) after afterLSN, oldest first, at most limit; more is
 // true when others follow.
-func (r *Replica) AssignmentHistory(ctx context.Context, route string, afterLSN uint64, limit int) (vs []AssignmentVersion, more bool, err error) {
+func (r *Replica) AssignmentHistory(ctx context.Context, route string, afterLSN uint64, limit int) (vs []fleet.AssignmentVersion, more bool, err error) {
 	limit = clampLimit(limit)
-	vs = []AssignmentVersion{}
+	vs = []fleet.AssignmentVersion{}
 	err = r.query(ctx, "history of route "+route, `SELECT driver, stops, note, version, lsn, committed_at, deleted
 		FROM assignment_versions WHERE route = ? AND lsn > ? ORDER BY lsn LIMIT ?`,
 		[]any{route, int64(afterLSN), limit + 1}, func(rows *sql.Rows) error {
-			v := AssignmentVersion{Route: route}
+			v := fleet.AssignmentVersion{Route: route}
 			var ver, lsn, at, del int64
 			var stops []byte
 			if err := rows.Scan(&v.Driver, &stops, &v.Note, &ver, &lsn, &at, &del); err != nil {
 				return err
 			}
-			v.Stops = json.RawMessage(stops)
+			v.Stops = stops
 			v.Version, v.LSN, v.CommittedAt, v.Deleted = uint64(ver), uint64(lsn), fromNanos(at), del != 0
 			vs = append(vs, v)
 			return nil

@@ -138,7 +138,7 @@ func TestLoadingHistoryFiltersAndPages(t *testing.T) {
 		last = s.put(t, fleet.TableLoading, fmt.Sprintf("ev-%02d", i), v)
 	}
 	waitLSN(t, r, last)
-	all, more, err := r.LoadingHistory(ctx, LoadingQuery{})
+	all, more, err := r.LoadingHistory(ctx, fleet.LoadingQuery{})
 	if err != nil || more || len(all) != 12 {
 		t.Fatalf("all: %d %v %v", len(all), more, err)
 	}
@@ -149,13 +149,13 @@ func TestLoadingHistoryFiltersAndPages(t *testing.T) {
 	}
 	t0 := time.Date(2026, 11, 23, 9, 3, 0, 0, time.UTC)
 	for _, c := range []struct {
-		q    LoadingQuery
+		q    fleet.LoadingQuery
 		want func(fleet.LoadingRow) bool
 	}{
-		{LoadingQuery{Dock: "D2"}, func(e fleet.LoadingRow) bool { return e.Dock == "D2" }},
-		{LoadingQuery{Terminal: "T1", Kind: "loaded"}, func(e fleet.LoadingRow) bool { return e.Terminal == "T1" && e.Kind == "loaded" }},
-		{LoadingQuery{Shipment: "S2"}, func(e fleet.LoadingRow) bool { return e.Shipment == "S2" }},
-		{LoadingQuery{Since: t0, Until: t0.Add(4 * time.Minute)}, func(e fleet.LoadingRow) bool { return !e.TS.Before(t0) && e.TS.Before(t0.Add(4*time.Minute)) }},
+		{fleet.LoadingQuery{Dock: "D2"}, func(e fleet.LoadingRow) bool { return e.Dock == "D2" }},
+		{fleet.LoadingQuery{Terminal: "T1", Kind: "loaded"}, func(e fleet.LoadingRow) bool { return e.Terminal == "T1" && e.Kind == "loaded" }},
+		{fleet.LoadingQuery{Shipment: "S2"}, func(e fleet.LoadingRow) bool { return e.Shipment == "S2" }},
+		{fleet.LoadingQuery{Since: t0, Until: t0.Add(4 * time.Minute)}, func(e fleet.LoadingRow) bool { return !e.TS.Before(t0) && e.TS.Before(t0.Add(4*time.Minute)) }},
 	} {
 		got, _, err := r.LoadingHistory(ctx, c.q)
 		if err != nil {
@@ -176,7 +176,7 @@ func TestLoadingHistoryFiltersAndPages(t *testing.T) {
 			}
 		}
 	}
-	page, more, err := r.LoadingHistory(ctx, LoadingQuery{AfterLSN: all[4].LSN, Limit: 3})
+	page, more, err := r.LoadingHistory(ctx, fleet.LoadingQuery{AfterLSN: all[4].LSN, Limit: 3})
 	if err != nil || !more || len(page) != 3 || page[0].ID != all[5].ID {
 		t.Fatalf("page: %+v %v %v", page, more, err)
 	}
@@ -199,19 +199,19 @@ func TestTrailHistoryInDeviceTimeOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLSN(t, r, s.durable(t))
-	got, more, err := r.TrailHistory(ctx, TrailQuery{Driver: "d1"})
+	got, more, err := r.TrailHistory(ctx, fleet.TrailQuery{Driver: "d1"})
 	if err != nil || more || len(got) != 6 {
 		t.Fatalf("trail: %d %v %v", len(got), more, err)
 	}
 	if got[0].Seq != 2 || got[1].Seq != 1 || got[5].Seq != 6 {
 		t.Fatalf("not in device-time order: %d %d … %d", got[0].Seq, got[1].Seq, got[5].Seq)
 	}
-	got, more, err = r.TrailHistory(ctx, TrailQuery{Driver: "d1", Since: base.Add(5 * time.Second), Until: base.Add(20 * time.Second), Limit: 2})
+	got, more, err = r.TrailHistory(ctx, fleet.TrailQuery{Driver: "d1", Since: base.Add(5 * time.Second), Until: base.Add(20 * time.Second), Limit: 2})
 	if err != nil || !more || len(got) != 2 || got[0].Seq != 1 || got[1].Seq != 3 {
 		t.Fatalf("bounded page: %+v %v %v", got, more, err)
 	}
-	c := CursorOf(got[1])
-	got, more, err = r.TrailHistory(ctx, TrailQuery{Driver: "d1", Since: base.Add(5 * time.Second), Until: base.Add(20 * time.Second), After: &c, Limit: 2})
+	c := fleet.CursorOf(got[1])
+	got, more, err = r.TrailHistory(ctx, fleet.TrailQuery{Driver: "d1", Since: base.Add(5 * time.Second), Until: base.Add(20 * time.Second), After: &c, Limit: 2})
 	if err != nil || more || len(got) != 1 || got[0].Seq != 4 {
 		t.Fatalf("next page: %+v %v %v", got, more, err)
 	}
