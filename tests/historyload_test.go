@@ -3,15 +3,20 @@
 package tests
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,12 +27,13 @@ import (
 // queries move the dispatch p99, against the real binary in another
 // process: a dispatcher writes one sync (fsync'd) assignment every ~2 ms
 // and a driver load of ~4,000 points/s runs throughout, while the phases
-// alternate — without history pulls, then with 4 clients pulling long
-// trails (every kept point of a driver, as JSON and as GPX), loading-event
+// alternate — without history pulls, then with 4 clients (in a third
+// process) pulling long trails (every kept point of a driver, as JSON and as GPX), loading-event
 // pages of 1,000 and route histories in a loop. It reports the dispatch
 // p50/p99 of each phase and their ratio (BENCHMARKS.md, "History API"). A
 // measurement, not a speed test: it runs only with
-// ROUTEHOUND_HISTORY_LOAD=1, and checks only that every write and every
+// ROUTEHOUND_HISTORY_LOAD=1 (ROUTEHOUND_HISTORY_PULLERS sets the clients),
+// and checks only that every write and every
 // pull succeeded, with whole answers.
 func TestDispatchWithHistoryLoad(t *testing.T) {
 	if os.Getenv("ROUTEHOUND_HISTORY_LOAD") != "1" {
@@ -40,9 +46,18 @@ func TestDispatchWithHistoryLoad(t *testing.T) {
 		routes    = 50
 		rounds    = 5
 		phase     = 3 * time.Second
-		pullers   = 4
 		dispatchP = 2 * time.Millisecond
 	)
+	// ROUTEHOUND_HISTORY_PULLERS=0 runs the same phases without pulls: the
+	// ratio of two identical phases, the run's noise floor.
+	pullers := 4
+	if v := os.Getenv("ROUTEHOUND_HISTORY_PULLERS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 64 {
+			t.Fatalf("ROUTEHOUND_HISTORY_PULLERS=%q: want 0 to 64", v)
+		}
+		pullers = n
+	}
 	h := newHarness(t, "")
 	h.start()
 	defer h.stop()
@@ -84,9 +99,6 @@ func TestDispatchWithHistoryLoad(t *testing.T) {
 		mu       sync.Mutex
 		lat      = [2][]time.Duration{} // [0] without, [1] with history pulls
 		phaseNow atomic.Int32
-		pulling  atomic.Bool
-		pulls    atomic.Int64
-		pulled   atomic.Int64 // bytes
 		points   atomic.Int64
 	)
 	runCtx, stop := context.WithCancel(ctx)
@@ -149,37 +161,9 @@ func TestDispatchWithHistoryLoad(t *testing.T) {
 			}
 		})
 	}
-	// The history clients, pulling while `pulling` is set.
-	for c := range pullers {
-		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(uint64(c), 3))
-			for runCtx.Err() == nil {
-				if !pulling.Load() {
-					time.Sleep(10 * time.Millisecond)
-					continue
-				}
-				d := rng.IntN(drivers)
-				for _, q := range []string{
-					fmt.Sprintf("/v1/drivers/hist-%03d/trail?limit=1000", d),
-					fmt.Sprintf("/v1/drivers/hist-%03d/trail?limit=1000&format=gpx", d),
-					"/v1/loading-events?limit=1000",
-					fmt.Sprintf("/v1/loading-events?dock=D%d&limit=1000", d%8),
-					fmt.Sprintf("/v1/assignments/hist-r%02d/history?limit=1000", d%routes),
-				} {
-					r, err := h.do(runCtx, "GET", q, "dashboard", "", nil)
-					if runCtx.Err() != nil {
-						return
-					}
-					if err != nil || r.status != 200 || len(r.body) < 100 {
-						bad.add("pull %s: %v %v", q, r, err)
-						return
-					}
-					pulls.Add(1)
-					pulled.Add(int64(len(r.body)))
-				}
-			}
-		})
-	}
+	// The history clients, in a process of their own (so that reading the
+	// answers costs the dispatcher's process nothing), pulling while told.
+	pull := startPuller(t, h, pullers, drivers, routes)
 	var onFor time.Duration
 	for range rounds {
 		for _, on := range []bool{false, true} {
@@ -188,16 +172,19 @@ func TestDispatchWithHistoryLoad(t *testing.T) {
 				p = 1
 			}
 			phaseNow.Store(p)
-			pulling.Store(on)
+			pull.set(on)
 			time.Sleep(phase)
 			if on {
 				onFor += phase
 			}
 		}
 	}
-	pulling.Store(false)
+	pulls, pulled, pullErrs := pull.stop()
 	stop()
 	wg.Wait()
+	if pullErrs != "" {
+		t.Errorf("history pulls failed: %s", pullErrs)
+	}
 	if bad.count() > 0 {
 		t.FailNow()
 	}
@@ -210,6 +197,167 @@ func TestDispatchWithHistoryLoad(t *testing.T) {
 	p99 := [2]time.Duration{testkit.PercentileLower(lat[0], 99), testkit.PercentileLower(lat[1], 99)}
 	t.Logf("dispatch writes: %d without / %d with history pulls", len(lat[0]), len(lat[1]))
 	t.Logf("dispatch p50 %v / %v, p99 %v / %v, ratio p99 with/without %.2f", p50[0], p50[1], p99[0], p99[1], float64(p99[1])/float64(p99[0]))
-	t.Logf("history: %d pulls, %.1f pulls/s, %.1f MiB/s while pulling; driver load %d points", pulls.Load(),
-		float64(pulls.Load())/onFor.Seconds(), float64(pulled.Load())/onFor.Seconds()/(1<<20), points.Load())
+	t.Logf("history: %d pulls, %.1f pulls/s, %.1f MiB/s while pulling; driver load %d points", pulls,
+		float64(pulls)/onFor.Seconds(), float64(pulled)/onFor.Seconds()/(1<<20), points.Load())
+}
+
+// puller is the process of the history clients (TestHistoryPullerProcess,
+// this test binary run again): "on" and "off" lines on its stdin start and
+// stop the pulls; at the end of its stdin it prints its counts.
+type puller struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	in    io.WriteCloser
+	lines *bufio.Scanner
+}
+
+func startPuller(t *testing.T, h *harness, clients, drivers, routes int) *puller {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHistoryPullerProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "ROUTEHOUND_HISTORY_PULLER_BASE="+h.base, "ROUTEHOUND_HISTORY_PULLER_TOKEN="+h.tokens["dashboard"],
+		fmt.Sprintf("ROUTEHOUND_HISTORY_PULLER_SHAPE=%d,%d,%d", clients, drivers, routes))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start the puller process: %v", err)
+	}
+	p := &puller{t: t, cmd: cmd, in: in, lines: bufio.NewScanner(out)}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	// Its TestMain builds the binary again (from the build cache) first.
+	ready := make(chan bool, 1)
+	go func() {
+		for p.lines.Scan() {
+			if p.lines.Text() == "puller ready" {
+				ready <- true
+				return
+			}
+		}
+		ready <- false
+	}()
+	select {
+	case ok := <-ready:
+		if !ok {
+			t.Fatal("the puller process ended before it was ready")
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the puller process was not ready within 2 minutes")
+	}
+	return p
+}
+
+func (p *puller) set(on bool) {
+	line := "off\n"
+	if on {
+		line = "on\n"
+	}
+	if _, err := io.WriteString(p.in, line); err != nil {
+		p.t.Fatalf("tell the puller process: %v", err)
+	}
+}
+
+// stop ends the process and answers its pulls, bytes and errors.
+func (p *puller) stop() (pulls, bytes int64, errs string) {
+	p.in.Close()
+	var rep struct {
+		Pulls, Bytes int64
+		Errors       string
+	}
+	got := false
+	for p.lines.Scan() {
+		if line := p.lines.Text(); strings.HasPrefix(line, "puller report ") {
+			got = json.Unmarshal([]byte(strings.TrimPrefix(line, "puller report ")), &rep) == nil
+		}
+	}
+	if err := p.cmd.Wait(); err != nil || !got {
+		p.t.Fatalf("the puller process: %v (report read: %v)", err, got)
+	}
+	return rep.Pulls, rep.Bytes, rep.Errors
+}
+
+// TestHistoryPullerProcess is the puller process of
+// TestDispatchWithHistoryLoad; it skips unless started by it.
+func TestHistoryPullerProcess(t *testing.T) {
+	base := os.Getenv("ROUTEHOUND_HISTORY_PULLER_BASE")
+	if base == "" {
+		t.Skip("the history clients' process of TestDispatchWithHistoryLoad")
+	}
+	var clients, drivers, routes int
+	if _, err := fmt.Sscanf(os.Getenv("ROUTEHOUND_HISTORY_PULLER_SHAPE"), "%d,%d,%d", &clients, &drivers, &routes); err != nil || clients < 0 || clients > 64 || drivers < 1 || routes < 1 {
+		t.Fatalf("ROUTEHOUND_HISTORY_PULLER_SHAPE %q", os.Getenv("ROUTEHOUND_HISTORY_PULLER_SHAPE"))
+	}
+	token := os.Getenv("ROUTEHOUND_HISTORY_PULLER_TOKEN")
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var on atomic.Bool
+	go func() {
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			on.Store(sc.Text() == "on")
+		}
+		cancel() // the end of stdin: the end of the run
+	}()
+	var pulls, pulled atomic.Int64
+	var mu sync.Mutex
+	var errs []string
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(c), 3))
+			for ctx.Err() == nil {
+				if !on.Load() {
+					time.Sleep(5 * time.Millisecond)
+					continue
+				}
+				d := rng.IntN(drivers)
+				for _, q := range []string{
+					fmt.Sprintf("/v1/drivers/hist-%03d/trail?limit=1000", d),
+					fmt.Sprintf("/v1/drivers/hist-%03d/trail?limit=1000&format=gpx", d),
+					"/v1/loading-events?limit=1000",
+					fmt.Sprintf("/v1/loading-events?dock=D%d&limit=1000", d%8),
+					fmt.Sprintf("/v1/assignments/hist-r%02d/history?limit=1000", d%routes),
+				} {
+					req, _ := http.NewRequestWithContext(ctx, "GET", base+q, nil)
+					req.Header.Set("Authorization", "Bearer "+token)
+					resp, err := hc.Do(req)
+					if ctx.Err() != nil {
+						if err == nil {
+							resp.Body.Close()
+						}
+						return
+					}
+					var n int64
+					if err == nil {
+						n, err = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if err == nil && (resp.StatusCode != 200 || n < 100) {
+							err = fmt.Errorf("%d, %d bytes", resp.StatusCode, n)
+						}
+					}
+					if err != nil {
+						mu.Lock()
+						if len(errs) < 5 {
+							errs = append(errs, q+": "+err.Error())
+						}
+						mu.Unlock()
+						continue
+					}
+					pulls.Add(1)
+					pulled.Add(n)
+				}
+			}
+		})
+	}
+	fmt.Println("puller ready")
+	wg.Wait()
+	b, _ := json.Marshal(map[string]any{"pulls": pulls.Load(), "bytes": pulled.Load(), "errors": strings.Join(errs, "; ")})
+	fmt.Println("puller report " + string(b))
 }
