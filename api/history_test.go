@@ -193,6 +193,49 @@ func TestTrailHistoryByteBound(t *testing.T) {
 	if got := walkTrail(t, f, "/v1/drivers/van-7/trail?limit=1000"); got != "2 1 3 4 5 6 7" {
 		t.Fatalf("paged by bytes: %s", got)
 	}
+	// Loading events and route versions are cut the same way.
+	for i := range 3 {
+		body := fmt.Sprintf(`{"terminal":"t1","dock":"D1","shipment":"S%d","kind":"loaded","pallets":1,"ts":"2026-11-23T08:00:00Z"}`, i)
+		wantStatus(t, f.do(t, "POST", "/v1/loading-events", tok(api.RoleWarehouse), body, "Idempotency-Key", fmt.Sprintf("bb-%d", i)), http.StatusCreated)
+	}
+	var last uint64
+	for i := range 3 {
+		r := f.do(t, "PUT", "/v1/assignments/r-b", tok(api.RoleDispatch), assignJSON("van-7", strconv.Itoa(i)), "Idempotency-Key", fmt.Sprintf("bba-%d", i))
+		last = num[uint64](t, object(t, r, "route", "version", "lsn", "committed_at")["lsn"])
+	}
+	f.waitReplica(t, last)
+	for _, c := range []struct{ path, rows string }{
+		{"/v1/loading-events?limit=1000", "events"},
+		{"/v1/assignments/r-b/history?limit=1000", "versions"},
+	} {
+		n, next := 0, ""
+		for pages := 0; ; pages++ {
+			if pages > 10 {
+				t.Fatalf("%s: more than 10 pages", c.path)
+			}
+			q := c.path
+			if next != "" {
+				q += "&cursor=" + next
+			}
+			var page map[string]json.RawMessage
+			f.getJSON(t, q, &page)
+			var rows []json.RawMessage
+			if err := json.Unmarshal(page[c.rows], &rows); err != nil || len(rows) != 1 {
+				t.Fatalf("%s: a 300-byte page holds %d %s (%v), want 1", q, len(rows), c.rows, err)
+			}
+			n++
+			if string(page["next"]) == "null" {
+				break
+			}
+			if err := json.Unmarshal(page["next"], &next); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n != 3 {
+			t.Fatalf("%s: %d pages of one, want 3", c.path, n)
+		}
+	}
+
 	// An export is cut the same way; X-Next-Cursor continues it.
 	r := f.do(t, "GET", "/v1/drivers/van-7/trail?format=csv", tok(api.RoleAdmin), nil)
 	wantStatus(t, r, http.StatusOK)

@@ -357,6 +357,7 @@ func TestHistoryPullerProcess(t *testing.T) {
 		})
 	}
 	fmt.Println("puller ready")
+	<-ctx.Done() // with no clients too: the run ends with its stdin
 	wg.Wait()
 	b, _ := json.Marshal(map[string]any{"pulls": pulls.Load(), "bytes": pulled.Load(), "errors": strings.Join(errs, "; ")})
 	fmt.Println("puller report " + string(b))
