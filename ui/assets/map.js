@@ -20,11 +20,15 @@
   var minZoom = Number(el.getAttribute("data-minzoom")) || 0;
   var maxZoom = Number(el.getAttribute("data-maxzoom")) || 18;
   var map = L.map(el, { minZoom: minZoom, maxZoom: maxZoom, zoomSnap: 1 });
-  L.tileLayer(el.getAttribute("data-tiles"), {
+  var b = data("bounds", null);
+  var tileOpts = {
     minZoom: minZoom, maxZoom: maxZoom,
     // The file's attribution is shown as text, never as markup.
     attribution: text(el.getAttribute("data-attribution") || "")
-  }).addTo(map);
+  };
+  // Ask only for tiles of the file's region (no 404s around it).
+  if (b && b.length === 4) { tileOpts.bounds = L.latLngBounds([[b[1], b[0]], [b[3], b[2]]]); }
+  L.tileLayer(el.getAttribute("data-tiles"), tileOpts).addTo(map);
   var follow = el.getAttribute("data-follow") || "";
   var markers = {};
   var trail = null;
@@ -82,7 +86,6 @@
     }
   });
 
-  var b = data("bounds", null);
   if (all.length > 0) {
     map.fitBounds(L.latLngBounds(all), { padding: [30, 30], maxZoom: maxZoom });
   } else if (b && b.length === 4) {
