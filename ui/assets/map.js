@@ -19,7 +19,9 @@
   }
   var minZoom = Number(el.getAttribute("data-minzoom")) || 0;
   var maxZoom = Number(el.getAttribute("data-maxzoom")) || 18;
-  var map = L.map(el, { minZoom: minZoom, maxZoom: maxZoom, zoomSnap: 1 });
+  // Thousands of markers draw on one canvas rather than as SVG elements.
+  var many = data("points", []).length > 1000;
+  var map = L.map(el, { minZoom: minZoom, maxZoom: maxZoom, zoomSnap: 1, preferCanvas: many });
   var b = data("bounds", null);
   var tileOpts = {
     minZoom: minZoom, maxZoom: maxZoom,
