@@ -1185,6 +1185,11 @@ func endpoints() []endpoint {
 		{"GET", "/v1/tables/u/events", "", nil, dash},
 		{"GET", "/v1/ws", "", nil, dash},
 		{"GET", "/v1/log", "", nil, []api.Role{api.RoleAdmin, api.RoleDashboard}},
+		// The history endpoints (issue 22), read from the replica.
+		{"GET", "/v1/drivers/van-1/trail", "", nil, dash},
+		{"GET", "/v1/drivers/van-1/trail?format=gpx", "", nil, dash},
+		{"GET", "/v1/loading-events?dock=D4", "", nil, dash},
+		{"GET", "/v1/assignments/r-1/history", "", nil, dash},
 		// The tables of the phones' device ids (their credentials) are
 		// admin's only, on every read path (issue 18).
 		{"GET", "/v1/tables/devices", "", nil, []api.Role{api.RoleAdmin}},
@@ -1287,7 +1292,9 @@ func TestMethodNotAllowedAndUnknownPath(t *testing.T) {
 		{"PUT", "/v1/drivers/van-1/locations", api.RoleDriver, "POST"},
 		{"DELETE", "/v1/assignments/r-1", api.RoleDispatch, "PUT"},
 		{"POST", "/v1/assignments/r-1", api.RoleDispatch, "PUT"},
-		{"GET", "/v1/loading-events", api.RoleWarehouse, "POST"},
+		{"PUT", "/v1/loading-events", api.RoleWarehouse, "POST"},
+		{"POST", "/v1/drivers/van-1/trail", api.RoleDashboard, "GET"},
+		{"PUT", "/v1/assignments/r-1/history", api.RoleDashboard, "GET"},
 		{"DELETE", "/v1/loading-events", api.RoleWarehouse, "POST"},
 		{"POST", "/v1/tables", api.RoleDashboard, "GET"},
 		{"DELETE", "/v1/tables/u", api.RoleDashboard, "GET"},

@@ -63,6 +63,9 @@ type Server struct {
 	configDevices map[string]string // phone device id → driver, from the config (devices.go)
 
 	failures *FailureLimiter // nil: no limit
+
+	history     History // the history endpoints' source (history.go); nil until MountHistory
+	historyGate *historyGate
 }
 
 // New builds the server; mount more routes with Handle before serving.
@@ -72,7 +75,8 @@ func New(e *engine.Engine, tokens *Tokens, cfg Config, log *slog.Logger) *Server
 	}
 	s := &Server{e: e, tokens: tokens, cfg: cfg, log: log, mux: http.NewServeMux(),
 		driverSlots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1)),
-		failures:    NewFailureLimiter(cfg.MaxAuthFailures, cfg.AuthFailureWindow)}
+		failures:    NewFailureLimiter(cfg.MaxAuthFailures, cfg.AuthFailureWindow),
+		historyGate: newHistoryGate()}
 	s.routes()
 	return s
 }
@@ -137,11 +141,13 @@ func (s *Server) routes() {
 	}))
 	s.mux.HandleFunc("/v1/loading-events", s.methods(map[string]http.HandlerFunc{
 		"POST": s.allow(engine.LaneWarehouse, s.postLoadingEvent, RoleWarehouse),
+		"GET":  s.allow(noLane, s.getLoadingEvents, RoleDashboard, RoleAdmin),
 	}))
 	s.mux.HandleFunc("/v1/log", s.methods(map[string]http.HandlerFunc{
 		"GET": s.allowRole(noLane, s.getLog, RoleAdmin, RoleDashboard),
 	}))
 	s.tableRoutes()
+	s.historyRoutes()
 	s.deviceRoutes()
 	s.adminRoutes()
 	s.mux.HandleFunc("/healthz", s.methods(map[string]http.HandlerFunc{"GET": s.healthz}))

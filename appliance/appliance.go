@@ -164,10 +164,23 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 		a.closeStore(context.Background())
 		return nil, err
 	}
+	srv.MountHistory(a.Replica)
 	if err := srv.MountCollector(a.Replica.Collector()); err != nil {
 		ln.Close()
 		a.closeStore(context.Background())
 		return nil, err
+	}
+	var tiles *ui.Tiles
+	if cfg.UI.MapTiles != "" {
+		if tiles, err = ui.OpenTiles(cfg.UI.MapTiles); err != nil {
+			ln.Close()
+			a.closeStore(context.Background())
+			return nil, fmt.Errorf("config [ui] map_tiles: %w", err)
+		}
+		log.Info("basemap opened", "path", cfg.UI.MapTiles, "format", tiles.Meta.Format, "minzoom", tiles.Meta.MinZoom, "maxzoom", tiles.Meta.MaxZoom)
+		if !tiles.Meta.Raster() {
+			log.Warn("basemap holds vector tiles: they are served at /ui/tiles/, but the dashboard's map draws raster tiles only and keeps its SVG plot", "path", cfg.UI.MapTiles)
+		}
 	}
 	dash := ui.New(ui.Options{
 		Engine: eng, Hub: hb, Log: log,
@@ -182,6 +195,7 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 		MaxLive: cfg.UI.MaxLive, FrameInterval: cfg.UI.FrameInterval,
 		MaxPageBytes: cfg.HTTP.MaxPageBytes,
 		StoreDir:     store.Dir,
+		Tiles:        tiles,
 	})
 	a.UI = dash
 	srv.Handle("/ui/", dash)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 
+	"routehound/api"
 	"routehound/replica"
 	"routehound/ui"
 )
@@ -37,3 +38,6 @@ func (x replicaReader) LoadingEvents(ctx context.Context, f ui.LoadingFilter) ([
 func (x replicaReader) LoadingCounts(ctx context.Context) ([]ui.LoadingCount, error) {
 	return x.r.LoadingCounts(ctx)
 }
+
+// The replica answers the API's history endpoints as it is.
+var _ api.History = (*replica.Replica)(nil)

@@ -60,6 +60,10 @@ type UI struct {
 	// FrameInterval is the shortest time between two live frames of one
 	// view: changes in between are coalesced (latest value per key).
 	FrameInterval time.Duration `toml:"frame_interval"`
+	// MapTiles is an MBTiles file (a SQLite database of map tiles) the
+	// dashboard serves at /ui/tiles/{z}/{x}/{y} and draws its maps on;
+	// "": no basemap (the pages keep their SVG plot).
+	MapTiles string `toml:"map_tiles"`
 }
 
 // HTTP configures the API server.

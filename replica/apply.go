@@ -3,6 +3,7 @@ package replica
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -148,6 +149,7 @@ type applier struct {
 
 	setMeta, getN, delPos, cutTrail, delTrail        *sql.Stmt
 	putAsg, delAsg, putLoad, delLoad, putRow, delRow *sql.Stmt
+	putAsgVer, cutAsgVer                             *sql.Stmt
 	all                                              []*sql.Stmt
 	putPos, putTrail                                 multiInsert
 
@@ -205,6 +207,12 @@ func newApplier(ctx context.Context, r *Replica) (*applier, error) {
 			ON CONFLICT (route) DO UPDATE SET driver = excluded.driver, stops = excluded.stops, note = excluded.note,
 			version = excluded.version, lsn = excluded.lsn, committed_at = excluded.committed_at`},
 		{&a.delAsg, `DELETE FROM assignments WHERE route = ?`},
+		{&a.putAsgVer, `INSERT OR REPLACE INTO assignment_versions (route, lsn, driver, stops, note, version, committed_at, deleted)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`},
+		// Keep a route's newest AssignmentVersions: the versions at or
+		// below the oldest one kept go (a range of its primary key).
+		{&a.cutAsgVer, `DELETE FROM assignment_versions WHERE route = ?1 AND lsn <= (
+			SELECT lsn FROM assignment_versions WHERE route = ?1 ORDER BY lsn DESC LIMIT 1 OFFSET ?2)`},
 		{&a.putLoad, `INSERT INTO loading (id, terminal, dock, shipment, kind, pallets, ts, lsn, committed_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET terminal = excluded.terminal,
 			dock = excluded.dock, shipment = excluded.shipment, kind = excluded.kind, pallets = excluded.pallets,
@@ -422,14 +430,18 @@ func (a *applier) apply(ctx context.Context, i int) error {
 			SpeedKmh: p.SpeedKmh, Heading: p.Heading, TS: nanos(p.TS), LSN: rec.LSN, CommittedAt: at})
 	case fleet.TableAssignments:
 		if del {
-			_, err = a.delAsg.ExecContext(ctx, rec.Key)
+			if _, err = a.delAsg.ExecContext(ctx, rec.Key); err == nil {
+				err = a.assignmentVersion(ctx, rec, assignmentValue{}, at, true)
+			}
 			break
 		}
 		var v assignmentValue
 		if !a.decode(rec, &v) {
 			return nil
 		}
-		_, err = a.putAsg.ExecContext(ctx, rec.Key, v.Driver, len(v.Stops), v.Note, int64(rec.Version), int64(rec.LSN), at)
+		if _, err = a.putAsg.ExecContext(ctx, rec.Key, v.Driver, len(v.Stops), v.Note, int64(rec.Version), int64(rec.LSN), at); err == nil {
+			err = a.assignmentVersion(ctx, rec, v, at, false)
+		}
 	case fleet.TableLoading:
 		if del {
 			_, err = a.delLoad.ExecContext(ctx, rec.Key)
@@ -449,6 +461,30 @@ func (a *applier) apply(ctx context.Context, i int) error {
 	}
 	if err != nil {
 		return fmt.Errorf("%s %s of %s at lsn %d: %w", rec.Op, rec.Key, rec.Table, rec.LSN, err)
+	}
+	return nil
+}
+
+// assignmentVersion keeps one version of a route's assignment (a delete
+// too) and cuts the route's versions to AssignmentVersions. Dispatch
+// writes are few, so the cut runs per version.
+func (a *applier) assignmentVersion(ctx context.Context, rec *engine.Record, v assignmentValue, at int64, deleted bool) error {
+	stops, err := json.Marshal(v.Stops)
+	if err != nil {
+		return fmt.Errorf("stops: %w", err)
+	}
+	if v.Stops == nil {
+		stops = []byte("[]")
+	}
+	del := 0
+	if deleted {
+		del = 1
+	}
+	if _, err := a.putAsgVer.ExecContext(ctx, rec.Key, int64(rec.LSN), v.Driver, stops, v.Note, int64(rec.Version), at, del); err != nil {
+		return fmt.Errorf("version: %w", err)
+	}
+	if _, err := a.cutAsgVer.ExecContext(ctx, rec.Key, AssignmentVersions); err != nil {
+		return fmt.Errorf("cut versions: %w", err)
 	}
 	return nil
 }

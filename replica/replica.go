@@ -55,6 +55,9 @@ const (
 	// TrailPoints is the most points kept per driver in the trail; older
 	// points are deleted in the transaction that adds newer ones.
 	TrailPoints = 200
+	// AssignmentVersions is the most versions of one route kept for its
+	// history; older ones are deleted with the newer one's write.
+	AssignmentVersions = 1000
 	// pageRecords and pageBytes bound one applier page (one transaction):
 	// the replica holds at most one page of records in memory.
 	pageRecords = 8192

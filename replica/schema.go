@@ -11,7 +11,7 @@ import (
 
 // schemaVersion is stored in meta; a replica written with another version
 // is dropped and rebuilt from the log (it is only a cache of the log).
-const schemaVersion = 3
+const schemaVersion = 4
 
 // schema creates the read model. Times are Unix nanoseconds (0 = unknown).
 // Every row keeps the LSN that wrote it, which orders "newest first".
@@ -38,6 +38,14 @@ var schema = []string{
 		route TEXT PRIMARY KEY, driver TEXT NOT NULL, stops INTEGER NOT NULL, note TEXT NOT NULL,
 		version INTEGER NOT NULL, lsn INTEGER NOT NULL, committed_at INTEGER NOT NULL)`,
 	`CREATE INDEX IF NOT EXISTS assignments_lsn ON assignments (lsn)`,
+	// Since schema 4: every version of a route's assignment as the log
+	// brought it (a delete is a row with deleted = 1), keyed by its LSN,
+	// the newest AssignmentVersions of each route kept. A rebuild from a
+	// snapshot keeps only the versions the snapshot holds (the latest).
+	`CREATE TABLE IF NOT EXISTS assignment_versions (
+		route TEXT NOT NULL, lsn INTEGER NOT NULL, driver TEXT NOT NULL, stops BLOB NOT NULL,
+		note TEXT NOT NULL, version INTEGER NOT NULL, committed_at INTEGER NOT NULL, deleted INTEGER NOT NULL,
+		PRIMARY KEY (route, lsn)) WITHOUT ROWID`,
 	`CREATE TABLE IF NOT EXISTS loading (
 		id TEXT PRIMARY KEY, terminal TEXT NOT NULL, dock TEXT NOT NULL, shipment TEXT NOT NULL,
 		kind TEXT NOT NULL, pallets INTEGER NOT NULL, ts INTEGER NOT NULL,
@@ -45,6 +53,7 @@ var schema = []string{
 	`CREATE INDEX IF NOT EXISTS loading_lsn ON loading (lsn)`,
 	`CREATE INDEX IF NOT EXISTS loading_dock ON loading (dock, lsn)`,
 	`CREATE INDEX IF NOT EXISTS loading_shipment ON loading (shipment, lsn)`,
+	`CREATE INDEX IF NOT EXISTS loading_terminal ON loading (terminal, lsn)`,
 	`CREATE TABLE IF NOT EXISTS loading_counts (dock TEXT NOT NULL, kind TEXT NOT NULL, n INTEGER NOT NULL,
 		PRIMARY KEY (dock, kind)) WITHOUT ROWID`,
 	`CREATE TRIGGER IF NOT EXISTS loading_ins AFTER INSERT ON loading BEGIN
@@ -69,7 +78,7 @@ var schema = []string{
 
 // dataTables are cleared by a rebuild (loading_counts follows loading by
 // its trigger, and is cleared after it for good measure).
-var dataTables = []string{"positions", "trail", "assignments", "loading", "loading_counts", "rows"}
+var dataTables = []string{"positions", "trail", "assignments", "assignment_versions", "loading", "loading_counts", "rows"}
 
 // Meta names.
 const (

@@ -27,6 +27,10 @@ type frame struct {
 	Remove  []string `json:"remove,omitempty"`
 	Upsert  []upsert `json:"upsert,omitempty"`
 	Set     []set    `json:"set,omitempty"`
+	// Points are the drivers that moved, for the map (assets/map.js);
+	// Gone the drivers deleted. Only with a basemap.
+	Points []mapPoint `json:"points,omitempty"`
+	Gone   []string   `json:"gone,omitempty"`
 }
 
 type upsert struct {
@@ -42,7 +46,7 @@ type set struct {
 }
 
 func (f *frame) empty() bool {
-	return len(f.Replace) == 0 && len(f.Remove) == 0 && len(f.Upsert) == 0 && len(f.Set) == 0
+	return len(f.Replace) == 0 && len(f.Remove) == 0 && len(f.Upsert) == 0 && len(f.Set) == 0 && len(f.Points) == 0 && len(f.Gone) == 0
 }
 
 // maxPending bounds the keys a live connection coalesces between two
@@ -352,7 +356,7 @@ func (u *UI) view(r *http.Request, s *session) (liveView, error) {
 	case "tables":
 		return &tablesLive{u: u}, nil
 	case "fleet":
-		return &fleetLive{u: u, driver: q.Get("driver"), paged: q.Get("paged") != ""}, nil
+		return &fleetLive{u: u, driver: q.Get("driver"), paged: q.Get("paged") != "", mapOnly: q.Get("map") != ""}, nil
 	case "routes":
 		return &routesLive{u: u}, nil
 	case "warehouse":
@@ -433,6 +437,7 @@ type fleetLive struct {
 	u       *UI
 	driver  string
 	paged   bool // the page lists one page of several: update its rows, add none
+	mapOnly bool // a driver page: no plot to render
 	changed bool // positions changed since the plot was last sent
 	cursor  uint64
 	catchUp []*hub.Event // from the log, for a page older than the feed
@@ -451,13 +456,23 @@ func (v *fleetLive) frame(ctx context.Context, _ []*hub.Event, tick bool) frame 
 		v.catchUp = nil
 	}
 	now := time.Now()
+	mapped := v.u.mapOn()
 	for _, ev := range evs {
+		if v.mapOnly && ev.Key != v.driver {
+			continue // a driver page shows its driver only
+		}
 		id := rowID("drv", ev.Key)
 		if ev.Op == engine.OpDelete {
 			f.Remove = append(f.Remove, id)
+			if mapped {
+				f.Gone = append(f.Gone, ev.Key)
+			}
 			continue
 		}
 		p := decodePosition(ev.Key, ev.Value, ev.LSN)
+		if mapped {
+			f.Points = append(f.Points, mapPoint{Driver: p.Driver, Lat: p.Lat, Lng: p.Lng, SpeedKmh: p.SpeedKmh})
+		}
 		parent := "fleet-rows" // a new driver's row goes at the end of the one page
 		if v.paged {
 			parent = "" // only a row this page shows is updated
@@ -465,7 +480,7 @@ func (v *fleetLive) frame(ctx context.Context, _ []*hub.Event, tick bool) frame 
 		f.Upsert = append(f.Upsert, upsert{ID: id, Parent: parent, HTML: html(ctx, fleetRow(p, now))})
 	}
 	v.changed = v.changed || len(evs) > 0
-	if v.changed {
+	if v.changed && !v.mapOnly {
 		// The plot shows every driver: re-read (bounded by the fleet), at
 		// most once per frame of this view, and shared by every Fleet
 		// page without a trail (one render a frame period for all).

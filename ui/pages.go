@@ -81,7 +81,9 @@ type fleetView struct {
 	Now     time.Time
 	Plot    plot
 	Trail   []Position
-	Driver  string // the driver whose trail is shown
+	Driver  string   // the driver whose trail is shown
+	Map     *mapView // the basemap's map instead of the plot; nil without map_tiles
+	all     []Position
 }
 
 // natLess orders names naturally: runs of digits compare as numbers, so
@@ -198,6 +200,7 @@ func (u *UI) fleet(ctx context.Context, driver string, page int) (fleetView, err
 		}
 	}
 	v.Plot = makePlot(ps, v.Trail, v.Now)
+	v.all = ps
 	return v, nil
 }
 
@@ -231,6 +234,7 @@ func (u *UI) fleetPage(w http.ResponseWriter, r *http.Request, s *session) {
 		u.internal(w, r, err)
 		return
 	}
+	v.Map = u.newMap(v.all, v.Trail, nil, "", v.Now)
 	q := url.Values{}
 	if driver != "" {
 		q.Set("driver", driver)
@@ -265,7 +269,17 @@ func (u *UI) routesPage(w http.ResponseWriter, r *http.Request, s *session) {
 		u.internal(w, r, err)
 		return
 	}
-	render(w, r, http.StatusOK, routesPage(u.chrome(s, "routes", liveURL("routes", lsn, nil)), as))
+	var m *mapView
+	if u.mapOn() {
+		// The stops on the map are those at the render; the rows are live.
+		stops, err := u.routeStops(nil)
+		if err != nil {
+			u.internal(w, r, err)
+			return
+		}
+		m = u.newMap(nil, nil, stops, "", time.Now())
+	}
+	render(w, r, http.StatusOK, routesPage(u.chrome(s, "routes", liveURL("routes", lsn, nil)), as, m))
 }
 
 // Warehouse -----------------------------------------------------------------

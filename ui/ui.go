@@ -43,6 +43,10 @@ type Options struct {
 	// on disk ("": Badger's own sizes, which it refreshes once a minute
 	// and which leave out the memtable logs).
 	StoreDir string
+	// Tiles is the basemap ([ui] map_tiles, OpenTiles), nil for none:
+	// the Fleet, driver and Routes pages then draw their SVG plot. The
+	// dashboard closes it on Close.
+	Tiles *Tiles
 }
 
 // FailureCounter counts failed authentications per source address
@@ -99,6 +103,7 @@ type UI struct {
 
 	done      chan struct{}
 	closeOnce sync.Once
+	tilesOnce sync.Once
 	wg        sync.WaitGroup
 }
 
@@ -131,6 +136,13 @@ func New(opt Options) *UI {
 func (u *UI) Close() {
 	u.closeOnce.Do(func() { close(u.done) })
 	u.wg.Wait()
+	if u.opt.Tiles != nil {
+		u.tilesOnce.Do(func() {
+			if err := u.opt.Tiles.Close(); err != nil {
+				u.log.Warn("dashboard: close map tiles", "err", err)
+			}
+		})
+	}
 }
 
 // LiveConnections is the number of open live connections.
@@ -164,6 +176,8 @@ func (u *UI) routes() {
 
 	u.mux.HandleFunc("GET /ui/{$}", u.page(u.channelsPage))
 	u.mux.HandleFunc("GET /ui/fleet", u.page(u.fleetPage))
+	u.mux.HandleFunc("GET /ui/fleet/{driver}", u.page(u.driverPage))
+	u.mux.HandleFunc("GET /ui/tiles/{z}/{x}/{y}", u.page(u.tileHandler))
 	u.mux.HandleFunc("GET /ui/routes", u.page(u.routesPage))
 	u.mux.HandleFunc("GET /ui/warehouse", u.page(u.warehousePage))
 	u.mux.HandleFunc("GET /ui/tables", u.page(u.tablesPage))
