@@ -657,6 +657,16 @@ func TestOpenAPIStreamMessages(t *testing.T) {
 		wantSchema(t, "WsServerMessage", []byte(fr.raw))
 		wantSchema(t, "StreamError", []byte(fr.raw))
 	}
+	// With batch, changes come as "changes" frames.
+	wb := f.mustWS(t, dash)
+	wb.send(t, map[string]any{"op": "subscribe", "table": "oa", "batch": true, "from": 0})
+	f.putKey(t, "oa", "k2", `{"v":2}`)
+	for seen := 0; seen < 6; { // the log from LSN 0: oa's five writes above, then k2
+		fr := wb.next(t)
+		wantSchema(t, "WsServerMessage", []byte(fr.raw))
+		wantSchema(t, "WsChanges", []byte(fr.raw))
+		seen += len(fr.Changes)
+	}
 
 	// The driver stream: the ack at once, the durable_seq later, an error.
 	ctx, cancel := context.WithTimeout(context.Background(), streamWait)

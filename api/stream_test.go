@@ -218,19 +218,20 @@ type wsFrame struct {
 	fields map[string]json.RawMessage
 	raw    string
 
-	Type    string          `json:"type"`
-	Table   string          `json:"table"`
-	Op      string          `json:"op"`
-	Key     string          `json:"key"`
-	Value   json.RawMessage `json:"value"`
-	Version uint64          `json:"version"`
-	LSN     uint64          `json:"lsn"`
-	ID      string          `json:"id"`
-	Code    string          `json:"code"`
-	Message string          `json:"message"`
-	Rows    []wsRow         `json:"rows"`
-	Last    bool            `json:"last"`
-	Resync  bool            `json:"resync"`
+	Type    string            `json:"type"`
+	Table   string            `json:"table"`
+	Op      string            `json:"op"`
+	Key     string            `json:"key"`
+	Value   json.RawMessage   `json:"value"`
+	Version uint64            `json:"version"`
+	LSN     uint64            `json:"lsn"`
+	ID      string            `json:"id"`
+	Code    string            `json:"code"`
+	Message string            `json:"message"`
+	Rows    []wsRow           `json:"rows"`
+	Last    bool              `json:"last"`
+	Resync  bool              `json:"resync"`
+	Changes []json.RawMessage `json:"changes"` // a "changes" frame's (subscribe with batch)
 }
 
 func (fr wsFrame) String() string { return fr.raw }
@@ -805,6 +806,144 @@ func TestBuiltinTablesLive(t *testing.T) {
 	wantStatus(t, r, http.StatusCreated)
 	m := object(t, r, "id", "lsn")
 	wantChange(t, sl.next(t), "put", str(t, m["id"]), evBody, num[uint64](t, m["lsn"]))
+}
+
+// TestWSBatchedChanges: a subscription with "batch" gets its changes as
+// "changes" frames — every change exactly once, in LSN order, each item
+// {op,key,value,version,lsn} — while a subscription without it, on the
+// same table at the same time, gets the same changes as "change" frames.
+func TestWSBatchedChanges(t *testing.T) {
+	f := newFixture(t)
+	dash := tok(api.RoleDashboard)
+	batched, single := f.mustWS(t, dash), f.mustWS(t, dash)
+	batched.send(t, map[string]any{"op": "subscribe", "table": "wb", "batch": true})
+	if fr := batched.next(t); fr.Type != "snapshot" || !fr.Last {
+		t.Fatalf("frame %v; want the (empty, one-page) snapshot", fr)
+	}
+	single.subscribe(t, "wb")
+
+	// Writers in parallel, so that changes queue behind each other.
+	const writers, each = 8, 25
+	lsns := make(chan uint64, writers*each)
+	errs := make(chan error, writers)
+	for w := range writers {
+		go func() {
+			for i := range each {
+				res, err := f.eng.PutKey(context.Background(), engine.Write{Table: "wb", Key: fmt.Sprintf("k%d-%d", w, i),
+					Value: []byte(fmt.Sprintf(`{"w":%d,"i":%d}`, w, i)), IfVersion: engine.AnyVersion})
+				if err != nil {
+					errs <- err
+					return
+				}
+				lsns <- res.LSN
+			}
+			errs <- nil
+		}()
+	}
+	for range writers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(lsns)
+	var want []uint64
+	for l := range lsns {
+		want = append(want, l)
+	}
+	slices.Sort(want)
+
+	type item struct {
+		Op      string          `json:"op"`
+		Key     string          `json:"key"`
+		Value   json.RawMessage `json:"value"`
+		Version uint64          `json:"version"`
+		LSN     uint64          `json:"lsn"`
+	}
+	var got []uint64
+	frames := 0
+	for len(got) < len(want) {
+		fr := batched.next(t)
+		if fr.Type != "changes" || fr.Table != "wb" || !fr.has("type", "table", "changes") || len(fr.Changes) == 0 {
+			t.Fatalf("frame %v; want a changes frame of wb", fr)
+		}
+		frames++
+		for _, raw := range fr.Changes {
+			var fields map[string]json.RawMessage
+			var it item
+			if json.Unmarshal(raw, &fields) != nil || json.Unmarshal(raw, &it) != nil || len(fields) != 5 ||
+				it.Op != "put" || it.Version != 1 || it.LSN == 0 || !strings.HasPrefix(it.Key, "k") {
+				t.Fatalf("change %s in frame %v; want {op,key,value,version,lsn} of a put", raw, fr)
+			}
+			var w, i int
+			fmt.Sscanf(it.Key, "k%d-%d", &w, &i)
+			if !sameJSON(it.Value, []byte(fmt.Sprintf(`{"w":%d,"i":%d}`, w, i))) {
+				t.Fatalf("change %s: value does not match its key", raw)
+			}
+			got = append(got, it.LSN)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("batched LSNs %v\nwant (every put, in LSN order) %v", got, want)
+	}
+	var singles []uint64
+	for len(singles) < len(want) {
+		fr := single.next(t)
+		if fr.Type != "change" {
+			t.Fatalf("frame %v on the subscription without batch; want a change", fr)
+		}
+		singles = append(singles, fr.LSN)
+	}
+	if !slices.Equal(singles, want) {
+		t.Fatalf("single-frame LSNs %v\nwant %v", singles, want)
+	}
+	t.Logf("%d changes in %d changes frames", len(got), frames)
+}
+
+// TestWSKeepalive: the connection's writer pings the peer every
+// heartbeat, with or without a subscription: a client that reads (and so
+// answers) stays open and keeps receiving; one that stops reading is
+// closed with a policy violation, subscribed or not.
+func TestWSKeepalive(t *testing.T) {
+	f := newFixtureWith(t, fixtureOpts{config: func(c *config.Config) {
+		c.Hub.Heartbeat = 50 * time.Millisecond
+		c.Hub.WriteTimeout = 300 * time.Millisecond
+	}})
+	dash := tok(api.RoleDashboard)
+	alive := f.mustWS(t, dash)
+	alive.send(t, map[string]any{"op": "subscribe", "table": "ka", "batch": true})
+	if fr := alive.next(t); fr.Type != "snapshot" {
+		t.Fatalf("frame %v; want the snapshot", fr)
+	}
+	for _, sub := range []bool{true, false} {
+		c, _, err := f.dialWS(dash)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.CloseNow()
+		if sub {
+			ctx, cancel := context.WithTimeout(context.Background(), streamWait)
+			err := c.Write(ctx, websocket.MessageText, []byte(`{"op":"subscribe","table":"ka2"}`))
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(time.Second) // 20 heartbeats unanswered: nothing is read
+		ctx, cancel := context.WithTimeout(context.Background(), 3*streamWait)
+		for err == nil {
+			_, _, err = c.Read(ctx) // the snapshot, if any, then the close
+		}
+		cancel()
+		if websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+			t.Fatalf("subscribed %v: a client that answers no ping ended with %v, want a policy-violation close", sub, err)
+		}
+	}
+	// Meanwhile the reading client was pinged too, and is still served.
+	l := f.putKey(t, "ka", "k", `1`)
+	fr := alive.next(t)
+	if fr.Type != "changes" || len(fr.Changes) != 1 || !strings.Contains(string(fr.Changes[0]), fmt.Sprintf(`"lsn":%d`, l)) {
+		t.Fatalf("frame %v; want the change at %d", fr, l)
+	}
 }
 
 func TestWSOriginAndAuth(t *testing.T) {
