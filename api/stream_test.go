@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -943,6 +944,57 @@ func TestWSKeepalive(t *testing.T) {
 	fr := alive.next(t)
 	if fr.Type != "changes" || len(fr.Changes) != 1 || !strings.Contains(string(fr.Changes[0]), fmt.Sprintf(`"lsn":%d`, l)) {
 		t.Fatalf("frame %v; want the change at %d", fr, l)
+	}
+}
+
+// TestWSFirstFrameWithHandshake: a client that sends its first frame in
+// the same packet as its handshake (before the 101) is served: the bytes
+// net/http read ahead are carried over to the connection's own reader.
+func TestWSFirstFrameWithHandshake(t *testing.T) {
+	f := newFixture(t)
+	addr := strings.TrimPrefix(f.url, "http://")
+	c, err := net.DialTimeout("tcp", addr, streamWait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(streamWait))
+	payload := []byte(`{"op":"subscribe","table":"early"}`)
+	mask := [4]byte{1, 2, 3, 4}
+	frame := append([]byte{0x81, 0x80 | byte(len(payload))}, mask[:]...) // FIN text, masked
+	for i, p := range payload {
+		frame = append(frame, p^mask[i%4])
+	}
+	req := "GET /v1/ws HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer " + tok(api.RoleDashboard) + "\r\n\r\n"
+	if _, err := c.Write(append([]byte(req), frame...)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil || res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %v %v", res, err)
+	}
+	// The server's first frame: unmasked text, a 7-bit or 16-bit length.
+	hdr := make([]byte, 2)
+	if _, err := io.ReadFull(br, hdr); err != nil {
+		t.Fatal(err)
+	}
+	n := int(hdr[1] & 0x7f)
+	if n == 126 {
+		ext := make([]byte, 2)
+		if _, err := io.ReadFull(br, ext); err != nil {
+			t.Fatal(err)
+		}
+		n = int(ext[0])<<8 | int(ext[1])
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(br, body); err != nil {
+		t.Fatal(err)
+	}
+	var fr wsFrame
+	if hdr[0] != 0x81 || json.Unmarshal(body, &fr) != nil || fr.Type != "snapshot" || fr.Table != "early" || !fr.Last {
+		t.Fatalf("first frame %x %s; want the snapshot of early", hdr, body)
 	}
 }
 

@@ -62,15 +62,24 @@ func (s *Server) wsHandler(h *hub.Hub) func(http.ResponseWriter, *http.Request, 
 			s.fail(w, r, err)
 			return
 		}
-		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true}) // bearer-authenticated: no ambient credential to guard
+		cfg := h.Config()
+		hj := &wsHijacker{ResponseWriter: w, timeout: cfg.WriteTimeout}
+		c, err := websocket.Accept(hj, r, &websocket.AcceptOptions{InsecureSkipVerify: true}) // bearer-authenticated: no ambient credential to guard
 		if err != nil {
 			return // Accept has answered
 		}
-		cfg := h.Config()
+		if hj.out == nil { // not hijacked through hj: cannot happen with net/http's server
+			c.CloseNow()
+			return
+		}
 		c.SetReadLimit(cfg.MaxMessageBytes)
-		conn := &wsConn{s: s, h: h, c: c, role: role, remote: r.RemoteAddr, heartbeat: cfg.Heartbeat, writeTimeout: cfg.WriteTimeout,
-			start: make(chan wsStream)}
-		conn.serve(r.Context())
+		conn := &wsConn{s: s, h: h, c: c, out: hj.out, role: role, remote: r.RemoteAddr, heartbeat: cfg.Heartbeat,
+			writeTimeout: cfg.WriteTimeout, start: make(chan wsStream)}
+		// The connection's reader is a goroutine of its own, so that this
+		// handler returns: net/http's goroutine for the connection, its
+		// grown stack, its request and its buffers are given back. The
+		// request's context ends with it; the connection's own begins.
+		go conn.serve(context.Background())
 	}
 }
 
@@ -78,7 +87,8 @@ type wsConn struct {
 	s    *Server
 	h    *hub.Hub
 	c    *websocket.Conn
-	role Role // a secret table (fleet.IsSecret) is admin's only
+	out  *wsOut // the socket under c: holds a burst's frames for one write
+	role Role   // a secret table (fleet.IsSecret) is admin's only
 	// remote is the client connection, the owner of its subscriptions
 	// (hub.max_subscribers_per_conn).
 	remote string
@@ -111,7 +121,10 @@ func (wc *wsConn) serve(ctx context.Context) {
 	go wc.writer(ctx, cancel)
 	for {
 		var m wsIn
-		_, data, err := wc.c.Read(ctx)
+		// Read without a context deadline: the library would register a
+		// context.AfterFunc per read, held by every idle connection. What
+		// ends the connection closes c, and so this read.
+		_, data, err := wc.c.Read(context.Background())
 		if err != nil {
 			wc.c.CloseNow()
 			return
@@ -145,7 +158,9 @@ func (wc *wsConn) writer(ctx context.Context, cancel context.CancelFunc) {
 		case <-ctx.Done():
 			return
 		case st := <-wc.start:
+			t.Stop() // the stream's heartbeat pings meanwhile
 			wc.run(st)
+			t.Reset(wc.heartbeat)
 		case <-t.C:
 			if !wc.ping(ctx) {
 				cancel()
@@ -190,10 +205,15 @@ func (wc *wsConn) send(v any) error {
 	return wc.sendRaw(b)
 }
 
+// sendRaw sends one message in one write. Held, the library's write only
+// appends to wsOut (no context deadline needed: release has the timeout).
 func (wc *wsConn) sendRaw(b []byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), wc.writeTimeout)
-	defer cancel()
-	return wc.c.Write(ctx, websocket.MessageText, b)
+	wc.out.hold()
+	err := wc.c.Write(context.Background(), websocket.MessageText, b)
+	if rerr := wc.out.release(); err == nil {
+		err = rerr
+	}
+	return err
 }
 
 func (wc *wsConn) sendError(id string, err error) {
@@ -231,7 +251,9 @@ func (wc *wsConn) subscribe(ctx context.Context, table string, from *uint64, bat
 		return
 	}
 	wc.stopStream()
-	sctx, cancel := context.WithCancel(ctx)
+	// Not a child of ctx (whose list of children would cost every
+	// connection a map): serve's deferred stopStream cancels it.
+	sctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	wc.mu.Lock()
 	wc.cancel, wc.done = cancel, done
@@ -366,14 +388,21 @@ func (s *wsSink) Change(ev *hub.Event) error {
 	return nil
 }
 
-// Flush writes what Change buffered under one write deadline: with batch,
-// one message (one write); without, one message per change.
+// Flush writes what Change buffered in one write (wsOut holds the
+// messages): with batch, one message; without, one message per change.
 func (s *wsSink) Flush() error {
 	if len(s.buf) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.wc.writeTimeout)
-	defer cancel()
+	s.wc.out.hold()
+	err := s.write(context.Background()) // held: appends only (see sendRaw)
+	if rerr := s.wc.out.release(); err == nil {
+		err = rerr
+	}
+	return err
+}
+
+func (s *wsSink) write(ctx context.Context) error {
 	var err error
 	if s.batch {
 		s.buf = append(s.buf, "]}"...)
