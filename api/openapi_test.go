@@ -61,6 +61,8 @@ func openAPI() (*openapi3.T, routers.Router, error) {
 			return
 		}
 		spec.doc, spec.router = doc, r
+		// GET /v1/client.js answers JavaScript: a string, read whole.
+		openapi3filter.RegisterBodyDecoder("text/javascript", openapi3filter.FileBodyDecoder)
 	})
 	return spec.doc, spec.router, spec.err
 }
@@ -326,6 +328,7 @@ func TestOpenAPIDocument(t *testing.T) {
 		{"/readyz", "GET"},
 		{"/metrics", "GET"},
 		{"/v1/openapi.yaml", "GET"},
+		{"/v1/client.js", "GET"},
 		{"/v1/devices/{id}", "DELETE GET PUT"},
 		{"/v1/admin/drivers/{driver}/reset", "POST"},
 	} {

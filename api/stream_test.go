@@ -9,6 +9,7 @@ package api_test
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -995,6 +996,65 @@ func TestWSFirstFrameWithHandshake(t *testing.T) {
 	var fr wsFrame
 	if hdr[0] != 0x81 || json.Unmarshal(body, &fr) != nil || fr.Type != "snapshot" || fr.Table != "early" || !fr.Last {
 		t.Fatalf("first frame %x %s; want the snapshot of early", hdr, body)
+	}
+}
+
+// TestWSTokenSubprotocol: a browser cannot set Authorization on a
+// WebSocket; the token as the subprotocol routehound.bearer.<base64url>
+// authenticates the handshake (with the role's rights), and the server
+// selects "routehound". A wrong token there is a 401, as in the header.
+func TestWSTokenSubprotocol(t *testing.T) {
+	f := newFixture(t)
+	dial := func(token string) (*websocket.Conn, *http.Response, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), streamWait)
+		defer cancel()
+		return websocket.Dial(ctx, f.wsURL(), &websocket.DialOptions{
+			Subprotocols: []string{"routehound", "routehound.bearer." + base64.RawURLEncoding.EncodeToString([]byte(token))}})
+	}
+	c, _, err := dial(tok(api.RoleDashboard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if c.Subprotocol() != "routehound" {
+		t.Fatalf("selected subprotocol %q, want routehound", c.Subprotocol())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), streamWait)
+	defer cancel()
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"op":"subscribe","table":"devices"}`)); err != nil {
+		t.Fatal(err)
+	}
+	_, data, err := c.Read(ctx)
+	if err != nil || !strings.Contains(string(data), `"code":"forbidden"`) {
+		t.Fatalf("dashboard (by subprotocol) subscribing to devices: %s %v; want forbidden", data, err)
+	}
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"op":"subscribe","table":"sp"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, data, err = c.Read(ctx); err != nil || !strings.Contains(string(data), `"type":"snapshot"`) {
+		t.Fatalf("subscribe: %s %v; want the snapshot", data, err)
+	}
+	for _, bad := range []string{"nope", tok(api.RoleDashboard) + "x"} {
+		_, res, err := dial(bad)
+		if err == nil || res == nil || res.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("token %q as subprotocol: %v %v; want 401", bad, res, err)
+		}
+	}
+}
+
+// TestClientModuleServed: GET /v1/client.js is the browser client, open
+// (no token), as JavaScript.
+func TestClientModuleServed(t *testing.T) {
+	f := newFixture(t)
+	r := f.do(t, "GET", "/v1/client.js", "", nil)
+	wantStatus(t, r, http.StatusOK)
+	if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "text/javascript") {
+		t.Fatalf("Content-Type %q", ct)
+	}
+	for _, want := range []string{"export function connect(", "export class Subscription", "routehound.bearer.", `"If-Match"`} {
+		if !strings.Contains(string(r.body), want) {
+			t.Fatalf("client.js lacks %q", want)
+		}
 	}
 }
 

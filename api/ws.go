@@ -64,7 +64,11 @@ func (s *Server) wsHandler(h *hub.Hub) func(http.ResponseWriter, *http.Request, 
 		}
 		cfg := h.Config()
 		hj := &wsHijacker{ResponseWriter: w, timeout: cfg.WriteTimeout}
-		c, err := websocket.Accept(hj, r, &websocket.AcceptOptions{InsecureSkipVerify: true}) // bearer-authenticated: no ambient credential to guard
+		// Bearer-authenticated (the header, or the token subprotocol): no
+		// ambient credential to guard, so no Origin check. "routehound" is
+		// selected when offered: a browser offering subprotocols closes a
+		// connection that selects none.
+		c, err := websocket.Accept(hj, r, &websocket.AcceptOptions{InsecureSkipVerify: true, Subprotocols: []string{"routehound"}})
 		if err != nil {
 			return // Accept has answered
 		}
