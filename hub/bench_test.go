@@ -45,6 +45,9 @@ func newFixture(b *testing.B, hubCfg func(*config.Hub)) *fixture {
 	raiseFDLimit()
 	s := apptest.Start(b, apptest.Options{Config: func(c *config.Config) {
 		c.Storage.MemoryMB = 64
+		// The 5,000-subscriber runs over 500 tables: past the default 4,096
+		// open connections and 64 user tables.
+		c.HTTP.MaxConns, c.Tables.MaxTables = 16384, 1000
 		if hubCfg != nil {
 			hubCfg(&c.Hub)
 		}
