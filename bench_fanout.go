@@ -40,6 +40,7 @@ type fanoutOptions struct {
 	rounds             int
 	warmup, measure    time.Duration
 	dir                string
+	server             string // the routehound binary run as the server ("": this one)
 	jsonOut            string
 	quiet              bool
 }
@@ -87,6 +88,7 @@ func benchFanout(args []string) error {
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "load before each measured window")
 	fs.DurationVar(&o.measure, "measure", 10*time.Second, "each measured window (latency, saturation)")
 	fs.StringVar(&o.dir, "dir", os.TempDir(), "where the child servers' temporary data dirs go")
+	fs.StringVar(&o.server, "server", "", "the routehound binary to run as the server (default: this one), e.g. another build to compare")
 	fs.StringVar(&o.jsonOut, "json", "", "write the results as JSON to this file")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress lines")
 	if err := fs.Parse(args); err != nil {
@@ -187,9 +189,11 @@ func runFanoutBench(ctx context.Context, o fanoutOptions, transport string) (*fa
 	if err != nil {
 		return nil, err
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("bench fanout: this binary: %w", err)
+	exe := o.server
+	if exe == "" {
+		if exe, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("bench fanout: this binary: %w", err)
+		}
 	}
 	if err := s.start(ctx, exe, cfgPath); err != nil {
 		return nil, fmt.Errorf("bench fanout: %w\nserver log tail:\n%s", err, logTail(s.logPath, 4<<10))
