@@ -189,8 +189,11 @@ func runFanoutBench(ctx context.Context, o fanoutOptions, transport string) (*fa
 	if err != nil {
 		return nil, err
 	}
-	exe := o.server
-	if exe == "" {
+	exe, err := filepath.Abs(o.server) // the child runs in its own dir
+	if err != nil {
+		return nil, fmt.Errorf("bench fanout: --server: %w", err)
+	}
+	if o.server == "" {
 		if exe, err = os.Executable(); err != nil {
 			return nil, fmt.Errorf("bench fanout: this binary: %w", err)
 		}
