@@ -33,16 +33,21 @@ import (
 	"routehound/internal/ceiling"
 )
 
-// benchCmd runs `routehound bench BENCHMARK`; ingest is the only one.
+// benchCmd runs `routehound bench BENCHMARK`: ingest (the driver
+// firehose) or fanout (table subscribers over WebSocket and SSE).
 func benchCmd(args []string) error {
+	const usage = "usage: routehound bench ingest|fanout [flags] (routehound bench ingest --help)"
 	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-		fmt.Fprintln(os.Stderr, "usage: routehound bench ingest [flags] (routehound bench ingest --help)")
+		fmt.Fprintln(os.Stderr, usage)
 		return flag.ErrHelp // asked for: main exits 0
 	}
-	if len(args) == 0 || args[0] != "ingest" {
-		return errors.New("bench: usage: routehound bench ingest [flags] (routehound bench ingest --help)")
+	switch {
+	case len(args) > 0 && args[0] == "ingest":
+		return benchIngest(args[1:])
+	case len(args) > 0 && args[0] == "fanout":
+		return benchFanout(args[1:])
 	}
-	return benchIngest(args[1:])
+	return errors.New("bench: " + usage)
 }
 
 // ingestOptions are the flags of `routehound bench ingest`.

@@ -2,6 +2,7 @@ package api
 
 import (
 	"crypto/sha256"
+	"encoding/base64"
 	"net/http"
 	"strings"
 
@@ -55,9 +56,21 @@ func (s *Server) authenticate(r *http.Request) (Role, error) {
 	return role, err
 }
 
-// bearer resolves the request's bearer token.
+// wsTokenProtocol prefixes the WebSocket subprotocol that carries a bearer
+// token (base64url, unpadded) for a client that cannot set Authorization
+// on a WebSocket (a browser; /v1/client.js). The token is not ambient (a
+// page must hold it), so it needs no Origin check, like the header.
+const wsTokenProtocol = "routehound.bearer."
+
+// bearer resolves the request's bearer token: the Authorization header,
+// or on a WebSocket handshake without one, the token subprotocol.
 func (s *Server) bearer(r *http.Request) (Role, error) {
 	h := r.Header.Get("Authorization")
+	if h == "" {
+		if tok, ok := wsProtocolToken(r); ok {
+			h = "Bearer " + tok
+		}
+	}
 	scheme, tok, ok := strings.Cut(h, " ")
 	if h == "" {
 		return "", errorf(http.StatusUnauthorized, "unauthorized", "missing Authorization: Bearer <token>")
@@ -123,4 +136,27 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, lane engine.Lane
 		s.e.Reject(lane, reason)
 	}
 	s.fail(w, r, err)
+}
+
+// wsProtocolToken reads the token of a WebSocket handshake's
+// "routehound.bearer.<base64url(token)>" subprotocol. A value that does not
+// decode counts as no token (the answer is then 401 missing Authorization).
+func wsProtocolToken(r *http.Request) (string, bool) {
+	if !headerHasToken(r.Header, "Upgrade", "websocket") {
+		return "", false
+	}
+	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for p := range strings.SplitSeq(v, ",") {
+			enc, ok := strings.CutPrefix(strings.TrimSpace(p), wsTokenProtocol)
+			if !ok {
+				continue
+			}
+			tok, err := base64.RawURLEncoding.DecodeString(enc)
+			if err != nil || len(tok) == 0 {
+				return "", false
+			}
+			return string(tok), true
+		}
+	}
+	return "", false
 }

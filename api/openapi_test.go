@@ -65,6 +65,8 @@ func openAPI() (*openapi3.T, routers.Router, error) {
 			return
 		}
 		spec.doc, spec.router = doc, r
+		// GET /v1/client.js answers JavaScript: a string, read whole.
+		openapi3filter.RegisterBodyDecoder("text/javascript", openapi3filter.FileBodyDecoder)
 	})
 	return spec.doc, spec.router, spec.err
 }
@@ -332,6 +334,7 @@ func TestOpenAPIDocument(t *testing.T) {
 		{"/readyz", "GET"},
 		{"/metrics", "GET"},
 		{"/v1/openapi.yaml", "GET"},
+		{"/v1/client.js", "GET"},
 		{"/v1/devices/{id}", "DELETE GET PUT"},
 		{"/v1/admin/drivers/{driver}/reset", "POST"},
 	} {
@@ -662,6 +665,16 @@ func TestOpenAPIStreamMessages(t *testing.T) {
 		fr := w.next(t)
 		wantSchema(t, "WsServerMessage", []byte(fr.raw))
 		wantSchema(t, "StreamError", []byte(fr.raw))
+	}
+	// With batch, changes come as "changes" frames.
+	wb := f.mustWS(t, dash)
+	wb.send(t, map[string]any{"op": "subscribe", "table": "oa", "batch": true, "from": 0})
+	f.putKey(t, "oa", "k2", `{"v":2}`)
+	for seen := 0; seen < 6; { // the log from LSN 0: oa's five writes above, then k2
+		fr := wb.next(t)
+		wantSchema(t, "WsServerMessage", []byte(fr.raw))
+		wantSchema(t, "WsChanges", []byte(fr.raw))
+		seen += len(fr.Changes)
 	}
 
 	// The driver stream: the ack at once, the durable_seq later, an error.

@@ -162,6 +162,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("/debug/pprof/trace", s.allow(noLane, pprof.Trace, RoleAdmin))
 	s.mux.HandleFunc("/debug/pprof/symbol", s.allow(noLane, pprof.Symbol, RoleAdmin))
 	s.mux.HandleFunc("/v1/openapi.yaml", s.methods(map[string]http.HandlerFunc{"GET": s.openAPI}))
+	s.mux.HandleFunc("/v1/client.js", s.methods(map[string]http.HandlerFunc{"GET": s.clientModule}))
 	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errorf(http.StatusNotFound, "not_found", "no endpoint %s", r.URL.Path))
 	})

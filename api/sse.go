@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net/http"
@@ -48,7 +47,7 @@ func (s *Server) sseHandler(h *hub.Hub) func(http.ResponseWriter, *http.Request,
 		w.Header().Set("Cache-Control", "no-cache")
 		w.Header().Set("X-Accel-Buffering", "no")
 		w.WriteHeader(http.StatusOK)
-		sink := &sseSink{w: bufio.NewWriterSize(w, 16<<10), rc: rc, timeout: h.Config().WriteTimeout,
+		sink := &sseSink{w: w, rc: rc, timeout: h.Config().WriteTimeout,
 			redact: role != RoleAdmin && table == fleet.TablePositions}
 		if err := sink.flush(); err != nil {
 			return
@@ -56,7 +55,7 @@ func (s *Server) sseHandler(h *hub.Hub) func(http.ResponseWriter, *http.Request,
 		err = h.Stream(r.Context(), sub, from, sink)
 		var ce *hub.ClosedError
 		if errors.As(err, &ce) {
-			fmt.Fprintf(sink.w, "event: close\ndata: {\"reason\":%q}\n\n", ce.Reason)
+			sink.buf = fmt.Appendf(sink.buf, "event: close\ndata: {\"reason\":%q}\n\n", ce.Reason)
 			sink.flush()
 		}
 	}
@@ -80,17 +79,28 @@ func fromParam(r *http.Request) (*uint64, error) {
 
 // sseSink carries a hub stream as Server-Sent Events.
 type sseSink struct {
-	w       *bufio.Writer
+	w       http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration
 	redact  bool // positions for a non-admin: no legacy device id (fleet.StripLegacyDevice)
+	// buf holds the events encoded and not yet written: allocated on the
+	// first burst, reused while small (keepFrameBuf), so that an idle
+	// subscriber holds no 16 KiB writer and a busy one allocates nothing
+	// per event.
+	buf []byte
 }
 
 // flush writes what is buffered within the write timeout: a subscriber
 // that stops reading is cut off, never waited for.
 func (s *sseSink) flush() error {
 	s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
-	if err := s.w.Flush(); err != nil {
+	_, err := s.w.Write(s.buf)
+	if cap(s.buf) > keepFrameBuf {
+		s.buf = nil
+	} else {
+		s.buf = s.buf[:0]
+	}
+	if err != nil {
 		return err
 	}
 	return s.rc.Flush()
@@ -98,37 +108,40 @@ func (s *sseSink) flush() error {
 
 func (s *sseSink) Snapshot(lsn uint64, rows []hub.Row, first, last, resync bool) error {
 	if first && resync {
-		fmt.Fprintf(s.w, "event: resync\ndata: {\"lsn\":%d}\n\n", lsn)
+		s.buf = fmt.Appendf(s.buf, "event: resync\ndata: {\"lsn\":%d}\n\n", lsn)
 	}
 	for i := range rows {
-		s.w.WriteString("event: put\ndata: ")
+		s.buf = append(s.buf, "event: put\ndata: "...)
 		row := rows[i]
 		if s.redact {
 			row.Value = fleet.StripLegacyDevice(row.Value)
 		}
-		s.w.Write(row.AppendJSON(nil))
-		s.w.WriteString("\n\n")
+		s.buf = row.AppendJSON(s.buf)
+		s.buf = append(s.buf, "\n\n"...)
 	}
 	if last {
-		fmt.Fprintf(s.w, "event: snapshot\nid: %d\ndata: {\"lsn\":%d,\"resync\":%t}\n\n", lsn, lsn, resync)
+		s.buf = fmt.Appendf(s.buf, "event: snapshot\nid: %d\ndata: {\"lsn\":%d,\"resync\":%t}\n\n", lsn, lsn, resync)
 	}
 	return s.flush()
 }
 
 func (s *sseSink) Change(ev *hub.Event) error {
-	s.w.WriteString("id: ")
-	s.w.WriteString(strconv.FormatUint(ev.LSN, 10))
-	s.w.WriteString("\nevent: ")
-	s.w.WriteString(ev.OpName())
-	s.w.WriteString("\ndata: ")
-	s.w.Write(redactedData(ev, s.redact))
-	_, err := s.w.WriteString("\n\n")
-	return err
+	s.buf = append(s.buf, "id: "...)
+	s.buf = strconv.AppendUint(s.buf, ev.LSN, 10)
+	s.buf = append(s.buf, "\nevent: "...)
+	s.buf = append(s.buf, ev.OpName()...)
+	s.buf = append(s.buf, "\ndata: "...)
+	s.buf = append(s.buf, redactedData(ev, s.redact)...)
+	s.buf = append(s.buf, "\n\n"...)
+	if len(s.buf) >= maxChangesFrame {
+		return s.flush() // a long burst goes out in pieces of about 64 KiB
+	}
+	return nil
 }
 
 func (s *sseSink) Flush() error { return s.flush() }
 
 func (s *sseSink) Heartbeat() error {
-	s.w.WriteString(": ping\n\n")
+	s.buf = append(s.buf, ": ping\n\n"...)
 	return s.flush()
 }

@@ -9,9 +9,11 @@ package api_test
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -218,19 +220,20 @@ type wsFrame struct {
 	fields map[string]json.RawMessage
 	raw    string
 
-	Type    string          `json:"type"`
-	Table   string          `json:"table"`
-	Op      string          `json:"op"`
-	Key     string          `json:"key"`
-	Value   json.RawMessage `json:"value"`
-	Version uint64          `json:"version"`
-	LSN     uint64          `json:"lsn"`
-	ID      string          `json:"id"`
-	Code    string          `json:"code"`
-	Message string          `json:"message"`
-	Rows    []wsRow         `json:"rows"`
-	Last    bool            `json:"last"`
-	Resync  bool            `json:"resync"`
+	Type    string            `json:"type"`
+	Table   string            `json:"table"`
+	Op      string            `json:"op"`
+	Key     string            `json:"key"`
+	Value   json.RawMessage   `json:"value"`
+	Version uint64            `json:"version"`
+	LSN     uint64            `json:"lsn"`
+	ID      string            `json:"id"`
+	Code    string            `json:"code"`
+	Message string            `json:"message"`
+	Rows    []wsRow           `json:"rows"`
+	Last    bool              `json:"last"`
+	Resync  bool              `json:"resync"`
+	Changes []json.RawMessage `json:"changes"` // a "changes" frame's (subscribe with batch)
 }
 
 func (fr wsFrame) String() string { return fr.raw }
@@ -805,6 +808,254 @@ func TestBuiltinTablesLive(t *testing.T) {
 	wantStatus(t, r, http.StatusCreated)
 	m := object(t, r, "id", "lsn")
 	wantChange(t, sl.next(t), "put", str(t, m["id"]), evBody, num[uint64](t, m["lsn"]))
+}
+
+// TestWSBatchedChanges: a subscription with "batch" gets its changes as
+// "changes" frames — every change exactly once, in LSN order, each item
+// {op,key,value,version,lsn} — while a subscription without it, on the
+// same table at the same time, gets the same changes as "change" frames.
+func TestWSBatchedChanges(t *testing.T) {
+	f := newFixture(t)
+	dash := tok(api.RoleDashboard)
+	batched, single := f.mustWS(t, dash), f.mustWS(t, dash)
+	batched.send(t, map[string]any{"op": "subscribe", "table": "wb", "batch": true})
+	if fr := batched.next(t); fr.Type != "snapshot" || !fr.Last {
+		t.Fatalf("frame %v; want the (empty, one-page) snapshot", fr)
+	}
+	single.subscribe(t, "wb")
+
+	// Writers in parallel, so that changes queue behind each other.
+	const writers, each = 8, 25
+	lsns := make(chan uint64, writers*each)
+	errs := make(chan error, writers)
+	for w := range writers {
+		go func() {
+			for i := range each {
+				res, err := f.eng.PutKey(context.Background(), engine.Write{Table: "wb", Key: fmt.Sprintf("k%d-%d", w, i),
+					Value: []byte(fmt.Sprintf(`{"w":%d,"i":%d}`, w, i)), IfVersion: engine.AnyVersion})
+				if err != nil {
+					errs <- err
+					return
+				}
+				lsns <- res.LSN
+			}
+			errs <- nil
+		}()
+	}
+	for range writers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(lsns)
+	var want []uint64
+	for l := range lsns {
+		want = append(want, l)
+	}
+	slices.Sort(want)
+
+	type item struct {
+		Op      string          `json:"op"`
+		Key     string          `json:"key"`
+		Value   json.RawMessage `json:"value"`
+		Version uint64          `json:"version"`
+		LSN     uint64          `json:"lsn"`
+	}
+	var got []uint64
+	frames := 0
+	for len(got) < len(want) {
+		fr := batched.next(t)
+		if fr.Type != "changes" || fr.Table != "wb" || !fr.has("type", "table", "changes") || len(fr.Changes) == 0 {
+			t.Fatalf("frame %v; want a changes frame of wb", fr)
+		}
+		frames++
+		for _, raw := range fr.Changes {
+			var fields map[string]json.RawMessage
+			var it item
+			if json.Unmarshal(raw, &fields) != nil || json.Unmarshal(raw, &it) != nil || len(fields) != 5 ||
+				it.Op != "put" || it.Version != 1 || it.LSN == 0 || !strings.HasPrefix(it.Key, "k") {
+				t.Fatalf("change %s in frame %v; want {op,key,value,version,lsn} of a put", raw, fr)
+			}
+			var w, i int
+			fmt.Sscanf(it.Key, "k%d-%d", &w, &i)
+			if !sameJSON(it.Value, []byte(fmt.Sprintf(`{"w":%d,"i":%d}`, w, i))) {
+				t.Fatalf("change %s: value does not match its key", raw)
+			}
+			got = append(got, it.LSN)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("batched LSNs %v\nwant (every put, in LSN order) %v", got, want)
+	}
+	var singles []uint64
+	for len(singles) < len(want) {
+		fr := single.next(t)
+		if fr.Type != "change" {
+			t.Fatalf("frame %v on the subscription without batch; want a change", fr)
+		}
+		singles = append(singles, fr.LSN)
+	}
+	if !slices.Equal(singles, want) {
+		t.Fatalf("single-frame LSNs %v\nwant %v", singles, want)
+	}
+	t.Logf("%d changes in %d changes frames", len(got), frames)
+}
+
+// TestWSKeepalive: the connection's writer pings the peer every
+// heartbeat, with or without a subscription: a client that reads (and so
+// answers) stays open and keeps receiving; one that stops reading is
+// closed with a policy violation, subscribed or not.
+func TestWSKeepalive(t *testing.T) {
+	f := newFixtureWith(t, fixtureOpts{config: func(c *config.Config) {
+		c.Hub.Heartbeat = 50 * time.Millisecond
+		c.Hub.WriteTimeout = 300 * time.Millisecond
+	}})
+	dash := tok(api.RoleDashboard)
+	alive := f.mustWS(t, dash)
+	alive.send(t, map[string]any{"op": "subscribe", "table": "ka", "batch": true})
+	if fr := alive.next(t); fr.Type != "snapshot" {
+		t.Fatalf("frame %v; want the snapshot", fr)
+	}
+	for _, sub := range []bool{true, false} {
+		c, _, err := f.dialWS(dash)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.CloseNow()
+		if sub {
+			ctx, cancel := context.WithTimeout(context.Background(), streamWait)
+			err := c.Write(ctx, websocket.MessageText, []byte(`{"op":"subscribe","table":"ka2"}`))
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(time.Second) // 20 heartbeats unanswered: nothing is read
+		ctx, cancel := context.WithTimeout(context.Background(), 3*streamWait)
+		for err == nil {
+			_, _, err = c.Read(ctx) // the snapshot, if any, then the close
+		}
+		cancel()
+		if websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+			t.Fatalf("subscribed %v: a client that answers no ping ended with %v, want a policy-violation close", sub, err)
+		}
+	}
+	// Meanwhile the reading client was pinged too, and is still served.
+	l := f.putKey(t, "ka", "k", `1`)
+	fr := alive.next(t)
+	if fr.Type != "changes" || len(fr.Changes) != 1 || !strings.Contains(string(fr.Changes[0]), fmt.Sprintf(`"lsn":%d`, l)) {
+		t.Fatalf("frame %v; want the change at %d", fr, l)
+	}
+}
+
+// TestWSFirstFrameWithHandshake: a client that sends its first frame in
+// the same packet as its handshake (before the 101) is served: the bytes
+// net/http read ahead are carried over to the connection's own reader.
+func TestWSFirstFrameWithHandshake(t *testing.T) {
+	f := newFixture(t)
+	addr := strings.TrimPrefix(f.url, "http://")
+	c, err := net.DialTimeout("tcp", addr, streamWait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(streamWait))
+	payload := []byte(`{"op":"subscribe","table":"early"}`)
+	mask := [4]byte{1, 2, 3, 4}
+	frame := append([]byte{0x81, 0x80 | byte(len(payload))}, mask[:]...) // FIN text, masked
+	for i, p := range payload {
+		frame = append(frame, p^mask[i%4])
+	}
+	req := "GET /v1/ws HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer " + tok(api.RoleDashboard) + "\r\n\r\n"
+	if _, err := c.Write(append([]byte(req), frame...)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil || res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %v %v", res, err)
+	}
+	// The server's first frame: unmasked text, a 7-bit or 16-bit length.
+	hdr := make([]byte, 2)
+	if _, err := io.ReadFull(br, hdr); err != nil {
+		t.Fatal(err)
+	}
+	n := int(hdr[1] & 0x7f)
+	if n == 126 {
+		ext := make([]byte, 2)
+		if _, err := io.ReadFull(br, ext); err != nil {
+			t.Fatal(err)
+		}
+		n = int(ext[0])<<8 | int(ext[1])
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(br, body); err != nil {
+		t.Fatal(err)
+	}
+	var fr wsFrame
+	if hdr[0] != 0x81 || json.Unmarshal(body, &fr) != nil || fr.Type != "snapshot" || fr.Table != "early" || !fr.Last {
+		t.Fatalf("first frame %x %s; want the snapshot of early", hdr, body)
+	}
+}
+
+// TestWSTokenSubprotocol: a browser cannot set Authorization on a
+// WebSocket; the token as the subprotocol routehound.bearer.<base64url>
+// authenticates the handshake (with the role's rights), and the server
+// selects "routehound". A wrong token there is a 401, as in the header.
+func TestWSTokenSubprotocol(t *testing.T) {
+	f := newFixture(t)
+	dial := func(token string) (*websocket.Conn, *http.Response, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), streamWait)
+		defer cancel()
+		return websocket.Dial(ctx, f.wsURL(), &websocket.DialOptions{
+			Subprotocols: []string{"routehound", "routehound.bearer." + base64.RawURLEncoding.EncodeToString([]byte(token))}})
+	}
+	c, _, err := dial(tok(api.RoleDashboard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if c.Subprotocol() != "routehound" {
+		t.Fatalf("selected subprotocol %q, want routehound", c.Subprotocol())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), streamWait)
+	defer cancel()
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"op":"subscribe","table":"devices"}`)); err != nil {
+		t.Fatal(err)
+	}
+	_, data, err := c.Read(ctx)
+	if err != nil || !strings.Contains(string(data), `"code":"forbidden"`) {
+		t.Fatalf("dashboard (by subprotocol) subscribing to devices: %s %v; want forbidden", data, err)
+	}
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"op":"subscribe","table":"sp"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, data, err = c.Read(ctx); err != nil || !strings.Contains(string(data), `"type":"snapshot"`) {
+		t.Fatalf("subscribe: %s %v; want the snapshot", data, err)
+	}
+	for _, bad := range []string{"nope", tok(api.RoleDashboard) + "x"} {
+		_, res, err := dial(bad)
+		if err == nil || res == nil || res.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("token %q as subprotocol: %v %v; want 401", bad, res, err)
+		}
+	}
+}
+
+// TestClientModuleServed: GET /v1/client.js is the browser client, open
+// (no token), as JavaScript.
+func TestClientModuleServed(t *testing.T) {
+	f := newFixture(t)
+	r := f.do(t, "GET", "/v1/client.js", "", nil)
+	wantStatus(t, r, http.StatusOK)
+	if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "text/javascript") {
+		t.Fatalf("Content-Type %q", ct)
+	}
+	for _, want := range []string{"export function connect(", "export class Subscription", "routehound.bearer.", `"If-Match"`} {
+		if !strings.Contains(string(r.body), want) {
+			t.Fatalf("client.js lacks %q", want)
+		}
+	}
 }
 
 func TestWSOriginAndAuth(t *testing.T) {

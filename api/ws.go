@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -27,16 +28,21 @@ type wsIn struct {
 	Value     json.RawMessage `json:"value"`
 	IfVersion *uint64         `json:"if_version"`
 	ID        string          `json:"id"` // echoed in the ack or error of a put/delete
+	// Batch (subscribe) asks for "changes" frames: every change waiting
+	// for this subscriber goes out in one message. Without it, one
+	// "change" frame per change, as before.
+	Batch bool `json:"batch"`
 }
 
 // wsHandler serves GET /v1/ws: one WebSocket carries one table
 // subscription at a time (subscribing again switches) and puts and deletes.
 //
-//	→ {"op":"subscribe","table":"t"[,"from":LSN]}   {"op":"unsubscribe"}
+//	→ {"op":"subscribe","table":"t"[,"from":LSN][,"batch":true]}   {"op":"unsubscribe"}
 //	→ {"op":"put","table","key","value"[,"if_version"][,"id"]}   {"op":"delete","table","key"[,"if_version"][,"id"]}
 //	← {"type":"snapshot","table","lsn","rows":[…],"last":bool,"resync":bool}
 //	← {"type":"resync","table","lsn"}   (drop what you hold; snapshot pages follow)
-//	← {"type":"change","table","op":"put|delete","key","value","version","lsn"}
+//	← {"type":"change","table","op":"put|delete","key","value","version","lsn"}   (without batch)
+//	← {"type":"changes","table","changes":[{"op","key","value","version","lsn"},…]}   (with batch)
 //	← {"type":"ack","id","op","table","key","version","lsn"}
 //	← {"type":"error","code","message"[,"id"]}
 //
@@ -45,20 +51,39 @@ type wsIn struct {
 // Origin is checked (browser sessions use the dashboard's own live endpoint
 // in ui). The handshake itself is checked first, so that a malformed one is
 // answered like every other error.
+//
+// A connection runs two goroutines: this handler's, which reads, and a
+// writer (wsConn.writer) that runs the current subscription's stream and
+// pings the peer. With "batch", what queued for the subscriber while the
+// last write went out is one "changes" message: one write per burst.
 func (s *Server) wsHandler(h *hub.Hub) func(http.ResponseWriter, *http.Request, Role) {
 	return func(w http.ResponseWriter, r *http.Request, role Role) {
 		if err := checkHandshake(r); err != nil {
 			s.fail(w, r, err)
 			return
 		}
-		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true}) // bearer-authenticated: no ambient credential to guard
+		cfg := h.Config()
+		hj := &wsHijacker{ResponseWriter: w, timeout: cfg.WriteTimeout}
+		// Bearer-authenticated (the header, or the token subprotocol): no
+		// ambient credential to guard, so no Origin check. "routehound" is
+		// selected when offered: a browser offering subprotocols closes a
+		// connection that selects none.
+		c, err := websocket.Accept(hj, r, &websocket.AcceptOptions{InsecureSkipVerify: true, Subprotocols: []string{"routehound"}})
 		if err != nil {
 			return // Accept has answered
 		}
-		cfg := h.Config()
+		if hj.out == nil { // not hijacked through hj: cannot happen with net/http's server
+			c.CloseNow()
+			return
+		}
 		c.SetReadLimit(cfg.MaxMessageBytes)
-		conn := &wsConn{s: s, h: h, c: c, role: role, remote: r.RemoteAddr, heartbeat: cfg.Heartbeat, writeTimeout: cfg.WriteTimeout}
-		conn.serve(r.Context())
+		conn := &wsConn{s: s, h: h, c: c, out: hj.out, role: role, remote: r.RemoteAddr, heartbeat: cfg.Heartbeat,
+			writeTimeout: cfg.WriteTimeout, start: make(chan wsStream)}
+		// The connection's reader is a goroutine of its own, so that this
+		// handler returns: net/http's goroutine for the connection, its
+		// grown stack, its request and its buffers are given back. The
+		// request's context ends with it; the connection's own begins.
+		go conn.serve(context.Background())
 	}
 }
 
@@ -66,26 +91,44 @@ type wsConn struct {
 	s    *Server
 	h    *hub.Hub
 	c    *websocket.Conn
-	role Role // a secret table (fleet.IsSecret) is admin's only
+	out  *wsOut // the socket under c: holds a burst's frames for one write
+	role Role   // a secret table (fleet.IsSecret) is admin's only
 	// remote is the client connection, the owner of its subscriptions
 	// (hub.max_subscribers_per_conn).
 	remote string
 
 	heartbeat, writeTimeout time.Duration
 
+	ctx     context.Context // the connection's: set by serve before the writer starts
+	start   chan wsStream   // the reader hands a new subscription to the writer
+	pinging atomic.Bool     // a ping is in flight (at most one)
+
 	mu     sync.Mutex // guards the current stream
 	cancel context.CancelFunc
 	done   chan struct{}
+}
+
+// wsStream is one subscription for the writer to run.
+type wsStream struct {
+	ctx  context.Context
+	sub  *hub.Sub
+	from *uint64
+	sink *wsSink
+	done chan struct{} // closed when the stream has ended
 }
 
 func (wc *wsConn) serve(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer wc.stopStream()
-	go wc.keepalive(ctx, cancel)
+	wc.ctx = ctx
+	go wc.writer(ctx, cancel)
 	for {
 		var m wsIn
-		_, data, err := wc.c.Read(ctx)
+		// Read without a context deadline: the library would register a
+		// context.AfterFunc per read, held by every idle connection. What
+		// ends the connection closes c, and so this read.
+		_, data, err := wc.c.Read(context.Background())
 		if err != nil {
 			wc.c.CloseNow()
 			return
@@ -96,7 +139,7 @@ func (wc *wsConn) serve(ctx context.Context) {
 		}
 		switch m.Op {
 		case "subscribe":
-			wc.subscribe(ctx, m.Table, m.From)
+			wc.subscribe(ctx, m.Table, m.From, m.Batch)
 		case "unsubscribe":
 			wc.stopStream()
 		case "put", "delete":
@@ -107,26 +150,55 @@ func (wc *wsConn) serve(ctx context.Context) {
 	}
 }
 
-// keepalive pings the peer; a peer that does not answer within the write
-// timeout is closed.
-func (wc *wsConn) keepalive(ctx context.Context, cancel context.CancelFunc) {
+// writer is the connection's second goroutine: it runs the subscription
+// the reader hands it (one at a time; the hub's heartbeat then pings
+// through wsSink.Heartbeat) and, between subscriptions, pings the peer
+// itself every heartbeat.
+func (wc *wsConn) writer(ctx context.Context, cancel context.CancelFunc) {
 	t := time.NewTicker(wc.heartbeat)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case st := <-wc.start:
+			t.Stop() // the stream's heartbeat pings meanwhile
+			wc.run(st)
+			t.Reset(wc.heartbeat)
 		case <-t.C:
-			pctx, pc := context.WithTimeout(ctx, wc.writeTimeout)
-			err := wc.c.Ping(pctx)
-			pc()
-			if err != nil {
-				wc.c.Close(websocket.StatusPolicyViolation, "no pong")
+			if !wc.ping(ctx) {
 				cancel()
 				return
 			}
 		}
 	}
+}
+
+// ping pings the peer and waits for the pong; a peer that does not answer
+// within the write timeout is closed (false).
+func (wc *wsConn) ping(ctx context.Context) bool {
+	pctx, pc := context.WithTimeout(ctx, wc.writeTimeout)
+	err := wc.c.Ping(pctx)
+	pc()
+	if err != nil {
+		wc.c.Close(websocket.StatusPolicyViolation, "no pong")
+		return false
+	}
+	return true
+}
+
+// pingAsync pings without holding up the stream that asks for it: the
+// pong comes through the reader, and a stream must not wait a round trip
+// (or, for a dead peer, a write timeout) while changes queue. At most one
+// ping is in flight.
+func (wc *wsConn) pingAsync() {
+	if !wc.pinging.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer wc.pinging.Store(false)
+		wc.ping(wc.ctx) // a failed ping closes the connection: the stream's next write fails
+	}()
 }
 
 func (wc *wsConn) send(v any) error {
@@ -137,10 +209,15 @@ func (wc *wsConn) send(v any) error {
 	return wc.sendRaw(b)
 }
 
+// sendRaw sends one message in one write. Held, the library's write only
+// appends to wsOut (no context deadline needed: release has the timeout).
 func (wc *wsConn) sendRaw(b []byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), wc.writeTimeout)
-	defer cancel()
-	return wc.c.Write(ctx, websocket.MessageText, b)
+	wc.out.hold()
+	err := wc.c.Write(context.Background(), websocket.MessageText, b)
+	if rerr := wc.out.release(); err == nil {
+		err = rerr
+	}
+	return err
 }
 
 func (wc *wsConn) sendError(id string, err error) {
@@ -163,9 +240,9 @@ func (wc *wsConn) stopStream() {
 	}
 }
 
-// subscribe switches the connection to table.
+// subscribe switches the connection to table (batch: "changes" frames).
 // A refused subscription (bad name, table full) keeps the current one.
-func (wc *wsConn) subscribe(ctx context.Context, table string, from *uint64) {
+func (wc *wsConn) subscribe(ctx context.Context, table string, from *uint64, batch bool) {
 	if fleet.CheckName("table", table) == nil {
 		if err := checkRead(wc.role, table); err != nil {
 			wc.sendError("", err)
@@ -178,30 +255,42 @@ func (wc *wsConn) subscribe(ctx context.Context, table string, from *uint64) {
 		return
 	}
 	wc.stopStream()
-	sctx, cancel := context.WithCancel(ctx)
+	// Not a child of ctx (whose list of children would cost every
+	// connection a map): serve's deferred stopStream cancels it.
+	sctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	wc.mu.Lock()
 	wc.cancel, wc.done = cancel, done
 	wc.mu.Unlock()
-	go func() {
-		defer close(done)
-		defer sub.Close()
-		err := wc.h.Stream(sctx, sub, from, &wsSink{wc: wc, table: table,
-			redact: wc.role != RoleAdmin && table == fleet.TablePositions})
-		var ce *hub.ClosedError
-		switch {
-		case errors.As(err, &ce):
-			wc.send(map[string]string{"type": "close", "reason": ce.Reason})
-			if ce.Reason == "slow_consumer" {
-				wc.c.Close(websocket.StatusPolicyViolation, "slow consumer")
-			} else {
-				wc.c.Close(websocket.StatusGoingAway, ce.Reason)
-			}
-		case err != nil && sctx.Err() == nil:
-			// The peer stopped reading (write timeout) or went away.
-			wc.c.Close(websocket.StatusPolicyViolation, "write failed")
+	st := wsStream{ctx: sctx, sub: sub, from: from, done: done, sink: &wsSink{wc: wc, table: table, batch: batch,
+		redact: wc.role != RoleAdmin && table == fleet.TablePositions}}
+	select {
+	case wc.start <- st:
+	case <-ctx.Done(): // the writer has stopped: the connection is ending
+		sub.Close()
+		close(done)
+	}
+}
+
+// run runs one subscription's stream on the writer goroutine until it is
+// stopped (stopStream), the hub closes it or a write fails.
+func (wc *wsConn) run(st wsStream) {
+	defer close(st.done)
+	defer st.sub.Close()
+	err := wc.h.Stream(st.ctx, st.sub, st.from, st.sink)
+	var ce *hub.ClosedError
+	switch {
+	case errors.As(err, &ce):
+		wc.send(map[string]string{"type": "close", "reason": ce.Reason})
+		if ce.Reason == "slow_consumer" {
+			wc.c.Close(websocket.StatusPolicyViolation, "slow consumer")
+		} else {
+			wc.c.Close(websocket.StatusGoingAway, ce.Reason)
 		}
-	}()
+	case err != nil && st.ctx.Err() == nil:
+		// The peer stopped reading (write timeout) or went away.
+		wc.c.Close(websocket.StatusPolicyViolation, "write failed")
+	}
 }
 
 // write applies a put or delete through the tables lane; the answer comes
@@ -234,11 +323,26 @@ func (wc *wsConn) write(ctx context.Context, m wsIn) {
 	wc.send(map[string]any{"type": "ack", "id": m.ID, "op": m.Op, "table": m.Table, "key": res.Key, "version": res.Version, "lsn": res.LSN})
 }
 
+// maxChangesFrame is the size, about, at which a "changes" frame is cut
+// and the next one started (at least one change per frame).
+const maxChangesFrame = 64 << 10
+
+// keepFrameBuf is the largest frame buffer a sink keeps between bursts;
+// a larger one (a burst of big values) is dropped once written.
+const keepFrameBuf = 16 << 10
+
 type wsSink struct {
-	wc      *wsConn
-	table   string
-	redact  bool     // positions for a non-admin: no legacy device id (fleet.StripLegacyDevice)
-	pending [][]byte // change messages not yet written; bounded by 64
+	wc     *wsConn
+	table  string
+	batch  bool // "changes" frames; else one "change" frame per change
+	redact bool // positions for a non-admin: no legacy device id (fleet.StripLegacyDevice)
+	// buf holds what Change encoded and Flush has not written: with
+	// batch, one "changes" frame being built; without, "change" frames
+	// back to back, each ending at its offset in ends. Reused from burst
+	// to burst (nil until the first change), so that a change costs no
+	// allocation.
+	buf  []byte
+	ends []int
 }
 
 func (s *wsSink) Snapshot(lsn uint64, rows []hub.Row, first, last, resync bool) error {
@@ -258,39 +362,78 @@ func (s *wsSink) Snapshot(lsn uint64, rows []hub.Row, first, last, resync bool) 
 
 func (s *wsSink) Change(ev *hub.Event) error {
 	data := redactedData(ev, s.redact)
-	b := make([]byte, 0, 64+len(ev.Table)+len(data))
-	b = append(b, `{"type":"change","table":`...)
-	b = strconv.AppendQuote(b, ev.Table) // table names are [A-Za-z0-9._:@~-]: Go and JSON quoting agree
-	b = append(b, `,"op":"`...)
-	b = append(b, ev.OpName()...)
-	b = append(b, `",`...)
-	b = append(b, data[1:]...) // splice {"key",…} into the frame
-	s.pending = append(s.pending, b)
-	if len(s.pending) >= 64 {
+	if !s.batch {
+		s.buf = append(s.buf, `{"type":"change","table":`...)
+		s.buf = strconv.AppendQuote(s.buf, ev.Table) // table names are [A-Za-z0-9._:@~-]: Go and JSON quoting agree
+		s.buf = append(s.buf, `,"op":"`...)
+		s.buf = append(s.buf, ev.OpName()...)
+		s.buf = append(s.buf, `",`...)
+		s.buf = append(s.buf, data[1:]...) // splice {"key",…} into the frame
+		s.ends = append(s.ends, len(s.buf))
+		if len(s.ends) >= 64 {
+			return s.Flush()
+		}
+		return nil
+	}
+	if len(s.buf) == 0 {
+		s.buf = append(s.buf, `{"type":"changes","table":`...)
+		s.buf = strconv.AppendQuote(s.buf, s.table)
+		s.buf = append(s.buf, `,"changes":[`...)
+	} else {
+		s.buf = append(s.buf, ',')
+	}
+	s.buf = append(s.buf, `{"op":"`...)
+	s.buf = append(s.buf, ev.OpName()...)
+	s.buf = append(s.buf, `",`...)
+	s.buf = append(s.buf, data[1:]...)
+	if len(s.buf) >= maxChangesFrame {
 		return s.Flush()
 	}
 	return nil
 }
 
-// Flush writes the buffered change messages under one write deadline: one
-// timer per burst rather than one per message.
+// Flush writes what Change buffered in one write (wsOut holds the
+// messages): with batch, one message; without, one message per change.
 func (s *wsSink) Flush() error {
-	if len(s.pending) == 0 {
+	if len(s.buf) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.wc.writeTimeout)
-	defer cancel()
-	for i, m := range s.pending {
-		if err := s.wc.c.Write(ctx, websocket.MessageText, m); err != nil {
-			return err
-		}
-		s.pending[i] = nil
+	s.wc.out.hold()
+	err := s.write(context.Background()) // held: appends only (see sendRaw)
+	if rerr := s.wc.out.release(); err == nil {
+		err = rerr
 	}
-	s.pending = s.pending[:0]
-	return nil
+	return err
 }
 
-func (s *wsSink) Heartbeat() error { return nil } // keepalive pings the connection
+func (s *wsSink) write(ctx context.Context) error {
+	var err error
+	if s.batch {
+		s.buf = append(s.buf, "]}"...)
+		err = s.wc.c.Write(ctx, websocket.MessageText, s.buf)
+	} else {
+		at := 0
+		for _, end := range s.ends {
+			if err = s.wc.c.Write(ctx, websocket.MessageText, s.buf[at:end]); err != nil {
+				break
+			}
+			at = end
+		}
+		s.ends = s.ends[:0]
+	}
+	if cap(s.buf) > keepFrameBuf {
+		s.buf, s.ends = nil, nil
+	} else {
+		s.buf = s.buf[:0]
+	}
+	return err
+}
+
+// Heartbeat pings the peer, without waiting for the pong here.
+func (s *wsSink) Heartbeat() error {
+	s.wc.pingAsync()
+	return nil
+}
 
 // redactedData is ev's {"key","value","version","lsn"} for a stream: the
 // shared encoding, unless redact and the value holds a legacy device id

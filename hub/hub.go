@@ -204,6 +204,7 @@ func (h *Hub) behindAll() {
 		for _, subs := range sh.tables {
 			for _, s := range subs {
 				s.behind.Store(true)
+				s.signal()
 			}
 		}
 		sh.mu.Unlock()
@@ -288,7 +289,7 @@ func (h *Hub) SubscribeFrom(owner, table string) (*Sub, error) {
 		h.stats.Refused.Add(1)
 		return nil, fmt.Errorf("%w: the server has the maximum number of subscribers (hub.max_subscribers = %d)", ErrTooManySubscribers, h.cfg.MaxSubscribers)
 	}
-	s := &Sub{h: h, table: table, owner: owner, ch: make(chan *Event, h.cfg.Buffer), done: make(chan struct{})}
+	s := &Sub{h: h, table: table, owner: owner, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	next := make([]*Sub, len(cur), len(cur)+1)
 	copy(next, cur)
 	sh.tables[table] = append(next, s)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -470,5 +471,113 @@ func TestPerTableRefusalKeepsGlobalSlots(t *testing.T) {
 	}
 	if _, err := h.Subscribe("v"); !errors.Is(err, ErrTooManySubscribers) {
 		t.Fatalf("past the global limit: %v", err)
+	}
+}
+
+// flushCounter is a Sink that records how many changes each Flush sent;
+// its first Change waits on entered/release (a write in progress).
+type flushCounter struct {
+	mu       sync.Mutex
+	snapshot bool
+	pending  []uint64   // LSNs given to Change since the last Flush
+	flushes  [][]uint64 // LSNs sent by each Flush, in order
+	entered  chan struct{}
+	release  chan struct{}
+	held     bool
+}
+
+func (f *flushCounter) Snapshot(uint64, []Row, bool, bool, bool) error {
+	f.mu.Lock()
+	f.snapshot = true
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *flushCounter) Change(ev *Event) error {
+	f.mu.Lock()
+	hold := !f.held
+	f.held = true
+	f.pending = append(f.pending, ev.LSN)
+	f.mu.Unlock()
+	if hold {
+		close(f.entered)
+		<-f.release
+	}
+	return nil
+}
+
+func (f *flushCounter) Flush() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.pending) > 0 {
+		f.flushes = append(f.flushes, f.pending)
+		f.pending = nil
+	}
+	return nil
+}
+
+func (f *flushCounter) Heartbeat() error { return nil }
+
+func (f *flushCounter) sent() [][]uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.flushes)
+}
+
+// TestBurstIsOneFlush: the changes that queue for a subscriber while it
+// writes go out together, in LSN order, with one Flush (one write for the
+// transports); the buffer is given back once they are sent.
+func TestBurstIsOneFlush(t *testing.T) {
+	h, e := newHub(t, Config{Buffer: 1024})
+	sub, err := h.Subscribe("t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc := &flushCounter{entered: make(chan struct{}), release: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Stream(ctx, sub, nil, fc) }()
+	defer func() {
+		cancel()
+		<-done
+		sub.Close()
+	}()
+	waitUntil(t, "the snapshot", func() bool { fc.mu.Lock(); defer fc.mu.Unlock(); return fc.snapshot })
+	sub.mu.Lock()
+	idle := sub.q == nil && sub.spare == nil
+	sub.mu.Unlock()
+	if !idle {
+		t.Fatal("an idle subscriber holds a buffer")
+	}
+
+	first, err := put(e, "t", "k0", "0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-fc.entered // the stream is writing the first change: the next ones queue
+	var want []uint64
+	const burst = 500 // more than keepSpare: the batch is not kept
+	for i := 1; i <= burst; i++ {
+		r, err := put(e, "t", fmt.Sprint("k", i), fmt.Sprint(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, r.LSN)
+	}
+	waitUntil(t, "the burst queued", func() bool { return h.Stats().Enqueued.Load() == burst+1 })
+	close(fc.release)
+	waitUntil(t, "the burst sent", func() bool { return len(fc.sent()) == 2 })
+	got := fc.sent()
+	if !slices.Equal(got[0], []uint64{first.LSN}) || !slices.Equal(got[1], want) {
+		t.Fatalf("flushes %v; want [%d] then the %d queued changes in one", got, first.LSN, burst)
+	}
+	if d := h.Stats().Delivered.Load(); d != burst+1 {
+		t.Fatalf("delivered %d, want %d", d, burst+1)
+	}
+	sub.mu.Lock()
+	q, spare := sub.q, sub.spare
+	sub.mu.Unlock()
+	if q != nil || cap(spare) > keepSpare {
+		t.Fatalf("after the burst: queue %d (want none), spare capacity %d (want at most %d)", len(q), cap(spare), keepSpare)
 	}
 }

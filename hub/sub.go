@@ -16,9 +16,16 @@ type Sub struct {
 	h     *Hub
 	table string
 	owner string // the client connection (SubscribeFrom), "" for none
-	// ch is the subscriber's bounded buffer. Policy when full: the event is
-	// dropped and behind is set; the subscriber's goroutine then resyncs.
-	ch     chan *Event
+	// q is the subscriber's bounded buffer (at most Config.Buffer events),
+	// allocated only while something waits: nil for an idle subscriber.
+	// Policy when full: the event is dropped and behind is set; the
+	// subscriber's goroutine then resyncs. The stream takes the whole
+	// queue at once (one batch, one write) and gives the drained slice
+	// back as spare, kept only while small.
+	mu     sync.Mutex
+	q      []*Event
+	spare  []*Event
+	wake   chan struct{} // capacity 1: something was queued, or behind was set
 	behind atomic.Bool
 
 	done       chan struct{}
@@ -30,18 +37,74 @@ type Sub struct {
 // Table is the subscribed table.
 func (s *Sub) Table() string { return s.table }
 
+// offer queues ev without blocking (it runs on the hub's fan-out
+// goroutine); a full buffer marks the subscriber behind instead.
 func (s *Sub) offer(ev *Event) {
 	if s.behind.Load() {
 		s.h.stats.Dropped.Add(1)
 		return
 	}
-	select {
-	case s.ch <- ev:
-		s.h.stats.Enqueued.Add(1)
-	default:
+	s.mu.Lock()
+	if len(s.q) >= s.h.cfg.Buffer {
+		s.mu.Unlock()
 		s.behind.Store(true)
 		s.h.stats.Dropped.Add(1)
+		s.signal()
+		return
 	}
+	if s.q == nil {
+		s.q, s.spare = s.spare, nil
+	}
+	s.q = append(s.q, ev)
+	first := len(s.q) == 1
+	s.mu.Unlock()
+	s.h.stats.Enqueued.Add(1)
+	if first {
+		s.signal() // the stream takes everything queued, so only the first of a batch wakes it
+	}
+}
+
+// signal wakes the subscriber's stream, unless a wake-up is pending.
+func (s *Sub) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// keepSpare is the largest drained batch (in events) a subscriber keeps
+// for the next one: an idle subscriber that once had a burst holds at
+// most this, a busy one reuses its slice and allocates nothing per event.
+const keepSpare = 256
+
+// take removes and returns everything queued (nil when nothing is).
+func (s *Sub) take() []*Event {
+	s.mu.Lock()
+	b := s.q
+	s.q = nil
+	s.mu.Unlock()
+	return b
+}
+
+// recycle gives a batch that take returned back, once its events are
+// sent: cleared (the events can be collected) and kept if small.
+func (s *Sub) recycle(b []*Event) {
+	if cap(b) > keepSpare {
+		return
+	}
+	clear(b)
+	s.mu.Lock()
+	if s.spare == nil {
+		s.spare = b[:0]
+	}
+	s.mu.Unlock()
+}
+
+// drop empties the buffer and frees it (a resync starts over).
+func (s *Sub) drop() {
+	s.mu.Lock()
+	s.q, s.spare = nil, nil
+	s.mu.Unlock()
 }
 
 // kill ends the subscription from outside (shutdown, slow consumer).
@@ -141,23 +204,31 @@ func (h *Hub) stream(ctx context.Context, s *Sub, from *uint64, sink Sink) error
 			}
 			continue
 		}
-		select {
-		case ev := <-s.ch:
-			if ev.LSN <= last {
-				continue // already in the snapshot or the catch-up
+		if batch := s.take(); len(batch) > 0 {
+			// Everything that queued since the last write goes out in one
+			// write (the sink may cut a very large batch).
+			n := 0
+			for _, ev := range batch {
+				if ev.LSN <= last {
+					continue // already in the snapshot or the catch-up
+				}
+				if err := sink.Change(ev); err != nil {
+					return err
+				}
+				n++
+				last = ev.LSN
 			}
-			if err := sink.Change(ev); err != nil {
-				return err
-			}
-			h.stats.Delivered.Add(1)
-			last = ev.LSN
-			if len(s.ch) == 0 {
-				// Nothing else waiting: send now. Under load, events that
-				// queued meanwhile share one write.
+			s.recycle(batch)
+			if n > 0 {
 				if err := sink.Flush(); err != nil {
 					return err
 				}
+				h.stats.Delivered.Add(uint64(n))
 			}
+			continue
+		}
+		select {
+		case <-s.wake:
 		case <-hb.C:
 			if err := sink.Heartbeat(); err != nil {
 				return err
@@ -179,14 +250,7 @@ func (h *Hub) stream(ctx context.Context, s *Sub, from *uint64, sink Sink) error
 // it was set (published, hence committed, before) is in the snapshot.
 func (h *Hub) resync(s *Sub, sink Sink) (uint64, error) {
 	h.stats.Resyncs.Add(1)
-	for {
-		select {
-		case <-s.ch:
-			continue
-		default:
-		}
-		break
-	}
+	s.drop()
 	s.behind.Store(false)
 	return h.snapshot(s, sink, true)
 }

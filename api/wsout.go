@@ -1,0 +1,124 @@
+package api
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// The WebSocket's buffers. net/http gives a hijacked connection its 4 KiB
+// reader and 4 KiB writer, which coder/websocket keeps for the
+// connection's life: 8 KiB of an idle subscriber's memory. wsHijacker
+// hands coder/websocket small ones instead, over wsOut, which holds what
+// is written during a burst and sends it in one write.
+const (
+	wsReadBuf = 512 // client messages are small; a larger payload is read past the buffer
+	// wsWriteBuf fits a control frame (2 + 125 bytes) whole: a pong is
+	// one write. Data frames pass through it into wsOut.
+	wsWriteBuf = 128
+)
+
+// wsHijacker wraps the handshake's ResponseWriter: coder/websocket's
+// Accept hijacks through it and gets small buffers over out.
+type wsHijacker struct {
+	http.ResponseWriter
+	timeout time.Duration
+	out     *wsOut // set by Hijack
+}
+
+func (h *wsHijacker) Unwrap() http.ResponseWriter { return h.ResponseWriter }
+
+func (h *wsHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, fmt.Errorf("api: hijack the WebSocket connection: %w", err)
+	}
+	if n := brw.Writer.Buffered(); n > 0 {
+		// Accept has had the 101 answer flushed; nothing may stay behind.
+		if err := brw.Writer.Flush(); err != nil {
+			conn.Close()
+			return nil, nil, fmt.Errorf("api: flush the WebSocket handshake: %w", err)
+		}
+	}
+	br := bufio.NewReaderSize(conn, wsReadBuf)
+	if n := brw.Reader.Buffered(); n > 0 {
+		// Bytes the client sent right after its handshake (its first
+		// frame) are in net/http's reader. They must be in the new
+		// reader's buffer, not behind it: Accept takes what is buffered
+		// and then reads the socket itself.
+		early, _ := brw.Reader.Peek(n)
+		br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn), max(wsReadBuf, n))
+		if _, err := br.Peek(n); err != nil {
+			conn.Close()
+			return nil, nil, fmt.Errorf("api: carry the WebSocket's first bytes over: %w", err)
+		}
+	}
+	h.out = &wsOut{conn: conn, timeout: h.timeout}
+	return conn, bufio.NewReadWriter(br, bufio.NewWriterSize(h.out, wsWriteBuf)), nil
+}
+
+// wsOut is the socket under coder/websocket's writer. Between hold and
+// release, what the connection writes (frames, from any goroutine: the
+// library serializes them) is appended to buf, and release sends it in one
+// write: a burst of messages is one syscall. Outside a hold, writes go
+// straight to the socket. buf is allocated only while something is held
+// and kept between bursts only while small.
+type wsOut struct {
+	mu      sync.Mutex
+	conn    net.Conn
+	timeout time.Duration
+	holds   int // nested holds; buf is sent when the last one is released
+	buf     []byte
+	failed  error
+}
+
+func (o *wsOut) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.failed != nil {
+		return 0, o.failed
+	}
+	if o.holds > 0 {
+		o.buf = append(o.buf, p...)
+		return len(p), nil
+	}
+	return o.conn.Write(p)
+}
+
+// hold starts holding writes; each hold needs its release.
+func (o *wsOut) hold() {
+	o.mu.Lock()
+	o.holds++
+	o.mu.Unlock()
+}
+
+// release ends a hold; the last one writes what was held, within the
+// write timeout. A failed write closes the socket: a frame may have gone
+// out in part, and nothing may follow it.
+func (o *wsOut) release() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.holds--; o.holds > 0 || len(o.buf) == 0 {
+		return o.failed
+	}
+	if o.failed == nil {
+		o.conn.SetWriteDeadline(time.Now().Add(o.timeout))
+		_, err := o.conn.Write(o.buf)
+		o.conn.SetWriteDeadline(time.Time{})
+		if err != nil {
+			o.failed = fmt.Errorf("api: WebSocket write: %w", err)
+			o.conn.Close()
+		}
+	}
+	if cap(o.buf) > keepFrameBuf {
+		o.buf = nil
+	} else {
+		o.buf = o.buf[:0]
+	}
+	return o.failed
+}

@@ -1,0 +1,600 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"routehound/config"
+)
+
+// fanoutOptions are the flags of `routehound bench fanout`.
+type fanoutOptions struct {
+	transports         []string // ws (change frames), ws-batch (changes frames), sse
+	subs, tables, rate int
+	writers            int // saturation: concurrent writers, each as fast as the server answers
+	idle, idleTables   int
+	rounds             int
+	warmup, measure    time.Duration
+	dir                string
+	server             string // the routehound binary run as the server ("": this one)
+	jsonOut            string
+	quiet              bool
+}
+
+// fanoutResult is one transport's run against its own child server.
+type fanoutResult struct {
+	Round       int    `json:"round"`
+	Transport   string `json:"transport"`
+	Subscribers int    `json:"subscribers"`
+	Tables      int    `json:"tables"`
+	Rate        int    `json:"rate"`
+	// At Rate changes/s: write sent → change received by a subscriber.
+	Sent    int64   `json:"sent"`
+	Events  int64   `json:"events"`
+	Missing int64   `json:"missing"`
+	P50Ms   float64 `json:"p50_ms"`
+	P99Ms   float64 `json:"p99_ms"`
+	MaxMs   float64 `json:"max_ms"`
+	// Saturation: Writers writing as fast as they are answered.
+	DeliveredPerSec   float64 `json:"delivered_per_sec"`
+	WritesPerSec      float64 `json:"writes_per_sec"`
+	ServerCPUPct      float64 `json:"server_cpu_pct"`        // of one core, during the saturation window
+	CPUPctPer10kPerS  float64 `json:"cpu_pct_per_10k_per_s"` // server CPU (% of a core) per 10,000 deliveries/s
+	IdleSubscribers   int     `json:"idle_subscribers"`
+	IdleKiBPerSub     float64 `json:"idle_kib_per_sub"`     // server heap in use + stacks, after a GC, per idle subscriber
+	IdleRSSKiBPerSub  float64 `json:"idle_rss_kib_per_sub"` // server RSS growth per idle subscriber
+	IdleGoroutinesPer float64 `json:"idle_goroutines_per_sub"`
+}
+
+// benchFanout runs `routehound bench fanout`: subscribers in this process,
+// the server (this binary's `serve`, one fresh child per transport and
+// round) in another, as the issue's comparison was measured.
+func benchFanout(args []string) error {
+	var o fanoutOptions
+	var transports string
+	fs := flag.NewFlagSet("bench fanout", flag.ContinueOnError)
+	fs.StringVar(&transports, "transports", "ws,ws-batch,sse", "transports, run in turn in each round: ws (one change frame per change), ws-batch (changes frames), sse")
+	fs.IntVar(&o.subs, "subscribers", 100, "subscribers of the latency and saturation phases")
+	fs.IntVar(&o.tables, "tables", 1, "tables they are spread over (round robin)")
+	fs.IntVar(&o.rate, "rate", 1000, "changes/s of the latency phase, round robin over the tables")
+	fs.IntVar(&o.writers, "writers", 32, "saturation phase: concurrent writers")
+	fs.IntVar(&o.idle, "idle", 10000, "idle subscribers of the memory phase (0: no memory phase)")
+	fs.IntVar(&o.idleTables, "idle-tables", 1000, "tables the idle subscribers are spread over")
+	fs.IntVar(&o.rounds, "rounds", 1, "rounds; each runs every transport once (alternating builds or transports in one session)")
+	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "load before each measured window")
+	fs.DurationVar(&o.measure, "measure", 10*time.Second, "each measured window (latency, saturation)")
+	fs.StringVar(&o.dir, "dir", os.TempDir(), "where the child servers' temporary data dirs go")
+	fs.StringVar(&o.server, "server", "", "the routehound binary to run as the server (default: this one), e.g. another build to compare")
+	fs.StringVar(&o.jsonOut, "json", "", "write the results as JSON to this file")
+	fs.BoolVar(&o.quiet, "quiet", false, "no progress lines")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("bench fanout: unexpected arguments %q", fs.Args())
+	}
+	o.transports = strings.Split(transports, ",")
+	for _, t := range o.transports {
+		if t != "ws" && t != "ws-batch" && t != "sse" {
+			return fmt.Errorf("bench fanout: transport %q: want ws, ws-batch or sse", t)
+		}
+	}
+	switch {
+	case o.subs < 1 || o.tables < 1 || o.subs < o.tables || o.subs/o.tables > 100:
+		return errors.New("bench fanout: --subscribers and --tables must be >= 1, at most 100 subscribers per table")
+	case o.rate < 1 || o.writers < 1 || o.rounds < 1 || o.measure <= 0 || o.warmup < 0:
+		return errors.New("bench fanout: --rate, --writers, --rounds and --measure must be > 0")
+	case o.idle < 0 || o.idle > 0 && (o.idleTables < 1 || (o.idle+o.idleTables-1)/o.idleTables > 100):
+		return errors.New("bench fanout: --idle must be >= 0, at most 100 per table of --idle-tables")
+	}
+	raiseNofile(2*max(o.idle, o.subs) + 1024)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	fmt.Printf("bench fanout %s: %s, %d CPUs, %s, load %s\n", time.Now().UTC().Format(time.RFC3339), cpuModel(), runtime.NumCPU(), runtime.Version(), loadAvg())
+	var all []fanoutResult
+	for round := 1; round <= o.rounds; round++ {
+		for _, tr := range o.transports {
+			res, err := runFanoutBench(ctx, o, tr)
+			if err != nil {
+				return err
+			}
+			res.Round = round
+			all = append(all, *res)
+			fmt.Print(res.human())
+		}
+	}
+	if o.jsonOut != "" {
+		b, err := json.MarshalIndent(all, "", "  ")
+		if err != nil {
+			return fmt.Errorf("bench fanout: report: %w", err)
+		}
+		if err := os.WriteFile(o.jsonOut, append(b, '\n'), 0o644); err != nil {
+			return fmt.Errorf("bench fanout: report: %w", err)
+		}
+	}
+	return nil
+}
+
+func (r *fanoutResult) human() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "round %d %-8s %d subscribers on %d tables at %d changes/s: write→receipt p50 %.2f ms p99 %.2f ms max %.1f ms (%d events, %d missing)\n",
+		r.Round, r.Transport, r.Subscribers, r.Tables, r.Rate, r.P50Ms, r.P99Ms, r.MaxMs, r.Events, r.Missing)
+	fmt.Fprintf(&b, "round %d %-8s saturation: %.0f delivered/s (%.0f writes/s), server CPU %.0f%% of a core = %.1f%% per 10k deliveries/s\n",
+		r.Round, r.Transport, r.DeliveredPerSec, r.WritesPerSec, r.ServerCPUPct, r.CPUPctPer10kPerS)
+	if r.IdleSubscribers > 0 {
+		fmt.Fprintf(&b, "round %d %-8s %d idle subscribers: %.1f KiB each (server heap + stacks after a GC), RSS %.1f KiB each, %.2f goroutines each\n",
+			r.Round, r.Transport, r.IdleSubscribers, r.IdleKiBPerSub, r.IdleRSSKiBPerSub, r.IdleGoroutinesPer)
+	}
+	return b.String()
+}
+
+// raiseNofile raises this process's descriptor limit (the child inherits
+// it) towards want, up to the hard limit.
+func raiseNofile(want int) {
+	var rl syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) != nil || rl.Cur >= uint64(want) {
+		return
+	}
+	rl.Cur = min(uint64(want), rl.Max)
+	_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
+}
+
+// fanoutTarget is a running server: its URL, tokens and process id.
+type fanoutTarget struct {
+	base, dashboard, admin string
+	pid                    int
+	hc                     *http.Client
+}
+
+func runFanoutBench(ctx context.Context, o fanoutOptions, transport string) (*fanoutResult, error) {
+	progress := func(format string, args ...any) {
+		if !o.quiet {
+			fmt.Fprintf(os.Stderr, "bench fanout %s: "+format+"\n", append([]any{transport}, args...)...)
+		}
+	}
+	dir, err := os.MkdirTemp(o.dir, "routehound-fanout-")
+	if err != nil {
+		return nil, fmt.Errorf("bench fanout: temp dir: %w", err)
+	}
+	s := &benchServer{dir: dir, dataDir: filepath.Join(dir, "data"), logPath: filepath.Join(dir, "server.log")}
+	defer s.close()
+	if err := os.Mkdir(s.dataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("bench fanout: %w", err)
+	}
+	tg, cfgPath, err := writeFanoutConfig(dir, max(o.idle, o.subs), max(o.idleTables, o.tables))
+	if err != nil {
+		return nil, err
+	}
+	exe, err := filepath.Abs(o.server) // the child runs in its own dir
+	if err != nil {
+		return nil, fmt.Errorf("bench fanout: --server: %w", err)
+	}
+	if o.server == "" {
+		if exe, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("bench fanout: this binary: %w", err)
+		}
+	}
+	if err := s.start(ctx, exe, cfgPath); err != nil {
+		return nil, fmt.Errorf("bench fanout: %w\nserver log tail:\n%s", err, logTail(s.logPath, 4<<10))
+	}
+	tg.base, tg.pid = s.base, s.pid()
+	tg.hc = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 0}, Timeout: benchAnswerTimeout}
+	defer tg.hc.CloseIdleConnections()
+	progress("server %s (pid %d)", tg.base, tg.pid)
+	return measureFanout(ctx, o, transport, tg, progress)
+}
+
+// measureFanout runs the three phases against tg.
+func measureFanout(ctx context.Context, o fanoutOptions, transport string, tg *fanoutTarget, progress func(string, ...any)) (*fanoutResult, error) {
+	res := &fanoutResult{Transport: transport, Subscribers: o.subs, Tables: o.tables, Rate: o.rate}
+	if err := measureIdle(ctx, o, transport, tg, res); err != nil {
+		return nil, err
+	}
+	progress("%d idle subscribers: %.1f KiB each", res.IdleSubscribers, res.IdleKiBPerSub)
+	names := make([]string, o.tables)
+	for i := range names {
+		names[i] = fmt.Sprintf("f%04d", i)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	rec := &receipts{}
+	var wg sync.WaitGroup
+	for i := range o.subs {
+		if err := subscribeFanout(sctx, tg, transport, names[i%len(names)], rec, &wg); err != nil {
+			return nil, err
+		}
+	}
+	progress("%d subscribers live", o.subs)
+
+	// Latency at a fixed rate.
+	writeFanout(ctx, tg, names, o.rate, 0, o.warmup)
+	rec.reset(true)
+	sent := writeFanout(ctx, tg, names, o.rate, 0, o.measure)
+	want := sent * int64(o.subs/o.tables) // every table has subs/tables subscribers
+	deadline := time.Now().Add(10 * time.Second)
+	for rec.count.Load() < want && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	res.Sent, res.Events = sent, rec.count.Load()
+	res.Missing = max(0, want-res.Events)
+	res.P50Ms, res.P99Ms, res.MaxMs = rec.percentiles()
+	progress("latency: p50 %.2f ms p99 %.2f ms over %d events", res.P50Ms, res.P99Ms, res.Events)
+
+	// Saturation.
+	writeFanout(ctx, tg, names, 0, o.writers, o.warmup)
+	rec.reset(false)
+	t0, c0 := time.Now(), mustTicks(tg.pid)
+	writes := writeFanout(ctx, tg, names, 0, o.writers, o.measure)
+	el, c1 := time.Since(t0), mustTicks(tg.pid)
+	delivered := rec.count.Load()
+	res.DeliveredPerSec = float64(delivered) / el.Seconds()
+	res.WritesPerSec = float64(writes) / el.Seconds()
+	res.ServerCPUPct = 100 * float64(c1-c0) / clkTck / el.Seconds()
+	if res.DeliveredPerSec > 0 {
+		res.CPUPctPer10kPerS = res.ServerCPUPct / (res.DeliveredPerSec / 10000)
+	}
+	progress("saturation: %.0f delivered/s, server CPU %.0f%%", res.DeliveredPerSec, res.ServerCPUPct)
+	cancel()
+	wg.Wait()
+	return res, nil
+}
+
+// measureIdle opens o.idle subscribers over o.idleTables tables, which
+// nothing writes to, and sets the server's memory growth per subscriber.
+func measureIdle(ctx context.Context, o fanoutOptions, transport string, tg *fanoutTarget, res *fanoutResult) error {
+	if o.idle == 0 {
+		return nil
+	}
+	m0, err := serverMemory(ctx, tg)
+	if err != nil {
+		return err
+	}
+	ictx, icancel := context.WithCancel(ctx)
+	defer icancel()
+	var iwg sync.WaitGroup
+	for i := range o.idle {
+		if err := subscribeFanout(ictx, tg, transport, fmt.Sprintf("i%04d", i%o.idleTables), nil, &iwg); err != nil {
+			return err
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	m1, err := serverMemory(ctx, tg)
+	if err != nil {
+		return err
+	}
+	n := float64(o.idle)
+	res.IdleSubscribers = o.idle
+	res.IdleKiBPerSub = float64((m1.heap+m1.stack)-(m0.heap+m0.stack)) / 1024 / n
+	res.IdleRSSKiBPerSub = float64(m1.rss-m0.rss) / n // KiB already
+	res.IdleGoroutinesPer = float64(m1.goroutines-m0.goroutines) / n
+	icancel()
+	iwg.Wait()
+	return nil
+}
+
+// receipts counts the changes received and, while timing, their
+// write→receipt latencies (the value carries the write's send time).
+type receipts struct {
+	count  atomic.Int64
+	timing atomic.Bool
+	since  atomic.Int64 // changes written before (unix ns) are not counted: the previous phase's
+	mu     sync.Mutex
+	lat    []time.Duration
+}
+
+func (r *receipts) reset(timing bool) {
+	r.mu.Lock()
+	r.lat = r.lat[:0]
+	r.mu.Unlock()
+	r.count.Store(0)
+	r.timing.Store(timing)
+	r.since.Store(time.Now().UnixNano())
+}
+
+// saw takes one frame or event's data: every "t": in it is a change's
+// send time (the benchmark's values hold nothing else named t).
+func (r *receipts) saw(data []byte) {
+	if r == nil {
+		return
+	}
+	now := time.Now().UnixNano()
+	timing, since := r.timing.Load(), r.since.Load()
+	var got []time.Duration
+	for {
+		i := bytes.Index(data, []byte(`"t":`))
+		if i < 0 {
+			break
+		}
+		data = data[i+4:]
+		var t int64
+		j := 0
+		for ; j < len(data) && data[j] >= '0' && data[j] <= '9'; j++ {
+			t = t*10 + int64(data[j]-'0')
+		}
+		data = data[j:]
+		if t < since {
+			continue
+		}
+		r.count.Add(1)
+		if timing {
+			got = append(got, time.Duration(now-t))
+		}
+	}
+	if len(got) > 0 {
+		r.mu.Lock()
+		r.lat = append(r.lat, got...)
+		r.mu.Unlock()
+	}
+}
+
+func (r *receipts) percentiles() (p50, p99, pmax float64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.lat) == 0 {
+		return 0, 0, 0
+	}
+	d := slices.Clone(r.lat)
+	slices.Sort(d)
+	at := func(p float64) float64 { return float64(d[int(p/100*float64(len(d)-1))]) / 1e6 }
+	return at(50), at(99), at(100)
+}
+
+// subscribeFanout opens one subscriber of table and returns once its
+// snapshot is in; its reader runs until ctx ends (wg counts it). rec nil:
+// an idle subscriber (nothing is written to its table).
+func subscribeFanout(ctx context.Context, tg *fanoutTarget, transport, table string, rec *receipts, wg *sync.WaitGroup) error {
+	ready := make(chan error, 1)
+	wg.Add(1)
+	if transport == "sse" {
+		req, err := http.NewRequestWithContext(ctx, "GET", tg.base+"/v1/tables/"+table+"/events", nil)
+		if err != nil {
+			wg.Done()
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+tg.dashboard)
+		go func() {
+			defer wg.Done()
+			resp, err := (&http.Client{Transport: tg.hc.Transport}).Do(req) // no timeout: a stream
+			if err != nil {
+				ready <- fmt.Errorf("bench fanout: SSE subscribe %s: %w", table, err)
+				return
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				ready <- fmt.Errorf("bench fanout: SSE subscribe %s: %s", table, resp.Status)
+				return
+			}
+			sc := bufio.NewScanner(resp.Body)
+			live := false
+			for sc.Scan() {
+				line := sc.Bytes()
+				switch {
+				case !live && bytes.Equal(line, []byte("event: snapshot")):
+					live = true
+					ready <- nil
+				case live && bytes.HasPrefix(line, []byte("data: ")):
+					rec.saw(line)
+				}
+			}
+			if !live {
+				ready <- fmt.Errorf("bench fanout: SSE %s ended before its snapshot", table)
+			}
+		}()
+	} else {
+		go func() {
+			defer wg.Done()
+			c, _, err := websocket.Dial(ctx, strings.Replace(tg.base, "http", "ws", 1)+"/v1/ws",
+				&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + tg.dashboard}}})
+			if err != nil {
+				ready <- fmt.Errorf("bench fanout: WebSocket %s: %w", table, err)
+				return
+			}
+			defer c.CloseNow()
+			c.SetReadLimit(16 << 20)
+			msg := fmt.Sprintf(`{"op":"subscribe","table":%q,"batch":%t}`, table, transport == "ws-batch")
+			if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+				ready <- fmt.Errorf("bench fanout: WebSocket %s: %w", table, err)
+				return
+			}
+			live := false
+			for {
+				_, data, err := c.Read(ctx)
+				if err != nil {
+					if !live {
+						ready <- fmt.Errorf("bench fanout: WebSocket %s ended before its snapshot: %w", table, err)
+					}
+					return
+				}
+				switch {
+				case bytes.HasPrefix(data, []byte(`{"type":"change`)): // change or changes
+					rec.saw(data)
+				case !live && bytes.Contains(data, []byte(`"type":"snapshot"`)) && bytes.Contains(data, []byte(`"last":true`)):
+					live = true
+					ready <- nil
+				case bytes.HasPrefix(data, []byte(`{"type":"error"`)):
+					if !live {
+						ready <- fmt.Errorf("bench fanout: WebSocket %s: %s", table, data)
+						return
+					}
+				}
+			}
+		}()
+	}
+	select {
+	case err := <-ready:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(benchAnswerTimeout):
+		return fmt.Errorf("bench fanout: no snapshot of %s within %v", table, benchAnswerTimeout)
+	}
+}
+
+// writeFanout puts changes round robin over tables for d: at rate per
+// second (writers 0), or with writers each as fast as it is answered. It
+// returns the writes answered 2xx.
+func writeFanout(ctx context.Context, tg *fanoutTarget, tables []string, rate, writers int, d time.Duration) int64 {
+	var ok atomic.Int64
+	var n atomic.Int64
+	put := func(i int64) {
+		body := fmt.Sprintf(`{"t":%d,"p":"0123456789abcdef0123456789abcdef"}`, time.Now().UnixNano())
+		req, err := http.NewRequestWithContext(ctx, "PUT", fmt.Sprintf("%s/v1/tables/%s/keys/k%d", tg.base, tables[i%int64(len(tables))], i%100), strings.NewReader(body))
+		if err != nil {
+			return
+		}
+		req.Header.Set("Authorization", "Bearer "+tg.dashboard)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := tg.hc.Do(req)
+		if err != nil {
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode/100 == 2 {
+			ok.Add(1)
+		}
+	}
+	end := time.Now().Add(d)
+	var wg sync.WaitGroup
+	if writers > 0 {
+		for range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Now().Before(end) && ctx.Err() == nil {
+					put(n.Add(1))
+				}
+			}()
+		}
+		wg.Wait()
+		return ok.Load()
+	}
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	sem := make(chan struct{}, 64) // a write waits for its fsync: several in flight
+	for time.Now().Before(end) && ctx.Err() == nil {
+		<-tick.C
+		sem <- struct{}{}
+		wg.Add(1)
+		go func(i int64) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			put(i)
+		}(n.Add(1))
+	}
+	wg.Wait()
+	return ok.Load()
+}
+
+func mustTicks(pid int) int64 {
+	t, _ := procCPUTicks(pid)
+	return t
+}
+
+type serverMem struct {
+	heap, stack, rss int64 // bytes, bytes, KiB
+	goroutines       int64
+}
+
+// serverMemory reads the server's heap in use and stacks right after a GC
+// (the admin's GET /debug/pprof/heap?gc=1&debug=1 runs one and prints the
+// runtime's MemStats), its goroutines and its RSS.
+func serverMemory(ctx context.Context, tg *fanoutTarget) (serverMem, error) {
+	get := func(path string) (string, error) {
+		req, err := http.NewRequestWithContext(ctx, "GET", tg.base+path, nil)
+		if err != nil {
+			return "", err
+		}
+		req.Header.Set("Authorization", "Bearer "+tg.admin)
+		resp, err := tg.hc.Do(req)
+		if err != nil {
+			return "", fmt.Errorf("bench fanout: GET %s: %w", path, err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			return "", fmt.Errorf("bench fanout: GET %s: %s %v", path, resp.Status, err)
+		}
+		return string(b), nil
+	}
+	var m serverMem
+	heap, err := get("/debug/pprof/heap?gc=1&debug=1")
+	if err != nil {
+		return m, err
+	}
+	for line := range strings.SplitSeq(heap, "\n") {
+		if v, ok := strings.CutPrefix(line, "# HeapInuse = "); ok {
+			m.heap, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+		if v, ok := strings.CutPrefix(line, "# Stack = "); ok {
+			inuse, _, _ := strings.Cut(v, " /")
+			m.stack, _ = strconv.ParseInt(strings.TrimSpace(inuse), 10, 64)
+		}
+	}
+	gr, err := get("/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		return m, err
+	}
+	first, _, _ := strings.Cut(gr, "\n")
+	m.goroutines, _ = strconv.ParseInt(strings.TrimPrefix(first, "goroutine profile: total "), 10, 64)
+	if _, m.rss, err = procMemory(tg.pid); err != nil {
+		return m, fmt.Errorf("bench fanout: %w", err)
+	}
+	if m.heap == 0 || m.stack == 0 || m.goroutines == 0 {
+		return m, errors.New("bench fanout: the server's heap profile lacks HeapInuse, Stack or the goroutine count")
+	}
+	return m, nil
+}
+
+// writeFanoutConfig writes the child's config: a dashboard and an admin
+// token (and one per other role) and limits that let subs subscribers on
+// tables tables in.
+func writeFanoutConfig(dir string, subs, tables int) (*fanoutTarget, string, error) {
+	tg := &fanoutTarget{}
+	var b bytes.Buffer
+	for _, r := range config.Roles {
+		var rnd [16]byte
+		if _, err := crand.Read(rnd[:]); err != nil {
+			return nil, "", fmt.Errorf("bench fanout: token: %w", err)
+		}
+		tok := r + "-" + hex.EncodeToString(rnd[:])
+		switch r {
+		case "dashboard":
+			tg.dashboard = tok
+		case "admin":
+			tg.admin = tok
+		}
+		fmt.Fprintf(&b, "[[tokens]]\nrole = %q\ntoken = %q\n\n", r, tok)
+	}
+	fmt.Fprintf(&b, "[http]\nmax_conns = %d\n\n[hub]\nmax_subscribers = %d\nmax_subscribers_per_table = 100\n\n[tables]\nmax_tables = %d\n",
+		2*subs+1024, subs+1024, tables+64)
+	path := filepath.Join(dir, "routehound.toml")
+	if err := os.WriteFile(path, b.Bytes(), 0o600); err != nil {
+		return nil, "", fmt.Errorf("bench fanout: config: %w", err)
+	}
+	return tg, path, nil
+}
