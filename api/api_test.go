@@ -1196,6 +1196,7 @@ func endpoints() []endpoint {
 		{"GET", "/metrics", "", nil, []api.Role{api.RoleAdmin}},
 		{"GET", "/debug/pprof/heap", "", nil, []api.Role{api.RoleAdmin}},
 		{"POST", "/v1/admin/drivers/van-1/reset", "", nil, []api.Role{api.RoleAdmin}},
+		{"GET", "/v1/uplink", "", nil, []api.Role{api.RoleAdmin}},
 	}
 }
 
@@ -1468,5 +1469,16 @@ func TestRetryAfterFromTheDrain(t *testing.T) {
 		if got := api.RetryAfterForTest(c.err); got != c.want {
 			t.Errorf("%v: Retry-After %q, want %q", c.err, got, c.want)
 		}
+	}
+}
+
+// TestUplinkOff: GET /v1/uplink (admin) answers {"enabled": false} when
+// [uplink] nats_url is empty (the appliance tests cover a running uplink).
+func TestUplinkOff(t *testing.T) {
+	f := newFixture(t)
+	r := f.do(t, "GET", "/v1/uplink", tok(api.RoleAdmin), nil)
+	wantStatus(t, r, http.StatusOK)
+	if m := object(t, r); len(m) != 1 || string(m["enabled"]) != "false" {
+		t.Fatalf("uplink off: %s", r.body)
 	}
 }

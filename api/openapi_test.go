@@ -328,6 +328,7 @@ func TestOpenAPIDocument(t *testing.T) {
 		{"/v1/openapi.yaml", "GET"},
 		{"/v1/devices/{id}", "DELETE GET PUT"},
 		{"/v1/admin/drivers/{driver}/reset", "POST"},
+		{"/v1/uplink", "GET"},
 	} {
 		item := doc.Paths.Value(c.path)
 		if item == nil {

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"routehound/engine"
@@ -63,6 +64,8 @@ type Server struct {
 	configDevices map[string]string // phone device id → driver, from the config (devices.go)
 
 	failures *FailureLimiter // nil: no limit
+
+	uplink atomic.Pointer[func() any] // the log shipper's status (uplink.go); nil: off
 }
 
 // New builds the server; mount more routes with Handle before serving.
@@ -74,6 +77,7 @@ func New(e *engine.Engine, tokens *Tokens, cfg Config, log *slog.Logger) *Server
 		driverSlots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1)),
 		failures:    NewFailureLimiter(cfg.MaxAuthFailures, cfg.AuthFailureWindow)}
 	s.routes()
+	s.uplinkRoutes()
 	return s
 }
 
