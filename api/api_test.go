@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -1197,6 +1198,7 @@ func endpoints() []endpoint {
 		{"GET", "/debug/pprof/heap", "", nil, []api.Role{api.RoleAdmin}},
 		{"POST", "/v1/admin/drivers/van-1/reset", "", nil, []api.Role{api.RoleAdmin}},
 		{"GET", "/v1/uplink", "", nil, []api.Role{api.RoleAdmin}},
+		{"GET", "/v1/admin/backup", "", nil, []api.Role{api.RoleAdmin}},
 	}
 }
 
@@ -1480,5 +1482,29 @@ func TestUplinkOff(t *testing.T) {
 	wantStatus(t, r, http.StatusOK)
 	if m := object(t, r); len(m) != 1 || string(m["enabled"]) != "false" {
 		t.Fatalf("uplink off: %s", r.body)
+	}
+}
+
+// TestBackupEndpoint: GET /v1/admin/backup (admin) answers a whole,
+// verifiable backup file at the durable LSN, named in its header.
+func TestBackupEndpoint(t *testing.T) {
+	f := newFixture(t)
+	control := f.controlWrite(t, "before-backup")
+	r := f.do(t, "GET", "/v1/admin/backup", tok(api.RoleAdmin), nil)
+	wantStatus(t, r, http.StatusOK)
+	h, err := api.VerifyBackup(bytes.NewReader(r.body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.LSN < control || r.header.Get("Routehound-Backup-Lsn") != fmt.Sprint(h.LSN) || len(h.Tokens) == 0 {
+		t.Fatalf("backup header %+v (lsn header %s), control write at lsn %d", h, r.header.Get("Routehound-Backup-Lsn"), control)
+	}
+	if !bytes.Contains(h.Tokens, []byte(fxTokens[api.RoleAdmin])) {
+		t.Fatal("the backup's tokens lack the admin token")
+	}
+	for _, cut := range []int{len(r.body) - 1, len(r.body) / 2, 10} {
+		if _, err := api.VerifyBackup(bytes.NewReader(r.body[:cut])); !errors.Is(err, api.ErrBadBackup) {
+			t.Fatalf("a backup cut at %d of %d bytes: %v", cut, len(r.body), err)
+		}
 	}
 }

@@ -65,7 +65,8 @@ type Server struct {
 
 	failures *FailureLimiter // nil: no limit
 
-	uplink atomic.Pointer[func() any] // the log shipper's status (uplink.go); nil: off
+	uplink       atomic.Pointer[func() any]    // the log shipper's status (uplink.go); nil: off
+	backupTokens atomic.Pointer[func() []byte] // the tokens in force, for backups (backup.go)
 }
 
 // New builds the server; mount more routes with Handle before serving.
@@ -78,6 +79,7 @@ func New(e *engine.Engine, tokens *Tokens, cfg Config, log *slog.Logger) *Server
 		failures:    NewFailureLimiter(cfg.MaxAuthFailures, cfg.AuthFailureWindow)}
 	s.routes()
 	s.uplinkRoutes()
+	s.backupRoutes()
 	return s
 }
 

@@ -170,6 +170,8 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 		return nil, err
 	}
 	srv.SetConfigDevices(phones.Devices)
+	backupTokens := tokensTOML(tokens)
+	srv.SetBackupTokens(func() []byte { return backupTokens })
 
 	a := &Appliance{Config: cfg, Dir: dir, Tokens: tokens, Generated: generated, Engine: eng, Hub: hb, API: srv,
 		log: log, served: make(chan error, 1), stopped: make(chan struct{})}
