@@ -49,6 +49,9 @@ type BackupHeader struct {
 const maxBackupHeader = 1 << 20
 
 func (s *Server) backupRoutes() {
+	// One backup streams at a time (each pins a snapshot and reads the
+	// whole store); a second waits for it.
+	s.backupSlot = make(chan struct{}, 1)
 	s.mux.HandleFunc("/v1/admin/backup", s.methods(map[string]http.HandlerFunc{
 		"GET": s.allow(noLane, s.backup, RoleAdmin),
 	}))
@@ -60,6 +63,12 @@ func (s *Server) SetBackupTokens(f func() []byte) { s.backupTokens.Store(&f) }
 
 // backup serves GET /v1/admin/backup.
 func (s *Server) backup(w http.ResponseWriter, r *http.Request) {
+	select {
+	case s.backupSlot <- struct{}{}:
+		defer func() { <-s.backupSlot }()
+	case <-r.Context().Done():
+		return // the client went away while another backup streamed
+	}
 	snap, err := s.e.Snapshot()
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("backup: %w", err))

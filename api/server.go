@@ -67,6 +67,7 @@ type Server struct {
 
 	uplink       atomic.Pointer[func() any]    // the log shipper's status (uplink.go); nil: off
 	backupTokens atomic.Pointer[func() []byte] // the tokens in force, for backups (backup.go)
+	backupSlot   chan struct{}                 // cap 1: the backup streaming now (backup.go)
 }
 
 // New builds the server; mount more routes with Handle before serving.
