@@ -208,6 +208,7 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 		MaxLive: cfg.UI.MaxLive, FrameInterval: cfg.UI.FrameInterval,
 		MaxPageBytes: cfg.HTTP.MaxPageBytes,
 		StoreDir:     store.Dir,
+		Uplink:       uplinkView(up),
 	})
 	a.UI = dash
 	srv.Handle("/ui/", dash)
@@ -406,6 +407,19 @@ func (a *Appliance) closeStore(ctx context.Context) error {
 		a.log.Info("stopped cleanly", "durable_lsn", a.Engine.DurableLSN())
 	}
 	return first
+}
+
+// uplinkView adapts the uplink's status for the dashboard's System page
+// (nil when the uplink is off).
+func uplinkView(up *uplink.Uplink) func() ui.UplinkView {
+	if up == nil {
+		return nil
+	}
+	return func() ui.UplinkView {
+		s := up.Status()
+		return ui.UplinkView{Enabled: true, Connected: s.Connected, AckedLSN: s.AckedLSN, LagRecords: s.LagRecords,
+			Dropped: s.Dropped, LagSeconds: s.LagSeconds, LastError: s.LastError}
+	}
 }
 
 // connTracker follows the HTTP server's connections (http.Server.ConnState),

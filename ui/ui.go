@@ -43,6 +43,9 @@ type Options struct {
 	// on disk ("": Badger's own sizes, which it refreshes once a minute
 	// and which leave out the memtable logs).
 	StoreDir string
+	// Uplink, when set, answers the log shipper's position for the
+	// System page (nil: the uplink is off).
+	Uplink func() UplinkView
 }
 
 // FailureCounter counts failed authentications per source address
