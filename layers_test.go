@@ -24,6 +24,7 @@ var layerRules = map[string][]string{
 	"naive":   {"fleet"},
 	"api":     {"docs", "engine", "fleet", "hub", "internal/netguard"},
 	"replica": {"engine", "fleet"},
+	"uplink":  {"engine"},
 }
 
 // TestLayerRules parses each package's imports and refuses one its rule does

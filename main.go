@@ -3,6 +3,9 @@
 // dashboard share.
 //
 //	routehound serve [--config FILE] [--data DIR] [--listen ADDR]
+//	routehound backup FILE
+//	routehound restore FILE --data DIR
+//	routehound replica snapshot FILE
 package main
 
 import (
@@ -22,6 +25,9 @@ commands:
   serve   run the server (routehound serve --help for flags)
   sim     drive a server with a load scenario and report per actor (routehound sim --help)
   bench   benchmarks: bench ingest runs a server as a child process and measures durable driver points/s (routehound bench ingest --help)
+  backup  save an online backup of the running server at one LSN (routehound backup --help)
+  restore load a backup into a new data dir (routehound restore FILE --data DIR)
+  replica replica snapshot FILE: a consistent read-only copy of the SQLite read replica
   version print the build's version (VCS revision and time) and Go version
 `)
 }
@@ -39,6 +45,12 @@ func main() {
 		err = simCmd(os.Args[2:])
 	case "bench":
 		err = benchCmd(os.Args[2:])
+	case "backup":
+		err = backupCmd(os.Args[2:])
+	case "restore":
+		err = restoreCmd(os.Args[2:])
+	case "replica":
+		err = replicaCmd(os.Args[2:])
 	case "version", "--version":
 		version(os.Stdout)
 		return

@@ -337,6 +337,8 @@ func TestOpenAPIDocument(t *testing.T) {
 		{"/v1/client.js", "GET"},
 		{"/v1/devices/{id}", "DELETE GET PUT"},
 		{"/v1/admin/drivers/{driver}/reset", "POST"},
+		{"/v1/uplink", "GET"},
+		{"/v1/admin/backup", "GET"},
 	} {
 		item := doc.Paths.Value(c.path)
 		if item == nil {

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"routehound/engine"
@@ -64,8 +65,11 @@ type Server struct {
 
 	failures *FailureLimiter // nil: no limit
 
-	history     History // the history endpoints' source (history.go); nil until MountHistory
-	historyGate *historyGate
+	history      History // the history endpoints' source (history.go); nil until MountHistory
+	historyGate  *historyGate
+	uplink       atomic.Pointer[func() any]    // the log shipper's status (uplink.go); nil: off
+	backupTokens atomic.Pointer[func() []byte] // the tokens in force, for backups (backup.go)
+	backupSlot   chan struct{}                 // cap 1: the backup streaming now (backup.go)
 }
 
 // New builds the server; mount more routes with Handle before serving.
@@ -78,6 +82,8 @@ func New(e *engine.Engine, tokens *Tokens, cfg Config, log *slog.Logger) *Server
 		failures:    NewFailureLimiter(cfg.MaxAuthFailures, cfg.AuthFailureWindow),
 		historyGate: newHistoryGate()}
 	s.routes()
+	s.uplinkRoutes()
+	s.backupRoutes()
 	return s
 }
 

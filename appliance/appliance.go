@@ -28,6 +28,7 @@ import (
 	"routehound/osmand"
 	"routehound/replica"
 	"routehound/ui"
+	"routehound/uplink"
 	"routehound/wal"
 )
 
@@ -45,6 +46,8 @@ type Appliance struct {
 	Addr      *net.TCPAddr     // where the HTTP listener is bound
 	// Osmand is the phone apps' listener ([osmand] enabled), or nil.
 	Osmand *osmand.Listener
+	// Uplink ships the log to NATS JetStream ([uplink] nats_url), or nil.
+	Uplink *uplink.Uplink
 
 	log    *slog.Logger
 	http   *http.Server
@@ -114,7 +117,18 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 	// failure and resumes (Failed reports only a failure it could not
 	// recover from), and closes it (closeStore).
 	store := wal.Options{Dir: filepath.Join(dir, "store"), MemoryBytes: cfg.Storage.MemoryMB << 20, Logger: log}
-	eng, err := engine.Open(EngineConfig(cfg, dir), store, log)
+	ecfg := EngineConfig(cfg, dir)
+	var up *uplink.Uplink
+	if cfg.Uplink.NATSURL != "" {
+		// Before the engine: retention asks the uplink what it has not
+		// shipped yet.
+		if up, err = uplink.Open(UplinkConfig(cfg, dir), log); err != nil {
+			ln.Close()
+			return nil, err
+		}
+		ecfg.Retention.RetainAfter, ecfg.Retention.RetainMaxBytes = up.RetainAfter, cfg.Uplink.BudgetMB<<20
+	}
+	eng, err := engine.Open(ecfg, store, log)
 	if err != nil {
 		ln.Close()
 		return nil, StoreError(dir, err)
@@ -156,6 +170,8 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 		return nil, err
 	}
 	srv.SetConfigDevices(phones.Devices)
+	backupTokens := tokensTOML(tokens)
+	srv.SetBackupTokens(func() []byte { return backupTokens })
 
 	a := &Appliance{Config: cfg, Dir: dir, Tokens: tokens, Generated: generated, Engine: eng, Hub: hb, API: srv,
 		log: log, served: make(chan error, 1), stopped: make(chan struct{})}
@@ -182,6 +198,16 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 			log.Warn("basemap holds vector tiles: they are served at /ui/tiles/, but the dashboard's map draws raster tiles only and keeps its SVG plot", "path", cfg.UI.MapTiles)
 		}
 	}
+	if up != nil {
+		a.Uplink = up
+		up.Start(eng)
+		srv.SetUplink(func() any { return up.Status() })
+		if err := srv.MountCollector(up.Collector()); err != nil {
+			ln.Close()
+			a.closeStore(context.Background())
+			return nil, err
+		}
+	}
 	dash := ui.New(ui.Options{
 		Engine: eng, Hub: hb, Log: log,
 		Read: replicaReader{a.Replica},
@@ -196,6 +222,7 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 		MaxPageBytes: cfg.HTTP.MaxPageBytes,
 		StoreDir:     store.Dir,
 		Tiles:        tiles,
+		Uplink:       uplinkView(up),
 	})
 	a.UI = dash
 	srv.Handle("/ui/", dash)
@@ -369,6 +396,14 @@ func (a *Appliance) closeStore(ctx context.Context) error {
 		return err
 	}
 	var first error
+	if a.Uplink != nil {
+		// After the engine drained and before the store closes (the
+		// uplink reads the log): what it has not shipped, the next start
+		// ships.
+		if err := a.Uplink.Close(); err != nil {
+			a.log.Warn("uplink close", "err", err)
+		}
+	}
 	if a.Replica != nil {
 		// After the engine drained (its last records are published) and
 		// before the store closes (the applier reads the log).
@@ -386,6 +421,19 @@ func (a *Appliance) closeStore(ctx context.Context) error {
 		a.log.Info("stopped cleanly", "durable_lsn", a.Engine.DurableLSN())
 	}
 	return first
+}
+
+// uplinkView adapts the uplink's status for the dashboard's System page
+// (nil when the uplink is off).
+func uplinkView(up *uplink.Uplink) func() ui.UplinkView {
+	if up == nil {
+		return nil
+	}
+	return func() ui.UplinkView {
+		s := up.Status()
+		return ui.UplinkView{Enabled: true, Connected: s.Connected, AckedLSN: s.AckedLSN, LagRecords: s.LagRecords,
+			Dropped: s.Dropped, LagSeconds: s.LagSeconds, LastError: s.LastError}
+	}
 }
 
 // connTracker follows the HTTP server's connections (http.Server.ConnState),

@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"routehound/api"
@@ -10,6 +11,7 @@ import (
 	"routehound/hub"
 	"routehound/internal/netguard"
 	"routehound/osmand"
+	"routehound/uplink"
 )
 
 // The appliance is the one place that turns the configuration file (plain
@@ -49,6 +51,14 @@ func EngineConfig(c config.Config, dataDir string) engine.Config {
 			MaxTableBytes: c.Tables.MaxTableMB << 20},
 		RoomWait: engine.DefaultConfig().RoomWait,
 	}
+}
+
+// UplinkConfig is the log shipper's configuration; its state file is in
+// the data dir.
+func UplinkConfig(c config.Config, dataDir string) uplink.Config {
+	u := c.Uplink
+	return uplink.Config{URL: u.NATSURL, Depot: u.Depot, Stream: u.Stream, MaxInFlight: u.MaxInFlight,
+		StateFile: filepath.Join(dataDir, "uplink.json")}
 }
 
 // ZeroSLAs names the lanes whose sla the file set to 0: EngineConfig uses

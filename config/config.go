@@ -42,6 +42,7 @@ type Config struct {
 	Tables    Tables    `toml:"tables"`
 	Osmand    Osmand    `toml:"osmand"`
 	UI        UI        `toml:"ui"`
+	Uplink    Uplink    `toml:"uplink"`
 
 	// Ignored lists the deprecated settings the file held (Load): the
 	// server logs them once at start.
@@ -64,6 +65,26 @@ type UI struct {
 	// dashboard serves at /ui/tiles/{z}/{x}/{y} and draws its maps on;
 	// "": no basemap (the pages keep their SVG plot).
 	MapTiles string `toml:"map_tiles"`
+}
+
+// Uplink ships the committed log to a NATS JetStream stream (off while
+// NATSURL is empty).
+type Uplink struct {
+	// NATSURL is the NATS server URL (several, comma-separated, for a
+	// cluster); empty: the uplink is off.
+	NATSURL string `toml:"nats_url"`
+	// Depot names this box in the subjects (routehound.<depot>.<table>)
+	// and message ids (<depot>/<lsn>).
+	Depot string `toml:"depot"`
+	// Stream is the JetStream stream; when absent it is created over
+	// routehound.<depot>.> (file storage, one replica).
+	Stream string `toml:"stream"`
+	// MaxInFlight bounds the records published and not yet acknowledged.
+	MaxInFlight int `toml:"max_in_flight"`
+	// BudgetMB is the log size up to which retention keeps records not
+	// yet shipped (past retention_age and retention_mb); past it the
+	// oldest of them go, counted in routehound_uplink_dropped_records_total.
+	BudgetMB int64 `toml:"budget_mb"`
 }
 
 // HTTP configures the API server.
@@ -264,6 +285,7 @@ func Default() Config {
 		},
 		Tables: Tables{MaxTables: 64, MaxKeysPerTable: 100000, MaxTableMB: 64},
 		UI:     UI{SessionTTL: 12 * time.Hour, MaxSessions: 1000, MaxLive: 64, FrameInterval: 250 * time.Millisecond},
+		Uplink: Uplink{Stream: "ROUTEHOUND", MaxInFlight: 1024, BudgetMB: 4096},
 		Osmand: Osmand{
 			Listen:       ":5055",
 			SpeedUnit:    "knots",
@@ -353,6 +375,9 @@ func (c Config) Validate() error {
 	if c.UI.SessionTTL <= 0 || c.UI.MaxSessions <= 0 || c.UI.MaxLive <= 0 || c.UI.FrameInterval <= 0 {
 		return errors.New("config: ui settings must be > 0")
 	}
+	if err := c.Uplink.Validate(c.Storage); err != nil {
+		return err
+	}
 	// The lanes and the committer are checked by the engine, through
 	// appliance.Validate.
 	return c.Osmand.Validate()
@@ -397,6 +422,26 @@ func (o Osmand) Validate() error {
 			return fmt.Errorf("config: osmand.devices[%d]: device %s is listed twice", i, d.ID)
 		}
 		seen[d.ID] = true
+	}
+	return nil
+}
+
+// Validate reports the first [uplink] setting that cannot work.
+func (u Uplink) Validate(st Storage) error {
+	if u.NATSURL == "" {
+		return nil
+	}
+	if u.Depot == "" || len(u.Depot) > 64 || strings.Trim(u.Depot, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != "" {
+		return errors.New("config: uplink.depot must be 1 to 64 letters, digits, - and _ when uplink.nats_url is set (it is a token of the NATS subject)")
+	}
+	if u.Stream == "" || strings.ContainsAny(u.Stream, " .*>") {
+		return errors.New("config: uplink.stream must be set, without spaces, '.', '*' or '>'")
+	}
+	if u.MaxInFlight <= 0 {
+		return errors.New("config: uplink.max_in_flight must be > 0")
+	}
+	if u.BudgetMB < st.RetentionMB {
+		return fmt.Errorf("config: uplink.budget_mb (%d) must be at least storage.retention_mb (%d): the log keeps unshipped records up to it", u.BudgetMB, st.RetentionMB)
 	}
 	return nil
 }

@@ -213,3 +213,33 @@ func TestDeprecatedSchedulingSettingsLoad(t *testing.T) {
 		t.Fatalf("defaults: ignored %v %v", d.Ignored, err)
 	}
 }
+
+// TestUplinkValidate: the uplink is off without nats_url; on, it needs a
+// depot that is one subject token and a budget of at least retention_mb.
+func TestUplinkValidate(t *testing.T) {
+	c := Default()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("default (uplink off): %v", err)
+	}
+	c.Uplink.NATSURL = "nats://127.0.0.1:4222"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "uplink.depot") {
+		t.Fatalf("no depot: %v", err)
+	}
+	c.Uplink.Depot = "berlin-1"
+	if err := c.Validate(); err != nil {
+		t.Fatalf("a valid uplink: %v", err)
+	}
+	for _, bad := range []func(*Config){
+		func(c *Config) { c.Uplink.Depot = "berlin.1" },
+		func(c *Config) { c.Uplink.Stream = "" },
+		func(c *Config) { c.Uplink.Stream = "a.b" },
+		func(c *Config) { c.Uplink.MaxInFlight = 0 },
+		func(c *Config) { c.Uplink.BudgetMB = c.Storage.RetentionMB - 1 },
+	} {
+		d := c
+		bad(&d)
+		if err := d.Validate(); err == nil || !strings.Contains(err.Error(), "uplink.") {
+			t.Errorf("%+v accepted (%v)", d.Uplink, err)
+		}
+	}
+}

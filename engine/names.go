@@ -63,6 +63,12 @@ type TableInfo struct {
 type Retention struct {
 	MaxAge   time.Duration
 	MaxBytes int64
+	// RetainAfter, when set, is asked before each retention step: the
+	// records after the LSN it answers (a log shipper's records not yet
+	// shipped) are kept past MaxAge and MaxBytes, until the log is larger
+	// than RetainMaxBytes (0: no bound); past it the oldest of them go too.
+	RetainAfter    func() uint64
+	RetainMaxBytes int64
 }
 
 // AnyVersion makes a Write unconditional.
@@ -82,7 +88,13 @@ func records(rs []wal.Record) []Record {
 	return out
 }
 
-func (r Retention) wal() wal.Retention { return wal.Retention{MaxAge: r.MaxAge, MaxBytes: r.MaxBytes} }
+func (r Retention) wal() wal.Retention {
+	w := wal.Retention{MaxAge: r.MaxAge, MaxBytes: r.MaxBytes}
+	if r.RetainAfter != nil {
+		w.Hold, w.HoldAfter, w.HoldMaxBytes = true, r.RetainAfter(), r.RetainMaxBytes
+	}
+	return w
+}
 
 // Snapshot is a consistent read view of every table's state at one LSN.
 // Close it when done.

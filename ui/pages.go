@@ -344,6 +344,16 @@ type systemView struct {
 	Ready                         bool
 	SchedP99                      time.Duration // scheduling latency p99, last second
 	GCShare                       float64       // GC's share of the process's CPU, last second
+	Uplink                        UplinkView
+}
+
+// UplinkView is the log shipper's position for the System page (the
+// appliance adapts the uplink's status; the UI does not import it).
+type UplinkView struct {
+	Enabled, Connected            bool
+	AckedLSN, LagRecords, Dropped uint64
+	LagSeconds                    float64
+	LastError                     string
 }
 
 // diskUsage is the store's size on disk by kind of file.
@@ -415,7 +425,15 @@ func (u *UI) system() systemView {
 		Dropped: hs.Dropped.Load(), Resyncs: hs.Resyncs.Load(), Refused: hs.Refused.Load(), Closes: hs.Closes(),
 		Live: u.liveOpen.Load(), MaxLive: int64(u.opt.MaxLive),
 		Uptime: u.e.Uptime(), Ready: u.e.Ready(),
+		Uplink: u.uplink(),
 	}
+}
+
+func (u *UI) uplink() UplinkView {
+	if u.opt.Uplink == nil {
+		return UplinkView{}
+	}
+	return u.opt.Uplink()
 }
 
 func (u *UI) systemPage(w http.ResponseWriter, r *http.Request, s *session) {

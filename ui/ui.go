@@ -47,6 +47,10 @@ type Options struct {
 	// the Fleet, driver and Routes pages then draw their SVG plot. The
 	// dashboard closes it on Close.
 	Tiles *Tiles
+
+	// Uplink, when set, answers the log shipper's position for the
+	// System page (nil: the uplink is off).
+	Uplink func() UplinkView
 }
 
 // FailureCounter counts failed authentications per source address

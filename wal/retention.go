@@ -12,6 +12,13 @@ import (
 type Retention struct {
 	MaxAge   time.Duration // drop records committed longer ago than this
 	MaxBytes int64         // drop the oldest records while the log is larger
+	// Hold keeps the records after HoldAfter (a log shipper's records not
+	// yet shipped) whatever MaxAge and MaxBytes say, until the log is
+	// larger than HoldMaxBytes (0: no bound); past it the oldest of them
+	// go too.
+	Hold         bool
+	HoldAfter    uint64
+	HoldMaxBytes int64
 }
 
 // Trim deletes at most max of the oldest log records that the retention
@@ -55,7 +62,11 @@ func (db *DB) Trim(p Retention, max int) (int, error) {
 				return 0, fmt.Errorf("wal: trim at lsn %d: %w", lsn, err)
 			}
 		}
-		if !old && !(p.MaxBytes > 0 && total > p.MaxBytes) {
+		if p.Hold && lsn > p.HoldAfter {
+			if !(p.HoldMaxBytes > 0 && total > p.HoldMaxBytes) {
+				break
+			}
+		} else if !old && !(p.MaxBytes > 0 && total > p.MaxBytes) {
 			break
 		}
 		if err := txn.Delete(item.KeyCopy(nil)); err != nil {

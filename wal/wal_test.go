@@ -354,3 +354,52 @@ func TestPutSeriesKeepsEveryRecordAndTheLatestState(t *testing.T) {
 		t.Fatalf("state %+v table %+v", st, ti)
 	}
 }
+
+// TestRetentionHold: records after Hold's LSN (a shipper's unshipped
+// records) outlive the age and size bounds until the log passes
+// HoldMaxBytes; then the oldest of them go, and only as many as the budget
+// needs.
+func TestRetentionHold(t *testing.T) {
+	clock := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	db := open(t, t.TempDir(), now)
+	for i := 0; i < 100; i++ {
+		b := db.Begin()
+		mustPut(t, b, "t", fmt.Sprint(i%5), `"a value of some length"`)
+		if err := b.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	clock = clock.Add(2 * time.Hour)
+	mu.Unlock()
+	size := db.LogBytes()
+	// Everything is old, but only what was shipped (up to 40) goes.
+	if _, err := db.Trim(Retention{MaxAge: time.Hour, MaxBytes: 1, Hold: true, HoldAfter: 40, HoldMaxBytes: size * 2}, 1000); err != nil {
+		t.Fatal(err)
+	}
+	if db.FirstLSN() != 41 {
+		t.Fatalf("first %d after a trim holding after 40; want 41", db.FirstLSN())
+	}
+	// Past the budget the oldest unshipped records go, down to it.
+	budget := db.LogBytes() / 2
+	if _, err := db.Trim(Retention{MaxAge: time.Hour, Hold: true, HoldAfter: 40, HoldMaxBytes: budget}, 1000); err != nil {
+		t.Fatal(err)
+	}
+	if db.LogBytes() > budget || db.FirstLSN() <= 41 || db.FirstLSN() > 80 {
+		t.Fatalf("log %d bytes (budget %d), first %d after a trim past the budget", db.LogBytes(), budget, db.FirstLSN())
+	}
+	first := db.FirstLSN()
+	// Within the budget nothing held goes.
+	if n, err := db.Trim(Retention{MaxAge: time.Hour, Hold: true, HoldAfter: 40, HoldMaxBytes: budget}, 1000); err != nil || n != 0 {
+		t.Fatalf("trim within the budget: %d, %v; want 0", n, err)
+	}
+	// Without Hold, age takes all.
+	if _, err := db.Trim(Retention{MaxAge: time.Hour}, 1000); err != nil {
+		t.Fatal(err)
+	}
+	if db.FirstLSN() != 101 || first >= 101 {
+		t.Fatalf("first %d after a trim without hold; want 101", db.FirstLSN())
+	}
+}

@@ -98,7 +98,7 @@ func TestOnlyTestsImport(t *testing.T) {
 		}
 		for _, im := range f.Imports {
 			p, _ := strconv.Unquote(im.Path.Value)
-			for _, kit := range []string{"internal/testkit", "internal/apptest"} {
+			for _, kit := range []string{"internal/testkit", "internal/apptest", "internal/natstest"} {
 				inKit := strings.HasPrefix(filepath.ToSlash(path), "../../"+kit+"/")
 				if strings.HasPrefix(p, "routehound/"+kit) && !inKit {
 					t.Errorf("%s imports %s: only _test.go files may", path, p)

@@ -1,0 +1,225 @@
+package appliance
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"routehound/api"
+	"routehound/config"
+	"routehound/engine"
+	"routehound/wal"
+)
+
+// Backup and restore (`routehound backup`, `restore`, `replica snapshot`):
+// the server streams a backup at one LSN (api, GET /v1/admin/backup); these
+// save it, load it into a new data dir, and copy the read replica.
+
+// tokensTOML is the tokens in force as tokens.toml text.
+func tokensTOML(tokens []config.Token) []byte {
+	var b bytes.Buffer
+	b.WriteString("# Restored from a RouteHound backup: the tokens in force when it was taken.\n")
+	b.WriteString("# Keep this file secret (mode 0600).\n")
+	for _, t := range tokens {
+		fmt.Fprintf(&b, "\n[[tokens]]\nrole = %q\ntoken = %q\n", t.Role, t.Token)
+	}
+	return b.Bytes()
+}
+
+// FetchBackup asks the server at baseURL for a backup (admin token) and
+// saves it at path: written to path.tmp (mode 0600), fsynced, read back
+// and verified whole (api.VerifyBackup), then renamed to path. A backup
+// cut short never takes path.
+func FetchBackup(ctx context.Context, client *http.Client, baseURL, token, path string) (api.BackupHeader, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(baseURL, "/")+"/v1/admin/backup", nil)
+	if err != nil {
+		return api.BackupHeader{}, fmt.Errorf("backup: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := client.Do(req)
+	if err != nil {
+		return api.BackupHeader{}, fmt.Errorf("backup: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var e struct{ Code, Message string }
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if json.Unmarshal(b, &e) == nil && e.Code != "" {
+			return api.BackupHeader{}, fmt.Errorf("backup: the server answered %d %s: %s", resp.StatusCode, e.Code, e.Message)
+		}
+		return api.BackupHeader{}, fmt.Errorf("backup: the server answered %d", resp.StatusCode)
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return api.BackupHeader{}, fmt.Errorf("backup: %w", err)
+	}
+	_, err = io.Copy(f, resp.Body)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	var h api.BackupHeader
+	if err == nil {
+		h, err = verifyFile(tmp)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return api.BackupHeader{}, fmt.Errorf("backup to %s: %w", path, err)
+	}
+	syncDir(filepath.Dir(path))
+	return h, nil
+}
+
+func verifyFile(path string) (api.BackupHeader, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return api.BackupHeader{}, err
+	}
+	defer f.Close()
+	return api.VerifyBackup(f)
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
+
+// Restore makes cfg.DataDir a data dir holding the backup at path: it
+// refuses a non-empty directory, verifies the whole file first (its
+// checksum), loads the store, writes the backup's tokens to tokens.toml
+// (mode 0600) and builds the read replica from the restored log. A failed
+// restore leaves the directory as empty as it found it.
+func Restore(cfg config.Config, path string, log *slog.Logger) (api.BackupHeader, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	dir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return api.BackupHeader{}, fmt.Errorf("restore: data dir %s: %w", cfg.DataDir, err)
+	}
+	ents, err := os.ReadDir(dir)
+	existed := err == nil
+	switch {
+	case err == nil && len(ents) > 0:
+		return api.BackupHeader{}, fmt.Errorf("restore: data dir %s is not empty; restore into a new or empty directory", dir)
+	case err != nil && !errors.Is(err, os.ErrNotExist):
+		return api.BackupHeader{}, fmt.Errorf("restore: data dir %s: %w", dir, err)
+	}
+	h, err := verifyFile(path)
+	if err != nil {
+		return h, fmt.Errorf("restore: %s: %w", path, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return h, fmt.Errorf("restore: %w", err)
+	}
+	if err := restoreInto(cfg, dir, path, h, log); err != nil {
+		// Leave the directory as it was found.
+		if existed {
+			ents, _ := os.ReadDir(dir)
+			for _, e := range ents {
+				os.RemoveAll(filepath.Join(dir, e.Name()))
+			}
+		} else {
+			os.RemoveAll(dir)
+		}
+		return h, err
+	}
+	return h, nil
+}
+
+func restoreInto(cfg config.Config, dir, path string, h api.BackupHeader, log *slog.Logger) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	defer f.Close()
+	_, body, err := api.ReadBackup(f)
+	if err != nil {
+		return fmt.Errorf("restore: %s: %w", path, err)
+	}
+	storeDir := filepath.Join(dir, "store")
+	if err := wal.Restore(storeDir, body); err != nil {
+		return fmt.Errorf("restore: %s: %w", path, err)
+	}
+	if len(h.Tokens) > 0 {
+		if err := os.WriteFile(filepath.Join(dir, config.TokensFile), h.Tokens, 0o600); err != nil {
+			return fmt.Errorf("restore: tokens: %w", err)
+		}
+	}
+	// Open the restored store as serve would, check its LSN, and build
+	// the read replica from it.
+	eng, err := engine.Open(EngineConfig(cfg, ""), wal.Options{Dir: storeDir, MemoryBytes: cfg.Storage.MemoryMB << 20, Logger: log}, log)
+	if err != nil {
+		return fmt.Errorf("restore: open the restored store: %w", err)
+	}
+	defer func() {
+		eng.Close(context.Background())
+		eng.CloseStore()
+	}()
+	if got := eng.StoreStats().LastLSN; got != h.LSN {
+		return fmt.Errorf("restore: the restored store ends at lsn %d, the backup says %d", got, h.LSN)
+	}
+	rep, err := openReplica(filepath.Join(dir, "replica.db"), eng, log)
+	if err != nil {
+		return fmt.Errorf("restore: build the replica: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	werr := rep.WaitLSN(ctx, h.LSN)
+	if err := rep.Close(); err != nil && werr == nil {
+		werr = err
+	}
+	if werr != nil {
+		return fmt.Errorf("restore: build the replica to lsn %d: %w", h.LSN, werr)
+	}
+	syncDir(dir)
+	return nil
+}
+
+// ReplicaSnapshot writes a consistent, read-only copy of the read replica
+// (DATA_DIR/replica.db) to path with SQLite's VACUUM INTO: one read
+// transaction, so the copy is the replica at one LSN, while the server
+// goes on writing it. path must not exist.
+func ReplicaSnapshot(dataDir, path string) error {
+	src := filepath.Join(dataDir, "replica.db")
+	if _, err := os.Stat(src); err != nil {
+		return fmt.Errorf("replica snapshot: %w", err)
+	}
+	if _, err := os.Stat(path); err == nil {
+		return fmt.Errorf("replica snapshot: %s exists; choose a new file", path)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return fmt.Errorf("replica snapshot: %w", err)
+	}
+	db, err := sql.Open("sqlite", "file:"+src+"?mode=ro&_pragma=busy_timeout(10000)")
+	if err != nil {
+		return fmt.Errorf("replica snapshot: %w", err)
+	}
+	defer db.Close()
+	if _, err := db.Exec("VACUUM INTO ?", abs); err != nil {
+		return fmt.Errorf("replica snapshot of %s into %s: %w", src, abs, err)
+	}
+	if err := os.Chmod(abs, 0o400); err != nil {
+		return fmt.Errorf("replica snapshot: %w", err)
+	}
+	return nil
+}

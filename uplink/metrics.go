@@ -1,0 +1,53 @@
+package uplink
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// collector exports the uplink's position and lag at scrape time.
+type collector struct {
+	u                                        *Uplink
+	connected, acked, lagRecords, lagSeconds *prometheus.Desc
+	shipped, dropped, sessions, failures     *prometheus.Desc
+}
+
+// Collector returns a Prometheus collector of the uplink
+// (routehound_uplink_*): its lag in records and seconds, the last LSN
+// JetStream acknowledged, and its counters; routehound_uplink_dropped_records_total
+// counts records retention removed before they were shipped.
+func (u *Uplink) Collector() prometheus.Collector {
+	d := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc("routehound_uplink_"+name, help, nil, nil)
+	}
+	return &collector{
+		u:          u,
+		connected:  d("connected", "1 while the uplink holds a JetStream session."),
+		acked:      d("acked_lsn", "Last LSN JetStream acknowledged (every record up to it is in the stream)."),
+		lagRecords: d("lag_records", "Durable log records not yet acknowledged by JetStream."),
+		lagSeconds: d("lag_seconds", "Age of the oldest durable record not yet acknowledged by JetStream (0 when caught up)."),
+		shipped:    d("shipped_records_total", "Records JetStream acknowledged since start."),
+		dropped:    d("dropped_records_total", "Records retention removed before they were shipped (the log passed [uplink] budget_mb): they are not in the stream."),
+		sessions:   d("sessions_total", "JetStream sessions opened since start."),
+		failures:   d("session_failures_total", "JetStream sessions that ended in an error (connection lost, publish refused, ack timeout)."),
+	}
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.u.Status()
+	g := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
+	k := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v)
+	}
+	conn := 0.0
+	if s.Connected {
+		conn = 1
+	}
+	g(c.connected, conn)
+	g(c.acked, float64(s.AckedLSN))
+	g(c.lagRecords, float64(s.LagRecords))
+	g(c.lagSeconds, s.LagSeconds)
+	k(c.shipped, float64(s.Shipped))
+	k(c.dropped, float64(s.Dropped))
+	k(c.sessions, float64(s.Sessions))
+	k(c.failures, float64(s.Failures))
+}

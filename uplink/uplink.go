@@ -1,0 +1,645 @@
+// Package uplink ships the committed log to a NATS JetStream stream.
+//
+// One goroutine follows the engine's durability feed (a Cursor) and
+// publishes every durable record, in LSN order, to the subject
+// routehound.<depot>.<table> with the header Nats-Msg-Id <depot>/<lsn>, so
+// that JetStream drops a re-sent record as a duplicate. Publishing is
+// asynchronous with a bounded window of acknowledgements in flight; the
+// acknowledgements are taken in order, so the last LSN JetStream
+// acknowledged (Acked) is the end of a gapless prefix of the log. That LSN
+// is stored in a small file (written atomically, fsynced) and asked of the
+// stream itself on every connect (the last message of the depot's
+// subjects), so a restart or a reconnect re-sends from the right place
+// whatever the deduplication window.
+//
+// The uplink never slows a writer: it only reads the feed. When NATS is
+// down or slow it falls behind and reconnects with backoff; the engine's
+// retention keeps the records it has not shipped (RetainAfter, hooked into
+// engine.Retention) until the log reaches the disk budget, past which the
+// oldest unshipped records go: the uplink then skips them with an error
+// log line and routehound_uplink_dropped_records_total.
+package uplink
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"routehound/engine"
+)
+
+// Config configures the uplink.
+type Config struct {
+	URL    string // NATS server URL(s), comma-separated
+	Depot  string // this box's name in the subjects and message ids
+	Stream string // the JetStream stream (created over routehound.<depot>.> when absent)
+	// MaxInFlight bounds the published records whose acknowledgement is
+	// awaited. (The disk budget is the engine's: Retention.RetainMaxBytes.)
+	MaxInFlight int
+	// StateFile keeps the last acknowledged LSN.
+	StateFile string
+	// AckTimeout is how long an acknowledgement may take before the
+	// session is ended and the records re-sent from the stream's last.
+	AckTimeout time.Duration
+	// MaxBackoff bounds the wait between two connection attempts.
+	MaxBackoff time.Duration
+}
+
+// CheckDepot reports whether name can be a depot: 1 to 64 letters, digits,
+// - and _ (one token of a NATS subject).
+func CheckDepot(name string) error {
+	if name == "" || len(name) > 64 {
+		return errors.New("depot must be 1 to 64 characters")
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("depot %q: only letters, digits, - and _ are allowed (it is a token of the NATS subject)", name)
+		}
+	}
+	return nil
+}
+
+// Uplink is the log shipper. Open it before the engine (its RetainAfter
+// goes into the engine's retention), Start it once the engine runs, and
+// Close it before the store closes.
+type Uplink struct {
+	cfg Config
+	log *slog.Logger
+	e   *engine.Engine
+
+	acked     atomic.Uint64 // end of the gapless prefix JetStream acknowledged (or retention dropped)
+	haveState bool          // the state file existed at Open
+	saved     uint64        // what the state file holds; run's goroutine only
+
+	connected  atomic.Bool
+	shipped    atomic.Uint64 // records acknowledged since start
+	dropped    atomic.Uint64 // unshipped records retention removed
+	sessions   atomic.Uint64 // connections made
+	failures   atomic.Uint64 // sessions that ended in an error
+	headAt     atomic.Int64  // unix nanos: commit time of the oldest record in flight (0: none)
+	lastErrMu  sync.Mutex
+	lastErr    string
+	lastErrAt  time.Time
+	cancel     context.CancelFunc
+	done       chan struct{}
+	closeOnce  sync.Once
+	saveFailed atomic.Bool
+}
+
+// Open reads the uplink's state file (its last acknowledged LSN).
+func Open(cfg Config, log *slog.Logger) (*Uplink, error) {
+	if err := CheckDepot(cfg.Depot); err != nil {
+		return nil, fmt.Errorf("uplink: %w", err)
+	}
+	if cfg.URL == "" || cfg.Stream == "" || cfg.StateFile == "" {
+		return nil, errors.New("uplink: the NATS URL, the stream and the state file must be set")
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 1024
+	}
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = 5 * time.Second
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 5 * time.Second
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	u := &Uplink{cfg: cfg, log: log.With("part", "uplink"), done: make(chan struct{})}
+	lsn, ok, err := readState(cfg.StateFile)
+	if err != nil {
+		return nil, err
+	}
+	u.acked.Store(lsn)
+	u.saved, u.haveState = lsn, ok
+	return u, nil
+}
+
+// RetainAfter is the engine's retention hook: the records after the LSN it
+// answers are not shipped yet.
+func (u *Uplink) RetainAfter() uint64 { return u.acked.Load() }
+
+// Acked is the last LSN JetStream acknowledged: it and every record before
+// it are in the stream (or were dropped by retention, counted in Dropped).
+func (u *Uplink) Acked() uint64 { return u.acked.Load() }
+
+// Start starts shipping from the engine's feed.
+func (u *Uplink) Start(e *engine.Engine) {
+	u.e = e
+	if !u.haveState {
+		// First start: ship the log from its oldest retained record.
+		if first := e.StoreStats().FirstLSN; first > 0 {
+			u.acked.Store(first - 1)
+		}
+		// Stored at once: a later start must count what retention drops
+		// from here on, not start again at the log's new first record.
+		if err := writeState(u.cfg.StateFile, u.acked.Load()); err != nil {
+			u.log.Error("cannot store the uplink's starting point", "err", err)
+		} else {
+			u.saved, u.haveState = u.acked.Load(), true
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	u.cancel = cancel
+	go u.run(ctx)
+}
+
+// Close stops the uplink and stores its last acknowledged LSN. Records not
+// yet acknowledged are shipped by the next start.
+func (u *Uplink) Close() error {
+	var err error
+	u.closeOnce.Do(func() {
+		if u.cancel == nil {
+			return
+		}
+		u.cancel()
+		<-u.done
+		if a := u.acked.Load(); a != u.saved {
+			err = writeState(u.cfg.StateFile, a)
+		}
+	})
+	return err
+}
+
+func (u *Uplink) setErr(err error) {
+	u.lastErrMu.Lock()
+	u.lastErr, u.lastErrAt = err.Error(), time.Now()
+	u.lastErrMu.Unlock()
+}
+
+func (u *Uplink) run(ctx context.Context) {
+	defer close(u.done)
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		before := u.shipped.Load()
+		err := u.session(ctx)
+		u.connected.Store(false)
+		u.headAt.Store(0)
+		u.persist()
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, engine.ErrStopped) {
+			// Every durable record was read and the engine stopped:
+			// nothing more will come; Close ends the goroutine.
+			<-ctx.Done()
+			return
+		}
+		u.failures.Add(1)
+		u.setErr(err)
+		if u.shipped.Load() > before {
+			backoff = 100 * time.Millisecond // it worked for a while: start the backoff again
+		}
+		u.log.Warn("NATS session ended; shipping resumes after a reconnect (writes go on)", "err", err,
+			"acked_lsn", u.acked.Load(), "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, u.cfg.MaxBackoff)
+	}
+}
+
+// persist stores the acknowledged LSN when it moved. A failure is logged
+// once per run of failures: the stream's own last record still tells the
+// next start where to resume.
+func (u *Uplink) persist() {
+	a := u.acked.Load()
+	if a == u.saved {
+		return
+	}
+	if err := writeState(u.cfg.StateFile, a); err != nil {
+		if !u.saveFailed.Swap(true) {
+			u.log.Error("cannot store the last shipped LSN; the next start asks the stream instead", "err", err)
+		}
+		return
+	}
+	u.saveFailed.Store(false)
+	u.saved = a
+}
+
+// inflight is one published record awaiting its acknowledgement.
+type inflight struct {
+	lsn uint64
+	at  time.Time // committed
+	fut jetstream.PubAckFuture
+	ddl time.Time // acknowledgement deadline
+	ok  bool      // acknowledged (the future's channel holds its one value only once)
+}
+
+// Subject is the subject of a table's records.
+func Subject(depot, table string) string { return "routehound." + depot + "." + table }
+
+// MsgID is a record's Nats-Msg-Id.
+func MsgID(depot string, lsn uint64) string { return depot + "/" + strconv.FormatUint(lsn, 10) }
+
+// ParseMsgID is the LSN of a Nats-Msg-Id of depot.
+func ParseMsgID(depot, id string) (uint64, bool) {
+	rest, ok := strings.CutPrefix(id, depot+"/")
+	if !ok {
+		return 0, false
+	}
+	lsn, err := strconv.ParseUint(rest, 10, 64)
+	return lsn, err == nil
+}
+
+// Message is the JSON body of a shipped record: the fields of GET /v1/log.
+type Message struct {
+	LSN         uint64          `json:"lsn"`
+	Depot       string          `json:"depot"`
+	Table       string          `json:"table"`
+	Key         string          `json:"key"`
+	Op          string          `json:"op"`
+	Value       json.RawMessage `json:"value"`
+	Version     uint64          `json:"version"`
+	Actor       string          `json:"actor"`
+	CommittedAt time.Time       `json:"committed_at"`
+}
+
+func (u *Uplink) message(r *engine.Record) (*nats.Msg, error) {
+	v := json.RawMessage(r.Value)
+	if len(v) == 0 {
+		v = json.RawMessage("null")
+	}
+	body, err := json.Marshal(Message{LSN: r.LSN, Depot: u.cfg.Depot, Table: r.Table, Key: r.Key, Op: r.Op.String(), Value: v,
+		Version: r.Version, Actor: r.Actor, CommittedAt: r.CommittedAt.UTC()})
+	if err != nil {
+		return nil, fmt.Errorf("encode lsn %d: %w", r.LSN, err)
+	}
+	m := nats.NewMsg(Subject(u.cfg.Depot, r.Table))
+	m.Data = body
+	m.Header.Set(jetstream.MsgIDHeader, MsgID(u.cfg.Depot, r.LSN))
+	m.Header.Set("Routehound-Lsn", strconv.FormatUint(r.LSN, 10))
+	return m, nil
+}
+
+// connect opens a NATS connection that does not reconnect by itself: a
+// lost connection ends the session, and the next one resumes from what the
+// stream holds, so nothing buffered across a reconnect can land out of
+// order.
+func (u *Uplink) connect(ctx context.Context) (*nats.Conn, jetstream.JetStream, jetstream.Stream, <-chan struct{}, error) {
+	closed := make(chan struct{})
+	var once sync.Once
+	nc, err := nats.Connect(u.cfg.URL, nats.NoReconnect(), nats.Name("routehound uplink "+u.cfg.Depot),
+		nats.Timeout(2*time.Second), nats.ReconnectBufSize(-1),
+		nats.ClosedHandler(func(*nats.Conn) { once.Do(func() { close(closed) }) }),
+		nats.DisconnectErrHandler(func(*nats.Conn, error) { once.Do(func() { close(closed) }) }))
+	if err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("connect to %s: %w", u.cfg.URL, err)
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(u.cfg.MaxInFlight+1),
+		jetstream.WithPublishAsyncTimeout(u.cfg.AckTimeout))
+	if err != nil {
+		nc.Close()
+		return nil, nil, nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, u.cfg.AckTimeout)
+	defer cancel()
+	st, err := js.Stream(cctx, u.cfg.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		st, err = js.CreateStream(cctx, jetstream.StreamConfig{Name: u.cfg.Stream, Subjects: []string{"routehound." + u.cfg.Depot + ".>"},
+			Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute})
+		if err == nil {
+			u.log.Info("created the JetStream stream", "stream", u.cfg.Stream, "subjects", "routehound."+u.cfg.Depot+".>")
+		}
+	}
+	if err != nil {
+		nc.Close()
+		return nil, nil, nil, nil, fmt.Errorf("stream %s: %w", u.cfg.Stream, err)
+	}
+	return nc, js, st, closed, nil
+}
+
+// resume moves the acknowledged LSN to the stream's last record of this
+// depot when the stream holds more than the state file said (a crash
+// between the stream's ack and the file's write, or acks lost with a
+// connection).
+func (u *Uplink) resume(ctx context.Context, st jetstream.Stream) error {
+	cctx, cancel := context.WithTimeout(ctx, u.cfg.AckTimeout)
+	defer cancel()
+	m, err := st.GetLastMsgForSubject(cctx, "routehound."+u.cfg.Depot+".>")
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("the stream's last record of depot %s: %w", u.cfg.Depot, err)
+	}
+	lsn, ok := ParseMsgID(u.cfg.Depot, m.Header.Get(jetstream.MsgIDHeader))
+	if !ok {
+		return fmt.Errorf("the stream's last record of depot %s (seq %d) has no Nats-Msg-Id %s/<lsn>", u.cfg.Depot, m.Sequence, u.cfg.Depot)
+	}
+	if lsn > u.acked.Load() {
+		if last := u.e.StoreStats().LastLSN; lsn > last {
+			// The stream is ahead of this store (a store restored from
+			// an older backup, or another box with this depot's name):
+			// shipping would mix two histories under one depot.
+			return fmt.Errorf("the stream holds depot %s up to lsn %d but this store ends at lsn %d: another box ships as %s, or this store was restored from an older backup; refusing to ship",
+				u.cfg.Depot, lsn, last, u.cfg.Depot)
+		}
+		u.acked.Store(lsn)
+	}
+	return nil
+}
+
+var errAckTimeout = errors.New("no acknowledgement within the ack timeout")
+
+// session ships until the connection fails or ctx ends.
+func (u *Uplink) session(ctx context.Context) error {
+	nc, js, st, closed, err := u.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if err := u.resume(ctx, st); err != nil {
+		return err
+	}
+	u.sessions.Add(1)
+	u.connected.Store(true)
+	u.log.Info("shipping the log to JetStream", "url", nc.ConnectedUrlRedacted(), "stream", u.cfg.Stream, "after_lsn", u.acked.Load())
+	e := u.e
+	cur := e.Follow(u.acked.Load())
+	var pending []inflight // oldest first
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	ackTimer := time.NewTimer(time.Hour)
+	defer ackTimer.Stop()
+	for {
+		ch := e.Notify()
+		// Take the acknowledgements that arrived, in order.
+		n := 0
+	acks:
+		for ; n < len(pending); n++ {
+			if pending[n].ok {
+				continue
+			}
+			select {
+			case <-pending[n].fut.Ok():
+				pending[n].ok = true
+			case err := <-pending[n].fut.Err():
+				return fmt.Errorf("publish lsn %d: %w", pending[n].lsn, err)
+			default:
+				break acks
+			}
+		}
+		if n > 0 {
+			u.acked.Store(pending[n-1].lsn)
+			u.shipped.Add(uint64(n))
+			pending = pending[:copy(pending, pending[n:])]
+			u.headAt.Store(0)
+			if len(pending) > 0 {
+				u.headAt.Store(pending[0].at.UnixNano())
+			}
+		}
+		if len(pending) < u.cfg.MaxInFlight && cur.After() < e.DurableLSN() {
+			recs, err := cur.Next(ctx)
+			if errors.Is(err, engine.ErrTrimmed) {
+				if err := u.skipTrimmed(ctx, cur, pending, closed); err != nil {
+					return err
+				}
+				pending = pending[:0]
+				continue
+			}
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				if errors.Is(err, engine.ErrStopped) {
+					return err
+				}
+				return fmt.Errorf("read the log after lsn %d: %w", cur.After(), err)
+			}
+			for i := range recs {
+				r := &recs[i]
+				if len(pending) >= u.cfg.MaxInFlight {
+					cur.Seek(r.LSN - 1) // the rest next time round
+					break
+				}
+				m, err := u.message(r)
+				if err != nil {
+					return err
+				}
+				fut, err := js.PublishMsgAsync(m)
+				if err != nil {
+					return fmt.Errorf("publish lsn %d: %w", r.LSN, err)
+				}
+				if len(pending) == 0 {
+					u.headAt.Store(r.CommittedAt.UnixNano())
+				}
+				pending = append(pending, inflight{lsn: r.LSN, at: r.CommittedAt, fut: fut, ddl: time.Now().Add(u.cfg.AckTimeout)})
+			}
+			continue
+		}
+		var okc <-chan *jetstream.PubAck
+		var errc <-chan error
+		if len(pending) > 0 {
+			okc, errc = pending[0].fut.Ok(), pending[0].fut.Err()
+			ackTimer.Reset(time.Until(pending[0].ddl))
+		}
+		wake := ch
+		if len(pending) >= u.cfg.MaxInFlight {
+			wake = nil // the window is full: only an acknowledgement moves us
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-closed:
+			return fmt.Errorf("connection lost: %w", nonNil(nc.LastError()))
+		case <-okc:
+			pending[0].ok = true // taken at the top of the loop
+		case err := <-errc:
+			return fmt.Errorf("publish lsn %d: %w", pending[0].lsn, err)
+		case <-ackTimer.C:
+			return fmt.Errorf("lsn %d: %w", pending[0].lsn, errAckTimeout)
+		case <-wake:
+		case <-tick.C:
+			u.persist()
+		}
+		if okc != nil {
+			ackTimer.Stop()
+		}
+	}
+}
+
+func nonNil(err error) error {
+	if err == nil {
+		return errors.New("closed")
+	}
+	return err
+}
+
+// skipTrimmed handles records retention removed before they were shipped
+// (the log passed the uplink's disk budget): it waits for the records in
+// flight, then counts and logs the gap, loudly, and goes on after it.
+func (u *Uplink) skipTrimmed(ctx context.Context, cur *engine.Cursor, pending []inflight, closed <-chan struct{}) error {
+	for _, p := range pending {
+		if p.ok {
+			u.acked.Store(p.lsn)
+			u.shipped.Add(1)
+			continue
+		}
+		t := time.NewTimer(time.Until(p.ddl))
+		select {
+		case <-p.fut.Ok():
+		case err := <-p.fut.Err():
+			t.Stop()
+			return fmt.Errorf("publish lsn %d: %w", p.lsn, err)
+		case <-t.C:
+			return fmt.Errorf("lsn %d: %w", p.lsn, errAckTimeout)
+		case <-closed:
+			t.Stop()
+			return errors.New("connection lost")
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		t.Stop()
+		u.acked.Store(p.lsn)
+		u.shipped.Add(1)
+	}
+	from := cur.After()
+	first := u.e.StoreStats().FirstLSN
+	if first == 0 || first-1 <= from {
+		return fmt.Errorf("the log after lsn %d is trimmed but its first lsn is %d", from, first)
+	}
+	to := first - 1
+	u.dropped.Add(to - from)
+	u.log.Error("UPLINK DROPPED RECORDS: retention removed records never shipped (the log passed [uplink] budget_mb while NATS was unreachable); they are not in the stream",
+		"after_lsn", from, "through_lsn", to, "records", to-from)
+	u.acked.Store(to)
+	cur.Seek(to)
+	return nil
+}
+
+// Status is what GET /v1/uplink answers.
+type Status struct {
+	Enabled     bool    `json:"enabled"`
+	URL         string  `json:"url,omitempty"`
+	Depot       string  `json:"depot,omitempty"`
+	Stream      string  `json:"stream,omitempty"`
+	Connected   bool    `json:"connected"`
+	AckedLSN    uint64  `json:"acked_lsn"`
+	DurableLSN  uint64  `json:"durable_lsn"`
+	LagRecords  uint64  `json:"lag_records"`
+	LagSeconds  float64 `json:"lag_seconds"`
+	Shipped     uint64  `json:"shipped_records"`
+	Dropped     uint64  `json:"dropped_records"`
+	Sessions    uint64  `json:"sessions"`
+	Failures    uint64  `json:"failures"`
+	LastError   string  `json:"last_error,omitempty"`
+	LastErrorAt string  `json:"last_error_at,omitempty"`
+}
+
+// Status reports the uplink's position and lag.
+func (u *Uplink) Status() Status {
+	s := Status{Enabled: true, URL: redact(u.cfg.URL), Depot: u.cfg.Depot, Stream: u.cfg.Stream, Connected: u.connected.Load(),
+		AckedLSN: u.acked.Load(), Shipped: u.shipped.Load(), Dropped: u.dropped.Load(), Sessions: u.sessions.Load(), Failures: u.failures.Load()}
+	if u.e != nil {
+		s.DurableLSN = u.e.DurableLSN()
+	}
+	if s.DurableLSN > s.AckedLSN {
+		s.LagRecords = s.DurableLSN - s.AckedLSN
+		s.LagSeconds = u.lagAge(s.AckedLSN).Seconds()
+	}
+	u.lastErrMu.Lock()
+	s.LastError = u.lastErr
+	if !u.lastErrAt.IsZero() {
+		s.LastErrorAt = u.lastErrAt.UTC().Format(time.RFC3339)
+	}
+	u.lastErrMu.Unlock()
+	return s
+}
+
+// lagAge is how long ago the oldest unacknowledged record was committed.
+func (u *Uplink) lagAge(acked uint64) time.Duration {
+	if ns := u.headAt.Load(); ns > 0 {
+		return max(time.Since(time.Unix(0, ns)), 0)
+	}
+	if at, ok := u.e.DurableAt(acked + 1); ok {
+		return max(time.Since(at), 0)
+	}
+	var at time.Time
+	if err := u.e.ReadLog(acked, 1, func(r engine.Record) error { at = r.CommittedAt; return nil }); err != nil || at.IsZero() {
+		return 0
+	}
+	return max(time.Since(at), 0)
+}
+
+// redact drops the user and password of each URL.
+func redact(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if at := strings.LastIndex(p, "@"); at >= 0 {
+			if sch := strings.Index(p, "://"); sch >= 0 && sch < at {
+				parts[i] = p[:sch+3] + "***" + p[at:]
+			}
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// readState reads the state file: the last acknowledged LSN.
+func readState(path string) (uint64, bool, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("uplink: state %s: %w", path, err)
+	}
+	var st struct {
+		AckedLSN uint64 `json:"acked_lsn"`
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return 0, false, fmt.Errorf("uplink: state %s: %w", path, err)
+	}
+	return st.AckedLSN, true, nil
+}
+
+// writeState replaces the state file atomically: a temporary file,
+// fsynced, renamed over it, and the directory fsynced.
+func writeState(path string, lsn uint64) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".uplink-*.tmp")
+	if err != nil {
+		return fmt.Errorf("uplink: state: %w", err)
+	}
+	tmp := f.Name()
+	_, err = fmt.Fprintf(f, "{\"acked_lsn\":%d}\n", lsn)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("uplink: state %s: %w", path, err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("uplink: state dir %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("uplink: state dir %s: %w", dir, err)
+	}
+	return nil
+}
