@@ -23,7 +23,7 @@ import (
 // (PNG tiles), the Fleet page loads its tiles from the box
 // and nothing from elsewhere, draws a marker per driver, and a marker moves
 // when its driver reports. Screenshots go to tests/artifacts/ (fleet-map,
-// driver-map); ROUTEHOUND_UPDATE_DOCS=1 also writes them to docs/.
+// driver-map, routes-map); ROUTEHOUND_UPDATE_DOCS=1 also writes them to docs/.
 func TestFleetMapInBrowser(t *testing.T) {
 	chrome := browserPath(t)
 	// The world to zoom 2, then a region around the drivers to zoom 11, as
@@ -179,6 +179,25 @@ func TestFleetMapInBrowser(t *testing.T) {
 	if s := until("the shipment's loading event", `(document.getElementById("driver-events")||{textContent:""}).textContent`, time.Second, func(string) bool { return true }); !strings.Contains(s, "SH-1") || !strings.Contains(s, "loaded") {
 		t.Fatalf("the driver page's loading events: %q", s)
 	}
+	// The Routes page: the route's stops, replaced live when dispatch changes them.
+	step("open the Routes page", 10*time.Second,
+		chromedp.Navigate(h.base+"/ui/routes"),
+		chromedp.WaitVisible(chromedp.CSS(`#map`)),
+		chromedp.WaitVisible(chromedp.CSS(`#live-state.live`)),
+	)
+	until("the route's stops", `String(document.querySelectorAll("path.rh-stop").length)`, 5*time.Second, func(s string) bool { return s == "2" })
+	if r, err := h.do(context.Background(), "PUT", "/v1/assignments/map-r1", "dispatch", "map-r1-2",
+		map[string]any{"driver": "map-d1", "note": "", "stops": []map[string]any{{"id": "SH-1", "lat": 52.55, "lng": 13.4}, {"id": "SH-2", "lat": 52.45, "lng": 13.5}, {"id": "SH-3", "lat": 52.5, "lng": 13.6}}}); err != nil || r.status/100 != 2 {
+		t.Fatalf("change the assignment: %v %v", r, err)
+	}
+	until("the route's stops change live", `String(document.querySelectorAll("path.rh-stop").length)`, 5*time.Second, func(s string) bool { return s == "3" })
+	shot("routes-map")
+
+	step("back to the driver page", 10*time.Second,
+		chromedp.Navigate(h.base+"/ui/fleet/map-d1"),
+		chromedp.WaitVisible(chromedp.CSS(`#live-state.live`)),
+	)
+	until("the driver's route's stops", `String(document.querySelectorAll("path.rh-stop").length)`, 5*time.Second, func(s string) bool { return s == "3" })
 	png = shot("driver-map")
 	if os.Getenv("ROUTEHOUND_UPDATE_DOCS") == "1" {
 		if err := os.WriteFile("../docs/driver-map.png", png, 0o644); err != nil {

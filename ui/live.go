@@ -31,6 +31,10 @@ type frame struct {
 	// Gone the drivers deleted. Only with a basemap.
 	Points []mapPoint `json:"points,omitempty"`
 	Gone   []string   `json:"gone,omitempty"`
+	// Routes are the routes whose stops changed, for the Routes page's
+	// map; RoutesReset (a resync) clears the map's routes first.
+	Routes      []routeStops `json:"routes,omitempty"`
+	RoutesReset bool         `json:"routes_reset,omitempty"`
 }
 
 type upsert struct {
@@ -46,7 +50,7 @@ type set struct {
 }
 
 func (f *frame) empty() bool {
-	return len(f.Replace) == 0 && len(f.Remove) == 0 && len(f.Upsert) == 0 && len(f.Set) == 0 && len(f.Points) == 0 && len(f.Gone) == 0
+	return len(f.Replace) == 0 && len(f.Remove) == 0 && len(f.Upsert) == 0 && len(f.Set) == 0 && len(f.Points) == 0 && len(f.Gone) == 0 && len(f.Routes) == 0
 }
 
 // maxPending bounds the keys a live connection coalesces between two
@@ -525,10 +529,15 @@ type routesLive struct{ u *UI }
 
 func (v *routesLive) replace(ctx context.Context, rows []hub.Row) (frame, bool) {
 	var b strings.Builder
+	f := frame{RoutesReset: v.u.mapOn()}
 	for _, r := range rows {
 		routeRow(decodeAssignment(r.Key, r.Value, r.Version, r.LSN)).Render(ctx, &b)
+		if f.RoutesReset {
+			f.Routes = append(f.Routes, routeStops{Route: r.Key, Stops: stopsOf(r.Key, r.Value)})
+		}
 	}
-	return frame{Replace: []set{{ID: "route-rows", HTML: b.String()}}}, true
+	f.Replace = []set{{ID: "route-rows", HTML: b.String()}}
+	return f, true
 }
 
 func (v *tableLive) replace(ctx context.Context, rows []hub.Row) (frame, bool) {
@@ -551,11 +560,18 @@ func (v *routesLive) table() string        { return fleet.TableAssignments }
 func (v *routesLive) every() time.Duration { return v.u.opt.FrameInterval }
 func (v *routesLive) frame(ctx context.Context, evs []*hub.Event, _ bool) frame {
 	var f frame
+	mapped := v.u.mapOn()
 	for _, ev := range evs {
 		id := rowID("route", ev.Key)
 		if ev.Op == engine.OpDelete {
 			f.Remove = append(f.Remove, id)
+			if mapped {
+				f.Routes = append(f.Routes, routeStops{Route: ev.Key, Stops: []mapStop{}})
+			}
 			continue
+		}
+		if mapped {
+			f.Routes = append(f.Routes, routeStops{Route: ev.Key, Stops: stopsOf(ev.Key, ev.Value)})
 		}
 		a := decodeAssignment(ev.Key, ev.Value, ev.Version, ev.LSN)
 		// A hub event carries no commit time; the frame is sent within one

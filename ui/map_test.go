@@ -286,4 +286,33 @@ func TestRoutesMapStops(t *testing.T) {
 	if len(stops) != 2 || stops[1].ID != "b" || stops[1].Route != "r1" || stops[1].Driver != "d1" {
 		t.Fatalf("routes map stops %+v", stops)
 	}
+	// Live: a route's new stops replace its old ones; a deleted route has none.
+	m := regexp.MustCompile(`data-live="([^"]+)"`).FindStringSubmatch(body)
+	ls := f.live(c, htmlpkg.UnescapeString(m[1]))
+	if _, err := f.e.PutAssignment(context.Background(), "r1", []byte(`{"driver":"d2","stops":[{"id":"a","lat":48.2,"lng":11.6},{"id":"b","lat":48.3,"lng":11.7},{"id":"c","lat":48.4,"lng":11.8}],"note":""}`), engine.WriteOptions{IfVersion: engine.AnyVersion}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	wait := func(want string) {
+		t.Helper()
+		// Frames coalesce per key: wait for each change before the next.
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+			fr, _ := ls.next(t, 5*time.Second)
+			for _, r := range fr.Routes {
+				got = append(got, fmt.Sprintf("%s:%d", r.Route, len(r.Stops)))
+				if len(r.Stops) > 0 && r.Stops[len(r.Stops)-1].ID != "c" {
+					t.Fatalf("live stops %+v", r.Stops)
+				}
+			}
+			if len(got) > 0 && got[len(got)-1] == want {
+				return
+			}
+		}
+		t.Fatalf("live route stops %v, want %s", got, want)
+	}
+	wait("r1:3")
+	if _, err := f.e.DeleteAssignment(context.Background(), "r1", engine.WriteOptions{IfVersion: engine.AnyVersion}); err != nil {
+		t.Fatal(err)
+	}
+	wait("r1:0")
 }

@@ -101,21 +101,7 @@ func (u *UI) routeStops(routes []string) ([]mapStop, error) {
 	}
 	defer snap.Close()
 	var out []mapStop
-	add := func(route string, value []byte) {
-		var a fleet.AssignmentValue
-		_ = a.Decode(value)
-		for _, raw := range a.Stops {
-			var s fleet.Stop
-			if json.Unmarshal(raw, &s) != nil || s.Lat == nil || s.Lng == nil {
-				continue
-			}
-			st := mapStop{Route: route, Lat: *s.Lat, Lng: *s.Lng, Driver: a.Driver}
-			if s.ID != nil {
-				st.ID = *s.ID
-			}
-			out = append(out, st)
-		}
-	}
+	add := func(route string, value []byte) { out = append(out, stopsOf(route, value)...) }
 	if routes == nil {
 		_, err = snap.Scan(fleet.TableAssignments, "", routesLimit, func(k string, st engine.State) error {
 			add(k, st.Value)
@@ -136,6 +122,32 @@ func (u *UI) routeStops(routes []string) ([]mapStop, error) {
 		}
 	}
 	return out, nil
+}
+
+// stopsOf reads the stops with a position of a stored assignment.
+func stopsOf(route string, value []byte) []mapStop {
+	var a fleet.AssignmentValue
+	_ = a.Decode(value)
+	out := []mapStop{}
+	for _, raw := range a.Stops {
+		var s fleet.Stop
+		if json.Unmarshal(raw, &s) != nil || s.Lat == nil || s.Lng == nil {
+			continue
+		}
+		st := mapStop{Route: route, Lat: *s.Lat, Lng: *s.Lng, Driver: a.Driver}
+		if s.ID != nil {
+			st.ID = *s.ID
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// routeStops is one route's stops in a Routes page's frame: they replace
+// what the map shows of the route (none: the route is gone).
+type routeStops struct {
+	Route string    `json:"route"`
+	Stops []mapStop `json:"stops"`
 }
 
 // Driver page ----------------------------------------------------------------

@@ -27,7 +27,7 @@
     });
     if (f.lsn) { main.setAttribute("data-lsn", String(f.lsn)); }
     // The map (map.js) takes the frame's driver moves.
-    if (f.points || f.gone) { document.dispatchEvent(new CustomEvent("rh-frame", { detail: f })); }
+    if (f.points || f.gone || f.routes) { document.dispatchEvent(new CustomEvent("rh-frame", { detail: f })); }
   }
   if (main && main.getAttribute("data-live")) {
     var es = new EventSource(main.getAttribute("data-live"));

@@ -74,19 +74,32 @@
     all = all.concat(tr);
   }
   data("points", []).forEach(function (p) { var ll = place(p); if (ll) { all.push(ll); } });
+  // A route's stops and the dashed line through them, one layer group a
+  // route, replaced whole when the route changes.
+  var routes = {};
+  function drawRoute(route, stops) {
+    if (routes[route]) { routes[route].remove(); delete routes[route]; }
+    if (!stops || stops.length === 0) { return; }
+    var g = L.layerGroup();
+    var lls = [];
+    stops.forEach(function (s) {
+      var ll = [s.lat, s.lng];
+      lls.push(ll);
+      L.circleMarker(ll, { radius: 5, weight: 2, color: "#2e9e5b", fillColor: "#fff", fillOpacity: 1, className: "rh-stop" })
+        .bindTooltip(text(s.route + " · " + s.id + (s.driver ? " · " + s.driver : ""))).addTo(g);
+    });
+    if (lls.length > 1) {
+      L.polyline(lls, { color: "#2e9e5b", weight: 2, dashArray: "6 6", className: "rh-route" }).addTo(g);
+    }
+    g.addTo(map);
+    routes[route] = g;
+  }
   var byRoute = {};
   data("stops", []).forEach(function (s) {
-    var ll = [s.lat, s.lng];
-    all.push(ll);
-    (byRoute[s.route] = byRoute[s.route] || []).push(ll);
-    L.circleMarker(ll, { radius: 5, weight: 2, color: "#2e9e5b", fillColor: "#fff", fillOpacity: 1, className: "rh-stop" })
-      .bindTooltip(text(s.route + " · " + s.id + (s.driver ? " · " + s.driver : ""))).addTo(map);
+    all.push([s.lat, s.lng]);
+    (byRoute[s.route] = byRoute[s.route] || []).push(s);
   });
-  Object.keys(byRoute).forEach(function (r) {
-    if (byRoute[r].length > 1) {
-      L.polyline(byRoute[r], { color: "#2e9e5b", weight: 2, dashArray: "6 6", className: "rh-route" }).addTo(map);
-    }
-  });
+  Object.keys(byRoute).forEach(function (r) { drawRoute(r, byRoute[r]); });
 
   if (all.length > 0) {
     map.fitBounds(L.latLngBounds(all), { padding: [30, 30], maxZoom: maxZoom });
@@ -104,6 +117,8 @@
     (f.gone || []).forEach(function (d) {
       if (markers[d]) { markers[d].remove(); delete markers[d]; }
     });
+    if (f.routes_reset) { Object.keys(routes).forEach(function (r) { drawRoute(r, null); }); }
+    (f.routes || []).forEach(function (r) { drawRoute(r.route, r.stops); });
   });
 
   // For the browser tests and the curious: where each marker is.
