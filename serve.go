@@ -43,6 +43,12 @@ func serve(args []string) error {
 		debug.SetMemoryLimit(cfg.MemoryLimitMB << 20)
 	}
 
+	// Signals are caught before the start: a SIGTERM that arrives while
+	// the store opens (or just after the listener is ready) waits here and
+	// shuts down cleanly, instead of killing the process.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
 	a, err := appliance.Start(cfg, log)
 	if err != nil {
 		return err
@@ -50,8 +56,6 @@ func serve(args []string) error {
 	printStart(os.Stdout, toJournal(os.Stdout), a.Generated, len(cfg.Tokens) > 0, *cfgPath,
 		filepath.Join(a.Dir, config.TokensFile), a.Tokens, dashboardURLs(a.Addr))
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	var fatal error
 	select {
 	case s := <-sigs:
