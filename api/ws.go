@@ -47,15 +47,17 @@ type wsIn struct {
 //	← {"type":"error","code","message"[,"id"]}
 //
 // Mounted by MountHub behind allow(dashboard, admin): callers authenticate
-// with the Authorization header, which a cross-site page cannot send, so no
-// Origin is checked (browser sessions use the dashboard's own live endpoint
-// in ui). The handshake itself is checked first, so that a malformed one is
-// answered like every other error.
+// with the Authorization header, which a cross-site page cannot send, or
+// (a browser: /v1/client.js) with the token subprotocol (wsTokenProtocol),
+// which a page can only send if it holds the token; neither is ambient, so
+// no Origin is checked (the dashboard's cookie sessions use its own live
+// endpoint in ui). The handshake itself is checked first, so that a
+// malformed one is answered like every other error.
 //
-// A connection runs two goroutines: this handler's, which reads, and a
-// writer (wsConn.writer) that runs the current subscription's stream and
-// pings the peer. With "batch", what queued for the subscriber while the
-// last write went out is one "changes" message: one write per burst.
+// A connection runs two goroutines: a reader (wsConn.serve; this handler
+// returns after the upgrade) and a writer (wsConn.writer) that runs the
+// current subscription's stream and pings the peer. A burst of frames
+// leaves in one write (wsOut); with "batch" it is one "changes" message.
 func (s *Server) wsHandler(h *hub.Hub) func(http.ResponseWriter, *http.Request, Role) {
 	return func(w http.ResponseWriter, r *http.Request, role Role) {
 		if err := checkHandshake(r); err != nil {
