@@ -343,8 +343,9 @@ type wsSink struct {
 	// back to back, each ending at its offset in ends. Reused from burst
 	// to burst (nil until the first change), so that a change costs no
 	// allocation.
-	buf  []byte
-	ends []int
+	buf    []byte
+	ends   []int
+	active bool // a change was sent since the last heartbeat
 }
 
 func (s *wsSink) Snapshot(lsn uint64, rows []hub.Row, first, last, resync bool) error {
@@ -363,6 +364,7 @@ func (s *wsSink) Snapshot(lsn uint64, rows []hub.Row, first, last, resync bool) 
 }
 
 func (s *wsSink) Change(ev *hub.Event) error {
+	s.active = true
 	data := redactedData(ev, s.redact)
 	if !s.batch {
 		s.buf = append(s.buf, `{"type":"change","table":`...)
@@ -431,8 +433,15 @@ func (s *wsSink) write(ctx context.Context) error {
 	return err
 }
 
-// Heartbeat pings the peer, without waiting for the pong here.
+// Heartbeat pings the peer, without waiting for the pong here, and after a
+// heartbeat interval without changes frees the buffers kept for the next
+// burst: a subscriber that was busy once holds none while idle.
 func (s *wsSink) Heartbeat() error {
+	if !s.active {
+		s.buf, s.ends = nil, nil
+		s.wc.out.trim()
+	}
+	s.active = false
 	s.wc.pingAsync()
 	return nil
 }

@@ -2,6 +2,7 @@ package api
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -32,33 +33,7 @@ func BenchmarkWSSinkBurst(b *testing.B) {
 	}
 	for _, batch := range []bool{false, true} {
 		b.Run(map[bool]string{false: "change", true: "changes"}[batch], func(b *testing.B) {
-			conns := make(chan *wsConn, 1)
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				hj := &wsHijacker{ResponseWriter: w, timeout: 5 * time.Second}
-				c, err := websocket.Accept(hj, r, nil)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				conns <- &wsConn{c: c, out: hj.out, writeTimeout: 5 * time.Second}
-			}))
-			defer srv.Close()
-			// A raw client: the handshake by hand, then every byte read and
-			// discarded, so that the client allocates nothing per message.
-			raw, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer raw.Close()
-			fmt.Fprintf(raw, "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-				"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-			br := bufio.NewReader(raw)
-			if res, err := http.ReadResponse(br, nil); err != nil || res.StatusCode != http.StatusSwitchingProtocols {
-				b.Fatalf("handshake: %v %v", res, err)
-			}
-			go io.Copy(io.Discard, br)
-			wc := <-conns
-			defer wc.c.CloseNow()
+			wc := rawWSConn(b)
 			sink := &wsSink{wc: wc, table: "t", batch: batch}
 			// One burst first: the sink's buffers reach their size.
 			for _, ev := range evs {
@@ -82,5 +57,71 @@ func BenchmarkWSSinkBurst(b *testing.B) {
 			b.StopTimer()
 			b.ReportMetric(float64(b.N*burst)/b.Elapsed().Seconds(), "changes/s")
 		})
+	}
+}
+
+// rawWSConn is the server side of a WebSocket over loopback whose client
+// is raw: the handshake by hand, then every byte read and discarded, so
+// that the client allocates nothing per message. Both end with tb.
+func rawWSConn(tb testing.TB) *wsConn {
+	tb.Helper()
+	conns := make(chan *wsConn, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hj := &wsHijacker{ResponseWriter: w, timeout: 5 * time.Second}
+		c, err := websocket.Accept(hj, r, nil)
+		if err != nil {
+			tb.Error(err)
+			return
+		}
+		conns <- &wsConn{c: c, out: hj.out, ctx: context.Background(), writeTimeout: 5 * time.Second}
+	}))
+	tb.Cleanup(srv.Close)
+	raw, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { raw.Close() })
+	fmt.Fprintf(raw, "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReader(raw)
+	if res, err := http.ReadResponse(br, nil); err != nil || res.StatusCode != http.StatusSwitchingProtocols {
+		tb.Fatalf("handshake: %v %v", res, err)
+	}
+	go io.Copy(io.Discard, br)
+	wc := <-conns
+	tb.Cleanup(func() { wc.c.CloseNow() })
+	return wc
+}
+
+// TestWSSinkFreesBuffersWhenIdle: the sink keeps its frame buffer and the
+// connection's write buffer from burst to burst, and frees both at a
+// heartbeat that follows a heartbeat interval without changes.
+func TestWSSinkFreesBuffersWhenIdle(t *testing.T) {
+	for _, batch := range []bool{false, true} {
+		wc := rawWSConn(t)
+		sink := &wsSink{wc: wc, table: "t", batch: batch}
+		ev := &hub.Event{LSN: 1, Table: "t", Key: "k", Op: engine.OpPut, Value: []byte(`{"a":1}`), Version: 1}
+		if err := sink.Change(ev); err != nil {
+			t.Fatal(err)
+		}
+		if err := sink.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		held := func() (bool, bool) {
+			wc.out.mu.Lock()
+			defer wc.out.mu.Unlock()
+			return sink.buf != nil, wc.out.buf != nil
+		}
+		if s, o := held(); !s || !o {
+			t.Fatalf("batch %v: after a burst the sink holds its buffer %v, the connection %v; want both kept for the next", batch, s, o)
+		}
+		sink.Heartbeat() // a change since the last heartbeat: kept
+		if s, o := held(); !s || !o {
+			t.Fatalf("batch %v: a heartbeat right after a burst freed the buffers (sink %v, connection %v)", batch, s, o)
+		}
+		sink.Heartbeat() // an interval without changes: freed
+		if s, o := held(); s || o {
+			t.Fatalf("batch %v: idle for a heartbeat interval, the sink still holds its buffer %v, the connection %v", batch, s, o)
+		}
 	}
 }
