@@ -87,7 +87,8 @@ type sseSink struct {
 	// first burst, reused while small (keepFrameBuf), so that an idle
 	// subscriber holds no 16 KiB writer and a busy one allocates nothing
 	// per event.
-	buf []byte
+	buf    []byte
+	active bool // a change was sent since the last heartbeat
 }
 
 // flush writes what is buffered within the write timeout: a subscriber
@@ -126,6 +127,7 @@ func (s *sseSink) Snapshot(lsn uint64, rows []hub.Row, first, last, resync bool)
 }
 
 func (s *sseSink) Change(ev *hub.Event) error {
+	s.active = true
 	s.buf = append(s.buf, "id: "...)
 	s.buf = strconv.AppendUint(s.buf, ev.LSN, 10)
 	s.buf = append(s.buf, "\nevent: "...)
@@ -141,7 +143,14 @@ func (s *sseSink) Change(ev *hub.Event) error {
 
 func (s *sseSink) Flush() error { return s.flush() }
 
+// Heartbeat sends a comment; after a heartbeat interval without changes it
+// also frees the buffer kept for the next burst.
 func (s *sseSink) Heartbeat() error {
 	s.buf = append(s.buf, ": ping\n\n"...)
-	return s.flush()
+	err := s.flush()
+	if !s.active {
+		s.buf = nil
+	}
+	s.active = false
+	return err
 }

@@ -47,15 +47,17 @@ type wsIn struct {
 //	← {"type":"error","code","message"[,"id"]}
 //
 // Mounted by MountHub behind allow(dashboard, admin): callers authenticate
-// with the Authorization header, which a cross-site page cannot send, so no
-// Origin is checked (browser sessions use the dashboard's own live endpoint
-// in ui). The handshake itself is checked first, so that a malformed one is
-// answered like every other error.
+// with the Authorization header, which a cross-site page cannot send, or
+// (a browser: /v1/client.js) with the token subprotocol (wsTokenProtocol),
+// which a page can only send if it holds the token; neither is ambient, so
+// no Origin is checked (the dashboard's cookie sessions use its own live
+// endpoint in ui). The handshake itself is checked first, so that a
+// malformed one is answered like every other error.
 //
-// A connection runs two goroutines: this handler's, which reads, and a
-// writer (wsConn.writer) that runs the current subscription's stream and
-// pings the peer. With "batch", what queued for the subscriber while the
-// last write went out is one "changes" message: one write per burst.
+// A connection runs two goroutines: a reader (wsConn.serve; this handler
+// returns after the upgrade) and a writer (wsConn.writer) that runs the
+// current subscription's stream and pings the peer. A burst of frames
+// leaves in one write (wsOut); with "batch" it is one "changes" message.
 func (s *Server) wsHandler(h *hub.Hub) func(http.ResponseWriter, *http.Request, Role) {
 	return func(w http.ResponseWriter, r *http.Request, role Role) {
 		if err := checkHandshake(r); err != nil {
@@ -341,8 +343,9 @@ type wsSink struct {
 	// back to back, each ending at its offset in ends. Reused from burst
 	// to burst (nil until the first change), so that a change costs no
 	// allocation.
-	buf  []byte
-	ends []int
+	buf    []byte
+	ends   []int
+	active bool // a change was sent since the last heartbeat
 }
 
 func (s *wsSink) Snapshot(lsn uint64, rows []hub.Row, first, last, resync bool) error {
@@ -361,6 +364,7 @@ func (s *wsSink) Snapshot(lsn uint64, rows []hub.Row, first, last, resync bool) 
 }
 
 func (s *wsSink) Change(ev *hub.Event) error {
+	s.active = true
 	data := redactedData(ev, s.redact)
 	if !s.batch {
 		s.buf = append(s.buf, `{"type":"change","table":`...)
@@ -429,8 +433,15 @@ func (s *wsSink) write(ctx context.Context) error {
 	return err
 }
 
-// Heartbeat pings the peer, without waiting for the pong here.
+// Heartbeat pings the peer, without waiting for the pong here, and after a
+// heartbeat interval without changes frees the buffers kept for the next
+// burst: a subscriber that was busy once holds none while idle.
 func (s *wsSink) Heartbeat() error {
+	if !s.active {
+		s.buf, s.ends = nil, nil
+		s.wc.out.trim()
+	}
+	s.active = false
 	s.wc.pingAsync()
 	return nil
 }

@@ -122,3 +122,12 @@ func (o *wsOut) release() error {
 	}
 	return o.failed
 }
+
+// trim frees the buffer kept between bursts, unless a hold is open.
+func (o *wsOut) trim() {
+	o.mu.Lock()
+	if o.holds == 0 {
+		o.buf = nil
+	}
+	o.mu.Unlock()
+}

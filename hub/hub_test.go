@@ -581,3 +581,37 @@ func TestBurstIsOneFlush(t *testing.T) {
 		t.Fatalf("after the burst: queue %d (want none), spare capacity %d (want at most %d)", len(q), cap(spare), keepSpare)
 	}
 }
+
+// TestIdleSubscriberFreesItsBuffer: a subscriber keeps its drained batch
+// for the next burst only until a heartbeat interval passes without
+// traffic; then it holds no buffer, as before its first change.
+func TestIdleSubscriberFreesItsBuffer(t *testing.T) {
+	h, e := newHub(t, Config{Heartbeat: 20 * time.Millisecond})
+	sub, err := h.Subscribe("t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Stream(ctx, sub, nil, rec) }()
+	defer func() {
+		cancel()
+		<-done
+		sub.Close()
+	}()
+	var last uint64
+	for i := range 20 {
+		r, err := put(e, "t", fmt.Sprint("k", i), fmt.Sprint(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = r.LSN
+	}
+	waitUntil(t, "the changes delivered", func() bool { return rec.lastLSN() >= last })
+	waitUntil(t, "the buffer freed after an idle heartbeat", func() bool {
+		sub.mu.Lock()
+		defer sub.mu.Unlock()
+		return sub.q == nil && sub.spare == nil
+	})
+}

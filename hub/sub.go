@@ -100,6 +100,15 @@ func (s *Sub) recycle(b []*Event) {
 	s.mu.Unlock()
 }
 
+// releaseSpare frees the drained batch kept for the next burst: the
+// stream calls it after a heartbeat interval without traffic, so that a
+// subscriber that was busy once holds no buffer while idle.
+func (s *Sub) releaseSpare() {
+	s.mu.Lock()
+	s.spare = nil
+	s.mu.Unlock()
+}
+
 // drop empties the buffer and frees it (a resync starts over).
 func (s *Sub) drop() {
 	s.mu.Lock()
@@ -132,7 +141,9 @@ type Sink interface {
 	Change(ev *Event) error
 	// Flush sends what Change buffered; called when no event is waiting.
 	Flush() error
-	// Heartbeat keeps an idle stream alive (and detects a dead peer).
+	// Heartbeat keeps an idle stream alive (and detects a dead peer). A
+	// sink may free its buffers there when nothing was sent since the
+	// last heartbeat.
 	Heartbeat() error
 }
 
@@ -182,6 +193,7 @@ func (h *Hub) stream(ctx context.Context, s *Sub, from *uint64, sink Sink) error
 	hb := time.NewTicker(h.cfg.Heartbeat)
 	defer hb.Stop()
 	var resyncs []time.Time
+	sent := false // since the last heartbeat
 	for {
 		if s.behind.Load() {
 			// The buffer overflowed: what it holds is incomplete. Start
@@ -219,6 +231,7 @@ func (h *Hub) stream(ctx context.Context, s *Sub, from *uint64, sink Sink) error
 				last = ev.LSN
 			}
 			s.recycle(batch)
+			sent = true
 			if n > 0 {
 				if err := sink.Flush(); err != nil {
 					return err
@@ -230,6 +243,10 @@ func (h *Hub) stream(ctx context.Context, s *Sub, from *uint64, sink Sink) error
 		select {
 		case <-s.wake:
 		case <-hb.C:
+			if !sent {
+				s.releaseSpare() // a heartbeat without traffic: the subscriber is idle again
+			}
+			sent = false
 			if err := sink.Heartbeat(); err != nil {
 				return err
 			}
