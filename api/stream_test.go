@@ -1313,3 +1313,34 @@ func TestStreamFramesEncode(t *testing.T) {
 		t.Fatalf("durable frame %v, want %v", got, want)
 	}
 }
+
+// A subscribe that arrives while the idle connection's ping waits for its
+// pong gets its snapshot: the writer pings without blocking, so the reader
+// can hand it the subscription and then read the pong. (It used to block
+// handing the subscription over, never read the pong, and the connection
+// was closed "no pong" after the write timeout.)
+func TestWSSubscribeDuringPing(t *testing.T) {
+	f := newFixtureWith(t, fixtureOpts{config: func(c *config.Config) {
+		c.Hub.Heartbeat = 100 * time.Millisecond
+		c.Hub.WriteTimeout = 2 * time.Second
+	}})
+	c, _, err := f.dialWS(tok(api.RoleDashboard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	time.Sleep(150 * time.Millisecond) // a ping is in flight, unanswered: nothing reads yet
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"op":"subscribe","table":"rv"}`)); err != nil {
+		t.Fatal(err)
+	}
+	_, data, err := c.Read(ctx) // answers the ping now, after the subscribe
+	if err != nil {
+		t.Fatalf("the connection ended instead of sending the snapshot: %v", err)
+	}
+	var fr struct{ Type string }
+	if err := json.Unmarshal(data, &fr); err != nil || fr.Type != "snapshot" {
+		t.Fatalf("first frame %s (%v), want the snapshot", data, err)
+	}
+}

@@ -124,7 +124,7 @@ func (wc *wsConn) serve(ctx context.Context) {
 	defer cancel()
 	defer wc.stopStream()
 	wc.ctx = ctx
-	go wc.writer(ctx, cancel)
+	go wc.writer(ctx)
 	for {
 		var m wsIn
 		// Read without a context deadline: the library would register a
@@ -156,7 +156,7 @@ func (wc *wsConn) serve(ctx context.Context) {
 // the reader hands it (one at a time; the hub's heartbeat then pings
 // through wsSink.Heartbeat) and, between subscriptions, pings the peer
 // itself every heartbeat.
-func (wc *wsConn) writer(ctx context.Context, cancel context.CancelFunc) {
+func (wc *wsConn) writer(ctx context.Context) {
 	t := time.NewTicker(wc.heartbeat)
 	defer t.Stop()
 	for {
@@ -168,10 +168,12 @@ func (wc *wsConn) writer(ctx context.Context, cancel context.CancelFunc) {
 			wc.run(st)
 			t.Reset(wc.heartbeat)
 		case <-t.C:
-			if !wc.ping(ctx) {
-				cancel()
-				return
-			}
+			// Not a blocking ping: while it waited for the pong, a
+			// subscribe read by the reader would wait for this goroutine
+			// to take it, so the reader would never read the pong and
+			// the ping would time out. A failed ping closes the
+			// connection, which ends the reader and then serve.
+			wc.pingAsync()
 		}
 	}
 }
