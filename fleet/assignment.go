@@ -3,16 +3,22 @@ package fleet
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 )
 
-// Stop is one stop of an assignment: {"id","lat","lng","eta"}; eta is
-// optional.
+// Stop is one stop of an assignment: {"id","lat","lng","eta","radius_m"};
+// eta and radius_m are optional. radius_m is how near a driver's point
+// must be for the stop to be reached (default [fleet] stop_radius_m).
 type Stop struct {
-	ID  *string  `json:"id"`
-	Lat *float64 `json:"lat"`
-	Lng *float64 `json:"lng"`
-	ETA *string  `json:"eta"`
+	ID      *string  `json:"id"`
+	Lat     *float64 `json:"lat"`
+	Lng     *float64 `json:"lng"`
+	ETA     *string  `json:"eta"`
+	RadiusM *float64 `json:"radius_m"`
 }
+
+// MaxRadiusM is the largest radius_m of a stop or a fence (100 km).
+const MaxRadiusM = 100000
 
 // Assignment is a route's assignment as dispatch sends it (PUT
 // /v1/assignments/{route}) and the assignments table keeps it:
@@ -51,6 +57,9 @@ func (a *Assignment) Check() error {
 		if err := checkTime(f("eta"), st.ETA, false); err != nil {
 			return err
 		}
+		if err := CheckRadius(f("radius_m"), st.RadiusM, false); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -76,3 +85,17 @@ type AssignmentValue struct {
 // Decode reads a stored assignment; on an error v holds what could be
 // read.
 func (v *AssignmentValue) Decode(b []byte) error { return json.Unmarshal(b, v) }
+
+// CheckRadius validates a radius in metres: > 0 and at most MaxRadiusM.
+func CheckRadius(field string, v *float64, required bool) error {
+	if v == nil {
+		if required {
+			return Invalid(field, "required (metres, > 0)")
+		}
+		return nil
+	}
+	if math.IsNaN(*v) || *v <= 0 || *v > MaxRadiusM {
+		return Invalid(field, "%v is outside 0..%d metres (> 0)", *v, MaxRadiusM)
+	}
+	return nil
+}

@@ -27,6 +27,20 @@ const (
 	// TableQuarantine keeps the raw requests of the phone apps that could
 	// not be decoded, so that a malformed point is never dropped silently.
 	TableQuarantine = "quarantine"
+	// TableFleetEvents keeps the fleet events the fleet-events consumer
+	// derives from the log: stop arrivals, departures and skips (key:
+	// <route>/<stop>/<type>) and geofence entries and exits (key:
+	// <fence>/<driver>/<lsn>); value: a fleetevents.Event.
+	TableFleetEvents = "fleet_events"
+	// TableRouteProgress keeps each route's progress (key: route; value: a
+	// fleetevents.Progress).
+	TableRouteProgress = "route_progress"
+	// TableFleetConsumer keeps the fleet-events consumer's own state: its
+	// cursor in the log (key "cursor") and the last point it evaluated for
+	// each driver on a route (key "driver:<driver>"). It is written in the
+	// same batch as the events it covers, so that a crash never separates
+	// them.
+	TableFleetConsumer = "fleet_consumer"
 )
 
 // Actor is who writes: each actor has its own endpoint and its own lane.
@@ -44,6 +58,10 @@ const (
 	ActorWarehouse Actor = "warehouse"
 	// ActorAdmin: the devices API (/v1/devices/{id}).
 	ActorAdmin Actor = "admin"
+	// ActorFleetEvents: the fleet-events consumer, which derives
+	// fleet_events, route_progress and its own state from the log, on the
+	// events lane.
+	ActorFleetEvents Actor = "events"
 )
 
 // writers is the write authority: the one actor of each built-in table.
@@ -54,6 +72,10 @@ var writers = map[string]Actor{
 	TableDevices:      ActorAdmin,
 	TableDeviceStatus: ActorDriver,
 	TableQuarantine:   ActorDriver,
+
+	TableFleetEvents:   ActorFleetEvents,
+	TableRouteProgress: ActorFleetEvents,
+	TableFleetConsumer: ActorFleetEvents,
 }
 
 // IsSecret reports whether table holds phone device ids (as its keys or in
@@ -71,7 +93,8 @@ func IsSecret(table string) bool {
 
 // BuiltinTables lists the built-in tables.
 func BuiltinTables() []string {
-	return []string{TablePositions, TableAssignments, TableLoading, TableDevices, TableDeviceStatus, TableQuarantine}
+	return []string{TablePositions, TableAssignments, TableLoading, TableDevices, TableDeviceStatus, TableQuarantine,
+		TableFleetEvents, TableRouteProgress, TableFleetConsumer}
 }
 
 // Writer is the actor that alone writes table, and whether table is a

@@ -15,6 +15,10 @@ func TestWriteAuthority(t *testing.T) {
 		"devices":       ActorAdmin,
 		"device_status": ActorDriver,
 		"quarantine":    ActorDriver,
+		// Derived from the log by the fleet-events consumer (issue 21).
+		"fleet_events":   ActorFleetEvents,
+		"route_progress": ActorFleetEvents,
+		"fleet_consumer": ActorFleetEvents,
 	}
 	if got := BuiltinTables(); len(got) != len(want) {
 		t.Fatalf("built-in tables %v, want the %d of %v", got, len(want), want)
