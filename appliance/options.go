@@ -35,6 +35,7 @@ func EngineConfig(c config.Config, dataDir string) engine.Config {
 			engine.LaneDispatch:  lane(engine.LaneDispatch, c.Lanes.Dispatch),
 			engine.LaneWarehouse: lane(engine.LaneWarehouse, c.Lanes.Warehouse),
 			engine.LaneTables:    lane(engine.LaneTables, c.Lanes.Tables),
+			engine.LaneEvents:    lane(engine.LaneEvents, c.Lanes.Events),
 		},
 		BatchRecords:   engine.DefaultConfig().BatchRecords,
 		BatchBytes:     engine.DefaultConfig().BatchBytes,
@@ -58,7 +59,7 @@ func ZeroSLAs(c config.Config) []string {
 	for _, l := range []struct {
 		name string
 		sla  time.Duration
-	}{{"driver", c.Lanes.Driver.SLA}, {"dispatch", c.Lanes.Dispatch.SLA}, {"warehouse", c.Lanes.Warehouse.SLA}, {"tables", c.Lanes.Tables.SLA}} {
+	}{{"driver", c.Lanes.Driver.SLA}, {"dispatch", c.Lanes.Dispatch.SLA}, {"warehouse", c.Lanes.Warehouse.SLA}, {"tables", c.Lanes.Tables.SLA}, {"events", c.Lanes.Events.SLA}} {
 		if l.sla == 0 {
 			out = append(out, "lanes."+l.name+".sla")
 		}
