@@ -155,6 +155,8 @@ func (t *Tracker) Dirty(route func(name string, p *Progress), mark func(driver s
 // DirtyCount is how many routes and marks changed since ClearDirty.
 func (t *Tracker) DirtyCount() int { return len(t.dirtyRoutes) + len(t.dirtyMarks) }
 
+func (t *Tracker) dirtyRouteCount() int { return len(t.dirtyRoutes) }
+
 // ClearDirty forgets what changed: it was written.
 func (t *Tracker) ClearDirty() {
 	clear(t.dirtyRoutes)
