@@ -1176,6 +1176,7 @@ func endpoints() []endpoint {
 		{"GET", "/v1/drivers/stream", "", nil, []api.Role{api.RoleDriver}},
 		{"PUT", "/v1/assignments/r-1", assignJSON("van-1", ""), []string{"Idempotency-Key", "auth-1"}, []api.Role{api.RoleDispatch}},
 		{"GET", "/v1/assignments/r-1", "", nil, []api.Role{api.RoleDispatch, api.RoleDashboard, api.RoleAdmin}},
+		{"GET", "/v1/assignments/r-1/progress", "", nil, []api.Role{api.RoleDispatch, api.RoleDashboard, api.RoleAdmin}},
 		{"POST", "/v1/loading-events", loadingJSON("s", "loaded", 1), []string{"Idempotency-Key", "auth-2"}, []api.Role{api.RoleWarehouse}},
 		{"GET", "/v1/tables", "", nil, dash},
 		{"GET", "/v1/tables/u", "", nil, dash},

@@ -135,6 +135,9 @@ func (s *Server) routes() {
 		"PUT": s.allow(engine.LaneDispatch, s.putAssignment, RoleDispatch),
 		"GET": s.allow(noLane, s.getAssignment, RoleDispatch, RoleDashboard, RoleAdmin),
 	}))
+	s.mux.HandleFunc("/v1/assignments/{route}/progress", s.methods(map[string]http.HandlerFunc{
+		"GET": s.allow(noLane, s.getProgress, RoleDispatch, RoleDashboard, RoleAdmin),
+	}))
 	s.mux.HandleFunc("/v1/loading-events", s.methods(map[string]http.HandlerFunc{
 		"POST": s.allow(engine.LaneWarehouse, s.postLoadingEvent, RoleWarehouse),
 	}))

@@ -23,6 +23,7 @@ import (
 	"routehound/api"
 	"routehound/config"
 	"routehound/engine"
+	"routehound/fleetevents"
 	"routehound/hub"
 	"routehound/internal/netguard"
 	"routehound/osmand"
@@ -45,6 +46,9 @@ type Appliance struct {
 	Addr      *net.TCPAddr     // where the HTTP listener is bound
 	// Osmand is the phone apps' listener ([osmand] enabled), or nil.
 	Osmand *osmand.Listener
+	// Events is the fleet-events consumer: route progress and fleet
+	// events derived from the log (issue 21).
+	Events *fleetevents.Consumer
 
 	log    *slog.Logger
 	http   *http.Server
@@ -165,6 +169,18 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 		return nil, err
 	}
 	if err := srv.MountCollector(a.Replica.Collector()); err != nil {
+		ln.Close()
+		a.closeStore(context.Background())
+		return nil, err
+	}
+	// The fleet-events consumer follows the log like the replica, and
+	// writes what it derives through the events lane.
+	if a.Events, err = fleetevents.Start(eng, FleetEventsConfig(cfg), log); err != nil {
+		ln.Close()
+		a.closeStore(context.Background())
+		return nil, err
+	}
+	if err := srv.MountCollector(fleetevents.Collector(a.Events)); err != nil {
 		ln.Close()
 		a.closeStore(context.Background())
 		return nil, err
@@ -348,6 +364,12 @@ func (a *Appliance) drainTimeout() time.Duration {
 // closeStore closes the engine, then the replica and the store, the latter
 // two only once the committer has stopped.
 func (a *Appliance) closeStore(ctx context.Context) error {
+	if a.Events != nil {
+		// First: its write in flight is answered while the engine still
+		// takes writes; what it evaluated and did not write it reads
+		// again from the log at the next start.
+		a.Events.Close()
+	}
 	if err := a.Engine.Close(ctx); err != nil {
 		// The committer may still be writing: closing the store (or the
 		// replica, which reads it) under it is what must not happen.

@@ -7,6 +7,7 @@ import (
 	"routehound/api"
 	"routehound/config"
 	"routehound/engine"
+	"routehound/fleetevents"
 	"routehound/hub"
 	"routehound/internal/netguard"
 	"routehound/osmand"
@@ -65,6 +66,11 @@ func ZeroSLAs(c config.Config) []string {
 		}
 	}
 	return out
+}
+
+// FleetEventsConfig is the fleet-events consumer's configuration.
+func FleetEventsConfig(c config.Config) fleetevents.Config {
+	return fleetevents.Config{StopRadiusM: c.Fleet.StopRadiusM, FenceDwell: c.Fleet.FenceDwell}
 }
 
 // APIConfig is the api server's configuration.
