@@ -253,12 +253,14 @@ func (c *Consumer) run(ctx context.Context) {
 				}
 			}
 		}
-		c.stats.Processed.Store(c.cur.After())
 		due := len(p.events) > 0 || c.tr.dirtyRouteCount() > 0 ||
 			p.upto > c.stored && (time.Since(p.since) >= c.cfg.Checkpoint && c.tr.DirtyCount() > 0 || p.upto-c.stored >= catchUp)
 		if due {
 			c.flush(ctx, &p, &backoff)
 		}
+		// After the write: a lag of 0 means every event decided so far
+		// is durable.
+		c.stats.Processed.Store(c.cur.After())
 		if ctx.Err() != nil {
 			return
 		}
