@@ -146,6 +146,7 @@ func (s *Server) routes() {
 	}))
 	s.tableRoutes()
 	s.deviceRoutes()
+	s.fenceRoutes()
 	s.adminRoutes()
 	s.mux.HandleFunc("/healthz", s.methods(map[string]http.HandlerFunc{"GET": s.healthz}))
 	s.mux.HandleFunc("/readyz", s.methods(map[string]http.HandlerFunc{"GET": s.readyz}))

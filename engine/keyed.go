@@ -85,6 +85,18 @@ func (e *Engine) PutAssignment(ctx context.Context, route string, value []byte, 
 		IfVersion: o.IfVersion, IdemKey: o.IdemKey, Fingerprint: o.Fingerprint})
 }
 
+// PutFence is dispatch's command for a geofence: it writes fence id
+// (value: a fleet.Fence as compact JSON, which the caller validated)
+// through the dispatch lane.
+func (e *Engine) PutFence(ctx context.Context, id string, value []byte) (WriteResult, error) {
+	return e.put(ctx, LaneDispatch, Write{Table: fleet.TableFences, Key: id, Value: value, IfVersion: AnyVersion})
+}
+
+// DeleteFence removes a geofence (ErrNotFound when there is none).
+func (e *Engine) DeleteFence(ctx context.Context, id string) (WriteResult, error) {
+	return e.put(ctx, LaneDispatch, Write{Table: fleet.TableFences, Key: id, Delete: true, IfVersion: AnyVersion})
+}
+
 // AddLoadingEvent is the warehouse's command: it creates the loading event
 // id (value: a fleet.LoadingEvent as compact JSON, which the caller
 // validated) through the warehouse lane. An id that exists answers

@@ -99,3 +99,28 @@ func CheckRadius(field string, v *float64, required bool) error {
 	}
 	return nil
 }
+
+// Fence is a geofence as PUT /v1/fences/{id} takes it and the fences
+// table keeps it: {"name","lat","lng","radius_m"}; name is optional.
+type Fence struct {
+	Name    *string  `json:"name"`
+	Lat     *float64 `json:"lat"`
+	Lng     *float64 `json:"lng"`
+	RadiusM *float64 `json:"radius_m"`
+}
+
+// DecodeFence decodes (Strict) and checks a fence body: a position and a
+// radius in (0, MaxRadiusM] metres.
+func DecodeFence(body []byte) (Fence, error) {
+	var f Fence
+	if err := Strict(body, &f); err != nil {
+		return f, err
+	}
+	if err := checkLat("lat", f.Lat); err != nil {
+		return f, err
+	}
+	if err := checkLng("lng", f.Lng); err != nil {
+		return f, err
+	}
+	return f, CheckRadius("radius_m", f.RadiusM, true)
+}

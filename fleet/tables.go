@@ -27,6 +27,9 @@ const (
 	// TableQuarantine keeps the raw requests of the phone apps that could
 	// not be decoded, so that a malformed point is never dropped silently.
 	TableQuarantine = "quarantine"
+	// TableFences keeps the geofences (key: the fence id; value: a
+	// Fence), written by PUT/DELETE /v1/fences/{id} on the dispatch lane.
+	TableFences = "fences"
 	// TableFleetEvents keeps the fleet events the fleet-events consumer
 	// derives from the log: stop arrivals, departures and skips (key:
 	// <route>/<stop>/<type>) and geofence entries and exits (key:
@@ -52,7 +55,8 @@ const (
 	// the driver stream) and the phone apps' listener, all on the driver
 	// lane.
 	ActorDriver Actor = "driver"
-	// ActorDispatch: PUT /v1/assignments/{route}.
+	// ActorDispatch: PUT /v1/assignments/{route}, PUT and DELETE
+	// /v1/fences/{id}.
 	ActorDispatch Actor = "dispatch"
 	// ActorWarehouse: POST /v1/loading-events.
 	ActorWarehouse Actor = "warehouse"
@@ -72,6 +76,8 @@ var writers = map[string]Actor{
 	TableDevices:      ActorAdmin,
 	TableDeviceStatus: ActorDriver,
 	TableQuarantine:   ActorDriver,
+
+	TableFences:       ActorDispatch,
 
 	TableFleetEvents:   ActorFleetEvents,
 	TableRouteProgress: ActorFleetEvents,
@@ -94,7 +100,7 @@ func IsSecret(table string) bool {
 // BuiltinTables lists the built-in tables.
 func BuiltinTables() []string {
 	return []string{TablePositions, TableAssignments, TableLoading, TableDevices, TableDeviceStatus, TableQuarantine,
-		TableFleetEvents, TableRouteProgress, TableFleetConsumer}
+		TableFences, TableFleetEvents, TableRouteProgress, TableFleetConsumer}
 }
 
 // Writer is the actor that alone writes table, and whether table is a

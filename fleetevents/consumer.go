@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +46,9 @@ type Config struct {
 	// from the log); 0: one second.
 	Checkpoint time.Duration
 }
+
+// errStopScan ends a scan of fleet_consumer past the keys of one prefix.
+var errStopScan = errors.New("fleetevents: end of prefix")
 
 // maxWrites bounds the records of one WriteDerived (events, progress,
 // marks): it fits a batch whatever the fleet's size.
@@ -159,7 +163,7 @@ func (c *Consumer) load() error {
 	if _, err := s.Scan(fleet.TableFleetConsumer, "driver:", 0, func(key string, st engine.State) error {
 		d, ok := driverOfMarkKey(key)
 		if !ok {
-			return nil
+			return errStopScan // past the marks (keys are in order)
 		}
 		var m Mark
 		if err := json.Unmarshal(st.Value, &m); err != nil {
@@ -167,11 +171,42 @@ func (c *Consumer) load() error {
 		}
 		marks[d] = m
 		return nil
-	}); err != nil {
+	}); err != nil && !errors.Is(err, errStopScan) {
 		return fmt.Errorf("fleetevents: reading the drivers' marks: %w", err)
 	}
+	var fences []FenceDef
+	states := map[string]FenceState{}
+	if _, err := s.Scan(fleet.TableFleetConsumer, "fence:", 0, func(key string, st engine.State) error {
+		if !strings.HasPrefix(key, "fence:") {
+			return errStopScan
+		}
+		var d FenceDef
+		if err := json.Unmarshal(st.Value, &d); err != nil {
+			return fmt.Errorf("fleet_consumer %s: %w", key, err)
+		}
+		fences = append(fences, d)
+		return nil
+	}); err != nil && !errors.Is(err, errStopScan) {
+		return fmt.Errorf("fleetevents: reading the fences: %w", err)
+	}
+	if _, err := s.Scan(fleet.TableFleetConsumer, "in:", 0, func(key string, st engine.State) error {
+		k, ok := strings.CutPrefix(key, "in:")
+		if !ok {
+			return errStopScan
+		}
+		var fs FenceState
+		if err := json.Unmarshal(st.Value, &fs); err != nil {
+			return fmt.Errorf("fleet_consumer %s: %w", key, err)
+		}
+		states[k] = fs
+		return nil
+	}); err != nil && !errors.Is(err, errStopScan) {
+		return fmt.Errorf("fleetevents: reading the drivers at fences: %w", err)
+	}
 	c.tr = NewTracker(c.cfg.StopRadiusM)
+	c.tr.SetFenceDwell(c.cfg.FenceDwell)
 	c.tr.Restore(progress, marks)
+	c.tr.RestoreFences(fences, states)
 	c.stored = cursor.LSN
 	if first := c.e.StoreStats().FirstLSN; first > 0 && cursor.LSN+1 < first {
 		// The log no longer holds what follows the cursor (retention):
@@ -297,6 +332,21 @@ func (c *Consumer) flush(ctx context.Context, p *pending, backoff *time.Duration
 		}
 		raw, _ := json.Marshal(m)
 		w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetConsumer, Key: markKey(driver), Value: raw})
+	})
+	c.tr.DirtyFences(func(id string, d *FenceDef) {
+		if d == nil {
+			w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetConsumer, Key: "fence:" + id, Delete: true})
+			return
+		}
+		raw, _ := json.Marshal(d)
+		w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetConsumer, Key: "fence:" + id, Value: raw})
+	}, func(key string, st *FenceState) {
+		if st == nil {
+			w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetConsumer, Key: "in:" + key, Delete: true})
+			return
+		}
+		raw, _ := json.Marshal(st)
+		w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetConsumer, Key: "in:" + key, Value: raw})
 	})
 	// Not cancelled with ctx: a write in flight is answered (the engine
 	// answers every admitted write), so that Close leaves a state the

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,21 +36,32 @@ const DepartMarginM = 25
 // DefaultStopRadiusM is [fleet] stop_radius_m's default.
 const DefaultStopRadiusM = 75
 
-// Event is one record of fleet_events.
+// Event is one record of fleet_events: a stop event (route, stop) or a
+// fence event (fence).
 type Event struct {
 	Type         string `json:"type"`
-	Route        string `json:"route"`
-	RouteVersion uint64 `json:"route_version"`
-	Stop         string `json:"stop"`
+	Route        string `json:"route,omitempty"`
+	RouteVersion uint64 `json:"route_version,omitempty"`
+	Stop         string `json:"stop,omitempty"`
+	Fence        string `json:"fence,omitempty"`
+	Name         string `json:"name,omitempty"` // the fence's name
 	Driver       string `json:"driver"`
-	At           string `json:"at"` // the deciding point's ts, as the driver sent it
+	At           string `json:"at"` // the deciding point's ts, as the driver sent it (a fence's deletion: when it was committed)
 	ETA          string `json:"eta,omitempty"`
 	DelayS       *int64 `json:"delay_s,omitempty"` // at − eta, in seconds, on arrival at a stop with an eta
-	PointLSN     uint64 `json:"point_lsn"`
+	Since        string `json:"since,omitempty"`   // a fence event: the ts of the first point on the new side
+	Reason       string `json:"reason,omitempty"`  // "deleted": the fence was deleted with the driver inside
+	PointLSN     uint64 `json:"point_lsn"`         // the deciding record's LSN (a point, or a fence's deletion)
 }
 
-// Key is the event's key in fleet_events: <route>/<stop>/<type>.
-func (e *Event) Key() string { return e.Route + "/" + e.Stop + "/" + e.Type }
+// Key is the event's key in fleet_events: <route>/<stop>/<type> for a
+// stop, <fence>/<driver>/<lsn> for a fence.
+func (e *Event) Key() string {
+	if e.Fence != "" {
+		return e.Fence + "/" + e.Driver + "/" + strconv.FormatUint(e.PointLSN, 10)
+	}
+	return e.Route + "/" + e.Stop + "/" + e.Type
+}
 
 // StopProgress is one stop of a route's progress. Lat, Lng and RadiusM are
 // the stop's place, kept so that the consumer resumes from route_progress
@@ -94,6 +106,8 @@ type Tracker struct {
 	// What changed since ClearDirty: nil values are deletions.
 	dirtyRoutes map[string]*Progress
 	dirtyMarks  map[string]*Mark
+
+	fenceTracker
 }
 
 // NewTracker is an empty tracker; stopRadiusM is the radius of a stop
@@ -103,7 +117,8 @@ func NewTracker(stopRadiusM float64) *Tracker {
 		stopRadiusM = DefaultStopRadiusM
 	}
 	return &Tracker{radius: stopRadiusM, routes: map[string]*Progress{}, byDriver: map[string][]string{},
-		marks: map[string]Mark{}, dirtyRoutes: map[string]*Progress{}, dirtyMarks: map[string]*Mark{}}
+		marks: map[string]Mark{}, dirtyRoutes: map[string]*Progress{}, dirtyMarks: map[string]*Mark{},
+		fenceTracker: newFenceTracker()}
 }
 
 // Restore puts back the state persisted by a previous run (route_progress
@@ -152,8 +167,11 @@ func (t *Tracker) Dirty(route func(name string, p *Progress), mark func(driver s
 	}
 }
 
-// DirtyCount is how many routes and marks changed since ClearDirty.
-func (t *Tracker) DirtyCount() int { return len(t.dirtyRoutes) + len(t.dirtyMarks) }
+// DirtyCount is how many routes, marks, fences and fence states changed
+// since ClearDirty.
+func (t *Tracker) DirtyCount() int {
+	return len(t.dirtyRoutes) + len(t.dirtyMarks) + len(t.dirtyFences) + len(t.dirtyStates)
+}
 
 func (t *Tracker) dirtyRouteCount() int { return len(t.dirtyRoutes) }
 
@@ -161,6 +179,8 @@ func (t *Tracker) dirtyRouteCount() int { return len(t.dirtyRoutes) }
 func (t *Tracker) ClearDirty() {
 	clear(t.dirtyRoutes)
 	clear(t.dirtyMarks)
+	clear(t.dirtyFences)
+	clear(t.dirtyStates)
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -185,6 +205,11 @@ func (t *Tracker) Apply(r *engine.Record) (events []Event, bad error) {
 			return nil, nil
 		}
 		return nil, t.assign(r)
+	case fleet.TableFences:
+		if r.Op == engine.OpDelete {
+			return t.dropFence(r), nil
+		}
+		return nil, t.putFence(r)
 	case fleet.TablePositions:
 		if r.Op != engine.OpPut {
 			return nil, nil
@@ -280,7 +305,7 @@ type pointValue struct {
 func (t *Tracker) point(r *engine.Record) ([]Event, error) {
 	driver := r.Key
 	routes := t.byDriver[driver]
-	if len(routes) == 0 {
+	if len(routes) == 0 && len(t.fences) == 0 {
 		return nil, nil // a driver without a route decides nothing
 	}
 	var pv pointValue
@@ -294,13 +319,16 @@ func (t *Tracker) point(r *engine.Record) ([]Event, error) {
 	if err != nil {
 		return nil, fmt.Errorf("point of %s at lsn %d: ts: %w", driver, r.LSN, err)
 	}
+	evs := t.fencePoint(driver, *pv.Lat, *pv.Lng, ts, *pv.TS, r.LSN, nil)
+	if len(routes) == 0 {
+		return evs, nil
+	}
 	if m, ok := t.marks[driver]; ok && ts.Before(m.TS) {
-		return nil, nil // late: older than a point already evaluated
+		return evs, nil // late: older than a point already evaluated
 	}
 	m := Mark{TS: ts, LSN: r.LSN}
 	t.marks[driver] = m
 	t.dirtyMarks[driver] = &m
-	var evs []Event
 	for _, route := range routes {
 		evs = t.advance(t.routes[route], *pv.Lat, *pv.Lng, ts, *pv.TS, r.LSN, evs)
 	}
