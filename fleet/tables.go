@@ -77,7 +77,7 @@ var writers = map[string]Actor{
 	TableDeviceStatus: ActorDriver,
 	TableQuarantine:   ActorDriver,
 
-	TableFences:       ActorDispatch,
+	TableFences: ActorDispatch,
 
 	TableFleetEvents:   ActorFleetEvents,
 	TableRouteProgress: ActorFleetEvents,

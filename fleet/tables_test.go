@@ -15,7 +15,7 @@ func TestWriteAuthority(t *testing.T) {
 		"devices":       ActorAdmin,
 		"device_status": ActorDriver,
 		"quarantine":    ActorDriver,
-		"fences":         ActorDispatch,
+		"fences":        ActorDispatch,
 		// Derived from the log by the fleet-events consumer (issue 21).
 		"fleet_events":   ActorFleetEvents,
 		"route_progress": ActorFleetEvents,
