@@ -198,6 +198,7 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 		MaxLive: cfg.UI.MaxLive, FrameInterval: cfg.UI.FrameInterval,
 		MaxPageBytes: cfg.HTTP.MaxPageBytes,
 		StoreDir:     store.Dir,
+		Events:       a.Events,
 	})
 	a.UI = dash
 	srv.Handle("/ui/", dash)

@@ -265,7 +265,12 @@ func (u *UI) routesPage(w http.ResponseWriter, r *http.Request, s *session) {
 		u.internal(w, r, err)
 		return
 	}
-	render(w, r, http.StatusOK, routesPage(u.chrome(s, "routes", liveURL("routes", lsn, nil)), as))
+	p, _, err := u.progressOf()
+	if err != nil {
+		u.internal(w, r, err)
+		return
+	}
+	render(w, r, http.StatusOK, routesPage(u.chrome(s, "routes", liveURL("routes", lsn, nil)), as, p, time.Now()))
 }
 
 // Warehouse -----------------------------------------------------------------

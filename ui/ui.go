@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"routehound/engine"
+	"routehound/fleetevents"
 	"routehound/hub"
 )
 
@@ -43,6 +44,9 @@ type Options struct {
 	// on disk ("": Badger's own sizes, which it refreshes once a minute
 	// and which leave out the memtable logs).
 	StoreDir string
+	// Events is the fleet-events consumer, shown on the Channels page
+	// (nil: none).
+	Events *fleetevents.Consumer
 }
 
 // FailureCounter counts failed authentications per source address
@@ -96,6 +100,7 @@ type UI struct {
 	liveSent  atomic.Uint64 // frames written
 	plots     plotCache
 	fleetFeed fleetFeed // the one positions subscriber of all Fleet pages
+	evRate    consumerRate
 
 	done      chan struct{}
 	closeOnce sync.Once
