@@ -175,15 +175,17 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 	}
 	// The fleet-events consumer follows the log like the replica, and
 	// writes what it derives through the events lane.
-	if a.Events, err = fleetevents.Start(eng, FleetEventsConfig(cfg), log); err != nil {
-		ln.Close()
-		a.closeStore(context.Background())
-		return nil, err
-	}
-	if err := srv.MountCollector(fleetevents.Collector(a.Events)); err != nil {
-		ln.Close()
-		a.closeStore(context.Background())
-		return nil, err
+	if cfg.Fleet.Events {
+		if a.Events, err = fleetevents.Start(eng, FleetEventsConfig(cfg), log); err != nil {
+			ln.Close()
+			a.closeStore(context.Background())
+			return nil, err
+		}
+		if err := srv.MountCollector(fleetevents.Collector(a.Events)); err != nil {
+			ln.Close()
+			a.closeStore(context.Background())
+			return nil, err
+		}
 	}
 	dash := ui.New(ui.Options{
 		Engine: eng, Hub: hb, Log: log,

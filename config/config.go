@@ -52,6 +52,10 @@ type Config struct {
 
 // Fleet configures the fleet events derived from the log (issue 21).
 type Fleet struct {
+	// Events runs the fleet-events consumer. Off, fleet_events and
+	// route_progress stay as they are; on again, the consumer resumes
+	// from its cursor and derives what it missed (while the log holds it).
+	Events bool `toml:"events"`
 	// StopRadiusM is how near (metres) a driver's point must be to a
 	// stop without its own radius_m for the stop to be arrived at.
 	StopRadiusM float64 `toml:"stop_radius_m"`
@@ -266,7 +270,7 @@ func Default() Config {
 			Tables:    Lane{Contract: "sync", QueueBound: 4096, SLA: 20 * time.Millisecond},
 			Events:    Lane{Contract: "ack", QueueBound: 64, FlushWithin: 10 * time.Millisecond, SLA: 100 * time.Millisecond},
 		},
-		Fleet: Fleet{StopRadiusM: 75, FenceDwell: 30 * time.Second},
+		Fleet: Fleet{Events: true, StopRadiusM: 75, FenceDwell: 30 * time.Second},
 		Hub: Hub{
 			MaxSubscribers:         10000,
 			MaxSubscribersPerTable: 100,

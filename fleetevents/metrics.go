@@ -22,13 +22,14 @@ func Collector(c *Consumer) prometheus.Collector {
 		routes:  d("routes", "Routes the consumer follows."),
 		drivers: d("drivers", "Drivers on a route (the consumer keeps state for these only)."),
 		latency: d("latency_seconds", "From a deciding point durable to its event durable."),
+		p99:     d("latency_p99_seconds", "From a deciding point durable to its event durable: the p99 since start, from the consumer's fine histogram (about 19% resolution)."),
 	}
 }
 
 type collector struct {
 	c                                                          *Consumer
 	lag, events, writes, reloads, errors, bad, routes, drivers *prometheus.Desc
-	latency                                                    *prometheus.Desc
+	latency, p99                                               *prometheus.Desc
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
@@ -50,4 +51,5 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	buckets := map[float64]uint64{}
 	h.Buckets(func(le time.Duration, cum uint64) { buckets[le.Seconds()] = cum })
 	ch <- prometheus.MustNewConstHistogram(c.latency, h.Count, h.Sum.Seconds(), buckets)
+	m(c.p99, prometheus.GaugeValue, h.Quantile(0.99).Seconds())
 }
