@@ -288,6 +288,12 @@ func (c *Consumer) run(ctx context.Context) {
 				}
 			}
 		}
+		if c.cur.After() < c.e.DurableLSN() && len(p.events)+c.tr.DirtyCount() < maxWrites && ctx.Err() == nil {
+			// More is durable already: read it before writing, so that
+			// one write covers all that became durable during the last
+			// one (a group commit; the feed hands out one batch a call).
+			continue
+		}
 		due := len(p.events) > 0 || c.tr.dirtyRouteCount() > 0 ||
 			p.upto > c.stored && (time.Since(p.since) >= c.cfg.Checkpoint && c.tr.DirtyCount() > 0 || p.upto-c.stored >= catchUp)
 		if due {
