@@ -17,6 +17,10 @@ type Stop struct {
 	RadiusM *float64 `json:"radius_m"`
 }
 
+// MaxStops is the most stops of one assignment: a route's progress
+// (route_progress) is one value, written whole in one batch.
+const MaxStops = 1000
+
 // MaxRadiusM is the largest radius_m of a stop or a fence (100 km).
 const MaxRadiusM = 100000
 
@@ -42,6 +46,9 @@ func (a *Assignment) Check() error {
 	}
 	if a.Stops == nil {
 		return Invalid("stops", "required (an array, possibly empty)")
+	}
+	if len(*a.Stops) > MaxStops {
+		return Invalid("stops", "%d stops, more than %d", len(*a.Stops), MaxStops)
 	}
 	for i, st := range *a.Stops {
 		f := func(n string) string { return fmt.Sprintf("stops[%d].%s", i, n) }

@@ -50,9 +50,14 @@ type Config struct {
 // errStopScan ends a scan of fleet_consumer past the keys of one prefix.
 var errStopScan = errors.New("fleetevents: end of prefix")
 
-// maxWrites bounds the records of one WriteDerived (events, progress,
-// marks): it fits a batch whatever the fleet's size.
-const maxWrites = 1024
+// maxWrites and maxWriteBytes bound one WriteDerived (events, progress,
+// marks): it fits a batch whatever the fleet's size (the engine counts
+// about twice a value's bytes against its batch bytes, 2 MiB by default).
+const (
+	maxWrites     = 1024
+	maxWriteBytes = 256 << 10
+	eventBytes    = 320 // an event's JSON and key, about
+)
 
 // catchUp is how many records the stored cursor may lag the consumer,
 // with nothing to write, before it writes the cursor alone: a restart
@@ -282,13 +287,13 @@ func (c *Consumer) run(ctx context.Context) {
 				c.log.Warn("fleet events: a record decides nothing", "lsn", r.LSN, "err", bad)
 			}
 			p.events = append(p.events, evs...)
-			if len(p.events)+c.tr.DirtyCount() >= maxWrites {
+			if c.full(&p) {
 				if !c.flush(ctx, &p, &backoff) {
 					break // reloaded: read on from the stored cursor
 				}
 			}
 		}
-		if c.cur.After() < c.e.DurableLSN() && len(p.events)+c.tr.DirtyCount() < maxWrites && ctx.Err() == nil {
+		if c.cur.After() < c.e.DurableLSN() && !c.full(&p) && ctx.Err() == nil {
 			// More is durable already: read it before writing, so that
 			// one write covers all that became durable during the last
 			// one (a group commit; the feed hands out one batch a call).
@@ -306,6 +311,11 @@ func (c *Consumer) run(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// full reports whether what p and the tracker hold makes a whole write.
+func (c *Consumer) full(p *pending) bool {
+	return len(p.events)+c.tr.DirtyCount() >= maxWrites || len(p.events)*eventBytes+c.tr.DirtyBytes() >= maxWriteBytes
 }
 
 // flush writes what p holds. It reports whether the consumer's state is

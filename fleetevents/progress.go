@@ -106,6 +106,7 @@ type Tracker struct {
 	// What changed since ClearDirty: nil values are deletions.
 	dirtyRoutes map[string]*Progress
 	dirtyMarks  map[string]*Mark
+	dirtyStops  int // stops of the dirty routes: most of what writing them costs
 
 	fenceTracker
 }
@@ -175,10 +176,28 @@ func (t *Tracker) DirtyCount() int {
 
 func (t *Tracker) dirtyRouteCount() int { return len(t.dirtyRoutes) }
 
+// markRoute notes that route's progress changed (p nil: deleted).
+func (t *Tracker) markRoute(route string, p *Progress) {
+	if old, ok := t.dirtyRoutes[route]; ok && old != nil {
+		t.dirtyStops -= len(old.Stops)
+	}
+	if p != nil {
+		t.dirtyStops += len(p.Stops)
+	}
+	t.dirtyRoutes[route] = p
+}
+
+// DirtyBytes estimates the bytes of what changed since ClearDirty, as
+// JSON values: the consumer writes before a write would outgrow a batch.
+func (t *Tracker) DirtyBytes() int {
+	return t.dirtyStops*200 + (len(t.dirtyRoutes)+len(t.dirtyMarks)+len(t.dirtyFences)+len(t.dirtyStates))*160
+}
+
 // ClearDirty forgets what changed: it was written.
 func (t *Tracker) ClearDirty() {
 	clear(t.dirtyRoutes)
 	clear(t.dirtyMarks)
+	t.dirtyStops = 0
 	clear(t.dirtyFences)
 	clear(t.dirtyStates)
 }
@@ -250,7 +269,7 @@ func (t *Tracker) assign(r *engine.Record) error {
 	}
 	t.dropRoute(r.Key)
 	t.setRoute(p)
-	t.dirtyRoutes[p.Route] = p
+	t.markRoute(p.Route, p)
 	return nil
 }
 
@@ -279,7 +298,7 @@ func (t *Tracker) dropRoute(route string) {
 		return
 	}
 	delete(t.routes, route)
-	t.dirtyRoutes[route] = nil
+	t.markRoute(route, nil)
 	rs := t.byDriver[p.Driver]
 	if i := sort.SearchStrings(rs, route); i < len(rs) && rs[i] == route {
 		rs = append(rs[:i], rs[i+1:]...)
@@ -376,7 +395,7 @@ func (t *Tracker) advance(p *Progress, lat, lng float64, ts time.Time, at string
 		break
 	}
 	if changed {
-		t.dirtyRoutes[p.Route] = p
+		t.markRoute(p.Route, p)
 	}
 	return evs
 }
