@@ -268,7 +268,7 @@ func Default() Config {
 			Dispatch:  Lane{Contract: "sync", QueueBound: 1024, SLA: 5 * time.Millisecond},
 			Warehouse: Lane{Contract: "ack", QueueBound: 4096, FlushWithin: 2 * time.Millisecond, MaxWait: 2 * time.Second, SLA: 20 * time.Millisecond},
 			Tables:    Lane{Contract: "sync", QueueBound: 4096, SLA: 20 * time.Millisecond},
-			Events:    Lane{Contract: "ack", QueueBound: 64, FlushWithin: 10 * time.Millisecond, SLA: 100 * time.Millisecond},
+			Events:    Lane{Contract: "ack", QueueBound: 4096, FlushWithin: 10 * time.Millisecond, SLA: 100 * time.Millisecond},
 		},
 		Fleet: Fleet{Events: true, StopRadiusM: 75, FenceDwell: 30 * time.Second},
 		Hub: Hub{

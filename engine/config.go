@@ -104,7 +104,7 @@ func DefaultConfig() Config {
 			LaneTables:    {Contract: Sync, QueueBound: 4096, SLA: 20 * time.Millisecond},
 			LaneWarehouse: {Contract: Ack, QueueBound: 4096, FlushWithin: 2 * time.Millisecond, MaxWait: 2 * time.Second, SLA: 20 * time.Millisecond},
 			LaneDriver:    {Contract: Async, QueueBound: 16384, FlushWithin: 10 * time.Millisecond, SLA: 50 * time.Millisecond},
-			LaneEvents:    {Contract: Ack, QueueBound: 64, FlushWithin: 10 * time.Millisecond, SLA: 100 * time.Millisecond},
+			LaneEvents:    {Contract: Ack, QueueBound: 4096, FlushWithin: 10 * time.Millisecond, SLA: 100 * time.Millisecond},
 		},
 		BatchRecords:   4096,
 		BatchBytes:     2 << 20,

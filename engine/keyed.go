@@ -312,7 +312,9 @@ var ErrCursorMoved = errors.New("engine: the derived tables' cursor is not where
 // (a retry of a write that was committed) changes nothing and answers
 // Replayed; one that does not start at the stored cursor answers
 // ErrCursorMoved. Only derived tables (written by fleet.ActorFleetEvents)
-// are accepted.
+// are accepted. It counts one unit per record against the lane's bound and
+// the batch cap: keep a write within Sched().BatchCap records and it never
+// makes a sync write wait longer than the scheduler allows for.
 func (e *Engine) WriteDerived(ctx context.Context, w DerivedWrite) (WriteResult, error) {
 	l := e.lanes[LaneEvents]
 	for _, x := range w.Writes {
@@ -328,7 +330,9 @@ func (e *Engine) WriteDerived(ctx context.Context, w DerivedWrite) (WriteResult,
 	if err != nil {
 		return WriteResult{}, err
 	}
-	it := &item{units: 1, bytes: int64(len(cursor)) + 256, done: make(chan result, 1)}
+	// One unit per record: the committer's batch cap (sched.go) counts
+	// what the write costs a sync writer waiting behind it.
+	it := &item{units: len(w.Writes) + 1, bytes: int64(len(cursor)) + 256, done: make(chan result, 1)}
 	for _, x := range w.Writes {
 		it.bytes += int64(2*len(x.Value) + 2*len(x.Key) + len(x.Table) + 96)
 	}

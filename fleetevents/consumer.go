@@ -86,6 +86,7 @@ type Consumer struct {
 
 	tr     *Tracker
 	stored uint64 // the cursor the store holds
+	limit  int    // records of one write: maxWrites, or the batch cap (full)
 	cur    *engine.Cursor
 
 	stats  Stats
@@ -251,6 +252,7 @@ func (c *Consumer) run(ctx context.Context) {
 		}
 		recs, err := c.cur.Next(nctx)
 		cancel()
+		c.limit = min(maxWrites, max(16, c.e.Sched().BatchCap))
 		switch {
 		case err == nil:
 		case ctx.Err() != nil || errors.Is(err, engine.ErrStopped):
@@ -313,9 +315,12 @@ func (c *Consumer) run(ctx context.Context) {
 	}
 }
 
-// full reports whether what p and the tracker hold makes a whole write.
+// full reports whether what p and the tracker hold makes a whole write:
+// maxWrites records, or the committer's derived batch cap when it is
+// lower (a write past the cap would make a sync writer wait longer than
+// the scheduler allows for), or maxWriteBytes.
 func (c *Consumer) full(p *pending) bool {
-	return len(p.events)+c.tr.DirtyCount() >= maxWrites || len(p.events)*eventBytes+c.tr.DirtyBytes() >= maxWriteBytes
+	return len(p.events)+c.tr.DirtyCount()+1 >= c.limit || len(p.events)*eventBytes+c.tr.DirtyBytes() >= maxWriteBytes
 }
 
 // flush writes what p holds. It reports whether the consumer's state is
