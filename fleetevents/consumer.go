@@ -45,6 +45,12 @@ type Config struct {
 	// marks of points that decided nothing (a restart reads them again
 	// from the log); 0: one second.
 	Checkpoint time.Duration
+	// WriteEvery is the shortest time between two writes of decided
+	// events (0: 100 ms): what is decided meanwhile goes into one write,
+	// so a route that moves often is written once per interval, not once
+	// per batch of the log, and each driver's mark once, not per point.
+	// It bounds what it adds to an event's latency.
+	WriteEvery time.Duration
 }
 
 // errStopScan ends a scan of fleet_consumer past the keys of one prefix.
@@ -87,7 +93,10 @@ type Consumer struct {
 	tr     *Tracker
 	stored uint64 // the cursor the store holds
 	limit  int    // records of one write: maxWrites, or the batch cap (full)
-	cur    *engine.Cursor
+	// lastWrite is when the last write was answered: the next waits
+	// WriteEvery, gathering what is decided meanwhile into one.
+	lastWrite time.Time
+	cur       *engine.Cursor
 
 	stats  Stats
 	cancel context.CancelFunc
@@ -103,6 +112,9 @@ func Start(e *engine.Engine, cfg Config, log *slog.Logger) (*Consumer, error) {
 	}
 	if cfg.Checkpoint <= 0 {
 		cfg.Checkpoint = time.Second
+	}
+	if cfg.WriteEvery <= 0 {
+		cfg.WriteEvery = 100 * time.Millisecond
 	}
 	c := &Consumer{e: e, log: log, cfg: cfg, done: make(chan struct{})}
 	if err := c.load(); err != nil {
@@ -247,8 +259,8 @@ func (c *Consumer) run(ctx context.Context) {
 		// Wait for records; with something unwritten, only until the
 		// checkpoint is due.
 		nctx, cancel := ctx, context.CancelFunc(func() {})
-		if p.upto > c.stored && c.tr.DirtyCount() > 0 {
-			nctx, cancel = context.WithDeadline(ctx, p.since.Add(c.cfg.Checkpoint))
+		if d, ok := c.deadline(&p); ok {
+			nctx, cancel = context.WithDeadline(ctx, d)
 		}
 		recs, err := c.cur.Next(nctx)
 		cancel()
@@ -258,7 +270,7 @@ func (c *Consumer) run(ctx context.Context) {
 		case ctx.Err() != nil || errors.Is(err, engine.ErrStopped):
 			return
 		case errors.Is(err, context.DeadlineExceeded):
-			// The checkpoint is due.
+			// A write is due (events, or the checkpoint).
 		case errors.Is(err, engine.ErrTrimmed):
 			first := c.e.StoreStats().FirstLSN
 			c.log.Error("fleet events: the consumer fell behind the retained log; events of the trimmed records are not derived", "after_lsn", c.cur.After(), "first_lsn", first)
@@ -301,18 +313,41 @@ func (c *Consumer) run(ctx context.Context) {
 			// one (a group commit; the feed hands out one batch a call).
 			continue
 		}
-		due := len(p.events) > 0 || c.tr.dirtyRouteCount() > 0 ||
+		decided := len(p.events) > 0 || c.tr.dirtyRouteCount() > 0
+		due := decided && time.Since(c.lastWrite) >= c.cfg.WriteEvery ||
 			p.upto > c.stored && (time.Since(p.since) >= c.cfg.Checkpoint && c.tr.DirtyCount() > 0 || p.upto-c.stored >= catchUp)
 		if due {
 			c.flush(ctx, &p, &backoff)
+			decided = len(p.events) > 0 || c.tr.dirtyRouteCount() > 0
 		}
-		// After the write: a lag of 0 means every event decided so far
-		// is durable.
-		c.stats.Processed.Store(c.cur.After())
+		// Processed counts only what is written when it decided
+		// something: a lag of 0 means every event decided so far is
+		// durable.
+		if decided {
+			c.stats.Processed.Store(c.stored)
+		} else {
+			c.stats.Processed.Store(c.cur.After())
+		}
 		if ctx.Err() != nil {
 			return
 		}
 	}
+}
+
+// deadline is when the consumer must write even if no record comes: the
+// decided events once WriteEvery has passed since the last write, or the
+// checkpoint of the marks.
+func (c *Consumer) deadline(p *pending) (time.Time, bool) {
+	var d time.Time
+	if p.upto > c.stored && c.tr.DirtyCount() > 0 {
+		d = p.since.Add(c.cfg.Checkpoint)
+	}
+	if len(p.events) > 0 || c.tr.dirtyRouteCount() > 0 {
+		if w := c.lastWrite.Add(c.cfg.WriteEvery); d.IsZero() || w.Before(d) {
+			d = w
+		}
+	}
+	return d, !d.IsZero()
 }
 
 // full reports whether what p and the tracker hold makes a whole write:
@@ -388,6 +423,7 @@ func (c *Consumer) flush(ctx context.Context, p *pending, backoff *time.Duration
 	}
 	*backoff = 50 * time.Millisecond
 	now := time.Now()
+	c.lastWrite = now
 	if !res.Replayed {
 		c.stats.Events.Add(uint64(len(p.events)))
 		c.stats.Writes.Add(1)
