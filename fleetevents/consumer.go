@@ -307,15 +307,18 @@ func (c *Consumer) run(ctx context.Context) {
 				}
 			}
 		}
-		if c.cur.After() < c.e.DurableLSN() && !c.full(&p) && ctx.Err() == nil {
-			// More is durable already: read it before writing, so that
-			// one write covers all that became durable during the last
-			// one (a group commit; the feed hands out one batch a call).
-			continue
-		}
 		decided := len(p.events) > 0 || c.tr.dirtyRouteCount() > 0
 		due := decided && time.Since(c.lastWrite) >= c.cfg.WriteEvery ||
 			p.upto > c.stored && (time.Since(p.since) >= c.cfg.Checkpoint && c.tr.DirtyCount() > 0 || p.upto-c.stored >= catchUp)
+		if !due && c.cur.After() < c.e.DurableLSN() && ctx.Err() == nil {
+			// More is durable already and no write is due: read it
+			// first, so that one write covers all that became durable
+			// meanwhile (the feed hands out one committed batch a call).
+			// A write is due at the latest WriteEvery after the last,
+			// however busy the log: a steady stream of other records
+			// never holds an event back.
+			continue
+		}
 		if due {
 			c.flush(ctx, &p, &backoff)
 			decided = len(p.events) > 0 || c.tr.dirtyRouteCount() > 0

@@ -287,3 +287,39 @@ func TestConsumerRestartsExactlyOnce(t *testing.T) {
 		t.Fatalf("consumer errors: %d", n.c.Stats().Errors.Load())
 	}
 }
+
+// An event is written while other drivers keep the log busy: the consumer
+// gathers what is durable before it writes, but a write is due at the
+// latest WriteEvery after the last, however busy the log.
+func TestConsumerWritesUnderSteadyLoad(t *testing.T) {
+	submitted = map[string]uint64{}
+	n := open(t, t.TempDir())
+	defer n.close(t)
+	assignRoute(t, n.e, "r", `{"driver":"d","stops":[{"id":"s","lat":1,"lng":1}]}`)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for seq := uint64(1); seq < 200000; seq++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			v := fmt.Sprintf(`{"seq":%d,"lat":2,"lng":2,"ts":"2026-12-07T10:00:00Z"}`, seq)
+			if _, err := n.e.SubmitPoints(context.Background(), "flood", []engine.Point{{Seq: seq, Value: []byte(v)}}); err != nil {
+				time.Sleep(time.Millisecond) // the lane is full: the backpressure
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	time.Sleep(50 * time.Millisecond)
+	submit(t, n.e, "d", 1, 1, 1, time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC))
+	deadline := time.Now().Add(10 * time.Second)
+	for n.c.Stats().Events.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no event written within 10 s under a steady stream of other points (lag %d)", n.c.Lag())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
