@@ -3,8 +3,10 @@ package api
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -157,6 +159,35 @@ func (s *Server) getAssignment(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.writeKey(w, r, fleet.TableAssignments, route, false)
+}
+
+// getProgress answers a route's progress: its row of route_progress,
+// which the fleet-events consumer derives from the log (issue 21), with
+// the row's version as its ETag and its LSN in X-Progress-LSN.
+func (s *Server) getProgress(w http.ResponseWriter, r *http.Request) {
+	route := r.PathValue("route")
+	if err := checkName("route", route); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	snap, err := s.e.Snapshot()
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	defer snap.Close()
+	st, found, err := snap.Get(fleet.TableRouteProgress, route)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if !found {
+		s.fail(w, r, errorf(http.StatusNotFound, "not_found", "no progress of route %q (no assignment, or the fleet-events consumer has not reached it yet)", route))
+		return
+	}
+	w.Header().Set("ETag", etag(st.Version))
+	w.Header().Set("X-Progress-LSN", strconv.FormatUint(st.LSN, 10))
+	writeJSON(w, http.StatusOK, json.RawMessage(st.Value))
 }
 
 func (s *Server) postLoadingEvent(w http.ResponseWriter, r *http.Request) {

@@ -145,6 +145,9 @@ func (s *Server) routes() {
 		"PUT": s.allow(engine.LaneDispatch, s.putAssignment, RoleDispatch),
 		"GET": s.allow(noLane, s.getAssignment, RoleDispatch, RoleDashboard, RoleAdmin),
 	}))
+	s.mux.HandleFunc("/v1/assignments/{route}/progress", s.methods(map[string]http.HandlerFunc{
+		"GET": s.allow(noLane, s.getProgress, RoleDispatch, RoleDashboard, RoleAdmin),
+	}))
 	s.mux.HandleFunc("/v1/loading-events", s.methods(map[string]http.HandlerFunc{
 		"POST": s.allow(engine.LaneWarehouse, s.postLoadingEvent, RoleWarehouse),
 		"GET":  s.allow(noLane, s.getLoadingEvents, RoleDashboard, RoleAdmin),
@@ -155,6 +158,7 @@ func (s *Server) routes() {
 	s.tableRoutes()
 	s.historyRoutes()
 	s.deviceRoutes()
+	s.fenceRoutes()
 	s.adminRoutes()
 	s.mux.HandleFunc("/healthz", s.methods(map[string]http.HandlerFunc{"GET": s.healthz}))
 	s.mux.HandleFunc("/readyz", s.methods(map[string]http.HandlerFunc{"GET": s.readyz}))

@@ -23,6 +23,7 @@ import (
 	"routehound/api"
 	"routehound/config"
 	"routehound/engine"
+	"routehound/fleetevents"
 	"routehound/hub"
 	"routehound/internal/netguard"
 	"routehound/osmand"
@@ -48,6 +49,9 @@ type Appliance struct {
 	Osmand *osmand.Listener
 	// Uplink ships the log to NATS JetStream ([uplink] nats_url), or nil.
 	Uplink *uplink.Uplink
+	// Events is the fleet-events consumer: route progress and fleet
+	// events derived from the log (issue 21).
+	Events *fleetevents.Consumer
 
 	log    *slog.Logger
 	http   *http.Server
@@ -198,6 +202,20 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 			log.Warn("basemap holds vector tiles: they are served at /ui/tiles/, but the dashboard's map draws raster tiles only and keeps its SVG plot", "path", cfg.UI.MapTiles)
 		}
 	}
+	// The fleet-events consumer follows the log like the replica, and
+	// writes what it derives through the events lane.
+	if cfg.Fleet.Events {
+		if a.Events, err = fleetevents.Start(eng, FleetEventsConfig(cfg), log); err != nil {
+			ln.Close()
+			a.closeStore(context.Background())
+			return nil, err
+		}
+		if err := srv.MountCollector(fleetevents.Collector(a.Events)); err != nil {
+			ln.Close()
+			a.closeStore(context.Background())
+			return nil, err
+		}
+	}
 	if up != nil {
 		a.Uplink = up
 		up.Start(eng)
@@ -223,6 +241,7 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 		StoreDir:     store.Dir,
 		Tiles:        tiles,
 		Uplink:       uplinkView(up),
+		Events:       a.Events,
 	})
 	a.UI = dash
 	srv.Handle("/ui/", dash)
@@ -389,6 +408,12 @@ func (a *Appliance) drainTimeout() time.Duration {
 // closeStore closes the engine, then the replica and the store, the latter
 // two only once the committer has stopped.
 func (a *Appliance) closeStore(ctx context.Context) error {
+	if a.Events != nil {
+		// First: its write in flight is answered while the engine still
+		// takes writes; what it evaluated and did not write it reads
+		// again from the log at the next start.
+		a.Events.Close()
+	}
 	if err := a.Engine.Close(ctx); err != nil {
 		// The committer may still be writing: closing the store (or the
 		// replica, which reads it) under it is what must not happen.

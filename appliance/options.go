@@ -8,6 +8,7 @@ import (
 	"routehound/api"
 	"routehound/config"
 	"routehound/engine"
+	"routehound/fleetevents"
 	"routehound/hub"
 	"routehound/internal/netguard"
 	"routehound/osmand"
@@ -37,6 +38,7 @@ func EngineConfig(c config.Config, dataDir string) engine.Config {
 			engine.LaneDispatch:  lane(engine.LaneDispatch, c.Lanes.Dispatch),
 			engine.LaneWarehouse: lane(engine.LaneWarehouse, c.Lanes.Warehouse),
 			engine.LaneTables:    lane(engine.LaneTables, c.Lanes.Tables),
+			engine.LaneEvents:    lane(engine.LaneEvents, c.Lanes.Events),
 		},
 		BatchRecords:   engine.DefaultConfig().BatchRecords,
 		BatchBytes:     engine.DefaultConfig().BatchBytes,
@@ -68,12 +70,17 @@ func ZeroSLAs(c config.Config) []string {
 	for _, l := range []struct {
 		name string
 		sla  time.Duration
-	}{{"driver", c.Lanes.Driver.SLA}, {"dispatch", c.Lanes.Dispatch.SLA}, {"warehouse", c.Lanes.Warehouse.SLA}, {"tables", c.Lanes.Tables.SLA}} {
+	}{{"driver", c.Lanes.Driver.SLA}, {"dispatch", c.Lanes.Dispatch.SLA}, {"warehouse", c.Lanes.Warehouse.SLA}, {"tables", c.Lanes.Tables.SLA}, {"events", c.Lanes.Events.SLA}} {
 		if l.sla == 0 {
 			out = append(out, "lanes."+l.name+".sla")
 		}
 	}
 	return out
+}
+
+// FleetEventsConfig is the fleet-events consumer's configuration.
+func FleetEventsConfig(c config.Config) fleetevents.Config {
+	return fleetevents.Config{StopRadiusM: c.Fleet.StopRadiusM, FenceDwell: c.Fleet.FenceDwell}
 }
 
 // APIConfig is the api server's configuration.

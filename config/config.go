@@ -7,6 +7,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 	"time"
@@ -43,10 +44,26 @@ type Config struct {
 	Osmand    Osmand    `toml:"osmand"`
 	UI        UI        `toml:"ui"`
 	Uplink    Uplink    `toml:"uplink"`
+	Fleet     Fleet     `toml:"fleet"`
 
 	// Ignored lists the deprecated settings the file held (Load): the
 	// server logs them once at start.
 	Ignored []string `toml:"-"`
+}
+
+// Fleet configures the fleet events derived from the log (issue 21).
+type Fleet struct {
+	// Events runs the fleet-events consumer. Off, fleet_events and
+	// route_progress stay as they are; on again, the consumer resumes
+	// from its cursor and derives what it missed (while the log holds it).
+	Events bool `toml:"events"`
+	// StopRadiusM is how near (metres) a driver's point must be to a
+	// stop without its own radius_m for the stop to be arrived at.
+	StopRadiusM float64 `toml:"stop_radius_m"`
+	// FenceDwell is how long a driver must stay inside (outside) a
+	// geofence before it enters (exits) it: a driver on the boundary
+	// does not flap.
+	FenceDwell time.Duration `toml:"fence_dwell"`
 }
 
 // UI configures the operations dashboard (/ui/).
@@ -153,6 +170,9 @@ type Lanes struct {
 	Dispatch  Lane `toml:"dispatch"`
 	Warehouse Lane `toml:"warehouse"`
 	Tables    Lane `toml:"tables"`
+	// Events is the fleet-events consumer's lane: what it derives from
+	// the log (fleet_events, route_progress) and its cursor.
+	Events Lane `toml:"events"`
 }
 
 // Lane is one actor's contract and bounds, as the file says them; the
@@ -273,7 +293,9 @@ func Default() Config {
 			Dispatch:  Lane{Contract: "sync", QueueBound: 1024, SLA: 5 * time.Millisecond},
 			Warehouse: Lane{Contract: "ack", QueueBound: 4096, FlushWithin: 2 * time.Millisecond, MaxWait: 2 * time.Second, SLA: 20 * time.Millisecond},
 			Tables:    Lane{Contract: "sync", QueueBound: 4096, SLA: 20 * time.Millisecond},
+			Events:    Lane{Contract: "ack", QueueBound: 4096, FlushWithin: 10 * time.Millisecond, SLA: 100 * time.Millisecond},
 		},
+		Fleet: Fleet{Events: true, StopRadiusM: 75, FenceDwell: 30 * time.Second},
 		Hub: Hub{
 			MaxSubscribers:         10000,
 			MaxSubscribersPerTable: 100,
@@ -371,6 +393,9 @@ func (c Config) Validate() error {
 	}
 	if (c.HTTP.TLSCert == "") != (c.HTTP.TLSKey == "") {
 		return errors.New("config: http.tls_cert and http.tls_key must be set together")
+	}
+	if math.IsNaN(c.Fleet.StopRadiusM) || c.Fleet.StopRadiusM <= 0 || c.Fleet.StopRadiusM > fleet.MaxRadiusM || c.Fleet.FenceDwell < 0 {
+		return fmt.Errorf("config: fleet.stop_radius_m must be in (0, %d] and fleet.fence_dwell >= 0", fleet.MaxRadiusM)
 	}
 	if c.UI.SessionTTL <= 0 || c.UI.MaxSessions <= 0 || c.UI.MaxLive <= 0 || c.UI.FrameInterval <= 0 {
 		return errors.New("config: ui settings must be > 0")

@@ -25,13 +25,17 @@ const (
 	LaneTables
 	LaneWarehouse
 	LaneDriver
+	// LaneEvents is the fleet-events consumer's lane: the events, route
+	// progress and cursor it derives from the log (WriteDerived). Last,
+	// and with the loosest SLA: it never delays the writers it follows.
+	LaneEvents
 	numLanes
 )
 
 // Lanes lists the lanes in priority order (first drained first).
-var Lanes = []Lane{LaneDispatch, LaneTables, LaneWarehouse, LaneDriver}
+var Lanes = []Lane{LaneDispatch, LaneTables, LaneWarehouse, LaneDriver, LaneEvents}
 
-var laneNames = [numLanes]string{"dispatch", "tables", "warehouse", "driver"}
+var laneNames = [numLanes]string{"dispatch", "tables", "warehouse", "driver", "events"}
 
 // String is the lane's name, as in the config, the metrics and the log's
 // records.
@@ -49,7 +53,7 @@ func ParseLane(name string) (Lane, error) {
 			return Lane(i), nil
 		}
 	}
-	return 0, fmt.Errorf("engine: no lane %q (one of dispatch, tables, warehouse, driver)", name)
+	return 0, fmt.Errorf("engine: no lane %q (one of dispatch, tables, warehouse, driver, events)", name)
 }
 
 // MarshalText writes the lane's name (JSON keys and values).
@@ -100,6 +104,7 @@ func DefaultConfig() Config {
 			LaneTables:    {Contract: Sync, QueueBound: 4096, SLA: 20 * time.Millisecond},
 			LaneWarehouse: {Contract: Ack, QueueBound: 4096, FlushWithin: 2 * time.Millisecond, MaxWait: 2 * time.Second, SLA: 20 * time.Millisecond},
 			LaneDriver:    {Contract: Async, QueueBound: 16384, FlushWithin: 10 * time.Millisecond, SLA: 50 * time.Millisecond},
+			LaneEvents:    {Contract: Ack, QueueBound: 4096, FlushWithin: 10 * time.Millisecond, SLA: 100 * time.Millisecond},
 		},
 		BatchRecords:   4096,
 		BatchBytes:     2 << 20,

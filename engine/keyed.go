@@ -85,6 +85,18 @@ func (e *Engine) PutAssignment(ctx context.Context, route string, value []byte, 
 		IfVersion: o.IfVersion, IdemKey: o.IdemKey, Fingerprint: o.Fingerprint})
 }
 
+// PutFence is dispatch's command for a geofence: it writes fence id
+// (value: a fleet.Fence as compact JSON, which the caller validated)
+// through the dispatch lane.
+func (e *Engine) PutFence(ctx context.Context, id string, value []byte) (WriteResult, error) {
+	return e.put(ctx, LaneDispatch, Write{Table: fleet.TableFences, Key: id, Value: value, IfVersion: AnyVersion})
+}
+
+// DeleteFence removes a geofence (ErrNotFound when there is none).
+func (e *Engine) DeleteFence(ctx context.Context, id string) (WriteResult, error) {
+	return e.put(ctx, LaneDispatch, Write{Table: fleet.TableFences, Key: id, Delete: true, IfVersion: AnyVersion})
+}
+
 // AddLoadingEvent is the warehouse's command: it creates the loading event
 // id (value: a fleet.LoadingEvent as compact JSON, which the caller
 // validated) through the warehouse lane. An id that exists answers
@@ -274,4 +286,106 @@ func (e *Engine) keyedItem(name Lane, w Write) *item {
 		return result{write: res}, nil
 	}
 	return it
+}
+
+// DerivedWrite is the fleet-events consumer's write (WriteDerived): what
+// it derived from the log's records after After up to Upto, all in one
+// batch with its cursor (fleet.TableFleetConsumer, key "cursor"): either
+// all of it is in the store or none of it.
+type DerivedWrite struct {
+	After, Upto uint64
+	Writes      []Write // unconditional puts and deletes of the derived tables
+}
+
+// CursorValue is the consumer's cursor as fleet_consumer keeps it.
+type CursorValue struct {
+	LSN uint64 `json:"lsn"`
+}
+
+// ErrCursorMoved answers a DerivedWrite whose After is not the stored
+// cursor and whose range is not covered either: the consumer's state is
+// not the store's (a write it thought lost was not); it reloads.
+var ErrCursorMoved = errors.New("engine: the derived tables' cursor is not where the write starts")
+
+// WriteDerived is the events lane's command: it writes w through the
+// events lane, once. A write whose range the stored cursor covers already
+// (a retry of a write that was committed) changes nothing and answers
+// Replayed; one that does not start at the stored cursor answers
+// ErrCursorMoved. Only derived tables (written by fleet.ActorFleetEvents)
+// are accepted. It counts one unit per record against the lane's bound and
+// the batch cap: keep a write within Sched().BatchCap records and it never
+// makes a sync write wait longer than the scheduler allows for.
+func (e *Engine) WriteDerived(ctx context.Context, w DerivedWrite) (WriteResult, error) {
+	l := e.lanes[LaneEvents]
+	for _, x := range w.Writes {
+		if a, _ := fleet.Writer(x.Table); a != fleet.ActorFleetEvents {
+			return WriteResult{}, fmt.Errorf("engine: a derived write to %q, which the events lane does not write", x.Table)
+		}
+	}
+	if w.Upto <= w.After {
+		return WriteResult{}, fmt.Errorf("engine: a derived write covers (%d, %d]: nothing", w.After, w.Upto)
+	}
+	l.stats.Arrivals.Add(1)
+	cursor, err := json.Marshal(CursorValue{LSN: w.Upto})
+	if err != nil {
+		return WriteResult{}, err
+	}
+	// One unit per record: the committer's batch cap (sched.go) counts
+	// what the write costs a sync writer waiting behind it.
+	it := &item{units: len(w.Writes) + 1, bytes: int64(len(cursor)) + 256, done: make(chan result, 1)}
+	for _, x := range w.Writes {
+		it.bytes += int64(2*len(x.Value) + 2*len(x.Key) + len(x.Table) + 96)
+	}
+	scope := LaneEvents.String()
+	it.apply = func(b *wal.Batch) (result, error) {
+		st, ok, err := b.Get(fleet.TableFleetConsumer, "cursor")
+		if err != nil {
+			return result{}, err
+		}
+		var at CursorValue
+		if ok {
+			if err := json.Unmarshal(st.Value, &at); err != nil {
+				return result{}, fmt.Errorf("engine: the derived tables' cursor: %w", err)
+			}
+		}
+		switch {
+		case at.LSN >= w.Upto:
+			return result{write: WriteResult{Table: fleet.TableFleetConsumer, Key: "cursor", Version: st.Version, LSN: st.LSN, Replayed: true}, dup: true}, nil
+		case at.LSN != w.After:
+			return result{err: fmt.Errorf("%w: it is at %d, the write starts at %d", ErrCursorMoved, at.LSN, w.After)}, nil
+		}
+		for _, x := range w.Writes {
+			var err error
+			if x.Delete {
+				_, err = b.Delete(x.Table, x.Key, scope, AnyVersion)
+				if errors.Is(err, wal.ErrNotFound) {
+					err = nil
+				}
+			} else {
+				_, err = b.Put(x.Table, x.Key, x.Value, scope, AnyVersion)
+			}
+			if err != nil {
+				return result{}, fmt.Errorf("engine: derived write %s/%s: %w", x.Table, x.Key, err)
+			}
+		}
+		rec, err := b.Put(fleet.TableFleetConsumer, "cursor", cursor, scope, AnyVersion)
+		if err != nil {
+			return result{}, err
+		}
+		return result{write: WriteResult{Table: rec.Table, Key: rec.Key, Version: rec.Version, LSN: rec.LSN, CommittedAt: rec.CommittedAt}}, nil
+	}
+	if err := e.enqueue(l, it); err != nil {
+		return WriteResult{}, l.refuse(err)
+	}
+	v, err := wait(ctx, it)
+	if err != nil {
+		if errors.Is(err, ErrCursorMoved) {
+			l.stats.reject("cursor_moved")
+		}
+		return WriteResult{}, err
+	}
+	if v.write.Replayed {
+		l.stats.Duplicates.Add(1)
+	}
+	return v.write, nil
 }

@@ -71,13 +71,13 @@ func TestSchedFollowsMeasuredCosts(t *testing.T) {
 // order of the lanes.
 func TestScheduleOrder(t *testing.T) {
 	cfg := DefaultConfig()
-	if got := scheduleOrder(cfg); !slices.Equal(got, []Lane{LaneDispatch, LaneTables, LaneWarehouse, LaneDriver}) {
+	if got := scheduleOrder(cfg); !slices.Equal(got, []Lane{LaneDispatch, LaneTables, LaneWarehouse, LaneEvents, LaneDriver}) {
 		t.Fatalf("default order %v", got)
 	}
 	d, tb := cfg.Lanes[LaneDispatch], cfg.Lanes[LaneTables]
 	d.SLA, tb.SLA = 30*time.Millisecond, 10*time.Millisecond
 	cfg.Lanes[LaneDispatch], cfg.Lanes[LaneTables] = d, tb
-	if got := scheduleOrder(cfg); !slices.Equal(got, []Lane{LaneTables, LaneDispatch, LaneWarehouse, LaneDriver}) {
+	if got := scheduleOrder(cfg); !slices.Equal(got, []Lane{LaneTables, LaneDispatch, LaneWarehouse, LaneEvents, LaneDriver}) {
 		t.Fatalf("order with a tighter tables SLA %v", got)
 	}
 }

@@ -3,16 +3,26 @@ package fleet
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 )
 
-// Stop is one stop of an assignment: {"id","lat","lng","eta"}; eta is
-// optional.
+// Stop is one stop of an assignment: {"id","lat","lng","eta","radius_m"};
+// eta and radius_m are optional. radius_m is how near a driver's point
+// must be for the stop to be reached (default [fleet] stop_radius_m).
 type Stop struct {
-	ID  *string  `json:"id"`
-	Lat *float64 `json:"lat"`
-	Lng *float64 `json:"lng"`
-	ETA *string  `json:"eta"`
+	ID      *string  `json:"id"`
+	Lat     *float64 `json:"lat"`
+	Lng     *float64 `json:"lng"`
+	ETA     *string  `json:"eta"`
+	RadiusM *float64 `json:"radius_m"`
 }
+
+// MaxStops is the most stops of one assignment: a route's progress
+// (route_progress) is one value, written whole in one batch.
+const MaxStops = 1000
+
+// MaxRadiusM is the largest radius_m of a stop or a fence (100 km).
+const MaxRadiusM = 100000
 
 // Assignment is a route's assignment as dispatch sends it (PUT
 // /v1/assignments/{route}) and the assignments table keeps it:
@@ -37,6 +47,9 @@ func (a *Assignment) Check() error {
 	if a.Stops == nil {
 		return Invalid("stops", "required (an array, possibly empty)")
 	}
+	if len(*a.Stops) > MaxStops {
+		return Invalid("stops", "%d stops, more than %d", len(*a.Stops), MaxStops)
+	}
 	for i, st := range *a.Stops {
 		f := func(n string) string { return fmt.Sprintf("stops[%d].%s", i, n) }
 		if st.ID == nil || *st.ID == "" {
@@ -49,6 +62,9 @@ func (a *Assignment) Check() error {
 			return err
 		}
 		if err := checkTime(f("eta"), st.ETA, false); err != nil {
+			return err
+		}
+		if err := CheckRadius(f("radius_m"), st.RadiusM, false); err != nil {
 			return err
 		}
 	}
@@ -76,3 +92,42 @@ type AssignmentValue struct {
 // Decode reads a stored assignment; on an error v holds what could be
 // read.
 func (v *AssignmentValue) Decode(b []byte) error { return json.Unmarshal(b, v) }
+
+// CheckRadius validates a radius in metres: > 0 and at most MaxRadiusM.
+func CheckRadius(field string, v *float64, required bool) error {
+	if v == nil {
+		if required {
+			return Invalid(field, "required (metres, > 0)")
+		}
+		return nil
+	}
+	if math.IsNaN(*v) || *v <= 0 || *v > MaxRadiusM {
+		return Invalid(field, "%v is outside 0..%d metres (> 0)", *v, MaxRadiusM)
+	}
+	return nil
+}
+
+// Fence is a geofence as PUT /v1/fences/{id} takes it and the fences
+// table keeps it: {"name","lat","lng","radius_m"}; name is optional.
+type Fence struct {
+	Name    *string  `json:"name"`
+	Lat     *float64 `json:"lat"`
+	Lng     *float64 `json:"lng"`
+	RadiusM *float64 `json:"radius_m"`
+}
+
+// DecodeFence decodes (Strict) and checks a fence body: a position and a
+// radius in (0, MaxRadiusM] metres.
+func DecodeFence(body []byte) (Fence, error) {
+	var f Fence
+	if err := Strict(body, &f); err != nil {
+		return f, err
+	}
+	if err := checkLat("lat", f.Lat); err != nil {
+		return f, err
+	}
+	if err := checkLng("lng", f.Lng); err != nil {
+		return f, err
+	}
+	return f, CheckRadius("radius_m", f.RadiusM, true)
+}

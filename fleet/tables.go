@@ -27,6 +27,23 @@ const (
 	// TableQuarantine keeps the raw requests of the phone apps that could
 	// not be decoded, so that a malformed point is never dropped silently.
 	TableQuarantine = "quarantine"
+	// TableFences keeps the geofences (key: the fence id; value: a
+	// Fence), written by PUT/DELETE /v1/fences/{id} on the dispatch lane.
+	TableFences = "fences"
+	// TableFleetEvents keeps the fleet events the fleet-events consumer
+	// derives from the log: stop arrivals, departures and skips (key:
+	// <route>/<stop>/<type>) and geofence entries and exits (key:
+	// <fence>/<driver>/<lsn>); value: a fleetevents.Event.
+	TableFleetEvents = "fleet_events"
+	// TableRouteProgress keeps each route's progress (key: route; value: a
+	// fleetevents.Progress).
+	TableRouteProgress = "route_progress"
+	// TableFleetConsumer keeps the fleet-events consumer's own state: its
+	// cursor in the log (key "cursor") and the last point it evaluated for
+	// each driver on a route (key "driver:<driver>"). It is written in the
+	// same batch as the events it covers, so that a crash never separates
+	// them.
+	TableFleetConsumer = "fleet_consumer"
 )
 
 // Actor is who writes: each actor has its own endpoint and its own lane.
@@ -38,12 +55,17 @@ const (
 	// the driver stream) and the phone apps' listener, all on the driver
 	// lane.
 	ActorDriver Actor = "driver"
-	// ActorDispatch: PUT /v1/assignments/{route}.
+	// ActorDispatch: PUT /v1/assignments/{route}, PUT and DELETE
+	// /v1/fences/{id}.
 	ActorDispatch Actor = "dispatch"
 	// ActorWarehouse: POST /v1/loading-events.
 	ActorWarehouse Actor = "warehouse"
 	// ActorAdmin: the devices API (/v1/devices/{id}).
 	ActorAdmin Actor = "admin"
+	// ActorFleetEvents: the fleet-events consumer, which derives
+	// fleet_events, route_progress and its own state from the log, on the
+	// events lane.
+	ActorFleetEvents Actor = "events"
 )
 
 // writers is the write authority: the one actor of each built-in table.
@@ -54,6 +76,12 @@ var writers = map[string]Actor{
 	TableDevices:      ActorAdmin,
 	TableDeviceStatus: ActorDriver,
 	TableQuarantine:   ActorDriver,
+
+	TableFences: ActorDispatch,
+
+	TableFleetEvents:   ActorFleetEvents,
+	TableRouteProgress: ActorFleetEvents,
+	TableFleetConsumer: ActorFleetEvents,
 }
 
 // IsSecret reports whether table holds phone device ids (as its keys or in
@@ -71,7 +99,8 @@ func IsSecret(table string) bool {
 
 // BuiltinTables lists the built-in tables.
 func BuiltinTables() []string {
-	return []string{TablePositions, TableAssignments, TableLoading, TableDevices, TableDeviceStatus, TableQuarantine}
+	return []string{TablePositions, TableAssignments, TableLoading, TableDevices, TableDeviceStatus, TableQuarantine,
+		TableFences, TableFleetEvents, TableRouteProgress, TableFleetConsumer}
 }
 
 // Writer is the actor that alone writes table, and whether table is a

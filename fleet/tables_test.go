@@ -15,6 +15,11 @@ func TestWriteAuthority(t *testing.T) {
 		"devices":       ActorAdmin,
 		"device_status": ActorDriver,
 		"quarantine":    ActorDriver,
+		"fences":        ActorDispatch,
+		// Derived from the log by the fleet-events consumer (issue 21).
+		"fleet_events":   ActorFleetEvents,
+		"route_progress": ActorFleetEvents,
+		"fleet_consumer": ActorFleetEvents,
 	}
 	if got := BuiltinTables(); len(got) != len(want) {
 		t.Fatalf("built-in tables %v, want the %d of %v", got, len(want), want)

@@ -134,3 +134,31 @@ func TestStrict(t *testing.T) {
 		t.Fatal("IsArray")
 	}
 }
+
+// An assignment holds at most MaxStops stops (its progress is one value
+// written in one batch), and a stop's radius_m is in (0, MaxRadiusM].
+func TestAssignmentBounds(t *testing.T) {
+	stops := make([]byte, 0, 64*(MaxStops+1))
+	stops = append(stops, `{"driver":"d","stops":[`...)
+	for i := 0; i <= MaxStops; i++ {
+		if i > 0 {
+			stops = append(stops, ',')
+		}
+		stops = append(stops, `{"id":"s","lat":1,"lng":1}`...)
+	}
+	stops = append(stops, "]}"...)
+	if _, err := DecodeAssignment(stops); err == nil {
+		t.Fatalf("%d stops taken", MaxStops+1)
+	}
+	for _, r := range []string{"0", "-1", "100001"} {
+		if _, err := DecodeAssignment([]byte(`{"driver":"d","stops":[{"id":"s","lat":1,"lng":1,"radius_m":` + r + `}]}`)); err == nil {
+			t.Errorf("radius_m %s taken", r)
+		}
+	}
+	if _, err := DecodeAssignment([]byte(`{"driver":"d","stops":[{"id":"s","lat":1,"lng":1,"radius_m":30.5}]}`)); err != nil {
+		t.Errorf("radius_m 30.5: %v", err)
+	}
+	if _, err := DecodeFence([]byte(`{"lat":1,"lng":1}`)); err == nil {
+		t.Errorf("a fence without radius_m taken")
+	}
+}

@@ -365,6 +365,7 @@ type logRecord struct {
 	Key         string          `json:"key"`
 	Op          string          `json:"op"`
 	Value       json.RawMessage `json:"value"`
+	Version     uint64          `json:"version"`
 	Actor       string          `json:"actor"`
 	CommittedAt string          `json:"committed_at"`
 }

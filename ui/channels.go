@@ -31,6 +31,8 @@ type channelCard struct {
 	Share          float64 // share of the committer's time, 0..1
 	SparkAccepted  string  // SVG polyline points
 	SparkDepth     string
+	// Consumer is the fleet-events consumer, on the events lane's card.
+	Consumer *consumerLine
 }
 
 // costLine is one actor's line of the cost ledger; the total line is the
@@ -134,6 +136,9 @@ func (u *UI) channels() channelsView {
 			SparkDepth:    sparkPoints(dep, u.sampler.n, sparkW, sparkH),
 		}
 		c.Status = grade(c.Count, c.LatP99, cfg.SLA, c.Depth, c.Bound)
+		if name == engine.LaneEvents {
+			c.Consumer = u.consumerLine()
+		}
 		v.Cards = append(v.Cards, c)
 		line := costLine{Lane: name.String(), Records: st.Records.Load(), Bytes: st.BytesWritten.Load(), Fsyncs: st.Fsyncs.Load(),
 			Committer: time.Duration(cn), Share: share, QueueTime: qw.Sum}

@@ -525,17 +525,27 @@ func (c *plotCache) get(ctx context.Context, u *UI, driver string, maxAge time.D
 	return c.html, c.n, nil
 }
 
-type routesLive struct{ u *UI }
+type routesLive struct {
+	u *UI
+	// The progress cells sent (their HTML, by route) and route_progress's
+	// last LSN then: a tick sends only the cells that changed.
+	sent        map[string]string
+	progressLSN uint64
+	progressAt  time.Time
+}
 
 func (v *routesLive) replace(ctx context.Context, rows []hub.Row) (frame, bool) {
 	var b strings.Builder
+	p, _, _ := v.u.progressOf() // none while the store reopens: the next tick sends them
+	now := time.Now()
 	f := frame{RoutesReset: v.u.mapOn()}
 	for _, r := range rows {
-		routeRow(decodeAssignment(r.Key, r.Value, r.Version, r.LSN)).Render(ctx, &b)
+		routeRow(decodeAssignment(r.Key, r.Value, r.Version, r.LSN), p[r.Key], now).Render(ctx, &b)
 		if f.RoutesReset {
 			f.Routes = append(f.Routes, routeStops{Route: r.Key, Stops: stopsOf(r.Key, r.Value)})
 		}
 	}
+	v.sent, v.progressLSN = nil, 0
 	f.Replace = []set{{ID: "route-rows", HTML: b.String()}}
 	return f, true
 }
@@ -561,6 +571,11 @@ func (v *routesLive) every() time.Duration { return v.u.opt.FrameInterval }
 func (v *routesLive) frame(ctx context.Context, evs []*hub.Event, _ bool) frame {
 	var f frame
 	mapped := v.u.mapOn()
+	var p map[string]*routeProgress
+	if len(evs) > 0 {
+		p, _, _ = v.u.progressOf()
+	}
+	now := time.Now()
 	for _, ev := range evs {
 		id := rowID("route", ev.Key)
 		if ev.Op == engine.OpDelete {
@@ -577,8 +592,13 @@ func (v *routesLive) frame(ctx context.Context, evs []*hub.Event, _ bool) frame 
 		// A hub event carries no commit time; the frame is sent within one
 		// frame interval of the fsync that confirmed the write.
 		a.CommittedAt = time.Now()
-		f.Upsert = append(f.Upsert, upsert{ID: id, Parent: "route-rows", HTML: html(ctx, routeRow(a))})
+		f.Upsert = append(f.Upsert, upsert{ID: id, Parent: "route-rows", HTML: html(ctx, routeRow(a, p[ev.Key], now))})
+		delete(v.sent, ev.Key)
 	}
+	// The stops' progress, each frame it changed: the consumer writes
+	// route_progress, which this view's subscription (assignments) does
+	// not carry.
+	v.progressFrame(ctx, &f)
 	return f
 }
 

@@ -298,7 +298,7 @@ func driverPage(c chrome, v driverView) templ.Component {
 					return templ_7745c5c3_Err
 				}
 				for _, a := range v.Routes {
-					templ_7745c5c3_Err = routeRow(a).Render(ctx, templ_7745c5c3_Buffer)
+					templ_7745c5c3_Err = routeRow(a, v.Progress[a.Route], v.Now).Render(ctx, templ_7745c5c3_Buffer)
 					if templ_7745c5c3_Err != nil {
 						return templ_7745c5c3_Err
 					}

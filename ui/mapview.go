@@ -163,9 +163,10 @@ type driverView struct {
 	Driver    string
 	Last      *Position // nil: no report kept
 	Now       time.Time
-	Trail     []Position   // the last hour, oldest first
-	Routes    []Assignment // the routes assigned to the driver
-	Shipments []string     // the stop ids of its routes, read as shipments
+	Trail     []Position                // the last hour, oldest first
+	Routes    []Assignment              // the routes assigned to the driver
+	Progress  map[string]*routeProgress // by route: the stops' progress (route_progress)
+	Shipments []string                  // the stop ids of its routes, read as shipments
 	Events    []LoadingEvent
 	Map       *mapView
 	Plot      plot
@@ -173,6 +174,11 @@ type driverView struct {
 
 func (u *UI) driverView(ctx context.Context, driver string) (driverView, error) {
 	v := driverView{Driver: driver, Now: time.Now()}
+	p, _, err := u.progressOf()
+	if err != nil {
+		return v, err
+	}
+	v.Progress = p
 	ps, err := u.read.Positions(ctx)
 	if err != nil {
 		return v, err

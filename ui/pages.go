@@ -269,6 +269,11 @@ func (u *UI) routesPage(w http.ResponseWriter, r *http.Request, s *session) {
 		u.internal(w, r, err)
 		return
 	}
+	p, _, err := u.progressOf()
+	if err != nil {
+		u.internal(w, r, err)
+		return
+	}
 	var m *mapView
 	if u.mapOn() {
 		// The stops on the map are those at the render; the rows are live.
@@ -279,7 +284,7 @@ func (u *UI) routesPage(w http.ResponseWriter, r *http.Request, s *session) {
 		}
 		m = u.newMap(nil, nil, stops, "", time.Now())
 	}
-	render(w, r, http.StatusOK, routesPage(u.chrome(s, "routes", liveURL("routes", lsn, nil)), as, m))
+	render(w, r, http.StatusOK, routesPage(u.chrome(s, "routes", liveURL("routes", lsn, nil)), as, p, time.Now(), m))
 }
 
 // Warehouse -----------------------------------------------------------------

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"routehound/engine"
+	"routehound/fleetevents"
 	"routehound/hub"
 )
 
@@ -51,6 +52,10 @@ type Options struct {
 	// Uplink, when set, answers the log shipper's position for the
 	// System page (nil: the uplink is off).
 	Uplink func() UplinkView
+
+	// Events is the fleet-events consumer, shown on the Channels page
+	// (nil: none).
+	Events *fleetevents.Consumer
 }
 
 // FailureCounter counts failed authentications per source address
@@ -104,6 +109,7 @@ type UI struct {
 	liveSent  atomic.Uint64 // frames written
 	plots     plotCache
 	fleetFeed fleetFeed // the one positions subscriber of all Fleet pages
+	evRate    consumerRate
 
 	done      chan struct{}
 	closeOnce sync.Once

@@ -1,0 +1,471 @@
+package fleetevents
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"routehound/engine"
+	"routehound/fleet"
+)
+
+// The fleet-events consumer follows the durability feed (an engine.Cursor)
+// from the cursor it persisted, feeds the records to a Tracker, and
+// writes what the tracker decided — the events, the routes' progress, the
+// drivers' marks — together with the new cursor in one WriteDerived
+// through the events lane. Exactly once across crashes:
+//
+//   - The tracker is deterministic: its decisions depend only on its state
+//     and the records it is given, in LSN order.
+//   - Its state is persisted in the same atomic write as the events and
+//     the cursor, so after a crash the store holds the state as of the
+//     cursor, no more and no less; the consumer restores it and reads on
+//     from the cursor, deciding again exactly what it had decided, but
+//     not written.
+//   - A write covers the log range (after, upto] and is taken only when
+//     the stored cursor is at after: a retry of a committed write changes
+//     nothing (engine.ErrCursorMoved or Replayed), and then the consumer
+//     reloads its state from the store.
+//
+// It never slows the writers: it reads on a goroutine of its own, from
+// the feed's tail or the log, and writes on the lowest-priority lane with
+// the loosest SLA, one write at a time.
+
+// Config configures a consumer.
+type Config struct {
+	StopRadiusM float64       // [fleet] stop_radius_m
+	FenceDwell  time.Duration // [fleet] fence_dwell
+	// Checkpoint is the longest time the consumer keeps, unwritten, the
+	// marks of points that decided nothing (a restart reads them again
+	// from the log); 0: one second.
+	Checkpoint time.Duration
+	// WriteEvery is the shortest time between two writes of decided
+	// events (0: 100 ms): what is decided meanwhile goes into one write,
+	// so a route that moves often is written once per interval, not once
+	// per batch of the log, and each driver's mark once, not per point.
+	// It bounds what it adds to an event's latency.
+	WriteEvery time.Duration
+}
+
+// errStopScan ends a scan of fleet_consumer past the keys of one prefix.
+var errStopScan = errors.New("fleetevents: end of prefix")
+
+// maxWrites and maxWriteBytes bound one WriteDerived (events, progress,
+// marks): it fits a batch whatever the fleet's size (the engine counts
+// about twice a value's bytes against its batch bytes, 2 MiB by default).
+const (
+	maxWrites     = 1024
+	maxWriteBytes = 256 << 10
+	eventBytes    = 320 // an event's JSON and key, about
+)
+
+// catchUp is how many records the stored cursor may lag the consumer,
+// with nothing to write, before it writes the cursor alone: a restart
+// reads at most about that many again.
+const catchUp = 100000
+
+// Stats are the consumer's counters.
+type Stats struct {
+	Events      atomic.Uint64 // events written
+	Writes      atomic.Uint64 // WriteDerived calls that were taken
+	Reloads     atomic.Uint64 // times the state was read again from the store
+	Errors      atomic.Uint64 // failed writes and reads
+	BadRecords  atomic.Uint64 // records that could not be decoded (they decide nothing)
+	Processed   atomic.Uint64 // the LSN of the last record evaluated
+	Stored      atomic.Uint64 // the cursor as the store holds it
+	Routes      atomic.Int64  // routes followed
+	Drivers     atomic.Int64  // drivers on a route
+	LatencyHist engine.Histogram
+}
+
+// Consumer is the running fleet-events consumer.
+type Consumer struct {
+	e   *engine.Engine
+	log *slog.Logger
+	cfg Config
+
+	tr     *Tracker
+	stored uint64 // the cursor the store holds
+	limit  int    // records of one write: maxWrites, or the batch cap (full)
+	// lastWrite is when the last write was answered: the next waits
+	// WriteEvery, gathering what is decided meanwhile into one.
+	lastWrite time.Time
+	cur       *engine.Cursor
+
+	stats  Stats
+	cancel context.CancelFunc
+	done   chan struct{}
+	once   sync.Once
+}
+
+// Start loads the consumer's state from the store and starts following
+// the log from its cursor.
+func Start(e *engine.Engine, cfg Config, log *slog.Logger) (*Consumer, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Checkpoint <= 0 {
+		cfg.Checkpoint = time.Second
+	}
+	if cfg.WriteEvery <= 0 {
+		cfg.WriteEvery = 100 * time.Millisecond
+	}
+	c := &Consumer{e: e, log: log, cfg: cfg, done: make(chan struct{})}
+	if err := c.load(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	go c.run(ctx)
+	return c, nil
+}
+
+// Close stops the consumer and waits for it (a write in flight is
+// answered first). What it evaluated and did not write is read again
+// from the log at the next start.
+func (c *Consumer) Close() {
+	c.once.Do(func() {
+		c.cancel()
+		<-c.done
+	})
+}
+
+// Stats returns the consumer's counters.
+func (c *Consumer) Stats() *Stats { return &c.stats }
+
+// Lag is how many records of the log are durable and not yet evaluated.
+func (c *Consumer) Lag() uint64 {
+	d, p := c.e.DurableLSN(), c.stats.Processed.Load()
+	if d > p {
+		return d - p
+	}
+	return 0
+}
+
+// load reads the consumer's state (its cursor, the routes' progress, the
+// drivers' marks) from a snapshot of the store and places the cursor.
+func (c *Consumer) load() error {
+	s, err := c.e.Snapshot()
+	if err != nil {
+		return fmt.Errorf("fleetevents: loading state: %w", err)
+	}
+	defer s.Close()
+	var cursor engine.CursorValue
+	st, ok, err := s.Get(fleet.TableFleetConsumer, "cursor")
+	if err != nil {
+		return fmt.Errorf("fleetevents: reading the cursor: %w", err)
+	}
+	if ok {
+		if err := json.Unmarshal(st.Value, &cursor); err != nil {
+			return fmt.Errorf("fleetevents: the stored cursor: %w", err)
+		}
+	}
+	var progress []Progress
+	if _, err := s.Scan(fleet.TableRouteProgress, "", 0, func(key string, st engine.State) error {
+		var p Progress
+		if err := json.Unmarshal(st.Value, &p); err != nil {
+			return fmt.Errorf("route_progress %s: %w", key, err)
+		}
+		progress = append(progress, p)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("fleetevents: reading route_progress: %w", err)
+	}
+	marks := map[string]Mark{}
+	if _, err := s.Scan(fleet.TableFleetConsumer, "driver:", 0, func(key string, st engine.State) error {
+		d, ok := driverOfMarkKey(key)
+		if !ok {
+			return errStopScan // past the marks (keys are in order)
+		}
+		var m Mark
+		if err := json.Unmarshal(st.Value, &m); err != nil {
+			return fmt.Errorf("fleet_consumer %s: %w", key, err)
+		}
+		marks[d] = m
+		return nil
+	}); err != nil && !errors.Is(err, errStopScan) {
+		return fmt.Errorf("fleetevents: reading the drivers' marks: %w", err)
+	}
+	var fences []FenceDef
+	states := map[string]FenceState{}
+	if _, err := s.Scan(fleet.TableFleetConsumer, "fence:", 0, func(key string, st engine.State) error {
+		if !strings.HasPrefix(key, "fence:") {
+			return errStopScan
+		}
+		var d FenceDef
+		if err := json.Unmarshal(st.Value, &d); err != nil {
+			return fmt.Errorf("fleet_consumer %s: %w", key, err)
+		}
+		fences = append(fences, d)
+		return nil
+	}); err != nil && !errors.Is(err, errStopScan) {
+		return fmt.Errorf("fleetevents: reading the fences: %w", err)
+	}
+	if _, err := s.Scan(fleet.TableFleetConsumer, "in:", 0, func(key string, st engine.State) error {
+		k, ok := strings.CutPrefix(key, "in:")
+		if !ok {
+			return errStopScan
+		}
+		var fs FenceState
+		if err := json.Unmarshal(st.Value, &fs); err != nil {
+			return fmt.Errorf("fleet_consumer %s: %w", key, err)
+		}
+		states[k] = fs
+		return nil
+	}); err != nil && !errors.Is(err, errStopScan) {
+		return fmt.Errorf("fleetevents: reading the drivers at fences: %w", err)
+	}
+	c.tr = NewTracker(c.cfg.StopRadiusM)
+	c.tr.SetFenceDwell(c.cfg.FenceDwell)
+	c.tr.Restore(progress, marks)
+	c.tr.RestoreFences(fences, states)
+	c.stored = cursor.LSN
+	if first := c.e.StoreStats().FirstLSN; first > 0 && cursor.LSN+1 < first {
+		// The log no longer holds what follows the cursor (retention):
+		// go on from the oldest record it holds.
+		c.log.Warn("fleet events: the log was trimmed past the consumer's cursor; events of the trimmed records are not derived", "cursor", cursor.LSN, "first_lsn", first)
+		cursor.LSN = first - 1
+	}
+	c.cur = c.e.Follow(cursor.LSN)
+	c.stats.Processed.Store(cursor.LSN)
+	c.stats.Stored.Store(c.stored)
+	c.count()
+	return nil
+}
+
+func (c *Consumer) count() {
+	c.stats.Routes.Store(int64(c.tr.Routes()))
+	c.stats.Drivers.Store(int64(c.tr.Drivers()))
+}
+
+// pending is what the consumer decided and has not written yet.
+type pending struct {
+	events []Event
+	upto   uint64    // the last record evaluated
+	since  time.Time // the first evaluation not written
+}
+
+func (c *Consumer) run(ctx context.Context) {
+	defer close(c.done)
+	p := pending{upto: c.cur.After()}
+	backoff := 50 * time.Millisecond
+	for {
+		// Wait for records; with something unwritten, only until the
+		// checkpoint is due.
+		nctx, cancel := ctx, context.CancelFunc(func() {})
+		if d, ok := c.deadline(&p); ok {
+			nctx, cancel = context.WithDeadline(ctx, d)
+		}
+		recs, err := c.cur.Next(nctx)
+		cancel()
+		c.limit = min(maxWrites, max(16, c.e.Sched().BatchCap))
+		switch {
+		case err == nil:
+		case ctx.Err() != nil || errors.Is(err, engine.ErrStopped):
+			return
+		case errors.Is(err, context.DeadlineExceeded):
+			// A write is due (events, or the checkpoint).
+		case errors.Is(err, engine.ErrTrimmed):
+			first := c.e.StoreStats().FirstLSN
+			c.log.Error("fleet events: the consumer fell behind the retained log; events of the trimmed records are not derived", "after_lsn", c.cur.After(), "first_lsn", first)
+			c.stats.Errors.Add(1)
+			if first > 0 && first-1 > c.cur.After() {
+				c.cur.Seek(first - 1)
+			} else if !sleep(ctx, time.Second) {
+				return
+			}
+			continue
+		default:
+			c.log.Error("fleet events: reading the log", "after_lsn", c.cur.After(), "err", err)
+			c.stats.Errors.Add(1)
+			if !sleep(ctx, time.Second) {
+				return
+			}
+			continue
+		}
+		for i := range recs {
+			r := &recs[i]
+			if p.upto == c.stored {
+				p.since = time.Now()
+			}
+			p.upto = r.LSN
+			evs, bad := c.tr.Apply(r)
+			if bad != nil {
+				c.stats.BadRecords.Add(1)
+				c.log.Warn("fleet events: a record decides nothing", "lsn", r.LSN, "err", bad)
+			}
+			p.events = append(p.events, evs...)
+			if c.full(&p) {
+				if !c.flush(ctx, &p, &backoff) {
+					break // reloaded: read on from the stored cursor
+				}
+			}
+		}
+		decided := len(p.events) > 0 || c.tr.dirtyRouteCount() > 0
+		due := decided && time.Since(c.lastWrite) >= c.cfg.WriteEvery ||
+			p.upto > c.stored && (time.Since(p.since) >= c.cfg.Checkpoint && c.tr.DirtyCount() > 0 || p.upto-c.stored >= catchUp)
+		if !due && c.cur.After() < c.e.DurableLSN() && ctx.Err() == nil {
+			// More is durable already and no write is due: read it
+			// first, so that one write covers all that became durable
+			// meanwhile (the feed hands out one committed batch a call).
+			// A write is due at the latest WriteEvery after the last,
+			// however busy the log: a steady stream of other records
+			// never holds an event back.
+			continue
+		}
+		if due {
+			c.flush(ctx, &p, &backoff)
+			decided = len(p.events) > 0 || c.tr.dirtyRouteCount() > 0
+		}
+		// Processed counts only what is written when it decided
+		// something: a lag of 0 means every event decided so far is
+		// durable.
+		if decided {
+			c.stats.Processed.Store(c.stored)
+		} else {
+			c.stats.Processed.Store(c.cur.After())
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// deadline is when the consumer must write even if no record comes: the
+// decided events once WriteEvery has passed since the last write, or the
+// checkpoint of the marks.
+func (c *Consumer) deadline(p *pending) (time.Time, bool) {
+	var d time.Time
+	if p.upto > c.stored && c.tr.DirtyCount() > 0 {
+		d = p.since.Add(c.cfg.Checkpoint)
+	}
+	if len(p.events) > 0 || c.tr.dirtyRouteCount() > 0 {
+		if w := c.lastWrite.Add(c.cfg.WriteEvery); d.IsZero() || w.Before(d) {
+			d = w
+		}
+	}
+	return d, !d.IsZero()
+}
+
+// full reports whether what p and the tracker hold makes a whole write:
+// maxWrites records, or the committer's derived batch cap when it is
+// lower (a write past the cap would make a sync writer wait longer than
+// the scheduler allows for), or maxWriteBytes.
+func (c *Consumer) full(p *pending) bool {
+	return len(p.events)+c.tr.DirtyCount()+1 >= c.limit || len(p.events)*eventBytes+c.tr.DirtyBytes() >= maxWriteBytes
+}
+
+// flush writes what p holds. It reports whether the consumer's state is
+// still the one it evaluated (false: it was reloaded from the store).
+func (c *Consumer) flush(ctx context.Context, p *pending, backoff *time.Duration) bool {
+	if p.upto <= c.stored {
+		return true
+	}
+	w := engine.DerivedWrite{After: c.stored, Upto: p.upto, Writes: make([]engine.Write, 0, len(p.events)+c.tr.DirtyCount())}
+	for i := range p.events {
+		ev := &p.events[i]
+		raw, err := json.Marshal(ev)
+		if err != nil {
+			c.log.Error("fleet events: encoding an event", "err", err)
+			continue
+		}
+		w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetEvents, Key: ev.Key(), Value: raw})
+	}
+	c.tr.Dirty(func(route string, pr *Progress) {
+		if pr == nil {
+			w.Writes = append(w.Writes, engine.Write{Table: fleet.TableRouteProgress, Key: route, Delete: true})
+			return
+		}
+		raw, _ := json.Marshal(pr)
+		w.Writes = append(w.Writes, engine.Write{Table: fleet.TableRouteProgress, Key: route, Value: raw})
+	}, func(driver string, m *Mark) {
+		if m == nil {
+			w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetConsumer, Key: markKey(driver), Delete: true})
+			return
+		}
+		raw, _ := json.Marshal(m)
+		w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetConsumer, Key: markKey(driver), Value: raw})
+	})
+	c.tr.DirtyFences(func(id string, d *FenceDef) {
+		if d == nil {
+			w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetConsumer, Key: "fence:" + id, Delete: true})
+			return
+		}
+		raw, _ := json.Marshal(d)
+		w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetConsumer, Key: "fence:" + id, Value: raw})
+	}, func(key string, st *FenceState) {
+		if st == nil {
+			w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetConsumer, Key: "in:" + key, Delete: true})
+			return
+		}
+		raw, _ := json.Marshal(st)
+		w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetConsumer, Key: "in:" + key, Value: raw})
+	})
+	// Not cancelled with ctx: a write in flight is answered (the engine
+	// answers every admitted write), so that Close leaves a state the
+	// store agrees with.
+	res, err := c.e.WriteDerived(context.WithoutCancel(ctx), w)
+	if err != nil {
+		c.stats.Errors.Add(1)
+		if !errors.Is(err, engine.ErrCursorMoved) && ctx.Err() == nil {
+			c.log.Warn("fleet events: writing; reading the state again from the store", "after", w.After, "upto", w.Upto, "err", err)
+		}
+		if ctx.Err() == nil {
+			sleep(ctx, *backoff)
+			*backoff = min(2**backoff, 2*time.Second)
+		}
+		c.reload(ctx)
+		*p = pending{upto: c.stored}
+		return false
+	}
+	*backoff = 50 * time.Millisecond
+	now := time.Now()
+	c.lastWrite = now
+	if !res.Replayed {
+		c.stats.Events.Add(uint64(len(p.events)))
+		c.stats.Writes.Add(1)
+		for i := range p.events {
+			if at, ok := c.e.DurableAt(p.events[i].PointLSN); ok {
+				c.stats.LatencyHist.Observe(now.Sub(at))
+			}
+		}
+	}
+	c.stored = p.upto
+	c.stats.Stored.Store(c.stored)
+	c.tr.ClearDirty()
+	c.count()
+	p.events = p.events[:0]
+	return true
+}
+
+// reload reads the state again from the store, until it can or ctx ends.
+func (c *Consumer) reload(ctx context.Context) {
+	c.stats.Reloads.Add(1)
+	for {
+		err := c.load()
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		c.log.Warn("fleet events: reading the state from the store", "err", err)
+		if !sleep(ctx, time.Second) {
+			return
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

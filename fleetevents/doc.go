@@ -1,0 +1,10 @@
+// Package fleetevents derives route progress and fleet events from the
+// durable log (issue 21): the fleet-events consumer follows the engine's
+// durability feed from a cursor it persists, computes stop arrivals,
+// departures and skips (Tracker) and writes them, with the routes'
+// progress and its cursor, in one atomic write through the events lane.
+// A crash or a power cut at any moment leaves each transition in the log
+// exactly once: the consumer resumes from the cursor written with the last
+// events, and a write whose range of the log is already covered changes
+// nothing.
+package fleetevents

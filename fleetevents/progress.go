@@ -1,0 +1,420 @@
+package fleetevents
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"routehound/engine"
+	"routehound/fleet"
+)
+
+// The event types of fleet_events.
+const (
+	StopArrived  = "stop.arrived"
+	StopDeparted = "stop.departed"
+	StopSkipped  = "stop.skipped"
+)
+
+// The statuses of a stop in route_progress.
+const (
+	Pending  = "pending"
+	Arrived  = "arrived"
+	Departed = "departed"
+	Skipped  = "skipped"
+)
+
+// DepartMarginM is how much farther than its radius a driver must be for a
+// stop it arrived at to be departed: a point jittering on the radius does
+// not depart and arrive again.
+const DepartMarginM = 25
+
+// DefaultStopRadiusM is [fleet] stop_radius_m's default.
+const DefaultStopRadiusM = 75
+
+// Event is one record of fleet_events: a stop event (route, stop) or a
+// fence event (fence).
+type Event struct {
+	Type         string `json:"type"`
+	Route        string `json:"route,omitempty"`
+	RouteVersion uint64 `json:"route_version,omitempty"`
+	Stop         string `json:"stop,omitempty"`
+	Fence        string `json:"fence,omitempty"`
+	Name         string `json:"name,omitempty"` // the fence's name
+	Driver       string `json:"driver"`
+	At           string `json:"at"` // the deciding point's ts, as the driver sent it (a fence's deletion: when it was committed)
+	ETA          string `json:"eta,omitempty"`
+	DelayS       *int64 `json:"delay_s,omitempty"` // at − eta, in seconds, on arrival at a stop with an eta
+	Since        string `json:"since,omitempty"`   // a fence event: the ts of the first point on the new side
+	Reason       string `json:"reason,omitempty"`  // "deleted": the fence was deleted with the driver inside
+	PointLSN     uint64 `json:"point_lsn"`         // the deciding record's LSN (a point, or a fence's deletion)
+}
+
+// Key is the event's key in fleet_events: <route>/<stop>/<type> for a
+// stop, <fence>/<driver>/<lsn> for a fence.
+func (e *Event) Key() string {
+	if e.Fence != "" {
+		return e.Fence + "/" + e.Driver + "/" + strconv.FormatUint(e.PointLSN, 10)
+	}
+	return e.Route + "/" + e.Stop + "/" + e.Type
+}
+
+// StopProgress is one stop of a route's progress. Lat, Lng and RadiusM are
+// the stop's place, kept so that the consumer resumes from route_progress
+// alone.
+type StopProgress struct {
+	ID         string  `json:"id"`
+	Status     string  `json:"status"`
+	ETA        string  `json:"eta,omitempty"`
+	ArrivedAt  string  `json:"arrived_at,omitempty"`
+	DepartedAt string  `json:"departed_at,omitempty"`
+	DelayS     *int64  `json:"delay_s,omitempty"`
+	Lat        float64 `json:"lat"`
+	Lng        float64 `json:"lng"`
+	RadiusM    float64 `json:"radius_m"`
+}
+
+// Progress is a route's progress: the value of route_progress.
+type Progress struct {
+	Route   string         `json:"route"`
+	Version uint64         `json:"version"` // the assignment's version
+	Driver  string         `json:"driver"`
+	Stops   []StopProgress `json:"stops"`
+}
+
+// Mark is the last point evaluated for a driver on a route: a point older
+// than it decides nothing.
+type Mark struct {
+	TS  time.Time `json:"ts"`
+	LSN uint64    `json:"lsn"`
+}
+
+// Tracker computes route progress and stop events from the log's records,
+// taken in LSN order. It holds state only for the routes (their stops) and
+// for the drivers on a route. It is not safe for concurrent use.
+type Tracker struct {
+	radius float64
+
+	routes   map[string]*Progress
+	byDriver map[string][]string // driver → its routes, sorted
+	marks    map[string]Mark     // drivers on a route only
+
+	// What changed since ClearDirty: nil values are deletions.
+	dirtyRoutes map[string]*Progress
+	dirtyMarks  map[string]*Mark
+	dirtyStops  int // stops of the dirty routes: most of what writing them costs
+
+	fenceTracker
+}
+
+// NewTracker is an empty tracker; stopRadiusM is the radius of a stop
+// without one (DefaultStopRadiusM when <= 0).
+func NewTracker(stopRadiusM float64) *Tracker {
+	if stopRadiusM <= 0 {
+		stopRadiusM = DefaultStopRadiusM
+	}
+	return &Tracker{radius: stopRadiusM, routes: map[string]*Progress{}, byDriver: map[string][]string{},
+		marks: map[string]Mark{}, dirtyRoutes: map[string]*Progress{}, dirtyMarks: map[string]*Mark{},
+		fenceTracker: newFenceTracker()}
+}
+
+// Restore puts back the state persisted by a previous run (route_progress
+// and the drivers' marks) without marking it dirty.
+func (t *Tracker) Restore(progress []Progress, marks map[string]Mark) {
+	for i := range progress {
+		p := progress[i]
+		t.setRoute(&p)
+	}
+	for d, m := range marks {
+		if len(t.byDriver[d]) > 0 {
+			t.marks[d] = m
+		}
+	}
+}
+
+// Routes is how many routes the tracker follows; Drivers how many drivers
+// are on them.
+func (t *Tracker) Routes() int  { return len(t.routes) }
+func (t *Tracker) Drivers() int { return len(t.byDriver) }
+
+// Route is a copy of a route's progress.
+func (t *Tracker) Route(route string) (Progress, bool) {
+	p, ok := t.routes[route]
+	if !ok {
+		return Progress{}, false
+	}
+	return p.clone(), true
+}
+
+func (p *Progress) clone() Progress {
+	c := *p
+	c.Stops = append([]StopProgress(nil), p.Stops...)
+	return c
+}
+
+// Dirty calls route for each route whose progress changed since
+// ClearDirty (p nil: deleted) and mark for each driver whose mark changed
+// (m nil: the driver left its routes), in key order.
+func (t *Tracker) Dirty(route func(name string, p *Progress), mark func(driver string, m *Mark)) {
+	for _, k := range sortedKeys(t.dirtyRoutes) {
+		route(k, t.dirtyRoutes[k])
+	}
+	for _, k := range sortedKeys(t.dirtyMarks) {
+		mark(k, t.dirtyMarks[k])
+	}
+}
+
+// DirtyCount is how many routes, marks, fences and fence states changed
+// since ClearDirty.
+func (t *Tracker) DirtyCount() int {
+	return len(t.dirtyRoutes) + len(t.dirtyMarks) + len(t.dirtyFences) + len(t.dirtyStates)
+}
+
+func (t *Tracker) dirtyRouteCount() int { return len(t.dirtyRoutes) }
+
+// markRoute notes that route's progress changed (p nil: deleted).
+func (t *Tracker) markRoute(route string, p *Progress) {
+	if old, ok := t.dirtyRoutes[route]; ok && old != nil {
+		t.dirtyStops -= len(old.Stops)
+	}
+	if p != nil {
+		t.dirtyStops += len(p.Stops)
+	}
+	t.dirtyRoutes[route] = p
+}
+
+// DirtyBytes estimates the bytes of what changed since ClearDirty, as
+// JSON values: the consumer writes before a write would outgrow a batch.
+func (t *Tracker) DirtyBytes() int {
+	return t.dirtyStops*200 + (len(t.dirtyRoutes)+len(t.dirtyMarks)+len(t.dirtyFences)+len(t.dirtyStates))*160
+}
+
+// ClearDirty forgets what changed: it was written.
+func (t *Tracker) ClearDirty() {
+	clear(t.dirtyRoutes)
+	clear(t.dirtyMarks)
+	t.dirtyStops = 0
+	clear(t.dirtyFences)
+	clear(t.dirtyStates)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+// Apply takes one record of the log and returns the events it decides, in
+// order: an assignment starts (or, on a new version, restarts) its route's
+// progress or, deleted, ends it; a driver's point moves the progress of
+// that driver's routes. Other records, and what cannot be decoded, decide
+// nothing (bad is then the reason, for the log).
+func (t *Tracker) Apply(r *engine.Record) (events []Event, bad error) {
+	switch r.Table {
+	case fleet.TableAssignments:
+		if r.Op == engine.OpDelete {
+			t.dropRoute(r.Key)
+			return nil, nil
+		}
+		return nil, t.assign(r)
+	case fleet.TableFences:
+		if r.Op == engine.OpDelete {
+			return t.dropFence(r), nil
+		}
+		return nil, t.putFence(r)
+	case fleet.TablePositions:
+		if r.Op != engine.OpPut {
+			return nil, nil
+		}
+		return t.point(r)
+	}
+	return nil, nil
+}
+
+// storedStop is a stop as the assignments table holds it.
+type storedStop struct {
+	ID      string   `json:"id"`
+	Lat     float64  `json:"lat"`
+	Lng     float64  `json:"lng"`
+	ETA     *string  `json:"eta"`
+	RadiusM *float64 `json:"radius_m"`
+}
+
+func (t *Tracker) assign(r *engine.Record) error {
+	var a struct {
+		Driver string       `json:"driver"`
+		Stops  []storedStop `json:"stops"`
+	}
+	if err := json.Unmarshal(r.Value, &a); err != nil {
+		t.dropRoute(r.Key)
+		return fmt.Errorf("assignment %s: %w", r.Key, err)
+	}
+	p := &Progress{Route: r.Key, Version: r.Version, Driver: a.Driver, Stops: make([]StopProgress, len(a.Stops))}
+	for i, s := range a.Stops {
+		sp := StopProgress{ID: s.ID, Status: Pending, Lat: s.Lat, Lng: s.Lng, RadiusM: t.radius}
+		if s.ETA != nil {
+			sp.ETA = *s.ETA
+		}
+		if s.RadiusM != nil && *s.RadiusM > 0 {
+			sp.RadiusM = *s.RadiusM
+		}
+		p.Stops[i] = sp
+	}
+	t.dropRoute(r.Key)
+	t.setRoute(p)
+	t.markRoute(p.Route, p)
+	return nil
+}
+
+// setRoute follows p (not marked dirty).
+func (t *Tracker) setRoute(p *Progress) {
+	t.routes[p.Route] = p
+	if p.Driver == "" {
+		return
+	}
+	rs := t.byDriver[p.Driver]
+	i := sort.SearchStrings(rs, p.Route)
+	if i < len(rs) && rs[i] == p.Route {
+		return
+	}
+	rs = append(rs, "")
+	copy(rs[i+1:], rs[i:])
+	rs[i] = p.Route
+	t.byDriver[p.Driver] = rs
+}
+
+// dropRoute stops following a route; a driver left with no route loses
+// its mark.
+func (t *Tracker) dropRoute(route string) {
+	p, ok := t.routes[route]
+	if !ok {
+		return
+	}
+	delete(t.routes, route)
+	t.markRoute(route, nil)
+	rs := t.byDriver[p.Driver]
+	if i := sort.SearchStrings(rs, route); i < len(rs) && rs[i] == route {
+		rs = append(rs[:i], rs[i+1:]...)
+	}
+	if len(rs) > 0 {
+		t.byDriver[p.Driver] = rs
+		return
+	}
+	delete(t.byDriver, p.Driver)
+	if _, had := t.marks[p.Driver]; had {
+		delete(t.marks, p.Driver)
+		t.dirtyMarks[p.Driver] = nil
+	}
+}
+
+// pointValue is what the tracker reads of a stored point.
+type pointValue struct {
+	Lat *float64 `json:"lat"`
+	Lng *float64 `json:"lng"`
+	TS  *string  `json:"ts"`
+}
+
+func (t *Tracker) point(r *engine.Record) ([]Event, error) {
+	driver := r.Key
+	routes := t.byDriver[driver]
+	if len(routes) == 0 && len(t.fences) == 0 {
+		return nil, nil // a driver without a route decides nothing
+	}
+	var pv pointValue
+	if err := json.Unmarshal(r.Value, &pv); err != nil {
+		return nil, fmt.Errorf("point of %s at lsn %d: %w", driver, r.LSN, err)
+	}
+	if pv.Lat == nil || pv.Lng == nil || pv.TS == nil {
+		return nil, fmt.Errorf("point of %s at lsn %d: no lat, lng or ts", driver, r.LSN)
+	}
+	ts, err := time.Parse(time.RFC3339Nano, *pv.TS)
+	if err != nil {
+		return nil, fmt.Errorf("point of %s at lsn %d: ts: %w", driver, r.LSN, err)
+	}
+	evs := t.fencePoint(driver, *pv.Lat, *pv.Lng, ts, *pv.TS, r.LSN, nil)
+	if len(routes) == 0 {
+		return evs, nil
+	}
+	if m, ok := t.marks[driver]; ok && ts.Before(m.TS) {
+		return evs, nil // late: older than a point already evaluated
+	}
+	m := Mark{TS: ts, LSN: r.LSN}
+	t.marks[driver] = m
+	t.dirtyMarks[driver] = &m
+	for _, route := range routes {
+		evs = t.advance(t.routes[route], *pv.Lat, *pv.Lng, ts, *pv.TS, r.LSN, evs)
+	}
+	return evs, nil
+}
+
+// advance moves one route's progress by one point of its driver: the stops
+// it arrived at and is now beyond radius + DepartMarginM depart; the first
+// pending stop within its radius is arrived at, and the pending stops
+// before it are skipped.
+func (t *Tracker) advance(p *Progress, lat, lng float64, ts time.Time, at string, lsn uint64, evs []Event) []Event {
+	ev := func(typ string, s *StopProgress) Event {
+		return Event{Type: typ, Route: p.Route, RouteVersion: p.Version, Stop: s.ID, Driver: p.Driver, At: at, ETA: s.ETA, PointLSN: lsn}
+	}
+	changed := false
+	for i := range p.Stops {
+		s := &p.Stops[i]
+		if s.Status == Arrived && DistanceM(lat, lng, s.Lat, s.Lng) > s.RadiusM+DepartMarginM {
+			s.Status, s.DepartedAt = Departed, at
+			evs = append(evs, ev(StopDeparted, s))
+			changed = true
+		}
+	}
+	for j := range p.Stops {
+		s := &p.Stops[j]
+		if s.Status != Pending || DistanceM(lat, lng, s.Lat, s.Lng) > s.RadiusM {
+			continue
+		}
+		for i := 0; i < j; i++ {
+			if k := &p.Stops[i]; k.Status == Pending {
+				k.Status = Skipped
+				evs = append(evs, ev(StopSkipped, k))
+			}
+		}
+		s.Status, s.ArrivedAt = Arrived, at
+		e := ev(StopArrived, s)
+		if s.ETA != "" {
+			if eta, err := time.Parse(time.RFC3339Nano, s.ETA); err == nil {
+				d := int64(math.Round(ts.Sub(eta).Seconds()))
+				s.DelayS, e.DelayS = &d, &d
+			}
+		}
+		evs = append(evs, e)
+		changed = true
+		break
+	}
+	if changed {
+		t.markRoute(p.Route, p)
+	}
+	return evs
+}
+
+// earthRadiusM is the mean radius of the Earth.
+const earthRadiusM = 6371008.8
+
+// DistanceM is the great-circle distance between two points in metres
+// (haversine).
+func DistanceM(lat1, lng1, lat2, lng2 float64) float64 {
+	const rad = math.Pi / 180
+	dLat := (lat2 - lat1) * rad
+	dLng := (lng2 - lng1) * rad
+	a := math.Sin(dLat/2)*math.Sin(dLat/2) + math.Cos(lat1*rad)*math.Cos(lat2*rad)*math.Sin(dLng/2)*math.Sin(dLng/2)
+	return 2 * earthRadiusM * math.Asin(math.Min(1, math.Sqrt(a)))
+}
+
+// markKey is a driver's key in fleet_consumer.
+func markKey(driver string) string { return "driver:" + driver }
+
+// driverOfMarkKey is the driver of a fleet_consumer key, if it is one.
+func driverOfMarkKey(k string) (string, bool) { return strings.CutPrefix(k, "driver:") }
