@@ -83,6 +83,9 @@ type Uplink struct {
 	acked     atomic.Uint64 // end of the gapless prefix JetStream acknowledged (or retention dropped)
 	haveState bool          // the state file existed at Open
 	saved     uint64        // what the state file holds; run's goroutine only
+	resumed   bool          // a session has resumed since Open; run's goroutine only
+	failLSN   uint64        // the LSN JetStream refused last, failCount times in a row; run's goroutine only
+	failCount int
 
 	connected  atomic.Bool
 	shipped    atomic.Uint64 // records acknowledged since start
@@ -201,6 +204,7 @@ func (u *Uplink) run(ctx context.Context) {
 		}
 		u.failures.Add(1)
 		u.setErr(err)
+		u.refusedRecord(err)
 		if u.shipped.Load() > before {
 			backoff = 100 * time.Millisecond // it worked for a while: start the backoff again
 		}
@@ -213,6 +217,55 @@ func (u *Uplink) run(ctx context.Context) {
 		}
 		backoff = min(backoff*2, u.cfg.MaxBackoff)
 	}
+}
+
+// maxRefusals is how many sessions in a row JetStream may refuse the same
+// record (an API error in its acknowledgement, e.g. a record larger than
+// the stream's max_msg_size, or a payload larger than the server's) before
+// the uplink skips it. Skipping loses the record for the stream, so it is
+// counted in dropped and logged as an error; not skipping would stop the
+// depot's shipping for good behind one record.
+const maxRefusals = 5
+
+// refusedRecord counts the sessions that ended with JetStream refusing the
+// record after the acknowledged LSN, and skips it after maxRefusals in a
+// row.
+func (u *Uplink) refusedRecord(err error) {
+	var pe *publishError
+	if !errors.As(err, &pe) || !pe.permanent() || pe.lsn != u.acked.Load()+1 {
+		return
+	}
+	if pe.lsn != u.failLSN {
+		u.failLSN, u.failCount = pe.lsn, 0
+	}
+	u.failCount++
+	if u.failCount < maxRefusals {
+		u.log.Error("JetStream refused a record; it is sent again at the next session, and skipped after repeated refusals",
+			"lsn", pe.lsn, "refusals", u.failCount, "skip_after", maxRefusals, "err", pe.err)
+		return
+	}
+	u.dropped.Add(1)
+	u.acked.Store(pe.lsn)
+	u.failLSN, u.failCount = 0, 0
+	u.log.Error("UPLINK DROPPED RECORDS: JetStream refused a record at every attempt; skipped, it is not in the stream",
+		"lsn", pe.lsn, "refusals", maxRefusals, "err", pe.err, "records", 1)
+	u.persist()
+}
+
+// publishError is JetStream's refusal (or the client's) of one record.
+type publishError struct {
+	lsn uint64
+	err error
+}
+
+func (e *publishError) Error() string { return fmt.Sprintf("publish lsn %d: %v", e.lsn, e.err) }
+func (e *publishError) Unwrap() error { return e.err }
+
+// permanent reports whether the refusal is the record's own (sending it
+// again is refused again), not the connection's or the server's mood.
+func (e *publishError) permanent() bool {
+	var api *jetstream.APIError
+	return errors.As(e.err, &api) || errors.Is(e.err, nats.ErrMaxPayload)
 }
 
 // persist stores the acknowledged LSN when it moved. A failure is logged
@@ -351,6 +404,16 @@ func (u *Uplink) resume(ctx context.Context, st jetstream.Stream) error {
 			return fmt.Errorf("the stream holds depot %s up to lsn %d but this store ends at lsn %d: another box ships as %s, or this store was restored from an older backup; refusing to ship",
 				u.cfg.Depot, lsn, last, u.cfg.Depot)
 		}
+		if u.resumed {
+			// Not the first session since Open: acked is exact (this
+			// process took every acknowledgement), and what the stream
+			// holds past it came after a record it did not store (a
+			// refused publish, a lost acknowledgement): send again from
+			// acked, the Nats-Msg-Id drops what the stream already has.
+			return nil
+		}
+		// The first session: the state file may be behind the stream (a
+		// crash between JetStream's ack and the file's write).
 		u.acked.Store(lsn)
 	}
 	return nil
@@ -368,12 +431,16 @@ func (u *Uplink) session(ctx context.Context) error {
 	if err := u.resume(ctx, st); err != nil {
 		return err
 	}
+	u.resumed = true
 	u.sessions.Add(1)
 	u.connected.Store(true)
 	u.log.Info("shipping the log to JetStream", "url", nc.ConnectedUrlRedacted(), "stream", u.cfg.Stream, "after_lsn", u.acked.Load())
 	e := u.e
 	cur := e.Follow(u.acked.Load())
 	var pending []inflight // oldest first
+	// refusedNow is a record the client refused to publish: the session
+	// takes the acknowledgements of the records before it, then ends.
+	var refusedNow error
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	ackTimer := time.NewTimer(time.Hour)
@@ -382,6 +449,7 @@ func (u *Uplink) session(ctx context.Context) error {
 		ch := e.Notify()
 		// Take the acknowledgements that arrived, in order.
 		n := 0
+		var refused error
 	acks:
 		for ; n < len(pending); n++ {
 			if pending[n].ok {
@@ -391,7 +459,8 @@ func (u *Uplink) session(ctx context.Context) error {
 			case <-pending[n].fut.Ok():
 				pending[n].ok = true
 			case err := <-pending[n].fut.Err():
-				return fmt.Errorf("publish lsn %d: %w", pending[n].lsn, err)
+				refused = &publishError{pending[n].lsn, err}
+				break acks
 			default:
 				break acks
 			}
@@ -405,7 +474,13 @@ func (u *Uplink) session(ctx context.Context) error {
 				u.headAt.Store(pending[0].at.UnixNano())
 			}
 		}
-		if len(pending) < u.cfg.MaxInFlight && cur.After() < e.DurableLSN() {
+		if refused != nil {
+			return refused // the records before it are acknowledged
+		}
+		if refusedNow != nil && len(pending) == 0 {
+			return refusedNow
+		}
+		if refusedNow == nil && len(pending) < u.cfg.MaxInFlight && cur.After() < e.DurableLSN() {
 			recs, err := cur.Next(ctx)
 			if errors.Is(err, engine.ErrTrimmed) {
 				if err := u.skipTrimmed(ctx, cur, pending, closed); err != nil {
@@ -435,7 +510,8 @@ func (u *Uplink) session(ctx context.Context) error {
 				}
 				fut, err := js.PublishMsgAsync(m)
 				if err != nil {
-					return fmt.Errorf("publish lsn %d: %w", r.LSN, err)
+					refusedNow = &publishError{r.LSN, err}
+					break
 				}
 				if len(pending) == 0 {
 					u.headAt.Store(r.CommittedAt.UnixNano())
@@ -462,7 +538,7 @@ func (u *Uplink) session(ctx context.Context) error {
 		case <-okc:
 			pending[0].ok = true // taken at the top of the loop
 		case err := <-errc:
-			return fmt.Errorf("publish lsn %d: %w", pending[0].lsn, err)
+			return &publishError{pending[0].lsn, err}
 		case <-ackTimer.C:
 			return fmt.Errorf("lsn %d: %w", pending[0].lsn, errAckTimeout)
 		case <-wake:
@@ -497,7 +573,7 @@ func (u *Uplink) skipTrimmed(ctx context.Context, cur *engine.Cursor, pending []
 		case <-p.fut.Ok():
 		case err := <-p.fut.Err():
 			t.Stop()
-			return fmt.Errorf("publish lsn %d: %w", p.lsn, err)
+			return &publishError{p.lsn, err}
 		case <-t.C:
 			return fmt.Errorf("lsn %d: %w", p.lsn, errAckTimeout)
 		case <-closed:

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -382,5 +384,107 @@ func TestCheckDepotAndMsgID(t *testing.T) {
 	}
 	if lsn, ok, err := readState(filepath.Join(t.TempDir(), "none")); err != nil || ok || lsn != 0 {
 		t.Errorf("missing state: %d %v %v", lsn, ok, err)
+	}
+}
+
+// jsStream connects to the test server's JetStream.
+func jsConn(t *testing.T, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// createStream creates the stream RH over depot d1's subjects.
+func createStream(t *testing.T, url string, mut func(*jetstream.StreamConfig)) jetstream.Stream {
+	t.Helper()
+	cfg := jetstream.StreamConfig{Name: "RH", Subjects: []string{"routehound.d1.>"}, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute}
+	if mut != nil {
+		mut(&cfg)
+	}
+	st, err := jsConn(t, url).CreateStream(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// writeWithBig writes records 1..20, lsn 11 larger than 400 bytes.
+func writeWithBig(t *testing.T, e *engine.Engine) {
+	t.Helper()
+	for i := 1; i <= 20; i++ {
+		v := fmt.Sprintf(`{"i":%d}`, i)
+		if i == 11 {
+			v = fmt.Sprintf(`{"i":%d,"pad":"%0600d"}`, i, 0)
+		}
+		res, err := e.PutKey(context.Background(), engine.Write{Table: "t", Key: fmt.Sprint("k", i), Value: []byte(v), IfVersion: engine.AnyVersion})
+		if err != nil || res.LSN != uint64(i) {
+			t.Fatalf("write %d: lsn %d, %v", i, res.LSN, err)
+		}
+	}
+	waitFor(t, "the writes to be durable", func() bool { return e.DurableLSN() == 20 })
+}
+
+func sorted(l []uint64) []uint64 {
+	l = append([]uint64(nil), l...)
+	slices.Sort(l)
+	return l
+}
+
+// TestRefusedRecordIsSentAgain: JetStream refuses lsn 11 while 12..20 in
+// flight are stored; the next session of the same process re-sends from
+// lsn 11, not from the stream's last record, so once the stream accepts it
+// lsn 11 is in the stream and nothing was dropped.
+func TestRefusedRecordIsSentAgain(t *testing.T) {
+	ns := natstest.Start(t)
+	st := createStream(t, ns.URL(), func(c *jetstream.StreamConfig) { c.MaxMsgSize = 400 })
+	dir := t.TempDir()
+	e := openEngine(t, dir, engine.DefaultConfig().Retention)
+	writeWithBig(t, e)
+	u := newUplink(t, dir, ns.URL(), nil)
+	u.Start(e)
+	waitFor(t, "lsn 11 to be refused", func() bool { return u.Status().Failures >= 1 })
+	cfg := st.CachedInfo().Config
+	cfg.MaxMsgSize = -1
+	if _, err := jsConn(t, ns.URL()).UpdateStream(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the uplink to catch up", func() bool { return u.Acked() == 20 })
+	wantContiguous(t, sorted(streamLSNs(t, ns.URL())), 1, 20)
+	if s := u.Status(); s.Dropped != 0 {
+		t.Fatalf("status: %+v", s)
+	}
+}
+
+// TestRecordRefusedForGoodIsCounted: a record the stream always refuses
+// (larger than its max_msg_size) is skipped after maxRefusals sessions,
+// counted in dropped, and the records after it are shipped.
+func TestRecordRefusedForGoodIsCounted(t *testing.T) {
+	ns := natstest.Start(t)
+	createStream(t, ns.URL(), func(c *jetstream.StreamConfig) { c.MaxMsgSize = 400 })
+	dir := t.TempDir()
+	e := openEngine(t, dir, engine.DefaultConfig().Retention)
+	writeWithBig(t, e)
+	u := newUplink(t, dir, ns.URL(), nil)
+	u.Start(e)
+	waitFor(t, "the uplink to skip lsn 11", func() bool { return u.Status().Dropped == 1 })
+	waitFor(t, "the uplink to catch up", func() bool { return u.Acked() == 20 })
+	if s := u.Status(); s.Failures < maxRefusals || !strings.Contains(s.LastError, "lsn 11") {
+		t.Fatalf("status: %+v", s)
+	}
+	got := sorted(streamLSNs(t, ns.URL()))
+	want := []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16, 17, 18, 19, 20}
+	if !slices.Equal(got, want) {
+		t.Fatalf("stream holds %v", got)
+	}
+	if lsn, _, _ := readState(filepath.Join(dir, "uplink.json")); lsn < 11 {
+		t.Fatalf("state file at lsn %d after the skip", lsn)
 	}
 }
