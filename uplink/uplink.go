@@ -86,6 +86,10 @@ type Uplink struct {
 	resumed   bool          // a session has resumed since Open; run's goroutine only
 	failLSN   uint64        // the LSN JetStream refused last, failCount times in a row; run's goroutine only
 	failCount int
+	// skipFrom..skipTo: the last run of records skipped because JetStream
+	// refused them (not in the stream, and not a lost tail); run's
+	// goroutine only.
+	skipFrom, skipTo uint64
 
 	connected  atomic.Bool
 	shipped    atomic.Uint64 // records acknowledged since start
@@ -123,12 +127,19 @@ func Open(cfg Config, log *slog.Logger) (*Uplink, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	u := &Uplink{cfg: cfg, log: log.With("part", "uplink"), done: make(chan struct{})}
-	lsn, ok, err := readState(cfg.StateFile)
+	st, ok, err := readState(cfg.StateFile)
 	if err != nil {
 		return nil, err
 	}
-	u.acked.Store(lsn)
-	u.saved, u.haveState = lsn, ok
+	if ok && (st.Depot != "" && st.Depot != cfg.Depot || st.Stream != "" && st.Stream != cfg.Stream) {
+		// Another depot's or stream's position: shipping starts anew
+		// (Start), the stream tells what it holds.
+		u.log.Warn("the uplink's state file is of another depot or stream; ignored, shipping starts from the log's first retained record",
+			"file", cfg.StateFile, "file_depot", st.Depot, "file_stream", st.Stream, "depot", cfg.Depot, "stream", cfg.Stream, "file_acked_lsn", st.AckedLSN)
+		st, ok = state{}, false
+	}
+	u.acked.Store(st.AckedLSN)
+	u.saved, u.haveState = st.AckedLSN, ok
 	return u, nil
 }
 
@@ -150,7 +161,7 @@ func (u *Uplink) Start(e *engine.Engine) {
 		}
 		// Stored at once: a later start must count what retention drops
 		// from here on, not start again at the log's new first record.
-		if err := writeState(u.cfg.StateFile, u.acked.Load()); err != nil {
+		if err := u.store(u.acked.Load()); err != nil {
 			u.log.Error("cannot store the uplink's starting point", "err", err)
 		} else {
 			u.saved, u.haveState = u.acked.Load(), true
@@ -172,7 +183,7 @@ func (u *Uplink) Close() error {
 		u.cancel()
 		<-u.done
 		if a := u.acked.Load(); a != u.saved {
-			err = writeState(u.cfg.StateFile, a)
+			err = u.store(a)
 		}
 	})
 	return err
@@ -247,6 +258,10 @@ func (u *Uplink) refusedRecord(err error) {
 	u.dropped.Add(1)
 	u.acked.Store(pe.lsn)
 	u.failLSN, u.failCount = 0, 0
+	if u.skipTo == 0 || pe.lsn != u.skipTo+1 {
+		u.skipFrom = pe.lsn
+	}
+	u.skipTo = pe.lsn
 	u.log.Error("UPLINK DROPPED RECORDS: JetStream refused a record at every attempt; skipped, it is not in the stream",
 		"lsn", pe.lsn, "refusals", maxRefusals, "err", pe.err, "records", 1)
 	u.persist()
@@ -276,7 +291,7 @@ func (u *Uplink) persist() {
 	if a == u.saved {
 		return
 	}
-	if err := writeState(u.cfg.StateFile, a); err != nil {
+	if err := u.store(a); err != nil {
 		if !u.saveFailed.Swap(true) {
 			u.log.Error("cannot store the last shipped LSN; the next start asks the stream instead", "err", err)
 		}
@@ -345,7 +360,7 @@ func (u *Uplink) message(r *engine.Record) (*nats.Msg, error) {
 // lost connection ends the session, and the next one resumes from what the
 // stream holds, so nothing buffered across a reconnect can land out of
 // order.
-func (u *Uplink) connect(ctx context.Context) (*nats.Conn, jetstream.JetStream, jetstream.Stream, <-chan struct{}, error) {
+func (u *Uplink) connect(ctx context.Context) (*conn, error) {
 	closed := make(chan struct{})
 	var once sync.Once
 	nc, err := nats.Connect(u.cfg.URL, nats.NoReconnect(), nats.Name("routehound uplink "+u.cfg.Depot),
@@ -353,40 +368,67 @@ func (u *Uplink) connect(ctx context.Context) (*nats.Conn, jetstream.JetStream, 
 		nats.ClosedHandler(func(*nats.Conn) { once.Do(func() { close(closed) }) }),
 		nats.DisconnectErrHandler(func(*nats.Conn, error) { once.Do(func() { close(closed) }) }))
 	if err != nil {
-		return nil, nil, nil, nil, fmt.Errorf("connect to %s: %w", u.cfg.URL, err)
+		return nil, fmt.Errorf("connect to %s: %w", u.cfg.URL, err)
 	}
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(u.cfg.MaxInFlight+1),
 		jetstream.WithPublishAsyncTimeout(u.cfg.AckTimeout))
 	if err != nil {
 		nc.Close()
-		return nil, nil, nil, nil, fmt.Errorf("jetstream: %w", err)
+		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	cctx, cancel := context.WithTimeout(ctx, u.cfg.AckTimeout)
 	defer cancel()
 	st, err := js.Stream(cctx, u.cfg.Stream)
+	created := false
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		st, err = js.CreateStream(cctx, jetstream.StreamConfig{Name: u.cfg.Stream, Subjects: []string{"routehound." + u.cfg.Depot + ".>"},
 			Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute})
 		if err == nil {
+			created = true
 			u.log.Info("created the JetStream stream", "stream", u.cfg.Stream, "subjects", "routehound."+u.cfg.Depot+".>")
 		}
 	}
 	if err != nil {
 		nc.Close()
-		return nil, nil, nil, nil, fmt.Errorf("stream %s: %w", u.cfg.Stream, err)
+		return nil, fmt.Errorf("stream %s: %w", u.cfg.Stream, err)
 	}
-	return nc, js, st, closed, nil
+	return &conn{nc: nc, js: js, st: st, closed: closed, created: created}, nil
 }
 
-// resume moves the acknowledged LSN to the stream's last record of this
-// depot when the stream holds more than the state file said (a crash
-// between the stream's ack and the file's write, or acks lost with a
-// connection).
-func (u *Uplink) resume(ctx context.Context, st jetstream.Stream) error {
+// conn is one session's connection and stream.
+type conn struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	st      jetstream.Stream
+	closed  <-chan struct{}
+	created bool // connect created the stream
+}
+
+// resume sets where this session ships from after what the stream holds
+// of this depot (its last record):
+//   - ahead of acked, on the first session since Open: the state file is
+//     behind (a crash between JetStream's ack and the file's write), acked
+//     moves there; on a later session acked is exact and the records
+//     after it are sent again (a refused publish, a lost acknowledgement;
+//     the Nats-Msg-Id drops what the stream has);
+//   - behind acked, or none at all in a stream connect just created: the
+//     stream lost what was acknowledged (its tail lost, deleted, purged,
+//     recreated): acked goes back there, with a warning, and the records
+//     are sent again (those retention removed meanwhile are counted as
+//     dropped). Only for a Limits stream: a WorkQueue or Interest stream
+//     removes what was consumed.
+func (u *Uplink) resume(ctx context.Context, st jetstream.Stream, created bool) error {
+	acked := u.acked.Load()
+	limits := st.CachedInfo().Config.Retention == jetstream.LimitsPolicy
 	cctx, cancel := context.WithTimeout(ctx, u.cfg.AckTimeout)
 	defer cancel()
 	m, err := st.GetLastMsgForSubject(cctx, "routehound."+u.cfg.Depot+".>")
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		if acked > 0 && limits && (created || !trims(st.CachedInfo().Config)) && !u.allSkipped(0, acked) {
+			u.log.Warn("UPLINK REWIND: the stream holds no record of this depot, yet acked_lsn says records were shipped (the stream was deleted, purged or recreated); shipping the log again from its first retained record",
+				"stream", u.cfg.Stream, "created", created, "acked_lsn", acked)
+			u.acked.Store(0)
+		}
 		return nil
 	}
 	if err != nil {
@@ -396,7 +438,8 @@ func (u *Uplink) resume(ctx context.Context, st jetstream.Stream) error {
 	if !ok {
 		return fmt.Errorf("the stream's last record of depot %s (seq %d) has no Nats-Msg-Id %s/<lsn>", u.cfg.Depot, m.Sequence, u.cfg.Depot)
 	}
-	if lsn > u.acked.Load() {
+	switch {
+	case lsn > acked:
 		if last := u.e.StoreStats().LastLSN; lsn > last {
 			// The stream is ahead of this store (a store restored from
 			// an older backup, or another box with this depot's name):
@@ -415,20 +458,40 @@ func (u *Uplink) resume(ctx context.Context, st jetstream.Stream) error {
 		// The first session: the state file may be behind the stream (a
 		// crash between JetStream's ack and the file's write).
 		u.acked.Store(lsn)
+	case lsn < acked && limits && !u.allSkipped(lsn, acked):
+		// (Not when every record after the stream's last was skipped
+		// because JetStream refused it.)
+		u.log.Warn("UPLINK REWIND: the stream's last record of this depot is behind acked_lsn (the stream lost its tail, or was recreated); shipping again from it",
+			"stream", u.cfg.Stream, "stream_last_lsn", lsn, "acked_lsn", acked)
+		u.acked.Store(lsn)
 	}
 	return nil
+}
+
+// allSkipped reports whether every record in (after, acked] was skipped
+// because JetStream refused it.
+func (u *Uplink) allSkipped(after, acked uint64) bool {
+	return u.skipFrom > 0 && u.skipFrom <= after+1 && acked <= u.skipTo
+}
+
+// trims reports whether the stream's limits may remove records by
+// themselves (age, count, size): then a depot without records in it may
+// have had them removed, not lost.
+func trims(c jetstream.StreamConfig) bool {
+	return c.MaxAge > 0 || c.MaxMsgs > 0 || c.MaxBytes > 0 || c.MaxMsgsPerSubject > 0
 }
 
 var errAckTimeout = errors.New("no acknowledgement within the ack timeout")
 
 // session ships until the connection fails or ctx ends.
 func (u *Uplink) session(ctx context.Context) error {
-	nc, js, st, closed, err := u.connect(ctx)
+	c, err := u.connect(ctx)
 	if err != nil {
 		return err
 	}
+	nc, js, closed := c.nc, c.js, c.closed
 	defer nc.Close()
-	if err := u.resume(ctx, st); err != nil {
+	if err := u.resume(ctx, c.st, c.created); err != nil {
 		return err
 	}
 	u.resumed = true
@@ -668,34 +731,51 @@ func redact(urls string) string {
 	return strings.Join(parts, ",")
 }
 
-// readState reads the state file: the last acknowledged LSN.
-func readState(path string) (uint64, bool, error) {
+// state is the state file's content: the last acknowledged LSN and where
+// it was shipped to (a file of another depot or stream says nothing of this
+// one's). Files written before depot and stream were stored have them
+// empty, and are taken as this configuration's.
+type state struct {
+	AckedLSN uint64 `json:"acked_lsn"`
+	Depot    string `json:"depot,omitempty"`
+	Stream   string `json:"stream,omitempty"`
+}
+
+// readState reads the state file.
+func readState(path string) (state, bool, error) {
+	var st state
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, false, nil
+		return st, false, nil
 	}
 	if err != nil {
-		return 0, false, fmt.Errorf("uplink: state %s: %w", path, err)
-	}
-	var st struct {
-		AckedLSN uint64 `json:"acked_lsn"`
+		return st, false, fmt.Errorf("uplink: state %s: %w", path, err)
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
-		return 0, false, fmt.Errorf("uplink: state %s: %w", path, err)
+		return st, false, fmt.Errorf("uplink: state %s: %w", path, err)
 	}
-	return st.AckedLSN, true, nil
+	return st, true, nil
+}
+
+// store writes the state file with acked.
+func (u *Uplink) store(acked uint64) error {
+	return writeState(u.cfg.StateFile, state{AckedLSN: acked, Depot: u.cfg.Depot, Stream: u.cfg.Stream})
 }
 
 // writeState replaces the state file atomically: a temporary file,
 // fsynced, renamed over it, and the directory fsynced.
-func writeState(path string, lsn uint64) error {
+func writeState(path string, st state) error {
+	body, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("uplink: state: %w", err)
+	}
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, ".uplink-*.tmp")
 	if err != nil {
 		return fmt.Errorf("uplink: state: %w", err)
 	}
 	tmp := f.Name()
-	_, err = fmt.Fprintf(f, "{\"acked_lsn\":%d}\n", lsn)
+	_, err = f.Write(append(body, '\n'))
 	if err == nil {
 		err = f.Sync()
 	}

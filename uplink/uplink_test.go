@@ -172,8 +172,8 @@ func TestShipsInOrder(t *testing.T) {
 	if err := u.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if lsn, ok, err := readState(filepath.Join(dir, "uplink.json")); err != nil || !ok || lsn != last {
-		t.Fatalf("state file: %d %v %v; want %d", lsn, ok, err, last)
+	if st, ok, err := readState(filepath.Join(dir, "uplink.json")); err != nil || !ok || st != (state{AckedLSN: last, Depot: "d1", Stream: "RH"}) {
+		t.Fatalf("state file: %+v %v %v; want acked %d", st, ok, err, last)
 	}
 	// A second uplink over the same state ships only what is new.
 	u2 := newUplink(t, dir, ns.URL(), nil)
@@ -200,7 +200,7 @@ func TestStreamTellsWhereToResume(t *testing.T) {
 	last := e.DurableLSN()
 	waitFor(t, "the uplink to catch up", func() bool { return u.Acked() == last })
 	u.Close()
-	if err := writeState(filepath.Join(dir, "uplink.json"), 10); err != nil {
+	if err := writeState(filepath.Join(dir, "uplink.json"), state{AckedLSN: 10}); err != nil {
 		t.Fatal(err)
 	}
 	u2 := newUplink(t, dir, ns.URL(), func(c *Config) { c.MaxInFlight = 8 })
@@ -382,8 +382,8 @@ func TestCheckDepotAndMsgID(t *testing.T) {
 	if got := redact("nats://u:p@h:4222,nats://h2:4222"); got != "nats://***@h:4222,nats://h2:4222" {
 		t.Errorf("redact: %s", got)
 	}
-	if lsn, ok, err := readState(filepath.Join(t.TempDir(), "none")); err != nil || ok || lsn != 0 {
-		t.Errorf("missing state: %d %v %v", lsn, ok, err)
+	if st, ok, err := readState(filepath.Join(t.TempDir(), "none")); err != nil || ok || st.AckedLSN != 0 {
+		t.Errorf("missing state: %+v %v %v", st, ok, err)
 	}
 }
 
@@ -484,7 +484,117 @@ func TestRecordRefusedForGoodIsCounted(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("stream holds %v", got)
 	}
-	if lsn, _, _ := readState(filepath.Join(dir, "uplink.json")); lsn < 11 {
-		t.Fatalf("state file at lsn %d after the skip", lsn)
+	if st, _, _ := readState(filepath.Join(dir, "uplink.json")); st.AckedLSN < 11 {
+		t.Fatalf("state file at lsn %d after the skip", st.AckedLSN)
+	}
+	// A refused last record is skipped once, not sent again and again
+	// (the stream's last record, 20, is behind acked, 21, by a skip).
+	if _, err := e.PutKey(context.Background(), engine.Write{Table: "t", Key: "big", Value: []byte(fmt.Sprintf(`{"pad":"%0600d"}`, 0)), IfVersion: engine.AnyVersion}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the uplink to skip lsn 21", func() bool { return u.Acked() == 21 })
+	time.Sleep(1500 * time.Millisecond)
+	if s := u.Status(); s.Dropped != 2 || u.Acked() != 21 {
+		t.Fatalf("after skipping the last record: acked %d, %+v", u.Acked(), s)
+	}
+}
+
+// TestStreamDeletedIsShippedAgain: the stream was deleted after the state
+// file moved; connect creates it again and the uplink ships the log again
+// from its first record, instead of from the state file's LSN.
+func TestStreamDeletedIsShippedAgain(t *testing.T) {
+	ns := natstest.Start(t)
+	dir := t.TempDir()
+	e := openEngine(t, dir, engine.DefaultConfig().Retention)
+	u := newUplink(t, dir, ns.URL(), nil)
+	u.Start(e)
+	writeN(t, e, 0, 100)
+	last := e.DurableLSN()
+	waitFor(t, "the uplink to catch up", func() bool { return u.Acked() == last })
+	u.Close()
+	if err := jsConn(t, ns.URL()).DeleteStream(context.Background(), "RH"); err != nil {
+		t.Fatal(err)
+	}
+	u2 := newUplink(t, dir, ns.URL(), nil)
+	u2.Start(e)
+	waitFor(t, "the uplink to ship the log again", func() bool { return u2.Status().Shipped == last })
+	wantContiguous(t, streamLSNs(t, ns.URL()), 1, last)
+	if s := u2.Status(); s.Dropped != 0 || s.AckedLSN != last {
+		t.Fatalf("status: %+v", s)
+	}
+}
+
+// TestStreamLostItsTail: the state file says lsn 50 was acknowledged but
+// the stream ends at lsn 40 (restored from an older snapshot, say): the
+// uplink sends 41..50 again.
+func TestStreamLostItsTail(t *testing.T) {
+	ns := natstest.Start(t)
+	dir := t.TempDir()
+	e := openEngine(t, dir, engine.DefaultConfig().Retention)
+	u := newUplink(t, dir, ns.URL(), nil)
+	u.Start(e)
+	for i := range 40 {
+		put(t, e, "t", i)
+	}
+	waitFor(t, "the uplink to ship 40", func() bool { return u.Acked() == 40 })
+	u.Close()
+	for i := range 10 {
+		put(t, e, "t", 40+i)
+	}
+	waitFor(t, "the writes to be durable", func() bool { return e.DurableLSN() == 50 })
+	if err := writeState(filepath.Join(dir, "uplink.json"), state{AckedLSN: 50, Depot: "d1", Stream: "RH"}); err != nil {
+		t.Fatal(err)
+	}
+	u2 := newUplink(t, dir, ns.URL(), nil)
+	u2.Start(e)
+	waitFor(t, "the uplink to send 41..50", func() bool { return u2.Status().Shipped == 10 })
+	wantContiguous(t, streamLSNs(t, ns.URL()), 1, 50)
+}
+
+// TestStateFileOfAnotherDepot: a state file written for another depot is
+// ignored: the uplink ships this log from its first record.
+func TestStateFileOfAnotherDepot(t *testing.T) {
+	ns := natstest.Start(t)
+	dir := t.TempDir()
+	e := openEngine(t, dir, engine.DefaultConfig().Retention)
+	for i := range 30 {
+		put(t, e, "t", i)
+	}
+	if err := writeState(filepath.Join(dir, "uplink.json"), state{AckedLSN: 30, Depot: "d0", Stream: "RH"}); err != nil {
+		t.Fatal(err)
+	}
+	u := newUplink(t, dir, ns.URL(), nil)
+	if u.Acked() != 0 {
+		t.Fatalf("acked %d from another depot's state file", u.Acked())
+	}
+	u.Start(e)
+	waitFor(t, "the uplink to ship the log", func() bool { return u.Status().Shipped == 30 })
+	wantContiguous(t, streamLSNs(t, ns.URL()), 1, 30)
+}
+
+// TestWorkQueueStreamIsNotRewound: a WorkQueue stream removes what was
+// consumed: a depot without records there is not a lost stream, nothing is
+// sent again.
+func TestWorkQueueStreamIsNotRewound(t *testing.T) {
+	ns := natstest.Start(t)
+	st := createStream(t, ns.URL(), func(c *jetstream.StreamConfig) { c.Retention = jetstream.WorkQueuePolicy })
+	dir := t.TempDir()
+	e := openEngine(t, dir, engine.DefaultConfig().Retention)
+	u := newUplink(t, dir, ns.URL(), nil)
+	u.Start(e)
+	for i := range 20 {
+		put(t, e, "t", i)
+	}
+	waitFor(t, "the uplink to ship 20", func() bool { return u.Acked() == 20 })
+	u.Close()
+	if err := st.Purge(context.Background()); err != nil { // consumed
+		t.Fatal(err)
+	}
+	u2 := newUplink(t, dir, ns.URL(), nil)
+	u2.Start(e)
+	waitFor(t, "a session", func() bool { return u2.Status().Sessions == 1 })
+	time.Sleep(300 * time.Millisecond)
+	if s := u2.Status(); s.Shipped != 0 || s.AckedLSN != 20 {
+		t.Fatalf("status: %+v", s)
 	}
 }
