@@ -92,6 +92,7 @@ type Uplink struct {
 	skipFrom, skipTo uint64
 
 	connected  atomic.Bool
+	refused    atomic.Bool   // the stream holds another history of this depot: shipping stopped for good
 	shipped    atomic.Uint64 // records acknowledged since start
 	dropped    atomic.Uint64 // unshipped records retention removed
 	sessions   atomic.Uint64 // connections made
@@ -215,6 +216,16 @@ func (u *Uplink) run(ctx context.Context) {
 		}
 		u.failures.Add(1)
 		u.setErr(err)
+		var ref *refusal
+		if errors.As(err, &ref) {
+			// Sticky: shipping would mix two histories under one
+			// depot; only an operator can tell which one is right.
+			u.refused.Store(true)
+			u.log.Error("UPLINK REFUSED: the stream holds another history of this depot; nothing more is shipped until a restart with another depot, or the stream fixed",
+				"depot", u.cfg.Depot, "stream", u.cfg.Stream, "reason", ref.reason)
+			<-ctx.Done()
+			return
+		}
 		u.refusedRecord(err)
 		if u.shipped.Load() > before {
 			backoff = 100 * time.Millisecond // it worked for a while: start the backoff again
@@ -438,15 +449,11 @@ func (u *Uplink) resume(ctx context.Context, st jetstream.Stream, created bool) 
 	if !ok {
 		return fmt.Errorf("the stream's last record of depot %s (seq %d) has no Nats-Msg-Id %s/<lsn>", u.cfg.Depot, m.Sequence, u.cfg.Depot)
 	}
+	if err := u.sameHistory(lsn, m); err != nil {
+		return err
+	}
 	switch {
 	case lsn > acked:
-		if last := u.e.StoreStats().LastLSN; lsn > last {
-			// The stream is ahead of this store (a store restored from
-			// an older backup, or another box with this depot's name):
-			// shipping would mix two histories under one depot.
-			return fmt.Errorf("the stream holds depot %s up to lsn %d but this store ends at lsn %d: another box ships as %s, or this store was restored from an older backup; refusing to ship",
-				u.cfg.Depot, lsn, last, u.cfg.Depot)
-		}
 		if u.resumed {
 			// Not the first session since Open: acked is exact (this
 			// process took every acknowledgement), and what the stream
@@ -464,6 +471,55 @@ func (u *Uplink) resume(ctx context.Context, st jetstream.Stream, created bool) 
 		u.log.Warn("UPLINK REWIND: the stream's last record of this depot is behind acked_lsn (the stream lost its tail, or was recreated); shipping again from it",
 			"stream", u.cfg.Stream, "stream_last_lsn", lsn, "acked_lsn", acked)
 		u.acked.Store(lsn)
+	}
+	return nil
+}
+
+// refusal is the stream holding another history of the depot than this
+// store's: the uplink stops shipping for good (until a restart).
+type refusal struct{ reason string }
+
+func (r *refusal) Error() string { return "refusing to ship: " + r.reason }
+
+// sameHistory checks that the stream's last record of the depot, m at lsn,
+// is this store's record at lsn (table, key, op, version, commit time). A
+// store restored from an older backup, or another box shipping as this
+// depot, has another record there, or none yet: shipping would mix two
+// histories under one depot. A record retention already removed here
+// cannot be compared, and is taken as this store's.
+func (u *Uplink) sameHistory(lsn uint64, m *jetstream.RawStreamMsg) error {
+	why := func(what string) error {
+		return &refusal{fmt.Sprintf("the stream %s holds depot %s up to lsn %d, %s: another box ships as %s, or this store was restored from an older backup",
+			u.cfg.Stream, u.cfg.Depot, lsn, what, u.cfg.Depot)}
+	}
+	if lsn == 0 {
+		return why("its last record has lsn 0")
+	}
+	if last := u.e.StoreStats().LastLSN; lsn > last {
+		return why(fmt.Sprintf("but this store ends at lsn %d", last))
+	}
+	var local *engine.Record
+	err := u.e.ReadLog(lsn-1, 1, func(r engine.Record) error {
+		if r.LSN == lsn {
+			local = &r
+		}
+		return nil
+	})
+	if errors.Is(err, engine.ErrTrimmed) || err == nil && local == nil {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read lsn %d to compare it with the stream's: %w", lsn, err)
+	}
+	var body Message
+	if err := json.Unmarshal(m.Data, &body); err != nil {
+		return why(fmt.Sprintf("its last record (seq %d) is not a RouteHound record: %v", m.Sequence, err))
+	}
+	if body.LSN != lsn || body.Depot != u.cfg.Depot || body.Table != local.Table || body.Key != local.Key || body.Op != local.Op.String() ||
+		body.Version != local.Version || !body.CommittedAt.Equal(local.CommittedAt) {
+		return why(fmt.Sprintf("and its record at lsn %d (%s/%s version %d committed %s) is not this store's (%s/%s version %d committed %s)",
+			lsn, body.Table, body.Key, body.Version, body.CommittedAt.Format(time.RFC3339Nano),
+			local.Table, local.Key, local.Version, local.CommittedAt.UTC().Format(time.RFC3339Nano)))
 	}
 	return nil
 }
@@ -671,6 +727,7 @@ type Status struct {
 	Depot       string  `json:"depot,omitempty"`
 	Stream      string  `json:"stream,omitempty"`
 	Connected   bool    `json:"connected"`
+	Refused     bool    `json:"refused"` // the stream holds another history of this depot: shipping stopped (last_error tells why)
 	AckedLSN    uint64  `json:"acked_lsn"`
 	DurableLSN  uint64  `json:"durable_lsn"`
 	LagRecords  uint64  `json:"lag_records"`
@@ -685,7 +742,7 @@ type Status struct {
 
 // Status reports the uplink's position and lag.
 func (u *Uplink) Status() Status {
-	s := Status{Enabled: true, URL: redact(u.cfg.URL), Depot: u.cfg.Depot, Stream: u.cfg.Stream, Connected: u.connected.Load(),
+	s := Status{Enabled: true, URL: redact(u.cfg.URL), Depot: u.cfg.Depot, Stream: u.cfg.Stream, Connected: u.connected.Load(), Refused: u.refused.Load(),
 		AckedLSN: u.acked.Load(), Shipped: u.shipped.Load(), Dropped: u.dropped.Load(), Sessions: u.sessions.Load(), Failures: u.failures.Load()}
 	if u.e != nil {
 		s.DurableLSN = u.e.DurableLSN()

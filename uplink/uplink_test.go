@@ -342,8 +342,9 @@ func TestBudgetDropsOldestLoudly(t *testing.T) {
 }
 
 // TestRefusesAnotherHistory: a stream that holds the depot beyond this
-// store's last LSN (another box with the same depot name) is not shipped
-// to.
+// store's last LSN (a store restored from an older backup) is not shipped
+// to, and the refusal stays when the store has written past the stream's
+// last LSN since.
 func TestRefusesAnotherHistory(t *testing.T) {
 	ns := natstest.Start(t)
 	dirA, dirB := t.TempDir(), t.TempDir()
@@ -357,9 +358,38 @@ func TestRefusesAnotherHistory(t *testing.T) {
 	put(t, eb, "b", 1)
 	ub := newUplink(t, dirB, ns.URL(), nil)
 	ub.Start(eb)
-	waitFor(t, "box B to refuse", func() bool { return ub.Status().Failures > 0 })
-	if s := ub.Status(); s.Shipped != 0 || s.Connected {
+	waitFor(t, "box B to refuse", func() bool { return ub.Status().Refused })
+	if s := ub.Status(); s.Shipped != 0 || s.Connected || !strings.Contains(s.LastError, "refusing to ship") {
 		t.Fatalf("box B shipped into A's history: %+v", s)
+	}
+	// B writes past A's last LSN: still refused (not re-checked by LSN).
+	writeN(t, eb, 0, 200)
+	time.Sleep(time.Second) // several reconnect backoffs
+	if s := ub.Status(); s.Shipped != 0 || !s.Refused || s.Failures != 1 {
+		t.Fatalf("box B after writing past A's last lsn: %+v", s)
+	}
+	wantContiguous(t, streamLSNs(t, ns.URL()), 1, last)
+}
+
+// TestRefusesALongerHistory: a second box under the same depot whose log
+// is longer than the stream's is refused too: its record at the stream's
+// last LSN is not the stream's.
+func TestRefusesALongerHistory(t *testing.T) {
+	ns := natstest.Start(t)
+	dirA, dirB := t.TempDir(), t.TempDir()
+	ea := openEngine(t, dirA, engine.DefaultConfig().Retention)
+	ua := newUplink(t, dirA, ns.URL(), nil)
+	ua.Start(ea)
+	writeN(t, ea, 0, 100)
+	last := ea.DurableLSN()
+	waitFor(t, "box A to ship", func() bool { return ua.Acked() == last })
+	eb := openEngine(t, dirB, engine.DefaultConfig().Retention)
+	writeN(t, eb, 0, 150)
+	ub := newUplink(t, dirB, ns.URL(), nil)
+	ub.Start(eb)
+	waitFor(t, "box B to refuse", func() bool { return ub.Status().Refused })
+	if s := ub.Status(); s.Shipped != 0 || !strings.Contains(s.LastError, fmt.Sprintf("at lsn %d", last)) {
+		t.Fatalf("box B: %+v", s)
 	}
 	wantContiguous(t, streamLSNs(t, ns.URL()), 1, last)
 }
