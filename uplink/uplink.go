@@ -403,7 +403,38 @@ func (u *Uplink) connect(ctx context.Context) (*conn, error) {
 		nc.Close()
 		return nil, fmt.Errorf("stream %s: %w", u.cfg.Stream, err)
 	}
+	if subj := "routehound." + u.cfg.Depot + ".>"; !created && !coversAny(st.CachedInfo().Config.Subjects, subj) {
+		// Publishing would get "no responders" for ever.
+		nc.Close()
+		err := fmt.Errorf("the stream %s's subjects %q do not cover %s: add it to the stream's subjects, or set [uplink] stream to another stream",
+			u.cfg.Stream, st.CachedInfo().Config.Subjects, subj)
+		return nil, err
+	}
 	return &conn{nc: nc, js: js, st: st, closed: closed, created: created}, nil
+}
+
+// coversAny reports whether one of the filters matches every subject subj
+// matches (subj's only wildcard is a final >).
+func coversAny(filters []string, subj string) bool {
+	for _, f := range filters {
+		if covers(f, subj) {
+			return true
+		}
+	}
+	return false
+}
+
+func covers(filter, subj string) bool {
+	ft, st := strings.Split(filter, "."), strings.Split(subj, ".")
+	for i, f := range ft {
+		if f == ">" {
+			return true
+		}
+		if i >= len(st) || st[i] == ">" || f != "*" && f != st[i] {
+			return false
+		}
+	}
+	return false // filter has fewer tokens: subj's > reaches further
 }
 
 // conn is one session's connection and stream.

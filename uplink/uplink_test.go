@@ -409,6 +409,15 @@ func TestCheckDepotAndMsgID(t *testing.T) {
 	if _, ok := ParseMsgID("d1", MsgID("d10", 42)); ok {
 		t.Error("another depot's id parsed")
 	}
+	for _, c := range []struct {
+		filter string
+		want   bool
+	}{{">", true}, {"routehound.>", true}, {"routehound.*.>", true}, {"routehound.d1.>", true}, {"*.d1.>", true},
+		{"routehound.d2.>", false}, {"routehound.d1.*", false}, {"routehound.d1", false}, {"routehound.*", false}, {"other.>", false}} {
+		if got := covers(c.filter, "routehound.d1.>"); got != c.want {
+			t.Errorf("covers(%q, routehound.d1.>) = %v", c.filter, got)
+		}
+	}
 	if got := redact("nats://u:p@h:4222,nats://h2:4222"); got != "nats://***@h:4222,nats://h2:4222" {
 		t.Errorf("redact: %s", got)
 	}
@@ -625,6 +634,22 @@ func TestWorkQueueStreamIsNotRewound(t *testing.T) {
 	waitFor(t, "a session", func() bool { return u2.Status().Sessions == 1 })
 	time.Sleep(300 * time.Millisecond)
 	if s := u2.Status(); s.Shipped != 0 || s.AckedLSN != 20 {
+		t.Fatalf("status: %+v", s)
+	}
+}
+
+// TestStreamOfOtherSubjects: an existing stream whose subjects do not cover
+// the depot's is reported as such, not as "no responders".
+func TestStreamOfOtherSubjects(t *testing.T) {
+	ns := natstest.Start(t)
+	createStream(t, ns.URL(), func(c *jetstream.StreamConfig) { c.Subjects = []string{"routehound.d0.>"} })
+	dir := t.TempDir()
+	e := openEngine(t, dir, engine.DefaultConfig().Retention)
+	put(t, e, "t", 1)
+	u := newUplink(t, dir, ns.URL(), nil)
+	u.Start(e)
+	waitFor(t, "a failure", func() bool { return u.Status().Failures > 0 })
+	if s := u.Status(); s.Sessions != 0 || !strings.Contains(s.LastError, "do not cover routehound.d1.>") {
 		t.Fatalf("status: %+v", s)
 	}
 }
