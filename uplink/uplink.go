@@ -7,10 +7,18 @@
 // asynchronous with a bounded window of acknowledgements in flight; the
 // acknowledgements are taken in order, so the last LSN JetStream
 // acknowledged (Acked) is the end of a gapless prefix of the log. That LSN
-// is stored in a small file (written atomically, fsynced) and asked of the
-// stream itself on every connect (the last message of the depot's
-// subjects), so a restart or a reconnect re-sends from the right place
-// whatever the deduplication window.
+// is stored in a small file (uplink.json: the LSN, the depot and the
+// stream; written atomically, fsynced), and each connect compares it with
+// the stream's last message of the depot (resume): the first session after
+// Open moves forward to it (a crash between the stream's ack and the
+// file's write), later sessions re-send from Acked (a refused publish or a
+// lost ack: the Nats-Msg-Id drops what the stream has), and a stream behind
+// Acked (its tail lost, deleted, recreated) is shipped again from its last
+// record. That last record is also compared with this store's record at
+// its LSN: another history of the depot (another box shipping as it, a
+// store restored from an older backup) stops the uplink for good (Refused).
+// A record JetStream refuses maxRefusals sessions in a row (too large) is
+// skipped, counted as dropped and logged as an error.
 //
 // The uplink never slows a writer: it only reads the feed. When NATS is
 // down or slow it falls behind and reconnects with backoff; the engine's
@@ -44,14 +52,15 @@ import (
 type Config struct {
 	URL    string // NATS server URL(s), comma-separated
 	Depot  string // this box's name in the subjects and message ids
-	Stream string // the JetStream stream (created over routehound.<depot>.> when absent)
+	Stream string // the JetStream stream (created over routehound.<depot>.> when absent; an existing one must cover it)
 	// MaxInFlight bounds the published records whose acknowledgement is
 	// awaited. (The disk budget is the engine's: Retention.RetainMaxBytes.)
 	MaxInFlight int
-	// StateFile keeps the last acknowledged LSN.
+	// StateFile keeps the last acknowledged LSN (with the depot and the
+	// stream: a file of another one is ignored).
 	StateFile string
 	// AckTimeout is how long an acknowledgement may take before the
-	// session is ended and the records re-sent from the stream's last.
+	// session is ended and the records after Acked re-sent.
 	AckTimeout time.Duration
 	// MaxBackoff bounds the wait between two connection attempts.
 	MaxBackoff time.Duration
@@ -242,8 +251,8 @@ func (u *Uplink) run(ctx context.Context) {
 }
 
 // maxRefusals is how many sessions in a row JetStream may refuse the same
-// record (an API error in its acknowledgement, e.g. a record larger than
-// the stream's max_msg_size, or a payload larger than the server's) before
+// record for its size (larger than the stream's max_msg_size, or than the
+// server's max_payload) before
 // the uplink skips it. Skipping loses the record for the stream, so it is
 // counted in dropped and logged as an error; not skipping would stop the
 // depot's shipping for good behind one record.
@@ -287,11 +296,15 @@ type publishError struct {
 func (e *publishError) Error() string { return fmt.Sprintf("publish lsn %d: %v", e.lsn, e.err) }
 func (e *publishError) Unwrap() error { return e.err }
 
-// permanent reports whether the refusal is the record's own (sending it
-// again is refused again), not the connection's or the server's mood.
+// permanent reports whether the refusal is the record's own: too large for
+// the stream or the server, refused again however often it is sent. Other
+// refusals (a full stream that discards new messages, a timeout, no
+// responders) are not the record's: skipping records would not help, the
+// uplink retries them for ever.
 func (e *publishError) permanent() bool {
 	var api *jetstream.APIError
-	return errors.As(e.err, &api) || errors.Is(e.err, nats.ErrMaxPayload)
+	return errors.As(e.err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum ||
+		errors.Is(e.err, nats.ErrMaxPayload)
 }
 
 // persist stores the acknowledged LSN when it moved. A failure is logged
