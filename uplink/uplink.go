@@ -9,12 +9,13 @@
 // acknowledged (Acked) is the end of a gapless prefix of the log. That LSN
 // is stored in a small file (uplink.json: the LSN, the depot and the
 // stream; written atomically, fsynced), and each connect compares it with
-// the stream's last message of the depot (resume): the first session after
-// Open moves forward to it (a crash between the stream's ack and the
-// file's write), later sessions re-send from Acked (a refused publish or a
-// lost ack: the Nats-Msg-Id drops what the stream has), and a stream behind
-// Acked (its tail lost, deleted, recreated) is shipped again from its last
-// record. That last record is also compared with this store's record at
+// the stream's last message of the depot (resume): a first session after
+// a file written mid-session moves forward to it (a crash between the
+// stream's ack and the file's write); later sessions, and one after a file
+// written with nothing in flight (exact), re-send from Acked (a refused
+// publish or a lost ack: the Nats-Msg-Id drops what the stream has), and
+// a stream behind Acked (its tail lost, deleted, recreated) is shipped
+// again from its last record. That last record is also compared with this store's record at
 // its LSN: another history of the depot (another box shipping as it, a
 // store restored from an older backup) stops the uplink for good (Refused).
 // A record JetStream refuses maxRefusals sessions in a row (too large) is
@@ -92,9 +93,15 @@ type Uplink struct {
 	acked     atomic.Uint64 // end of the gapless prefix JetStream acknowledged (or retention dropped)
 	haveState bool          // the state file existed at Open
 	saved     uint64        // what the state file holds; run's goroutine only
-	resumed   bool          // a session has resumed since Open; run's goroutine only
-	failLSN   uint64        // the LSN JetStream refused last, failCount times in a row; run's goroutine only
-	failCount int
+	// exact: acked is the end of what the stream holds of the log, give
+	// or take re-sends the Nats-Msg-Id drops (set by a session's resume,
+	// or by a state file written between sessions); when false, the stream
+	// may hold more (a crash mid-session) and resume moves acked to its
+	// last record. run's goroutine only.
+	exact      bool
+	savedExact bool   // the state file says exact
+	failLSN    uint64 // the LSN JetStream refused last, failCount times in a row; run's goroutine only
+	failCount  int
 	// skipFrom..skipTo: the last run of records skipped because JetStream
 	// refused them (not in the stream, and not a lost tail); run's
 	// goroutine only.
@@ -150,6 +157,7 @@ func Open(cfg Config, log *slog.Logger) (*Uplink, error) {
 	}
 	u.acked.Store(st.AckedLSN)
 	u.saved, u.haveState = st.AckedLSN, ok
+	u.exact, u.savedExact = ok && st.Exact, ok && st.Exact
 	return u, nil
 }
 
@@ -171,7 +179,7 @@ func (u *Uplink) Start(e *engine.Engine) {
 		}
 		// Stored at once: a later start must count what retention drops
 		// from here on, not start again at the log's new first record.
-		if err := u.store(u.acked.Load()); err != nil {
+		if err := u.store(u.acked.Load(), false); err != nil {
 			u.log.Error("cannot store the uplink's starting point", "err", err)
 		} else {
 			u.saved, u.haveState = u.acked.Load(), true
@@ -192,8 +200,8 @@ func (u *Uplink) Close() error {
 		}
 		u.cancel()
 		<-u.done
-		if a := u.acked.Load(); a != u.saved {
-			err = u.store(a)
+		if a := u.acked.Load(); a != u.saved || !u.savedExact {
+			err = u.store(a, true)
 		}
 	})
 	return err
@@ -213,7 +221,7 @@ func (u *Uplink) run(ctx context.Context) {
 		err := u.session(ctx)
 		u.connected.Store(false)
 		u.headAt.Store(0)
-		u.persist()
+		u.persist(true)
 		if ctx.Err() != nil {
 			return
 		}
@@ -284,7 +292,7 @@ func (u *Uplink) refusedRecord(err error) {
 	u.skipTo = pe.lsn
 	u.log.Error("UPLINK DROPPED RECORDS: JetStream refused a record at every attempt; skipped, it is not in the stream",
 		"lsn", pe.lsn, "refusals", maxRefusals, "err", pe.err, "records", 1)
-	u.persist()
+	u.persist(true)
 }
 
 // publishError is JetStream's refusal (or the client's) of one record.
@@ -307,22 +315,25 @@ func (e *publishError) permanent() bool {
 		errors.Is(e.err, nats.ErrMaxPayload)
 }
 
-// persist stores the acknowledged LSN when it moved. A failure is logged
-// once per run of failures: the stream's own last record still tells the
-// next start where to resume.
-func (u *Uplink) persist() {
+// persist stores the acknowledged LSN when it moved, and whether it is
+// exact: written between sessions (nothing in flight), the next start
+// sends again what follows it; written during one, the next start trusts
+// the stream's last record past it. A failure is logged once per run of
+// failures: the stream's own last record still tells the next start where
+// to resume.
+func (u *Uplink) persist(exact bool) {
 	a := u.acked.Load()
-	if a == u.saved {
+	if a == u.saved && exact == u.savedExact {
 		return
 	}
-	if err := u.store(a); err != nil {
+	if err := u.store(a, exact); err != nil {
 		if !u.saveFailed.Swap(true) {
 			u.log.Error("cannot store the last shipped LSN; the next start asks the stream instead", "err", err)
 		}
 		return
 	}
 	u.saveFailed.Store(false)
-	u.saved = a
+	u.saved, u.savedExact = a, exact
 }
 
 // inflight is one published record awaiting its acknowledgement.
@@ -498,16 +509,17 @@ func (u *Uplink) resume(ctx context.Context, st jetstream.Stream, created bool) 
 	}
 	switch {
 	case lsn > acked:
-		if u.resumed {
-			// Not the first session since Open: acked is exact (this
-			// process took every acknowledgement), and what the stream
-			// holds past it came after a record it did not store (a
-			// refused publish, a lost acknowledgement): send again from
-			// acked, the Nats-Msg-Id drops what the stream already has.
+		if u.exact {
+			// acked is exact (this process took every acknowledgement,
+			// or its state file was written between sessions), and what
+			// the stream holds past it came after a record it did not
+			// store (a refused publish, a lost acknowledgement): send
+			// again from acked, the Nats-Msg-Id drops what the stream
+			// already has.
 			return nil
 		}
-		// The first session: the state file may be behind the stream (a
-		// crash between JetStream's ack and the file's write).
+		// The state file may be behind the stream (a crash between
+		// JetStream's ack and the file's write).
 		u.acked.Store(lsn)
 	case lsn < acked && limits && !u.allSkipped(lsn, acked):
 		// (Not when every record after the stream's last was skipped
@@ -594,7 +606,7 @@ func (u *Uplink) session(ctx context.Context) error {
 	if err := u.resume(ctx, c.st, c.created); err != nil {
 		return err
 	}
-	u.resumed = true
+	u.exact = true
 	u.sessions.Add(1)
 	u.connected.Store(true)
 	u.log.Info("shipping the log to JetStream", "url", nc.ConnectedUrlRedacted(), "stream", u.cfg.Stream, "after_lsn", u.acked.Load())
@@ -706,7 +718,7 @@ func (u *Uplink) session(ctx context.Context) error {
 			return fmt.Errorf("lsn %d: %w", pending[0].lsn, errAckTimeout)
 		case <-wake:
 		case <-tick.C:
-			u.persist()
+			u.persist(false) // records in flight may be in the stream already
 		}
 		if okc != nil {
 			ackTimer.Stop()
@@ -836,10 +848,18 @@ func redact(urls string) string {
 // it was shipped to (a file of another depot or stream says nothing of this
 // one's). Files written before depot and stream were stored have them
 // empty, and are taken as this configuration's.
+//
+// Exact says the file was written with nothing in flight (between two
+// sessions, or at Close): the stream holds nothing of the depot past
+// AckedLSN that it did not refuse or leave unacknowledged, so the next
+// start sends again what follows AckedLSN. Without it (written during a
+// session, or by an older version) the next start moves to the stream's
+// last record when it is further.
 type state struct {
 	AckedLSN uint64 `json:"acked_lsn"`
 	Depot    string `json:"depot,omitempty"`
 	Stream   string `json:"stream,omitempty"`
+	Exact    bool   `json:"exact,omitempty"`
 }
 
 // readState reads the state file.
@@ -859,8 +879,8 @@ func readState(path string) (state, bool, error) {
 }
 
 // store writes the state file with acked.
-func (u *Uplink) store(acked uint64) error {
-	return writeState(u.cfg.StateFile, state{AckedLSN: acked, Depot: u.cfg.Depot, Stream: u.cfg.Stream})
+func (u *Uplink) store(acked uint64, exact bool) error {
+	return writeState(u.cfg.StateFile, state{AckedLSN: acked, Depot: u.cfg.Depot, Stream: u.cfg.Stream, Exact: exact})
 }
 
 // writeState replaces the state file atomically: a temporary file,

@@ -172,7 +172,7 @@ func TestShipsInOrder(t *testing.T) {
 	if err := u.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if st, ok, err := readState(filepath.Join(dir, "uplink.json")); err != nil || !ok || st != (state{AckedLSN: last, Depot: "d1", Stream: "RH"}) {
+	if st, ok, err := readState(filepath.Join(dir, "uplink.json")); err != nil || !ok || st != (state{AckedLSN: last, Depot: "d1", Stream: "RH", Exact: true}) {
 		t.Fatalf("state file: %+v %v %v; want acked %d", st, ok, err, last)
 	}
 	// A second uplink over the same state ships only what is new.
@@ -650,6 +650,36 @@ func TestStreamOfOtherSubjects(t *testing.T) {
 	u.Start(e)
 	waitFor(t, "a failure", func() bool { return u.Status().Failures > 0 })
 	if s := u.Status(); s.Sessions != 0 || !strings.Contains(s.LastError, "do not cover routehound.d1.>") {
+		t.Fatalf("status: %+v", s)
+	}
+}
+
+// TestRefusedRecordIsSentAgainAfterRestart: JetStream refuses lsn 11 while
+// 12..20 are stored, and the uplink is restarted: the state file, written
+// when the session ended, is exact, so the next start sends lsn 11 again
+// instead of moving to the stream's last record.
+func TestRefusedRecordIsSentAgainAfterRestart(t *testing.T) {
+	ns := natstest.Start(t)
+	st := createStream(t, ns.URL(), func(c *jetstream.StreamConfig) { c.MaxMsgSize = 400 })
+	dir := t.TempDir()
+	e := openEngine(t, dir, engine.DefaultConfig().Retention)
+	writeWithBig(t, e)
+	u := newUplink(t, dir, ns.URL(), nil)
+	u.Start(e)
+	waitFor(t, "lsn 11 to be refused", func() bool { return u.Status().Failures >= 1 })
+	if err := u.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.MaxMsgSize = -1
+	if _, err := jsConn(t, ns.URL()).UpdateStream(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	u2 := newUplink(t, dir, ns.URL(), nil)
+	u2.Start(e)
+	waitFor(t, "the uplink to catch up", func() bool { return u2.Acked() == 20 })
+	wantContiguous(t, sorted(streamLSNs(t, ns.URL())), 1, 20)
+	if s := u2.Status(); s.Dropped != 0 {
 		t.Fatalf("status: %+v", s)
 	}
 }
