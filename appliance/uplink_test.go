@@ -130,7 +130,7 @@ func TestServeWithUplink(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw, err := os.ReadFile(filepath.Join(a.Dir, "uplink.json"))
-	if err != nil || string(raw) != fmt.Sprintf("{\"acked_lsn\":%d}\n", s.AckedLSN) {
+	if err != nil || string(raw) != fmt.Sprintf("{\"acked_lsn\":%d,\"depot\":\"depot-a\",\"stream\":\"ROUTEHOUND\",\"exact\":true}\n", s.AckedLSN) {
 		t.Fatalf("state file after shutdown: %q %v; want acked_lsn %d", raw, err, s.AckedLSN)
 	}
 }

@@ -6,6 +6,7 @@ import "github.com/prometheus/client_golang/prometheus"
 type collector struct {
 	u                                        *Uplink
 	connected, acked, lagRecords, lagSeconds *prometheus.Desc
+	refused                                  *prometheus.Desc
 	shipped, dropped, sessions, failures     *prometheus.Desc
 }
 
@@ -20,6 +21,7 @@ func (u *Uplink) Collector() prometheus.Collector {
 	return &collector{
 		u:          u,
 		connected:  d("connected", "1 while the uplink holds a JetStream session."),
+		refused:    d("refused", "1 when the stream holds another history of this depot (another box ships as it, or this store was restored from an older backup): nothing is shipped."),
 		acked:      d("acked_lsn", "Last LSN JetStream acknowledged (every record up to it is in the stream)."),
 		lagRecords: d("lag_records", "Durable log records not yet acknowledged by JetStream."),
 		lagSeconds: d("lag_seconds", "Age of the oldest durable record not yet acknowledged by JetStream (0 when caught up)."),
@@ -43,6 +45,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		conn = 1
 	}
 	g(c.connected, conn)
+	ref := 0.0
+	if s.Refused {
+		ref = 1
+	}
+	g(c.refused, ref)
 	g(c.acked, float64(s.AckedLSN))
 	g(c.lagRecords, float64(s.LagRecords))
 	g(c.lagSeconds, s.LagSeconds)

@@ -7,10 +7,19 @@
 // asynchronous with a bounded window of acknowledgements in flight; the
 // acknowledgements are taken in order, so the last LSN JetStream
 // acknowledged (Acked) is the end of a gapless prefix of the log. That LSN
-// is stored in a small file (written atomically, fsynced) and asked of the
-// stream itself on every connect (the last message of the depot's
-// subjects), so a restart or a reconnect re-sends from the right place
-// whatever the deduplication window.
+// is stored in a small file (uplink.json: the LSN, the depot and the
+// stream; written atomically, fsynced), and each connect compares it with
+// the stream's last message of the depot (resume): a first session after
+// a file written mid-session moves forward to it (a crash between the
+// stream's ack and the file's write); later sessions, and one after a file
+// written with nothing in flight (exact), re-send from Acked (a refused
+// publish or a lost ack: the Nats-Msg-Id drops what the stream has), and
+// a stream behind Acked (its tail lost, deleted, recreated) is shipped
+// again from its last record. That last record is also compared with this store's record at
+// its LSN: another history of the depot (another box shipping as it, a
+// store restored from an older backup) stops the uplink for good (Refused).
+// A record JetStream refuses maxRefusals sessions in a row (too large) is
+// skipped, counted as dropped and logged as an error.
 //
 // The uplink never slows a writer: it only reads the feed. When NATS is
 // down or slow it falls behind and reconnects with backoff; the engine's
@@ -44,14 +53,15 @@ import (
 type Config struct {
 	URL    string // NATS server URL(s), comma-separated
 	Depot  string // this box's name in the subjects and message ids
-	Stream string // the JetStream stream (created over routehound.<depot>.> when absent)
+	Stream string // the JetStream stream (created over routehound.<depot>.> when absent; an existing one must cover it)
 	// MaxInFlight bounds the published records whose acknowledgement is
 	// awaited. (The disk budget is the engine's: Retention.RetainMaxBytes.)
 	MaxInFlight int
-	// StateFile keeps the last acknowledged LSN.
+	// StateFile keeps the last acknowledged LSN (with the depot and the
+	// stream: a file of another one is ignored).
 	StateFile string
 	// AckTimeout is how long an acknowledgement may take before the
-	// session is ended and the records re-sent from the stream's last.
+	// session is ended and the records after Acked re-sent.
 	AckTimeout time.Duration
 	// MaxBackoff bounds the wait between two connection attempts.
 	MaxBackoff time.Duration
@@ -83,8 +93,22 @@ type Uplink struct {
 	acked     atomic.Uint64 // end of the gapless prefix JetStream acknowledged (or retention dropped)
 	haveState bool          // the state file existed at Open
 	saved     uint64        // what the state file holds; run's goroutine only
+	// exact: acked is the end of what the stream holds of the log, give
+	// or take re-sends the Nats-Msg-Id drops (set by a session's resume,
+	// or by a state file written between sessions); when false, the stream
+	// may hold more (a crash mid-session) and resume moves acked to its
+	// last record. run's goroutine only.
+	exact      bool
+	savedExact bool   // the state file says exact
+	failLSN    uint64 // the LSN JetStream refused last, failCount times in a row; run's goroutine only
+	failCount  int
+	// skipFrom..skipTo: the last run of records skipped because JetStream
+	// refused them (not in the stream, and not a lost tail); run's
+	// goroutine only.
+	skipFrom, skipTo uint64
 
 	connected  atomic.Bool
+	refused    atomic.Bool   // the stream holds another history of this depot: shipping stopped for good
 	shipped    atomic.Uint64 // records acknowledged since start
 	dropped    atomic.Uint64 // unshipped records retention removed
 	sessions   atomic.Uint64 // connections made
@@ -120,12 +144,20 @@ func Open(cfg Config, log *slog.Logger) (*Uplink, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	u := &Uplink{cfg: cfg, log: log.With("part", "uplink"), done: make(chan struct{})}
-	lsn, ok, err := readState(cfg.StateFile)
+	st, ok, err := readState(cfg.StateFile)
 	if err != nil {
 		return nil, err
 	}
-	u.acked.Store(lsn)
-	u.saved, u.haveState = lsn, ok
+	if ok && (st.Depot != "" && st.Depot != cfg.Depot || st.Stream != "" && st.Stream != cfg.Stream) {
+		// Another depot's or stream's position: shipping starts anew
+		// (Start), the stream tells what it holds.
+		u.log.Warn("the uplink's state file is of another depot or stream; ignored, shipping starts from the log's first retained record",
+			"file", cfg.StateFile, "file_depot", st.Depot, "file_stream", st.Stream, "depot", cfg.Depot, "stream", cfg.Stream, "file_acked_lsn", st.AckedLSN)
+		st, ok = state{}, false
+	}
+	u.acked.Store(st.AckedLSN)
+	u.saved, u.haveState = st.AckedLSN, ok
+	u.exact, u.savedExact = ok && st.Exact, ok && st.Exact
 	return u, nil
 }
 
@@ -147,7 +179,7 @@ func (u *Uplink) Start(e *engine.Engine) {
 		}
 		// Stored at once: a later start must count what retention drops
 		// from here on, not start again at the log's new first record.
-		if err := writeState(u.cfg.StateFile, u.acked.Load()); err != nil {
+		if err := u.store(u.acked.Load(), false); err != nil {
 			u.log.Error("cannot store the uplink's starting point", "err", err)
 		} else {
 			u.saved, u.haveState = u.acked.Load(), true
@@ -168,8 +200,8 @@ func (u *Uplink) Close() error {
 		}
 		u.cancel()
 		<-u.done
-		if a := u.acked.Load(); a != u.saved {
-			err = writeState(u.cfg.StateFile, a)
+		if a := u.acked.Load(); a != u.saved || !u.savedExact {
+			err = u.store(a, true)
 		}
 	})
 	return err
@@ -189,7 +221,7 @@ func (u *Uplink) run(ctx context.Context) {
 		err := u.session(ctx)
 		u.connected.Store(false)
 		u.headAt.Store(0)
-		u.persist()
+		u.persist(true)
 		if ctx.Err() != nil {
 			return
 		}
@@ -201,6 +233,17 @@ func (u *Uplink) run(ctx context.Context) {
 		}
 		u.failures.Add(1)
 		u.setErr(err)
+		var ref *refusal
+		if errors.As(err, &ref) {
+			// Sticky: shipping would mix two histories under one
+			// depot; only an operator can tell which one is right.
+			u.refused.Store(true)
+			u.log.Error("UPLINK REFUSED: the stream holds another history of this depot; nothing more is shipped until a restart with another depot, or the stream fixed",
+				"depot", u.cfg.Depot, "stream", u.cfg.Stream, "reason", ref.reason)
+			<-ctx.Done()
+			return
+		}
+		u.refusedRecord(err)
 		if u.shipped.Load() > before {
 			backoff = 100 * time.Millisecond // it worked for a while: start the backoff again
 		}
@@ -215,22 +258,82 @@ func (u *Uplink) run(ctx context.Context) {
 	}
 }
 
-// persist stores the acknowledged LSN when it moved. A failure is logged
-// once per run of failures: the stream's own last record still tells the
-// next start where to resume.
-func (u *Uplink) persist() {
-	a := u.acked.Load()
-	if a == u.saved {
+// maxRefusals is how many sessions in a row JetStream may refuse the same
+// record for its size (larger than the stream's max_msg_size, or than the
+// server's max_payload) before
+// the uplink skips it. Skipping loses the record for the stream, so it is
+// counted in dropped and logged as an error; not skipping would stop the
+// depot's shipping for good behind one record.
+const maxRefusals = 5
+
+// refusedRecord counts the sessions that ended with JetStream refusing the
+// record after the acknowledged LSN, and skips it after maxRefusals in a
+// row.
+func (u *Uplink) refusedRecord(err error) {
+	var pe *publishError
+	if !errors.As(err, &pe) || !pe.permanent() || pe.lsn != u.acked.Load()+1 {
 		return
 	}
-	if err := writeState(u.cfg.StateFile, a); err != nil {
+	if pe.lsn != u.failLSN {
+		u.failLSN, u.failCount = pe.lsn, 0
+	}
+	u.failCount++
+	if u.failCount < maxRefusals {
+		u.log.Error("JetStream refused a record; it is sent again at the next session, and skipped after repeated refusals",
+			"lsn", pe.lsn, "refusals", u.failCount, "skip_after", maxRefusals, "err", pe.err)
+		return
+	}
+	u.dropped.Add(1)
+	u.acked.Store(pe.lsn)
+	u.failLSN, u.failCount = 0, 0
+	if u.skipTo == 0 || pe.lsn != u.skipTo+1 {
+		u.skipFrom = pe.lsn
+	}
+	u.skipTo = pe.lsn
+	u.log.Error("UPLINK DROPPED RECORDS: JetStream refused a record at every attempt; skipped, it is not in the stream",
+		"lsn", pe.lsn, "refusals", maxRefusals, "err", pe.err, "records", 1)
+	u.persist(true)
+}
+
+// publishError is JetStream's refusal (or the client's) of one record.
+type publishError struct {
+	lsn uint64
+	err error
+}
+
+func (e *publishError) Error() string { return fmt.Sprintf("publish lsn %d: %v", e.lsn, e.err) }
+func (e *publishError) Unwrap() error { return e.err }
+
+// permanent reports whether the refusal is the record's own: too large for
+// the stream or the server, refused again however often it is sent. Other
+// refusals (a full stream that discards new messages, a timeout, no
+// responders) are not the record's: skipping records would not help, the
+// uplink retries them for ever.
+func (e *publishError) permanent() bool {
+	var api *jetstream.APIError
+	return errors.As(e.err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum ||
+		errors.Is(e.err, nats.ErrMaxPayload)
+}
+
+// persist stores the acknowledged LSN when it moved, and whether it is
+// exact: written between sessions (nothing in flight), the next start
+// sends again what follows it; written during one, the next start trusts
+// the stream's last record past it. A failure is logged once per run of
+// failures: the stream's own last record still tells the next start where
+// to resume.
+func (u *Uplink) persist(exact bool) {
+	a := u.acked.Load()
+	if a == u.saved && exact == u.savedExact {
+		return
+	}
+	if err := u.store(a, exact); err != nil {
 		if !u.saveFailed.Swap(true) {
 			u.log.Error("cannot store the last shipped LSN; the next start asks the stream instead", "err", err)
 		}
 		return
 	}
 	u.saveFailed.Store(false)
-	u.saved = a
+	u.saved, u.savedExact = a, exact
 }
 
 // inflight is one published record awaiting its acknowledgement.
@@ -292,7 +395,7 @@ func (u *Uplink) message(r *engine.Record) (*nats.Msg, error) {
 // lost connection ends the session, and the next one resumes from what the
 // stream holds, so nothing buffered across a reconnect can land out of
 // order.
-func (u *Uplink) connect(ctx context.Context) (*nats.Conn, jetstream.JetStream, jetstream.Stream, <-chan struct{}, error) {
+func (u *Uplink) connect(ctx context.Context) (*conn, error) {
 	closed := make(chan struct{})
 	var once sync.Once
 	nc, err := nats.Connect(u.cfg.URL, nats.NoReconnect(), nats.Name("routehound uplink "+u.cfg.Depot),
@@ -300,40 +403,98 @@ func (u *Uplink) connect(ctx context.Context) (*nats.Conn, jetstream.JetStream, 
 		nats.ClosedHandler(func(*nats.Conn) { once.Do(func() { close(closed) }) }),
 		nats.DisconnectErrHandler(func(*nats.Conn, error) { once.Do(func() { close(closed) }) }))
 	if err != nil {
-		return nil, nil, nil, nil, fmt.Errorf("connect to %s: %w", u.cfg.URL, err)
+		return nil, fmt.Errorf("connect to %s: %w", u.cfg.URL, err)
 	}
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(u.cfg.MaxInFlight+1),
 		jetstream.WithPublishAsyncTimeout(u.cfg.AckTimeout))
 	if err != nil {
 		nc.Close()
-		return nil, nil, nil, nil, fmt.Errorf("jetstream: %w", err)
+		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	cctx, cancel := context.WithTimeout(ctx, u.cfg.AckTimeout)
 	defer cancel()
 	st, err := js.Stream(cctx, u.cfg.Stream)
+	created := false
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		st, err = js.CreateStream(cctx, jetstream.StreamConfig{Name: u.cfg.Stream, Subjects: []string{"routehound." + u.cfg.Depot + ".>"},
 			Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute})
 		if err == nil {
+			created = true
 			u.log.Info("created the JetStream stream", "stream", u.cfg.Stream, "subjects", "routehound."+u.cfg.Depot+".>")
 		}
 	}
 	if err != nil {
 		nc.Close()
-		return nil, nil, nil, nil, fmt.Errorf("stream %s: %w", u.cfg.Stream, err)
+		return nil, fmt.Errorf("stream %s: %w", u.cfg.Stream, err)
 	}
-	return nc, js, st, closed, nil
+	if subj := "routehound." + u.cfg.Depot + ".>"; !created && !coversAny(st.CachedInfo().Config.Subjects, subj) {
+		// Publishing would get "no responders" for ever.
+		nc.Close()
+		err := fmt.Errorf("the stream %s's subjects %q do not cover %s: add it to the stream's subjects, or set [uplink] stream to another stream",
+			u.cfg.Stream, st.CachedInfo().Config.Subjects, subj)
+		return nil, err
+	}
+	return &conn{nc: nc, js: js, st: st, closed: closed, created: created}, nil
 }
 
-// resume moves the acknowledged LSN to the stream's last record of this
-// depot when the stream holds more than the state file said (a crash
-// between the stream's ack and the file's write, or acks lost with a
-// connection).
-func (u *Uplink) resume(ctx context.Context, st jetstream.Stream) error {
+// coversAny reports whether one of the filters matches every subject subj
+// matches (subj's only wildcard is a final >).
+func coversAny(filters []string, subj string) bool {
+	for _, f := range filters {
+		if covers(f, subj) {
+			return true
+		}
+	}
+	return false
+}
+
+func covers(filter, subj string) bool {
+	ft, st := strings.Split(filter, "."), strings.Split(subj, ".")
+	for i, f := range ft {
+		if f == ">" {
+			return true
+		}
+		if i >= len(st) || st[i] == ">" || f != "*" && f != st[i] {
+			return false
+		}
+	}
+	return false // filter has fewer tokens: subj's > reaches further
+}
+
+// conn is one session's connection and stream.
+type conn struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	st      jetstream.Stream
+	closed  <-chan struct{}
+	created bool // connect created the stream
+}
+
+// resume sets where this session ships from after what the stream holds
+// of this depot (its last record):
+//   - ahead of acked, on the first session since Open: the state file is
+//     behind (a crash between JetStream's ack and the file's write), acked
+//     moves there; on a later session acked is exact and the records
+//     after it are sent again (a refused publish, a lost acknowledgement;
+//     the Nats-Msg-Id drops what the stream has);
+//   - behind acked, or none at all in a stream connect just created: the
+//     stream lost what was acknowledged (its tail lost, deleted, purged,
+//     recreated): acked goes back there, with a warning, and the records
+//     are sent again (those retention removed meanwhile are counted as
+//     dropped). Only for a Limits stream: a WorkQueue or Interest stream
+//     removes what was consumed.
+func (u *Uplink) resume(ctx context.Context, st jetstream.Stream, created bool) error {
+	acked := u.acked.Load()
+	limits := st.CachedInfo().Config.Retention == jetstream.LimitsPolicy
 	cctx, cancel := context.WithTimeout(ctx, u.cfg.AckTimeout)
 	defer cancel()
 	m, err := st.GetLastMsgForSubject(cctx, "routehound."+u.cfg.Depot+".>")
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		if acked > 0 && limits && (created || !trims(st.CachedInfo().Config)) && !u.allSkipped(0, acked) {
+			u.log.Warn("UPLINK REWIND: the stream holds no record of this depot, yet acked_lsn says records were shipped (the stream was deleted, purged or recreated); shipping the log again from its first retained record",
+				"stream", u.cfg.Stream, "created", created, "acked_lsn", acked)
+			u.acked.Store(0)
+		}
 		return nil
 	}
 	if err != nil {
@@ -343,37 +504,118 @@ func (u *Uplink) resume(ctx context.Context, st jetstream.Stream) error {
 	if !ok {
 		return fmt.Errorf("the stream's last record of depot %s (seq %d) has no Nats-Msg-Id %s/<lsn>", u.cfg.Depot, m.Sequence, u.cfg.Depot)
 	}
-	if lsn > u.acked.Load() {
-		if last := u.e.StoreStats().LastLSN; lsn > last {
-			// The stream is ahead of this store (a store restored from
-			// an older backup, or another box with this depot's name):
-			// shipping would mix two histories under one depot.
-			return fmt.Errorf("the stream holds depot %s up to lsn %d but this store ends at lsn %d: another box ships as %s, or this store was restored from an older backup; refusing to ship",
-				u.cfg.Depot, lsn, last, u.cfg.Depot)
+	if err := u.sameHistory(lsn, m); err != nil {
+		return err
+	}
+	switch {
+	case lsn > acked:
+		if u.exact {
+			// acked is exact (this process took every acknowledgement,
+			// or its state file was written between sessions), and what
+			// the stream holds past it came after a record it did not
+			// store (a refused publish, a lost acknowledgement): send
+			// again from acked, the Nats-Msg-Id drops what the stream
+			// already has.
+			return nil
 		}
+		// The state file may be behind the stream (a crash between
+		// JetStream's ack and the file's write).
+		u.acked.Store(lsn)
+	case lsn < acked && limits && !u.allSkipped(lsn, acked):
+		// (Not when every record after the stream's last was skipped
+		// because JetStream refused it.)
+		u.log.Warn("UPLINK REWIND: the stream's last record of this depot is behind acked_lsn (the stream lost its tail, or was recreated); shipping again from it",
+			"stream", u.cfg.Stream, "stream_last_lsn", lsn, "acked_lsn", acked)
 		u.acked.Store(lsn)
 	}
 	return nil
+}
+
+// refusal is the stream holding another history of the depot than this
+// store's: the uplink stops shipping for good (until a restart).
+type refusal struct{ reason string }
+
+func (r *refusal) Error() string { return "refusing to ship: " + r.reason }
+
+// sameHistory checks that the stream's last record of the depot, m at lsn,
+// is this store's record at lsn (table, key, op, version, commit time). A
+// store restored from an older backup, or another box shipping as this
+// depot, has another record there, or none yet: shipping would mix two
+// histories under one depot. A record retention already removed here
+// cannot be compared, and is taken as this store's.
+func (u *Uplink) sameHistory(lsn uint64, m *jetstream.RawStreamMsg) error {
+	why := func(what string) error {
+		return &refusal{fmt.Sprintf("the stream %s holds depot %s up to lsn %d, %s: another box ships as %s, or this store was restored from an older backup",
+			u.cfg.Stream, u.cfg.Depot, lsn, what, u.cfg.Depot)}
+	}
+	if lsn == 0 {
+		return why("its last record has lsn 0")
+	}
+	if last := u.e.StoreStats().LastLSN; lsn > last {
+		return why(fmt.Sprintf("but this store ends at lsn %d", last))
+	}
+	var local *engine.Record
+	err := u.e.ReadLog(lsn-1, 1, func(r engine.Record) error {
+		if r.LSN == lsn {
+			local = &r
+		}
+		return nil
+	})
+	if errors.Is(err, engine.ErrTrimmed) || err == nil && local == nil {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read lsn %d to compare it with the stream's: %w", lsn, err)
+	}
+	var body Message
+	if err := json.Unmarshal(m.Data, &body); err != nil {
+		return why(fmt.Sprintf("its last record (seq %d) is not a RouteHound record: %v", m.Sequence, err))
+	}
+	if body.LSN != lsn || body.Depot != u.cfg.Depot || body.Table != local.Table || body.Key != local.Key || body.Op != local.Op.String() ||
+		body.Version != local.Version || !body.CommittedAt.Equal(local.CommittedAt) {
+		return why(fmt.Sprintf("and its record at lsn %d (%s/%s version %d committed %s) is not this store's (%s/%s version %d committed %s)",
+			lsn, body.Table, body.Key, body.Version, body.CommittedAt.Format(time.RFC3339Nano),
+			local.Table, local.Key, local.Version, local.CommittedAt.UTC().Format(time.RFC3339Nano)))
+	}
+	return nil
+}
+
+// allSkipped reports whether every record in (after, acked] was skipped
+// because JetStream refused it.
+func (u *Uplink) allSkipped(after, acked uint64) bool {
+	return u.skipFrom > 0 && u.skipFrom <= after+1 && acked <= u.skipTo
+}
+
+// trims reports whether the stream's limits may remove records by
+// themselves (age, count, size): then a depot without records in it may
+// have had them removed, not lost.
+func trims(c jetstream.StreamConfig) bool {
+	return c.MaxAge > 0 || c.MaxMsgs > 0 || c.MaxBytes > 0 || c.MaxMsgsPerSubject > 0
 }
 
 var errAckTimeout = errors.New("no acknowledgement within the ack timeout")
 
 // session ships until the connection fails or ctx ends.
 func (u *Uplink) session(ctx context.Context) error {
-	nc, js, st, closed, err := u.connect(ctx)
+	c, err := u.connect(ctx)
 	if err != nil {
 		return err
 	}
+	nc, js, closed := c.nc, c.js, c.closed
 	defer nc.Close()
-	if err := u.resume(ctx, st); err != nil {
+	if err := u.resume(ctx, c.st, c.created); err != nil {
 		return err
 	}
+	u.exact = true
 	u.sessions.Add(1)
 	u.connected.Store(true)
 	u.log.Info("shipping the log to JetStream", "url", nc.ConnectedUrlRedacted(), "stream", u.cfg.Stream, "after_lsn", u.acked.Load())
 	e := u.e
 	cur := e.Follow(u.acked.Load())
 	var pending []inflight // oldest first
+	// refusedNow is a record the client refused to publish: the session
+	// takes the acknowledgements of the records before it, then ends.
+	var refusedNow error
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	ackTimer := time.NewTimer(time.Hour)
@@ -382,6 +624,7 @@ func (u *Uplink) session(ctx context.Context) error {
 		ch := e.Notify()
 		// Take the acknowledgements that arrived, in order.
 		n := 0
+		var refused error
 	acks:
 		for ; n < len(pending); n++ {
 			if pending[n].ok {
@@ -391,7 +634,8 @@ func (u *Uplink) session(ctx context.Context) error {
 			case <-pending[n].fut.Ok():
 				pending[n].ok = true
 			case err := <-pending[n].fut.Err():
-				return fmt.Errorf("publish lsn %d: %w", pending[n].lsn, err)
+				refused = &publishError{pending[n].lsn, err}
+				break acks
 			default:
 				break acks
 			}
@@ -405,7 +649,13 @@ func (u *Uplink) session(ctx context.Context) error {
 				u.headAt.Store(pending[0].at.UnixNano())
 			}
 		}
-		if len(pending) < u.cfg.MaxInFlight && cur.After() < e.DurableLSN() {
+		if refused != nil {
+			return refused // the records before it are acknowledged
+		}
+		if refusedNow != nil && len(pending) == 0 {
+			return refusedNow
+		}
+		if refusedNow == nil && len(pending) < u.cfg.MaxInFlight && cur.After() < e.DurableLSN() {
 			recs, err := cur.Next(ctx)
 			if errors.Is(err, engine.ErrTrimmed) {
 				if err := u.skipTrimmed(ctx, cur, pending, closed); err != nil {
@@ -435,7 +685,8 @@ func (u *Uplink) session(ctx context.Context) error {
 				}
 				fut, err := js.PublishMsgAsync(m)
 				if err != nil {
-					return fmt.Errorf("publish lsn %d: %w", r.LSN, err)
+					refusedNow = &publishError{r.LSN, err}
+					break
 				}
 				if len(pending) == 0 {
 					u.headAt.Store(r.CommittedAt.UnixNano())
@@ -462,12 +713,12 @@ func (u *Uplink) session(ctx context.Context) error {
 		case <-okc:
 			pending[0].ok = true // taken at the top of the loop
 		case err := <-errc:
-			return fmt.Errorf("publish lsn %d: %w", pending[0].lsn, err)
+			return &publishError{pending[0].lsn, err}
 		case <-ackTimer.C:
 			return fmt.Errorf("lsn %d: %w", pending[0].lsn, errAckTimeout)
 		case <-wake:
 		case <-tick.C:
-			u.persist()
+			u.persist(false) // records in flight may be in the stream already
 		}
 		if okc != nil {
 			ackTimer.Stop()
@@ -497,7 +748,7 @@ func (u *Uplink) skipTrimmed(ctx context.Context, cur *engine.Cursor, pending []
 		case <-p.fut.Ok():
 		case err := <-p.fut.Err():
 			t.Stop()
-			return fmt.Errorf("publish lsn %d: %w", p.lsn, err)
+			return &publishError{p.lsn, err}
 		case <-t.C:
 			return fmt.Errorf("lsn %d: %w", p.lsn, errAckTimeout)
 		case <-closed:
@@ -532,6 +783,7 @@ type Status struct {
 	Depot       string  `json:"depot,omitempty"`
 	Stream      string  `json:"stream,omitempty"`
 	Connected   bool    `json:"connected"`
+	Refused     bool    `json:"refused"` // the stream holds another history of this depot: shipping stopped (last_error tells why)
 	AckedLSN    uint64  `json:"acked_lsn"`
 	DurableLSN  uint64  `json:"durable_lsn"`
 	LagRecords  uint64  `json:"lag_records"`
@@ -546,7 +798,7 @@ type Status struct {
 
 // Status reports the uplink's position and lag.
 func (u *Uplink) Status() Status {
-	s := Status{Enabled: true, URL: redact(u.cfg.URL), Depot: u.cfg.Depot, Stream: u.cfg.Stream, Connected: u.connected.Load(),
+	s := Status{Enabled: true, URL: redact(u.cfg.URL), Depot: u.cfg.Depot, Stream: u.cfg.Stream, Connected: u.connected.Load(), Refused: u.refused.Load(),
 		AckedLSN: u.acked.Load(), Shipped: u.shipped.Load(), Dropped: u.dropped.Load(), Sessions: u.sessions.Load(), Failures: u.failures.Load()}
 	if u.e != nil {
 		s.DurableLSN = u.e.DurableLSN()
@@ -592,34 +844,59 @@ func redact(urls string) string {
 	return strings.Join(parts, ",")
 }
 
-// readState reads the state file: the last acknowledged LSN.
-func readState(path string) (uint64, bool, error) {
+// state is the state file's content: the last acknowledged LSN and where
+// it was shipped to (a file of another depot or stream says nothing of this
+// one's). Files written before depot and stream were stored have them
+// empty, and are taken as this configuration's.
+//
+// Exact says the file was written with nothing in flight (between two
+// sessions, or at Close): the stream holds nothing of the depot past
+// AckedLSN that it did not refuse or leave unacknowledged, so the next
+// start sends again what follows AckedLSN. Without it (written during a
+// session, or by an older version) the next start moves to the stream's
+// last record when it is further.
+type state struct {
+	AckedLSN uint64 `json:"acked_lsn"`
+	Depot    string `json:"depot,omitempty"`
+	Stream   string `json:"stream,omitempty"`
+	Exact    bool   `json:"exact,omitempty"`
+}
+
+// readState reads the state file.
+func readState(path string) (state, bool, error) {
+	var st state
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, false, nil
+		return st, false, nil
 	}
 	if err != nil {
-		return 0, false, fmt.Errorf("uplink: state %s: %w", path, err)
-	}
-	var st struct {
-		AckedLSN uint64 `json:"acked_lsn"`
+		return st, false, fmt.Errorf("uplink: state %s: %w", path, err)
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
-		return 0, false, fmt.Errorf("uplink: state %s: %w", path, err)
+		return st, false, fmt.Errorf("uplink: state %s: %w", path, err)
 	}
-	return st.AckedLSN, true, nil
+	return st, true, nil
+}
+
+// store writes the state file with acked.
+func (u *Uplink) store(acked uint64, exact bool) error {
+	return writeState(u.cfg.StateFile, state{AckedLSN: acked, Depot: u.cfg.Depot, Stream: u.cfg.Stream, Exact: exact})
 }
 
 // writeState replaces the state file atomically: a temporary file,
 // fsynced, renamed over it, and the directory fsynced.
-func writeState(path string, lsn uint64) error {
+func writeState(path string, st state) error {
+	body, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("uplink: state: %w", err)
+	}
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, ".uplink-*.tmp")
 	if err != nil {
 		return fmt.Errorf("uplink: state: %w", err)
 	}
 	tmp := f.Name()
-	_, err = fmt.Fprintf(f, "{\"acked_lsn\":%d}\n", lsn)
+	_, err = f.Write(append(body, '\n'))
 	if err == nil {
 		err = f.Sync()
 	}
