@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
+	"math"
 	"net/http"
 	"runtime"
 	"slices"
@@ -117,6 +118,13 @@ func readQuery(r *http.Request, allowed ...string) (map[string]string, error) {
 	return out, nil
 }
 
+// The times a history query takes: those t.UnixNano() represents, after
+// the epoch.
+var (
+	minHistoryTime = time.Unix(0, 0)
+	maxHistoryTime = time.Unix(0, math.MaxInt64)
+)
+
 // timeRange reads since and until (RFC 3339): since <= t < until.
 func timeRange(q map[string]string) (since, until time.Time, err error) {
 	for _, p := range []struct {
@@ -131,8 +139,11 @@ func timeRange(q map[string]string) (since, until time.Time, err error) {
 		if perr != nil {
 			return since, until, errorf(http.StatusBadRequest, "bad_time", "%s must be an RFC 3339 time (2026-11-23T08:00:00Z), not %q", p.name, v)
 		}
-		if t.UnixNano() <= 0 || t.Year() > 9999 {
-			return since, until, errorf(http.StatusBadRequest, "bad_time", "%s is out of range (after 1970, before 10000)", p.name)
+		// The replica keeps times as Unix nanoseconds (int64): a time
+		// outside 1970-01-01 .. 2262-04-11 would wrap (t.UnixNano()
+		// overflows silently, 2600 becoming ~2015) and answer a wrong page.
+		if !t.After(minHistoryTime) || t.After(maxHistoryTime) {
+			return since, until, errorf(http.StatusBadRequest, "bad_time", "%s is out of range (after 1970-01-01T00:00:00Z, at most 2262-04-11T23:47:16Z)", p.name)
 		}
 		*p.dst = t
 	}
