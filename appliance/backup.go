@@ -37,9 +37,11 @@ func tokensTOML(tokens []config.Token) []byte {
 }
 
 // FetchBackup asks the server at baseURL for a backup (admin token) and
-// saves it at path: written to path.tmp (mode 0600), fsynced, read back
-// and verified whole (api.VerifyBackup), then renamed to path. A backup
-// cut short never takes path.
+// saves it at path: written to a new temporary file beside it
+// (os.CreateTemp: created, never reused or followed, mode 0600, since the
+// backup holds the admin tokens), fsynced, read back and verified whole
+// (api.VerifyBackup), then renamed to path. A backup cut short never takes
+// path.
 func FetchBackup(ctx context.Context, client *http.Client, baseURL, token, path string) (api.BackupHeader, error) {
 	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(baseURL, "/")+"/v1/admin/backup", nil)
 	if err != nil {
@@ -59,11 +61,14 @@ func FetchBackup(ctx context.Context, client *http.Client, baseURL, token, path 
 		}
 		return api.BackupHeader{}, fmt.Errorf("backup: the server answered %d", resp.StatusCode)
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	// Not path+".tmp" opened with O_CREATE|O_TRUNC: that keeps the mode
+	// of a .tmp left there (0644: the tokens readable) and follows a
+	// symlink. CreateTemp makes a new file (O_EXCL), mode 0600.
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
 		return api.BackupHeader{}, fmt.Errorf("backup: %w", err)
 	}
+	tmp := f.Name()
 	_, err = io.Copy(f, resp.Body)
 	if err == nil {
 		err = f.Sync()
@@ -93,6 +98,23 @@ func verifyFile(path string) (api.BackupHeader, error) {
 	}
 	defer f.Close()
 	return api.VerifyBackup(f)
+}
+
+// writeFileSync writes a new file and fsyncs it (syncing its directory
+// alone does not make its contents durable).
+func writeFileSync(path string, data []byte, perm os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, perm)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func syncDir(dir string) {
@@ -160,7 +182,7 @@ func restoreInto(cfg config.Config, dir, path string, h api.BackupHeader, log *s
 		return fmt.Errorf("restore: %s: %w", path, err)
 	}
 	if len(h.Tokens) > 0 {
-		if err := os.WriteFile(filepath.Join(dir, config.TokensFile), h.Tokens, 0o600); err != nil {
+		if err := writeFileSync(filepath.Join(dir, config.TokensFile), h.Tokens, 0o600); err != nil {
 			return fmt.Errorf("restore: tokens: %w", err)
 		}
 	}
