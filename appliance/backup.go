@@ -117,6 +117,19 @@ func writeFileSync(path string, data []byte, perm os.FileMode) error {
 	return err
 }
 
+// syncDirErr fsyncs a directory (its entries' names).
+func syncDirErr(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
 func syncDir(dir string) {
 	if d, err := os.Open(dir); err == nil {
 		d.Sync()
@@ -124,11 +137,42 @@ func syncDir(dir string) {
 	}
 }
 
+// RestoringMarker is the file a restore writes (and fsyncs) into the data
+// dir before anything else and removes last: a data dir holding it is a
+// restore that did not finish (killed, crashed, power lost), with a store
+// loaded only in part, and Start refuses it.
+const RestoringMarker = ".restoring"
+
+// CheckNotRestoring refuses a data dir holding RestoringMarker, in one
+// line that says what to do.
+func CheckNotRestoring(dir string) error {
+	marker := filepath.Join(dir, RestoringMarker)
+	_, err := os.Lstat(marker)
+	if err == nil {
+		return &startError{err: ErrUnfinishedRestore, msg: fmt.Sprintf(
+			"data dir %s holds an unfinished restore (%s is there: the restore was interrupted and the store may be loaded only in part); delete the directory and run `routehound restore FILE --data %s` again", dir, marker, dir)}
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("data dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+// restoreStoreLoaded, when set (tests), runs once the store is loaded,
+// before tokens.toml and the replica: a test panics there to play a
+// restore killed partway.
+var restoreStoreLoaded func()
+
+// ErrUnfinishedRestore is a data dir whose restore did not finish.
+var ErrUnfinishedRestore = errors.New("unfinished restore")
+
 // Restore makes cfg.DataDir a data dir holding the backup at path: it
 // refuses a non-empty directory, verifies the whole file first (its
-// checksum), loads the store, writes the backup's tokens to tokens.toml
-// (mode 0600) and builds the read replica from the restored log. A failed
-// restore leaves the directory as empty as it found it.
+// checksum), writes RestoringMarker, loads the store, writes the backup's
+// tokens to tokens.toml (mode 0600) and builds the read replica from the
+// restored log, then removes the marker. A failed restore leaves the
+// directory as empty as it found it; a restore killed partway leaves the
+// marker, and serve refuses the directory.
 func Restore(cfg config.Config, path string, log *slog.Logger) (api.BackupHeader, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -152,7 +196,24 @@ func Restore(cfg config.Config, path string, log *slog.Logger) (api.BackupHeader
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return h, fmt.Errorf("restore: %w", err)
 	}
-	if err := restoreInto(cfg, dir, path, h, log); err != nil {
+	err = writeFileSync(filepath.Join(dir, RestoringMarker), []byte("a restore is loading this data dir; if no restore runs, it was interrupted: delete the directory and restore again\n"), 0o600)
+	if err == nil {
+		err = syncDirErr(dir)
+	}
+	if err == nil {
+		err = restoreInto(cfg, dir, path, h, log)
+	}
+	if err == nil {
+		// Last: everything restoreInto wrote is durable (it synced the
+		// store, tokens.toml, the replica and dir) before the marker goes.
+		if err = os.Remove(filepath.Join(dir, RestoringMarker)); err == nil {
+			err = syncDirErr(dir)
+		}
+		if err != nil {
+			err = fmt.Errorf("restore: %w", err)
+		}
+	}
+	if err != nil {
 		// Leave the directory as it was found.
 		if existed {
 			ents, _ := os.ReadDir(dir)
@@ -180,6 +241,9 @@ func restoreInto(cfg config.Config, dir, path string, h api.BackupHeader, log *s
 	storeDir := filepath.Join(dir, "store")
 	if err := wal.Restore(storeDir, body); err != nil {
 		return fmt.Errorf("restore: %s: %w", path, err)
+	}
+	if restoreStoreLoaded != nil {
+		restoreStoreLoaded()
 	}
 	if len(h.Tokens) > 0 {
 		if err := writeFileSync(filepath.Join(dir, config.TokensFile), h.Tokens, 0o600); err != nil {
