@@ -11,6 +11,7 @@ import (
 	"hash"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 )
@@ -90,10 +91,22 @@ func (s *Server) backup(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="routehound-%d.backup"`, lsn))
 	w.Header().Set("Routehound-Backup-Lsn", strconv.FormatUint(lsn, 10))
 	w.WriteHeader(http.StatusOK)
-	if err := WriteBackup(w, h, func(out io.Writer) error { return snap.Backup(r.Context(), out) }); err != nil {
+	// Each write under a deadline (deadlineWriter): a client that stops
+	// reading fails the stream within responseWriteTimeout, which releases
+	// the slot, the snapshot's read version and the store's read lock.
+	dw := newDeadlineWriter(w)
+	err = WriteBackup(dw, h, func(out io.Writer) error { return snap.Backup(r.Context(), out) })
+	if err == nil {
+		err = dw.Flush()
+	}
+	if err != nil {
 		// The answer has begun: the client sees a file without its
 		// checksum and refuses it.
-		if r.Context().Err() == nil {
+		switch {
+		case r.Context().Err() != nil:
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			s.log.Warn("backup cut: the client took no bytes for the write timeout", "lsn", lsn, "timeout", responseWriteTimeout)
+		default:
 			s.log.Error("backup failed while streaming", "lsn", lsn, "err", err)
 		}
 		return

@@ -20,3 +20,11 @@ func RetryAfterForTest(err error) string {
 	s.fail(w, httptest.NewRequest("POST", "/v1/drivers/d/locations", nil), err)
 	return w.Header().Get("Retry-After")
 }
+
+// SetResponseWriteTimeoutForTest sets the write timeout of long answers
+// (backups, history pages) and answers the function that restores it.
+func SetResponseWriteTimeoutForTest(d time.Duration) func() {
+	old := responseWriteTimeout
+	responseWriteTimeout = d
+	return func() { responseWriteTimeout = old }
+}

@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
+	"math"
 	"net/http"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"routehound/fleet"
@@ -117,6 +119,13 @@ func readQuery(r *http.Request, allowed ...string) (map[string]string, error) {
 	return out, nil
 }
 
+// The times a history query takes: those t.UnixNano() represents, after
+// the epoch.
+var (
+	minHistoryTime = time.Unix(0, 0)
+	maxHistoryTime = time.Unix(0, math.MaxInt64)
+)
+
 // timeRange reads since and until (RFC 3339): since <= t < until.
 func timeRange(q map[string]string) (since, until time.Time, err error) {
 	for _, p := range []struct {
@@ -131,8 +140,11 @@ func timeRange(q map[string]string) (since, until time.Time, err error) {
 		if perr != nil {
 			return since, until, errorf(http.StatusBadRequest, "bad_time", "%s must be an RFC 3339 time (2026-11-23T08:00:00Z), not %q", p.name, v)
 		}
-		if t.UnixNano() <= 0 || t.Year() > 9999 {
-			return since, until, errorf(http.StatusBadRequest, "bad_time", "%s is out of range (after 1970, before 10000)", p.name)
+		// The replica keeps times as Unix nanoseconds (int64): a time
+		// outside 1970-01-01 .. 2262-04-11 would wrap (t.UnixNano()
+		// overflows silently, 2600 becoming ~2015) and answer a wrong page.
+		if !t.After(minHistoryTime) || t.After(maxHistoryTime) {
+			return since, until, errorf(http.StatusBadRequest, "bad_time", "%s is out of range (after 1970-01-01T00:00:00Z, at most 2262-04-11T23:47:16Z)", p.name)
 		}
 		*p.dst = t
 	}
@@ -263,7 +275,10 @@ func (s *Server) getTrail(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	defer done()
+	// Released before the page goes to the network (writeHistoryPage):
+	// a slow client must not hold the slot.
+	release := sync.OnceFunc(done)
+	defer release()
 	lsn := src.LSN()
 	pts, more, err := src.TrailHistory(r.Context(), fleet.TrailQuery{Driver: driver, Since: since, Until: until, After: after, Limit: limit})
 	if err != nil {
@@ -287,7 +302,7 @@ func (s *Server) getTrail(w http.ResponseWriter, r *http.Request) {
 			out[i] = trailPoint{Seq: p.Seq, Lat: p.Lat, Lng: p.Lng, SpeedKmh: p.SpeedKmh, Heading: p.Heading,
 				TS: deviceTime(p.TS), LSN: p.LSN, CommittedAt: committedAt(p.CommittedAt)}
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"driver": driver, "lsn": lsn, "points": out, "next": next})
+		s.writeHistoryJSON(w, release, map[string]any{"driver": driver, "lsn": lsn, "points": out, "next": next})
 		return
 	}
 	var body []byte
@@ -308,15 +323,42 @@ func (s *Server) getTrail(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h := w.Header()
-	h.Set("Content-Type", ctype)
-	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s-trail.%s"`, driver, format))
 	h.Set("X-Replica-LSN", strconv.FormatUint(lsn, 10))
 	if next != nil {
 		h.Set("X-Next-Cursor", next.(string))
 	}
+	writeHistoryPage(w, release, ctype, body)
+}
+
+// writeHistoryJSON encodes a history page, releases the history slot and
+// writes the page (writeHistoryPage).
+func (s *Server) writeHistoryJSON(w http.ResponseWriter, release func(), v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		release()
+		writeJSON(w, http.StatusInternalServerError, v) // answers 500 internal
+		return
+	}
+	writeHistoryPage(w, release, "application/json", append(b, '\n'))
+}
+
+// writeHistoryPage releases the history slot, then writes the encoded
+// page (up to http.max_page_bytes) under a write deadline per piece
+// (deadlineWriter): the slot bounds the CPU the queries take, and a
+// client reading slowly must not keep it from the others (they would get
+// 429 history_busy), nor hold its connection and page forever.
+func writeHistoryPage(w http.ResponseWriter, release func(), ctype string, body []byte) {
+	release()
+	h := w.Header()
+	h.Set("Content-Type", ctype)
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
-	w.Write(body)
+	dw := newDeadlineWriter(w)
+	if _, err := dw.Write(body); err == nil {
+		dw.Flush()
+	}
 }
 
 // GPX 1.1 (http://www.topografix.com/GPX/1/1/gpx.xsd): one track of one
@@ -461,7 +503,10 @@ func (s *Server) getLoadingEvents(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	defer done()
+	// Released before the page goes to the network (writeHistoryPage):
+	// a slow client must not hold the slot.
+	release := sync.OnceFunc(done)
+	defer release()
 	lsn := src.LSN()
 	evs, more, err := src.LoadingHistory(r.Context(), fleet.LoadingQuery{Dock: q["dock"], Shipment: q["shipment"],
 		Terminal: q["terminal"], Kind: q["kind"], Since: since, Until: until, AfterLSN: after, Limit: limit})
@@ -483,7 +528,7 @@ func (s *Server) getLoadingEvents(w http.ResponseWriter, r *http.Request) {
 	if more && len(out) > 0 {
 		next = strconv.FormatUint(out[len(out)-1].LSN, 10)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"lsn": lsn, "events": out, "next": next})
+	s.writeHistoryJSON(w, release, map[string]any{"lsn": lsn, "events": out, "next": next})
 }
 
 // Assignment history ---------------------------------------------------------
@@ -528,7 +573,10 @@ func (s *Server) getAssignmentHistory(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	defer done()
+	// Released before the page goes to the network (writeHistoryPage):
+	// a slow client must not hold the slot.
+	release := sync.OnceFunc(done)
+	defer release()
 	lsn := src.LSN()
 	vs, more, err := src.AssignmentHistory(r.Context(), route, after, limit)
 	if err != nil {
@@ -553,5 +601,5 @@ func (s *Server) getAssignmentHistory(w http.ResponseWriter, r *http.Request) {
 	if more && len(out) > 0 {
 		next = strconv.FormatUint(out[len(out)-1].LSN, 10)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"route": route, "lsn": lsn, "versions": out, "next": next})
+	s.writeHistoryJSON(w, release, map[string]any{"route": route, "lsn": lsn, "versions": out, "next": next})
 }

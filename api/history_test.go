@@ -515,6 +515,13 @@ func TestHistoryBadParameters(t *testing.T) {
 		{"/v1/drivers/van-1/trail?since=yesterday", "bad_time"},
 		{"/v1/drivers/van-1/trail?until=2026-13-01T00:00:00Z", "bad_time"},
 		{"/v1/drivers/van-1/trail?since=1960-01-01T00:00:00Z", "bad_time"},
+		{"/v1/drivers/van-1/trail?since=1970-01-01T00:00:00Z", "bad_time"},
+		// Past int64 Unix nanoseconds (2262-04-11T23:47:16.854775807Z):
+		// UnixNano would wrap and answer an empty page.
+		{"/v1/drivers/van-1/trail?until=2600-01-01T00:00:00Z", "bad_time"},
+		{"/v1/drivers/van-1/trail?until=2262-04-11T23:47:17Z", "bad_time"},
+		{"/v1/drivers/van-1/trail?since=9999-12-31T23:59:59Z", "bad_time"},
+		{"/v1/loading-events?until=2600-01-01T00:00:00Z", "bad_time"},
 		{"/v1/drivers/van-1/trail?since=2026-11-23T09:00:00Z&until=2026-11-23T08:00:00Z", "bad_range"},
 		{"/v1/drivers/van-1/trail?since=2026-11-23T08:00:00Z&until=2026-11-23T08:00:00Z", "bad_range"},
 		{"/v1/drivers/van-1/trail?cursor=abc", "bad_cursor"},

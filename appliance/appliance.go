@@ -103,6 +103,10 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 	if err != nil {
 		return nil, fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
 	}
+	// A restore that did not finish left a store loaded in part.
+	if err := CheckNotRestoring(dir); err != nil {
+		return nil, err
+	}
 	if cfg.HTTP.TLSCert != "" {
 		// Fail the start, not the first handshake, on a bad pair.
 		if _, err := tls.LoadX509KeyPair(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey); err != nil {

@@ -37,9 +37,11 @@ func tokensTOML(tokens []config.Token) []byte {
 }
 
 // FetchBackup asks the server at baseURL for a backup (admin token) and
-// saves it at path: written to path.tmp (mode 0600), fsynced, read back
-// and verified whole (api.VerifyBackup), then renamed to path. A backup
-// cut short never takes path.
+// saves it at path: written to a new temporary file beside it
+// (os.CreateTemp: created, never reused or followed, mode 0600, since the
+// backup holds the admin tokens), fsynced, read back and verified whole
+// (api.VerifyBackup), then renamed to path. A backup cut short never takes
+// path.
 func FetchBackup(ctx context.Context, client *http.Client, baseURL, token, path string) (api.BackupHeader, error) {
 	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(baseURL, "/")+"/v1/admin/backup", nil)
 	if err != nil {
@@ -59,11 +61,14 @@ func FetchBackup(ctx context.Context, client *http.Client, baseURL, token, path 
 		}
 		return api.BackupHeader{}, fmt.Errorf("backup: the server answered %d", resp.StatusCode)
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	// Not path+".tmp" opened with O_CREATE|O_TRUNC: that keeps the mode
+	// of a .tmp left there (0644: the tokens readable) and follows a
+	// symlink. CreateTemp makes a new file (O_EXCL), mode 0600.
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
 		return api.BackupHeader{}, fmt.Errorf("backup: %w", err)
 	}
+	tmp := f.Name()
 	_, err = io.Copy(f, resp.Body)
 	if err == nil {
 		err = f.Sync()
@@ -95,6 +100,36 @@ func verifyFile(path string) (api.BackupHeader, error) {
 	return api.VerifyBackup(f)
 }
 
+// writeFileSync writes a new file and fsyncs it (syncing its directory
+// alone does not make its contents durable).
+func writeFileSync(path string, data []byte, perm os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, perm)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// syncDirErr fsyncs a directory (its entries' names).
+func syncDirErr(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
 func syncDir(dir string) {
 	if d, err := os.Open(dir); err == nil {
 		d.Sync()
@@ -102,11 +137,42 @@ func syncDir(dir string) {
 	}
 }
 
+// RestoringMarker is the file a restore writes (and fsyncs) into the data
+// dir before anything else and removes last: a data dir holding it is a
+// restore that did not finish (killed, crashed, power lost), with a store
+// loaded only in part, and Start refuses it.
+const RestoringMarker = ".restoring"
+
+// CheckNotRestoring refuses a data dir holding RestoringMarker, in one
+// line that says what to do.
+func CheckNotRestoring(dir string) error {
+	marker := filepath.Join(dir, RestoringMarker)
+	_, err := os.Lstat(marker)
+	if err == nil {
+		return &startError{err: ErrUnfinishedRestore, msg: fmt.Sprintf(
+			"data dir %s holds an unfinished restore (%s is there: the restore was interrupted and the store may be loaded only in part); delete the directory and run `routehound restore FILE --data %s` again", dir, marker, dir)}
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("data dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+// restoreStoreLoaded, when set (tests), runs once the store is loaded,
+// before tokens.toml and the replica: a test panics there to play a
+// restore killed partway.
+var restoreStoreLoaded func()
+
+// ErrUnfinishedRestore is a data dir whose restore did not finish.
+var ErrUnfinishedRestore = errors.New("unfinished restore")
+
 // Restore makes cfg.DataDir a data dir holding the backup at path: it
 // refuses a non-empty directory, verifies the whole file first (its
-// checksum), loads the store, writes the backup's tokens to tokens.toml
-// (mode 0600) and builds the read replica from the restored log. A failed
-// restore leaves the directory as empty as it found it.
+// checksum), writes RestoringMarker, loads the store, writes the backup's
+// tokens to tokens.toml (mode 0600) and builds the read replica from the
+// restored log, then removes the marker. A failed restore leaves the
+// directory as empty as it found it; a restore killed partway leaves the
+// marker, and serve refuses the directory.
 func Restore(cfg config.Config, path string, log *slog.Logger) (api.BackupHeader, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -130,7 +196,24 @@ func Restore(cfg config.Config, path string, log *slog.Logger) (api.BackupHeader
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return h, fmt.Errorf("restore: %w", err)
 	}
-	if err := restoreInto(cfg, dir, path, h, log); err != nil {
+	err = writeFileSync(filepath.Join(dir, RestoringMarker), []byte("a restore is loading this data dir; if no restore runs, it was interrupted: delete the directory and restore again\n"), 0o600)
+	if err == nil {
+		err = syncDirErr(dir)
+	}
+	if err == nil {
+		err = restoreInto(cfg, dir, path, h, log)
+	}
+	if err == nil {
+		// Last: everything restoreInto wrote is durable (it synced the
+		// store, tokens.toml, the replica and dir) before the marker goes.
+		if err = os.Remove(filepath.Join(dir, RestoringMarker)); err == nil {
+			err = syncDirErr(dir)
+		}
+		if err != nil {
+			err = fmt.Errorf("restore: %w", err)
+		}
+	}
+	if err != nil {
 		// Leave the directory as it was found.
 		if existed {
 			ents, _ := os.ReadDir(dir)
@@ -159,8 +242,11 @@ func restoreInto(cfg config.Config, dir, path string, h api.BackupHeader, log *s
 	if err := wal.Restore(storeDir, body); err != nil {
 		return fmt.Errorf("restore: %s: %w", path, err)
 	}
+	if restoreStoreLoaded != nil {
+		restoreStoreLoaded()
+	}
 	if len(h.Tokens) > 0 {
-		if err := os.WriteFile(filepath.Join(dir, config.TokensFile), h.Tokens, 0o600); err != nil {
+		if err := writeFileSync(filepath.Join(dir, config.TokensFile), h.Tokens, 0o600); err != nil {
 			return fmt.Errorf("restore: tokens: %w", err)
 		}
 	}
