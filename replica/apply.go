@@ -166,7 +166,7 @@ type applier struct {
 	block map[string][]byte
 	// late is each driver's late points of the page (device time before
 	// its trail_ceil), for trail_late; rare.
-	late map[string][]trailPoint
+	late map[string][]latePoint
 	keys []string // drivers of the page, sorted for the flush (reused)
 	// nCache holds trail_n and trail_ceil of drivers as committed, so
 	// that a driver's first point in a page need not read them back. The
@@ -179,6 +179,12 @@ type applier struct {
 	swept      time.Time
 	sweepAfter string
 	sweeping   bool
+}
+
+// latePoint is a late point and its number in the driver's trail.
+type latePoint struct {
+	trailPoint
+	n int64
 }
 
 // trailCount is a driver's trail_n and trail_ceil.
@@ -199,7 +205,7 @@ type latestPoint struct {
 func newApplier(ctx context.Context, r *Replica) (*applier, error) {
 	a := &applier{r: r, conn: r.wconn, buf: make([]engine.Record, 0, 256),
 		latest: map[string]latestPoint{}, nCache: map[string]trailCount{}, block: map[string][]byte{},
-		late: map[string][]trailPoint{}, swept: time.Now()}
+		late: map[string][]latePoint{}, swept: time.Now()}
 	prep := func(dst **sql.Stmt, q string) error {
 		s, err := a.conn.PrepareContext(ctx, q)
 		if err != nil {
@@ -463,7 +469,7 @@ func (a *applier) apply(ctx context.Context, i int) error {
 		tp := trailPoint{Seq: p.Seq, Lat: p.LatV, Lng: p.LngV, SpeedKmh: p.SpeedKmh, Heading: p.Heading,
 			TS: nanos(p.TS), LSN: rec.LSN, CommittedAt: at}
 		if tp.TS < cur.ceil {
-			a.late[rec.Key] = append(a.late[rec.Key], tp)
+			a.late[rec.Key] = append(a.late[rec.Key], latePoint{tp, cur.n + 1})
 		} else {
 			a.block[rec.Key] = appendTrailPoint(a.block[rec.Key], tp)
 			cur.ceil = tp.TS
@@ -728,7 +734,7 @@ func blockInt(pts []byte, off, f int) int64 {
 // ones to the newest maxPoints by arrival (LSN); it answers the in-order
 // ones kept and leaves the late ones kept in a.late. A page brings more
 // points of one driver than the bound only with a small bound.
-func (a *applier) keepNewest(driver string, pts []byte, late []trailPoint, maxPoints int) []byte {
+func (a *applier) keepNewest(driver string, pts []byte, late []latePoint, maxPoints int) []byte {
 	lsns := make([]uint64, 0, len(pts)/trailPointBytes+len(late))
 	for off := 0; off < len(pts); off += trailPointBytes {
 		lsns = append(lsns, uint64(blockInt(pts, off, 6)))
@@ -744,15 +750,15 @@ func (a *applier) keepNewest(driver string, pts []byte, late []trailPoint, maxPo
 			kept = append(kept, pts[off:off+trailPointBytes]...)
 		}
 	}
-	a.late[driver] = slices.DeleteFunc(late, func(p trailPoint) bool { return p.LSN < least })
+	a.late[driver] = slices.DeleteFunc(late, func(p latePoint) bool { return p.LSN < least })
 	return kept
 }
 
 // putLatePoints writes a driver's late points of the page to trail_late,
-// sorted by device time, in blocks of lateChunk keyed by trail_n: the
-// page's points are numbered before its in-order block's key.
-func (a *applier) putLatePoints(ctx context.Context, driver string, late []trailPoint, now int64) error {
-	slices.SortFunc(late, func(x, y trailPoint) int {
+// sorted by device time, in blocks of lateChunk keyed by the trail_n of
+// their newest point by arrival (so the count cut keeps the newest).
+func (a *applier) putLatePoints(ctx context.Context, driver string, late []latePoint, now int64) error {
+	slices.SortFunc(late, func(x, y latePoint) int {
 		if c := cmp.Compare(x.TS, y.TS); c != 0 {
 			return c
 		}
@@ -761,21 +767,18 @@ func (a *applier) putLatePoints(ctx context.Context, driver string, late []trail
 		}
 		return cmp.Compare(x.LSN, y.LSN)
 	})
-	lp := a.latest[driver]
-	base := lp.n - int64(len(a.block[driver])/trailPointBytes) - int64(len(late))
 	var b []byte
 	for i := 0; i < len(late); i += lateChunk {
 		chunk := late[i:min(i+lateChunk, len(late))]
 		b = b[:0]
-		var at int64
+		var at, key int64
 		for _, p := range chunk {
-			b = appendTrailPoint(b, p)
-			at = max(at, p.CommittedAt)
+			b = appendTrailPoint(b, p.trailPoint)
+			at, key = max(at, p.CommittedAt), max(key, p.n)
 		}
 		if at == 0 {
 			at = now
 		}
-		key := base + int64(i+len(chunk))
 		if _, err := a.putLate.ExecContext(ctx, driver, key, chunk[0].TS, chunk[len(chunk)-1].TS, at, b); err != nil {
 			return err
 		}

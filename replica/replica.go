@@ -62,9 +62,8 @@ const (
 	TrailRead = 200
 	// lateChunk is the most points of one trail_late block.
 	lateChunk = 64
-	// sweepEvery is the least time between two rounds of the window cut,
-	// and sweepDrivers the drivers one page cuts (a round spans pages).
-	sweepEvery   = 30 * time.Second
+	// sweepDrivers is the most drivers one page cuts to the window (a
+	// round spans pages).
 	sweepDrivers = 256
 	// AssignmentVersions is the most versions of one route kept for its
 	// history; older ones are deleted with the newer one's write.
@@ -82,6 +81,10 @@ const (
 	// readers bounds the query connections (each with a 4 MB page cache).
 	readers = 4
 )
+
+// sweepEvery is the least time between two rounds of the window cut; a
+// variable for the tests.
+var sweepEvery = 30 * time.Second
 
 // Options are the replica's settings; a zero field takes its default.
 type Options struct {
