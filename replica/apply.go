@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -150,7 +151,7 @@ type applier struct {
 	ahead bool            // the replica was opened ahead of the log: rebuild first
 
 	setMeta, getN, delPos, cutTrail, delTrail        *sql.Stmt
-	putLate, delLate, sweepDrivers, cutWindow        *sql.Stmt
+	putLate, delLate, sweepDrivers, blocksOf, cutOld *sql.Stmt
 	cutLate                                          *sql.Stmt
 	putAsg, delAsg, putLoad, delLoad, putRow, delRow *sql.Stmt
 	putAsgVer, cutAsgVer                             *sql.Stmt
@@ -232,8 +233,8 @@ func newApplier(ctx context.Context, r *Replica) (*applier, error) {
 		// The window cut: blocks are in commit order by key, so the ones
 		// committed before the cutoff are the keys below the first one
 		// after it; finding it reads only the blocks that go, and one.
-		{&a.cutWindow, `DELETE FROM trail WHERE driver = ?1 AND n < coalesce(
-			(SELECT n FROM trail WHERE driver = ?1 AND at >= ?2 ORDER BY n LIMIT 1), 9223372036854775807)`},
+		{&a.blocksOf, `SELECT n, pts FROM trail WHERE driver = ? ORDER BY n`},
+		{&a.cutOld, `DELETE FROM trail WHERE driver = ? AND n < ?`},
 		{&a.cutLate, `DELETE FROM trail_late WHERE driver = ?1 AND (n <= ?2 OR at < ?3)`},
 		{&a.putAsg, `INSERT INTO assignments (route, driver, stops, note, version, lsn, committed_at) VALUES (?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (route) DO UPDATE SET driver = excluded.driver, stops = excluded.stops, note = excluded.note,
@@ -270,7 +271,7 @@ func newApplier(ctx context.Context, r *Replica) (*applier, error) {
 			lng = excluded.lng, speed_kmh = excluded.speed_kmh, heading = excluded.heading, ts = excluded.ts,
 			lsn = excluded.lsn, committed_at = excluded.committed_at, trail_n = excluded.trail_n,
 			trail_ceil = excluded.trail_ceil`},
-		{&a.putTrail, 6, `INSERT OR REPLACE INTO trail (driver, n, ts_min, ts_max, at, pts) VALUES `, ``},
+		{&a.putTrail, 3, `INSERT OR REPLACE INTO trail (driver, n, pts) VALUES `, ``},
 	} {
 		m.dst.cols = m.cols
 		row := "(?" + strings.Repeat(", ?", m.cols-1) + ")"
@@ -553,7 +554,6 @@ func (a *applier) flushDrivers(ctx context.Context) error {
 		a.keys = append(a.keys, driver)
 	}
 	slices.Sort(a.keys) // in key order: B-tree inserts next to each other
-	now := time.Now().UnixNano()
 	for _, driver := range a.keys {
 		pts := a.block[driver]
 		if late := a.late[driver]; len(late) > 0 && len(pts)/trailPointBytes+len(late) > maxPoints {
@@ -565,12 +565,7 @@ func (a *applier) flushDrivers(ctx context.Context) error {
 		if len(pts) == 0 {
 			continue
 		}
-		last := len(pts) - trailPointBytes
-		at := blockInt(pts, last, 7)
-		if at == 0 {
-			at = now // from a rebuild: kept a window from now
-		}
-		if err := a.putTrail.add(ctx, driver, a.latest[driver].n, blockInt(pts, 0, 5), blockInt(pts, last, 5), at, pts); err != nil {
+		if err := a.putTrail.add(ctx, driver, a.latest[driver].n, pts); err != nil {
 			return fmt.Errorf("trail of %s: %w", driver, err)
 		}
 	}
@@ -578,7 +573,7 @@ func (a *applier) flushDrivers(ctx context.Context) error {
 		if len(late) == 0 {
 			continue
 		}
-		if err := a.putLatePoints(ctx, driver, late, now); err != nil {
+		if err := a.putLatePoints(ctx, driver, late); err != nil {
 			return fmt.Errorf("late points of %s: %w", driver, err)
 		}
 	}
@@ -757,7 +752,7 @@ func (a *applier) keepNewest(driver string, pts []byte, late []latePoint, maxPoi
 // putLatePoints writes a driver's late points of the page to trail_late,
 // sorted by device time, in blocks of lateChunk keyed by the trail_n of
 // their newest point by arrival (so the count cut keeps the newest).
-func (a *applier) putLatePoints(ctx context.Context, driver string, late []latePoint, now int64) error {
+func (a *applier) putLatePoints(ctx context.Context, driver string, late []latePoint) error {
 	slices.SortFunc(late, func(x, y latePoint) int {
 		if c := cmp.Compare(x.TS, y.TS); c != 0 {
 			return c
@@ -776,14 +771,43 @@ func (a *applier) putLatePoints(ctx context.Context, driver string, late []lateP
 			b = appendTrailPoint(b, p.trailPoint)
 			at, key = max(at, p.CommittedAt), max(key, p.n)
 		}
-		if at == 0 {
-			at = now
-		}
 		if _, err := a.putLate.ExecContext(ctx, driver, key, chunk[0].TS, chunk[len(chunk)-1].TS, at, b); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// cutWindow deletes the driver's blocks whose newest point was committed
+// before cutoff (a block from a rebuild, without a commit time, too): a
+// prefix of its keys, found by reading those blocks and the next one.
+func (a *applier) cutWindow(ctx context.Context, driver string, cutoff int64) error {
+	rows, err := a.blocksOf.QueryContext(ctx, driver)
+	if err != nil {
+		return err
+	}
+	keep, old := int64(math.MaxInt64), 0
+	for rows.Next() {
+		var n int64
+		var pts []byte
+		if err := rows.Scan(&n, &pts); err != nil {
+			rows.Close()
+			return err
+		}
+		if len(pts) >= trailPointBytes && blockInt(pts, len(pts)-trailPointBytes, 7) >= cutoff {
+			keep = n
+			break
+		}
+		old++
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if old > 0 {
+		_, err = a.cutOld.ExecContext(ctx, driver, keep)
+	}
+	return err
 }
 
 // sweep cuts the trails to the window, and trail_late to the window and
@@ -819,7 +843,7 @@ func (a *applier) sweep(ctx context.Context) error {
 	}
 	cutoff := time.Now().Add(-a.r.opts.TrailWindow).UnixNano()
 	for _, d := range ds {
-		if _, err := a.cutWindow.ExecContext(ctx, d.name, cutoff); err != nil {
+		if err := a.cutWindow(ctx, d.name, cutoff); err != nil {
 			return fmt.Errorf("sweep trail of %s: %w", d.name, err)
 		}
 		if _, err := a.cutLate.ExecContext(ctx, d.name, d.n-int64(a.r.opts.TrailMaxPoints), cutoff); err != nil {

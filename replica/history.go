@@ -95,13 +95,27 @@ func (r *Replica) TrailHistory(ctx context.Context, q fleet.TrailQuery) (pts []f
 		}
 		return take(blob)
 	}
+	// In-order blocks: the first point's time is the block's least.
+	scanBlocks := func(rows *sql.Rows) error {
+		var blob []byte
+		if err := rows.Scan(&blob); err != nil {
+			return err
+		}
+		if len(blob) < trailPointBytes {
+			return errTrailBlock
+		}
+		if past(blockInt(blob, 0, 5)) {
+			return errStop
+		}
+		return take(blob)
+	}
 	what := "trail history of " + q.Driver
 	start, err := r.trailStart(ctx, q.Driver, lo)
 	if err != nil {
 		return nil, false, err
 	}
-	if err := r.query(ctx, what, `SELECT ts_min, pts FROM trail WHERE driver = ? AND n >= ? ORDER BY n`,
-		[]any{q.Driver, start}, scan); err != nil {
+	if err := r.query(ctx, what, `SELECT pts FROM trail WHERE driver = ? AND n >= ? ORDER BY n`,
+		[]any{q.Driver, start}, scanBlocks); err != nil {
 		return nil, false, err
 	}
 	// Late blocks past the count bound wait for the sweep: skipped here.
@@ -153,8 +167,18 @@ func (r *Replica) trailStart(ctx context.Context, driver string, lo int64) (int6
 		mid := L + (H-L)/2
 		var n, tsMax int64
 		found := false
-		if err := r.query(ctx, "trail keys of "+driver, `SELECT n, ts_max FROM trail WHERE driver = ? AND n >= ? ORDER BY n LIMIT 1`,
-			[]any{driver, mid}, func(rows *sql.Rows) error { found = true; return rows.Scan(&n, &tsMax) }); err != nil {
+		if err := r.query(ctx, "trail keys of "+driver, `SELECT n, pts FROM trail WHERE driver = ? AND n >= ? ORDER BY n LIMIT 1`,
+			[]any{driver, mid}, func(rows *sql.Rows) error {
+				var blob []byte
+				if err := rows.Scan(&n, &blob); err != nil {
+					return err
+				}
+				if len(blob) < trailPointBytes {
+					return errTrailBlock
+				}
+				found, tsMax = true, blockInt(blob, len(blob)-trailPointBytes, 5)
+				return nil
+			}); err != nil {
 			return 0, err
 		}
 		// None (the applier cut them since): nothing at or after mid.

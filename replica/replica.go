@@ -93,7 +93,8 @@ type Options struct {
 	// ago (cut by a sweep every sweepEvery, so up to that much later).
 	// Commit time rather than device time: it follows arrival, so the cut
 	// is a range of the block keys, and a phone with a wrong clock can
-	// neither keep a point forever nor lose it at once.
+	// neither keep a point forever nor lose it at once. A point from a
+	// rebuild has no commit time: it goes at the next sweep.
 	TrailWindow time.Duration
 	// TrailMaxPoints is the most points kept per driver (the newest by
 	// arrival); a driver may hold up to one page's block more until its

@@ -30,24 +30,26 @@ var schema = []string{
 	// points of a driver is one row, not one per point, and cutting the
 	// trail to its bound is still one range delete on the primary key (a
 	// block goes once its newest point is past the bound). Since schema 5
-	// a block also keeps the device times of its first and last point
-	// (ts_min, ts_max) and the commit time of its newest point (at):
-	// in-order blocks hold no point before the ceiling of those before
-	// them, so in key order their [ts_min, ts_max] never overlap and never
-	// go back, and a device-time range is found by a binary search on the
-	// key, then a scan that stops at the page limit (TrailHistory).
-	// Late points (device time before the ceiling) go to trail_late
-	// instead, sorted by device time and cut in chunks of lateChunk: they
-	// are few (a phone resending a buffer), and each history page reads
-	// those that overlap its range.
+	// a block holds only in-order points: none before the ceiling of
+	// those before it, so in key order the blocks' device-time ranges
+	// (their first and last point) never overlap and never go back, and a
+	// range is found by a binary search on the key, then a scan that stops
+	// at the page limit (TrailHistory); commit times grow with the key
+	// too, so the window cut is a prefix of the key range. (No column is
+	// added for those times: they are read from the block, which keeps the
+	// per-page insert as it was.) Late points (device time before the
+	// ceiling) go to trail_late instead, sorted by device time in chunks of
+	// lateChunk keyed by the trail_n of their newest point by arrival,
+	// with their range and newest commit time: they are few (a phone
+	// resending a buffer), and a history page reads those overlapping it.
 	`CREATE TABLE IF NOT EXISTS positions (
 		driver TEXT PRIMARY KEY, seq INTEGER NOT NULL, lat REAL NOT NULL, lng REAL NOT NULL,
 		speed_kmh REAL NOT NULL, heading REAL NOT NULL, ts INTEGER NOT NULL,
 		lsn INTEGER NOT NULL, committed_at INTEGER NOT NULL, trail_n INTEGER NOT NULL,
 		trail_ceil INTEGER NOT NULL) WITHOUT ROWID`,
 	`CREATE TABLE IF NOT EXISTS trail (
-		driver TEXT NOT NULL, n INTEGER NOT NULL, ts_min INTEGER NOT NULL, ts_max INTEGER NOT NULL,
-		at INTEGER NOT NULL, pts BLOB NOT NULL, PRIMARY KEY (driver, n)) WITHOUT ROWID`,
+		driver TEXT NOT NULL, n INTEGER NOT NULL, pts BLOB NOT NULL,
+		PRIMARY KEY (driver, n)) WITHOUT ROWID`,
 	`CREATE TABLE IF NOT EXISTS trail_late (
 		driver TEXT NOT NULL, n INTEGER NOT NULL, ts_min INTEGER NOT NULL, ts_max INTEGER NOT NULL,
 		at INTEGER NOT NULL, pts BLOB NOT NULL, PRIMARY KEY (driver, n)) WITHOUT ROWID`,
