@@ -565,8 +565,14 @@ func (a *applier) flushDrivers(ctx context.Context) error {
 		if len(pts) == 0 {
 			continue
 		}
-		if err := a.putTrail.add(ctx, driver, a.latest[driver].n, pts); err != nil {
-			return fmt.Errorf("trail of %s: %w", driver, err)
+		// A long block is cut in rows of at most blockPoints, keyed back
+		// from the newest, so that a history page reads a bounded row.
+		n := a.latest[driver].n
+		for end := len(pts); end > 0; end -= blockPoints * trailPointBytes {
+			start := max(0, end-blockPoints*trailPointBytes)
+			if err := a.putTrail.add(ctx, driver, n-int64(len(pts)-end)/trailPointBytes, pts[start:end]); err != nil {
+				return fmt.Errorf("trail of %s: %w", driver, err)
+			}
 		}
 	}
 	for driver, late := range a.late {

@@ -197,3 +197,25 @@ func TestTrailDepthByWindow(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkTrailHistoryPage: one page of a 10,000-point trail (with late
+// points, sent 50 a request), at its middle: what a history pull costs a
+// page at the default depth.
+func BenchmarkTrailHistoryPage(b *testing.B) {
+	s := newStore(b, "")
+	r := openReplica(b, "", s.e)
+	offs := lateOffs(10000)
+	s.submit(b, "d1", offs, 50)
+	waitLSN(b, r, s.durable(b))
+	for _, limit := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("limit=%d", limit), func(b *testing.B) {
+			q := fleet.TrailQuery{Driver: "d1", Limit: limit, Since: depthBase.Add(2 * (1000 + 5000) * time.Second)}
+			for b.Loop() {
+				pts, _, err := r.TrailHistory(context.Background(), q)
+				if err != nil || len(pts) != limit {
+					b.Fatalf("%d points, %v", len(pts), err)
+				}
+			}
+		})
+	}
+}

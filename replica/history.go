@@ -167,8 +167,8 @@ func (r *Replica) trailStart(ctx context.Context, driver string, lo int64) (int6
 		mid := L + (H-L)/2
 		var n, tsMax int64
 		found := false
-		if err := r.query(ctx, "trail keys of "+driver, `SELECT n, pts FROM trail WHERE driver = ? AND n >= ? ORDER BY n LIMIT 1`,
-			[]any{driver, mid}, func(rows *sql.Rows) error {
+		if err := r.query(ctx, "trail keys of "+driver, `SELECT n, substr(pts, -?) FROM trail WHERE driver = ? AND n >= ? ORDER BY n LIMIT 1`,
+			[]any{trailPointBytes, driver, mid}, func(rows *sql.Rows) error {
 				var blob []byte
 				if err := rows.Scan(&n, &blob); err != nil {
 					return err

@@ -60,8 +60,11 @@ const (
 	// TrailRead is what Trail answers when asked for n <= 0 points: the
 	// dashboard's sparkline and map trail.
 	TrailRead = 200
-	// lateChunk is the most points of one trail_late block.
-	lateChunk = 64
+	// lateChunk is the most points of one trail_late block, blockPoints
+	// of one trail block (a page bringing more of a driver writes more
+	// rows): what a history page reads to find its place stays small.
+	lateChunk   = 64
+	blockPoints = 256
 	// sweepDrivers is the most drivers one page cuts to the window (a
 	// round spans pages).
 	sweepDrivers = 256
