@@ -183,7 +183,7 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 
 	a := &Appliance{Config: cfg, Dir: dir, Tokens: tokens, Generated: generated, Engine: eng, Hub: hb, API: srv,
 		log: log, served: make(chan error, 1), stopped: make(chan struct{})}
-	if a.Replica, err = openReplica(filepath.Join(dir, "replica.db"), eng, log); err != nil {
+	if a.Replica, err = openReplica(filepath.Join(dir, "replica.db"), eng, log, ReplicaConfig(cfg)); err != nil {
 		ln.Close()
 		a.closeStore(context.Background())
 		return nil, err
@@ -517,9 +517,14 @@ func (c *connCollector) Collect(ch chan<- prometheus.Metric) {
 
 // openReplica opens the read replica. It is only a cache of the log: one
 // that cannot be opened (damaged, or not a database) is deleted and built
-// again from the log.
-func openReplica(path string, eng *engine.Engine, log *slog.Logger) (*replica.Replica, error) {
-	r, err := replica.Open(path, eng, log)
+// again from the log. Without opts it takes the replica's defaults (a
+// restore builds it so; the serving replica cuts to its own settings).
+func openReplica(path string, eng *engine.Engine, log *slog.Logger, opts ...replica.Options) (*replica.Replica, error) {
+	var o replica.Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	r, err := replica.OpenWith(path, eng, log, o)
 	if err == nil {
 		return r, nil
 	}
@@ -529,7 +534,7 @@ func openReplica(path string, eng *engine.Engine, log *slog.Logger) (*replica.Re
 			return nil, fmt.Errorf("replica: %w (and removing %s: %v)", err, p, rerr)
 		}
 	}
-	return replica.Open(path, eng, log)
+	return replica.OpenWith(path, eng, log, o)
 }
 
 // startError is a start failure told in one line that says what to do; it

@@ -12,6 +12,7 @@ import (
 	"routehound/hub"
 	"routehound/internal/netguard"
 	"routehound/osmand"
+	"routehound/replica"
 	"routehound/uplink"
 )
 
@@ -88,6 +89,11 @@ func APIConfig(c config.Config) api.Config {
 	return api.Config{MaxBodyBytes: c.HTTP.MaxBodyBytes, RetryAfter: c.HTTP.RetryAfter,
 		StreamPing: c.Hub.Heartbeat, StreamIdle: c.HTTP.IdleTimeout, MaxPageBytes: c.HTTP.MaxPageBytes,
 		MaxAuthFailures: c.HTTP.MaxAuthFailures, AuthFailureWindow: c.HTTP.AuthFailureWindow}
+}
+
+// ReplicaConfig is the read replica's depth of history.
+func ReplicaConfig(c config.Config) replica.Options {
+	return replica.Options{TrailWindow: c.Replica.TrailWindow, TrailMaxPoints: c.Replica.TrailMaxPoints}
 }
 
 // HubConfig is the hub's configuration; its largest WebSocket message is

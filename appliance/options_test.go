@@ -7,6 +7,7 @@ import (
 
 	"routehound/config"
 	"routehound/engine"
+	"routehound/replica"
 )
 
 // TestDefaultsAreTheEngines: the file's defaults for the lanes, the
@@ -16,6 +17,16 @@ func TestDefaultsAreTheEngines(t *testing.T) {
 	want := engine.DefaultConfig()
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("config.Default() gives the engine\n%+v\nits own defaults are\n%+v", got, want)
+	}
+}
+
+// TestReplicaDefaultsAreTheReplicas: the file's trail depth is the
+// replica's own default.
+func TestReplicaDefaultsAreTheReplicas(t *testing.T) {
+	got := ReplicaConfig(config.Default())
+	want := replica.Options{TrailWindow: replica.DefaultTrailWindow, TrailMaxPoints: replica.DefaultTrailMaxPoints}
+	if got != want {
+		t.Fatalf("config.Default() gives the replica %+v, its own defaults are %+v", got, want)
 	}
 }
 

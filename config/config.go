@@ -45,6 +45,7 @@ type Config struct {
 	UI        UI        `toml:"ui"`
 	Uplink    Uplink    `toml:"uplink"`
 	Fleet     Fleet     `toml:"fleet"`
+	Replica   Replica   `toml:"replica"`
 
 	// Ignored lists the deprecated settings the file held (Load): the
 	// server logs them once at start.
@@ -82,6 +83,16 @@ type UI struct {
 	// dashboard serves at /ui/tiles/{z}/{x}/{y} and draws its maps on;
 	// "": no basemap (the pages keep their SVG plot).
 	MapTiles string `toml:"map_tiles"`
+}
+
+// Replica configures the SQLite read replica's depth of history.
+type Replica struct {
+	// TrailWindow is how long a driver's trail points are kept, by their
+	// commit time (GET /v1/drivers/{driver}/trail answers from them).
+	TrailWindow time.Duration `toml:"trail_window"`
+	// TrailMaxPoints is the most trail points kept per driver, the newest
+	// by arrival; 64 bytes each on disk.
+	TrailMaxPoints int `toml:"trail_max_points"`
 }
 
 // Uplink ships the committed log to a NATS JetStream stream (off while
@@ -308,6 +319,9 @@ func Default() Config {
 		Tables: Tables{MaxTables: 64, MaxKeysPerTable: 100000, MaxTableMB: 64},
 		UI:     UI{SessionTTL: 12 * time.Hour, MaxSessions: 1000, MaxLive: 64, FrameInterval: 250 * time.Millisecond},
 		Uplink: Uplink{Stream: "ROUTEHOUND", MaxInFlight: 1024, BudgetMB: 4096},
+		// The replica's defaults (replica.DefaultTrailWindow and
+		// replica.DefaultTrailMaxPoints; a test in appliance keeps them equal).
+		Replica: Replica{TrailWindow: 24 * time.Hour, TrailMaxPoints: 10000},
 		Osmand: Osmand{
 			Listen:       ":5055",
 			SpeedUnit:    "knots",
@@ -399,6 +413,9 @@ func (c Config) Validate() error {
 	}
 	if c.UI.SessionTTL <= 0 || c.UI.MaxSessions <= 0 || c.UI.MaxLive <= 0 || c.UI.FrameInterval <= 0 {
 		return errors.New("config: ui settings must be > 0")
+	}
+	if c.Replica.TrailWindow <= 0 || c.Replica.TrailMaxPoints <= 0 {
+		return errors.New("config: replica.trail_window and replica.trail_max_points must be > 0")
 	}
 	if err := c.Uplink.Validate(c.Storage); err != nil {
 		return err

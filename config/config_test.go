@@ -243,3 +243,19 @@ func TestUplinkValidate(t *testing.T) {
 		}
 	}
 }
+
+// [replica] sets the trail's depth; a depth of zero is refused.
+func TestReplicaSettings(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.toml")
+	os.WriteFile(p, []byte("[replica]\ntrail_window = \"2h\"\ntrail_max_points = 3600\n"), 0o600)
+	c, err := Load(p)
+	if err != nil || c.Replica.TrailWindow != 2*time.Hour || c.Replica.TrailMaxPoints != 3600 {
+		t.Fatalf("replica: %+v %v", c.Replica, err)
+	}
+	for _, bad := range []string{"trail_window = \"0s\"", "trail_max_points = 0", "trail_max_points = -5"} {
+		os.WriteFile(p, []byte("[replica]\n"+bad+"\n"), 0o600)
+		if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "replica.trail") {
+			t.Fatalf("%s: %v", bad, err)
+		}
+	}
+}

@@ -1,11 +1,14 @@
 package replica
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -148,6 +151,8 @@ type applier struct {
 	ahead bool            // the replica was opened ahead of the log: rebuild first
 
 	setMeta, getN, delPos, cutTrail, delTrail        *sql.Stmt
+	putLate, delLate, sweepDrivers, blocksOf, cutOld *sql.Stmt
+	cutLate                                          *sql.Stmt
 	putAsg, delAsg, putLoad, delLoad, putRow, delRow *sql.Stmt
 	putAsgVer, cutAsgVer                             *sql.Stmt
 	all                                              []*sql.Stmt
@@ -160,14 +165,31 @@ type applier struct {
 	// block is each driver's trail points of the page so far, packed
 	// (trailPointBytes each): one trail row per driver per page.
 	block map[string][]byte
-	keys  []string // drivers of the page, sorted for the flush (reused)
-	// nCache holds trail_n of drivers as committed, so that a driver's
-	// first point in a page need not read it back. The applier is the only
-	// writer, so it stays true; it is dropped after a failed transaction
-	// and when it reaches nCacheMax entries.
-	nCache map[string]int64
+	// late is each driver's late points of the page (device time before
+	// its trail_ceil), for trail_late; rare.
+	late map[string][]latePoint
+	keys []string // drivers of the page, sorted for the flush (reused)
+	// nCache holds trail_n and trail_ceil of drivers as committed, so
+	// that a driver's first point in a page need not read them back. The
+	// applier is the only writer, so it stays true; it is dropped after a
+	// failed transaction and when it reaches nCacheMax entries.
+	nCache map[string]trailCount
 	sized  time.Time // when Bytes was last measured
+	// The window cut's sweep: when its round started, and the last
+	// driver it cut in this round ("" = none yet).
+	swept      time.Time
+	sweepAfter string
+	sweeping   bool
 }
+
+// latePoint is a late point and its number in the driver's trail.
+type latePoint struct {
+	trailPoint
+	n int64
+}
+
+// trailCount is a driver's trail_n and trail_ceil.
+type trailCount struct{ n, ceil int64 }
 
 // nCacheMax bounds the trail_n cache (about 60 bytes an entry).
 const nCacheMax = 100000
@@ -177,12 +199,14 @@ type latestPoint struct {
 	i       int // index in buf of the latest point
 	p       pointValue
 	n       int64 // trail_n after it
+	ceil    int64 // trail_ceil after it
 	deleted bool  // the position was deleted (and no point came after)
 }
 
 func newApplier(ctx context.Context, r *Replica) (*applier, error) {
 	a := &applier{r: r, conn: r.wconn, buf: make([]engine.Record, 0, 256),
-		latest: map[string]latestPoint{}, nCache: map[string]int64{}, block: map[string][]byte{}}
+		latest: map[string]latestPoint{}, nCache: map[string]trailCount{}, block: map[string][]byte{},
+		late: map[string][]latePoint{}, swept: time.Now()}
 	prep := func(dst **sql.Stmt, q string) error {
 		s, err := a.conn.PrepareContext(ctx, q)
 		if err != nil {
@@ -197,12 +221,21 @@ func newApplier(ctx context.Context, r *Replica) (*applier, error) {
 		q   string
 	}{
 		{&a.setMeta, `INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value`},
-		{&a.getN, `SELECT trail_n FROM positions WHERE driver = ?`},
+		{&a.getN, `SELECT trail_n, trail_ceil FROM positions WHERE driver = ?`},
 		{&a.delPos, `DELETE FROM positions WHERE driver = ?`},
-		// Keep the newest TrailPoints of a driver: points are numbered
+		// Keep the newest TrailMaxPoints of a driver: points are numbered
 		// 1, 2, … so the expired ones are a prefix of its key range.
 		{&a.cutTrail, `DELETE FROM trail WHERE driver = ? AND n <= ?`},
 		{&a.delTrail, `DELETE FROM trail WHERE driver = ?`},
+		{&a.putLate, `INSERT OR REPLACE INTO trail_late (driver, n, ts_min, ts_max, at, pts) VALUES (?, ?, ?, ?, ?, ?)`},
+		{&a.delLate, `DELETE FROM trail_late WHERE driver = ?`},
+		{&a.sweepDrivers, `SELECT driver, trail_n FROM positions WHERE driver > ? ORDER BY driver LIMIT ?`},
+		// The window cut: blocks are in commit order by key, so the ones
+		// committed before the cutoff are the keys below the first one
+		// after it; finding it reads only the blocks that go, and one.
+		{&a.blocksOf, `SELECT n, pts FROM trail WHERE driver = ? ORDER BY n`},
+		{&a.cutOld, `DELETE FROM trail WHERE driver = ? AND n < ?`},
+		{&a.cutLate, `DELETE FROM trail_late WHERE driver = ?1 AND (n <= ?2 OR at < ?3)`},
 		{&a.putAsg, `INSERT INTO assignments (route, driver, stops, note, version, lsn, committed_at) VALUES (?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (route) DO UPDATE SET driver = excluded.driver, stops = excluded.stops, note = excluded.note,
 			version = excluded.version, lsn = excluded.lsn, committed_at = excluded.committed_at`},
@@ -233,10 +266,11 @@ func newApplier(ctx context.Context, r *Replica) (*applier, error) {
 		cols         int
 		head, suffix string
 	}{
-		{&a.putPos, 10, `INSERT INTO positions (driver, seq, lat, lng, speed_kmh, heading, ts, lsn, committed_at, trail_n) VALUES `,
+		{&a.putPos, 11, `INSERT INTO positions (driver, seq, lat, lng, speed_kmh, heading, ts, lsn, committed_at, trail_n, trail_ceil) VALUES `,
 			` ON CONFLICT (driver) DO UPDATE SET seq = excluded.seq, lat = excluded.lat,
 			lng = excluded.lng, speed_kmh = excluded.speed_kmh, heading = excluded.heading, ts = excluded.ts,
-			lsn = excluded.lsn, committed_at = excluded.committed_at, trail_n = excluded.trail_n`},
+			lsn = excluded.lsn, committed_at = excluded.committed_at, trail_n = excluded.trail_n,
+			trail_ceil = excluded.trail_ceil`},
 		{&a.putTrail, 3, `INSERT OR REPLACE INTO trail (driver, n, pts) VALUES `, ``},
 	} {
 		m.dst.cols = m.cols
@@ -340,7 +374,10 @@ func (a *applier) page(ctx context.Context) (n int, err error) {
 				return err
 			}
 		}
-		return a.flushDrivers(bg)
+		if err := a.flushDrivers(bg); err != nil {
+			return err
+		}
+		return a.sweep(bg)
 	}, last, len(a.buf), t0, false)
 	if err != nil {
 		return 0, fmt.Errorf("replica: apply lsn %d..%d: %w", from+1, last, err)
@@ -370,9 +407,10 @@ func (a *applier) tx(ctx context.Context, fn func() error, lsn uint64, n int, t0
 		a.conn.ExecContext(context.Background(), "ROLLBACK")
 		clear(a.latest)
 		clear(a.block)
+		clear(a.late)
 		a.putPos.reset()
 		a.putTrail.reset()
-		a.nCache = map[string]int64{} // may hold counts of the rolled back page
+		a.nCache = map[string]trailCount{} // may hold counts of the rolled back page
 		return err
 	}
 	a.r.stats.batches.Add(1)
@@ -404,7 +442,10 @@ func (a *applier) apply(ctx context.Context, i int) error {
 		if del {
 			a.latest[rec.Key] = latestPoint{deleted: true}
 			delete(a.block, rec.Key) // its points of this page go with its trail
-			_, err = a.delTrail.ExecContext(ctx, rec.Key)
+			delete(a.late, rec.Key)
+			if _, err = a.delTrail.ExecContext(ctx, rec.Key); err == nil {
+				_, err = a.delLate.ExecContext(ctx, rec.Key)
+			}
 			break
 		}
 		var p pointValue
@@ -414,8 +455,9 @@ func (a *applier) apply(ctx context.Context, i int) error {
 		cur, ok := a.latest[rec.Key]
 		if !ok {
 			// First point of the driver in this page: its count so far.
-			if cur.n, ok = a.nCache[rec.Key]; !ok {
-				err = a.getN.QueryRowContext(ctx, rec.Key).Scan(&cur.n)
+			c, ok := a.nCache[rec.Key]
+			if !ok {
+				err = a.getN.QueryRowContext(ctx, rec.Key).Scan(&c.n, &c.ceil)
 				if errors.Is(err, sql.ErrNoRows) {
 					err = nil
 				}
@@ -423,11 +465,17 @@ func (a *applier) apply(ctx context.Context, i int) error {
 					break
 				}
 			}
+			cur.n, cur.ceil = c.n, c.ceil
 		}
-		n := cur.n + 1
-		a.latest[rec.Key] = latestPoint{i: i, p: p, n: n}
-		a.block[rec.Key] = appendTrailPoint(a.block[rec.Key], trailPoint{Seq: p.Seq, Lat: p.LatV, Lng: p.LngV,
-			SpeedKmh: p.SpeedKmh, Heading: p.Heading, TS: nanos(p.TS), LSN: rec.LSN, CommittedAt: at})
+		tp := trailPoint{Seq: p.Seq, Lat: p.LatV, Lng: p.LngV, SpeedKmh: p.SpeedKmh, Heading: p.Heading,
+			TS: nanos(p.TS), LSN: rec.LSN, CommittedAt: at}
+		if tp.TS < cur.ceil {
+			a.late[rec.Key] = append(a.late[rec.Key], latePoint{tp, cur.n + 1})
+		} else {
+			a.block[rec.Key] = appendTrailPoint(a.block[rec.Key], tp)
+			cur.ceil = tp.TS
+		}
+		a.latest[rec.Key] = latestPoint{i: i, p: p, n: cur.n + 1, ceil: cur.ceil}
 	case fleet.TableAssignments:
 		if del {
 			if _, err = a.delAsg.ExecContext(ctx, rec.Key); err == nil {
@@ -490,15 +538,17 @@ func (a *applier) assignmentVersion(ctx context.Context, rec *engine.Record, v a
 }
 
 // flushDrivers writes each driver's latest position of the page and cuts
-// the trails that grew past TrailPoints.
+// the trails that grew past TrailMaxPoints.
 func (a *applier) flushDrivers(ctx context.Context) error {
 	defer clear(a.latest)
 	defer clear(a.block)
-	// Each driver's points of the page, one block row keyed by the
-	// trail_n of its newest point, before the cuts below.
+	defer clear(a.late)
+	maxPoints := a.r.opts.TrailMaxPoints
+	// Each driver's in-order points of the page, one block row keyed by
+	// the trail_n of its newest point, before the cuts below.
 	// A block never keeps more than the bound: a driver keeps at most
-	// 2*TrailPoints-1 points, the newest block and older ones not yet past
-	// the bound.
+	// 2*TrailMaxPoints-1 points, the newest block and older ones not yet
+	// past the bound.
 	a.keys = a.keys[:0]
 	for driver := range a.block {
 		a.keys = append(a.keys, driver)
@@ -506,18 +556,38 @@ func (a *applier) flushDrivers(ctx context.Context) error {
 	slices.Sort(a.keys) // in key order: B-tree inserts next to each other
 	for _, driver := range a.keys {
 		pts := a.block[driver]
-		if max := TrailPoints * trailPointBytes; len(pts) > max {
+		if late := a.late[driver]; len(late) > 0 && len(pts)/trailPointBytes+len(late) > maxPoints {
+			pts = a.keepNewest(driver, pts, late, maxPoints)
+		}
+		if max := maxPoints * trailPointBytes; len(pts) > max {
 			pts = pts[len(pts)-max:]
 		}
-		if err := a.putTrail.add(ctx, driver, a.latest[driver].n, pts); err != nil {
-			return fmt.Errorf("trail of %s: %w", driver, err)
+		if len(pts) == 0 {
+			continue
+		}
+		// A long block is cut in rows of at most blockPoints, keyed back
+		// from the newest, so that a history page reads a bounded row.
+		n := a.latest[driver].n
+		for end := len(pts); end > 0; end -= blockPoints * trailPointBytes {
+			start := max(0, end-blockPoints*trailPointBytes)
+			if err := a.putTrail.add(ctx, driver, n-int64(len(pts)-end)/trailPointBytes, pts[start:end]); err != nil {
+				return fmt.Errorf("trail of %s: %w", driver, err)
+			}
+		}
+	}
+	for driver, late := range a.late {
+		if len(late) == 0 {
+			continue
+		}
+		if err := a.putLatePoints(ctx, driver, late); err != nil {
+			return fmt.Errorf("late points of %s: %w", driver, err)
 		}
 	}
 	if err := a.putTrail.flush(ctx); err != nil {
 		return fmt.Errorf("trails: %w", err)
 	}
 	if len(a.nCache)+len(a.latest) > nCacheMax {
-		a.nCache = map[string]int64{}
+		a.nCache = map[string]trailCount{}
 	}
 	a.keys = a.keys[:0]
 	for driver := range a.latest {
@@ -526,16 +596,16 @@ func (a *applier) flushDrivers(ctx context.Context) error {
 	slices.Sort(a.keys)
 	for _, driver := range a.keys {
 		lp := a.latest[driver]
-		a.nCache[driver] = lp.n
+		a.nCache[driver] = trailCount{lp.n, lp.ceil}
 		var err error
 		if lp.deleted {
 			_, err = a.delPos.ExecContext(ctx, driver)
 		} else {
 			rec, p := &a.buf[lp.i], &lp.p
 			err = a.putPos.add(ctx, driver, int64(p.Seq), p.LatV, p.LngV, p.SpeedKmh, p.Heading, nanos(p.TS),
-				int64(rec.LSN), nanos(rec.CommittedAt), lp.n)
-			if err == nil && lp.n > TrailPoints {
-				_, err = a.cutTrail.ExecContext(ctx, driver, lp.n-TrailPoints)
+				int64(rec.LSN), nanos(rec.CommittedAt), lp.n, lp.ceil)
+			if err == nil && lp.n > int64(maxPoints) {
+				_, err = a.cutTrail.ExecContext(ctx, driver, lp.n-int64(maxPoints))
 			}
 		}
 		if err != nil {
@@ -593,7 +663,7 @@ func (a *applier) rebuild(ctx context.Context) error {
 	t0 := time.Now()
 	var keys uint64
 	bg := context.Background() // see page; ctx is checked once per key instead
-	a.nCache = map[string]int64{}
+	a.nCache = map[string]trailCount{}
 	err = a.tx(bg, func() error {
 		for _, t := range dataTables {
 			if _, err := a.conn.ExecContext(bg, "DELETE FROM "+t); err != nil {
@@ -654,4 +724,142 @@ func parseTime(s string) time.Time {
 		return time.Time{}
 	}
 	return t
+}
+
+// blockInt reads field f (0..7) of the packed point at byte offset off.
+func blockInt(pts []byte, off, f int) int64 {
+	return int64(binary.LittleEndian.Uint64(pts[off+8*f:]))
+}
+
+// keepNewest cuts a driver's page of in-order points (packed) and late
+// ones to the newest maxPoints by arrival (LSN); it answers the in-order
+// ones kept and leaves the late ones kept in a.late. A page brings more
+// points of one driver than the bound only with a small bound.
+func (a *applier) keepNewest(driver string, pts []byte, late []latePoint, maxPoints int) []byte {
+	lsns := make([]uint64, 0, len(pts)/trailPointBytes+len(late))
+	for off := 0; off < len(pts); off += trailPointBytes {
+		lsns = append(lsns, uint64(blockInt(pts, off, 6)))
+	}
+	for _, p := range late {
+		lsns = append(lsns, p.LSN)
+	}
+	slices.Sort(lsns)
+	least := lsns[len(lsns)-maxPoints]
+	kept := pts[:0:0]
+	for off := 0; off < len(pts); off += trailPointBytes {
+		if uint64(blockInt(pts, off, 6)) >= least {
+			kept = append(kept, pts[off:off+trailPointBytes]...)
+		}
+	}
+	a.late[driver] = slices.DeleteFunc(late, func(p latePoint) bool { return p.LSN < least })
+	return kept
+}
+
+// putLatePoints writes a driver's late points of the page to trail_late,
+// sorted by device time, in blocks of lateChunk keyed by the trail_n of
+// their newest point by arrival (so the count cut keeps the newest).
+func (a *applier) putLatePoints(ctx context.Context, driver string, late []latePoint) error {
+	slices.SortFunc(late, func(x, y latePoint) int {
+		if c := cmp.Compare(x.TS, y.TS); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(x.Seq, y.Seq); c != 0 {
+			return c
+		}
+		return cmp.Compare(x.LSN, y.LSN)
+	})
+	var b []byte
+	for i := 0; i < len(late); i += lateChunk {
+		chunk := late[i:min(i+lateChunk, len(late))]
+		b = b[:0]
+		var at, key int64
+		for _, p := range chunk {
+			b = appendTrailPoint(b, p.trailPoint)
+			at, key = max(at, p.CommittedAt), max(key, p.n)
+		}
+		if _, err := a.putLate.ExecContext(ctx, driver, key, chunk[0].TS, chunk[len(chunk)-1].TS, at, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// cutWindow deletes the driver's blocks whose newest point was committed
+// before cutoff (a block from a rebuild, without a commit time, too): a
+// prefix of its keys, found by reading those blocks and the next one.
+func (a *applier) cutWindow(ctx context.Context, driver string, cutoff int64) error {
+	rows, err := a.blocksOf.QueryContext(ctx, driver)
+	if err != nil {
+		return err
+	}
+	keep, old := int64(math.MaxInt64), 0
+	for rows.Next() {
+		var n int64
+		var pts []byte
+		if err := rows.Scan(&n, &pts); err != nil {
+			rows.Close()
+			return err
+		}
+		if len(pts) >= trailPointBytes && blockInt(pts, len(pts)-trailPointBytes, 7) >= cutoff {
+			keep = n
+			break
+		}
+		old++
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if old > 0 {
+		_, err = a.cutOld.ExecContext(ctx, driver, keep)
+	}
+	return err
+}
+
+// sweep cuts the trails to the window, and trail_late to the window and
+// the count, for up to sweepDrivers drivers a page; a round over every
+// driver starts sweepEvery after the last one started.
+func (a *applier) sweep(ctx context.Context) error {
+	if !a.sweeping {
+		if time.Since(a.swept) < sweepEvery {
+			return nil
+		}
+		a.sweeping, a.swept, a.sweepAfter = true, time.Now(), ""
+	}
+	type drv struct {
+		name string
+		n    int64
+	}
+	var ds []drv
+	rows, err := a.sweepDrivers.QueryContext(ctx, a.sweepAfter, sweepDrivers)
+	if err != nil {
+		return fmt.Errorf("sweep: %w", err)
+	}
+	for rows.Next() {
+		var d drv
+		if err := rows.Scan(&d.name, &d.n); err != nil {
+			rows.Close()
+			return fmt.Errorf("sweep: %w", err)
+		}
+		ds = append(ds, d)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("sweep: %w", err)
+	}
+	cutoff := time.Now().Add(-a.r.opts.TrailWindow).UnixNano()
+	for _, d := range ds {
+		if err := a.cutWindow(ctx, d.name, cutoff); err != nil {
+			return fmt.Errorf("sweep trail of %s: %w", d.name, err)
+		}
+		if _, err := a.cutLate.ExecContext(ctx, d.name, d.n-int64(a.r.opts.TrailMaxPoints), cutoff); err != nil {
+			return fmt.Errorf("sweep late points of %s: %w", d.name, err)
+		}
+	}
+	if len(ds) < sweepDrivers {
+		a.sweeping = false
+	} else {
+		a.sweepAfter = ds[len(ds)-1].name
+	}
+	return nil
 }

@@ -1,9 +1,13 @@
 package replica
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -101,37 +105,71 @@ func (r *Replica) Positions(ctx context.Context) ([]fleet.Position, error) {
 	return out, err
 }
 
-// Trail answers a driver's last n points, newest first; n <= 0 or above
-// TrailPoints means TrailPoints (all that is kept).
+// Trail answers a driver's last n points by arrival, newest first; n <= 0
+// means TrailRead, and n is capped at 1000 (maxQueryRows): the dashboard
+// asks for what it draws, however deep the trail is kept.
 func (r *Replica) Trail(ctx context.Context, driver string, n int) ([]fleet.Position, error) {
-	if n <= 0 || n > TrailPoints {
-		n = TrailPoints
+	if n <= 0 {
+		n = TrailRead
 	}
-	out := []fleet.Position{}
-	// Blocks newest first, each block's points newest first, until n. The
-	// query reads at most TrailPoints blocks (a block holds one point at
-	// least); rows() stops early once n points are read.
-	err := r.query(ctx, "trail of "+driver, `SELECT pts FROM trail WHERE driver = ? ORDER BY n DESC LIMIT ?`,
-		[]any{driver, n}, func(rows *sql.Rows) error {
-			if len(out) >= n {
-				return nil
-			}
+	n = min(n, maxQueryRows)
+	type block struct {
+		n   int64
+		pts []trailPoint
+	}
+	var blocks []block
+	got := 0
+	// In-order blocks newest first until n points (a block holds one
+	// point at least, so at most n blocks), then the late blocks among
+	// them: a late block's points count as arrived at its key.
+	read := func(what, q string, args []any, stopAt int) error {
+		return r.query(ctx, what+" of "+driver, q, args, func(rows *sql.Rows) error {
+			var k int64
 			var blob []byte
-			if err := rows.Scan(&blob); err != nil {
+			if err := rows.Scan(&k, &blob); err != nil {
 				return err
 			}
 			pts, err := trailBlock(blob)
 			if err != nil {
 				return err
 			}
-			for i := len(pts) - 1; i >= 0 && len(out) < n; i-- {
-				p := pts[i]
-				out = append(out, fleet.Position{Driver: driver, Lat: p.Lat, Lng: p.Lng, SpeedKmh: p.SpeedKmh,
-					Heading: p.Heading, Seq: p.Seq, TS: fromNanos(p.TS), LSN: p.LSN, CommittedAt: fromNanos(p.CommittedAt)})
+			blocks = append(blocks, block{k, pts})
+			if got += len(pts); got >= stopAt {
+				return errStop
 			}
 			return nil
 		})
-	return out, err
+	}
+	if err := read("trail", `SELECT n, pts FROM trail WHERE driver = ? ORDER BY n DESC LIMIT ?`, []any{driver, n}, n); err != nil {
+		return nil, err
+	}
+	// Late blocks keyed after the oldest in-order block read, or in its
+	// page (a page's points are numbered within pageRecords), and not
+	// past the count bound (the sweep deletes them later).
+	from := int64(math.MinInt64)
+	if got >= n {
+		from = blocks[len(blocks)-1].n - pageRecords
+	}
+	if err := read("late trail", `SELECT n, pts FROM trail_late WHERE driver = ?1 AND n > ?2
+		AND n > coalesce((SELECT trail_n FROM positions WHERE driver = ?1), 0) - ?3 ORDER BY n DESC LIMIT ?4`,
+		[]any{driver, from, r.opts.TrailMaxPoints, n}, math.MaxInt); err != nil {
+		return nil, err
+	}
+	// Newest first by arrival: by LSN.
+	var all []trailPoint
+	for _, b := range blocks {
+		all = append(all, b.pts...)
+	}
+	slices.SortFunc(all, func(x, y trailPoint) int { return cmp.Compare(y.LSN, x.LSN) })
+	out := []fleet.Position{}
+	for _, p := range all[:min(len(all), n)] {
+		out = append(out, position(driver, p))
+	}
+	return out, nil
+}
+func position(driver string, p trailPoint) fleet.Position {
+	return fleet.Position{Driver: driver, Lat: p.Lat, Lng: p.Lng, SpeedKmh: p.SpeedKmh,
+		Heading: p.Heading, Seq: p.Seq, TS: fromNanos(p.TS), LSN: p.LSN, CommittedAt: fromNanos(p.CommittedAt)}
 }
 
 // Row is one key of a user table.
@@ -161,6 +199,9 @@ func (r *Replica) Rows(ctx context.Context, table, after string, limit int) ([]R
 	return out, err
 }
 
+// errStop, from a query's scan, ends the query early without an error.
+var errStop = errors.New("replica: stop")
+
 func clampLimit(n int) int {
 	if n <= 0 {
 		return 100
@@ -181,7 +222,9 @@ func (r *Replica) query(ctx context.Context, what, q string, args []any, scan fu
 	}
 	defer rows.Close()
 	for rows.Next() {
-		if err := scan(rows); err != nil {
+		if err := scan(rows); err == errStop {
+			return nil
+		} else if err != nil {
 			return fmt.Errorf("replica: query %s: %w", what, err)
 		}
 	}

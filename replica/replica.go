@@ -52,9 +52,22 @@ var ErrClosed = errors.New("replica: closed")
 
 // Limits of the read model.
 const (
-	// TrailPoints is the most points kept per driver in the trail; older
-	// points are deleted in the transaction that adds newer ones.
-	TrailPoints = 200
+	// DefaultTrailWindow and DefaultTrailMaxPoints are the trail's depth
+	// when Options leave it unset (config [replica] trail_window and
+	// trail_max_points): 10,000 points of 64 bytes are 640 kB a driver.
+	DefaultTrailWindow    = 24 * time.Hour
+	DefaultTrailMaxPoints = 10000
+	// TrailRead is what Trail answers when asked for n <= 0 points: the
+	// dashboard's sparkline and map trail.
+	TrailRead = 200
+	// lateChunk is the most points of one trail_late block, blockPoints
+	// of one trail block (a page bringing more of a driver writes more
+	// rows): what a history page reads to find its place stays small.
+	lateChunk   = 64
+	blockPoints = 256
+	// sweepDrivers is the most drivers one page cuts to the window (a
+	// round spans pages).
+	sweepDrivers = 256
 	// AssignmentVersions is the most versions of one route kept for its
 	// history; older ones are deleted with the newer one's write.
 	AssignmentVersions = 1000
@@ -72,10 +85,41 @@ const (
 	readers = 4
 )
 
+// sweepEvery is the least time between two rounds of the window cut; a
+// variable for the tests.
+var sweepEvery = 30 * time.Second
+
+// Options are the replica's settings; a zero field takes its default.
+type Options struct {
+	// TrailWindow is how long a trail point is kept, by its commit time:
+	// a block of points goes once its newest point was committed longer
+	// ago (cut by a sweep every sweepEvery, so up to that much later).
+	// Commit time rather than device time: it follows arrival, so the cut
+	// is a range of the block keys, and a phone with a wrong clock can
+	// neither keep a point forever nor lose it at once. A point from a
+	// rebuild has no commit time: it goes at the next sweep.
+	TrailWindow time.Duration
+	// TrailMaxPoints is the most points kept per driver (the newest by
+	// arrival); a driver may hold up to one page's block more until its
+	// next point, and late points up to a sweep round more.
+	TrailMaxPoints int
+}
+
+func (o Options) withDefaults() Options {
+	if o.TrailWindow <= 0 {
+		o.TrailWindow = DefaultTrailWindow
+	}
+	if o.TrailMaxPoints <= 0 {
+		o.TrailMaxPoints = DefaultTrailMaxPoints
+	}
+	return o
+}
+
 // Replica is the SQLite read model of the log. Its query methods are safe
 // for concurrent use and never wait for the applier.
 type Replica struct {
 	src    Source
+	opts   Options
 	log    *slog.Logger
 	path   string
 	tmpDir string // removed on Close: the throwaway database of Open("")
@@ -114,10 +158,15 @@ type notice struct {
 // catches up from the persisted applied LSN in the background. Close it
 // before the source stops.
 func Open(path string, src Source, log *slog.Logger) (*Replica, error) {
+	return OpenWith(path, src, log, Options{})
+}
+
+// OpenWith is Open with options.
+func OpenWith(path string, src Source, log *slog.Logger, opts Options) (*Replica, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	r := &Replica{src: src, log: log.With("component", "replica"), path: path,
+	r := &Replica{src: src, opts: opts.withDefaults(), log: log.With("component", "replica"), path: path,
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		appliedC: make(chan struct{})}
 	ctx := context.Background()

@@ -11,7 +11,7 @@ import (
 
 // schemaVersion is stored in meta; a replica written with another version
 // is dropped and rebuilt from the log (it is only a cache of the log).
-const schemaVersion = 4
+const schemaVersion = 5
 
 // schema creates the read model. Times are Unix nanoseconds (0 = unknown).
 // Every row keeps the LSN that wrote it, which orders "newest first".
@@ -20,20 +20,39 @@ const schemaVersion = 4
 // so LoadingCounts reads a handful of rows instead of grouping every event.
 var schema = []string{
 	`CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID`,
-	// trail_n counts the driver's points since its trail (re)started. A
-	// trail row is a block of one driver's consecutive points, those one
-	// applier page brought (packed, trailPointBytes each, oldest first),
-	// keyed by the trail_n of its newest point: a page of many points of
-	// a driver is one row, not one per point, and cutting the trail to its
-	// bound is still one range delete on the primary key (a block goes
-	// once its newest point is past the bound).
+	// trail_n counts the driver's points since its trail (re)started;
+	// trail_ceil is the latest device time among them (Unix ns), which
+	// tells a late point (device time before it) from an in-order one.
+	//
+	// A trail row is a block of one driver's consecutive in-order points,
+	// those one applier page brought (packed, trailPointBytes each, oldest
+	// first), keyed by the trail_n of its newest point: a page of many
+	// points of a driver is one row, not one per point, and cutting the
+	// trail to its bound is still one range delete on the primary key (a
+	// block goes once its newest point is past the bound). Since schema 5
+	// a block holds only in-order points: none before the ceiling of
+	// those before it, so in key order the blocks' device-time ranges
+	// (their first and last point) never overlap and never go back, and a
+	// range is found by a binary search on the key, then a scan that stops
+	// at the page limit (TrailHistory); commit times grow with the key
+	// too, so the window cut is a prefix of the key range. (No column is
+	// added for those times: they are read from the block, which keeps the
+	// per-page insert as it was.) Late points (device time before the
+	// ceiling) go to trail_late instead, sorted by device time in chunks of
+	// lateChunk keyed by the trail_n of their newest point by arrival,
+	// with their range and newest commit time: they are few (a phone
+	// resending a buffer), and a history page reads those overlapping it.
 	`CREATE TABLE IF NOT EXISTS positions (
 		driver TEXT PRIMARY KEY, seq INTEGER NOT NULL, lat REAL NOT NULL, lng REAL NOT NULL,
 		speed_kmh REAL NOT NULL, heading REAL NOT NULL, ts INTEGER NOT NULL,
-		lsn INTEGER NOT NULL, committed_at INTEGER NOT NULL, trail_n INTEGER NOT NULL) WITHOUT ROWID`,
+		lsn INTEGER NOT NULL, committed_at INTEGER NOT NULL, trail_n INTEGER NOT NULL,
+		trail_ceil INTEGER NOT NULL) WITHOUT ROWID`,
 	`CREATE TABLE IF NOT EXISTS trail (
 		driver TEXT NOT NULL, n INTEGER NOT NULL, pts BLOB NOT NULL,
 		PRIMARY KEY (driver, n)) WITHOUT ROWID`,
+	`CREATE TABLE IF NOT EXISTS trail_late (
+		driver TEXT NOT NULL, n INTEGER NOT NULL, ts_min INTEGER NOT NULL, ts_max INTEGER NOT NULL,
+		at INTEGER NOT NULL, pts BLOB NOT NULL, PRIMARY KEY (driver, n)) WITHOUT ROWID`,
 	`CREATE TABLE IF NOT EXISTS assignments (
 		route TEXT PRIMARY KEY, driver TEXT NOT NULL, stops INTEGER NOT NULL, note TEXT NOT NULL,
 		version INTEGER NOT NULL, lsn INTEGER NOT NULL, committed_at INTEGER NOT NULL)`,
@@ -78,7 +97,7 @@ var schema = []string{
 
 // dataTables are cleared by a rebuild (loading_counts follows loading by
 // its trigger, and is cleared after it for good measure).
-var dataTables = []string{"positions", "trail", "assignments", "assignment_versions", "loading", "loading_counts", "rows"}
+var dataTables = []string{"positions", "trail", "trail_late", "assignments", "assignment_versions", "loading", "loading_counts", "rows"}
 
 // Meta names.
 const (
