@@ -237,7 +237,8 @@ type trailPoint struct {
 }
 
 // getTrail answers GET /v1/drivers/{driver}/trail: the driver's kept
-// points (the replica keeps its newest 200) in device-time
+// points (the replica keeps [replica] trail_window, at most
+// trail_max_points a driver) in device-time
 // order, as JSON or exported (?format=gpx|geojson|csv, the next cursor in
 // X-Next-Cursor).
 func (s *Server) getTrail(w http.ResponseWriter, r *http.Request) {

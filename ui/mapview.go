@@ -155,6 +155,11 @@ type routeStops struct {
 // driverTrailWindow is how far back a driver page's trail goes.
 const driverTrailWindow = time.Hour
 
+// driverTrailPoints bounds what a driver page reads of the trail: the
+// replica's largest Trail (1,000 points, half an hour at a point every
+// 2 s), so that a page render stays bounded however deep the trail is.
+const driverTrailPoints = 1000
+
 // maxDriverShipments bounds the shipments whose loading events a driver
 // page reads (one indexed query each).
 const maxDriverShipments = 20
@@ -189,7 +194,7 @@ func (u *UI) driverView(ctx context.Context, driver string) (driverView, error) 
 			break
 		}
 	}
-	trail, err := u.read.Trail(ctx, driver, 200)
+	trail, err := u.read.Trail(ctx, driver, driverTrailPoints)
 	if err != nil {
 		return v, err
 	}
