@@ -167,15 +167,43 @@ func (c *Consumer) load() error {
 		}
 	}
 	var progress []Progress
+	// legacy: the places of routes whose progress still carries them (a
+	// store written before they moved to fleet_consumer).
+	legacy := map[string]Places{}
 	if _, err := s.Scan(fleet.TableRouteProgress, "", 0, func(key string, st engine.State) error {
 		var p Progress
 		if err := json.Unmarshal(st.Value, &p); err != nil {
 			return fmt.Errorf("route_progress %s: %w", key, err)
 		}
 		progress = append(progress, p)
+		if pl, ok := legacyPlaces(st.Value); ok {
+			legacy[p.Route] = pl
+		}
 		return nil
 	}); err != nil {
 		return fmt.Errorf("fleetevents: reading route_progress: %w", err)
+	}
+	places := map[string]Places{}
+	if _, err := s.Scan(fleet.TableFleetConsumer, "stops:", 0, func(key string, st engine.State) error {
+		route, ok := strings.CutPrefix(key, "stops:")
+		if !ok {
+			return errStopScan
+		}
+		var pl Places
+		if err := json.Unmarshal(st.Value, &pl); err != nil {
+			return fmt.Errorf("fleet_consumer %s: %w", key, err)
+		}
+		places[route] = pl
+		return nil
+	}); err != nil && !errors.Is(err, errStopScan) {
+		return fmt.Errorf("fleetevents: reading the stops' places: %w", err)
+	}
+	var upgraded []string
+	for route, pl := range legacy {
+		if _, ok := places[route]; !ok {
+			places[route] = pl
+			upgraded = append(upgraded, route)
+		}
 	}
 	marks := map[string]Mark{}
 	if _, err := s.Scan(fleet.TableFleetConsumer, "driver:", 0, func(key string, st engine.State) error {
@@ -223,7 +251,19 @@ func (c *Consumer) load() error {
 	}
 	c.tr = NewTracker(c.cfg.StopRadiusM)
 	c.tr.SetFenceDwell(c.cfg.FenceDwell)
-	c.tr.Restore(progress, marks)
+	c.tr.Restore(progress, places, marks)
+	for _, route := range upgraded {
+		// Written with the next write: the route's progress is then
+		// written without them (see legacyPlaces).
+		pl := places[route]
+		c.tr.dirtyPlaces[route] = &pl
+		if p, ok := c.tr.routes[route]; ok {
+			c.tr.markRoute(route, p)
+		}
+	}
+	if n := len(progress) - c.tr.Routes(); n > 0 {
+		c.log.Warn("fleet events: routes in route_progress without their stops' places are not followed", "routes", n)
+	}
 	c.tr.RestoreFences(fences, states)
 	c.stored = cursor.LSN
 	if first := c.e.StoreStats().FirstLSN; first > 0 && cursor.LSN+1 < first {
@@ -377,6 +417,14 @@ func (c *Consumer) flush(ctx context.Context, p *pending, backoff *time.Duration
 		}
 		w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetEvents, Key: ev.Key(), Value: raw})
 	}
+	c.tr.DirtyPlaces(func(route string, pl *Places) {
+		if pl == nil {
+			w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetConsumer, Key: placesKey(route), Delete: true})
+			return
+		}
+		raw, _ := json.Marshal(pl)
+		w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetConsumer, Key: placesKey(route), Value: raw})
+	})
 	c.tr.Dirty(func(route string, pr *Progress) {
 		if pr == nil {
 			w.Writes = append(w.Writes, engine.Write{Table: fleet.TableRouteProgress, Key: route, Delete: true})
@@ -457,6 +505,30 @@ func (c *Consumer) reload(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// legacyPlaces reads the stops' places from a route_progress value written
+// before they moved to fleet_consumer ("stops":[{…,"lat","lng","radius_m"}]).
+func legacyPlaces(v []byte) (Places, bool) {
+	var p struct {
+		Version uint64 `json:"version"`
+		Stops   []struct {
+			Lat     *float64 `json:"lat"`
+			Lng     *float64 `json:"lng"`
+			RadiusM *float64 `json:"radius_m"`
+		} `json:"stops"`
+	}
+	if json.Unmarshal(v, &p) != nil {
+		return Places{}, false
+	}
+	pl := Places{Version: p.Version, Stops: make([][3]float64, len(p.Stops))}
+	for i, s := range p.Stops {
+		if s.Lat == nil || s.Lng == nil || s.RadiusM == nil {
+			return Places{}, false
+		}
+		pl.Stops[i] = [3]float64{*s.Lat, *s.Lng, *s.RadiusM}
+	}
+	return pl, true
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -211,6 +211,24 @@ func TestConsumerThreeStops(t *testing.T) {
 		p.Stops[0].Status != Departed || p.Stops[1].Status != Skipped || p.Stops[2].Status != Arrived {
 		t.Fatalf("progress %s", st.Value)
 	}
+	// The contract's fields only; the stops' places are the consumer's.
+	var raw struct {
+		Stops []map[string]any `json:"stops"`
+	}
+	json.Unmarshal(st.Value, &raw)
+	for _, s := range raw.Stops {
+		for k := range s {
+			switch k {
+			case "id", "status", "eta", "arrived_at", "departed_at", "delay_s":
+			default:
+				t.Fatalf("route_progress has %q: %s", k, st.Value)
+			}
+		}
+	}
+	st, ok, err = s.Get(fleet.TableFleetConsumer, placesKey("r1"))
+	if err != nil || !ok || string(st.Value) != `{"version":1,"stops":[[52,13,75],[52.01,13,75],[52.02,13,75]]}` {
+		t.Fatalf("places of r1: %s %v %v", st.Value, ok, err)
+	}
 	if n.c.Stats().Events.Load() != 2 {
 		t.Fatalf("after the restart the consumer wrote %d events, want 2", n.c.Stats().Events.Load())
 	}
@@ -321,5 +339,17 @@ func TestConsumerWritesUnderSteadyLoad(t *testing.T) {
 			t.Fatalf("no event written within 10 s under a steady stream of other points (lag %d)", n.c.Lag())
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A route_progress value written before the places moved to fleet_consumer
+// gives them back at restore.
+func TestLegacyPlaces(t *testing.T) {
+	pl, ok := legacyPlaces([]byte(`{"route":"r","version":3,"driver":"d","stops":[{"id":"a","status":"pending","lat":1,"lng":2,"radius_m":75},{"id":"b","status":"arrived","lat":3,"lng":4,"radius_m":40}]}`))
+	if !ok || pl.Version != 3 || !reflect.DeepEqual(pl.Stops, [][3]float64{{1, 2, 75}, {3, 4, 40}}) {
+		t.Fatalf("legacy places %+v %v", pl, ok)
+	}
+	if _, ok := legacyPlaces([]byte(`{"route":"r","version":3,"driver":"d","stops":[{"id":"a","status":"pending"}]}`)); ok {
+		t.Fatal("places read from a value without them")
 	}
 }

@@ -64,8 +64,9 @@ func (e *Event) Key() string {
 }
 
 // StopProgress is one stop of a route's progress. Lat, Lng and RadiusM are
-// the stop's place, kept so that the consumer resumes from route_progress
-// alone.
+// the stop's place: not in route_progress (the issue's contract has no
+// place), they are the consumer's own state, kept apart in Places, which
+// change only with the route's version.
 type StopProgress struct {
 	ID         string  `json:"id"`
 	Status     string  `json:"status"`
@@ -73,9 +74,27 @@ type StopProgress struct {
 	ArrivedAt  string  `json:"arrived_at,omitempty"`
 	DepartedAt string  `json:"departed_at,omitempty"`
 	DelayS     *int64  `json:"delay_s,omitempty"`
-	Lat        float64 `json:"lat"`
-	Lng        float64 `json:"lng"`
-	RadiusM    float64 `json:"radius_m"`
+	Lat        float64 `json:"-"`
+	Lng        float64 `json:"-"`
+	RadiusM    float64 `json:"-"`
+}
+
+// Places are the places of a route's stops, for one version of the route:
+// the consumer keeps them in fleet_consumer (key "stops:<route>"), written
+// once when the version is assigned, so that the route's progress, written
+// at every change, carries only what the contract has.
+type Places struct {
+	Version uint64       `json:"version"`
+	Stops   [][3]float64 `json:"stops"` // lat, lng, radius_m, in the route's order
+}
+
+// placesOf is p's stops' places.
+func placesOf(p *Progress) *Places {
+	pl := &Places{Version: p.Version, Stops: make([][3]float64, len(p.Stops))}
+	for i, s := range p.Stops {
+		pl.Stops[i] = [3]float64{s.Lat, s.Lng, s.RadiusM}
+	}
+	return pl
 }
 
 // Progress is a route's progress: the value of route_progress.
@@ -105,6 +124,7 @@ type Tracker struct {
 
 	// What changed since ClearDirty: nil values are deletions.
 	dirtyRoutes map[string]*Progress
+	dirtyPlaces map[string]*Places
 	dirtyMarks  map[string]*Mark
 	dirtyStops  int // stops of the dirty routes: most of what writing them costs
 
@@ -118,15 +138,25 @@ func NewTracker(stopRadiusM float64) *Tracker {
 		stopRadiusM = DefaultStopRadiusM
 	}
 	return &Tracker{radius: stopRadiusM, routes: map[string]*Progress{}, byDriver: map[string][]string{},
-		marks: map[string]Mark{}, dirtyRoutes: map[string]*Progress{}, dirtyMarks: map[string]*Mark{},
+		marks: map[string]Mark{}, dirtyRoutes: map[string]*Progress{}, dirtyPlaces: map[string]*Places{}, dirtyMarks: map[string]*Mark{},
 		fenceTracker: newFenceTracker()}
 }
 
-// Restore puts back the state persisted by a previous run (route_progress
-// and the drivers' marks) without marking it dirty.
-func (t *Tracker) Restore(progress []Progress, marks map[string]Mark) {
+// Restore puts back the state persisted by a previous run (route_progress,
+// the stops' places by route, the drivers' marks) without marking it
+// dirty. A route whose places are missing, or of another version, is not
+// followed (it cannot be: a store that was not written by this consumer).
+func (t *Tracker) Restore(progress []Progress, places map[string]Places, marks map[string]Mark) {
 	for i := range progress {
 		p := progress[i]
+		pl, ok := places[p.Route]
+		if !ok || pl.Version != p.Version || len(pl.Stops) != len(p.Stops) {
+			continue
+		}
+		p.Stops = append([]StopProgress(nil), p.Stops...)
+		for j := range p.Stops {
+			p.Stops[j].Lat, p.Stops[j].Lng, p.Stops[j].RadiusM = pl.Stops[j][0], pl.Stops[j][1], pl.Stops[j][2]
+		}
 		t.setRoute(&p)
 	}
 	for d, m := range marks {
@@ -168,10 +198,19 @@ func (t *Tracker) Dirty(route func(name string, p *Progress), mark func(driver s
 	}
 }
 
+// DirtyPlaces calls places for each route whose stops' places changed
+// since ClearDirty (a new version; pl nil: the route was deleted), in key
+// order.
+func (t *Tracker) DirtyPlaces(places func(route string, pl *Places)) {
+	for _, k := range sortedKeys(t.dirtyPlaces) {
+		places(k, t.dirtyPlaces[k])
+	}
+}
+
 // DirtyCount is how many routes, marks, fences and fence states changed
 // since ClearDirty.
 func (t *Tracker) DirtyCount() int {
-	return len(t.dirtyRoutes) + len(t.dirtyMarks) + len(t.dirtyFences) + len(t.dirtyStates)
+	return len(t.dirtyRoutes) + len(t.dirtyPlaces) + len(t.dirtyMarks) + len(t.dirtyFences) + len(t.dirtyStates)
 }
 
 func (t *Tracker) dirtyRouteCount() int { return len(t.dirtyRoutes) }
@@ -190,12 +229,13 @@ func (t *Tracker) markRoute(route string, p *Progress) {
 // DirtyBytes estimates the bytes of what changed since ClearDirty, as
 // JSON values: the consumer writes before a write would outgrow a batch.
 func (t *Tracker) DirtyBytes() int {
-	return t.dirtyStops*200 + (len(t.dirtyRoutes)+len(t.dirtyMarks)+len(t.dirtyFences)+len(t.dirtyStates))*160
+	return t.dirtyStops*200 + (t.DirtyCount())*160
 }
 
 // ClearDirty forgets what changed: it was written.
 func (t *Tracker) ClearDirty() {
 	clear(t.dirtyRoutes)
+	clear(t.dirtyPlaces)
 	clear(t.dirtyMarks)
 	t.dirtyStops = 0
 	clear(t.dirtyFences)
@@ -270,6 +310,7 @@ func (t *Tracker) assign(r *engine.Record) error {
 	t.dropRoute(r.Key)
 	t.setRoute(p)
 	t.markRoute(p.Route, p)
+	t.dirtyPlaces[p.Route] = placesOf(p)
 	return nil
 }
 
@@ -299,6 +340,7 @@ func (t *Tracker) dropRoute(route string) {
 	}
 	delete(t.routes, route)
 	t.markRoute(route, nil)
+	t.dirtyPlaces[route] = nil
 	rs := t.byDriver[p.Driver]
 	if i := sort.SearchStrings(rs, route); i < len(rs) && rs[i] == route {
 		rs = append(rs[:i], rs[i+1:]...)
@@ -418,3 +460,6 @@ func markKey(driver string) string { return "driver:" + driver }
 
 // driverOfMarkKey is the driver of a fleet_consumer key, if it is one.
 func driverOfMarkKey(k string) (string, bool) { return strings.CutPrefix(k, "driver:") }
+
+// placesKey is a route's stops' places' key in fleet_consumer.
+func placesKey(route string) string { return "stops:" + route }

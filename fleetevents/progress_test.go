@@ -223,7 +223,7 @@ func TestReassignment(t *testing.T) {
 
 // A tracker restored from what another wrote (its dirty state) decides
 // what the first would have: the consumer resumes after a crash from
-// route_progress and the marks.
+// route_progress, the stops' places and the marks.
 func TestRestoreResumes(t *testing.T) {
 	var f feeder
 	recs := []engine.Record{
@@ -257,8 +257,17 @@ func TestRestoreResumes(t *testing.T) {
 				marks[d] = n
 			}
 		})
+		places := map[string]Places{}
+		a.DirtyPlaces(func(r string, pl *Places) {
+			if pl != nil {
+				raw, _ := json.Marshal(pl)
+				var q Places
+				json.Unmarshal(raw, &q)
+				places[r] = q
+			}
+		})
 		b := NewTracker(75)
-		b.Restore(progress, marks)
+		b.Restore(progress, places, marks)
 		got = append(got, apply(t, b, recs[cut:]...)...)
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("cut at %d:\n got %+v\nwant %+v", cut, got, want)
