@@ -407,7 +407,7 @@ func (t *Tracker) advance(p *Progress, lat, lng float64, ts time.Time, at string
 	changed := false
 	for i := range p.Stops {
 		s := &p.Stops[i]
-		if s.Status == Arrived && DistanceM(lat, lng, s.Lat, s.Lng) > s.RadiusM+DepartMarginM {
+		if s.Status == Arrived && !within(lat, lng, s.Lat, s.Lng, s.RadiusM+DepartMarginM) {
 			s.Status, s.DepartedAt = Departed, at
 			evs = append(evs, ev(StopDeparted, s))
 			changed = true
@@ -415,7 +415,7 @@ func (t *Tracker) advance(p *Progress, lat, lng float64, ts time.Time, at string
 	}
 	for j := range p.Stops {
 		s := &p.Stops[j]
-		if s.Status != Pending || DistanceM(lat, lng, s.Lat, s.Lng) > s.RadiusM {
+		if s.Status != Pending || !within(lat, lng, s.Lat, s.Lng, s.RadiusM) {
 			continue
 		}
 		for i := 0; i < j; i++ {
@@ -440,6 +440,18 @@ func (t *Tracker) advance(p *Progress, lat, lng float64, ts time.Time, at string
 		t.markRoute(p.Route, p)
 	}
 	return evs
+}
+
+// within reports whether DistanceM(lat1, lng1, lat2, lng2) <= m. Most
+// stops of a route are far from its driver: the difference of latitude
+// alone (the great-circle distance is at least earthRadiusM × |Δlat|, in
+// radians) rejects them without the haversine's trigonometry; within a
+// metre of the bound the haversine decides, as before.
+func within(lat1, lng1, lat2, lng2, m float64) bool {
+	if earthRadiusM*math.Abs(lat2-lat1)*(math.Pi/180) > m+1 {
+		return false
+	}
+	return DistanceM(lat1, lng1, lat2, lng2) <= m
 }
 
 // earthRadiusM is the mean radius of the Earth.

@@ -3,6 +3,7 @@ package fleetevents
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"testing"
 	"time"
@@ -299,5 +300,18 @@ func TestDistance(t *testing.T) {
 	}
 	if d := DistanceM(0, 179.9995, 0, -179.9995); d > 112 {
 		t.Fatalf("across the antimeridian: %v m", d)
+	}
+}
+
+// within agrees with DistanceM, its fast rejection included.
+func TestWithin(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	for range 100000 {
+		lat1, lng1 := rng.Float64()*170-85, rng.Float64()*360-180
+		lat2, lng2 := lat1+(rng.Float64()-0.5)*0.01, lng1+(rng.Float64()-0.5)*0.01
+		m := rng.Float64() * 800
+		if got, want := within(lat1, lng1, lat2, lng2, m), DistanceM(lat1, lng1, lat2, lng2) <= m; got != want {
+			t.Fatalf("within(%v, %v, %v, %v, %v) = %v, DistanceM %v", lat1, lng1, lat2, lng2, m, got, DistanceM(lat1, lng1, lat2, lng2))
+		}
 	}
 }
