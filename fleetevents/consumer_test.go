@@ -22,6 +22,10 @@ type node struct {
 	c  *Consumer
 }
 
+// checkpoint is the consumers' Config.Checkpoint: how long the marks may
+// stay unwritten (a restart replays them from the log).
+var checkpoint = 10 * time.Millisecond
+
 func open(t *testing.T, dir string) *node {
 	t.Helper()
 	db, err := wal.Open(wal.Options{Dir: dir, MemoryBytes: 32 << 20})
@@ -34,7 +38,7 @@ func open(t *testing.T, dir string) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := Start(e, Config{StopRadiusM: 75, Checkpoint: 10 * time.Millisecond}, nil)
+	c, err := Start(e, Config{StopRadiusM: 75, Checkpoint: checkpoint}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,6 +243,18 @@ func TestConsumerThreeStops(t *testing.T) {
 // and they are the transitions one uninterrupted pass over the log
 // decides.
 func TestConsumerRestartsExactlyOnce(t *testing.T) {
+	for _, cp := range []time.Duration{10 * time.Millisecond, time.Hour} {
+		// An hour: the marks are written only with a driver's first or
+		// last route, and every restart replays them from the log.
+		t.Run(cp.String(), func(t *testing.T) {
+			defer func(old time.Duration) { checkpoint = old }(checkpoint)
+			checkpoint = cp
+			restartsExactlyOnce(t)
+		})
+	}
+}
+
+func restartsExactlyOnce(t *testing.T) {
 	submitted = map[string]uint64{}
 	dir := t.TempDir()
 	rng := rand.New(rand.NewPCG(21, 1))

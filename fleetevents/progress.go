@@ -127,6 +127,11 @@ type Tracker struct {
 	dirtyPlaces map[string]*Places
 	dirtyMarks  map[string]*Mark
 	dirtyStops  int // stops of the dirty routes: most of what writing them costs
+	// moved: a driver got its first route or lost its last since the
+	// marks were last written (ClearDirty): the next write must carry the
+	// marks (the consumer's restore replays marks over a log range in
+	// which no driver's routes changed).
+	moved bool
 
 	fenceTracker
 }
@@ -164,7 +169,41 @@ func (t *Tracker) Restore(progress []Progress, places map[string]Places, marks m
 			t.marks[d] = m
 		}
 	}
+	t.moved = false
 }
+
+// ReplayMark takes a record the previous run evaluated after it last
+// wrote the marks and before its cursor (no driver's routes changed in
+// between: see moved): a point moves its driver's mark as point does, and
+// decides nothing (its decisions are in the store). The mark is dirty: the
+// next write of the marks carries it.
+func (t *Tracker) ReplayMark(r *engine.Record) {
+	if r.Table != fleet.TablePositions || r.Op != engine.OpPut || len(t.byDriver[r.Key]) == 0 {
+		return
+	}
+	if ts, _, _, _, err := decodePoint(r); err == nil {
+		t.moveMark(r.Key, ts, r.LSN)
+	}
+}
+
+// moveMark makes a point the driver's mark unless it is late (older than
+// the mark); it reports whether it did.
+func (t *Tracker) moveMark(driver string, ts time.Time, lsn uint64) bool {
+	if m, ok := t.marks[driver]; ok && ts.Before(m.TS) {
+		return false
+	}
+	m := Mark{TS: ts, LSN: lsn}
+	t.marks[driver] = m
+	t.dirtyMarks[driver] = &m
+	return true
+}
+
+// MarksDue reports whether the next write must carry the marks: a driver's
+// routes changed.
+func (t *Tracker) MarksDue() bool { return t.moved }
+
+// DirtyMarks is how many drivers' marks changed since they were written.
+func (t *Tracker) DirtyMarks() int { return len(t.dirtyMarks) }
 
 // Routes is how many routes the tracker follows; Drivers how many drivers
 // are on them.
@@ -232,11 +271,15 @@ func (t *Tracker) DirtyBytes() int {
 	return t.dirtyStops*200 + (t.DirtyCount())*160
 }
 
-// ClearDirty forgets what changed: it was written.
-func (t *Tracker) ClearDirty() {
+// ClearDirty forgets what changed: it was written (the marks too unless
+// keepMarks: they were not).
+func (t *Tracker) ClearDirty(keepMarks bool) {
 	clear(t.dirtyRoutes)
 	clear(t.dirtyPlaces)
-	clear(t.dirtyMarks)
+	if !keepMarks {
+		clear(t.dirtyMarks)
+		t.moved = false
+	}
 	t.dirtyStops = 0
 	clear(t.dirtyFences)
 	clear(t.dirtyStates)
@@ -321,6 +364,9 @@ func (t *Tracker) setRoute(p *Progress) {
 		return
 	}
 	rs := t.byDriver[p.Driver]
+	if len(rs) == 0 {
+		t.moved = true
+	}
 	i := sort.SearchStrings(rs, p.Route)
 	if i < len(rs) && rs[i] == p.Route {
 		return
@@ -350,6 +396,7 @@ func (t *Tracker) dropRoute(route string) {
 		return
 	}
 	delete(t.byDriver, p.Driver)
+	t.moved = true
 	if _, had := t.marks[p.Driver]; had {
 		delete(t.marks, p.Driver)
 		t.dirtyMarks[p.Driver] = nil
@@ -369,31 +416,37 @@ func (t *Tracker) point(r *engine.Record) ([]Event, error) {
 	if len(routes) == 0 && len(t.fences) == 0 {
 		return nil, nil // a driver without a route decides nothing
 	}
-	var pv pointValue
-	if err := json.Unmarshal(r.Value, &pv); err != nil {
-		return nil, fmt.Errorf("point of %s at lsn %d: %w", driver, r.LSN, err)
-	}
-	if pv.Lat == nil || pv.Lng == nil || pv.TS == nil {
-		return nil, fmt.Errorf("point of %s at lsn %d: no lat, lng or ts", driver, r.LSN)
-	}
-	ts, err := time.Parse(time.RFC3339Nano, *pv.TS)
+	ts, lat, lng, at, err := decodePoint(r)
 	if err != nil {
-		return nil, fmt.Errorf("point of %s at lsn %d: ts: %w", driver, r.LSN, err)
+		return nil, err
 	}
-	evs := t.fencePoint(driver, *pv.Lat, *pv.Lng, ts, *pv.TS, r.LSN, nil)
+	evs := t.fencePoint(driver, lat, lng, ts, at, r.LSN, nil)
 	if len(routes) == 0 {
 		return evs, nil
 	}
-	if m, ok := t.marks[driver]; ok && ts.Before(m.TS) {
+	if !t.moveMark(driver, ts, r.LSN) {
 		return evs, nil // late: older than a point already evaluated
 	}
-	m := Mark{TS: ts, LSN: r.LSN}
-	t.marks[driver] = m
-	t.dirtyMarks[driver] = &m
 	for _, route := range routes {
-		evs = t.advance(t.routes[route], *pv.Lat, *pv.Lng, ts, *pv.TS, r.LSN, evs)
+		evs = t.advance(t.routes[route], lat, lng, ts, at, r.LSN, evs)
 	}
 	return evs, nil
+}
+
+// decodePoint reads a stored point: its ts (parsed, and as sent), lat, lng.
+func decodePoint(r *engine.Record) (ts time.Time, lat, lng float64, at string, err error) {
+	var pv pointValue
+	if err := json.Unmarshal(r.Value, &pv); err != nil {
+		return ts, 0, 0, "", fmt.Errorf("point of %s at lsn %d: %w", r.Key, r.LSN, err)
+	}
+	if pv.Lat == nil || pv.Lng == nil || pv.TS == nil {
+		return ts, 0, 0, "", fmt.Errorf("point of %s at lsn %d: no lat, lng or ts", r.Key, r.LSN)
+	}
+	ts, err = time.Parse(time.RFC3339Nano, *pv.TS)
+	if err != nil {
+		return ts, 0, 0, "", fmt.Errorf("point of %s at lsn %d: ts: %w", r.Key, r.LSN, err)
+	}
+	return ts, *pv.Lat, *pv.Lng, *pv.TS, nil
 }
 
 // advance moves one route's progress by one point of its driver: the stops

@@ -315,3 +315,52 @@ func TestWithin(t *testing.T) {
 		}
 	}
 }
+
+// Marks written before the cursor (as the consumer writes them, at its
+// checkpoint) and replayed over the log up to the cursor decide what the
+// uninterrupted tracker decides: a point late against a mark that was not
+// written stays late.
+func TestReplayMarks(t *testing.T) {
+	var f feeder
+	recs := []engine.Record{
+		f.assign("r", "d", stop("a", 0, 0, ""), stop("b", 0, 0.01, "")),
+		f.point("d", 0, 0, "2026-01-01T00:00:00Z"),
+		f.point("d", 0, 0.005, "2026-01-01T00:05:00Z"),
+		f.point("d", 0, 0.01, "2026-01-01T00:04:00Z"), // late: would arrive at b
+		f.point("d", 0, 0.003, "2026-01-01T00:06:00Z"),
+		f.point("d", 0, 0.01, "2026-01-01T00:03:00Z"), // late
+		f.point("d", 0, 0.02, "2026-01-01T00:10:00Z"),
+	}
+	whole := NewTracker(75)
+	want := apply(t, whole, recs...)
+	for m := 1; m < len(recs); m++ {
+		for cut := m; cut < len(recs); cut++ {
+			a := NewTracker(75)
+			got := apply(t, a, recs[:m]...)
+			marks := map[string]Mark{}
+			a.Dirty(func(string, *Progress) {}, func(d string, mk *Mark) {
+				if mk != nil {
+					marks[d] = *mk
+				}
+			})
+			got = append(got, apply(t, a, recs[m:cut]...)...)
+			var progress []Progress
+			a.Dirty(func(_ string, p *Progress) {
+				if p != nil {
+					progress = append(progress, p.clone())
+				}
+			}, func(string, *Mark) {})
+			places := map[string]Places{}
+			a.DirtyPlaces(func(r string, pl *Places) { places[r] = *pl })
+			b := NewTracker(75)
+			b.Restore(progress, places, marks)
+			for i := m; i < cut; i++ {
+				b.ReplayMark(&recs[i])
+			}
+			got = append(got, apply(t, b, recs[cut:]...)...)
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("marks at %d, cut at %d:\n got %+v\nwant %+v", m, cut, got, want)
+			}
+		}
+	}
+}
