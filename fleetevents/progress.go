@@ -68,15 +68,16 @@ func (e *Event) Key() string {
 // place), they are the consumer's own state, kept apart in Places, which
 // change only with the route's version.
 type StopProgress struct {
-	ID         string  `json:"id"`
-	Status     string  `json:"status"`
-	ETA        string  `json:"eta,omitempty"`
-	ArrivedAt  string  `json:"arrived_at,omitempty"`
-	DepartedAt string  `json:"departed_at,omitempty"`
-	DelayS     *int64  `json:"delay_s,omitempty"`
-	Lat        float64 `json:"-"`
-	Lng        float64 `json:"-"`
-	RadiusM    float64 `json:"-"`
+	ID         string     `json:"id"`
+	Status     string     `json:"status"`
+	ETA        string     `json:"eta,omitempty"`
+	ArrivedAt  string     `json:"arrived_at,omitempty"`
+	DepartedAt string     `json:"departed_at,omitempty"`
+	DelayS     *int64     `json:"delay_s,omitempty"`
+	Lat        float64    `json:"-"`
+	Lng        float64    `json:"-"`
+	RadiusM    float64    `json:"-"`
+	unit       [3]float64 // the place on the unit sphere (unitOf), for near
 }
 
 // Places are the places of a route's stops, for one version of the route:
@@ -161,6 +162,7 @@ func (t *Tracker) Restore(progress []Progress, places map[string]Places, marks m
 		p.Stops = append([]StopProgress(nil), p.Stops...)
 		for j := range p.Stops {
 			p.Stops[j].Lat, p.Stops[j].Lng, p.Stops[j].RadiusM = pl.Stops[j][0], pl.Stops[j][1], pl.Stops[j][2]
+			p.Stops[j].unit = unitOf(pl.Stops[j][0], pl.Stops[j][1])
 		}
 		t.setRoute(&p)
 	}
@@ -350,6 +352,9 @@ func (t *Tracker) assign(r *engine.Record) error {
 		}
 		p.Stops[i] = sp
 	}
+	for i := range p.Stops {
+		p.Stops[i].unit = unitOf(p.Stops[i].Lat, p.Stops[i].Lng)
+	}
 	t.dropRoute(r.Key)
 	t.setRoute(p)
 	t.markRoute(p.Route, p)
@@ -427,8 +432,9 @@ func (t *Tracker) point(r *engine.Record) ([]Event, error) {
 	if !t.moveMark(driver, ts, r.LSN) {
 		return evs, nil // late: older than a point already evaluated
 	}
+	u := unitOf(lat, lng)
 	for _, route := range routes {
-		evs = t.advance(t.routes[route], lat, lng, ts, at, r.LSN, evs)
+		evs = t.advance(t.routes[route], lat, lng, u, ts, at, r.LSN, evs)
 	}
 	return evs, nil
 }
@@ -453,14 +459,14 @@ func decodePoint(r *engine.Record) (ts time.Time, lat, lng float64, at string, e
 // it arrived at and is now beyond radius + DepartMarginM depart; the first
 // pending stop within its radius is arrived at, and the pending stops
 // before it are skipped.
-func (t *Tracker) advance(p *Progress, lat, lng float64, ts time.Time, at string, lsn uint64, evs []Event) []Event {
+func (t *Tracker) advance(p *Progress, lat, lng float64, u [3]float64, ts time.Time, at string, lsn uint64, evs []Event) []Event {
 	ev := func(typ string, s *StopProgress) Event {
 		return Event{Type: typ, Route: p.Route, RouteVersion: p.Version, Stop: s.ID, Driver: p.Driver, At: at, ETA: s.ETA, PointLSN: lsn}
 	}
 	changed := false
 	for i := range p.Stops {
 		s := &p.Stops[i]
-		if s.Status == Arrived && !within(lat, lng, s.Lat, s.Lng, s.RadiusM+DepartMarginM) {
+		if s.Status == Arrived && !near(lat, lng, u, s, s.RadiusM+DepartMarginM) {
 			s.Status, s.DepartedAt = Departed, at
 			evs = append(evs, ev(StopDeparted, s))
 			changed = true
@@ -468,7 +474,7 @@ func (t *Tracker) advance(p *Progress, lat, lng float64, ts time.Time, at string
 	}
 	for j := range p.Stops {
 		s := &p.Stops[j]
-		if s.Status != Pending || !within(lat, lng, s.Lat, s.Lng, s.RadiusM) {
+		if s.Status != Pending || !near(lat, lng, u, s, s.RadiusM) {
 			continue
 		}
 		for i := 0; i < j; i++ {
@@ -495,16 +501,26 @@ func (t *Tracker) advance(p *Progress, lat, lng float64, ts time.Time, at string
 	return evs
 }
 
-// within reports whether DistanceM(lat1, lng1, lat2, lng2) <= m. Most
-// stops of a route are far from its driver: the difference of latitude
-// alone (the great-circle distance is at least earthRadiusM × |Δlat|, in
-// radians) rejects them without the haversine's trigonometry; within a
-// metre of the bound the haversine decides, as before.
-func within(lat1, lng1, lat2, lng2, m float64) bool {
-	if earthRadiusM*math.Abs(lat2-lat1)*(math.Pi/180) > m+1 {
+// near reports whether DistanceM(lat, lng, s.Lat, s.Lng) <= m; u is
+// unitOf(lat, lng). Most stops of a route are far from its driver: the
+// chord between the two places on the sphere (a dot product of their unit
+// vectors, no trigonometry per stop) is never longer than the great-circle
+// distance, so a chord longer than m + 1 m rejects the stop; otherwise the
+// haversine decides, as before.
+func near(lat, lng float64, u [3]float64, s *StopProgress, m float64) bool {
+	dx, dy, dz := u[0]-s.unit[0], u[1]-s.unit[1], u[2]-s.unit[2]
+	if chord := earthRadiusM * earthRadiusM * (dx*dx + dy*dy + dz*dz); chord > (m+1)*(m+1) {
 		return false
 	}
-	return DistanceM(lat1, lng1, lat2, lng2) <= m
+	return DistanceM(lat, lng, s.Lat, s.Lng) <= m
+}
+
+// unitOf is a place's vector on the unit sphere.
+func unitOf(lat, lng float64) [3]float64 {
+	const rad = math.Pi / 180
+	sφ, cφ := math.Sincos(lat * rad)
+	sλ, cλ := math.Sincos(lng * rad)
+	return [3]float64{cφ * cλ, cφ * sλ, sφ}
 }
 
 // earthRadiusM is the mean radius of the Earth.

@@ -303,15 +303,17 @@ func TestDistance(t *testing.T) {
 	}
 }
 
-// within agrees with DistanceM, its fast rejection included.
-func TestWithin(t *testing.T) {
+// near agrees with DistanceM, its fast rejection included.
+func TestNear(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 7))
-	for range 100000 {
-		lat1, lng1 := rng.Float64()*170-85, rng.Float64()*360-180
-		lat2, lng2 := lat1+(rng.Float64()-0.5)*0.01, lng1+(rng.Float64()-0.5)*0.01
+	for i := range 200000 {
+		lat1, lng1 := rng.Float64()*178-89, rng.Float64()*360-180
+		spread := []float64{0.0005, 0.003, 0.03, 3}[i%4]
+		lat2, lng2 := lat1+(rng.Float64()-0.5)*spread, lng1+(rng.Float64()-0.5)*spread
 		m := rng.Float64() * 800
-		if got, want := within(lat1, lng1, lat2, lng2, m), DistanceM(lat1, lng1, lat2, lng2) <= m; got != want {
-			t.Fatalf("within(%v, %v, %v, %v, %v) = %v, DistanceM %v", lat1, lng1, lat2, lng2, m, got, DistanceM(lat1, lng1, lat2, lng2))
+		s := StopProgress{Lat: lat2, Lng: lng2, unit: unitOf(lat2, lng2)}
+		if got, want := near(lat1, lng1, unitOf(lat1, lng1), &s, m), DistanceM(lat1, lng1, lat2, lng2) <= m; got != want {
+			t.Fatalf("near(%v, %v, %v, %v, %v) = %v, DistanceM %v", lat1, lng1, lat2, lng2, m, got, DistanceM(lat1, lng1, lat2, lng2))
 		}
 	}
 }
