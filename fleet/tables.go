@@ -39,10 +39,12 @@ const (
 	// fleetevents.Progress).
 	TableRouteProgress = "route_progress"
 	// TableFleetConsumer keeps the fleet-events consumer's own state: its
-	// cursor in the log (key "cursor") and the last point it evaluated for
-	// each driver on a route (key "driver:<driver>"). It is written in the
+	// cursor in the log (key "cursor"), the last point it evaluated for
+	// each driver on a route (key "driver:<driver>", as of the LSN under
+	// "marks_at"), the places of each route's stops (key "stops:<route>"),
+	// the fences and who is inside ("fence:", "in:"). It is written in the
 	// same batch as the events it covers, so that a crash never separates
-	// them.
+	// them. The replica does not apply it.
 	TableFleetConsumer = "fleet_consumer"
 )
 

@@ -42,8 +42,9 @@ type Config struct {
 	StopRadiusM float64       // [fleet] stop_radius_m
 	FenceDwell  time.Duration // [fleet] fence_dwell
 	// Checkpoint is the longest time the consumer keeps, unwritten, the
-	// marks of points that decided nothing (a restart reads them again
-	// from the log); 0: one second.
+	// drivers' marks (a restart reads them again from the log); 0: one
+	// second. Writes of events between two checkpoints carry no marks
+	// unless a driver got its first route or lost its last.
 	Checkpoint time.Duration
 	// WriteEvery is the shortest time between two writes of decided
 	// events (0: 100 ms): what is decided meanwhile goes into one write,
@@ -52,6 +53,10 @@ type Config struct {
 	// It bounds what it adds to an event's latency.
 	WriteEvery time.Duration
 }
+
+// marksAtKey is the fleet_consumer key of the LSN as of which the stored
+// marks are the drivers' marks.
+const marksAtKey = "marks_at"
 
 // errStopScan ends a scan of fleet_consumer past the keys of one prefix.
 var errStopScan = errors.New("fleetevents: end of prefix")
@@ -96,7 +101,10 @@ type Consumer struct {
 	// lastWrite is when the last write was answered: the next waits
 	// WriteEvery, gathering what is decided meanwhile into one.
 	lastWrite time.Time
-	cur       *engine.Cursor
+	// marksWrite is when the marks were last written (with the cursor at
+	// marksAt, stored under "marks_at").
+	marksWrite time.Time
+	cur        *engine.Cursor
 
 	stats  Stats
 	cancel context.CancelFunc
@@ -167,15 +175,55 @@ func (c *Consumer) load() error {
 		}
 	}
 	var progress []Progress
+	// legacy: the places of routes whose progress still carries them (a
+	// store written before they moved to fleet_consumer).
+	legacy := map[string]Places{}
 	if _, err := s.Scan(fleet.TableRouteProgress, "", 0, func(key string, st engine.State) error {
 		var p Progress
 		if err := json.Unmarshal(st.Value, &p); err != nil {
 			return fmt.Errorf("route_progress %s: %w", key, err)
 		}
 		progress = append(progress, p)
+		if pl, ok := legacyPlaces(st.Value); ok {
+			legacy[p.Route] = pl
+		}
 		return nil
 	}); err != nil {
 		return fmt.Errorf("fleetevents: reading route_progress: %w", err)
+	}
+	places := map[string]Places{}
+	if _, err := s.Scan(fleet.TableFleetConsumer, "stops:", 0, func(key string, st engine.State) error {
+		route, ok := strings.CutPrefix(key, "stops:")
+		if !ok {
+			return errStopScan
+		}
+		var pl Places
+		if err := json.Unmarshal(st.Value, &pl); err != nil {
+			return fmt.Errorf("fleet_consumer %s: %w", key, err)
+		}
+		places[route] = pl
+		return nil
+	}); err != nil && !errors.Is(err, errStopScan) {
+		return fmt.Errorf("fleetevents: reading the stops' places: %w", err)
+	}
+	var upgraded []string
+	for route, pl := range legacy {
+		if _, ok := places[route]; !ok {
+			places[route] = pl
+			upgraded = append(upgraded, route)
+		}
+	}
+	// marksAt: the stored marks are the marks as of this LSN (at most the
+	// cursor); the restore replays the marks over (marksAt, cursor].
+	marksAt := cursor.LSN
+	if st, ok, err := s.Get(fleet.TableFleetConsumer, marksAtKey); err != nil {
+		return fmt.Errorf("fleetevents: reading %s: %w", marksAtKey, err)
+	} else if ok {
+		var v engine.CursorValue
+		if err := json.Unmarshal(st.Value, &v); err != nil {
+			return fmt.Errorf("fleetevents: the stored %s: %w", marksAtKey, err)
+		}
+		marksAt = min(v.LSN, cursor.LSN)
 	}
 	marks := map[string]Mark{}
 	if _, err := s.Scan(fleet.TableFleetConsumer, "driver:", 0, func(key string, st engine.State) error {
@@ -223,7 +271,25 @@ func (c *Consumer) load() error {
 	}
 	c.tr = NewTracker(c.cfg.StopRadiusM)
 	c.tr.SetFenceDwell(c.cfg.FenceDwell)
-	c.tr.Restore(progress, marks)
+	c.tr.Restore(progress, places, marks)
+	for _, route := range upgraded {
+		// Written with the next write: the route's progress is then
+		// written without them (see legacyPlaces).
+		pl := places[route]
+		c.tr.dirtyPlaces[route] = &pl
+		if p, ok := c.tr.routes[route]; ok {
+			c.tr.markRoute(route, p)
+		}
+	}
+	if marksAt < cursor.LSN {
+		if err := c.replayMarks(marksAt, cursor.LSN); err != nil {
+			return err
+		}
+	}
+	c.marksWrite = time.Now()
+	if n := len(progress) - c.tr.Routes(); n > 0 {
+		c.log.Warn("fleet events: routes in route_progress without their stops' places are not followed", "routes", n)
+	}
 	c.tr.RestoreFences(fences, states)
 	c.stored = cursor.LSN
 	if first := c.e.StoreStats().FirstLSN; first > 0 && cursor.LSN+1 < first {
@@ -236,6 +302,40 @@ func (c *Consumer) load() error {
 	c.stats.Processed.Store(cursor.LSN)
 	c.stats.Stored.Store(c.stored)
 	c.count()
+	return nil
+}
+
+// replayMarks moves the restored marks over the log records (after,
+// upto]: what the previous run evaluated after it last wrote the marks.
+func (c *Consumer) replayMarks(after, upto uint64) error {
+	for after < upto {
+		n := 0
+		err := c.e.ReadLog(after, 4096, func(r engine.Record) error {
+			if r.LSN > upto {
+				return errStopScan
+			}
+			c.tr.ReplayMark(&r)
+			after = r.LSN
+			n++
+			return nil
+		})
+		if errors.Is(err, errStopScan) {
+			return nil
+		}
+		if errors.Is(err, engine.ErrTrimmed) {
+			// The log no longer holds them (retention): the marks stay
+			// as stored, older; a point late against the lost ones may
+			// decide.
+			c.log.Warn("fleet events: the log was trimmed past the drivers' marks", "marks_at", after, "cursor", upto)
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("fleetevents: replaying the drivers' marks after lsn %d: %w", after, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("fleetevents: replaying the drivers' marks: the log ends at lsn %d, before the cursor %d", after, upto)
+		}
+	}
 	return nil
 }
 
@@ -367,7 +467,18 @@ func (c *Consumer) flush(ctx context.Context, p *pending, backoff *time.Duration
 	if p.upto <= c.stored {
 		return true
 	}
-	w := engine.DerivedWrite{After: c.stored, Upto: p.upto, Writes: make([]engine.Write, 0, len(p.events)+c.tr.DirtyCount())}
+	w := engine.DerivedWrite{After: c.stored, Upto: p.upto, Writes: make([]engine.Write, 0, len(p.events)+c.tr.DirtyCount()+1)}
+	// The marks go with this write when a driver's routes changed (the
+	// restore's replay assumes they did not since the marks), when the
+	// checkpoint is due, or when the write is full anyway; otherwise they
+	// stay dirty for a later write, and a restart replays them from the
+	// log (replayMarks).
+	now := time.Now()
+	withMarks := c.tr.MarksDue() || now.Sub(c.marksWrite) >= c.cfg.Checkpoint || c.full(p)
+	if withMarks {
+		at, _ := json.Marshal(engine.CursorValue{LSN: p.upto})
+		w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetConsumer, Key: marksAtKey, Value: at})
+	}
 	for i := range p.events {
 		ev := &p.events[i]
 		raw, err := json.Marshal(ev)
@@ -377,6 +488,14 @@ func (c *Consumer) flush(ctx context.Context, p *pending, backoff *time.Duration
 		}
 		w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetEvents, Key: ev.Key(), Value: raw})
 	}
+	c.tr.DirtyPlaces(func(route string, pl *Places) {
+		if pl == nil {
+			w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetConsumer, Key: placesKey(route), Delete: true})
+			return
+		}
+		raw, _ := json.Marshal(pl)
+		w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetConsumer, Key: placesKey(route), Value: raw})
+	})
 	c.tr.Dirty(func(route string, pr *Progress) {
 		if pr == nil {
 			w.Writes = append(w.Writes, engine.Write{Table: fleet.TableRouteProgress, Key: route, Delete: true})
@@ -385,6 +504,9 @@ func (c *Consumer) flush(ctx context.Context, p *pending, backoff *time.Duration
 		raw, _ := json.Marshal(pr)
 		w.Writes = append(w.Writes, engine.Write{Table: fleet.TableRouteProgress, Key: route, Value: raw})
 	}, func(driver string, m *Mark) {
+		if !withMarks {
+			return
+		}
 		if m == nil {
 			w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetConsumer, Key: markKey(driver), Delete: true})
 			return
@@ -425,8 +547,11 @@ func (c *Consumer) flush(ctx context.Context, p *pending, backoff *time.Duration
 		return false
 	}
 	*backoff = 50 * time.Millisecond
-	now := time.Now()
+	now = time.Now()
 	c.lastWrite = now
+	if withMarks {
+		c.marksWrite = now
+	}
 	if !res.Replayed {
 		c.stats.Events.Add(uint64(len(p.events)))
 		c.stats.Writes.Add(1)
@@ -438,7 +563,7 @@ func (c *Consumer) flush(ctx context.Context, p *pending, backoff *time.Duration
 	}
 	c.stored = p.upto
 	c.stats.Stored.Store(c.stored)
-	c.tr.ClearDirty()
+	c.tr.ClearDirty(!withMarks)
 	c.count()
 	p.events = p.events[:0]
 	return true
@@ -457,6 +582,30 @@ func (c *Consumer) reload(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// legacyPlaces reads the stops' places from a route_progress value written
+// before they moved to fleet_consumer ("stops":[{…,"lat","lng","radius_m"}]).
+func legacyPlaces(v []byte) (Places, bool) {
+	var p struct {
+		Version uint64 `json:"version"`
+		Stops   []struct {
+			Lat     *float64 `json:"lat"`
+			Lng     *float64 `json:"lng"`
+			RadiusM *float64 `json:"radius_m"`
+		} `json:"stops"`
+	}
+	if json.Unmarshal(v, &p) != nil {
+		return Places{}, false
+	}
+	pl := Places{Version: p.Version, Stops: make([][3]float64, len(p.Stops))}
+	for i, s := range p.Stops {
+		if s.Lat == nil || s.Lng == nil || s.RadiusM == nil {
+			return Places{}, false
+		}
+		pl.Stops[i] = [3]float64{*s.Lat, *s.Lng, *s.RadiusM}
+	}
+	return pl, true
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -22,6 +22,10 @@ type node struct {
 	c  *Consumer
 }
 
+// checkpoint is the consumers' Config.Checkpoint: how long the marks may
+// stay unwritten (a restart replays them from the log).
+var checkpoint = 10 * time.Millisecond
+
 func open(t *testing.T, dir string) *node {
 	t.Helper()
 	db, err := wal.Open(wal.Options{Dir: dir, MemoryBytes: 32 << 20})
@@ -34,7 +38,7 @@ func open(t *testing.T, dir string) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := Start(e, Config{StopRadiusM: 75, Checkpoint: 10 * time.Millisecond}, nil)
+	c, err := Start(e, Config{StopRadiusM: 75, Checkpoint: checkpoint}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,6 +215,24 @@ func TestConsumerThreeStops(t *testing.T) {
 		p.Stops[0].Status != Departed || p.Stops[1].Status != Skipped || p.Stops[2].Status != Arrived {
 		t.Fatalf("progress %s", st.Value)
 	}
+	// The contract's fields only; the stops' places are the consumer's.
+	var raw struct {
+		Stops []map[string]any `json:"stops"`
+	}
+	json.Unmarshal(st.Value, &raw)
+	for _, s := range raw.Stops {
+		for k := range s {
+			switch k {
+			case "id", "status", "eta", "arrived_at", "departed_at", "delay_s":
+			default:
+				t.Fatalf("route_progress has %q: %s", k, st.Value)
+			}
+		}
+	}
+	st, ok, err = s.Get(fleet.TableFleetConsumer, placesKey("r1"))
+	if err != nil || !ok || string(st.Value) != `{"version":1,"stops":[[52,13,75],[52.01,13,75],[52.02,13,75]]}` {
+		t.Fatalf("places of r1: %s %v %v", st.Value, ok, err)
+	}
 	if n.c.Stats().Events.Load() != 2 {
 		t.Fatalf("after the restart the consumer wrote %d events, want 2", n.c.Stats().Events.Load())
 	}
@@ -221,6 +243,18 @@ func TestConsumerThreeStops(t *testing.T) {
 // and they are the transitions one uninterrupted pass over the log
 // decides.
 func TestConsumerRestartsExactlyOnce(t *testing.T) {
+	for _, cp := range []time.Duration{10 * time.Millisecond, time.Hour} {
+		// An hour: the marks are written only with a driver's first or
+		// last route, and every restart replays them from the log.
+		t.Run(cp.String(), func(t *testing.T) {
+			defer func(old time.Duration) { checkpoint = old }(checkpoint)
+			checkpoint = cp
+			restartsExactlyOnce(t)
+		})
+	}
+}
+
+func restartsExactlyOnce(t *testing.T) {
 	submitted = map[string]uint64{}
 	dir := t.TempDir()
 	rng := rand.New(rand.NewPCG(21, 1))
@@ -321,5 +355,17 @@ func TestConsumerWritesUnderSteadyLoad(t *testing.T) {
 			t.Fatalf("no event written within 10 s under a steady stream of other points (lag %d)", n.c.Lag())
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A route_progress value written before the places moved to fleet_consumer
+// gives them back at restore.
+func TestLegacyPlaces(t *testing.T) {
+	pl, ok := legacyPlaces([]byte(`{"route":"r","version":3,"driver":"d","stops":[{"id":"a","status":"pending","lat":1,"lng":2,"radius_m":75},{"id":"b","status":"arrived","lat":3,"lng":4,"radius_m":40}]}`))
+	if !ok || pl.Version != 3 || !reflect.DeepEqual(pl.Stops, [][3]float64{{1, 2, 75}, {3, 4, 40}}) {
+		t.Fatalf("legacy places %+v %v", pl, ok)
+	}
+	if _, ok := legacyPlaces([]byte(`{"route":"r","version":3,"driver":"d","stops":[{"id":"a","status":"pending"}]}`)); ok {
+		t.Fatal("places read from a value without them")
 	}
 }

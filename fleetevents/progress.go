@@ -64,18 +64,38 @@ func (e *Event) Key() string {
 }
 
 // StopProgress is one stop of a route's progress. Lat, Lng and RadiusM are
-// the stop's place, kept so that the consumer resumes from route_progress
-// alone.
+// the stop's place: not in route_progress (the issue's contract has no
+// place), they are the consumer's own state, kept apart in Places, which
+// change only with the route's version.
 type StopProgress struct {
-	ID         string  `json:"id"`
-	Status     string  `json:"status"`
-	ETA        string  `json:"eta,omitempty"`
-	ArrivedAt  string  `json:"arrived_at,omitempty"`
-	DepartedAt string  `json:"departed_at,omitempty"`
-	DelayS     *int64  `json:"delay_s,omitempty"`
-	Lat        float64 `json:"lat"`
-	Lng        float64 `json:"lng"`
-	RadiusM    float64 `json:"radius_m"`
+	ID         string     `json:"id"`
+	Status     string     `json:"status"`
+	ETA        string     `json:"eta,omitempty"`
+	ArrivedAt  string     `json:"arrived_at,omitempty"`
+	DepartedAt string     `json:"departed_at,omitempty"`
+	DelayS     *int64     `json:"delay_s,omitempty"`
+	Lat        float64    `json:"-"`
+	Lng        float64    `json:"-"`
+	RadiusM    float64    `json:"-"`
+	unit       [3]float64 // the place on the unit sphere (unitOf), for near
+}
+
+// Places are the places of a route's stops, for one version of the route:
+// the consumer keeps them in fleet_consumer (key "stops:<route>"), written
+// once when the version is assigned, so that the route's progress, written
+// at every change, carries only what the contract has.
+type Places struct {
+	Version uint64       `json:"version"`
+	Stops   [][3]float64 `json:"stops"` // lat, lng, radius_m, in the route's order
+}
+
+// placesOf is p's stops' places.
+func placesOf(p *Progress) *Places {
+	pl := &Places{Version: p.Version, Stops: make([][3]float64, len(p.Stops))}
+	for i, s := range p.Stops {
+		pl.Stops[i] = [3]float64{s.Lat, s.Lng, s.RadiusM}
+	}
+	return pl
 }
 
 // Progress is a route's progress: the value of route_progress.
@@ -105,8 +125,14 @@ type Tracker struct {
 
 	// What changed since ClearDirty: nil values are deletions.
 	dirtyRoutes map[string]*Progress
+	dirtyPlaces map[string]*Places
 	dirtyMarks  map[string]*Mark
 	dirtyStops  int // stops of the dirty routes: most of what writing them costs
+	// moved: a driver got its first route or lost its last since the
+	// marks were last written (ClearDirty): the next write must carry the
+	// marks (the consumer's restore replays marks over a log range in
+	// which no driver's routes changed).
+	moved bool
 
 	fenceTracker
 }
@@ -118,15 +144,26 @@ func NewTracker(stopRadiusM float64) *Tracker {
 		stopRadiusM = DefaultStopRadiusM
 	}
 	return &Tracker{radius: stopRadiusM, routes: map[string]*Progress{}, byDriver: map[string][]string{},
-		marks: map[string]Mark{}, dirtyRoutes: map[string]*Progress{}, dirtyMarks: map[string]*Mark{},
+		marks: map[string]Mark{}, dirtyRoutes: map[string]*Progress{}, dirtyPlaces: map[string]*Places{}, dirtyMarks: map[string]*Mark{},
 		fenceTracker: newFenceTracker()}
 }
 
-// Restore puts back the state persisted by a previous run (route_progress
-// and the drivers' marks) without marking it dirty.
-func (t *Tracker) Restore(progress []Progress, marks map[string]Mark) {
+// Restore puts back the state persisted by a previous run (route_progress,
+// the stops' places by route, the drivers' marks) without marking it
+// dirty. A route whose places are missing, or of another version, is not
+// followed (it cannot be: a store that was not written by this consumer).
+func (t *Tracker) Restore(progress []Progress, places map[string]Places, marks map[string]Mark) {
 	for i := range progress {
 		p := progress[i]
+		pl, ok := places[p.Route]
+		if !ok || pl.Version != p.Version || len(pl.Stops) != len(p.Stops) {
+			continue
+		}
+		p.Stops = append([]StopProgress(nil), p.Stops...)
+		for j := range p.Stops {
+			p.Stops[j].Lat, p.Stops[j].Lng, p.Stops[j].RadiusM = pl.Stops[j][0], pl.Stops[j][1], pl.Stops[j][2]
+			p.Stops[j].unit = unitOf(pl.Stops[j][0], pl.Stops[j][1])
+		}
 		t.setRoute(&p)
 	}
 	for d, m := range marks {
@@ -134,7 +171,41 @@ func (t *Tracker) Restore(progress []Progress, marks map[string]Mark) {
 			t.marks[d] = m
 		}
 	}
+	t.moved = false
 }
+
+// ReplayMark takes a record the previous run evaluated after it last
+// wrote the marks and before its cursor (no driver's routes changed in
+// between: see moved): a point moves its driver's mark as point does, and
+// decides nothing (its decisions are in the store). The mark is dirty: the
+// next write of the marks carries it.
+func (t *Tracker) ReplayMark(r *engine.Record) {
+	if r.Table != fleet.TablePositions || r.Op != engine.OpPut || len(t.byDriver[r.Key]) == 0 {
+		return
+	}
+	if ts, _, _, _, err := decodePoint(r); err == nil {
+		t.moveMark(r.Key, ts, r.LSN)
+	}
+}
+
+// moveMark makes a point the driver's mark unless it is late (older than
+// the mark); it reports whether it did.
+func (t *Tracker) moveMark(driver string, ts time.Time, lsn uint64) bool {
+	if m, ok := t.marks[driver]; ok && ts.Before(m.TS) {
+		return false
+	}
+	m := Mark{TS: ts, LSN: lsn}
+	t.marks[driver] = m
+	t.dirtyMarks[driver] = &m
+	return true
+}
+
+// MarksDue reports whether the next write must carry the marks: a driver's
+// routes changed.
+func (t *Tracker) MarksDue() bool { return t.moved }
+
+// DirtyMarks is how many drivers' marks changed since they were written.
+func (t *Tracker) DirtyMarks() int { return len(t.dirtyMarks) }
 
 // Routes is how many routes the tracker follows; Drivers how many drivers
 // are on them.
@@ -168,10 +239,19 @@ func (t *Tracker) Dirty(route func(name string, p *Progress), mark func(driver s
 	}
 }
 
+// DirtyPlaces calls places for each route whose stops' places changed
+// since ClearDirty (a new version; pl nil: the route was deleted), in key
+// order.
+func (t *Tracker) DirtyPlaces(places func(route string, pl *Places)) {
+	for _, k := range sortedKeys(t.dirtyPlaces) {
+		places(k, t.dirtyPlaces[k])
+	}
+}
+
 // DirtyCount is how many routes, marks, fences and fence states changed
 // since ClearDirty.
 func (t *Tracker) DirtyCount() int {
-	return len(t.dirtyRoutes) + len(t.dirtyMarks) + len(t.dirtyFences) + len(t.dirtyStates)
+	return len(t.dirtyRoutes) + len(t.dirtyPlaces) + len(t.dirtyMarks) + len(t.dirtyFences) + len(t.dirtyStates)
 }
 
 func (t *Tracker) dirtyRouteCount() int { return len(t.dirtyRoutes) }
@@ -190,13 +270,18 @@ func (t *Tracker) markRoute(route string, p *Progress) {
 // DirtyBytes estimates the bytes of what changed since ClearDirty, as
 // JSON values: the consumer writes before a write would outgrow a batch.
 func (t *Tracker) DirtyBytes() int {
-	return t.dirtyStops*200 + (len(t.dirtyRoutes)+len(t.dirtyMarks)+len(t.dirtyFences)+len(t.dirtyStates))*160
+	return t.dirtyStops*200 + (t.DirtyCount())*160
 }
 
-// ClearDirty forgets what changed: it was written.
-func (t *Tracker) ClearDirty() {
+// ClearDirty forgets what changed: it was written (the marks too unless
+// keepMarks: they were not).
+func (t *Tracker) ClearDirty(keepMarks bool) {
 	clear(t.dirtyRoutes)
-	clear(t.dirtyMarks)
+	clear(t.dirtyPlaces)
+	if !keepMarks {
+		clear(t.dirtyMarks)
+		t.moved = false
+	}
 	t.dirtyStops = 0
 	clear(t.dirtyFences)
 	clear(t.dirtyStates)
@@ -267,9 +352,13 @@ func (t *Tracker) assign(r *engine.Record) error {
 		}
 		p.Stops[i] = sp
 	}
+	for i := range p.Stops {
+		p.Stops[i].unit = unitOf(p.Stops[i].Lat, p.Stops[i].Lng)
+	}
 	t.dropRoute(r.Key)
 	t.setRoute(p)
 	t.markRoute(p.Route, p)
+	t.dirtyPlaces[p.Route] = placesOf(p)
 	return nil
 }
 
@@ -280,6 +369,9 @@ func (t *Tracker) setRoute(p *Progress) {
 		return
 	}
 	rs := t.byDriver[p.Driver]
+	if len(rs) == 0 {
+		t.moved = true
+	}
 	i := sort.SearchStrings(rs, p.Route)
 	if i < len(rs) && rs[i] == p.Route {
 		return
@@ -299,6 +391,7 @@ func (t *Tracker) dropRoute(route string) {
 	}
 	delete(t.routes, route)
 	t.markRoute(route, nil)
+	t.dirtyPlaces[route] = nil
 	rs := t.byDriver[p.Driver]
 	if i := sort.SearchStrings(rs, route); i < len(rs) && rs[i] == route {
 		rs = append(rs[:i], rs[i+1:]...)
@@ -308,6 +401,7 @@ func (t *Tracker) dropRoute(route string) {
 		return
 	}
 	delete(t.byDriver, p.Driver)
+	t.moved = true
 	if _, had := t.marks[p.Driver]; had {
 		delete(t.marks, p.Driver)
 		t.dirtyMarks[p.Driver] = nil
@@ -327,45 +421,52 @@ func (t *Tracker) point(r *engine.Record) ([]Event, error) {
 	if len(routes) == 0 && len(t.fences) == 0 {
 		return nil, nil // a driver without a route decides nothing
 	}
-	var pv pointValue
-	if err := json.Unmarshal(r.Value, &pv); err != nil {
-		return nil, fmt.Errorf("point of %s at lsn %d: %w", driver, r.LSN, err)
-	}
-	if pv.Lat == nil || pv.Lng == nil || pv.TS == nil {
-		return nil, fmt.Errorf("point of %s at lsn %d: no lat, lng or ts", driver, r.LSN)
-	}
-	ts, err := time.Parse(time.RFC3339Nano, *pv.TS)
+	ts, lat, lng, at, err := decodePoint(r)
 	if err != nil {
-		return nil, fmt.Errorf("point of %s at lsn %d: ts: %w", driver, r.LSN, err)
+		return nil, err
 	}
-	evs := t.fencePoint(driver, *pv.Lat, *pv.Lng, ts, *pv.TS, r.LSN, nil)
+	evs := t.fencePoint(driver, lat, lng, ts, at, r.LSN, nil)
 	if len(routes) == 0 {
 		return evs, nil
 	}
-	if m, ok := t.marks[driver]; ok && ts.Before(m.TS) {
+	if !t.moveMark(driver, ts, r.LSN) {
 		return evs, nil // late: older than a point already evaluated
 	}
-	m := Mark{TS: ts, LSN: r.LSN}
-	t.marks[driver] = m
-	t.dirtyMarks[driver] = &m
+	u := unitOf(lat, lng)
 	for _, route := range routes {
-		evs = t.advance(t.routes[route], *pv.Lat, *pv.Lng, ts, *pv.TS, r.LSN, evs)
+		evs = t.advance(t.routes[route], lat, lng, u, ts, at, r.LSN, evs)
 	}
 	return evs, nil
+}
+
+// decodePoint reads a stored point: its ts (parsed, and as sent), lat, lng.
+func decodePoint(r *engine.Record) (ts time.Time, lat, lng float64, at string, err error) {
+	var pv pointValue
+	if err := json.Unmarshal(r.Value, &pv); err != nil {
+		return ts, 0, 0, "", fmt.Errorf("point of %s at lsn %d: %w", r.Key, r.LSN, err)
+	}
+	if pv.Lat == nil || pv.Lng == nil || pv.TS == nil {
+		return ts, 0, 0, "", fmt.Errorf("point of %s at lsn %d: no lat, lng or ts", r.Key, r.LSN)
+	}
+	ts, err = time.Parse(time.RFC3339Nano, *pv.TS)
+	if err != nil {
+		return ts, 0, 0, "", fmt.Errorf("point of %s at lsn %d: ts: %w", r.Key, r.LSN, err)
+	}
+	return ts, *pv.Lat, *pv.Lng, *pv.TS, nil
 }
 
 // advance moves one route's progress by one point of its driver: the stops
 // it arrived at and is now beyond radius + DepartMarginM depart; the first
 // pending stop within its radius is arrived at, and the pending stops
 // before it are skipped.
-func (t *Tracker) advance(p *Progress, lat, lng float64, ts time.Time, at string, lsn uint64, evs []Event) []Event {
+func (t *Tracker) advance(p *Progress, lat, lng float64, u [3]float64, ts time.Time, at string, lsn uint64, evs []Event) []Event {
 	ev := func(typ string, s *StopProgress) Event {
 		return Event{Type: typ, Route: p.Route, RouteVersion: p.Version, Stop: s.ID, Driver: p.Driver, At: at, ETA: s.ETA, PointLSN: lsn}
 	}
 	changed := false
 	for i := range p.Stops {
 		s := &p.Stops[i]
-		if s.Status == Arrived && DistanceM(lat, lng, s.Lat, s.Lng) > s.RadiusM+DepartMarginM {
+		if s.Status == Arrived && !near(lat, lng, u, s, s.RadiusM+DepartMarginM) {
 			s.Status, s.DepartedAt = Departed, at
 			evs = append(evs, ev(StopDeparted, s))
 			changed = true
@@ -373,7 +474,7 @@ func (t *Tracker) advance(p *Progress, lat, lng float64, ts time.Time, at string
 	}
 	for j := range p.Stops {
 		s := &p.Stops[j]
-		if s.Status != Pending || DistanceM(lat, lng, s.Lat, s.Lng) > s.RadiusM {
+		if s.Status != Pending || !near(lat, lng, u, s, s.RadiusM) {
 			continue
 		}
 		for i := 0; i < j; i++ {
@@ -400,6 +501,28 @@ func (t *Tracker) advance(p *Progress, lat, lng float64, ts time.Time, at string
 	return evs
 }
 
+// near reports whether DistanceM(lat, lng, s.Lat, s.Lng) <= m; u is
+// unitOf(lat, lng). Most stops of a route are far from its driver: the
+// chord between the two places on the sphere (a dot product of their unit
+// vectors, no trigonometry per stop) is never longer than the great-circle
+// distance, so a chord longer than m + 1 m rejects the stop; otherwise the
+// haversine decides, as before.
+func near(lat, lng float64, u [3]float64, s *StopProgress, m float64) bool {
+	dx, dy, dz := u[0]-s.unit[0], u[1]-s.unit[1], u[2]-s.unit[2]
+	if chord := earthRadiusM * earthRadiusM * (dx*dx + dy*dy + dz*dz); chord > (m+1)*(m+1) {
+		return false
+	}
+	return DistanceM(lat, lng, s.Lat, s.Lng) <= m
+}
+
+// unitOf is a place's vector on the unit sphere.
+func unitOf(lat, lng float64) [3]float64 {
+	const rad = math.Pi / 180
+	sφ, cφ := math.Sincos(lat * rad)
+	sλ, cλ := math.Sincos(lng * rad)
+	return [3]float64{cφ * cλ, cφ * sλ, sφ}
+}
+
 // earthRadiusM is the mean radius of the Earth.
 const earthRadiusM = 6371008.8
 
@@ -418,3 +541,6 @@ func markKey(driver string) string { return "driver:" + driver }
 
 // driverOfMarkKey is the driver of a fleet_consumer key, if it is one.
 func driverOfMarkKey(k string) (string, bool) { return strings.CutPrefix(k, "driver:") }
+
+// placesKey is a route's stops' places' key in fleet_consumer.
+func placesKey(route string) string { return "stops:" + route }

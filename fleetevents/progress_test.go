@@ -3,6 +3,7 @@ package fleetevents
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"testing"
 	"time"
@@ -223,7 +224,7 @@ func TestReassignment(t *testing.T) {
 
 // A tracker restored from what another wrote (its dirty state) decides
 // what the first would have: the consumer resumes after a crash from
-// route_progress and the marks.
+// route_progress, the stops' places and the marks.
 func TestRestoreResumes(t *testing.T) {
 	var f feeder
 	recs := []engine.Record{
@@ -257,8 +258,17 @@ func TestRestoreResumes(t *testing.T) {
 				marks[d] = n
 			}
 		})
+		places := map[string]Places{}
+		a.DirtyPlaces(func(r string, pl *Places) {
+			if pl != nil {
+				raw, _ := json.Marshal(pl)
+				var q Places
+				json.Unmarshal(raw, &q)
+				places[r] = q
+			}
+		})
 		b := NewTracker(75)
-		b.Restore(progress, marks)
+		b.Restore(progress, places, marks)
 		got = append(got, apply(t, b, recs[cut:]...)...)
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("cut at %d:\n got %+v\nwant %+v", cut, got, want)
@@ -290,5 +300,69 @@ func TestDistance(t *testing.T) {
 	}
 	if d := DistanceM(0, 179.9995, 0, -179.9995); d > 112 {
 		t.Fatalf("across the antimeridian: %v m", d)
+	}
+}
+
+// near agrees with DistanceM, its fast rejection included.
+func TestNear(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	for i := range 200000 {
+		lat1, lng1 := rng.Float64()*178-89, rng.Float64()*360-180
+		spread := []float64{0.0005, 0.003, 0.03, 3}[i%4]
+		lat2, lng2 := lat1+(rng.Float64()-0.5)*spread, lng1+(rng.Float64()-0.5)*spread
+		m := rng.Float64() * 800
+		s := StopProgress{Lat: lat2, Lng: lng2, unit: unitOf(lat2, lng2)}
+		if got, want := near(lat1, lng1, unitOf(lat1, lng1), &s, m), DistanceM(lat1, lng1, lat2, lng2) <= m; got != want {
+			t.Fatalf("near(%v, %v, %v, %v, %v) = %v, DistanceM %v", lat1, lng1, lat2, lng2, m, got, DistanceM(lat1, lng1, lat2, lng2))
+		}
+	}
+}
+
+// Marks written before the cursor (as the consumer writes them, at its
+// checkpoint) and replayed over the log up to the cursor decide what the
+// uninterrupted tracker decides: a point late against a mark that was not
+// written stays late.
+func TestReplayMarks(t *testing.T) {
+	var f feeder
+	recs := []engine.Record{
+		f.assign("r", "d", stop("a", 0, 0, ""), stop("b", 0, 0.01, "")),
+		f.point("d", 0, 0, "2026-01-01T00:00:00Z"),
+		f.point("d", 0, 0.005, "2026-01-01T00:05:00Z"),
+		f.point("d", 0, 0.01, "2026-01-01T00:04:00Z"), // late: would arrive at b
+		f.point("d", 0, 0.003, "2026-01-01T00:06:00Z"),
+		f.point("d", 0, 0.01, "2026-01-01T00:03:00Z"), // late
+		f.point("d", 0, 0.02, "2026-01-01T00:10:00Z"),
+	}
+	whole := NewTracker(75)
+	want := apply(t, whole, recs...)
+	for m := 1; m < len(recs); m++ {
+		for cut := m; cut < len(recs); cut++ {
+			a := NewTracker(75)
+			got := apply(t, a, recs[:m]...)
+			marks := map[string]Mark{}
+			a.Dirty(func(string, *Progress) {}, func(d string, mk *Mark) {
+				if mk != nil {
+					marks[d] = *mk
+				}
+			})
+			got = append(got, apply(t, a, recs[m:cut]...)...)
+			var progress []Progress
+			a.Dirty(func(_ string, p *Progress) {
+				if p != nil {
+					progress = append(progress, p.clone())
+				}
+			}, func(string, *Mark) {})
+			places := map[string]Places{}
+			a.DirtyPlaces(func(r string, pl *Places) { places[r] = *pl })
+			b := NewTracker(75)
+			b.Restore(progress, places, marks)
+			for i := m; i < cut; i++ {
+				b.ReplayMark(&recs[i])
+			}
+			got = append(got, apply(t, b, recs[cut:]...)...)
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("marks at %d, cut at %d:\n got %+v\nwant %+v", m, cut, got, want)
+			}
+		}
 	}
 }

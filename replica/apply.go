@@ -434,6 +434,12 @@ func (a *applier) tx(ctx context.Context, fn func() error, lsn uint64, n int, t0
 // flushDrivers; the trail takes every point.
 func (a *applier) apply(ctx context.Context, i int) error {
 	rec := &a.buf[i]
+	if rec.Table == fleet.TableFleetConsumer {
+		// The fleet-events consumer's private state (its cursor, marks,
+		// stops' places, fences): nothing reads it from the replica, and
+		// it is written at every write of the consumer.
+		return nil
+	}
 	at := nanos(rec.CommittedAt)
 	del := rec.Op == engine.OpDelete
 	var err error
@@ -672,7 +678,9 @@ func (a *applier) rebuild(ctx context.Context) error {
 		}
 		var tables []string
 		if _, err := snap.Tables("", 0, func(ti engine.TableInfo) error {
-			tables = append(tables, ti.Name)
+			if ti.Name != fleet.TableFleetConsumer { // see apply
+				tables = append(tables, ti.Name)
+			}
 			return nil
 		}); err != nil {
 			return err

@@ -159,7 +159,20 @@ func TestAppliesBuiltinsAndUserTables(t *testing.T) {
 	s.put(t, "notes", "k1", `{"a":2}`)
 	s.put(t, "notes", "k3", `true`)
 	s.del(t, "notes", "k3")
+	// The fleet-events consumer's private table is not the replica's.
+	if _, err := s.e.WriteDerived(ctx, engine.DerivedWrite{After: 0, Upto: s.durable(t), Writes: []engine.Write{
+		{Table: fleet.TableFleetConsumer, Key: "driver:d1", Value: []byte(`{"ts":"2026-11-23T09:00:00Z","lsn":1}`)},
+		{Table: fleet.TableRouteProgress, Key: "r1", Value: []byte(`{"route":"r1"}`)},
+	}}); err != nil {
+		t.Fatal(err)
+	}
 	waitLSN(t, r, s.durable(t))
+	if rows, err := r.Rows(ctx, fleet.TableFleetConsumer, "", 0); err != nil || len(rows) != 0 {
+		t.Fatalf("rows of fleet_consumer: %+v, %v", rows, err)
+	}
+	if rows, err := r.Rows(ctx, fleet.TableRouteProgress, "", 0); err != nil || len(rows) != 1 {
+		t.Fatalf("rows of route_progress: %+v, %v", rows, err)
+	}
 
 	pos, err := r.Positions(ctx)
 	if err != nil {
