@@ -190,8 +190,11 @@ func (r *driverRate) over(s *driverShare, now time.Time) (bool, time.Duration) {
 	if share == 0 {
 		return false, 0
 	}
-	own := math.Min(s.tokens+now.Sub(s.last).Seconds()*share, share*shareWindow)
-	want := math.Max(s.want, 1)
+	full := share * shareWindow
+	own := math.Min(s.tokens+now.Sub(s.last).Seconds()*share, full)
+	// At most a full bucket: the share may have shrunk since the refusal,
+	// and take asks no more than a full bucket either.
+	want := math.Max(math.Min(s.want, full), 1)
 	if own >= want {
 		return false, 0
 	}

@@ -256,3 +256,25 @@ func TestDriverRateSparesASpikeOfLightDrivers(t *testing.T) {
 		t.Fatalf("%d of the light drivers' submissions refused (%d points accepted)", refused, accepted)
 	}
 }
+
+// A driver refused for a large submission is not refused before decoding
+// for ever once the share shrank below that submission: the pre-check asks
+// for at most a full bucket, as take does.
+func TestDriverRatePrecheckAfterTheShareShrank(t *testing.T) {
+	r := newDriverRate(5 * time.Millisecond)
+	r.step(3*time.Millisecond, 1) // 5,000/s, share 5,000, bucket 10,000
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var s driverShare
+	if ok, _ := r.take(&s, 10_000, t0); !ok {
+		t.Fatal("a full bucket refused")
+	}
+	if ok, _ := r.take(&s, 10_000, t0); ok { // refused: it will ask for 10,000 again
+		t.Fatal("an empty bucket accepted")
+	}
+	r.mu.Lock()
+	r.share = 100 // many drivers now: a bucket of 200
+	r.mu.Unlock()
+	if over, _ := r.over(&s, t0.Add(10*time.Second)); over {
+		t.Fatal("refused before decoding with a full bucket: the pre-check asked for more than a bucket holds")
+	}
+}
