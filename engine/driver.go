@@ -295,6 +295,7 @@ func (e *Engine) SubmitPoints(ctx context.Context, driver string, pts []Point) (
 		}
 		if !ok {
 			ds.mu.Unlock()
+			e.rate.refuse()
 			l.stats.reject(reasonOf(ErrLaneFull))
 			return DriverAck{}, &LaneFullError{Lane: LaneDriver, RetryAfter: max(wait, time.Second)}
 		}
@@ -325,6 +326,7 @@ func (e *Engine) SubmitPoints(ctx context.Context, driver string, pts []Point) (
 		}
 	}
 	if err != nil {
+		e.rate.refund(&ds.share, ack.Accepted) // not accepted: the limit's tokens go back
 		ds.mu.Unlock()
 		return DriverAck{}, l.refuse(err)
 	}

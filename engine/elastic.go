@@ -166,14 +166,31 @@ func (r *driverRate) take(s *driverShare, n int, now time.Time) (ok bool, wait t
 	need := math.Min(float64(n), full) // more than the bucket waits for a full one
 	if s.tokens < need {
 		s.want = need
-		r.refused.Add(1)
-		r.Refused.Add(1)
 		return false, time.Duration((need - s.tokens) / share * float64(time.Second))
 	}
-	s.tokens -= float64(n) // may go negative: the next ones wait it off
+	// May go negative: the next ones wait it off. At most a bucket's debt,
+	// so a phone that uploads what it buffered offline waits at most two
+	// bucket fills before its live points pass again.
+	s.tokens = math.Max(s.tokens-float64(n), -full)
 	s.want = 0
 	r.accepted.Add(int64(n))
 	return true, 0
+}
+
+// refuse counts a submission the limit refused (once, however often it
+// was tried).
+func (r *driverRate) refuse() {
+	r.refused.Add(1)
+	r.Refused.Add(1)
+}
+
+// refund gives back the n points take took for a submission that the
+// lane then refused: they were not accepted.
+func (r *driverRate) refund(s *driverShare, n int) {
+	r.accepted.Add(-int64(n))
+	if r.engaged.Load() && !s.last.IsZero() {
+		s.tokens += float64(n)
+	}
 }
 
 // over says whether the driver whose bucket is s would be refused now,

@@ -106,11 +106,15 @@ func TestDriverRateCutsTheHeaviestFirst(t *testing.T) {
 					phoneAccepted++
 				} else {
 					phoneRefused++
+					r.refuse()
 				}
 			}
 		}
 		for i := range heavy {
-			if ok, _ := r.take(&heavy[i], 100, now); ok && at >= settle {
+			ok, _ := r.take(&heavy[i], 100, now)
+			if !ok {
+				r.refuse() // as SubmitPoints does
+			} else if at >= settle {
 				heavyLate[i] += 100
 			}
 		}
@@ -276,5 +280,37 @@ func TestDriverRatePrecheckAfterTheShareShrank(t *testing.T) {
 	r.mu.Unlock()
 	if over, _ := r.over(&s, t0.Add(10*time.Second)); over {
 		t.Fatal("refused before decoding with a full bucket: the pre-check asked for more than a bucket holds")
+	}
+}
+
+// A phone back in coverage uploads what it buffered while the limit is on:
+// accepted (its bucket was full), it owes at most one bucket, so its live
+// points pass again within two bucket fills, not after the whole upload's
+// worth of its share. Points the lane then refuses are given back.
+func TestDriverRateDebtIsBounded(t *testing.T) {
+	r := newDriverRate(5 * time.Millisecond)
+	r.step(3*time.Millisecond, 1)
+	r.mu.Lock()
+	r.share = 2.5 // a bucket of 5
+	r.mu.Unlock()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var s driverShare
+	if ok, _ := r.take(&s, 500, t0); !ok {
+		t.Fatal("a full bucket refused the upload")
+	}
+	if s.tokens != -5 {
+		t.Fatalf("debt %v, want one bucket (-5)", s.tokens)
+	}
+	if ok, _ := r.take(&s, 1, t0.Add(4*time.Second+500*time.Millisecond)); !ok {
+		t.Fatal("a live point refused 4.5 s after the upload (the debt is one bucket: 2.4 s to pay, 0.4 s more for the point)")
+	}
+	before := r.accepted.Load()
+	var u driverShare
+	if ok, _ := r.take(&u, 3, t0); !ok {
+		t.Fatal("refused")
+	}
+	r.refund(&u, 3)
+	if r.accepted.Load() != before || u.tokens != 5 {
+		t.Fatalf("after the refund: accepted %d (was %d), tokens %v (want 5)", r.accepted.Load(), before, u.tokens)
 	}
 }
