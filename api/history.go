@@ -199,12 +199,21 @@ func encodeTrailCursor(c fleet.TrailCursor) string {
 	return strconv.FormatInt(c.TS, 10) + "." + strconv.FormatUint(c.Seq, 10)
 }
 
-func (s *Server) historySource(w http.ResponseWriter, r *http.Request) (History, bool) {
+// openHistory is a history request's start: the replica to read, and a
+// slot of the history gate (admitHistory). release gives the slot back;
+// call it before the page goes to the network (writeHistoryPage), so a slow
+// client does not hold the slot; calling it again does nothing. On !ok the
+// answer was sent.
+func (s *Server) openHistory(w http.ResponseWriter, r *http.Request) (src History, release func(), ok bool) {
 	if s.history == nil {
 		s.fail(w, r, errorf(http.StatusServiceUnavailable, "unavailable", "the history is read from the replica, which is not open"))
-		return nil, false
+		return nil, nil, false
 	}
-	return s.history, true
+	done, ok := s.admitHistory(w, r)
+	if !ok {
+		return nil, nil, false
+	}
+	return s.history, sync.OnceFunc(done), true
 }
 
 // committedAt is a commit time for JSON: null when unknown (a row from a
@@ -268,17 +277,10 @@ func (s *Server) getTrail(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	src, ok := s.historySource(w, r)
+	src, release, ok := s.openHistory(w, r)
 	if !ok {
 		return
 	}
-	done, ok := s.admitHistory(w, r)
-	if !ok {
-		return
-	}
-	// Released before the page goes to the network (writeHistoryPage):
-	// a slow client must not hold the slot.
-	release := sync.OnceFunc(done)
 	defer release()
 	lsn := src.LSN()
 	pts, more, err := src.TrailHistory(r.Context(), fleet.TrailQuery{Driver: driver, Since: since, Until: until, After: after, Limit: limit})
@@ -496,17 +498,10 @@ func (s *Server) getLoadingEvents(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	src, ok := s.historySource(w, r)
+	src, release, ok := s.openHistory(w, r)
 	if !ok {
 		return
 	}
-	done, ok := s.admitHistory(w, r)
-	if !ok {
-		return
-	}
-	// Released before the page goes to the network (writeHistoryPage):
-	// a slow client must not hold the slot.
-	release := sync.OnceFunc(done)
 	defer release()
 	lsn := src.LSN()
 	evs, more, err := src.LoadingHistory(r.Context(), fleet.LoadingQuery{Dock: q["dock"], Shipment: q["shipment"],
@@ -566,17 +561,10 @@ func (s *Server) getAssignmentHistory(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	src, ok := s.historySource(w, r)
+	src, release, ok := s.openHistory(w, r)
 	if !ok {
 		return
 	}
-	done, ok := s.admitHistory(w, r)
-	if !ok {
-		return
-	}
-	// Released before the page goes to the network (writeHistoryPage):
-	// a slow client must not hold the slot.
-	release := sync.OnceFunc(done)
 	defer release()
 	lsn := src.LSN()
 	vs, more, err := src.AssignmentHistory(r.Context(), route, after, limit)
