@@ -113,16 +113,7 @@ func benchIngest(args []string) error {
 		return err
 	}
 	fmt.Print(rep.human())
-	if o.jsonOut != "" {
-		b, err := json.MarshalIndent(rep, "", "  ")
-		if err != nil {
-			return fmt.Errorf("bench ingest: report: %w", err)
-		}
-		if err := os.WriteFile(o.jsonOut, append(b, '\n'), 0o644); err != nil {
-			return fmt.Errorf("bench ingest: report: %w", err)
-		}
-	}
-	return nil
+	return writeReport(o.jsonOut, "bench ingest", rep)
 }
 
 func (o *ingestOptions) validate() error {
@@ -1116,4 +1107,20 @@ func loadAvg() string {
 	}
 	f := strings.Fields(string(raw))
 	return strings.Join(f[:min(3, len(f))], " ")
+}
+
+// writeReport writes a benchmark's report as indented JSON to path (none
+// when path is empty).
+func writeReport(path, what string, v any) error {
+	if path == "" {
+		return nil
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("%s: report: %w", what, err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("%s: report: %w", what, err)
+	}
+	return nil
 }

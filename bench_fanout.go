@@ -8,7 +8,6 @@ import (
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -127,16 +126,7 @@ func benchFanout(args []string) error {
 			fmt.Print(res.human())
 		}
 	}
-	if o.jsonOut != "" {
-		b, err := json.MarshalIndent(all, "", "  ")
-		if err != nil {
-			return fmt.Errorf("bench fanout: report: %w", err)
-		}
-		if err := os.WriteFile(o.jsonOut, append(b, '\n'), 0o644); err != nil {
-			return fmt.Errorf("bench fanout: report: %w", err)
-		}
-	}
-	return nil
+	return writeReport(o.jsonOut, "bench fanout", all)
 }
 
 func (r *fanoutResult) human() string {
