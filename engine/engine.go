@@ -344,9 +344,10 @@ func (e *Engine) DriverRateLimit() (limit, share float64, schedP99 time.Duration
 func (e *Engine) DriverRateRefused() uint64 { return e.rate.Refused.Load() }
 
 // AdmitPoints refuses, before its body costs any CPU, a driver submission
-// that the elastic limit would refuse now: the driver is past its share
-// and nothing is left of the limit (elastic.go). It counts the refusal
-// like SubmitPoints would. It takes nothing: SubmitPoints decides.
+// that the elastic limit would refuse now: the driver's bucket does not
+// hold what it asked for when it was last refused (elastic.go). It counts
+// the refusal like SubmitPoints would. It takes nothing: SubmitPoints
+// decides.
 func (e *Engine) AdmitPoints(driver string) error {
 	if !e.rate.engaged.Load() {
 		return nil
@@ -365,8 +366,7 @@ func (e *Engine) AdmitPoints(driver string) error {
 	l := e.lanes[LaneDriver]
 	l.stats.Arrivals.Add(1)
 	l.stats.reject(reasonOf(ErrLaneFull))
-	e.rate.refused.Add(1)
-	e.rate.Refused.Add(1)
+	e.rate.refuse()
 	return &LaneFullError{Lane: LaneDriver, RetryAfter: max(wait, time.Second)}
 }
 
