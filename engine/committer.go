@@ -444,13 +444,13 @@ func (e *Engine) maintain() time.Duration {
 	}
 	chunk := 2 * e.sched.cap()
 	t0 := e.now()
-	n, err := db.Trim(e.cfg.Retention.wal(), chunk)
+	n, recs, err := db.Trim(e.cfg.Retention.wal(), chunk)
 	e.totals.BusyNanos.Add(int64(e.now().Sub(t0)))
 	if err != nil {
 		e.log.Error("log retention failed", "err", err)
 		return time.Second
 	}
-	e.totals.Trimmed.Add(uint64(n))
+	e.totals.Trimmed.Add(uint64(recs))
 	switch {
 	case n == chunk:
 		return 0 // more to trim: one step per committer turn

@@ -260,7 +260,7 @@ func TestCursorPastRetention(t *testing.T) {
 	for i := range 20 {
 		putKey(t, e, "t", fmt.Sprint("k", i))
 	}
-	if _, err := db.Trim(wal.Retention{MaxBytes: 1}, 100); err != nil {
+	if _, _, err := db.Trim(wal.Retention{MaxBytes: 1}, 100); err != nil {
 		t.Fatal(err)
 	}
 	if db.FirstLSN() <= 17 {

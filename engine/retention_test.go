@@ -25,11 +25,12 @@ func TestRetentionStepsAreBoundedByTheCap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 3,000 records, committed in batches of 100 without the committer's
-	// turn (the steps below are called directly).
-	for i := 0; i < 30; i++ {
+	// 3,000 records, one per batch (so one log entry each: a batch's
+	// records are one run, and a step is bounded in entries), committed
+	// without the committer's turn (the steps below are called directly).
+	for i := 0; i < 3000; i++ {
 		b := db.Begin()
-		for j := 0; j < 100; j++ {
+		for j := 0; j < 1; j++ {
 			if _, err := b.Put("t", fmt.Sprintf("k%d-%d", i, j), []byte(`{"v":1}`), "tables", wal.AnyVersion); err != nil {
 				t.Fatal(err)
 			}
@@ -101,5 +102,41 @@ func TestChoresWaitForASyncWrite(t *testing.T) {
 	}
 	if next := e.maybeMaintain(&pending{}, due); next == due || e.totals.Trimmed.Load() != 10 {
 		t.Fatalf("chores did not run when due: next %v, trimmed %d", next, e.totals.Trimmed.Load())
+	}
+}
+
+// A batch's records are one log entry (a run, wal/record.go) and a step is
+// bounded in entries: 30 batches of 100 records go in one step, and the
+// ledger counts records.
+func TestRetentionStepTrimsRunsWhole(t *testing.T) {
+	db, err := wal.Open(wal.Options{Dir: t.TempDir(), MemoryBytes: 32 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	cfg := DefaultConfig()
+	cfg.FixedBatchCap = 64
+	cfg.MinFreeBytes = 0
+	cfg.Retention = Retention{MaxBytes: 1}
+	e, err := build(cfg, db, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 30; i++ {
+		b := db.Begin()
+		for j := 0; j < 100; j++ {
+			if _, err := b.Put("t", fmt.Sprintf("k%d-%d", i, j), []byte(`{"v":1}`), "tables", wal.AnyVersion); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := b.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if again := e.maintain(); again == 0 {
+		t.Fatalf("one step left work for the next turn")
+	}
+	if got := e.totals.Trimmed.Load(); got != 3000 || db.FirstLSN() != 3001 {
+		t.Fatalf("trimmed %d records, first %d; want 3000 and 3001", got, db.FirstLSN())
 	}
 }

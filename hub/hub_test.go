@@ -262,7 +262,7 @@ func TestResumePastRetentionResyncs(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		put(e, "t", fmt.Sprint("k", i), fmt.Sprint(i))
 	}
-	if _, err := db.Trim(wal.Retention{MaxBytes: 1}, 100); err != nil {
+	if _, _, err := db.Trim(wal.Retention{MaxBytes: 1}, 100); err != nil {
 		t.Fatal(err)
 	}
 	from := uint64(1)

@@ -423,7 +423,7 @@ func TestRebuildsWhenTheLogWasTrimmed(t *testing.T) {
 	s.points(t, "d2", 1, 2)
 	last := s.durable(t)
 	for {
-		n, err := s.db.Trim(wal.Retention{MaxBytes: 1}, 1000)
+		n, _, err := s.db.Trim(wal.Retention{MaxBytes: 1}, 1000)
 		if err != nil {
 			t.Fatal(err)
 		}

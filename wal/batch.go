@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -282,26 +283,39 @@ func (b *Batch) Commit() error {
 		return nil
 	}
 	var logBytes int64
-	// Every record's key and value are cut from one slab per batch: Badger
+	// Every entry's key and value are cut from one slab per batch: Badger
 	// keeps the slices until the commit, and one allocation replaces two
-	// per record.
+	// per entry. Consecutive records go as runs (record.go).
 	need := 0
 	for i := range b.recs {
-		need += 9 + recordSize(&b.recs[i])
+		need += 9 + 2*binary.MaxVarintLen64 + recordSize(&b.recs[i])
 	}
 	slab := make([]byte, 0, need)
-	for i := range b.recs {
-		r := &b.recs[i]
+	for i := 0; i < len(b.recs); {
+		j, size := i+1, recordSize(&b.recs[i])
+		for j < len(b.recs) && j-i < runMaxRecords {
+			s := recordSize(&b.recs[j])
+			if size+s > runMaxBytes {
+				break
+			}
+			size += s
+			j++
+		}
 		k0 := len(slab)
-		slab = appendLogKey(slab, r.LSN)
+		slab = appendLogKey(slab, b.recs[j-1].LSN)
 		v0 := len(slab)
-		slab = appendRecord(slab, r)
+		if j-i == 1 {
+			slab = appendRecord(slab, &b.recs[i])
+		} else {
+			slab = appendRun(slab, b.recs[i:j])
+		}
 		k, v := slab[k0:v0:v0], slab[v0:len(slab):len(slab)]
 		if err := b.txn.Set(k, v); err != nil {
 			b.txn.Discard()
 			return fmt.Errorf("wal: commit batch of %d at lsn %d: %w", len(b.recs), b.recs[0].LSN, err)
 		}
 		logBytes += int64(len(k) + len(v))
+		i = j
 	}
 	for name, m := range b.tables {
 		v := make([]byte, 16)

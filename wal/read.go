@@ -2,6 +2,7 @@ package wal
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"github.com/dgraph-io/badger/v4"
@@ -27,36 +28,50 @@ func (db *DB) ReadLog(after, upto uint64, limit int, fn func(Record) error) erro
 		return nil
 	}
 	return db.view(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindLog}, PrefetchValues: true, PrefetchSize: 64})
+		// No prefetch: log values are inline in Badger's tables (far below
+		// its value threshold), so Value reads them in place, where a
+		// prefetch would copy up to 64 runs of 32 KiB for a short read.
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindLog}})
 		defer it.Close()
 		want := after + 1
 		n := 0
-		for it.Seek(logKey(want)); it.Valid(); it.Next() {
-			lsn := binary.BigEndian.Uint64(it.Item().Key()[1:])
-			if lsn > upto {
-				return nil
-			}
-			if lsn != want {
-				// LSNs are gap-free and retention only removes the oldest,
-				// so a jump means the records before lsn are gone.
+		var recs []Record
+		for it.Seek(logKey(want)); it.Valid() && want <= upto; it.Next() {
+			last := binary.BigEndian.Uint64(it.Item().Key()[1:])
+			recs = recs[:0]
+			err := it.Item().Value(func(v []byte) error {
+				first, _, err := entrySpan(last, v)
+				if err != nil {
+					return err
+				}
+				if first > want {
+					// LSNs are gap-free and retention only removes the
+					// oldest, so a jump means the records before first
+					// are gone.
+					return ErrTrimmed
+				}
+				to := upto
+				if limit > 0 {
+					to = min(to, want+uint64(limit-n)-1)
+				}
+				recs, err = decodeEntry(last, v, want, to, recs)
+				return err
+			})
+			if errors.Is(err, ErrTrimmed) {
 				return ErrTrimmed
 			}
-			var rec Record
-			err := it.Item().Value(func(v []byte) error {
-				var derr error
-				rec, derr = decodeRecord(lsn, v)
-				return derr
-			})
 			if err != nil {
-				return fmt.Errorf("wal: read log at lsn %d: %w", lsn, err)
+				return fmt.Errorf("wal: read log entry at lsn %d: %w", last, err)
 			}
-			if err := fn(rec); err != nil {
-				return err
-			}
-			want++
-			n++
-			if limit > 0 && n >= limit {
-				return nil
+			for _, rec := range recs {
+				if err := fn(rec); err != nil {
+					return err
+				}
+				want++
+				n++
+				if limit > 0 && n >= limit {
+					return nil
+				}
 			}
 		}
 		if want <= upto {

@@ -124,6 +124,129 @@ func appendRecord(b []byte, r *Record) []byte {
 
 var errCorrupt = errors.New("corrupt record")
 
+// A log entry holds one record, keyed by its LSN, or a run of records with
+// consecutive LSNs from one batch, keyed by the run's last LSN (so that a
+// seek to an LSN lands on the entry that holds it). A run's value is
+// opRun, uvarint(count), then each record as uvarint(len) + appendRecord.
+// Runs cut Badger's cost per record (a skiplist node, a memtable log
+// entry, a table index and bloom entry, a compaction step each) by the
+// run's length: a driver's batch of 100 points is one entry, not 100.
+// Stores written before runs hold single records only; both are read.
+const (
+	opRun = 0xFF // the first byte of a run's value; never an Op
+
+	runMaxRecords = 256      // records in one run
+	runMaxBytes   = 32 << 10 // a run's value stays far below Badger's value threshold (1 MiB)
+)
+
+// appendRun encodes recs (consecutive LSNs) as one run.
+func appendRun(b []byte, recs []Record) []byte {
+	b = append(b, opRun)
+	b = binary.AppendUvarint(b, uint64(len(recs)))
+	var tmp [binary.MaxVarintLen64]byte
+	for i := range recs {
+		// The record's length goes before it: reserve the longest varint,
+		// encode, then move the record down if the varint is shorter.
+		at := len(b)
+		b = append(b, tmp[:]...)
+		b = appendRecord(b, &recs[i])
+		n := len(b) - at - len(tmp)
+		w := binary.PutUvarint(tmp[:], uint64(n))
+		copy(b[at:], tmp[:w])
+		copy(b[at+w:], b[at+len(tmp):])
+		b = b[:at+w+n]
+	}
+	return b
+}
+
+// runSize bounds the length appendRun gives recs.
+func runSize(recs []Record) int {
+	n := 1 + binary.MaxVarintLen64
+	for i := range recs {
+		n += binary.MaxVarintLen64 + recordSize(&recs[i])
+	}
+	return n
+}
+
+// entrySpan answers the first LSN of the log entry keyed last with value v
+// and the number of records it holds.
+func entrySpan(last uint64, v []byte) (first uint64, n int, err error) {
+	if len(v) == 0 {
+		return 0, 0, errCorrupt // a record has at least its op
+	}
+	if v[0] != opRun {
+		return last, 1, nil
+	}
+	c, w := binary.Uvarint(v[1:])
+	if w <= 0 || c == 0 || c > last {
+		return 0, 0, errCorrupt
+	}
+	return last - c + 1, int(c), nil
+}
+
+// entryFirst decodes the first record of the log entry keyed last.
+func entryFirst(last uint64, v []byte) (Record, error) {
+	first, _, err := entrySpan(last, v)
+	if err != nil {
+		return Record{}, err
+	}
+	if len(v) == 0 || v[0] != opRun {
+		return decodeRecord(last, v)
+	}
+	_, w := binary.Uvarint(v[1:])
+	b := v[1+w:]
+	l, w := binary.Uvarint(b)
+	if w <= 0 || uint64(len(b)-w) < l {
+		return Record{}, errCorrupt
+	}
+	return decodeRecord(first, b[w:w+int(l)])
+}
+
+// decodeEntry decodes the records of the log entry keyed last with value v
+// whose LSN is in [from, to], appending them to out.
+func decodeEntry(last uint64, v []byte, from, to uint64, out []Record) ([]Record, error) {
+	if len(v) == 0 || v[0] != opRun {
+		if last < from || last > to {
+			return out, nil
+		}
+		r, err := decodeRecord(last, v)
+		if err != nil {
+			return out, err
+		}
+		return append(out, r), nil
+	}
+	first, n, err := entrySpan(last, v)
+	if err != nil {
+		return out, err
+	}
+	_, w := binary.Uvarint(v[1:])
+	b := v[1+w:]
+	for i := 0; i < n; i++ {
+		l, w := binary.Uvarint(b)
+		if w <= 0 || uint64(len(b)-w) < l {
+			return out, errCorrupt
+		}
+		rec := b[w : w+int(l)]
+		b = b[w+int(l):]
+		lsn := first + uint64(i)
+		if lsn < from {
+			continue
+		}
+		if lsn > to {
+			return out, nil
+		}
+		r, err := decodeRecord(lsn, rec)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, r)
+	}
+	if len(b) != 0 {
+		return out, errCorrupt
+	}
+	return out, nil
+}
+
 func decodeRecord(lsn uint64, b []byte) (Record, error) {
 	r := Record{LSN: lsn}
 	if len(b) < 1 {

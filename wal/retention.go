@@ -21,19 +21,20 @@ type Retention struct {
 	HoldMaxBytes int64
 }
 
-// Trim deletes at most max of the oldest log records that the retention
-// policy no longer keeps, in one transaction, and answers how many it
-// deleted. The caller runs it between batches (it takes the writer's turn),
+// Trim deletes at most max of the oldest log entries (a record, or a run
+// of records from one batch: record.go) that the retention policy no
+// longer keeps, in one transaction, and answers how many entries and
+// records it deleted. A run goes whole, once its last record may go. The caller runs it between batches (it takes the writer's turn),
 // and calls it again while it answers max, so that a writer waits at most
 // one bounded trim. Table state is never trimmed.
-func (db *DB) Trim(p Retention, max int) (int, error) {
+func (db *DB) Trim(p Retention, max int) (entries, records int, err error) {
 	if p.MaxAge <= 0 && p.MaxBytes <= 0 {
-		return 0, nil
+		return 0, 0, nil
 	}
 	db.writeMu.Lock()
 	defer db.writeMu.Unlock()
 	if db.failed.Load() {
-		return 0, ErrFailed
+		return 0, 0, ErrFailed
 	}
 	cutoff := time.Time{}
 	if p.MaxAge > 0 {
@@ -49,17 +50,17 @@ func (db *DB) Trim(p Retention, max int) (int, error) {
 	n := 0
 	for it.Seek(logKey(first)); it.Valid() && n < max; it.Next() {
 		item := it.Item()
-		lsn := binary.BigEndian.Uint64(item.Key()[1:])
+		lsn := binary.BigEndian.Uint64(item.Key()[1:]) // an entry's last LSN (record.go)
 		size := int64(9 + item.ValueSize())
 		old := false
 		if !cutoff.IsZero() {
 			if err := item.Value(func(v []byte) error {
-				r, err := decodeRecord(lsn, v)
+				r, err := entryFirst(lsn, v)
 				old = err == nil && r.CommittedAt.Before(cutoff)
 				return err
 			}); err != nil {
 				it.Close()
-				return 0, fmt.Errorf("wal: trim at lsn %d: %w", lsn, err)
+				return 0, 0, fmt.Errorf("wal: trim at lsn %d: %w", lsn, err)
 			}
 		}
 		if p.Hold && lsn > p.HoldAfter {
@@ -71,27 +72,28 @@ func (db *DB) Trim(p Retention, max int) (int, error) {
 		}
 		if err := txn.Delete(item.KeyCopy(nil)); err != nil {
 			it.Close()
-			return 0, fmt.Errorf("wal: trim at lsn %d: %w", lsn, err)
+			return 0, 0, fmt.Errorf("wal: trim at lsn %d: %w", lsn, err)
 		}
 		total -= size
+		records += int(lsn + 1 - first)
 		first = lsn + 1
 		n++
 	}
 	it.Close()
 	if n == 0 {
-		return 0, nil
+		return 0, 0, nil
 	}
 	if err := txn.Set(metaFirst, be64(first)); err != nil {
-		return 0, fmt.Errorf("wal: trim to lsn %d: %w", first, err)
+		return 0, 0, fmt.Errorf("wal: trim to lsn %d: %w", first, err)
 	}
 	if err := txn.Set(metaLogBytes, be64(uint64(total))); err != nil {
-		return 0, fmt.Errorf("wal: trim to lsn %d: %w", first, err)
+		return 0, 0, fmt.Errorf("wal: trim to lsn %d: %w", first, err)
 	}
 	if err := db.commitTxn(txn); err != nil {
 		db.failed.Store(true)
-		return 0, fmt.Errorf("wal: trim to lsn %d: %w", first, err)
+		return 0, 0, fmt.Errorf("wal: trim to lsn %d: %w", first, err)
 	}
 	db.first.Store(first)
 	db.logBytes.Store(total)
-	return n, nil
+	return n, records, nil
 }

@@ -228,7 +228,7 @@ func TestRetention(t *testing.T) {
 	// By age, in bounded steps of 20.
 	total := 0
 	for {
-		n, err := db.Trim(Retention{MaxAge: time.Hour}, 20)
+		n, _, err := db.Trim(Retention{MaxAge: time.Hour}, 20)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -248,7 +248,7 @@ func TestRetention(t *testing.T) {
 	}
 	// By size: keep at most half of what is left.
 	half := db.LogBytes() / 2
-	if _, err := db.Trim(Retention{MaxBytes: half}, 1000); err != nil {
+	if _, _, err := db.Trim(Retention{MaxBytes: half}, 1000); err != nil {
 		t.Fatal(err)
 	}
 	if db.LogBytes() > half || db.FirstLSN() <= 51 {
@@ -269,7 +269,7 @@ func TestRetention(t *testing.T) {
 		t.Fatalf("keys after trim: %d", ti.Keys)
 	}
 	// Trimming everything keeps the LSN counter.
-	if _, err := db.Trim(Retention{MaxBytes: 1}, 1000); err != nil {
+	if _, _, err := db.Trim(Retention{MaxBytes: 1}, 1000); err != nil {
 		t.Fatal(err)
 	}
 	if db.FirstLSN() != 101 {
@@ -376,7 +376,7 @@ func TestRetentionHold(t *testing.T) {
 	mu.Unlock()
 	size := db.LogBytes()
 	// Everything is old, but only what was shipped (up to 40) goes.
-	if _, err := db.Trim(Retention{MaxAge: time.Hour, MaxBytes: 1, Hold: true, HoldAfter: 40, HoldMaxBytes: size * 2}, 1000); err != nil {
+	if _, _, err := db.Trim(Retention{MaxAge: time.Hour, MaxBytes: 1, Hold: true, HoldAfter: 40, HoldMaxBytes: size * 2}, 1000); err != nil {
 		t.Fatal(err)
 	}
 	if db.FirstLSN() != 41 {
@@ -384,7 +384,7 @@ func TestRetentionHold(t *testing.T) {
 	}
 	// Past the budget the oldest unshipped records go, down to it.
 	budget := db.LogBytes() / 2
-	if _, err := db.Trim(Retention{MaxAge: time.Hour, Hold: true, HoldAfter: 40, HoldMaxBytes: budget}, 1000); err != nil {
+	if _, _, err := db.Trim(Retention{MaxAge: time.Hour, Hold: true, HoldAfter: 40, HoldMaxBytes: budget}, 1000); err != nil {
 		t.Fatal(err)
 	}
 	if db.LogBytes() > budget || db.FirstLSN() <= 41 || db.FirstLSN() > 80 {
@@ -392,11 +392,11 @@ func TestRetentionHold(t *testing.T) {
 	}
 	first := db.FirstLSN()
 	// Within the budget nothing held goes.
-	if n, err := db.Trim(Retention{MaxAge: time.Hour, Hold: true, HoldAfter: 40, HoldMaxBytes: budget}, 1000); err != nil || n != 0 {
+	if n, _, err := db.Trim(Retention{MaxAge: time.Hour, Hold: true, HoldAfter: 40, HoldMaxBytes: budget}, 1000); err != nil || n != 0 {
 		t.Fatalf("trim within the budget: %d, %v; want 0", n, err)
 	}
 	// Without Hold, age takes all.
-	if _, err := db.Trim(Retention{MaxAge: time.Hour}, 1000); err != nil {
+	if _, _, err := db.Trim(Retention{MaxAge: time.Hour}, 1000); err != nil {
 		t.Fatal(err)
 	}
 	if db.FirstLSN() != 101 || first >= 101 {
