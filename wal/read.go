@@ -35,10 +35,9 @@ func (db *DB) ReadLog(after, upto uint64, limit int, fn func(Record) error) erro
 		defer it.Close()
 		want := after + 1
 		n := 0
-		var recs []Record
+		errLimit := errors.New("limit")
 		for it.Seek(logKey(want)); it.Valid() && want <= upto; it.Next() {
 			last := binary.BigEndian.Uint64(it.Item().Key()[1:])
-			recs = recs[:0]
 			err := it.Item().Value(func(v []byte) error {
 				first, _, err := entrySpan(last, v)
 				if err != nil {
@@ -50,28 +49,31 @@ func (db *DB) ReadLog(after, upto uint64, limit int, fn func(Record) error) erro
 					// are gone.
 					return ErrTrimmed
 				}
-				to := upto
-				if limit > 0 {
-					to = min(to, want+uint64(limit-n)-1)
-				}
-				recs, err = decodeEntry(last, v, want, to, recs)
-				return err
-			})
-			if errors.Is(err, ErrTrimmed) {
-				return ErrTrimmed
-			}
-			if err != nil {
-				return fmt.Errorf("wal: read log entry at lsn %d: %w", last, err)
-			}
-			for _, rec := range recs {
-				if err := fn(rec); err != nil {
-					return err
-				}
-				want++
-				n++
-				if limit > 0 && n >= limit {
+				// One record at a time: a reader that stops early (its
+				// fn's error, the limit) decodes no more of the run.
+				return eachRecord(last, v, want, upto, func(rec Record) error {
+					if err := fn(rec); err != nil {
+						return err
+					}
+					want++
+					n++
+					if limit > 0 && n >= limit {
+						return errLimit
+					}
 					return nil
-				}
+				})
+			})
+			var fe fnError
+			switch {
+			case err == nil:
+			case errors.As(err, &fe) && fe.err == errLimit:
+				return nil
+			case errors.As(err, &fe):
+				return fe.err
+			case errors.Is(err, ErrTrimmed):
+				return ErrTrimmed
+			default:
+				return fmt.Errorf("wal: read log entry at lsn %d: %w", last, err)
 			}
 		}
 		if want <= upto {

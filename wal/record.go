@@ -202,29 +202,37 @@ func entryFirst(last uint64, v []byte) (Record, error) {
 	return decodeRecord(first, b[w:w+int(l)])
 }
 
-// decodeEntry decodes the records of the log entry keyed last with value v
-// whose LSN is in [from, to], appending them to out.
-func decodeEntry(last uint64, v []byte, from, to uint64, out []Record) ([]Record, error) {
+// eachRecord decodes the records of the log entry keyed last with value
+// v whose LSN is in [from, to], one at a time, and calls fn with each; it
+// stops at fn's first error and answers it wrapped as a fnError, so that a
+// caller tells its own errors from a corrupt entry.
+func eachRecord(last uint64, v []byte, from, to uint64, fn func(Record) error) error {
+	call := func(r Record) error {
+		if err := fn(r); err != nil {
+			return fnError{err}
+		}
+		return nil
+	}
 	if len(v) == 0 || v[0] != opRun {
 		if last < from || last > to {
-			return out, nil
+			return nil
 		}
 		r, err := decodeRecord(last, v)
 		if err != nil {
-			return out, err
+			return err
 		}
-		return append(out, r), nil
+		return call(r)
 	}
 	first, n, err := entrySpan(last, v)
 	if err != nil {
-		return out, err
+		return err
 	}
 	_, w := binary.Uvarint(v[1:])
 	b := v[1+w:]
 	for i := 0; i < n; i++ {
 		l, w := binary.Uvarint(b)
 		if w <= 0 || uint64(len(b)-w) < l {
-			return out, errCorrupt
+			return errCorrupt
 		}
 		rec := b[w : w+int(l)]
 		b = b[w+int(l):]
@@ -233,19 +241,26 @@ func decodeEntry(last uint64, v []byte, from, to uint64, out []Record) ([]Record
 			continue
 		}
 		if lsn > to {
-			return out, nil
+			return nil
 		}
 		r, err := decodeRecord(lsn, rec)
 		if err != nil {
-			return out, err
+			return err
 		}
-		out = append(out, r)
+		if err := call(r); err != nil {
+			return err
+		}
 	}
 	if len(b) != 0 {
-		return out, errCorrupt
+		return errCorrupt
 	}
-	return out, nil
+	return nil
 }
+
+// fnError carries a ReadLog callback's own error through eachRecord.
+type fnError struct{ err error }
+
+func (e fnError) Error() string { return e.err.Error() }
 
 func decodeRecord(lsn uint64, b []byte) (Record, error) {
 	r := Record{LSN: lsn}

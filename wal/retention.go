@@ -44,9 +44,10 @@ func (db *DB) Trim(p Retention, max int) (entries, records int, err error) {
 	first := db.first.Load()
 	txn := db.bdb.NewTransactionAt(db.ts.Load(), true)
 	defer txn.Discard()
-	// Values are read only to judge age; prefetch no more than the step
-	// may delete (a small step must not pay for 256 values).
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindLog}, PrefetchValues: !cutoff.IsZero(), PrefetchSize: min(max+1, 256)})
+	// Values are read only to judge age, from an entry's first record,
+	// in place: no prefetch, which would copy whole runs (up to 32 KiB
+	// each) and made a step of 128 entries take 2-3 ms instead of 0.5-1.
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindLog}})
 	n := 0
 	for it.Seek(logKey(first)); it.Valid() && n < max; it.Next() {
 		item := it.Item()

@@ -1,9 +1,12 @@
 package wal
 
 import (
+	"bytes"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -223,5 +226,95 @@ func TestRunCorruptCount(t *testing.T) {
 	err := db.ReadLog(0, 3, 0, func(Record) error { return nil })
 	if err == nil || !strings.Contains(err.Error(), "lsn 3") {
 		t.Fatalf("read of a corrupt run: %v", err)
+	}
+}
+
+// Records written past several memtables are flushed into compressed
+// tables (Badger patch 8 compresses each block into a scratch buffer and
+// copies it back over the block) and read back whole after a reopen, both
+// compressible values and random ones that do not compress.
+func TestRunsThroughFlushedTables(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 40 MB")
+	}
+	dir := t.TempDir()
+	db := open(t, dir, nil)
+	rnd := rand.New(rand.NewPCG(1, 2))
+	var want [][]byte
+	for i := 0; i < 400; i++ {
+		b := db.Begin()
+		for j := 0; j < 100; j++ {
+			var v []byte
+			if (i+j)%3 == 0 {
+				raw := make([]byte, 600)
+				for k := range raw {
+					raw[k] = byte(rnd.Uint32())
+				}
+				v = []byte(`"` + base64.StdEncoding.EncodeToString(raw) + `"`)
+			} else {
+				v = []byte(fmt.Sprintf(`{"seq":%d,"lat":52.%06d,"lng":4.%06d,"pad":%q}`, i*100+j, j, i, strings.Repeat("ab", 400)))
+			}
+			if _, err := b.Put("t", fmt.Sprint("k", j), v, "test", AnyVersion); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, v)
+		}
+		if err := b.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	db = open(t, dir, nil)
+	defer db.Close()
+	got := readAll(t, db, 0)
+	if len(got) != len(want) {
+		t.Fatalf("read back %d records, want %d", len(got), len(want))
+	}
+	for i := range got {
+		if !bytes.Equal(got[i].Value, want[i]) {
+			t.Fatalf("record %d differs after the flush", i+1)
+		}
+	}
+	tables := 0
+	for _, ti := range db.bdb.Tables() {
+		if ti.Level >= 0 {
+			tables++
+		}
+	}
+	if tables == 0 {
+		t.Fatalf("no table was flushed: the test read the memtables only")
+	}
+}
+
+// Open marks the store with the log format it writes, and refuses a store
+// marked with a later one instead of misreading it.
+func TestLogFormatMarked(t *testing.T) {
+	dir := t.TempDir()
+	db := open(t, dir, nil)
+	var have uint64
+	if err := db.view(func(txn *badger.Txn) error {
+		v, ok, err := getUint(txn, metaFormat)
+		if !ok {
+			return errors.New("no format mark")
+		}
+		have = v
+		return err
+	}); err != nil || have != logFormat {
+		t.Fatalf("format mark %d, %v; want %d", have, err, logFormat)
+	}
+	txn := db.bdb.NewTransactionAt(db.ts.Load(), true)
+	if err := txn.Set(metaFormat, be64(logFormat+1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.commitTxn(txn); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	_, err := Open(Options{Dir: dir, MemoryBytes: 32 << 20})
+	if err == nil || !strings.Contains(err.Error(), "log format is 3") {
+		t.Fatalf("open of a store of a later format: %v", err)
 	}
 }

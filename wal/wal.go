@@ -243,7 +243,50 @@ func Open(opt Options) (*DB, error) {
 		unlock()
 		return nil, fmt.Errorf("wal: recover %s: %w", opt.Dir, err)
 	}
+	if err := db.markFormat(); err != nil {
+		bdb.Close()
+		unlock()
+		return nil, fmt.Errorf("wal: open %s: %w", opt.Dir, err)
+	}
 	return db, nil
+}
+
+// logFormat is the layout of the log this code writes: 2 = runs of records
+// (record.go). Open records it in the store before any write, and refuses
+// a store marked with a later one. A store once opened by this code holds
+// runs after its first batch, which a RouteHound before runs cannot read:
+// there is no downgrade past it (README, "Upgrades").
+const logFormat = 2
+
+var metaFormat = []byte("mformat")
+
+func (db *DB) markFormat() error {
+	var have uint64
+	err := db.view(func(txn *badger.Txn) error {
+		v, ok, err := getUint(txn, metaFormat)
+		if ok {
+			have = v
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	switch {
+	case have > logFormat:
+		return fmt.Errorf("the store's log format is %d, newer than this RouteHound reads (%d): run the release that wrote it", have, logFormat)
+	case have == logFormat:
+		return nil
+	}
+	txn := db.bdb.NewTransactionAt(db.ts.Load(), true)
+	defer txn.Discard()
+	if err := txn.Set(metaFormat, be64(logFormat)); err != nil {
+		return err
+	}
+	if err := db.commitTxn(txn); err != nil {
+		return fmt.Errorf("mark the log format: %w", err)
+	}
+	return nil
 }
 
 // recover reads the counters back. The last LSN is the highest log key, or
