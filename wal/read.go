@@ -30,7 +30,7 @@ func (db *DB) ReadLog(after, upto uint64, limit int, fn func(Record) error) erro
 	return db.view(func(txn *badger.Txn) error {
 		// No prefetch: log values are inline in Badger's tables (far below
 		// its value threshold), so Value reads them in place, where a
-		// prefetch would copy up to 64 runs of 32 KiB for a short read.
+		// prefetch would copy up to 64 runs of 4 KiB for a short read.
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindLog}})
 		defer it.Close()
 		want := after + 1

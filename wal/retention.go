@@ -45,7 +45,7 @@ func (db *DB) Trim(p Retention, max int) (entries, records int, err error) {
 	txn := db.bdb.NewTransactionAt(db.ts.Load(), true)
 	defer txn.Discard()
 	// Values are read only to judge age, from an entry's first record,
-	// in place: no prefetch, which would copy whole runs (up to 32 KiB
+	// in place: no prefetch, which would copy whole runs (up to 4 KiB
 	// each) and made a step of 128 entries take 2-3 ms instead of 0.5-1.
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindLog}})
 	n := 0

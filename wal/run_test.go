@@ -60,10 +60,11 @@ func TestRunsReadFromAnyLSN(t *testing.T) {
 	defer db.Close()
 	var all []Record
 	all = append(all, putBatch(t, db, 1, `"one"`)...)   // a single record
-	all = append(all, putBatch(t, db, 600, `"v"`)...)   // runs of 256, 256, 88
+	all = append(all, putBatch(t, db, 600, `"v"`)...)   // runs bounded by runMaxBytes
 	all = append(all, putBatch(t, db, 3, `"three"`)...) // a short run
-	if entries, longest := logEntries(t, db); entries != 5 || longest != runMaxRecords {
-		t.Fatalf("%d entries, longest run %d; want 5 and %d", entries, longest, runMaxRecords)
+	perRun := runMaxBytes / recordSize(&all[5])
+	if entries, longest := logEntries(t, db); longest != perRun || entries != 1+(600+perRun-1)/perRun+1 {
+		t.Fatalf("%d entries, longest run %d; want runs of %d records", entries, longest, perRun)
 	}
 	last := db.LastLSN()
 	if last != 604 {
