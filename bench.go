@@ -771,6 +771,14 @@ func post(ctx context.Context, hc *http.Client, base, token, driver string, body
 		if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs >= 0 {
 			wait = min(time.Duration(secs)*time.Second, maxRetryAfter)
 		}
+		// The body's retry_after_ms is the measured wait; the header
+		// rounds it up to whole seconds.
+		var ra struct {
+			MS int64 `json:"retry_after_ms"`
+		}
+		if json.Unmarshal(raw, &ra) == nil && ra.MS > 0 {
+			wait = min(time.Duration(ra.MS)*time.Millisecond, maxRetryAfter)
+		}
 		return ans, true, wait, nil
 	}
 	return ans, false, 0, fmt.Errorf("answer %d %s", resp.StatusCode, clip(raw))

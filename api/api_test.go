@@ -250,7 +250,17 @@ func wantError(t testing.TB, r resp, status int, code string) {
 	if r.status != status {
 		t.Fatalf("status %d, want %d (%s): %s", r.status, status, code, bytes.TrimSpace(r.body))
 	}
-	m := object(t, r, "code", "message")
+	var m map[string]json.RawMessage
+	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
+		m = object(t, r, "code", "message", "retry_after_ms")
+		ms, err := strconv.ParseInt(string(m["retry_after_ms"]), 10, 64)
+		n, _ := strconv.Atoi(r.header.Get("Retry-After"))
+		if err != nil || ms < 1 || time.Duration(ms)*time.Millisecond > time.Duration(n)*time.Second {
+			t.Fatalf("%d %s: retry_after_ms %s, Retry-After %q: want a positive wait the header rounds up", status, code, m["retry_after_ms"], r.header.Get("Retry-After"))
+		}
+	} else {
+		m = object(t, r, "code", "message")
+	}
 	var got, msg string
 	if err := json.Unmarshal(m["code"], &got); err != nil {
 		t.Fatalf("code is not a string: %s", m["code"])

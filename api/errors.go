@@ -70,9 +70,15 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 			s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		}
 	}
+	var retryMS int64
 	if ae.status == http.StatusTooManyRequests || ae.status == http.StatusServiceUnavailable {
-		secs := int((s.retryAfter(err) + time.Second - 1) / time.Second)
+		d := s.retryAfter(err)
+		secs := int((d + time.Second - 1) / time.Second)
 		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
+		// The header counts whole seconds; the body says the measured
+		// wait to the millisecond, so that a client refused by the driver
+		// limit for 20 ms does not idle for a second (retry_after_ms).
+		retryMS = max(d.Milliseconds(), 1)
 	}
 	switch ae.code {
 	case "upgrade_required":
@@ -83,7 +89,18 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if ae.status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="routehound"`)
 	}
+	if retryMS > 0 {
+		writeJSON(w, ae.status, retryBody{Code: ae.code, Message: ae.message, RetryAfterMS: retryMS})
+		return
+	}
 	writeJSON(w, ae.status, map[string]string{"code": ae.code, "message": ae.message})
+}
+
+// retryBody is the error body of a 429 or 503.
+type retryBody struct {
+	Code         string `json:"code"`
+	Message      string `json:"message"`
+	RetryAfterMS int64  `json:"retry_after_ms"`
 }
 
 func (s *Server) mapEngineError(err error) *apiError {
