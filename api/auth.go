@@ -103,6 +103,11 @@ func (s *Server) allowRole(lane engine.Lane, h func(http.ResponseWriter, *http.R
 		}
 		for _, x := range roles {
 			if role == x {
+				if role != RoleDriver && lane != noLane {
+					// Someone for the driver limit to protect
+					// (engine/elastic.go); not a metrics scrape or a profile.
+					s.e.NoteForeground()
+				}
 				h(w, r, role)
 				return
 			}

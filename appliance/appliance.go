@@ -169,6 +169,9 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 	clear(roles)
 	srv := api.New(eng, toks, APIConfig(cfg), log)
 	hb := hub.New(eng, HubConfig(cfg), log)
+	// Live subscribers (dashboards, services following tables) are actors
+	// the elastic driver limit protects, like the requests that note it.
+	eng.SetForeground(func() bool { return hb.Stats().Subscribers.Load() > 0 })
 	srv.MountHub(hb)
 	phones, err := PhoneConfig(cfg)
 	if err != nil {
@@ -248,7 +251,10 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 		Events:       a.Events,
 	})
 	a.UI = dash
-	srv.Handle("/ui/", dash)
+	srv.Handle("/ui/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		eng.NoteForeground() // an operator at the dashboard: someone for the driver limit to protect
+		dash.ServeHTTP(w, r)
+	}))
 	srv.Handle("GET /{$}", http.HandlerFunc(ui.RedirectHome))
 
 	a.Addr = ln.Addr().(*net.TCPAddr)

@@ -18,8 +18,14 @@ import (
 // for the sync lanes is the accepted *rate*, held where the Go scheduler
 // keeps up.
 //
-// When it engages. Only when the drivers offer more than the box takes
-// and the box shows it: in one control interval (100 ms) the driver lane
+// When it engages. Only when there is someone to protect, the drivers
+// offer more than the box takes, and the box shows it. Someone to
+// protect: another actor was active in the last foregroundWindow (a write
+// to a keyed lane, a dashboard or API request by another role, a live
+// subscriber: Engine.NoteForeground and SetForeground); with drivers
+// alone on the box, limiting them buys nobody anything and halved what
+// a flood of them made durable (BENCHMARKS.md, "The log in runs"). Then,
+// in one control interval (100 ms) the driver lane
 // was full when a submission arrived (it waited for room, or was refused
 // as full), and the p99 of the runtime's scheduling
 // latency passed schedHigh (2/5 of the tightest SLA: 2 ms for dispatch's
@@ -27,7 +33,8 @@ import (
 // never limited, however busy the CPU is (goal 3 of issue 17: isolation
 // is not bought by refusing drivers the box can take).
 //
-// While engaged, every interval: above schedHigh the limit falls by a
+// While engaged, every interval: with nobody to protect any more, the
+// limit is off; above schedHigh the limit falls by a
 // quarter, to rateFloor at the lowest; below schedLow (1/5 of the SLA) it
 // rises by a tenth. After a second without a refusal, or past rateCeiling,
 // the limit is off again. The first limit is three quarters of the rate
@@ -72,6 +79,11 @@ const (
 	rateFloor       = 5000      // points/s: a flood never starves the drivers below this
 	rateCeiling     = 1_000_000 // points/s: above, the limit is off
 	quietIntervals  = 10        // a second without a refusal disengages the limit
+	// foregroundWindow is how long after another actor's last activity
+	// the limit may still engage (or stay engaged): long, so that a
+	// dispatcher writing every few minutes into a flood finds the box
+	// already protected, not its first write answering for it.
+	foregroundWindow = 5 * time.Minute
 	shareWindow     = 2.0       // seconds of its share a driver's bucket holds
 )
 
@@ -90,7 +102,7 @@ func newDriverRate(target time.Duration) *driverRate {
 // step applies one interval's readings to the limit: the scheduling
 // latency p99 and how many driver submissions found the lane full (waits
 // for room and refusals, the limit's own included).
-func (r *driverRate) step(p99 time.Duration, laneFull uint64) {
+func (r *driverRate) step(p99 time.Duration, laneFull uint64, foreground bool) {
 	r.schedP99.Store(int64(p99))
 	accepted := float64(r.accepted.Swap(0))
 	refused := r.refused.Swap(0)
@@ -99,13 +111,18 @@ func (r *driverRate) step(p99 time.Duration, laneFull uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.limit == 0 {
-		if laneFull == 0 || p99 <= r.high {
+		if !foreground || laneFull == 0 || p99 <= r.high {
 			return
 		}
 		r.limit = math.Max(accepted/controlInterval.Seconds()*0.75, rateFloor)
 		r.share = r.limit / float64(max(active, 1))
 		r.quiet = 0
 		r.engaged.Store(true)
+		return
+	}
+	if !foreground {
+		r.limit, r.share = 0, 0
+		r.engaged.Store(false)
 		return
 	}
 	old := r.limit
@@ -228,8 +245,8 @@ func (r *driverRate) Limit() (limit, share float64, p99 time.Duration) {
 
 // control runs the controller until stop is closed; laneFull reads the
 // driver lane's count of submissions that found it full (waited for room
-// or were refused).
-func (r *driverRate) control(stop <-chan struct{}, laneFull func() uint64) {
+// or were refused), foreground whether another actor is active.
+func (r *driverRate) control(stop <-chan struct{}, laneFull func() uint64, foreground func() bool) {
 	s := []metrics.Sample{{Name: "/sched/latencies:seconds"}}
 	var prev []uint64
 	prevFull := laneFull()
@@ -248,7 +265,7 @@ func (r *driverRate) control(stop <-chan struct{}, laneFull func() uint64) {
 		h := s[0].Value.Float64Histogram()
 		full := laneFull()
 		if prev != nil {
-			r.step(histP99(h.Counts, prev, h.Buckets), full-prevFull)
+			r.step(histP99(h.Counts, prev, h.Buckets), full-prevFull, foreground())
 		}
 		prevFull = full
 		prev = append(prev[:0], h.Counts...)

@@ -15,11 +15,11 @@ import (
 // limit the drivers.
 func TestDriverRateEngagesOnlyWhenSaturated(t *testing.T) {
 	r := newDriverRate(5 * time.Millisecond) // low 1 ms, high 2 ms
-	r.step(10*time.Millisecond, 0)
+	r.step(10*time.Millisecond, 0, true)
 	if l, _, p99 := r.Limit(); l != 0 || p99 != 10*time.Millisecond {
 		t.Fatalf("a late scheduler with no lane refusal set a limit: %v (p99 %v)", l, p99)
 	}
-	r.step(500*time.Microsecond, 100)
+	r.step(500*time.Microsecond, 100, true)
 	if l, _, _ := r.Limit(); l != 0 {
 		t.Fatalf("a full lane with a punctual scheduler set a limit: %v", l)
 	}
@@ -31,7 +31,7 @@ func TestDriverRateEngagesOnlyWhenSaturated(t *testing.T) {
 			t.Fatal("no limit refused")
 		}
 	}
-	r.step(3*time.Millisecond, 1)
+	r.step(3*time.Millisecond, 1, true)
 	if l, _, _ := r.Limit(); l != 150_000 {
 		t.Fatalf("first limit %v, want 150000 (3/4 of 200,000/s)", l)
 	}
@@ -45,36 +45,36 @@ func TestDriverRateEngagesOnlyWhenSaturated(t *testing.T) {
 // second without any refusal disengages it, and so does the ceiling.
 func TestDriverRateStep(t *testing.T) {
 	r := newDriverRate(5 * time.Millisecond)
-	r.step(3*time.Millisecond, 1) // nothing accepted before: the floor
+	r.step(3*time.Millisecond, 1, true) // nothing accepted before: the floor
 	if l, _, _ := r.Limit(); l != rateFloor {
 		t.Fatalf("first limit %v, want the floor", l)
 	}
-	r.step(500*time.Microsecond, 1)
+	r.step(500*time.Microsecond, 1, true)
 	if l, _, _ := r.Limit(); l != rateFloor*1.1 {
 		t.Fatalf("a raise: %v", l)
 	}
-	r.step(1500*time.Microsecond, 1)
+	r.step(1500*time.Microsecond, 1, true)
 	if l, _, _ := r.Limit(); l != rateFloor*1.1 {
 		t.Fatalf("between the marks it holds: %v", l)
 	}
-	r.step(3*time.Millisecond, 1)
+	r.step(3*time.Millisecond, 1, true)
 	if l, _, _ := r.Limit(); l != rateFloor {
 		t.Fatalf("a cut: %v, want the floor again", l)
 	}
 	for i := range quietIntervals - 1 {
-		r.step(1500*time.Microsecond, 0)
+		r.step(1500*time.Microsecond, 0, true)
 		if l, _, _ := r.Limit(); l == 0 {
 			t.Fatalf("disengaged after %d quiet intervals, want %d", i+1, quietIntervals)
 		}
 	}
-	r.step(1500*time.Microsecond, 0)
+	r.step(1500*time.Microsecond, 0, true)
 	if l, _, _ := r.Limit(); l != 0 || r.engaged.Load() {
 		t.Fatalf("still limited after %d quiet intervals: %v", quietIntervals, l)
 	}
 	// Rising past the ceiling also ends it.
-	r.step(3*time.Millisecond, 1)
+	r.step(3*time.Millisecond, 1, true)
 	for range 200 {
-		r.step(500*time.Microsecond, 1)
+		r.step(500*time.Microsecond, 1, true)
 	}
 	if l, _, _ := r.Limit(); l != 0 {
 		t.Fatalf("past the ceiling the limit is off, got %v", l)
@@ -88,7 +88,7 @@ func TestDriverRateStep(t *testing.T) {
 // evenly and all together take the limit.
 func TestDriverRateCutsTheHeaviestFirst(t *testing.T) {
 	r := newDriverRate(5 * time.Millisecond)
-	r.step(3*time.Millisecond, 1) // engaged at the floor, 5,000 points/s
+	r.step(3*time.Millisecond, 1, true) // engaged at the floor, 5,000 points/s
 	phones := make([]driverShare, 100)
 	heavy := make([]driverShare, 2)
 	var phoneRefused, phoneAccepted int
@@ -98,7 +98,7 @@ func TestDriverRateCutsTheHeaviestFirst(t *testing.T) {
 	for at := time.Duration(0); at < run; at += 10 * time.Millisecond {
 		now := t0.Add(at)
 		if at%controlInterval == 0 && at > 0 {
-			r.step(1500*time.Microsecond, 1) // held: between the marks, the lane still refusing
+			r.step(1500*time.Microsecond, 1, true) // held: between the marks, the lane still refusing
 		}
 		for i := range phones {
 			if at%time.Second == time.Duration(i)*10*time.Millisecond { // spread over the second
@@ -143,7 +143,7 @@ func TestDriverRateCutsTheHeaviestFirst(t *testing.T) {
 // submission larger than the bucket waits for a full one.
 func TestDriverRateRetryAfterIsTheDeficit(t *testing.T) {
 	r := newDriverRate(5 * time.Millisecond)
-	r.step(3*time.Millisecond, 1) // 5,000/s, no driver active before: share = limit
+	r.step(3*time.Millisecond, 1, true) // 5,000/s, no driver active before: share = limit
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	var s driverShare
 	// The driver's own bucket holds 2 s of its share (10,000); take it all.
@@ -186,13 +186,13 @@ func TestSubmitPointsUnderTheRateLimit(t *testing.T) {
 	go e.run()
 	defer e.Close(context.Background())
 	ctx := context.Background()
-	e.rate.step(3*time.Millisecond, 1) // engaged at the floor
+	e.rate.step(3*time.Millisecond, 1, true) // engaged at the floor
 	if _, err := e.SubmitPoints(ctx, "light", pts(1, 5)); err != nil {
 		t.Fatalf("5 points within a share: %v", err)
 	}
 	// One driver active in the last interval: the share is the limit,
 	// a bucket 10,000.
-	e.rate.step(1500*time.Microsecond, 1)
+	e.rate.step(1500*time.Microsecond, 1, true)
 	if _, err := e.SubmitPoints(ctx, "heavy", pts(1, 10_000)); err != nil {
 		t.Fatalf("a new driver's full bucket refused: %v", err)
 	}
@@ -215,7 +215,7 @@ func TestSubmitPointsUnderTheRateLimit(t *testing.T) {
 	}
 	// Nothing of the refused submission was accepted: its resend is fresh.
 	for range quietIntervals + 1 { // the first one still sees the refusals
-		e.rate.step(1500*time.Microsecond, 0)
+		e.rate.step(1500*time.Microsecond, 0, true)
 	}
 	if l, _, _ := e.DriverRateLimit(); l != 0 {
 		t.Fatalf("the limit stayed after %d quiet intervals: %v", quietIntervals, l)
@@ -236,13 +236,13 @@ func TestSubmitPointsUnderTheRateLimit(t *testing.T) {
 // passes the share of the drivers active in an interval.
 func TestDriverRateSparesASpikeOfLightDrivers(t *testing.T) {
 	r := newDriverRate(5 * time.Millisecond)
-	r.step(3*time.Millisecond, 1) // engaged at the floor
+	r.step(3*time.Millisecond, 1, true) // engaged at the floor
 	drivers := make([]driverShare, 2000)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	var refused, accepted int
 	for at := time.Duration(0); at < 10*time.Second; at += 10 * time.Millisecond {
 		if at%controlInterval == 0 && at > 0 {
-			r.step(3*time.Millisecond, 1) // late, and the lane overflowing: cut, to the floor
+			r.step(3*time.Millisecond, 1, true) // late, and the lane overflowing: cut, to the floor
 		}
 		slot := int(at%time.Second) / int(10*time.Millisecond) // 100 slots a second
 		for i := slot; i < len(drivers); i += 100 {
@@ -266,7 +266,7 @@ func TestDriverRateSparesASpikeOfLightDrivers(t *testing.T) {
 // for at most a full bucket, as take does.
 func TestDriverRatePrecheckAfterTheShareShrank(t *testing.T) {
 	r := newDriverRate(5 * time.Millisecond)
-	r.step(3*time.Millisecond, 1) // 5,000/s, share 5,000, bucket 10,000
+	r.step(3*time.Millisecond, 1, true) // 5,000/s, share 5,000, bucket 10,000
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	var s driverShare
 	if ok, _ := r.take(&s, 10_000, t0); !ok {
@@ -289,7 +289,7 @@ func TestDriverRatePrecheckAfterTheShareShrank(t *testing.T) {
 // worth of its share. Points the lane then refuses are given back.
 func TestDriverRateDebtIsBounded(t *testing.T) {
 	r := newDriverRate(5 * time.Millisecond)
-	r.step(3*time.Millisecond, 1)
+	r.step(3*time.Millisecond, 1, true)
 	r.mu.Lock()
 	r.share = 2.5 // a bucket of 5
 	r.mu.Unlock()
@@ -312,5 +312,79 @@ func TestDriverRateDebtIsBounded(t *testing.T) {
 	r.refund(&u, 3)
 	if r.accepted.Load() != before || u.tokens != 5 {
 		t.Fatalf("after the refund: accepted %d (was %d), tokens %v (want 5)", r.accepted.Load(), before, u.tokens)
+	}
+}
+
+// The limit engages only while another actor is active: with drivers alone
+// on a saturated box it stays off, and once the other actor is gone for
+// foregroundWindow it goes off.
+func TestDriverLimitOnlyWithSomeoneToProtect(t *testing.T) {
+	r := newDriverRate(5 * time.Millisecond)
+	r.accepted.Store(8000)
+	r.step(3*time.Millisecond, 1, false)
+	if l, _, _ := r.Limit(); l != 0 {
+		t.Fatalf("engaged at %.0f points/s with nobody to protect", l)
+	}
+	r.accepted.Store(8000)
+	r.step(3*time.Millisecond, 1, true)
+	if l, _, _ := r.Limit(); l == 0 {
+		t.Fatalf("not engaged on a saturated box with another actor active")
+	}
+	r.step(3*time.Millisecond, 1, false)
+	if l, _, _ := r.Limit(); l != 0 || r.engaged.Load() {
+		t.Fatalf("still engaged (%.0f points/s) once nobody is left to protect", l)
+	}
+}
+
+// What counts as another actor: a write to a keyed lane (not the drivers'
+// or the events lane), NoteForeground, the wiring's hook; each for
+// foregroundWindow.
+func TestForegroundActivity(t *testing.T) {
+	db, err := wal.Open(wal.Options{Dir: t.TempDir(), MemoryBytes: 32 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	cfg := DefaultConfig()
+	cfg.MinFreeBytes = 0
+	e, err := build(cfg, db, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	e.now = func() time.Time { return at }
+	if e.foregroundActive() {
+		t.Fatal("active before anyone came")
+	}
+	if err := e.enqueue(e.lanes[LaneDriver], &item{units: 1, done: make(chan result, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if e.foregroundActive() {
+		t.Fatal("a driver's submission counted as another actor")
+	}
+	it := e.keyedItem(LaneDispatch, Write{Table: "assignments", Key: "r1", Value: []byte(`{}`), IfVersion: AnyVersion})
+	if err := e.enqueue(e.lanes[LaneDispatch], it); err != nil {
+		t.Fatal(err)
+	}
+	if !e.foregroundActive() {
+		t.Fatal("a dispatch write did not count")
+	}
+	at = at.Add(foregroundWindow + time.Millisecond)
+	if e.foregroundActive() {
+		t.Fatal("still active past the window")
+	}
+	e.NoteForeground()
+	if !e.foregroundActive() {
+		t.Fatal("NoteForeground did not count")
+	}
+	at = at.Add(foregroundWindow + time.Millisecond)
+	live := true
+	e.SetForeground(func() bool { return live })
+	if !e.foregroundActive() {
+		t.Fatal("the hook's live subscribers did not count")
+	}
+	live = false
+	if e.foregroundActive() {
+		t.Fatal("active with the hook saying no and nothing in the window")
 	}
 }

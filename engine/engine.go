@@ -49,6 +49,12 @@ type Engine struct {
 	// Committer-owned: when the once-a-second chores run next (maintain).
 	choresAt time.Time
 	rate     *driverRate // the elastic limit on accepted driver points (elastic.go)
+	// foreground: unix ns of another actor's last activity (a keyed
+	// lane's write, NoteForeground); foregroundHook: more of it (live
+	// subscribers), set once by the wiring. The driver limit engages
+	// only while someone else is active (elastic.go).
+	foreground     atomic.Int64
+	foregroundHook atomic.Pointer[func() bool]
 	// now is the committer's clock: time.Now, or the deterministic
 	// simulation's virtual clock (simsched_test.go). Lanes share it.
 	now func() time.Time
@@ -104,7 +110,7 @@ func newWithEnv(cfg Config, db *wal.DB, log *slog.Logger, wrap func(*wal.DB) com
 	go e.rate.control(e.stop, func() uint64 {
 		st := &e.lanes[LaneDriver].stats
 		return st.RoomWaits.Load() + st.rejectedFor(reasonOf(ErrLaneFull))
-	})
+	}, e.foregroundActive)
 	go e.run()
 	return e, nil
 }
@@ -240,6 +246,9 @@ func (e *Engine) enqueue(l *lane, items ...*item) error {
 			return ErrTooLarge
 		}
 		it.arrived = now
+	}
+	if l.name != LaneDriver && l.name != LaneEvents {
+		e.foreground.Store(now.UnixNano())
 	}
 	if err := l.push(items...); err != nil {
 		return err
@@ -430,4 +439,24 @@ func (e *Engine) Snapshot() (*Snapshot, error) {
 		return nil, err
 	}
 	return &Snapshot{s: s}, nil
+}
+
+// NoteForeground tells the engine that an actor other than the drivers is
+// active now (a dashboard page, an API request by another role): the
+// elastic driver limit may engage for foregroundWindow to keep the box
+// responsive for it (elastic.go). Writes to the keyed lanes note it
+// themselves.
+func (e *Engine) NoteForeground() { e.foreground.Store(e.now().UnixNano()) }
+
+// SetForeground adds a test of other actors' activity that lasts without
+// requests (live subscribers): while it answers true the driver limit
+// may engage.
+func (e *Engine) SetForeground(f func() bool) { e.foregroundHook.Store(&f) }
+
+func (e *Engine) foregroundActive() bool {
+	if e.now().UnixNano()-e.foreground.Load() < int64(foregroundWindow) {
+		return true
+	}
+	f := e.foregroundHook.Load()
+	return f != nil && (*f)()
 }
