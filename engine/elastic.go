@@ -84,7 +84,7 @@ const (
 	// dispatcher writing every few minutes into a flood finds the box
 	// already protected, not its first write answering for it.
 	foregroundWindow = 5 * time.Minute
-	shareWindow     = 2.0       // seconds of its share a driver's bucket holds
+	shareWindow      = 2.0 // seconds of its share a driver's bucket holds
 )
 
 // driverShare is a driver's bucket; guarded by its driverState's mu.
