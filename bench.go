@@ -188,6 +188,10 @@ type ingestReport struct {
 	Cores            *float64 `json:"server_cores,omitempty"`
 	PeakRSSMiB       *float64 `json:"server_peak_rss_mib,omitempty"` // VmHWM: the process's peak since it started
 	EndRSSMiB        *float64 `json:"server_rss_mib_end,omitempty"`  // VmRSS at the window's end
+	// PeakAnonMiB is the largest RssAnon sampled in the window (every
+	// 200 ms): the process's own memory, without the pages of the store's
+	// files mapped into it (RssFile: page cache the kernel can reclaim).
+	PeakAnonMiB *float64 `json:"server_peak_anon_rss_mib,omitempty"`
 
 	LoadAvg   string `json:"loadavg_at_start"` // /proc/loadavg before the run: the box may be shared
 	Nproc     int    `json:"nproc"`
@@ -209,8 +213,12 @@ func (r *ingestReport) human() string {
 		r.BadgerMean, r.BadgerBefore, r.BadgerAfter, r.FsyncMean, r.FsyncBefore, r.FsyncAfter)
 	fmt.Fprintf(&b, "  ratios    %.3f x badger synced-batch rate   %.1f x fsyncs/s\n", r.RatioBadger, r.RatioFsync)
 	if r.CPUMicrosPerPt != nil {
-		fmt.Fprintf(&b, "  server    %.2f us CPU per durable point   %.2f cores   peak RSS %.0f MiB (at window end %.0f MiB)\n",
+		fmt.Fprintf(&b, "  server    %.2f us CPU per durable point   %.2f cores   peak RSS %.0f MiB (at window end %.0f MiB)",
 			*r.CPUMicrosPerPt, *r.Cores, *r.PeakRSSMiB, *r.EndRSSMiB)
+		if r.PeakAnonMiB != nil {
+			fmt.Fprintf(&b, "   peak anonymous RSS %.0f MiB (the rest: the store's mapped files)", *r.PeakAnonMiB)
+		}
+		b.WriteString("\n")
 	} else {
 		fmt.Fprintf(&b, "  server    CPU and RSS n/a (--target without --pid)\n")
 	}
@@ -659,6 +667,9 @@ func drive(ctx context.Context, o ingestOptions, base, token string, pid int, re
 		return fmt.Errorf("bench ingest: warm-up: %w", err)
 	}
 	progress("measuring %s", o.measure)
+	anonStop := make(chan struct{})
+	anonPeak := make(chan int64, 1)
+	go func() { anonPeak <- sampleAnon(pid, anonStop) }()
 	cpu0, cpuErr := procCPUTicks(pid)
 	acc0, req0, dur0, t0 := st.accepted.Load(), st.requests.Load(), durableSum(), time.Now()
 	if err := sleep(o.measure); err != nil {
@@ -667,6 +678,8 @@ func drive(ctx context.Context, o ingestOptions, base, token string, pid int, re
 	acc1, req1, dur1, t1 := st.accepted.Load(), st.requests.Load(), durableSum(), time.Now()
 	cpu1, cpuErr1 := procCPUTicks(pid)
 	hwm, rss, memErr := procMemory(pid)
+	close(anonStop)
+	anonKB := <-anonPeak
 	stopOnce()
 
 	win := t1.Sub(t0).Seconds()
@@ -681,6 +694,10 @@ func drive(ctx context.Context, o ingestOptions, base, token string, pid int, re
 		cores := secs / win
 		hwmMiB, rssMiB := float64(hwm)/1024, float64(rss)/1024
 		rep.ServerCPUSeconds, rep.Cores, rep.PeakRSSMiB, rep.EndRSSMiB = &secs, &cores, &hwmMiB, &rssMiB
+		if anonKB > 0 {
+			anonMiB := float64(anonKB) / 1024
+			rep.PeakAnonMiB = &anonMiB
+		}
 		if rep.DurablePoints > 0 {
 			us := secs * 1e6 / float64(rep.DurablePoints)
 			rep.CPUMicrosPerPt = &us
@@ -1056,6 +1073,38 @@ func procCPUTicks(pid int) (int64, error) {
 		return 0, fmt.Errorf("cpu time: %w", err)
 	}
 	return ut + stime, nil
+}
+
+// sampleAnon reads pid's RssAnon every 200 ms until stop is closed and
+// answers the largest (KiB; 0 when it cannot be read).
+func sampleAnon(pid int, stop <-chan struct{}) int64 {
+	if pid <= 0 {
+		return 0
+	}
+	read := func() int64 {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			return 0
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "RssAnon:"); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+				return kb
+			}
+		}
+		return 0
+	}
+	peak := read()
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return max(peak, read())
+		case <-t.C:
+			peak = max(peak, read())
+		}
+	}
 }
 
 // procMemory reads VmHWM and VmRSS (KiB) of pid from /proc/PID/status.
