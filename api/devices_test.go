@@ -177,6 +177,14 @@ func TestLegacyPositionsWithoutDeviceID(t *testing.T) {
 	}
 	legacy()
 	sse := f.mustSSE(t, "/v1/tables/positions/events", dash)
+	// The snapshot (a row, its end) before the change below: the stream's
+	// snapshot is taken when it starts, and a change written before that
+	// would be in the snapshot instead of after it (seen on a loaded box).
+	for range 2 {
+		if ev := sse.next(t); strings.Contains(ev.data, id) {
+			t.Errorf("SSE event %v", ev)
+		}
+	}
 	ws := f.mustWS(t, dash)
 	rows, _ := ws.subscribe(t, fleet.TablePositions)
 	legacy() // a change after the snapshot
@@ -196,9 +204,7 @@ func TestLegacyPositionsWithoutDeviceID(t *testing.T) {
 	if fr := ws.next(t); fr.Type != "change" || strings.Contains(fr.raw, id) || !strings.Contains(fr.raw, `"lat":52.5`) {
 		t.Errorf("WebSocket change: %v", fr)
 	}
-	for range 3 { // a snapshot row, the snapshot's end, the change
-		if ev := sse.next(t); strings.Contains(ev.data, id) {
-			t.Errorf("SSE event %v", ev)
-		}
+	if ev := sse.next(t); strings.Contains(ev.data, id) || !strings.Contains(ev.data, `"lat":52.5`) { // the change
+		t.Errorf("SSE change %v", ev)
 	}
 }
