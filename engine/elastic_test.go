@@ -340,17 +340,7 @@ func TestDriverLimitOnlyWithSomeoneToProtect(t *testing.T) {
 // or the events lane), NoteForeground, the wiring's hook; each for
 // foregroundWindow.
 func TestForegroundActivity(t *testing.T) {
-	db, err := wal.Open(wal.Options{Dir: t.TempDir(), MemoryBytes: 32 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	cfg := DefaultConfig()
-	cfg.MinFreeBytes = 0
-	e, err := build(cfg, db, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, _ := builtEngine(t, nil)
 	at := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
 	e.now = func() time.Time { return at }
 	if e.foregroundActive() {

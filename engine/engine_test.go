@@ -53,6 +53,28 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	poll.Eventually(t, 5*time.Second, what, cond)
 }
 
+// builtEngine is an engine over a new store without its committer or
+// controller (build): a test calls the steps itself (maintain, step,
+// enqueue). The store closes with the test.
+func builtEngine(t *testing.T, mutate func(*Config)) (*Engine, *wal.DB) {
+	t.Helper()
+	db, err := wal.Open(wal.Options{Dir: t.TempDir(), MemoryBytes: 32 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	cfg := DefaultConfig()
+	cfg.MinFreeBytes = 0
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	e, err := build(cfg, db, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, db
+}
+
 func logOf(t *testing.T, e *Engine) []Record {
 	t.Helper()
 	var recs []Record

@@ -12,19 +12,10 @@ import (
 // twice the derived cap, however far behind retention is, and steps follow
 // each other until the log is back within its bound.
 func TestRetentionStepsAreBoundedByTheCap(t *testing.T) {
-	db, err := wal.Open(wal.Options{Dir: t.TempDir(), MemoryBytes: 32 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	cfg := DefaultConfig()
-	cfg.FixedBatchCap = 64
-	cfg.MinFreeBytes = 0
-	cfg.Retention = Retention{MaxBytes: 1} // every record is past the bound
-	e, err := build(cfg, db, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, db := builtEngine(t, func(cfg *Config) {
+		cfg.FixedBatchCap = 64
+		cfg.Retention = Retention{MaxBytes: 1} // every record is past the bound
+	})
 	// 3,000 records, one per batch (so one log entry each: a batch's
 	// records are one run, and a step is bounded in entries), committed
 	// without the committer's turn (the steps below are called directly).
@@ -67,18 +58,7 @@ func TestRetentionStepsAreBoundedByTheCap(t *testing.T) {
 // The chores take the writer's turn, so they wait while a sync write at
 // the target is queued or an fsync was deferred for one.
 func TestChoresWaitForASyncWrite(t *testing.T) {
-	db, err := wal.Open(wal.Options{Dir: t.TempDir(), MemoryBytes: 32 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	cfg := DefaultConfig()
-	cfg.MinFreeBytes = 0
-	cfg.Retention = Retention{MaxBytes: 1}
-	e, err := build(cfg, db, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, db := builtEngine(t, func(cfg *Config) { cfg.Retention = Retention{MaxBytes: 1} })
 	b := db.Begin()
 	for j := 0; j < 10; j++ {
 		if _, err := b.Put("t", fmt.Sprintf("k%d", j), []byte(`{"v":1}`), "tables", wal.AnyVersion); err != nil {
@@ -109,19 +89,10 @@ func TestChoresWaitForASyncWrite(t *testing.T) {
 // bounded in entries: 30 batches of 100 records go in one step, and the
 // ledger counts records.
 func TestRetentionStepTrimsRunsWhole(t *testing.T) {
-	db, err := wal.Open(wal.Options{Dir: t.TempDir(), MemoryBytes: 32 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	cfg := DefaultConfig()
-	cfg.FixedBatchCap = 64
-	cfg.MinFreeBytes = 0
-	cfg.Retention = Retention{MaxBytes: 1}
-	e, err := build(cfg, db, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, db := builtEngine(t, func(cfg *Config) {
+		cfg.FixedBatchCap = 64
+		cfg.Retention = Retention{MaxBytes: 1}
+	})
 	for i := 0; i < 30; i++ {
 		b := db.Begin()
 		for j := 0; j < 100; j++ {
