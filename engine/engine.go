@@ -49,6 +49,7 @@ type Engine struct {
 	// Committer-owned: when the once-a-second chores run next (maintain).
 	choresAt time.Time
 	rate     *driverRate // the elastic limit on accepted driver points (elastic.go)
+	follow   follow      // a standby's or a fenced primary's refusal of writes, and the follower's apply (follow.go)
 	// now is the committer's clock: time.Now, or the deterministic
 	// simulation's virtual clock (simsched_test.go). Lanes share it.
 	now func() time.Time
@@ -226,7 +227,7 @@ func (e *Engine) admit() error {
 	case e.diskLow.Load():
 		return ErrDiskLow
 	}
-	return nil
+	return e.notPrimary() // a standby, or a fenced primary (follow.go)
 }
 
 // enqueue admits items into lane l, all or none, and wakes the committer.
