@@ -47,7 +47,8 @@ type Appliance struct {
 	Addr      *net.TCPAddr     // where the HTTP listener is bound
 	// Osmand is the phone apps' listener ([osmand] enabled), or nil.
 	Osmand *osmand.Listener
-	// Uplink ships the log to NATS JetStream ([uplink] nats_url), or nil.
+	// Uplink ships the log to NATS JetStream ([uplink] nats_url), or nil
+	// (a standby's until it is promoted: Shipper).
 	Uplink *uplink.Uplink
 	// Events is the fleet-events consumer: route progress and fleet
 	// events derived from the log (issue 21).
@@ -65,6 +66,7 @@ type Appliance struct {
 	closed     bool
 
 	guard *netguard.Listener // the HTTP listener's connection caps
+	role  *role              // the uplink and the standby's follower (standby.go)
 }
 
 // Start opens (and recovers) the store under cfg.DataDir, starts the engine
@@ -127,19 +129,44 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 	store := wal.Options{Dir: filepath.Join(dir, "store"), MemoryBytes: cfg.Storage.MemoryMB << 20, Logger: log}
 	ecfg := EngineConfig(cfg, dir)
 	var up *uplink.Uplink
-	if cfg.Uplink.NATSURL != "" {
+	var eng *engine.Engine
+	rl := &role{}
+	standby := cfg.Uplink.Follow
+	if cfg.Uplink.NATSURL != "" && !standby {
 		// Before the engine: retention asks the uplink what it has not
 		// shipped yet.
-		if up, err = uplink.Open(UplinkConfig(cfg, dir), log); err != nil {
+		uc := UplinkConfig(cfg, dir)
+		uc.OnFenced = func(why string) { eng.SetNotPrimary("this box was the depot's primary and is " + why) }
+		if up, err = uplink.Open(uc, log); err != nil {
 			ln.Close()
 			return nil, err
 		}
-		ecfg.Retention.RetainAfter, ecfg.Retention.RetainMaxBytes = up.RetainAfter, cfg.Uplink.BudgetMB<<20
+		rl.up.Store(up)
 	}
-	eng, err := engine.Open(ecfg, store, log)
+	if cfg.Uplink.NATSURL != "" {
+		// A standby's uplink is opened at its promotion: retention asks
+		// it from then on.
+		ecfg.Retention.RetainAfter, ecfg.Retention.RetainMaxBytes = rl.retainAfter, cfg.Uplink.BudgetMB<<20
+	}
+	eng, err = engine.Open(ecfg, store, log)
 	if err != nil {
 		ln.Close()
 		return nil, StoreError(dir, err)
+	}
+	if standby {
+		// Before anything serves: the engine refuses writes
+		// (not_primary) from the start, and the follower is its writer.
+		f, err := uplink.OpenFollower(FollowConfig(cfg, dir), log)
+		if err != nil {
+			ln.Close()
+			eng.Close(context.Background())
+			eng.CloseStore()
+			return nil, err
+		}
+		f.Start(eng)
+		rl.follower = f
+		log.Info("standby: following the depot's stream; writes answer 503 not_primary until promoted (POST /v1/admin/promote)",
+			"depot", cfg.Uplink.Depot, "stream", cfg.Uplink.Stream)
 	}
 	// Tokens only once the port and the store are ours: a start that fails
 	// before this point generates none, so the next start prints them.
@@ -182,7 +209,7 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 	srv.SetBackupTokens(func() []byte { return backupTokens })
 
 	a := &Appliance{Config: cfg, Dir: dir, Tokens: tokens, Generated: generated, Engine: eng, Hub: hb, API: srv,
-		log: log, served: make(chan error, 1), stopped: make(chan struct{})}
+		log: log, served: make(chan error, 1), stopped: make(chan struct{}), role: rl}
 	if a.Replica, err = openReplica(filepath.Join(dir, "replica.db"), eng, log, ReplicaConfig(cfg)); err != nil {
 		ln.Close()
 		a.closeStore(context.Background())
@@ -208,7 +235,7 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 	}
 	// The fleet-events consumer follows the log like the replica, and
 	// writes what it derives through the events lane.
-	if cfg.Fleet.Events {
+	if cfg.Fleet.Events && !standby { // a standby's start at its promotion
 		if a.Events, err = fleetevents.Start(eng, FleetEventsConfig(cfg), log); err != nil {
 			ln.Close()
 			a.closeStore(context.Background())
@@ -223,12 +250,17 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 	if up != nil {
 		a.Uplink = up
 		up.Start(eng)
-		srv.SetUplink(func() any { return up.Status() })
 		if err := srv.MountCollector(up.Collector()); err != nil {
 			ln.Close()
 			a.closeStore(context.Background())
 			return nil, err
 		}
+	}
+	if cfg.Uplink.NATSURL != "" {
+		srv.SetUplink(a.uplinkStatus)
+	}
+	if standby {
+		srv.SetPromote(func(ctx context.Context) (any, error) { return a.Promote(ctx) })
 	}
 	dash := ui.New(ui.Options{
 		Engine: eng, Hub: hb, Log: log,
@@ -244,7 +276,7 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 		MaxPageBytes: cfg.HTTP.MaxPageBytes,
 		StoreDir:     store.Dir,
 		Tiles:        tiles,
-		Uplink:       uplinkView(up),
+		Uplink:       a.uplinkView(),
 		Events:       a.Events,
 	})
 	a.UI = dash
@@ -412,6 +444,13 @@ func (a *Appliance) drainTimeout() time.Duration {
 // closeStore closes the engine, then the replica and the store, the latter
 // two only once the committer has stopped.
 func (a *Appliance) closeStore(ctx context.Context) error {
+	a.role.mu.Lock() // no promotion from now on
+	a.role.closed = true
+	a.role.mu.Unlock()
+	if a.role.follower != nil {
+		// Before the engine closes: an apply in flight completes.
+		a.role.follower.Close()
+	}
 	if a.Events != nil {
 		// First: its write in flight is answered while the engine still
 		// takes writes; what it evaluated and did not write it reads
@@ -425,11 +464,11 @@ func (a *Appliance) closeStore(ctx context.Context) error {
 		return err
 	}
 	var first error
-	if a.Uplink != nil {
+	if up := a.role.up.Load(); up != nil {
 		// After the engine drained and before the store closes (the
 		// uplink reads the log): what it has not shipped, the next start
 		// ships.
-		if err := a.Uplink.Close(); err != nil {
+		if err := up.Close(); err != nil {
 			a.log.Warn("uplink close", "err", err)
 		}
 	}
@@ -454,13 +493,13 @@ func (a *Appliance) closeStore(ctx context.Context) error {
 
 // uplinkView adapts the uplink's status for the dashboard's System page
 // (nil when the uplink is off).
-func uplinkView(up *uplink.Uplink) func() ui.UplinkView {
-	if up == nil {
+func (a *Appliance) uplinkView() func() ui.UplinkView {
+	if a.Config.Uplink.NATSURL == "" {
 		return nil
 	}
 	return func() ui.UplinkView {
-		s := up.Status()
-		return ui.UplinkView{Enabled: true, Connected: s.Connected, AckedLSN: s.AckedLSN, LagRecords: s.LagRecords,
+		s := a.uplinkStatus().(uplinkStatus)
+		return ui.UplinkView{Role: s.Role, Epoch: s.Epoch, Enabled: true, Connected: s.Connected, AckedLSN: s.AckedLSN, LagRecords: s.LagRecords,
 			Dropped: s.Dropped, LagSeconds: s.LagSeconds, LastError: s.LastError}
 	}
 }

@@ -113,6 +113,13 @@ type Uplink struct {
 	// yet shipped (past retention_age and retention_mb); past it the
 	// oldest of them go, counted in routehound_uplink_dropped_records_total.
 	BudgetMB int64 `toml:"budget_mb"`
+	// Follow starts the box as the depot's warm standby (issue 20): it
+	// rebuilds every table from the stream (nats_url, depot, stream) and
+	// keeps following it, serves reads and subscriptions, and refuses
+	// writes (503 not_primary) until promoted (POST /v1/admin/promote),
+	// when it starts shipping as the depot's writer. `serve --follow URL
+	// --depot NAME` sets it.
+	Follow bool `toml:"follow"`
 }
 
 // HTTP configures the API server.
@@ -471,6 +478,9 @@ func (o Osmand) Validate() error {
 // Validate reports the first [uplink] setting that cannot work.
 func (u Uplink) Validate(st Storage) error {
 	if u.NATSURL == "" {
+		if u.Follow {
+			return errors.New("config: uplink.follow needs uplink.nats_url (and depot): the stream the standby follows")
+		}
 		return nil
 	}
 	if u.Depot == "" || len(u.Depot) > 64 || strings.Trim(u.Depot, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != "" {

@@ -6,7 +6,7 @@ import "github.com/prometheus/client_golang/prometheus"
 type collector struct {
 	u                                        *Uplink
 	connected, acked, lagRecords, lagSeconds *prometheus.Desc
-	refused                                  *prometheus.Desc
+	refused, fenced, epoch                   *prometheus.Desc
 	shipped, dropped, sessions, failures     *prometheus.Desc
 }
 
@@ -22,6 +22,8 @@ func (u *Uplink) Collector() prometheus.Collector {
 		u:          u,
 		connected:  d("connected", "1 while the uplink holds a JetStream session."),
 		refused:    d("refused", "1 when the stream holds another history of this depot (another box ships as it, or this store was restored from an older backup): nothing is shipped."),
+		fenced:     d("fenced", "1 when a standby was promoted in this box's place (the stream's epoch of the depot is newer): nothing is shipped and writes are refused (not_primary)."),
+		epoch:      d("epoch", "This box's epoch as the depot's writer in the stream (0: none claimed yet)."),
 		acked:      d("acked_lsn", "Last LSN JetStream acknowledged (every record up to it is in the stream)."),
 		lagRecords: d("lag_records", "Durable log records not yet acknowledged by JetStream."),
 		lagSeconds: d("lag_seconds", "Age of the oldest durable record not yet acknowledged by JetStream (0 when caught up)."),
@@ -50,6 +52,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ref = 1
 	}
 	g(c.refused, ref)
+	fen := 0.0
+	if s.Fenced {
+		fen = 1
+	}
+	g(c.fenced, fen)
+	g(c.epoch, float64(s.Epoch))
 	g(c.acked, float64(s.AckedLSN))
 	g(c.lagRecords, float64(s.LagRecords))
 	g(c.lagSeconds, s.LagSeconds)

@@ -65,6 +65,11 @@ type Config struct {
 	AckTimeout time.Duration
 	// MaxBackoff bounds the wait between two connection attempts.
 	MaxBackoff time.Duration
+	// OnFenced is called once, from the uplink's goroutine, when the
+	// stream's epoch of the depot is newer than this box's: a standby was
+	// promoted in its place (fence.go). The appliance makes the engine
+	// refuse writes (not_primary).
+	OnFenced func(why string)
 }
 
 // CheckDepot reports whether name can be a depot: 1 to 64 letters, digits,
@@ -107,6 +112,13 @@ type Uplink struct {
 	// goroutine only.
 	skipFrom, skipTo uint64
 
+	// epoch is this box's epoch as the depot's writer (fence.go; 0: none
+	// claimed yet), kept in the state file; markerSeq is the stream
+	// sequence of its marker, which every record expects (run's goroutine
+	// only).
+	epoch      atomic.Uint64
+	markerSeq  uint64
+	fenced     atomic.Bool // a newer epoch is in the stream: shipping stopped for good, writes refused
 	connected  atomic.Bool
 	refused    atomic.Bool   // the stream holds another history of this depot: shipping stopped for good
 	shipped    atomic.Uint64 // records acknowledged since start
@@ -156,6 +168,7 @@ func Open(cfg Config, log *slog.Logger) (*Uplink, error) {
 		st, ok = state{}, false
 	}
 	u.acked.Store(st.AckedLSN)
+	u.epoch.Store(st.Epoch)
 	u.saved, u.haveState = st.AckedLSN, ok
 	u.exact, u.savedExact = ok && st.Exact, ok && st.Exact
 	return u, nil
@@ -233,6 +246,19 @@ func (u *Uplink) run(ctx context.Context) {
 		}
 		u.failures.Add(1)
 		u.setErr(err)
+		var fe *fencedError
+		if errors.As(err, &fe) {
+			// Sticky: a standby was promoted in this box's place; its
+			// records follow in the stream, this box's must not.
+			u.fenced.Store(true)
+			u.log.Error("UPLINK FENCED: a standby was promoted in this box's place (the stream's epoch of the depot is newer); nothing more is shipped and writes are refused (not_primary) until this box is rebuilt as a standby",
+				"depot", u.cfg.Depot, "stream", u.cfg.Stream, "own_epoch", fe.own, "stream_epoch", fe.stream, "acked_lsn", u.acked.Load())
+			if u.cfg.OnFenced != nil {
+				u.cfg.OnFenced(fe.Error())
+			}
+			<-ctx.Done()
+			return
+		}
 		var ref *refusal
 		if errors.As(err, &ref) {
 			// Sticky: shipping would mix two histories under one
@@ -387,7 +413,12 @@ func (u *Uplink) message(r *engine.Record) (*nats.Msg, error) {
 	m := nats.NewMsg(Subject(u.cfg.Depot, r.Table))
 	m.Data = body
 	m.Header.Set(jetstream.MsgIDHeader, MsgID(u.cfg.Depot, r.LSN))
-	m.Header.Set("Routehound-Lsn", strconv.FormatUint(r.LSN, 10))
+	m.Header.Set(HeaderLSN, strconv.FormatUint(r.LSN, 10))
+	// The fence (fence.go): stored only while this epoch's marker is the
+	// depot's last.
+	m.Header.Set(HeaderEpoch, strconv.FormatUint(u.epoch.Load(), 10))
+	m.Header.Set(hdrExpectSeq, strconv.FormatUint(u.markerSeq, 10))
+	m.Header.Set(hdrExpectSubj, EpochSubject(u.cfg.Depot))
 	return m, nil
 }
 
@@ -488,7 +519,20 @@ func (u *Uplink) resume(ctx context.Context, st jetstream.Stream, created bool) 
 	limits := st.CachedInfo().Config.Retention == jetstream.LimitsPolicy
 	cctx, cancel := context.WithTimeout(ctx, u.cfg.AckTimeout)
 	defer cancel()
-	m, err := st.GetLastMsgForSubject(cctx, "routehound."+u.cfg.Depot+".>")
+	m, err := st.GetLastMsgForSubject(cctx, DepotSubjects(u.cfg.Depot))
+	if err == nil && m.Subject == EpochSubject(u.cfg.Depot) {
+		// An epoch marker: the depot's last record is the one it names
+		// (a standby promoted at it, or this box's claim).
+		mk, merr := parseMarker(m.Header, m.Sequence)
+		if merr != nil {
+			return merr
+		}
+		if last := u.e.StoreStats().LastLSN; mk.lsn > last {
+			return &refusal{fmt.Sprintf("the stream %s holds depot %s up to lsn %d (epoch %d marker), but this store ends at lsn %d: another box ships as %s, or this store was restored from an older backup",
+				u.cfg.Stream, u.cfg.Depot, mk.lsn, mk.epoch, last, u.cfg.Depot)}
+		}
+		return u.resumeAt(mk.lsn, acked, limits)
+	}
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		if acked > 0 && limits && (created || !trims(st.CachedInfo().Config)) && !u.allSkipped(0, acked) {
 			u.log.Warn("UPLINK REWIND: the stream holds no record of this depot, yet acked_lsn says records were shipped (the stream was deleted, purged or recreated); shipping the log again from its first retained record",
@@ -507,6 +551,12 @@ func (u *Uplink) resume(ctx context.Context, st jetstream.Stream, created bool) 
 	if err := u.sameHistory(lsn, m); err != nil {
 		return err
 	}
+	return u.resumeAt(lsn, acked, limits)
+}
+
+// resumeAt sets where the session ships from when the stream's last record
+// of the depot is at lsn (resume).
+func (u *Uplink) resumeAt(lsn, acked uint64, limits bool) error {
 	switch {
 	case lsn > acked:
 		if u.exact {
@@ -603,7 +653,23 @@ func (u *Uplink) session(ctx context.Context) error {
 	}
 	nc, js, closed := c.nc, c.js, c.closed
 	defer nc.Close()
+	// The fence first: a box whose epoch is over must not even compare
+	// histories (the promoted standby's records follow its own).
+	mk, err := u.checkEpoch(ctx, c.st)
+	if err != nil {
+		return err
+	}
 	if err := u.resume(ctx, c.st, c.created); err != nil {
+		return err
+	}
+	if mk.epoch > 0 && u.epoch.Load() == 0 {
+		// A box that never held an epoch, with the same history as the
+		// stream (resume compared them), finds a writer's epoch: a
+		// standby was promoted past this box's records, or this box was
+		// its primary before fencing existed.
+		return &fencedError{own: 0, stream: mk.epoch}
+	}
+	if err := u.claimEpoch(ctx, c, mk); err != nil {
 		return err
 	}
 	u.exact = true
@@ -784,6 +850,8 @@ type Status struct {
 	Stream      string  `json:"stream,omitempty"`
 	Connected   bool    `json:"connected"`
 	Refused     bool    `json:"refused"` // the stream holds another history of this depot: shipping stopped (last_error tells why)
+	Fenced      bool    `json:"fenced"`  // a standby was promoted in this box's place: shipping stopped, writes refused (not_primary)
+	Epoch       uint64  `json:"epoch"`   // this box's epoch as the depot's writer (0: none claimed yet)
 	AckedLSN    uint64  `json:"acked_lsn"`
 	DurableLSN  uint64  `json:"durable_lsn"`
 	LagRecords  uint64  `json:"lag_records"`
@@ -799,6 +867,7 @@ type Status struct {
 // Status reports the uplink's position and lag.
 func (u *Uplink) Status() Status {
 	s := Status{Enabled: true, URL: redact(u.cfg.URL), Depot: u.cfg.Depot, Stream: u.cfg.Stream, Connected: u.connected.Load(), Refused: u.refused.Load(),
+		Fenced: u.fenced.Load(), Epoch: u.epoch.Load(),
 		AckedLSN: u.acked.Load(), Shipped: u.shipped.Load(), Dropped: u.dropped.Load(), Sessions: u.sessions.Load(), Failures: u.failures.Load()}
 	if u.e != nil {
 		s.DurableLSN = u.e.DurableLSN()
@@ -860,6 +929,10 @@ type state struct {
 	Depot    string `json:"depot,omitempty"`
 	Stream   string `json:"stream,omitempty"`
 	Exact    bool   `json:"exact,omitempty"`
+	// Epoch is this box's epoch as the depot's writer (fence.go): stored
+	// before its marker is published, so a crash in between never makes
+	// the box take its own marker for a newer writer's.
+	Epoch uint64 `json:"epoch,omitempty"`
 }
 
 // readState reads the state file.
@@ -880,7 +953,7 @@ func readState(path string) (state, bool, error) {
 
 // store writes the state file with acked.
 func (u *Uplink) store(acked uint64, exact bool) error {
-	return writeState(u.cfg.StateFile, state{AckedLSN: acked, Depot: u.cfg.Depot, Stream: u.cfg.Stream, Exact: exact})
+	return writeState(u.cfg.StateFile, state{AckedLSN: acked, Depot: u.cfg.Depot, Stream: u.cfg.Stream, Exact: exact, Epoch: u.epoch.Load()})
 }
 
 // writeState replaces the state file atomically: a temporary file,

@@ -1,0 +1,304 @@
+package appliance
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"routehound/engine"
+	"routehound/internal/natstest"
+	"routehound/uplink"
+)
+
+// tablesOf reads every table of a box through its engine: table → key →
+// version, LSN and value.
+func tablesOf(t *testing.T, a *Appliance) map[string]map[string]engine.State {
+	t.Helper()
+	s, err := a.Engine.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var names []string
+	if _, err := s.Tables("", 0, func(ti engine.TableInfo) error { names = append(names, ti.Name); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]map[string]engine.State{}
+	for _, n := range names {
+		rows := map[string]engine.State{}
+		if _, err := s.Scan(n, "", 0, func(k string, st engine.State) error { rows[k] = st; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		out[n] = rows
+	}
+	return out
+}
+
+func sameTables(a, b map[string]map[string]engine.State) error {
+	if len(a) != len(b) {
+		return fmt.Errorf("%d tables against %d", len(a), len(b))
+	}
+	for n, rows := range a {
+		if len(rows) != len(b[n]) {
+			return fmt.Errorf("table %s: %d keys against %d", n, len(rows), len(b[n]))
+		}
+		for k, v := range rows {
+			w := b[n][k]
+			if v.Version != w.Version || v.LSN != w.LSN || !bytes.Equal(v.Value, w.Value) {
+				return fmt.Errorf("%s/%s: %+v against %+v", n, k, v, w)
+			}
+		}
+	}
+	return nil
+}
+
+// errCode is the code of a JSON error body.
+func errCode(b []byte) string {
+	var e struct {
+		Code string `json:"code"`
+	}
+	json.Unmarshal(b, &e)
+	return e.Code
+}
+
+// waitUntil polls cond every 10 ms for at most d.
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	end := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(end) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// sseKeys follows a table's SSE stream on a box and sends the key of each
+// live change (the events with an id).
+func sseKeys(t *testing.T, ctx context.Context, base, token, table string) <-chan string {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, "GET", base+"/v1/tables/"+table+"/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("SSE on %s: %d", table, resp.StatusCode)
+	}
+	out := make(chan string, 1024)
+	go func() {
+		defer resp.Body.Close()
+		defer close(out)
+		sc := bufio.NewScanner(resp.Body)
+		live := false
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case strings.HasPrefix(line, "id:"):
+				live = true
+			case live && strings.HasPrefix(line, "data:"):
+				var c struct {
+					Key string `json:"key"`
+				}
+				if json.Unmarshal([]byte(strings.TrimSpace(strings.TrimPrefix(line, "data:"))), &c) == nil && c.Key != "" {
+					out <- c.Key
+				}
+				live = false
+			case line == "":
+				live = false
+			}
+		}
+	}()
+	return out
+}
+
+// TestStandbyFollowsPromotesAndFences: a standby (serve --follow) rebuilds
+// every table from the stream and keeps following, its subscribers see the
+// primary's changes, and it answers every write 503 not_primary; promoted,
+// it takes writes with LSNs following the last shipped record and ships
+// them; the old primary's next record is refused by the stream, and the old
+// primary turns read-only, loudly (not_primary, GET /v1/uplink, /metrics).
+func TestStandbyFollowsPromotesAndFences(t *testing.T) {
+	ns := natstest.Start(t)
+	pcfg := loopbackConfig(t)
+	pcfg.Uplink.NATSURL, pcfg.Uplink.Depot = ns.URL(), "depot-s"
+	p, err := Start(pcfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Shutdown(context.Background())
+	write := func(a *Appliance, i int) (int, []byte) {
+		switch i % 4 {
+		case 0:
+			return httpDo(t, "PUT", a.URL()+fmt.Sprintf("/v1/assignments/r-%d", i), a.Token("dispatch"), assignment("van-1"), "Idempotency-Key", fmt.Sprint("a", i))
+		case 1:
+			return httpDo(t, "POST", a.URL()+"/v1/loading-events", a.Token("warehouse"),
+				fmt.Sprintf(`{"terminal":"t1","dock":"D4","shipment":"SH-%d","kind":"loaded","pallets":3,"ts":"2026-12-07T08:00:00Z"}`, i), "Idempotency-Key", fmt.Sprint("w", i))
+		case 2:
+			return httpDo(t, "PUT", a.URL()+fmt.Sprintf("/v1/tables/notes/keys/n-%d", i%10), a.Token("dashboard"), fmt.Sprintf(`{"i":%d}`, i))
+		default:
+			return httpDo(t, "POST", a.URL()+"/v1/drivers/van-1/locations", a.Token("driver"),
+				fmt.Sprintf(`[{"seq":%d,"lat":52.5,"lng":13.4,"ts":"2026-12-07T08:00:%02dZ"}]`, i, i%60))
+		}
+	}
+	for i := range 40 {
+		if st, b := write(p, i); st >= 300 {
+			t.Fatalf("primary write %d: %d %s", i, st, b)
+		}
+	}
+
+	scfg := loopbackConfig(t)
+	scfg.Uplink.NATSURL, scfg.Uplink.Depot, scfg.Uplink.Follow = ns.URL(), "depot-s", true
+	s, err := Start(scfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	caughtUp := func() bool {
+		return p.Uplink.Acked() == p.Engine.DurableLSN() && s.Engine.DurableLSN() == p.Engine.DurableLSN()
+	}
+	waitUntil(t, 20*time.Second, "the standby to catch up", caughtUp)
+	if err := sameTables(tablesOf(t, p), tablesOf(t, s)); err != nil {
+		t.Fatalf("standby after catching up: %v", err)
+	}
+
+	// Subscribers of the standby see the primary's later changes.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	keys := sseKeys(t, ctx, s.URL(), s.Token("dashboard"), "notes")
+	time.Sleep(100 * time.Millisecond) // past the snapshot
+	for i := 40; i < 80; i++ {
+		if st, b := write(p, i); st >= 300 {
+			t.Fatalf("primary write %d: %d %s", i, st, b)
+		}
+	}
+	waitUntil(t, 20*time.Second, "the standby to follow", caughtUp)
+	if err := sameTables(tablesOf(t, p), tablesOf(t, s)); err != nil {
+		t.Fatalf("standby while following: %v", err)
+	}
+	seen := map[string]bool{}
+	for len(seen) < 5 { // n-0, n-2, n-4, n-6, n-8
+		select {
+		case k, ok := <-keys:
+			if !ok {
+				t.Fatalf("the standby's SSE stream ended after %v", seen)
+			}
+			seen[k] = true
+		case <-ctx.Done():
+			t.Fatalf("the standby's subscriber saw only %v", seen)
+		}
+	}
+
+	// Every write answers 503 not_primary.
+	for i := range 4 {
+		st, b := write(s, 100+i)
+		if st != http.StatusServiceUnavailable || errCode(b) != "not_primary" {
+			t.Fatalf("standby write %d: %d %s", i, st, b)
+		}
+	}
+	if st, b := httpDo(t, "GET", s.URL()+"/readyz", "", ""); st != http.StatusServiceUnavailable || errCode(b) != "not_primary" {
+		t.Fatalf("standby /readyz: %d %s", st, b)
+	}
+	var status struct {
+		Role    string               `json:"role"`
+		Fenced  bool                 `json:"fenced"`
+		Epoch   uint64               `json:"epoch"`
+		Standby *uplink.FollowStatus `json:"standby"`
+	}
+	if st, b := httpDo(t, "GET", s.URL()+"/v1/uplink", s.Token("admin"), ""); st != http.StatusOK || json.Unmarshal(b, &status) != nil ||
+		status.Role != "standby" || status.Standby == nil || status.Standby.AppliedLSN != p.Engine.DurableLSN() || status.Epoch != 1 {
+		t.Fatalf("standby GET /v1/uplink: %d %s", st, b)
+	}
+	if st, b := httpDo(t, "POST", p.URL()+"/v1/admin/promote", p.Token("admin"), ""); st != http.StatusConflict || errCode(b) != "not_standby" {
+		t.Fatalf("promoting the primary: %d %s", st, b)
+	}
+
+	// Promote: the primary is alive (a partition, say) but the standby
+	// takes over.
+	last := s.Engine.DurableLSN()
+	t0 := time.Now()
+	st, b := httpDo(t, "POST", s.URL()+"/v1/admin/promote", s.Token("admin"), "")
+	var res uplink.PromoteResult
+	if st != http.StatusOK || json.Unmarshal(b, &res) != nil || res.Epoch != 2 || res.LastLSN != last {
+		t.Fatalf("promote: %d %s (last lsn %d)", st, b, last)
+	}
+	st, b = httpDo(t, "PUT", s.URL()+"/v1/assignments/r-new", s.Token("dispatch"), assignment("van-2"), "Idempotency-Key", "new")
+	var w struct {
+		LSN uint64 `json:"lsn"`
+	}
+	if st != http.StatusCreated || json.Unmarshal(b, &w) != nil || w.LSN <= last {
+		t.Fatalf("first write after the promotion: %d %s (last shipped lsn %d)", st, b, last)
+	}
+	t.Logf("promote → first accepted write: %v (promotion %d ms)", time.Since(t0), res.TookMs)
+	var lsns []uint64
+	if err := s.Engine.ReadLog(last-1, 0, func(r engine.Record) error { lsns = append(lsns, r.LSN); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range lsns {
+		if l != last+uint64(i) {
+			t.Fatalf("the promoted box's log after lsn %d: %v", last-1, lsns)
+		}
+	}
+	waitUntil(t, 20*time.Second, "the promoted box to ship", func() bool {
+		return s.Uplink != nil && s.Uplink.Acked() >= w.LSN
+	})
+
+	// The old primary writes on (it does not know yet); its record is
+	// refused by the stream, and it turns read-only.
+	if st, b := write(p, 200); st >= 300 { // an assignment: i%4 == 0
+		t.Fatalf("old primary's write before it learns: %d %s", st, b)
+	}
+	waitUntil(t, 20*time.Second, "the old primary to be fenced", func() bool { return p.Uplink.Fenced() })
+	for i := range 4 {
+		st, b := write(p, 300+i)
+		if st != http.StatusServiceUnavailable || errCode(b) != "not_primary" {
+			t.Fatalf("fenced primary's write %d: %d %s", i, st, b)
+		}
+	}
+	if st, b := httpDo(t, "GET", p.URL()+"/v1/uplink", p.Token("admin"), ""); st != http.StatusOK || json.Unmarshal(b, &status) != nil || status.Role != "fenced" || !status.Fenced {
+		t.Fatalf("fenced primary's GET /v1/uplink: %d %s", st, b)
+	}
+	if _, m := httpDo(t, "GET", p.URL()+"/metrics", p.Token("admin"), ""); !strings.Contains(string(m), "routehound_uplink_fenced 1\n") {
+		t.Error("the fenced primary's /metrics lacks routehound_uplink_fenced 1")
+	}
+	// The stream holds the promoted box's assignment, not the old
+	// primary's, and the promoted box goes on shipping.
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	stream, err := js.Stream(context.Background(), "ROUTEHOUND")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := stream.GetLastMsgForSubject(context.Background(), uplink.Subject("depot-s", "assignments"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body uplink.Message
+	if err := json.Unmarshal(m.Data, &body); err != nil || body.Key != "r-new" || m.Header.Get(uplink.HeaderEpoch) != "2" {
+		t.Fatalf("the stream's last assignment: %s %v (epoch %s)", m.Data, err, m.Header.Get(uplink.HeaderEpoch))
+	}
+	if st, b := httpDo(t, "PUT", s.URL()+"/v1/tables/notes/keys/after", s.Token("dashboard"), `{"ok":true}`); st != http.StatusCreated {
+		t.Fatalf("promoted box's write: %d %s", st, b)
+	}
+	waitUntil(t, 20*time.Second, "the promoted box to ship on", func() bool { return s.Uplink.Acked() == s.Engine.DurableLSN() })
+	if s.Uplink.Fenced() || s.Uplink.Status().Refused {
+		t.Fatalf("promoted box's uplink: %+v", s.Uplink.Status())
+	}
+}
