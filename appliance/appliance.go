@@ -153,6 +153,10 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 		ln.Close()
 		return nil, StoreError(dir, err)
 	}
+	if up != nil && up.Fenced() {
+		// Fenced before this start (uplink.json): no write is taken.
+		eng.SetNotPrimary("this box was the depot's primary and was fenced by a promoted standby (uplink.json); rebuild it as a standby")
+	}
 	if standby {
 		// Before anything serves: the engine refuses writes
 		// (not_primary) from the start, and the follower is its writer.

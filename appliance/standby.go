@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"routehound/api"
 	"routehound/config"
@@ -92,6 +93,8 @@ func (a *Appliance) Promote(ctx context.Context) (uplink.PromoteResult, error) {
 	if r.follower == nil || r.up.Load() != nil || r.closed {
 		return uplink.PromoteResult{}, api.ErrNotStandby
 	}
+	ctx, cancel := context.WithTimeout(ctx, promoteTimeout)
+	defer cancel()
 	res, err := r.follower.Promote(ctx)
 	if err != nil {
 		return res, err
@@ -120,6 +123,10 @@ func (a *Appliance) Promote(ctx context.Context) (uplink.PromoteResult, error) {
 	}
 	return res, nil
 }
+
+// promoteTimeout bounds a promotion: applying what the stream holds and
+// publishing the marker. Past it the box stays a standby.
+const promoteTimeout = time.Minute
 
 // openUplink opens the uplink with the fence's hook: a newer epoch in the
 // stream makes the engine refuse writes.

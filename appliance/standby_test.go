@@ -301,4 +301,20 @@ func TestStandbyFollowsPromotesAndFences(t *testing.T) {
 	if s.Uplink.Fenced() || s.Uplink.Status().Refused {
 		t.Fatalf("promoted box's uplink: %+v", s.Uplink.Status())
 	}
+
+	// The old primary restarted stays fenced, from its first request on.
+	if err := p.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p2, err := Start(pcfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p2.Shutdown(context.Background())
+	if st, b := write(p2, 400); st != http.StatusServiceUnavailable || errCode(b) != "not_primary" {
+		t.Fatalf("restarted fenced primary's write: %d %s", st, b)
+	}
+	if st, b := httpDo(t, "GET", p2.URL()+"/v1/uplink", p2.Token("admin"), ""); st != http.StatusOK || json.Unmarshal(b, &status) != nil || status.Role != "fenced" {
+		t.Fatalf("restarted fenced primary's GET /v1/uplink: %d %s", st, b)
+	}
 }

@@ -400,6 +400,7 @@ func (f *Follower) Promote(ctx context.Context) (PromoteResult, error) {
 		// The uplink ships from here: exact (nothing in flight), the new
 		// epoch. Written before the engine takes a write.
 		if err := writeState(f.cfg.UplinkStateFile, state{AckedLSN: lastLSN, Depot: f.cfg.Depot, Stream: f.cfg.Stream, Exact: true, Epoch: epoch}); err != nil {
+			f.startRun() // still a standby: it follows its own marker, a retry claims the next epoch
 			return PromoteResult{}, fmt.Errorf("the epoch %d marker is published but the uplink's state could not be written (restart this box to ship): %w", epoch, err)
 		}
 		f.mu.Lock()

@@ -118,7 +118,8 @@ type Uplink struct {
 	// only).
 	epoch      atomic.Uint64
 	markerSeq  uint64
-	fenced     atomic.Bool // a newer epoch is in the stream: shipping stopped for good, writes refused
+	fenced     atomic.Bool   // a newer epoch is in the stream: shipping stopped for good, writes refused
+	fencedBy   atomic.Uint64 // that epoch; kept in the state file, so a restart stays fenced
 	connected  atomic.Bool
 	refused    atomic.Bool   // the stream holds another history of this depot: shipping stopped for good
 	shipped    atomic.Uint64 // records acknowledged since start
@@ -169,6 +170,10 @@ func Open(cfg Config, log *slog.Logger) (*Uplink, error) {
 	}
 	u.acked.Store(st.AckedLSN)
 	u.epoch.Store(st.Epoch)
+	if st.FencedBy > 0 {
+		u.fenced.Store(true)
+		u.fencedBy.Store(st.FencedBy)
+	}
 	u.saved, u.haveState = st.AckedLSN, ok
 	u.exact, u.savedExact = ok && st.Exact, ok && st.Exact
 	return u, nil
@@ -228,6 +233,19 @@ func (u *Uplink) setErr(err error) {
 
 func (u *Uplink) run(ctx context.Context) {
 	defer close(u.done)
+	if u.fenced.Load() {
+		// Fenced before this start (the state file says so): no session,
+		// and writes refused from the start.
+		fe := &fencedError{own: u.epoch.Load(), stream: u.fencedBy.Load()}
+		u.setErr(fe)
+		u.log.Error("UPLINK FENCED: this box was fenced by a promoted standby before this start (uplink.json); nothing is shipped and writes are refused (not_primary) until this box is rebuilt as a standby",
+			"depot", u.cfg.Depot, "stream", u.cfg.Stream, "own_epoch", fe.own, "stream_epoch", fe.stream)
+		if u.cfg.OnFenced != nil {
+			u.cfg.OnFenced(fe.Error())
+		}
+		<-ctx.Done()
+		return
+	}
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		before := u.shipped.Load()
@@ -251,6 +269,12 @@ func (u *Uplink) run(ctx context.Context) {
 			// Sticky: a standby was promoted in this box's place; its
 			// records follow in the stream, this box's must not.
 			u.fenced.Store(true)
+			u.fencedBy.Store(fe.stream)
+			if err := u.store(u.acked.Load(), true); err != nil {
+				u.log.Error("cannot store that this box is fenced; a restart learns it again from the stream", "err", err)
+			} else {
+				u.saved, u.savedExact = u.acked.Load(), true
+			}
 			u.log.Error("UPLINK FENCED: a standby was promoted in this box's place (the stream's epoch of the depot is newer); nothing more is shipped and writes are refused (not_primary) until this box is rebuilt as a standby",
 				"depot", u.cfg.Depot, "stream", u.cfg.Stream, "own_epoch", fe.own, "stream_epoch", fe.stream, "acked_lsn", u.acked.Load())
 			if u.cfg.OnFenced != nil {
@@ -933,6 +957,9 @@ type state struct {
 	// before its marker is published, so a crash in between never makes
 	// the box take its own marker for a newer writer's.
 	Epoch uint64 `json:"epoch,omitempty"`
+	// FencedBy is the newer epoch that fenced this box: a restart refuses
+	// writes at once, without a session.
+	FencedBy uint64 `json:"fenced_by_epoch,omitempty"`
 }
 
 // readState reads the state file.
@@ -953,7 +980,7 @@ func readState(path string) (state, bool, error) {
 
 // store writes the state file with acked.
 func (u *Uplink) store(acked uint64, exact bool) error {
-	return writeState(u.cfg.StateFile, state{AckedLSN: acked, Depot: u.cfg.Depot, Stream: u.cfg.Stream, Exact: exact, Epoch: u.epoch.Load()})
+	return writeState(u.cfg.StateFile, state{AckedLSN: acked, Depot: u.cfg.Depot, Stream: u.cfg.Stream, Exact: exact, Epoch: u.epoch.Load(), FencedBy: u.fencedBy.Load()})
 }
 
 // writeState replaces the state file atomically: a temporary file,
