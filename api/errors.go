@@ -106,6 +106,8 @@ func (s *Server) mapEngineError(err error) *apiError {
 		return errorf(http.StatusServiceUnavailable, "disk_low", "free disk space is below the watermark; writes are refused")
 	case errors.Is(err, engine.ErrReopening):
 		return errorf(http.StatusServiceUnavailable, "unavailable", "the store is being reopened after a storage failure; retry after the Retry-After delay")
+	case errors.Is(err, ErrNotReplicated):
+		return errorf(http.StatusServiceUnavailable, "not_replicated", "the write is durable on this box, but JetStream did not acknowledge it within [uplink] replicate_timeout; retry with the same Idempotency-Key (it answers this write once it is in the stream)")
 	case errors.Is(err, engine.ErrNotPrimary):
 		return errorf(http.StatusServiceUnavailable, "not_primary", "%s", notPrimaryMessage(err))
 	case errors.Is(err, engine.ErrUnavailable):

@@ -69,6 +69,7 @@ type Server struct {
 	historyGate  *historyGate
 	uplink       atomic.Pointer[func() any]    // the log shipper's status (uplink.go); nil: off
 	promote      atomic.Pointer[PromoteFunc]   // a standby's promotion (uplink.go); nil: not a standby
+	replicate    atomic.Pointer[replication]   // lanes answered once JetStream acknowledged (replicate.go); nil: none
 	backupTokens atomic.Pointer[func() []byte] // the tokens in force, for backups (backup.go)
 	backupSlot   chan struct{}                 // cap 1: the backup streaming now (backup.go)
 }

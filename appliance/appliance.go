@@ -263,6 +263,9 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 	if cfg.Uplink.NATSURL != "" {
 		srv.SetUplink(a.uplinkStatus)
 	}
+	if lanes := replicateLanes(cfg); len(lanes) > 0 {
+		srv.SetReplicate(lanes, a.waitReplicated)
+	}
 	if standby {
 		srv.SetPromote(func(ctx context.Context) (any, error) { return a.Promote(ctx) })
 	}

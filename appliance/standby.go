@@ -11,6 +11,7 @@ import (
 
 	"routehound/api"
 	"routehound/config"
+	"routehound/engine"
 	"routehound/fleetevents"
 	"routehound/uplink"
 )
@@ -127,6 +128,39 @@ func (a *Appliance) Promote(ctx context.Context) (uplink.PromoteResult, error) {
 // promoteTimeout bounds a promotion: applying what the stream holds and
 // publishing the marker. Past it the box stays a standby.
 const promoteTimeout = time.Minute
+
+// replicateLanes are the lanes of [uplink] replicate.
+func replicateLanes(c config.Config) []engine.Lane {
+	var out []engine.Lane
+	for _, n := range c.Uplink.Replicate {
+		switch n {
+		case "dispatch":
+			out = append(out, engine.LaneDispatch)
+		case "warehouse":
+			out = append(out, engine.LaneWarehouse)
+		case "tables":
+			out = append(out, engine.LaneTables)
+		}
+	}
+	return out
+}
+
+// waitReplicated is the replicated lanes' wait (api.SetReplicate): until
+// the uplink has JetStream's acknowledgement of lsn, at most
+// [uplink] replicate_timeout (then api.ErrNotReplicated).
+func (a *Appliance) waitReplicated(ctx context.Context, lsn uint64) error {
+	up := a.role.up.Load()
+	if up == nil {
+		return api.ErrNotReplicated // a standby's writes are refused before this
+	}
+	wctx, cancel := context.WithTimeout(ctx, a.Config.Uplink.ReplicateTimeout)
+	defer cancel()
+	err := up.WaitAcked(wctx, lsn)
+	if err != nil && ctx.Err() == nil {
+		return api.ErrNotReplicated
+	}
+	return err
+}
 
 // openUplink opens the uplink with the fence's hook: a newer epoch in the
 // stream makes the engine refuse writes.

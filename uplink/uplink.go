@@ -130,6 +130,8 @@ type Uplink struct {
 	lastErrMu  sync.Mutex
 	lastErr    string
 	lastErrAt  time.Time
+	ackMu      sync.Mutex    // guards ackCh
+	ackCh      chan struct{} // closed when acked moves, while someone waits (WaitAcked)
 	cancel     context.CancelFunc
 	done       chan struct{}
 	closeOnce  sync.Once
@@ -168,7 +170,7 @@ func Open(cfg Config, log *slog.Logger) (*Uplink, error) {
 			"file", cfg.StateFile, "file_depot", st.Depot, "file_stream", st.Stream, "depot", cfg.Depot, "stream", cfg.Stream, "file_acked_lsn", st.AckedLSN)
 		st, ok = state{}, false
 	}
-	u.acked.Store(st.AckedLSN)
+	u.setAcked(st.AckedLSN)
 	u.epoch.Store(st.Epoch)
 	if st.FencedBy > 0 {
 		u.fenced.Store(true)
@@ -193,7 +195,7 @@ func (u *Uplink) Start(e *engine.Engine) {
 	if !u.haveState {
 		// First start: ship the log from its oldest retained record.
 		if first := e.StoreStats().FirstLSN; first > 0 {
-			u.acked.Store(first - 1)
+			u.setAcked(first - 1)
 		}
 		// Stored at once: a later start must count what retention drops
 		// from here on, not start again at the log's new first record.
@@ -334,7 +336,7 @@ func (u *Uplink) refusedRecord(err error) {
 		return
 	}
 	u.dropped.Add(1)
-	u.acked.Store(pe.lsn)
+	u.setAcked(pe.lsn)
 	u.failLSN, u.failCount = 0, 0
 	if u.skipTo == 0 || pe.lsn != u.skipTo+1 {
 		u.skipFrom = pe.lsn
@@ -561,7 +563,7 @@ func (u *Uplink) resume(ctx context.Context, st jetstream.Stream, created bool) 
 		if acked > 0 && limits && (created || !trims(st.CachedInfo().Config)) && !u.allSkipped(0, acked) {
 			u.log.Warn("UPLINK REWIND: the stream holds no record of this depot, yet acked_lsn says records were shipped (the stream was deleted, purged or recreated); shipping the log again from its first retained record",
 				"stream", u.cfg.Stream, "created", created, "acked_lsn", acked)
-			u.acked.Store(0)
+			u.setAcked(0)
 		}
 		return nil
 	}
@@ -594,13 +596,13 @@ func (u *Uplink) resumeAt(lsn, acked uint64, limits bool) error {
 		}
 		// The state file may be behind the stream (a crash between
 		// JetStream's ack and the file's write).
-		u.acked.Store(lsn)
+		u.setAcked(lsn)
 	case lsn < acked && limits && !u.allSkipped(lsn, acked):
 		// (Not when every record after the stream's last was skipped
 		// because JetStream refused it.)
 		u.log.Warn("UPLINK REWIND: the stream's last record of this depot is behind acked_lsn (the stream lost its tail, or was recreated); shipping again from it",
 			"stream", u.cfg.Stream, "stream_last_lsn", lsn, "acked_lsn", acked)
-		u.acked.Store(lsn)
+		u.setAcked(lsn)
 	}
 	return nil
 }
@@ -731,7 +733,7 @@ func (u *Uplink) session(ctx context.Context) error {
 			}
 		}
 		if n > 0 {
-			u.acked.Store(pending[n-1].lsn)
+			u.setAcked(pending[n-1].lsn)
 			u.shipped.Add(uint64(n))
 			pending = pending[:copy(pending, pending[n:])]
 			u.headAt.Store(0)
@@ -829,7 +831,7 @@ func nonNil(err error) error {
 func (u *Uplink) skipTrimmed(ctx context.Context, cur *engine.Cursor, pending []inflight, closed <-chan struct{}) error {
 	for _, p := range pending {
 		if p.ok {
-			u.acked.Store(p.lsn)
+			u.setAcked(p.lsn)
 			u.shipped.Add(1)
 			continue
 		}
@@ -849,7 +851,7 @@ func (u *Uplink) skipTrimmed(ctx context.Context, cur *engine.Cursor, pending []
 			return ctx.Err()
 		}
 		t.Stop()
-		u.acked.Store(p.lsn)
+		u.setAcked(p.lsn)
 		u.shipped.Add(1)
 	}
 	from := cur.After()
@@ -861,7 +863,7 @@ func (u *Uplink) skipTrimmed(ctx context.Context, cur *engine.Cursor, pending []
 	u.dropped.Add(to - from)
 	u.log.Error("UPLINK DROPPED RECORDS: retention removed records never shipped (the log passed [uplink] budget_mb while NATS was unreachable); they are not in the stream",
 		"after_lsn", from, "through_lsn", to, "records", to-from)
-	u.acked.Store(to)
+	u.setAcked(to)
 	cur.Seek(to)
 	return nil
 }
