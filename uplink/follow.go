@@ -333,12 +333,12 @@ type PromoteResult struct {
 // ErrNotFollowing answers Promote on a follower already promoted.
 var ErrNotFollowing = errors.New("standby: already promoted")
 
-// Promote makes this box the depot's writer: it applies everything the
-// stream holds of the depot, publishes the next epoch's marker expecting
-// the depot's last message to be the last one applied (so a record the old
-// primary published meanwhile is applied first, and any later one is
-// refused by the stream), and writes the uplink's state file at the last
-// LSN applied with the new epoch. The caller then starts the uplink and
+// Promote makes this box the depot's writer: it publishes the next epoch's
+// marker (expecting the depot's last marker to be the one it read, so two
+// promotions cannot both win), from which on the stream refuses the old
+// primary's records; applies everything the stream holds of the depot up
+// to the marker; and writes the uplink's state file at the last LSN
+// applied, with the new epoch. The caller then starts the uplink and
 // lets the engine take writes (engine.Promote). It fails, changing
 // nothing, when the stream cannot be reached within ctx.
 func (f *Follower) Promote(ctx context.Context) (PromoteResult, error) {
@@ -355,62 +355,52 @@ func (f *Follower) Promote(ctx context.Context) (PromoteResult, error) {
 		return PromoteResult{}, err
 	}
 	defer nc.Close()
-	for attempt := 1; ; attempt++ {
-		// What the stream holds of the depot now, and the marker.
-		cctx, cancel := context.WithTimeout(ctx, f.cfg.Timeout)
-		last, err := st.GetLastMsgForSubject(cctx, DepotSubjects(f.cfg.Depot))
-		cancel()
-		var lastSeq uint64
-		switch {
-		case errors.Is(err, jetstream.ErrMsgNotFound):
-		case err != nil:
-			return PromoteResult{}, fmt.Errorf("the stream's last message of depot %s: %w", f.cfg.Depot, err)
-		default:
-			lastSeq = last.Sequence
-		}
-		cctx, cancel = context.WithTimeout(ctx, f.cfg.Timeout)
-		mk, err := lastMarker(cctx, st, f.cfg.Depot)
-		cancel()
-		if err != nil {
-			return PromoteResult{}, err
-		}
-		// Until the follower has applied it all.
-		if err := f.waitSeq(ctx, lastSeq); err != nil {
-			return PromoteResult{}, fmt.Errorf("applying the stream up to seq %d: %w", lastSeq, err)
-		}
-		f.stopRun() // nothing moves now: the fence expects what was applied
-		lastLSN := f.e.DurableLSN()
-		f.mu.Lock()
-		lastSeq = max(lastSeq, f.seq)
-		f.mu.Unlock()
-		epoch := mk.epoch + 1
-		cctx, cancel = context.WithTimeout(ctx, f.cfg.Timeout)
-		seq, err := publishMarker(cctx, js, f.cfg.Depot, epoch, lastLSN, DepotSubjects(f.cfg.Depot), lastSeq)
-		cancel()
-		if err != nil {
-			f.startRun()
-			if IsFenceRefusal(err) && attempt < 5 {
-				// The old primary (or another standby) published after
-				// the last message applied: apply it, then try again.
-				f.log.Warn("standby: the stream moved while promoting; applying what came and fencing again", "attempt", attempt, "err", err)
-				continue
-			}
-			return PromoteResult{}, fmt.Errorf("publish the epoch %d marker: %w", epoch, err)
-		}
-		// The uplink ships from here: exact (nothing in flight), the new
-		// epoch. Written before the engine takes a write.
-		if err := writeState(f.cfg.UplinkStateFile, state{AckedLSN: lastLSN, Depot: f.cfg.Depot, Stream: f.cfg.Stream, Exact: true, Epoch: epoch}); err != nil {
-			f.startRun() // still a standby: it follows its own marker, a retry claims the next epoch
-			return PromoteResult{}, fmt.Errorf("the epoch %d marker is published but the uplink's state could not be written (restart this box to ship): %w", epoch, err)
-		}
-		f.mu.Lock()
-		f.epoch, f.markerSeq, f.seq = epoch, seq, seq
-		f.mu.Unlock()
-		f.promoted.Store(true)
-		f.log.Warn("STANDBY PROMOTED: this box is the depot's writer now; the old primary's later records are refused by the stream",
-			"depot", f.cfg.Depot, "epoch", epoch, "last_lsn", lastLSN, "marker_seq", seq, "took", time.Since(t0).Round(time.Millisecond))
-		return PromoteResult{Depot: f.cfg.Depot, Epoch: epoch, LastLSN: lastLSN, MarkerSeq: seq, TookMs: time.Since(t0).Milliseconds()}, nil
+	if !f.connected.Load() {
+		// Not following now: the stream up to the marker could not be
+		// applied; better not to fence the primary for nothing.
+		return PromoteResult{}, errors.New("the follower is not connected to the stream now (see last_error in GET /v1/uplink); try again")
 	}
+	// The fence first: the marker of the next epoch, stored only if the
+	// depot's last marker is still the one read (another standby did not
+	// win meanwhile). From it on, JetStream refuses the old primary's
+	// records; those it stored before the marker are the depot's history,
+	// applied next.
+	cctx, cancel := context.WithTimeout(ctx, f.cfg.Timeout)
+	mk, err := lastMarker(cctx, st, f.cfg.Depot)
+	cancel()
+	if err != nil {
+		return PromoteResult{}, err
+	}
+	epoch := mk.epoch + 1
+	cctx, cancel = context.WithTimeout(ctx, f.cfg.Timeout)
+	seq, err := publishMarker(cctx, js, f.cfg.Depot, epoch, f.e.DurableLSN(), EpochSubject(f.cfg.Depot), mk.seq)
+	cancel()
+	if IsFenceRefusal(err) {
+		return PromoteResult{}, fmt.Errorf("another box claimed the depot's next epoch meanwhile (promoted too?): %w", err)
+	}
+	if err != nil {
+		return PromoteResult{}, fmt.Errorf("publish the epoch %d marker: %w", epoch, err)
+	}
+	f.log.Warn("standby: fenced the old primary (epoch marker published); applying the rest of its records", "depot", f.cfg.Depot, "epoch", epoch, "marker_seq", seq)
+	// Everything up to the marker: the old primary's last records.
+	if err := f.waitSeq(ctx, seq); err != nil {
+		return PromoteResult{}, fmt.Errorf("the epoch %d marker is published (the old primary is fenced), but applying the stream up to it failed; promote again: %w", epoch, err)
+	}
+	f.stopRun()
+	lastLSN := f.e.DurableLSN()
+	// The uplink ships from here: exact (nothing in flight), the new
+	// epoch. Written before the engine takes a write.
+	if err := writeState(f.cfg.UplinkStateFile, state{AckedLSN: lastLSN, Depot: f.cfg.Depot, Stream: f.cfg.Stream, Exact: true, Epoch: epoch}); err != nil {
+		f.startRun() // still a standby: promote again (it claims the next epoch)
+		return PromoteResult{}, fmt.Errorf("the epoch %d marker is published but the uplink's state could not be written; promote again: %w", epoch, err)
+	}
+	f.mu.Lock()
+	f.epoch, f.markerSeq = epoch, seq
+	f.mu.Unlock()
+	f.promoted.Store(true)
+	f.log.Warn("STANDBY PROMOTED: this box is the depot's writer now; the old primary's later records are refused by the stream",
+		"depot", f.cfg.Depot, "epoch", epoch, "last_lsn", lastLSN, "marker_seq", seq, "took", time.Since(t0).Round(time.Millisecond))
+	return PromoteResult{Depot: f.cfg.Depot, Epoch: epoch, LastLSN: lastLSN, MarkerSeq: seq, TookMs: time.Since(t0).Milliseconds()}, nil
 }
 
 // waitSeq waits until the follower has applied the stream up to seq.

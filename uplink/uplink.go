@@ -557,7 +557,12 @@ func (u *Uplink) resume(ctx context.Context, st jetstream.Stream, created bool) 
 			return &refusal{fmt.Sprintf("the stream %s holds depot %s up to lsn %d (epoch %d marker), but this store ends at lsn %d: another box ships as %s, or this store was restored from an older backup",
 				u.cfg.Stream, u.cfg.Depot, mk.lsn, mk.epoch, last, u.cfg.Depot)}
 		}
-		return u.resumeAt(mk.lsn, acked, limits)
+		if mk.lsn > acked {
+			return u.resumeAt(mk.lsn, acked, limits)
+		}
+		// A marker's lsn is a lower bound (a promoted standby publishes
+		// it before it applied the records just before it): no rewind.
+		return nil
 	}
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		if acked > 0 && limits && (created || !trims(st.CachedInfo().Config)) && !u.allSkipped(0, acked) {
@@ -698,6 +703,20 @@ func (u *Uplink) session(ctx context.Context) error {
 	if err := u.claimEpoch(ctx, c, mk); err != nil {
 		return err
 	}
+	// A marker published on the depot's epoch subject while this session
+	// runs (a standby promoting) is a hint: the stream's last marker says
+	// whether it took (a refused claim reaches core subscribers too).
+	epochHint := make(chan struct{}, 1)
+	hintSub, err := nc.Subscribe(EpochSubject(u.cfg.Depot), func(*nats.Msg) {
+		select {
+		case epochHint <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("watch the depot's epoch: %w", err)
+	}
+	defer hintSub.Unsubscribe()
 	u.exact = true
 	u.sessions.Add(1)
 	u.connected.Store(true)
@@ -811,6 +830,10 @@ func (u *Uplink) session(ctx context.Context) error {
 		case <-wake:
 		case <-tick.C:
 			u.persist(false) // records in flight may be in the stream already
+		case <-epochHint:
+			if _, err := u.checkEpoch(ctx, c.st); err != nil {
+				return err // fenced: the records in flight are refused anyway
+			}
 		}
 		if okc != nil {
 			ackTimer.Stop()
