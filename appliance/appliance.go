@@ -132,6 +132,21 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 	var eng *engine.Engine
 	rl := &role{}
 	standby := cfg.Uplink.Follow
+	if standby {
+		// A standby promoted before this start wrote its epoch into
+		// uplink.json: it is the depot's writer (or fenced, which its
+		// uplink tells), not a standby again.
+		ep, _, err := uplink.StateEpoch(filepath.Join(dir, "uplink.json"))
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		if ep > 0 {
+			log.Warn("[uplink] follow is set, but this box was promoted (uplink.json holds its epoch): starting as the depot's primary; to follow again, start on a new data dir",
+				"epoch", ep, "depot", cfg.Uplink.Depot)
+			standby = false
+		}
+	}
 	if cfg.Uplink.NATSURL != "" && !standby {
 		// Before the engine: retention asks the uplink what it has not
 		// shipped yet.
@@ -268,6 +283,11 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 	}
 	if standby {
 		srv.SetPromote(func(ctx context.Context) (any, error) { return a.Promote(ctx) })
+		if err := srv.MountCollector(rl.follower.Collector()); err != nil {
+			ln.Close()
+			a.closeStore(context.Background())
+			return nil, err
+		}
 	}
 	dash := ui.New(ui.Options{
 		Engine: eng, Hub: hb, Log: log,

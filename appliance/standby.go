@@ -25,7 +25,8 @@ import (
 // stream it follows, and the uplink's state file its promotion writes.
 func FollowConfig(c config.Config, dataDir string) uplink.FollowConfig {
 	u := c.Uplink
-	return uplink.FollowConfig{URL: u.NATSURL, Depot: u.Depot, Stream: u.Stream, UplinkStateFile: filepath.Join(dataDir, "uplink.json")}
+	return uplink.FollowConfig{URL: u.NATSURL, Depot: u.Depot, Stream: u.Stream, UplinkStateFile: filepath.Join(dataDir, "uplink.json"),
+		StateFile: filepath.Join(dataDir, "standby.json")}
 }
 
 // role holds what changes at a promotion: the uplink (nil on a standby

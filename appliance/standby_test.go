@@ -226,6 +226,10 @@ func TestStandbyFollowsPromotesAndFences(t *testing.T) {
 		status.Role != "standby" || status.Standby == nil || status.Standby.AppliedLSN == 0 || status.Standby.AppliedLSN > p.Engine.DurableLSN() || status.Epoch != 1 {
 		t.Fatalf("standby GET /v1/uplink: %d %s", st, b)
 	}
+	if _, m := httpDo(t, "GET", s.URL()+"/metrics", s.Token("admin"), ""); !strings.Contains(string(m), "routehound_standby_connected 1\n") ||
+		!strings.Contains(string(m), "routehound_standby_applied_lsn ") || !strings.Contains(string(m), "routehound_standby_promoted 0\n") {
+		t.Error("the standby's /metrics lacks routehound_standby_connected 1, its applied lsn or promoted 0")
+	}
 	if st, b := httpDo(t, "POST", p.URL()+"/v1/admin/promote", p.Token("admin"), ""); st != http.StatusConflict || errCode(b) != "not_standby" {
 		t.Fatalf("promoting the primary: %d %s", st, b)
 	}
@@ -306,6 +310,23 @@ func TestStandbyFollowsPromotesAndFences(t *testing.T) {
 		t.Fatalf("promoted box's uplink: %+v", s.Uplink.Status())
 	}
 
+	// The promoted box restarted (its config still says follow) is the
+	// depot's writer, not a standby again.
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Start(scfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Shutdown(context.Background())
+	if st, b := httpDo(t, "PUT", s2.URL()+"/v1/tables/notes/keys/after-restart", s2.Token("dashboard"), `{"ok":true}`); st != http.StatusCreated {
+		t.Fatalf("restarted promoted box's write: %d %s", st, b)
+	}
+	waitUntil(t, 20*time.Second, "the restarted promoted box to ship", func() bool {
+		return s2.Uplink != nil && s2.Uplink.Acked() == s2.Engine.DurableLSN() && s2.Uplink.Epoch() == 2
+	})
+
 	// The old primary restarted stays fenced, from its first request on.
 	if err := p.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
@@ -320,5 +341,57 @@ func TestStandbyFollowsPromotesAndFences(t *testing.T) {
 	}
 	if st, b := httpDo(t, "GET", p2.URL()+"/v1/uplink", p2.Token("admin"), ""); st != http.StatusOK || json.Unmarshal(b, &status) != nil || status.Role != "fenced" {
 		t.Fatalf("restarted fenced primary's GET /v1/uplink: %d %s", st, b)
+	}
+}
+
+// TestStandbyRestartReadsOn: a standby restarted on its data dir reads the
+// stream on from where it was (standby.json), not from its start, and
+// catches up with what the primary wrote meanwhile.
+func TestStandbyRestartReadsOn(t *testing.T) {
+	ns := natstest.Start(t)
+	pcfg := loopbackConfig(t)
+	pcfg.Uplink.NATSURL, pcfg.Uplink.Depot = ns.URL(), "depot-t"
+	pcfg.Fleet.Events = false
+	p, err := Start(pcfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Shutdown(context.Background())
+	put := func(from, to int) {
+		for i := from; i < to; i++ {
+			if st, b := httpDo(t, "PUT", p.URL()+fmt.Sprintf("/v1/tables/notes/keys/k-%d", i), p.Token("dashboard"), fmt.Sprintf(`{"i":%d}`, i)); st >= 300 {
+				t.Fatalf("put %d: %d %s", i, st, b)
+			}
+		}
+	}
+	put(0, 100)
+	scfg := loopbackConfig(t)
+	scfg.Uplink.NATSURL, scfg.Uplink.Depot, scfg.Uplink.Follow = ns.URL(), "depot-t", true
+	s, err := Start(scfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 20*time.Second, "the standby to catch up", func() bool { return s.Engine.DurableLSN() == p.Engine.DurableLSN() })
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	put(100, 130)
+	s, err = Start(scfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	waitUntil(t, 20*time.Second, "the restarted standby to catch up", func() bool {
+		return p.Uplink.Acked() == p.Engine.DurableLSN() && s.Engine.DurableLSN() == p.Engine.DurableLSN()
+	})
+	if err := sameTables(tablesOf(t, p), tablesOf(t, s)); err != nil {
+		t.Fatal(err)
+	}
+	st := s.role.follower.Status()
+	if st.Applied != 30 || st.Pending != 0 {
+		t.Fatalf("the restarted standby applied %d records (want the 30 new ones), %d pending", st.Applied, st.Pending)
+	}
+	if st, b := httpDo(t, "PUT", s.URL()+"/v1/tables/notes/keys/x", s.Token("dashboard"), `{"a":1}`); st != http.StatusServiceUnavailable || errCode(b) != "not_primary" {
+		t.Fatalf("restarted standby's write: %d %s", st, b)
 	}
 }

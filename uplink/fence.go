@@ -165,3 +165,15 @@ func (u *Uplink) Epoch() uint64 { return u.epoch.Load() }
 
 // Fenced reports whether a standby was promoted in this box's place.
 func (u *Uplink) Fenced() bool { return u.fenced.Load() }
+
+// StateEpoch reads the epoch an uplink state file holds, and the epoch
+// that fenced it (0, 0: no file, or no epoch claimed): a standby's
+// promotion writes its new epoch there, so a restart tells a promoted box
+// from a standby.
+func StateEpoch(path string) (epoch, fencedBy uint64, err error) {
+	st, ok, err := readState(path)
+	if err != nil || !ok {
+		return 0, 0, err
+	}
+	return st.Epoch, st.FencedBy, nil
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,10 @@ type FollowConfig struct {
 	// UplinkStateFile is the uplink's state file, written by Promote (the
 	// promoted box's uplink starts from it).
 	UplinkStateFile string
+	// StateFile keeps where the follower is in the stream (the sequence
+	// of the last message applied, with its LSN), so that a restart reads
+	// on from there instead of the stream's first message. Optional.
+	StateFile string
 	// Timeout bounds one JetStream request.
 	Timeout time.Duration
 	// MaxBackoff bounds the wait between two connection attempts.
@@ -57,6 +62,9 @@ type Follower struct {
 	wake      chan struct{} // closed and replaced when seq moves
 
 	connected atomic.Bool
+	pending   atomic.Uint64 // messages of the depot in the stream after the last one read (the consumer's count)
+	savedSeq  uint64        // what StateFile holds; the run goroutine only
+	savedAt   time.Time
 	applied   atomic.Uint64 // records applied since start
 	sessions  atomic.Uint64
 	promoted  atomic.Bool
@@ -90,11 +98,54 @@ func OpenFollower(cfg FollowConfig, log *slog.Logger) (*Follower, error) {
 	return &Follower{cfg: cfg, log: log.With("part", "standby"), wake: make(chan struct{})}, nil
 }
 
+// followState is the follower's state file.
+type followState struct {
+	Depot  string `json:"depot"`
+	Stream string `json:"stream"`
+	Seq    uint64 `json:"seq"` // the stream sequence of the last message applied
+	LSN    uint64 `json:"lsn"` // the store's last LSN then
+}
+
+// resumeSeq is where the follower reads on after a restart: the state
+// file's sequence when it is of this depot and stream and the store holds
+// its LSN (the file is written after the records it names are durable);
+// else 0, the stream's first message (the engine skips what the store
+// holds).
+func (f *Follower) resumeSeq() uint64 {
+	if f.cfg.StateFile == "" {
+		return 0
+	}
+	b, err := os.ReadFile(f.cfg.StateFile)
+	if err != nil {
+		return 0
+	}
+	var st followState
+	if json.Unmarshal(b, &st) != nil || st.Depot != f.cfg.Depot || st.Stream != f.cfg.Stream || st.LSN > f.e.StoreStats().LastLSN {
+		return 0
+	}
+	return st.Seq
+}
+
+// saveSeq writes the state file at most once a second (force: now).
+func (f *Follower) saveSeq(seq uint64, force bool) {
+	if f.cfg.StateFile == "" || seq == f.savedSeq || !force && time.Since(f.savedAt) < time.Second {
+		return
+	}
+	body, _ := json.Marshal(followState{Depot: f.cfg.Depot, Stream: f.cfg.Stream, Seq: seq, LSN: f.e.StoreStats().LastLSN})
+	if err := writeFile(f.cfg.StateFile, body); err != nil {
+		f.log.Warn("standby: cannot store the position in the stream; a restart reads the stream from its start", "err", err)
+		return
+	}
+	f.savedSeq, f.savedAt = seq, time.Now()
+}
+
 // Start makes the engine refuse writes (not_primary) and follows the
 // stream into it.
 func (f *Follower) Start(e *engine.Engine) {
 	f.e = e
 	e.SetNotPrimary(fmt.Sprintf("this box is a standby following depot %s in the stream %s", f.cfg.Depot, f.cfg.Stream))
+	f.seq = f.resumeSeq()
+	f.savedSeq = f.seq
 	f.startRun()
 }
 
@@ -128,6 +179,12 @@ func (f *Follower) setErr(err error) {
 
 func (f *Follower) run(ctx context.Context, done chan struct{}) {
 	defer close(done)
+	defer func() {
+		f.mu.Lock()
+		seq := f.seq
+		f.mu.Unlock()
+		f.saveSeq(seq, true)
+	}()
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		before := f.applied.Load()
@@ -265,6 +322,7 @@ func (f *Follower) session(ctx context.Context) error {
 				recs = append(recs, r)
 			}
 			lastSeq = md.Sequence.Stream
+			f.pending.Store(md.NumPending)
 			if len(recs) >= 4096 {
 				break
 			}
@@ -297,6 +355,7 @@ func (f *Follower) session(ctx context.Context) error {
 		close(f.wake)
 		f.wake = make(chan struct{})
 		f.mu.Unlock()
+		f.saveSeq(lastSeq, false)
 	}
 }
 
@@ -434,6 +493,7 @@ type FollowStatus struct {
 	URL         string `json:"url"`
 	Connected   bool   `json:"connected"`
 	StreamSeq   uint64 `json:"stream_seq"`  // the stream sequence of the last message applied
+	Pending     uint64 `json:"pending"`     // messages of the depot in the stream not yet applied (at the last one read)
 	Epoch       uint64 `json:"epoch"`       // the stream's epoch of the depot (the primary's), or this box's once promoted
 	AppliedLSN  uint64 `json:"applied_lsn"` // the last LSN applied and durable here
 	Applied     uint64 `json:"applied_records"`
@@ -445,7 +505,7 @@ type FollowStatus struct {
 // Status reports the follower's position.
 func (f *Follower) Status() FollowStatus {
 	s := FollowStatus{Role: "standby", Depot: f.cfg.Depot, Stream: f.cfg.Stream, URL: redact(f.cfg.URL), Connected: f.connected.Load(),
-		Applied: f.applied.Load(), Sessions: f.sessions.Load()}
+		Applied: f.applied.Load(), Sessions: f.sessions.Load(), Pending: f.pending.Load()}
 	switch {
 	case f.promoted.Load():
 		s.Role = "primary"

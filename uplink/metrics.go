@@ -66,3 +66,46 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	k(c.sessions, float64(s.Sessions))
 	k(c.failures, float64(s.Failures))
 }
+
+// followCollector exports a standby's follower (routehound_standby_*).
+type followCollector struct {
+	f                                     *Follower
+	connected, appliedLSN, pending, epoch *prometheus.Desc
+	applied, primary                      *prometheus.Desc
+}
+
+// Collector returns a Prometheus collector of the follower: where it is
+// in the depot's stream, and whether it was promoted.
+func (f *Follower) Collector() prometheus.Collector {
+	d := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc("routehound_standby_"+name, help, nil, nil)
+	}
+	return &followCollector{
+		f:          f,
+		connected:  d("connected", "1 while the standby follows the depot's stream."),
+		appliedLSN: d("applied_lsn", "Last LSN applied from the stream and durable on this box."),
+		pending:    d("pending_messages", "Messages of the depot in the stream not yet applied (as of the last one read)."),
+		epoch:      d("epoch", "The depot's writer epoch the standby follows (its own once promoted)."),
+		applied:    d("applied_records_total", "Records applied from the stream since start."),
+		primary:    d("promoted", "1 once this standby was promoted: it is the depot's writer."),
+	}
+}
+
+func (c *followCollector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
+
+func (c *followCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.f.Status()
+	g := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
+	b := func(v bool) float64 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	g(c.connected, b(s.Connected))
+	g(c.appliedLSN, float64(s.AppliedLSN))
+	g(c.pending, float64(s.Pending))
+	g(c.epoch, float64(s.Epoch))
+	ch <- prometheus.MustNewConstMetric(c.applied, prometheus.CounterValue, float64(s.Applied))
+	g(c.primary, b(s.Role == "primary"))
+}

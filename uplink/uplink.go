@@ -1015,6 +1015,13 @@ func writeState(path string, st state) error {
 	if err != nil {
 		return fmt.Errorf("uplink: state: %w", err)
 	}
+	return writeFile(path, body)
+}
+
+// writeFile replaces a small file atomically: a temporary file, fsynced,
+// renamed over it, and the directory fsynced.
+func writeFile(path string, body []byte) error {
+	var err error
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, ".uplink-*.tmp")
 	if err != nil {
