@@ -168,6 +168,16 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 		ln.Close()
 		return nil, StoreError(dir, err)
 	}
+	if up != nil {
+		// A standby promoted while this box was down: no write before the
+		// uplink's first session would learn it (a stream out of reach
+		// tells nothing; the sessions check).
+		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if _, err := up.CheckFence(cctx); err != nil {
+			log.Warn("uplink: could not ask the stream for the depot's epoch at start; the uplink's first session does", "err", err)
+		}
+		cancel()
+	}
 	if up != nil && up.Fenced() {
 		// Fenced before this start (uplink.json): no write is taken.
 		eng.SetNotPrimary("this box was the depot's primary and was fenced by a promoted standby (uplink.json); rebuild it as a standby")

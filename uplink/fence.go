@@ -177,3 +177,34 @@ func StateEpoch(path string) (epoch, fencedBy uint64, err error) {
 	}
 	return st.Epoch, st.FencedBy, nil
 }
+
+// CheckFence asks the stream, once, before the box takes writes, whether
+// a newer epoch of the depot is there (a standby was promoted while this
+// box was down): then it is fenced from its first request on, not from
+// its uplink's first session. It answers whether the box is fenced; a
+// stream it cannot reach within ctx tells nothing (false, the error), and
+// the uplink's sessions check again.
+func (u *Uplink) CheckFence(ctx context.Context) (bool, error) {
+	if u.fenced.Load() {
+		return true, nil
+	}
+	if u.epoch.Load() == 0 {
+		return false, nil // never held an epoch: the session compares histories first
+	}
+	c, err := u.connect(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer c.nc.Close()
+	_, err = u.checkEpoch(ctx, c.st)
+	var fe *fencedError
+	if !errors.As(err, &fe) {
+		return false, err
+	}
+	u.fenced.Store(true)
+	u.fencedBy.Store(fe.stream)
+	if err := u.store(u.acked.Load(), u.savedExact); err != nil {
+		u.log.Error("cannot store that this box is fenced; a restart learns it again from the stream", "err", err)
+	}
+	return true, nil
+}
