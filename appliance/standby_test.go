@@ -395,3 +395,108 @@ func TestStandbyRestartReadsOn(t *testing.T) {
 		t.Fatalf("restarted standby's write: %d %s", st, b)
 	}
 }
+
+// TestTwoStandbysOnePromotion: two standbys promoted at once (the primary
+// gone) end with one writer. Of two claims of the same epoch one is
+// refused (503 promote_failed) and that box stays a standby, following the
+// winner; a promotion that comes after the other's took the next epoch and
+// fenced it (it turns read-only). Either way the stream holds one history.
+func TestTwoStandbysOnePromotion(t *testing.T) {
+	ns := natstest.Start(t)
+	pcfg := loopbackConfig(t)
+	pcfg.Uplink.NATSURL, pcfg.Uplink.Depot = ns.URL(), "depot-2"
+	pcfg.Fleet.Events = false
+	p, err := Start(pcfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 30 {
+		if st, b := httpDo(t, "PUT", p.URL()+fmt.Sprintf("/v1/tables/notes/keys/k-%d", i), p.Token("dashboard"), `{"p":1}`); st >= 300 {
+			t.Fatalf("put %d: %d %s", i, st, b)
+		}
+	}
+	waitUntil(t, 20*time.Second, "the primary to ship", func() bool { return p.Uplink.Acked() == p.Engine.DurableLSN() })
+	last := p.Engine.DurableLSN()
+	if err := p.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var boxes [2]*Appliance
+	for i := range boxes {
+		c := loopbackConfig(t)
+		c.Uplink.NATSURL, c.Uplink.Depot, c.Uplink.Follow = ns.URL(), "depot-2", true
+		c.Fleet.Events = false
+		if boxes[i], err = Start(c, nil); err != nil {
+			t.Fatal(err)
+		}
+		defer boxes[i].Shutdown(context.Background())
+	}
+	waitUntil(t, 20*time.Second, "both standbys to catch up", func() bool {
+		return boxes[0].Engine.DurableLSN() == last && boxes[1].Engine.DurableLSN() == last
+	})
+	type answer struct {
+		status int
+		body   []byte
+	}
+	answers := make(chan answer, 2)
+	for _, a := range boxes {
+		go func() {
+			st, b := httpDo(t, "POST", a.URL()+"/v1/admin/promote", a.Token("admin"), "")
+			answers <- answer{st, b}
+		}()
+	}
+	var won, lost int
+	for range 2 {
+		a := <-answers
+		switch {
+		case a.status == http.StatusOK:
+			won++
+		case a.status == http.StatusServiceUnavailable && errCode(a.body) == "promote_failed":
+			lost++
+		default:
+			t.Fatalf("promote: %d %s", a.status, a.body)
+		}
+	}
+	if won < 1 {
+		t.Fatalf("no promotion won (%d lost)", lost)
+	}
+	var winner, loser *Appliance
+	waitUntil(t, 20*time.Second, "one writer", func() bool {
+		np0, _ := boxes[0].Engine.NotPrimary()
+		np1, _ := boxes[1].Engine.NotPrimary()
+		switch {
+		case !np0 && np1:
+			winner, loser = boxes[0], boxes[1]
+		case np0 && !np1:
+			winner, loser = boxes[1], boxes[0]
+		default:
+			return false
+		}
+		return true
+	})
+	t.Logf("%d promotions answered 200, %d promote_failed", won, lost)
+	for i := range 20 {
+		if st, b := httpDo(t, "PUT", winner.URL()+fmt.Sprintf("/v1/tables/notes/keys/w-%d", i), winner.Token("dashboard"), `{"w":1}`); st >= 300 {
+			t.Fatalf("winner's put %d: %d %s", i, st, b)
+		}
+	}
+	if st, b := httpDo(t, "PUT", loser.URL()+"/v1/tables/notes/keys/l", loser.Token("dashboard"), `{"l":1}`); st != http.StatusServiceUnavailable || errCode(b) != "not_primary" {
+		t.Fatalf("loser's put: %d %s", st, b)
+	}
+	waitUntil(t, 20*time.Second, "the winner to ship", func() bool { return winner.Uplink.Acked() == winner.Engine.DurableLSN() })
+	if won == 2 {
+		// The first promoted box was fenced by the second.
+		if loser.Uplink == nil || !loser.Uplink.Fenced() || winner.Uplink.Epoch() != 3 {
+			t.Fatalf("after two promotions: loser %+v, winner epoch %d", loser.uplinkStatus(), winner.Uplink.Epoch())
+		}
+		return
+	}
+	waitUntil(t, 20*time.Second, "the loser to follow the winner", func() bool {
+		return loser.Engine.DurableLSN() == winner.Engine.DurableLSN()
+	})
+	if err := sameTables(tablesOf(t, winner), tablesOf(t, loser)); err != nil {
+		t.Fatal(err)
+	}
+	if st := loser.role.follower.Status(); st.Epoch != 2 || st.Role != "standby" {
+		t.Fatalf("the loser's follower: %+v", st)
+	}
+}
