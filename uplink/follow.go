@@ -211,34 +211,50 @@ func (f *Follower) run(ctx context.Context, done chan struct{}) {
 // dial connects without the client's own reconnects (a lost connection
 // ends the session; the next one resumes after the last message applied).
 func (f *Follower) dial(ctx context.Context) (*nats.Conn, jetstream.JetStream, jetstream.Stream, error) {
-	nc, err := nats.Connect(f.cfg.URL, nats.NoReconnect(), nats.Name("routehound standby "+f.cfg.Depot), nats.Timeout(2*time.Second))
+	nc, _, js, st, err := f.dialWatch(ctx)
+	return nc, js, st, err
+}
+
+// dialWatch is dial with a channel closed when the connection is lost.
+func (f *Follower) dialWatch(ctx context.Context) (*nats.Conn, <-chan struct{}, jetstream.JetStream, jetstream.Stream, error) {
+	closed := make(chan struct{})
+	var once sync.Once
+	nc, err := nats.Connect(f.cfg.URL, nats.NoReconnect(), nats.Name("routehound standby "+f.cfg.Depot), nats.Timeout(2*time.Second),
+		nats.ClosedHandler(func(*nats.Conn) { once.Do(func() { close(closed) }) }),
+		nats.DisconnectErrHandler(func(*nats.Conn, error) { once.Do(func() { close(closed) }) }))
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("connect to %s: %w", f.cfg.URL, err)
+		return nil, nil, nil, nil, fmt.Errorf("connect to %s: %w", f.cfg.URL, err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
-		return nil, nil, nil, fmt.Errorf("jetstream: %w", err)
+		return nil, nil, nil, nil, fmt.Errorf("jetstream: %w", err)
 	}
 	cctx, cancel := context.WithTimeout(ctx, f.cfg.Timeout)
 	defer cancel()
 	st, err := js.Stream(cctx, f.cfg.Stream)
 	if err != nil {
 		nc.Close()
-		return nil, nil, nil, fmt.Errorf("stream %s: %w", f.cfg.Stream, err)
+		return nil, nil, nil, nil, fmt.Errorf("stream %s: %w", f.cfg.Stream, err)
 	}
-	return nc, js, st, nil
+	return nc, closed, js, st, nil
 }
 
 // session follows the stream until the connection fails or ctx ends.
 func (f *Follower) session(ctx context.Context) error {
-	nc, _, st, err := f.dial(ctx)
+	nc, closed, _, st, err := f.dialWatch(ctx)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 	f.mu.Lock()
 	from := f.seq
+	if last := st.CachedInfo().State.LastSeq; from > last {
+		// The stream is behind where this box was (recreated, purged):
+		// read it from its start; the engine skips what the store holds.
+		f.log.Warn("standby: the stream ends before the last message applied here; reading it from its start", "applied_seq", from, "stream_last_seq", last)
+		from, f.seq = 0, 0
+	}
 	f.mu.Unlock()
 	cc := jetstream.OrderedConsumerConfig{FilterSubjects: []string{DepotSubjects(f.cfg.Depot)}, DeliverPolicy: jetstream.DeliverAllPolicy}
 	if from > 0 {
@@ -289,6 +305,8 @@ func (f *Follower) session(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-closed:
+			return fmt.Errorf("connection lost: %w", nonNil(nc.LastError()))
 		case m, ok = <-msgs:
 		}
 		if !ok {
