@@ -123,13 +123,10 @@ func (e *Engine) ApplyFollowed(ctx context.Context, recs []Record) (uint64, erro
 	}
 	recs = e.fillGaps(recs)
 	l := e.lanes[LaneEvents]
-	max := min(e.cfg.BatchRecords, l.Bound())
-	if max < 1 {
-		max = 1
-	}
+	most := max(min(e.cfg.BatchRecords, l.Bound()), 1)
 	for len(recs) > 0 {
 		n, size := 0, int64(0)
-		for n < len(recs) && n < max {
+		for n < len(recs) && n < most {
 			s := int64(2*len(recs[n].Value) + 2*len(recs[n].Key) + 2*len(recs[n].Table) + 64)
 			if n > 0 && size+s > e.cfg.BatchBytes/2 {
 				break
