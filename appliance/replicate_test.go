@@ -3,10 +3,12 @@ package appliance
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -79,6 +81,8 @@ func TestReplicatedLanesWaitForJetStream(t *testing.T) {
 	}
 }
 
+var replicateDriverRate = flag.Int("replicate.driver_rate", 0, "BenchmarkDispatchReplicate: driver points/s posted to each box meanwhile (100-point batches); 0: idle")
+
 // BenchmarkDispatchReplicate measures what [uplink] replicate costs a
 // dispatcher, in one run: three boxes on loopback — without the uplink,
 // with it, and with replicate = ["dispatch"] — against one in-process
@@ -87,7 +91,10 @@ func TestReplicatedLanesWaitForJetStream(t *testing.T) {
 // all three alike. Reported: p50 and p99 (ms) per box, and the p99 ratios
 // against the box without the uplink.
 //
-//	go test -run '^$' -bench DispatchReplicate -benchtime 2000x ./appliance
+// With -replicate.driver_rate R each box takes R driver points/s
+// meanwhile, which the uplink ships ahead of the dispatch writes.
+//
+//	go test -run '^$' -bench DispatchReplicate -benchtime 2000x ./appliance [-args -replicate.driver_rate 5000]
 func BenchmarkDispatchReplicate(b *testing.B) {
 	ns := natstest.Start(b)
 	modes := []string{"local", "uplink", "replicate"}
@@ -131,6 +138,14 @@ func BenchmarkDispatchReplicate(b *testing.B) {
 		}
 		return d
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var load sync.WaitGroup
+	defer func() { cancel(); load.Wait() }()
+	if rate := *replicateDriverRate; rate > 0 {
+		for _, a := range boxes {
+			load.Go(func() { driverLoad(ctx, a, rate) })
+		}
+	}
 	for i := range 50 { // warm-up: connections, the stream, the first table
 		for _, a := range boxes {
 			put(a, -1-i)
@@ -156,5 +171,45 @@ func BenchmarkDispatchReplicate(b *testing.B) {
 	}
 	if up := boxes[2].Uplink; up.Acked() < boxes[2].Engine.DurableLSN() {
 		b.Fatalf("replicate box: acked %d < durable %d", up.Acked(), boxes[2].Engine.DurableLSN())
+	}
+}
+
+// driverLoad posts 100-point batches of 20 drivers to a box at about rate
+// points/s until ctx ends.
+func driverLoad(ctx context.Context, a *Appliance, rate int) {
+	client := &http.Client{}
+	every := time.Duration(float64(time.Second) * 100 / float64(rate))
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	seq := map[int]int{}
+	for n := 0; ; n++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		d := n % 20
+		var sb strings.Builder
+		sb.WriteByte('[')
+		for i := range 100 {
+			seq[d]++
+			if i > 0 {
+				sb.WriteByte(',')
+			}
+			fmt.Fprintf(&sb, `{"seq":%d,"lat":52.5,"lng":13.4,"ts":"2026-12-07T08:00:00Z"}`, seq[d])
+		}
+		sb.WriteByte(']')
+		req, err := http.NewRequestWithContext(ctx, "POST", a.URL()+fmt.Sprintf("/v1/drivers/load-%d/locations", d), strings.NewReader(sb.String()))
+		if err != nil {
+			return
+		}
+		req.Header.Set("Authorization", "Bearer "+a.Token("driver"))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			continue
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
 	}
 }
