@@ -130,6 +130,7 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 	ecfg := EngineConfig(cfg, dir)
 	var up *uplink.Uplink
 	var eng *engine.Engine
+	var app *Appliance // for the uplink's OnFenced, which runs only once it is set (up.Start)
 	rl := &role{}
 	standby := cfg.Uplink.Follow
 	if standby {
@@ -151,7 +152,7 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 		// Before the engine: retention asks the uplink what it has not
 		// shipped yet.
 		uc := UplinkConfig(cfg, dir)
-		uc.OnFenced = func(why string) { eng.SetNotPrimary("this box was the depot's primary and is " + why) }
+		uc.OnFenced = func(why string) { app.fenced(why) }
 		if up, err = uplink.Open(uc, log); err != nil {
 			ln.Close()
 			return nil, err
@@ -239,6 +240,7 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 
 	a := &Appliance{Config: cfg, Dir: dir, Tokens: tokens, Generated: generated, Engine: eng, Hub: hb, API: srv,
 		log: log, served: make(chan error, 1), stopped: make(chan struct{}), role: rl}
+	app = a
 	if a.Replica, err = openReplica(filepath.Join(dir, "replica.db"), eng, log, ReplicaConfig(cfg)); err != nil {
 		ln.Close()
 		a.closeStore(context.Background())

@@ -126,6 +126,19 @@ func (a *Appliance) Promote(ctx context.Context) (uplink.PromoteResult, error) {
 	return res, nil
 }
 
+// fenced makes a primary a standby was promoted in place of read-only: the
+// engine refuses writes, and the fleet-events consumer (whose writes would
+// be refused) stops.
+func (a *Appliance) fenced(why string) {
+	a.Engine.SetNotPrimary("this box was the depot's primary and is " + why)
+	a.role.mu.Lock()
+	ev := a.Events
+	a.role.mu.Unlock()
+	if ev != nil {
+		ev.Close()
+	}
+}
+
 // promoteTimeout bounds a promotion: applying what the stream holds and
 // publishing the marker. Past it the box stays a standby.
 const promoteTimeout = time.Minute
@@ -167,7 +180,7 @@ func (a *Appliance) waitReplicated(ctx context.Context, lsn uint64) error {
 // stream makes the engine refuse writes.
 func (a *Appliance) openUplink() (*uplink.Uplink, error) {
 	c := UplinkConfig(a.Config, a.Dir)
-	c.OnFenced = func(why string) { a.Engine.SetNotPrimary("this box was the depot's primary and is " + why) }
+	c.OnFenced = a.fenced
 	up, err := uplink.Open(c, a.log)
 	if err != nil {
 		return nil, err
