@@ -116,8 +116,12 @@ type Uplink struct {
 	// claimed yet), kept in the state file; markerSeq is the stream
 	// sequence of its marker, which every record expects (run's goroutine
 	// only).
-	epoch      atomic.Uint64
-	markerSeq  uint64
+	epoch     atomic.Uint64
+	markerSeq uint64
+	// fence: records expect the epoch's marker (a Limits stream); a
+	// WorkQueue or Interest stream removes what its consumers took, the
+	// marker too, so there records are not fenced. run's goroutine only.
+	fence      bool
 	fenced     atomic.Bool   // a newer epoch is in the stream: shipping stopped for good, writes refused
 	fencedBy   atomic.Uint64 // that epoch; kept in the state file, so a restart stays fenced
 	connected  atomic.Bool
@@ -443,8 +447,10 @@ func (u *Uplink) message(r *engine.Record) (*nats.Msg, error) {
 	// The fence (fence.go): stored only while this epoch's marker is the
 	// depot's last.
 	m.Header.Set(HeaderEpoch, strconv.FormatUint(u.epoch.Load(), 10))
-	m.Header.Set(hdrExpectSeq, strconv.FormatUint(u.markerSeq, 10))
-	m.Header.Set(hdrExpectSubj, EpochSubject(u.cfg.Depot))
+	if u.fence {
+		m.Header.Set(hdrExpectSeq, strconv.FormatUint(u.markerSeq, 10))
+		m.Header.Set(hdrExpectSubj, EpochSubject(u.cfg.Depot))
+	}
 	return m, nil
 }
 
@@ -703,6 +709,7 @@ func (u *Uplink) session(ctx context.Context) error {
 	if err := u.claimEpoch(ctx, c, mk); err != nil {
 		return err
 	}
+	u.fence = c.st.CachedInfo().Config.Retention == jetstream.LimitsPolicy
 	// A marker published on the depot's epoch subject while this session
 	// runs (a standby promoting) is a hint: the stream's last marker says
 	// whether it took (a refused claim reaches core subscribers too).
