@@ -2,7 +2,8 @@
 // that drivers, dispatchers, warehouse terminals and the operations
 // dashboard share.
 //
-//	routehound serve [--config FILE] [--data DIR] [--listen ADDR]
+//	routehound serve [--config FILE] [--data DIR] [--listen ADDR] [--follow NATS_URL --depot NAME]
+//	routehound promote
 //	routehound backup FILE
 //	routehound restore FILE --data DIR
 //	routehound replica snapshot FILE
@@ -25,6 +26,7 @@ commands:
   serve   run the server (routehound serve --help for flags)
   sim     drive a server with a load scenario and report per actor (routehound sim --help)
   bench   benchmarks: bench ingest runs a server as a child process and measures durable driver points/s (routehound bench ingest --help)
+  promote make a running standby (serve --follow) its depot's writer (routehound promote --help)
   backup  save an online backup of the running server at one LSN (routehound backup --help)
   restore load a backup into a new data dir (routehound restore FILE --data DIR)
   replica replica snapshot FILE: a consistent read-only copy of the SQLite read replica
@@ -45,6 +47,8 @@ func main() {
 		err = simCmd(os.Args[2:])
 	case "bench":
 		err = benchCmd(os.Args[2:])
+	case "promote":
+		err = promoteCmd(os.Args[2:])
 	case "backup":
 		err = backupCmd(os.Args[2:])
 	case "restore":

@@ -25,6 +25,8 @@ func serve(args []string) error {
 	cfgPath := fs.String("config", "", "TOML config file (default: embedded defaults)")
 	dataDir := fs.String("data", "", "data directory (overrides data_dir)")
 	listen := fs.String("listen", "", "listen address (overrides listen)")
+	follow := fs.String("follow", "", "start as a warm standby following this NATS URL's stream (sets [uplink] nats_url and follow)")
+	depot := fs.String("depot", "", "the depot (overrides [uplink] depot): with --follow, the depot followed")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -37,6 +39,12 @@ func serve(args []string) error {
 	}
 	if *listen != "" {
 		cfg.Listen = *listen
+	}
+	if *follow != "" {
+		cfg.Uplink.NATSURL, cfg.Uplink.Follow = *follow, true
+	}
+	if *depot != "" {
+		cfg.Uplink.Depot = *depot
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if cfg.MemoryLimitMB > 0 && os.Getenv("GOMEMLIMIT") == "" {

@@ -140,6 +140,9 @@ func (s *Server) putAssignment(w http.ResponseWriter, r *http.Request) {
 		o.IfVersion = ver
 	}
 	res, err := s.e.PutAssignment(r.Context(), route, value, o)
+	if err == nil {
+		err = s.replicated(r.Context(), engine.LaneDispatch, res.LSN)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -210,6 +213,9 @@ func (s *Server) postLoadingEvent(w http.ResponseWriter, r *http.Request) {
 	id := ulid.MustNew(ulid.Timestamp(time.Now()), rand.Reader).String()
 	value := fleet.Compact(body)
 	res, err := s.e.AddLoadingEvent(r.Context(), id, value, engine.WriteOptions{IdemKey: key, Fingerprint: engine.Fingerprint(value)})
+	if err == nil {
+		err = s.replicated(r.Context(), engine.LaneWarehouse, res.LSN)
+	}
 	if err != nil {
 		s.fail(w, r, laneError(engine.LaneWarehouse, err))
 		return

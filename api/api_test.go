@@ -1217,6 +1217,7 @@ func endpoints() []endpoint {
 		{"GET", "/debug/pprof/heap", "", nil, []api.Role{api.RoleAdmin}},
 		{"POST", "/v1/admin/drivers/van-1/reset", "", nil, []api.Role{api.RoleAdmin}},
 		{"GET", "/v1/uplink", "", nil, []api.Role{api.RoleAdmin}},
+		{"POST", "/v1/admin/promote", "", nil, []api.Role{api.RoleAdmin}},
 		{"GET", "/v1/admin/backup", "", nil, []api.Role{api.RoleAdmin}},
 	}
 }
@@ -1504,6 +1505,23 @@ func TestUplinkOff(t *testing.T) {
 	if m := object(t, r); len(m) != 1 || string(m["enabled"]) != "false" {
 		t.Fatalf("uplink off: %s", r.body)
 	}
+}
+
+// TestPromoteNotStandby: POST /v1/admin/promote (admin) on a box that
+// follows no primary answers 409 not_standby (the appliance tests promote
+// a running standby); a standby's refusal of a write is 503 not_primary.
+func TestPromoteNotStandby(t *testing.T) {
+	f := newFixture(t)
+	r := f.do(t, "POST", "/v1/admin/promote", tok(api.RoleAdmin), nil)
+	wantError(t, r, http.StatusConflict, "not_standby")
+	f.eng.SetNotPrimary("a standby, in this test")
+	r = f.do(t, "PUT", "/v1/tables/notes/keys/k", tok(api.RoleDashboard), map[string]any{"a": 1})
+	wantError(t, r, http.StatusServiceUnavailable, "not_primary")
+	r = f.do(t, "GET", "/readyz", "", nil)
+	wantError(t, r, http.StatusServiceUnavailable, "not_primary")
+	f.eng.Promote()
+	r = f.do(t, "PUT", "/v1/tables/notes/keys/k", tok(api.RoleDashboard), map[string]any{"a": 1})
+	wantStatus(t, r, http.StatusCreated)
 }
 
 // TestBackupEndpoint: GET /v1/admin/backup (admin) answers a whole,

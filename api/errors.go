@@ -123,6 +123,10 @@ func (s *Server) mapEngineError(err error) *apiError {
 		return errorf(http.StatusServiceUnavailable, "disk_low", "free disk space is below the watermark; writes are refused")
 	case errors.Is(err, engine.ErrReopening):
 		return errorf(http.StatusServiceUnavailable, "unavailable", "the store is being reopened after a storage failure; retry after the Retry-After delay")
+	case errors.Is(err, ErrNotReplicated):
+		return errorf(http.StatusServiceUnavailable, "not_replicated", "the write is durable on this box, but JetStream did not acknowledge it within [uplink] replicate_timeout; retry with the same Idempotency-Key (it answers this write once it is in the stream)")
+	case errors.Is(err, engine.ErrNotPrimary):
+		return errorf(http.StatusServiceUnavailable, "not_primary", "%s", notPrimaryMessage(err))
 	case errors.Is(err, engine.ErrUnavailable):
 		return errorf(http.StatusServiceUnavailable, "unavailable", "the server is not accepting writes (shutting down or storage failed)")
 	case errors.Is(err, engine.ErrVersionConflict):
@@ -178,4 +182,15 @@ func (s *Server) describe(err error) (int, string, string) {
 		}
 	}
 	return ae.status, ae.code, ae.message
+}
+
+// notPrimaryMessage says why a box takes no writes (a standby, a fenced
+// primary) and where they go instead.
+func notPrimaryMessage(err error) string {
+	var np *engine.NotPrimaryError
+	why := "this box is not the primary of its depot"
+	if errors.As(err, &np) && np.Why != "" {
+		why = np.Why
+	}
+	return why + "; write to the primary (or promote this box: POST /v1/admin/promote)"
 }

@@ -338,6 +338,7 @@ func TestOpenAPIDocument(t *testing.T) {
 		{"/v1/devices/{id}", "DELETE GET PUT"},
 		{"/v1/admin/drivers/{driver}/reset", "POST"},
 		{"/v1/uplink", "GET"},
+		{"/v1/admin/promote", "POST"},
 		{"/v1/admin/backup", "GET"},
 	} {
 		item := doc.Paths.Value(c.path)

@@ -68,6 +68,8 @@ type Server struct {
 	history      History // the history endpoints' source (history.go); nil until MountHistory
 	historyGate  *historyGate
 	uplink       atomic.Pointer[func() any]    // the log shipper's status (uplink.go); nil: off
+	promote      atomic.Pointer[PromoteFunc]   // a standby's promotion (uplink.go); nil: not a standby
+	replicate    atomic.Pointer[replication]   // lanes answered once JetStream acknowledged (replicate.go); nil: none
 	backupTokens atomic.Pointer[func() []byte] // the tokens in force, for backups (backup.go)
 	backupSlot   chan struct{}                 // cap 1: the backup streaming now (backup.go)
 }
@@ -184,6 +186,10 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 
 // readyz answers 200 once recovery is done and writes are accepted.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if np, why := s.e.NotPrimary(); np && s.e.Ready() {
+		s.fail(w, r, &engine.NotPrimaryError{Why: why}) // a standby serves reads, not writes
+		return
+	}
 	if !s.e.Ready() {
 		s.fail(w, r, errorf(http.StatusServiceUnavailable, "not_ready", "not accepting writes (starting, shutting down, disk low or storage failed)"))
 		return

@@ -219,6 +219,9 @@ func (s *Server) putKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := s.e.PutKey(r.Context(), wr)
+	if err == nil {
+		err = s.replicated(r.Context(), engine.LaneTables, res.LSN)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -237,6 +240,9 @@ func (s *Server) deleteKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := s.e.PutKey(r.Context(), wr)
+	if err == nil {
+		err = s.replicated(r.Context(), engine.LaneTables, res.LSN)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -47,7 +47,8 @@ type Appliance struct {
 	Addr      *net.TCPAddr     // where the HTTP listener is bound
 	// Osmand is the phone apps' listener ([osmand] enabled), or nil.
 	Osmand *osmand.Listener
-	// Uplink ships the log to NATS JetStream ([uplink] nats_url), or nil.
+	// Uplink ships the log to NATS JetStream ([uplink] nats_url), or nil
+	// (a standby's until it is promoted: Shipper).
 	Uplink *uplink.Uplink
 	// Events is the fleet-events consumer: route progress and fleet
 	// events derived from the log (issue 21).
@@ -65,6 +66,7 @@ type Appliance struct {
 	closed     bool
 
 	guard *netguard.Listener // the HTTP listener's connection caps
+	role  *role              // the uplink and the standby's follower (standby.go)
 }
 
 // Start opens (and recovers) the store under cfg.DataDir, starts the engine
@@ -127,19 +129,74 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 	store := wal.Options{Dir: filepath.Join(dir, "store"), MemoryBytes: cfg.Storage.MemoryMB << 20, Logger: log}
 	ecfg := EngineConfig(cfg, dir)
 	var up *uplink.Uplink
-	if cfg.Uplink.NATSURL != "" {
-		// Before the engine: retention asks the uplink what it has not
-		// shipped yet.
-		if up, err = uplink.Open(UplinkConfig(cfg, dir), log); err != nil {
+	var eng *engine.Engine
+	var app *Appliance // for the uplink's OnFenced, which runs only once it is set (up.Start)
+	rl := &role{}
+	standby := cfg.Uplink.Follow
+	if standby {
+		// A standby promoted before this start wrote its epoch into
+		// uplink.json: it is the depot's writer (or fenced, which its
+		// uplink tells), not a standby again.
+		ep, _, err := uplink.StateEpoch(filepath.Join(dir, "uplink.json"))
+		if err != nil {
 			ln.Close()
 			return nil, err
 		}
-		ecfg.Retention.RetainAfter, ecfg.Retention.RetainMaxBytes = up.RetainAfter, cfg.Uplink.BudgetMB<<20
+		if ep > 0 {
+			log.Warn("[uplink] follow is set, but this box was promoted (uplink.json holds its epoch): starting as the depot's primary; to follow again, start on a new data dir",
+				"epoch", ep, "depot", cfg.Uplink.Depot)
+			standby = false
+		}
 	}
-	eng, err := engine.Open(ecfg, store, log)
+	if cfg.Uplink.NATSURL != "" && !standby {
+		// Before the engine: retention asks the uplink what it has not
+		// shipped yet.
+		uc := UplinkConfig(cfg, dir)
+		uc.OnFenced = func(why string) { app.fenced(why) }
+		if up, err = uplink.Open(uc, log); err != nil {
+			ln.Close()
+			return nil, err
+		}
+		rl.up.Store(up)
+	}
+	if cfg.Uplink.NATSURL != "" {
+		// A standby's uplink is opened at its promotion: retention asks
+		// it from then on.
+		ecfg.Retention.RetainAfter, ecfg.Retention.RetainMaxBytes = rl.retainAfter, cfg.Uplink.BudgetMB<<20
+	}
+	eng, err = engine.Open(ecfg, store, log)
 	if err != nil {
 		ln.Close()
 		return nil, StoreError(dir, err)
+	}
+	if up != nil {
+		// A standby promoted while this box was down: no write before the
+		// uplink's first session would learn it (a stream out of reach
+		// tells nothing; the sessions check).
+		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if _, err := up.CheckFence(cctx); err != nil {
+			log.Warn("uplink: could not ask the stream for the depot's epoch at start; the uplink's first session does", "err", err)
+		}
+		cancel()
+	}
+	if up != nil && up.Fenced() {
+		// Fenced before this start (uplink.json): no write is taken.
+		eng.SetNotPrimary("this box was the depot's primary and was fenced by a promoted standby (uplink.json); rebuild it as a standby")
+	}
+	if standby {
+		// Before anything serves: the engine refuses writes
+		// (not_primary) from the start, and the follower is its writer.
+		f, err := uplink.OpenFollower(FollowConfig(cfg, dir), log)
+		if err != nil {
+			ln.Close()
+			eng.Close(context.Background())
+			eng.CloseStore()
+			return nil, err
+		}
+		f.Start(eng)
+		rl.follower = f
+		log.Info("standby: following the depot's stream; writes answer 503 not_primary until promoted (POST /v1/admin/promote)",
+			"depot", cfg.Uplink.Depot, "stream", cfg.Uplink.Stream)
 	}
 	// Tokens only once the port and the store are ours: a start that fails
 	// before this point generates none, so the next start prints them.
@@ -185,7 +242,8 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 	srv.SetBackupTokens(func() []byte { return backupTokens })
 
 	a := &Appliance{Config: cfg, Dir: dir, Tokens: tokens, Generated: generated, Engine: eng, Hub: hb, API: srv,
-		log: log, served: make(chan error, 1), stopped: make(chan struct{})}
+		log: log, served: make(chan error, 1), stopped: make(chan struct{}), role: rl}
+	app = a
 	if a.Replica, err = openReplica(filepath.Join(dir, "replica.db"), eng, log, ReplicaConfig(cfg)); err != nil {
 		ln.Close()
 		a.closeStore(context.Background())
@@ -211,7 +269,7 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 	}
 	// The fleet-events consumer follows the log like the replica, and
 	// writes what it derives through the events lane.
-	if cfg.Fleet.Events {
+	if cfg.Fleet.Events && !standby { // a standby's start at its promotion
 		if a.Events, err = fleetevents.Start(eng, FleetEventsConfig(cfg), log); err != nil {
 			ln.Close()
 			a.closeStore(context.Background())
@@ -226,8 +284,21 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 	if up != nil {
 		a.Uplink = up
 		up.Start(eng)
-		srv.SetUplink(func() any { return up.Status() })
 		if err := srv.MountCollector(up.Collector()); err != nil {
+			ln.Close()
+			a.closeStore(context.Background())
+			return nil, err
+		}
+	}
+	if cfg.Uplink.NATSURL != "" {
+		srv.SetUplink(a.uplinkStatus)
+	}
+	if lanes := replicateLanes(cfg); len(lanes) > 0 {
+		srv.SetReplicate(lanes, a.waitReplicated)
+	}
+	if standby {
+		srv.SetPromote(func(ctx context.Context) (any, error) { return a.Promote(ctx) })
+		if err := srv.MountCollector(rl.follower.Collector()); err != nil {
 			ln.Close()
 			a.closeStore(context.Background())
 			return nil, err
@@ -247,7 +318,7 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 		MaxPageBytes: cfg.HTTP.MaxPageBytes,
 		StoreDir:     store.Dir,
 		Tiles:        tiles,
-		Uplink:       uplinkView(up),
+		Uplink:       a.uplinkView(),
 		Events:       a.Events,
 	})
 	a.UI = dash
@@ -418,6 +489,13 @@ func (a *Appliance) drainTimeout() time.Duration {
 // closeStore closes the engine, then the replica and the store, the latter
 // two only once the committer has stopped.
 func (a *Appliance) closeStore(ctx context.Context) error {
+	a.role.mu.Lock() // no promotion from now on
+	a.role.closed = true
+	a.role.mu.Unlock()
+	if a.role.follower != nil {
+		// Before the engine closes: an apply in flight completes.
+		a.role.follower.Close()
+	}
 	if a.Events != nil {
 		// First: its write in flight is answered while the engine still
 		// takes writes; what it evaluated and did not write it reads
@@ -431,11 +509,11 @@ func (a *Appliance) closeStore(ctx context.Context) error {
 		return err
 	}
 	var first error
-	if a.Uplink != nil {
+	if up := a.role.up.Load(); up != nil {
 		// After the engine drained and before the store closes (the
 		// uplink reads the log): what it has not shipped, the next start
 		// ships.
-		if err := a.Uplink.Close(); err != nil {
+		if err := up.Close(); err != nil {
 			a.log.Warn("uplink close", "err", err)
 		}
 	}
@@ -460,13 +538,13 @@ func (a *Appliance) closeStore(ctx context.Context) error {
 
 // uplinkView adapts the uplink's status for the dashboard's System page
 // (nil when the uplink is off).
-func uplinkView(up *uplink.Uplink) func() ui.UplinkView {
-	if up == nil {
+func (a *Appliance) uplinkView() func() ui.UplinkView {
+	if a.Config.Uplink.NATSURL == "" {
 		return nil
 	}
 	return func() ui.UplinkView {
-		s := up.Status()
-		return ui.UplinkView{Enabled: true, Connected: s.Connected, AckedLSN: s.AckedLSN, LagRecords: s.LagRecords,
+		s := a.uplinkStatus().(uplinkStatus)
+		return ui.UplinkView{Role: s.Role, Epoch: s.Epoch, Enabled: true, Connected: s.Connected, AckedLSN: s.AckedLSN, LagRecords: s.LagRecords,
 			Dropped: s.Dropped, LagSeconds: s.LagSeconds, LastError: s.LastError}
 	}
 }

@@ -113,6 +113,21 @@ type Uplink struct {
 	// yet shipped (past retention_age and retention_mb); past it the
 	// oldest of them go, counted in routehound_uplink_dropped_records_total.
 	BudgetMB int64 `toml:"budget_mb"`
+	// Follow starts the box as the depot's warm standby (issue 20): it
+	// rebuilds every table from the stream (nats_url, depot, stream) and
+	// keeps following it, serves reads and subscriptions, and refuses
+	// writes (503 not_primary) until promoted (POST /v1/admin/promote),
+	// when it starts shipping as the depot's writer. `serve --follow URL
+	// --depot NAME` sets it.
+	Follow bool `toml:"follow"`
+	// Replicate names the lanes ("dispatch", "warehouse", "tables")
+	// whose writes are answered only once JetStream acknowledged them
+	// (issue 20 part 2): losing this box loses none of them. A write not
+	// acknowledged within ReplicateTimeout answers 503 not_replicated (it
+	// is durable here; a retry with its Idempotency-Key answers it once
+	// it is in the stream).
+	Replicate        []string      `toml:"replicate"`
+	ReplicateTimeout time.Duration `toml:"replicate_timeout"`
 }
 
 // HTTP configures the API server.
@@ -318,7 +333,7 @@ func Default() Config {
 		},
 		Tables: Tables{MaxTables: 64, MaxKeysPerTable: 100000, MaxTableMB: 64},
 		UI:     UI{SessionTTL: 12 * time.Hour, MaxSessions: 1000, MaxLive: 64, FrameInterval: 250 * time.Millisecond},
-		Uplink: Uplink{Stream: "ROUTEHOUND", MaxInFlight: 1024, BudgetMB: 4096},
+		Uplink: Uplink{Stream: "ROUTEHOUND", MaxInFlight: 1024, BudgetMB: 4096, Replicate: []string{}, ReplicateTimeout: 5 * time.Second},
 		// The replica's defaults (replica.DefaultTrailWindow and
 		// replica.DefaultTrailMaxPoints; a test in appliance keeps them equal).
 		Replica: Replica{TrailWindow: 24 * time.Hour, TrailMaxPoints: 10000},
@@ -470,8 +485,22 @@ func (o Osmand) Validate() error {
 
 // Validate reports the first [uplink] setting that cannot work.
 func (u Uplink) Validate(st Storage) error {
+	for _, l := range u.Replicate {
+		if l != "dispatch" && l != "warehouse" && l != "tables" {
+			return fmt.Errorf("config: uplink.replicate: %q is not a lane that can wait for JetStream (dispatch, warehouse, tables)", l)
+		}
+	}
 	if u.NATSURL == "" {
+		if u.Follow {
+			return errors.New("config: uplink.follow needs uplink.nats_url (and depot): the stream the standby follows")
+		}
+		if len(u.Replicate) > 0 {
+			return errors.New("config: uplink.replicate needs uplink.nats_url: the stream its writes wait for")
+		}
 		return nil
+	}
+	if len(u.Replicate) > 0 && u.ReplicateTimeout <= 0 {
+		return errors.New("config: uplink.replicate_timeout must be > 0 with uplink.replicate")
 	}
 	if u.Depot == "" || len(u.Depot) > 64 || strings.Trim(u.Depot, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != "" {
 		return errors.New("config: uplink.depot must be 1 to 64 letters, digits, - and _ when uplink.nats_url is set (it is a token of the NATS subject)")

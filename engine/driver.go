@@ -250,6 +250,9 @@ func (e *Engine) loadDriver(driver string, ds *driverState) error {
 func (e *Engine) SubmitPoints(ctx context.Context, driver string, pts []Point) (DriverAck, error) {
 	l := e.lanes[LaneDriver]
 	l.stats.Arrivals.Add(1)
+	if err := e.notPrimary(); err != nil {
+		return DriverAck{}, l.refuse(err) // also a resend of duplicates: a standby answers no write
+	}
 	ds, err := e.drivers.get(driver)
 	if err != nil {
 		return DriverAck{}, l.refuse(err)

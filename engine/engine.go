@@ -55,6 +55,7 @@ type Engine struct {
 	// only while someone else is active (elastic.go).
 	foreground     atomic.Int64
 	foregroundHook atomic.Pointer[func() bool]
+	follow         follow // a standby's or a fenced primary's refusal of writes, and the follower's apply (follow.go)
 	// now is the committer's clock: time.Now, or the deterministic
 	// simulation's virtual clock (simsched_test.go). Lanes share it.
 	now func() time.Time
@@ -232,7 +233,7 @@ func (e *Engine) admit() error {
 	case e.diskLow.Load():
 		return ErrDiskLow
 	}
-	return nil
+	return e.notPrimary() // a standby, or a fenced primary (follow.go)
 }
 
 // enqueue admits items into lane l, all or none, and wakes the committer.

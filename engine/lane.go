@@ -405,6 +405,9 @@ func reasonOf(err error) string {
 	if errors.Is(err, ErrLaneFull) {
 		return "lane_full"
 	}
+	if errors.Is(err, ErrNotPrimary) {
+		return "not_primary"
+	}
 	switch err {
 	case ErrLaneFull:
 		return "lane_full"

@@ -193,10 +193,11 @@ func (e *Engine) PutPhoneRecord(ctx context.Context, table, key string, value []
 }
 
 // IsStorageRefusal reports whether err means the engine cannot store now
-// (full lane, closing, failed store, low disk) rather than a bad request.
+// (full lane, closing, failed store, low disk, not the primary) rather
+// than a bad request.
 func IsStorageRefusal(err error) bool {
 	return errors.Is(err, ErrLaneFull) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrReopening) || errors.Is(err, ErrDiskLow) ||
-		errors.Is(err, ErrTooManyDrivers) || errors.Is(err, ErrQueueTimeout)
+		errors.Is(err, ErrTooManyDrivers) || errors.Is(err, ErrQueueTimeout) || errors.Is(err, ErrNotPrimary)
 }
 
 // DeviceDriver looks a device up in the devices table: the driver its

@@ -73,6 +73,10 @@ type harness struct {
 	tokens  map[string]string
 	hc      *http.Client
 
+	// notPrimaryReady: /readyz answering 503 not_primary is ready too (a
+	// standby; an old primary fenced by a promoted one).
+	notPrimaryReady bool
+
 	base   string // http://127.0.0.1:PORT of the running server
 	proc   *proc
 	starts int
@@ -221,6 +225,13 @@ func (h *harness) ready() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	r, err := h.do(ctx, http.MethodGet, "/readyz", "", "", nil)
+	if err == nil && r.status == http.StatusServiceUnavailable && h.notPrimaryReady {
+		// A standby, or a fenced primary: up, serving reads.
+		var e struct {
+			Code string `json:"code"`
+		}
+		return json.Unmarshal(r.body, &e) == nil && e.Code == "not_primary"
+	}
 	return err == nil && r.status == http.StatusOK
 }
 

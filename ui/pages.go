@@ -355,6 +355,8 @@ type systemView struct {
 // UplinkView is the log shipper's position for the System page (the
 // appliance adapts the uplink's status; the UI does not import it).
 type UplinkView struct {
+	Role                          string // "primary", "standby" or "fenced" (issue 20); empty: not told
+	Epoch                         uint64 // the depot's writer epoch this box knows
 	Enabled, Connected            bool
 	AckedLSN, LagRecords, Dropped uint64
 	LagSeconds                    float64

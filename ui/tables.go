@@ -236,6 +236,8 @@ func (u *UI) writeKey(w http.ResponseWriter, r *http.Request, s *session, del bo
 			status, msg = http.StatusRequestEntityTooLarge, "The value is too large ("+strings.TrimPrefix(err.Error(), engine.ErrValueTooLarge.Error()+": ")+", http.max_value_bytes). Nothing was written."
 		case errors.Is(err, engine.ErrLaneFull):
 			status, msg = http.StatusTooManyRequests, "The tables lane is at its bound; try again in a moment. Nothing was written."
+		case errors.Is(err, engine.ErrNotPrimary):
+			status, msg = http.StatusServiceUnavailable, "This box is not the depot's primary (a warm standby, or a primary a standby was promoted in place of): it serves reads only. Nothing was written; write on the primary."
 		case errors.Is(err, engine.ErrQuotaExceeded):
 			status, msg = http.StatusForbidden, "Quota exceeded: "+strings.TrimPrefix(err.Error(), engine.ErrQuotaExceeded.Error()+": ")+". Nothing was written."
 		case errors.Is(err, engine.ErrDiskReserved):

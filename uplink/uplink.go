@@ -65,6 +65,11 @@ type Config struct {
 	AckTimeout time.Duration
 	// MaxBackoff bounds the wait between two connection attempts.
 	MaxBackoff time.Duration
+	// OnFenced is called once, from the uplink's goroutine, when the
+	// stream's epoch of the depot is newer than this box's: a standby was
+	// promoted in its place (fence.go). The appliance makes the engine
+	// refuse writes (not_primary).
+	OnFenced func(why string)
 }
 
 // CheckDepot reports whether name can be a depot: 1 to 64 letters, digits,
@@ -107,6 +112,18 @@ type Uplink struct {
 	// goroutine only.
 	skipFrom, skipTo uint64
 
+	// epoch is this box's epoch as the depot's writer (fence.go; 0: none
+	// claimed yet), kept in the state file; markerSeq is the stream
+	// sequence of its marker, which every record expects (run's goroutine
+	// only).
+	epoch     atomic.Uint64
+	markerSeq uint64
+	// fence: records expect the epoch's marker (a Limits stream); a
+	// WorkQueue or Interest stream removes what its consumers took, the
+	// marker too, so there records are not fenced. run's goroutine only.
+	fence      bool
+	fenced     atomic.Bool   // a newer epoch is in the stream: shipping stopped for good, writes refused
+	fencedBy   atomic.Uint64 // that epoch; kept in the state file, so a restart stays fenced
 	connected  atomic.Bool
 	refused    atomic.Bool   // the stream holds another history of this depot: shipping stopped for good
 	shipped    atomic.Uint64 // records acknowledged since start
@@ -117,6 +134,8 @@ type Uplink struct {
 	lastErrMu  sync.Mutex
 	lastErr    string
 	lastErrAt  time.Time
+	ackMu      sync.Mutex    // guards ackCh
+	ackCh      chan struct{} // closed when acked moves, while someone waits (WaitAcked)
 	cancel     context.CancelFunc
 	done       chan struct{}
 	closeOnce  sync.Once
@@ -155,7 +174,12 @@ func Open(cfg Config, log *slog.Logger) (*Uplink, error) {
 			"file", cfg.StateFile, "file_depot", st.Depot, "file_stream", st.Stream, "depot", cfg.Depot, "stream", cfg.Stream, "file_acked_lsn", st.AckedLSN)
 		st, ok = state{}, false
 	}
-	u.acked.Store(st.AckedLSN)
+	u.setAcked(st.AckedLSN)
+	u.epoch.Store(st.Epoch)
+	if st.FencedBy > 0 {
+		u.fenced.Store(true)
+		u.fencedBy.Store(st.FencedBy)
+	}
 	u.saved, u.haveState = st.AckedLSN, ok
 	u.exact, u.savedExact = ok && st.Exact, ok && st.Exact
 	return u, nil
@@ -175,7 +199,7 @@ func (u *Uplink) Start(e *engine.Engine) {
 	if !u.haveState {
 		// First start: ship the log from its oldest retained record.
 		if first := e.StoreStats().FirstLSN; first > 0 {
-			u.acked.Store(first - 1)
+			u.setAcked(first - 1)
 		}
 		// Stored at once: a later start must count what retention drops
 		// from here on, not start again at the log's new first record.
@@ -215,6 +239,19 @@ func (u *Uplink) setErr(err error) {
 
 func (u *Uplink) run(ctx context.Context) {
 	defer close(u.done)
+	if u.fenced.Load() {
+		// Fenced before this start (the state file says so): no session,
+		// and writes refused from the start.
+		fe := &fencedError{own: u.epoch.Load(), stream: u.fencedBy.Load()}
+		u.setErr(fe)
+		u.log.Error("UPLINK FENCED: this box was fenced by a promoted standby before this start (uplink.json); nothing is shipped and writes are refused (not_primary) until this box is rebuilt as a standby",
+			"depot", u.cfg.Depot, "stream", u.cfg.Stream, "own_epoch", fe.own, "stream_epoch", fe.stream)
+		if u.cfg.OnFenced != nil {
+			u.cfg.OnFenced(fe.Error())
+		}
+		<-ctx.Done()
+		return
+	}
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		before := u.shipped.Load()
@@ -233,6 +270,25 @@ func (u *Uplink) run(ctx context.Context) {
 		}
 		u.failures.Add(1)
 		u.setErr(err)
+		var fe *fencedError
+		if errors.As(err, &fe) {
+			// Sticky: a standby was promoted in this box's place; its
+			// records follow in the stream, this box's must not.
+			u.fenced.Store(true)
+			u.fencedBy.Store(fe.stream)
+			if err := u.store(u.acked.Load(), true); err != nil {
+				u.log.Error("cannot store that this box is fenced; a restart learns it again from the stream", "err", err)
+			} else {
+				u.saved, u.savedExact = u.acked.Load(), true
+			}
+			u.log.Error("UPLINK FENCED: a standby was promoted in this box's place (the stream's epoch of the depot is newer); nothing more is shipped and writes are refused (not_primary) until this box is rebuilt as a standby",
+				"depot", u.cfg.Depot, "stream", u.cfg.Stream, "own_epoch", fe.own, "stream_epoch", fe.stream, "acked_lsn", u.acked.Load())
+			if u.cfg.OnFenced != nil {
+				u.cfg.OnFenced(fe.Error())
+			}
+			<-ctx.Done()
+			return
+		}
 		var ref *refusal
 		if errors.As(err, &ref) {
 			// Sticky: shipping would mix two histories under one
@@ -284,7 +340,7 @@ func (u *Uplink) refusedRecord(err error) {
 		return
 	}
 	u.dropped.Add(1)
-	u.acked.Store(pe.lsn)
+	u.setAcked(pe.lsn)
 	u.failLSN, u.failCount = 0, 0
 	if u.skipTo == 0 || pe.lsn != u.skipTo+1 {
 		u.skipFrom = pe.lsn
@@ -387,7 +443,14 @@ func (u *Uplink) message(r *engine.Record) (*nats.Msg, error) {
 	m := nats.NewMsg(Subject(u.cfg.Depot, r.Table))
 	m.Data = body
 	m.Header.Set(jetstream.MsgIDHeader, MsgID(u.cfg.Depot, r.LSN))
-	m.Header.Set("Routehound-Lsn", strconv.FormatUint(r.LSN, 10))
+	m.Header.Set(HeaderLSN, strconv.FormatUint(r.LSN, 10))
+	// The fence (fence.go): stored only while this epoch's marker is the
+	// depot's last.
+	m.Header.Set(HeaderEpoch, strconv.FormatUint(u.epoch.Load(), 10))
+	if u.fence {
+		m.Header.Set(hdrExpectSeq, strconv.FormatUint(u.markerSeq, 10))
+		m.Header.Set(hdrExpectSubj, EpochSubject(u.cfg.Depot))
+	}
 	return m, nil
 }
 
@@ -488,12 +551,30 @@ func (u *Uplink) resume(ctx context.Context, st jetstream.Stream, created bool) 
 	limits := st.CachedInfo().Config.Retention == jetstream.LimitsPolicy
 	cctx, cancel := context.WithTimeout(ctx, u.cfg.AckTimeout)
 	defer cancel()
-	m, err := st.GetLastMsgForSubject(cctx, "routehound."+u.cfg.Depot+".>")
+	m, err := st.GetLastMsgForSubject(cctx, DepotSubjects(u.cfg.Depot))
+	if err == nil && m.Subject == EpochSubject(u.cfg.Depot) {
+		// An epoch marker: the depot's last record is the one it names
+		// (a standby promoted at it, or this box's claim).
+		mk, merr := parseMarker(m.Header, m.Sequence)
+		if merr != nil {
+			return merr
+		}
+		if last := u.e.StoreStats().LastLSN; mk.lsn > last {
+			return &refusal{fmt.Sprintf("the stream %s holds depot %s up to lsn %d (epoch %d marker), but this store ends at lsn %d: another box ships as %s, or this store was restored from an older backup",
+				u.cfg.Stream, u.cfg.Depot, mk.lsn, mk.epoch, last, u.cfg.Depot)}
+		}
+		if mk.lsn > acked {
+			return u.resumeAt(mk.lsn, acked, limits)
+		}
+		// A marker's lsn is a lower bound (a promoted standby publishes
+		// it before it applied the records just before it): no rewind.
+		return nil
+	}
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		if acked > 0 && limits && (created || !trims(st.CachedInfo().Config)) && !u.allSkipped(0, acked) {
 			u.log.Warn("UPLINK REWIND: the stream holds no record of this depot, yet acked_lsn says records were shipped (the stream was deleted, purged or recreated); shipping the log again from its first retained record",
 				"stream", u.cfg.Stream, "created", created, "acked_lsn", acked)
-			u.acked.Store(0)
+			u.setAcked(0)
 		}
 		return nil
 	}
@@ -507,6 +588,12 @@ func (u *Uplink) resume(ctx context.Context, st jetstream.Stream, created bool) 
 	if err := u.sameHistory(lsn, m); err != nil {
 		return err
 	}
+	return u.resumeAt(lsn, acked, limits)
+}
+
+// resumeAt sets where the session ships from when the stream's last record
+// of the depot is at lsn (resume).
+func (u *Uplink) resumeAt(lsn, acked uint64, limits bool) error {
 	switch {
 	case lsn > acked:
 		if u.exact {
@@ -520,13 +607,13 @@ func (u *Uplink) resume(ctx context.Context, st jetstream.Stream, created bool) 
 		}
 		// The state file may be behind the stream (a crash between
 		// JetStream's ack and the file's write).
-		u.acked.Store(lsn)
+		u.setAcked(lsn)
 	case lsn < acked && limits && !u.allSkipped(lsn, acked):
 		// (Not when every record after the stream's last was skipped
 		// because JetStream refused it.)
 		u.log.Warn("UPLINK REWIND: the stream's last record of this depot is behind acked_lsn (the stream lost its tail, or was recreated); shipping again from it",
 			"stream", u.cfg.Stream, "stream_last_lsn", lsn, "acked_lsn", acked)
-		u.acked.Store(lsn)
+		u.setAcked(lsn)
 	}
 	return nil
 }
@@ -603,9 +690,40 @@ func (u *Uplink) session(ctx context.Context) error {
 	}
 	nc, js, closed := c.nc, c.js, c.closed
 	defer nc.Close()
+	// The fence first: a box whose epoch is over must not even compare
+	// histories (the promoted standby's records follow its own).
+	mk, err := u.checkEpoch(ctx, c.st)
+	if err != nil {
+		return err
+	}
 	if err := u.resume(ctx, c.st, c.created); err != nil {
 		return err
 	}
+	if mk.epoch > 0 && u.epoch.Load() == 0 {
+		// A box that never held an epoch, with the same history as the
+		// stream (resume compared them), finds a writer's epoch: a
+		// standby was promoted past this box's records, or this box was
+		// its primary before fencing existed.
+		return &fencedError{own: 0, stream: mk.epoch}
+	}
+	if err := u.claimEpoch(ctx, c, mk); err != nil {
+		return err
+	}
+	u.fence = c.st.CachedInfo().Config.Retention == jetstream.LimitsPolicy
+	// A marker published on the depot's epoch subject while this session
+	// runs (a standby promoting) is a hint: the stream's last marker says
+	// whether it took (a refused claim reaches core subscribers too).
+	epochHint := make(chan struct{}, 1)
+	hintSub, err := nc.Subscribe(EpochSubject(u.cfg.Depot), func(*nats.Msg) {
+		select {
+		case epochHint <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("watch the depot's epoch: %w", err)
+	}
+	defer hintSub.Unsubscribe()
 	u.exact = true
 	u.sessions.Add(1)
 	u.connected.Store(true)
@@ -641,7 +759,7 @@ func (u *Uplink) session(ctx context.Context) error {
 			}
 		}
 		if n > 0 {
-			u.acked.Store(pending[n-1].lsn)
+			u.setAcked(pending[n-1].lsn)
 			u.shipped.Add(uint64(n))
 			pending = pending[:copy(pending, pending[n:])]
 			u.headAt.Store(0)
@@ -719,6 +837,10 @@ func (u *Uplink) session(ctx context.Context) error {
 		case <-wake:
 		case <-tick.C:
 			u.persist(false) // records in flight may be in the stream already
+		case <-epochHint:
+			if _, err := u.checkEpoch(ctx, c.st); err != nil {
+				return err // fenced: the records in flight are refused anyway
+			}
 		}
 		if okc != nil {
 			ackTimer.Stop()
@@ -739,7 +861,7 @@ func nonNil(err error) error {
 func (u *Uplink) skipTrimmed(ctx context.Context, cur *engine.Cursor, pending []inflight, closed <-chan struct{}) error {
 	for _, p := range pending {
 		if p.ok {
-			u.acked.Store(p.lsn)
+			u.setAcked(p.lsn)
 			u.shipped.Add(1)
 			continue
 		}
@@ -759,7 +881,7 @@ func (u *Uplink) skipTrimmed(ctx context.Context, cur *engine.Cursor, pending []
 			return ctx.Err()
 		}
 		t.Stop()
-		u.acked.Store(p.lsn)
+		u.setAcked(p.lsn)
 		u.shipped.Add(1)
 	}
 	from := cur.After()
@@ -771,7 +893,7 @@ func (u *Uplink) skipTrimmed(ctx context.Context, cur *engine.Cursor, pending []
 	u.dropped.Add(to - from)
 	u.log.Error("UPLINK DROPPED RECORDS: retention removed records never shipped (the log passed [uplink] budget_mb while NATS was unreachable); they are not in the stream",
 		"after_lsn", from, "through_lsn", to, "records", to-from)
-	u.acked.Store(to)
+	u.setAcked(to)
 	cur.Seek(to)
 	return nil
 }
@@ -784,6 +906,8 @@ type Status struct {
 	Stream      string  `json:"stream,omitempty"`
 	Connected   bool    `json:"connected"`
 	Refused     bool    `json:"refused"` // the stream holds another history of this depot: shipping stopped (last_error tells why)
+	Fenced      bool    `json:"fenced"`  // a standby was promoted in this box's place: shipping stopped, writes refused (not_primary)
+	Epoch       uint64  `json:"epoch"`   // this box's epoch as the depot's writer (0: none claimed yet)
 	AckedLSN    uint64  `json:"acked_lsn"`
 	DurableLSN  uint64  `json:"durable_lsn"`
 	LagRecords  uint64  `json:"lag_records"`
@@ -799,6 +923,7 @@ type Status struct {
 // Status reports the uplink's position and lag.
 func (u *Uplink) Status() Status {
 	s := Status{Enabled: true, URL: redact(u.cfg.URL), Depot: u.cfg.Depot, Stream: u.cfg.Stream, Connected: u.connected.Load(), Refused: u.refused.Load(),
+		Fenced: u.fenced.Load(), Epoch: u.epoch.Load(),
 		AckedLSN: u.acked.Load(), Shipped: u.shipped.Load(), Dropped: u.dropped.Load(), Sessions: u.sessions.Load(), Failures: u.failures.Load()}
 	if u.e != nil {
 		s.DurableLSN = u.e.DurableLSN()
@@ -860,6 +985,13 @@ type state struct {
 	Depot    string `json:"depot,omitempty"`
 	Stream   string `json:"stream,omitempty"`
 	Exact    bool   `json:"exact,omitempty"`
+	// Epoch is this box's epoch as the depot's writer (fence.go): stored
+	// before its marker is published, so a crash in between never makes
+	// the box take its own marker for a newer writer's.
+	Epoch uint64 `json:"epoch,omitempty"`
+	// FencedBy is the newer epoch that fenced this box: a restart refuses
+	// writes at once, without a session.
+	FencedBy uint64 `json:"fenced_by_epoch,omitempty"`
 }
 
 // readState reads the state file.
@@ -880,7 +1012,7 @@ func readState(path string) (state, bool, error) {
 
 // store writes the state file with acked.
 func (u *Uplink) store(acked uint64, exact bool) error {
-	return writeState(u.cfg.StateFile, state{AckedLSN: acked, Depot: u.cfg.Depot, Stream: u.cfg.Stream, Exact: exact})
+	return writeState(u.cfg.StateFile, state{AckedLSN: acked, Depot: u.cfg.Depot, Stream: u.cfg.Stream, Exact: exact, Epoch: u.epoch.Load(), FencedBy: u.fencedBy.Load()})
 }
 
 // writeState replaces the state file atomically: a temporary file,
@@ -890,6 +1022,13 @@ func writeState(path string, st state) error {
 	if err != nil {
 		return fmt.Errorf("uplink: state: %w", err)
 	}
+	return writeFile(path, body)
+}
+
+// writeFile replaces a small file atomically: a temporary file, fsynced,
+// renamed over it, and the directory fsynced.
+func writeFile(path string, body []byte) error {
+	var err error
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, ".uplink-*.tmp")
 	if err != nil {

@@ -25,6 +25,9 @@ type Batch struct {
 	size   int64 // estimated bytes in the transaction
 	at     time.Time
 	done   bool
+	// startAt: an empty store's log starts at this LSN (Replay of a
+	// primary's log trimmed before it was shipped); 0 otherwise.
+	startAt uint64
 }
 
 type tableMeta struct {
@@ -336,6 +339,12 @@ func (b *Batch) Commit() error {
 		b.txn.Discard()
 		return fmt.Errorf("wal: commit batch at lsn %d: %w", last, err)
 	}
+	if b.startAt > 0 {
+		if err := b.txn.Set(metaFirst, be64(b.startAt)); err != nil {
+			b.txn.Discard()
+			return fmt.Errorf("wal: commit batch at lsn %d: %w", last, err)
+		}
+	}
 	err := db.injected("commit")
 	if err != nil {
 		b.txn.Discard()
@@ -351,6 +360,9 @@ func (b *Batch) Commit() error {
 		return fmt.Errorf("wal: commit batch of %d at lsn %d: %w", len(b.recs), first, err)
 	}
 	db.logBytes.Store(total)
+	if b.startAt > 0 {
+		db.first.Store(b.startAt)
+	}
 	db.last.Store(last)
 	return nil
 }
