@@ -193,9 +193,11 @@ func entrySpan(last uint64, v []byte) (first uint64, n int, err error) {
 	return last - c + 1, int(c), nil
 }
 
-// entryFirst decodes the first record of the log entry keyed last.
-func entryFirst(last uint64, v []byte) (Record, error) {
-	first, _, err := entrySpan(last, v)
+// entryLast decodes the last record of the log entry keyed last: the
+// newest of a run (a standby's replayed batch holds records of several of
+// its primary's batches, committed at different times).
+func entryLast(last uint64, v []byte) (Record, error) {
+	_, n, err := entrySpan(last, v)
 	if err != nil {
 		return Record{}, err
 	}
@@ -204,11 +206,17 @@ func entryFirst(last uint64, v []byte) (Record, error) {
 	}
 	_, w := binary.Uvarint(v[1:])
 	b := v[1+w:]
-	l, w := binary.Uvarint(b)
-	if w <= 0 || uint64(len(b)-w) < l {
-		return Record{}, errCorrupt
+	for i := 0; i < n; i++ {
+		l, w := binary.Uvarint(b)
+		if w <= 0 || uint64(len(b)-w) < l {
+			return Record{}, errCorrupt
+		}
+		if i == n-1 {
+			return decodeRecord(last, b[w:w+int(l)])
+		}
+		b = b[w+int(l):]
 	}
-	return decodeRecord(first, b[w:w+int(l)])
+	return Record{}, errCorrupt
 }
 
 // eachRecord decodes the records of the log entry keyed last with value

@@ -44,7 +44,8 @@ func (db *DB) Trim(p Retention, max int) (entries, records int, err error) {
 	first := db.first.Load()
 	txn := db.bdb.NewTransactionAt(db.ts.Load(), true)
 	defer txn.Discard()
-	// Values are read only to judge age, from an entry's first record,
+	// Values are read only to judge age, from an entry's last record (the
+	// newest of a run: a standby's replayed run spans several batches),
 	// in place: no prefetch, which would copy whole runs (up to 4 KiB
 	// each) and made a step of 128 entries take 2-3 ms instead of 0.5-1.
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindLog}})
@@ -56,7 +57,7 @@ func (db *DB) Trim(p Retention, max int) (entries, records int, err error) {
 		old := false
 		if !cutoff.IsZero() {
 			if err := item.Value(func(v []byte) error {
-				r, err := entryFirst(lsn, v)
+				r, err := entryLast(lsn, v)
 				old = err == nil && r.CommittedAt.Before(cutoff)
 				return err
 			}); err != nil {

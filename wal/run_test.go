@@ -319,3 +319,27 @@ func TestLogFormatMarked(t *testing.T) {
 		t.Fatalf("open of a store of a later format: %v", err)
 	}
 }
+
+// A run's age is its newest record's: a standby replays records of several
+// of its primary's batches into one run, and retention by age keeps the
+// run while any of them is younger than the bound.
+func TestRunAgedByItsNewestRecord(t *testing.T) {
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	db := open(t, t.TempDir(), func() time.Time { return now })
+	defer db.Close()
+	b := db.Begin()
+	for i, at := range []time.Time{now.Add(-3 * time.Hour), now.Add(-2 * time.Hour), now.Add(-30 * time.Minute)} {
+		if _, err := b.Replay(Record{LSN: uint64(i + 1), Op: OpPut, Actor: "dispatch", CommittedAt: at, Version: 1, Table: "t", Key: fmt.Sprint("k", i), Value: []byte(`1`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, err := db.Trim(Retention{MaxAge: time.Hour}, 100); err != nil || n != 0 {
+		t.Fatalf("trimmed %d entries (%v) of a run whose newest record is 30 minutes old", n, err)
+	}
+	if n, recs, err := db.Trim(Retention{MaxAge: 20 * time.Minute}, 100); err != nil || n != 1 || recs != 3 {
+		t.Fatalf("trim past the newest record: %d entries, %d records, %v", n, recs, err)
+	}
+}
