@@ -133,6 +133,11 @@ type Tracker struct {
 	// marks (the consumer's restore replays marks over a log range in
 	// which no driver's routes changed).
 	moved bool
+	// legacy: routes restored with the places their route_progress still
+	// carries (a store written before the places moved to fleet_consumer):
+	// the first write of such a route's progress, which drops them, writes
+	// its places too.
+	legacy map[string]bool
 
 	fenceTracker
 }
@@ -145,7 +150,7 @@ func NewTracker(stopRadiusM float64) *Tracker {
 	}
 	return &Tracker{radius: stopRadiusM, routes: map[string]*Progress{}, byDriver: map[string][]string{},
 		marks: map[string]Mark{}, dirtyRoutes: map[string]*Progress{}, dirtyPlaces: map[string]*Places{}, dirtyMarks: map[string]*Mark{},
-		fenceTracker: newFenceTracker()}
+		legacy: map[string]bool{}, fenceTracker: newFenceTracker()}
 }
 
 // Restore puts back the state persisted by a previous run (route_progress,
@@ -263,7 +268,11 @@ func (t *Tracker) markRoute(route string, p *Progress) {
 	}
 	if p != nil {
 		t.dirtyStops += len(p.Stops)
+		if t.legacy[route] {
+			t.dirtyPlaces[route] = placesOf(p)
+		}
 	}
+	delete(t.legacy, route)
 	t.dirtyRoutes[route] = p
 }
 
