@@ -70,6 +70,17 @@ const (
 	eventBytes    = 320 // an event's JSON and key, about
 )
 
+// hardWrites and hardBytes bound what one write may carry at most, far
+// below what the engine refuses (the events lane's bound, 4,096 records;
+// 2 MiB of batch bytes, about twice what DirtyBytes counts): a record
+// whose output would take a write past them is written on its own, and
+// in parts if it does not fit alone (applySplit). Below them a write may
+// pass maxWrites by one record's output.
+const (
+	hardWrites = 3072
+	hardBytes  = 640 << 10
+)
+
 // catchUp is how many records the stored cursor may lag the consumer,
 // with nothing to write, before it writes the cursor alone: a restart
 // reads at most about that many again.
@@ -413,11 +424,20 @@ func (c *Consumer) run(ctx context.Context) {
 		}
 		for i := range recs {
 			r := &recs[i]
-			if c.splits(r, &p) {
-				if !c.applySplit(ctx, r, &p, &backoff) {
-					break // reloaded (read on from the stored cursor), or stopped
+			if c.stored.Part > 0 && c.stored.LSN == r.LSN || !c.fits(r, &p) {
+				// A record the store holds a part of (read again after a
+				// restart), or one whose output does not fit a write with
+				// what is pending: what is pending first, then the record,
+				// in parts if it does not fit one write alone.
+				if !c.flush(ctx, &p, &backoff) {
+					break // reloaded: read on from the stored cursor
 				}
-				continue
+				if c.stored.Part > 0 && c.stored.LSN == r.LSN || !c.fits(r, &p) {
+					if !c.applySplit(ctx, r, &p, &backoff) {
+						break // reloaded, or stopped
+					}
+					continue
+				}
 			}
 			if p.pos() == c.stored {
 				p.since = time.Now()
@@ -489,34 +509,33 @@ func (c *Consumer) full(p *pending) bool {
 	return len(p.events)+c.tr.DirtyCount()+1 >= c.limit || len(p.events)*eventBytes+c.tr.DirtyBytes() >= maxWriteBytes
 }
 
-// splits reports whether record r's output does not fit with what p and
-// the tracker hold into one write: a deleted fence with more drivers at it
-// than a write takes (each one's exit event and state delete), so that it
-// is written in parts (applySplit). Every other record's output is bounded
-// by the size of one route (at most 1,000 stops) or the fences one point
-// is at, and the consumer writes before a write is full (full), so one
-// write stays far below the engine's limits (the events lane's bound,
-// 4,096 records; ErrTooLarge past the batch bytes, 2 MiB).
-func (c *Consumer) splits(r *engine.Record, p *pending) bool {
-	n := c.tr.dropSize(r)
-	return n > 0 && (len(p.events)+c.tr.DirtyCount()+2*n+2 >= c.limit ||
-		len(p.events)*eventBytes+c.tr.DirtyBytes()+n*eventBytes >= maxWriteBytes)
+// fits reports whether record r's output, at most (Tracker.Cost), goes
+// with what p and the tracker hold into one write the engine takes: far
+// below the events lane's bound (4,096 records) and the batch bytes past
+// which it answers ErrTooLarge (2 MiB; it counts about twice a value's
+// bytes), whatever the fleet.
+func (c *Consumer) fits(r *engine.Record, p *pending) bool {
+	w, b := c.tr.Cost(r)
+	return len(p.events)+c.tr.DirtyCount()+1+w <= hardWrites &&
+		len(p.events)*eventBytes+c.tr.DirtyBytes()+b <= hardBytes
 }
 
 // afterPart, when set (tests), is called after each part of a split
 // record is written, but the last.
 var afterPart func(c *Consumer)
 
-// applySplit evaluates a deleted fence's record in parts of at most a
-// write's worth of drivers, and writes each part with the cursor inside
-// the record (engine.CursorValue.Part: how many of the fence's drivers it
-// has let go so far); the last part deletes the fence and closes the
-// record (Part 0). Each part deletes the states of the drivers it exits,
-// and the fence stays until the last: after a crash between two parts
-// the restored state holds the fence with the drivers not yet exited, the
-// consumer reads the record again and goes on where the store is, so
-// each exit is written once. It reports whether the consumer goes on with
-// the next record (false: it was reloaded, or stopped).
+// applySplit evaluates a record whose output does not fit one write in
+// parts (Tracker.ApplyPart: a deleted fence's drivers, a point's fences
+// and routes), each of at most about a write's worth (the limit), and
+// writes each part with the cursor inside the record
+// (engine.CursorValue.Part: how many units of it the store holds); the
+// last part closes the record (Part 0). Each part's write holds the state
+// as of that part, so after a crash between two parts the consumer
+// restores it, reads the record again from the cursor (load) and goes on
+// with the units after the stored part (a deleted fence stays until its
+// last part, with the drivers not yet let go): each event once. It
+// reports whether the consumer goes on with the next record (false: it
+// was reloaded, or stopped).
 func (c *Consumer) applySplit(ctx context.Context, r *engine.Record, p *pending, backoff *time.Duration) bool {
 	// What is pending first: the parts start at a record's boundary.
 	if !c.flush(ctx, p, backoff) {
@@ -527,8 +546,12 @@ func (c *Consumer) applySplit(ctx context.Context, r *engine.Record, p *pending,
 		if c.stored.LSN == r.LSN {
 			part = c.stored.Part
 		}
-		per := max(16, (c.limit-2-c.tr.DirtyCount())/2)
-		evs, n, done := c.tr.dropFencePart(r, per)
+		most := max(16, c.limit-1-c.tr.DirtyCount())
+		evs, n, done, bad := c.tr.ApplyPart(r, int(part), most)
+		if bad != nil {
+			c.stats.BadRecords.Add(1)
+			c.log.Warn("fleet events: a record decides nothing", "lsn", r.LSN, "err", bad)
+		}
 		if p.pos() == c.stored {
 			p.since = time.Now()
 		}

@@ -175,48 +175,55 @@ func (t *Tracker) fencePoint(driver string, lat, lng float64, ts time.Time, at s
 		return evs
 	}
 	for _, id := range sortedKeys(t.fences) {
-		f := t.fences[id]
-		in := DistanceM(lat, lng, f.Lat, f.Lng) <= f.RadiusM
-		st := t.states[id][driver]
-		if st == nil {
-			if !in {
-				continue
-			}
-			st = &FenceState{}
-		} else if ts.Before(st.TS) {
-			continue // late for this fence
-		}
-		st.TS = ts
-		key := stateKey(id, driver)
-		if in == st.Inside {
-			st.Since, st.SinceAt = nil, ""
-		} else {
-			if st.Since == nil {
-				since := ts
-				st.Since, st.SinceAt = &since, at
-			}
-			if ts.Sub(*st.Since) >= t.dwell {
-				typ := FenceEnter
-				if !in {
-					typ = FenceExit
-				}
-				evs = append(evs, Event{Type: typ, Fence: id, Name: f.Name, Driver: driver, At: at, Since: st.SinceAt, PointLSN: lsn})
-				st.Inside, st.Since, st.SinceAt = in, nil, ""
-			}
-		}
-		if !st.Inside && st.Since == nil {
-			// Outside with nothing pending: no state.
-			if _, had := t.states[id][driver]; had {
-				delete(t.states[id], driver)
-				t.dirtyStates[key] = nil
-			}
-			continue
-		}
-		if t.states[id] == nil {
-			t.states[id] = map[string]*FenceState{}
-		}
-		t.states[id][driver] = st
-		t.dirtyStates[key] = st
+		evs = t.fenceAt(id, driver, lat, lng, ts, at, lsn, evs)
 	}
+	return evs
+}
+
+// fenceAt evaluates one point of a driver against fence id (fencePoint):
+// at most one event and one state written.
+func (t *Tracker) fenceAt(id, driver string, lat, lng float64, ts time.Time, at string, lsn uint64, evs []Event) []Event {
+	f := t.fences[id]
+	in := DistanceM(lat, lng, f.Lat, f.Lng) <= f.RadiusM
+	st := t.states[id][driver]
+	if st == nil {
+		if !in {
+			return evs
+		}
+		st = &FenceState{}
+	} else if ts.Before(st.TS) {
+		return evs // late for this fence
+	}
+	st.TS = ts
+	key := stateKey(id, driver)
+	if in == st.Inside {
+		st.Since, st.SinceAt = nil, ""
+	} else {
+		if st.Since == nil {
+			since := ts
+			st.Since, st.SinceAt = &since, at
+		}
+		if ts.Sub(*st.Since) >= t.dwell {
+			typ := FenceEnter
+			if !in {
+				typ = FenceExit
+			}
+			evs = append(evs, Event{Type: typ, Fence: id, Name: f.Name, Driver: driver, At: at, Since: st.SinceAt, PointLSN: lsn})
+			st.Inside, st.Since, st.SinceAt = in, nil, ""
+		}
+	}
+	if !st.Inside && st.Since == nil {
+		// Outside with nothing pending: no state.
+		if _, had := t.states[id][driver]; had {
+			delete(t.states[id], driver)
+			t.dirtyStates[key] = nil
+		}
+		return evs
+	}
+	if t.states[id] == nil {
+		t.states[id] = map[string]*FenceState{}
+	}
+	t.states[id][driver] = st
+	t.dirtyStates[key] = st
 	return evs
 }

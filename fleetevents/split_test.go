@@ -342,3 +342,100 @@ func TestConsumerUpgradesManyRoutes(t *testing.T) {
 		t.Fatalf("consumer errors: %d", e)
 	}
 }
+
+// One point that decides more than a write takes: a driver on five routes
+// of 1,000 stops arrives at the last stop of each (999 stops skipped, one
+// arrived, five times) inside two fences. The point is evaluated in parts
+// (the fences, then a route a part), each written with the cursor inside
+// the point's record; with the consumer stopped after every part, each
+// restart goes on from the stored part. Either way every event is in the
+// log once, and the point's late successor decides nothing.
+func TestConsumerPointOverManyRoutes(t *testing.T) {
+	for _, crash := range []bool{false, true} {
+		t.Run(fmt.Sprintf("crash=%v", crash), func(t *testing.T) {
+			submitted = map[string]uint64{}
+			dir := t.TempDir()
+			n := open(t, dir)
+			var a strings.Builder
+			a.WriteString(`{"driver":"multi","stops":[`)
+			for s := range 1000 {
+				if s > 0 {
+					a.WriteString(",")
+				}
+				fmt.Fprintf(&a, `{"id":"s%03d","lat":%v,"lng":10,"eta":"2026-12-07T12:00:00Z"}`, s, 10-float64(999-s)*0.01)
+			}
+			a.WriteString("]}")
+			for r := range 5 {
+				assignRoute(t, n.e, fmt.Sprintf("r%d", r), a.String())
+			}
+			for _, f := range []string{"f1", "f2"} {
+				if _, err := n.e.PutFence(context.Background(), f, []byte(`{"name":"F","lat":10,"lng":10,"radius_m":300}`)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			n.settle(t)
+			stopped := make(chan struct{}, 1)
+			if crash {
+				afterPart = func(c *Consumer) {
+					c.cancel()
+					select {
+					case stopped <- struct{}{}:
+					default:
+					}
+				}
+				defer func() { afterPart = nil }()
+			}
+			t0 := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+			submit(t, n.e, "multi", 1, 10, 10, t0)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			for {
+				if seq, err := n.e.DriverDurableSeq("multi"); err != nil || seq == 1 {
+					break
+				}
+				time.Sleep(time.Millisecond)
+			}
+			var pointLSN uint64
+			n.e.ReadLog(0, 0, func(r engine.Record) error {
+				if r.Table == fleet.TablePositions {
+					pointLSN = r.LSN
+				}
+				return nil
+			})
+			restarts := 0
+			for crash && n.c.Stats().Stored.Load() < pointLSN {
+				select {
+				case <-stopped:
+					n.c.Close()
+					if c := storedCursor(t, n.e); c.LSN != pointLSN || c.Part == 0 {
+						t.Fatalf("stored cursor %+v after a part, want inside %d", c, pointLSN)
+					}
+					n.close(t)
+					n = open(t, dir)
+					restarts++
+				case <-ctx.Done():
+					t.Fatalf("the point is not written within 20 s (restarts %d, errors %d)", restarts, n.c.Stats().Errors.Load())
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+			if crash && restarts < 3 {
+				t.Fatalf("%d restarts between parts: the test stops too little", restarts)
+			}
+			afterPart = nil
+			submit(t, n.e, "multi", 2, 12, 10, t0.Add(time.Minute))      // far: departs the five last stops, exits the fences
+			submit(t, n.e, "multi", 3, 9.99, 10, t0.Add(30*time.Second)) // late: decides nothing
+			n.settle(t)
+			defer n.close(t)
+			got := fenceEvents(t, n.e)
+			if got[StopSkipped+"/"] != 5*999 || got[StopArrived+"/"] != 5 || got[StopDeparted+"/"] != 5 || got[FenceEnter+"/"] != 2 || got[FenceExit+"/"] != 2 {
+				t.Fatalf("events %v", got)
+			}
+			if got, want := eventsInLog(t, n.e), expected(t, n.e); !reflect.DeepEqual(got, want) {
+				t.Fatalf("%d events in the log, want %d", len(got), len(want))
+			}
+			if e := n.c.Stats().Errors.Load(); e != 0 {
+				t.Fatalf("consumer errors: %d", e)
+			}
+		})
+	}
+}
