@@ -71,11 +71,13 @@ const (
 )
 
 // hardWrites and hardBytes bound what one write may carry at most, far
-// below what the engine refuses (the events lane's bound, 4,096 records;
-// 2 MiB of batch bytes, about twice what DirtyBytes counts): a record
-// whose output would take a write past them is written on its own, and
-// in parts if it does not fit alone (applySplit). Below them a write may
-// pass maxWrites by one record's output.
+// below what the engine refuses (the events lane's bound, 4,096 records by
+// default; 2 MiB of batch bytes by default, about twice what DirtyBytes
+// counts): a record whose output would take a write past them is written
+// on its own, and in parts if it does not fit alone (applySplit). Below
+// them a write may pass maxWrites by one record's output. With a smaller
+// [lanes.events] queue_bound or batch bytes the bounds shrink with them
+// (bounds): 3/4 of the one, 5/16 of the other.
 const (
 	hardWrites = 3072
 	hardBytes  = 640 << 10
@@ -109,6 +111,9 @@ type Consumer struct {
 	tr     *Tracker
 	stored engine.CursorValue // the cursor the store holds
 	limit  int                // records of one write: maxWrites, or the batch cap (full)
+	// hardWrites and hardBytes: the hard bounds of one write, for this
+	// engine's configuration (bounds).
+	hardWrites, hardBytes int
 	// lastWrite is when the last write was answered: the next waits
 	// WriteEvery, gathering what is decided meanwhile into one.
 	lastWrite time.Time
@@ -139,6 +144,7 @@ func Start(e *engine.Engine, cfg Config, log *slog.Logger) (*Consumer, error) {
 	if err := c.load(); err != nil {
 		return nil, err
 	}
+	c.bounds()
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 	go c.run(ctx)
@@ -397,7 +403,7 @@ func (c *Consumer) run(ctx context.Context) {
 		}
 		recs, err := c.cur.Next(nctx)
 		cancel()
-		c.limit = min(maxWrites, max(16, c.e.Sched().BatchCap))
+		c.bounds()
 		switch {
 		case err == nil:
 		case ctx.Err() != nil || errors.Is(err, engine.ErrStopped):
@@ -501,12 +507,21 @@ func (c *Consumer) deadline(p *pending) (time.Time, bool) {
 	return d, !d.IsZero()
 }
 
+// bounds sets the limits of one write: the hard bounds, under the events
+// lane's bound and the batch bytes of this engine, and the soft one
+// (full), under the committer's derived batch cap as it is now.
+func (c *Consumer) bounds() {
+	c.hardWrites = max(16, min(hardWrites, c.e.LaneBound(engine.LaneEvents)*3/4))
+	c.hardBytes = max(16<<10, min(hardBytes, int(c.e.Config().BatchBytes*5/16)))
+	c.limit = min(maxWrites, max(16, c.e.Sched().BatchCap), c.hardWrites)
+}
+
 // full reports whether what p and the tracker hold makes a whole write:
 // maxWrites records, or the committer's derived batch cap when it is
 // lower (a write past the cap would make a sync writer wait longer than
 // the scheduler allows for), or maxWriteBytes.
 func (c *Consumer) full(p *pending) bool {
-	return len(p.events)+c.tr.DirtyCount()+1 >= c.limit || len(p.events)*eventBytes+c.tr.DirtyBytes() >= maxWriteBytes
+	return len(p.events)+c.tr.DirtyCount()+1 >= c.limit || len(p.events)*eventBytes+c.tr.DirtyBytes() >= min(maxWriteBytes, c.hardBytes)
 }
 
 // fits reports whether record r's output, at most (Tracker.Cost), goes
@@ -516,8 +531,8 @@ func (c *Consumer) full(p *pending) bool {
 // bytes), whatever the fleet.
 func (c *Consumer) fits(r *engine.Record, p *pending) bool {
 	w, b := c.tr.Cost(r)
-	return len(p.events)+c.tr.DirtyCount()+1+w <= hardWrites &&
-		len(p.events)*eventBytes+c.tr.DirtyBytes()+b <= hardBytes
+	return len(p.events)+c.tr.DirtyCount()+1+w <= c.hardWrites &&
+		len(p.events)*eventBytes+c.tr.DirtyBytes()+b <= c.hardBytes
 }
 
 // afterPart, when set (tests), is called after each part of a split
@@ -546,7 +561,7 @@ func (c *Consumer) applySplit(ctx context.Context, r *engine.Record, p *pending,
 		if c.stored.LSN == r.LSN {
 			part = c.stored.Part
 		}
-		most := max(16, c.limit-1-c.tr.DirtyCount())
+		most := min(max(16, c.limit-1-c.tr.DirtyCount()), c.hardBytes/(eventBytes+160))
 		evs, n, done, bad := c.tr.ApplyPart(r, int(part), most)
 		if bad != nil {
 			c.stats.BadRecords.Add(1)

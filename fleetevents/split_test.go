@@ -439,3 +439,29 @@ func TestConsumerPointOverManyRoutes(t *testing.T) {
 		})
 	}
 }
+
+// With a smaller events lane ([lanes.events] queue_bound 300) and batch
+// bytes (256 KiB) the consumer's writes shrink with them: the deletion's
+// 2,000 exits are written in parts the engine takes.
+func TestConsumerBoundsFollowTheLane(t *testing.T) {
+	submitted = map[string]uint64{}
+	n := openWith(t, t.TempDir(), func(c *engine.Config) {
+		l := c.Lanes[engine.LaneEvents]
+		l.QueueBound = 300
+		c.Lanes[engine.LaneEvents] = l
+		c.BatchBytes = 256 << 10
+	})
+	defer n.close(t)
+	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	manyInside(t, n, 2000, t0)
+	if _, err := n.e.DeleteFence(context.Background(), "depot"); err != nil {
+		t.Fatal(err)
+	}
+	n.settle(t)
+	if got := fenceEvents(t, n.e); got[FenceEnter+"/"] != 2000 || got[FenceExit+"/deleted"] != 2000 {
+		t.Fatalf("events %v", got)
+	}
+	if e := n.c.Stats().Errors.Load(); e != 0 {
+		t.Fatalf("consumer errors: %d", e)
+	}
+}
