@@ -292,14 +292,35 @@ func (e *Engine) keyedItem(name Lane, w Write) *item {
 // it derived from the log's records after After up to Upto, all in one
 // batch with its cursor (fleet.TableFleetConsumer, key "cursor"): either
 // all of it is in the store or none of it.
+//
+// AfterPart and UptoPart place the two ends inside a record, for a record
+// whose derived output is too large for one write (a deleted fence with
+// thousands of drivers inside): a position (lsn, part) with part > 0 means
+// every record before lsn and the first part units of record lsn's output;
+// part 0 means every record up to lsn, whole. Zero parts are the plain
+// LSN range, as before.
 type DerivedWrite struct {
-	After, Upto uint64
-	Writes      []Write // unconditional puts and deletes of the derived tables
+	After, Upto         uint64
+	AfterPart, UptoPart uint64
+	Writes              []Write // unconditional puts and deletes of the derived tables
 }
 
-// CursorValue is the consumer's cursor as fleet_consumer keeps it.
+// CursorValue is the consumer's cursor as fleet_consumer keeps it: Part
+// (omitted when 0, so a cursor written before parts existed reads the
+// same) is how far into record LSN's output the store is, 0 meaning all of
+// it (DerivedWrite).
 type CursorValue struct {
-	LSN uint64 `json:"lsn"`
+	LSN  uint64 `json:"lsn"`
+	Part uint64 `json:"part,omitempty"`
+}
+
+// Before reports whether position c comes before d: by LSN, and within one
+// LSN a partial position (Part > 0) before the whole record (Part 0).
+func (c CursorValue) Before(d CursorValue) bool {
+	if c.LSN != d.LSN {
+		return c.LSN < d.LSN
+	}
+	return c.Part != 0 && (d.Part == 0 || c.Part < d.Part)
 }
 
 // ErrCursorMoved answers a DerivedWrite whose After is not the stored
@@ -322,11 +343,12 @@ func (e *Engine) WriteDerived(ctx context.Context, w DerivedWrite) (WriteResult,
 			return WriteResult{}, fmt.Errorf("engine: a derived write to %q, which the events lane does not write", x.Table)
 		}
 	}
-	if w.Upto <= w.After {
-		return WriteResult{}, fmt.Errorf("engine: a derived write covers (%d, %d]: nothing", w.After, w.Upto)
+	after, upto := CursorValue{LSN: w.After, Part: w.AfterPart}, CursorValue{LSN: w.Upto, Part: w.UptoPart}
+	if !after.Before(upto) {
+		return WriteResult{}, fmt.Errorf("engine: a derived write covers (%d.%d, %d.%d]: nothing", w.After, w.AfterPart, w.Upto, w.UptoPart)
 	}
 	l.stats.Arrivals.Add(1)
-	cursor, err := json.Marshal(CursorValue{LSN: w.Upto})
+	cursor, err := json.Marshal(upto)
 	if err != nil {
 		return WriteResult{}, err
 	}
@@ -349,10 +371,10 @@ func (e *Engine) WriteDerived(ctx context.Context, w DerivedWrite) (WriteResult,
 			}
 		}
 		switch {
-		case at.LSN >= w.Upto:
+		case !at.Before(upto):
 			return result{write: WriteResult{Table: fleet.TableFleetConsumer, Key: "cursor", Version: st.Version, LSN: st.LSN, Replayed: true}, dup: true}, nil
-		case at.LSN != w.After:
-			return result{err: fmt.Errorf("%w: it is at %d, the write starts at %d", ErrCursorMoved, at.LSN, w.After)}, nil
+		case at != after:
+			return result{err: fmt.Errorf("%w: it is at %d.%d, the write starts at %d.%d", ErrCursorMoved, at.LSN, at.Part, w.After, w.AfterPart)}, nil
 		}
 		for _, x := range w.Writes {
 			var err error

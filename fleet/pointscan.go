@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"strconv"
+	"strings"
 	"unsafe"
 )
 
@@ -278,4 +279,99 @@ func scanASCIIString(b []byte, i int) (string, int, bool) {
 	}
 	// The string is only read by Check while body is alive and unchanged.
 	return unsafe.String(unsafe.SliceData(b[s:i]), i-s), i + 1, true
+}
+
+// ScanPlace reads lat, lng and ts (as sent) of a stored point — the
+// compact object the driver endpoint and the phone listener store — by
+// hand, for the fleet-events consumer, which reads every point of a
+// driver on a route. It gives up (ok false) on anything it does not take
+// exactly as encoding/json would read it into {"lat": *float64, "lng":
+// *float64, "ts": *string} with the other keys ignored: whitespace,
+// escapes, non-ASCII, null, nesting, a key repeated or not all lowercase
+// ASCII, lat, lng or ts missing or of another type, anything after the
+// object. The caller then uses encoding/json; what ScanPlace takes, that
+// path reads the same (FuzzScanPlaceAgrees). ts is a copy.
+func ScanPlace(b []byte) (lat, lng float64, ts string, ok bool) {
+	if len(b) < 2 || b[0] != '{' {
+		return 0, 0, "", false
+	}
+	const (
+		hasLat = 1 << iota
+		hasLng
+		hasTS
+	)
+	seen := 0
+	i := 1
+	for {
+		if i >= len(b) || b[i] != '"' {
+			return 0, 0, "", false
+		}
+		k := i + 1
+		j := k
+		for j < len(b) && (b[j] >= 'a' && b[j] <= 'z' || b[j] == '_') {
+			j++
+		}
+		if j >= len(b) || b[j] != '"' || j+1 >= len(b) || b[j+1] != ':' {
+			return 0, 0, "", false // another byte in the key, or no colon
+		}
+		key := b[k:j]
+		i = j + 2
+		if i >= len(b) {
+			return 0, 0, "", false
+		}
+		bit := 0
+		switch string(key) {
+		case "lat":
+			bit = hasLat
+		case "lng":
+			bit = hasLng
+		case "ts":
+			bit = hasTS
+		}
+		if bit != 0 {
+			if seen&bit != 0 {
+				return 0, 0, "", false // repeated: encoding/json takes the last
+			}
+			seen |= bit
+		}
+		var good bool
+		switch {
+		case bit == hasTS:
+			var s string
+			if s, i, good = scanASCIIString(b, i); good {
+				ts = strings.Clone(s) // s points into b
+			}
+		case bit != 0:
+			var v float64
+			if v, i, good = scanFloat(b, i); good {
+				if bit == hasLat {
+					lat = v
+				} else {
+					lng = v
+				}
+			}
+		case b[i] == '"':
+			_, i, good = scanASCIIString(b, i)
+		case b[i] == 't' && len(b)-i >= 4 && string(b[i:i+4]) == "true":
+			i, good = i+4, true
+		case b[i] == 'f' && len(b)-i >= 5 && string(b[i:i+5]) == "false":
+			i, good = i+5, true
+		default:
+			_, i, good = scanFloat(b, i)
+		}
+		if !good || i >= len(b) {
+			return 0, 0, "", false
+		}
+		switch b[i] {
+		case ',':
+			i++
+			continue
+		case '}':
+			if i+1 != len(b) || seen != hasLat|hasLng|hasTS {
+				return 0, 0, "", false
+			}
+			return lat, lng, ts, true
+		}
+		return 0, 0, "", false
+	}
 }

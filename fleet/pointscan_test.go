@@ -2,7 +2,9 @@ package fleet
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 )
@@ -126,4 +128,70 @@ func BenchmarkDecodePointsJSON(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// placeSeeds are stored points ScanPlace takes, and values it must leave
+// to encoding/json; FuzzScanPlaceAgrees starts from them.
+var placeSeeds = []string{
+	`{"seq":1,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}`,
+	`{"seq":1,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z","speed_kmh":3,"heading":90}`,
+	`{"lat":-0,"lng":1e1,"ts":"2026-11-23T10:00:00.5+01:00","charging":true,"provider":"gps","x":false}`,
+	`{"seq":1,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"} `,
+	`{"seq":1, "lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}`,
+	`{"seq":1,"LAT":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}`,
+	`{"seq":1,"lat":52.5,"lat":53,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}`,
+	`{"seq":1,"lat":null,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}`,
+	`{"seq":1,"lat":"52.5","lng":13.4,"ts":"2026-11-23T10:00:00Z"}`,
+	`{"seq":1,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00\u005a"}`,
+	`{"seq":1,"lat":52.5,"lng":13.4,"ts":2026}`,
+	`{"seq":1,"lat":52.5,"lng":13.4}`,
+	`{"seq":1,"lat":1e999,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}`,
+	`{"seq":1,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z","o":{"a":1}}`,
+	`{"seq":1,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}x`,
+	`{"lat":1,"lng":2,"ts":"t","n":nul}`, `{}`, `{`, `[]`, ``, `{"lat":1,`,
+}
+
+// TestScanPlaceTakesTheStoredForm: the values the endpoints store go the
+// fast path, with the fields as sent.
+func TestScanPlaceTakesTheStoredForm(t *testing.T) {
+	for i, v := range placeSeeds[:3] {
+		if _, _, _, ok := ScanPlace([]byte(v)); !ok {
+			t.Errorf("seed %d: ScanPlace gave up on %s", i, v)
+		}
+	}
+	for _, v := range placeSeeds[3:] {
+		if lat, lng, ts, ok := ScanPlace([]byte(v)); ok {
+			t.Errorf("ScanPlace took %s: %v %v %q", v, lat, lng, ts)
+		}
+	}
+	lat, lng, ts, _ := ScanPlace([]byte(placeSeeds[2]))
+	if lat != 0 || lng != 10 || ts != "2026-11-23T10:00:00.5+01:00" {
+		t.Errorf("read %v %v %q", lat, lng, ts)
+	}
+}
+
+// FuzzScanPlaceAgrees: whatever ScanPlace takes, encoding/json reads the
+// same lat, lng and ts from.
+func FuzzScanPlaceAgrees(f *testing.F) {
+	for _, s := range placeSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		lat, lng, ts, ok := ScanPlace(b)
+		if !ok {
+			return
+		}
+		var v struct {
+			Lat *float64 `json:"lat"`
+			Lng *float64 `json:"lng"`
+			TS  *string  `json:"ts"`
+		}
+		if err := json.Unmarshal(b, &v); err != nil {
+			t.Fatalf("ScanPlace took %q, encoding/json refuses it: %v", b, err)
+		}
+		if v.Lat == nil || v.Lng == nil || v.TS == nil || *v.Lat != lat || *v.Lng != lng || *v.TS != ts ||
+			math.Signbit(*v.Lat) != math.Signbit(lat) || math.Signbit(*v.Lng) != math.Signbit(lng) {
+			t.Fatalf("%q: ScanPlace %v %v %q, encoding/json %+v", b, lat, lng, ts, v)
+		}
+	})
 }

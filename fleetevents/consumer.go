@@ -70,6 +70,19 @@ const (
 	eventBytes    = 320 // an event's JSON and key, about
 )
 
+// hardWrites and hardBytes bound what one write may carry at most, far
+// below what the engine refuses (the events lane's bound, 4,096 records by
+// default; 2 MiB of batch bytes by default, about twice what DirtyBytes
+// counts): a record whose output would take a write past them is written
+// on its own, and in parts if it does not fit alone (applySplit). Below
+// them a write may pass maxWrites by one record's output. With a smaller
+// [lanes.events] queue_bound or batch bytes the bounds shrink with them
+// (bounds): 3/4 of the one, 5/16 of the other.
+const (
+	hardWrites = 3072
+	hardBytes  = 640 << 10
+)
+
 // catchUp is how many records the stored cursor may lag the consumer,
 // with nothing to write, before it writes the cursor alone: a restart
 // reads at most about that many again.
@@ -96,8 +109,11 @@ type Consumer struct {
 	cfg Config
 
 	tr     *Tracker
-	stored uint64 // the cursor the store holds
-	limit  int    // records of one write: maxWrites, or the batch cap (full)
+	stored engine.CursorValue // the cursor the store holds
+	limit  int                // records of one write: maxWrites, or the batch cap (full)
+	// hardWrites and hardBytes: the hard bounds of one write, for this
+	// engine's configuration (bounds).
+	hardWrites, hardBytes int
 	// lastWrite is when the last write was answered: the next waits
 	// WriteEvery, gathering what is decided meanwhile into one.
 	lastWrite time.Time
@@ -128,6 +144,7 @@ func Start(e *engine.Engine, cfg Config, log *slog.Logger) (*Consumer, error) {
 	if err := c.load(); err != nil {
 		return nil, err
 	}
+	c.bounds()
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 	go c.run(ctx)
@@ -213,6 +230,13 @@ func (c *Consumer) load() error {
 			upgraded = append(upgraded, route)
 		}
 	}
+	// follow is the last record whose output the store holds whole: a
+	// cursor inside a record (a part of a deleted fence's exits) reads
+	// that record again, and the restored state holds what is left of it.
+	follow := cursor.LSN
+	if cursor.Part > 0 {
+		follow = cursor.LSN - 1
+	}
 	// marksAt: the stored marks are the marks as of this LSN (at most the
 	// cursor); the restore replays the marks over (marksAt, cursor].
 	marksAt := cursor.LSN
@@ -273,12 +297,12 @@ func (c *Consumer) load() error {
 	c.tr.SetFenceDwell(c.cfg.FenceDwell)
 	c.tr.Restore(progress, places, marks)
 	for _, route := range upgraded {
-		// Written with the next write: the route's progress is then
-		// written without them (see legacyPlaces).
-		pl := places[route]
-		c.tr.dirtyPlaces[route] = &pl
-		if p, ok := c.tr.routes[route]; ok {
-			c.tr.markRoute(route, p)
+		// Not written now (all of a large store's routes would not fit one
+		// write): the route's places are written with its progress the next
+		// time it changes, which then drops them (see legacyPlaces); until
+		// then every restore reads them from route_progress again.
+		if _, ok := c.tr.routes[route]; ok {
+			c.tr.legacy[route] = true
 		}
 	}
 	if marksAt < cursor.LSN {
@@ -291,16 +315,16 @@ func (c *Consumer) load() error {
 		c.log.Warn("fleet events: routes in route_progress without their stops' places are not followed", "routes", n)
 	}
 	c.tr.RestoreFences(fences, states)
-	c.stored = cursor.LSN
-	if first := c.e.StoreStats().FirstLSN; first > 0 && cursor.LSN+1 < first {
+	c.stored = cursor
+	if first := c.e.StoreStats().FirstLSN; first > 0 && follow+1 < first {
 		// The log no longer holds what follows the cursor (retention):
 		// go on from the oldest record it holds.
 		c.log.Warn("fleet events: the log was trimmed past the consumer's cursor; events of the trimmed records are not derived", "cursor", cursor.LSN, "first_lsn", first)
-		cursor.LSN = first - 1
+		follow = first - 1
 	}
-	c.cur = c.e.Follow(cursor.LSN)
-	c.stats.Processed.Store(cursor.LSN)
-	c.stats.Stored.Store(c.stored)
+	c.cur = c.e.Follow(follow)
+	c.stats.Processed.Store(follow)
+	c.stats.Stored.Store(whole(c.stored))
 	c.count()
 	return nil
 }
@@ -348,12 +372,27 @@ func (c *Consumer) count() {
 type pending struct {
 	events []Event
 	upto   uint64    // the last record evaluated
+	part   uint64    // > 0: only that far into record upto's output (a split record)
 	since  time.Time // the first evaluation not written
+}
+
+// pos is how far p's evaluation goes, as a cursor.
+func (p *pending) pos() engine.CursorValue { return engine.CursorValue{LSN: p.upto, Part: p.part} }
+
+// whole is the last record whose output all of cursor covers.
+func whole(cursor engine.CursorValue) uint64 {
+	if cursor.Part > 0 {
+		return cursor.LSN - 1
+	}
+	return cursor.LSN
 }
 
 func (c *Consumer) run(ctx context.Context) {
 	defer close(c.done)
 	p := pending{upto: c.cur.After()}
+	if c.stored.Part > 0 {
+		p = pending{upto: c.stored.LSN, part: c.stored.Part}
+	}
 	backoff := 50 * time.Millisecond
 	for {
 		// Wait for records; with something unwritten, only until the
@@ -364,7 +403,7 @@ func (c *Consumer) run(ctx context.Context) {
 		}
 		recs, err := c.cur.Next(nctx)
 		cancel()
-		c.limit = min(maxWrites, max(16, c.e.Sched().BatchCap))
+		c.bounds()
 		switch {
 		case err == nil:
 		case ctx.Err() != nil || errors.Is(err, engine.ErrStopped):
@@ -391,10 +430,25 @@ func (c *Consumer) run(ctx context.Context) {
 		}
 		for i := range recs {
 			r := &recs[i]
-			if p.upto == c.stored {
+			if c.stored.Part > 0 && c.stored.LSN == r.LSN || !c.fits(r, &p) {
+				// A record the store holds a part of (read again after a
+				// restart), or one whose output does not fit a write with
+				// what is pending: what is pending first, then the record,
+				// in parts if it does not fit one write alone.
+				if !c.flush(ctx, &p, &backoff) {
+					break // reloaded: read on from the stored cursor
+				}
+				if c.stored.Part > 0 && c.stored.LSN == r.LSN || !c.fits(r, &p) {
+					if !c.applySplit(ctx, r, &p, &backoff) {
+						break // reloaded, or stopped
+					}
+					continue
+				}
+			}
+			if p.pos() == c.stored {
 				p.since = time.Now()
 			}
-			p.upto = r.LSN
+			p.upto, p.part = r.LSN, 0
 			evs, bad := c.tr.Apply(r)
 			if bad != nil {
 				c.stats.BadRecords.Add(1)
@@ -409,7 +463,7 @@ func (c *Consumer) run(ctx context.Context) {
 		}
 		decided := len(p.events) > 0 || c.tr.dirtyRouteCount() > 0
 		due := decided && time.Since(c.lastWrite) >= c.cfg.WriteEvery ||
-			p.upto > c.stored && (time.Since(p.since) >= c.cfg.Checkpoint && c.tr.DirtyCount() > 0 || p.upto-c.stored >= catchUp)
+			c.stored.Before(p.pos()) && (time.Since(p.since) >= c.cfg.Checkpoint && c.tr.DirtyCount() > 0 || p.upto-c.stored.LSN >= catchUp)
 		if !due && c.cur.After() < c.e.DurableLSN() && ctx.Err() == nil {
 			// More is durable already and no write is due: read it
 			// first, so that one write covers all that became durable
@@ -427,7 +481,7 @@ func (c *Consumer) run(ctx context.Context) {
 		// something: a lag of 0 means every event decided so far is
 		// durable.
 		if decided {
-			c.stats.Processed.Store(c.stored)
+			c.stats.Processed.Store(whole(c.stored))
 		} else {
 			c.stats.Processed.Store(c.cur.After())
 		}
@@ -442,7 +496,7 @@ func (c *Consumer) run(ctx context.Context) {
 // checkpoint of the marks.
 func (c *Consumer) deadline(p *pending) (time.Time, bool) {
 	var d time.Time
-	if p.upto > c.stored && c.tr.DirtyCount() > 0 {
+	if c.stored.Before(p.pos()) && c.tr.DirtyCount() > 0 {
 		d = p.since.Add(c.cfg.Checkpoint)
 	}
 	if len(p.events) > 0 || c.tr.dirtyRouteCount() > 0 {
@@ -453,21 +507,97 @@ func (c *Consumer) deadline(p *pending) (time.Time, bool) {
 	return d, !d.IsZero()
 }
 
+// bounds sets the limits of one write: the hard bounds, under the events
+// lane's bound and the batch bytes of this engine, and the soft one
+// (full), under the committer's derived batch cap as it is now.
+func (c *Consumer) bounds() {
+	c.hardWrites = max(16, min(hardWrites, c.e.LaneBound(engine.LaneEvents)*3/4))
+	c.hardBytes = max(16<<10, min(hardBytes, int(c.e.Config().BatchBytes*5/16)))
+	c.limit = min(maxWrites, max(16, c.e.Sched().BatchCap), c.hardWrites)
+}
+
 // full reports whether what p and the tracker hold makes a whole write:
 // maxWrites records, or the committer's derived batch cap when it is
 // lower (a write past the cap would make a sync writer wait longer than
 // the scheduler allows for), or maxWriteBytes.
 func (c *Consumer) full(p *pending) bool {
-	return len(p.events)+c.tr.DirtyCount()+1 >= c.limit || len(p.events)*eventBytes+c.tr.DirtyBytes() >= maxWriteBytes
+	return len(p.events)+c.tr.DirtyCount()+1 >= c.limit || len(p.events)*eventBytes+c.tr.DirtyBytes() >= min(maxWriteBytes, c.hardBytes)
+}
+
+// fits reports whether record r's output, at most (Tracker.Cost), goes
+// with what p and the tracker hold into one write the engine takes: far
+// below the events lane's bound (4,096 records) and the batch bytes past
+// which it answers ErrTooLarge (2 MiB; it counts about twice a value's
+// bytes), whatever the fleet.
+func (c *Consumer) fits(r *engine.Record, p *pending) bool {
+	w, b := c.tr.Cost(r)
+	return len(p.events)+c.tr.DirtyCount()+1+w <= c.hardWrites &&
+		len(p.events)*eventBytes+c.tr.DirtyBytes()+b <= c.hardBytes
+}
+
+// afterPart, when set (tests), is called after each part of a split
+// record is written, but the last.
+var afterPart func(c *Consumer)
+
+// applySplit evaluates a record whose output does not fit one write in
+// parts (Tracker.ApplyPart: a deleted fence's drivers, a point's fences
+// and routes), each of at most about a write's worth (the limit), and
+// writes each part with the cursor inside the record
+// (engine.CursorValue.Part: how many units of it the store holds); the
+// last part closes the record (Part 0). Each part's write holds the state
+// as of that part, so after a crash between two parts the consumer
+// restores it, reads the record again from the cursor (load) and goes on
+// with the units after the stored part (a deleted fence stays until its
+// last part, with the drivers not yet let go): each event once. It
+// reports whether the consumer goes on with the next record (false: it
+// was reloaded, or stopped).
+func (c *Consumer) applySplit(ctx context.Context, r *engine.Record, p *pending, backoff *time.Duration) bool {
+	// What is pending first: the parts start at a record's boundary.
+	if !c.flush(ctx, p, backoff) {
+		return false
+	}
+	for {
+		part := uint64(0) // how far into r the store is
+		if c.stored.LSN == r.LSN {
+			part = c.stored.Part
+		}
+		most := min(max(16, c.limit-1-c.tr.DirtyCount()), c.hardBytes/(eventBytes+160))
+		evs, n, done, bad := c.tr.ApplyPart(r, int(part), most)
+		if bad != nil {
+			c.stats.BadRecords.Add(1)
+			c.log.Warn("fleet events: a record decides nothing", "lsn", r.LSN, "err", bad)
+		}
+		if p.pos() == c.stored {
+			p.since = time.Now()
+		}
+		p.upto, p.part = r.LSN, 0
+		if !done {
+			p.part = part + uint64(n)
+		}
+		p.events = append(p.events, evs...)
+		if !c.flush(ctx, p, backoff) {
+			return false
+		}
+		if done {
+			return true
+		}
+		if afterPart != nil {
+			afterPart(c)
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+	}
 }
 
 // flush writes what p holds. It reports whether the consumer's state is
 // still the one it evaluated (false: it was reloaded from the store).
 func (c *Consumer) flush(ctx context.Context, p *pending, backoff *time.Duration) bool {
-	if p.upto <= c.stored {
+	if !c.stored.Before(p.pos()) {
 		return true
 	}
-	w := engine.DerivedWrite{After: c.stored, Upto: p.upto, Writes: make([]engine.Write, 0, len(p.events)+c.tr.DirtyCount()+1)}
+	w := engine.DerivedWrite{After: c.stored.LSN, AfterPart: c.stored.Part, Upto: p.upto, UptoPart: p.part,
+		Writes: make([]engine.Write, 0, len(p.events)+c.tr.DirtyCount()+1)}
 	// The marks go with this write when a driver's routes changed (the
 	// restore's replay assumes they did not since the marks), when the
 	// checkpoint is due, or when the write is full anyway; otherwise they
@@ -536,14 +666,14 @@ func (c *Consumer) flush(ctx context.Context, p *pending, backoff *time.Duration
 	if err != nil {
 		c.stats.Errors.Add(1)
 		if !errors.Is(err, engine.ErrCursorMoved) && ctx.Err() == nil {
-			c.log.Warn("fleet events: writing; reading the state again from the store", "after", w.After, "upto", w.Upto, "err", err)
+			c.log.Warn("fleet events: writing; reading the state again from the store", "after", w.After, "upto", w.Upto, "upto_part", w.UptoPart, "writes", len(w.Writes), "err", err)
 		}
 		if ctx.Err() == nil {
 			sleep(ctx, *backoff)
 			*backoff = min(2**backoff, 2*time.Second)
 		}
 		c.reload(ctx)
-		*p = pending{upto: c.stored}
+		*p = pending{upto: c.stored.LSN, part: c.stored.Part}
 		return false
 	}
 	*backoff = 50 * time.Millisecond
@@ -561,8 +691,8 @@ func (c *Consumer) flush(ctx context.Context, p *pending, backoff *time.Duration
 			}
 		}
 	}
-	c.stored = p.upto
-	c.stats.Stored.Store(c.stored)
+	c.stored = p.pos()
+	c.stats.Stored.Store(whole(c.stored))
 	c.tr.ClearDirty(!withMarks)
 	c.count()
 	p.events = p.events[:0]

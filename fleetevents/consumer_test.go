@@ -28,12 +28,21 @@ var checkpoint = 10 * time.Millisecond
 
 func open(t *testing.T, dir string) *node {
 	t.Helper()
+	return openWith(t, dir, nil)
+}
+
+// openWith is open with the engine's configuration changed by set.
+func openWith(t *testing.T, dir string, set func(*engine.Config)) *node {
+	t.Helper()
 	db, err := wal.Open(wal.Options{Dir: dir, MemoryBytes: 32 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := engine.DefaultConfig()
 	cfg.MinFreeBytes = 0
+	if set != nil {
+		set(&cfg)
+	}
 	e, err := engine.New(cfg, db, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -6,5 +6,8 @@
 // A crash or a power cut at any moment leaves each transition in the log
 // exactly once: the consumer resumes from the cursor written with the last
 // events, and a write whose range of the log is already covered changes
-// nothing.
+// nothing. No write is larger than the engine takes: what one record
+// decides beyond a write is written in parts, with the cursor inside the
+// record (engine.CursorValue.Part), and a restart goes on from the part
+// the store holds.
 package fleetevents

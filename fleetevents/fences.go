@@ -3,10 +3,12 @@ package fleetevents
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
 	"routehound/engine"
+	"routehound/fleet"
 )
 
 // The fence event types of fleet_events.
@@ -118,23 +120,51 @@ func (t *Tracker) putFence(r *engine.Record) error {
 // dropFence deletes a fence: the drivers inside exit with reason
 // "deleted", decided by the deletion's record.
 func (t *Tracker) dropFence(r *engine.Record) []Event {
+	evs, _, _ := t.dropFencePart(r, math.MaxInt)
+	return evs
+}
+
+// dropSize is how many drivers' states a record deleting a fence lets go
+// (0: r deletes no fence the tracker follows).
+func (t *Tracker) dropSize(r *engine.Record) int {
+	if r.Table != fleet.TableFences || r.Op != engine.OpDelete || t.fences[r.Key] == nil {
+		return 0
+	}
+	return max(1, len(t.states[r.Key]))
+}
+
+// dropFencePart is one part of a fence's deletion: the first most drivers
+// at the fence (by name) exit, those inside with an event, and lose their
+// state; once none is left the fence goes (done). A part is what one write
+// of the consumer carries; the fence stays, with the drivers not yet
+// exited, until the last part, so that a restore between two parts goes
+// on with the same record where the store is. n is how many drivers this
+// part let go.
+func (t *Tracker) dropFencePart(r *engine.Record, most int) (evs []Event, n int, done bool) {
 	d, ok := t.fences[r.Key]
 	if !ok {
-		return nil
+		return nil, 0, true
 	}
-	var evs []Event
 	states := t.states[r.Key]
 	for _, driver := range sortedKeys(states) {
+		if n == most {
+			break
+		}
 		if states[driver].Inside {
 			evs = append(evs, Event{Type: FenceExit, Fence: d.ID, Name: d.Name, Driver: driver,
 				At: r.CommittedAt.UTC().Format(time.RFC3339Nano), Reason: "deleted", PointLSN: r.LSN})
 		}
+		delete(states, driver)
 		t.dirtyStates[stateKey(r.Key, driver)] = nil
+		n++
+	}
+	if len(states) > 0 {
+		return evs, n, false
 	}
 	delete(t.states, r.Key)
 	delete(t.fences, r.Key)
 	t.dirtyFences[r.Key] = nil
-	return evs
+	return evs, n, true
 }
 
 // fencePoint evaluates one point of a driver against every fence: a
@@ -145,48 +175,55 @@ func (t *Tracker) fencePoint(driver string, lat, lng float64, ts time.Time, at s
 		return evs
 	}
 	for _, id := range sortedKeys(t.fences) {
-		f := t.fences[id]
-		in := DistanceM(lat, lng, f.Lat, f.Lng) <= f.RadiusM
-		st := t.states[id][driver]
-		if st == nil {
-			if !in {
-				continue
-			}
-			st = &FenceState{}
-		} else if ts.Before(st.TS) {
-			continue // late for this fence
-		}
-		st.TS = ts
-		key := stateKey(id, driver)
-		if in == st.Inside {
-			st.Since, st.SinceAt = nil, ""
-		} else {
-			if st.Since == nil {
-				since := ts
-				st.Since, st.SinceAt = &since, at
-			}
-			if ts.Sub(*st.Since) >= t.dwell {
-				typ := FenceEnter
-				if !in {
-					typ = FenceExit
-				}
-				evs = append(evs, Event{Type: typ, Fence: id, Name: f.Name, Driver: driver, At: at, Since: st.SinceAt, PointLSN: lsn})
-				st.Inside, st.Since, st.SinceAt = in, nil, ""
-			}
-		}
-		if !st.Inside && st.Since == nil {
-			// Outside with nothing pending: no state.
-			if _, had := t.states[id][driver]; had {
-				delete(t.states[id], driver)
-				t.dirtyStates[key] = nil
-			}
-			continue
-		}
-		if t.states[id] == nil {
-			t.states[id] = map[string]*FenceState{}
-		}
-		t.states[id][driver] = st
-		t.dirtyStates[key] = st
+		evs = t.fenceAt(id, driver, lat, lng, ts, at, lsn, evs)
 	}
+	return evs
+}
+
+// fenceAt evaluates one point of a driver against fence id (fencePoint):
+// at most one event and one state written.
+func (t *Tracker) fenceAt(id, driver string, lat, lng float64, ts time.Time, at string, lsn uint64, evs []Event) []Event {
+	f := t.fences[id]
+	in := DistanceM(lat, lng, f.Lat, f.Lng) <= f.RadiusM
+	st := t.states[id][driver]
+	if st == nil {
+		if !in {
+			return evs
+		}
+		st = &FenceState{}
+	} else if ts.Before(st.TS) {
+		return evs // late for this fence
+	}
+	st.TS = ts
+	key := stateKey(id, driver)
+	if in == st.Inside {
+		st.Since, st.SinceAt = nil, ""
+	} else {
+		if st.Since == nil {
+			since := ts
+			st.Since, st.SinceAt = &since, at
+		}
+		if ts.Sub(*st.Since) >= t.dwell {
+			typ := FenceEnter
+			if !in {
+				typ = FenceExit
+			}
+			evs = append(evs, Event{Type: typ, Fence: id, Name: f.Name, Driver: driver, At: at, Since: st.SinceAt, PointLSN: lsn})
+			st.Inside, st.Since, st.SinceAt = in, nil, ""
+		}
+	}
+	if !st.Inside && st.Since == nil {
+		// Outside with nothing pending: no state.
+		if _, had := t.states[id][driver]; had {
+			delete(t.states[id], driver)
+			t.dirtyStates[key] = nil
+		}
+		return evs
+	}
+	if t.states[id] == nil {
+		t.states[id] = map[string]*FenceState{}
+	}
+	t.states[id][driver] = st
+	t.dirtyStates[key] = st
 	return evs
 }

@@ -133,6 +133,11 @@ type Tracker struct {
 	// marks (the consumer's restore replays marks over a log range in
 	// which no driver's routes changed).
 	moved bool
+	// legacy: routes restored with the places their route_progress still
+	// carries (a store written before the places moved to fleet_consumer):
+	// the first write of such a route's progress, which drops them, writes
+	// its places too.
+	legacy map[string]bool
 
 	fenceTracker
 }
@@ -145,7 +150,7 @@ func NewTracker(stopRadiusM float64) *Tracker {
 	}
 	return &Tracker{radius: stopRadiusM, routes: map[string]*Progress{}, byDriver: map[string][]string{},
 		marks: map[string]Mark{}, dirtyRoutes: map[string]*Progress{}, dirtyPlaces: map[string]*Places{}, dirtyMarks: map[string]*Mark{},
-		fenceTracker: newFenceTracker()}
+		legacy: map[string]bool{}, fenceTracker: newFenceTracker()}
 }
 
 // Restore puts back the state persisted by a previous run (route_progress,
@@ -263,7 +268,11 @@ func (t *Tracker) markRoute(route string, p *Progress) {
 	}
 	if p != nil {
 		t.dirtyStops += len(p.Stops)
+		if t.legacy[route] {
+			t.dirtyPlaces[route] = placesOf(p)
+		}
 	}
+	delete(t.legacy, route)
 	t.dirtyRoutes[route] = p
 }
 
@@ -416,31 +425,129 @@ type pointValue struct {
 }
 
 func (t *Tracker) point(r *engine.Record) ([]Event, error) {
+	evs, _, _, err := t.pointPart(r, 0, math.MaxInt)
+	return evs, err
+}
+
+// pointPart evaluates a point from unit from on, units of at most about
+// most writes (at least one unit): the units of a point are the fences, by
+// id (each at most an event and a state), then its driver's routes, by
+// name (each the events of one route and its progress). n is how many
+// units it evaluated, done whether they were the last. Evaluated from 0
+// to the end in one call, it is the point's whole evaluation; in parts,
+// the same, as long as the tracker's state is the one the earlier parts
+// left (a restore at a cursor inside the record: the store holds it).
+func (t *Tracker) pointPart(r *engine.Record, from, most int) (evs []Event, n int, done bool, err error) {
 	driver := r.Key
 	routes := t.byDriver[driver]
 	if len(routes) == 0 && len(t.fences) == 0 {
-		return nil, nil // a driver without a route decides nothing
+		return nil, 0, true, nil // a driver without a route decides nothing
 	}
 	ts, lat, lng, at, err := decodePoint(r)
 	if err != nil {
-		return nil, err
+		return nil, 0, true, err
 	}
-	evs := t.fencePoint(driver, lat, lng, ts, at, r.LSN, nil)
+	var fences []string
+	if len(t.fences) > 0 {
+		fences = sortedKeys(t.fences)
+	}
+	cost := 0
+	u := from
+	for ; u < len(fences); u++ {
+		if n > 0 && cost+fenceCost > most {
+			return evs, n, false, nil
+		}
+		evs = t.fenceAt(fences[u], driver, lat, lng, ts, at, r.LSN, evs)
+		cost += fenceCost
+		n++
+	}
 	if len(routes) == 0 {
-		return evs, nil
+		return evs, n, true, nil
 	}
+	// The mark moves in every part (to the same point: a later part finds
+	// it at this point, not late).
 	if !t.moveMark(driver, ts, r.LSN) {
-		return evs, nil // late: older than a point already evaluated
+		return evs, n, true, nil // late: older than a point already evaluated
 	}
-	u := unitOf(lat, lng)
-	for _, route := range routes {
-		evs = t.advance(t.routes[route], lat, lng, u, ts, at, r.LSN, evs)
+	unit := unitOf(lat, lng)
+	for ; u < len(fences)+len(routes); u++ {
+		p := t.routes[routes[u-len(fences)]]
+		c := routeCost(p)
+		if n > 0 && cost+c > most {
+			return evs, n, false, nil
+		}
+		cost += c
+		evs = t.advance(p, lat, lng, unit, ts, at, r.LSN, evs)
+		n++
 	}
-	return evs, nil
+	return evs, n, true, nil
+}
+
+// fenceCost and routeCost bound the writes of a unit of a point (an event
+// and a state; a route's events and its progress and places).
+const fenceCost = 2
+
+func routeCost(p *Progress) int { return len(p.Stops) + 3 }
+
+// Cost bounds what record r's evaluation writes: records, and bytes as
+// DirtyBytes counts them. The consumer evaluates a record whose cost does
+// not fit one write in parts (ApplyPart).
+func (t *Tracker) Cost(r *engine.Record) (writes, bytes int) {
+	switch {
+	case r.Table == fleet.TableFences && r.Op == engine.OpDelete:
+		if n := t.dropSize(r); n > 0 {
+			return 2*n + 1, n*(eventBytes+160) + 160
+		}
+	case r.Table == fleet.TablePositions && r.Op == engine.OpPut:
+		routes := t.byDriver[r.Key]
+		if len(routes) == 0 && len(t.fences) == 0 {
+			return 0, 0
+		}
+		writes, bytes = fenceCost*len(t.fences)+1, len(t.fences)*(eventBytes+160)+160
+		for _, route := range routes {
+			p := t.routes[route]
+			writes += routeCost(p)
+			bytes += (len(p.Stops)+1)*eventBytes + len(p.Stops)*200 + 3*160
+		}
+	case r.Table == fleet.TableAssignments && r.Op == engine.OpPut:
+		// At most 1,000 stops: the progress, the places, the old route's.
+		return 4, len(r.Value) * 4
+	}
+	return writes, bytes
+}
+
+// ApplyPart evaluates record r in parts, for a record whose output does
+// not fit one write (Cost): from is how many units of it earlier parts
+// evaluated, most about how many writes this part may make. It returns
+// the events of this part, how many units it evaluated (at least one
+// while any is left) and whether r is done. A fence's deletion: its units
+// are the drivers at it, and from is not needed (each part deletes the
+// states of the drivers it lets go, so the state says where it is); a
+// point: its fences and routes (pointPart). Any other record is done in
+// one part.
+func (t *Tracker) ApplyPart(r *engine.Record, from, most int) (events []Event, n int, done bool, bad error) {
+	switch {
+	case r.Table == fleet.TableFences && r.Op == engine.OpDelete:
+		events, n, done = t.dropFencePart(r, max(1, most/2))
+		return events, n, done, nil
+	case r.Table == fleet.TablePositions && r.Op == engine.OpPut:
+		return t.pointPart(r, from, most)
+	}
+	events, bad = t.Apply(r)
+	return events, 0, true, bad
 }
 
 // decodePoint reads a stored point: its ts (parsed, and as sent), lat, lng.
 func decodePoint(r *engine.Record) (ts time.Time, lat, lng float64, at string, err error) {
+	// The stored form first, by hand (most of the consumer's time per
+	// point was encoding/json's); anything else as before.
+	if lat, lng, at, ok := fleet.ScanPlace(r.Value); ok {
+		ts, err = time.Parse(time.RFC3339Nano, at)
+		if err != nil {
+			return ts, 0, 0, "", fmt.Errorf("point of %s at lsn %d: ts: %w", r.Key, r.LSN, err)
+		}
+		return ts, lat, lng, at, nil
+	}
 	var pv pointValue
 	if err := json.Unmarshal(r.Value, &pv); err != nil {
 		return ts, 0, 0, "", fmt.Errorf("point of %s at lsn %d: %w", r.Key, r.LSN, err)

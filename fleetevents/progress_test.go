@@ -366,3 +366,28 @@ func TestReplayMarks(t *testing.T) {
 		}
 	}
 }
+
+// A stored point reads the same by the fast path (fleet.ScanPlace) and
+// by encoding/json (the same value with a space after the brace, which the
+// fast path leaves): ts parsed and as sent, lat, lng; and what either
+// refuses, both refuse.
+func TestDecodePointForms(t *testing.T) {
+	for _, v := range []string{
+		`{"seq":1,"lat":52.5,"lng":13.4,"ts":"2026-11-23T10:00:00Z"}`,
+		`{"seq":7,"lat":-0.000001,"lng":179.99999,"ts":"2026-11-23T10:00:00.123456789+01:00","speed_kmh":31.5,"heading":90}`,
+		`{"lat":1e-3,"lng":-2E1,"ts":"2026-11-23T10:00:00.5Z","charging":true,"battery":80}`,
+		`{"seq":1,"lat":52.5,"lng":13.4,"ts":"noon"}`,
+		`{"seq":1,"lat":52.5,"lng":13.4}`,
+	} {
+		fast := engine.Record{Key: "d", LSN: 3, Value: []byte(v)}
+		slow := engine.Record{Key: "d", LSN: 3, Value: []byte("{ " + v[1:])}
+		if _, _, _, ok := fleet.ScanPlace(slow.Value); ok {
+			t.Fatalf("the fast path took %s", slow.Value)
+		}
+		ts1, lat1, lng1, at1, err1 := decodePoint(&fast)
+		ts2, lat2, lng2, at2, err2 := decodePoint(&slow)
+		if !ts1.Equal(ts2) || lat1 != lat2 || lng1 != lng2 || at1 != at2 || (err1 == nil) != (err2 == nil) {
+			t.Errorf("%s: fast %v %v %v %q %v, json %v %v %v %q %v", v, ts1, lat1, lng1, at1, err1, ts2, lat2, lng2, at2, err2)
+		}
+	}
+}
