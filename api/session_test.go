@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/coder/websocket"
 
 	"routehound/api"
+	"routehound/internal/apptest"
 )
 
 // The dashboard's browser sessions on the table streams and writes
@@ -296,4 +298,53 @@ func TestSessionTableEndpoints(t *testing.T) {
 		}
 		wantError(t, f.sessionDo(t, "PUT", keyPath, s.cookie, `1`, "Origin", origin), http.StatusUnauthorized, "unauthorized")
 	})
+}
+
+// TestSSEOverHTTP2: an event stream over HTTP/2 (which cannot be hijacked)
+// streams on the handler's goroutine: the snapshot, then changes; over
+// HTTP/1.1 the same server hijacks (TestSession… and the stream tests).
+func TestSSEOverHTTP2(t *testing.T) {
+	s := apptest.Start(t, apptest.Options{})
+	ts := httptest.NewUnstartedServer(s.App.API)
+	ts.EnableHTTP2 = true
+	ts.StartTLS()
+	defer ts.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*streamWait)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", ts.URL+"/v1/tables/h2/events", nil)
+	req.Header.Set("Authorization", "Bearer "+s.Token(t, "dashboard"))
+	res, err := ts.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK || res.ProtoMajor != 2 || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/event-stream") {
+		t.Fatalf("GET events over TLS: %d %s %q", res.StatusCode, res.Proto, res.Header.Get("Content-Type"))
+	}
+	events := make(chan sseEvent, 16)
+	go readSSE(ctx, res.Body, events)
+	next := func() sseEvent {
+		t.Helper()
+		select {
+		case ev := <-events:
+			return ev
+		case <-ctx.Done():
+			t.Fatal("no event over HTTP/2")
+		}
+		return sseEvent{}
+	}
+	if ev := next(); ev.event != "snapshot" {
+		t.Fatalf("first event %v, want the snapshot", ev)
+	}
+	put, _ := http.NewRequestWithContext(ctx, "PUT", s.URL+"/v1/tables/h2/keys/k", strings.NewReader(`{"n":1}`))
+	put.Header.Set("Authorization", "Bearer "+s.Token(t, "dashboard"))
+	put.Header.Set("Content-Type", "application/json")
+	pr, err := s.Client.Do(put)
+	if err != nil || pr.StatusCode != http.StatusCreated {
+		t.Fatalf("PUT: %v %v", pr, err)
+	}
+	pr.Body.Close()
+	if ev := next(); ev.event != "put" || !ev.hasID {
+		t.Fatalf("event %v, want the put", ev)
+	}
 }
