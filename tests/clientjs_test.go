@@ -206,4 +206,49 @@ func TestTablePageResyncInBrowser(t *testing.T) {
 		t.Fatalf("DELETE k3: %v %v", r, err)
 	}
 	step("the delete after the resync", chromedp.WaitNotPresent(chromedp.CSS(`[data-key="k3"]`)))
+
+	// The client's session mode over SSE, from this page: a same-origin
+	// GET carries no Origin, so the page's CSRF token goes in
+	// X-RouteHound-CSRF; without it the stream is refused (cross_origin).
+	awaitEval := func(what, body string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(browser, 10*time.Second)
+		defer cancel()
+		s, err := chromedp.Run(ctx, chromedp.Evaluate[string]("(async () => {"+body+"})()", chromedp.EvalAwaitPromise))
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return s
+	}
+	if got := awaitEval("a session GET without the CSRF header", `
+		const r = await fetch("/ui/v1/tables/rs/events");
+		return r.status + " " + (await r.json()).code;`); got != "403 cross_origin" {
+		t.Fatalf("the event stream without the page's CSRF header answered %s, want 403 cross_origin", got)
+	}
+	awaitEval("subscribe over SSE with the session", `
+		const m = await import("/v1/client.js");
+		window.rh2 = m.connect({session: {csrf: document.getElementById("key-table").dataset.csrf}});
+		window.s2 = rh2.subscribe("rs", {transport: "sse"});
+		return "ok";`)
+	deadline = time.Now().Add(5 * time.Second)
+	for eval("session SSE", `String(s2.state === "live" && s2.rows.has("k1") && !s2.rows.has("k3"))`) != "true" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the session's SSE subscription: %s", eval("state", `s2.state + " " + [...s2.rows.keys()].join(",")`))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := awaitEval("put with the session", `
+		const r = await rh2.put("rs", "k9", {n: 9}, {ifVersion: 0});
+		try { await rh2.put("rs", "k9", {n: 10}, {ifVersion: 0}); return "second create accepted"; }
+		catch (e) { return r.version + " " + e.code; }`); got != "1 version_conflict" {
+		t.Fatalf("session puts answered %q", got)
+	}
+	step("the session's put, live on the page", chromedp.WaitVisible(chromedp.CSS(`[data-key="k9"]`)))
+	deadline = time.Now().Add(5 * time.Second)
+	for eval("session SSE change", `String(s2.rows.get("k9")?.value.n === 9)`) != "true" {
+		if time.Now().After(deadline) {
+			t.Fatal("the session's SSE subscription did not get its own put")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
