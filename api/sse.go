@@ -105,6 +105,7 @@ func streamSSE(h *hub.Hub, sub *hub.Sub, from *uint64, sink *sseSink, sessionCtx
 	if err := sink.flush(); err != nil {
 		return
 	}
+	sink.conn.SetReadDeadline(time.Time{}) // none a request's header or body read may have left
 	go func(conn net.Conn) {
 		var b [64]byte
 		for {
