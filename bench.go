@@ -380,6 +380,14 @@ func startBenchServer(ctx context.Context, o ingestOptions) (*benchServer, error
 var errBenchPortInUse = errors.New("port already in use")
 
 func (s *benchServer) start(ctx context.Context, exe, cfgPath string) error {
+	return s.startCmd(ctx, exe, func(addr string) ([]string, error) {
+		return []string{"serve", "--config", cfgPath, "--data", s.dataDir, "--listen", addr}, nil
+	}, "/readyz")
+}
+
+// startCmd starts exe with the arguments argv gives for a free loopback
+// address and waits until GET readyPath answers 200 there.
+func (s *benchServer) startCmd(ctx context.Context, exe string, argv func(addr string) ([]string, error), readyPath string) error {
 	port, err := freeLoopbackPort()
 	if err != nil {
 		return err
@@ -391,7 +399,11 @@ func (s *benchServer) start(ctx context.Context, exe, cfgPath string) error {
 	}
 	defer logf.Close() // the child keeps its own descriptor
 	offset, _ := logf.Seek(0, io.SeekEnd)
-	cmd := exec.Command(exe, "serve", "--config", cfgPath, "--data", s.dataDir, "--listen", addr)
+	args, err := argv(addr)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(exe, args...)
 	cmd.Dir = s.dir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Own process group, so that SIGKILL reaches all of it; Pdeathsig, so
@@ -415,12 +427,12 @@ func (s *benchServer) start(ctx context.Context, exe, cfgPath string) error {
 			if strings.Contains(readFromOffset(s.logPath, offset), "address already in use") {
 				return errBenchPortInUse
 			}
-			return fmt.Errorf("routehound serve exited before ready (%v)", cmd.ProcessState)
+			return fmt.Errorf("%s %s exited before ready (%v)", filepath.Base(exe), args[0], cmd.ProcessState)
 		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if r, err := hc.Get(s.base + "/readyz"); err == nil {
+		if r, err := hc.Get(s.base + readyPath); err == nil {
 			io.Copy(io.Discard, io.LimitReader(r.Body, 1<<16))
 			r.Body.Close()
 			if r.StatusCode == http.StatusOK {
@@ -429,7 +441,7 @@ func (s *benchServer) start(ctx context.Context, exe, cfgPath string) error {
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
-	return fmt.Errorf("GET /readyz did not answer 200 within %v", benchReadyTimeout)
+	return fmt.Errorf("GET %s did not answer 200 within %v", readyPath, benchReadyTimeout)
 }
 
 // close stops the child if it runs (SIGTERM, SIGKILL to its group after

@@ -40,6 +40,7 @@ type fanoutOptions struct {
 	warmup, measure    time.Duration
 	dir                string
 	server             string // the routehound binary run as the server ("": this one)
+	centrifugo         string // a Centrifugo binary, the server of the transport "centrifugo"
 	jsonOut            string
 	quiet              bool
 }
@@ -76,7 +77,7 @@ func benchFanout(args []string) error {
 	var o fanoutOptions
 	var transports string
 	fs := flag.NewFlagSet("bench fanout", flag.ContinueOnError)
-	fs.StringVar(&transports, "transports", "ws,ws-batch,sse", "transports, run in turn in each round: ws (one change frame per change), ws-batch (changes frames), sse")
+	fs.StringVar(&transports, "transports", "ws,ws-batch,sse", "transports, run in turn in each round: ws (one change frame per change), ws-batch (changes frames), sse, centrifugo (needs --centrifugo)")
 	fs.IntVar(&o.subs, "subscribers", 100, "subscribers of the latency and saturation phases")
 	fs.IntVar(&o.tables, "tables", 1, "tables they are spread over (round robin)")
 	fs.IntVar(&o.rate, "rate", 1000, "changes/s of the latency phase, round robin over the tables")
@@ -88,6 +89,7 @@ func benchFanout(args []string) error {
 	fs.DurationVar(&o.measure, "measure", 10*time.Second, "each measured window (latency, saturation)")
 	fs.StringVar(&o.dir, "dir", os.TempDir(), "where the child servers' temporary data dirs go")
 	fs.StringVar(&o.server, "server", "", "the routehound binary to run as the server (default: this one), e.g. another build to compare")
+	fs.StringVar(&o.centrifugo, "centrifugo", "", "a Centrifugo (v6) binary: the transport centrifugo runs it as the server (memory broker, nothing durable; its WebSocket with the JSON protocol, publishes through its HTTP API), measured by the same client")
 	fs.StringVar(&o.jsonOut, "json", "", "write the results as JSON to this file")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress lines")
 	if err := fs.Parse(args); err != nil {
@@ -98,8 +100,11 @@ func benchFanout(args []string) error {
 	}
 	o.transports = strings.Split(transports, ",")
 	for _, t := range o.transports {
-		if t != "ws" && t != "ws-batch" && t != "sse" {
-			return fmt.Errorf("bench fanout: transport %q: want ws, ws-batch or sse", t)
+		if t == "centrifugo" && o.centrifugo == "" {
+			return errors.New("bench fanout: transport centrifugo needs --centrifugo BINARY")
+		}
+		if t != "ws" && t != "ws-batch" && t != "sse" && t != "centrifugo" {
+			return fmt.Errorf("bench fanout: transport %q: want ws, ws-batch, sse or centrifugo", t)
 		}
 	}
 	switch {
@@ -158,6 +163,7 @@ type fanoutTarget struct {
 	base, dashboard, admin string
 	pid                    int
 	hc                     *http.Client
+	centrifugo             bool // a Centrifugo server: publish through its HTTP API, no tokens
 }
 
 func runFanoutBench(ctx context.Context, o fanoutOptions, transport string) (*fanoutResult, error) {
@@ -174,6 +180,9 @@ func runFanoutBench(ctx context.Context, o fanoutOptions, transport string) (*fa
 	defer s.close()
 	if err := os.Mkdir(s.dataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("bench fanout: %w", err)
+	}
+	if transport == "centrifugo" {
+		return runCentrifugo(ctx, o, s, progress)
 	}
 	tg, cfgPath, err := writeFanoutConfig(dir, max(o.idle, o.subs), max(o.idleTables, o.tables))
 	if err != nil {
@@ -196,6 +205,35 @@ func runFanoutBench(ctx context.Context, o fanoutOptions, transport string) (*fa
 	defer tg.hc.CloseIdleConnections()
 	progress("server %s (pid %d)", tg.base, tg.pid)
 	return measureFanout(ctx, o, transport, tg, progress)
+}
+
+// runCentrifugo runs the three phases against a Centrifugo server (o.centrifugo)
+// started on s's dir: client connections and HTTP API without auth (a
+// benchmark on loopback), the memory broker, pprof on for the memory phase.
+func runCentrifugo(ctx context.Context, o fanoutOptions, s *benchServer, progress func(string, ...any)) (*fanoutResult, error) {
+	exe, err := filepath.Abs(o.centrifugo)
+	if err != nil {
+		return nil, fmt.Errorf("bench fanout: --centrifugo: %w", err)
+	}
+	cfgPath := filepath.Join(s.dir, "centrifugo.json")
+	argv := func(addr string) ([]string, error) {
+		_, port, _ := strings.Cut(addr, ":")
+		cfg := fmt.Sprintf(`{"http_server":{"address":"127.0.0.1","port":%s},"log":{"level":"error"},`+
+			`"client":{"insecure":true,"allowed_origins":["*"]},"http_api":{"insecure":true},`+
+			`"channel":{"without_namespace":{"allow_subscribe_for_client":true}},"debug":{"enabled":true}}`, port)
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+			return nil, err
+		}
+		return []string{"--config", cfgPath}, nil
+	}
+	if err := s.startCmd(ctx, exe, argv, "/debug/pprof/"); err != nil {
+		return nil, fmt.Errorf("bench fanout: %w\nserver log tail:\n%s", err, logTail(s.logPath, 4<<10))
+	}
+	tg := &fanoutTarget{base: s.base, pid: s.pid(), centrifugo: true,
+		hc: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 0}, Timeout: benchAnswerTimeout}}
+	defer tg.hc.CloseIdleConnections()
+	progress("centrifugo %s (pid %d)", tg.base, tg.pid)
+	return measureFanout(ctx, o, "centrifugo", tg, progress)
 }
 
 // measureFanout runs the three phases against tg.
@@ -359,7 +397,9 @@ func (r *receipts) percentiles() (p50, p99, pmax float64) {
 func subscribeFanout(ctx context.Context, tg *fanoutTarget, transport, table string, rec *receipts, wg *sync.WaitGroup) error {
 	ready := make(chan error, 1)
 	wg.Add(1)
-	if transport == "sse" {
+	if transport == "centrifugo" {
+		go subscribeCentrifugo(ctx, tg, table, rec, wg, ready)
+	} else if transport == "sse" {
 		req, err := http.NewRequestWithContext(ctx, "GET", tg.base+"/v1/tables/"+table+"/events", nil)
 		if err != nil {
 			wg.Done()
@@ -444,6 +484,59 @@ func subscribeFanout(ctx context.Context, tg *fanoutTarget, transport, table str
 	}
 }
 
+// subscribeCentrifugo is subscribeFanout's subscriber of a Centrifugo
+// channel: its WebSocket with the JSON protocol (connect, subscribe, then
+// publications as pushes; several messages a frame, one a line), answering
+// the server's pings.
+func subscribeCentrifugo(ctx context.Context, tg *fanoutTarget, channel string, rec *receipts, wg *sync.WaitGroup, ready chan<- error) {
+	defer wg.Done()
+	c, _, err := websocket.Dial(ctx, strings.Replace(tg.base, "http", "ws", 1)+"/connection/websocket", nil)
+	if err != nil {
+		ready <- fmt.Errorf("bench fanout: Centrifugo WebSocket %s: %w", channel, err)
+		return
+	}
+	defer c.CloseNow()
+	c.SetReadLimit(16 << 20)
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"id":1,"connect":{}}`)); err != nil {
+		ready <- fmt.Errorf("bench fanout: Centrifugo connect %s: %w", channel, err)
+		return
+	}
+	live := false
+	for {
+		_, data, err := c.Read(ctx)
+		if err != nil {
+			if !live {
+				ready <- fmt.Errorf("bench fanout: Centrifugo %s ended before its subscription: %w", channel, err)
+			}
+			return
+		}
+		for line := range bytes.SplitSeq(data, []byte("\n")) {
+			switch {
+			case bytes.HasPrefix(line, []byte(`{"push"`)):
+				rec.saw(line)
+			case bytes.Equal(bytes.TrimSpace(line), []byte(`{}`)): // ping
+				if err := c.Write(ctx, websocket.MessageText, []byte(`{}`)); err != nil {
+					return
+				}
+			case bytes.Contains(line, []byte(`"error"`)):
+				if !live {
+					ready <- fmt.Errorf("bench fanout: Centrifugo %s: %s", channel, line)
+					return
+				}
+			case bytes.HasPrefix(line, []byte(`{"id":1,`)):
+				msg := fmt.Sprintf(`{"id":2,"subscribe":{"channel":%q}}`, channel)
+				if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+					ready <- fmt.Errorf("bench fanout: Centrifugo subscribe %s: %w", channel, err)
+					return
+				}
+			case !live && bytes.HasPrefix(line, []byte(`{"id":2,`)):
+				live = true
+				ready <- nil
+			}
+		}
+	}
+}
+
 // writeFanout puts changes round robin over tables for d: at rate per
 // second (writers 0), or with writers each as fast as it is answered. It
 // returns the writes answered 2xx.
@@ -452,19 +545,26 @@ func writeFanout(ctx context.Context, tg *fanoutTarget, tables []string, rate, w
 	var n atomic.Int64
 	put := func(i int64) {
 		body := fmt.Sprintf(`{"t":%d,"p":"0123456789abcdef0123456789abcdef"}`, time.Now().UnixNano())
-		req, err := http.NewRequestWithContext(ctx, "PUT", fmt.Sprintf("%s/v1/tables/%s/keys/k%d", tg.base, tables[i%int64(len(tables))], i%100), strings.NewReader(body))
+		table := tables[i%int64(len(tables))]
+		method, url := "PUT", fmt.Sprintf("%s/v1/tables/%s/keys/k%d", tg.base, table, i%100)
+		if tg.centrifugo { // a publication through the HTTP API (nothing durable)
+			method, url, body = "POST", tg.base+"/api/publish", fmt.Sprintf(`{"channel":%q,"data":%s}`, table, body)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
 		if err != nil {
 			return
 		}
-		req.Header.Set("Authorization", "Bearer "+tg.dashboard)
+		if tg.dashboard != "" {
+			req.Header.Set("Authorization", "Bearer "+tg.dashboard)
+		}
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := tg.hc.Do(req)
 		if err != nil {
 			return
 		}
-		io.Copy(io.Discard, resp.Body)
+		answer, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
 		resp.Body.Close()
-		if resp.StatusCode/100 == 2 {
+		if resp.StatusCode/100 == 2 && !(tg.centrifugo && bytes.Contains(answer, []byte(`"error"`))) {
 			ok.Add(1)
 		}
 	}
@@ -519,7 +619,9 @@ func serverMemory(ctx context.Context, tg *fanoutTarget) (serverMem, error) {
 		if err != nil {
 			return "", err
 		}
-		req.Header.Set("Authorization", "Bearer "+tg.admin)
+		if tg.admin != "" {
+			req.Header.Set("Authorization", "Bearer "+tg.admin)
+		}
 		resp, err := tg.hc.Do(req)
 		if err != nil {
 			return "", fmt.Errorf("bench fanout: GET %s: %w", path, err)

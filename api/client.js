@@ -15,6 +15,12 @@
 // WebSocket carries the token as the subprotocol
 // "routehound.bearer.<base64url(token)>" (next to "routehound", which the
 // server selects), and SSE is read with fetch, which sends the header.
+//
+// The box's own dashboard pages hold no token but a session cookie:
+// connect({ session: { csrf } }) then talks to /ui/v1 (the same endpoints,
+// for sessions, same-origin only), sends the cookie, and sends the page's
+// CSRF token in X-RouteHound-CSRF on its fetches (a same-origin GET has no
+// Origin header to show where it comes from).
 
 /**
  * @typedef {Object} Row
@@ -39,8 +45,11 @@
 
 /**
  * @typedef {Object} ClientOptions
- * @property {string} token  a bearer token (dashboard or admin role)
+ * @property {string} [token]  a bearer token (dashboard or admin role)
+ * @property {{csrf: string}} [session]  instead of a token, on a page of the box itself:
+ *   the dashboard's logged-in session (its cookie) and the page's CSRF token
  * @property {string} [base]  the box's origin; default: where this module was served from
+ * @property {string} [prefix]  the endpoints' path: default "/v1" with a token, "/ui/v1" with a session
  */
 
 /**
@@ -84,11 +93,24 @@ export function connect(opts) {
 export class Client {
   /** @param {ClientOptions} opts */
   constructor(opts) {
-    if (!opts || !opts.token) throw new TypeError("RouteHound: a token is required");
-    /** @type {string} */
-    this.token = opts.token;
+    if (!opts || (!opts.token && !opts.session)) throw new TypeError("RouteHound: a token or a session is required");
+    /** @type {string} a bearer token, "" with a session */
+    this.token = opts.token || "";
+    /** @type {string} the session's CSRF token, "" with a bearer token */
+    this.csrf = this.token ? "" : String(opts.session?.csrf || "");
     /** @type {string} */
     this.base = (opts.base || new URL(import.meta.url).origin).replace(/\/$/, "");
+    /** @type {string} */
+    this.prefix = (opts.prefix || (this.token ? "/v1" : "/ui/v1")).replace(/\/$/, "");
+  }
+
+  /** The credentials of a fetch: the bearer token, or the session's CSRF header (the cookie goes by itself). */
+  headers() {
+    /** @type {Record<string, string>} */
+    const h = {};
+    if (this.token) h.Authorization = "Bearer " + this.token;
+    else h["X-RouteHound-CSRF"] = this.csrf;
+    return h;
   }
 
   /**
@@ -116,6 +138,19 @@ export class Client {
   }
 
   /**
+   * Puts a key whose value is JSON text, sent as it is (no round trip
+   * through a JavaScript value: large numbers and key order are kept).
+   * @param {string} table
+   * @param {string} key
+   * @param {string} json  JSON text
+   * @param {{ifVersion?: number}} [opts]
+   * @returns {Promise<Row>}
+   */
+  putJSON(table, key, json, opts = {}) {
+    return this.#write("PUT", table, key, json, opts.ifVersion);
+  }
+
+  /**
    * Deletes a key (with ifVersion: only that version of it).
    * @param {string} table
    * @param {string} key
@@ -134,12 +169,11 @@ export class Client {
    * @param {number|undefined} ifVersion
    */
   async #write(method, table, key, body, ifVersion) {
-    /** @type {Record<string, string>} */
-    const headers = { Authorization: "Bearer " + this.token };
+    const headers = this.headers();
     if (body !== undefined) headers["Content-Type"] = "application/json";
     if (ifVersion !== undefined) headers["If-Match"] = '"' + ifVersion + '"';
-    const res = await fetch(`${this.base}/v1/tables/${encodeURIComponent(table)}/keys/${encodeURIComponent(key)}`,
-      { method, headers, body });
+    const res = await fetch(`${this.base}${this.prefix}/tables/${encodeURIComponent(table)}/keys/${encodeURIComponent(key)}`,
+      { method, headers, body, credentials: "same-origin" });
     const answer = await res.json().catch(() => ({}));
     if (!res.ok) throw new RouteHoundError(res.status, answer.code || "error", answer.message || res.statusText);
     return answer;
@@ -234,8 +268,10 @@ export class Subscription {
 
   /** @param {(why: string) => void} lost */
   #openWS(lost) {
-    const url = this.client.base.replace(/^http/, "ws") + "/v1/ws";
-    const ws = new WebSocket(url, ["routehound", "routehound.bearer." + base64url(this.client.token)]);
+    const url = this.client.base.replace(/^http/, "ws") + this.client.prefix + "/ws";
+    const protocols = ["routehound"];
+    if (this.client.token) protocols.push("routehound.bearer." + base64url(this.client.token));
+    const ws = new WebSocket(url, protocols);
     this.stop = () => { ws.close(); lost("closed by the client"); };
     ws.onopen = () => {
       /** @type {Record<string, unknown>} */
@@ -267,10 +303,10 @@ export class Subscription {
   #openSSE(lost) {
     const ctl = new AbortController();
     this.stop = () => { ctl.abort(); lost("closed by the client"); };
-    let url = `${this.client.base}/v1/tables/${encodeURIComponent(this.table)}/events`;
+    let url = `${this.client.base}${this.client.prefix}/tables/${encodeURIComponent(this.table)}/events`;
     if (this.lsn !== null) url += "?from=" + this.lsn;
     const run = async () => {
-      const res = await fetch(url, { headers: { Authorization: "Bearer " + this.client.token }, signal: ctl.signal });
+      const res = await fetch(url, { headers: this.client.headers(), credentials: "same-origin", signal: ctl.signal });
       if (!res.ok || !res.body) {
         const answer = await res.json().catch(() => ({}));
         if (this.opts.onError) this.opts.onError({ code: answer.code || "error", message: answer.message || res.statusText });

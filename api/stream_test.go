@@ -297,6 +297,11 @@ func (f *fixture) mustWS(t testing.TB, token string, hdr ...string) *wsClient {
 		}
 		t.Fatalf("dial /v1/ws: %v (status %d)", err, status)
 	}
+	return wrapWS(t, c)
+}
+
+// wrapWS reads c's frames into a wsClient (closed in t.Cleanup).
+func wrapWS(t testing.TB, c *websocket.Conn) *wsClient {
 	c.SetReadLimit(4 << 20)
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &wsClient{c: c, frames: make(chan wsFrame, 4096), done: make(chan error, 1), cancel: cancel}

@@ -50,9 +50,11 @@ type wsIn struct {
 // with the Authorization header, which a cross-site page cannot send, or
 // (a browser: /v1/client.js) with the token subprotocol (wsTokenProtocol),
 // which a page can only send if it holds the token; neither is ambient, so
-// no Origin is checked (the dashboard's cookie sessions use its own live
-// endpoint in ui). The handshake itself is checked first, so that a
-// malformed one is answered like every other error.
+// no Origin is checked here. The dashboard's cookie sessions reach it
+// under SessionPrefix, where allowSession has checked the Origin before
+// this handler runs, and the connection closes when the session ends. The
+// handshake itself is checked first, so that a malformed one is answered
+// like every other error.
 //
 // A connection runs two goroutines: a reader (wsConn.serve; this handler
 // returns after the upgrade) and a writer (wsConn.writer) that runs the
@@ -81,6 +83,11 @@ func (s *Server) wsHandler(h *hub.Hub) func(http.ResponseWriter, *http.Request, 
 		c.SetReadLimit(cfg.MaxMessageBytes)
 		conn := &wsConn{s: s, h: h, c: c, out: hj.out, role: role, remote: r.RemoteAddr, heartbeat: cfg.Heartbeat,
 			writeTimeout: cfg.WriteTimeout, start: make(chan wsStream)}
+		if sctx := sessionContext(r); sctx != nil {
+			// A dashboard session's connection ends with the session
+			// (logout, expiry): what it could read, it may no longer.
+			conn.stopSession = context.AfterFunc(sctx, func() { c.Close(websocket.StatusPolicyViolation, "session ended") })
+		}
 		// The connection's reader is a goroutine of its own, so that this
 		// handler returns: net/http's goroutine for the connection, its
 		// grown stack, its request and its buffers are given back. The
@@ -108,6 +115,8 @@ type wsConn struct {
 	mu     sync.Mutex // guards the current stream
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	stopSession func() bool // a session's connection: stops the close at the session's end; nil otherwise
 }
 
 // wsStream is one subscription for the writer to run.
@@ -123,6 +132,9 @@ func (wc *wsConn) serve(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer wc.stopStream()
+	if wc.stopSession != nil {
+		defer wc.stopSession()
+	}
 	wc.ctx = ctx
 	go wc.writer(ctx)
 	for {

@@ -326,6 +326,12 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 		eng.NoteForeground() // an operator at the dashboard: someone for the driver limit to protect
 		dash.ServeHTTP(w, r)
 	}))
+	// The table page's streams and writes for the dashboard's sessions,
+	// under /ui/v1 with the cookie and a same-origin check (api/session.go).
+	srv.MountSession(hb, func(r *http.Request) (api.Session, bool) {
+		role, csrf, ctx, ok := dash.Session(r)
+		return api.Session{Role: api.Role(role), CSRF: csrf, Context: ctx}, ok
+	})
 	srv.Handle("GET /{$}", http.HandlerFunc(ui.RedirectHome))
 
 	a.Addr = ln.Addr().(*net.TCPAddr)

@@ -136,25 +136,50 @@ func TestDashboardInBrowser(t *testing.T) {
 		)
 	}
 
-	// One table in both; each change made in A shows in B within 2 s.
+	// pageEval evaluates a JavaScript expression of ctx's page as a string.
+	pageEval := func(ctx context.Context, what, expr string) string {
+		t.Helper()
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		s, err := chromedp.Run(sctx, chromedp.Evaluate[string](expr, chromedp.EvalAwaitPromise))
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return s
+	}
+	put := chromedp.Click(chromedp.CSS(`#put-form button[type="submit"]`))
+
+	// One table in both; each change made in A shows in B within 2 s. The
+	// page is live through the box's browser client, /v1/client.js, over
+	// the session's /ui/v1 endpoints (the cookie, same origin): its puts
+	// and deletes go through the client with If-Match, without a reload.
 	live(a, "/ui/tables/shared")
 	live(b, "/ui/tables/shared")
 	step(a, "create k1 in A", 5*time.Second,
 		chromedp.SendKeys(chromedp.CSS(`#put-form input[name="key"]`), "k1"),
 		chromedp.SendKeys(chromedp.CSS(`#put-form textarea[name="value"]`), `{"v": 1}`),
-		chromedp.Submit(chromedp.CSS(`#put-form`)),
+		put,
 		chromedp.WaitVisible(chromedp.CSS(`[data-key="k1"]`)),
 	)
+	if got := pageEval(a, "A's requests", `(function(){
+		const r = performance.getEntriesByType("resource").map(e => new URL(e.name).pathname);
+		return [r.includes("/v1/client.js"), r.includes("/ui/v1/tables/shared/keys/k1"), location.search === ""].join(" ");
+	})()`); got != "true true true" {
+		t.Fatalf("the table page loaded /v1/client.js, put through /ui/v1, stayed without reload: %s; want all true", got)
+	}
 	t0 := time.Now()
 	waitText(b, `[data-key="k1"] [data-field="value"]`, "B sees the create", 2*time.Second, func(s string) bool { return s == `{"v":1}` })
 	t.Logf("create seen by B after %v", time.Since(t0))
 	step(a, "edit k1 in A", 5*time.Second,
 		chromedp.Navigate(h.base+"/ui/tables/shared?edit=k1"),
-		chromedp.WaitVisible(chromedp.CSS(`#put-form`)),
+		chromedp.WaitVisible(chromedp.CSS(`#live-state.live`)),
 		chromedp.SetValue(chromedp.CSS(`#put-form textarea[name="value"]`), `{"v": 2}`),
-		chromedp.Submit(chromedp.CSS(`#put-form`)),
-		chromedp.WaitVisible(chromedp.CSS(`#message`)),
+		put,
+		chromedp.WaitVisible(chromedp.CSS(`#message.ok`)),
 	)
+	if m := text(a, `#message`); !strings.HasPrefix(m, `put "k1" (version 2`) {
+		t.Errorf("A's message after the edit: %q", m)
+	}
 	t0 = time.Now()
 	waitText(b, `[data-key="k1"] [data-field="value"]`, "B sees the update", 2*time.Second, func(s string) bool { return s == `{"v":2}` })
 	t.Logf("update seen by B after %v", time.Since(t0))
@@ -164,7 +189,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	// A stale edit (B still holds version 1 in an edit form) gets a clear conflict.
 	step(b, "stale edit in B", 5*time.Second,
 		chromedp.Evaluate[chromedp.Void](`(function(){var f=document.getElementById("put-form");f.key.value="k1";f.value.value="3";f.version.value="1";})()`),
-		chromedp.Submit(chromedp.CSS(`#put-form`)),
+		put,
 		chromedp.WaitVisible(chromedp.CSS(`#message.error`)),
 	)
 	if m := text(b, `#message`); !strings.Contains(m, "Conflict") {
@@ -172,6 +197,19 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	live(b, "/ui/tables/shared")
 	live(a, "/ui/tables/shared")
+	// B edits the row it shows (the edit link fills the form with its
+	// current version, 2); A's row follows, with the new version.
+	step(b, "edit k1 in place in B", 5*time.Second,
+		chromedp.Click(chromedp.CSS(`[data-key="k1"] [data-action="edit"]`)),
+		chromedp.SetValue(chromedp.CSS(`#put-form textarea[name="value"]`), `{"v": 5}`),
+		put,
+		chromedp.WaitVisible(chromedp.CSS(`#message.ok`)),
+	)
+	waitText(a, `[data-key="k1"] [data-field="value"]`, "A sees B's edit", 2*time.Second, func(s string) bool { return s == `{"v":5}` })
+	if v := text(a, `[data-key="k1"] [data-field="version"]`); v != "3" {
+		t.Errorf("A shows version %s after B's edit, want 3", v)
+	}
+	// A's delete carries the version its live row shows (If-Match 3).
 	step(a, "delete k1 in A", 5*time.Second, chromedp.Click(chromedp.CSS(`[data-key="k1"] [data-action="delete"]`)))
 	t0 = time.Now()
 	step(b, "B sees the delete", 2*time.Second, chromedp.WaitNotPresent(chromedp.CSS(`[data-key="k1"]`)))

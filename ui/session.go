@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/json"
@@ -26,6 +27,21 @@ type session struct {
 	role    string
 	csrf    string
 	expires time.Time
+	// ctx ends with the session (logout, expiry, eviction): the table
+	// streams it opened under /ui/v1 (api.MountSession) end with it.
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// Session resolves a request's dashboard session (its cookie) for the
+// table streams and writes the api serves to sessions (api.MountSession):
+// its role, its CSRF token, and a context that ends with it.
+func (u *UI) Session(r *http.Request) (role, csrf string, ctx context.Context, ok bool) {
+	s, ok := u.sessions.get(r)
+	if !ok {
+		return "", "", nil, false
+	}
+	return s.role, s.csrf, s.ctx, true
 }
 
 // canRead reports whether the session may read table: the tables of the
@@ -59,11 +75,13 @@ func randomToken() string { return rand.Text() + rand.Text() }
 // create starts a session for role.
 func (s *sessions) create(role string, now time.Time) *session {
 	ss := &session{id: randomToken(), role: role, csrf: randomToken(), expires: now.Add(s.ttl)}
+	ss.ctx, ss.cancel = context.WithDeadline(context.Background(), ss.expires)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.m) >= s.max {
 		for id, x := range s.m {
 			if now.After(x.expires) {
+				x.cancel()
 				delete(s.m, id)
 			}
 		}
@@ -75,6 +93,7 @@ func (s *sessions) create(role string, now time.Time) *session {
 				oldest = x
 			}
 		}
+		oldest.cancel()
 		delete(s.m, oldest.id)
 	}
 	s.m[ss.id] = ss
@@ -94,6 +113,7 @@ func (s *sessions) get(r *http.Request) (*session, bool) {
 		return nil, false
 	}
 	if time.Now().After(ss.expires) {
+		ss.cancel()
 		delete(s.m, ss.id)
 		return nil, false
 	}
@@ -111,7 +131,10 @@ func (s *sessions) alive(id string, now time.Time) bool {
 
 func (s *sessions) end(id string) {
 	s.mu.Lock()
-	delete(s.m, id)
+	if ss, ok := s.m[id]; ok {
+		ss.cancel()
+		delete(s.m, id)
+	}
 	s.mu.Unlock()
 }
 

@@ -29,7 +29,9 @@
     // The map (map.js) takes the frame's driver moves.
     if (f.points || f.gone || f.routes) { document.dispatchEvent(new CustomEvent("rh-frame", { detail: f })); }
   }
-  if (main && main.getAttribute("data-live")) {
+  // The table page is live through the box's browser client instead
+  // (table.js over /v1/client.js); its data-live URL stays for tools.
+  if (main && main.getAttribute("data-live") && !document.getElementById("key-table")) {
     var es = new EventSource(main.getAttribute("data-live"));
     es.onopen = function () { show("live"); };
     es.onerror = function () { show("reconnecting"); };
