@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -384,6 +385,22 @@ func (e *Engine) WriteDerived(ctx context.Context, w DerivedWrite) (WriteResult,
 					err = nil
 				}
 			} else {
+				if x.Table == fleet.TableFleetEvents {
+					// An event already stored with this very value is not
+					// written again. A promoted standby may hold only a
+					// prefix of its primary's last derived write (shipping
+					// is record by record): the events without the cursor
+					// after them. Its consumer derives them again from the
+					// older cursor, byte for byte, and each event stays in
+					// the log once.
+					cur, ok, err := b.Get(x.Table, x.Key)
+					if err != nil {
+						return result{}, fmt.Errorf("engine: derived write %s/%s: %w", x.Table, x.Key, err)
+					}
+					if ok && bytes.Equal(cur.Value, x.Value) {
+						continue
+					}
+				}
 				_, err = b.Put(x.Table, x.Key, x.Value, scope, AnyVersion)
 			}
 			if err != nil {
