@@ -103,9 +103,10 @@ func (s *Server) allowRole(lane engine.Lane, h func(http.ResponseWriter, *http.R
 		}
 		for _, x := range roles {
 			if role == x {
-				if role != RoleDriver && lane != noLane {
+				if role != RoleDriver && !unwatched(r.URL.Path) {
 					// Someone for the driver limit to protect
-					// (engine/elastic.go); not a metrics scrape or a profile.
+					// (engine/elastic.go): a read or a write by another
+					// actor; not a metrics scrape, a profile, a backup.
 					s.e.NoteForeground()
 				}
 				h(w, r, role)
@@ -164,4 +165,12 @@ func wsProtocolToken(r *http.Request) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// unwatched reports whether path is an operator's tool (metrics, profiles,
+// a backup, the uplink's status) rather than an actor at work: it does not
+// make the elastic driver limit eligible (engine/elastic.go).
+func unwatched(path string) bool {
+	return path == "/metrics" || strings.HasPrefix(path, "/debug/pprof/") ||
+		path == "/v1/admin/backup" || path == "/v1/uplink"
 }

@@ -226,9 +226,6 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 	clear(roles)
 	srv := api.New(eng, toks, APIConfig(cfg), log)
 	hb := hub.New(eng, HubConfig(cfg), log)
-	// Live subscribers (dashboards, services following tables) are actors
-	// the elastic driver limit protects, like the requests that note it.
-	eng.SetForeground(func() bool { return hb.Stats().Subscribers.Load() > 0 })
 	srv.MountHub(hb)
 	phones, err := PhoneConfig(cfg)
 	if err != nil {
@@ -323,9 +320,15 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 	})
 	a.UI = dash
 	srv.Handle("/ui/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		eng.NoteForeground() // an operator at the dashboard: someone for the driver limit to protect
+		if _, _, _, ok := dash.Session(r); ok {
+			eng.NoteForeground() // an operator at the dashboard: someone for the driver limit to protect
+		}
 		dash.ServeHTTP(w, r)
 	}))
+	// Watchers are actors the elastic driver limit protects, like the
+	// requests that note it: clients' hub subscriptions (not the server's
+	// own feeds) and the dashboard's open live pages.
+	eng.SetForeground(func() bool { return hb.Clients() > 0 || dash.LiveConnections() > 0 })
 	// The table page's streams and writes for the dashboard's sessions,
 	// under /ui/v1 with the cookie and a same-origin check (api/session.go).
 	srv.MountSession(hb, func(r *http.Request) (api.Session, bool) {

@@ -21,8 +21,9 @@ import (
 // When it engages. Only when there is someone to protect, the drivers
 // offer more than the box takes, and the box shows it. Someone to
 // protect: another actor was active in the last foregroundWindow (a write
-// to a keyed lane, a dashboard or API request by another role, a live
-// subscriber: Engine.NoteForeground and SetForeground); with drivers
+// to a keyed lane, a signed-in dashboard request, an API request by
+// another role: Engine.NoteForeground) or is watching now (a client's
+// subscription, an open live page: SetForeground); with drivers
 // alone on the box, limiting them buys nobody anything and halved what
 // a flood of them made durable (BENCHMARKS.md, "The log in runs"). Then,
 // in one control interval (100 ms) the driver lane

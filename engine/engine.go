@@ -454,6 +454,15 @@ func (e *Engine) NoteForeground() { e.foreground.Store(e.now().UnixNano()) }
 // may engage.
 func (e *Engine) SetForeground(f func() bool) { e.foregroundHook.Store(&f) }
 
+// LastForeground is when an actor other than the drivers was last noted
+// active (NoteForeground, a keyed lane's write); zero when never.
+func (e *Engine) LastForeground() time.Time {
+	if ns := e.foreground.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
 func (e *Engine) foregroundActive() bool {
 	if e.now().UnixNano()-e.foreground.Load() < int64(foregroundWindow) {
 		return true

@@ -296,6 +296,19 @@ func (h *Hub) SubscribeFrom(owner, table string) (*Sub, error) {
 	return s, nil
 }
 
+// Clients is the number of open subscriptions of client connections
+// (SubscribeFrom with an owner), without the server's own feeds (the
+// dashboard's fleet feed): people and services watching.
+func (h *Hub) Clients() int {
+	h.ownerMu.Lock()
+	defer h.ownerMu.Unlock()
+	n := 0
+	for _, c := range h.owners {
+		n += c
+	}
+	return n
+}
+
 // takeOwner counts one more subscription of owner, unless it holds
 // MaxSubscribersPerConn already.
 func (h *Hub) takeOwner(owner string) bool {
