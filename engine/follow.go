@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"routehound/wal"
 )
@@ -166,12 +167,27 @@ func (e *Engine) applyChunk(ctx context.Context, l *lane, chunk []Record, size i
 		}
 		return result{write: WriteResult{LSN: last}}, nil
 	}
-	if err := e.enqueueFollowed(l, it); err != nil {
-		return l.refuse(err)
+	// The lane may still count the previous chunk: its waiter is answered
+	// before its units are released (committer.go answer), and the next
+	// chunk can come in between. Wait for room, as a driver does, then
+	// push again.
+	deadline := time.Now().Add(followRoomWait)
+	for {
+		err := e.enqueueFollowed(l, it)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrLaneFull) || !l.waitRoom(ctx, it.units, deadline) {
+			return l.refuse(err)
+		}
 	}
 	_, err := wait(ctx, it)
 	return err
 }
+
+// followRoomWait bounds how long a followed chunk waits for room in the
+// lane before the apply is refused (and retried by the follower).
+const followRoomWait = 5 * time.Second
 
 // fillGaps drops the records the store holds already and puts void
 // records (wal.VoidTable) where the records skip LSNs, except before the
