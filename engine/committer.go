@@ -342,10 +342,12 @@ func (e *Engine) answer(l *lane, it *item, r result) {
 		l.stats.reject(reasonOf(r.err))
 	}
 	l.stats.Latency.Observe(e.now().Sub(it.arrived))
+	// Units back first: a writer answered below may write again at once,
+	// and must find its lane's room (TestAnsweredWriterFindsRoom).
+	l.release(it.units, r.err == nil)
 	if it.done != nil {
 		it.done <- r // buffered: never blocks the committer
 	}
-	l.release(it.units, r.err == nil)
 }
 
 // failStore stops the engine's writes after a storage error: nothing of the

@@ -476,3 +476,21 @@ func TestWriteAuthority(t *testing.T) {
 		t.Fatalf("after a reset, seq 1: %+v %v", ack, err)
 	}
 }
+
+// A writer that writes again as soon as it is answered finds its units
+// given back: the committer releases an item's units before it answers
+// the waiter, so a lane at its bound never refuses the next write of a
+// writer it has just answered.
+func TestAnsweredWriterFindsRoom(t *testing.T) {
+	e, _ := newEngine(t, func(c *Config) {
+		d := c.Lanes[LaneDispatch]
+		d.QueueBound = 1
+		c.Lanes[LaneDispatch] = d
+	})
+	ctx := context.Background()
+	for i := 0; i < 300; i++ {
+		if _, err := e.put(ctx, LaneDispatch, Write{Table: fleet.TableAssignments, Key: "r", Value: []byte(`{}`), IfVersion: wal.AnyVersion}); err != nil {
+			t.Fatalf("write %d, right after the one before was answered: %v", i, err)
+		}
+	}
+}
