@@ -28,10 +28,7 @@ func backupCmd(args []string) error {
 		fmt.Fprintln(fs.Output(), "usage: routehound backup [--url URL] [--token TOKEN] [--config FILE] [--data DIR] FILE")
 		fs.PrintDefaults()
 	}
-	url := fs.String("url", "", "the server's base URL (default: http://127.0.0.1:PORT from the config's listen)")
-	token := fs.String("token", "", "an admin token (default: $ROUTEHOUND_TOKEN, else the admin token of the config or DATA_DIR/tokens.toml)")
-	cfgPath := fs.String("config", "", "TOML config file (for listen, data_dir and tokens)")
-	dataDir := fs.String("data", "", "data directory (overrides data_dir; where tokens.toml is)")
+	ac := adminFlags(fs, "server")
 	if err := fs.Parse(reorder(args)); err != nil {
 		return err
 	}
@@ -39,35 +36,13 @@ func backupCmd(args []string) error {
 		fs.Usage()
 		return errors.New("backup: one FILE to write")
 	}
-	cfg, err := config.Load(*cfgPath)
+	url, token, err := ac.resolve("backup")
 	if err != nil {
 		return err
 	}
-	if *dataDir != "" {
-		cfg.DataDir = *dataDir
-	}
-	if *url == "" {
-		_, port, err := net.SplitHostPort(cfg.Listen)
-		if err != nil {
-			return fmt.Errorf("backup: listen %q: %w; pass --url", cfg.Listen, err)
-		}
-		scheme := "http"
-		if cfg.HTTP.TLSCert != "" {
-			scheme = "https"
-		}
-		*url = fmt.Sprintf("%s://127.0.0.1:%s", scheme, port)
-	}
-	if *token == "" {
-		*token = os.Getenv("ROUTEHOUND_TOKEN")
-	}
-	if *token == "" {
-		if *token, err = adminToken(cfg); err != nil {
-			return err
-		}
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	h, err := appliance.FetchBackup(ctx, http.DefaultClient, *url, *token, fs.Arg(0))
+	h, err := appliance.FetchBackup(ctx, http.DefaultClient, url, token, fs.Arg(0))
 	if err != nil {
 		return err
 	}
@@ -174,4 +149,55 @@ func reorder(args []string) []string {
 		pos = append(pos, a)
 	}
 	return append(flags, pos...)
+}
+
+// adminCall is the flags of a command that calls a running server's admin
+// API (backup, promote): where it listens and an admin token.
+type adminCall struct {
+	url, token, cfgPath, dataDir *string
+}
+
+// adminFlags registers --url, --token, --config and --data on fs; what
+// names the server in the help (server, standby).
+func adminFlags(fs *flag.FlagSet, what string) adminCall {
+	return adminCall{
+		url:     fs.String("url", "", "the "+what+"'s base URL (default: http://127.0.0.1:PORT from the config's listen)"),
+		token:   fs.String("token", "", "an admin token (default: $ROUTEHOUND_TOKEN, else the admin token of the config or DATA_DIR/tokens.toml)"),
+		cfgPath: fs.String("config", "", "TOML config file (for listen, data_dir and tokens)"),
+		dataDir: fs.String("data", "", "data directory (overrides data_dir; where tokens.toml is)"),
+	}
+}
+
+// resolve answers the server's base URL (--url, else the config's listen
+// port on loopback) and the admin token (--token, $ROUTEHOUND_TOKEN, else
+// the config's or DATA_DIR/tokens.toml's); cmd names the command in errors.
+func (a adminCall) resolve(cmd string) (url, token string, err error) {
+	cfg, err := config.Load(*a.cfgPath)
+	if err != nil {
+		return "", "", err
+	}
+	if *a.dataDir != "" {
+		cfg.DataDir = *a.dataDir
+	}
+	url, token = *a.url, *a.token
+	if url == "" {
+		_, port, err := net.SplitHostPort(cfg.Listen)
+		if err != nil {
+			return "", "", fmt.Errorf("%s: listen %q: %w; pass --url", cmd, cfg.Listen, err)
+		}
+		scheme := "http"
+		if cfg.HTTP.TLSCert != "" {
+			scheme = "https"
+		}
+		url = fmt.Sprintf("%s://127.0.0.1:%s", scheme, port)
+	}
+	if token == "" {
+		token = os.Getenv("ROUTEHOUND_TOKEN")
+	}
+	if token == "" {
+		if token, err = adminToken(cfg); err != nil {
+			return "", "", err
+		}
+	}
+	return url, token, nil
 }

@@ -6,15 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
-
-	"routehound/config"
 )
 
 // promoteCmd runs `routehound promote`: it asks a running standby to
@@ -26,10 +22,7 @@ func promoteCmd(args []string) error {
 		fmt.Fprintln(fs.Output(), "usage: routehound promote [--url URL] [--token TOKEN] [--config FILE] [--data DIR]")
 		fs.PrintDefaults()
 	}
-	url := fs.String("url", "", "the standby's base URL (default: http://127.0.0.1:PORT from the config's listen)")
-	token := fs.String("token", "", "an admin token (default: $ROUTEHOUND_TOKEN, else the admin token of the config or DATA_DIR/tokens.toml)")
-	cfgPath := fs.String("config", "", "TOML config file (for listen, data_dir and tokens)")
-	dataDir := fs.String("data", "", "data directory (overrides data_dir; where tokens.toml is)")
+	ac := adminFlags(fs, "standby")
 	timeout := fs.Duration("timeout", time.Minute, "how long the standby may take to apply what the stream holds and fence the old primary")
 	if err := fs.Parse(reorder(args)); err != nil {
 		return err
@@ -38,41 +31,19 @@ func promoteCmd(args []string) error {
 		fs.Usage()
 		return errors.New("promote: no arguments")
 	}
-	cfg, err := config.Load(*cfgPath)
+	url, token, err := ac.resolve("promote")
 	if err != nil {
 		return err
-	}
-	if *dataDir != "" {
-		cfg.DataDir = *dataDir
-	}
-	if *url == "" {
-		_, port, err := net.SplitHostPort(cfg.Listen)
-		if err != nil {
-			return fmt.Errorf("promote: listen %q: %w; pass --url", cfg.Listen, err)
-		}
-		scheme := "http"
-		if cfg.HTTP.TLSCert != "" {
-			scheme = "https"
-		}
-		*url = fmt.Sprintf("%s://127.0.0.1:%s", scheme, port)
-	}
-	if *token == "" {
-		*token = os.Getenv("ROUTEHOUND_TOKEN")
-	}
-	if *token == "" {
-		if *token, err = adminToken(cfg); err != nil {
-			return err
-		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(*url, "/")+"/v1/admin/promote", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(url, "/")+"/v1/admin/promote", nil)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+*token)
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("promote: %w", err)
