@@ -615,3 +615,38 @@ func TestIdleSubscriberFreesItsBuffer(t *testing.T) {
 		return sub.q == nil && sub.spare == nil
 	})
 }
+
+// Clients counts the client connections holding subscriptions, not the
+// server's own feeds (owner "").
+func TestClientsCountsConnectionsNotFeeds(t *testing.T) {
+	h, _ := newHub(t, Config{})
+	feed, err := h.Subscribe("t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer feed.Close()
+	if n := h.Clients(); n != 0 {
+		t.Fatalf("a server feed counted as %d clients", n)
+	}
+	a1, err := h.SubscribeFrom("10.0.0.1:5000", "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, err := h.SubscribeFrom("10.0.0.1:5000", "u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := h.SubscribeFrom("10.0.0.2:5000", "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := h.Clients(); n != 2 {
+		t.Fatalf("two connections counted as %d", n)
+	}
+	a1.Close()
+	a2.Close()
+	b.Close()
+	if n := h.Clients(); n != 0 {
+		t.Fatalf("%d clients after every subscription closed", n)
+	}
+}
