@@ -27,6 +27,7 @@ func serve(args []string) error {
 	listen := fs.String("listen", "", "listen address (overrides listen)")
 	follow := fs.String("follow", "", "start as a warm standby following this NATS URL's stream (sets [uplink] nats_url and follow)")
 	depot := fs.String("depot", "", "the depot (overrides [uplink] depot): with --follow, the depot followed")
+	central := fs.String("central", "", "start as a read-only central view of the depots' streams at this NATS URL ([central] depots; default every depot) (sets [central] nats_url)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -45,6 +46,9 @@ func serve(args []string) error {
 	}
 	if *depot != "" {
 		cfg.Uplink.Depot = *depot
+	}
+	if *central != "" {
+		cfg.Central.NATSURL = *central
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if cfg.MemoryLimitMB > 0 && os.Getenv("GOMEMLIMIT") == "" {

@@ -125,6 +125,8 @@ func (s *Server) mapEngineError(err error) *apiError {
 		return errorf(http.StatusServiceUnavailable, "unavailable", "the store is being reopened after a storage failure; retry after the Retry-After delay")
 	case errors.Is(err, ErrNotReplicated):
 		return errorf(http.StatusServiceUnavailable, "not_replicated", "the write is durable on this box, but JetStream did not acknowledge it within [uplink] replicate_timeout; retry with the same Idempotency-Key (it answers this write once it is in the stream)")
+	case errors.Is(err, engine.ErrCentralReadOnly):
+		return errorf(http.StatusServiceUnavailable, "central_read_only", "%s; write to the depot's own box", centralMessage(err))
 	case errors.Is(err, engine.ErrNotPrimary):
 		return errorf(http.StatusServiceUnavailable, "not_primary", "%s", notPrimaryMessage(err))
 	case errors.Is(err, engine.ErrUnavailable):
@@ -182,6 +184,15 @@ func (s *Server) describe(err error) (int, string, string) {
 		}
 	}
 	return ae.status, ae.code, ae.message
+}
+
+// centralMessage says why a central view takes no writes.
+func centralMessage(err error) string {
+	var np *engine.NotPrimaryError
+	if errors.As(err, &np) && np.Why != "" {
+		return np.Why
+	}
+	return "this box is a central view of several depots: it serves reads only"
 }
 
 // notPrimaryMessage says why a box takes no writes (a standby, a fenced

@@ -186,8 +186,8 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 
 // readyz answers 200 once recovery is done and writes are accepted.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	if np, why := s.e.NotPrimary(); np && s.e.Ready() {
-		s.fail(w, r, &engine.NotPrimaryError{Why: why}) // a standby serves reads, not writes
+	if err := s.e.WritesRefused(); err != nil && s.e.Ready() {
+		s.fail(w, r, err) // a standby or a central view serves reads, not writes
 		return
 	}
 	if !s.e.Ready() {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"routehound/engine"
 	"routehound/fleet"
@@ -72,6 +73,9 @@ func (s *Server) listTables(w http.ResponseWriter, r *http.Request) {
 }
 
 type row struct {
+	// Depot is the depot a central view's key is of (<depot>/<key>, or
+	// the key itself in its cursor table); empty on a depot's own box.
+	Depot   string          `json:"depot,omitempty"`
 	Key     string          `json:"key"`
 	Value   json.RawMessage `json:"value"`
 	Version uint64          `json:"version"`
@@ -102,18 +106,30 @@ func (s *Server) pageTable(w http.ResponseWriter, r *http.Request, role Role) {
 	rows := []row{}
 	budget := pageBudget{max: s.cfg.MaxPageBytes}
 	redact := role != RoleAdmin
-	more, err := snap.Scan(table, r.URL.Query().Get("after"), limit, func(k string, st engine.State) error {
+	central := s.e.Central()
+	after, prefix, err := depotFilter(r, central)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	more, err := snap.Scan(table, after, limit, func(k string, st engine.State) error {
+		if !strings.HasPrefix(k, prefix) {
+			return errDepotEnd // past the depot's keys
+		}
 		if redact {
 			st.Value = fleet.RedactForNonAdmin(table, st.Value)
 		}
 		if !budget.fits(len(k) + len(st.Value)) {
 			return errPageFull // at the byte budget: next continues after the last row
 		}
-		rows = append(rows, row{Key: k, Value: st.Value, Version: st.Version, LSN: st.LSN})
+		rows = append(rows, row{Depot: depotOf(central, k), Key: k, Value: st.Value, Version: st.Version, LSN: st.LSN})
 		return nil
 	})
 	if errors.Is(err, errPageFull) {
 		more, err = true, nil
+	}
+	if errors.Is(err, errDepotEnd) {
+		more, err = false, nil
 	}
 	if err != nil {
 		s.fail(w, r, err)
@@ -171,7 +187,44 @@ func (s *Server) writeKey(w http.ResponseWriter, r *http.Request, table, key str
 		st.Value = fleet.RedactForNonAdmin(table, st.Value)
 	}
 	w.Header().Set("ETag", etag(st.Version))
-	writeJSON(w, http.StatusOK, row{Key: key, Value: st.Value, Version: st.Version, LSN: st.LSN})
+	writeJSON(w, http.StatusOK, row{Depot: depotOf(s.e.Central(), key), Key: key, Value: st.Value, Version: st.Version, LSN: st.LSN})
+}
+
+// errDepotEnd ends a page's scan at the end of a depot's keys.
+var errDepotEnd = errors.New("api: past the depot's keys")
+
+// depotOf is the depot of a central view's key: what precedes its first
+// '/' (a depot name holds none), or the whole key (the cursor table's).
+func depotOf(central bool, key string) string {
+	if !central {
+		return ""
+	}
+	d, _, _ := strings.Cut(key, "/")
+	return d
+}
+
+// depotFilter reads a central view's ?depot=: the page then holds only
+// that depot's keys (<depot>/…), and starts after ?after= or at the
+// depot's first key. It answers where the scan starts and the keys'
+// prefix ("" without the filter).
+func depotFilter(r *http.Request, central bool) (after, prefix string, err error) {
+	q := r.URL.Query()
+	after = q.Get("after")
+	d := q.Get("depot")
+	if d == "" {
+		return after, "", nil
+	}
+	if !central {
+		return "", "", errorf(http.StatusBadRequest, "bad_parameter", "depot filters a central view's tables; this box is a depot's own")
+	}
+	if len(d) > 64 || strings.Trim(d, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != "" {
+		return "", "", errorf(http.StatusBadRequest, "bad_parameter", "depot must be 1 to 64 letters, digits, - and _")
+	}
+	prefix = d + "/"
+	if after < prefix {
+		after = prefix // no key is the prefix itself (a key is 1 byte at least)
+	}
+	return after, prefix, nil
 }
 
 // tableWrite builds the engine write of a PUT or DELETE on a user table.

@@ -198,6 +198,16 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 		log.Info("standby: following the depot's stream; writes answer 503 not_primary until promoted (POST /v1/admin/promote)",
 			"depot", cfg.Uplink.Depot, "stream", cfg.Uplink.Stream)
 	}
+	central := cfg.Central.NATSURL != ""
+	if central {
+		// Before anything serves, like a standby's follower.
+		if err := startCentral(cfg, eng, rl, log); err != nil {
+			ln.Close()
+			eng.Close(context.Background())
+			eng.CloseStore()
+			return nil, err
+		}
+	}
 	// Tokens only once the port and the store are ours: a start that fails
 	// before this point generates none, so the next start prints them.
 	tokens, generated, err := config.EnsureTokens(cfg, dir)
@@ -266,7 +276,7 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 	}
 	// The fleet-events consumer follows the log like the replica, and
 	// writes what it derives through the events lane.
-	if cfg.Fleet.Events && !standby { // a standby's start at its promotion
+	if cfg.Fleet.Events && !standby && !central { // a standby's start at its promotion; a central view has none
 		if a.Events, err = fleetevents.Start(eng, FleetEventsConfig(cfg), log); err != nil {
 			ln.Close()
 			a.closeStore(context.Background())
@@ -289,6 +299,13 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 	}
 	if cfg.Uplink.NATSURL != "" {
 		srv.SetUplink(a.uplinkStatus)
+	}
+	if central {
+		if err := mountCentral(srv, rl.central); err != nil {
+			ln.Close()
+			a.closeStore(context.Background())
+			return nil, err
+		}
 	}
 	if lanes := replicateLanes(cfg); len(lanes) > 0 {
 		srv.SetReplicate(lanes, a.waitReplicated)
@@ -505,6 +522,7 @@ func (a *Appliance) closeStore(ctx context.Context) error {
 		// Before the engine closes: an apply in flight completes.
 		a.role.follower.Close()
 	}
+	a.role.closeCentral()
 	if a.Events != nil {
 		// First: its write in flight is answered while the engine still
 		// takes writes; what it evaluated and did not write it reads

@@ -36,6 +36,7 @@ type role struct {
 	mu       sync.Mutex // a promotion against a shutdown
 	up       atomic.Pointer[uplink.Uplink]
 	follower *uplink.Follower
+	central  *uplink.Central // a central view's follower (central.go)
 	closed   bool
 }
 

@@ -44,6 +44,7 @@ type Config struct {
 	Osmand    Osmand    `toml:"osmand"`
 	UI        UI        `toml:"ui"`
 	Uplink    Uplink    `toml:"uplink"`
+	Central   Central   `toml:"central"`
 	Fleet     Fleet     `toml:"fleet"`
 	Replica   Replica   `toml:"replica"`
 
@@ -337,6 +338,7 @@ func Default() Config {
 		// The replica's defaults (replica.DefaultTrailWindow and
 		// replica.DefaultTrailMaxPoints; a test in appliance keeps them equal).
 		Replica: Replica{TrailWindow: 24 * time.Hour, TrailMaxPoints: 10000},
+		Central: Central{Depots: []string{}, Streams: []string{}},
 		Osmand: Osmand{
 			Listen:       ":5055",
 			SpeedUnit:    "knots",
@@ -433,6 +435,9 @@ func (c Config) Validate() error {
 		return errors.New("config: replica.trail_window and replica.trail_max_points must be > 0")
 	}
 	if err := c.Uplink.Validate(c.Storage); err != nil {
+		return err
+	}
+	if err := c.Central.Validate(c.Uplink); err != nil {
 		return err
 	}
 	// The lanes and the committer are checked by the engine, through

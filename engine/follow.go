@@ -43,11 +43,16 @@ type follow struct {
 	why string // why, for the refusal's message and the status
 	// applyMu serializes ApplyFollowed: one follower, records in order.
 	applyMu sync.Mutex
+	// central: the refusal is a central view's (central.go).
+	central atomic.Bool
 }
 
 // NotPrimaryError is ErrNotPrimary with the reason this box is not the
 // primary.
-type NotPrimaryError struct{ Why string }
+type NotPrimaryError struct {
+	Why     string
+	Central bool // a central view (central.go): errors.Is(err, ErrCentralReadOnly) holds too
+}
 
 func (e *NotPrimaryError) Error() string {
 	if e.Why == "" {
@@ -55,7 +60,9 @@ func (e *NotPrimaryError) Error() string {
 	}
 	return ErrNotPrimary.Error() + ": " + e.Why
 }
-func (e *NotPrimaryError) Is(target error) bool { return target == ErrNotPrimary }
+func (e *NotPrimaryError) Is(target error) bool {
+	return target == ErrNotPrimary || e.Central && target == ErrCentralReadOnly
+}
 
 // SetNotPrimary makes the engine refuse every write with a
 // NotPrimaryError saying why (a standby; a fenced primary). Writes already
@@ -84,7 +91,7 @@ func (e *Engine) notPrimary() error {
 		return nil
 	}
 	_, why := e.NotPrimary()
-	return &NotPrimaryError{Why: why}
+	return &NotPrimaryError{Why: why, Central: e.follow.central.Load()}
 }
 
 // Promote makes the engine the writer: writes are accepted again, and the

@@ -62,6 +62,7 @@ func (u *UI) tableList() (tableListView, error) {
 
 // tableRow is one key of a table page.
 type tableRow struct {
+	Depot   string // a central view's: the key's depot (<depot>/<key>)
 	Key     string
 	Value   string // compact JSON
 	Version uint64
@@ -71,6 +72,7 @@ type tableRow struct {
 type tableView struct {
 	Table    string
 	ReadOnly bool
+	Central  bool // a central view: read-only, with the depot as a column
 	Keys     int64
 	LSN      uint64
 	After    string // the page starts after this key
@@ -87,7 +89,8 @@ type tableView struct {
 func rowID(prefix, key string) string { return fmt.Sprintf("%s-%x", prefix, key) }
 
 func (u *UI) table(ctx context.Context, table, after string, s *session) (tableView, error) {
-	v := tableView{Table: table, ReadOnly: fleet.IsBuiltin(table), After: after, CSRF: s.csrf}
+	central := u.e.Central()
+	v := tableView{Table: table, ReadOnly: fleet.IsBuiltin(table) || central, Central: central, After: after, CSRF: s.csrf}
 	snap, err := u.e.Snapshot()
 	if err != nil {
 		return v, err
@@ -111,7 +114,11 @@ func (u *UI) table(ctx context.Context, table, after string, s *session) (tableV
 			return errPageFull
 		}
 		bytes += n
-		v.Rows = append(v.Rows, tableRow{Key: k, Value: string(st.Value), Version: st.Version, LSN: st.LSN})
+		row := tableRow{Key: k, Value: string(st.Value), Version: st.Version, LSN: st.LSN}
+		if central {
+			row.Depot, _, _ = strings.Cut(k, "/")
+		}
+		v.Rows = append(v.Rows, row)
 		return nil
 	})
 	if errors.Is(err, errPageFull) {
@@ -236,6 +243,8 @@ func (u *UI) writeKey(w http.ResponseWriter, r *http.Request, s *session, del bo
 			status, msg = http.StatusRequestEntityTooLarge, "The value is too large ("+strings.TrimPrefix(err.Error(), engine.ErrValueTooLarge.Error()+": ")+", http.max_value_bytes). Nothing was written."
 		case errors.Is(err, engine.ErrLaneFull):
 			status, msg = http.StatusTooManyRequests, "The tables lane is at its bound; try again in a moment. Nothing was written."
+		case errors.Is(err, engine.ErrCentralReadOnly):
+			status, msg = http.StatusServiceUnavailable, "This box is a central view of several depots: it serves reads only. Nothing was written; write on the depot's own box."
 		case errors.Is(err, engine.ErrNotPrimary):
 			status, msg = http.StatusServiceUnavailable, "This box is not the depot's primary (a warm standby, or a primary a standby was promoted in place of): it serves reads only. Nothing was written; write on the primary."
 		case errors.Is(err, engine.ErrQuotaExceeded):

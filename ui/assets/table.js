@@ -18,6 +18,7 @@ function start(el) {
   const name = el.dataset.table || "";
   const after = el.dataset.after || "", until = el.dataset.until || "";
   const readOnly = el.dataset.readonly === "yes";
+  const central = el.dataset.central === "yes"; // a central view: the depot is a column (<depot>/<key>)
   const csrf = el.dataset.csrf || "";
   const tbody = /** @type {HTMLElement} */ (document.getElementById("key-rows"));
   const state = document.getElementById("live-state");
@@ -68,6 +69,7 @@ function start(el) {
       tr.append(c);
       return c;
     };
+    if (central) td(r.key.split("/")[0], "", "depot");
     td(r.key, "key");
     const code = document.createElement("code");
     code.className = "json";

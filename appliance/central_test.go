@@ -1,0 +1,429 @@
+package appliance
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"routehound/engine"
+	"routehound/internal/natstest"
+	"routehound/uplink"
+)
+
+// change is one log record as the central view must hold it: the depot's
+// table, key, op and value, in the depot's LSN order.
+type change struct {
+	Table, Key, Op, Value string
+}
+
+func (c change) String() string { return c.Op + " " + c.Table + "/" + c.Key + " " + c.Value }
+
+// logChanges reads a box's whole log: every record, as a change, in LSN
+// order.
+func logChanges(t *testing.T, e *engine.Engine) []change {
+	t.Helper()
+	var out []change
+	if err := e.ReadLog(0, 0, func(r engine.Record) error {
+		out = append(out, change{Table: r.Table, Key: r.Key, Op: r.Op.String(), Value: string(r.Value)})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// depotChanges is the part of a central view's log that is one depot's:
+// its records (keys <depot>/…, the prefix cut), in the view's LSN order.
+func depotChanges(all []change, depot string) []change {
+	var out []change
+	for _, c := range all {
+		if k, ok := strings.CutPrefix(c.Key, depot+"/"); ok && c.Table != uplink.CentralTable {
+			c.Key = k
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// southDepot publishes records of depot "south" straight into its own
+// stream, in the uplink's format (subject, Nats-Msg-Id, body), as a second
+// depot's uplink would, and keeps what it published.
+type southDepot struct {
+	t       *testing.T
+	js      jetstream.JetStream
+	lsn     uint64
+	changes []change
+	state   map[string]map[string]string // table → key → value
+}
+
+func (s *southDepot) publish(table, key, op, value string) {
+	s.t.Helper()
+	s.lsn++
+	v := json.RawMessage("null")
+	if op == "put" {
+		v = json.RawMessage(value)
+	}
+	body, err := json.Marshal(uplink.Message{LSN: s.lsn, Depot: "south", Table: table, Key: key, Op: op, Value: v, Version: 1,
+		Actor: "tables", CommittedAt: time.Now().UTC()})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	m := nats.NewMsg(uplink.Subject("south", table))
+	m.Data = body
+	m.Header.Set(jetstream.MsgIDHeader, uplink.MsgID("south", s.lsn))
+	m.Header.Set(uplink.HeaderLSN, strconv.FormatUint(s.lsn, 10))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := s.js.PublishMsg(ctx, m); err != nil {
+		s.t.Fatalf("publish south lsn %d: %v", s.lsn, err)
+	}
+	if op == "put" {
+		s.changes = append(s.changes, change{Table: table, Key: key, Op: op, Value: value})
+		if s.state[table] == nil {
+			s.state[table] = map[string]string{}
+		}
+		s.state[table][key] = value
+	} else {
+		s.changes = append(s.changes, change{Table: table, Key: key, Op: op})
+		delete(s.state[table], key)
+	}
+}
+
+// writes puts n rows into south's tables and deletes one.
+func (s *southDepot) writes(from, n int) {
+	for i := from; i < from+n; i++ {
+		s.publish("notes", fmt.Sprintf("s-%d", i%7), "put", fmt.Sprintf(`{"south":%d}`, i))
+		if i%10 == 9 {
+			s.publish("notes", fmt.Sprintf("s-%d", i%7), "delete", "")
+		}
+	}
+}
+
+// centralPositions reads the depots' cursors of a central view (GET
+// /v1/uplink).
+func centralPositions(t *testing.T, c *Appliance) map[string]uplink.DepotPosition {
+	t.Helper()
+	st, b := httpDo(t, "GET", c.URL()+"/v1/uplink", c.Token("admin"), "")
+	var s uplink.CentralStatus
+	if st != http.StatusOK || json.Unmarshal(b, &s) != nil || s.Role != "central" {
+		t.Fatalf("central GET /v1/uplink: %d %s", st, b)
+	}
+	out := map[string]uplink.DepotPosition{}
+	for _, d := range s.Depots {
+		out[d.Depot] = d
+	}
+	return out
+}
+
+// TestCentralViewOfTwoDepots: a central view (serve --central) follows two
+// depots shipping to one JetStream, one through a real primary's uplink
+// into a stream for several depots, the other published
+// in the uplink's format into a stream of its own; a third stream of
+// other subjects is left alone. The view holds both depots' rows under
+// <depot>/<key>, with their versions, and shows the depot as a column
+// (tables API, ?depot= filter, dashboard); its subscribers see the depots'
+// changes live; every write answers 503 central_read_only. Its log holds
+// each depot's records exactly once, in the depot's order, also after the
+// view was stopped while both depots went on and restarted (the cursors
+// are in its store): no gap, no duplicate.
+func TestCentralViewOfTwoDepots(t *testing.T) {
+	ns := natstest.Start(t)
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// Streams may not overlap: one for several depots (north, east), one
+	// of south's own, and one of other subjects.
+	for name, subj := range map[string][]string{"ROUTEHOUND": {"routehound.north.>", "routehound.east.>"}, "RH_SOUTH": {"routehound.south.>"}, "OTHER": {"other.>"}} {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: subj, Storage: jetstream.FileStorage}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := js.Publish(ctx, "other.x", []byte("not a record")); err != nil {
+		t.Fatal(err)
+	}
+
+	// Depot north: a primary shipping to the shared stream.
+	pcfg := loopbackConfig(t)
+	pcfg.Uplink.NATSURL, pcfg.Uplink.Depot, pcfg.Uplink.Stream = ns.URL(), "north", "ROUTEHOUND"
+	pcfg.Fleet.Events = false
+	north, err := Start(pcfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer north.Shutdown(context.Background())
+	northWrites := func(from, n int) {
+		t.Helper()
+		for i := from; i < from+n; i++ {
+			var st int
+			var b []byte
+			switch i % 3 {
+			case 0:
+				st, b = httpDo(t, "PUT", north.URL()+fmt.Sprintf("/v1/tables/notes/keys/n-%d", i%5), north.Token("dashboard"), fmt.Sprintf(`{"north":%d}`, i))
+			case 1:
+				st, b = httpDo(t, "PUT", north.URL()+fmt.Sprintf("/v1/assignments/r-%d", i%4), north.Token("dispatch"), assignment("van-1"), "Idempotency-Key", fmt.Sprint("a", i))
+			default:
+				st, b = httpDo(t, "POST", north.URL()+"/v1/drivers/van-1/locations", north.Token("driver"),
+					fmt.Sprintf(`[{"seq":%d,"lat":52.5,"lng":13.4,"ts":"2026-12-07T08:00:%02dZ"}]`, i, i%60))
+			}
+			if st >= 300 {
+				t.Fatalf("north write %d: %d %s", i, st, b)
+			}
+			if i%8 == 7 {
+				if st, b := httpDo(t, "DELETE", north.URL()+fmt.Sprintf("/v1/tables/notes/keys/n-%d", i%5), north.Token("dashboard"), ""); st != http.StatusOK && st != http.StatusNotFound {
+					t.Fatalf("north delete %d: %d %s", i, st, b)
+				}
+			}
+		}
+	}
+	northWrites(0, 30)
+	south := &southDepot{t: t, js: js, state: map[string]map[string]string{}}
+	south.writes(0, 20)
+
+	ccfg := loopbackConfig(t)
+	ccfg.Central.NATSURL = ns.URL()
+	c, err := Start(ccfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			c.Shutdown(context.Background())
+		}
+	}()
+	caughtUp := func() bool {
+		if north.Uplink.Acked() != north.Engine.DurableLSN() {
+			return false
+		}
+		p := centralPositions(t, c)
+		return p["north"].LSN == north.Engine.DurableLSN() && p["south"].LSN == south.lsn
+	}
+	waitUntil(t, 30*time.Second, "the central view to catch up with both depots", caughtUp)
+
+	// Subscribers of the view see the depots' later changes.
+	sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
+	defer scancel()
+	keys := sseKeys(t, sctx, c.URL(), c.Token("dashboard"), "notes")
+	time.Sleep(100 * time.Millisecond) // past the snapshot
+	northWrites(30, 12)
+	south.writes(20, 5)
+	waitUntil(t, 30*time.Second, "the central view to follow both depots", caughtUp)
+	seen := map[string]bool{}
+	for !seen["north/n-3"] || !seen["south/s-0"] {
+		select {
+		case k, ok := <-keys:
+			if !ok {
+				t.Fatalf("the view's SSE stream ended after %v", seen)
+			}
+			seen[k] = true
+		case <-sctx.Done():
+			t.Fatalf("the view's subscriber saw only %v", seen)
+		}
+	}
+	scancel()
+
+	// The rows: every table of north under north/, versions as north's;
+	// south's rows under south/; the depot as a column.
+	check := func() {
+		t.Helper()
+		ct, nt := tablesOf(t, c), tablesOf(t, north)
+		for table, rows := range nt {
+			for k, st := range rows {
+				got, ok := ct[table]["north/"+k]
+				if !ok || got.Version != st.Version || !bytes.Equal(got.Value, st.Value) {
+					t.Fatalf("central %s/north/%s: %+v (present %v), north has %+v", table, k, got, ok, st)
+				}
+			}
+		}
+		for table, rows := range south.state {
+			for k, v := range rows {
+				if got, ok := ct[table]["south/"+k]; !ok || string(got.Value) != v {
+					t.Fatalf("central %s/south/%s: %s (present %v), south published %s", table, k, got.Value, ok, v)
+				}
+			}
+		}
+		for table, rows := range ct {
+			for k := range rows {
+				d, rest, _ := strings.Cut(k, "/")
+				switch {
+				case table == uplink.CentralTable:
+				case d == "north":
+					if _, ok := nt[table][rest]; !ok {
+						t.Fatalf("central %s/%s: north has no such key", table, k)
+					}
+				case d == "south":
+					if _, ok := south.state[table][rest]; !ok {
+						t.Fatalf("central %s/%s: south has no such key", table, k)
+					}
+				default:
+					t.Fatalf("central %s/%s: not a depot's key", table, k)
+				}
+			}
+		}
+		// The log: each depot's records once, in its order.
+		all := logChanges(t, c.Engine)
+		if got, want := depotChanges(all, "north"), logChanges(t, north.Engine); !slices.Equal(got, want) {
+			t.Fatalf("the view's log holds %d records of north, north's log %d (a gap, a duplicate or out of order)\n got %v\nwant %v", len(got), len(want), got, want)
+		}
+		if got := depotChanges(all, "south"); !slices.Equal(got, south.changes) {
+			t.Fatalf("the view's log holds %d records of south, south published %d\n got %v\nwant %v", len(got), len(south.changes), got, south.changes)
+		}
+	}
+	check()
+
+	var page struct {
+		Rows []struct {
+			Depot string `json:"depot"`
+			Key   string `json:"key"`
+		} `json:"rows"`
+	}
+	st, b := httpDo(t, "GET", c.URL()+"/v1/tables/notes", c.Token("dashboard"), "")
+	if st != http.StatusOK || json.Unmarshal(b, &page) != nil || len(page.Rows) == 0 {
+		t.Fatalf("central GET /v1/tables/notes: %d %s", st, b)
+	}
+	depots := map[string]bool{}
+	for _, r := range page.Rows {
+		if !strings.HasPrefix(r.Key, r.Depot+"/") {
+			t.Fatalf("row %q has depot %q", r.Key, r.Depot)
+		}
+		depots[r.Depot] = true
+	}
+	if !depots["north"] || !depots["south"] {
+		t.Fatalf("GET /v1/tables/notes shows the depots %v, want north and south: %s", depots, b)
+	}
+	page.Rows = nil
+	st, b = httpDo(t, "GET", c.URL()+"/v1/tables/notes?depot=south", c.Token("dashboard"), "")
+	if st != http.StatusOK || json.Unmarshal(b, &page) != nil || len(page.Rows) != len(south.state["notes"]) {
+		t.Fatalf("central GET /v1/tables/notes?depot=south: %d %s (south has %d notes)", st, b, len(south.state["notes"]))
+	}
+	for _, r := range page.Rows {
+		if r.Depot != "south" {
+			t.Fatalf("?depot=south answers a row of %q: %s", r.Depot, b)
+		}
+	}
+	if st, b := httpDo(t, "GET", c.URL()+"/v1/tables/notes?depot=no.such", c.Token("dashboard"), ""); st != http.StatusBadRequest || errCode(b) != "bad_parameter" {
+		t.Fatalf("?depot=no.such: %d %s", st, b)
+	}
+	if st, b := httpDo(t, "GET", north.URL()+"/v1/tables/notes?depot=south", north.Token("dashboard"), ""); st != http.StatusBadRequest || errCode(b) != "bad_parameter" {
+		t.Fatalf("?depot= on a depot's own box: %d %s", st, b)
+	}
+	if page := dashboardPage(t, c, "/ui/tables/notes"); !strings.Contains(page, "<th>depot</th>") || !strings.Contains(page, `<td data-field="depot">south</td>`) ||
+		strings.Contains(page, `id="put-form"`) {
+		t.Errorf("the view's dashboard table page lacks the depot column, or offers a put form:\n%s", page)
+	}
+
+	// Every write answers 503 central_read_only, and so does /readyz.
+	for _, w := range []struct{ method, path, role, body string }{
+		{"PUT", "/v1/tables/notes/keys/x", "dashboard", `{"a":1}`},
+		{"DELETE", "/v1/tables/notes/keys/north/n-0", "dashboard", ""},
+		{"PUT", "/v1/assignments/r-9", "dispatch", assignment("van-2")},
+		{"POST", "/v1/drivers/van-9/locations", "driver", `[{"seq":1,"lat":52.5,"lng":13.4,"ts":"2026-12-07T08:00:00Z"}]`},
+		{"POST", "/v1/loading-events", "warehouse", `{"terminal":"t1","dock":"D4","shipment":"SH-1","kind":"loaded","pallets":3,"ts":"2026-12-07T08:00:00Z"}`},
+	} {
+		st, b := httpDo(t, w.method, c.URL()+w.path, c.Token(w.role), w.body, "Idempotency-Key", "k1")
+		var e struct{ Code, Message string }
+		if st != http.StatusServiceUnavailable || json.Unmarshal(b, &e) != nil || e.Code != "central_read_only" || e.Message == "" {
+			t.Fatalf("central %s %s: %d %s", w.method, w.path, st, b)
+		}
+	}
+	if st, b := httpDo(t, "GET", c.URL()+"/readyz", "", ""); st != http.StatusServiceUnavailable || errCode(b) != "central_read_only" {
+		t.Fatalf("central /readyz: %d %s", st, b)
+	}
+	if _, m := httpDo(t, "GET", c.URL()+"/metrics", c.Token("admin"), ""); !strings.Contains(string(m), `routehound_central_depot_lsn{depot="south"} `+strconv.FormatUint(south.lsn, 10)) ||
+		!strings.Contains(string(m), `routehound_central_stream_connected{stream="RH_SOUTH"} 1`) {
+		t.Errorf("the view's /metrics lacks the depots' LSNs or the streams")
+	}
+
+	// Restart: the view stops; both depots go on (south's stream skips
+	// one LSN: a record its uplink dropped); the view comes back on its
+	// data dir and resumes from its cursors.
+	if err := c.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	stopped = true
+	northWrites(42, 20)
+	south.writes(25, 10)
+	south.lsn++ // dropped at the depot: never in the stream
+	south.writes(35, 5)
+	c, err = Start(ccfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped = false
+	waitUntil(t, 30*time.Second, "the restarted central view to catch up", caughtUp)
+	check()
+	if p := centralPositions(t, c)["south"]; p.Missing != 1 || p.Stream != "RH_SOUTH" {
+		t.Fatalf("south's cursor after the skipped LSN: %+v, want missing 1 in RH_SOUTH", p)
+	}
+	if p := centralPositions(t, c)["north"]; p.Stream != "ROUTEHOUND" || p.Missing != 0 || p.Records != north.Engine.DurableLSN() {
+		t.Fatalf("north's cursor: %+v (north's last lsn %d)", p, north.Engine.DurableLSN())
+	}
+}
+
+// dashboardPage logs in to a box's dashboard with the admin token and
+// answers the page at path.
+func dashboardPage(t *testing.T, a *Appliance, path string) string {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	hc := &http.Client{Jar: jar}
+	resp, err := hc.Get(a.URL() + "/ui/login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	csrf := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(string(b))
+	if csrf == nil {
+		t.Fatalf("no login form: %s", b)
+	}
+	if resp, err = hc.PostForm(a.URL()+"/ui/login", url.Values{"csrf": {csrf[1]}, "token": {a.Token("admin")}}); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp, err = hc.Get(a.URL() + path); err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if b, err = io.ReadAll(resp.Body); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("dashboard %s: %d %v", path, resp.StatusCode, err)
+	}
+	return string(b)
+}
+
+// TestCentralConfig: [central] excludes [uplink] (a view is no depot) and
+// checks its depots and streams.
+func TestCentralConfig(t *testing.T) {
+	cfg := loopbackConfig(t)
+	cfg.Central.NATSURL = "nats://127.0.0.1:1"
+	cfg.Uplink.NATSURL, cfg.Uplink.Depot = "nats://127.0.0.1:1", "d"
+	if _, err := Start(cfg, nil); err == nil || !strings.Contains(err.Error(), "central.nats_url and uplink.nats_url") {
+		t.Fatalf("central with an uplink: %v", err)
+	}
+	cfg = loopbackConfig(t)
+	cfg.Central.NATSURL, cfg.Central.Depots = "nats://127.0.0.1:1", []string{"a.b"}
+	if _, err := Start(cfg, nil); err == nil || !strings.Contains(err.Error(), "central.depots") {
+		t.Fatalf("central with a bad depot: %v", err)
+	}
+}

@@ -1,0 +1,123 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"routehound/wal"
+)
+
+// A central view (issue 20, part 4): one engine that holds several depots'
+// tables, followed from their shipped logs (package uplink, central.go).
+// Unlike a standby, it does not keep the depots' LSNs: each depot has its
+// own sequence, so the central engine writes the depots' changes as its own
+// records, at its own LSNs, with each key namespaced by its depot
+// (<depot>/<key>). Those writes go through the committer like any other
+// (the events lane: a central view runs no fleet-events consumer), so its
+// hub, SSE and WebSocket subscribers, dashboard, replica and /v1/log work on
+// it unchanged. Every other write is refused with a NotPrimaryError that is
+// also ErrCentralReadOnly (503 central_read_only).
+
+// ErrCentralReadOnly refuses a write on a central view: it only reads the
+// depots' streams. errors.Is(err, ErrNotPrimary) holds too (a central view
+// is no depot's writer), so every path that refuses a standby's writes
+// refuses these.
+var ErrCentralReadOnly = errors.New("engine: a central view is read-only")
+
+// SetCentral makes the engine a central view's: every write but
+// ApplyCentral's is refused with a NotPrimaryError that is also
+// ErrCentralReadOnly, saying why.
+func (e *Engine) SetCentral(why string) {
+	e.follow.central.Store(true)
+	e.SetNotPrimary(why)
+}
+
+// Central reports whether the engine is a central view's (SetCentral).
+func (e *Engine) Central() bool { return e.follow.central.Load() }
+
+// WritesRefused is the error every write answers now (a standby, a fenced
+// primary, a central view), or nil when writes are taken (as far as the
+// role goes: a full lane or a low disk refuse on their own).
+func (e *Engine) WritesRefused() error { return e.notPrimary() }
+
+// CentralWrite is one change ApplyCentral writes: a put of Value, or a
+// delete, of one key. A delete of a key that does not exist writes
+// nothing.
+type CentralWrite struct {
+	Table  string
+	Key    string
+	Delete bool
+	Value  []byte // JSON; unused for a delete
+	Actor  string // who wrote it at its depot
+}
+
+// ApplyCentralMax is the most writes one ApplyCentral takes, and the bytes
+// (2×(key+value+table)+64 each) a caller should keep one call's writes
+// under (one large value alone may pass them), within one batch of the
+// committer.
+func (e *Engine) ApplyCentralMax() (writes int, bytes int64) {
+	return max(min(e.cfg.BatchRecords, e.lanes[LaneEvents].Bound()), 1), e.cfg.BatchBytes / 2
+}
+
+// ApplyCentral writes ws, in order, as one atomic item of the events lane,
+// at this engine's next LSNs (each put takes the key's next version), and
+// answers once they are durable and published: the LSN of the last record
+// written (0 when none was: deletes of absent keys only). All or none of ws
+// is in the store, so a cursor written with the records it covers never
+// parts from them. It works while the engine refuses every other write
+// (SetCentral); it is refused while the store has failed or is closing, and
+// with ErrTooLarge past ApplyCentralMax's writes. Run with a context that is not
+// cancelled mid-commit when the caller must know the outcome (an item the
+// committer took is committed even when its waiter left).
+func (e *Engine) ApplyCentral(ctx context.Context, ws []CentralWrite) (uint64, error) {
+	if len(ws) == 0 {
+		return 0, nil
+	}
+	maxN, _ := e.ApplyCentralMax()
+	var size int64
+	for _, w := range ws {
+		size += int64(2*len(w.Value) + 2*len(w.Key) + 2*len(w.Table) + 64)
+	}
+	if len(ws) > maxN {
+		return 0, fmt.Errorf("%w: %d central writes (at most %d)", ErrTooLarge, len(ws), maxN)
+	}
+	e.follow.applyMu.Lock()
+	defer e.follow.applyMu.Unlock()
+	l := e.lanes[LaneEvents]
+	l.stats.Arrivals.Add(1)
+	it := &item{units: len(ws), bytes: size + 256, done: make(chan result, 1)}
+	it.apply = func(b *wal.Batch) (result, error) {
+		var last uint64
+		for _, w := range ws {
+			var r wal.Record
+			var err error
+			if w.Delete {
+				r, err = b.Delete(w.Table, w.Key, w.Actor, wal.AnyVersion)
+				if errors.Is(err, wal.ErrNotFound) {
+					continue // the key never reached this view (or is gone already)
+				}
+			} else {
+				r, err = b.Put(w.Table, w.Key, w.Value, w.Actor, wal.AnyVersion)
+			}
+			if err != nil {
+				return result{}, err
+			}
+			last = r.LSN
+		}
+		return result{write: WriteResult{LSN: last}}, nil
+	}
+	deadline := time.Now().Add(followRoomWait)
+	for {
+		err := e.enqueueFollowed(l, it)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrLaneFull) || !l.waitRoom(ctx, it.units, deadline) {
+			return 0, l.refuse(err)
+		}
+	}
+	res, err := wait(ctx, it)
+	return res.write.LSN, err
+}

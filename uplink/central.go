@@ -1,0 +1,661 @@
+package uplink
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"routehound/engine"
+)
+
+// The central view (issue 20, part 4): one box follows several depots'
+// shipped logs and serves them read-only. For each JetStream stream that
+// holds depots' records (one stream for all depots, or one per depot) a
+// goroutine reads the stream with an ordered consumer, in stream order,
+// and writes each depot's records into the central engine
+// (engine.ApplyCentral) under the key <depot>/<key> of the same table, at
+// the central engine's own LSNs. With them, in the same atomic item, it
+// writes each depot's cursor into the table CentralTable (key: the depot):
+// the stream, the stream sequence and the depot's LSN of the last record
+// applied. So a crash never parts the records from their cursor: a restart
+// reads the cursors back from the store, reads each stream on after the
+// last sequence applied, and skips every record of a depot at or below its
+// LSN (a re-send, or a stream read again from its start): no gap, no
+// duplicate. Epoch markers are read past (the depot's history is whatever
+// the stream holds, whoever wrote it).
+
+// CentralTable holds the central view's cursor of each depot (key: the
+// depot; value: a DepotPosition). It is written with the records it covers
+// and readable like any table: a dashboard can watch it to see each
+// depot's progress.
+const CentralTable = "central_depots"
+
+// CentralConfig configures a central view.
+type CentralConfig struct {
+	URL     string   // NATS server URL(s), comma-separated
+	Depots  []string // the depots followed; empty: every depot the streams hold
+	Streams []string // the streams read; empty: every stream under routehound.>, looked for every Discover
+	// Discover is how often the streams are listed again (empty
+	// Streams); default 5 s.
+	Discover time.Duration
+	// Timeout bounds one JetStream request; default 5 s.
+	Timeout time.Duration
+	// MaxBackoff bounds the wait between two connection attempts of a
+	// stream's reader; default 5 s.
+	MaxBackoff time.Duration
+}
+
+// DepotPosition is a depot's cursor (CentralTable's value, and a line of
+// the central view's status).
+type DepotPosition struct {
+	Depot     string    `json:"depot"`
+	Stream    string    `json:"stream"`
+	StreamSeq uint64    `json:"stream_seq"` // the stream sequence of the depot's last record applied
+	LSN       uint64    `json:"lsn"`        // the depot's LSN of it
+	At        time.Time `json:"committed_at"`
+	Records   uint64    `json:"records"` // the depot's records applied, all told
+	// Missing counts the depot's LSNs the stream skipped (records its
+	// uplink dropped, or the stream's limits removed before they were
+	// read): told in the log, and here.
+	Missing uint64 `json:"missing"`
+}
+
+// Central follows depots' streams into a central engine.
+type Central struct {
+	cfg CentralConfig
+	log *slog.Logger
+	e   *engine.Engine
+
+	// applyMu makes computing a batch from the cursors, applying it and
+	// moving the cursors one step: readers of several streams never
+	// apply the same depot's record twice.
+	applyMu sync.Mutex
+	mu      sync.Mutex // guards pos and streams
+	pos     map[string]DepotPosition
+	streams map[string]*centralStream
+
+	applied   atomic.Uint64
+	lastErrMu sync.Mutex
+	lastErr   string
+	lastErrAt time.Time
+
+	cancel context.CancelFunc
+	done   chan struct{}
+	wg     sync.WaitGroup
+}
+
+// centralStream is one stream's reader.
+type centralStream struct {
+	name      string
+	idle      bool // holds none of the depots followed (follow's goroutine only)
+	connected atomic.Bool
+	sessions  atomic.Uint64
+	pending   atomic.Uint64
+}
+
+// OpenCentral makes a central view's follower; Start it with the engine.
+func OpenCentral(cfg CentralConfig, log *slog.Logger) (*Central, error) {
+	if cfg.URL == "" {
+		return nil, errors.New("central: the NATS URL must be set")
+	}
+	for _, d := range cfg.Depots {
+		if err := CheckDepot(d); err != nil {
+			return nil, fmt.Errorf("central: %w", err)
+		}
+	}
+	if cfg.Discover <= 0 {
+		cfg.Discover = 5 * time.Second
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 5 * time.Second
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Central{cfg: cfg, log: log.With("part", "central"), pos: map[string]DepotPosition{}, streams: map[string]*centralStream{}}, nil
+}
+
+// Start makes the engine refuse writes (central_read_only), reads the
+// depots' cursors from the store and follows the streams.
+func (c *Central) Start(e *engine.Engine) error {
+	c.e = e
+	e.SetCentral("this box is a central view of the depots' shipped logs: it serves reads only")
+	if err := c.loadPositions(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel, c.done = cancel, make(chan struct{})
+	go c.run(ctx)
+	return nil
+}
+
+// Close stops following; an apply in flight completes first.
+func (c *Central) Close() {
+	if c.cancel == nil {
+		return
+	}
+	c.cancel()
+	<-c.done
+	c.wg.Wait()
+	c.cancel = nil
+}
+
+// loadPositions reads the depots' cursors from CentralTable.
+func (c *Central) loadPositions() error {
+	snap, err := c.e.Snapshot()
+	if err != nil {
+		return fmt.Errorf("central: read the depots' cursors: %w", err)
+	}
+	defer snap.Close()
+	pos := map[string]DepotPosition{}
+	_, err = snap.Scan(CentralTable, "", 0, func(k string, st engine.State) error {
+		var p DepotPosition
+		if err := json.Unmarshal(st.Value, &p); err != nil || p.Depot != k {
+			c.log.Warn("central: a cursor in "+CentralTable+" cannot be read; that depot is read again from its streams' start (its records are applied again)", "depot", k, "err", err)
+			return nil
+		}
+		pos[k] = p
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("central: read the depots' cursors: %w", err)
+	}
+	c.mu.Lock()
+	c.pos = pos
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *Central) setErr(err error) {
+	c.lastErrMu.Lock()
+	c.lastErr, c.lastErrAt = err.Error(), time.Now()
+	c.lastErrMu.Unlock()
+}
+
+// run starts a reader per stream: the configured ones, or every stream
+// under routehound.> as it is found.
+func (c *Central) run(ctx context.Context) {
+	defer close(c.done)
+	if len(c.cfg.Streams) > 0 {
+		for _, s := range c.cfg.Streams {
+			c.startStream(ctx, s)
+		}
+		<-ctx.Done()
+		return
+	}
+	for {
+		names, err := c.discover(ctx)
+		if err != nil && ctx.Err() == nil {
+			c.setErr(err)
+			c.log.Warn("central: cannot list the streams; trying again", "err", err, "retry_in", c.cfg.Discover)
+		}
+		for _, s := range names {
+			c.startStream(ctx, s)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(c.cfg.Discover):
+		}
+	}
+}
+
+// discover lists the streams whose subjects lie under routehound.>.
+func (c *Central) discover(ctx context.Context) ([]string, error) {
+	nc, err := nats.Connect(c.cfg.URL, nats.NoReconnect(), nats.Name("routehound central"), nats.Timeout(2*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", redact(c.cfg.URL), err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	l := js.StreamNames(cctx, jetstream.WithStreamListSubject("routehound.>"))
+	var out []string
+	for n := range l.Name() {
+		out = append(out, n)
+	}
+	if err := l.Err(); err != nil {
+		return out, fmt.Errorf("list the streams: %w", err)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// startStream starts the reader of stream name unless it runs.
+func (c *Central) startStream(ctx context.Context, name string) {
+	c.mu.Lock()
+	if _, ok := c.streams[name]; ok {
+		c.mu.Unlock()
+		return
+	}
+	s := &centralStream{name: name}
+	c.streams[name] = s
+	c.mu.Unlock()
+	c.log.Info("central: following a stream", "stream", name)
+	c.wg.Go(func() { c.follow(ctx, s) })
+}
+
+// follow reads one stream, session after session, until ctx ends.
+func (c *Central) follow(ctx context.Context, s *centralStream) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		before := c.applied.Load()
+		err := c.session(ctx, s)
+		s.connected.Store(false)
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, errNoDepots) {
+			// Not an error: another stream of the same NATS. Looked at
+			// again now and then (its subjects may change).
+			if !s.idle {
+				c.log.Info("central: the stream holds none of the depots followed; not read", "stream", s.name, "why", err)
+				s.idle = true
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(max(c.cfg.MaxBackoff, c.cfg.Discover)):
+			}
+			continue
+		}
+		s.idle = false
+		if err == nil {
+			err = errors.New("the stream's reader ended")
+		}
+		c.setErr(fmt.Errorf("stream %s: %w", s.name, err))
+		if c.applied.Load() > before {
+			backoff = 100 * time.Millisecond
+		}
+		c.log.Warn("central: reading the stream stopped; reconnecting (reads go on, from what was applied)", "stream", s.name, "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, c.cfg.MaxBackoff)
+	}
+}
+
+// errNoDepots ends a session on a stream holding none of the depots
+// followed: it is looked at again after the backoff.
+var errNoDepots = errors.New("the stream holds none of the depots followed")
+
+// filters are the consumer's subjects on a stream of those subjects: the
+// depots followed that the stream covers, or (every depot) its subjects
+// under routehound.>.
+func (c *Central) filters(subjects []string) []string {
+	var out []string
+	if len(c.cfg.Depots) == 0 {
+		for _, s := range subjects {
+			if covers(s, "routehound.>") {
+				return []string{"routehound.>"}
+			}
+			if covers("routehound.>", s) || strings.HasPrefix(s, "routehound.") {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	for _, d := range c.cfg.Depots {
+		if coversAny(subjects, DepotSubjects(d)) {
+			out = append(out, DepotSubjects(d))
+		}
+	}
+	return out
+}
+
+// resumeSeq is the stream sequence of the last record applied from stream:
+// the cursors of the depots read from it (each stream is read in order, so
+// every message before the highest of them was applied or skipped).
+func (c *Central) resumeSeq(stream string) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var seq uint64
+	for _, p := range c.pos {
+		if p.Stream == stream {
+			seq = max(seq, p.StreamSeq)
+		}
+	}
+	return seq
+}
+
+// session reads stream s until the connection fails or ctx ends.
+func (c *Central) session(ctx context.Context, s *centralStream) error {
+	closed := make(chan struct{})
+	var once sync.Once
+	nc, err := nats.Connect(c.cfg.URL, nats.NoReconnect(), nats.Name("routehound central "+s.name), nats.Timeout(2*time.Second),
+		nats.ClosedHandler(func(*nats.Conn) { once.Do(func() { close(closed) }) }),
+		nats.DisconnectErrHandler(func(*nats.Conn, error) { once.Do(func() { close(closed) }) }))
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", redact(c.cfg.URL), err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	st, err := js.Stream(cctx, s.name)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", s.name, err)
+	}
+	info := st.CachedInfo()
+	filters := c.filters(info.Config.Subjects)
+	if len(filters) == 0 {
+		return fmt.Errorf("%w (its subjects: %q)", errNoDepots, info.Config.Subjects)
+	}
+	from := c.resumeSeq(s.name)
+	if from > info.State.LastSeq {
+		// The stream is behind where this view was (recreated, purged):
+		// read it from its start; the depots' LSNs skip what is applied.
+		c.log.Warn("central: the stream ends before the last message applied here; reading it from its start", "stream", s.name,
+			"applied_seq", from, "stream_last_seq", info.State.LastSeq)
+		from = 0
+	}
+	cc := jetstream.OrderedConsumerConfig{FilterSubjects: filters, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if from > 0 {
+		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from+1
+	}
+	cctx, cancel = context.WithTimeout(ctx, c.cfg.Timeout)
+	cons, err := st.OrderedConsumer(cctx, cc)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("ordered consumer on %s %q: %w", s.name, filters, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
+	if err != nil {
+		return fmt.Errorf("consume: %w", err)
+	}
+	defer it.Stop()
+	s.sessions.Add(1)
+	s.connected.Store(true)
+	c.log.Info("central: reading the stream", "url", nc.ConnectedUrlRedacted(), "stream", s.name, "subjects", filters, "after_seq", from)
+
+	msgs := make(chan jetstream.Msg, 1024)
+	errc := make(chan error, 1)
+	go func() {
+		defer close(msgs)
+		for {
+			m, err := it.Next()
+			if err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case msgs <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	defer func() {
+		it.Stop()
+		for range msgs { // let the reader end
+		}
+	}()
+	maxN, maxBytes := c.e.ApplyCentralMax()
+	for {
+		var m jetstream.Msg
+		var ok bool
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-closed:
+			return fmt.Errorf("connection lost: %w", nonNil(nc.LastError()))
+		case m, ok = <-msgs:
+		}
+		if !ok {
+			select {
+			case err := <-errc:
+				return fmt.Errorf("consume: %w", err)
+			default:
+				return nil
+			}
+		}
+		// Take what else arrived, up to a batch, and apply it in one go.
+		var batch []shipped
+		var size int64
+		for {
+			r, err := readShipped(m)
+			if err != nil {
+				return err
+			}
+			s.pending.Store(r.pending)
+			if r.msg != nil {
+				batch = append(batch, r)
+				size += int64(2*len(r.msg.Value) + 2*len(r.msg.Key) + 2*(len(r.msg.Table)+len(r.msg.Depot)) + 64)
+			}
+			// Room for the records and a cursor per depot (at most one
+			// per record).
+			if 2*len(batch)+2 > maxN || size > maxBytes/2 {
+				break
+			}
+			select {
+			case m, ok = <-msgs:
+			default:
+				ok = false
+			}
+			if !ok {
+				break
+			}
+		}
+		if err := c.apply(ctx, s.name, batch); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// shipped is one message of a stream: a depot's record, or nil for what is
+// read past (an epoch marker).
+type shipped struct {
+	msg     *Message
+	seq     uint64
+	pending uint64
+}
+
+// readShipped decodes a stream message: a record (Message) of the depot
+// its subject names, or an epoch marker (msg nil).
+func readShipped(m jetstream.Msg) (shipped, error) {
+	md, err := m.Metadata()
+	if err != nil {
+		return shipped{}, fmt.Errorf("message metadata: %w", err)
+	}
+	out := shipped{seq: md.Sequence.Stream, pending: md.NumPending}
+	parts := strings.SplitN(m.Subject(), ".", 3)
+	if len(parts) < 3 || parts[0] != "routehound" {
+		return out, fmt.Errorf("stream seq %d: subject %q is not routehound.<depot>.<table>", out.seq, m.Subject())
+	}
+	if strings.HasPrefix(parts[2], "$") {
+		return out, nil // an epoch marker (fence.go)
+	}
+	var b Message
+	if err := json.Unmarshal(m.Data(), &b); err != nil {
+		return out, fmt.Errorf("the record at stream seq %d (%s): %w", out.seq, m.Subject(), err)
+	}
+	if b.Depot != parts[1] || b.Table != parts[2] || b.LSN == 0 || b.Op != "put" && b.Op != "delete" {
+		return out, fmt.Errorf("the record at stream seq %d is not a RouteHound record of its subject %s (depot %q, table %q, lsn %d, op %q)",
+			out.seq, m.Subject(), b.Depot, b.Table, b.LSN, b.Op)
+	}
+	out.msg = &b
+	return out, nil
+}
+
+// apply writes a batch of one stream's records with the cursors of their
+// depots, skipping what each depot's cursor says is applied.
+func (c *Central) apply(ctx context.Context, stream string, batch []shipped) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
+	c.mu.Lock()
+	next := map[string]DepotPosition{}
+	var order []string
+	var ws []engine.CentralWrite
+	for _, r := range batch {
+		b := r.msg
+		if len(c.cfg.Depots) > 0 && !slices.Contains(c.cfg.Depots, b.Depot) {
+			continue
+		}
+		p, ok := next[b.Depot]
+		if !ok {
+			p = c.pos[b.Depot]
+			p.Depot = b.Depot
+		}
+		if b.LSN <= p.LSN {
+			continue // applied already (a re-send, or the stream read again)
+		}
+		if p.LSN > 0 && b.LSN > p.LSN+1 {
+			c.log.Error("CENTRAL GAP: the depot's shipped log skips records (its uplink dropped them, or the stream's limits removed them before they were read); they are not in this view",
+				"depot", b.Depot, "stream", stream, "after_lsn", p.LSN, "before_lsn", b.LSN, "records", b.LSN-p.LSN-1)
+			p.Missing += b.LSN - p.LSN - 1
+		}
+		if !ok {
+			order = append(order, b.Depot)
+		}
+		p.Stream, p.StreamSeq, p.LSN, p.At = stream, r.seq, b.LSN, b.CommittedAt.UTC()
+		p.Records++
+		next[b.Depot] = p
+		if strings.HasPrefix(b.Table, "$") {
+			continue // a void record: no key changes
+		}
+		w := engine.CentralWrite{Table: b.Table, Key: b.Depot + "/" + b.Key, Delete: b.Op == "delete", Actor: b.Actor}
+		if !w.Delete {
+			w.Value = []byte(b.Value)
+		}
+		ws = append(ws, w)
+	}
+	c.mu.Unlock()
+	if len(next) == 0 {
+		return nil
+	}
+	for _, d := range order {
+		v, err := json.Marshal(next[d])
+		if err != nil {
+			return fmt.Errorf("central: encode the cursor of depot %s: %w", d, err)
+		}
+		ws = append(ws, engine.CentralWrite{Table: CentralTable, Key: d, Value: v, Actor: "central"})
+	}
+	// Not cut by ctx: an apply the committer took completes, so that the
+	// cursors in memory are what the store holds.
+	if _, err := c.e.ApplyCentral(context.WithoutCancel(ctx), ws); err != nil {
+		return fmt.Errorf("apply %d records of stream %s: %w", len(ws)-len(order), stream, err)
+	}
+	c.mu.Lock()
+	var n uint64
+	for _, d := range order {
+		n += next[d].Records - c.pos[d].Records
+		c.pos[d] = next[d]
+	}
+	c.mu.Unlock()
+	c.applied.Add(n)
+	return nil
+}
+
+// CentralStatus is GET /v1/uplink on a central view.
+type CentralStatus struct {
+	Role        string          `json:"role"` // "central"
+	URL         string          `json:"url"`
+	Streams     []StreamStatus  `json:"streams"`
+	Depots      []DepotPosition `json:"depots"`
+	Applied     uint64          `json:"applied_records"` // since start
+	DurableLSN  uint64          `json:"durable_lsn"`     // this view's own log
+	LastError   string          `json:"last_error,omitempty"`
+	LastErrorAt string          `json:"last_error_at,omitempty"`
+}
+
+// StreamStatus is a stream's reader in CentralStatus.
+type StreamStatus struct {
+	Stream    string `json:"stream"`
+	Connected bool   `json:"connected"`
+	Pending   uint64 `json:"pending"` // messages of the stream after the last one read
+	Sessions  uint64 `json:"sessions"`
+}
+
+// Status reports the streams read and each depot's cursor.
+func (c *Central) Status() CentralStatus {
+	s := CentralStatus{Role: "central", URL: redact(c.cfg.URL), Applied: c.applied.Load(), Streams: []StreamStatus{}, Depots: []DepotPosition{}}
+	if c.e != nil {
+		s.DurableLSN = c.e.DurableLSN()
+	}
+	c.mu.Lock()
+	for _, st := range c.streams {
+		s.Streams = append(s.Streams, StreamStatus{Stream: st.name, Connected: st.connected.Load(), Pending: st.pending.Load(), Sessions: st.sessions.Load()})
+	}
+	for _, p := range c.pos {
+		s.Depots = append(s.Depots, p)
+	}
+	c.mu.Unlock()
+	sort.Slice(s.Streams, func(i, j int) bool { return s.Streams[i].Stream < s.Streams[j].Stream })
+	sort.Slice(s.Depots, func(i, j int) bool { return s.Depots[i].Depot < s.Depots[j].Depot })
+	c.lastErrMu.Lock()
+	s.LastError = c.lastErr
+	if !c.lastErrAt.IsZero() {
+		s.LastErrorAt = c.lastErrAt.UTC().Format(time.RFC3339)
+	}
+	c.lastErrMu.Unlock()
+	return s
+}
+
+// Collector returns a Prometheus collector of the central view
+// (routehound_central_*): each depot's LSN and records applied, and the
+// streams read.
+func (c *Central) Collector() prometheus.Collector {
+	return &centralCollector{c: c,
+		lsn:       prometheus.NewDesc("routehound_central_depot_lsn", "The depot's LSN of its last record this central view applied.", []string{"depot"}, nil),
+		records:   prometheus.NewDesc("routehound_central_depot_records_total", "The depot's records this central view applied, all told.", []string{"depot"}, nil),
+		missing:   prometheus.NewDesc("routehound_central_depot_missing_records_total", "The depot's LSNs its stream skipped (dropped by its uplink, or removed by the stream's limits before they were read).", []string{"depot"}, nil),
+		connected: prometheus.NewDesc("routehound_central_stream_connected", "1 while the stream's reader holds a JetStream session.", []string{"stream"}, nil),
+		pending:   prometheus.NewDesc("routehound_central_stream_pending", "Messages of the stream after the last one read.", []string{"stream"}, nil),
+	}
+}
+
+type centralCollector struct {
+	c                                         *Central
+	lsn, records, missing, connected, pending *prometheus.Desc
+}
+
+func (cc *centralCollector) Describe(ch chan<- *prometheus.Desc) {
+	prometheus.DescribeByCollect(cc, ch)
+}
+
+func (cc *centralCollector) Collect(ch chan<- prometheus.Metric) {
+	s := cc.c.Status()
+	for _, d := range s.Depots {
+		ch <- prometheus.MustNewConstMetric(cc.lsn, prometheus.GaugeValue, float64(d.LSN), d.Depot)
+		ch <- prometheus.MustNewConstMetric(cc.records, prometheus.CounterValue, float64(d.Records), d.Depot)
+		ch <- prometheus.MustNewConstMetric(cc.missing, prometheus.CounterValue, float64(d.Missing), d.Depot)
+	}
+	for _, st := range s.Streams {
+		conn := 0.0
+		if st.Connected {
+			conn = 1
+		}
+		ch <- prometheus.MustNewConstMetric(cc.connected, prometheus.GaugeValue, conn, st.Stream)
+		ch <- prometheus.MustNewConstMetric(cc.pending, prometheus.GaugeValue, float64(st.Pending), st.Stream)
+	}
+}
