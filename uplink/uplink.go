@@ -710,6 +710,16 @@ func (u *Uplink) session(ctx context.Context) error {
 		return err
 	}
 	u.fence = c.st.CachedInfo().Config.Retention == jetstream.LimitsPolicy
+	// window bounds the records in flight. On a replicated stream (R3)
+	// JetStream refuses ("wrong last sequence") a message that expects a
+	// subject's last sequence while another one expecting it is still in
+	// process (proposed, not yet applied): the fenced records all expect
+	// the marker's, so there they go one at a time
+	// (TestThreeNodeClusterNodeKilledWhileShipping).
+	window := u.cfg.MaxInFlight
+	if u.fence && c.st.CachedInfo().Config.Replicas > 1 {
+		window = 1
+	}
 	// A marker published on the depot's epoch subject while this session
 	// runs (a standby promoting) is a hint: the stream's last marker says
 	// whether it took (a refused claim reaches core subscribers too).
@@ -773,7 +783,7 @@ func (u *Uplink) session(ctx context.Context) error {
 		if refusedNow != nil && len(pending) == 0 {
 			return refusedNow
 		}
-		if refusedNow == nil && len(pending) < u.cfg.MaxInFlight && cur.After() < e.DurableLSN() {
+		if refusedNow == nil && len(pending) < window && cur.After() < e.DurableLSN() {
 			recs, err := cur.Next(ctx)
 			if errors.Is(err, engine.ErrTrimmed) {
 				if err := u.skipTrimmed(ctx, cur, pending, closed); err != nil {
@@ -793,7 +803,7 @@ func (u *Uplink) session(ctx context.Context) error {
 			}
 			for i := range recs {
 				r := &recs[i]
-				if len(pending) >= u.cfg.MaxInFlight {
+				if len(pending) >= window {
 					cur.Seek(r.LSN - 1) // the rest next time round
 					break
 				}
@@ -820,7 +830,7 @@ func (u *Uplink) session(ctx context.Context) error {
 			ackTimer.Reset(time.Until(pending[0].ddl))
 		}
 		wake := ch
-		if len(pending) >= u.cfg.MaxInFlight {
+		if len(pending) >= window {
 			wake = nil // the window is full: only an acknowledgement moves us
 		}
 		select {
