@@ -59,37 +59,38 @@ func depotChanges(all []change, depot string) []change {
 	return out
 }
 
-// southDepot publishes records of depot "south" straight into its own
-// stream, in the uplink's format (subject, Nats-Msg-Id, body), as a second
-// depot's uplink would, and keeps what it published.
-type southDepot struct {
+// publishedDepot publishes records of a depot straight into a stream, in
+// the uplink's format (subject, Nats-Msg-Id, body), as the depot's uplink
+// would, and keeps what it published.
+type publishedDepot struct {
 	t       *testing.T
+	name    string
 	js      jetstream.JetStream
 	lsn     uint64
 	changes []change
 	state   map[string]map[string]string // table → key → value
 }
 
-func (s *southDepot) publish(table, key, op, value string) {
+func (s *publishedDepot) publish(table, key, op, value string) {
 	s.t.Helper()
 	s.lsn++
 	v := json.RawMessage("null")
 	if op == "put" {
 		v = json.RawMessage(value)
 	}
-	body, err := json.Marshal(uplink.Message{LSN: s.lsn, Depot: "south", Table: table, Key: key, Op: op, Value: v, Version: 1,
+	body, err := json.Marshal(uplink.Message{LSN: s.lsn, Depot: s.name, Table: table, Key: key, Op: op, Value: v, Version: 1,
 		Actor: "tables", CommittedAt: time.Now().UTC()})
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	m := nats.NewMsg(uplink.Subject("south", table))
+	m := nats.NewMsg(uplink.Subject(s.name, table))
 	m.Data = body
-	m.Header.Set(jetstream.MsgIDHeader, uplink.MsgID("south", s.lsn))
+	m.Header.Set(jetstream.MsgIDHeader, uplink.MsgID(s.name, s.lsn))
 	m.Header.Set(uplink.HeaderLSN, strconv.FormatUint(s.lsn, 10))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := s.js.PublishMsg(ctx, m); err != nil {
-		s.t.Fatalf("publish south lsn %d: %v", s.lsn, err)
+		s.t.Fatalf("publish %s lsn %d: %v", s.name, s.lsn, err)
 	}
 	if op == "put" {
 		s.changes = append(s.changes, change{Table: table, Key: key, Op: op, Value: value})
@@ -103,8 +104,8 @@ func (s *southDepot) publish(table, key, op, value string) {
 	}
 }
 
-// writes puts n rows into south's tables and deletes one.
-func (s *southDepot) writes(from, n int) {
+// writes puts n rows into the depot's notes and deletes one in ten.
+func (s *publishedDepot) writes(from, n int) {
 	for i := from; i < from+n; i++ {
 		s.publish("notes", fmt.Sprintf("s-%d", i%7), "put", fmt.Sprintf(`{"south":%d}`, i))
 		if i%10 == 9 {
@@ -198,7 +199,7 @@ func TestCentralViewOfTwoDepots(t *testing.T) {
 		}
 	}
 	northWrites(0, 30)
-	south := &southDepot{t: t, js: js, state: map[string]map[string]string{}}
+	south := &publishedDepot{t: t, name: "south", js: js, state: map[string]map[string]string{}}
 	south.writes(0, 20)
 
 	ccfg := loopbackConfig(t)
@@ -379,6 +380,20 @@ func TestCentralViewOfTwoDepots(t *testing.T) {
 	}
 	if p := centralPositions(t, c)["north"]; p.Stream != "ROUTEHOUND" || p.Missing != 0 || p.Records != north.Engine.DurableLSN() {
 		t.Fatalf("north's cursor: %+v (north's last lsn %d)", p, north.Engine.DurableLSN())
+	}
+
+	// A depot whose stream appears while the view runs is found (the
+	// streams are listed again every 5 s).
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "RH_WEST", Subjects: []string{"routehound.west.>"}, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	west := &publishedDepot{t: t, name: "west", js: js, state: map[string]map[string]string{}}
+	west.writes(0, 3)
+	waitUntil(t, 30*time.Second, "the view to find the new stream of depot west", func() bool {
+		return centralPositions(t, c)["west"].LSN == west.lsn
+	})
+	if got := depotChanges(logChanges(t, c.Engine), "west"); !slices.Equal(got, west.changes) {
+		t.Fatalf("the view's log of west: %v, want %v", got, west.changes)
 	}
 }
 
