@@ -324,16 +324,38 @@ func (c *Central) filters(subjects []string) []string {
 	return out
 }
 
-// resumeSeq is the stream sequence of the last record applied from stream:
-// the cursors of the depots read from it (each stream is read in order, so
-// every message before the highest of them was applied or skipped).
-func (c *Central) resumeSeq(stream string) uint64 {
+// resumeSeq is where a session reads stream on (of those subjects): after
+// the last record applied from it. Following every depot, that is the
+// highest cursor of the depots read from it (each stream is read in order,
+// so every message before it was applied or read past). Following some
+// depots, it is the lowest cursor of those the stream covers, and the
+// stream's start when one of them has none there (a depot added to
+// [central] depots since: its records were read past); the depots' LSNs
+// skip what is applied.
+func (c *Central) resumeSeq(stream string, subjects []string) uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if len(c.cfg.Depots) == 0 {
+		var seq uint64
+		for _, p := range c.pos {
+			if p.Stream == stream {
+				seq = max(seq, p.StreamSeq)
+			}
+		}
+		return seq
+	}
 	var seq uint64
-	for _, p := range c.pos {
-		if p.Stream == stream {
-			seq = max(seq, p.StreamSeq)
+	first := true
+	for _, d := range c.cfg.Depots {
+		if !coversAny(subjects, DepotSubjects(d)) {
+			continue // its records cannot be in this stream (streams do not overlap)
+		}
+		p, ok := c.pos[d]
+		if !ok || p.Stream != stream {
+			return 0
+		}
+		if first || p.StreamSeq < seq {
+			seq, first = p.StreamSeq, false
 		}
 	}
 	return seq
@@ -365,7 +387,7 @@ func (c *Central) session(ctx context.Context, s *centralStream) error {
 	if len(filters) == 0 {
 		return fmt.Errorf("%w (its subjects: %q)", errNoDepots, info.Config.Subjects)
 	}
-	from := c.resumeSeq(s.name)
+	from := c.resumeSeq(s.name, info.Config.Subjects)
 	if from > info.State.LastSeq {
 		// The stream is behind where this view was (recreated, purged):
 		// read it from its start; the depots' LSNs skip what is applied.

@@ -29,3 +29,34 @@ func TestCentralFilters(t *testing.T) {
 		}
 	}
 }
+
+// Where a stream is read on: after the highest cursor of its depots when
+// every depot is followed; following some, after the lowest of those it
+// covers, and from its start when one of them has no cursor there.
+func TestCentralResumeSeq(t *testing.T) {
+	pos := map[string]DepotPosition{
+		"north": {Depot: "north", Stream: "RH", StreamSeq: 90},
+		"east":  {Depot: "east", Stream: "RH", StreamSeq: 100},
+		"south": {Depot: "south", Stream: "RH_SOUTH", StreamSeq: 7},
+	}
+	shared, own := []string{"routehound.north.>", "routehound.east.>", "routehound.west.>"}, []string{"routehound.south.>"}
+	for _, c := range []struct {
+		depots   []string
+		stream   string
+		subjects []string
+		want     uint64
+	}{
+		{nil, "RH", shared, 100},
+		{nil, "RH_SOUTH", own, 7},
+		{nil, "NEW", []string{"routehound.x.>"}, 0},
+		{[]string{"north", "east", "south"}, "RH", shared, 90},
+		{[]string{"east", "south"}, "RH", shared, 100},
+		{[]string{"east", "south"}, "RH_SOUTH", own, 7},
+		{[]string{"north", "west"}, "RH", shared, 0}, // west added since: read RH again
+	} {
+		cv := &Central{cfg: CentralConfig{Depots: c.depots}, pos: pos}
+		if got := cv.resumeSeq(c.stream, c.subjects); got != c.want {
+			t.Errorf("depots %v, stream %s: resume after seq %d, want %d", c.depots, c.stream, got, c.want)
+		}
+	}
+}
