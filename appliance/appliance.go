@@ -566,6 +566,9 @@ func (a *Appliance) closeStore(ctx context.Context) error {
 // uplinkView adapts the uplink's status for the dashboard's System page
 // (nil when the uplink is off).
 func (a *Appliance) uplinkView() func() ui.UplinkView {
+	if a.role.central != nil {
+		return centralView(a.role.central)
+	}
 	if a.Config.Uplink.NATSURL == "" {
 		return nil
 	}

@@ -6,6 +6,7 @@ import (
 	"routehound/api"
 	"routehound/config"
 	"routehound/engine"
+	"routehound/ui"
 	"routehound/uplink"
 )
 
@@ -47,5 +48,22 @@ func mountCentral(srv *api.Server, cv *uplink.Central) error {
 func (r *role) closeCentral() {
 	if r.central != nil {
 		r.central.Close()
+	}
+}
+
+// centralView adapts a central view's status for the dashboard's System
+// page.
+func centralView(cv *uplink.Central) func() ui.UplinkView {
+	return func() ui.UplinkView {
+		s := cv.Status()
+		v := ui.UplinkView{Role: "central", Enabled: true, Connected: len(s.Streams) > 0, AckedLSN: s.DurableLSN, LastError: s.LastError}
+		for _, st := range s.Streams {
+			v.Connected = v.Connected && st.Connected
+			v.LagRecords += st.Pending
+		}
+		for _, d := range s.Depots {
+			v.Depots = append(v.Depots, ui.UplinkDepot{Name: d.Depot, Stream: d.Stream, LSN: d.LSN, Missing: d.Missing})
+		}
+		return v
 	}
 }

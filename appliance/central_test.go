@@ -335,6 +335,12 @@ func TestCentralViewOfTwoDepots(t *testing.T) {
 		t.Errorf("the view's dashboard table page lacks the depot column, or offers a put form:\n%s", page)
 	}
 
+	if page := dashboardPage(t, c, "/ui/system"); !strings.Contains(page, "Central view of the depots") ||
+		!strings.Contains(page, `data-field="central-depot-south">LSN `+strconv.FormatUint(south.lsn, 10)+` in RH_SOUTH, 0 missing<`) ||
+		!strings.Contains(page, `data-field="central-connected">yes<`) {
+		t.Errorf("the view's System page lacks the depots' cursors:\n%s", page)
+	}
+
 	// Every write answers 503 central_read_only, and so does /readyz.
 	for _, w := range []struct{ method, path, role, body string }{
 		{"PUT", "/v1/tables/notes/keys/x", "dashboard", `{"a":1}`},

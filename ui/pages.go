@@ -361,6 +361,15 @@ type UplinkView struct {
 	AckedLSN, LagRecords, Dropped uint64
 	LagSeconds                    float64
 	LastError                     string
+	// Depots: a central view's (Role "central") cursor of each depot;
+	// LagRecords is then the messages of its streams not yet read.
+	Depots []UplinkDepot
+}
+
+// UplinkDepot is one depot a central view follows.
+type UplinkDepot struct {
+	Name, Stream string
+	LSN, Missing uint64
 }
 
 // diskUsage is the store's size on disk by kind of file.

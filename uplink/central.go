@@ -99,7 +99,7 @@ type Central struct {
 // centralStream is one stream's reader.
 type centralStream struct {
 	name      string
-	idle      bool // holds none of the depots followed (follow's goroutine only)
+	idle      atomic.Bool // holds none of the depots followed: not read (nor in Status)
 	connected atomic.Bool
 	sessions  atomic.Uint64
 	pending   atomic.Uint64
@@ -267,9 +267,8 @@ func (c *Central) follow(ctx context.Context, s *centralStream) {
 		if errors.Is(err, errNoDepots) {
 			// Not an error: another stream of the same NATS. Looked at
 			// again now and then (its subjects may change).
-			if !s.idle {
+			if !s.idle.Swap(true) {
 				c.log.Info("central: the stream holds none of the depots followed; not read", "stream", s.name, "why", err)
-				s.idle = true
 			}
 			select {
 			case <-ctx.Done():
@@ -278,7 +277,7 @@ func (c *Central) follow(ctx context.Context, s *centralStream) {
 			}
 			continue
 		}
-		s.idle = false
+		s.idle.Store(false)
 		if err == nil {
 			err = errors.New("the stream's reader ended")
 		}
@@ -411,6 +410,7 @@ func (c *Central) session(ctx context.Context, s *centralStream) error {
 	}
 	defer it.Stop()
 	s.sessions.Add(1)
+	s.idle.Store(false)
 	s.connected.Store(true)
 	c.log.Info("central: reading the stream", "url", nc.ConnectedUrlRedacted(), "stream", s.name, "subjects", filters, "after_seq", from)
 
@@ -626,6 +626,9 @@ func (c *Central) Status() CentralStatus {
 	}
 	c.mu.Lock()
 	for _, st := range c.streams {
+		if st.idle.Load() {
+			continue
+		}
 		s.Streams = append(s.Streams, StreamStatus{Stream: st.name, Connected: st.connected.Load(), Pending: st.pending.Load(), Sessions: st.sessions.Load()})
 	}
 	for _, p := range c.pos {
