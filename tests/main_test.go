@@ -74,7 +74,8 @@ type harness struct {
 	hc      *http.Client
 
 	// notPrimaryReady: /readyz answering 503 not_primary is ready too (a
-	// standby; an old primary fenced by a promoted one).
+	// standby; an old primary fenced by a promoted one), and so is 503
+	// central_read_only (a central view).
 	notPrimaryReady bool
 
 	base   string // http://127.0.0.1:PORT of the running server
@@ -230,7 +231,7 @@ func (h *harness) ready() bool {
 		var e struct {
 			Code string `json:"code"`
 		}
-		return json.Unmarshal(r.body, &e) == nil && e.Code == "not_primary"
+		return json.Unmarshal(r.body, &e) == nil && (e.Code == "not_primary" || e.Code == "central_read_only")
 	}
 	return err == nil && r.status == http.StatusOK
 }
