@@ -256,7 +256,10 @@ func (s *Server) getTrail(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	q, err := readQuery(r, "since", "until", "cursor", "limit", "format")
+	q, err := readQuery(r, "since", "until", "cursor", "limit", "format", "depot")
+	if err == nil {
+		driver, err = s.inDepot(q["depot"], driver)
+	}
 	var since, until time.Time
 	if err == nil {
 		since, until, err = timeRange(q)
@@ -326,7 +329,7 @@ func (s *Server) getTrail(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h := w.Header()
-	h.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s-trail.%s"`, driver, format))
+	h.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s-trail.%s"`, strings.ReplaceAll(driver, "/", "-"), format))
 	h.Set("X-Replica-LSN", strconv.FormatUint(lsn, 10))
 	if next != nil {
 		h.Set("X-Next-Cursor", next.(string))
@@ -547,7 +550,10 @@ func (s *Server) getAssignmentHistory(w http.ResponseWriter, r *http.Request) {
 	err := checkName("route", route)
 	var q map[string]string
 	if err == nil {
-		q, err = readQuery(r, "cursor", "limit")
+		q, err = readQuery(r, "cursor", "limit", "depot")
+	}
+	if err == nil {
+		route, err = s.inDepot(q["depot"], route)
 	}
 	var after uint64
 	if err == nil {
@@ -591,4 +597,20 @@ func (s *Server) getAssignmentHistory(w http.ResponseWriter, r *http.Request) {
 		next = strconv.FormatUint(out[len(out)-1].LSN, 10)
 	}
 	s.writeHistoryJSON(w, release, map[string]any{"route": route, "lsn": lsn, "versions": out, "next": next})
+}
+
+// inDepot is the name a central view keeps a depot's driver or route under
+// (<depot>/<name>) for ?depot= (the name itself without it; 400
+// bad_parameter on a depot's own box, or for a name that is no depot).
+func (s *Server) inDepot(depot, name string) (string, error) {
+	if depot == "" {
+		return name, nil
+	}
+	if !s.e.Central() {
+		return "", errorf(http.StatusBadRequest, "bad_parameter", "depot names a depot of a central view; this box is a depot's own")
+	}
+	if len(depot) > 64 || strings.Trim(depot, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != "" {
+		return "", errorf(http.StatusBadRequest, "bad_parameter", "depot must be 1 to 64 letters, digits, - and _")
+	}
+	return depot + "/" + name, nil
 }

@@ -341,6 +341,38 @@ func TestCentralViewOfTwoDepots(t *testing.T) {
 		t.Errorf("the view's System page lacks the depots' cursors:\n%s", page)
 	}
 
+	// The history (the replica) holds the depots' drivers and routes
+	// under <depot>/<name>, asked for with ?depot=.
+	waitUntil(t, 30*time.Second, "the view's replica to catch up", func() bool { return c.Replica.LSN() == c.Engine.DurableLSN() })
+	var trail struct {
+		Driver string            `json:"driver"`
+		Points []json.RawMessage `json:"points"`
+	}
+	var want struct {
+		Points []json.RawMessage `json:"points"`
+	}
+	if st, b := httpDo(t, "GET", north.URL()+"/v1/drivers/van-1/trail?limit=1000", north.Token("dashboard"), ""); st != http.StatusOK || json.Unmarshal(b, &want) != nil || len(want.Points) == 0 {
+		t.Fatalf("north's trail: %d %s", st, b)
+	}
+	if st, b := httpDo(t, "GET", c.URL()+"/v1/drivers/van-1/trail?depot=north&limit=1000", c.Token("dashboard"), ""); st != http.StatusOK ||
+		json.Unmarshal(b, &trail) != nil || trail.Driver != "north/van-1" || len(trail.Points) != len(want.Points) {
+		t.Fatalf("the view's trail of north's van-1: %d %s (north has %d points)", st, b, len(want.Points))
+	}
+	var hist, nhist struct {
+		Route    string            `json:"route"`
+		Versions []json.RawMessage `json:"versions"`
+	}
+	if st, b := httpDo(t, "GET", north.URL()+"/v1/assignments/r-1/history", north.Token("dashboard"), ""); st != http.StatusOK || json.Unmarshal(b, &nhist) != nil {
+		t.Fatalf("north's route history: %d %s", st, b)
+	}
+	if st, b := httpDo(t, "GET", c.URL()+"/v1/assignments/r-1/history?depot=north", c.Token("dashboard"), ""); st != http.StatusOK ||
+		json.Unmarshal(b, &hist) != nil || hist.Route != "north/r-1" || len(hist.Versions) == 0 || len(hist.Versions) != len(nhist.Versions) {
+		t.Fatalf("the view's history of north's r-1: %d %s (north has %d versions)", st, b, len(nhist.Versions))
+	}
+	if st, b := httpDo(t, "GET", north.URL()+"/v1/assignments/r-1/history?depot=north", north.Token("dashboard"), ""); st != http.StatusBadRequest || errCode(b) != "bad_parameter" {
+		t.Fatalf("?depot= on a depot's own history: %d %s", st, b)
+	}
+
 	// Every write answers 503 central_read_only, and so does /readyz.
 	for _, w := range []struct{ method, path, role, body string }{
 		{"PUT", "/v1/tables/notes/keys/x", "dashboard", `{"a":1}`},
