@@ -200,7 +200,13 @@ func TestCentralViewOfTwoDepots(t *testing.T) {
 	}
 	northWrites(0, 30)
 	south := &publishedDepot{t: t, name: "south", js: js, state: map[string]map[string]string{}}
-	south.writes(0, 20)
+	south.writes(0, 10)
+	// A message of no RouteHound format in south's stream is read past,
+	// loudly, not a stop of the stream.
+	if _, err := js.Publish(ctx, uplink.Subject("south", "notes"), []byte("not a record")); err != nil {
+		t.Fatal(err)
+	}
+	south.writes(10, 10)
 
 	ccfg := loopbackConfig(t)
 	ccfg.Central.NATSURL = ns.URL()
@@ -391,7 +397,8 @@ func TestCentralViewOfTwoDepots(t *testing.T) {
 		t.Fatalf("central /readyz: %d %s", st, b)
 	}
 	if _, m := httpDo(t, "GET", c.URL()+"/metrics", c.Token("admin"), ""); !strings.Contains(string(m), `routehound_central_depot_lsn{depot="south"} `+strconv.FormatUint(south.lsn, 10)) ||
-		!strings.Contains(string(m), `routehound_central_stream_connected{stream="RH_SOUTH"} 1`) {
+		!strings.Contains(string(m), `routehound_central_stream_connected{stream="RH_SOUTH"} 1`) ||
+		!strings.Contains(string(m), `routehound_central_stream_skipped_total{stream="RH_SOUTH"} 1`) {
 		t.Errorf("the view's /metrics lacks the depots' LSNs or the streams")
 	}
 

@@ -103,6 +103,7 @@ type centralStream struct {
 	connected atomic.Bool
 	sessions  atomic.Uint64
 	pending   atomic.Uint64
+	skipped   atomic.Uint64 // messages read past that were no record
 }
 
 // OpenCentral makes a central view's follower; Start it with the engine.
@@ -461,7 +462,13 @@ func (c *Central) session(ctx context.Context, s *centralStream) error {
 		for {
 			r, err := readShipped(m)
 			if err != nil {
-				return err
+				// Not a record of the format (another producer on the
+				// subjects, or a damaged message): read past, loudly,
+				// rather than stop every depot of the stream behind it.
+				s.skipped.Add(1)
+				c.setErr(fmt.Errorf("stream %s: %w", s.name, err))
+				c.log.Error("CENTRAL SKIPPED A MESSAGE: not a RouteHound record; read past (a depot record lost with it shows as a gap of its depot)",
+					"stream", s.name, "err", err)
 			}
 			s.pending.Store(r.pending)
 			if r.msg != nil {
@@ -616,6 +623,7 @@ type StreamStatus struct {
 	Connected bool   `json:"connected"`
 	Pending   uint64 `json:"pending"` // messages of the stream after the last one read
 	Sessions  uint64 `json:"sessions"`
+	Skipped   uint64 `json:"skipped"` // messages read past that were no RouteHound record
 }
 
 // Status reports the streams read and each depot's cursor.
@@ -629,7 +637,8 @@ func (c *Central) Status() CentralStatus {
 		if st.idle.Load() {
 			continue
 		}
-		s.Streams = append(s.Streams, StreamStatus{Stream: st.name, Connected: st.connected.Load(), Pending: st.pending.Load(), Sessions: st.sessions.Load()})
+		s.Streams = append(s.Streams, StreamStatus{Stream: st.name, Connected: st.connected.Load(), Pending: st.pending.Load(), Sessions: st.sessions.Load(),
+			Skipped: st.skipped.Load()})
 	}
 	for _, p := range c.pos {
 		s.Depots = append(s.Depots, p)
@@ -656,12 +665,13 @@ func (c *Central) Collector() prometheus.Collector {
 		missing:   prometheus.NewDesc("routehound_central_depot_missing_records_total", "The depot's LSNs its stream skipped (dropped by its uplink, or removed by the stream's limits before they were read).", []string{"depot"}, nil),
 		connected: prometheus.NewDesc("routehound_central_stream_connected", "1 while the stream's reader holds a JetStream session.", []string{"stream"}, nil),
 		pending:   prometheus.NewDesc("routehound_central_stream_pending", "Messages of the stream after the last one read.", []string{"stream"}, nil),
+		skipped:   prometheus.NewDesc("routehound_central_stream_skipped_total", "Messages of the stream read past because they were no RouteHound record (logged as errors).", []string{"stream"}, nil),
 	}
 }
 
 type centralCollector struct {
 	c                                         *Central
-	lsn, records, missing, connected, pending *prometheus.Desc
+	lsn, records, missing, connected, pending, skipped *prometheus.Desc
 }
 
 func (cc *centralCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -682,5 +692,6 @@ func (cc *centralCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(cc.connected, prometheus.GaugeValue, conn, st.Stream)
 		ch <- prometheus.MustNewConstMetric(cc.pending, prometheus.GaugeValue, float64(st.Pending), st.Stream)
+		ch <- prometheus.MustNewConstMetric(cc.skipped, prometheus.CounterValue, float64(st.Skipped), st.Stream)
 	}
 }
