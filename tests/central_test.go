@@ -16,7 +16,7 @@ import (
 )
 
 // TestCentralSIGKILL (issue 20, part 4): a central view (the real binary,
-// [central]) follows a primary under load and is SIGKILLed again and again
+// serve --central) follows a primary under load and is SIGKILLed again and again
 // while it applies; restarted each time, it resumes from the cursors in its
 // store. At the end its log holds every record of the depot exactly once,
 // in the depot's order, under <depot>/<key>: no gap, no duplicate.
@@ -24,7 +24,8 @@ func TestCentralSIGKILL(t *testing.T) {
 	ns := natstest.Start(t)
 	prim := newHarness(t, fmt.Sprintf("[fleet]\nevents = false\n\n[uplink]\nnats_url = %q\ndepot = \"north\"\n", ns.URL()))
 	prim.start()
-	cent := newHarness(t, fmt.Sprintf("[central]\nnats_url = %q\n", ns.URL()))
+	cent := newHarness(t, "")
+	cent.args = []string{"--central", ns.URL()} // serve --central NATS_URL
 	cent.notPrimaryReady = true
 
 	ctx, cancel := context.WithCancel(context.Background())

@@ -78,6 +78,8 @@ type harness struct {
 	// central_read_only (a central view).
 	notPrimaryReady bool
 
+	args []string // more flags of `serve`, after --config, --data and --listen
+
 	base   string // http://127.0.0.1:PORT of the running server
 	proc   *proc
 	starts int
@@ -176,7 +178,7 @@ func (h *harness) tryStart() error {
 		return err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	args := []string{"serve", "--config", h.cfgPath, "--data", h.dataDir, "--listen", addr}
+	args := append([]string{"serve", "--config", h.cfgPath, "--data", h.dataDir, "--listen", addr}, h.args...)
 
 	h.starts++
 	logf, err := os.OpenFile(h.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)

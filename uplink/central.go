@@ -165,6 +165,9 @@ func (c *Central) loadPositions() error {
 	defer snap.Close()
 	pos := map[string]DepotPosition{}
 	_, err = snap.Scan(CentralTable, "", 0, func(k string, st engine.State) error {
+		if strings.Contains(k, "/") {
+			return nil // a depot's own table of that name (<depot>/<key>)
+		}
 		var p DepotPosition
 		if err := json.Unmarshal(st.Value, &p); err != nil || p.Depot != k {
 			c.log.Warn("central: a cursor in "+CentralTable+" cannot be read; that depot is read again from its streams' start (its records are applied again)", "depot", k, "err", err)
@@ -670,7 +673,7 @@ func (c *Central) Collector() prometheus.Collector {
 }
 
 type centralCollector struct {
-	c                                         *Central
+	c                                                  *Central
 	lsn, records, missing, connected, pending, skipped *prometheus.Desc
 }
 
