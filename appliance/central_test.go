@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -13,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -413,15 +415,29 @@ func TestCentralViewOfTwoDepots(t *testing.T) {
 	south.writes(25, 10)
 	south.lsn++ // dropped at the depot: never in the stream
 	south.writes(35, 5)
-	c, err = Start(ccfg, nil)
+	var logBuf lockedBuffer
+	c, err = Start(ccfg, slog.New(slog.NewTextHandler(&logBuf, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	stopped = false
 	waitUntil(t, 30*time.Second, "the restarted central view to catch up", caughtUp)
 	check()
-	if p := centralPositions(t, c)["south"]; p.Missing != 1 || p.Stream != "RH_SOUTH" {
-		t.Fatalf("south's cursor after the skipped LSN: %+v, want missing 1 in RH_SOUTH", p)
+	// It read on from its cursors, not the streams' start (the LSNs would
+	// hide a re-read; this says the cursors' sequences were used).
+	logs := logBuf.String()
+	for _, st := range []string{"ROUTEHOUND", "RH_SOUTH"} {
+		m := regexp.MustCompile(`central: reading the stream".* stream=` + st + ` .*after_seq=(\d+)`).FindStringSubmatch(logs)
+		if m == nil || m[1] == "0" || strings.Contains(logs, "from its start") {
+			t.Fatalf("the restarted view did not read %s on from its cursor: %v\n%s", st, m, logs)
+		}
+	}
+	sst, err := js.Stream(ctx, "RH_SOUTH")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := centralPositions(t, c)["south"]; p.Missing != 1 || p.Stream != "RH_SOUTH" || !p.StreamCreated.Equal(sst.CachedInfo().Created) {
+		t.Fatalf("south's cursor after the skipped LSN: %+v, want missing 1 in RH_SOUTH created %v", p, sst.CachedInfo().Created)
 	}
 	if p := centralPositions(t, c)["north"]; p.Stream != "ROUTEHOUND" || p.Missing != 0 || p.Records != north.Engine.DurableLSN() {
 		t.Fatalf("north's cursor: %+v (north's last lsn %d)", p, north.Engine.DurableLSN())
@@ -440,6 +456,24 @@ func TestCentralViewOfTwoDepots(t *testing.T) {
 	if got := depotChanges(logChanges(t, c.Engine), "west"); !slices.Equal(got, west.changes) {
 		t.Fatalf("the view's log of west: %v, want %v", got, west.changes)
 	}
+}
+
+// lockedBuffer is a log's destination that several goroutines write.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // dashboardPage logs in to a box's dashboard with the admin token and

@@ -60,12 +60,15 @@ type CentralConfig struct {
 // DepotPosition is a depot's cursor (CentralTable's value, and a line of
 // the central view's status).
 type DepotPosition struct {
-	Depot     string    `json:"depot"`
-	Stream    string    `json:"stream"`
-	StreamSeq uint64    `json:"stream_seq"` // the stream sequence of the depot's last record applied
-	LSN       uint64    `json:"lsn"`        // the depot's LSN of it
-	At        time.Time `json:"committed_at"`
-	Records   uint64    `json:"records"` // the depot's records applied, all told
+	Depot  string `json:"depot"`
+	Stream string `json:"stream"`
+	// StreamCreated is when that stream was created: a stream of the same
+	// name created since (deleted, made again) is read from its start.
+	StreamCreated time.Time `json:"stream_created"`
+	StreamSeq     uint64    `json:"stream_seq"` // the stream sequence of the depot's last record applied
+	LSN           uint64    `json:"lsn"`        // the depot's LSN of it
+	At            time.Time `json:"committed_at"`
+	Records       uint64    `json:"records"` // the depot's records applied, all told
 	// Missing counts the depot's LSNs the stream skipped (records its
 	// uplink dropped, or the stream's limits removed before they were
 	// read): told in the log, and here.
@@ -327,17 +330,27 @@ func (c *Central) filters(subjects []string) []string {
 	return out
 }
 
-// resumeSeq is where a session reads stream on (of those subjects): after
-// the last record applied from it. Following every depot, that is the
+// resumeSeq is where a session reads stream on (created then, of those
+// subjects): after the last record applied from it; from its start when it
+// is not the stream the cursors were read from (created at another time). Following every depot, that is the
 // highest cursor of the depots read from it (each stream is read in order,
 // so every message before it was applied or read past). Following some
 // depots, it is the lowest cursor of those the stream covers, and the
 // stream's start when one of them has none there (a depot added to
 // [central] depots since: its records were read past); the depots' LSNs
 // skip what is applied.
-func (c *Central) resumeSeq(stream string, subjects []string) uint64 {
+func (c *Central) resumeSeq(stream string, created time.Time, subjects []string) uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	for _, p := range c.pos {
+		if p.Stream == stream && !p.StreamCreated.IsZero() && !p.StreamCreated.Equal(created) {
+			// Another stream of that name (deleted and made again): its
+			// sequences say nothing of where this view was.
+			c.log.Warn("central: the stream was created again since its records were read here; reading it from its start", "stream", stream,
+				"created", created, "read_created", p.StreamCreated)
+			return 0
+		}
+	}
 	if len(c.cfg.Depots) == 0 {
 		var seq uint64
 		for _, p := range c.pos {
@@ -390,7 +403,7 @@ func (c *Central) session(ctx context.Context, s *centralStream) error {
 	if len(filters) == 0 {
 		return fmt.Errorf("%w (its subjects: %q)", errNoDepots, info.Config.Subjects)
 	}
-	from := c.resumeSeq(s.name, info.Config.Subjects)
+	from := c.resumeSeq(s.name, info.Created, info.Config.Subjects)
 	if from > info.State.LastSeq {
 		// The stream is behind where this view was (recreated, purged):
 		// read it from its start; the depots' LSNs skip what is applied.
@@ -492,7 +505,7 @@ func (c *Central) session(ctx context.Context, s *centralStream) error {
 				break
 			}
 		}
-		if err := c.apply(ctx, s.name, batch); err != nil {
+		if err := c.apply(ctx, s.name, info.Created, batch); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -538,7 +551,7 @@ func readShipped(m jetstream.Msg) (shipped, error) {
 
 // apply writes a batch of one stream's records with the cursors of their
 // depots, skipping what each depot's cursor says is applied.
-func (c *Central) apply(ctx context.Context, stream string, batch []shipped) error {
+func (c *Central) apply(ctx context.Context, stream string, created time.Time, batch []shipped) error {
 	if len(batch) == 0 {
 		return nil
 	}
@@ -569,7 +582,7 @@ func (c *Central) apply(ctx context.Context, stream string, batch []shipped) err
 		if !ok {
 			order = append(order, b.Depot)
 		}
-		p.Stream, p.StreamSeq, p.LSN, p.At = stream, r.seq, b.LSN, b.CommittedAt.UTC()
+		p.Stream, p.StreamCreated, p.StreamSeq, p.LSN, p.At = stream, created.UTC(), r.seq, b.LSN, b.CommittedAt.UTC()
 		p.Records++
 		next[b.Depot] = p
 		if strings.HasPrefix(b.Table, "$") {

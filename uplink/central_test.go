@@ -1,8 +1,10 @@
 package uplink
 
 import (
+	"log/slog"
 	"slices"
 	"testing"
+	"time"
 )
 
 // The central view's consumer subjects on a stream: every depot's under
@@ -32,12 +34,14 @@ func TestCentralFilters(t *testing.T) {
 
 // Where a stream is read on: after the highest cursor of its depots when
 // every depot is followed; following some, after the lowest of those it
-// covers, and from its start when one of them has no cursor there.
+// covers, and from its start when one of them has no cursor there, or when
+// the stream was created again since.
 func TestCentralResumeSeq(t *testing.T) {
+	created := time.Date(2026, 12, 7, 8, 0, 0, 0, time.UTC)
 	pos := map[string]DepotPosition{
-		"north": {Depot: "north", Stream: "RH", StreamSeq: 90},
-		"east":  {Depot: "east", Stream: "RH", StreamSeq: 100},
-		"south": {Depot: "south", Stream: "RH_SOUTH", StreamSeq: 7},
+		"north": {Depot: "north", Stream: "RH", StreamCreated: created, StreamSeq: 90},
+		"east":  {Depot: "east", Stream: "RH", StreamCreated: created, StreamSeq: 100},
+		"south": {Depot: "south", Stream: "RH_SOUTH", StreamCreated: created, StreamSeq: 7},
 	}
 	shared, own := []string{"routehound.north.>", "routehound.east.>", "routehound.west.>"}, []string{"routehound.south.>"}
 	for _, c := range []struct {
@@ -54,9 +58,14 @@ func TestCentralResumeSeq(t *testing.T) {
 		{[]string{"east", "south"}, "RH_SOUTH", own, 7},
 		{[]string{"north", "west"}, "RH", shared, 0}, // west added since: read RH again
 	} {
-		cv := &Central{cfg: CentralConfig{Depots: c.depots}, pos: pos}
-		if got := cv.resumeSeq(c.stream, c.subjects); got != c.want {
+		cv := &Central{cfg: CentralConfig{Depots: c.depots}, pos: pos, log: slog.New(slog.DiscardHandler)}
+		if got := cv.resumeSeq(c.stream, created, c.subjects); got != c.want {
 			t.Errorf("depots %v, stream %s: resume after seq %d, want %d", c.depots, c.stream, got, c.want)
 		}
+	}
+	// RH deleted and created again: read from its start.
+	cv := &Central{pos: pos, log: slog.New(slog.DiscardHandler)}
+	if got := cv.resumeSeq("RH", created.Add(time.Hour), shared); got != 0 {
+		t.Errorf("a stream created again: resume after seq %d, want 0", got)
 	}
 }
