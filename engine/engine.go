@@ -28,6 +28,8 @@ type Engine struct {
 	rec     recovery   // committer-owned, see recover.go
 
 	env     commitEnv               // committer-owned: its I/O to the current store handle (commitenv.go)
+	fl      flights                 // committer-owned: the fsync and journal write in flight (pipeline.go)
+	cur     *pending                // committer-owned: the run loop's pending set (nil when a test steps turn)
 	wrapEnv func(*wal.DB) commitEnv // tests: the env over each store handle; nil = the store itself
 
 	closing  atomic.Bool
@@ -145,6 +147,7 @@ func build(cfg Config, db *wal.DB, log *slog.Logger, wrap func(*wal.DB) commitEn
 	e.db.Store(db)
 	e.env = e.envFor(db)
 	e.feed.init()
+	e.fl.init(db.LastLSN()) // Open synced what it recovered
 	e.rec.done = make(chan *wal.DB, 1)
 	e.drivers.m = map[string]*driverState{}
 	e.drivers.max = cfg.MaxDrivers
