@@ -67,6 +67,9 @@ func writeN(t *testing.T, e *engine.Engine, from, n int) {
 	if err, _ := failed.Load().(error); err != nil {
 		t.Fatalf("write: %v", err)
 	}
+	if err := e.WaitCommitted(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func newUplink(t *testing.T, dir, url string, mut func(*Config)) *Uplink {
