@@ -31,6 +31,7 @@ func (e *Engine) run() {
 	defer timer.Stop()
 	nextMaint := e.now()
 	stopping := false
+	stop := e.stop // nil once stopping: a closed channel would spin the select
 	for {
 		if e.failed.Load() {
 			e.refuseAll()
@@ -82,8 +83,8 @@ func (e *Engine) run() {
 		select {
 		case <-e.wake:
 		case <-tc:
-		case <-e.stop:
-			stopping = true
+		case <-stop:
+			stopping, stop = true, nil
 		case r := <-e.fl.syncDone:
 			e.finishSync(r)
 		case r := <-e.fl.jDone:
@@ -236,7 +237,13 @@ func (e *Engine) commitBatch(p *pending) {
 		size0, recs0 := b.Size(), b.Len()
 		it.journaled = e.journals(l, it)
 		b.Journal(it.journaled)
+		j0 := b.Journaled()
 		res, err := it.apply(b)
+		if it.journaled && b.Journaled() == j0 {
+			// Nothing of it is in the journal (a refusal, or replayed
+			// records): the log's fsync answers it, as it did before.
+			it.journaled = false
+		}
 		if err != nil {
 			// The batch cannot be committed whole. Items already applied
 			// may be async (accepted, no waiter), so they cannot be failed
@@ -255,7 +262,14 @@ func (e *Engine) commitBatch(p *pending) {
 		if !l.capped {
 			p.target = true
 		}
-		if due := it.taken.Add(l.cfg.FlushWithin); p.due.IsZero() || due.Before(p.due) {
+		within := l.cfg.FlushWithin
+		if it.journaled {
+			// The journal makes it durable and answers it; the log's
+			// fsync only publishes it, and may wait as long as the
+			// drivers' points do (pipeline.go).
+			within = max(within, e.lanes[LaneDriver].cfg.FlushWithin)
+		}
+		if due := it.taken.Add(within); p.due.IsZero() || due.Before(p.due) {
 			p.due = due
 		}
 	}
@@ -362,6 +376,7 @@ func (e *Engine) answer(l *lane, it *item, r result) {
 	if r.err == nil {
 		if it.durable != nil {
 			it.durable()
+			it.durable = nil
 		}
 		if l.cfg.Contract != Async && !r.dup {
 			l.stats.Accepted.Add(uint64(it.units))

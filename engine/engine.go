@@ -65,13 +65,19 @@ type Engine struct {
 
 // Totals are engine-wide counters.
 type Totals struct {
-	Batches       atomic.Uint64
-	Fsyncs        atomic.Uint64
-	BusyNanos     atomic.Int64 // committer time spent applying, committing and syncing
-	CommitNanos   atomic.Int64
-	SyncNanos     atomic.Int64
-	Trimmed       atomic.Uint64 // log records removed by retention
-	SyncTime      Histogram     // one wal.Sync
+	Batches     atomic.Uint64
+	Fsyncs      atomic.Uint64
+	BusyNanos   atomic.Int64 // committer time spent applying, committing and syncing
+	CommitNanos atomic.Int64
+	SyncNanos   atomic.Int64
+	Trimmed     atomic.Uint64 // log records removed by retention
+	SyncTime    Histogram     // one wal.Sync
+	// The journal (pipeline.go): writes of waited-for frames, each one
+	// fdatasync, and their duration; frames that found no room and were
+	// answered by the log's fsync instead.
+	JournalWrites atomic.Uint64
+	JournalTime   Histogram
+	JournalNoRoom atomic.Uint64
 	StoreFailures atomic.Uint64 // failed commits or syncs (each stops writes)
 	Recoveries    atomic.Uint64 // store reopens that resumed writes
 }

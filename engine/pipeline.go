@@ -50,6 +50,10 @@ type flights struct {
 	jq       []journalFrame // committed frames not yet handed to the journal
 	jflight  []journalFrame // the journal write in flight; nil when none
 	jDone    chan journalEnd
+	// noRoomAt: the journal found no room for jq's head while the log
+	// covered this LSN; nothing is written to it again until the log
+	// covers more (0: not waiting).
+	noRoomAt uint64
 }
 
 type syncEnd struct {
@@ -60,6 +64,7 @@ type syncEnd struct {
 type journalEnd struct {
 	n   int
 	err error
+	d   time.Duration
 }
 
 // journalFrame is one batch's journaled writes and the items they answer.
@@ -111,11 +116,20 @@ func (e *Engine) queueJournal(b *wal.Batch, items []*item, lanes []*lane) {
 // startJournal hands the queued frames to the journal goroutine when no
 // write is in flight. Frames the log's fsync already covers are dropped:
 // their items were answered with it.
+//
+// Frames stay in order: one that found no room keeps its place at the head
+// of the queue, and no later frame is written before it is (a later frame
+// answered first could be a retry of its write, answered "replayed" while
+// the original is durable nowhere yet).
 func (e *Engine) startJournal() {
 	pe := e.pipelined()
 	if e.fl.jflight != nil || len(e.fl.jq) == 0 || pe == nil {
 		return
 	}
+	if e.fl.noRoomAt != 0 && e.fl.covered <= e.fl.noRoomAt {
+		return // wait for the log to cover more of the journal
+	}
+	e.fl.noRoomAt = 0
 	q := e.fl.jq[:0]
 	for _, jf := range e.fl.jq {
 		if jf.f.Last > e.fl.covered {
@@ -133,8 +147,9 @@ func (e *Engine) startJournal() {
 	}
 	covered := e.fl.covered
 	go func() {
+		t0 := time.Now()
 		n, err := pe.journal(frames, covered)
-		e.fl.jDone <- journalEnd{n, err}
+		e.fl.jDone <- journalEnd{n, err, time.Since(t0)}
 	}()
 }
 
@@ -147,7 +162,15 @@ func (e *Engine) finishJournal(r journalEnd) {
 		e.failStore(r.err, e.cur, nil, nil)
 		return
 	}
+	e.totals.JournalWrites.Add(1)
+	e.totals.JournalTime.Observe(r.d)
 	e.answerJournaled(fl[:r.n])
+	if rest := fl[r.n:]; len(rest) > 0 {
+		// No room: they keep their place, ahead of what came since.
+		e.totals.JournalNoRoom.Add(uint64(len(rest)))
+		e.fl.jq = append(rest[:len(rest):len(rest)], e.fl.jq...)
+		e.fl.noRoomAt = e.fl.covered
+	}
 	e.startJournal()
 }
 
@@ -220,7 +243,7 @@ func (e *Engine) settleFlights(p *pending) {
 			e.answerJournaled(fl[:r.n])
 		}
 	}
-	e.fl.jq = nil
+	e.fl.jq, e.fl.noRoomAt = nil, 0
 	if s := e.fl.syncing; s != nil {
 		r := <-e.fl.syncDone
 		e.fl.syncing = nil

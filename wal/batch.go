@@ -396,6 +396,11 @@ func (db *DB) commitTxn(txn *badger.Txn) error {
 	return nil
 }
 
+// Journaled counts the records and idempotency entries the batch has
+// journaled so far: an item whose apply added none has nothing in the
+// journal (a refusal, or a replayed record) and waits for the log.
+func (b *Batch) Journaled() int { return len(b.jrecs) + len(b.jidem) }
+
 // noteJournal marks recs[i] journaled when the batch journals now.
 func (b *Batch) noteJournal(i int) {
 	if b.journaling {

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // The journal: a small file of its own for the writes whose writers wait
@@ -35,11 +37,15 @@ import (
 //
 // Two files of journalFileBytes, written in turn from their start, so that
 // an fdatasync never changes a file's size (no metadata to write): a frame
-// is [len u32][crc32c u32][gen u64][last u64][payload]; the crc covers gen,
-// last and the payload. Each time the writer starts a file from its start
-// it takes a new generation: a reader takes a file's frames from its start
-// while they are whole and of the first frame's generation, so frames left
-// from an earlier turn end it. The writer starts a file again only when
+// is [len u32][crc32c u32][gen u64][last u64][payload]; the crc covers the
+// frame's offset in the file, gen, last and the payload. Each time the
+// writer starts a file from its start it takes a new generation, unique
+// across opens (the next one is stored in the store, synced, before the
+// journal is written: a torn write whose first page was lost cannot make
+// an open reuse the generation of frames that survived it): a reader
+// takes a file's frames from its start while they are whole, at their
+// offset, and of the first frame's generation, so frames left from an
+// earlier turn end it. The writer starts a file again only when
 // Badger's synced log covers every frame in it; frames it cannot place
 // wait for the log's own fsync instead (JournalWrite answers how many it
 // made durable).
@@ -230,6 +236,7 @@ func readJournalFile(path string) (frames []journaled, gen uint64, err error) {
 		return nil, 0, fmt.Errorf("wal: journal %s: %w", path, err)
 	}
 	first := true
+	off := int64(0)
 	for len(data) >= journalHeader {
 		n := binary.LittleEndian.Uint32(data)
 		crc := binary.LittleEndian.Uint32(data[4:])
@@ -237,7 +244,7 @@ func readJournalFile(path string) (frames []journaled, gen uint64, err error) {
 			break
 		}
 		body := data[8 : journalHeader+int(n)]
-		if crc32.Checksum(body, castagnoli) != crc {
+		if frameCRC(off, body) != crc {
 			break // torn, or left from an earlier turn: the end
 		}
 		g := binary.LittleEndian.Uint64(data[8:])
@@ -254,6 +261,7 @@ func readJournalFile(path string) (frames []journaled, gen uint64, err error) {
 		}
 		frames = append(frames, fr)
 		data = data[journalHeader+int(n):]
+		off += int64(journalHeader + int(n))
 	}
 	return frames, gen, nil
 }
@@ -276,13 +284,18 @@ func (db *DB) openJournal() (replayed, voided int, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
+	// Each turn of a file takes a generation after this one (JournalWrite).
+	gen, err = db.nextJournalGen(gen)
+	if err != nil {
+		return 0, 0, err
+	}
 	// The journal starts anew over frames the store must hold durably
 	// first: after a crash (not a power cut) Badger's log came back from
 	// the page cache, maybe never synced.
 	if err := db.bdb.Sync(); err != nil {
 		return 0, 0, fmt.Errorf("wal: sync before the journal starts anew: %w", err)
 	}
-	j := &journal{gen: gen + 1}
+	j := &journal{gen: gen}
 	for i, name := range journalNames {
 		f, err := openJournalFile(filepath.Join(db.dir, name))
 		if err != nil {
@@ -375,15 +388,37 @@ func (db *DB) replayJournal(frames []journaled) (replayed, voided int, err error
 		return 0
 	})
 	recs = slices.CompactFunc(recs, func(a, b Record) bool { return a.LSN == b.LSN })
+	// In batches below Badger's transaction limit: the journal may hold
+	// more than one batch's worth above the synced log. A crash part way
+	// leaves a prefix, and the next Open goes on from it.
+	limit := db.maxBatchBytes * 8 / 10
 	b := db.Begin()
+	// room commits the batch first when adding need bytes would take it
+	// past the limit.
+	room := func(need int64) error {
+		if b.Size() == 0 || b.Size()+need < limit {
+			return nil
+		}
+		if err := b.Commit(); err != nil {
+			return fmt.Errorf("wal: replay the journal: %w", err)
+		}
+		b = db.Begin()
+		return nil
+	}
 	for _, r := range recs {
 		for b.next < r.LSN {
+			if err := room(int64(len(VoidTable) + 64)); err != nil {
+				return 0, 0, err
+			}
 			if err := b.void(b.next, r.CommittedAt); err != nil {
 				b.Discard()
 				return 0, 0, err
 			}
 			b.recs[len(b.recs)-1].Actor = "journal"
 			voided++
+		}
+		if err := room(int64(2*len(r.Value) + 2*len(r.Key) + 2*len(r.Table) + 64)); err != nil {
+			return 0, 0, err
 		}
 		if _, err := b.Replay(r); err != nil {
 			b.Discard()
@@ -399,6 +434,9 @@ func (db *DB) replayJournal(frames []journaled) (replayed, voided int, err error
 				continue
 			}
 			ttl = time.Duration(e.expires-now) * time.Second
+		}
+		if err := room(int64(len(e.scope) + len(e.key) + len(e.answer) + 32)); err != nil {
+			return 0, 0, err
 		}
 		if err := b.SetIdem(e.scope, e.key, e.answer, ttl); err != nil {
 			b.Discard()
@@ -466,7 +504,7 @@ func (db *DB) JournalWrite(frames []JournalFrame, covered uint64) (int, error) {
 		j.buf = binary.LittleEndian.AppendUint64(j.buf, j.gen)
 		j.buf = binary.LittleEndian.AppendUint64(j.buf, f.Last)
 		j.buf = append(j.buf, f.data...)
-		binary.LittleEndian.PutUint32(j.buf[h:], crc32.Checksum(j.buf[h+4:], castagnoli))
+		binary.LittleEndian.PutUint32(j.buf[h:], frameCRC(j.off+int64(h-4), j.buf[h+4:]))
 		j.last[j.cur] = max(j.last[j.cur], f.Last)
 		n++
 	}
@@ -509,3 +547,37 @@ func (j *journal) close() {
 }
 
 func crc32c(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+
+// frameCRC is a frame's checksum: its offset in the file, then its body
+// (gen, last, payload).
+func frameCRC(off int64, body []byte) uint32 {
+	var o [8]byte
+	binary.LittleEndian.PutUint64(o[:], uint64(off))
+	return crc32.Update(crc32.Checksum(o[:], castagnoli), castagnoli, body)
+}
+
+var metaJournalGen = []byte("mjgen") // be64: the journal's next generation
+
+// nextJournalGen stores the generation after gen, unless the store holds
+// a later one, and answers the one the journal starts with. The caller
+// syncs the store before the journal is written.
+func (db *DB) nextJournalGen(gen uint64) (uint64, error) {
+	var stored uint64
+	if err := db.view(func(txn *badger.Txn) error {
+		v, _, err := getUint(txn, metaJournalGen)
+		stored = v
+		return err
+	}); err != nil {
+		return 0, fmt.Errorf("wal: journal generation: %w", err)
+	}
+	g := max(gen+1, stored)
+	txn := db.bdb.NewTransactionAt(db.ts.Load(), true)
+	defer txn.Discard()
+	if err := txn.Set(metaJournalGen, be64(g+1)); err != nil {
+		return 0, fmt.Errorf("wal: journal generation: %w", err)
+	}
+	if err := db.commitTxn(txn); err != nil {
+		return 0, fmt.Errorf("wal: journal generation: %w", err)
+	}
+	return g, nil
+}

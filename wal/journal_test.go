@@ -245,7 +245,7 @@ func TestJournalStopsAtATornFrame(t *testing.T) {
 	binary.LittleEndian.PutUint64(bad[8:], 1)
 	binary.LittleEndian.PutUint64(bad[16:], 9)
 	copy(bad[journalHeader:], payload)
-	binary.LittleEndian.PutUint32(bad[4:], crc32c(bad[8:journalHeader+len(payload)]))
+	binary.LittleEndian.PutUint32(bad[4:], frameCRC(0, bad[8:journalHeader+len(payload)]))
 	if err := os.WriteFile(path, bad, 0o600); err != nil {
 		t.Fatal(err)
 	}
