@@ -262,13 +262,13 @@ func (e *Engine) commitBatch(p *pending) {
 		if !l.capped {
 			p.target = true
 		}
+		// A journaled write makes the log's fsync due as its contract
+		// says, although the journal answers it: its record is published
+		// by that fsync, and readers (subscribers, the replica, the
+		// uplink) get it one fsync after its writer at most. Delaying it
+		// to the drivers' flush_within cut device flushes beside the
+		// journal's, but made every reader's view lag by up to 10 ms.
 		within := l.cfg.FlushWithin
-		if it.journaled {
-			// The journal makes it durable and answers it; the log's
-			// fsync only publishes it, and may wait as long as the
-			// drivers' points do (pipeline.go).
-			within = max(within, e.lanes[LaneDriver].cfg.FlushWithin)
-		}
 		if due := it.taken.Add(within); p.due.IsZero() || due.Before(p.due) {
 			p.due = due
 		}

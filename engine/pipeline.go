@@ -89,10 +89,15 @@ func (e *Engine) pipelined() pipelinedEnv {
 }
 
 // journals reports whether an item of lane l is journaled: a writer waits
-// for it and its lane is not the drivers' (whose points change no key but
-// their driver's position, which unjournaled points change too).
+// for it, its lane is not the drivers' (whose points change no key but
+// their driver's position, which unjournaled points change too), and its
+// contract wants it durable sooner than the log's next fsync would come
+// anyway (the drivers' flush_within): an ack lane that lets its writes
+// wait longer (a warehouse configured to share fsyncs over a minute)
+// keeps waiting for the log.
 func (e *Engine) journals(l *lane, it *item) bool {
-	return it.done != nil && l.cfg.Contract != Async && e.pipelined() != nil
+	return it.done != nil && l.cfg.Contract != Async && e.pipelined() != nil &&
+		l.cfg.FlushWithin < e.lanes[LaneDriver].cfg.FlushWithin
 }
 
 // queueJournal takes the journaled items of a committed batch with its

@@ -45,9 +45,10 @@ func newHoldEngineCfg(t *testing.T, tweak func(*Config)) (*Engine, holdSyncEnv) 
 	return e, h
 }
 
-// Found in review: with the driver lane on an ack contract (a valid config), a
-// phone point is journaled and answered by the journal: answer() runs
-// it.durable() but leaves it set, and synced() runs it again.
+// Found in review: an item's durable callback (a phone point's count and
+// its driver's durable seq) ran in answer() and again in synced(). With
+// the driver lane on an ack contract (a valid config) a phone point waits
+// behind a held fsync; it is counted once.
 func TestDurableCallbackRunsOnce(t *testing.T) {
 	e, h := newHoldEngineCfg(t, func(c *Config) {
 		l := c.Lanes[LaneDriver]
@@ -61,11 +62,16 @@ func TestDurableCallbackRunsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-h.started
-	if _, err := e.SubmitPhonePoint(ctx, phonePoint("drv", "dev-00000001", time.Now().UnixMilli(), 1)); err != nil {
-		t.Fatal(err)
-	}
+	phone := make(chan error, 1)
+	go func() {
+		_, err := e.SubmitPhonePoint(ctx, phonePoint("drv", "dev-00000001", time.Now().UnixMilli(), 1))
+		phone <- err
+	}()
 	for range 4 {
 		h.release <- nil
+	}
+	if err := <-phone; err != nil {
+		t.Fatal(err)
 	}
 	if err := e.WaitCommitted(ctx); err != nil {
 		t.Fatal(err)

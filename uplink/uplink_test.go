@@ -263,6 +263,9 @@ func TestNATSRestartMidStream(t *testing.T) {
 	if err, _ := werr.Load().(error); err != nil {
 		t.Fatalf("a write failed while NATS was down: %v", err)
 	}
+	if err := e.WaitCommitted(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	last := e.DurableLSN()
 	waitFor(t, "the uplink to catch up", func() bool { return u.Acked() == last })
 	wantContiguous(t, streamLSNs(t, ns.URL()), 1, last)
