@@ -30,6 +30,7 @@ type ledgerCollector struct {
 	queueWait, latency, waitMax, latMax                    *prometheus.Desc
 	totFsyncs, totBatches, busy, syncSecs, durable, first  *prometheus.Desc
 	logBytes, storeBytes, trimmed, syncTime, uptime        *prometheus.Desc
+	journalTime, journalNoRoom                             *prometheus.Desc
 	refusing, storeFails, recovered                        *prometheus.Desc
 	schedCap, schedTarget, schedCost, schedInfeasible      *prometheus.Desc
 	driverRateLimit, driverRateShare, schedLatencyP99      *prometheus.Desc
@@ -72,6 +73,8 @@ func newLedgerCollector(e *engine.Engine) *ledgerCollector {
 		busy:              d("committer_busy_seconds_total", "Time the committer spent applying, committing and syncing."),
 		syncSecs:          d("fsync_seconds_total", "Time spent in fsync."),
 		syncTime:          d("fsync_seconds", "Duration of one fsync."),
+		journalTime:       d("journal_sync_seconds", "Duration of one journal write and fdatasync (the waited-for writes' own durability)."),
+		journalNoRoom:     d("journal_no_room_total", "Journal frames that found no room and were answered by the log's fsync."),
 		durable:           d("durable_lsn", "Highest LSN durable and published."),
 		first:             d("log_first_lsn", "Oldest LSN retained in the log."),
 		logBytes:          d("log_bytes", "Bytes of retained log records."),
@@ -139,6 +142,8 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.busy, time.Duration(t.BusyNanos.Load()).Seconds())
 	counter(c.syncSecs, time.Duration(t.SyncNanos.Load()).Seconds())
 	ch <- histogram(c.syncTime, t.SyncTime.Snapshot())
+	ch <- histogram(c.journalTime, t.JournalTime.Snapshot())
+	counter(c.journalNoRoom, float64(t.JournalNoRoom.Load()))
 	counter(c.trimmed, float64(t.Trimmed.Load()))
 	gauge(c.durable, float64(c.e.DurableLSN()))
 	st := c.e.StoreStats()

@@ -439,6 +439,9 @@ func TestTwoStandbysOnePromotion(t *testing.T) {
 			t.Fatalf("put %d: %d %s", i, st, b)
 		}
 	}
+	if err := p.Engine.WaitCommitted(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	waitUntil(t, 20*time.Second, "the primary to ship", func() bool { return p.Uplink.Acked() == p.Engine.DurableLSN() })
 	last := p.Engine.DurableLSN()
 	if err := p.Shutdown(context.Background()); err != nil {

@@ -124,6 +124,7 @@ func TestWriteDerivedParts(t *testing.T) {
 		t.Fatalf("the next record after the parts: %v", err)
 	}
 	cursor(`{"lsn":15}`)
+	waitFor(t, "every commit published", func() bool { return e.DurableLSN() >= e.store().LastLSN() })
 	n := 0
 	e.ReadLog(0, 0, func(r Record) error {
 		if r.Table == fleet.TableFleetEvents {

@@ -28,6 +28,8 @@ type Engine struct {
 	rec     recovery   // committer-owned, see recover.go
 
 	env     commitEnv               // committer-owned: its I/O to the current store handle (commitenv.go)
+	fl      flights                 // committer-owned: the fsync and journal write in flight (pipeline.go)
+	cur     *pending                // committer-owned: the run loop's pending set (nil when a test steps turn)
 	wrapEnv func(*wal.DB) commitEnv // tests: the env over each store handle; nil = the store itself
 
 	closing  atomic.Bool
@@ -63,13 +65,19 @@ type Engine struct {
 
 // Totals are engine-wide counters.
 type Totals struct {
-	Batches       atomic.Uint64
-	Fsyncs        atomic.Uint64
-	BusyNanos     atomic.Int64 // committer time spent applying, committing and syncing
-	CommitNanos   atomic.Int64
-	SyncNanos     atomic.Int64
-	Trimmed       atomic.Uint64 // log records removed by retention
-	SyncTime      Histogram     // one wal.Sync
+	Batches     atomic.Uint64
+	Fsyncs      atomic.Uint64
+	BusyNanos   atomic.Int64 // committer time spent applying, committing and syncing
+	CommitNanos atomic.Int64
+	SyncNanos   atomic.Int64
+	Trimmed     atomic.Uint64 // log records removed by retention
+	SyncTime    Histogram     // one wal.Sync
+	// The journal (pipeline.go): writes of waited-for frames, each one
+	// fdatasync, and their duration; frames that found no room and were
+	// answered by the log's fsync instead.
+	JournalWrites atomic.Uint64
+	JournalTime   Histogram
+	JournalNoRoom atomic.Uint64
 	StoreFailures atomic.Uint64 // failed commits or syncs (each stops writes)
 	Recoveries    atomic.Uint64 // store reopens that resumed writes
 }
@@ -145,6 +153,7 @@ func build(cfg Config, db *wal.DB, log *slog.Logger, wrap func(*wal.DB) commitEn
 	e.db.Store(db)
 	e.env = e.envFor(db)
 	e.feed.init()
+	e.fl.init(db.LastLSN()) // Open synced what it recovered
 	e.rec.done = make(chan *wal.DB, 1)
 	e.drivers.m = map[string]*driverState{}
 	e.drivers.max = cfg.MaxDrivers

@@ -77,6 +77,9 @@ func builtEngine(t *testing.T, mutate func(*Config)) (*Engine, *wal.DB) {
 
 func logOf(t *testing.T, e *Engine) []Record {
 	t.Helper()
+	// An answer may come from the journal before the log's fsync
+	// publishes the record (pipeline.go): read once all is published.
+	waitFor(t, "every commit published", func() bool { return e.DurableLSN() >= e.store().LastLSN() })
 	var recs []Record
 	if err := e.ReadLog(0, 0, func(r Record) error { recs = append(recs, r); return nil }); err != nil {
 		t.Fatal(err)

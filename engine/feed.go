@@ -251,6 +251,13 @@ func (e *Engine) isStopped() bool {
 	}
 }
 
+// WaitCommitted waits until everything committed so far is durable and
+// published: a write answered by the journal (pipeline.go) is published
+// once the log's fsync covers it, a few milliseconds later.
+func (e *Engine) WaitCommitted(ctx context.Context) error {
+	return e.WaitDurable(ctx, e.store().LastLSN())
+}
+
 // WaitDurable waits until lsn is durable. It fails at once with
 // ErrNotCommitted when the store has not committed lsn (a waiter would
 // wait for writes not yet made), with ErrStopped once the engine stopped

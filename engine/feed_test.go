@@ -260,6 +260,7 @@ func TestCursorPastRetention(t *testing.T) {
 	for i := range 20 {
 		putKey(t, e, "t", fmt.Sprint("k", i))
 	}
+	waitFor(t, "every commit published", func() bool { return e.DurableLSN() >= db.LastLSN() })
 	if _, _, err := db.Trim(wal.Retention{MaxBytes: 1}, 100); err != nil {
 		t.Fatal(err)
 	}

@@ -36,6 +36,9 @@ type item struct {
 	res   result
 	taken time.Time
 	out   bool // popped from its lane (the driver lane's arrival order skips it)
+	// journaled: its writes went to the journal too; answered: the
+	// journal's fdatasync answered it before the log's fsync (pipeline.go).
+	journaled, answered bool
 }
 
 // result is the outcome of one item.

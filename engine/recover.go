@@ -148,6 +148,7 @@ func (e *Engine) resume(db *wal.DB) {
 	}
 	e.db.Store(db)
 	e.env = e.envFor(db)
+	e.fl.covered = db.LastLSN() // Open synced what it recovered and replayed
 	e.drivers.reset()
 	redone := e.redoHeld()
 	// Through the feed, like every durable record: subscribers see no gap.

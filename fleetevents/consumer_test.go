@@ -102,6 +102,11 @@ func (n *node) settle(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	// Its last derived write is answered by the journal before the log's
+	// fsync publishes it (engine/pipeline.go).
+	if err := n.e.WaitCommitted(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func assignRoute(t *testing.T, e *engine.Engine, route string, a string) {
@@ -136,6 +141,13 @@ type logged struct {
 // eventsInLog reads every fleet_events record of the log, in order.
 func eventsInLog(t *testing.T, e *engine.Engine) []logged {
 	t.Helper()
+	// An answered derived write is published once the log's fsync covers
+	// it (engine/pipeline.go).
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.WaitCommitted(ctx); err != nil {
+		t.Fatal(err)
+	}
 	var out []logged
 	if err := e.ReadLog(0, 0, func(r engine.Record) error {
 		if r.Table != fleet.TableFleetEvents {

@@ -175,6 +175,9 @@ func TestSubscribersSeeExactlyTheCommittedLog(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	if err := e.WaitCommitted(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	final := e.DurableLSN()
 	for _, s := range subs {
 		want := tableLog(t, e, s.table, 0)

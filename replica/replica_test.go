@@ -119,6 +119,9 @@ func loadingJSON(dock, shipment, kind string, pallets int) string {
 func (s *store) durable(t testing.TB) uint64 {
 	t.Helper()
 	testkit.Eventually(t, 10*time.Second, "the driver lane to drain", func() bool { return s.e.Lane(engine.LaneDriver).Depth.Load() == 0 })
+	if err := s.e.WaitCommitted(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	return s.e.DurableLSN()
 }
 

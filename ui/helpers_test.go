@@ -138,6 +138,13 @@ func (f *fixture) put(table, key, value string) engine.WriteResult {
 	if err != nil {
 		f.t.Fatal(err)
 	}
+	// Answered by the journal, the record is published (and the fsync's
+	// cost observed) once the log's fsync covers it: pages read both.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := f.e.WaitDurable(ctx, r.LSN); err != nil {
+		f.t.Fatal(err)
+	}
 	return r
 }
 

@@ -67,6 +67,9 @@ func writeN(t *testing.T, e *engine.Engine, from, n int) {
 	if err, _ := failed.Load().(error); err != nil {
 		t.Fatalf("write: %v", err)
 	}
+	if err := e.WaitCommitted(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func newUplink(t *testing.T, dir, url string, mut func(*Config)) *Uplink {
@@ -259,6 +262,9 @@ func TestNATSRestartMidStream(t *testing.T) {
 	wg.Wait()
 	if err, _ := werr.Load().(error); err != nil {
 		t.Fatalf("a write failed while NATS was down: %v", err)
+	}
+	if err := e.WaitCommitted(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 	last := e.DurableLSN()
 	waitFor(t, "the uplink to catch up", func() bool { return u.Acked() == last })

@@ -28,6 +28,14 @@ type Batch struct {
 	// startAt: an empty store's log starts at this LSN (Replay of a
 	// primary's log trimmed before it was shipped); 0 otherwise.
 	startAt uint64
+
+	// The journal (journal.go): whether the next writes are journaled,
+	// the indexes of the journaled records in recs, their idempotency
+	// entries, and the frame built at Commit.
+	journaling bool
+	jrecs      []int
+	jidem      []journalIdem
+	jframe     JournalFrame
 }
 
 type tableMeta struct {
@@ -161,6 +169,7 @@ func (b *Batch) Put(table, key string, value []byte, actor string, ifVersion uin
 	}
 	tm.lastLSN = r.LSN
 	b.next++
+	b.noteJournal(len(b.recs))
 	b.recs = append(b.recs, r)
 	b.size += int64(2*len(value) + 2*len(key) + 2*len(table) + 64)
 	return r, nil
@@ -200,6 +209,9 @@ func (b *Batch) PutSeries(table, key string, values [][]byte, actor string) ([]R
 	}
 	tm.lastLSN = last.LSN
 	b.next += uint64(len(values))
+	for i := start; i < len(b.recs); i++ {
+		b.noteJournal(i)
+	}
 	return b.recs[start:], nil
 }
 
@@ -228,6 +240,7 @@ func (b *Batch) Delete(table, key, actor string, ifVersion uint64) (Record, erro
 	tm.keys--
 	tm.lastLSN = r.LSN
 	b.next++
+	b.noteJournal(len(b.recs))
 	b.recs = append(b.recs, r)
 	b.size += int64(2*len(key) + 2*len(table) + 64)
 	return r, nil
@@ -256,6 +269,9 @@ func (b *Batch) SetIdem(scope, key string, answer []byte, ttl time.Duration) err
 	if ttl > 0 {
 		e = e.WithTTL(ttl)
 	}
+	if b.journaling {
+		b.jidem = append(b.jidem, journalIdem{scope: scope, key: key, answer: answer, expires: int64(e.ExpiresAt)})
+	}
 	if err := b.txn.SetEntry(e); err != nil {
 		return fmt.Errorf("wal: set idempotency key %s/%s: %w", scope, key, err)
 	}
@@ -273,6 +289,7 @@ func (b *Batch) Commit() error {
 	}
 	defer b.end()
 	db := b.db
+	b.buildJournalFrame()
 	if db.failed.Load() {
 		b.txn.Discard()
 		return ErrFailed
@@ -377,6 +394,18 @@ func (db *DB) commitTxn(txn *badger.Txn) error {
 	db.ts.Store(ts)
 	db.advanceDiscard()
 	return nil
+}
+
+// Journaled counts the records and idempotency entries the batch has
+// journaled so far: an item whose apply added none has nothing in the
+// journal (a refusal, or a replayed record) and waits for the log.
+func (b *Batch) Journaled() int { return len(b.jrecs) + len(b.jidem) }
+
+// noteJournal marks recs[i] journaled when the batch journals now.
+func (b *Batch) noteJournal(i int) {
+	if b.journaling {
+		b.jrecs = append(b.jrecs, i)
+	}
 }
 
 // Discard drops the batch; nothing of it is written.

@@ -76,6 +76,7 @@ type DB struct {
 	discardTs uint64 // last version given to Badger's SetDiscardTs; writer only
 
 	maxBatchBytes int64
+	journal       *journal // journal.go; nil until Open has replayed it
 	now           func() time.Time
 	fail          func(op string) error
 	closeOnce     sync.Once
@@ -248,6 +249,16 @@ func Open(opt Options) (*DB, error) {
 		unlock()
 		return nil, fmt.Errorf("wal: open %s: %w", opt.Dir, err)
 	}
+	replayed, voided, err := db.openJournal()
+	if err != nil {
+		bdb.Close()
+		unlock()
+		return nil, fmt.Errorf("wal: recover %s: %w", opt.Dir, err)
+	}
+	if replayed > 0 && opt.Logger != nil {
+		opt.Logger.Warn("re-applied acknowledged writes from the journal that the store's log had lost",
+			"writes", replayed, "void_lsns", voided, "last_lsn", db.last.Load())
+	}
 	return db, nil
 }
 
@@ -416,6 +427,9 @@ func (db *DB) Close() error {
 		db.rmu.Unlock()
 		if err := db.bdb.Close(); err != nil {
 			db.closeErr = fmt.Errorf("wal: close %s: %w", db.dir, err)
+		}
+		if db.journal != nil {
+			db.journal.close()
 		}
 		if db.lock != nil {
 			db.lock.Close() // after Badger let go of the dir

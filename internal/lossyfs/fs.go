@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -27,8 +28,10 @@ type FS struct {
 	gen               uint64            // bumped by Crash: file handles of an older generation write nothing
 	files             map[uint64]*dirty // by backing inode, only files with unsynced changes
 	noSpace, fsyncEIO bool
-	failFsyncs        int   // the next this many fsyncs of files with unsynced data fail (FailFsyncs)
-	freeBytes         int64 // < 0: report the backing filesystem's figures
+	failFsyncs        int           // the next this many fsyncs of files with unsynced data fail (FailFsyncs)
+	freeBytes         int64         // < 0: report the backing filesystem's figures
+	slowSuffix        string        // SetSlowFsync
+	slowFsync         time.Duration // SetSlowFsync
 	stats             Stats
 	// gens gives each file created through the mount its own inode
 	// generation, so that a new file reusing a deleted file's inode
@@ -159,6 +162,16 @@ func (l *FS) SetNoSpace(on bool) {
 	l.mu.Unlock()
 }
 
+// SetSlowFsync makes every fsync of a file whose name ends with suffix
+// take d longer (a disk slow for one file, busy with another's writes):
+// the window between two files' fsyncs widens, so that a power cut lands
+// in it. An empty suffix or a zero d turns it off.
+func (l *FS) SetSlowFsync(suffix string, d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.slowSuffix, l.slowFsync = suffix, d
+}
+
 // SetFsyncEIO makes every fsync of a file with unsynced data fail with EIO
 // while on, dropping that data.
 func (l *FS) SetFsyncEIO(on bool) {
@@ -278,6 +291,12 @@ func (l *FS) truncate(ino uint64, fd int, gen uint64, size int64) syscall.Errno 
 
 func (l *FS) fsync(f *file) syscall.Errno {
 	l.mu.Lock()
+	if l.slowFsync > 0 && l.slowSuffix != "" && strings.HasSuffix(f.name, l.slowSuffix) {
+		d := l.slowFsync
+		l.mu.Unlock()
+		time.Sleep(d) // other files' operations go on meanwhile
+		l.mu.Lock()
+	}
 	defer l.mu.Unlock()
 	if f.gen != l.gen {
 		return 0

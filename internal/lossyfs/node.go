@@ -101,7 +101,7 @@ func (n *node) withFile(f fs.FileHandle, fn func(*file) syscall.Errno) syscall.E
 		return fs.ToErrno(err)
 	}
 	defer syscall.Close(fd)
-	lf, errno := newFile(n.lfs, fd)
+	lf, errno := newFile(n.lfs, fd, filepath.Base(n.backingPath()))
 	if errno != 0 {
 		return errno
 	}
@@ -121,7 +121,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if err != nil {
 		return nil, 0, fs.ToErrno(err)
 	}
-	f, errno := newFile(n.lfs, fd)
+	f, errno := newFile(n.lfs, fd, filepath.Base(n.backingPath()))
 	if errno != 0 {
 		syscall.Close(fd)
 		return nil, 0, errno
@@ -151,7 +151,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 			_ = syscall.Fchown(fd, int(caller.Uid), int(caller.Gid))
 		}
 	}
-	f, errno := newFile(n.lfs, fd)
+	f, errno := newFile(n.lfs, fd, name)
 	if errno != 0 {
 		syscall.Close(fd)
 		return nil, nil, 0, errno
@@ -225,10 +225,11 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 // file is an open file: a backing descriptor, the inode its unsynced state
 // is kept under, and the crash generation it was opened in.
 type file struct {
-	lfs *FS
-	fd  int
-	ino uint64
-	gen uint64
+	lfs  *FS
+	fd   int
+	ino  uint64
+	gen  uint64
+	name string // the file's name when it was opened (SetSlowFsync)
 }
 
 var (
@@ -241,12 +242,12 @@ var (
 	_ fs.FileAllocater = (*file)(nil)
 )
 
-func newFile(l *FS, fd int) (*file, syscall.Errno) {
+func newFile(l *FS, fd int, name string) (*file, syscall.Errno) {
 	var st syscall.Stat_t
 	if err := syscall.Fstat(fd, &st); err != nil {
 		return nil, fs.ToErrno(err)
 	}
-	return &file{lfs: l, fd: fd, ino: st.Ino, gen: l.currentGen()}, 0
+	return &file{lfs: l, fd: fd, ino: st.Ino, gen: l.currentGen(), name: name}, 0
 }
 
 func (f *file) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadResult, syscall.Errno) {

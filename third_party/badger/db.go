@@ -741,27 +741,43 @@ func (db *DB) Sync() error {
 	                    :: of data and then the machine shuts down or the disk failure happens,
 						:: this will result in partial writes. [[This case needs verification]]
 	*/
+	// RouteHound patch 9: the memtables are taken (and referenced) under
+	// the read lock, and their WALs synced after it is released. Every
+	// write takes the write lock (ensureRoomForWrite), so upstream's sync
+	// under the read lock held every commit for the length of an fsync:
+	// a writer that commits while another goroutine syncs (RouteHound's
+	// committer builds the next batch while the last one is synced) waited
+	// for the disk anyway. A reference keeps a memtable's WAL file until
+	// the sync is done even if the flusher is done with it meanwhile (the
+	// file is deleted when the last reference goes). A Sync covers the
+	// writes committed before it began.
 	db.lock.RLock()
-	memtableSyncError := db.mt.SyncWAL()
+	mts := make([]*memTable, 0, 1+len(db.imm))
+	mts = append(mts, db.mt)
 	// RouteHound patch 3: also the WALs of the memtables waiting to be
 	// flushed. A write that went into a memtable just before it was
 	// rotated out is in that memtable's WAL only, which upstream never
 	// synced: a power cut before its flush finished lost the write after
-	// Sync had answered nil. The flusher removes a memtable from imm under
-	// the write lock, so each is alive while the read lock is held. Nothing
-	// is written to an immutable memtable, so one good sync of its WAL is
-	// enough.
+	// Sync had answered nil. Nothing is written to an immutable memtable,
+	// so one good sync of its WAL is enough.
 	for _, mt := range db.imm {
-		if mt.immSynced.Load() {
-			continue
-		}
-		if err := mt.SyncWAL(); err != nil {
-			memtableSyncError = y.CombineErrors(memtableSyncError, err)
-		} else {
-			mt.immSynced.Store(true)
+		if !mt.immSynced.Load() {
+			mts = append(mts, mt)
 		}
 	}
+	for _, mt := range mts {
+		mt.IncrRef()
+	}
 	db.lock.RUnlock()
+	var memtableSyncError error
+	for i, mt := range mts {
+		if err := mt.SyncWAL(); err != nil {
+			memtableSyncError = y.CombineErrors(memtableSyncError, err)
+		} else if i > 0 {
+			mt.immSynced.Store(true)
+		}
+		mt.DecrRef()
+	}
 
 	vLogSyncError := db.vlog.sync()
 	return y.CombineErrors(memtableSyncError, vLogSyncError)

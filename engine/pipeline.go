@@ -1,0 +1,262 @@
+package engine
+
+import (
+	"time"
+
+	"routehound/wal"
+)
+
+// The pipelined commit (docs/design.md §3, "The journal"). With a store
+// that journals (storeEnv), the committer does not wait for an fsync: the
+// log's fsync runs on a goroutine of its own while the next batches are
+// built and committed, and the writes whose writers wait for durability
+// (the sync and ack lanes) are also written to the store's journal, whose
+// own fdatasync, on a second goroutine, answers them. A dispatch write no
+// longer waits for a driver batch's fsync: it waits for its own batch's
+// commit and a small file's fdatasync. Records are still published only
+// when the log's fsync covers them, so readers never see a hole, and an
+// item answered by the journal is not answered again by the log's fsync.
+//
+// Every committed item is in exactly one pending set: the committer's p,
+// or the one whose fsync is in flight. The journal's frames only point at
+// items, to answer them early. Results come back on channels the run loop
+// selects on (and polls between batches); everything else stays owned by
+// the committer goroutine.
+
+// pipelinedEnv is an env whose sync may run beside the next commits and
+// that journals. A test's fake env is not one: the committer then syncs
+// inline, as the deterministic simulation models it.
+type pipelinedEnv interface {
+	commitEnv
+	// journal makes frames durable in the journal (wal.DB.JournalWrite).
+	journal(frames []wal.JournalFrame, covered uint64) (int, error)
+	// last is the LSN of the last commit.
+	last() uint64
+}
+
+func (s storeEnv) journal(frames []wal.JournalFrame, covered uint64) (int, error) {
+	return s.db.JournalWrite(frames, covered)
+}
+
+func (s storeEnv) last() uint64 { return s.db.LastLSN() }
+
+// flights is the committer's view of the fsync and the journal write in
+// flight.
+type flights struct {
+	syncing  *pending       // the pending set whose fsync is in flight; nil when none
+	syncLast uint64         // the last LSN committed when that fsync began
+	syncDone chan syncEnd   // cap 1
+	covered  uint64         // the highest LSN a finished fsync of the log covers
+	jq       []journalFrame // committed frames not yet handed to the journal
+	jflight  []journalFrame // the journal write in flight; nil when none
+	jDone    chan journalEnd
+	// noRoomAt: the journal found no room for jq's head while the log
+	// covered this LSN; nothing is written to it again until the log
+	// covers more (0: not waiting).
+	noRoomAt uint64
+}
+
+type syncEnd struct {
+	err error
+	d   time.Duration
+}
+
+type journalEnd struct {
+	n   int
+	err error
+	d   time.Duration
+}
+
+// journalFrame is one batch's journaled writes and the items they answer.
+type journalFrame struct {
+	f     wal.JournalFrame
+	items []*item
+	lanes []*lane
+}
+
+func (f *flights) init(covered uint64) {
+	f.syncDone = make(chan syncEnd, 1)
+	f.jDone = make(chan journalEnd, 1)
+	f.covered = covered
+}
+
+func (f *flights) idle() bool { return f.syncing == nil && f.jflight == nil }
+
+// pipelined is the committer's env when it pipelines, or nil.
+func (e *Engine) pipelined() pipelinedEnv {
+	pe, _ := e.env.(pipelinedEnv)
+	return pe
+}
+
+// journals reports whether an item of lane l is journaled: a writer waits
+// for it, its lane is not the drivers' (whose points change no key but
+// their driver's position, which unjournaled points change too), and its
+// contract wants it durable sooner than the log's next fsync would come
+// anyway (the drivers' flush_within): an ack lane that lets its writes
+// wait longer (a warehouse configured to share fsyncs over a minute)
+// keeps waiting for the log.
+func (e *Engine) journals(l *lane, it *item) bool {
+	return it.done != nil && l.cfg.Contract != Async && e.pipelined() != nil &&
+		l.cfg.FlushWithin < e.lanes[LaneDriver].cfg.FlushWithin
+}
+
+// queueJournal takes the journaled items of a committed batch with its
+// frame, and starts a journal write when none is in flight.
+func (e *Engine) queueJournal(b *wal.Batch, items []*item, lanes []*lane) {
+	f, ok := b.JournalFrame()
+	if !ok {
+		return
+	}
+	jf := journalFrame{f: f}
+	for i, it := range items {
+		if it.journaled {
+			jf.items = append(jf.items, it)
+			jf.lanes = append(jf.lanes, lanes[i])
+		}
+	}
+	e.fl.jq = append(e.fl.jq, jf)
+	e.startJournal()
+}
+
+// startJournal hands the queued frames to the journal goroutine when no
+// write is in flight. Frames the log's fsync already covers are dropped:
+// their items were answered with it.
+//
+// Frames stay in order: one that found no room keeps its place at the head
+// of the queue, and no later frame is written before it is (a later frame
+// answered first could be a retry of its write, answered "replayed" while
+// the original is durable nowhere yet).
+func (e *Engine) startJournal() {
+	pe := e.pipelined()
+	if e.fl.jflight != nil || len(e.fl.jq) == 0 || pe == nil {
+		return
+	}
+	if e.fl.noRoomAt != 0 && e.fl.covered <= e.fl.noRoomAt {
+		return // wait for the log to cover more of the journal
+	}
+	e.fl.noRoomAt = 0
+	q := e.fl.jq[:0]
+	for _, jf := range e.fl.jq {
+		if jf.f.Last > e.fl.covered {
+			q = append(q, jf)
+		}
+	}
+	e.fl.jq = nil
+	if len(q) == 0 {
+		return
+	}
+	e.fl.jflight = q
+	frames := make([]wal.JournalFrame, len(q))
+	for i, jf := range q {
+		frames[i] = jf.f
+	}
+	covered := e.fl.covered
+	go func() {
+		t0 := time.Now()
+		n, err := pe.journal(frames, covered)
+		e.fl.jDone <- journalEnd{n, err, time.Since(t0)}
+	}()
+}
+
+// finishJournal answers the items of the frames the journal made durable.
+// A frame it found no room for is answered by the log's fsync.
+func (e *Engine) finishJournal(r journalEnd) {
+	fl := e.fl.jflight
+	e.fl.jflight = nil
+	if r.err != nil {
+		e.failStore(r.err, e.cur, nil, nil)
+		return
+	}
+	e.totals.JournalWrites.Add(1)
+	e.totals.JournalTime.Observe(r.d)
+	e.answerJournaled(fl[:r.n])
+	if rest := fl[r.n:]; len(rest) > 0 {
+		// No room: they keep their place, ahead of what came since.
+		e.totals.JournalNoRoom.Add(uint64(len(rest)))
+		e.fl.jq = append(rest[:len(rest):len(rest)], e.fl.jq...)
+		e.fl.noRoomAt = e.fl.covered
+	}
+	e.startJournal()
+}
+
+func (e *Engine) answerJournaled(frames []journalFrame) {
+	for _, jf := range frames {
+		for i, it := range jf.items {
+			e.answer(jf.lanes[i], it, it.res)
+		}
+	}
+}
+
+// startSync hands p to the fsync goroutine: p's items are answered and its
+// records published when the fsync returns (finishSync).
+func (e *Engine) startSync(p *pending, pe pipelinedEnv) {
+	s := &pending{}
+	*s = *p
+	*p = pending{}
+	e.fl.syncing = s
+	e.fl.syncLast = pe.last()
+	go func() {
+		t0 := time.Now()
+		err := pe.sync()
+		e.fl.syncDone <- syncEnd{err, time.Since(t0)}
+	}()
+}
+
+// finishSync completes the fsync in flight.
+func (e *Engine) finishSync(r syncEnd) {
+	s := e.fl.syncing
+	e.fl.syncing = nil
+	if r.err != nil {
+		e.cur.takeFront(s)
+		e.failStore(r.err, e.cur, nil, nil)
+		return
+	}
+	e.fl.covered = max(e.fl.covered, e.fl.syncLast)
+	e.synced(s, r.d)
+	e.startJournal() // drops what the fsync covered
+}
+
+// takeFront puts s's items before p's (a failed fsync's, older).
+func (p *pending) takeFront(s *pending) {
+	p.items = append(s.items, p.items...)
+	p.lanes = append(s.lanes, p.lanes...)
+}
+
+// pollFlights takes the results that came back, without waiting.
+func (e *Engine) pollFlights() {
+	for !e.failed.Load() {
+		select {
+		case r := <-e.fl.syncDone:
+			e.finishSync(r)
+		case r := <-e.fl.jDone:
+			e.finishJournal(r)
+		default:
+			return
+		}
+	}
+}
+
+// settleFlights waits for the fsync and the journal write in flight (a
+// store failure): what they made durable is answered as usual; the items
+// of a failed fsync join p, to be held or refused with it.
+func (e *Engine) settleFlights(p *pending) {
+	if e.fl.jflight != nil {
+		r := <-e.fl.jDone
+		fl := e.fl.jflight
+		e.fl.jflight = nil
+		if r.err == nil {
+			e.answerJournaled(fl[:r.n])
+		}
+	}
+	e.fl.jq, e.fl.noRoomAt = nil, 0
+	if s := e.fl.syncing; s != nil {
+		r := <-e.fl.syncDone
+		e.fl.syncing = nil
+		if r.err == nil {
+			e.fl.covered = max(e.fl.covered, e.fl.syncLast)
+			e.synced(s, r.d)
+		} else {
+			p.takeFront(s)
+		}
+	}
+}

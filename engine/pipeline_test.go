@@ -1,0 +1,156 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"routehound/fleet"
+	"routehound/wal"
+)
+
+// holdSyncEnv is the store's own env (it journals and pipelines) whose log
+// fsyncs wait until the test lets them go, or fail.
+type holdSyncEnv struct {
+	storeEnv
+	started chan struct{} // an fsync began
+	release chan error    // what the held fsync answers (nil: it runs)
+}
+
+func (h holdSyncEnv) sync() error {
+	h.started <- struct{}{}
+	if err := <-h.release; err != nil {
+		return err
+	}
+	return h.storeEnv.sync()
+}
+
+func newHoldEngine(t *testing.T) (*Engine, holdSyncEnv) {
+	t.Helper()
+	dir := t.TempDir()
+	open := func() (*wal.DB, error) { return wal.Open(wal.Options{Dir: dir, MemoryBytes: 32 << 20}) }
+	db, err := open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := holdSyncEnv{started: make(chan struct{}, 16), release: make(chan error, 16)}
+	cfg := DefaultConfig()
+	cfg.MinFreeBytes = 0
+	cfg.Open = open
+	e, err := newWithEnv(cfg, db, nil, func(db *wal.DB) commitEnv { h.storeEnv = storeEnv{db}; return h })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for range 16 {
+			h.release <- nil
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := e.Close(ctx); err != nil {
+			t.Error(err)
+		}
+		e.store().Close()
+	})
+	return e, h
+}
+
+// The isolation the journal buys: a dispatch write is answered, durable
+// in the journal, while the log's fsync of a driver batch is still in
+// flight; its record is published only once that fsync (and the next)
+// covers it, and the driver's durable_seq moves only with the log.
+func TestDispatchAnsweredWhileTheLogSyncs(t *testing.T) {
+	e, h := newHoldEngine(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := e.SubmitPoints(ctx, "van", pts(1, 50)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-h.started: // the driver batch's fsync is in flight, held
+	case <-ctx.Done():
+		t.Fatal("no fsync began for the driver batch")
+	}
+	durable := e.DurableLSN()
+	res, err := e.PutAssignment(ctx, "r1", []byte(`{"driver":"van","stops":[]}`), WriteOptions{IfVersion: AnyVersion})
+	if err != nil {
+		t.Fatalf("dispatch write while the log's fsync is held: %v", err)
+	}
+	if e.DurableLSN() != durable {
+		t.Fatalf("published lsn moved from %d to %d with the log's fsync held", durable, e.DurableLSN())
+	}
+	if seq, _ := e.DriverDurableSeq("van"); seq != 0 {
+		t.Fatalf("durable_seq %d before the log's fsync returned", seq)
+	}
+	if got := e.Lane(LaneDispatch).Accepted.Load(); got != 1 {
+		t.Fatalf("dispatch accepted %d", got)
+	}
+	h.release <- nil // the driver batch's fsync
+	h.release <- nil // the next one, covering the dispatch write
+	if err := e.WaitDurable(ctx, res.LSN); err != nil {
+		t.Fatal(err)
+	}
+	if seq, _ := e.DriverDurableSeq("van"); seq != 50 {
+		t.Fatalf("durable_seq %d after the fsyncs, want 50", seq)
+	}
+	// Answered once: the log's fsync does not answer it again.
+	if got := e.Lane(LaneDispatch).Accepted.Load(); got != 1 {
+		t.Fatalf("dispatch accepted %d after the fsync, want 1", got)
+	}
+}
+
+// A failed log fsync after the journal answered a write: the store is
+// reopened, and the answered write is there (the journal is replayed on
+// Open); the driver points the fsync covered were not acknowledged and
+// are written again from the held batch.
+func TestJournaledWriteSurvivesAFailedLogSync(t *testing.T) {
+	e, h := newHoldEngine(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := e.SubmitPoints(ctx, "van", pts(1, 20)); err != nil {
+		t.Fatal(err)
+	}
+	<-h.started
+	var answered []WriteResult
+	for i := range 3 {
+		res, err := e.PutKey(ctx, Write{Table: "notes", Key: fmt.Sprint("k", i), Value: []byte(`{"n":1}`), IfVersion: AnyVersion})
+		if err != nil {
+			t.Fatalf("write %d while the log's fsync is held: %v", i, err)
+		}
+		answered = append(answered, res)
+	}
+	h.release <- errors.New("injected: fsync lost the write") // the store fails
+	for !e.failed.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	waitFor(t, "the store reopened", func() bool { return e.Totals().Recoveries.Load() == 1 })
+	if err := e.WaitDurable(ctx, answered[2].LSN); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := e.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	for i, res := range answered {
+		st, ok, err := snap.Get("notes", fmt.Sprint("k", i))
+		if err != nil || !ok || st.LSN != res.LSN || st.Version != res.Version {
+			t.Fatalf("answered write %d after the failed fsync: %+v %v %v, answered %+v", i, st, ok, err, res)
+		}
+	}
+	waitFor(t, "the held points durable", func() bool { s, _ := e.DriverDurableSeq("van"); return s == 20 })
+	var n int
+	if err := e.ReadLog(0, 0, func(r Record) error {
+		if r.Table == fleet.TablePositions {
+			n++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n != 20 {
+		t.Fatalf("%d driver points in the log, want 20 once each", n)
+	}
+}
