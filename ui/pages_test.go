@@ -26,7 +26,14 @@ func TestChannelsPageShowsTheLedger(t *testing.T) {
 	if _, err := f.e.PutAssignment(context.Background(), "r1", []byte(`{"driver":"d1","stops":[]}`), engine.WriteOptions{IfVersion: engine.AnyVersion}); err != nil {
 		t.Fatal(err)
 	}
+	// The assignment's answer may come from the journal before the log's
+	// fsync that the schedule observes; the cap may move once more then.
+	if err := f.e.WaitCommitted(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	capBefore := f.e.Sched().BatchCap
 	st, body, _ := f.get(c, "/ui/")
+	capAfter := f.e.Sched().BatchCap
 	if st != 200 {
 		t.Fatalf("channels: %d", st)
 	}
@@ -50,8 +57,8 @@ func TestChannelsPageShowsTheLedger(t *testing.T) {
 		t.Errorf("cost total records %d, sum of lines %d, want both 6", total, sum)
 	}
 	// The schedule the committer derived, and from what.
-	if got, want := fieldIn(t, body, `id="sched"`, "sched-cap"), strconv.Itoa(f.e.Sched().BatchCap); got != want {
-		t.Errorf("schedule: batch cap %q, want the engine's %s", got, want)
+	if got := fieldIn(t, body, `id="sched"`, "sched-cap"); got != strconv.Itoa(capBefore) && got != strconv.Itoa(capAfter) {
+		t.Errorf("schedule: batch cap %q, want the engine's %d (or %d)", got, capBefore, capAfter)
 	}
 	if got := fieldIn(t, body, `id="sched"`, "sched-target"); got != "5.0ms" {
 		t.Errorf("schedule: target %q, want dispatch's SLA 5.0ms", got)
