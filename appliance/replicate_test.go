@@ -65,6 +65,10 @@ func TestReplicatedLanesWaitForJetStream(t *testing.T) {
 	if st, b := httpDo(t, "PUT", a.URL()+"/v1/tables/notes/keys/k", a.Token("dashboard"), `{"a":1}`); st != http.StatusCreated {
 		t.Fatalf("a lane not replicated with NATS down: %d %s", st, b)
 	}
+	// The journal answered it; the log's fsync publishes it a moment later.
+	if err := a.Engine.WaitCommitted(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	lsn := a.Engine.DurableLSN()
 
 	ns.Restart()
