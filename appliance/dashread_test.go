@@ -50,6 +50,9 @@ func TestDashboardReadsTheReplica(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if err := a.Engine.WaitCommitted(ctx); err != nil { // journaled answers are published by the log's fsync
+		t.Fatal(err)
+	}
 	if err := a.Replica.WaitLSN(ctx, a.Engine.DurableLSN()); err != nil {
 		t.Fatal(err)
 	}

@@ -72,6 +72,9 @@ func TestServeWithUplink(t *testing.T) {
 			t.Fatalf("assignment %d: %d %s", i, st, b)
 		}
 	}
+	if err := a.Engine.WaitCommitted(context.Background()); err != nil { // answered by the journal, published by the log's fsync
+		t.Fatal(err)
+	}
 	last := a.Engine.DurableLSN()
 	var s uplink.Status
 	for range 1000 {
