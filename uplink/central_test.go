@@ -32,10 +32,12 @@ func TestCentralFilters(t *testing.T) {
 	}
 }
 
-// Where a stream is read on: after the highest cursor of its depots when
-// every depot is followed; following some, after the lowest of those it
-// covers, and from its start when one of them has no cursor there, or when
-// the stream was created again since.
+// Where a stream is read on: following every depot, after the stream's
+// mark (written only while every depot is followed), from its start
+// without one (a view widened from a list of depots: the depots it did not
+// follow have records below the others' cursors); following some, after
+// the lowest cursor of those it covers, and from its start when one of
+// them has no cursor there, or when the stream was created again since.
 func TestCentralResumeSeq(t *testing.T) {
 	created := time.Date(2026, 12, 7, 8, 0, 0, 0, time.UTC)
 	pos := map[string]DepotPosition{
@@ -43,29 +45,37 @@ func TestCentralResumeSeq(t *testing.T) {
 		"east":  {Depot: "east", Stream: "RH", StreamCreated: created, StreamSeq: 100},
 		"south": {Depot: "south", Stream: "RH_SOUTH", StreamCreated: created, StreamSeq: 7},
 	}
+	marks := map[string]streamMark{
+		"RH":       {Stream: "RH", Created: created, Seq: 104},
+		"RH_SOUTH": {Stream: "RH_SOUTH", Created: created, Seq: 7},
+	}
 	shared, own := []string{"routehound.north.>", "routehound.east.>", "routehound.west.>"}, []string{"routehound.south.>"}
 	for _, c := range []struct {
 		depots   []string
+		marks    map[string]streamMark
 		stream   string
 		subjects []string
 		want     uint64
 	}{
-		{nil, "RH", shared, 100},
-		{nil, "RH_SOUTH", own, 7},
-		{nil, "NEW", []string{"routehound.x.>"}, 0},
-		{[]string{"north", "east", "south"}, "RH", shared, 90},
-		{[]string{"east", "south"}, "RH", shared, 100},
-		{[]string{"east", "south"}, "RH_SOUTH", own, 7},
-		{[]string{"north", "west"}, "RH", shared, 0}, // west added since: read RH again
+		{nil, marks, "RH", shared, 104},
+		{nil, marks, "RH_SOUTH", own, 7},
+		{nil, marks, "NEW", []string{"routehound.x.>"}, 0},
+		{nil, nil, "RH", shared, 0}, // widened from a list: read RH again
+		{[]string{"north", "east", "south"}, marks, "RH", shared, 90},
+		{[]string{"east", "south"}, marks, "RH", shared, 100},
+		{[]string{"east", "south"}, marks, "RH_SOUTH", own, 7},
+		{[]string{"north", "west"}, marks, "RH", shared, 0}, // west added since: read RH again
 	} {
-		cv := &Central{cfg: CentralConfig{Depots: c.depots}, pos: pos, log: slog.New(slog.DiscardHandler)}
+		cv := &Central{cfg: CentralConfig{Depots: c.depots}, pos: pos, marks: c.marks, log: slog.New(slog.DiscardHandler)}
 		if got := cv.resumeSeq(c.stream, created, c.subjects); got != c.want {
 			t.Errorf("depots %v, stream %s: resume after seq %d, want %d", c.depots, c.stream, got, c.want)
 		}
 	}
 	// RH deleted and created again: read from its start.
-	cv := &Central{pos: pos, log: slog.New(slog.DiscardHandler)}
-	if got := cv.resumeSeq("RH", created.Add(time.Hour), shared); got != 0 {
-		t.Errorf("a stream created again: resume after seq %d, want 0", got)
+	for _, depots := range [][]string{nil, {"north", "east"}} {
+		cv := &Central{cfg: CentralConfig{Depots: depots}, pos: pos, marks: marks, log: slog.New(slog.DiscardHandler)}
+		if got := cv.resumeSeq("RH", created.Add(time.Hour), shared); got != 0 {
+			t.Errorf("depots %v, a stream created again: resume after seq %d, want 0", depots, got)
+		}
 	}
 }
