@@ -158,6 +158,9 @@ func OpenCentral(cfg CentralConfig, log *slog.Logger) (*Central, error) {
 // Start makes the engine refuse writes (central_read_only), reads the
 // depots' cursors from the store and follows the streams.
 func (c *Central) Start(e *engine.Engine) error {
+	if n, _ := e.ApplyCentralMax(); n < 2 {
+		return fmt.Errorf("central: the engine takes %d writes per apply; a central view needs at least 2 (a record and its depot's cursor): raise the events lane's queue bound", n)
+	}
 	c.e = e
 	e.SetCentral("this box is a central view of the depots' shipped logs: it serves reads only")
 	if err := c.loadPositions(); err != nil {
@@ -652,6 +655,11 @@ func readShipped(m jetstream.Msg) (shipped, error) {
 	}
 	if strings.HasPrefix(parts[2], "$") {
 		return out, nil // an epoch marker (fence.go)
+	}
+	if err := CheckDepot(parts[1]); err != nil {
+		// Following every depot, the depot is whatever the subject says:
+		// one that is no depot name would make keys no depot can own.
+		return out, fmt.Errorf("stream seq %d: subject %q: %w", out.seq, m.Subject(), err)
 	}
 	var b Message
 	if err := json.Unmarshal(m.Data(), &b); err != nil {

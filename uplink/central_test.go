@@ -1,10 +1,13 @@
 package uplink
 
 import (
+	"encoding/json"
 	"log/slog"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // The central view's consumer subjects on a stream: every depot's under
@@ -76,6 +79,41 @@ func TestCentralResumeSeq(t *testing.T) {
 		cv := &Central{cfg: CentralConfig{Depots: depots}, pos: pos, marks: marks, log: slog.New(slog.DiscardHandler)}
 		if got := cv.resumeSeq("RH", created.Add(time.Hour), shared); got != 0 {
 			t.Errorf("depots %v, a stream created again: resume after seq %d, want 0", depots, got)
+		}
+	}
+}
+
+// fakeMsg is a stream message for readShipped.
+type fakeMsg struct {
+	jetstream.Msg
+	subject string
+	data    []byte
+}
+
+func (m fakeMsg) Subject() string { return m.subject }
+func (m fakeMsg) Data() []byte    { return m.data }
+func (m fakeMsg) Metadata() (*jetstream.MsgMetadata, error) {
+	return &jetstream.MsgMetadata{Sequence: jetstream.SequencePair{Stream: 7, Consumer: 1}, Consumer: "c_1"}, nil
+}
+
+// Following every depot, the depot is what the subject says: a token that
+// is no depot name (CheckDepot) is read past as no record, not applied
+// under keys no depot can own.
+func TestReadShippedChecksTheDepot(t *testing.T) {
+	rec := func(depot string) []byte {
+		b, err := json.Marshal(Message{LSN: 1, Depot: depot, Table: "notes", Key: "k", Op: "put", Value: json.RawMessage(`{}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	r, err := readShipped(fakeMsg{subject: "routehound.north.notes", data: rec("north")})
+	if err != nil || r.msg == nil || r.msg.Depot != "north" || r.seq != 7 || r.consumer != "c_1" {
+		t.Fatalf("a record of north: %+v, %v", r, err)
+	}
+	for _, depot := range []string{"nörth", "a$b", "x+y"} {
+		if r, err := readShipped(fakeMsg{subject: "routehound." + depot + ".notes", data: rec(depot)}); err == nil || r.msg != nil {
+			t.Errorf("a record of depot %q: %+v, %v; want it read past", depot, r, err)
 		}
 	}
 }
