@@ -1,13 +1,17 @@
 package uplink
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"routehound/engine"
 )
 
 // The central view's consumer subjects on a stream: every depot's under
@@ -114,6 +118,77 @@ func TestReadShippedChecksTheDepot(t *testing.T) {
 	for _, depot := range []string{"nörth", "a$b", "x+y"} {
 		if r, err := readShipped(fakeMsg{subject: "routehound." + depot + ".notes", data: rec(depot)}); err == nil || r.msg != nil {
 			t.Errorf("a record of depot %q: %+v, %v; want it read past", depot, r, err)
+		}
+	}
+}
+
+// An apply that answered an error may be in the store all the same (a
+// failed sync, the store reopened): the view reads its cursors again from
+// the store before the next apply, so its positions and counts are what
+// the store holds, and the engine skips the records the stored cursor
+// covers.
+func TestCentralApplyReloadsCursorsAfterAFailedApply(t *testing.T) {
+	dir := t.TempDir()
+	e := openEngine(t, dir, engine.DefaultConfig().Retention)
+	c, err := OpenCentral(CentralConfig{URL: "nats://127.0.0.1:1"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.e = e
+	e.SetCentral("central")
+	if err := c.loadPositions(); err != nil {
+		t.Fatal(err)
+	}
+	created := time.Date(2026, 12, 7, 8, 0, 0, 0, time.UTC)
+	rec := func(lsn uint64) shipped {
+		return shipped{seq: lsn, msg: &Message{LSN: lsn, Depot: "north", Table: "notes", Key: fmt.Sprint("k", lsn), Op: "put", Value: json.RawMessage(`{}`)}}
+	}
+	ctx := context.Background()
+	if err := c.apply(ctx, "RH", created, []shipped{rec(1), rec(2), rec(3)}, 3); err != nil {
+		t.Fatal(err)
+	}
+	// An apply of 4-6 that "failed" yet reached the store, as the view
+	// would have written it.
+	cur, err := json.Marshal(DepotPosition{Depot: "north", Stream: "RH", StreamCreated: created, StreamSeq: 6, LSN: 6, Records: 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ws []engine.CentralWrite
+	for lsn := uint64(4); lsn <= 6; lsn++ {
+		ws = append(ws, engine.CentralWrite{Table: "notes", Key: fmt.Sprint("north/k", lsn), Value: []byte(`{}`), Depot: "north", LSN: lsn})
+	}
+	ws = append(ws, engine.CentralWrite{Table: CentralTable, Key: "north", Value: cur, Depot: "north", LSN: 6})
+	if _, err := e.ApplyCentral(ctx, ws); err != nil {
+		t.Fatal(err)
+	}
+	c.stale.Store(true) // what apply does when ApplyCentral answers an error
+	applied := c.applied.Load()
+
+	// The stream read again from the last position the view kept.
+	if err := c.apply(ctx, "RH", created, []shipped{rec(4), rec(5)}, 5); err != nil {
+		t.Fatal(err)
+	}
+	if p := c.Status().Depots; len(p) != 1 || p[0].LSN != 6 || p[0].Records != 6 {
+		t.Errorf("after the retry, north's position %+v; want the store's (lsn 6, 6 records)", p)
+	}
+	if err := c.apply(ctx, "RH", created, []shipped{rec(6), rec(7)}, 7); err != nil {
+		t.Fatal(err)
+	}
+	if p := c.Status().Depots; len(p) != 1 || p[0].LSN != 7 || p[0].Records != 7 || p[0].Missing != 0 {
+		t.Errorf("north's position %+v; want lsn 7, 7 records, none missing", p)
+	}
+	if n := c.applied.Load() - applied; n != 1 {
+		t.Errorf("the view counts %d records applied since the failed apply, want 1 (lsn 7)", n)
+	}
+	snap, err := e.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	for lsn := 1; lsn <= 7; lsn++ {
+		st, ok, err := snap.Get("notes", fmt.Sprint("north/k", lsn))
+		if err != nil || !ok || st.Version != 1 {
+			t.Errorf("north/k%d: version %d (found %v, %v); want 1", lsn, st.Version, ok, err)
 		}
 	}
 }
