@@ -520,4 +520,12 @@ func TestCentralConfig(t *testing.T) {
 	if _, err := Start(cfg, nil); err == nil || !strings.Contains(err.Error(), "central.depots") {
 		t.Fatalf("central with a bad depot: %v", err)
 	}
+	// Each record is applied with its depot's cursor: the events lane
+	// must take two writes.
+	cfg = loopbackConfig(t)
+	cfg.Central.NATSURL = "nats://127.0.0.1:1"
+	cfg.Lanes.Events.QueueBound = 1
+	if _, err := Start(cfg, nil); err == nil || !strings.Contains(err.Error(), "lanes.events.queue_bound") {
+		t.Fatalf("central with an events lane of bound 1: %v", err)
+	}
 }

@@ -440,6 +440,11 @@ func (c Config) Validate() error {
 	if err := c.Central.Validate(c.Uplink); err != nil {
 		return err
 	}
+	if c.Central.NATSURL != "" && c.Lanes.Events.QueueBound < 2 {
+		// A central view applies each depot record with its cursor, in
+		// one item of the events lane: a bound of 1 refuses every one.
+		return fmt.Errorf("config: lanes.events.queue_bound is %d; a central view needs at least 2 (a record and its depot's cursor)", c.Lanes.Events.QueueBound)
+	}
 	// The lanes and the committer are checked by the engine, through
 	// appliance.Validate.
 	return c.Osmand.Validate()

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -42,6 +43,11 @@ func (e *Engine) Central() bool { return e.follow.central.Load() }
 // role goes: a full lane or a low disk refuse on their own).
 func (e *Engine) WritesRefused() error { return e.notPrimary() }
 
+// CentralCursorTable holds a central view's cursor of each depot (key: the
+// depot; value: JSON with the depot's "lsn" of its last record applied),
+// written in the same item as the records it covers (uplink.CentralTable).
+const CentralCursorTable = "central_depots"
+
 // CentralWrite is one change ApplyCentral writes: a put of Value, or a
 // delete, of one key. A delete of a key that does not exist writes
 // nothing.
@@ -51,6 +57,31 @@ type CentralWrite struct {
 	Delete bool
 	Value  []byte // JSON; unused for a delete
 	Actor  string // who wrote it at its depot
+	// Depot and LSN, when Depot is set, tie the write to the depot's
+	// record LSN (or, for the depot's cursor row, to the LSN the cursor
+	// moves to): it is skipped when the depot's cursor the store holds
+	// when the item is applied is at or past LSN. An apply that answered
+	// an error (a failed sync) may be in the reopened store all the same:
+	// its retry must not write the records twice, nor move the cursor
+	// back.
+	Depot string
+	LSN   uint64
+}
+
+// storedCursorLSN reads a depot's cursor LSN from the batch's view of the
+// store (0: none).
+func storedCursorLSN(b *wal.Batch, depot string) (uint64, error) {
+	st, ok, err := b.Get(CentralCursorTable, depot)
+	if err != nil || !ok {
+		return 0, err
+	}
+	var c struct {
+		LSN uint64 `json:"lsn"`
+	}
+	if err := json.Unmarshal(st.Value, &c); err != nil {
+		return 0, fmt.Errorf("the cursor of depot %s in %s: %w", depot, CentralCursorTable, err)
+	}
+	return c.LSN, nil
 }
 
 // ApplyCentralMax is the most writes one ApplyCentral takes, and the bytes
@@ -68,7 +99,10 @@ func (e *Engine) ApplyCentralMax() (writes int, bytes int64) {
 // is in the store, so a cursor written with the records it covers never
 // parts from them. It works while the engine refuses every other write
 // (SetCentral); it is refused while the store has failed or is closing, and
-// with ErrTooLarge past ApplyCentralMax's writes. Run with a context that is not
+// with ErrTooLarge past ApplyCentralMax's writes. Writes tagged with a
+// Depot and LSN that the depot's stored cursor covers are skipped (see
+// CentralWrite), so a retry of an apply that answered an error yet reached
+// the store writes nothing twice. Run with a context that is not
 // cancelled mid-commit when the caller must know the outcome (an item the
 // committer took is committed even when its waiter left).
 func (e *Engine) ApplyCentral(ctx context.Context, ws []CentralWrite) (uint64, error) {
@@ -90,7 +124,23 @@ func (e *Engine) ApplyCentral(ctx context.Context, ws []CentralWrite) (uint64, e
 	it := &item{units: len(ws), bytes: size + 256, done: make(chan result, 1)}
 	it.apply = func(b *wal.Batch) (result, error) {
 		var last uint64
+		// Each depot's cursor as the store holds it before this item (read
+		// once: the item's own cursor write comes after its records).
+		stored := map[string]uint64{}
 		for _, w := range ws {
+			if w.Depot != "" {
+				at, ok := stored[w.Depot]
+				if !ok {
+					var err error
+					if at, err = storedCursorLSN(b, w.Depot); err != nil {
+						return result{}, fmt.Errorf("central: %w", err)
+					}
+					stored[w.Depot] = at
+				}
+				if w.LSN <= at {
+					continue // in the store already (an apply that answered an error, retried)
+				}
+			}
 			var r wal.Record
 			var err error
 			if w.Delete {

@@ -40,7 +40,22 @@ import (
 // depot; value: a DepotPosition). It is written with the records it covers
 // and readable like any table: a dashboard can watch it to see each
 // depot's progress.
-const CentralTable = "central_depots"
+const CentralTable = engine.CentralCursorTable
+
+// streamMarkPrefix keys, in CentralTable, a streamMark (no depot name holds
+// a $, and a depot's own table of that name is under <depot>/).
+const streamMarkPrefix = "$stream/"
+
+// streamMark says that, following every depot, every message of the stream
+// (created then) through Seq was read: where a session following every
+// depot reads it on. Depots' cursors cannot say it: a depot that was not
+// followed (before [central] depots was widened to every depot) has none,
+// and its records lie below the others' cursors.
+type streamMark struct {
+	Stream  string    `json:"stream"`
+	Created time.Time `json:"stream_created"`
+	Seq     uint64    `json:"stream_seq"`
+}
 
 // CentralConfig configures a central view.
 type CentralConfig struct {
@@ -87,7 +102,12 @@ type Central struct {
 	applyMu sync.Mutex
 	mu      sync.Mutex // guards pos and streams
 	pos     map[string]DepotPosition
+	marks   map[string]streamMark // by stream
 	streams map[string]*centralStream
+	// stale: an apply answered an error, yet may be in the store (a failed
+	// sync, the store reopened): pos is read again from the store before
+	// the next apply.
+	stale atomic.Bool
 
 	applied   atomic.Uint64
 	lastErrMu sync.Mutex
@@ -131,12 +151,16 @@ func OpenCentral(cfg CentralConfig, log *slog.Logger) (*Central, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Central{cfg: cfg, log: log.With("part", "central"), pos: map[string]DepotPosition{}, streams: map[string]*centralStream{}}, nil
+	return &Central{cfg: cfg, log: log.With("part", "central"), pos: map[string]DepotPosition{}, marks: map[string]streamMark{},
+		streams: map[string]*centralStream{}}, nil
 }
 
 // Start makes the engine refuse writes (central_read_only), reads the
 // depots' cursors from the store and follows the streams.
 func (c *Central) Start(e *engine.Engine) error {
+	if n, _ := e.ApplyCentralMax(); n < 2 {
+		return fmt.Errorf("central: the engine takes %d writes per apply; a central view needs at least 2 (a record and its depot's cursor): raise the events lane's queue bound", n)
+	}
 	c.e = e
 	e.SetCentral("this box is a central view of the depots' shipped logs: it serves reads only")
 	if err := c.loadPositions(); err != nil {
@@ -167,7 +191,17 @@ func (c *Central) loadPositions() error {
 	}
 	defer snap.Close()
 	pos := map[string]DepotPosition{}
+	marks := map[string]streamMark{}
 	_, err = snap.Scan(CentralTable, "", 0, func(k string, st engine.State) error {
+		if name, ok := strings.CutPrefix(k, streamMarkPrefix); ok {
+			var m streamMark
+			if err := json.Unmarshal(st.Value, &m); err != nil || m.Stream != name {
+				c.log.Warn("central: a stream's mark in "+CentralTable+" cannot be read; following every depot, the stream is read again from its start", "stream", name, "err", err)
+				return nil
+			}
+			marks[name] = m
+			return nil
+		}
 		if strings.Contains(k, "/") {
 			return nil // a depot's own table of that name (<depot>/<key>)
 		}
@@ -183,7 +217,7 @@ func (c *Central) loadPositions() error {
 		return fmt.Errorf("central: read the depots' cursors: %w", err)
 	}
 	c.mu.Lock()
-	c.pos = pos
+	c.pos, c.marks = pos, marks
 	c.mu.Unlock()
 	return nil
 }
@@ -285,6 +319,15 @@ func (c *Central) follow(ctx context.Context, s *centralStream) {
 			continue
 		}
 		s.idle.Store(false)
+		if errors.Is(err, jetstream.ErrStreamNotFound) && len(c.cfg.Streams) == 0 {
+			// Deleted for good, or made again soon: discovery starts a
+			// reader when it lists it again.
+			c.mu.Lock()
+			delete(c.streams, s.name)
+			c.mu.Unlock()
+			c.log.Warn("central: the stream is gone; not read until it is listed again", "stream", s.name, "err", err)
+			return
+		}
 		if err == nil {
 			err = errors.New("the stream's reader ended")
 		}
@@ -331,34 +374,33 @@ func (c *Central) filters(subjects []string) []string {
 }
 
 // resumeSeq is where a session reads stream on (created then, of those
-// subjects): after the last record applied from it; from its start when it
-// is not the stream the cursors were read from (created at another time). Following every depot, that is the
-// highest cursor of the depots read from it (each stream is read in order,
-// so every message before it was applied or read past). Following some
-// depots, it is the lowest cursor of those the stream covers, and the
-// stream's start when one of them has none there (a depot added to
-// [central] depots since: its records were read past); the depots' LSNs
-// skip what is applied.
+// subjects): after the last message read from it; from its start when it
+// is not the stream the cursors were read from (created at another time).
+// Following every depot, that is the stream's mark (every message before
+// it was applied or read past while every depot was followed; a view that
+// followed a list of depots has none, and reads the stream from its
+// start). Following some depots, it is the lowest cursor of those the
+// stream covers, and the stream's start when one of them has none there (a
+// depot added to [central] depots since: its records were read past); the
+// depots' LSNs skip what is applied.
 func (c *Central) resumeSeq(stream string, created time.Time, subjects []string) uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, p := range c.pos {
-		if p.Stream == stream && !p.StreamCreated.IsZero() && !p.StreamCreated.Equal(created) {
-			// Another stream of that name (deleted and made again): its
-			// sequences say nothing of where this view was.
-			c.log.Warn("central: the stream was created again since its records were read here; reading it from its start", "stream", stream,
-				"created", created, "read_created", p.StreamCreated)
+	if len(c.cfg.Depots) == 0 {
+		// The stream's mark, written by sessions following every depot;
+		// none (the view followed a list of depots until now, or the
+		// stream is new): from the start, the depots' LSNs skip what is
+		// applied.
+		m, ok := c.marks[stream]
+		if !ok {
 			return 0
 		}
-	}
-	if len(c.cfg.Depots) == 0 {
-		var seq uint64
-		for _, p := range c.pos {
-			if p.Stream == stream {
-				seq = max(seq, p.StreamSeq)
-			}
+		if !m.Created.Equal(created) {
+			c.log.Warn("central: the stream was created again since its records were read here; reading it from its start", "stream", stream,
+				"created", created, "read_created", m.Created)
+			return 0
 		}
-		return seq
+		return m.Seq
 	}
 	var seq uint64
 	first := true
@@ -368,6 +410,13 @@ func (c *Central) resumeSeq(stream string, created time.Time, subjects []string)
 		}
 		p, ok := c.pos[d]
 		if !ok || p.Stream != stream {
+			return 0
+		}
+		if !p.StreamCreated.IsZero() && !p.StreamCreated.Equal(created) {
+			// Another stream of that name (deleted and made again): its
+			// sequences say nothing of where this view was.
+			c.log.Warn("central: the stream was created again since its records were read here; reading it from its start", "stream", stream,
+				"depot", d, "created", created, "read_created", p.StreamCreated)
 			return 0
 		}
 		if first || p.StreamSeq < seq {
@@ -421,6 +470,21 @@ func (c *Central) session(ctx context.Context, s *centralStream) error {
 	if err != nil {
 		return fmt.Errorf("ordered consumer on %s %q: %w", s.name, filters, err)
 	}
+	// A stream deleted (and maybe made again under its name) ends the
+	// session: the ordered consumer would go on at the old sequence in the
+	// new stream, and the cursors would keep the old stream's creation
+	// time. The next session reads the new stream from its start.
+	gone := make(chan struct{})
+	var goneOnce sync.Once
+	if sub, err := nc.Subscribe(jetstream.DefaultAPIPrefix+"EVENT.ADVISORY.STREAM.DELETED."+s.name, func(*nats.Msg) {
+		goneOnce.Do(func() { close(gone) })
+	}); err != nil {
+		c.log.Warn("central: cannot watch the stream's deletion; its creation time is checked every discover interval and when the consumer is made again", "stream", s.name, "err", err)
+	} else {
+		defer sub.Unsubscribe()
+	}
+	check := time.NewTicker(c.cfg.Discover)
+	defer check.Stop()
 	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
 	if err != nil {
 		return fmt.Errorf("consume: %w", err)
@@ -454,15 +518,31 @@ func (c *Central) session(ctx context.Context, s *centralStream) error {
 		}
 	}()
 	maxN, maxBytes := c.e.ApplyCentralMax()
+	// consumer is the ordered consumer's name of the messages read: it
+	// changes when the consumer is made again (the stream lost it), and
+	// the stream is checked then before its messages are applied.
+	var consumer string
+	var carry jetstream.Msg // the first message of a consumer made again
 	for {
 		var m jetstream.Msg
-		var ok bool
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-closed:
-			return fmt.Errorf("connection lost: %w", nonNil(nc.LastError()))
-		case m, ok = <-msgs:
+		ok := true
+		if carry != nil {
+			m, carry = carry, nil
+		} else {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-closed:
+				return fmt.Errorf("connection lost: %w", nonNil(nc.LastError()))
+			case <-gone:
+				return fmt.Errorf("stream %s: %w (deleted)", s.name, errStreamChanged)
+			case <-check.C:
+				if err := c.sameStream(ctx, st, info.Created); err != nil {
+					return err
+				}
+				continue
+			case m, ok = <-msgs:
+			}
 		}
 		if !ok {
 			select {
@@ -475,8 +555,21 @@ func (c *Central) session(ctx context.Context, s *centralStream) error {
 		// Take what else arrived, up to a batch, and apply it in one go.
 		var batch []shipped
 		var size int64
+		var lastSeq uint64 // of the messages taken, records or not
 		for {
 			r, err := readShipped(m)
+			if r.consumer != "" && r.consumer != consumer {
+				if len(batch) > 0 {
+					carry = m // applied once the batch before it is
+					break
+				}
+				if consumer != "" {
+					if err := c.sameStream(ctx, st, info.Created); err != nil {
+						return err
+					}
+				}
+				consumer = r.consumer
+			}
 			if err != nil {
 				// Not a record of the format (another producer on the
 				// subjects, or a damaged message): read past, loudly,
@@ -487,6 +580,7 @@ func (c *Central) session(ctx context.Context, s *centralStream) error {
 					"stream", s.name, "err", err)
 			}
 			s.pending.Store(r.pending)
+			lastSeq = max(lastSeq, r.seq)
 			if r.msg != nil {
 				batch = append(batch, r)
 				size += int64(2*len(r.msg.Value) + 2*len(r.msg.Key) + 2*(len(r.msg.Table)+len(r.msg.Depot)) + 64)
@@ -505,7 +599,12 @@ func (c *Central) session(ctx context.Context, s *centralStream) error {
 				break
 			}
 		}
-		if err := c.apply(ctx, s.name, info.Created, batch); err != nil {
+		select {
+		case <-gone:
+			return fmt.Errorf("stream %s: %w (deleted)", s.name, errStreamChanged)
+		default:
+		}
+		if err := c.apply(ctx, s.name, info.Created, batch, lastSeq); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -514,12 +613,32 @@ func (c *Central) session(ctx context.Context, s *centralStream) error {
 	}
 }
 
+// errStreamChanged ends a session on a stream deleted, or made again under
+// its name, since the session began.
+var errStreamChanged = errors.New("the stream was deleted or created again")
+
+// sameStream checks that the stream is still the one a session began on
+// (created then).
+func (c *Central) sameStream(ctx context.Context, st jetstream.Stream, created time.Time) error {
+	cctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	info, err := st.Info(cctx)
+	if err != nil {
+		return fmt.Errorf("check stream %s: %w", st.CachedInfo().Config.Name, err)
+	}
+	if !info.Created.Equal(created) {
+		return fmt.Errorf("stream %s: %w (created %v, read since %v)", info.Config.Name, errStreamChanged, info.Created, created)
+	}
+	return nil
+}
+
 // shipped is one message of a stream: a depot's record, or nil for what is
 // read past (an epoch marker).
 type shipped struct {
-	msg     *Message
-	seq     uint64
-	pending uint64
+	msg      *Message
+	seq      uint64
+	pending  uint64
+	consumer string // the consumer's name it came through
 }
 
 // readShipped decodes a stream message: a record (Message) of the depot
@@ -529,13 +648,18 @@ func readShipped(m jetstream.Msg) (shipped, error) {
 	if err != nil {
 		return shipped{}, fmt.Errorf("message metadata: %w", err)
 	}
-	out := shipped{seq: md.Sequence.Stream, pending: md.NumPending}
+	out := shipped{seq: md.Sequence.Stream, pending: md.NumPending, consumer: md.Consumer}
 	parts := strings.SplitN(m.Subject(), ".", 3)
 	if len(parts) < 3 || parts[0] != "routehound" {
 		return out, fmt.Errorf("stream seq %d: subject %q is not routehound.<depot>.<table>", out.seq, m.Subject())
 	}
 	if strings.HasPrefix(parts[2], "$") {
 		return out, nil // an epoch marker (fence.go)
+	}
+	if err := CheckDepot(parts[1]); err != nil {
+		// Following every depot, the depot is whatever the subject says:
+		// one that is no depot name would make keys no depot can own.
+		return out, fmt.Errorf("stream seq %d: subject %q: %w", out.seq, m.Subject(), err)
 	}
 	var b Message
 	if err := json.Unmarshal(m.Data(), &b); err != nil {
@@ -550,14 +674,31 @@ func readShipped(m jetstream.Msg) (shipped, error) {
 }
 
 // apply writes a batch of one stream's records with the cursors of their
-// depots, skipping what each depot's cursor says is applied.
-func (c *Central) apply(ctx context.Context, stream string, created time.Time, batch []shipped) error {
-	if len(batch) == 0 {
+// depots, skipping what each depot's cursor says is applied; following
+// every depot, with the stream's mark at lastSeq, the last message read.
+func (c *Central) apply(ctx context.Context, stream string, created time.Time, batch []shipped, lastSeq uint64) error {
+	every := len(c.cfg.Depots) == 0
+	if len(batch) == 0 && !every {
 		return nil
 	}
 	c.applyMu.Lock()
 	defer c.applyMu.Unlock()
+	if c.stale.Load() {
+		// The last apply answered an error but may be in the store: the
+		// cursors are what the store holds, not what this view kept.
+		if err := c.loadPositions(); err != nil {
+			return fmt.Errorf("read the cursors again after a failed apply: %w", err)
+		}
+		c.stale.Store(false)
+		c.log.Info("central: the depots' cursors read again from the store after a failed apply")
+	}
 	c.mu.Lock()
+	mark, markOK := c.marks[stream]
+	if every && (!markOK || !mark.Created.Equal(created) || mark.Seq < lastSeq) {
+		mark, markOK = streamMark{Stream: stream, Created: created.UTC(), Seq: lastSeq}, true
+	} else {
+		markOK = false // no mark to write
+	}
 	next := map[string]DepotPosition{}
 	var order []string
 	var ws []engine.CentralWrite
@@ -574,6 +715,13 @@ func (c *Central) apply(ctx context.Context, stream string, created time.Time, b
 		if b.LSN <= p.LSN {
 			continue // applied already (a re-send, or the stream read again)
 		}
+		if p.LSN == 0 && b.LSN > 1 {
+			// The depot's first record here is not its first: the stream
+			// lost those before (limits, an uplink that dropped them).
+			c.log.Error("CENTRAL GAP: the depot's first record in the stream is not its first; the records before it are not in this view",
+				"depot", b.Depot, "stream", stream, "before_lsn", b.LSN, "records", b.LSN-1)
+			p.Missing += b.LSN - 1
+		}
 		if p.LSN > 0 && b.LSN > p.LSN+1 {
 			c.log.Error("CENTRAL GAP: the depot's shipped log skips records (its uplink dropped them, or the stream's limits removed them before they were read); they are not in this view",
 				"depot", b.Depot, "stream", stream, "after_lsn", p.LSN, "before_lsn", b.LSN, "records", b.LSN-p.LSN-1)
@@ -588,14 +736,14 @@ func (c *Central) apply(ctx context.Context, stream string, created time.Time, b
 		if strings.HasPrefix(b.Table, "$") {
 			continue // a void record: no key changes
 		}
-		w := engine.CentralWrite{Table: b.Table, Key: b.Depot + "/" + b.Key, Delete: b.Op == "delete", Actor: b.Actor}
+		w := engine.CentralWrite{Table: b.Table, Key: b.Depot + "/" + b.Key, Delete: b.Op == "delete", Actor: b.Actor, Depot: b.Depot, LSN: b.LSN}
 		if !w.Delete {
 			w.Value = []byte(b.Value)
 		}
 		ws = append(ws, w)
 	}
 	c.mu.Unlock()
-	if len(next) == 0 {
+	if len(next) == 0 && !markOK {
 		return nil
 	}
 	for _, d := range order {
@@ -603,14 +751,38 @@ func (c *Central) apply(ctx context.Context, stream string, created time.Time, b
 		if err != nil {
 			return fmt.Errorf("central: encode the cursor of depot %s: %w", d, err)
 		}
-		ws = append(ws, engine.CentralWrite{Table: CentralTable, Key: d, Value: v, Actor: "central"})
+		// Tied to the depot's new LSN: the engine skips it (and the
+		// records) where the store's cursor is there already.
+		ws = append(ws, engine.CentralWrite{Table: CentralTable, Key: d, Value: v, Actor: "central", Depot: d, LSN: next[d].LSN})
+	}
+	records := len(ws) - len(order)
+	if maxN, _ := c.e.ApplyCentralMax(); markOK && len(ws) < maxN {
+		// The mark only saves reading again (the LSNs skip what is
+		// applied): left for the next batch when there is no room.
+		v, err := json.Marshal(mark)
+		if err != nil {
+			return fmt.Errorf("central: encode the mark of stream %s: %w", stream, err)
+		}
+		ws = append(ws, engine.CentralWrite{Table: CentralTable, Key: streamMarkPrefix + stream, Value: v, Actor: "central"})
+	} else {
+		markOK = false
+	}
+	if len(ws) == 0 {
+		return nil
 	}
 	// Not cut by ctx: an apply the committer took completes, so that the
 	// cursors in memory are what the store holds.
 	if _, err := c.e.ApplyCentral(context.WithoutCancel(ctx), ws); err != nil {
-		return fmt.Errorf("apply %d records of stream %s: %w", len(ws)-len(order), stream, err)
+		// It may be in the store all the same (a failed sync, then the
+		// store reopened): the cursors are read again before the next
+		// apply, and the engine skips what its stored cursors cover.
+		c.stale.Store(true)
+		return fmt.Errorf("apply %d records of stream %s: %w", records, stream, err)
 	}
 	c.mu.Lock()
+	if markOK {
+		c.marks[stream] = mark
+	}
 	var n uint64
 	for _, d := range order {
 		n += next[d].Records - c.pos[d].Records

@@ -741,6 +741,13 @@ func (u *Uplink) session(ctx context.Context) error {
 	e := u.e
 	cur := e.Follow(u.acked.Load())
 	var pending []inflight // oldest first
+	// held are records read but not yet published (the window was full):
+	// published first next time round. Seeking the cursor back instead
+	// made it read a whole chunk again for every record sent one at a
+	// time (an R3 fenced stream: 4096 records read per record shipped).
+	// The cursor has read past them; a session's cursor and held end
+	// together.
+	var held []engine.Record
 	// refusedNow is a record the client refused to publish: the session
 	// takes the acknowledgements of the records before it, then ends.
 	var refusedNow error
@@ -783,8 +790,13 @@ func (u *Uplink) session(ctx context.Context) error {
 		if refusedNow != nil && len(pending) == 0 {
 			return refusedNow
 		}
-		if refusedNow == nil && len(pending) < window && cur.After() < e.DurableLSN() {
-			recs, err := cur.Next(ctx)
+		if refusedNow == nil && len(pending) < window && (len(held) > 0 || cur.After() < e.DurableLSN()) {
+			recs := held
+			held = nil
+			var err error
+			if len(recs) == 0 {
+				recs, err = cur.Next(ctx)
+			}
 			if errors.Is(err, engine.ErrTrimmed) {
 				if err := u.skipTrimmed(ctx, cur, pending, closed); err != nil {
 					return err
@@ -804,7 +816,7 @@ func (u *Uplink) session(ctx context.Context) error {
 			for i := range recs {
 				r := &recs[i]
 				if len(pending) >= window {
-					cur.Seek(r.LSN - 1) // the rest next time round
+					held = recs[i:] // the rest next time round
 					break
 				}
 				m, err := u.message(r)

@@ -22,7 +22,7 @@ import (
 
 // openEngine opens an engine over a temporary store with retention given
 // and the uplink's hook.
-func openEngine(t *testing.T, dir string, ret engine.Retention) *engine.Engine {
+func openEngine(t testing.TB, dir string, ret engine.Retention) *engine.Engine {
 	t.Helper()
 	cfg := engine.DefaultConfig()
 	cfg.MinFreeBytes = 0
@@ -72,7 +72,7 @@ func writeN(t *testing.T, e *engine.Engine, from, n int) {
 	}
 }
 
-func newUplink(t *testing.T, dir, url string, mut func(*Config)) *Uplink {
+func newUplink(t testing.TB, dir, url string, mut func(*Config)) *Uplink {
 	t.Helper()
 	cfg := Config{URL: url, Depot: "d1", Stream: "RH", MaxInFlight: 64, StateFile: filepath.Join(dir, "uplink.json"),
 		AckTimeout: 2 * time.Second, MaxBackoff: 200 * time.Millisecond}
