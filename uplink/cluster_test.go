@@ -102,6 +102,9 @@ func TestThreeNodeClusterNodeKilledWhileShipping(t *testing.T) {
 		victim.Stop()
 		waitFor(t, "the uplink to ship 500 records past the kill", func() bool { return u.Acked() >= durableAtKill+500 })
 		stopWriters()
+		if err := e.WaitCommitted(ctx); err != nil { // journaled answers, published by the log's fsync
+			t.Fatal(err)
+		}
 		last := e.DurableLSN()
 		waitFor(t, "the uplink to ship the whole log", func() bool { return u.Acked() == last })
 		s := u.Status()
