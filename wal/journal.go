@@ -11,8 +11,6 @@ import (
 	"slices"
 	"sync"
 	"time"
-
-	"github.com/dgraph-io/badger/v4"
 )
 
 // The journal: a small file of its own for the writes whose writers wait
@@ -40,7 +38,7 @@ import (
 // is [len u32][crc32c u32][gen u64][last u64][payload]; the crc covers the
 // frame's offset in the file, gen, last and the payload. Each time the
 // writer starts a file from its start it takes a new generation, unique
-// across opens (the next one is stored in the store, synced, before the
+// across opens (the next one is stored in journal.gen, synced, before the
 // journal is written: a torn write whose first page was lost cannot make
 // an open reuse the generation of frames that survived it): a reader
 // takes a file's frames from its start while they are whole, at their
@@ -556,27 +554,45 @@ func frameCRC(off int64, body []byte) uint32 {
 	return crc32.Update(crc32.Checksum(o[:], castagnoli), castagnoli, body)
 }
 
-var metaJournalGen = []byte("mjgen") // be64: the journal's next generation
+// journalGenName is the file that holds the journal's next generation.
+const journalGenName = "journal.gen"
 
-// nextJournalGen stores the generation after gen, unless the store holds
-// a later one, and answers the one the journal starts with. The caller
-// syncs the store before the journal is written.
+// nextJournalGen stores the generation after the one the journal starts
+// with (the larger of gen+1 and the one stored by the last Open), synced
+// with its directory before the journal is written, and answers it. A
+// file of its own, not a Badger key: Open commits nothing to the store.
 func (db *DB) nextJournalGen(gen uint64) (uint64, error) {
+	path := filepath.Join(db.dir, journalGenName)
 	var stored uint64
-	if err := db.view(func(txn *badger.Txn) error {
-		v, _, err := getUint(txn, metaJournalGen)
-		stored = v
-		return err
-	}); err != nil {
+	switch b, err := os.ReadFile(path); {
+	case err == nil && len(b) == 8:
+		stored = binary.LittleEndian.Uint64(b)
+	case err == nil:
+		// A torn rename cannot leave this (the file is renamed whole);
+		// start past anything the frames show.
+	case !errors.Is(err, os.ErrNotExist):
 		return 0, fmt.Errorf("wal: journal generation: %w", err)
 	}
 	g := max(gen+1, stored)
-	txn := db.bdb.NewTransactionAt(db.ts.Load(), true)
-	defer txn.Discard()
-	if err := txn.Set(metaJournalGen, be64(g+1)); err != nil {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
 		return 0, fmt.Errorf("wal: journal generation: %w", err)
 	}
-	if err := db.commitTxn(txn); err != nil {
+	_, err = f.Write(binary.LittleEndian.AppendUint64(nil, g+1))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		err = syncDir(db.dir)
+	}
+	if err != nil {
 		return 0, fmt.Errorf("wal: journal generation: %w", err)
 	}
 	return g, nil

@@ -231,6 +231,11 @@ func Open(opt Options) (*DB, error) {
 	// opens as it was).
 	db.ts.Store(bdb.MaxVersion())
 	db.rdone = sync.NewCond(&db.rmu)
+	// No reader yet: the compactions Badger starts on open may drop every
+	// version below the newest at once (they ran with a discard version of
+	// 0 until the first commit, and kept every overwritten version of the
+	// tables they merged).
+	db.advanceDiscard()
 	if db.now == nil {
 		db.now = time.Now
 	}
