@@ -109,7 +109,7 @@ func BenchmarkApplyPoints(b *testing.B) {
 		if c.step > 0 {
 			// The log grows by step records at a time, each applied before
 			// the next: pages of about step records, as at a steady rate
-			// (BenchmarkDriverFlood at 20,000 points/s: ~340 records/tx).
+			// (BenchmarkDriverFlood at 20,000 points/s: 250–340 records/tx).
 			name += fmt.Sprintf("/step=%d", c.step)
 		}
 		b.Run(name, func(b *testing.B) {
