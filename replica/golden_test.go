@@ -107,12 +107,12 @@ func dumpReplica(t *testing.T, path string) string {
 // alters what the replica stores changes it: say why in the commit.
 const goldenSum = "afbc9d620e5ad601f286fd7ac45f004ecee445fc814f1a6bd42b918851db3213"
 
-// TestApplyMatchesGolden: the applier stores the golden log as it did
-// before its per-point costs were cut, row for row and byte for byte.
-func TestApplyMatchesGolden(t *testing.T) {
+// applyGolden applies goldenLog to a replica at path (bound 50 points a
+// driver) and answers the SHA-256 of its rows.
+func applyGolden(t *testing.T, path string) string {
+	t.Helper()
 	f := &fakeSource{}
 	f.commit(time.Date(2026, 11, 23, 11, 0, 0, 0, time.UTC), goldenLog()...)
-	path := filepath.Join(t.TempDir(), "r.db")
 	r, err := OpenWith(path, f, nil, Options{TrailMaxPoints: 50})
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +127,49 @@ func TestApplyMatchesGolden(t *testing.T) {
 	}
 	dump := dumpReplica(t, path)
 	sum := sha256.Sum256([]byte(dump))
-	if got := hex.EncodeToString(sum[:]); got != goldenSum {
-		t.Fatalf("the replica's rows changed: sha256 %s, want %s (%d bytes of dump)", got, goldenSum, len(dump))
+	return hex.EncodeToString(sum[:])
+}
+
+// TestApplyMatchesGolden: the applier stores the golden log as it did
+// before its per-point costs were cut, row for row and byte for byte.
+func TestApplyMatchesGolden(t *testing.T) {
+	if got := applyGolden(t, filepath.Join(t.TempDir(), "r.db")); got != goldenSum {
+		t.Fatalf("the replica's rows changed: sha256 %s, want %s", got, goldenSum)
+	}
+}
+
+// TestOlderTrailLayoutStillApplies: a replica made before the trail was a
+// rowid table keeps its WITHOUT ROWID trail, and the applier writes the
+// same rows to it; a new replica gets the rowid table.
+func TestOlderTrailLayoutStillApplies(t *testing.T) {
+	for _, older := range []bool{false, true} {
+		path := filepath.Join(t.TempDir(), "r.db")
+		if older {
+			db, err := sql.Open("sqlite", path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Exec(`CREATE TABLE trail (driver TEXT NOT NULL, n INTEGER NOT NULL, pts BLOB NOT NULL,
+				PRIMARY KEY (driver, n)) WITHOUT ROWID`); err != nil {
+				t.Fatal(err)
+			}
+			db.Close()
+		}
+		if got := applyGolden(t, path); got != goldenSum {
+			t.Fatalf("older layout %v: the replica's rows changed: sha256 %s, want %s", older, got, goldenSum)
+		}
+		db, err := sql.Open("sqlite", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ddl string
+		err = db.QueryRow(`SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'trail'`).Scan(&ddl)
+		db.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(ddl, "WITHOUT ROWID") != older {
+			t.Fatalf("older layout %v: the trail is %s", older, ddl)
+		}
 	}
 }
