@@ -158,17 +158,21 @@ type applier struct {
 	all                                              []*sql.Stmt
 	putPos, putTrail                                 multiInsert
 
-	// The page's last position of each driver: positions keep only the
-	// latest, so a page of many points writes each driver's row once, and
-	// cuts its trail once.
-	latest map[string]latestPoint
-	// block is each driver's trail points of the page so far, packed
-	// (trailPointBytes each): one trail row per driver per page.
-	block map[string][]byte
-	// late is each driver's late points of the page (device time before
-	// its trail_ceil), for trail_late; rare.
-	late map[string][]latePoint
-	keys []string // drivers of the page, sorted for the flush (reused)
+	// The page's drivers: positions keep only the latest point, so a page
+	// of many points writes each driver's row once, cuts its trail once,
+	// and writes its in-order points as one trail row. One map lookup a
+	// point finds its state in pd; every slice here is reused from page
+	// to page (a page holds at most pageRecords points).
+	drivers map[string]int32
+	pd      []pageDriver
+	// arena holds the page's in-order points, packed (trailPointBytes
+	// each) in arrival order; next chains each driver's points in it.
+	arena []byte
+	next  []int32
+	// blocks holds each driver's points of arena one after the other,
+	// sorted by driver, which the trail rows of the page bind.
+	blocks []byte
+	order  []int32 // indices of pd by driver, for the flush
 	// nCache holds trail_n and trail_ceil of drivers as committed, so
 	// that a driver's first point in a page need not read them back. The
 	// applier is the only writer, so it stays true; it is dropped after a
@@ -194,19 +198,22 @@ type trailCount struct{ n, ceil int64 }
 // nCacheMax bounds the trail_n cache (about 60 bytes an entry).
 const nCacheMax = 100000
 
-// latestPoint is a driver's state at the end of the page so far.
-type latestPoint struct {
-	i       int // index in buf of the latest point
-	p       pointValue
-	n       int64 // trail_n after it
-	ceil    int64 // trail_ceil after it
-	deleted bool  // the position was deleted (and no point came after)
+// pageDriver is a driver's state at the end of the page so far.
+type pageDriver struct {
+	key         string
+	latest      trailPoint // its newest point by arrival (for positions)
+	n           int64      // trail_n after it
+	ceil        int64      // trail_ceil after it
+	deleted     bool       // the position was deleted (and no point came after)
+	first, last int32      // its in-order points in arena (-1: none)
+	// late is its late points of the page (device time before its
+	// trail_ceil), for trail_late; rare.
+	late []latePoint
 }
 
 func newApplier(ctx context.Context, r *Replica) (*applier, error) {
 	a := &applier{r: r, conn: r.wconn, buf: make([]engine.Record, 0, 256),
-		latest: map[string]latestPoint{}, nCache: map[string]trailCount{}, block: map[string][]byte{},
-		late: map[string][]latePoint{}, swept: time.Now()}
+		drivers: map[string]int32{}, nCache: map[string]trailCount{}, swept: time.Now()}
 	prep := func(dst **sql.Stmt, q string) error {
 		s, err := a.conn.PrepareContext(ctx, q)
 		if err != nil {
@@ -405,9 +412,7 @@ func (a *applier) tx(ctx context.Context, fn func() error, lsn uint64, n int, t0
 		// A context canceled by Close leaves the connection usable: roll
 		// back with a fresh one so the transaction does not linger.
 		a.conn.ExecContext(context.Background(), "ROLLBACK")
-		clear(a.latest)
-		clear(a.block)
-		clear(a.late)
+		a.resetPage()
 		a.putPos.reset()
 		a.putTrail.reset()
 		a.nCache = map[string]trailCount{} // may hold counts of the rolled back page
@@ -445,21 +450,24 @@ func (a *applier) apply(ctx context.Context, i int) error {
 	var err error
 	switch rec.Table {
 	case fleet.TablePositions:
+		k, seen := a.drivers[rec.Key]
 		if del {
-			a.latest[rec.Key] = latestPoint{deleted: true}
-			delete(a.block, rec.Key) // its points of this page go with its trail
-			delete(a.late, rec.Key)
+			if !seen {
+				k = a.addDriver(rec.Key)
+			}
+			// Its points of this page go with its trail.
+			a.pd[k] = pageDriver{key: rec.Key, deleted: true, first: -1, last: -1}
 			if _, err = a.delTrail.ExecContext(ctx, rec.Key); err == nil {
 				_, err = a.delLate.ExecContext(ctx, rec.Key)
 			}
 			break
 		}
-		var p pointValue
-		if !a.decode(rec, &p) {
+		var p fleet.PointValue
+		if err := p.Decode(rec.Value); err != nil {
+			a.skip(rec, err)
 			return nil
 		}
-		cur, ok := a.latest[rec.Key]
-		if !ok {
+		if !seen {
 			// First point of the driver in this page: its count so far.
 			c, ok := a.nCache[rec.Key]
 			if !ok {
@@ -471,17 +479,27 @@ func (a *applier) apply(ctx context.Context, i int) error {
 					break
 				}
 			}
-			cur.n, cur.ceil = c.n, c.ceil
+			k = a.addDriver(rec.Key)
+			a.pd[k].n, a.pd[k].ceil = c.n, c.ceil
 		}
-		tp := trailPoint{Seq: p.Seq, Lat: p.LatV, Lng: p.LngV, SpeedKmh: p.SpeedKmh, Heading: p.Heading,
+		d := &a.pd[k]
+		tp := trailPoint{Seq: p.Seq, Lat: p.Lat, Lng: p.Lng, SpeedKmh: p.SpeedKmh, Heading: p.Heading,
 			TS: nanos(p.TS), LSN: rec.LSN, CommittedAt: at}
-		if tp.TS < cur.ceil {
-			a.late[rec.Key] = append(a.late[rec.Key], latePoint{tp, cur.n + 1})
+		if tp.TS < d.ceil {
+			d.late = append(d.late, latePoint{tp, d.n + 1})
 		} else {
-			a.block[rec.Key] = appendTrailPoint(a.block[rec.Key], tp)
-			cur.ceil = tp.TS
+			j := int32(len(a.next))
+			a.arena = appendTrailPoint(a.arena, tp)
+			a.next = append(a.next, -1)
+			if d.last >= 0 {
+				a.next[d.last] = j
+			} else {
+				d.first = j
+			}
+			d.last = j
+			d.ceil = tp.TS
 		}
-		a.latest[rec.Key] = latestPoint{i: i, p: p, n: cur.n + 1, ceil: cur.ceil}
+		d.latest, d.n, d.deleted = tp, d.n+1, false
 	case fleet.TableAssignments:
 		if del {
 			if _, err = a.delAsg.ExecContext(ctx, rec.Key); err == nil {
@@ -543,27 +561,53 @@ func (a *applier) assignmentVersion(ctx context.Context, rec *engine.Record, v a
 	return nil
 }
 
+// addDriver adds a driver to the page: its index in pd.
+func (a *applier) addDriver(key string) int32 {
+	k := int32(len(a.pd))
+	a.pd = append(a.pd, pageDriver{key: key, first: -1, last: -1})
+	a.drivers[key] = k
+	return k
+}
+
+// resetPage forgets the page's drivers and points, keeping the memory.
+func (a *applier) resetPage() {
+	clear(a.drivers)
+	clear(a.pd) // drops the keys and late points
+	a.pd = a.pd[:0]
+	a.arena, a.next, a.blocks, a.order = a.arena[:0], a.next[:0], a.blocks[:0], a.order[:0]
+}
+
 // flushDrivers writes each driver's latest position of the page and cuts
 // the trails that grew past TrailMaxPoints.
 func (a *applier) flushDrivers(ctx context.Context) error {
-	defer clear(a.latest)
-	defer clear(a.block)
-	defer clear(a.late)
+	defer a.resetPage()
 	maxPoints := a.r.opts.TrailMaxPoints
+	for k := range a.pd {
+		a.order = append(a.order, int32(k))
+	}
+	// In key order: B-tree inserts next to each other.
+	slices.SortFunc(a.order, func(x, y int32) int { return strings.Compare(a.pd[x].key, a.pd[y].key) })
 	// Each driver's in-order points of the page, one block row keyed by
 	// the trail_n of its newest point, before the cuts below.
 	// A block never keeps more than the bound: a driver keeps at most
 	// 2*TrailMaxPoints-1 points, the newest block and older ones not yet
 	// past the bound.
-	a.keys = a.keys[:0]
-	for driver := range a.block {
-		a.keys = append(a.keys, driver)
+	if cap(a.blocks) < len(a.arena) {
+		// Room for every point: the rows bind slices of it until flushed.
+		a.blocks = make([]byte, 0, cap(a.arena))
 	}
-	slices.Sort(a.keys) // in key order: B-tree inserts next to each other
-	for _, driver := range a.keys {
-		pts := a.block[driver]
-		if late := a.late[driver]; len(late) > 0 && len(pts)/trailPointBytes+len(late) > maxPoints {
-			pts = a.keepNewest(driver, pts, late, maxPoints)
+	for _, k := range a.order {
+		d := &a.pd[k]
+		if d.first < 0 {
+			continue
+		}
+		start := len(a.blocks)
+		for p := d.first; p >= 0; p = a.next[p] {
+			a.blocks = append(a.blocks, a.arena[int(p)*trailPointBytes:int(p+1)*trailPointBytes]...)
+		}
+		pts := a.blocks[start:len(a.blocks):len(a.blocks)]
+		if len(d.late) > 0 && len(pts)/trailPointBytes+len(d.late) > maxPoints {
+			pts = a.keepNewest(d, pts, maxPoints)
 		}
 		if max := maxPoints * trailPointBytes; len(pts) > max {
 			pts = pts[len(pts)-max:]
@@ -573,49 +617,44 @@ func (a *applier) flushDrivers(ctx context.Context) error {
 		}
 		// A long block is cut in rows of at most blockPoints, keyed back
 		// from the newest, so that a history page reads a bounded row.
-		n := a.latest[driver].n
 		for end := len(pts); end > 0; end -= blockPoints * trailPointBytes {
 			start := max(0, end-blockPoints*trailPointBytes)
-			if err := a.putTrail.add(ctx, driver, n-int64(len(pts)-end)/trailPointBytes, pts[start:end]); err != nil {
-				return fmt.Errorf("trail of %s: %w", driver, err)
+			if err := a.putTrail.add(ctx, d.key, d.n-int64(len(pts)-end)/trailPointBytes, pts[start:end]); err != nil {
+				return fmt.Errorf("trail of %s: %w", d.key, err)
 			}
 		}
 	}
-	for driver, late := range a.late {
-		if len(late) == 0 {
+	for _, k := range a.order {
+		d := &a.pd[k]
+		if len(d.late) == 0 {
 			continue
 		}
-		if err := a.putLatePoints(ctx, driver, late); err != nil {
-			return fmt.Errorf("late points of %s: %w", driver, err)
+		if err := a.putLatePoints(ctx, d.key, d.late); err != nil {
+			return fmt.Errorf("late points of %s: %w", d.key, err)
 		}
 	}
 	if err := a.putTrail.flush(ctx); err != nil {
 		return fmt.Errorf("trails: %w", err)
 	}
-	if len(a.nCache)+len(a.latest) > nCacheMax {
+	if len(a.nCache)+len(a.pd) > nCacheMax {
 		a.nCache = map[string]trailCount{}
 	}
-	a.keys = a.keys[:0]
-	for driver := range a.latest {
-		a.keys = append(a.keys, driver)
-	}
-	slices.Sort(a.keys)
-	for _, driver := range a.keys {
-		lp := a.latest[driver]
-		a.nCache[driver] = trailCount{lp.n, lp.ceil}
+	for _, k := range a.order {
+		d := &a.pd[k]
+		a.nCache[d.key] = trailCount{d.n, d.ceil}
 		var err error
-		if lp.deleted {
-			_, err = a.delPos.ExecContext(ctx, driver)
+		if d.deleted {
+			_, err = a.delPos.ExecContext(ctx, d.key)
 		} else {
-			rec, p := &a.buf[lp.i], &lp.p
-			err = a.putPos.add(ctx, driver, int64(p.Seq), p.LatV, p.LngV, p.SpeedKmh, p.Heading, nanos(p.TS),
-				int64(rec.LSN), nanos(rec.CommittedAt), lp.n, lp.ceil)
-			if err == nil && lp.n > int64(maxPoints) {
-				_, err = a.cutTrail.ExecContext(ctx, driver, lp.n-int64(maxPoints))
+			p := &d.latest
+			err = a.putPos.add(ctx, d.key, int64(p.Seq), p.Lat, p.Lng, p.SpeedKmh, p.Heading, p.TS,
+				int64(p.LSN), p.CommittedAt, d.n, d.ceil)
+			if err == nil && d.n > int64(maxPoints) {
+				_, err = a.cutTrail.ExecContext(ctx, d.key, d.n-int64(maxPoints))
 			}
 		}
 		if err != nil {
-			return fmt.Errorf("position of %s: %w", driver, err)
+			return fmt.Errorf("position of %s: %w", d.key, err)
 		}
 	}
 	if err := a.putPos.flush(ctx); err != nil {
@@ -629,12 +668,17 @@ func (a *applier) flushDrivers(ctx context.Context) error {
 // stop on one bad record.
 func (a *applier) decode(rec *engine.Record, v decoder) bool {
 	if err := v.decode(rec.Value); err != nil {
-		if a.r.stats.skipped.Add(1) <= 10 {
-			a.r.log.Warn("replica skipped a record it cannot read", "table", rec.Table, "key", rec.Key, "lsn", rec.LSN, "err", err)
-		}
+		a.skip(rec, err)
 		return false
 	}
 	return true
+}
+
+// skip counts a record the applier cannot read, and logs the first ones.
+func (a *applier) skip(rec *engine.Record, err error) {
+	if a.r.stats.skipped.Add(1) <= 10 {
+		a.r.log.Warn("replica skipped a record it cannot read", "table", rec.Table, "key", rec.Key, "lsn", rec.LSN, "err", err)
+	}
 }
 
 // rebuild replaces the replica's content with a snapshot of the table
@@ -741,9 +785,10 @@ func blockInt(pts []byte, off, f int) int64 {
 
 // keepNewest cuts a driver's page of in-order points (packed) and late
 // ones to the newest maxPoints by arrival (LSN); it answers the in-order
-// ones kept and leaves the late ones kept in a.late. A page brings more
+// ones kept and leaves the late ones kept in d.late. A page brings more
 // points of one driver than the bound only with a small bound.
-func (a *applier) keepNewest(driver string, pts []byte, late []latePoint, maxPoints int) []byte {
+func (a *applier) keepNewest(d *pageDriver, pts []byte, maxPoints int) []byte {
+	late := d.late
 	lsns := make([]uint64, 0, len(pts)/trailPointBytes+len(late))
 	for off := 0; off < len(pts); off += trailPointBytes {
 		lsns = append(lsns, uint64(blockInt(pts, off, 6)))
@@ -759,7 +804,7 @@ func (a *applier) keepNewest(driver string, pts []byte, late []latePoint, maxPoi
 			kept = append(kept, pts[off:off+trailPointBytes]...)
 		}
 	}
-	a.late[driver] = slices.DeleteFunc(late, func(p latePoint) bool { return p.LSN < least })
+	d.late = slices.DeleteFunc(late, func(p latePoint) bool { return p.LSN < least })
 	return kept
 }
 

@@ -28,7 +28,7 @@ var schema = []string{
 	// those one applier page brought (packed, trailPointBytes each, oldest
 	// first), keyed by the trail_n of its newest point: a page of many
 	// points of a driver is one row, not one per point, and cutting the
-	// trail to its bound is still one range delete on the primary key (a
+	// trail to its bound is still one range delete on the key (a
 	// block goes once its newest point is past the bound). Since schema 5
 	// a block holds only in-order points: none before the ceiling of
 	// those before it, so in key order the blocks' device-time ranges
@@ -47,9 +47,21 @@ var schema = []string{
 		speed_kmh REAL NOT NULL, heading REAL NOT NULL, ts INTEGER NOT NULL,
 		lsn INTEGER NOT NULL, committed_at INTEGER NOT NULL, trail_n INTEGER NOT NULL,
 		trail_ceil INTEGER NOT NULL) WITHOUT ROWID`,
+	// trail is a rowid table (its key an index on driver, n) since issue
+	// 16: its blocks (up to 16 kB) overflow a 4 kB page, and in a WITHOUT
+	// ROWID table every interior cell holds a whole row, so each insert
+	// read overflow pages to compare keys and each transaction wrote a
+	// leaf and an overflow page per driver. Now the blocks of a
+	// transaction are appended next to each other by rowid and the index
+	// holds only (driver, n): half the applier's CPU at 400 records a
+	// transaction (BENCHMARKS.md, "The replica's cost per driver point").
+	// A replica made before keeps its WITHOUT ROWID trail (CREATE ... IF
+	// NOT EXISTS leaves it), which the same statements read and write
+	// (TestOlderTrailLayoutStillApplies); no schema version, so no
+	// rebuild from the log at the upgrade.
 	`CREATE TABLE IF NOT EXISTS trail (
 		driver TEXT NOT NULL, n INTEGER NOT NULL, pts BLOB NOT NULL,
-		PRIMARY KEY (driver, n)) WITHOUT ROWID`,
+		PRIMARY KEY (driver, n))`,
 	`CREATE TABLE IF NOT EXISTS trail_late (
 		driver TEXT NOT NULL, n INTEGER NOT NULL, ts_min INTEGER NOT NULL, ts_max INTEGER NOT NULL,
 		at INTEGER NOT NULL, pts BLOB NOT NULL, PRIMARY KEY (driver, n)) WITHOUT ROWID`,
