@@ -68,6 +68,10 @@ func TestResumeFarBehindResyncs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Answered by the journal; published by the log's fsync just after.
+	if err := e.WaitCommitted(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	from := uint64(0)
 	rec := &recorder{}
 	stream(t, h, "t", &from, rec)
