@@ -42,7 +42,9 @@ type fanoutOptions struct {
 	dir                string
 	server             string // the routehound binary run as the server ("": this one)
 	centrifugo         string // a Centrifugo binary, the server of the transport "centrifugo"
+	round              int    // the round being run (file names)
 	jsonOut            string
+	trace              string // a file prefix: the server's execution trace during the latency phase
 	quiet              bool
 }
 
@@ -107,6 +109,7 @@ func benchFanout(args []string) error {
 	fs.StringVar(&o.server, "server", "", "the routehound binary to run as the server (default: this one), e.g. another build to compare")
 	fs.StringVar(&o.centrifugo, "centrifugo", "", "a Centrifugo (v6) binary: the transport centrifugo runs it as the server (memory broker, nothing durable; its WebSocket with the JSON protocol, publishes through its HTTP API), measured by the same client")
 	fs.StringVar(&o.jsonOut, "json", "", "write the results as JSON to this file")
+	fs.StringVar(&o.trace, "trace", "", "save the server's execution trace (go tool trace) of 2 s of each latency phase to PREFIX-TRANSPORT-rROUND.trace (RouteHound only)")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress lines")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -138,6 +141,7 @@ func benchFanout(args []string) error {
 	var all []fanoutResult
 	for round := 1; round <= o.rounds; round++ {
 		for _, tr := range o.transports {
+			o.round = round
 			res, err := runFanoutBench(ctx, o, tr)
 			if err != nil {
 				return err
@@ -312,7 +316,17 @@ func measureFanout(ctx context.Context, o fanoutOptions, transport string, tg *f
 	writeFanout(ctx, tg, names, o.rate, 0, o.warmup, nil)
 	rec.reset(true)
 	m0 := serverMetrics(ctx, tg)
+	traced := make(chan error, 1)
+	if o.trace != "" && !tg.centrifugo {
+		path := fmt.Sprintf("%s-%s-r%d.trace", o.trace, transport, o.round)
+		go func() { traced <- saveTrace(ctx, tg, path, min(2*time.Second, o.measure)) }()
+	} else {
+		traced <- nil
+	}
 	sent := writeFanout(ctx, tg, names, o.rate, 0, o.measure, rec)
+	if err := <-traced; err != nil {
+		return nil, err
+	}
 	want := sent * int64(o.subs/o.tables) // every table has subs/tables subscribers
 	deadline := time.Now().Add(10 * time.Second)
 	for rec.count.Load() < want && time.Now().Before(deadline) && ctx.Err() == nil {
@@ -481,6 +495,34 @@ func percentilesMs(d []time.Duration) (p50, p99, pmax float64) {
 	slices.Sort(d)
 	at := func(p float64) float64 { return float64(d[int(p/100*float64(len(d)-1))]) / 1e6 }
 	return at(50), at(99), at(100)
+}
+
+// saveTrace saves the server's execution trace of d (the admin's
+// /debug/pprof/trace) to path.
+func saveTrace(ctx context.Context, tg *fanoutTarget, path string, d time.Duration) error {
+	url := fmt.Sprintf("%s/debug/pprof/trace?seconds=%d", tg.base, max(1, int(d.Seconds())))
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		return fmt.Errorf("bench fanout: trace: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tg.admin)
+	resp, err := (&http.Client{Transport: tg.hc.Transport}).Do(req)
+	if err != nil {
+		return fmt.Errorf("bench fanout: trace: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("bench fanout: trace: %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("bench fanout: trace: %w", err)
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return fmt.Errorf("bench fanout: trace %s: %w", path, err)
+	}
+	return f.Close()
 }
 
 // serverMetrics reads a RouteHound server's /metrics (the admin's); nil

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -28,7 +29,7 @@ func TestFanoutBenchMeasures(t *testing.T) {
 	tg := &fanoutTarget{base: s.URL, dashboard: s.Token(t, "dashboard"), admin: s.Token(t, "admin"), pid: os.Getpid(),
 		hc: &http.Client{Transport: tr, Timeout: benchAnswerTimeout}}
 	o := fanoutOptions{subs: 6, tables: 2, rate: 100, writers: 4, idle: 40, idleTables: 4,
-		warmup: 100 * time.Millisecond, measure: 500 * time.Millisecond}
+		warmup: 100 * time.Millisecond, measure: 500 * time.Millisecond, trace: filepath.Join(t.TempDir(), "tr"), round: 1}
 	for _, transport := range []string{"ws", "ws-batch", "sse"} {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		res, err := measureFanout(ctx, o, transport, tg, t.Logf)
@@ -57,6 +58,9 @@ func TestFanoutBenchMeasures(t *testing.T) {
 		}
 		if tot := res.Server["durable→socket"]; tot.Count < float64(res.Events)/2 || tot.Count > float64(res.Events)*2 {
 			t.Fatalf("%s: the server timed %v deliveries, the subscribers got %d", transport, tot.Count, res.Events)
+		}
+		if fi, err := os.Stat(o.trace + "-" + transport + "-r1.trace"); err != nil || fi.Size() == 0 {
+			t.Fatalf("%s: the server's trace: %v", transport, err)
 		}
 		if res.DeliveredPerSec <= 0 || res.WritesPerSec <= 0 || res.ServerCPUPct <= 0 {
 			t.Fatalf("%s: saturation %+v", transport, res)
