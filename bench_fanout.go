@@ -77,6 +77,11 @@ type fanoutResult struct {
 	// subscriber, durable → written to its socket and the stages of it
 	// (hub/delay.go), and the tables lane's arrival → durable.
 	Server map[string]serverDelay `json:"server,omitempty"`
+	// The server's fsyncs over the window and the tables' records per
+	// fsync (group commit: each fsync's records reach a subscriber in one
+	// offer, one write).
+	Fsyncs          float64 `json:"fsyncs,omitempty"`
+	RecordsPerFsync float64 `json:"records_per_fsync,omitempty"`
 	// Saturation: Writers writing as fast as they are answered.
 	DeliveredPerSec   float64 `json:"delivered_per_sec"`
 	WritesPerSec      float64 `json:"writes_per_sec"`
@@ -170,6 +175,9 @@ func (r *fanoutResult) human() string {
 				}
 				fmt.Fprintf(&b, "%s %s %.2f/%.2f ms", sep, d.name, v.P50Ms, v.P99Ms)
 			}
+		}
+		if r.Fsyncs > 0 {
+			fmt.Fprintf(&b, "; %.0f fsyncs, %.2f records each", r.Fsyncs, r.RecordsPerFsync)
 		}
 		b.WriteString("\n")
 	}
@@ -342,6 +350,10 @@ func measureFanout(ctx context.Context, o fanoutOptions, transport string, tg *f
 			if v, ok := histogramDelta(m0, m1, d.series); ok {
 				res.Server[d.name] = v
 			}
+		}
+		const fsyncs, records = `routehound_fsyncs_total`, `routehound_lane_records_total{lane="tables"}`
+		if n := m1[fsyncs] - m0[fsyncs]; n > 0 {
+			res.Fsyncs, res.RecordsPerFsync = n, (m1[records]-m0[records])/n
 		}
 	}
 	progress("latency: p50 %.2f ms p99 %.2f ms over %d events; commit→receipt p50 %.2f p99 %.2f", res.P50Ms, res.P99Ms, res.Events, res.CommitP50Ms, res.CommitP99Ms)

@@ -56,6 +56,9 @@ func TestFanoutBenchMeasures(t *testing.T) {
 				t.Fatalf("%s: server's %s: %+v (read %v)", transport, d.name, v, ok)
 			}
 		}
+		if res.Fsyncs <= 0 || res.RecordsPerFsync < 1 {
+			t.Fatalf("%s: %v fsyncs, %v records each", transport, res.Fsyncs, res.RecordsPerFsync)
+		}
 		if tot := res.Server["durable→socket"]; tot.Count < float64(res.Events)/2 || tot.Count > float64(res.Events)*2 {
 			t.Fatalf("%s: the server timed %v deliveries, the subscribers got %d", transport, tot.Count, res.Events)
 		}
