@@ -86,7 +86,7 @@ func (s *Server) wsHandler(h *hub.Hub) func(http.ResponseWriter, *http.Request, 
 			return
 		}
 		c.SetReadLimit(cfg.MaxMessageBytes)
-		conn := &wsConn{s: s, h: h, c: c, out: hj.out, role: role, remote: r.RemoteAddr, heartbeat: cfg.Heartbeat,
+		conn := &wsConn{s: s, h: h, c: c, out: hj.out, role: role, remote: r.RemoteAddr,
 			writeTimeout: cfg.WriteTimeout, start: make(chan wsStream)}
 		if sctx := sessionContext(r); sctx != nil {
 			// A dashboard session's connection ends with the session
@@ -111,7 +111,7 @@ type wsConn struct {
 	// (hub.max_subscribers_per_conn).
 	remote string
 
-	heartbeat, writeTimeout time.Duration
+	writeTimeout time.Duration // the heartbeat is h.Config()'s (read once per subscription change)
 
 	ctx     context.Context // the connection's: set by serve before the writer starts
 	start   chan wsStream   // the reader hands a new subscription to the writer
@@ -122,10 +122,8 @@ type wsConn struct {
 	// hand to out in pieces) and the stream's change frames, which wsSink
 	// encodes itself and writes to out in one piece (writeFrames). The
 	// library's control frames (ping, pong, close) are one write to out
-	// each and need no lock. closing is set, under msgMu, before this
-	// server closes the connection: no change frame follows a close frame.
-	msgMu   sync.Mutex
-	closing bool
+	// each and need no lock.
+	msgMu sync.Mutex
 
 	mu     sync.Mutex // guards the current stream
 	cancel context.CancelFunc
@@ -184,7 +182,8 @@ func (wc *wsConn) serve(ctx context.Context) {
 // through wsSink.Heartbeat) and, between subscriptions, pings the peer
 // itself every heartbeat.
 func (wc *wsConn) writer(ctx context.Context) {
-	t := time.NewTicker(wc.heartbeat)
+	heartbeat := wc.h.Config().Heartbeat
+	t := time.NewTicker(heartbeat)
 	defer t.Stop()
 	for {
 		select {
@@ -193,7 +192,7 @@ func (wc *wsConn) writer(ctx context.Context) {
 		case st := <-wc.start:
 			t.Stop() // the stream's heartbeat pings meanwhile
 			wc.run(st)
-			t.Reset(wc.heartbeat)
+			t.Reset(heartbeat)
 		case <-t.C:
 			// Not a blocking ping: while it waited for the pong, a
 			// subscribe read by the reader would wait for this goroutine
@@ -257,14 +256,11 @@ func (wc *wsConn) sendRaw(b []byte) error {
 var errWSClosing = errors.New("api: WebSocket closing")
 
 // writeFrames writes complete frames (wsSink's) in one write, between
-// whole messages, unless the connection is closing or the library has
-// sent a close frame.
+// whole messages, unless the connection is closing (wsOut refuses them
+// once a close frame is, or is about to be, written).
 func (wc *wsConn) writeFrames(b []byte) error {
 	wc.msgMu.Lock()
 	defer wc.msgMu.Unlock()
-	if wc.closing {
-		return errWSClosing
-	}
 	return wc.out.writeFrames(b)
 }
 
@@ -273,7 +269,7 @@ func (wc *wsConn) writeFrames(b []byte) error {
 // frame is written.
 func (wc *wsConn) close(code websocket.StatusCode, reason string) {
 	wc.msgMu.Lock()
-	wc.closing = true
+	wc.out.closing()
 	wc.msgMu.Unlock()
 	wc.c.Close(code, reason)
 }

@@ -136,9 +136,9 @@ func TestWSSinkFrameLengths(t *testing.T) {
 // leaves whole, never inside the other, however they race.
 func TestWSSinkFramesAndLibraryMessagesInterleave(t *testing.T) {
 	wc, cl := wsPair(t)
-	wc.out.mu.Lock()
-	wc.out.heldPiece = func() { time.Sleep(20 * time.Microsecond) } // widen the window between a message's pieces
-	wc.out.mu.Unlock()
+	pause := func() { time.Sleep(20 * time.Microsecond) } // widen the window between a message's pieces
+	wsOutHeldPiece.Store(&pause)
+	defer wsOutHeldPiece.Store(nil)
 	sink := &wsSink{wc: wc, table: "t", batch: true}
 	const n = 500
 	var wg sync.WaitGroup

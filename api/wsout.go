@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -74,16 +75,25 @@ func (h *wsHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // first, so none is ever cleared: one timer change per write.
 type wsOut struct {
 	mu        sync.Mutex
+	holds     int32 // nested holds; buf is sent when the last one is released
+	closeSent bool  // a close frame is written (or this server is about to write one): no change frame may follow
 	conn      net.Conn
 	timeout   time.Duration
-	holds     int // nested holds; buf is sent when the last one is released
 	buf       []byte
 	failed    error
-	closeSent bool // the library wrote a close frame: no change frame may follow
-	// heldPiece, when set (tests), runs after each piece of a held
-	// message is taken, outside the lock: a window for anything that
-	// would write between the pieces of a message.
-	heldPiece func()
+}
+
+// wsOutHeldPiece, when set (tests), runs after each piece of a held
+// message is taken, outside the lock: a window for anything that would
+// write between the pieces of a message.
+var wsOutHeldPiece atomic.Pointer[func()]
+
+// closing refuses change frames from now on: this server is closing the
+// connection.
+func (o *wsOut) closing() {
+	o.mu.Lock()
+	o.closeSent = true
+	o.mu.Unlock()
 }
 
 func (o *wsOut) Write(p []byte) (int, error) {
@@ -94,9 +104,9 @@ func (o *wsOut) Write(p []byte) (int, error) {
 	}
 	if o.holds > 0 {
 		o.buf = append(o.buf, p...)
-		if o.heldPiece != nil {
+		if f := wsOutHeldPiece.Load(); f != nil {
 			o.mu.Unlock()
-			o.heldPiece()
+			(*f)()
 			o.mu.Lock()
 		}
 		return len(p), nil
