@@ -19,7 +19,10 @@ import (
 //	write  taken → written to the socket (encoding, the write syscall)
 //	total  durable → written to the socket
 //
-// Changes replayed from the log (a resume's catch-up) are not counted.
+// Changes replayed from the log (a resume's catch-up) are not counted. A
+// change the fan-out read from the store (it fell behind the feed's tail
+// in memory, which knows when each record became durable) counts in queue
+// and write only.
 type DelayStage int
 
 // The stages, in the order a change goes through them.
