@@ -182,7 +182,7 @@ func (wc *wsConn) serve(ctx context.Context) {
 // through wsSink.Heartbeat) and, between subscriptions, pings the peer
 // itself every heartbeat.
 func (wc *wsConn) writer(ctx context.Context) {
-	heartbeat := wc.h.Config().Heartbeat
+	heartbeat := wc.heartbeat()
 	t := time.NewTicker(heartbeat)
 	defer t.Stop()
 	for {
@@ -203,6 +203,12 @@ func (wc *wsConn) writer(ctx context.Context) {
 		}
 	}
 }
+
+// heartbeat is the hub's ping interval. Not inlined: the hub's Config
+// copied into writer's frame would stay on every idle connection's stack.
+//
+//go:noinline
+func (wc *wsConn) heartbeat() time.Duration { return wc.h.Config().Heartbeat }
 
 // ping pings the peer and waits for the pong; a peer that does not answer
 // within the write timeout is closed (false).

@@ -222,29 +222,10 @@ func (h *Hub) stream(ctx context.Context, s *Sub, from *uint64, sink Sink) error
 		if batch := s.take(); len(batch) > 0 {
 			// Everything that queued since the last write goes out in one
 			// write (the sink may cut a very large batch).
-			taken := h.clock()
-			var runs delayRuns
-			n := 0
-			for _, ev := range batch {
-				if ev.LSN <= last {
-					continue // already in the snapshot or the catch-up
-				}
-				if err := sink.Change(ev); err != nil {
-					return err
-				}
-				runs.add(ev)
-				n++
-				last = ev.LSN
+			if last, err = h.deliver(s, sink, batch, last); err != nil {
+				return err
 			}
-			s.recycle(batch)
 			sent = true
-			if n > 0 {
-				if err := sink.Flush(); err != nil {
-					return err
-				}
-				h.stats.Delivered.Add(uint64(n))
-				h.recordDelays(&runs, taken, h.clock())
-			}
 			continue
 		}
 		select {
@@ -267,6 +248,40 @@ func (h *Hub) stream(ctx context.Context, s *Sub, from *uint64, sink Sink) error
 			return ctx.Err()
 		}
 	}
+}
+
+// deliver sends a batch that take returned (the changes after last) in
+// one flush, gives the batch back, counts it and times it; it returns the
+// LSN of the last change sent. A function of its own, not inlined, so that
+// its frame (the delay runs) is on the stack only while it delivers: a
+// stream goroutine waits, idle, with stream's frame on its stack, and an
+// idle subscriber's stack must not grow past a size class for it.
+//
+//go:noinline
+func (h *Hub) deliver(s *Sub, sink Sink, batch []*Event, last uint64) (uint64, error) {
+	taken := h.clock()
+	var runs delayRuns
+	n := 0
+	for _, ev := range batch {
+		if ev.LSN <= last {
+			continue // already in the snapshot or the catch-up
+		}
+		if err := sink.Change(ev); err != nil {
+			return last, err
+		}
+		runs.add(ev)
+		n++
+		last = ev.LSN
+	}
+	s.recycle(batch)
+	if n > 0 {
+		if err := sink.Flush(); err != nil {
+			return last, err
+		}
+		h.stats.Delivered.Add(uint64(n))
+		h.recordDelays(&runs, taken, h.clock())
+	}
+	return last, nil
 }
 
 // resync empties the buffer, clears behind and sends a fresh snapshot. The
