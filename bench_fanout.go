@@ -167,13 +167,11 @@ func (r *fanoutResult) human() string {
 		r.Round, r.Transport, r.CommitP50Ms, r.CommitP99Ms, r.CommitMaxMs, r.AnswerP50Ms, r.AnswerP99Ms)
 	if len(r.Server) > 0 {
 		fmt.Fprintf(&b, "round %d %-8s server p50/p99 per change:", r.Round, r.Transport)
-		for i, d := range serverDelays {
+		sep := ""
+		for _, d := range serverDelays {
 			if v, ok := r.Server[d.name]; ok {
-				sep := ","
-				if i == 0 {
-					sep = ""
-				}
 				fmt.Fprintf(&b, "%s %s %.2f/%.2f ms", sep, d.name, v.P50Ms, v.P99Ms)
+				sep = ","
 			}
 		}
 		if r.Fsyncs > 0 {
