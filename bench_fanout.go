@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"os/signal"
@@ -41,7 +42,9 @@ type fanoutOptions struct {
 	dir                string
 	server             string // the routehound binary run as the server ("": this one)
 	centrifugo         string // a Centrifugo binary, the server of the transport "centrifugo"
+	round              int    // the round being run (file names)
 	jsonOut            string
+	trace              string // a file prefix: the server's execution trace during the latency phase
 	quiet              bool
 }
 
@@ -59,6 +62,26 @@ type fanoutResult struct {
 	P50Ms   float64 `json:"p50_ms"`
 	P99Ms   float64 `json:"p99_ms"`
 	MaxMs   float64 `json:"max_ms"`
+	// Commit → receipt: the write's answer back at its writer (RouteHound
+	// answers after the fsync, Centrifugo after its in-memory publish) →
+	// the change received by a subscriber. Negative when a subscriber had
+	// it before the writer had its answer.
+	CommitP50Ms float64 `json:"commit_p50_ms"`
+	CommitP99Ms float64 `json:"commit_p99_ms"`
+	CommitMaxMs float64 `json:"commit_max_ms"`
+	// Write sent → its answer back: the commit as the writer sees it.
+	AnswerP50Ms float64 `json:"answer_p50_ms"`
+	AnswerP99Ms float64 `json:"answer_p99_ms"`
+	// The server's own view over the same window (RouteHound's /metrics;
+	// absent for a server without them): per change delivered to one
+	// subscriber, durable → written to its socket and the stages of it
+	// (hub/delay.go), and the tables lane's arrival → durable.
+	Server map[string]serverDelay `json:"server,omitempty"`
+	// The server's fsyncs over the window and the tables' records per
+	// fsync (group commit: each fsync's records reach a subscriber in one
+	// offer, one write).
+	Fsyncs          float64 `json:"fsyncs,omitempty"`
+	RecordsPerFsync float64 `json:"records_per_fsync,omitempty"`
 	// Saturation: Writers writing as fast as they are answered.
 	DeliveredPerSec   float64 `json:"delivered_per_sec"`
 	WritesPerSec      float64 `json:"writes_per_sec"`
@@ -91,6 +114,7 @@ func benchFanout(args []string) error {
 	fs.StringVar(&o.server, "server", "", "the routehound binary to run as the server (default: this one), e.g. another build to compare")
 	fs.StringVar(&o.centrifugo, "centrifugo", "", "a Centrifugo (v6) binary: the transport centrifugo runs it as the server (memory broker, nothing durable; its WebSocket with the JSON protocol, publishes through its HTTP API), measured by the same client")
 	fs.StringVar(&o.jsonOut, "json", "", "write the results as JSON to this file")
+	fs.StringVar(&o.trace, "trace", "", "save the server's execution trace (go tool trace) of 2 s of each latency phase to PREFIX-TRANSPORT-rROUND.trace (RouteHound only)")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress lines")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -122,6 +146,7 @@ func benchFanout(args []string) error {
 	var all []fanoutResult
 	for round := 1; round <= o.rounds; round++ {
 		for _, tr := range o.transports {
+			o.round = round
 			res, err := runFanoutBench(ctx, o, tr)
 			if err != nil {
 				return err
@@ -138,6 +163,22 @@ func (r *fanoutResult) human() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "round %d %-8s %d subscribers on %d tables at %d changes/s: write→receipt p50 %.2f ms p99 %.2f ms max %.1f ms (%d events, %d missing)\n",
 		r.Round, r.Transport, r.Subscribers, r.Tables, r.Rate, r.P50Ms, r.P99Ms, r.MaxMs, r.Events, r.Missing)
+	fmt.Fprintf(&b, "round %d %-8s commit→receipt (write's answer back → change received) p50 %.2f ms p99 %.2f ms max %.1f ms; write→answer p50 %.2f ms p99 %.2f ms\n",
+		r.Round, r.Transport, r.CommitP50Ms, r.CommitP99Ms, r.CommitMaxMs, r.AnswerP50Ms, r.AnswerP99Ms)
+	if len(r.Server) > 0 {
+		fmt.Fprintf(&b, "round %d %-8s server p50/p99 per change:", r.Round, r.Transport)
+		sep := ""
+		for _, d := range serverDelays {
+			if v, ok := r.Server[d.name]; ok {
+				fmt.Fprintf(&b, "%s %s %.2f/%.2f ms", sep, d.name, v.P50Ms, v.P99Ms)
+				sep = ","
+			}
+		}
+		if r.Fsyncs > 0 {
+			fmt.Fprintf(&b, "; %.0f fsyncs, %.2f records each", r.Fsyncs, r.RecordsPerFsync)
+		}
+		b.WriteString("\n")
+	}
 	fmt.Fprintf(&b, "round %d %-8s saturation: %.0f delivered/s (%.0f writes/s), server CPU %.0f%% of a core = %.1f%% per 10k deliveries/s\n",
 		r.Round, r.Transport, r.DeliveredPerSec, r.WritesPerSec, r.ServerCPUPct, r.CPUPctPer10kPerS)
 	if r.IdleSubscribers > 0 {
@@ -156,6 +197,25 @@ func raiseNofile(want int) {
 	}
 	rl.Cur = min(uint64(want), rl.Max)
 	_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
+}
+
+// serverDelay is one of the server's histograms over a window: quantiles
+// interpolated within its buckets (as Prometheus' histogram_quantile).
+type serverDelay struct {
+	Count float64 `json:"count"`
+	P50Ms float64 `json:"p50_ms"`
+	P99Ms float64 `json:"p99_ms"`
+	AvgMs float64 `json:"avg_ms"`
+}
+
+// serverDelays are the histograms read from the server's /metrics, by the
+// name the report gives them.
+var serverDelays = []struct{ name, series string }{
+	{"durable→socket", `routehound_hub_delay_seconds{stage="total"}`},
+	{"feed", `routehound_hub_delay_seconds{stage="feed"}`},
+	{"queue", `routehound_hub_delay_seconds{stage="queue"}`},
+	{"write", `routehound_hub_delay_seconds{stage="write"}`},
+	{"tables lane arrival→durable", `routehound_lane_latency_seconds{lane="tables"}`},
 }
 
 // fanoutTarget is a running server: its URL, tokens and process id.
@@ -259,24 +319,48 @@ func measureFanout(ctx context.Context, o fanoutOptions, transport string, tg *f
 	progress("%d subscribers live", o.subs)
 
 	// Latency at a fixed rate.
-	writeFanout(ctx, tg, names, o.rate, 0, o.warmup)
+	writeFanout(ctx, tg, names, o.rate, 0, o.warmup, nil)
 	rec.reset(true)
-	sent := writeFanout(ctx, tg, names, o.rate, 0, o.measure)
+	m0 := serverMetrics(ctx, tg)
+	traced := make(chan error, 1)
+	if o.trace != "" && !tg.centrifugo {
+		path := fmt.Sprintf("%s-%s-r%d.trace", o.trace, transport, o.round)
+		go func() { traced <- saveTrace(ctx, tg, path, min(2*time.Second, o.measure)) }()
+	} else {
+		traced <- nil
+	}
+	sent := writeFanout(ctx, tg, names, o.rate, 0, o.measure, rec)
+	if err := <-traced; err != nil {
+		return nil, err
+	}
 	want := sent * int64(o.subs/o.tables) // every table has subs/tables subscribers
 	deadline := time.Now().Add(10 * time.Second)
 	for rec.count.Load() < want && time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond)
 	}
+	m1 := serverMetrics(ctx, tg)
 	res.Sent, res.Events = sent, rec.count.Load()
 	res.Missing = max(0, want-res.Events)
-	res.P50Ms, res.P99Ms, res.MaxMs = rec.percentiles()
-	progress("latency: p50 %.2f ms p99 %.2f ms over %d events", res.P50Ms, res.P99Ms, res.Events)
+	rec.report(res)
+	if m0 != nil && m1 != nil {
+		res.Server = map[string]serverDelay{}
+		for _, d := range serverDelays {
+			if v, ok := histogramDelta(m0, m1, d.series); ok {
+				res.Server[d.name] = v
+			}
+		}
+		const fsyncs, records = `routehound_fsyncs_total`, `routehound_lane_records_total{lane="tables"}`
+		if n := m1[fsyncs] - m0[fsyncs]; n > 0 {
+			res.Fsyncs, res.RecordsPerFsync = n, (m1[records]-m0[records])/n
+		}
+	}
+	progress("latency: p50 %.2f ms p99 %.2f ms over %d events; commit→receipt p50 %.2f p99 %.2f", res.P50Ms, res.P99Ms, res.Events, res.CommitP50Ms, res.CommitP99Ms)
 
 	// Saturation.
-	writeFanout(ctx, tg, names, 0, o.writers, o.warmup)
+	writeFanout(ctx, tg, names, 0, o.writers, o.warmup, nil)
 	rec.reset(false)
 	t0, c0 := time.Now(), mustTicks(tg.pid)
-	writes := writeFanout(ctx, tg, names, 0, o.writers, o.measure)
+	writes := writeFanout(ctx, tg, names, 0, o.writers, o.measure, nil)
 	el, c1 := time.Since(t0), mustTicks(tg.pid)
 	delivered := rec.count.Load()
 	res.DeliveredPerSec = float64(delivered) / el.Seconds()
@@ -324,23 +408,36 @@ func measureIdle(ctx context.Context, o fanoutOptions, transport string, tg *fan
 	return nil
 }
 
-// receipts counts the changes received and, while timing, their
-// write→receipt latencies (the value carries the write's send time).
+// receipts counts the changes received and, while timing, when each was
+// received and when its write was answered (the value carries the write's
+// send time, which names the write).
 type receipts struct {
 	count  atomic.Int64
 	timing atomic.Bool
 	since  atomic.Int64 // changes written before (unix ns) are not counted: the previous phase's
 	mu     sync.Mutex
-	lat    []time.Duration
+	got    []receipt
+	answer map[int64]int64 // write's send time → its answer's arrival (unix ns)
 }
+
+// receipt is one change received: its write's send time and the arrival.
+type receipt struct{ sent, at int64 }
 
 func (r *receipts) reset(timing bool) {
 	r.mu.Lock()
-	r.lat = r.lat[:0]
+	r.got = r.got[:0]
+	r.answer = map[int64]int64{}
 	r.mu.Unlock()
 	r.count.Store(0)
 	r.timing.Store(timing)
 	r.since.Store(time.Now().UnixNano())
+}
+
+// answered records that the write sent at sent was answered at at.
+func (r *receipts) answered(sent, at int64) {
+	r.mu.Lock()
+	r.answer[sent] = at
+	r.mu.Unlock()
 }
 
 // saw takes one frame or event's data: every "t": in it is a change's
@@ -351,7 +448,7 @@ func (r *receipts) saw(data []byte) {
 	}
 	now := time.Now().UnixNano()
 	timing, since := r.timing.Load(), r.since.Load()
-	var got []time.Duration
+	var got []receipt
 	for {
 		i := bytes.Index(data, []byte(`"t":`))
 		if i < 0 {
@@ -369,26 +466,170 @@ func (r *receipts) saw(data []byte) {
 		}
 		r.count.Add(1)
 		if timing {
-			got = append(got, time.Duration(now-t))
+			got = append(got, receipt{sent: t, at: now})
 		}
 	}
 	if len(got) > 0 {
 		r.mu.Lock()
-		r.lat = append(r.lat, got...)
+		r.got = append(r.got, got...)
 		r.mu.Unlock()
 	}
 }
 
-func (r *receipts) percentiles() (p50, p99, pmax float64) {
+// report sets res's latencies: write → receipt, commit (the write's
+// answer) → receipt, write → answer.
+func (r *receipts) report(res *fanoutResult) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.lat) == 0 {
+	var wr, cr, wa []time.Duration
+	for _, g := range r.got {
+		wr = append(wr, time.Duration(g.at-g.sent))
+		if a, ok := r.answer[g.sent]; ok {
+			cr = append(cr, time.Duration(g.at-a))
+		}
+	}
+	for sent, a := range r.answer {
+		wa = append(wa, time.Duration(a-sent))
+	}
+	res.P50Ms, res.P99Ms, res.MaxMs = percentilesMs(wr)
+	res.CommitP50Ms, res.CommitP99Ms, res.CommitMaxMs = percentilesMs(cr)
+	res.AnswerP50Ms, res.AnswerP99Ms, _ = percentilesMs(wa)
+}
+
+// percentilesMs are d's p50, p99 and max in ms (the index rule
+// ⌊p/100·(n−1)⌋); d is sorted.
+func percentilesMs(d []time.Duration) (p50, p99, pmax float64) {
+	if len(d) == 0 {
 		return 0, 0, 0
 	}
-	d := slices.Clone(r.lat)
 	slices.Sort(d)
 	at := func(p float64) float64 { return float64(d[int(p/100*float64(len(d)-1))]) / 1e6 }
 	return at(50), at(99), at(100)
+}
+
+// saveTrace saves the server's execution trace of d (the admin's
+// /debug/pprof/trace) to path.
+func saveTrace(ctx context.Context, tg *fanoutTarget, path string, d time.Duration) error {
+	url := fmt.Sprintf("%s/debug/pprof/trace?seconds=%d", tg.base, max(1, int(d.Seconds())))
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		return fmt.Errorf("bench fanout: trace: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tg.admin)
+	resp, err := (&http.Client{Transport: tg.hc.Transport}).Do(req)
+	if err != nil {
+		return fmt.Errorf("bench fanout: trace: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("bench fanout: trace: %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("bench fanout: trace: %w", err)
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return fmt.Errorf("bench fanout: trace %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// serverMetrics reads a RouteHound server's /metrics (the admin's); nil
+// for a server without them (Centrifugo) or when they cannot be read.
+func serverMetrics(ctx context.Context, tg *fanoutTarget) map[string]float64 {
+	if tg.centrifugo || tg.admin == "" {
+		return nil
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", tg.base+"/metrics", nil)
+	if err != nil {
+		return nil
+	}
+	req.Header.Set("Authorization", "Bearer "+tg.admin)
+	resp, err := tg.hc.Do(req)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil
+	}
+	return parseMetrics(resp.Body)
+}
+
+// parseMetrics reads Prometheus text: series (name{labels}) → value.
+func parseMetrics(r io.Reader) map[string]float64 {
+	out := map[string]float64{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out
+}
+
+// histogramDelta is the histogram series (name{labels}) between two reads
+// of /metrics: its count, mean and quantiles, interpolated linearly within
+// the bucket that holds each (as histogram_quantile).
+func histogramDelta(m0, m1 map[string]float64, series string) (serverDelay, bool) {
+	name, labels, _ := strings.Cut(strings.TrimSuffix(series, "}"), "{")
+	count := m1[name+"_count{"+labels+"}"] - m0[name+"_count{"+labels+"}"]
+	if _, ok := m1[name+"_count{"+labels+"}"]; !ok || count <= 0 {
+		return serverDelay{}, false
+	}
+	type bucket struct{ le, cum float64 }
+	var bs []bucket
+	prefix := name + "_bucket{" + labels + `,le="`
+	for k, v := range m1 {
+		le, ok := strings.CutPrefix(k, prefix)
+		if !ok {
+			continue
+		}
+		le = strings.TrimSuffix(le, `"}`)
+		bound, err := strconv.ParseFloat(le, 64)
+		if err != nil {
+			continue
+		}
+		bs = append(bs, bucket{bound, v - m0[k]})
+	}
+	slices.SortFunc(bs, func(a, b bucket) int {
+		switch {
+		case a.le < b.le:
+			return -1
+		case a.le > b.le:
+			return 1
+		}
+		return 0
+	})
+	q := func(p float64) float64 {
+		rank := p * count
+		lo, below := 0.0, 0.0
+		for _, b := range bs {
+			if b.cum >= rank {
+				if math.IsInf(b.le, 1) {
+					return lo * 1000 // past the last bound: the last bound
+				}
+				if b.cum == below {
+					return b.le * 1000
+				}
+				return (lo + (b.le-lo)*(rank-below)/(b.cum-below)) * 1000
+			}
+			lo, below = b.le, b.cum
+		}
+		return lo * 1000
+	}
+	sum := m1[name+"_sum{"+labels+"}"] - m0[name+"_sum{"+labels+"}"]
+	return serverDelay{Count: count, P50Ms: q(0.5), P99Ms: q(0.99), AvgMs: sum / count * 1000}, true
 }
 
 // subscribeFanout opens one subscriber of table and returns once its
@@ -539,12 +780,14 @@ func subscribeCentrifugo(ctx context.Context, tg *fanoutTarget, channel string, 
 
 // writeFanout puts changes round robin over tables for d: at rate per
 // second (writers 0), or with writers each as fast as it is answered. It
-// returns the writes answered 2xx.
-func writeFanout(ctx context.Context, tg *fanoutTarget, tables []string, rate, writers int, d time.Duration) int64 {
+// returns the writes answered 2xx, and records when each was answered in
+// rec (when not nil).
+func writeFanout(ctx context.Context, tg *fanoutTarget, tables []string, rate, writers int, d time.Duration, rec *receipts) int64 {
 	var ok atomic.Int64
 	var n atomic.Int64
 	put := func(i int64) {
-		body := fmt.Sprintf(`{"t":%d,"p":"0123456789abcdef0123456789abcdef"}`, time.Now().UnixNano())
+		sent := time.Now().UnixNano()
+		body := fmt.Sprintf(`{"t":%d,"p":"0123456789abcdef0123456789abcdef"}`, sent)
 		table := tables[i%int64(len(tables))]
 		method, url := "PUT", fmt.Sprintf("%s/v1/tables/%s/keys/k%d", tg.base, table, i%100)
 		if tg.centrifugo { // a publication through the HTTP API (nothing durable)
@@ -566,6 +809,9 @@ func writeFanout(ctx context.Context, tg *fanoutTarget, tables []string, rate, w
 		resp.Body.Close()
 		if resp.StatusCode/100 == 2 && !(tg.centrifugo && bytes.Contains(answer, []byte(`"error"`))) {
 			ok.Add(1)
+			if rec != nil {
+				rec.answered(sent, time.Now().UnixNano())
+			}
 		}
 	}
 	end := time.Now().Add(d)

@@ -23,6 +23,7 @@ type ledgerCollector struct {
 
 	subs, published, delivered, dropped, resyncs, refusedSubs, subClosed *prometheus.Desc
 	catchUpResyncs, driversEvicted                                       *prometheus.Desc
+	hubDelay                                                             *prometheus.Desc
 
 	arrivals, accepted, duplicates, rejected, depth, bound *prometheus.Desc
 	roomWaits                                              *prometheus.Desc
@@ -94,6 +95,8 @@ func newLedgerCollector(e *engine.Engine) *ledgerCollector {
 		catchUpResyncs: d("hub_catchup_resyncs_total", "Resumes from an LSN more than hub.max_catch_up records behind, answered with a resync snapshot instead of a replay of the log."),
 		driversEvicted: d("drivers_evicted_total", "Idle drivers forgotten at committer.max_drivers (reloaded from their stored position on their next point)."),
 		subClosed:      d("hub_closed_total", "Subscribers closed by the hub, by reason.", "reason"),
+		hubDelay: d("hub_delay_seconds", "Where a live change waits between its commit and a subscriber's socket, per change delivered to one subscriber: "+
+			"feed (durable → offered by the fan-out), queue (offered → taken by the subscriber's stream), write (taken → written to the socket), total (durable → written).", "stage"),
 	}
 }
 
@@ -104,6 +107,18 @@ func (c *ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
 func histogram(desc *prometheus.Desc, h engine.HistogramSnapshot, labels ...string) prometheus.Metric {
 	buckets := map[float64]uint64{}
 	h.Buckets(func(le time.Duration, cum uint64) { buckets[le.Seconds()] = cum })
+	return prometheus.MustNewConstHistogram(desc, h.Count, h.Sum.Seconds(), buckets, labels...)
+}
+
+// delayHistogram exports a hub delay histogram with every bucket (two per
+// doubling): its quantiles are read at the fan-out's scale, milliseconds.
+func delayHistogram(desc *prometheus.Desc, h hub.DelaySnapshot, labels ...string) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(h.Counts))
+	var cum uint64
+	for b, n := range h.Counts[:len(h.Counts)-1] { // the last one is +Inf's
+		cum += n
+		buckets[hub.DelayBound(b).Seconds()] = cum
+	}
 	return prometheus.MustNewConstHistogram(desc, h.Count, h.Sum.Seconds(), buckets, labels...)
 }
 
@@ -189,6 +204,9 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.catchUpResyncs, float64(hs.CatchUpResyncs.Load()))
 		for reason, n := range hs.Closes() {
 			counter(c.subClosed, float64(n), reason)
+		}
+		for _, st := range hub.DelayStages {
+			ch <- delayHistogram(c.hubDelay, hs.Delay(st.Stage), st.Name)
 		}
 	}
 }

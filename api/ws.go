@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -58,8 +59,12 @@ type wsIn struct {
 //
 // A connection runs two goroutines: a reader (wsConn.serve; this handler
 // returns after the upgrade) and a writer (wsConn.writer) that runs the
-// current subscription's stream and pings the peer. A burst of frames
-// leaves in one write (wsOut); with "batch" it is one "changes" message.
+// current subscription's stream and pings the peer. A burst of changes
+// leaves in one write; with "batch" it is one "changes" message. The
+// change frames are encoded whole by wsSink (header included: a server's
+// frames are unmasked) and written to the socket as they are, not through
+// the library's per-message path; everything else (snapshots, acks,
+// errors, control frames) goes through the library, over wsOut.
 func (s *Server) wsHandler(h *hub.Hub) func(http.ResponseWriter, *http.Request, Role) {
 	return func(w http.ResponseWriter, r *http.Request, role Role) {
 		if err := checkHandshake(r); err != nil {
@@ -81,12 +86,12 @@ func (s *Server) wsHandler(h *hub.Hub) func(http.ResponseWriter, *http.Request, 
 			return
 		}
 		c.SetReadLimit(cfg.MaxMessageBytes)
-		conn := &wsConn{s: s, h: h, c: c, out: hj.out, role: role, remote: r.RemoteAddr, heartbeat: cfg.Heartbeat,
+		conn := &wsConn{s: s, h: h, c: c, out: hj.out, role: role, remote: r.RemoteAddr,
 			writeTimeout: cfg.WriteTimeout, start: make(chan wsStream)}
 		if sctx := sessionContext(r); sctx != nil {
 			// A dashboard session's connection ends with the session
 			// (logout, expiry): what it could read, it may no longer.
-			conn.stopSession = context.AfterFunc(sctx, func() { c.Close(websocket.StatusPolicyViolation, "session ended") })
+			conn.stopSession = context.AfterFunc(sctx, func() { conn.close(websocket.StatusPolicyViolation, "session ended") })
 		}
 		// The connection's reader is a goroutine of its own, so that this
 		// handler returns: net/http's goroutine for the connection, its
@@ -106,11 +111,19 @@ type wsConn struct {
 	// (hub.max_subscribers_per_conn).
 	remote string
 
-	heartbeat, writeTimeout time.Duration
+	writeTimeout time.Duration // the heartbeat is h.Config()'s (read once per subscription change)
 
 	ctx     context.Context // the connection's: set by serve before the writer starts
 	start   chan wsStream   // the reader hands a new subscription to the writer
 	pinging atomic.Bool     // a ping is in flight (at most one)
+
+	// msgMu serializes whole messages on the socket: a message through
+	// the library (sendRaw: snapshots, acks, errors, which the library may
+	// hand to out in pieces) and the stream's change frames, which wsSink
+	// encodes itself and writes to out in one piece (writeFrames). The
+	// library's control frames (ping, pong, close) are one write to out
+	// each and need no lock.
+	msgMu sync.Mutex
 
 	mu     sync.Mutex // guards the current stream
 	cancel context.CancelFunc
@@ -169,7 +182,8 @@ func (wc *wsConn) serve(ctx context.Context) {
 // through wsSink.Heartbeat) and, between subscriptions, pings the peer
 // itself every heartbeat.
 func (wc *wsConn) writer(ctx context.Context) {
-	t := time.NewTicker(wc.heartbeat)
+	heartbeat := wc.heartbeat()
+	t := time.NewTicker(heartbeat)
 	defer t.Stop()
 	for {
 		select {
@@ -178,7 +192,7 @@ func (wc *wsConn) writer(ctx context.Context) {
 		case st := <-wc.start:
 			t.Stop() // the stream's heartbeat pings meanwhile
 			wc.run(st)
-			t.Reset(wc.heartbeat)
+			t.Reset(heartbeat)
 		case <-t.C:
 			// Not a blocking ping: while it waited for the pong, a
 			// subscribe read by the reader would wait for this goroutine
@@ -190,6 +204,12 @@ func (wc *wsConn) writer(ctx context.Context) {
 	}
 }
 
+// heartbeat is the hub's ping interval. Not inlined: the hub's Config
+// copied into writer's frame would stay on every idle connection's stack.
+//
+//go:noinline
+func (wc *wsConn) heartbeat() time.Duration { return wc.h.Config().Heartbeat }
+
 // ping pings the peer and waits for the pong; a peer that does not answer
 // within the write timeout is closed (false).
 func (wc *wsConn) ping(ctx context.Context) bool {
@@ -197,7 +217,7 @@ func (wc *wsConn) ping(ctx context.Context) bool {
 	err := wc.c.Ping(pctx)
 	pc()
 	if err != nil {
-		wc.c.Close(websocket.StatusPolicyViolation, "no pong")
+		wc.close(websocket.StatusPolicyViolation, "no pong")
 		return false
 	}
 	return true
@@ -228,12 +248,36 @@ func (wc *wsConn) send(v any) error {
 // sendRaw sends one message in one write. Held, the library's write only
 // appends to wsOut (no context deadline needed: release has the timeout).
 func (wc *wsConn) sendRaw(b []byte) error {
+	wc.msgMu.Lock()
+	defer wc.msgMu.Unlock()
 	wc.out.hold()
 	err := wc.c.Write(context.Background(), websocket.MessageText, b)
 	if rerr := wc.out.release(); err == nil {
 		err = rerr
 	}
 	return err
+}
+
+// errWSClosing refuses a change frame once the connection is closing.
+var errWSClosing = errors.New("api: WebSocket closing")
+
+// writeFrames writes complete frames (wsSink's) in one write, between
+// whole messages, unless the connection is closing (wsOut refuses them
+// once a close frame is, or is about to be, written).
+func (wc *wsConn) writeFrames(b []byte) error {
+	wc.msgMu.Lock()
+	defer wc.msgMu.Unlock()
+	return wc.out.writeFrames(b)
+}
+
+// close closes the connection with a close frame (the library's Close:
+// it waits for the peer's close, a bounded time), after which no change
+// frame is written.
+func (wc *wsConn) close(code websocket.StatusCode, reason string) {
+	wc.msgMu.Lock()
+	wc.out.closing()
+	wc.msgMu.Unlock()
+	wc.c.Close(code, reason)
 }
 
 func (wc *wsConn) sendError(id string, err error) {
@@ -299,13 +343,13 @@ func (wc *wsConn) run(st wsStream) {
 	case errors.As(err, &ce):
 		wc.send(map[string]string{"type": "close", "reason": ce.Reason})
 		if ce.Reason == "slow_consumer" {
-			wc.c.Close(websocket.StatusPolicyViolation, "slow consumer")
+			wc.close(websocket.StatusPolicyViolation, "slow consumer")
 		} else {
-			wc.c.Close(websocket.StatusGoingAway, ce.Reason)
+			wc.close(websocket.StatusGoingAway, ce.Reason)
 		}
 	case err != nil && st.ctx.Err() == nil:
 		// The peer stopped reading (write timeout) or went away.
-		wc.c.Close(websocket.StatusPolicyViolation, "write failed")
+		wc.close(websocket.StatusPolicyViolation, "write failed")
 	}
 }
 
@@ -347,18 +391,28 @@ const maxChangesFrame = 64 << 10
 // a larger one (a burst of big values) is dropped once written.
 const keepFrameBuf = 16 << 10
 
+// maxChangeFrames is the most "change" frames (without batch) a sink
+// holds before it writes them.
+const maxChangeFrames = 64
+
+// wsMaxHeader is the longest header of a frame from the server (no mask):
+// 2 bytes, plus 8 for a 64-bit length.
+const wsMaxHeader = 10
+
 type wsSink struct {
 	wc     *wsConn
 	table  string
 	batch  bool // "changes" frames; else one "change" frame per change
 	redact bool // positions for a non-admin: no legacy device id (fleet.StripLegacyDevice)
-	// buf holds what Change encoded and Flush has not written: with
-	// batch, one "changes" frame being built; without, "change" frames
-	// back to back, each ending at its offset in ends. Reused from burst
-	// to burst (nil until the first change), so that a change costs no
-	// allocation.
+	// buf holds the frames Change encoded and Flush has not written,
+	// whole (headers included: they leave as they are, in one write,
+	// without the library's per-message work): with batch, one "changes"
+	// frame being built from start; without, "change" frames back to back
+	// (frames of them). Reused from burst to burst (nil until the first
+	// change), so that a change costs no allocation.
 	buf    []byte
-	ends   []int
+	start  int  // where the frame being built begins (its header's room)
+	frames int  // complete frames in buf
 	active bool // a change was sent since the last heartbeat
 }
 
@@ -377,23 +431,59 @@ func (s *wsSink) Snapshot(lsn uint64, rows []hub.Row, first, last, resync bool) 
 	return s.wc.send(map[string]any{"type": "snapshot", "table": s.table, "lsn": lsn, "rows": rows, "last": last, "resync": resync})
 }
 
+// openFrame starts a text frame at the end of buf, with room for its
+// header (closeFrame fills it in once the payload's length is known).
+func (s *wsSink) openFrame() {
+	s.start = len(s.buf)
+	s.buf = append(s.buf, make([]byte, wsMaxHeader)...)
+}
+
+// closeFrame writes the header of the frame openFrame started, final and
+// unmasked as a server's are (RFC 6455 5.2), and moves the payload next
+// to it.
+func (s *wsSink) closeFrame() {
+	payload := len(s.buf) - s.start - wsMaxHeader
+	var h [wsMaxHeader]byte
+	n := appendFrameHeader(h[:0], payload)
+	copy(s.buf[s.start:], n)
+	copy(s.buf[s.start+len(n):], s.buf[s.start+wsMaxHeader:])
+	s.buf = s.buf[:len(s.buf)-(wsMaxHeader-len(n))]
+	s.frames++
+}
+
+// appendFrameHeader appends the header of a final, unmasked text frame of
+// n payload bytes.
+func appendFrameHeader(b []byte, n int) []byte {
+	const finText = 0x80 | 0x1
+	switch {
+	case n < 126:
+		return append(b, finText, byte(n))
+	case n <= 0xffff:
+		return append(b, finText, 126, byte(n>>8), byte(n))
+	default:
+		return binary.BigEndian.AppendUint64(append(b, finText, 127), uint64(n))
+	}
+}
+
 func (s *wsSink) Change(ev *hub.Event) error {
 	s.active = true
 	data := redactedData(ev, s.redact)
 	if !s.batch {
+		s.openFrame()
 		s.buf = append(s.buf, `{"type":"change","table":`...)
 		s.buf = strconv.AppendQuote(s.buf, ev.Table) // table names are [A-Za-z0-9._:@~-]: Go and JSON quoting agree
 		s.buf = append(s.buf, `,"op":"`...)
 		s.buf = append(s.buf, ev.OpName()...)
 		s.buf = append(s.buf, `",`...)
 		s.buf = append(s.buf, data[1:]...) // splice {"key",…} into the frame
-		s.ends = append(s.ends, len(s.buf))
-		if len(s.ends) >= 64 {
+		s.closeFrame()
+		if s.frames >= maxChangeFrames {
 			return s.Flush()
 		}
 		return nil
 	}
 	if len(s.buf) == 0 {
+		s.openFrame()
 		s.buf = append(s.buf, `{"type":"changes","table":`...)
 		s.buf = strconv.AppendQuote(s.buf, s.table)
 		s.buf = append(s.buf, `,"changes":[`...)
@@ -410,40 +500,23 @@ func (s *wsSink) Change(ev *hub.Event) error {
 	return nil
 }
 
-// Flush writes what Change buffered in one write (wsOut holds the
-// messages): with batch, one message; without, one message per change.
+// Flush writes what Change buffered in one write: with batch, one
+// message; without, one message per change.
 func (s *wsSink) Flush() error {
 	if len(s.buf) == 0 {
 		return nil
 	}
-	s.wc.out.hold()
-	err := s.write(context.Background()) // held: appends only (see sendRaw)
-	if rerr := s.wc.out.release(); err == nil {
-		err = rerr
-	}
-	return err
-}
-
-func (s *wsSink) write(ctx context.Context) error {
-	var err error
 	if s.batch {
 		s.buf = append(s.buf, "]}"...)
-		err = s.wc.c.Write(ctx, websocket.MessageText, s.buf)
-	} else {
-		at := 0
-		for _, end := range s.ends {
-			if err = s.wc.c.Write(ctx, websocket.MessageText, s.buf[at:end]); err != nil {
-				break
-			}
-			at = end
-		}
-		s.ends = s.ends[:0]
+		s.closeFrame()
 	}
+	err := s.wc.writeFrames(s.buf)
 	if cap(s.buf) > keepFrameBuf {
-		s.buf, s.ends = nil, nil
+		s.buf = nil
 	} else {
 		s.buf = s.buf[:0]
 	}
+	s.frames = 0
 	return err
 }
 
@@ -452,7 +525,7 @@ func (s *wsSink) write(ctx context.Context) error {
 // burst: a subscriber that was busy once holds none while idle.
 func (s *wsSink) Heartbeat() error {
 	if !s.active {
-		s.buf, s.ends = nil, nil
+		s.buf = nil
 		s.wc.out.trim()
 	}
 	s.active = false

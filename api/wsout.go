@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -66,15 +67,33 @@ func (h *wsHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // release, what the connection writes (frames, from any goroutine: the
 // library serializes them) is appended to buf, and release sends it in one
 // write: a burst of messages is one syscall. Outside a hold, writes go
-// straight to the socket. buf is allocated only while something is held
-// and kept between bursts only while small.
+// straight to the socket. writeFrames takes complete frames encoded
+// outside the library (wsSink's changes). buf is allocated only while
+// something is held and kept between bursts only while small.
+//
+// Every write to the socket sets its own deadline (the write timeout)
+// first, so none is ever cleared: one timer change per write.
 type wsOut struct {
-	mu      sync.Mutex
-	conn    net.Conn
-	timeout time.Duration
-	holds   int // nested holds; buf is sent when the last one is released
-	buf     []byte
-	failed  error
+	mu        sync.Mutex
+	holds     int32 // nested holds; buf is sent when the last one is released
+	closeSent bool  // a close frame is written (or this server is about to write one): no change frame may follow
+	conn      net.Conn
+	timeout   time.Duration
+	buf       []byte
+	failed    error
+}
+
+// wsOutHeldPiece, when set (tests), runs after each piece of a held
+// message is taken, outside the lock: a window for anything that would
+// write between the pieces of a message.
+var wsOutHeldPiece atomic.Pointer[func()]
+
+// closing refuses change frames from now on: this server is closing the
+// connection.
+func (o *wsOut) closing() {
+	o.mu.Lock()
+	o.closeSent = true
+	o.mu.Unlock()
 }
 
 func (o *wsOut) Write(p []byte) (int, error) {
@@ -85,9 +104,53 @@ func (o *wsOut) Write(p []byte) (int, error) {
 	}
 	if o.holds > 0 {
 		o.buf = append(o.buf, p...)
+		if f := wsOutHeldPiece.Load(); f != nil {
+			o.mu.Unlock()
+			(*f)()
+			o.mu.Lock()
+		}
 		return len(p), nil
 	}
-	return o.conn.Write(p)
+	// Outside a hold the library writes only control frames, each whole
+	// in one write (at most 2 + 125 bytes, within its 128-byte buffer):
+	// a close frame is recognised exactly.
+	if len(p) >= 2 && p[0] == 0x88 && int(p[1]) == len(p)-2 {
+		o.closeSent = true
+	}
+	return o.write(p)
+}
+
+// write writes p to the socket within the write timeout; a failed write
+// closes the socket (a frame may have gone out in part, and nothing may
+// follow it). o.mu is held.
+func (o *wsOut) write(p []byte) (int, error) {
+	o.conn.SetWriteDeadline(time.Now().Add(o.timeout))
+	n, err := o.conn.Write(p)
+	if err != nil {
+		o.failed = fmt.Errorf("api: WebSocket write: %w", err)
+		o.conn.Close()
+		return n, o.failed
+	}
+	return n, nil
+}
+
+// writeFrames writes complete frames in one write, or, during a hold
+// (which wsConn.msgMu rules out between whole messages), after what is
+// held.
+func (o *wsOut) writeFrames(b []byte) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	switch {
+	case o.failed != nil:
+		return o.failed
+	case o.closeSent:
+		return errWSClosing
+	case o.holds > 0:
+		o.buf = append(o.buf, b...)
+		return nil
+	}
+	_, err := o.write(b)
+	return err
 }
 
 // hold starts holding writes; each hold needs its release.
@@ -98,8 +161,7 @@ func (o *wsOut) hold() {
 }
 
 // release ends a hold; the last one writes what was held, within the
-// write timeout. A failed write closes the socket: a frame may have gone
-// out in part, and nothing may follow it.
+// write timeout.
 func (o *wsOut) release() error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -107,13 +169,7 @@ func (o *wsOut) release() error {
 		return o.failed
 	}
 	if o.failed == nil {
-		o.conn.SetWriteDeadline(time.Now().Add(o.timeout))
-		_, err := o.conn.Write(o.buf)
-		o.conn.SetWriteDeadline(time.Time{})
-		if err != nil {
-			o.failed = fmt.Errorf("api: WebSocket write: %w", err)
-			o.conn.Close()
-		}
+		o.write(o.buf)
 	}
 	if cap(o.buf) > keepFrameBuf {
 		o.buf = nil

@@ -19,6 +19,11 @@ type Event struct {
 	Value   []byte
 	Version uint64
 
+	// durable and offered are when the change became durable and when the
+	// fan-out offered it, on Hub.clock (0: not timed, e.g. read from the
+	// log by a catch-up); the streams measure their delays from them.
+	durable, offered int64
+
 	once sync.Once
 	data []byte // {"key","value","version","lsn"}
 }

@@ -105,6 +105,9 @@ type Hub struct {
 	stopFanout context.CancelFunc
 	fanoutDone chan struct{}
 
+	t0    time.Time // Hub.clock's origin
+	evBuf []*Event  // publish's events of one table run, reused (the fan-out goroutine's)
+
 	stats Stats
 }
 
@@ -125,6 +128,8 @@ type Stats struct {
 	// records behind, answered with a resync (counted in Resyncs too).
 	CatchUpResyncs atomic.Uint64
 	Refused        atomic.Uint64 // subscriptions refused at the per-table or the global limit
+
+	delay [delayStages]delayHist // commit → socket, by stage (delay.go)
 
 	mu     sync.Mutex
 	closes map[string]uint64 // reason → subscribers closed by the hub
@@ -157,7 +162,7 @@ func New(e *engine.Engine, cfg Config, log *slog.Logger) *Hub {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &Hub{e: e, cfg: cfg, log: log, seed: maphash.MakeSeed(), fanoutDone: make(chan struct{}), owners: map[string]int{}}
+	h := &Hub{e: e, cfg: cfg, log: log, seed: maphash.MakeSeed(), fanoutDone: make(chan struct{}), owners: map[string]int{}, t0: time.Now()}
 	for i := range h.shards {
 		h.shards[i].tables = map[string][]*Sub{}
 	}
@@ -224,29 +229,54 @@ func (h *Hub) shard(table string) *shard {
 // publish runs on the fan-out goroutine with durable records in LSN
 // order. It must not block: offers are non-blocking (a subscriber whose
 // buffer is full is marked behind and resyncs).
+//
+// Consecutive records of one table are offered together: each subscriber
+// of the table takes them under one lock and is woken once, so that a
+// group commit of n changes costs a subscriber one wake-up and one write,
+// not n (the stream would otherwise often take the first alone, while the
+// fan-out was still offering the next).
 func (h *Hub) publish(recs []engine.Record) {
-	var (
-		lastTable string
-		subs      []*Sub
-	)
-	for i := range recs {
-		r := &recs[i]
-		if i == 0 || r.Table != lastTable {
-			sh := h.shard(r.Table)
-			sh.mu.Lock()
-			subs = sh.tables[r.Table]
-			sh.mu.Unlock()
-			lastTable = r.Table
-		}
-		if len(subs) == 0 {
-			continue
-		}
-		ev := newEvent(r)
-		h.stats.Published.Add(1)
-		for _, s := range subs {
-			s.offer(ev)
-		}
+	if len(recs) == 0 {
+		return
 	}
+	now := h.clock()
+	var durable int64 // a cursor's batch is one commit's records: one durable time
+	if at, ok := h.e.DurableAt(recs[0].LSN); ok {
+		durable = int64(at.Sub(h.t0)) + 1
+	}
+	evs := h.evBuf[:0]
+	for i := 0; i < len(recs); {
+		table := recs[i].Table
+		j := i + 1
+		for j < len(recs) && recs[j].Table == table {
+			j++
+		}
+		sh := h.shard(table)
+		sh.mu.Lock()
+		subs := sh.tables[table]
+		sh.mu.Unlock()
+		if len(subs) > 0 {
+			evs = evs[:0]
+			for k := i; k < j; k++ {
+				ev := newEvent(&recs[k])
+				ev.durable, ev.offered = durable, now
+				evs = append(evs, ev)
+			}
+			h.stats.Published.Add(uint64(len(evs)))
+			for _, s := range subs {
+				s.offer(evs)
+			}
+			if durable != 0 {
+				h.stats.delay[StageFeed].observe(time.Duration(now-durable), len(evs)*len(subs))
+			}
+		}
+		i = j
+	}
+	clear(evs) // the subscribers hold the events, not this slice
+	if cap(evs) > keepSpare {
+		evs = nil
+	}
+	h.evBuf = evs[:0]
 }
 
 // Subscribe registers a subscriber of table that no client connection

@@ -37,28 +37,31 @@ type Sub struct {
 // Table is the subscribed table.
 func (s *Sub) Table() string { return s.table }
 
-// offer queues ev without blocking (it runs on the hub's fan-out
-// goroutine); a full buffer marks the subscriber behind instead.
-func (s *Sub) offer(ev *Event) {
+// offer queues evs (consecutive changes of the subscriber's table, in
+// LSN order) without blocking: it runs on the hub's fan-out goroutine. A
+// buffer they do not fit in marks the subscriber behind instead (it
+// resyncs from a snapshot, which holds them): the buffer never holds more
+// than Config.Buffer events.
+func (s *Sub) offer(evs []*Event) {
 	if s.behind.Load() {
-		s.h.stats.Dropped.Add(1)
+		s.h.stats.Dropped.Add(uint64(len(evs)))
 		return
 	}
 	s.mu.Lock()
-	if len(s.q) >= s.h.cfg.Buffer {
+	if len(s.q)+len(evs) > s.h.cfg.Buffer {
 		s.mu.Unlock()
 		s.behind.Store(true)
-		s.h.stats.Dropped.Add(1)
+		s.h.stats.Dropped.Add(uint64(len(evs)))
 		s.signal()
 		return
 	}
 	if s.q == nil {
 		s.q, s.spare = s.spare, nil
 	}
-	s.q = append(s.q, ev)
-	first := len(s.q) == 1
+	first := len(s.q) == 0
+	s.q = append(s.q, evs...)
 	s.mu.Unlock()
-	s.h.stats.Enqueued.Add(1)
+	s.h.stats.Enqueued.Add(uint64(len(evs)))
 	if first {
 		s.signal() // the stream takes everything queued, so only the first of a batch wakes it
 	}
@@ -219,25 +222,10 @@ func (h *Hub) stream(ctx context.Context, s *Sub, from *uint64, sink Sink) error
 		if batch := s.take(); len(batch) > 0 {
 			// Everything that queued since the last write goes out in one
 			// write (the sink may cut a very large batch).
-			n := 0
-			for _, ev := range batch {
-				if ev.LSN <= last {
-					continue // already in the snapshot or the catch-up
-				}
-				if err := sink.Change(ev); err != nil {
-					return err
-				}
-				n++
-				last = ev.LSN
+			if last, err = h.deliver(s, sink, batch, last); err != nil {
+				return err
 			}
-			s.recycle(batch)
 			sent = true
-			if n > 0 {
-				if err := sink.Flush(); err != nil {
-					return err
-				}
-				h.stats.Delivered.Add(uint64(n))
-			}
 			continue
 		}
 		select {
@@ -260,6 +248,40 @@ func (h *Hub) stream(ctx context.Context, s *Sub, from *uint64, sink Sink) error
 			return ctx.Err()
 		}
 	}
+}
+
+// deliver sends a batch that take returned (the changes after last) in
+// one flush, gives the batch back, counts it and times it; it returns the
+// LSN of the last change sent. A function of its own, not inlined, so that
+// its frame (the delay runs) is on the stack only while it delivers: a
+// stream goroutine waits, idle, with stream's frame on its stack, and an
+// idle subscriber's stack must not grow past a size class for it.
+//
+//go:noinline
+func (h *Hub) deliver(s *Sub, sink Sink, batch []*Event, last uint64) (uint64, error) {
+	taken := h.clock()
+	var runs delayRuns
+	n := 0
+	for _, ev := range batch {
+		if ev.LSN <= last {
+			continue // already in the snapshot or the catch-up
+		}
+		if err := sink.Change(ev); err != nil {
+			return last, err
+		}
+		runs.add(ev)
+		n++
+		last = ev.LSN
+	}
+	s.recycle(batch)
+	if n > 0 {
+		if err := sink.Flush(); err != nil {
+			return last, err
+		}
+		h.stats.Delivered.Add(uint64(n))
+		h.recordDelays(&runs, taken, h.clock())
+	}
+	return last, nil
 }
 
 // resync empties the buffer, clears behind and sends a fresh snapshot. The
