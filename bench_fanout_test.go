@@ -56,7 +56,9 @@ func TestFanoutBenchMeasures(t *testing.T) {
 				t.Fatalf("%s: server's %s: %+v (read %v)", transport, d.name, v, ok)
 			}
 		}
-		if res.Fsyncs <= 0 || res.RecordsPerFsync < 1 {
+		// Counted over a window: an fsync begun before it (the log's runs
+		// beside the committer) can make it one more than the records.
+		if res.Fsyncs <= 0 || res.RecordsPerFsync <= 0 {
 			t.Fatalf("%s: %v fsyncs, %v records each", transport, res.Fsyncs, res.RecordsPerFsync)
 		}
 		if tot := res.Server["durable→socket"]; tot.Count < float64(res.Events)/2 || tot.Count > float64(res.Events)*2 {
