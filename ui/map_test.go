@@ -268,6 +268,16 @@ func TestDriverPage(t *testing.T) {
 			if st, body, _ := f.get(c, "/ui/fleet/nobody"); st != 200 || !strings.Contains(body, "No report of nobody") {
 				t.Errorf("unknown driver: %d", st)
 			}
+			// A central view's driver keys are depot/driver (the map links
+			// to them escaped); one slash only, both parts names.
+			if st, _, _ := f.get(c, "/ui/fleet/north%2Fvan-3"); st != 200 {
+				t.Errorf("a central view's driver key: %d", st)
+			}
+			for _, bad := range []string{"north%2F", "%2Fvan-3", "a%2Fb%2Fc", "no%20rth%2Fvan-3"} {
+				if st, _, _ := f.get(c, "/ui/fleet/"+bad); st != http.StatusBadRequest {
+					t.Errorf("driver key %s: %d, want 400", bad, st)
+				}
+			}
 		})
 	}
 }

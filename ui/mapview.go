@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/a-h/templ"
@@ -260,14 +261,27 @@ func cmpU64(a, b uint64) int {
 	return 0
 }
 
+// checkDriverKey checks a driver's key as the positions table holds it: a
+// driver's name, or on a central view (docs/design.md §6) the depot, a
+// slash and the name; the map links to either.
+func checkDriverKey(key string) error {
+	if depot, name, ok := strings.Cut(key, "/"); ok {
+		if err := fleet.CheckName("depot", depot); err != nil {
+			return err
+		}
+		return fleet.CheckName("driver", name)
+	}
+	return fleet.CheckName("driver", key)
+}
+
 func driverURL(driver string) templ.SafeURL {
 	return templ.URL("/ui/fleet/" + url.PathEscape(driver))
 }
 
 func (u *UI) driverPage(w http.ResponseWriter, r *http.Request, s *session) {
 	driver := r.PathValue("driver")
-	if fleet.CheckName("driver", driver) != nil {
-		fail(w, http.StatusBadRequest, "bad_driver", "driver must be 1 to 128 letters, digits or . _ - : @ ~")
+	if checkDriverKey(driver) != nil {
+		fail(w, http.StatusBadRequest, "bad_driver", "driver must be 1 to 128 letters, digits or . _ - : @ ~ (on a central view: depot/driver)")
 		return
 	}
 	lsn := u.read.LSN()
