@@ -495,28 +495,8 @@ func (c *Central) session(ctx context.Context, s *centralStream) error {
 	s.connected.Store(true)
 	c.log.Info("central: reading the stream", "url", nc.ConnectedUrlRedacted(), "stream", s.name, "subjects", filters, "after_seq", from)
 
-	msgs := make(chan jetstream.Msg, 1024)
-	errc := make(chan error, 1)
-	go func() {
-		defer close(msgs)
-		for {
-			m, err := it.Next()
-			if err != nil {
-				errc <- err
-				return
-			}
-			select {
-			case msgs <- m:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	defer func() {
-		it.Stop()
-		for range msgs { // let the reader end
-		}
-	}()
+	msgs, errc, stop := pump(ctx, it)
+	defer stop()
 	maxN, maxBytes := c.e.ApplyCentralMax()
 	// consumer is the ordered consumer's name of the messages read: it
 	// changes when the consumer is made again (the stream lost it), and

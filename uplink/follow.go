@@ -276,28 +276,8 @@ func (f *Follower) session(ctx context.Context) error {
 	f.log.Info("standby: following the depot's stream", "url", nc.ConnectedUrlRedacted(), "stream", f.cfg.Stream, "depot", f.cfg.Depot,
 		"after_seq", from, "store_last_lsn", f.e.StoreStats().LastLSN)
 
-	msgs := make(chan jetstream.Msg, 1024)
-	errc := make(chan error, 1)
-	go func() {
-		defer close(msgs)
-		for {
-			m, err := it.Next()
-			if err != nil {
-				errc <- err
-				return
-			}
-			select {
-			case msgs <- m:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	defer func() {
-		it.Stop()
-		for range msgs { // let the reader end
-		}
-	}()
+	msgs, errc, stop := pump(ctx, it)
+	defer stop()
 	var recs []engine.Record
 	for {
 		var m jetstream.Msg
@@ -548,4 +528,33 @@ func (f *Follower) Status() FollowStatus {
 // String names the epoch for logs.
 func (s PromoteResult) String() string {
 	return "epoch " + strconv.FormatUint(s.Epoch, 10) + " after lsn " + strconv.FormatUint(s.LastLSN, 10)
+}
+
+// pump reads it on a goroutine of its own into msgs (buffered, so that the
+// reader runs ahead of the apply); the first error of it.Next goes to errc
+// and ends msgs. stop stops the iterator and waits for the goroutine to
+// end. Used by the standby's follower and the central view alike.
+func pump(ctx context.Context, it jetstream.MessagesContext) (msgs <-chan jetstream.Msg, errc <-chan error, stop func()) {
+	out := make(chan jetstream.Msg, 1024)
+	ec := make(chan error, 1)
+	go func() {
+		defer close(out)
+		for {
+			m, err := it.Next()
+			if err != nil {
+				ec <- err
+				return
+			}
+			select {
+			case out <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, ec, func() {
+		it.Stop()
+		for range out { // let the reader end
+		}
+	}
 }
