@@ -63,7 +63,7 @@ func newLedgerCollector(e *engine.Engine) *ledgerCollector {
 		latMax:            d("lane_latency_max_seconds", "Longest arrival-to-durable latency seen since start.", lane...),
 		schedCap:          d("sched_batch_cap", "Derived: ack and async records the committer puts in one batch."),
 		schedTarget:       d("sched_target_seconds", "The tightest sync SLA the committer schedules for."),
-		schedCost:         d("sched_cost_seconds", "Measured costs the batch cap is derived from.", "cost"),
+		schedCost:         d("sched_cost_seconds", "Measured costs the batch cap is derived from (fsync: the one it used, the journal's while measured, else the log's; log_fsync and journal_sync: each).", "cost"),
 		schedInfeasible:   d("sched_infeasible", "1 when the fsync alone takes the target: sync SLAs cannot be met on this disk."),
 		driverRateLimit:   d("driver_rate_limit_points_per_second", "Derived: the elastic limit on accepted driver points (0: none), from the Go scheduler's latency."),
 		driverRateShare:   d("driver_rate_share_points_per_second", "Derived: one driver's max-min share of the elastic limit (0: no limit)."),
@@ -178,6 +178,8 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.schedCap, float64(ss.BatchCap))
 	gauge(c.schedTarget, ss.Target.Seconds())
 	gauge(c.schedCost, ss.Sync.Seconds(), "fsync")
+	gauge(c.schedCost, ss.LogSync.Seconds(), "log_fsync")
+	gauge(c.schedCost, ss.JournalSync.Seconds(), "journal_sync")
 	gauge(c.schedCost, ss.CommitFixed.Seconds(), "commit_fixed")
 	gauge(c.schedCost, ss.CommitPerRecord.Seconds(), "commit_per_record")
 	infeasible := 0.0

@@ -37,3 +37,21 @@ func (e *Engine) envFor(db *wal.DB) commitEnv {
 	}
 	return storeEnv{db}
 }
+
+// setEnv gives the committer its env over db, and tells the scheduler
+// whether a sync write at its target is answered by the journal (the env
+// pipelines, and the target's lanes journal: Engine.journals) or by the
+// log's fsync.
+func (e *Engine) setEnv(db *wal.DB) {
+	e.env = e.envFor(db)
+	journaled := false
+	if e.pipelined() != nil {
+		for _, n := range Lanes {
+			lc := e.cfg.Lanes[n]
+			if lc.Contract != Async && lc.SLA == e.sched.target && lc.FlushWithin < e.cfg.Lanes[LaneDriver].FlushWithin {
+				journaled = true
+			}
+		}
+	}
+	e.sched.setJournaled(journaled)
+}

@@ -140,7 +140,6 @@ func build(cfg Config, db *wal.DB, log *slog.Logger, wrap func(*wal.DB) commitEn
 	e := &Engine{
 		cfg:     cfg,
 		log:     log,
-		sched:   newSched(cfg),
 		wake:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		stopped: make(chan struct{}),
@@ -149,9 +148,10 @@ func build(cfg Config, db *wal.DB, log *slog.Logger, wrap func(*wal.DB) commitEn
 		wrapEnv: wrap,
 		now:     time.Now,
 	}
+	e.sched = newSched(cfg, e.clock)
 	e.rate = newDriverRate(e.sched.target)
 	e.db.Store(db)
-	e.env = e.envFor(db)
+	e.setEnv(db)
 	e.feed.init()
 	e.fl.init(db.LastLSN()) // Open synced what it recovered
 	e.rec.done = make(chan *wal.DB, 1)

@@ -169,6 +169,7 @@ func (e *Engine) finishJournal(r journalEnd) {
 	}
 	e.totals.JournalWrites.Add(1)
 	e.totals.JournalTime.Observe(r.d)
+	e.sched.observeJournal(r.d)
 	e.answerJournaled(fl[:r.n])
 	if rest := fl[r.n:]; len(rest) > 0 {
 		// No room: they keep their place, ahead of what came since.

@@ -147,7 +147,7 @@ func (e *Engine) resume(db *wal.DB) {
 		gap = nil
 	}
 	e.db.Store(db)
-	e.env = e.envFor(db)
+	e.setEnv(db)
 	e.fl.covered = db.LastLSN() // Open synced what it recovered and replayed
 	e.drivers.reset()
 	redone := e.redoHeld()

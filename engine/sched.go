@@ -32,6 +32,23 @@ import (
 // The costs are moving averages, so the cap follows the box: a cold cache,
 // compaction or a competing process raise the cost per record and shrink
 // the batches.
+//
+// Which fsync: with the journal (pipeline.go) a sync write at the target is
+// answered by the journal's fdatasync, not the log's fsync, so "fsync"
+// above is the journal's while it is measured: at least journalMinSamples
+// writes, the last within journalFresh. The log's fsync is measured all
+// the time; a journal measure that went stale (dispatch quiet for a while)
+// falls back to it: on one disk the log's fsync, which writes the
+// memtable's pages as well, costs at least what the journal's does, so the
+// fallback errs on the small, safe side until the journal is measured
+// again.
+
+// journalFresh and journalMinSamples: when the journal's measure stands
+// for the fsync a sync write waits for.
+const (
+	journalFresh      = 10 * time.Second
+	journalMinSamples = 4
+)
 
 // minBatchCap is the smallest derived cap: below it the fixed cost of a
 // commit dominates and driver throughput collapses for no gain.
@@ -56,6 +73,17 @@ type sched struct {
 	infeas   bool          // the target cannot be met even at minBatchCap
 	fixedCap int           // tests: a fixed cap instead of the derived one
 	maxCap   int           // the hard cap of a batch (Config.BatchRecords)
+
+	// The journal's write and fdatasync (pipeline.go), when a sync write
+	// at the target is answered by it (journaled).
+	journaled bool
+	jMean     float64   // ns
+	jDev      float64   // ns: mean absolute deviation
+	jSamples  int       // since the journal was set
+	jAt       time.Time // the last sample
+	fromJ     bool      // derived: the cap used the journal's measure
+	syncUsed  float64   // derived: the fsync the cap was derived with (ns)
+	now       func() time.Time
 }
 
 // SchedStats is what the committer derived, and from what.
@@ -63,7 +91,10 @@ type SchedStats struct {
 	Target          time.Duration // the tightest SLA it schedules for
 	CommitFixed     time.Duration // measured: a commit of a few records
 	CommitPerRecord time.Duration // measured: each record more
-	Sync            time.Duration // measured: one fsync, mean + 2 deviations
+	Sync            time.Duration // measured: the fsync a sync write at the target waits for, mean + 2 deviations
+	SyncFrom        string        // which: "journal" (its fdatasync) or "log" (the log's fsync)
+	LogSync         time.Duration // measured: the log's fsync, mean + 2 deviations
+	JournalSync     time.Duration // measured: the journal's write and fdatasync, mean + 2 deviations (0: none yet)
 	BatchCap        int           // derived: ack and async records per batch
 	Infeasible      bool          // the target is not met even at the smallest cap
 
@@ -75,8 +106,8 @@ type SchedStats struct {
 	DriverRefused uint64        // submissions the limit refused since start
 }
 
-func newSched(cfg Config) *sched {
-	s := &sched{maxCap: cfg.BatchRecords, fixedCap: cfg.FixedBatchCap}
+func newSched(cfg Config, now func() time.Time) *sched {
+	s := &sched{maxCap: cfg.BatchRecords, fixedCap: cfg.FixedBatchCap, now: now}
 	for _, want := range []Contract{Sync, Ack} {
 		for _, l := range Lanes {
 			lc := cfg.Lanes[l]
@@ -125,13 +156,50 @@ func (s *sched) observeSync(d time.Duration) {
 	s.derive()
 }
 
+// observeJournal records a journal write and fdatasync that took d.
+func (s *sched) observeJournal(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ns := float64(d)
+	if s.jSamples == 0 {
+		s.jMean, s.jDev = ns, 0
+	} else {
+		s.jDev += ewmaDevGain * (math.Abs(ns-s.jMean) - s.jDev)
+		s.jMean += ewmaGain * (ns - s.jMean)
+	}
+	s.jSamples++
+	s.jAt = s.now()
+	s.derive()
+}
+
+// setJournaled says whether a sync write at the target is answered by the
+// journal (the store's env pipelines: pipeline.go). A new store handle
+// starts the journal's measure afresh.
+func (s *sched) setJournaled(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.journaled, s.jSamples, s.jMean, s.jDev = on, 0, 0, 0
+	s.derive()
+}
+
+// syncCost is the fsync a sync write at the target waits for, mean and two
+// deviations, and whether it is the journal's. Caller holds mu.
+func (s *sched) syncCost() (float64, bool) {
+	if s.journaled && s.jSamples >= journalMinSamples && s.now().Sub(s.jAt) <= journalFresh {
+		return s.jMean + 2*s.jDev, true
+	}
+	return s.syncMean + 2*s.syncDev, false
+}
+
 // derive computes the cap from the costs. Caller holds mu.
 func (s *sched) derive() {
 	if s.fixedCap > 0 {
 		s.batchCap, s.infeas = s.fixedCap, false
 		return
 	}
-	budget := float64(s.target) - 2*(s.syncMean+2*s.syncDev) - 2*s.fixed
+	sync, fromJ := s.syncCost()
+	s.fromJ, s.syncUsed = fromJ, sync
+	budget := float64(s.target) - 2*sync - 2*s.fixed
 	n := minBatchCap
 	s.infeas = true
 	if s.perRec > 0 && budget > 0 {
@@ -153,11 +221,25 @@ func (s *sched) cap() int {
 func (s *sched) Stats() SchedStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	sync, from := s.syncUsed, "log"
+	if s.fixedCap > 0 {
+		sync, _ = s.syncCost()
+	}
+	if s.fromJ {
+		from = "journal"
+	}
+	var j time.Duration
+	if s.jSamples > 0 {
+		j = time.Duration(s.jMean + 2*s.jDev)
+	}
 	return SchedStats{
 		Target:          s.target,
 		CommitFixed:     time.Duration(s.fixed),
 		CommitPerRecord: time.Duration(s.perRec),
-		Sync:            time.Duration(s.syncMean + 2*s.syncDev),
+		Sync:            time.Duration(sync),
+		SyncFrom:        from,
+		LogSync:         time.Duration(s.syncMean + 2*s.syncDev),
+		JournalSync:     j,
 		BatchCap:        s.batchCap,
 		Infeasible:      s.infeas,
 	}

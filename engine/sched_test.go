@@ -17,7 +17,7 @@ import (
 // floor (and flagged infeasible) and to the hard cap.
 func TestSchedDerivesTheCap(t *testing.T) {
 	cfg := DefaultConfig()
-	s := newSched(cfg)
+	s := newSched(cfg, time.Now)
 	if s.target != 5*time.Millisecond {
 		t.Fatalf("target %v, want dispatch's 5ms", s.target)
 	}
@@ -41,14 +41,78 @@ func TestSchedDerivesTheCap(t *testing.T) {
 		t.Fatalf("stats %+v, want the floor, infeasible", st)
 	}
 	cfg.FixedBatchCap = 10
-	if c := newSched(cfg).cap(); c != 10 {
+	if c := newSched(cfg, time.Now).cap(); c != 10 {
 		t.Fatalf("fixed cap %d, want 10", c)
+	}
+}
+
+// With the journal, a sync write at the target waits for the journal's
+// fdatasync, not the log's fsync: the cap is derived from the journal's
+// measure while it is fresh, and from the log's once it went stale (a
+// quiet dispatcher) or before enough of it was measured.
+func TestSchedDerivesTheCapFromTheJournal(t *testing.T) {
+	at := time.Unix(1_000_000, 0)
+	s := newSched(DefaultConfig(), func() time.Time { return at })
+	s.setJournaled(true)
+	for range 50 {
+		s.observeCommit(100*time.Microsecond, 4)
+		s.observeCommit(100*time.Microsecond+2000*time.Microsecond, 1000) // 2µs a record
+		s.observeSync(2400 * time.Microsecond)                            // a slow log: two of them take 4.8 of the 5 ms
+	}
+	logOnly := s.Stats()
+	if logOnly.SyncFrom != "log" || !logOnly.Infeasible || logOnly.BatchCap != minBatchCap {
+		t.Fatalf("before the journal is measured: %+v, want the log's fsync, infeasible at the floor", logOnly)
+	}
+	for range journalMinSamples - 1 {
+		s.observeJournal(500 * time.Microsecond)
+	}
+	if st := s.Stats(); st.SyncFrom != "log" {
+		t.Fatalf("after %d journal writes: %+v, want the log's until %d", journalMinSamples-1, st, journalMinSamples)
+	}
+	s.observeJournal(500 * time.Microsecond)
+	st := s.Stats()
+	// (5ms - 2*0.5ms - 2*0.1ms) / (2*2µs) = 950.
+	if st.SyncFrom != "journal" || st.Infeasible || st.BatchCap < 900 || st.BatchCap > 1000 {
+		t.Fatalf("journal measured: %+v, want a cap of about 950 from the journal's 0.5 ms", st)
+	}
+	if st.Sync != st.JournalSync || st.LogSync < 1900*time.Microsecond {
+		t.Fatalf("stats %+v: Sync is the journal's, LogSync the log's", st)
+	}
+	at = at.Add(journalFresh + time.Second) // dispatch went quiet
+	s.observeSync(2400 * time.Microsecond)
+	if st := s.Stats(); st.SyncFrom != "log" || st.BatchCap != minBatchCap {
+		t.Fatalf("journal stale: %+v, want the log's fsync again", st)
+	}
+	s.observeJournal(500 * time.Microsecond) // dispatch writes again
+	if st := s.Stats(); st.SyncFrom != "journal" || st.BatchCap < 900 {
+		t.Fatalf("journal fresh again: %+v, want its measure", st)
+	}
+	s.setJournaled(false) // a store that does not journal
+	if st := s.Stats(); st.SyncFrom != "log" || st.BatchCap != minBatchCap {
+		t.Fatalf("not journaled: %+v, want the log's fsync", st)
+	}
+}
+
+// An engine over a real store journals the writes at the target: its
+// scheduler measures the journal once dispatch writes.
+func TestEngineSchedulesFromTheJournal(t *testing.T) {
+	e, _ := newEngine(t, nil)
+	if !e.sched.journaled {
+		t.Fatal("an engine over a real store: the target's lane is not seen as journaled")
+	}
+	for i := range journalMinSamples + 2 {
+		if _, err := e.PutAssignment(context.Background(), fmt.Sprint("r", i), []byte(`{}`), WriteOptions{IfVersion: AnyVersion}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := e.Sched(); st.SyncFrom != "journal" || st.JournalSync <= 0 {
+		t.Fatalf("after %d dispatch writes: %+v, want the cap from the journal's measure", journalMinSamples+2, st)
 	}
 }
 
 // Measured costs move the cap: slower commits per record shrink it.
 func TestSchedFollowsMeasuredCosts(t *testing.T) {
-	s := newSched(DefaultConfig())
+	s := newSched(DefaultConfig(), time.Now)
 	for range 100 {
 		s.observeSync(time.Millisecond)
 		s.observeCommit(50*time.Microsecond, 4)

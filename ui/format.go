@@ -9,6 +9,8 @@ import (
 
 	"github.com/a-h/templ"
 
+	"routehound/engine"
+
 	"routehound/fleet"
 )
 
@@ -149,4 +151,17 @@ func driverLimit(perSec float64) string {
 		return "off"
 	}
 	return fmt.Sprintf("%.0f points/s", perSec)
+}
+
+// syncFrom says which fsync the batch cap was derived from: a sync write at
+// the scheduler's target is answered by the journal's fdatasync while it is
+// measured, by the log's fsync otherwise (engine/sched.go).
+func syncFrom(s engine.SchedStats) string {
+	if s.SyncFrom == "journal" {
+		return "the journal's fdatasync, which answers a sync write at the target (the log's fsync: " + fmtDur(s.LogSync) + ")"
+	}
+	if s.JournalSync > 0 {
+		return "the log's fsync (the journal's measure went stale: " + fmtDur(s.JournalSync) + " when last measured)"
+	}
+	return "the log's fsync"
 }
