@@ -367,12 +367,13 @@ func (e *Engine) synced(p *pending, d time.Duration) {
 }
 
 // answer completes one item: the waiter gets its result, the lane its units
-// back, the ledger the latency.
+// back, the ledger the latency. It runs on the committer, or on the
+// journal's goroutine for a journaled item (pipeline.go): it touches only
+// the item, its lane's atomic ledger and its lane's locked queue.
 func (e *Engine) answer(l *lane, it *item, r result) {
-	if it.answered {
+	if !it.answered.CompareAndSwap(false, true) {
 		return // once: by the journal or by the log's fsync (pipeline.go)
 	}
-	it.answered = true
 	if r.err == nil {
 		if it.durable != nil {
 			it.durable()
@@ -413,7 +414,7 @@ func (e *Engine) failStore(err error, p *pending, extra []*item, extraLanes []*l
 		e.log.Error("storage failed: refusing writes until restart", "err", err, "durable_lsn", e.durable.Load())
 	}
 	for i, it := range p.items {
-		if !it.answered {
+		if !it.answered.Load() {
 			e.holdOrRefuse(p.lanes[i], it)
 		}
 	}

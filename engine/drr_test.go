@@ -231,8 +231,8 @@ func TestDRRJainFairness(t *testing.T) {
 			}
 			n := min(len(pending[d]), 1+rng.IntN(40))
 			for _, it := range pending[d][:n] {
-				cp := *it
-				fifo.push(&cp)
+				cp := &item{arrived: it.arrived, units: it.units, flow: it.flow, top: it.top}
+				fifo.push(cp)
 				fair.push(it)
 			}
 			pending[d] = pending[d][n:]

@@ -36,9 +36,12 @@ type item struct {
 	res   result
 	taken time.Time
 	out   bool // popped from its lane (the driver lane's arrival order skips it)
-	// journaled: its writes went to the journal too; answered: the
-	// journal's fdatasync answered it before the log's fsync (pipeline.go).
-	journaled, answered bool
+	// journaled: its writes went to the journal too (pipeline.go).
+	journaled bool
+	// answered: it was answered, by the journal's goroutine right after
+	// its fdatasync or by the committer after the log's fsync, whichever
+	// came first; the other leaves it alone (Engine.answer).
+	answered atomic.Bool
 }
 
 // result is the outcome of one item.

@@ -19,9 +19,12 @@ import (
 //
 // Every committed item is in exactly one pending set: the committer's p,
 // or the one whose fsync is in flight. The journal's frames only point at
-// items, to answer them early. Results come back on channels the run loop
-// selects on (and polls between batches); everything else stays owned by
-// the committer goroutine.
+// items, to answer them early: the journal's goroutine answers them itself
+// right after its fdatasync (an atomic flag makes the first answer the
+// only one), so a dispatch write does not wait for the committer to come
+// back from the batch it is committing. Results come back on channels the
+// run loop selects on (and polls between batches); everything else stays
+// owned by the committer goroutine.
 
 // pipelinedEnv is an env whose sync may run beside the next commits and
 // that journals. A test's fake env is not one: the committer then syncs
@@ -154,12 +157,22 @@ func (e *Engine) startJournal() {
 	go func() {
 		t0 := time.Now()
 		n, err := pe.journal(frames, covered)
-		e.fl.jDone <- journalEnd{n, err, time.Since(t0)}
+		d := time.Since(t0)
+		if err == nil {
+			// Answered here, not after the hop back to the committer: under
+			// load that hop waited for the batch being committed and for a
+			// core (issue 17). Only the frames the journal holds; the rest
+			// keep their place (finishJournal).
+			e.answerJournaled(q[:n])
+		}
+		e.fl.jDone <- journalEnd{n, err, d}
 	}()
 }
 
-// finishJournal answers the items of the frames the journal made durable.
-// A frame it found no room for is answered by the log's fsync.
+// finishJournal takes the result of the journal write in flight, whose
+// goroutine already answered the items of the frames it made durable. A
+// frame it found no room for keeps its place and is answered by the log's
+// fsync unless the journal takes it later.
 func (e *Engine) finishJournal(r journalEnd) {
 	fl := e.fl.jflight
 	e.fl.jflight = nil
@@ -170,7 +183,7 @@ func (e *Engine) finishJournal(r journalEnd) {
 	e.totals.JournalWrites.Add(1)
 	e.totals.JournalTime.Observe(r.d)
 	e.sched.observeJournal(r.d)
-	e.answerJournaled(fl[:r.n])
+	// fl[:r.n] were answered by the journal's goroutine (startJournal).
 	if rest := fl[r.n:]; len(rest) > 0 {
 		// No room: they keep their place, ahead of what came since.
 		e.totals.JournalNoRoom.Add(uint64(len(rest)))
@@ -242,12 +255,8 @@ func (e *Engine) pollFlights() {
 // of a failed fsync join p, to be held or refused with it.
 func (e *Engine) settleFlights(p *pending) {
 	if e.fl.jflight != nil {
-		r := <-e.fl.jDone
-		fl := e.fl.jflight
+		<-e.fl.jDone // what it made durable, it answered (startJournal)
 		e.fl.jflight = nil
-		if r.err == nil {
-			e.answerJournaled(fl[:r.n])
-		}
 	}
 	e.fl.jq, e.fl.noRoomAt = nil, 0
 	if s := e.fl.syncing; s != nil {

@@ -2,7 +2,8 @@
 # usage: journal.sh BIN LABEL -- dispatch latency (client and the engine's own histogram) idle, beside
 # drivers at 20,000 points/s, and beside a driver flood; the load and the probe are other processes.
 # Needs /tmp/load/load (docs/bench/load.go.txt), /tmp/probe/probe (docs/bench/probe.go.txt), /tmp/prof/hq.py (docs/bench/hq.py).
-BIN=$1; L=$2; PORT=18083
+# LOADNICE=N runs the driver load at nice N: its CPU stands for the phones', which are not on the box.
+BIN=$1; L=$2; PORT=18083; LN="nice -n ${LOADNICE:-0}"
 pkill -f "serve --data /tmp/prof/j-" ; sleep 0.5
 rm -rf /tmp/prof/j-$L; mkdir -p /tmp/prof/j-$L
 $BIN serve --data /tmp/prof/j-$L --listen 127.0.0.1:$PORT > /tmp/prof/jserver-$L.log 2>&1 &
@@ -19,9 +20,9 @@ phase() { # name
   python3 /tmp/prof/hq.py /tmp/prof/jm0-$L.txt /tmp/prof/jm1-$L.txt | sed "s/^/$L $1: /"; python3 /tmp/prof/hq2.py /tmp/prof/jm0-$L.txt /tmp/prof/jm1-$L.txt fsync_seconds journal_sync_seconds | sed "s/^/$L $1: /"
 }
 phase idle
-/tmp/load/load -url http://127.0.0.1:$PORT -token $DT -d 13s -rate 20000 > /tmp/prof/jload-$L.txt &
+$LN /tmp/load/load -url http://127.0.0.1:$PORT -token $DT -d 13s -rate 20000 > /tmp/prof/jload-$L.txt &
 sleep 2; phase 20k; wait %2 2>/dev/null; sleep 1
-/tmp/load/load -url http://127.0.0.1:$PORT -token $DT -d 13s > /tmp/prof/jload2-$L.txt &
+$LN /tmp/load/load -url http://127.0.0.1:$PORT -token $DT -d 13s > /tmp/prof/jload2-$L.txt &
 LP=$!
 sleep 2; phase flood; wait $LP; echo -n "$L flood load: "; tail -1 /tmp/prof/jload2-$L.txt
 kill $PID; wait $PID 2>/dev/null
