@@ -3,7 +3,9 @@
 // One goroutine follows the engine's durability feed (a Cursor) and
 // publishes every durable record, in LSN order, to the subject
 // routehound.<depot>.<table> with the header Nats-Msg-Id <depot>/<lsn>, so
-// that JetStream drops a re-sent record as a duplicate. Publishing is
+// that JetStream drops a re-sent record as a duplicate, and the idempotency
+// entry its write stored, if any (HeaderIdem), so that a standby answers a
+// retry as this box would. Publishing is
 // asynchronous with a bounded window of acknowledgements in flight; the
 // acknowledgements are taken in order, so the last LSN JetStream
 // acknowledged (Acked) is the end of a gapless prefix of the log. That LSN
