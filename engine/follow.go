@@ -122,11 +122,29 @@ func (e *Engine) Promote() {
 // reopen: what was not answered is applied again from the store's last
 // LSN).
 func (e *Engine) ApplyFollowed(ctx context.Context, recs []Record) (uint64, error) {
+	return e.ApplyFollowedIdem(ctx, recs, nil)
+}
+
+// ApplyFollowedIdem is ApplyFollowed with the idempotency entries shipped
+// with the records (at most one per record, by its LSN): each is written
+// in the same batch as its record, expiring when it expires on the
+// primary (what is left of its TTL), so that once promoted this box
+// answers a retry with the same Idempotency-Key (or a phone's resend) as
+// the primary would have. An expired entry is dropped, and so is the
+// entry of a record the store holds already (it came with it, if at all).
+func (e *Engine) ApplyFollowedIdem(ctx context.Context, recs []Record, idem []IdemEntry) (uint64, error) {
 	e.follow.applyMu.Lock()
 	defer e.follow.applyMu.Unlock()
 	for _, r := range recs {
 		if r.Op != OpPut && r.Op != OpDelete {
 			return e.store().LastLSN(), fmt.Errorf("engine: apply lsn %d: unknown op %d", r.LSN, r.Op)
+		}
+	}
+	var byLSN map[uint64]IdemEntry
+	if len(idem) > 0 {
+		byLSN = make(map[uint64]IdemEntry, len(idem))
+		for _, ie := range idem {
+			byLSN[ie.LSN] = ie
 		}
 	}
 	recs = e.fillGaps(recs)
@@ -136,6 +154,9 @@ func (e *Engine) ApplyFollowed(ctx context.Context, recs []Record) (uint64, erro
 		n, size := 0, int64(0)
 		for n < len(recs) && n < most {
 			s := int64(2*len(recs[n].Value) + 2*len(recs[n].Key) + 2*len(recs[n].Table) + 64)
+			if ie, ok := byLSN[recs[n].LSN]; ok {
+				s += int64(2 * (len(ie.Scope) + len(ie.Key) + len(ie.Answer) + 48))
+			}
 			if n > 0 && size+s > e.cfg.BatchBytes/2 {
 				break
 			}
@@ -147,16 +168,17 @@ func (e *Engine) ApplyFollowed(ctx context.Context, recs []Record) (uint64, erro
 		if chunk[len(chunk)-1].LSN <= e.store().LastLSN() {
 			continue // all there already
 		}
-		if err := e.applyChunk(ctx, l, chunk, size); err != nil {
+		if err := e.applyChunk(ctx, l, chunk, size, byLSN); err != nil {
 			return e.store().LastLSN(), err
 		}
 	}
 	return e.store().LastLSN(), nil
 }
 
-// applyChunk writes one batch's worth of followed records through lane l
-// and waits until they are durable.
-func (e *Engine) applyChunk(ctx context.Context, l *lane, chunk []Record, size int64) error {
+// applyChunk writes one batch's worth of followed records, with their
+// idempotency entries (by LSN), through lane l and waits until they are
+// durable.
+func (e *Engine) applyChunk(ctx context.Context, l *lane, chunk []Record, size int64, idem map[uint64]IdemEntry) error {
 	l.stats.Arrivals.Add(1)
 	it := &item{units: len(chunk), bytes: size + 256, done: make(chan result, 1)}
 	it.apply = func(b *wal.Batch) (result, error) {
@@ -168,8 +190,14 @@ func (e *Engine) applyChunk(ctx context.Context, l *lane, chunk []Record, size i
 			if err != nil {
 				return result{}, err
 			}
-			if ok {
-				last = r.LSN
+			if !ok {
+				continue
+			}
+			last = r.LSN
+			if ie, has := idem[r.LSN]; has && r.Table != wal.VoidTable {
+				if _, err := b.ReplayIdem(walIdem(ie)); err != nil {
+					return result{}, fmt.Errorf("engine: apply the idempotency entry of lsn %d: %w", r.LSN, err)
+				}
 			}
 		}
 		return result{write: WriteResult{LSN: last}}, nil

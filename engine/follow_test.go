@@ -203,3 +203,94 @@ func TestApplyFollowedStartsMidLogAndFillsGaps(t *testing.T) {
 		t.Fatalf("after the deletes: %+v", tabs)
 	}
 }
+
+// The idempotency entries travel with their records: the primary ties
+// each to the record it answers (IdemEntries finds them in LSN order), a
+// standby stores those shipped with the records it applies (not the
+// expired ones), and once promoted it answers a retry as the primary
+// does: the same WriteResult for the same request, ErrIdempotencyMismatch
+// for another, a phone resend a duplicate with the first seq.
+func TestApplyFollowedIdemAnswersRetries(t *testing.T) {
+	ctx := context.Background()
+	p, _ := newEngine(t, nil)
+	fp := Fingerprint([]byte("r1"), []byte(`{"driver":"van-1"}`))
+	first, err := p.PutAssignment(ctx, "r1", []byte(`{"driver":"van-1"}`), WriteOptions{IfVersion: AnyVersion, IdemKey: "key-1", Fingerprint: fp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.PutKey(ctx, Write{Table: "notes", Key: "n", Value: []byte(`{}`), IfVersion: AnyVersion}); err != nil {
+		t.Fatal(err)
+	}
+	pt := phonePoint("van-9", "dev-9", 1_700_000_000_000, 52.5)
+	ack, err := p.SubmitPhonePoint(ctx, pt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.PutKey(ctx, Write{Table: "notes", Key: "gone", Value: []byte(`{}`), IfVersion: AnyVersion, IdemKey: "key-3", Fingerprint: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitCommitted(ctx); err != nil {
+		t.Fatal(err)
+	}
+	plog := wholeLog(t, p)
+	last := plog[len(plog)-1].LSN
+	var ents []IdemEntry
+	if err := p.IdemEntries(0, last, func(ie IdemEntry) error { ents = append(ents, ie); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 3 || ents[0].LSN != first.LSN || ents[0].Scope != "dispatch" || ents[0].Key != "key-1" ||
+		ents[1].Scope != "phone" || ents[2].Key != "key-3" || ents[0].ExpiresAt.Before(time.Now().Add(23*time.Hour)) {
+		t.Fatalf("the primary's entries: %+v", ents)
+	}
+	for _, ie := range ents {
+		r := plog[ie.LSN-plog[0].LSN]
+		if r.LSN != ie.LSN || ie.Scope == "phone" && r.Key != "van-9" || ie.Scope == "tables" && r.Key != "gone" {
+			t.Fatalf("entry %+v is not tied to its record (%+v)", ie, r)
+		}
+	}
+	// key-3's entry expired before the standby applied it.
+	ents[2].ExpiresAt = time.Now().Add(-time.Second)
+
+	s, _ := newEngine(t, nil)
+	s.SetNotPrimary("a standby")
+	half := len(plog) / 2
+	if _, err := s.ApplyFollowedIdem(ctx, plog[:half], ents); err != nil {
+		t.Fatal(err)
+	}
+	// Sent again with the rest: the entries of records held already are
+	// dropped, the others stored with their records.
+	if got, err := s.ApplyFollowedIdem(ctx, plog, ents); err != nil || got != last {
+		t.Fatalf("apply: %d %v", got, err)
+	}
+	var sents []IdemEntry
+	if err := s.IdemEntries(0, last, func(ie IdemEntry) error { sents = append(sents, ie); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(sents) != 2 || sents[0].LSN != ents[0].LSN || !sents[0].ExpiresAt.Equal(ents[0].ExpiresAt) || !bytes.Equal(sents[0].Answer, ents[0].Answer) ||
+		sents[1].LSN != ents[1].LSN || sents[1].Key != ents[1].Key {
+		t.Fatalf("the standby's entries: %+v, the primary's %+v", sents, ents)
+	}
+
+	s.Promote()
+	again, err := s.PutAssignment(ctx, "r1", []byte(`{"driver":"van-1"}`), WriteOptions{IfVersion: AnyVersion, IdemKey: "key-1", Fingerprint: fp})
+	want := first
+	want.Replayed = true
+	if err != nil || again != want {
+		t.Fatalf("the retry on the promoted standby: %+v %v, want %+v", again, err, want)
+	}
+	if _, err := s.PutAssignment(ctx, "r1", []byte(`{"driver":"van-2"}`), WriteOptions{IfVersion: AnyVersion, IdemKey: "key-1",
+		Fingerprint: Fingerprint([]byte("r1"), []byte(`{"driver":"van-2"}`))}); !errors.Is(err, ErrIdempotencyMismatch) {
+		t.Fatalf("the key with another request on the promoted standby: %v", err)
+	}
+	if a, err := s.SubmitPhonePoint(ctx, pt); err != nil || !a.Duplicate || a.Seq != ack.Seq {
+		t.Fatalf("the phone's resend on the promoted standby: %+v %v, the primary answered %+v", a, err, ack)
+	}
+	if s.StoreStats().LastLSN != last {
+		t.Fatalf("the retries wrote: last lsn %d, want %d", s.StoreStats().LastLSN, last)
+	}
+	// The expired entry's key is a new write.
+	if res, err := s.PutKey(ctx, Write{Table: "notes", Key: "gone", Value: []byte(`{}`), IfVersion: AnyVersion, IdemKey: "key-3", Fingerprint: []byte("x")}); err != nil ||
+		res.Replayed || res.LSN != last+1 {
+		t.Fatalf("the retry of an expired entry: %+v %v, want a new write at lsn %d", res, err, last+1)
+	}
+}

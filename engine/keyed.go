@@ -280,7 +280,8 @@ func (e *Engine) keyedItem(name Lane, w Write) *item {
 			if err != nil {
 				return result{}, err
 			}
-			if err := b.SetIdem(scope, w.IdemKey, raw, ttl); err != nil {
+			// Tied to its record: it travels with it to a standby.
+			if err := b.SetIdemFor(rec.LSN, scope, w.IdemKey, raw, ttl); err != nil {
 				return result{}, err
 			}
 		}

@@ -134,10 +134,12 @@ func (e *Engine) SubmitPhonePoint(ctx context.Context, p PhonePoint) (PhoneAck, 
 			val = append(val, ',')
 		}
 		val = append(val, p.Value[1:]...)
-		if _, err := b.PutSeries(fleet.TablePositions, p.Driver, [][]byte{val}, LaneDriver.String()); err != nil {
+		recs, err := b.PutSeries(fleet.TablePositions, p.Driver, [][]byte{val}, LaneDriver.String())
+		if err != nil {
 			return result{}, err
 		}
-		if err := b.SetIdem(phoneIdemScope, key, binary.BigEndian.AppendUint64(nil, seq), ttl); err != nil {
+		// Tied to its record: it travels with it to a standby.
+		if err := b.SetIdemFor(recs[0].LSN, phoneIdemScope, key, binary.BigEndian.AppendUint64(nil, seq), ttl); err != nil {
 			return result{}, err
 		}
 		ack = PhoneAck{Seq: seq}

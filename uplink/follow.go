@@ -279,6 +279,7 @@ func (f *Follower) session(ctx context.Context) error {
 	msgs, errc, stop := pump(ctx, it)
 	defer stop()
 	var recs []engine.Record
+	var idem []engine.IdemEntry // the idempotency entries shipped with recs
 	for {
 		var m jetstream.Msg
 		var ok bool
@@ -298,7 +299,7 @@ func (f *Follower) session(ctx context.Context) error {
 			}
 		}
 		// Take what else arrived, up to a batch, and apply it in one go.
-		recs = recs[:0]
+		recs, idem = recs[:0], idem[:0]
 		var lastSeq uint64
 		var mk *marker
 		for {
@@ -318,6 +319,16 @@ func (f *Follower) session(ctx context.Context) error {
 					return fmt.Errorf("the record at stream seq %d: %w", md.Sequence.Stream, err)
 				}
 				recs = append(recs, r)
+				// Its idempotency entry, when its write stored one (a
+				// message shipped before entries travelled has none).
+				// One that does not decode is left out, loudly: the
+				// record itself is sound, and the standby must follow.
+				if ie, ok, err := decodeIdem(m.Headers(), r.LSN); err != nil {
+					f.log.Error("standby: the idempotency entry shipped with a record does not decode; the record is applied without it (a retry of its write would be applied again once promoted)",
+						"stream_seq", md.Sequence.Stream, "lsn", r.LSN, "err", err)
+				} else if ok {
+					idem = append(idem, ie)
+				}
 			}
 			lastSeq = md.Sequence.Stream
 			f.pending.Store(md.NumPending)
@@ -337,7 +348,7 @@ func (f *Follower) session(ctx context.Context) error {
 			// Not cut by ctx: an apply the committer took completes, so
 			// that a stopped follower's seq is exactly what the store
 			// holds (Promote fences on it).
-			if _, err := f.e.ApplyFollowed(context.WithoutCancel(ctx), recs); err != nil {
+			if _, err := f.e.ApplyFollowedIdem(context.WithoutCancel(ctx), recs, idem); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}

@@ -3,7 +3,9 @@
 // One goroutine follows the engine's durability feed (a Cursor) and
 // publishes every durable record, in LSN order, to the subject
 // routehound.<depot>.<table> with the header Nats-Msg-Id <depot>/<lsn>, so
-// that JetStream drops a re-sent record as a duplicate. Publishing is
+// that JetStream drops a re-sent record as a duplicate, and the idempotency
+// entry its write stored, if any (HeaderIdem), so that a standby answers a
+// retry as this box would. Publishing is
 // asynchronous with a bounded window of acknowledgements in flight; the
 // acknowledgements are taken in order, so the last LSN JetStream
 // acknowledged (Acked) is the end of a gapless prefix of the log. That LSN
@@ -430,7 +432,76 @@ type Message struct {
 	CommittedAt time.Time       `json:"committed_at"`
 }
 
-func (u *Uplink) message(r *engine.Record) (*nats.Msg, error) {
+// HeaderIdem carries, on a record whose write stored an idempotency entry
+// (an Idempotency-Key's answer, a phone point's seq), that entry: JSON of
+// IdemHeader. A standby stores it with the record, so that once promoted
+// it answers a retry as the primary would have. A record without it (none
+// stored, expired before it was shipped, or shipped by a version before
+// it) is applied alone.
+const HeaderIdem = "Routehound-Idem"
+
+// IdemHeader is the value of HeaderIdem.
+type IdemHeader struct {
+	Scope     string `json:"scope"`                // the lane's name, or "phone"
+	Key       []byte `json:"key"`                  // the Idempotency-Key (base64: any bytes)
+	Answer    []byte `json:"answer"`               // what the write stored as its answer (base64)
+	ExpiresAt int64  `json:"expires_at,omitempty"` // Unix seconds; absent: never expires
+}
+
+// idemHeader encodes an idempotency entry for HeaderIdem.
+func idemHeader(ie *engine.IdemEntry) (string, error) {
+	h := IdemHeader{Scope: ie.Scope, Key: []byte(ie.Key), Answer: ie.Answer}
+	if !ie.ExpiresAt.IsZero() {
+		h.ExpiresAt = ie.ExpiresAt.Unix()
+	}
+	b, err := json.Marshal(h)
+	if err != nil {
+		return "", fmt.Errorf("encode the idempotency entry of lsn %d: %w", ie.LSN, err)
+	}
+	return string(b), nil
+}
+
+// decodeIdem reads the HeaderIdem of the record at lsn: ok is false when
+// there is none.
+func decodeIdem(h nats.Header, lsn uint64) (ie engine.IdemEntry, ok bool, err error) {
+	v := h.Get(HeaderIdem)
+	if v == "" {
+		return ie, false, nil
+	}
+	var b IdemHeader
+	if err := json.Unmarshal([]byte(v), &b); err != nil {
+		return ie, false, fmt.Errorf("header %s: %w", HeaderIdem, err)
+	}
+	if b.Scope == "" || len(b.Key) == 0 || b.ExpiresAt < 0 {
+		return ie, false, fmt.Errorf("header %s: no scope, no key or a negative expiry", HeaderIdem)
+	}
+	ie = engine.IdemEntry{LSN: lsn, Scope: b.Scope, Key: string(b.Key), Answer: b.Answer}
+	if b.ExpiresAt > 0 {
+		ie.ExpiresAt = time.Unix(b.ExpiresAt, 0).UTC()
+	}
+	return ie, true, nil
+}
+
+// idemEntries reads the unexpired idempotency entries of recs (LSNs in a
+// row, as a cursor returns them), in LSN order.
+func (u *Uplink) idemEntries(recs []engine.Record, out []engine.IdemEntry) ([]engine.IdemEntry, error) {
+	if len(recs) == 0 {
+		return out, nil
+	}
+	first, last := recs[0].LSN, recs[len(recs)-1].LSN
+	err := u.e.IdemEntries(first-1, last, func(ie engine.IdemEntry) error {
+		out = append(out, ie)
+		return nil
+	})
+	if err != nil {
+		return out, fmt.Errorf("read the idempotency entries of lsn %d..%d: %w", first, last, err)
+	}
+	return out, nil
+}
+
+// message is the message of record r, with its idempotency entry ie (nil:
+// none).
+func (u *Uplink) message(r *engine.Record, ie *engine.IdemEntry) (*nats.Msg, error) {
 	v := json.RawMessage(r.Value)
 	if len(v) == 0 {
 		v = json.RawMessage("null")
@@ -450,6 +521,13 @@ func (u *Uplink) message(r *engine.Record) (*nats.Msg, error) {
 	if u.fence {
 		m.Header.Set(hdrExpectSeq, strconv.FormatUint(u.markerSeq, 10))
 		m.Header.Set(hdrExpectSubj, EpochSubject(u.cfg.Depot))
+	}
+	if ie != nil && ie.LSN == r.LSN && !ie.Expired(time.Now()) {
+		v, err := idemHeader(ie)
+		if err != nil {
+			return nil, err
+		}
+		m.Header.Set(HeaderIdem, v)
 	}
 	return m, nil
 }
@@ -748,6 +826,9 @@ func (u *Uplink) session(ctx context.Context) error {
 	// The cursor has read past them; a session's cursor and held end
 	// together.
 	var held []engine.Record
+	// heldIdem: the idempotency entries of held (and maybe of records
+	// before them), in LSN order, read with them.
+	var heldIdem []engine.IdemEntry
 	// refusedNow is a record the client refused to publish: the session
 	// takes the acknowledgements of the records before it, then ends.
 	var refusedNow error
@@ -791,10 +872,11 @@ func (u *Uplink) session(ctx context.Context) error {
 			return refusedNow
 		}
 		if refusedNow == nil && len(pending) < window && (len(held) > 0 || cur.After() < e.DurableLSN()) {
-			recs := held
-			held = nil
+			recs, idem := held, heldIdem
+			held, heldIdem = nil, nil
 			var err error
-			if len(recs) == 0 {
+			fresh := len(recs) == 0
+			if fresh {
 				recs, err = cur.Next(ctx)
 			}
 			if errors.Is(err, engine.ErrTrimmed) {
@@ -813,13 +895,30 @@ func (u *Uplink) session(ctx context.Context) error {
 				}
 				return fmt.Errorf("read the log after lsn %d: %w", cur.After(), err)
 			}
+			if fresh {
+				// The records' idempotency entries travel with them (a
+				// standby answers a retry as this box would).
+				if idem, err = u.idemEntries(recs, nil); err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
+					return err // the next session reads the records again
+				}
+			}
 			for i := range recs {
 				r := &recs[i]
 				if len(pending) >= window {
-					held = recs[i:] // the rest next time round
+					held, heldIdem = recs[i:], idem // the rest next time round
 					break
 				}
-				m, err := u.message(r)
+				for len(idem) > 0 && idem[0].LSN < r.LSN {
+					idem = idem[1:]
+				}
+				var ie *engine.IdemEntry
+				if len(idem) > 0 && idem[0].LSN == r.LSN {
+					ie = &idem[0]
+				}
+				m, err := u.message(r, ie)
 				if err != nil {
 					return err
 				}

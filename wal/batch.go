@@ -263,16 +263,36 @@ func (b *Batch) Idem(scope, key string) ([]byte, bool, error) {
 	return v, true, nil
 }
 
-// SetIdem stores the answer of an idempotency key, kept for ttl (0: forever).
+// SetIdem stores the answer of an idempotency key, kept for ttl (0:
+// forever). The empty scope is reserved (SetIdemFor's copies).
 func (b *Batch) SetIdem(scope, key string, answer []byte, ttl time.Duration) error {
-	e := badger.NewEntry(idemKey(scope, key), answer)
-	if ttl > 0 {
-		e = e.WithTTL(ttl)
+	if scope == "" {
+		return fmt.Errorf("wal: set idempotency key %q: the empty scope is reserved", key)
 	}
-	if b.journaling {
-		b.jidem = append(b.jidem, journalIdem{scope: scope, key: key, answer: answer, expires: int64(e.ExpiresAt)})
+	return b.setIdem(scope, key, answer, expiresAt(ttl), b.journaling)
+}
+
+// expiresAt is Badger's expiry of an entry kept for ttl from now (0:
+// never), in Unix seconds, as badger.Entry.WithTTL computes it.
+func expiresAt(ttl time.Duration) uint64 {
+	if ttl <= 0 {
+		return 0
+	}
+	return uint64(time.Now().Add(ttl).Unix())
+}
+
+// setIdem stores an idempotency entry expiring at expires (Unix seconds,
+// 0: never), journaled when journal is set.
+func (b *Batch) setIdem(scope, key string, answer []byte, expires uint64, journal bool) error {
+	e := badger.NewEntry(idemKey(scope, key), answer)
+	e.ExpiresAt = expires
+	if journal {
+		b.jidem = append(b.jidem, journalIdem{scope: scope, key: key, answer: answer, expires: int64(expires)})
 	}
 	if err := b.txn.SetEntry(e); err != nil {
+		if scope == "" && len(key) == 8 {
+			return fmt.Errorf("wal: set the idempotency entry of lsn %d: %w", be64get([]byte(key)), err)
+		}
 		return fmt.Errorf("wal: set idempotency key %s/%s: %w", scope, key, err)
 	}
 	b.size += int64(len(scope) + len(key) + len(answer) + 32)

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
-	"time"
 )
 
 // The journal: a small file of its own for the writes whose writers wait
@@ -424,19 +423,18 @@ func (db *DB) replayJournal(frames []journaled) (replayed, voided int, err error
 		}
 		replayed++
 	}
+	// At their own expiry (what is left of their TTL); those expired are
+	// dropped. An entry of the empty scope is the copy kept with the
+	// record it answers (idem.go): it expires with its entry.
 	now := db.now().Unix()
 	for _, e := range idem {
-		ttl := time.Duration(0)
-		if e.expires > 0 {
-			if e.expires <= now {
-				continue
-			}
-			ttl = time.Duration(e.expires-now) * time.Second
+		if e.expires > 0 && e.expires <= now {
+			continue
 		}
 		if err := room(int64(len(e.scope) + len(e.key) + len(e.answer) + 32)); err != nil {
 			return 0, 0, err
 		}
-		if err := b.SetIdem(e.scope, e.key, e.answer, ttl); err != nil {
+		if err := b.setIdem(e.scope, e.key, e.answer, uint64(max(e.expires, 0)), false); err != nil {
 			b.Discard()
 			return 0, 0, err
 		}

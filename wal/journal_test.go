@@ -72,7 +72,10 @@ func TestJournalReplaysWhatTheLogLost(t *testing.T) {
 	if err := b.SetIdem("tables", "key-1", []byte("answer"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	mustPut(t, b, "u", "new", `{"n":1}`)
+	rnew := mustPut(t, b, "u", "new", `{"n":1}`)
+	if err := b.SetIdemFor(rnew.LSN, "tables", "key-2", []byte("answer-2"), time.Hour); err != nil {
+		t.Fatal(err)
+	}
 	b.Journal(false)
 	if _, err := b.PutSeries("pos", "van", [][]byte{[]byte(`{"seq":3}`)}, "driver"); err != nil {
 		t.Fatal(err)
@@ -140,6 +143,22 @@ func TestJournalReplaysWhatTheLogLost(t *testing.T) {
 	b.Discard()
 	if err != nil || !ok || string(v) != "answer" {
 		t.Fatalf("idempotency entry after the replay: %q %v %v", v, ok, err)
+	}
+	// The entry tied to its record comes back with it, and its copy too
+	// (a log shipper finds it with the record), at its own expiry.
+	var ents []IdemEntry
+	if err := re.IdemEntries(0, 7, func(e IdemEntry) error { ents = append(ents, e); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if exp := uint64(time.Now().Add(time.Hour).Unix()); len(ents) != 1 || ents[0].LSN != 7 || ents[0].Key != "key-2" || string(ents[0].Answer) != "answer-2" ||
+		ents[0].ExpiresAt+5 < exp || ents[0].ExpiresAt > exp {
+		t.Fatalf("idempotency entries tied to records after the replay: %+v", ents)
+	}
+	b = re.Begin()
+	v, ok, err = b.Idem("tables", "key-2")
+	b.Discard()
+	if err != nil || !ok || string(v) != "answer-2" {
+		t.Fatalf("idempotency entry of lsn 7 after the replay: %q %v %v", v, ok, err)
 	}
 	// Opened again: nothing more to replay, the LSNs go on.
 	if err := re.Close(); err != nil {

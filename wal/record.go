@@ -53,7 +53,7 @@ const (
 	kindLog   = 'l' // l + be64(lsn)            → encoded Record
 	kindState = 's' // s + table + 0x00 + key   → encoded State
 	kindTable = 't' // t + table                → be64(keys) + be64(last lsn)
-	kindIdem  = 'i' // i + scope + 0x00 + key   → caller's answer bytes (with TTL)
+	kindIdem  = 'i' // i + scope + 0x00 + key   → caller's answer bytes (with TTL); scope "": idem.go
 	kindMeta  = 'm' // m + name                 → meta values
 )
 
@@ -93,6 +93,13 @@ func idemKey(scope, key string) []byte {
 	k = append(k, scope...)
 	k = append(k, 0)
 	return append(k, key...)
+}
+
+// idemLinkKey (i + 0x00 + be64(lsn), the reserved empty scope) is the key
+// of the copy of the idempotency entry that record lsn answers, with the
+// same TTL (idem.go).
+func idemLinkKey(lsn uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{kindIdem, 0}, lsn)
 }
 
 func be64(v uint64) []byte {
