@@ -61,6 +61,10 @@ type Engine struct {
 	// now is the committer's clock: time.Now, or the deterministic
 	// simulation's virtual clock (simsched_test.go). Lanes share it.
 	now func() time.Time
+	// flights runs the log's fsync and the journal write beside the
+	// committer (pipeline.go): goroutines, or the deterministic
+	// simulation's virtual ones. nil: goroutines.
+	flights flightRunner
 }
 
 // Totals are engine-wide counters.

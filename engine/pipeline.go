@@ -77,6 +77,35 @@ type journalFrame struct {
 	lanes []*lane
 }
 
+// flightKind names what a flight does: the log's fsync or a journal write.
+type flightKind int
+
+const (
+	flightSync flightKind = iota
+	flightJournal
+)
+
+// flightRunner runs the flights beside the committer. The engine's is
+// goroutines; the deterministic simulation runs each at its virtual end
+// (simsched_test.go).
+type flightRunner interface {
+	// start runs f beside the committer; f sends its result on the
+	// flight's channel (cap 1: it never blocks).
+	start(kind flightKind, f func())
+	// settle runs every started flight to its end now: the committer is
+	// about to wait for their results (settleFlights).
+	settle()
+}
+
+// fly runs f beside the committer.
+func (e *Engine) fly(kind flightKind, f func()) {
+	if e.flights != nil {
+		e.flights.start(kind, f)
+		return
+	}
+	go f()
+}
+
 func (f *flights) init(covered uint64) {
 	f.syncDone = make(chan syncEnd, 1)
 	f.jDone = make(chan journalEnd, 1)
@@ -154,10 +183,10 @@ func (e *Engine) startJournal() {
 		frames[i] = jf.f
 	}
 	covered := e.fl.covered
-	go func() {
-		t0 := time.Now()
+	t0 := e.now() // the engine's clock: the simulation's flights take virtual time
+	e.fly(flightJournal, func() {
 		n, err := pe.journal(frames, covered)
-		d := time.Since(t0)
+		d := e.now().Sub(t0)
 		if err == nil {
 			// Answered here, not after the hop back to the committer: under
 			// load that hop waited for the batch being committed and for a
@@ -166,7 +195,7 @@ func (e *Engine) startJournal() {
 			e.answerJournaled(q[:n])
 		}
 		e.fl.jDone <- journalEnd{n, err, d}
-	}()
+	})
 }
 
 // finishJournal takes the result of the journal write in flight, whose
@@ -209,11 +238,11 @@ func (e *Engine) startSync(p *pending, pe pipelinedEnv) {
 	*p = pending{}
 	e.fl.syncing = s
 	e.fl.syncLast = pe.last()
-	go func() {
-		t0 := time.Now()
+	t0 := e.now()
+	e.fly(flightSync, func() {
 		err := pe.sync()
-		e.fl.syncDone <- syncEnd{err, time.Since(t0)}
-	}()
+		e.fl.syncDone <- syncEnd{err, e.now().Sub(t0)}
+	})
 }
 
 // finishSync completes the fsync in flight.
@@ -254,6 +283,9 @@ func (e *Engine) pollFlights() {
 // store failure): what they made durable is answered as usual; the items
 // of a failed fsync join p, to be held or refused with it.
 func (e *Engine) settleFlights(p *pending) {
+	if e.flights != nil {
+		e.flights.settle()
+	}
 	if e.fl.jflight != nil {
 		<-e.fl.jDone // what it made durable, it answered (startJournal)
 		e.fl.jflight = nil

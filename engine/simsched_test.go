@@ -25,6 +25,15 @@ package engine
 //     points, reopens the store and writes them again) every accepted
 //     point is still in the log, once and in order.
 //
+// Every scenario runs twice: with the committer syncing inline (a fake
+// env), and pipelined as the server runs it (pipeline.go): the log's fsync
+// and the journal's write are flights beside the commits, each ending at
+// its virtual time (simFlights), the journal answering the waited-for
+// writes; there the dispatch bound counts two journal writes instead of
+// two fsyncs, and a slow-log scenario (the log's fsync ten times the
+// journal's) checks that the waited-for lanes keep their SLAs and the cap
+// is derived from the journal's measure.
+//
 // testing/synctest is not used: select order and same-instant timers make
 // it nondeterministic for this; here nothing is concurrent.
 
@@ -54,12 +63,20 @@ var (
 // except in the retention scenario (set around its newSim).
 var simRetention Retention
 
+// simPipelined makes newSim's committer pipeline as the server's does
+// (pipeline.go): the log's fsync and the journal's write run as flights
+// beside the commits, each ending at its virtual time (simFlights), and
+// the journal answers the waited-for writes. Off: the committer syncs
+// inline, as a test's fake env makes it.
+var simPipelined bool
+
 // simCost is the model of the store's costs; slow multiplies them (a disk
 // slowing down), jitter adds up to that fraction at random.
 type simCost struct {
 	fixed  time.Duration // a commit's fixed cost
 	perRec time.Duration // each record of a commit
 	fsync  time.Duration
+	jsync  time.Duration // a journal write and its fdatasync (pipelined)
 	jitter float64
 }
 
@@ -100,6 +117,100 @@ func (f *simEnv) sync() error {
 	return nil
 }
 
+// simPipeEnv is simEnv for the pipelined committer: its sync and journal
+// run inside flights, which take their virtual time (simFlights); they
+// move no clock themselves.
+type simPipeEnv struct{ simEnv }
+
+func (f *simPipeEnv) sync() error {
+	s := f.s
+	s.syncs++
+	if len(s.failAt) > 0 && s.e.now().Sub(s.start) >= s.failAt[0] {
+		s.failAt = s.failAt[1:]
+		s.faults++
+		return errors.New("simulated fsync failure")
+	}
+	return nil // as simEnv: nothing is power-cut here
+}
+
+func (f *simPipeEnv) journal(frames []wal.JournalFrame, covered uint64) (int, error) {
+	f.s.journals++
+	return f.db.JournalWrite(frames, covered)
+}
+
+func (f *simPipeEnv) last() uint64 { return f.db.LastLSN() }
+
+// simFlight is a flight started at some virtual time, ending at at.
+type simFlight struct {
+	at  time.Time
+	seq int
+	f   func()
+}
+
+// simFlights runs the committer's flights in virtual time: each ends (runs)
+// when the simulation's clock has passed its end, in the order of their
+// ends; meanwhile the committer commits on. While one runs the engine's
+// clock reads its end, so that what it measures and answers is timed
+// there, not at the end of the commit the committer was in.
+type simFlights struct {
+	s   *sim
+	q   []simFlight // by at, then seq
+	seq int
+}
+
+func (fl *simFlights) start(kind flightKind, f func()) {
+	s := fl.s
+	d := s.model.fsync
+	if kind == flightJournal {
+		d = s.model.jsync
+	}
+	fl.seq++
+	sf := simFlight{at: s.clk.t.Add(s.cost(d)), seq: fl.seq, f: f}
+	i, _ := slices.BinarySearchFunc(fl.q, sf, func(a, b simFlight) int {
+		if c := a.at.Compare(b.at); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.seq, b.seq)
+	})
+	fl.q = slices.Insert(fl.q, i, sf)
+}
+
+// settle: the committer waits for every flight (a store failure): the
+// clock moves to their ends.
+func (fl *simFlights) settle() {
+	for len(fl.q) > 0 {
+		if fl.q[0].at.After(fl.s.clk.t) {
+			fl.s.clk.t = fl.q[0].at
+		}
+		fl.runFirst()
+	}
+}
+
+// runDue runs the flights that ended by now.
+func (fl *simFlights) runDue() {
+	for len(fl.q) > 0 && !fl.q[0].at.After(fl.s.clk.t) {
+		fl.runFirst()
+	}
+}
+
+func (fl *simFlights) runFirst() {
+	sf := fl.q[0]
+	fl.q = fl.q[1:]
+	s := fl.s
+	s.flightNow = sf.at
+	sf.f()
+	s.collectAt(sf.at) // what the journal answered, answered at its end
+	s.flightNow = time.Time{}
+}
+
+// next is when the next flight ends; ok is false when none flies.
+func (fl *simFlights) next() (time.Time, bool) {
+	if len(fl.q) == 0 {
+		return time.Time{}, false
+	}
+	return fl.q[0].at, true
+}
+
 // simEvent is one arrival.
 type simEvent struct {
 	at     time.Duration // since the start
@@ -133,7 +244,12 @@ type sim struct {
 
 	batches   int // committed
 	syncs     int
-	syncsSeen int
+	journals  int    // journal writes (pipelined)
+	syncsSeen uint64 // the engine's fsyncs when durable_seq was last checked
+	// pipelined: the committer's flights (simPipelined); flightNow is the
+	// engine's clock while one ends.
+	flights   *simFlights
+	flightNow time.Time
 	batchCap  int // the cap the batch being built was built under
 	capMax    int // the largest cap of the run
 	trace     []string
@@ -201,11 +317,26 @@ func newSim(t *testing.T, seed uint64, model simCost, slow func(time.Duration) f
 	// goroutine, which the simulation waits for (its outcome does not
 	// depend on timing).
 	cfg.Open = func() (*wal.DB, error) { return wal.Open(wal.Options{Dir: dir, MemoryBytes: 32 << 20}) }
-	e, err := build(cfg, db, nil, func(db *wal.DB) commitEnv { return &simEnv{s: s, db: db} })
+	pipelined := simPipelined // also for the stores reopened after a failure
+	e, err := build(cfg, db, nil, func(db *wal.DB) commitEnv {
+		if pipelined {
+			return &simPipeEnv{simEnv{s: s, db: db}}
+		}
+		return &simEnv{s: s, db: db}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.now = func() time.Time { return s.clk.t }
+	e.now = func() time.Time {
+		if !s.flightNow.IsZero() {
+			return s.flightNow
+		}
+		return s.clk.t
+	}
+	if pipelined {
+		s.flights = &simFlights{s: s}
+		e.flights = s.flights
+	}
 	s.e = e
 	t.Cleanup(func() { e.db.Load().Close() })
 	return s
@@ -381,7 +512,10 @@ func (s *sim) dispatchIn(b *wal.Batch) int {
 }
 
 // collect takes the answers given and checks durable_seq.
-func (s *sim) collect() {
+func (s *sim) collect() { s.collectAt(s.clk.t) }
+
+// collectAt takes the answers given, answered at the time at.
+func (s *sim) collectAt(at time.Time) {
 	kept := s.waits[:0]
 	for _, w := range s.waits {
 		select {
@@ -393,7 +527,7 @@ func (s *sim) collect() {
 			if r.err != nil {
 				s.t.Fatalf("seed %d: a %s write failed: %v", s.seed, w.lane, r.err)
 			}
-			s.lat[w.lane] = append(s.lat[w.lane], s.clk.t.Sub(w.at))
+			s.lat[w.lane] = append(s.lat[w.lane], at.Sub(w.at))
 			if w.lane == LaneDispatch && w.batch > w.arrival+1 {
 				s.t.Fatalf("seed %d: a dispatch write that arrived after batch %d was committed in batch %d", s.seed, w.arrival, w.batch)
 			}
@@ -403,10 +537,11 @@ func (s *sim) collect() {
 	}
 	clear(s.waits[len(kept):])
 	s.waits = kept
-	if s.syncs == s.syncsSeen {
+	if n := s.e.totals.Fsyncs.Load(); n == s.syncsSeen {
 		return
+	} else {
+		s.syncsSeen = n
 	}
-	s.syncsSeen = s.syncs
 	for d := range s.accepted {
 		q, err := s.e.DriverDurableSeq(d)
 		if err != nil {
@@ -423,6 +558,9 @@ func (s *sim) collect() {
 func (s *sim) run() {
 	slices.SortStableFunc(s.events, func(a, b simEvent) int { return cmp.Compare(a.at, b.at) })
 	var p pending
+	if s.flights != nil {
+		s.e.cur = &p // the pipelined committer's own pending set (Engine.sync)
+	}
 	for turns := 0; ; turns++ {
 		if turns > 50_000_000 {
 			s.t.Fatalf("seed %d: no end after %d turns", s.seed, turns)
@@ -442,7 +580,18 @@ func (s *sim) run() {
 			}
 			s.e.resume(db)
 			s.recoveries++
+			if (s.flights != nil) != (s.e.pipelined() != nil) {
+				s.t.Fatalf("seed %d: the reopened store's committer pipelines: %v, want %v", s.seed, s.e.pipelined() != nil, s.flights != nil)
+			}
 			continue
+		}
+		if s.flights != nil {
+			// As the run loop: what came back before the next batch.
+			s.flights.runDue()
+			s.e.pollFlights()
+			if s.e.failed.Load() {
+				continue
+			}
 		}
 		s.deliver()
 		_, more := s.nextAt()
@@ -462,16 +611,24 @@ func (s *sim) run() {
 		if waiting {
 			continue
 		}
-		if done && p.empty() {
+		flying := s.flights != nil && (!s.e.fl.idle() || len(s.flights.q) > 0)
+		if done && p.empty() && !flying {
 			break
 		}
-		// Idle: on to the next arrival or the pending fsync's deadline.
+		// Idle: on to the next arrival, the pending fsync's deadline (none
+		// while an fsync flies: its end wakes the committer) or the next
+		// flight's end.
 		var at time.Time
 		if next, ok := s.nextAt(); ok {
 			at = s.start.Add(next)
 		}
-		if !p.empty() && (at.IsZero() || p.due.Before(at)) {
+		if !p.empty() && s.e.fl.syncing == nil && (at.IsZero() || p.due.Before(at)) {
 			at = p.due
+		}
+		if s.flights != nil {
+			if end, ok := s.flights.next(); ok && (at.IsZero() || end.Before(at)) {
+				at = end
+			}
 		}
 		if at.After(s.clk.t) {
 			s.clk.t = at
@@ -545,7 +702,11 @@ func firstDiff(a, b []uint64) int {
 func (s *sim) dispatchBound() time.Duration {
 	f := s.maxSlow * (1 + s.model.jitter)
 	c := time.Duration(max(s.capMax, chunkPoints) + 16)
-	return time.Duration(f * float64(2*(s.model.fixed+c*s.model.perRec)+2*s.model.fsync))
+	sync := s.model.fsync
+	if s.flights != nil {
+		sync = s.model.jsync // answered by the journal (pipeline.go)
+	}
+	return time.Duration(f * float64(2*(s.model.fixed+c*s.model.perRec)+2*sync))
 }
 
 func pct(ds []time.Duration, q float64) time.Duration {
@@ -573,12 +734,16 @@ type simScenario struct {
 	max   float64 // the largest slow factor
 	setup func(s *sim, phones int, dur time.Duration)
 	check func(t *testing.T, s *sim)
+	// model changes the costs' model; pipelinedOnly: the scenario is
+	// about the journal (the inline committer cannot meet it).
+	model         func(simCost) simCost
+	pipelinedOnly bool
 }
 
 func steady(float64) func(time.Duration) float64 { return func(time.Duration) float64 { return 1 } }
 
 func TestSimulatedSchedule(t *testing.T) {
-	model := simCost{fixed: 80 * time.Microsecond, perRec: 3 * time.Microsecond, fsync: time.Millisecond, jitter: 0.3}
+	model := simCost{fixed: 80 * time.Microsecond, perRec: 3 * time.Microsecond, fsync: time.Millisecond, jsync: 500 * time.Microsecond, jitter: 0.3}
 	phones, dur, seeds := 1000, 6*time.Second, []uint64{1, 2, 3}
 	if *simLong {
 		phones, dur = 10000, 60*time.Second
@@ -613,6 +778,20 @@ func TestSimulatedSchedule(t *testing.T) {
 			}
 			return 1
 		}, setup: base},
+		{name: "slow-log", slow: steady(1), max: 1, pipelinedOnly: true, setup: func(s *sim, phones int, dur time.Duration) {
+			// The log's fsync ten times the journal's, in a driver spike
+			// (a big memtable to flush, a log on a slower device): the
+			// waited-for lanes keep their SLAs on the journal, and the
+			// batch cap is derived from the journal's measure, not the
+			// log's (which alone takes the target: infeasible).
+			base(s, phones, dur)
+			s.drivers("p", phones, 5*time.Second/9, dur/3, 2*dur/3)
+		}, model: func(m simCost) simCost { m.fsync = 10 * m.jsync; return m }, check: func(t *testing.T, s *sim) {
+			st := s.e.Sched()
+			if st.SyncFrom != "journal" || st.Infeasible || st.LogSync < 2*time.Millisecond {
+				t.Fatalf("seed %d: the schedule at the end: %+v, want the cap from the journal's measure, feasible, beside a slow log", s.seed, st)
+			}
+		}},
 		{name: "fsync-failures", slow: steady(1), max: 1, setup: func(s *sim, phones int, dur time.Duration) {
 			// In a driver spike with a phone flushing: the driver lane holds
 			// accepted points, not yet written, when the fsyncs fail.
@@ -669,8 +848,28 @@ func TestSimulatedSchedule(t *testing.T) {
 			// fairness is measured while all twenty are backlogged: see run
 		}},
 	}
-	for _, sc := range scenarios {
-		t.Run(sc.name, func(t *testing.T) {
+	// Each scenario twice: the committer syncing inline (a fake env), and
+	// pipelined as the server runs it (the log's fsync beside the commits,
+	// the journal answering the waited-for writes).
+	type modedScenario struct {
+		simScenario
+		pipelined bool
+	}
+	var runs []modedScenario
+	for _, pipelined := range []bool{false, true} {
+		for _, sc := range scenarios {
+			if sc.pipelinedOnly && !pipelined {
+				continue
+			}
+			runs = append(runs, modedScenario{sc, pipelined})
+		}
+	}
+	for _, sc := range runs {
+		name := "inline/" + sc.name
+		if sc.pipelined {
+			name = "pipelined/" + sc.name
+		}
+		t.Run(name, func(t *testing.T) {
 			for _, seed := range seeds {
 				var hashes []uint64
 				for rep := 0; rep < 2; rep++ {
@@ -681,8 +880,13 @@ func TestSimulatedSchedule(t *testing.T) {
 					if sc.name == "retention" {
 						simRetention = Retention{MaxBytes: 32 << 10}
 					}
-					s := newSim(t, seed, model, sc.slow, sc.max)
-					simRetention = Retention{}
+					simPipelined = sc.pipelined
+					m := model
+					if sc.model != nil {
+						m = sc.model(m)
+					}
+					s := newSim(t, seed, m, sc.slow, sc.max)
+					simRetention, simPipelined = Retention{}, false
 					sc.setup(s, phones, dur)
 					var fair []float64
 					if sc.name == "backlogged-drivers" {
@@ -719,8 +923,8 @@ func TestSimulatedSchedule(t *testing.T) {
 					}
 					hashes = append(hashes, s.hash())
 					if rep == 0 {
-						t.Logf("seed %d: %d batches, %d fsyncs (%d failed, %d recoveries, %d keyed writes answered unavailable), %d refused; dispatch p50 %v p99 %v max %v (bound %v); warehouse p99 %v; tables p99 %v",
-							seed, s.batches, s.syncs, s.faults, s.recoveries, s.unavailable, s.refused, pct(s.lat[LaneDispatch], 0.5), pct(s.lat[LaneDispatch], 0.99), pct(s.lat[LaneDispatch], 1), s.dispatchBound(),
+						t.Logf("seed %d: %d batches, %d fsyncs, %d journal writes (%d failed, %d recoveries, %d keyed writes answered unavailable), %d refused; dispatch p50 %v p99 %v max %v (bound %v); warehouse p99 %v; tables p99 %v",
+							seed, s.batches, s.syncs, s.journals, s.faults, s.recoveries, s.unavailable, s.refused, pct(s.lat[LaneDispatch], 0.5), pct(s.lat[LaneDispatch], 0.99), pct(s.lat[LaneDispatch], 1), s.dispatchBound(),
 							pct(s.lat[LaneWarehouse], 0.99), pct(s.lat[LaneTables], 0.99))
 					}
 				}
