@@ -275,9 +275,15 @@ func (u *Uplink) run(ctx context.Context) {
 		var fe *fencedError
 		if errors.As(err, &fe) {
 			// Sticky: a standby was promoted in this box's place; its
-			// records follow in the stream, this box's must not.
-			u.fenced.Store(true)
+			// records follow in the stream, this box's must not. Writes
+			// are refused first (OnFenced), so that once Fenced reads
+			// true no write is taken (TestStandbyFollowsPromotesAndFences
+			// took one in that gap).
+			if u.cfg.OnFenced != nil {
+				u.cfg.OnFenced(fe.Error())
+			}
 			u.fencedBy.Store(fe.stream)
+			u.fenced.Store(true)
 			if err := u.store(u.acked.Load(), true); err != nil {
 				u.log.Error("cannot store that this box is fenced; a restart learns it again from the stream", "err", err)
 			} else {
@@ -285,9 +291,6 @@ func (u *Uplink) run(ctx context.Context) {
 			}
 			u.log.Error("UPLINK FENCED: a standby was promoted in this box's place (the stream's epoch of the depot is newer); nothing more is shipped and writes are refused (not_primary) until this box is rebuilt as a standby",
 				"depot", u.cfg.Depot, "stream", u.cfg.Stream, "own_epoch", fe.own, "stream_epoch", fe.stream, "acked_lsn", u.acked.Load())
-			if u.cfg.OnFenced != nil {
-				u.cfg.OnFenced(fe.Error())
-			}
 			<-ctx.Done()
 			return
 		}
