@@ -68,6 +68,7 @@ const (
 	maxWrites     = 1024
 	maxWriteBytes = 256 << 10
 	eventBytes    = 320 // an event's JSON and key, about
+	markBytes     = 160 // a mark, as DirtyBytes counts it
 )
 
 // hardWrites and hardBytes bound what one write may carry at most, far
@@ -309,6 +310,10 @@ func (c *Consumer) load() error {
 		if err := c.replayMarks(marksAt, cursor.LSN); err != nil {
 			return err
 		}
+		// Dirty only what the store does not hold as it is: the replay
+		// may cover marks that writes of the last run carried (a backlog
+		// of marks is written a part at a time: flush).
+		c.tr.KeepChangedMarks(marks)
 	}
 	c.marksWrite = time.Now()
 	if n := len(progress) - c.tr.Routes(); n > 0 {
@@ -374,6 +379,7 @@ type pending struct {
 	upto   uint64    // the last record evaluated
 	part   uint64    // > 0: only that far into record upto's output (a split record)
 	since  time.Time // the first evaluation not written
+	marks  bool      // the next write carries the dirty marks (what room it has for them)
 }
 
 // pos is how far p's evaluation goes, as a cursor.
@@ -456,8 +462,8 @@ func (c *Consumer) run(ctx context.Context) {
 			}
 			p.events = append(p.events, evs...)
 			if c.full(&p) {
-				if !c.flush(ctx, &p, &backoff) {
-					break // reloaded: read on from the stored cursor
+				if !c.flush(ctx, &p, &backoff) || ctx.Err() != nil {
+					break // reloaded: read on from the stored cursor; or stopped
 				}
 			}
 		}
@@ -531,12 +537,15 @@ func (c *Consumer) full(p *pending) bool {
 // bytes), whatever the fleet.
 func (c *Consumer) fits(r *engine.Record, p *pending) bool {
 	w, b := c.tr.Cost(r)
-	return len(p.events)+c.tr.DirtyCount()+1+w <= c.hardWrites &&
-		len(p.events)*eventBytes+c.tr.DirtyBytes()+b <= c.hardBytes
+	marks := c.tr.DirtyMarks()
+	counted := c.marksCounted(r)
+	return len(p.events)+c.tr.DirtyCount()-marks+counted+2+w <= c.hardWrites &&
+		len(p.events)*eventBytes+c.tr.DirtyBytes()-(marks-counted)*markBytes+b <= c.hardBytes
 }
 
 // afterPart, when set (tests), is called after each part of a split
-// record is written, but the last.
+// record is written, but the last, and after each write that carried a
+// part of the dirty marks only.
 var afterPart func(c *Consumer)
 
 // applySplit evaluates a record whose output does not fit one write in
@@ -555,6 +564,31 @@ func (c *Consumer) applySplit(ctx context.Context, r *engine.Record, p *pending,
 	// What is pending first: the parts start at a record's boundary.
 	if !c.flush(ctx, p, backoff) {
 		return false
+	}
+	// A change of a driver's routes with more marks dirty than the write
+	// after it would take (fits): the marks go first, a part of the
+	// record each, the record's own output after them.
+	for r.Table == fleet.TableAssignments && c.tr.DirtyMarks() > 0 && !c.fits(r, p) {
+		part := uint64(0)
+		if c.stored.LSN == r.LSN {
+			part = c.stored.Part
+		}
+		if p.pos() == c.stored {
+			p.since = time.Now()
+		}
+		before := c.tr.DirtyMarks()
+		p.upto, p.part, p.marks = r.LSN, part+1, true
+		if !c.flush(ctx, p, backoff) {
+			return false
+		}
+		if c.tr.DirtyMarks() >= before {
+			// No room for a mark: never loop (the record's write is then
+			// refused and retried, as before parts existed).
+			break
+		}
+		if ctx.Err() != nil {
+			return false
+		}
 	}
 	for {
 		part := uint64(0) // how far into r the store is
@@ -603,9 +637,21 @@ func (c *Consumer) flush(ctx context.Context, p *pending, backoff *time.Duration
 	// checkpoint is due, or when the write is full anyway; otherwise they
 	// stay dirty for a later write, and a restart replays them from the
 	// log (replayMarks).
+	//
+	// A write carries at most what room is left of the dirty marks (a
+	// restart may replay more of them than one write takes, or a smaller
+	// events lane than the last run's): then "marks_at" stays where it is
+	// until a write carries the last of them; each mark written is still
+	// one the replay from "marks_at" ends at (a mark replayed over points
+	// it already passed does not move: see KeepChangedMarks). A change of
+	// a driver's routes is never taken while more marks are dirty than a
+	// write takes (fits), so that the write after it carries them all.
 	now := time.Now()
-	withMarks := c.tr.MarksDue() || now.Sub(c.marksWrite) >= c.cfg.Checkpoint || c.full(p)
-	if withMarks {
+	withMarks := c.tr.MarksDue() || now.Sub(c.marksWrite) >= c.cfg.Checkpoint || c.full(p) || p.marks
+	room := c.marksRoom(p)
+	allMarks := c.tr.DirtyMarks() <= room || c.tr.MarksDue()
+	var marked []string
+	if withMarks && allMarks {
 		at, _ := json.Marshal(engine.CursorValue{LSN: p.upto})
 		w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetConsumer, Key: marksAtKey, Value: at})
 	}
@@ -634,9 +680,10 @@ func (c *Consumer) flush(ctx context.Context, p *pending, backoff *time.Duration
 		raw, _ := json.Marshal(pr)
 		w.Writes = append(w.Writes, engine.Write{Table: fleet.TableRouteProgress, Key: route, Value: raw})
 	}, func(driver string, m *Mark) {
-		if !withMarks {
+		if !withMarks || !allMarks && len(marked) >= room {
 			return
 		}
+		marked = append(marked, driver)
 		if m == nil {
 			w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetConsumer, Key: markKey(driver), Delete: true})
 			return
@@ -679,7 +726,7 @@ func (c *Consumer) flush(ctx context.Context, p *pending, backoff *time.Duration
 	*backoff = 50 * time.Millisecond
 	now = time.Now()
 	c.lastWrite = now
-	if withMarks {
+	if withMarks && allMarks {
 		c.marksWrite = now
 	}
 	if !res.Replayed {
@@ -693,10 +740,40 @@ func (c *Consumer) flush(ctx context.Context, p *pending, backoff *time.Duration
 	}
 	c.stored = p.pos()
 	c.stats.Stored.Store(whole(c.stored))
-	c.tr.ClearDirty(!withMarks)
+	c.tr.ClearDirty(!withMarks || !allMarks)
 	c.count()
 	p.events = p.events[:0]
+	p.marks = false
+	if withMarks && !allMarks {
+		c.tr.MarksWritten(marked)
+		if afterPart != nil && len(marked) > 0 && p.part == 0 {
+			afterPart(c)
+		}
+	}
 	return true
+}
+
+// marksRoom is how many dirty marks the next write of p may carry besides
+// the rest of it (its events and the other dirty state), within the hard
+// bounds of one write (the cursor and "marks_at" are two records more).
+func (c *Consumer) marksRoom(p *pending) int {
+	marks := c.tr.DirtyMarks()
+	others := len(p.events) + c.tr.DirtyCount() - marks + 2
+	otherBytes := len(p.events)*eventBytes + c.tr.DirtyBytes() - marks*markBytes
+	return max(0, min(c.hardWrites-others, (c.hardBytes-otherBytes)/markBytes))
+}
+
+// marksCounted is how many of the dirty marks a record's fit counts
+// (fits): all of them before a change of a driver's routes (the write
+// after it carries them all), otherwise at most half a write's worth, the
+// part of them the next write carries at least (a longer backlog is
+// written a part per write).
+func (c *Consumer) marksCounted(r *engine.Record) int {
+	marks := c.tr.DirtyMarks()
+	if r != nil && r.Table == fleet.TableAssignments {
+		return marks
+	}
+	return min(marks, c.hardWrites/2, c.hardBytes/2/markBytes)
 }
 
 // reload reads the state again from the store, until it can or ctx ends.

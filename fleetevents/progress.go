@@ -209,6 +209,27 @@ func (t *Tracker) moveMark(driver string, ts time.Time, lsn uint64) bool {
 // routes changed.
 func (t *Tracker) MarksDue() bool { return t.moved }
 
+// KeepChangedMarks leaves dirty only the marks that differ from stored
+// (the marks as the store holds them): after a restore's replay, a mark
+// that a write of an earlier run already carried as it is now need not be
+// written again, so that a restart between two writes of a long backlog
+// of marks goes on where the store is.
+func (t *Tracker) KeepChangedMarks(stored map[string]Mark) {
+	for d, m := range t.dirtyMarks {
+		if s, ok := stored[d]; ok && m != nil && m.LSN == s.LSN && m.TS.Equal(s.TS) {
+			delete(t.dirtyMarks, d)
+		}
+	}
+}
+
+// MarksWritten forgets that the marks of drivers are dirty: a write
+// carried them (a part of the dirty marks; ClearDirty forgets all).
+func (t *Tracker) MarksWritten(drivers []string) {
+	for _, d := range drivers {
+		delete(t.dirtyMarks, d)
+	}
+}
+
 // DirtyMarks is how many drivers' marks changed since they were written.
 func (t *Tracker) DirtyMarks() int { return len(t.dirtyMarks) }
 
