@@ -122,6 +122,10 @@ type Consumer struct {
 	// marksAt, stored under "marks_at").
 	marksWrite time.Time
 	cur        *engine.Cursor
+	// gap, when set, is the consumer's own record for records retention
+	// trimmed before it evaluated them (reconcile): applied before the
+	// oldest record of the log.
+	gap *engine.Record
 
 	stats  Stats
 	cancel context.CancelFunc
@@ -321,10 +325,16 @@ func (c *Consumer) load() error {
 	}
 	c.tr.RestoreFences(fences, states)
 	c.stored = cursor
+	c.gap = nil
 	if first := c.e.StoreStats().FirstLSN; first > 0 && follow+1 < first {
 		// The log no longer holds what follows the cursor (retention):
 		// go on from the oldest record it holds.
 		c.log.Warn("fleet events: the log was trimmed past the consumer's cursor; events of the trimmed records are not derived", "cursor", cursor.LSN, "first_lsn", first)
+		gap, err := c.reconcile(s, cursor, first)
+		if err != nil {
+			return err
+		}
+		c.gap = gap
 		follow = first - 1
 	}
 	c.cur = c.e.Follow(follow)
@@ -332,6 +342,51 @@ func (c *Consumer) load() error {
 	c.stats.Stored.Store(whole(c.stored))
 	c.count()
 	return nil
+}
+
+// reconcile is what the consumer does for the records retention trimmed
+// before it evaluated them (a whole range, or the rest of a record it
+// was writing in parts): the fences it follows that the fences table no
+// longer holds were deleted meanwhile, and their drivers exit them with
+// reason "deleted". It answers that as a record of its own, at the last
+// LSN the log no longer holds (at the cursor's LSN when the cursor is
+// inside the trimmed record: a fence's deletion that was being written in
+// parts ends with the very events its record would have decided), which
+// the consumer applies in parts like a fence's deletion (applySplit),
+// before the oldest record the log holds. Nil: nothing to reconcile.
+func (c *Consumer) reconcile(s *engine.Snapshot, cursor engine.CursorValue, first uint64) (*engine.Record, error) {
+	var gone []string
+	for _, id := range sortedKeys(c.tr.fences) {
+		_, ok, err := s.Get(fleet.TableFences, id)
+		if err != nil {
+			return nil, fmt.Errorf("fleetevents: reading fence %s: %w", id, err)
+		}
+		if !ok {
+			gone = append(gone, id)
+		}
+	}
+	if len(gone) == 0 {
+		return nil, nil
+	}
+	lsn := first - 1
+	if cursor.Part > 0 && cursor.LSN < first {
+		lsn = cursor.LSN
+	}
+	// The exits are decided when the oldest record the log holds was
+	// committed: no later than the deletion, and the same after a restart.
+	at := time.Now()
+	if err := c.e.ReadLog(first-1, 1, func(r engine.Record) error {
+		at = r.CommittedAt
+		return errStopScan
+	}); err != nil && !errors.Is(err, errStopScan) {
+		return nil, fmt.Errorf("fleetevents: reading the oldest record of the log: %w", err)
+	}
+	raw, err := json.Marshal(gone)
+	if err != nil {
+		return nil, fmt.Errorf("fleetevents: the deleted fences: %w", err)
+	}
+	c.log.Warn("fleet events: fences deleted in the trimmed records; their drivers exit them", "fences", len(gone), "lsn", lsn)
+	return &engine.Record{LSN: lsn, Table: fleet.TableFences, Op: engine.OpDelete, Value: raw, CommittedAt: at}, nil
 }
 
 // replayMarks moves the restored marks over the log records (after,
@@ -396,11 +451,24 @@ func whole(cursor engine.CursorValue) uint64 {
 func (c *Consumer) run(ctx context.Context) {
 	defer close(c.done)
 	p := pending{upto: c.cur.After()}
-	if c.stored.Part > 0 {
+	if c.stored.Part > 0 || c.gap != nil {
 		p = pending{upto: c.stored.LSN, part: c.stored.Part}
 	}
 	backoff := 50 * time.Millisecond
 	for {
+		if r := c.gap; r != nil {
+			// What retention trimmed first (reconcile); a reload sets it
+			// again if the store still needs it.
+			if !c.applySplit(ctx, r, &p, &backoff) {
+				if ctx.Err() != nil {
+					return
+				}
+				continue
+			}
+			if c.gap == r {
+				c.gap = nil
+			}
+		}
 		// Wait for records; with something unwritten, only until the
 		// checkpoint is due.
 		nctx, cancel := ctx, context.CancelFunc(func() {})
@@ -420,9 +488,17 @@ func (c *Consumer) run(ctx context.Context) {
 			first := c.e.StoreStats().FirstLSN
 			c.log.Error("fleet events: the consumer fell behind the retained log; events of the trimmed records are not derived", "after_lsn", c.cur.After(), "first_lsn", first)
 			c.stats.Errors.Add(1)
-			if first > 0 && first-1 > c.cur.After() {
-				c.cur.Seek(first - 1)
-			} else if !sleep(ctx, time.Second) {
+			// What it evaluated first, then its state from the store: the
+			// restore goes on from the oldest record the log holds and
+			// reconciles the fences deleted meanwhile.
+			if c.flush(ctx, &p, &backoff) {
+				c.reload(ctx)
+				p = pending{upto: c.stored.LSN, part: c.stored.Part}
+				if c.gap == nil && c.stored.Part == 0 {
+					p.upto = c.cur.After()
+				}
+			}
+			if !sleep(ctx, 50*time.Millisecond) {
 				return
 			}
 			continue

@@ -548,6 +548,9 @@ func (t *Tracker) Cost(r *engine.Record) (writes, bytes int) {
 // one part.
 func (t *Tracker) ApplyPart(r *engine.Record, from, most int) (events []Event, n int, done bool, bad error) {
 	switch {
+	case r.Table == fleet.TableFences && r.Op == engine.OpDelete && r.Key == "":
+		events, n, done = t.dropGonePart(r, max(1, most/2))
+		return events, n, done, nil
 	case r.Table == fleet.TableFences && r.Op == engine.OpDelete:
 		events, n, done = t.dropFencePart(r, max(1, most/2))
 		return events, n, done, nil

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"routehound/engine"
+	"routehound/wal"
 )
 
 // The tests of what a restart reads again: the drivers' marks replayed
@@ -153,6 +154,155 @@ func TestConsumerRestartReplaysManyMarks(t *testing.T) {
 			}
 			if e := n.c.Stats().Errors.Load(); e != 0 {
 				t.Fatalf("consumer errors: %d", e)
+			}
+		})
+	}
+}
+
+// trimAll lets retention trim all it can of the log of the store in dir
+// (the engine closed).
+func trimAll(t *testing.T, dir string) {
+	t.Helper()
+	db, err := wal.Open(wal.Options{Dir: dir, MemoryBytes: 32 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		n, _, err := db.Trim(wal.Retention{MaxBytes: 1}, 1<<16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A fence deleted with 2,000 drivers inside, and retention trims the log
+// past the deletion before the consumer has written all of its exits:
+// stopped after the first part (the cursor inside the deletion's record),
+// or before it read the deletion at all. The restored consumer follows a
+// fence the fences table no longer holds: it reconciles, the drivers
+// still inside exit it with reason "deleted" (at the deletion's LSN when
+// it was inside that record), each once, and the fence and their states
+// are gone; a driver that leaves afterwards exits nothing.
+//
+// With crash, the consumer is also stopped after every part of the
+// reconciliation: each restart goes on with the drivers not yet let go.
+func TestConsumerFenceDeletedThenTrimmed(t *testing.T) {
+	for _, tc := range []struct{ inside, crash bool }{{true, false}, {false, false}, {true, true}} {
+		inside, crash := tc.inside, tc.crash
+		t.Run(fmt.Sprintf("inside=%v,crash=%v", inside, crash), func(t *testing.T) {
+			submitted = map[string]uint64{}
+			const drivers = 2000
+			dir := t.TempDir()
+			n := open(t, dir)
+			t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+			manyInside(t, n, drivers, t0)
+			n.close(t)
+
+			stopped := make(chan struct{}, 1)
+			afterPart = func(c *Consumer) {
+				c.cancel()
+				select {
+				case stopped <- struct{}{}:
+				default:
+				}
+			}
+			defer func() { afterPart = nil }()
+			n = openEngine(t, dir, nil, !inside)
+			res, err := n.e.DeleteFence(context.Background(), "depot")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var before int
+			if inside {
+				select {
+				case <-stopped:
+				case <-time.After(20 * time.Second):
+					t.Fatal("no part written within 20 s")
+				}
+				n.c.Close()
+				if c := storedCursor(t, n.e); c.LSN != res.LSN || c.Part == 0 {
+					t.Fatalf("stored cursor %+v after a part, want inside %d", c, res.LSN)
+				}
+				before = fenceEvents(t, n.e)[FenceExit+"/deleted"]
+				if before == 0 || before >= drivers {
+					t.Fatalf("%d exits after the first part", before)
+				}
+			}
+			afterPart = nil
+			n.close(t)
+			trimAll(t, dir)
+
+			n = openEngine(t, dir, nil, true)
+			if first := n.e.StoreStats().FirstLSN; first <= res.LSN {
+				t.Fatalf("the log still holds the deletion (first lsn %d, deletion %d)", first, res.LSN)
+			}
+			submit(t, n.e, "d00001", 2, 53, 13, t0.Add(time.Minute)) // was inside; far outside now
+			if crash {
+				afterPart = func(c *Consumer) {
+					c.cancel()
+					select {
+					case stopped <- struct{}{}:
+					default:
+					}
+				}
+			}
+			n.start(t)
+			restarts := 0
+			for crash {
+				select {
+				case <-stopped:
+					n.close(t)
+					n = openWith(t, dir, nil)
+					restarts++
+					continue
+				case <-time.After(200 * time.Millisecond):
+				}
+				if restarts > 100 {
+					t.Fatal("more than 100 restarts")
+				}
+				if storedCursor(t, n.e).Part == 0 && consumerKeys(t, n.e, "fence:") == 0 {
+					break
+				}
+			}
+			if crash && restarts < 2 {
+				t.Fatalf("%d restarts between the reconciliation's parts: the test stops too little", restarts)
+			}
+			afterPart = nil
+			defer n.close(t)
+			n.settle(t)
+			// The log's events: those written before the trim are gone
+			// with it; the ones after it complete them.
+			got := fenceEvents(t, n.e)
+			if got[FenceExit+"/deleted"]+before != drivers || got[FenceExit+"/"] != 0 {
+				t.Fatalf("exits %v after the trim, %d before, want %d with reason deleted in all", got, before, drivers)
+			}
+			if inside {
+				for _, l := range eventsInLog(t, n.e) {
+					if l.PointLSN != res.LSN {
+						t.Fatalf("exit %s decided at lsn %d, want the deletion's %d", l.Key, l.PointLSN, res.LSN)
+					}
+				}
+			}
+			if k := consumerKeys(t, n.e, "fence:"); k != 0 {
+				t.Fatalf("the deleted fence is still in fleet_consumer")
+			}
+			if k := consumerKeys(t, n.e, "in:"); k != 0 {
+				t.Fatalf("%d drivers' states left at the deleted fence", k)
+			}
+			// Nor does the consumer follow it: a point inside enters nothing.
+			submit(t, n.e, "d00002", 2, 52, 13, t0.Add(2*time.Minute))
+			n.settle(t)
+			if got := fenceEvents(t, n.e)[FenceEnter+"/"]; got != 0 {
+				t.Fatalf("%d enters of the deleted fence", got)
+			}
+			if c := storedCursor(t, n.e); c.Part != 0 {
+				t.Fatalf("stored cursor %+v, want a whole record", c)
 			}
 		})
 	}
