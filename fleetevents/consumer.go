@@ -435,6 +435,7 @@ type pending struct {
 	part   uint64    // > 0: only that far into record upto's output (a split record)
 	since  time.Time // the first evaluation not written
 	marks  bool      // the next write carries the dirty marks (what room it has for them)
+	only   bool      // the next write carries the events only (a part of one unit's events)
 }
 
 // pos is how far p's evaluation goes, as a cursor.
@@ -672,7 +673,15 @@ func (c *Consumer) applySplit(ctx context.Context, r *engine.Record, p *pending,
 			part = c.stored.Part
 		}
 		most := min(max(16, c.limit-1-c.tr.DirtyCount()), c.hardBytes/(eventBytes+160))
-		evs, n, done, bad := c.tr.ApplyPart(r, int(part), most)
+		point := r.Table == fleet.TablePositions && r.Op == engine.OpPut
+		from, skip := int(part), 0
+		if point {
+			from, skip = unitsOf(part)
+			if skip > 0 {
+				most = 0 // inside a unit: that unit alone, as when it was split
+			}
+		}
+		evs, n, done, bad := c.tr.ApplyPart(r, from, most)
 		if bad != nil {
 			c.stats.BadRecords.Add(1)
 			c.log.Warn("fleet events: a record decides nothing", "lsn", r.LSN, "err", bad)
@@ -680,9 +689,34 @@ func (c *Consumer) applySplit(ctx context.Context, r *engine.Record, p *pending,
 		if p.pos() == c.stored {
 			p.since = time.Now()
 		}
-		p.upto, p.part = r.LSN, 0
+		p.upto = r.LSN
+		evs = evs[min(skip, len(evs)):] // written before a restart
+		if point && n == 1 {
+			// One unit (a route a point moved) may decide more events
+			// than one write takes: they go first, in writes of events
+			// only, the unit's state with the last of them.
+			for !c.lastOfUnit(evs) {
+				k := c.eventsChunk(evs)
+				skip += k
+				p.part, p.events, p.only = partOf(from, skip), append(p.events[:0], evs[:k]...), true
+				evs = evs[k:]
+				if !c.flush(ctx, p, backoff) {
+					return false
+				}
+				if afterPart != nil {
+					afterPart(c)
+				}
+				if ctx.Err() != nil {
+					return false
+				}
+			}
+		}
+		p.part = 0
 		if !done {
 			p.part = part + uint64(n)
+			if point {
+				p.part = partOf(from+n, 0)
+			}
 		}
 		p.events = append(p.events, evs...)
 		if !c.flush(ctx, p, backoff) {
@@ -700,14 +734,78 @@ func (c *Consumer) applySplit(ctx context.Context, r *engine.Record, p *pending,
 	}
 }
 
-// flush writes what p holds. It reports whether the consumer's state is
-// still the one it evaluated (false: it was reloaded from the store).
+// A point's parts count its units and the events of a unit written in
+// parts: partOf(units, events) is the cursor's Part after units whole
+// units and the first events of the next (partFlag tells it from the
+// parts of a store written before events were split, which count units
+// only and read as such).
+const (
+	partFlag   = uint64(1) << 62
+	partEvents = 24 // bits of the events
+)
+
+func partOf(units, events int) uint64 {
+	return partFlag | uint64(units)<<partEvents | uint64(events)
+}
+
+// unitsOf reads a point's Part (partOf, or a count of units).
+func unitsOf(part uint64) (units, events int) {
+	if part&partFlag == 0 {
+		return int(part), 0
+	}
+	part &^= partFlag
+	return int(part >> partEvents), int(part & (1<<partEvents - 1))
+}
+
+// evCost is what an event costs a write in the engine's own accounting
+// (WriteDerived: twice the value and the key, and a record's overhead).
+func evCost(ev *Event) int {
+	raw, _ := json.Marshal(ev)
+	return 2*len(raw) + 2*len(ev.Key()) + len(fleet.TableFleetEvents) + 96
+}
+
+// lastOfUnit reports whether evs, a unit's events, go in one write with
+// the state the tracker holds dirty (a route's progress: at most
+// fleet.MaxProgressBytes, twice that in the engine's accounting): a
+// quarter of the engine's batch bytes, and the records left of a write.
+func (c *Consumer) lastOfUnit(evs []Event) bool {
+	if len(evs)+c.tr.DirtyCount()+3 > c.hardWrites {
+		return false
+	}
+	b := 0
+	for i := range evs {
+		if b += evCost(&evs[i]); b > int(c.e.Config().BatchBytes/4) {
+			return false
+		}
+	}
+	return true
+}
+
+// eventsChunk is how many of evs (at least one) go in one write of events
+// only: half the engine's batch bytes, and the records of a write.
+func (c *Consumer) eventsChunk(evs []Event) int {
+	b, k := 0, 0
+	for k < len(evs) && k < c.hardWrites-2 {
+		if b += evCost(&evs[k]); k > 0 && b > int(c.e.Config().BatchBytes/2) {
+			break
+		}
+		k++
+	}
+	return max(1, k)
+}
+
+// flush writes what p holds (only its events when p.only: a part of a
+// unit's events). It reports whether the consumer's state is still the
+// one it evaluated (false: it was reloaded from the store).
 func (c *Consumer) flush(ctx context.Context, p *pending, backoff *time.Duration) bool {
 	if !c.stored.Before(p.pos()) {
 		return true
 	}
 	w := engine.DerivedWrite{After: c.stored.LSN, AfterPart: c.stored.Part, Upto: p.upto, UptoPart: p.part,
 		Writes: make([]engine.Write, 0, len(p.events)+c.tr.DirtyCount()+1)}
+	if p.only {
+		return c.flushEvents(ctx, p, w, backoff)
+	}
 	// The marks go with this write when a driver's routes changed (the
 	// restore's replay assumes they did not since the marks), when the
 	// checkpoint is due, or when the write is full anyway; otherwise they
@@ -826,6 +924,51 @@ func (c *Consumer) flush(ctx context.Context, p *pending, backoff *time.Duration
 			afterPart(c)
 		}
 	}
+	return true
+}
+
+// flushEvents writes p's events alone with the cursor (a part of a
+// unit's events: the state stays dirty for the unit's last write).
+func (c *Consumer) flushEvents(ctx context.Context, p *pending, w engine.DerivedWrite, backoff *time.Duration) bool {
+	for i := range p.events {
+		ev := &p.events[i]
+		raw, err := json.Marshal(ev)
+		if err != nil {
+			c.log.Error("fleet events: encoding an event", "err", err)
+			continue
+		}
+		w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetEvents, Key: ev.Key(), Value: raw})
+	}
+	p.only = false
+	res, err := c.e.WriteDerived(context.WithoutCancel(ctx), w)
+	if err != nil {
+		c.stats.Errors.Add(1)
+		if !errors.Is(err, engine.ErrCursorMoved) && ctx.Err() == nil {
+			c.log.Warn("fleet events: writing; reading the state again from the store", "after", w.After, "upto", w.Upto, "upto_part", w.UptoPart, "writes", len(w.Writes), "err", err)
+		}
+		if ctx.Err() == nil {
+			sleep(ctx, *backoff)
+			*backoff = min(2**backoff, 2*time.Second)
+		}
+		c.reload(ctx)
+		*p = pending{upto: c.stored.LSN, part: c.stored.Part}
+		return false
+	}
+	*backoff = 50 * time.Millisecond
+	now := time.Now()
+	c.lastWrite = now
+	if !res.Replayed {
+		c.stats.Events.Add(uint64(len(p.events)))
+		c.stats.Writes.Add(1)
+		for i := range p.events {
+			if at, ok := c.e.DurableAt(p.events[i].PointLSN); ok {
+				c.stats.LatencyHist.Observe(now.Sub(at))
+			}
+		}
+	}
+	c.stored = p.pos()
+	c.stats.Stored.Store(whole(c.stored))
+	p.events = p.events[:0]
 	return true
 }
 

@@ -104,6 +104,9 @@ type Progress struct {
 	Version uint64         `json:"version"` // the assignment's version
 	Driver  string         `json:"driver"`
 	Stops   []StopProgress `json:"stops"`
+	// evBytes bounds the bytes of the events one point decides on the
+	// route (one per stop at most), its key and JSON (setRoute).
+	evBytes int
 }
 
 // Mark is the last point evaluated for a driver on a route: a point older
@@ -394,6 +397,12 @@ func (t *Tracker) assign(r *engine.Record) error {
 
 // setRoute follows p (not marked dirty).
 func (t *Tracker) setRoute(p *Progress) {
+	p.evBytes = 0
+	for i := range p.Stops {
+		// An event's fixed fields at their longest are about 180 bytes;
+		// its key repeats the route and the stop.
+		p.evBytes += 200 + 2*len(p.Route) + len(p.Driver) + 2*len(p.Stops[i].ID) + len(p.Stops[i].ETA)
+	}
 	t.routes[p.Route] = p
 	if p.Driver == "" {
 		return
@@ -508,7 +517,7 @@ func (t *Tracker) pointPart(r *engine.Record, from, most int) (evs []Event, n in
 // and a state; a route's events and its progress and places).
 const fenceCost = 2
 
-func routeCost(p *Progress) int { return len(p.Stops) + 3 }
+func routeCost(p *Progress) int { return max(len(p.Stops), p.evBytes/eventBytes) + 3 }
 
 // Cost bounds what record r's evaluation writes: records, and bytes as
 // DirtyBytes counts them. The consumer evaluates a record whose cost does
@@ -528,7 +537,7 @@ func (t *Tracker) Cost(r *engine.Record) (writes, bytes int) {
 		for _, route := range routes {
 			p := t.routes[route]
 			writes += routeCost(p)
-			bytes += (len(p.Stops)+1)*eventBytes + len(p.Stops)*200 + 3*160
+			bytes += max((len(p.Stops)+1)*eventBytes, p.evBytes) + len(p.Stops)*200 + 3*160
 		}
 	case r.Table == fleet.TableAssignments && r.Op == engine.OpPut:
 		// At most 1,000 stops: the progress, the places, the old route's.
