@@ -695,7 +695,7 @@ func (c *Consumer) applySplit(ctx context.Context, r *engine.Record, p *pending,
 			// One unit (a route a point moved) may decide more events
 			// than one write takes: they go first, in writes of events
 			// only, the unit's state with the last of them.
-			for !c.lastOfUnit(evs) {
+			for len(evs) > 0 && !c.lastOfUnit(evs) {
 				k := c.eventsChunk(evs)
 				skip += k
 				p.part, p.events, p.only = partOf(from, skip), append(p.events[:0], evs[:k]...), true
@@ -769,7 +769,9 @@ func evCost(ev *Event) int {
 // fleet.MaxProgressBytes, twice that in the engine's accounting): a
 // quarter of the engine's batch bytes, and the records left of a write.
 func (c *Consumer) lastOfUnit(evs []Event) bool {
-	if len(evs)+c.tr.DirtyCount()+3 > c.hardWrites {
+	// The dirty marks are not counted: a write carries what room it has
+	// left of them (marksRoom).
+	if len(evs)+c.tr.DirtyCount()-c.tr.DirtyMarks()+3 > c.hardWrites {
 		return false
 	}
 	b := 0
