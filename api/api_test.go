@@ -1111,6 +1111,9 @@ func TestBadInputIsRefusedAndNotStored(t *testing.T) {
 		{"dispatch/body too large", "PUT", asgPath, api.RoleDispatch, big, []string{"Idempotency-Key", "i20"}, s413, "body_too_large"},
 		{"dispatch/body too large, chunked", "PUT", asgPath, api.RoleDispatch, chunked(big), []string{"Idempotency-Key", "i21"}, s413, "body_too_large"},
 		{"dispatch/text/plain", "PUT", asgPath, api.RoleDispatch, asg, []string{"Idempotency-Key", "i22", "Content-Type", "text/plain"}, s415, "unsupported_media_type"},
+		{"dispatch/stop id over 128 bytes", "PUT", asgPath, api.RoleDispatch, withStop("id", `"`+strings.Repeat("s", 129)+`"`), []string{"Idempotency-Key", "i23"}, s400, "invalid_field"},
+		{"dispatch/stop eta over 64 bytes", "PUT", asgPath, api.RoleDispatch, withStop("eta", `"2026-11-23T09:00:00.`+strings.Repeat("1", 60)+`Z"`), []string{"Idempotency-Key", "i24"}, s400, "invalid_field"},
+		{"dispatch/route too large", "PUT", asgPath, api.RoleDispatch, manyStops(1000, 100), []string{"Idempotency-Key", "i25"}, s413, "route_too_large"},
 
 		// Warehouse.
 		{"warehouse/no Idempotency-Key", "POST", "/v1/loading-events", api.RoleWarehouse, ev, nil, s428, "idempotency_key_required"},
@@ -1564,4 +1567,19 @@ func TestBackupEndpoint(t *testing.T) {
 	if _, err := api.VerifyBackup(bytes.NewReader(flipped)); !errors.Is(err, api.ErrBadBackup) {
 		t.Fatalf("a backup with a damaged header: %v", err)
 	}
+}
+
+// manyStops is an assignment of n stops whose ids are idBytes long.
+func manyStops(n, idBytes int) string {
+	var b strings.Builder
+	b.WriteString(`{"driver":"van-1","stops":[`)
+	for i := range n {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		id := fmt.Sprintf("%0*d", idBytes, i)
+		fmt.Fprintf(&b, `{"id":%q,"lat":52.5,"lng":13.4,"eta":"2026-11-23T09:00:00Z"}`, id)
+	}
+	b.WriteString("]}")
+	return b.String()
 }

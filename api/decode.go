@@ -80,6 +80,8 @@ func refusal(err error) error {
 			return errorf(http.StatusBadRequest, "unknown_field", "%s", be.Message)
 		case fleet.CodeTooManyPoints:
 			return errorf(http.StatusRequestEntityTooLarge, "too_many_points", "%s", be.Message)
+		case fleet.CodeRouteTooLarge:
+			return errorf(http.StatusRequestEntityTooLarge, "route_too_large", "%s", be.Message)
 		}
 		return errorf(http.StatusBadRequest, "bad_json", "%s", be.Message)
 	case errors.As(err, &ne):

@@ -376,6 +376,10 @@ func Load(path string) (Config, error) {
 	return c, c.Validate()
 }
 
+// MinEventsQueueBound is the smallest [lanes.events] queue_bound with the
+// fleet-events consumer running.
+const MinEventsQueueBound = 64
+
 // deprecated are the scheduling settings the committer now derives: a file
 // may still hold them (Ignored lists those it held), and they do nothing.
 var deprecated = map[string]bool{"batch_records": true, "batch_bytes": true, "batch_bound": true, "weight": true}
@@ -439,6 +443,13 @@ func (c Config) Validate() error {
 	}
 	if err := c.Central.Validate(c.Uplink); err != nil {
 		return err
+	}
+	if c.Fleet.Events && c.Central.NATSURL == "" && c.Lanes.Events.QueueBound < MinEventsQueueBound { // a central view runs no consumer
+		// The consumer's writes are bounded at 3/4 of the lane's bound,
+		// and at least 16 records (a fence's state and event, a route's
+		// progress, its places, a mark, the cursor): a smaller lane
+		// refuses them for ever.
+		return fmt.Errorf("config: lanes.events.queue_bound is %d; the fleet-events consumer needs at least %d ([fleet] events = false runs none)", c.Lanes.Events.QueueBound, MinEventsQueueBound)
 	}
 	if c.Central.NATSURL != "" && c.Lanes.Events.QueueBound < 2 {
 		// A central view applies each depot record with its cursor, in

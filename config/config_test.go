@@ -259,3 +259,22 @@ func TestReplicaSettings(t *testing.T) {
 		}
 	}
 }
+
+// With the fleet-events consumer on, [lanes.events] queue_bound is at
+// least MinEventsQueueBound (smaller, its writes would be refused for
+// ever); with it off any bound loads.
+func TestEventsLaneBoundWithTheConsumer(t *testing.T) {
+	c := Default()
+	c.Lanes.Events.QueueBound = MinEventsQueueBound
+	if err := c.Validate(); err != nil {
+		t.Fatalf("queue_bound %d: %v", MinEventsQueueBound, err)
+	}
+	c.Lanes.Events.QueueBound = MinEventsQueueBound - 1
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "lanes.events.queue_bound") {
+		t.Fatalf("queue_bound %d accepted (%v)", MinEventsQueueBound-1, err)
+	}
+	c.Fleet.Events = false
+	if err := c.Validate(); err != nil {
+		t.Fatalf("queue_bound %d without the consumer: %v", MinEventsQueueBound-1, err)
+	}
+}

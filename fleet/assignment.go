@@ -24,6 +24,21 @@ const MaxStops = 1000
 // MaxRadiusM is the largest radius_m of a stop or a fence (100 km).
 const MaxRadiusM = 100000
 
+// The limits of what the fleet-events consumer derives from one record,
+// so that what it must write at once always fits one write of the engine
+// (its smallest batch is about 1 MB, at the smallest storage.memory_mb):
+// a stop's id and eta and a fence's name are short, and a route's
+// progress (route_progress, one value written whole) is at most
+// MaxProgressBytes as the consumer writes it at its longest (every stop
+// departed, with both times and a delay). A point's stop events, up to
+// one per stop, are written in parts when they do not fit one write.
+const (
+	MaxStopID        = 128       // bytes of a stop's id
+	MaxETA           = 64        // bytes of a stop's eta (an RFC 3339 time)
+	MaxFenceName     = 256       // bytes of a fence's name
+	MaxProgressBytes = 256 << 10 // bytes of a route's progress at its longest (route_too_large)
+)
+
 // Assignment is a route's assignment as dispatch sends it (PUT
 // /v1/assignments/{route}) and the assignments table keeps it:
 // {"driver","stops":[Stop],"note"}. Pointers tell a missing field from a
@@ -55,6 +70,12 @@ func (a *Assignment) Check() error {
 		if st.ID == nil || *st.ID == "" {
 			return Invalid(f("id"), "required")
 		}
+		if len(*st.ID) > MaxStopID {
+			return Invalid(f("id"), "%d bytes, more than %d", len(*st.ID), MaxStopID)
+		}
+		if st.ETA != nil && len(*st.ETA) > MaxETA {
+			return Invalid(f("eta"), "%d bytes, more than %d", len(*st.ETA), MaxETA)
+		}
 		if err := checkLat(f("lat"), st.Lat); err != nil {
 			return err
 		}
@@ -68,7 +89,32 @@ func (a *Assignment) Check() error {
 			return err
 		}
 	}
+	if n := a.ProgressBytes(); n > MaxProgressBytes {
+		return &BodyError{Code: CodeRouteTooLarge, Field: "stops",
+			Message: fmt.Sprintf("the route's progress would take up to %d bytes, more than %d: fewer stops, or shorter stop ids and etas", n, MaxProgressBytes)}
+	}
 	return nil
+}
+
+// ProgressBytes bounds the JSON of the route's progress as the
+// fleet-events consumer writes it (route_progress): every stop departed,
+// with its eta, both times (35 bytes each at most, as the drivers' points
+// carry them) and a delay of 20 digits; the route's name counted at its
+// longest (MaxName). a must have passed its other checks.
+func (a *Assignment) ProgressBytes() int {
+	const (
+		head = len(`{"route":"","version":18446744073709551615,"driver":"","stops":[]}`) + MaxName
+		stop = len(`{"id":"","status":"departed","eta":"","arrived_at":"","departed_at":"","delay_s":-9223372036854775808},`) + 2*35
+	)
+	n := head + len(*a.Driver)
+	for _, st := range *a.Stops {
+		id, _ := json.Marshal(*st.ID) // escaped as the consumer's encoder escapes it
+		n += stop + len(id) - 2
+		if st.ETA != nil {
+			n += len(*st.ETA)
+		}
+	}
+	return n
 }
 
 // DecodeAssignment decodes (Strict) and checks an assignment body.
@@ -128,6 +174,10 @@ func DecodeFence(body []byte) (Fence, error) {
 	}
 	if err := checkLng("lng", f.Lng); err != nil {
 		return f, err
+	}
+	if f.Name != nil && len(*f.Name) > MaxFenceName {
+		// Each of the fence's events carries its name.
+		return f, Invalid("name", "%d bytes, more than %d", len(*f.Name), MaxFenceName)
 	}
 	return f, CheckRadius("radius_m", f.RadiusM, true)
 }

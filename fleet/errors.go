@@ -28,6 +28,7 @@ const (
 	CodeInvalidField  = "invalid_field"   // a field is missing, of the wrong type or out of its range
 	CodeUnknownField  = "unknown_field"   // a field the value does not have
 	CodeTooManyPoints = "too_many_points" // more points in one request than the driver lane holds
+	CodeRouteTooLarge = "route_too_large" // a route whose progress would not fit one write of the fleet-events consumer
 )
 
 // BodyError refuses a request body: Code says how (one of the Code

@@ -68,6 +68,7 @@ const (
 	maxWrites     = 1024
 	maxWriteBytes = 256 << 10
 	eventBytes    = 320 // an event's JSON and key, about
+	markBytes     = 160 // a mark, as DirtyBytes counts it
 )
 
 // hardWrites and hardBytes bound what one write may carry at most, far
@@ -121,6 +122,10 @@ type Consumer struct {
 	// marksAt, stored under "marks_at").
 	marksWrite time.Time
 	cur        *engine.Cursor
+	// gap, when set, is the consumer's own record for records retention
+	// trimmed before it evaluated them (reconcile): applied before the
+	// oldest record of the log.
+	gap *engine.Record
 
 	stats  Stats
 	cancel context.CancelFunc
@@ -309,6 +314,10 @@ func (c *Consumer) load() error {
 		if err := c.replayMarks(marksAt, cursor.LSN); err != nil {
 			return err
 		}
+		// Dirty only what the store does not hold as it is: the replay
+		// may cover marks that writes of the last run carried (a backlog
+		// of marks is written a part at a time: flush).
+		c.tr.KeepChangedMarks(marks)
 	}
 	c.marksWrite = time.Now()
 	if n := len(progress) - c.tr.Routes(); n > 0 {
@@ -316,10 +325,16 @@ func (c *Consumer) load() error {
 	}
 	c.tr.RestoreFences(fences, states)
 	c.stored = cursor
+	c.gap = nil
 	if first := c.e.StoreStats().FirstLSN; first > 0 && follow+1 < first {
 		// The log no longer holds what follows the cursor (retention):
 		// go on from the oldest record it holds.
 		c.log.Warn("fleet events: the log was trimmed past the consumer's cursor; events of the trimmed records are not derived", "cursor", cursor.LSN, "first_lsn", first)
+		gap, err := c.reconcile(s, cursor, first)
+		if err != nil {
+			return err
+		}
+		c.gap = gap
 		follow = first - 1
 	}
 	c.cur = c.e.Follow(follow)
@@ -327,6 +342,51 @@ func (c *Consumer) load() error {
 	c.stats.Stored.Store(whole(c.stored))
 	c.count()
 	return nil
+}
+
+// reconcile is what the consumer does for the records retention trimmed
+// before it evaluated them (a whole range, or the rest of a record it
+// was writing in parts): the fences it follows that the fences table no
+// longer holds were deleted meanwhile, and their drivers exit them with
+// reason "deleted". It answers that as a record of its own, at the last
+// LSN the log no longer holds (at the cursor's LSN when the cursor is
+// inside the trimmed record: a fence's deletion that was being written in
+// parts ends with the very events its record would have decided), which
+// the consumer applies in parts like a fence's deletion (applySplit),
+// before the oldest record the log holds. Nil: nothing to reconcile.
+func (c *Consumer) reconcile(s *engine.Snapshot, cursor engine.CursorValue, first uint64) (*engine.Record, error) {
+	var gone []string
+	for _, id := range sortedKeys(c.tr.fences) {
+		_, ok, err := s.Get(fleet.TableFences, id)
+		if err != nil {
+			return nil, fmt.Errorf("fleetevents: reading fence %s: %w", id, err)
+		}
+		if !ok {
+			gone = append(gone, id)
+		}
+	}
+	if len(gone) == 0 {
+		return nil, nil
+	}
+	lsn := first - 1
+	if cursor.Part > 0 && cursor.LSN < first {
+		lsn = cursor.LSN
+	}
+	// The exits are decided when the oldest record the log holds was
+	// committed: no later than the deletion, and the same after a restart.
+	at := time.Now()
+	if err := c.e.ReadLog(first-1, 1, func(r engine.Record) error {
+		at = r.CommittedAt
+		return errStopScan
+	}); err != nil && !errors.Is(err, errStopScan) {
+		return nil, fmt.Errorf("fleetevents: reading the oldest record of the log: %w", err)
+	}
+	raw, err := json.Marshal(gone)
+	if err != nil {
+		return nil, fmt.Errorf("fleetevents: the deleted fences: %w", err)
+	}
+	c.log.Warn("fleet events: fences deleted in the trimmed records; their drivers exit them", "fences", len(gone), "lsn", lsn)
+	return &engine.Record{LSN: lsn, Table: fleet.TableFences, Op: engine.OpDelete, Value: raw, CommittedAt: at}, nil
 }
 
 // replayMarks moves the restored marks over the log records (after,
@@ -374,6 +434,8 @@ type pending struct {
 	upto   uint64    // the last record evaluated
 	part   uint64    // > 0: only that far into record upto's output (a split record)
 	since  time.Time // the first evaluation not written
+	marks  bool      // the next write carries the dirty marks (what room it has for them)
+	only   bool      // the next write carries the events only (a part of one unit's events)
 }
 
 // pos is how far p's evaluation goes, as a cursor.
@@ -390,11 +452,24 @@ func whole(cursor engine.CursorValue) uint64 {
 func (c *Consumer) run(ctx context.Context) {
 	defer close(c.done)
 	p := pending{upto: c.cur.After()}
-	if c.stored.Part > 0 {
+	if c.stored.Part > 0 || c.gap != nil {
 		p = pending{upto: c.stored.LSN, part: c.stored.Part}
 	}
 	backoff := 50 * time.Millisecond
 	for {
+		if r := c.gap; r != nil {
+			// What retention trimmed first (reconcile); a reload sets it
+			// again if the store still needs it.
+			if !c.applySplit(ctx, r, &p, &backoff) {
+				if ctx.Err() != nil {
+					return
+				}
+				continue
+			}
+			if c.gap == r {
+				c.gap = nil
+			}
+		}
 		// Wait for records; with something unwritten, only until the
 		// checkpoint is due.
 		nctx, cancel := ctx, context.CancelFunc(func() {})
@@ -414,9 +489,17 @@ func (c *Consumer) run(ctx context.Context) {
 			first := c.e.StoreStats().FirstLSN
 			c.log.Error("fleet events: the consumer fell behind the retained log; events of the trimmed records are not derived", "after_lsn", c.cur.After(), "first_lsn", first)
 			c.stats.Errors.Add(1)
-			if first > 0 && first-1 > c.cur.After() {
-				c.cur.Seek(first - 1)
-			} else if !sleep(ctx, time.Second) {
+			// What it evaluated first, then its state from the store: the
+			// restore goes on from the oldest record the log holds and
+			// reconciles the fences deleted meanwhile.
+			if c.flush(ctx, &p, &backoff) {
+				c.reload(ctx)
+				p = pending{upto: c.stored.LSN, part: c.stored.Part}
+				if c.gap == nil && c.stored.Part == 0 {
+					p.upto = c.cur.After()
+				}
+			}
+			if !sleep(ctx, 50*time.Millisecond) {
 				return
 			}
 			continue
@@ -456,8 +539,8 @@ func (c *Consumer) run(ctx context.Context) {
 			}
 			p.events = append(p.events, evs...)
 			if c.full(&p) {
-				if !c.flush(ctx, &p, &backoff) {
-					break // reloaded: read on from the stored cursor
+				if !c.flush(ctx, &p, &backoff) || ctx.Err() != nil {
+					break // reloaded: read on from the stored cursor; or stopped
 				}
 			}
 		}
@@ -531,12 +614,15 @@ func (c *Consumer) full(p *pending) bool {
 // bytes), whatever the fleet.
 func (c *Consumer) fits(r *engine.Record, p *pending) bool {
 	w, b := c.tr.Cost(r)
-	return len(p.events)+c.tr.DirtyCount()+1+w <= c.hardWrites &&
-		len(p.events)*eventBytes+c.tr.DirtyBytes()+b <= c.hardBytes
+	marks := c.tr.DirtyMarks()
+	counted := c.marksCounted(r)
+	return len(p.events)+c.tr.DirtyCount()-marks+counted+2+w <= c.hardWrites &&
+		len(p.events)*eventBytes+c.tr.DirtyBytes()-(marks-counted)*markBytes+b <= c.hardBytes
 }
 
 // afterPart, when set (tests), is called after each part of a split
-// record is written, but the last.
+// record is written, but the last, and after each write that carried a
+// part of the dirty marks only.
 var afterPart func(c *Consumer)
 
 // applySplit evaluates a record whose output does not fit one write in
@@ -556,13 +642,46 @@ func (c *Consumer) applySplit(ctx context.Context, r *engine.Record, p *pending,
 	if !c.flush(ctx, p, backoff) {
 		return false
 	}
+	// A change of a driver's routes with more marks dirty than the write
+	// after it would take (fits): the marks go first, a part of the
+	// record each, the record's own output after them.
+	for r.Table == fleet.TableAssignments && c.tr.DirtyMarks() > 0 && !c.fits(r, p) {
+		part := uint64(0)
+		if c.stored.LSN == r.LSN {
+			part = c.stored.Part
+		}
+		if p.pos() == c.stored {
+			p.since = time.Now()
+		}
+		before := c.tr.DirtyMarks()
+		p.upto, p.part, p.marks = r.LSN, part+1, true
+		if !c.flush(ctx, p, backoff) {
+			return false
+		}
+		if c.tr.DirtyMarks() >= before {
+			// No room for a mark: never loop (the record's write is then
+			// refused and retried, as before parts existed).
+			break
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+	}
 	for {
 		part := uint64(0) // how far into r the store is
 		if c.stored.LSN == r.LSN {
 			part = c.stored.Part
 		}
 		most := min(max(16, c.limit-1-c.tr.DirtyCount()), c.hardBytes/(eventBytes+160))
-		evs, n, done, bad := c.tr.ApplyPart(r, int(part), most)
+		point := r.Table == fleet.TablePositions && r.Op == engine.OpPut
+		from, skip := int(part), 0
+		if point {
+			from, skip = unitsOf(part)
+			if skip > 0 {
+				most = 0 // inside a unit: that unit alone, as when it was split
+			}
+		}
+		evs, n, done, bad := c.tr.ApplyPart(r, from, most)
 		if bad != nil {
 			c.stats.BadRecords.Add(1)
 			c.log.Warn("fleet events: a record decides nothing", "lsn", r.LSN, "err", bad)
@@ -570,9 +689,34 @@ func (c *Consumer) applySplit(ctx context.Context, r *engine.Record, p *pending,
 		if p.pos() == c.stored {
 			p.since = time.Now()
 		}
-		p.upto, p.part = r.LSN, 0
+		p.upto = r.LSN
+		evs = evs[min(skip, len(evs)):] // written before a restart
+		if point && n == 1 {
+			// One unit (a route a point moved) may decide more events
+			// than one write takes: they go first, in writes of events
+			// only, the unit's state with the last of them.
+			for len(evs) > 0 && !c.lastOfUnit(evs) {
+				k := c.eventsChunk(evs)
+				skip += k
+				p.part, p.events, p.only = partOf(from, skip), append(p.events[:0], evs[:k]...), true
+				evs = evs[k:]
+				if !c.flush(ctx, p, backoff) {
+					return false
+				}
+				if afterPart != nil {
+					afterPart(c)
+				}
+				if ctx.Err() != nil {
+					return false
+				}
+			}
+		}
+		p.part = 0
 		if !done {
 			p.part = part + uint64(n)
+			if point {
+				p.part = partOf(from+n, 0)
+			}
 		}
 		p.events = append(p.events, evs...)
 		if !c.flush(ctx, p, backoff) {
@@ -590,22 +734,100 @@ func (c *Consumer) applySplit(ctx context.Context, r *engine.Record, p *pending,
 	}
 }
 
-// flush writes what p holds. It reports whether the consumer's state is
-// still the one it evaluated (false: it was reloaded from the store).
+// A point's parts count its units and the events of a unit written in
+// parts: partOf(units, events) is the cursor's Part after units whole
+// units and the first events of the next (partFlag tells it from the
+// parts of a store written before events were split, which count units
+// only and read as such).
+const (
+	partFlag   = uint64(1) << 62
+	partEvents = 24 // bits of the events
+)
+
+func partOf(units, events int) uint64 {
+	return partFlag | uint64(units)<<partEvents | uint64(events)
+}
+
+// unitsOf reads a point's Part (partOf, or a count of units).
+func unitsOf(part uint64) (units, events int) {
+	if part&partFlag == 0 {
+		return int(part), 0
+	}
+	part &^= partFlag
+	return int(part >> partEvents), int(part & (1<<partEvents - 1))
+}
+
+// evCost is what an event costs a write in the engine's own accounting
+// (WriteDerived: twice the value and the key, and a record's overhead).
+func evCost(ev *Event) int {
+	raw, _ := json.Marshal(ev)
+	return 2*len(raw) + 2*len(ev.Key()) + len(fleet.TableFleetEvents) + 96
+}
+
+// lastOfUnit reports whether evs, a unit's events, go in one write with
+// the state the tracker holds dirty (a route's progress: at most
+// fleet.MaxProgressBytes, twice that in the engine's accounting): a
+// quarter of the engine's batch bytes, and the records left of a write.
+func (c *Consumer) lastOfUnit(evs []Event) bool {
+	// The dirty marks are not counted: a write carries what room it has
+	// left of them (marksRoom).
+	if len(evs)+c.tr.DirtyCount()-c.tr.DirtyMarks()+3 > c.hardWrites {
+		return false
+	}
+	b := 0
+	for i := range evs {
+		if b += evCost(&evs[i]); b > int(c.e.Config().BatchBytes/4) {
+			return false
+		}
+	}
+	return true
+}
+
+// eventsChunk is how many of evs (at least one) go in one write of events
+// only: half the engine's batch bytes, and the records of a write.
+func (c *Consumer) eventsChunk(evs []Event) int {
+	b, k := 0, 0
+	for k < len(evs) && k < c.hardWrites-2 {
+		if b += evCost(&evs[k]); k > 0 && b > int(c.e.Config().BatchBytes/2) {
+			break
+		}
+		k++
+	}
+	return max(1, k)
+}
+
+// flush writes what p holds (only its events when p.only: a part of a
+// unit's events). It reports whether the consumer's state is still the
+// one it evaluated (false: it was reloaded from the store).
 func (c *Consumer) flush(ctx context.Context, p *pending, backoff *time.Duration) bool {
 	if !c.stored.Before(p.pos()) {
 		return true
 	}
 	w := engine.DerivedWrite{After: c.stored.LSN, AfterPart: c.stored.Part, Upto: p.upto, UptoPart: p.part,
 		Writes: make([]engine.Write, 0, len(p.events)+c.tr.DirtyCount()+1)}
+	if p.only {
+		return c.flushEvents(ctx, p, w, backoff)
+	}
 	// The marks go with this write when a driver's routes changed (the
 	// restore's replay assumes they did not since the marks), when the
 	// checkpoint is due, or when the write is full anyway; otherwise they
 	// stay dirty for a later write, and a restart replays them from the
 	// log (replayMarks).
+	//
+	// A write carries at most what room is left of the dirty marks (a
+	// restart may replay more of them than one write takes, or a smaller
+	// events lane than the last run's): then "marks_at" stays where it is
+	// until a write carries the last of them; each mark written is still
+	// one the replay from "marks_at" ends at (a mark replayed over points
+	// it already passed does not move: see KeepChangedMarks). A change of
+	// a driver's routes is never taken while more marks are dirty than a
+	// write takes (fits), so that the write after it carries them all.
 	now := time.Now()
-	withMarks := c.tr.MarksDue() || now.Sub(c.marksWrite) >= c.cfg.Checkpoint || c.full(p)
-	if withMarks {
+	withMarks := c.tr.MarksDue() || now.Sub(c.marksWrite) >= c.cfg.Checkpoint || c.full(p) || p.marks
+	room := c.marksRoom(p)
+	allMarks := c.tr.DirtyMarks() <= room || c.tr.MarksDue()
+	var marked []string
+	if withMarks && allMarks {
 		at, _ := json.Marshal(engine.CursorValue{LSN: p.upto})
 		w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetConsumer, Key: marksAtKey, Value: at})
 	}
@@ -634,9 +856,10 @@ func (c *Consumer) flush(ctx context.Context, p *pending, backoff *time.Duration
 		raw, _ := json.Marshal(pr)
 		w.Writes = append(w.Writes, engine.Write{Table: fleet.TableRouteProgress, Key: route, Value: raw})
 	}, func(driver string, m *Mark) {
-		if !withMarks {
+		if !withMarks || !allMarks && len(marked) >= room {
 			return
 		}
+		marked = append(marked, driver)
 		if m == nil {
 			w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetConsumer, Key: markKey(driver), Delete: true})
 			return
@@ -679,7 +902,7 @@ func (c *Consumer) flush(ctx context.Context, p *pending, backoff *time.Duration
 	*backoff = 50 * time.Millisecond
 	now = time.Now()
 	c.lastWrite = now
-	if withMarks {
+	if withMarks && allMarks {
 		c.marksWrite = now
 	}
 	if !res.Replayed {
@@ -693,10 +916,85 @@ func (c *Consumer) flush(ctx context.Context, p *pending, backoff *time.Duration
 	}
 	c.stored = p.pos()
 	c.stats.Stored.Store(whole(c.stored))
-	c.tr.ClearDirty(!withMarks)
+	c.tr.ClearDirty(!withMarks || !allMarks)
 	c.count()
 	p.events = p.events[:0]
+	p.marks = false
+	if withMarks && !allMarks {
+		c.tr.MarksWritten(marked)
+		if afterPart != nil && len(marked) > 0 && p.part == 0 {
+			afterPart(c)
+		}
+	}
 	return true
+}
+
+// flushEvents writes p's events alone with the cursor (a part of a
+// unit's events: the state stays dirty for the unit's last write).
+func (c *Consumer) flushEvents(ctx context.Context, p *pending, w engine.DerivedWrite, backoff *time.Duration) bool {
+	for i := range p.events {
+		ev := &p.events[i]
+		raw, err := json.Marshal(ev)
+		if err != nil {
+			c.log.Error("fleet events: encoding an event", "err", err)
+			continue
+		}
+		w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetEvents, Key: ev.Key(), Value: raw})
+	}
+	p.only = false
+	res, err := c.e.WriteDerived(context.WithoutCancel(ctx), w)
+	if err != nil {
+		c.stats.Errors.Add(1)
+		if !errors.Is(err, engine.ErrCursorMoved) && ctx.Err() == nil {
+			c.log.Warn("fleet events: writing; reading the state again from the store", "after", w.After, "upto", w.Upto, "upto_part", w.UptoPart, "writes", len(w.Writes), "err", err)
+		}
+		if ctx.Err() == nil {
+			sleep(ctx, *backoff)
+			*backoff = min(2**backoff, 2*time.Second)
+		}
+		c.reload(ctx)
+		*p = pending{upto: c.stored.LSN, part: c.stored.Part}
+		return false
+	}
+	*backoff = 50 * time.Millisecond
+	now := time.Now()
+	c.lastWrite = now
+	if !res.Replayed {
+		c.stats.Events.Add(uint64(len(p.events)))
+		c.stats.Writes.Add(1)
+		for i := range p.events {
+			if at, ok := c.e.DurableAt(p.events[i].PointLSN); ok {
+				c.stats.LatencyHist.Observe(now.Sub(at))
+			}
+		}
+	}
+	c.stored = p.pos()
+	c.stats.Stored.Store(whole(c.stored))
+	p.events = p.events[:0]
+	return true
+}
+
+// marksRoom is how many dirty marks the next write of p may carry besides
+// the rest of it (its events and the other dirty state), within the hard
+// bounds of one write (the cursor and "marks_at" are two records more).
+func (c *Consumer) marksRoom(p *pending) int {
+	marks := c.tr.DirtyMarks()
+	others := len(p.events) + c.tr.DirtyCount() - marks + 2
+	otherBytes := len(p.events)*eventBytes + c.tr.DirtyBytes() - marks*markBytes
+	return max(0, min(c.hardWrites-others, (c.hardBytes-otherBytes)/markBytes))
+}
+
+// marksCounted is how many of the dirty marks a record's fit counts
+// (fits): all of them before a change of a driver's routes (the write
+// after it carries them all), otherwise at most half a write's worth, the
+// part of them the next write carries at least (a longer backlog is
+// written a part per write).
+func (c *Consumer) marksCounted(r *engine.Record) int {
+	marks := c.tr.DirtyMarks()
+	if r != nil && r.Table == fleet.TableAssignments {
+		return marks
+	}
+	return min(marks, c.hardWrites/2, c.hardBytes/2/markBytes)
 }
 
 // reload reads the state again from the store, until it can or ctx ends.

@@ -167,6 +167,35 @@ func (t *Tracker) dropFencePart(r *engine.Record, most int) (evs []Event, n int,
 	return evs, n, true
 }
 
+// dropGonePart is one part of the consumer's reconciliation after
+// retention trimmed records it had not evaluated (Consumer.reconcile): r's
+// value lists the fences deleted meanwhile; each is deleted as by its own
+// record (dropFencePart), at r's LSN and commit time, in order, at most
+// most drivers a part. A fence already let go is skipped, so that a
+// restore between two parts goes on where the store is.
+func (t *Tracker) dropGonePart(r *engine.Record, most int) (evs []Event, n int, done bool) {
+	var gone []string
+	if err := json.Unmarshal(r.Value, &gone); err != nil {
+		return nil, 0, true
+	}
+	for _, id := range gone {
+		if t.fences[id] == nil {
+			continue
+		}
+		if n >= most {
+			return evs, n, false
+		}
+		fr := *r
+		fr.Key = id
+		e, k, d := t.dropFencePart(&fr, most-n)
+		evs, n = append(evs, e...), n+k
+		if !d {
+			return evs, n, false
+		}
+	}
+	return evs, n, true
+}
+
 // fencePoint evaluates one point of a driver against every fence: a
 // driver whose points stay on the other side of a fence for the dwell
 // (by ts) enters or exits it, at the point that completes the dwell.

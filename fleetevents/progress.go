@@ -104,6 +104,9 @@ type Progress struct {
 	Version uint64         `json:"version"` // the assignment's version
 	Driver  string         `json:"driver"`
 	Stops   []StopProgress `json:"stops"`
+	// evBytes bounds the bytes of the events one point decides on the
+	// route (one per stop at most), its key and JSON (setRoute).
+	evBytes int
 }
 
 // Mark is the last point evaluated for a driver on a route: a point older
@@ -208,6 +211,27 @@ func (t *Tracker) moveMark(driver string, ts time.Time, lsn uint64) bool {
 // MarksDue reports whether the next write must carry the marks: a driver's
 // routes changed.
 func (t *Tracker) MarksDue() bool { return t.moved }
+
+// KeepChangedMarks leaves dirty only the marks that differ from stored
+// (the marks as the store holds them): after a restore's replay, a mark
+// that a write of an earlier run already carried as it is now need not be
+// written again, so that a restart between two writes of a long backlog
+// of marks goes on where the store is.
+func (t *Tracker) KeepChangedMarks(stored map[string]Mark) {
+	for d, m := range t.dirtyMarks {
+		if s, ok := stored[d]; ok && m != nil && m.LSN == s.LSN && m.TS.Equal(s.TS) {
+			delete(t.dirtyMarks, d)
+		}
+	}
+}
+
+// MarksWritten forgets that the marks of drivers are dirty: a write
+// carried them (a part of the dirty marks; ClearDirty forgets all).
+func (t *Tracker) MarksWritten(drivers []string) {
+	for _, d := range drivers {
+		delete(t.dirtyMarks, d)
+	}
+}
 
 // DirtyMarks is how many drivers' marks changed since they were written.
 func (t *Tracker) DirtyMarks() int { return len(t.dirtyMarks) }
@@ -373,6 +397,12 @@ func (t *Tracker) assign(r *engine.Record) error {
 
 // setRoute follows p (not marked dirty).
 func (t *Tracker) setRoute(p *Progress) {
+	p.evBytes = 0
+	for i := range p.Stops {
+		// An event's fixed fields at their longest are about 180 bytes;
+		// its key repeats the route and the stop.
+		p.evBytes += 200 + 2*len(p.Route) + len(p.Driver) + 2*len(p.Stops[i].ID) + len(p.Stops[i].ETA)
+	}
 	t.routes[p.Route] = p
 	if p.Driver == "" {
 		return
@@ -487,7 +517,7 @@ func (t *Tracker) pointPart(r *engine.Record, from, most int) (evs []Event, n in
 // and a state; a route's events and its progress and places).
 const fenceCost = 2
 
-func routeCost(p *Progress) int { return len(p.Stops) + 3 }
+func routeCost(p *Progress) int { return max(len(p.Stops), p.evBytes/eventBytes) + 3 }
 
 // Cost bounds what record r's evaluation writes: records, and bytes as
 // DirtyBytes counts them. The consumer evaluates a record whose cost does
@@ -507,7 +537,7 @@ func (t *Tracker) Cost(r *engine.Record) (writes, bytes int) {
 		for _, route := range routes {
 			p := t.routes[route]
 			writes += routeCost(p)
-			bytes += (len(p.Stops)+1)*eventBytes + len(p.Stops)*200 + 3*160
+			bytes += max((len(p.Stops)+1)*eventBytes, p.evBytes) + len(p.Stops)*200 + 3*160
 		}
 	case r.Table == fleet.TableAssignments && r.Op == engine.OpPut:
 		// At most 1,000 stops: the progress, the places, the old route's.
@@ -527,6 +557,9 @@ func (t *Tracker) Cost(r *engine.Record) (writes, bytes int) {
 // one part.
 func (t *Tracker) ApplyPart(r *engine.Record, from, most int) (events []Event, n int, done bool, bad error) {
 	switch {
+	case r.Table == fleet.TableFences && r.Op == engine.OpDelete && r.Key == "":
+		events, n, done = t.dropGonePart(r, max(1, most/2))
+		return events, n, done, nil
 	case r.Table == fleet.TableFences && r.Op == engine.OpDelete:
 		events, n, done = t.dropFencePart(r, max(1, most/2))
 		return events, n, done, nil

@@ -251,3 +251,85 @@ func waitConsumerCaughtUp(t *testing.T, h *harness) {
 		}
 	}
 }
+
+// TestFleetEventsOff: with [fleet] events = false the server runs no
+// fleet-events consumer (the measurement beside it, or an operator who
+// needs none): a driver reaching its route's stop and entering a fence
+// makes no record of fleet_events, route_progress or fleet_consumer, the
+// progress endpoint answers 404, and /metrics has no
+// routehound_fleet_events_* line. With the consumer on, the same steps
+// write them (the control, so the test can fail).
+func TestFleetEventsOff(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		t.Run(fmt.Sprintf("events=%v", on), func(t *testing.T) {
+			h := newHarness(t, fmt.Sprintf("[fleet]\nevents = %v\nfence_dwell = \"0s\"\n", on))
+			h.start()
+			defer h.stop()
+			ctx := context.Background()
+			r, err := h.do(ctx, http.MethodPut, "/v1/assignments/route-1", "dispatch", "off-1",
+				map[string]any{"driver": "van-1", "stops": []any{map[string]any{"id": "s1", "lat": 52.0, "lng": 13.0}}})
+			if err != nil || r.status/100 != 2 {
+				t.Fatalf("PUT assignment: %v %v", r, err)
+			}
+			if r, err := h.do(ctx, http.MethodPut, "/v1/fences/depot", "dispatch", "", map[string]any{"lat": 52.0, "lng": 13.0, "radius_m": 500}); err != nil || r.status/100 != 2 {
+				t.Fatalf("PUT fence: %v %v", r, err)
+			}
+			for seq := 1; seq <= 2; seq++ {
+				p := map[string]any{"seq": seq, "lat": 52.0, "lng": 13.0, "ts": fmt.Sprintf("2026-12-07T08:00:0%dZ", seq)}
+				if r, err := h.do(ctx, http.MethodPost, "/v1/drivers/van-1/locations", "driver", "", []any{p}); err != nil || r.status != http.StatusAccepted {
+					t.Fatalf("POST point: %v %v", r, err)
+				}
+			}
+			// The points durable in the log, then time for a consumer to
+			// write (it writes within 100 ms of a decision).
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				n := 0
+				for _, rec := range readLog(t, h) {
+					if rec.Table == "positions" {
+						n++
+					}
+				}
+				if n == 2 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%d points in the log after 10 s", n)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			time.Sleep(time.Second)
+			derived := 0
+			for _, rec := range readLog(t, h) {
+				switch rec.Table {
+				case "fleet_events", "route_progress", "fleet_consumer":
+					derived++
+				}
+			}
+			r, err = h.do(ctx, http.MethodGet, "/metrics", "admin", "", nil)
+			if err != nil || r.status != http.StatusOK {
+				t.Fatalf("GET /metrics: %v %v", r, err)
+			}
+			metrics := strings.Contains(string(r.body), "routehound_fleet_events_")
+			r, err = h.do(ctx, http.MethodGet, "/v1/assignments/route-1/progress", "dispatch", "", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if on {
+				if derived == 0 || !metrics || r.status != http.StatusOK {
+					t.Fatalf("with the consumer on: %d derived records, metrics %v, progress %d", derived, metrics, r.status)
+				}
+				return
+			}
+			if derived != 0 {
+				t.Errorf("%d records of the derived tables with the consumer off", derived)
+			}
+			if metrics {
+				t.Errorf("/metrics has routehound_fleet_events_* lines with the consumer off")
+			}
+			if r.status != http.StatusNotFound {
+				t.Errorf("GET progress: %d, want 404", r.status)
+			}
+		})
+	}
+}
