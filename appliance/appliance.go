@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -53,6 +54,7 @@ type Appliance struct {
 	// Events is the fleet-events consumer: route progress and fleet
 	// events derived from the log (issue 21).
 	Events *fleetevents.Consumer
+	evNow  atomic.Pointer[fleetevents.Consumer] // Events, for readers outside the role's lock (events)
 
 	log    *slog.Logger
 	http   *http.Server
@@ -282,6 +284,7 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 			a.closeStore(context.Background())
 			return nil, err
 		}
+		a.evNow.Store(a.Events)
 		if err := srv.MountCollector(fleetevents.Collector(a.Events)); err != nil {
 			ln.Close()
 			a.closeStore(context.Background())
@@ -333,7 +336,7 @@ func start(cfg config.Config, log *slog.Logger, generatedPath *string) (*Applian
 		StoreDir:     store.Dir,
 		Tiles:        tiles,
 		Uplink:       a.uplinkView(),
-		Events:       a.Events,
+		Events:       a.events,
 	})
 	a.UI = dash
 	srv.Handle("/ui/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

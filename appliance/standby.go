@@ -111,6 +111,7 @@ func (a *Appliance) Promote(ctx context.Context) (uplink.PromoteResult, error) {
 			a.log.Error("promoted, but the fleet-events consumer did not start", "err", err)
 		} else {
 			a.Events = ev
+			a.evNow.Store(ev)
 			if err := a.API.MountCollector(fleetevents.Collector(ev)); err != nil {
 				a.log.Warn("fleet-events metrics", "err", err)
 			}
@@ -126,6 +127,11 @@ func (a *Appliance) Promote(ctx context.Context) (uplink.PromoteResult, error) {
 	}
 	return res, nil
 }
+
+// events is the fleet-events consumer now (nil: none): a standby's starts
+// at its promotion. Not under the role's lock, which a promotion holds for
+// up to promoteTimeout: the Channels page asks.
+func (a *Appliance) events() *fleetevents.Consumer { return a.evNow.Load() }
 
 // fenced makes a primary a standby was promoted in place of read-only: the
 // engine refuses writes, and the fleet-events consumer (whose writes would

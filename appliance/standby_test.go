@@ -238,6 +238,9 @@ func TestStandbyFollowsPromotesAndFences(t *testing.T) {
 	if page := systemPage(t, s); !strings.Contains(page, `data-field="uplink-role">standby (epoch 1)<`) || !strings.Contains(page, "last LSN applied") {
 		t.Errorf("the standby's System page does not say it is a standby")
 	}
+	if page := uiPage(t, s, "/ui/"); strings.Contains(page, `data-field="consumer-lag"`) {
+		t.Errorf("the standby's Channels page shows a fleet-events consumer: a standby runs none")
+	}
 	if st, b := httpDo(t, "POST", p.URL()+"/v1/admin/promote", p.Token("admin"), ""); st != http.StatusConflict || errCode(b) != "not_standby" {
 		t.Fatalf("promoting the primary: %d %s", st, b)
 	}
@@ -259,6 +262,9 @@ func TestStandbyFollowsPromotesAndFences(t *testing.T) {
 		t.Fatalf("first write after the promotion: %d %s (last shipped lsn %d)", st, b, last)
 	}
 	t.Logf("promote → first accepted write: %v (promotion %d ms)", time.Since(t0), res.TookMs)
+	if page := uiPage(t, s, "/ui/"); !strings.Contains(page, `data-field="consumer-lag"`) {
+		t.Errorf("the promoted box's Channels page lacks the fleet-events consumer it started at its promotion")
+	}
 	var lsns []uint64
 	if err := s.Engine.ReadLog(last-1, 0, func(r engine.Record) error { lsns = append(lsns, r.LSN); return nil }); err != nil {
 		t.Fatal(err)
@@ -532,6 +538,12 @@ func TestTwoStandbysOnePromotion(t *testing.T) {
 // its System page.
 func systemPage(t *testing.T, a *Appliance) string {
 	t.Helper()
+	return uiPage(t, a, "/ui/system")
+}
+
+// uiPage signs in to a's dashboard as admin and reads a page of it.
+func uiPage(t *testing.T, a *Appliance, path string) string {
+	t.Helper()
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar}
 	resp, err := c.Get(a.URL() + "/ui/login")
@@ -548,7 +560,7 @@ func systemPage(t *testing.T, a *Appliance) string {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp, err = c.Get(a.URL() + "/ui/system"); err != nil {
+	if resp, err = c.Get(a.URL() + path); err != nil {
 		t.Fatal(err)
 	}
 	b, _ = io.ReadAll(resp.Body)

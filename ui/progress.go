@@ -147,7 +147,10 @@ type consumerLine struct {
 }
 
 func (u *UI) consumerLine() *consumerLine {
-	c := u.opt.Events
+	if u.opt.Events == nil {
+		return nil
+	}
+	c := u.opt.Events()
 	if c == nil {
 		return nil
 	}

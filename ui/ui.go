@@ -53,9 +53,10 @@ type Options struct {
 	// System page (nil: the uplink is off).
 	Uplink func() UplinkView
 
-	// Events is the fleet-events consumer, shown on the Channels page
-	// (nil: none).
-	Events *fleetevents.Consumer
+	// Events answers the fleet-events consumer, shown on the Channels
+	// page (nil, or a nil answer: none). Asked each time: a standby's
+	// consumer starts at its promotion.
+	Events func() *fleetevents.Consumer
 }
 
 // FailureCounter counts failed authentications per source address
