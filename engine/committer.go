@@ -356,9 +356,13 @@ func (e *Engine) synced(p *pending, d time.Duration) {
 		}
 	}
 	moved := e.publish(p.segs)
+	var drain drainTally
 	for i, it := range p.items {
-		e.answer(p.lanes[i], it, it.res) // unless the journal did (pipeline.go)
+		if e.answer(p.lanes[i], it, it.res) { // unless the journal did (pipeline.go)
+			drain.add(p.lanes[i], it.units)
+		}
 	}
+	drain.note()
 	e.notify(moved)
 	clear(p.items)
 	clear(p.lanes)
@@ -367,12 +371,14 @@ func (e *Engine) synced(p *pending, d time.Duration) {
 }
 
 // answer completes one item: the waiter gets its result, the lane its units
-// back, the ledger the latency. It runs on the committer, or on the
+// back, the ledger the latency. It reports whether it answered it now with
+// a success: the caller counts its units toward the lane's drain rate
+// (drainTally), with the rest of the batch. It runs on the committer, or on the
 // journal's goroutine for a journaled item (pipeline.go): it touches only
 // the item, its lane's atomic ledger and its lane's locked queue.
-func (e *Engine) answer(l *lane, it *item, r result) {
+func (e *Engine) answer(l *lane, it *item, r result) (drained bool) {
 	if !it.answered.CompareAndSwap(false, true) {
-		return // once: by the journal or by the log's fsync (pipeline.go)
+		return false // once: by the journal or by the log's fsync (pipeline.go)
 	}
 	if r.err == nil {
 		if it.durable != nil {
@@ -391,10 +397,11 @@ func (e *Engine) answer(l *lane, it *item, r result) {
 	l.stats.Latency.Observe(e.now().Sub(it.arrived))
 	// Units back first: a writer answered below may write again at once,
 	// and must find its lane's room (TestAnsweredWriterFindsRoom).
-	l.release(it.units, r.err == nil)
+	l.release(it.units, false) // its drain is the caller's to count
 	if it.done != nil {
 		it.done <- r // buffered: never blocks the committer
 	}
+	return r.err == nil
 }
 
 // failStore stops the engine's writes after a storage error: nothing of the

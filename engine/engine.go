@@ -310,6 +310,17 @@ func (e *Engine) LaneBound(name Lane) int {
 	return 0
 }
 
+// LaneBoundWhy is where a lane's bound comes from: its capacity measured
+// while it stayed backlogged (writes or points per second) and whether the
+// bound in force is derived from it (capacity x SLA) rather than the
+// lane's queue_bound ceiling (lane.bound).
+func (e *Engine) LaneBoundWhy(name Lane) (capacity float64, derived bool) {
+	if l := e.lane(name); l != nil {
+		return l.BoundWhy()
+	}
+	return 0, false
+}
+
 // LaneConfig returns the configuration of a lane.
 func (e *Engine) LaneConfig(name Lane) LaneConfig { return e.cfg.Lanes[name] }
 

@@ -84,7 +84,7 @@ type lane struct {
 	// (Little's law's throughput for the driver lane's bound).
 	capRate float64
 	emptied bool // the lane ran empty in the current span
-	littles bool // the bound is derived from capRate and the SLA (the driver lane)
+	littles bool // the bound is derived from capRate and the SLA (every lane but the events lane)
 
 	stats LaneStats
 	now   func() time.Time // the engine's clock
@@ -94,7 +94,9 @@ type lane struct {
 const drainSpan = 100 * time.Millisecond
 
 func newLane(name Lane, cfg LaneConfig, now func() time.Time) *lane {
-	l := &lane{name: name, cfg: cfg, littles: name == LaneDriver, now: now}
+	// The events lane's writer sizes its writes by the lane's bound
+	// (fleetevents): a bound that shrank under one would never take it.
+	l := &lane{name: name, cfg: cfg, littles: name != LaneEvents, now: now}
 	if name == LaneDriver {
 		// A quantum of one chunk: a backlogged driver gets a chunk a
 		// round, a driver with fewer points gets all of them.
@@ -242,16 +244,37 @@ func (l *lane) waiting() bool {
 // release gives back the units of items that are durable or answered.
 // Only committed units count toward the drain rate: refusals (a queue
 // timeout, a failed store) free room but say nothing of how fast the lane
-// drains.
+// drains. The committer answers a batch's items one by one and notes their
+// units as drained once, after the last (drainTally): a span of the rate
+// that ended at a batch's first answer would hold one unit for the whole
+// time the batch took (a first capacity of 5 writes/s for 500).
 func (l *lane) release(units int, committed bool) {
 	l.mu.Lock()
 	l.depth -= units
-	if committed {
-		l.drainUnits += units
-	}
 	if l.depth == 0 {
 		l.emptied = true // drained all it had: this span measured arrivals too
 	}
+	if committed {
+		l.drainedLocked(units)
+	}
+	if l.room != nil {
+		close(l.room)
+		l.room = nil
+	}
+	l.mu.Unlock()
+	l.stats.Depth.Add(-int64(units))
+}
+
+// drained counts units committed together (released before) toward the
+// drain rate.
+func (l *lane) drained(units int) {
+	l.mu.Lock()
+	l.drainedLocked(units)
+	l.mu.Unlock()
+}
+
+func (l *lane) drainedLocked(units int) {
+	l.drainUnits += units
 	if now := l.now(); l.drainAt.IsZero() {
 		l.drainAt, l.drainUnits, l.emptied = now, 0, l.depth == 0
 	} else if d := now.Sub(l.drainAt); d >= drainSpan {
@@ -262,12 +285,36 @@ func (l *lane) release(units int, committed bool) {
 		}
 		l.drainAt, l.drainUnits, l.emptied = now, 0, l.depth == 0
 	}
-	if l.room != nil {
-		close(l.room)
-		l.room = nil
+}
+
+// drainTally adds up what a batch's answers drained from each lane, for
+// one lane.drained each once they are all answered.
+type drainTally struct {
+	lanes [8]*lane
+	units [8]int
+	n     int
+}
+
+func (t *drainTally) add(l *lane, units int) {
+	for i := range t.n {
+		if t.lanes[i] == l {
+			t.units[i] += units
+			return
+		}
 	}
-	l.mu.Unlock()
-	l.stats.Depth.Add(-int64(units))
+	if t.n == len(t.lanes) { // more lanes than there are: never
+		l.drained(units)
+		return
+	}
+	t.lanes[t.n], t.units[t.n] = l, units
+	t.n++
+}
+
+// note counts the tally toward each lane's drain rate.
+func (t *drainTally) note() {
+	for i := range t.n {
+		t.lanes[i].drained(t.units[i])
+	}
 }
 
 func ewma(old, sample float64) float64 {
@@ -281,18 +328,41 @@ func ewma(old, sample float64) float64 {
 // chunks of concurrent requests always fit.
 const littleFloor = 4 * chunkPoints
 
-// bound is the lane's admission bound now. The driver lane's is what the
-// committer can take from it within its SLA at its measured capacity
-// (Little's law: queue = throughput x time), at least littleFloor and at
-// most its queue_bound, which is also the bound until a capacity is
-// measured; the other lanes' is their queue_bound (their writers wait for
-// their answer, so their own number bounds them). Caller holds mu.
+// keyedFloor is the smallest derived bound of a keyed lane (dispatch,
+// tables, warehouse: a write is one unit): that many writers waiting at
+// once always fit.
+const keyedFloor = 64
+
+// bound is the lane's admission bound now: what the committer can take
+// from it within its SLA at its measured capacity (Little's law: queue =
+// throughput x time), at least its floor (littleFloor for the drivers,
+// keyedFloor for a keyed lane) and at most its queue_bound, a memory
+// ceiling, which is also the bound until a capacity is measured (the lane
+// has to stay backlogged for drainSpan first: a keyed lane whose writers
+// never queue keeps its ceiling, and needs no other). A writer past it is
+// refused with the drain time (429 lane_full, Retry-After), or waits for
+// room up to its lane's max_wait. The events lane keeps its queue_bound:
+// its one writer sizes its writes by it. Caller holds mu.
 func (l *lane) bound() int {
 	if !l.littles || l.capRate <= 0 {
 		return l.cfg.QueueBound
 	}
+	floor := keyedFloor
+	if l.fair != nil {
+		floor = littleFloor
+	}
 	n := int(l.capRate * l.cfg.SLA.Seconds())
-	return min(l.cfg.QueueBound, max(n, littleFloor))
+	return min(l.cfg.QueueBound, max(n, floor))
+}
+
+// BoundWhy says where the bound in force comes from, for the Channels
+// page: derived from the capacity (per second) and the SLA, the ceiling
+// (queue_bound) while nothing is measured, or the ceiling for a lane whose
+// bound is not derived.
+func (l *lane) BoundWhy() (capacity float64, derived bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.capRate, l.littles && l.capRate > 0 && l.bound() < l.cfg.QueueBound
 }
 
 // Bound is bound under the lane's lock.
@@ -304,15 +374,24 @@ func (l *lane) Bound() int {
 
 // retryAfter is how long the lane's queue takes to drain at its measured
 // rate: what a refused writer is told to wait (0 when nothing is measured).
-// A lane that stopped draining keeps its last rate: the stall shows in the
-// depth, and the estimate stays finite.
+// The rate is the capacity measured while the lane stayed backlogged, as it
+// is when a writer is refused, or the plain drain rate before that was
+// measured: a drain rate taken while the writers trickled in measures their
+// arrivals, and told the first writers refused in a burst to wait 25 s for
+// a queue that drained in 0.2 (TestKeyedLaneBoundFromItsCapacity). A lane
+// that stopped draining keeps its last rate: the stall shows in the depth,
+// and the estimate stays finite.
 func (l *lane) retryAfter() time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.drainRate <= 0 {
+	rate := l.drainRate
+	if l.capRate > 0 {
+		rate = l.capRate
+	}
+	if rate <= 0 {
 		return 0
 	}
-	return time.Duration(float64(l.depth) / l.drainRate * float64(time.Second))
+	return time.Duration(float64(l.depth) / rate * float64(time.Second))
 }
 
 // waitRoom waits until units fit under the bound, at most until deadline

@@ -53,9 +53,10 @@ type flights struct {
 	jq       []journalFrame // committed frames not yet handed to the journal
 	jflight  []journalFrame // the journal write in flight; nil when none
 	jDone    chan journalEnd
-	// noRoomAt: the journal found no room for jq's head while the log
+	// noRoom, noRoomAt: the journal found no room for jq's head while the log
 	// covered this LSN; nothing is written to it again until the log
 	// covers more (0: not waiting).
+	noRoom   bool
 	noRoomAt uint64
 }
 
@@ -127,6 +128,10 @@ func (e *Engine) pipelined() pipelinedEnv {
 // anyway (the drivers' flush_within): an ack lane that lets its writes
 // wait longer (a warehouse configured to share fsyncs over a minute)
 // keeps waiting for the log.
+//
+// Never an item with a durable hook (the driver lane's): the journal's
+// goroutine answers journaled items while the committer runs synced(),
+// which calls durable hooks unguarded.
 func (e *Engine) journals(l *lane, it *item) bool {
 	return it.done != nil && l.cfg.Contract != Async && e.pipelined() != nil &&
 		l.cfg.FlushWithin < e.lanes[LaneDriver].cfg.FlushWithin
@@ -163,10 +168,10 @@ func (e *Engine) startJournal() {
 	if e.fl.jflight != nil || len(e.fl.jq) == 0 || pe == nil {
 		return
 	}
-	if e.fl.noRoomAt != 0 && e.fl.covered <= e.fl.noRoomAt {
+	if e.fl.noRoom && e.fl.covered <= e.fl.noRoomAt {
 		return // wait for the log to cover more of the journal
 	}
-	e.fl.noRoomAt = 0
+	e.fl.noRoom, e.fl.noRoomAt = false, 0
 	q := e.fl.jq[:0]
 	for _, jf := range e.fl.jq {
 		if jf.f.Last > e.fl.covered {
@@ -211,23 +216,34 @@ func (e *Engine) finishJournal(r journalEnd) {
 	}
 	e.totals.JournalWrites.Add(1)
 	e.totals.JournalTime.Observe(r.d)
-	e.sched.observeJournal(r.d)
+	if r.n > 0 {
+		e.sched.observeJournal(r.d) // an fdatasync: what the journal's answers cost
+	}
+	if r.n < len(fl) {
+		// Frames that wait for the log's fsync: until the journal answers
+		// again, the log's fsync is what a sync write waits for.
+		e.sched.journalNoRoom()
+	}
 	// fl[:r.n] were answered by the journal's goroutine (startJournal).
 	if rest := fl[r.n:]; len(rest) > 0 {
 		// No room: they keep their place, ahead of what came since.
 		e.totals.JournalNoRoom.Add(uint64(len(rest)))
 		e.fl.jq = append(rest[:len(rest):len(rest)], e.fl.jq...)
-		e.fl.noRoomAt = e.fl.covered
+		e.fl.noRoom, e.fl.noRoomAt = true, e.fl.covered
 	}
 	e.startJournal()
 }
 
 func (e *Engine) answerJournaled(frames []journalFrame) {
+	var drain drainTally
 	for _, jf := range frames {
 		for i, it := range jf.items {
-			e.answer(jf.lanes[i], it, it.res)
+			if e.answer(jf.lanes[i], it, it.res) {
+				drain.add(jf.lanes[i], it.units)
+			}
 		}
 	}
+	drain.note()
 }
 
 // startSync hands p to the fsync goroutine: p's items are answered and its
@@ -290,7 +306,7 @@ func (e *Engine) settleFlights(p *pending) {
 		<-e.fl.jDone // what it made durable, it answered (startJournal)
 		e.fl.jflight = nil
 	}
-	e.fl.jq, e.fl.noRoomAt = nil, 0
+	e.fl.jq, e.fl.noRoom, e.fl.noRoomAt = nil, false, 0
 	if s := e.fl.syncing; s != nil {
 		r := <-e.fl.syncDone
 		e.fl.syncing = nil

@@ -248,3 +248,50 @@ func TestJournalAnswersWhileTheCommitterCommits(t *testing.T) {
 	released = true
 	waitFor(t, "the driver points durable", func() bool { s, _ := e.DriverDurableSeq("van"); return s == 50 })
 }
+
+// noRoomEnv is the store's env whose journal never has room and whose log
+// fsync is slow: every waited-for write is answered by the log's fsync.
+type noRoomEnv struct {
+	storeEnv
+	fsync time.Duration
+}
+
+func (n noRoomEnv) sync() error {
+	time.Sleep(n.fsync)
+	return n.storeEnv.sync()
+}
+
+func (n noRoomEnv) journal([]wal.JournalFrame, uint64) (int, error) { return 0, nil }
+
+// A journal without room answers nothing: its instant "writes" are no
+// measure of an fdatasync (the cap would be derived from ~0 while dispatch
+// waits for a 20 ms fsync), and on a fresh store (nothing covered yet) the
+// committer does not retry it in a loop until the log's fsync lands.
+func TestJournalWithoutRoomIsNoMeasure(t *testing.T) {
+	dir := t.TempDir()
+	db, err := wal.Open(wal.Options{Dir: dir, MemoryBytes: 32 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.MinFreeBytes = 0
+	e, err := newWithEnv(cfg, db, nil, func(db *wal.DB) commitEnv { return noRoomEnv{storeEnv{db}, 20 * time.Millisecond} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { e.Close(context.Background()); db.Close() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := range 12 {
+		if _, err := e.PutAssignment(ctx, fmt.Sprint("r", i), []byte(`{"driver":"van","stops":[]}`), WriteOptions{IfVersion: AnyVersion}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := e.Sched()
+	if st.SyncFrom != "log" || st.JournalSync != 0 {
+		t.Fatalf("a journal that never had room: %+v, want the cap from the log's fsync and no journal measure", st)
+	}
+	if n := e.totals.JournalWrites.Load(); n > 100 {
+		t.Fatalf("%d journal attempts for 12 writes: the committer retried a journal without room in a loop", n)
+	}
+}

@@ -172,6 +172,15 @@ func (s *sched) observeJournal(d time.Duration) {
 	s.derive()
 }
 
+// journalNoRoom: the journal found no room, its frames wait for the log's
+// fsync; its measure is not fresh until it answers again.
+func (s *sched) journalNoRoom() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.jAt = time.Time{}
+	s.derive()
+}
+
 // setJournaled says whether a sync write at the target is answered by the
 // journal (the store's env pipelines: pipeline.go). A new store handle
 // starts the journal's measure afresh.
@@ -221,11 +230,12 @@ func (s *sched) cap() int {
 func (s *sched) Stats() SchedStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sync, from := s.syncUsed, "log"
-	if s.fixedCap > 0 {
-		sync, _ = s.syncCost()
+	sync, fromJ := s.syncUsed, s.fromJ
+	if s.fixedCap > 0 { // derive did not choose
+		sync, fromJ = s.syncCost()
 	}
-	if s.fromJ {
+	from := "log"
+	if fromJ {
 		from = "journal"
 	}
 	var j time.Duration

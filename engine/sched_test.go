@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -330,10 +332,10 @@ func TestWaitRoomWhenNotTakingWrites(t *testing.T) {
 	}
 }
 
-// The driver lane's bound is what it can commit within its SLA at the
-// capacity measured while it stayed backlogged (Little's law), within
-// [littleFloor, queue_bound]; spans in which it ran empty measure arrivals,
-// not capacity, and do not count; other lanes keep their queue_bound.
+// A lane's bound is what it can commit within its SLA at the capacity
+// measured while it stayed backlogged (Little's law), within [floor,
+// queue_bound]; spans in which it ran empty measure arrivals, not
+// capacity, and do not count; the events lane keeps its queue_bound.
 func TestDriverBoundFromLittlesLaw(t *testing.T) {
 	cfg := LaneConfig{Contract: Async, QueueBound: 16384, FlushWithin: 10 * time.Millisecond, SLA: 50 * time.Millisecond}
 	l := newLane(LaneDriver, cfg, time.Now)
@@ -365,12 +367,33 @@ func TestDriverBoundFromLittlesLaw(t *testing.T) {
 	if b := l.Bound(); b != littleFloor {
 		t.Fatalf("bound %d at 1,000/s, want the floor %d", b, littleFloor)
 	}
+	// A keyed lane: its queue_bound until it was measured backlogged,
+	// then capacity x SLA, at least keyedFloor.
 	w := newLane(LaneWarehouse, LaneConfig{Contract: Ack, QueueBound: 4096, SLA: 20 * time.Millisecond}, time.Now)
-	w.mu.Lock()
-	w.capRate = 1e6
-	w.mu.Unlock()
 	if b := w.Bound(); b != 4096 {
-		t.Fatalf("warehouse bound %d, want its queue_bound", b)
+		t.Fatalf("warehouse bound %d before any measure, want its queue_bound", b)
+	}
+	for _, c := range []struct {
+		rate float64
+		want int
+	}{{1e6, 4096}, {50_000, 1000}, {1000, keyedFloor}} {
+		w.mu.Lock()
+		w.capRate = c.rate
+		w.mu.Unlock()
+		if b := w.Bound(); b != c.want {
+			t.Fatalf("warehouse bound %d at %.0f writes/s and a 20 ms SLA, want %d", b, c.rate, c.want)
+		}
+		if _, derived := w.BoundWhy(); derived != (c.want < 4096) {
+			t.Fatalf("at %.0f/s: derived %v", c.rate, derived)
+		}
+	}
+	// The events lane keeps its queue_bound: its writer sizes writes by it.
+	ev := newLane(LaneEvents, LaneConfig{Contract: Ack, QueueBound: 4096, SLA: 100 * time.Millisecond}, time.Now)
+	ev.mu.Lock()
+	ev.capRate = 100
+	ev.mu.Unlock()
+	if b := ev.Bound(); b != 4096 {
+		t.Fatalf("events bound %d, want its queue_bound", b)
 	}
 }
 
@@ -386,5 +409,81 @@ func TestRefusalReasonsAreAPICodes(t *testing.T) {
 		if got := reasonOf(err); got != want {
 			t.Errorf("reasonOf(%v) = %q, want %q", err, got, want)
 		}
+	}
+}
+
+// slowCommitEnv is the store's env whose commits take perRec a record: a
+// slow disk the tables lane stays backlogged behind.
+type slowCommitEnv struct {
+	storeEnv
+	perRec time.Duration
+}
+
+func (s slowCommitEnv) commit(b *wal.Batch) error {
+	time.Sleep(time.Duration(b.Len()) * s.perRec)
+	return s.storeEnv.commit(b)
+}
+
+// A keyed lane kept backlogged gets the bound its measured capacity
+// allows within its SLA (here the floor: about 500 writes/s x 20 ms is 10),
+// and a writer past it is refused with the time the queue takes to drain,
+// instead of queueing far past its SLA.
+func TestKeyedLaneBoundFromItsCapacity(t *testing.T) {
+	dir := t.TempDir()
+	db, err := wal.Open(wal.Options{Dir: dir, MemoryBytes: 32 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.MinFreeBytes = 0
+	e, err := newWithEnv(cfg, db, nil, func(db *wal.DB) commitEnv {
+		return slowCommitEnv{storeEnv{db}, 2 * time.Millisecond}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { e.Close(context.Background()); db.Close() }()
+	if b := e.LaneBound(LaneTables); b != cfg.Lanes[LaneTables].QueueBound {
+		t.Fatalf("tables bound %d before any backlog, want its queue_bound %d", b, cfg.Lanes[LaneTables].QueueBound)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var refused, written atomic.Int64
+	var retry atomic.Int64
+	var wg sync.WaitGroup
+	end := time.Now().Add(time.Second)
+	for w := range 200 { // 200 writers, each writing again as soon as answered
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil && time.Now().Before(end); i++ {
+				_, err := e.PutKey(ctx, Write{Table: "t", Key: fmt.Sprint(w, "-", i), Value: []byte(`{}`), IfVersion: AnyVersion})
+				var lf *LaneFullError
+				switch {
+				case err == nil:
+					written.Add(1)
+				case errors.As(err, &lf):
+					refused.Add(1)
+					retry.Store(int64(lf.RetryAfter))
+					if lf.RetryAfter > time.Second {
+						t.Errorf("refused at depth %d with Retry-After %v: the queue of at most %d drains in well under a second here", e.lanes[LaneTables].stats.Depth.Load(), lf.RetryAfter, keyedFloor)
+					}
+					time.Sleep(min(lf.RetryAfter, 50*time.Millisecond)) // as a client honouring Retry-After
+				default:
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b := e.LaneBound(LaneTables)
+	capacity, derived := e.LaneBoundWhy(LaneTables)
+	t.Logf("tables: %d written, %d refused (last Retry-After %v); capacity %.0f writes/s, bound %d", written.Load(), refused.Load(), time.Duration(retry.Load()), capacity, b)
+	if !derived || b != keyedFloor {
+		t.Fatalf("tables bound %d (derived %v, capacity %.0f/s) after a backlog, want the floor %d", b, derived, capacity, keyedFloor)
+	}
+	if refused.Load() == 0 || retry.Load() <= 0 {
+		t.Fatalf("200 writers behind a slow disk: %d refusals, Retry-After %v; want refusals past the derived bound, with the drain time", refused.Load(), time.Duration(retry.Load()))
 	}
 }

@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"fmt"
 	"net/http"
 	"time"
 
@@ -15,6 +16,7 @@ type channelCard struct {
 	Arrivals          uint64
 	Duplicates        uint64
 	Depth, Bound      int64
+	BoundWhy          string // where the bound comes from (engine.LaneBoundWhy)
 	// The last Window's writes (about gradeWindow): their count, queue
 	// wait and end-to-end latency; the card is graded on these.
 	Window             time.Duration
@@ -135,6 +137,7 @@ func (u *UI) channels() channelsView {
 			SparkAccepted: sparkPoints(acc, u.sampler.n, sparkW, sparkH),
 			SparkDepth:    sparkPoints(dep, u.sampler.n, sparkW, sparkH),
 		}
+		c.BoundWhy = boundWhy(u.e, name, cfg)
 		c.Status = grade(c.Count, c.LatP99, cfg.SLA, c.Depth, c.Bound)
 		if name == engine.LaneEvents {
 			c.Consumer = u.consumerLine()
@@ -161,4 +164,21 @@ func (u *UI) channels() channelsView {
 
 func (u *UI) channelsPage(w http.ResponseWriter, r *http.Request, s *session) {
 	render(w, r, http.StatusOK, channelsPage(u.chrome(s, "channels", "/ui/live/channels"), u.channels()))
+}
+
+// boundWhy says where a lane's bound comes from: derived from the capacity
+// measured while it stayed backlogged and its SLA (Little's law), or its
+// queue_bound ceiling.
+func boundWhy(e *engine.Engine, name engine.Lane, cfg engine.LaneConfig) string {
+	capacity, derived := e.LaneBoundWhy(name)
+	if derived {
+		return fmt.Sprintf("derived: the capacity measured while the lane stayed backlogged (%s) × its SLA (%s), at least a floor; queue_bound %d is the ceiling", fmtRate(capacity), fmtDur(cfg.SLA), cfg.QueueBound)
+	}
+	if name == engine.LaneEvents {
+		return fmt.Sprintf("queue_bound %d: the fleet-events consumer sizes its writes by it", cfg.QueueBound)
+	}
+	if capacity > 0 {
+		return fmt.Sprintf("queue_bound %d, the ceiling: below the capacity measured (%s) × its SLA (%s)", cfg.QueueBound, fmtRate(capacity), fmtDur(cfg.SLA))
+	}
+	return fmt.Sprintf("queue_bound %d, the ceiling, until the lane's capacity is measured while it stays backlogged", cfg.QueueBound)
 }

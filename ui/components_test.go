@@ -11,11 +11,11 @@ import (
 
 func TestComponents(t *testing.T) {
 	ctx := context.Background()
-	card := channelCard{Lane: "dispatch", Contract: "sync", AcceptedTotal: 12345, Depth: 950, Bound: 1000,
+	card := channelCard{Lane: "dispatch", Contract: "sync", AcceptedTotal: 12345, Depth: 950, Bound: 1000, BoundWhy: "derived: 50.0k/s × 20ms",
 		SLA: 5 * time.Millisecond, LatP99: 12 * time.Millisecond, Status: status(12*time.Millisecond, 5*time.Millisecond, 950, 1000),
 		Rejected: []engine.Reason{{Reason: "lane_full", Count: 7}}, SparkAccepted: sparkPoints([]float64{0, 5, 10}, 300, 240, 40)}
 	got := html(ctx, channelCardBody(card))
-	for _, want := range []string{`data-field="accepted">12345<`, "950 / 1000", "SLA 5.0ms", "<td>lane_full</td>", `class="badge bad"`, `width="95.0"`, `points="`} {
+	for _, want := range []string{`data-field="accepted">12345<`, `950 / <span data-field="bound" title="derived: 50.0k/s × 20ms">1000</span>`, "SLA 5.0ms", "<td>lane_full</td>", `class="badge bad"`, `width="95.0"`, `points="`} {
 		if !strings.Contains(got, want) {
 			t.Errorf("channel card lacks %q:\n%s", want, got)
 		}

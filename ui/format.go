@@ -161,7 +161,7 @@ func syncFrom(s engine.SchedStats) string {
 		return "the journal's fdatasync, which answers a sync write at the target (the log's fsync: " + fmtDur(s.LogSync) + ")"
 	}
 	if s.JournalSync > 0 {
-		return "the log's fsync (the journal's measure went stale: " + fmtDur(s.JournalSync) + " when last measured)"
+		return "the log's fsync (the journal's measure is not fresh, or not yet four writes: " + fmtDur(s.JournalSync) + " when last measured)"
 	}
 	return "the log's fsync"
 }
