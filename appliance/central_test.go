@@ -344,7 +344,8 @@ func TestCentralViewOfTwoDepots(t *testing.T) {
 	}
 
 	if page := dashboardPage(t, c, "/ui/system"); !strings.Contains(page, "Central view of the depots") ||
-		!strings.Contains(page, `data-field="central-depot-south">LSN `+strconv.FormatUint(south.lsn, 10)+` in RH_SOUTH, 0 missing<`) ||
+		!strings.Contains(page, `data-field="central-depot-south">LSN `+strconv.FormatUint(south.lsn, 10)+` in RH_SOUTH, 0 missing, `) ||
+		!strings.Contains(page, `data-field="central-rejected-south">0 rejected<`) ||
 		!strings.Contains(page, `data-field="central-connected">yes<`) {
 		t.Errorf("the view's System page lacks the depots' cursors:\n%s", page)
 	}
