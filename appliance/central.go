@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"fmt"
 	"log/slog"
 
 	"routehound/api"
@@ -62,7 +63,11 @@ func centralView(cv *uplink.Central) func() ui.UplinkView {
 			v.LagRecords += st.Pending
 		}
 		for _, d := range s.Depots {
-			v.Depots = append(v.Depots, ui.UplinkDepot{Name: d.Depot, Stream: d.Stream, LSN: d.LSN, Missing: d.Missing})
+			ud := ui.UplinkDepot{Name: d.Depot, Stream: d.Stream, LSN: d.LSN, Missing: d.Missing, Rejected: d.Rejected}
+			if r := d.LastRejected; r != nil {
+				ud.LastRejected = fmt.Sprintf("lsn %d (stream seq %d), table %q, key %q: %s", r.LSN, r.StreamSeq, r.Table, r.Key, r.Error)
+			}
+			v.Depots = append(v.Depots, ud)
 		}
 		return v
 	}

@@ -344,7 +344,8 @@ func TestCentralViewOfTwoDepots(t *testing.T) {
 	}
 
 	if page := dashboardPage(t, c, "/ui/system"); !strings.Contains(page, "Central view of the depots") ||
-		!strings.Contains(page, `data-field="central-depot-south">LSN `+strconv.FormatUint(south.lsn, 10)+` in RH_SOUTH, 0 missing<`) ||
+		!strings.Contains(page, `data-field="central-depot-south">LSN `+strconv.FormatUint(south.lsn, 10)+` in RH_SOUTH, 0 missing, `) ||
+		!strings.Contains(page, `data-field="central-rejected-south">0 rejected<`) ||
 		!strings.Contains(page, `data-field="central-connected">yes<`) {
 		t.Errorf("the view's System page lacks the depots' cursors:\n%s", page)
 	}
@@ -352,6 +353,14 @@ func TestCentralViewOfTwoDepots(t *testing.T) {
 	// The history (the replica) holds the depots' drivers and routes
 	// under <depot>/<name>, asked for with ?depot=.
 	waitUntil(t, 30*time.Second, "the view's replica to catch up", func() bool { return c.Replica.LSN() == c.Engine.DurableLSN() })
+	// The dashboard (over the replica) matches a route to its driver by
+	// the driver's key here: north's routes name van-1, north/van-1 here.
+	if page := dashboardPage(t, c, "/ui/fleet/north%2Fvan-1"); !strings.Contains(page, "<td>north/r-1</td>") || strings.Contains(page, "No route is assigned") {
+		t.Errorf("the view's driver page of north/van-1 does not list north's route r-1:\n%s", page)
+	}
+	if page := dashboardPage(t, c, "/ui/routes"); !strings.Contains(page, `<a href="/ui/fleet/north%2Fvan-1">north/van-1</a>`) {
+		t.Errorf("the view's Routes page does not link north's routes to north/van-1:\n%s", page)
+	}
 	var trail struct {
 		Driver string            `json:"driver"`
 		Points []json.RawMessage `json:"points"`

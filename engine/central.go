@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
+	"unicode/utf8"
 
+	"routehound/fleet"
 	"routehound/wal"
 )
 
@@ -68,6 +71,84 @@ type CentralWrite struct {
 	LSN   uint64
 }
 
+// ErrCentralRejected: a central write this engine can never apply,
+// whatever the retry: a table name no writer of it may use, a key it does
+// not hold, a put whose value is no JSON or larger than one batch. A
+// *CentralRejectError says which write and why. ApplyCentral checks every
+// write (CheckCentralWrite) before anything is queued: such a write never
+// reaches the committer, where an error fails the store.
+var ErrCentralRejected = errors.New("engine: central write rejected")
+
+// CentralRejectError is ErrCentralRejected for one write of a call.
+type CentralRejectError struct {
+	Index      int // the write's index in the call
+	Table, Key string
+	Reason     string
+	Err        error // the cause, when there is one (ErrTooLarge)
+}
+
+func (e *CentralRejectError) Error() string {
+	msg := fmt.Sprintf("%s: write %d (table %s, key %s): %s", ErrCentralRejected, e.Index, strconv.Quote(clip(e.Table)), strconv.Quote(clip(e.Key)), e.Reason)
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *CentralRejectError) Is(target error) bool { return target == ErrCentralRejected }
+func (e *CentralRejectError) Unwrap() error        { return e.Err }
+
+// clip shortens a name for an error message.
+func clip(s string) string {
+	if len(s) <= 80 {
+		return s
+	}
+	return s[:80] + "…"
+}
+
+// MaxCentralKey is the longest key a central write may have: a depot's key
+// (fleet.MaxKey) under a depot name (fleet.MaxName at most) and a slash.
+const MaxCentralKey = fleet.MaxName + 1 + fleet.MaxKey
+
+// CheckCentralWrite answers a *CentralRejectError when w can never be
+// applied: its table is no name of fleet.CheckName (the store separates
+// table and key with a 0x00, the API reads only such names), its key is
+// empty, longer than MaxCentralKey, not UTF-8 or holds control
+// characters, or it puts a value that is no JSON, or one that alone is
+// larger than a batch (ErrTooLarge). What a retry may cure (a full lane, a
+// failed store) is not checked here: ApplyCentral answers it.
+func (e *Engine) CheckCentralWrite(w CentralWrite) error {
+	reject := func(reason string, err error) error {
+		return &CentralRejectError{Table: w.Table, Key: w.Key, Reason: reason, Err: err}
+	}
+	if err := fleet.CheckName("table", w.Table); err != nil {
+		return reject(err.Error(), nil)
+	}
+	if w.Key == "" || len(w.Key) > MaxCentralKey || !utf8.ValidString(w.Key) {
+		return reject(fmt.Sprintf("a key is 1 to %d bytes of UTF-8 (this one: %d bytes)", MaxCentralKey, len(w.Key)), nil)
+	}
+	for _, c := range w.Key {
+		if c < 0x20 || c == 0x7f {
+			return reject("a key may not hold control characters", nil)
+		}
+	}
+	if w.Delete {
+		return nil
+	}
+	if !json.Valid(w.Value) {
+		return reject("the value is no JSON", nil)
+	}
+	if size := centralWriteBytes(w) + 256; size > e.cfg.BatchBytes {
+		return reject(fmt.Sprintf("%d bytes, a batch holds %d", size, e.cfg.BatchBytes), ErrTooLarge)
+	}
+	return nil
+}
+
+// centralWriteBytes is what one central write counts in a batch's bytes.
+func centralWriteBytes(w CentralWrite) int64 {
+	return int64(2*len(w.Value) + 2*len(w.Key) + 2*len(w.Table) + 64)
+}
+
 // storedCursorLSN reads a depot's cursor LSN from the batch's view of the
 // store (0: none).
 func storedCursorLSN(b *wal.Batch, depot string) (uint64, error) {
@@ -99,7 +180,10 @@ func (e *Engine) ApplyCentralMax() (writes int, bytes int64) {
 // is in the store, so a cursor written with the records it covers never
 // parts from them. It works while the engine refuses every other write
 // (SetCentral); it is refused while the store has failed or is closing, and
-// with ErrTooLarge past ApplyCentralMax's writes. Writes tagged with a
+// with ErrTooLarge past ApplyCentralMax's writes. A write that can never be
+// applied (CheckCentralWrite) refuses the whole call with a
+// *CentralRejectError naming it, before anything is queued: the caller
+// leaves it out and calls again; every other error may pass on a retry. Writes tagged with a
 // Depot and LSN that the depot's stored cursor covers are skipped (see
 // CentralWrite), so a retry of an apply that answered an error yet reached
 // the store writes nothing twice. Run with a context that is not
@@ -111,8 +195,15 @@ func (e *Engine) ApplyCentral(ctx context.Context, ws []CentralWrite) (uint64, e
 	}
 	maxN, _ := e.ApplyCentralMax()
 	var size int64
-	for _, w := range ws {
-		size += int64(2*len(w.Value) + 2*len(w.Key) + 2*len(w.Table) + 64)
+	for i, w := range ws {
+		if err := e.CheckCentralWrite(w); err != nil {
+			var rej *CentralRejectError
+			if errors.As(err, &rej) {
+				rej.Index = i
+			}
+			return 0, err
+		}
+		size += centralWriteBytes(w)
 	}
 	if len(ws) > maxN {
 		return 0, fmt.Errorf("%w: %d central writes (at most %d)", ErrTooLarge, len(ws), maxN)

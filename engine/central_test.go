@@ -3,8 +3,11 @@ package engine
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
+
+	"routehound/fleet"
 )
 
 // A central view's engine refuses every write with an error that is both
@@ -129,5 +132,61 @@ func TestApplyCentralRetryAfterFailedSyncSkipsStored(t *testing.T) {
 	}
 	if st := tablesOf(t, e)[CentralCursorTable]["north"]; string(st.Value) != `{"depot":"north","lsn":2}` {
 		t.Errorf("a covered batch moved north's cursor back: %s", st.Value)
+	}
+}
+
+// A central write that can never apply (a table no writer may name, a key
+// the store cannot hold or the API cannot name, a value that is no JSON or
+// larger than a batch) refuses its call with a CentralRejectError naming
+// it, before anything is queued: nothing of the call is written, the
+// store does not fail, and the same call without it applies.
+func TestApplyCentralRejectsWhatCanNeverApply(t *testing.T) {
+	e, _ := newEngine(t, func(c *Config) { c.BatchBytes = 64 << 10 })
+	e.SetCentral("central")
+	ctx := context.Background()
+	ok := CentralWrite{Table: "notes", Key: "north/a", Value: []byte(`{"v":1}`), Actor: "tables"}
+	for _, c := range []struct {
+		what     string
+		w        CentralWrite
+		tooLarge bool
+	}{
+		{"a table no writer may name", CentralWrite{Table: "bad!table", Key: "north/k", Value: []byte(`{}`)}, false},
+		{"an empty table", CentralWrite{Table: "", Key: "north/k", Value: []byte(`{}`)}, false},
+		{"a table holding a 0x00", CentralWrite{Table: "no\x00tes", Key: "north/k", Value: []byte(`{}`)}, false},
+		{"an empty key", CentralWrite{Table: "notes", Key: "", Value: []byte(`{}`)}, false},
+		{"a key with a control character", CentralWrite{Table: "notes", Key: "north/a\x01b", Value: []byte(`{}`)}, false},
+		{"a key past the store's limit", CentralWrite{Table: "notes", Key: "north/" + strings.Repeat("k", 70000), Value: []byte(`{}`)}, false},
+		{"a key past MaxCentralKey", CentralWrite{Table: "notes", Key: "north/" + strings.Repeat("k", MaxCentralKey), Delete: true}, false},
+		{"a key that is no UTF-8", CentralWrite{Table: "notes", Key: "north/\xff", Value: []byte(`{}`)}, false},
+		{"a value that is no JSON", CentralWrite{Table: "notes", Key: "north/k", Value: []byte(`{"v":`)}, false},
+		{"an empty value", CentralWrite{Table: "notes", Key: "north/k"}, false},
+		{"a value larger than a batch", CentralWrite{Table: "notes", Key: "north/k", Value: []byte(`"` + strings.Repeat("x", 40<<10) + `"`)}, true},
+	} {
+		last := e.StoreStats().LastLSN
+		_, err := e.ApplyCentral(ctx, []CentralWrite{ok, c.w})
+		var rej *CentralRejectError
+		if !errors.Is(err, ErrCentralRejected) || !errors.As(err, &rej) || rej.Index != 1 || errors.Is(err, ErrTooLarge) != c.tooLarge {
+			t.Errorf("%s: %v; want ErrCentralRejected for write 1 (too large: %v)", c.what, err, c.tooLarge)
+		}
+		if got := e.StoreStats().LastLSN; got != last {
+			t.Errorf("%s: the call wrote lsn %d..%d; want nothing written", c.what, last+1, got)
+		}
+		if err := e.CheckCentralWrite(c.w); !errors.Is(err, ErrCentralRejected) {
+			t.Errorf("%s: CheckCentralWrite: %v", c.what, err)
+		}
+		if lsn, err := e.ApplyCentral(ctx, []CentralWrite{ok}); err != nil || lsn != last+1 {
+			t.Fatalf("%s: the call without it: lsn %d, %v; want lsn %d", c.what, lsn, err, last+1)
+		}
+	}
+	for _, w := range []CentralWrite{
+		ok,
+		{Table: "notes", Key: "north/" + strings.Repeat("k", fleet.MaxKey), Value: []byte(`null`)},
+		{Table: "assignments", Key: "north/r-1", Value: []byte(`{"driver":"van-3"}`)},
+		{Table: CentralCursorTable, Key: "$stream/RH", Value: []byte(`{"stream_seq":3}`)},
+		{Table: "notes", Key: "north/gone", Delete: true},
+	} {
+		if err := e.CheckCentralWrite(w); err != nil {
+			t.Errorf("CheckCentralWrite(%s/%.20s): %v", w.Table, w.Key, err)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"strings"
 )
 
 // Stop is one stop of an assignment: {"id","lat","lng","eta","radius_m"};
@@ -138,6 +139,24 @@ type AssignmentValue struct {
 // Decode reads a stored assignment; on an error v holds what could be
 // read.
 func (v *AssignmentValue) Decode(b []byte) error { return json.Unmarshal(b, v) }
+
+// AssignmentDriverKey is the key, in the positions table of the box that
+// holds the assignment stored under route, of the driver the assignment
+// names. On a depot's box that is the driver's name. On a central view
+// (docs/design.md §6) every key is <depot>/<key>: the route's key is
+// <depot>/<route> and the driver's <depot>/<driver>, while the value
+// still names the driver as its depot wrote it. Route and driver names
+// hold no slash (CheckName), so a slash in the route's key says it is a
+// central view's, and a driver holding one is already a key. Readers
+// match an assignment to its driver with this, at read time: the stored
+// value stays the depot's own.
+func AssignmentDriverKey(route, driver string) string {
+	depot, _, central := strings.Cut(route, "/")
+	if !central || depot == "" || driver == "" || strings.Contains(driver, "/") {
+		return driver
+	}
+	return depot + "/" + driver
+}
 
 // CheckRadius validates a radius in metres: > 0 and at most MaxRadiusM.
 func CheckRadius(field string, v *float64, required bool) error {

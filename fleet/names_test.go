@@ -86,3 +86,20 @@ func TestMessage(t *testing.T) {
 		t.Fatal(m)
 	}
 }
+
+// An assignment names its driver by the driver's key in the positions
+// table of the same box: on a central view (route key <depot>/<route>)
+// the depot's key, elsewhere the name itself.
+func TestAssignmentDriverKey(t *testing.T) {
+	for _, c := range []struct{ route, driver, want string }{
+		{"r7", "van-3", "van-3"},
+		{"north/r7", "van-3", "north/van-3"},
+		{"north/r7", "", ""},
+		{"north/r7", "north/van-3", "north/van-3"},
+		{"/r7", "van-3", "van-3"},
+	} {
+		if got := AssignmentDriverKey(c.route, c.driver); got != c.want {
+			t.Errorf("AssignmentDriverKey(%q, %q) = %q, want %q", c.route, c.driver, got, c.want)
+		}
+	}
+}

@@ -74,3 +74,26 @@ func TestSparkPointsScales(t *testing.T) {
 		t.Error("no samples must give no points")
 	}
 }
+
+// A central view's System card shows each depot's records its engine
+// rejected (skipped for good), marked as an error, with the last one.
+func TestSystemCentralCardShowsRejected(t *testing.T) {
+	v := systemView{Uplink: UplinkView{Role: "central", Enabled: true, Connected: true, Depots: []UplinkDepot{
+		{Name: "north", Stream: "RH", LSN: 40, Missing: 1, Rejected: 2, LastRejected: `lsn 37 (stream seq 90), table "bad!t", key "k": table "bad!t": only letters`},
+		{Name: "south", Stream: "RH", LSN: 9},
+	}}}
+	got := html(context.Background(), systemBody(v))
+	for _, want := range []string{
+		`data-field="central-depot-north">LSN 40 in RH, 1 missing, `,
+		`<span class="error" data-field="central-rejected-north">2 rejected</span>`,
+		`data-field="central-last-rejected-north">last rejected: lsn 37 (stream seq 90), table &#34;bad!t&#34;`,
+		`data-field="central-rejected-south">0 rejected</span>`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the central card lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "central-last-rejected-south") {
+		t.Errorf("south rejected nothing, yet its card tells a last one:\n%s", got)
+	}
+}

@@ -326,3 +326,66 @@ func TestRoutesMapStops(t *testing.T) {
 	}
 	wait("r1:0")
 }
+
+// On a central view every key is <depot>/<key>, while an assignment's
+// value names its driver as its depot wrote it: the pages match a route to
+// its driver by the driver's key there, <depot>/<driver>. Two depots with a
+// driver of the same name: each driver page lists its own depot's route
+// only, the Routes page links each route to its own depot's driver, and
+// the maps' stops name that key.
+func TestCentralRouteDriverIsItsDepotsDriver(t *testing.T) {
+	f := newFixture(t, Options{Tiles: openTestTiles(t, "png", 1)})
+	c := f.client()
+	f.login(c, dashToken)
+	f.e.SetCentral("a central view")
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	point := func(lat float64) []byte {
+		return []byte(fmt.Sprintf(`{"seq":1,"lat":%f,"lng":11.5,"ts":%q,"speed_kmh":42.5,"heading":90}`, lat, now))
+	}
+	if _, err := f.e.ApplyCentral(context.Background(), []engine.CentralWrite{
+		{Table: "positions", Key: "north/van-3", Value: point(48.1), Actor: "driver"},
+		{Table: "positions", Key: "south/van-3", Value: point(47.1), Actor: "driver"},
+		{Table: "assignments", Key: "north/r7", Value: []byte(`{"driver":"van-3","stops":[{"id":"SH-1","lat":48.2,"lng":11.6}],"note":"north morning"}`), Actor: "dispatch"},
+		{Table: "assignments", Key: "south/r7", Value: []byte(`{"driver":"van-3","stops":[{"id":"SH-9","lat":47.2,"lng":11.7}],"note":"south morning"}`), Actor: "dispatch"},
+		{Table: "assignments", Key: "south/r8", Value: []byte(`{"driver":"","stops":[],"note":"unassigned"}`), Actor: "dispatch"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	for depot, other := range map[string]string{"north": "south", "south": "north"} {
+		st, body, _ := f.get(c, "/ui/fleet/"+depot+"%2Fvan-3")
+		if st != http.StatusOK {
+			t.Fatalf("%s's driver page: %d %s", depot, st, body)
+		}
+		if !strings.Contains(body, ">"+depot+"/r7<") || !strings.Contains(body, depot+" morning") {
+			t.Errorf("%s/van-3's page does not list %s/r7", depot, depot)
+		}
+		if strings.Contains(body, ">"+other+"/r7<") || strings.Contains(body, "No route is assigned") {
+			t.Errorf("%s/van-3's page lists %s's route, or none", depot, other)
+		}
+		var stops []mapStop
+		mapData(t, body, "stops", &stops)
+		if len(stops) != 1 || stops[0].Route != depot+"/r7" || stops[0].Driver != depot+"/van-3" {
+			t.Errorf("%s/van-3's map stops %+v; want %s/r7's, naming %s/van-3", depot, stops, depot, depot)
+		}
+	}
+
+	_, body, _ := f.get(c, "/ui/routes")
+	for _, depot := range []string{"north", "south"} {
+		if want := `<a href="/ui/fleet/` + depot + `%2Fvan-3">` + depot + `/van-3</a>`; !strings.Contains(body, want) {
+			t.Errorf("the Routes page lacks %s", want)
+		}
+	}
+	if strings.Contains(body, `href="/ui/fleet/van-3"`) || strings.Contains(body, `href="/ui/fleet/"`) {
+		t.Error("the Routes page links a route to a driver without its depot, or to no driver")
+	}
+	var stops []mapStop
+	mapData(t, body, "stops", &stops)
+	got := map[string]string{}
+	for _, s := range stops {
+		got[s.Route] = s.Driver
+	}
+	if len(got) != 2 || got["north/r7"] != "north/van-3" || got["south/r7"] != "south/van-3" {
+		t.Errorf("the Routes map's stops name %v; want each route's depot's van-3", got)
+	}
+}

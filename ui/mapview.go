@@ -125,7 +125,9 @@ func (u *UI) routeStops(routes []string) ([]mapStop, error) {
 	return out, nil
 }
 
-// stopsOf reads the stops with a position of a stored assignment.
+// stopsOf reads the stops with a position of a stored assignment, each
+// naming the driver by its positions key (a central view's
+// <depot>/<driver>), as the map's markers are.
 func stopsOf(route string, value []byte) []mapStop {
 	var a fleet.AssignmentValue
 	_ = a.Decode(value)
@@ -135,7 +137,7 @@ func stopsOf(route string, value []byte) []mapStop {
 		if json.Unmarshal(raw, &s) != nil || s.Lat == nil || s.Lng == nil {
 			continue
 		}
-		st := mapStop{Route: route, Lat: *s.Lat, Lng: *s.Lng, Driver: a.Driver}
+		st := mapStop{Route: route, Lat: *s.Lat, Lng: *s.Lng, Driver: fleet.AssignmentDriverKey(route, a.Driver)}
 		if s.ID != nil {
 			st.ID = *s.ID
 		}

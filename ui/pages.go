@@ -370,6 +370,10 @@ type UplinkView struct {
 type UplinkDepot struct {
 	Name, Stream string
 	LSN, Missing uint64
+	// Rejected: the depot's records this view's engine can never apply
+	// (skipped, the cursor moved past them); LastRejected says the last.
+	Rejected     uint64
+	LastRejected string
 }
 
 // diskUsage is the store's size on disk by kind of file.

@@ -127,7 +127,7 @@ func TestRoutesAndWarehousePages(t *testing.T) {
 			t.Errorf("no row for route r%d", i)
 		}
 	}
-	if !strings.Contains(body, "<td>d2</td>") || !strings.Contains(body, `<td class="num">2</td>`) {
+	if !strings.Contains(body, `<a href="/ui/fleet/d2">d2</a>`) || !strings.Contains(body, `<td class="num">2</td>`) {
 		t.Error("route rows lack driver or stop count")
 	}
 	for i, ev := range []struct{ dock, ship, kind string }{{"D1", "S1", "arrived"}, {"D1", "S2", "loaded"}, {"D2", "S1", "arrived"}, {"D1", "S1", "arrived"}} {

@@ -50,10 +50,28 @@ func decodePosition(driver string, value []byte, lsn uint64) Position {
 	return Position{Driver: driver, Lat: p.Lat, Lng: p.Lng, SpeedKmh: p.SpeedKmh, Heading: p.Heading, Seq: p.Seq, TS: p.TS, LSN: lsn}
 }
 
+// decodeAssignment reads a stored assignment; its Driver is the driver's
+// key in the positions table (on a central view <depot>/<driver>:
+// fleet.AssignmentDriverKey).
 func decodeAssignment(route string, value []byte, version, lsn uint64) Assignment {
 	var a fleet.AssignmentValue
 	_ = a.Decode(value)
-	return Assignment{Route: route, Driver: a.Driver, Note: a.Note, Stops: len(a.Stops), Version: version, LSN: lsn}
+	return Assignment{Route: route, Driver: fleet.AssignmentDriverKey(route, a.Driver), Note: a.Note, Stops: len(a.Stops), Version: version, LSN: lsn}
+}
+
+// driverKeys is the pages' read model: the one given, with each
+// assignment's driver named by its key in the positions table
+// (fleet.AssignmentDriverKey), whatever the model answers (the replica
+// keeps the value's driver): on a central view a route of north names
+// north/van-3, the key of north's van-3, not south's.
+type driverKeys struct{ ReadModel }
+
+func (r driverKeys) Assignments(ctx context.Context, limit int) ([]Assignment, error) {
+	as, err := r.ReadModel.Assignments(ctx, limit)
+	for i := range as {
+		as[i].Driver = fleet.AssignmentDriverKey(as[i].Route, as[i].Driver)
+	}
+	return as, err
 }
 
 func decodeLoading(id string, value []byte, lsn uint64) LoadingEvent {

@@ -125,7 +125,7 @@ func New(opt Options) *UI {
 		opt:      opt,
 		e:        opt.Engine,
 		h:        opt.Hub,
-		read:     opt.Read,
+		read:     driverKeys{opt.Read},
 		sessions: newSessions(opt.SessionTTL, opt.MaxSessions),
 		sampler:  newSampler(opt.Engine, 300),
 		mux:      http.NewServeMux(),

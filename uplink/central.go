@@ -88,6 +88,25 @@ type DepotPosition struct {
 	// uplink dropped, or the stream's limits removed before they were
 	// read): told in the log, and here.
 	Missing uint64 `json:"missing"`
+	// Rejected counts the depot's records this view's engine can never
+	// apply (engine.ErrCentralRejected: a table or key it cannot hold, a
+	// value that is no JSON or larger than a batch): each is skipped,
+	// logged (CENTRAL REJECTED A RECORD) and counted here, and the cursor
+	// moves past it, so it never stops the depot's later records. The
+	// depot and its stream still hold it.
+	Rejected uint64 `json:"rejected"`
+	// LastRejected is the last of them: where to find it, and why.
+	LastRejected *RejectedRecord `json:"last_rejected,omitempty"`
+}
+
+// RejectedRecord is a depot's record the central view's engine rejected.
+type RejectedRecord struct {
+	LSN       uint64 `json:"lsn"`        // the depot's
+	StreamSeq uint64 `json:"stream_seq"` // in Stream of the cursor
+	Table     string `json:"table"`
+	Key       string `json:"key"` // the depot's, at most 200 bytes of it
+	Op        string `json:"op"`
+	Error     string `json:"error"`
 }
 
 // Central follows depots' streams into a central engine.
@@ -108,6 +127,10 @@ type Central struct {
 	// sync, the store reopened): pos is read again from the store before
 	// the next apply.
 	stale atomic.Bool
+
+	// applyFn, when set (a test's, before Start), stands for the
+	// engine's ApplyCentral.
+	applyFn func(context.Context, []engine.CentralWrite) (uint64, error)
 
 	applied   atomic.Uint64
 	lastErrMu sync.Mutex
@@ -711,15 +734,31 @@ func (c *Central) apply(ctx context.Context, stream string, created time.Time, b
 			order = append(order, b.Depot)
 		}
 		p.Stream, p.StreamCreated, p.StreamSeq, p.LSN, p.At = stream, created.UTC(), r.seq, b.LSN, b.CommittedAt.UTC()
-		p.Records++
-		next[b.Depot] = p
 		if strings.HasPrefix(b.Table, "$") {
-			continue // a void record: no key changes
+			p.Records++ // a void record: no key changes
+			next[b.Depot] = p
+			continue
 		}
 		w := engine.CentralWrite{Table: b.Table, Key: b.Depot + "/" + b.Key, Delete: b.Op == "delete", Actor: b.Actor, Depot: b.Depot, LSN: b.LSN}
 		if !w.Delete {
 			w.Value = []byte(b.Value)
 		}
+		if err := c.e.CheckCentralWrite(w); err != nil {
+			// Never applicable here, whatever the retry: skipped for
+			// good, loudly, with the cursor moved past it (in the same
+			// item as the depot's next records), rather than stop the
+			// depot's stream behind it. Errors a retry may cure come
+			// from ApplyCentral below and end the session instead.
+			p.Rejected++
+			p.LastRejected = &RejectedRecord{LSN: b.LSN, StreamSeq: r.seq, Table: b.Table, Key: clipKey(b.Key), Op: b.Op, Error: err.Error()}
+			next[b.Depot] = p
+			c.setErr(fmt.Errorf("stream %s: depot %s lsn %d rejected: %w", stream, b.Depot, b.LSN, err))
+			c.log.Error("CENTRAL REJECTED A RECORD: this view's engine can never apply it; skipped, the depot's cursor moves past it (the depot and its stream still hold it)",
+				"depot", b.Depot, "stream", stream, "stream_seq", r.seq, "lsn", b.LSN, "table", b.Table, "key", clipKey(b.Key), "op", b.Op, "err", err)
+			continue
+		}
+		p.Records++
+		next[b.Depot] = p
 		ws = append(ws, w)
 	}
 	c.mu.Unlock()
@@ -752,10 +791,18 @@ func (c *Central) apply(ctx context.Context, stream string, created time.Time, b
 	}
 	// Not cut by ctx: an apply the committer took completes, so that the
 	// cursors in memory are what the store holds.
-	if _, err := c.e.ApplyCentral(context.WithoutCancel(ctx), ws); err != nil {
-		// It may be in the store all the same (a failed sync, then the
-		// store reopened): the cursors are read again before the next
-		// apply, and the engine skips what its stored cursors cover.
+	apply := c.e.ApplyCentral
+	if c.applyFn != nil {
+		apply = c.applyFn
+	}
+	if _, err := apply(context.WithoutCancel(ctx), ws); err != nil {
+		// A transient error (a full lane, a failed or closing store, a
+		// low disk): the session ends and the next one reads the stream
+		// again from the cursors, so the batch is retried, nothing
+		// skipped. It may be in the store all the same (a failed sync,
+		// then the store reopened): the cursors are read again before the
+		// next apply, and the engine skips what its stored cursors cover.
+		// (A write the engine can never apply was left out above.)
 		c.stale.Store(true)
 		return fmt.Errorf("apply %d records of stream %s: %w", records, stream, err)
 	}
@@ -771,6 +818,15 @@ func (c *Central) apply(ctx context.Context, stream string, created time.Time, b
 	c.mu.Unlock()
 	c.applied.Add(n)
 	return nil
+}
+
+// clipKey cuts a key for the status and the log (a rejected one may be
+// long).
+func clipKey(k string) string {
+	if len(k) <= 200 {
+		return k
+	}
+	return strings.ToValidUTF8(k[:200], "") + "…"
 }
 
 // CentralStatus is GET /v1/uplink on a central view.
@@ -824,13 +880,14 @@ func (c *Central) Status() CentralStatus {
 }
 
 // Collector returns a Prometheus collector of the central view
-// (routehound_central_*): each depot's LSN and records applied, and the
-// streams read.
+// (routehound_central_*): each depot's LSN, records applied, missing and
+// rejected, and the streams read.
 func (c *Central) Collector() prometheus.Collector {
 	return &centralCollector{c: c,
 		lsn:       prometheus.NewDesc("routehound_central_depot_lsn", "The depot's LSN of its last record this central view applied.", []string{"depot"}, nil),
 		records:   prometheus.NewDesc("routehound_central_depot_records_total", "The depot's records this central view applied, all told.", []string{"depot"}, nil),
 		missing:   prometheus.NewDesc("routehound_central_depot_missing_records_total", "The depot's LSNs its stream skipped (dropped by its uplink, or removed by the stream's limits before they were read).", []string{"depot"}, nil),
+		rejected:  prometheus.NewDesc("routehound_central_depot_rejected_records_total", "The depot's records this central view's engine can never apply (a table or key it cannot hold, a value that is no JSON or larger than a batch): skipped and logged, the cursor moved past them.", []string{"depot"}, nil),
 		connected: prometheus.NewDesc("routehound_central_stream_connected", "1 while the stream's reader holds a JetStream session.", []string{"stream"}, nil),
 		pending:   prometheus.NewDesc("routehound_central_stream_pending", "Messages of the stream after the last one read.", []string{"stream"}, nil),
 		skipped:   prometheus.NewDesc("routehound_central_stream_skipped_total", "Messages of the stream read past because they were no RouteHound record (logged as errors).", []string{"stream"}, nil),
@@ -838,8 +895,8 @@ func (c *Central) Collector() prometheus.Collector {
 }
 
 type centralCollector struct {
-	c                                                  *Central
-	lsn, records, missing, connected, pending, skipped *prometheus.Desc
+	c                                                            *Central
+	lsn, records, missing, rejected, connected, pending, skipped *prometheus.Desc
 }
 
 func (cc *centralCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -852,6 +909,7 @@ func (cc *centralCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(cc.lsn, prometheus.GaugeValue, float64(d.LSN), d.Depot)
 		ch <- prometheus.MustNewConstMetric(cc.records, prometheus.CounterValue, float64(d.Records), d.Depot)
 		ch <- prometheus.MustNewConstMetric(cc.missing, prometheus.CounterValue, float64(d.Missing), d.Depot)
+		ch <- prometheus.MustNewConstMetric(cc.rejected, prometheus.CounterValue, float64(d.Rejected), d.Depot)
 	}
 	for _, st := range s.Streams {
 		conn := 0.0

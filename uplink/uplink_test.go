@@ -104,47 +104,56 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // Nats-Msg-Id.
 func streamLSNs(t *testing.T, url string) []uint64 {
 	t.Helper()
-	nc, err := nats.Connect(url)
+	out, err := readStreamLSNs(url)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return out
+}
+
+// readStreamLSNs is streamLSNs answering its error.
+func readStreamLSNs(url string) ([]uint64, error) {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return nil, err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	ctx := context.Background()
 	st, err := js.Stream(ctx, "RH")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	info, err := st.Info(ctx)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	var out []uint64
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
 		m, err := st.GetMsg(ctx, seq)
 		if err != nil {
-			t.Fatalf("stream seq %d: %v", seq, err)
+			return nil, fmt.Errorf("stream seq %d: %w", seq, err)
 		}
 		if m.Subject == EpochSubject("d1") {
 			continue // an epoch marker (fence.go), not a record
 		}
 		lsn, ok := ParseMsgID("d1", m.Header.Get(jetstream.MsgIDHeader))
 		if !ok {
-			t.Fatalf("stream seq %d: Nats-Msg-Id %q", seq, m.Header.Get(jetstream.MsgIDHeader))
+			return nil, fmt.Errorf("stream seq %d: Nats-Msg-Id %q", seq, m.Header.Get(jetstream.MsgIDHeader))
 		}
 		var body Message
 		if err := json.Unmarshal(m.Data, &body); err != nil {
-			t.Fatalf("stream seq %d: %v", seq, err)
+			return nil, fmt.Errorf("stream seq %d: %w", seq, err)
 		}
 		if body.LSN != lsn || m.Subject != Subject("d1", body.Table) || body.Depot != "d1" || body.Op != "put" {
-			t.Fatalf("stream seq %d: subject %s, id lsn %d, body %s", seq, m.Subject, lsn, m.Data)
+			return nil, fmt.Errorf("stream seq %d: subject %s, id lsn %d, body %s", seq, m.Subject, lsn, m.Data)
 		}
 		out = append(out, lsn)
 	}
-	return out
+	return out, nil
 }
 
 // wantContiguous checks that lsns is exactly from..to, in order.

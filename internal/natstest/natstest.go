@@ -1,7 +1,9 @@
 // Package natstest runs an in-process NATS server with JetStream on
 // loopback (a free port, a temporary store dir) for tests: the uplink's and
 // the appliance's. It can be stopped and started again on the same port and
-// store, as a restarted server.
+// store, as a restarted server. A JetStream cluster runs in-process
+// (StartCluster: a node is stopped with a shutdown) or as nats-server
+// processes built from the module (StartProcCluster: a node is SIGKILLed).
 //
 // Only _test.go files may import it (testkit's TestOnlyTestsImport checks).
 package natstest
