@@ -131,6 +131,11 @@ func TestBackupUnderLoadRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The restored box at the backup's LSN: its fleet-events consumer would
+	// derive at start what the primary had not derived yet at the backup
+	// (route progress of the last assignments) and move the LSN on (it
+	// failed now and then: "restored server at lsn 320, backup at 241").
+	rcfg.Fleet.Events = false
 	if rh.LSN != h.LSN {
 		t.Fatalf("restore says lsn %d, the backup %d", rh.LSN, h.LSN)
 	}
