@@ -50,7 +50,7 @@ func newLedgerCollector(e *engine.Engine) *ledgerCollector {
 		duplicates:        d("lane_duplicates_total", "Units answered from an earlier write (seq or Idempotency-Key).", lane...),
 		rejected:          d("lane_rejected_total", "Requests refused, by reason.", "lane", "reason"),
 		depth:             d("lane_queue_depth", "Units queued or in flight to the committer.", lane...),
-		bound:             d("lane_queue_bound", "The lane's admission bound in units now: derived from its capacity measured while backlogged and its SLA, at most its queue_bound (the events lane: its queue_bound).", lane...),
+		bound:             d("lane_queue_bound", "The lane's admission bound in units now (the driver lane's is derived from its measured capacity and SLA, at most its queue_bound).", lane...),
 		roomWaits:         d("lane_room_waits_total", "Requests that found the lane full and waited for room (backpressure by latency) before being taken or refused.", lane...),
 		records:           d("lane_records_total", "Log records written for the lane.", lane...),
 		bytes:             d("lane_bytes_written_total", "Bytes the lane added to the store (log, state, idempotency; estimate).", lane...),

@@ -140,6 +140,7 @@ func (a *Appliance) fenced(why string) {
 	a.Engine.SetNotPrimary("this box was the depot's primary and is " + why)
 	a.role.mu.Lock()
 	ev := a.Events
+	a.evNow.Store(nil) // the Channels page: no consumer runs any more
 	a.role.mu.Unlock()
 	if ev != nil {
 		ev.Close()

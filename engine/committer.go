@@ -371,9 +371,10 @@ func (e *Engine) synced(p *pending, d time.Duration) {
 }
 
 // answer completes one item: the waiter gets its result, the lane its units
-// back, the ledger the latency. It reports whether it answered it now with
-// a success: the caller counts its units toward the lane's drain rate
-// (drainTally), with the rest of the batch. It runs on the committer, or on the
+// back, the ledger the latency. It reports whether it answered it now: a
+// committed item's caller counts its units toward the lane's drain rate
+// (drainTally), with the rest of the batch, whatever its own outcome (a
+// version conflict took the committer's time as a write did). It runs on the committer, or on the
 // journal's goroutine for a journaled item (pipeline.go): it touches only
 // the item, its lane's atomic ledger and its lane's locked queue.
 func (e *Engine) answer(l *lane, it *item, r result) (drained bool) {
@@ -401,7 +402,7 @@ func (e *Engine) answer(l *lane, it *item, r result) (drained bool) {
 	if it.done != nil {
 		it.done <- r // buffered: never blocks the committer
 	}
-	return r.err == nil
+	return true
 }
 
 // failStore stops the engine's writes after a storage error: nothing of the

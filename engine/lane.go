@@ -83,8 +83,9 @@ type lane struct {
 	// empty: what the committer can take from it, not what arrived
 	// (Little's law's throughput for the driver lane's bound).
 	capRate float64
-	emptied bool // the lane ran empty in the current span
-	littles bool // the bound is derived from capRate and the SLA (every lane but the events lane)
+	emptied bool      // the lane ran empty in the current span
+	littles bool      // the bound is derived from capRate and the SLA (the driver lane)
+	capAt   time.Time // when capRate was last measured (a backlogged span); stale after capacityFresh
 
 	stats LaneStats
 	now   func() time.Time // the engine's clock
@@ -94,9 +95,7 @@ type lane struct {
 const drainSpan = 100 * time.Millisecond
 
 func newLane(name Lane, cfg LaneConfig, now func() time.Time) *lane {
-	// The events lane's writer sizes its writes by the lane's bound
-	// (fleetevents): a bound that shrank under one would never take it.
-	l := &lane{name: name, cfg: cfg, littles: name != LaneEvents, now: now}
+	l := &lane{name: name, cfg: cfg, littles: name == LaneDriver, now: now}
 	if name == LaneDriver {
 		// A quantum of one chunk: a backlogged driver gets a chunk a
 		// round, a driver with fewer points gets all of them.
@@ -141,6 +140,9 @@ func (l *lane) requeue(items []*item, units int) {
 		add += it.units
 	}
 	l.mu.Lock()
+	// The held units never drained while the store reopened: a span over
+	// the reopen would measure the recovery, not the lane.
+	l.drainAt, l.drainUnits = time.Time{}, 0
 	if l.fair != nil {
 		l.fair.requeue(items)
 	} else {
@@ -282,6 +284,7 @@ func (l *lane) drainedLocked(units int) {
 		l.drainRate = ewma(l.drainRate, r)
 		if !l.emptied {
 			l.capRate = ewma(l.capRate, r)
+			l.capAt = now
 		}
 		l.drainAt, l.drainUnits, l.emptied = now, 0, l.depth == 0
 	}
@@ -328,41 +331,45 @@ func ewma(old, sample float64) float64 {
 // chunks of concurrent requests always fit.
 const littleFloor = 4 * chunkPoints
 
-// keyedFloor is the smallest derived bound of a keyed lane (dispatch,
-// tables, warehouse: a write is one unit): that many writers waiting at
-// once always fit.
-const keyedFloor = 64
+// capacityFresh is how long a measured capacity stands without a new
+// backlogged span: a capacity measured in a stall is not kept once the
+// lane drains faster than it and never stays backlogged again.
+const capacityFresh = 10 * time.Second
 
-// bound is the lane's admission bound now: what the committer can take
-// from it within its SLA at its measured capacity (Little's law: queue =
-// throughput x time), at least its floor (littleFloor for the drivers,
-// keyedFloor for a keyed lane) and at most its queue_bound, a memory
-// ceiling, which is also the bound until a capacity is measured (the lane
-// has to stay backlogged for drainSpan first: a keyed lane whose writers
-// never queue keeps its ceiling, and needs no other). A writer past it is
-// refused with the drain time (429 lane_full, Retry-After), or waits for
-// room up to its lane's max_wait. The events lane keeps its queue_bound:
-// its one writer sizes its writes by it. Caller holds mu.
+// capacity is capRate while fresh, else 0. Caller holds mu.
+func (l *lane) capacity() float64 {
+	if l.capRate <= 0 || l.now().Sub(l.capAt) > capacityFresh {
+		return 0
+	}
+	return l.capRate
+}
+
+// bound is the lane's admission bound now. The driver lane's is what the
+// committer can take from it within its SLA at its measured capacity
+// (Little's law: queue = throughput x time), at least littleFloor and at
+// most its queue_bound, which is also the bound while no capacity is
+// measured (or the last went stale); the other lanes' is their queue_bound
+// (their writers wait for their answers, so their own number bounds them:
+// a bound derived for them refused the 65th writer of a burst with a
+// Retry-After from a capacity measured in a stall long gone, where the
+// queue drained in milliseconds; see docs/design.md §3). Caller holds mu.
 func (l *lane) bound() int {
-	if !l.littles || l.capRate <= 0 {
+	c := l.capacity()
+	if !l.littles || c <= 0 {
 		return l.cfg.QueueBound
 	}
-	floor := keyedFloor
-	if l.fair != nil {
-		floor = littleFloor
-	}
-	n := int(l.capRate * l.cfg.SLA.Seconds())
-	return min(l.cfg.QueueBound, max(n, floor))
+	n := int(c * l.cfg.SLA.Seconds())
+	return min(l.cfg.QueueBound, max(n, littleFloor))
 }
 
 // BoundWhy says where the bound in force comes from, for the Channels
-// page: derived from the capacity (per second) and the SLA, the ceiling
-// (queue_bound) while nothing is measured, or the ceiling for a lane whose
-// bound is not derived.
+// page: the capacity measured (per second, 0 while none is fresh) and
+// whether the bound is derived from it rather than queue_bound.
 func (l *lane) BoundWhy() (capacity float64, derived bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.capRate, l.littles && l.capRate > 0 && l.bound() < l.cfg.QueueBound
+	c := l.capacity()
+	return c, l.littles && c > 0 && l.bound() < l.cfg.QueueBound
 }
 
 // Bound is bound under the lane's lock.
@@ -374,20 +381,17 @@ func (l *lane) Bound() int {
 
 // retryAfter is how long the lane's queue takes to drain at its measured
 // rate: what a refused writer is told to wait (0 when nothing is measured).
-// The rate is the capacity measured while the lane stayed backlogged, as it
-// is when a writer is refused, or the plain drain rate before that was
-// measured: a drain rate taken while the writers trickled in measures their
-// arrivals, and told the first writers refused in a burst to wait 25 s for
-// a queue that drained in 0.2 (TestKeyedLaneBoundFromItsCapacity). A lane
+// The rate is the larger of the capacity measured while the lane stayed
+// backlogged (while fresh) and the plain drain rate: a drain rate taken
+// while the writers trickled in measures their arrivals, and told the first
+// writers refused in a burst to wait 25 s for a queue that drained in 0.2
+// (TestRetryAfterIsTheQueuesDrainTime). A lane
 // that stopped draining keeps its last rate: the stall shows in the depth,
 // and the estimate stays finite.
 func (l *lane) retryAfter() time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	rate := l.drainRate
-	if l.capRate > 0 {
-		rate = l.capRate
-	}
+	rate := max(l.drainRate, l.capacity()) // the faster: a stale or trickling measure overstates the wait
 	if rate <= 0 {
 		return 0
 	}

@@ -166,18 +166,19 @@ func (u *UI) channelsPage(w http.ResponseWriter, r *http.Request, s *session) {
 	render(w, r, http.StatusOK, channelsPage(u.chrome(s, "channels", "/ui/live/channels"), u.channels()))
 }
 
-// boundWhy says where a lane's bound comes from: derived from the capacity
-// measured while it stayed backlogged and its SLA (Little's law), or its
-// queue_bound ceiling.
+// boundWhy says where a lane's bound comes from: the driver lane's derived
+// from the capacity measured while it stayed backlogged and its SLA
+// (Little's law), or its queue_bound ceiling; the other lanes' queue_bound.
 func boundWhy(e *engine.Engine, name engine.Lane, cfg engine.LaneConfig) string {
 	capacity, derived := e.LaneBoundWhy(name)
-	if derived {
+	switch {
+	case derived:
 		return fmt.Sprintf("derived: the capacity measured while the lane stayed backlogged (%s) × its SLA (%s), at least a floor; queue_bound %d is the ceiling", fmtRate(capacity), fmtDur(cfg.SLA), cfg.QueueBound)
-	}
-	if name == engine.LaneEvents {
+	case name == engine.LaneEvents:
 		return fmt.Sprintf("queue_bound %d: the fleet-events consumer sizes its writes by it", cfg.QueueBound)
-	}
-	if capacity > 0 {
+	case name != engine.LaneDriver:
+		return fmt.Sprintf("queue_bound %d: its writers wait for their answers, so their own number bounds them", cfg.QueueBound)
+	case capacity > 0:
 		return fmt.Sprintf("queue_bound %d, the ceiling: below the capacity measured (%s) × its SLA (%s)", cfg.QueueBound, fmtRate(capacity), fmtDur(cfg.SLA))
 	}
 	return fmt.Sprintf("queue_bound %d, the ceiling, until the lane's capacity is measured while it stays backlogged", cfg.QueueBound)

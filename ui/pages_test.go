@@ -48,9 +48,11 @@ func TestChannelsPageShowsTheLedger(t *testing.T) {
 	if !strings.Contains(body, "SLA 5.0ms") || !strings.Contains(body, "SLA 50.0ms") {
 		t.Error("channel cards do not show the lanes' SLA")
 	}
-	// Each bound says where it comes from: nothing was backlogged here, so
-	// the ceilings; the events lane's is its own.
-	if !strings.Contains(body, `title="queue_bound 1024, the ceiling, until the lane&#39;s capacity is measured while it stays backlogged"`) ||
+	// Each bound says where it comes from: the keyed lanes' and the events
+	// lane's are their queue_bound; the drivers' ceiling while nothing was
+	// backlogged.
+	if !strings.Contains(body, `title="queue_bound 1024: its writers wait for their answers, so their own number bounds them"`) ||
+		!strings.Contains(body, `title="queue_bound 16384, the ceiling, until the lane&#39;s capacity is measured while it stays backlogged"`) ||
 		!strings.Contains(body, `title="queue_bound 4096: the fleet-events consumer sizes its writes by it"`) {
 		t.Errorf("the lanes' bounds do not say where they come from:\n%s", body)
 	}
