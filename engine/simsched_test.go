@@ -23,7 +23,10 @@ package engine
 //     at most a few batches, not by its backlog;
 //   - after failed fsyncs (the engine refuses, holds the accepted driver
 //     points, reopens the store and writes them again) every accepted
-//     point is still in the log, once and in order.
+//     point is still in the log, once and in order;
+//   - every keyed write answered is in the log at the LSN it was answered
+//     with (also across failed fsyncs, failed journal writes and a journal
+//     without room, pipelined).
 //
 // Every scenario runs twice: with the committer syncing inline (a fake
 // env), and pipelined as the server runs it (pipeline.go): the log's fsync
@@ -32,7 +35,10 @@ package engine
 // writes; there the dispatch bound counts two journal writes instead of
 // two fsyncs, and a slow-log scenario (the log's fsync ten times the
 // journal's) checks that the waited-for lanes keep their SLAs and the cap
-// is derived from the journal's measure.
+// is derived from the journal's measure; journal-no-room (the journal full
+// for a third of the run: the log's fsync answers meanwhile) and
+// journal-failures (two failed journal writes: the store fails, reopens,
+// and nothing answered or accepted is lost) run pipelined only.
 //
 // testing/synctest is not used: select order and same-instant timers make
 // it nondeterministic for this; here nothing is concurrent.
@@ -134,7 +140,18 @@ func (f *simPipeEnv) sync() error {
 }
 
 func (f *simPipeEnv) journal(frames []wal.JournalFrame, covered uint64) (int, error) {
-	f.s.journals++
+	s := f.s
+	at := s.e.now().Sub(s.start)
+	if len(s.jFailAt) > 0 && at >= s.jFailAt[0] {
+		s.jFailAt = s.jFailAt[1:]
+		s.faults++
+		return 0, errors.New("simulated journal write failure")
+	}
+	if at >= s.jNoRoom[0] && at < s.jNoRoom[1] {
+		s.jNoRooms++
+		return 0, nil // no room: the frames wait for the log's fsync
+	}
+	s.journals++
 	return f.db.JournalWrite(frames, covered)
 }
 
@@ -223,6 +240,8 @@ type simEvent struct {
 type simWait struct {
 	it      *item
 	lane    Lane
+	table   string
+	key     string
 	at      time.Time
 	arrival int // batches committed when it arrived
 	batch   int // the batch that committed it
@@ -268,10 +287,14 @@ type sim struct {
 	// waited from its arrival to its commit (1: the next batch).
 	pointBatches map[string][]int
 	maxSlow      float64
-	onCommitHook func()          // after each batch's checks
-	failAt       []time.Duration // the first fsync at or after each of these times fails
-	faults       int             // fsyncs failed so far
-	unavailable  int             // keyed writes answered ErrUnavailable (their writers retry)
+	onCommitHook func()            // after each batch's checks
+	failAt       []time.Duration   // the first fsync at or after each of these times fails
+	jFailAt      []time.Duration   // pipelined: the first journal write at or after each of these fails
+	jNoRoom      [2]time.Duration  // pipelined: the journal has no room from [0] to [1]
+	jNoRooms     int               // journal writes that found no room
+	answered     map[uint64]string // keyed writes answered: LSN -> table/key (checkLog finds each)
+	faults       int               // fsyncs failed so far
+	unavailable  int               // keyed writes answered ErrUnavailable (their writers retry)
 	recoveries   int
 	retention    bool      // run the committer's chores with a retention bound (maintain)
 	nextMaint    time.Time // when they are due
@@ -452,7 +475,7 @@ func (s *sim) deliver() {
 				}
 				s.t.Fatalf("seed %d: a %s write was refused: %v", s.seed, ev.lane, err)
 			}
-			s.waits = append(s.waits, &simWait{it: it, lane: ev.lane, at: s.clk.t, arrival: s.batches})
+			s.waits = append(s.waits, &simWait{it: it, lane: ev.lane, table: table, key: key, at: s.clk.t, arrival: s.batches})
 		}
 	}
 }
@@ -528,6 +551,10 @@ func (s *sim) collectAt(at time.Time) {
 				s.t.Fatalf("seed %d: a %s write failed: %v", s.seed, w.lane, r.err)
 			}
 			s.lat[w.lane] = append(s.lat[w.lane], at.Sub(w.at))
+			if s.answered == nil {
+				s.answered = map[uint64]string{}
+			}
+			s.answered[r.write.LSN] = w.table + "/" + w.key
 			if w.lane == LaneDispatch && w.batch > w.arrival+1 {
 				s.t.Fatalf("seed %d: a dispatch write that arrived after batch %d was committed in batch %d", s.seed, w.arrival, w.batch)
 			}
@@ -647,14 +674,24 @@ func (s *sim) checkLog() {
 		return
 	}
 	got := map[string][]uint64{}
+	keyed := 0
 	err := s.e.ReadLog(0, 0, func(r Record) error {
 		if r.Table == fleet.TablePositions {
 			got[r.Key] = append(got[r.Key], s.seqOf(wal.Record{Value: r.Value}))
+		}
+		if want, ok := s.answered[r.LSN]; ok {
+			if want != r.Table+"/"+r.Key {
+				s.t.Fatalf("seed %d: lsn %d holds %s/%s, the write answered there was %s", s.seed, r.LSN, r.Table, r.Key, want)
+			}
+			keyed++
 		}
 		return nil
 	})
 	if err != nil {
 		s.t.Fatal(err)
+	}
+	if keyed != len(s.answered) {
+		s.t.Fatalf("seed %d: %d keyed writes answered, %d of them in the log at their LSN", s.seed, len(s.answered), keyed)
 	}
 	for d, want := range s.accepted {
 		if !slices.Equal(got[d], want) {
@@ -703,8 +740,8 @@ func (s *sim) dispatchBound() time.Duration {
 	f := s.maxSlow * (1 + s.model.jitter)
 	c := time.Duration(max(s.capMax, chunkPoints) + 16)
 	sync := s.model.fsync
-	if s.flights != nil {
-		sync = s.model.jsync // answered by the journal (pipeline.go)
+	if s.flights != nil && s.jNoRoom[1] == 0 {
+		sync = s.model.jsync // answered by the journal (pipeline.go); else, without room, by the log
 	}
 	return time.Duration(f * float64(2*(s.model.fixed+c*s.model.perRec)+2*sync))
 }
@@ -790,6 +827,37 @@ func TestSimulatedSchedule(t *testing.T) {
 			st := s.e.Sched()
 			if st.SyncFrom != "journal" || st.Infeasible || st.LogSync < 2*time.Millisecond {
 				t.Fatalf("seed %d: the schedule at the end: %+v, want the cap from the journal's measure, feasible, beside a slow log", s.seed, st)
+			}
+		}},
+		{name: "journal-no-room", slow: steady(1), max: 1, pipelinedOnly: true, setup: func(s *sim, phones int, dur time.Duration) {
+			// The journal full for the middle third, in a driver spike: the
+			// waited-for writes are answered by the log's fsync meanwhile,
+			// in order, and by the journal again after.
+			base(s, phones, dur)
+			s.drivers("p", phones, 5*time.Second/9, dur/3, 2*dur/3)
+			s.jNoRoom = [2]time.Duration{dur / 3, 2 * dur / 3}
+		}, check: func(t *testing.T, s *sim) {
+			if s.jNoRooms == 0 || s.journals == 0 {
+				t.Fatalf("seed %d: %d journal writes found no room, %d wrote: want both", s.seed, s.jNoRooms, s.journals)
+			}
+			if n := s.e.totals.JournalNoRoom.Load(); n == 0 {
+				t.Fatalf("seed %d: the engine counted no frame without room", s.seed)
+			}
+			if st := s.e.Sched(); st.SyncFrom != "journal" {
+				t.Fatalf("seed %d: after the journal had room again: %+v, want the cap from its measure", s.seed, st)
+			}
+		}},
+		{name: "journal-failures", slow: steady(1), max: 1, pipelinedOnly: true, setup: func(s *sim, phones int, dur time.Duration) {
+			// Journal writes fail twice in a spike with a phone flushing:
+			// the engine fails the store as for an fsync, holds the accepted
+			// driver points, reopens and writes them again.
+			base(s, phones, dur)
+			s.drivers("p", phones, 5*time.Second/9, dur/3, 2*dur/3)
+			s.flush("stuck", 10000, 500, dur/3)
+			s.jFailAt = []time.Duration{dur/3 + 10*time.Millisecond, dur / 2}
+		}, check: func(t *testing.T, s *sim) {
+			if s.faults != 2 || s.recoveries != 2 || s.e.totals.StoreFailures.Load() != 2 {
+				t.Fatalf("seed %d: %d journal writes failed, %d recoveries, %d store failures; want 2, 2, 2", s.seed, s.faults, s.recoveries, s.e.totals.StoreFailures.Load())
 			}
 		}},
 		{name: "fsync-failures", slow: steady(1), max: 1, setup: func(s *sim, phones int, dur time.Duration) {
