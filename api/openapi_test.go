@@ -33,6 +33,7 @@ import (
 	"routehound/api"
 	"routehound/config"
 	"routehound/docs"
+	"routehound/uplink"
 )
 
 var spec struct {
@@ -767,4 +768,21 @@ func TestDriverStreamLaneFullSaysWhenToResend(t *testing.T) {
 	if err := json.Unmarshal(b, &m); err != nil || m.Code != "lane_full" || m.RetryAfterMS < 1 {
 		t.Fatalf("refusal %s (%v): want lane_full with retry_after_ms >= 1", b, err)
 	}
+}
+
+// A central view's GET /v1/uplink, with a depot whose record was rejected,
+// matches its schema (the rejected fields were once missing from it, and
+// additionalProperties: false refused every central answer).
+func TestOpenAPICentralStatus(t *testing.T) {
+	at := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	st := uplink.CentralStatus{Role: "central", URL: "nats://127.0.0.1:4222",
+		Streams: []uplink.StreamStatus{{Stream: "RH", Connected: true}},
+		Depots: []uplink.DepotPosition{{Depot: "north", Stream: "RH", StreamCreated: at, StreamSeq: 9, LSN: 7, At: at, Records: 7,
+			Rejected: 1, LastRejected: &uplink.RejectedRecord{LSN: 5, StreamSeq: 6, Table: "bad table", Key: "k", Op: "put", Error: "a table name is 1 to 64 bytes"}}},
+		Applied: 7, DurableLSN: 7}
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantSchema(t, "#/components/schemas/CentralStatus", b)
 }
