@@ -882,24 +882,10 @@ func (c *Consumer) flush(ctx context.Context, p *pending, backoff *time.Duration
 		raw, _ := json.Marshal(st)
 		w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetConsumer, Key: "in:" + key, Value: raw})
 	})
-	// Not cancelled with ctx: a write in flight is answered (the engine
-	// answers every admitted write), so that Close leaves a state the
-	// store agrees with.
-	res, err := c.e.WriteDerived(context.WithoutCancel(ctx), w)
-	if err != nil {
-		c.stats.Errors.Add(1)
-		if !errors.Is(err, engine.ErrCursorMoved) && ctx.Err() == nil {
-			c.log.Warn("fleet events: writing; reading the state again from the store", "after", w.After, "upto", w.Upto, "upto_part", w.UptoPart, "writes", len(w.Writes), "err", err)
-		}
-		if ctx.Err() == nil {
-			sleep(ctx, *backoff)
-			*backoff = min(2**backoff, 2*time.Second)
-		}
-		c.reload(ctx)
-		*p = pending{upto: c.stored.LSN, part: c.stored.Part}
+	res, ok := c.write(ctx, p, w, backoff)
+	if !ok {
 		return false
 	}
-	*backoff = 50 * time.Millisecond
 	now = time.Now()
 	c.lastWrite = now
 	if withMarks && allMarks {
@@ -942,21 +928,10 @@ func (c *Consumer) flushEvents(ctx context.Context, p *pending, w engine.Derived
 		w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetEvents, Key: ev.Key(), Value: raw})
 	}
 	p.only = false
-	res, err := c.e.WriteDerived(context.WithoutCancel(ctx), w)
-	if err != nil {
-		c.stats.Errors.Add(1)
-		if !errors.Is(err, engine.ErrCursorMoved) && ctx.Err() == nil {
-			c.log.Warn("fleet events: writing; reading the state again from the store", "after", w.After, "upto", w.Upto, "upto_part", w.UptoPart, "writes", len(w.Writes), "err", err)
-		}
-		if ctx.Err() == nil {
-			sleep(ctx, *backoff)
-			*backoff = min(2**backoff, 2*time.Second)
-		}
-		c.reload(ctx)
-		*p = pending{upto: c.stored.LSN, part: c.stored.Part}
+	res, ok := c.write(ctx, p, w, backoff)
+	if !ok {
 		return false
 	}
-	*backoff = 50 * time.Millisecond
 	now := time.Now()
 	c.lastWrite = now
 	if !res.Replayed {
@@ -1045,4 +1020,28 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// write takes w through the events lane. Not cancelled with ctx: a write in
+// flight is answered (the engine answers every admitted write), so that
+// Close leaves a state the store agrees with. On an error it backs off,
+// reads the state again from the store and sets p back to the stored
+// cursor, and reports false.
+func (c *Consumer) write(ctx context.Context, p *pending, w engine.DerivedWrite, backoff *time.Duration) (engine.WriteResult, bool) {
+	res, err := c.e.WriteDerived(context.WithoutCancel(ctx), w)
+	if err != nil {
+		c.stats.Errors.Add(1)
+		if !errors.Is(err, engine.ErrCursorMoved) && ctx.Err() == nil {
+			c.log.Warn("fleet events: writing; reading the state again from the store", "after", w.After, "upto", w.Upto, "upto_part", w.UptoPart, "writes", len(w.Writes), "err", err)
+		}
+		if ctx.Err() == nil {
+			sleep(ctx, *backoff)
+			*backoff = min(2**backoff, 2*time.Second)
+		}
+		c.reload(ctx)
+		*p = pending{upto: c.stored.LSN, part: c.stored.Part}
+		return res, false
+	}
+	*backoff = 50 * time.Millisecond
+	return res, true
 }
