@@ -7,11 +7,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/cookiejar"
-	"net/url"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -235,10 +231,10 @@ func TestStandbyFollowsPromotesAndFences(t *testing.T) {
 		!strings.Contains(string(m), "routehound_standby_applied_lsn ") || !strings.Contains(string(m), "routehound_standby_promoted 0\n") {
 		t.Error("the standby's /metrics lacks routehound_standby_connected 1, its applied lsn or promoted 0")
 	}
-	if page := systemPage(t, s); !strings.Contains(page, `data-field="uplink-role">standby (epoch 1)<`) || !strings.Contains(page, "last LSN applied") {
+	if page := dashboardPage(t, s, "/ui/system"); !strings.Contains(page, `data-field="uplink-role">standby (epoch 1)<`) || !strings.Contains(page, "last LSN applied") {
 		t.Errorf("the standby's System page does not say it is a standby")
 	}
-	if page := uiPage(t, s, "/ui/"); strings.Contains(page, `data-field="consumer-lag"`) {
+	if page := dashboardPage(t, s, "/ui/"); strings.Contains(page, `data-field="consumer-lag"`) {
 		t.Errorf("the standby's Channels page shows a fleet-events consumer: a standby runs none")
 	}
 	if st, b := httpDo(t, "POST", p.URL()+"/v1/admin/promote", p.Token("admin"), ""); st != http.StatusConflict || errCode(b) != "not_standby" {
@@ -262,7 +258,7 @@ func TestStandbyFollowsPromotesAndFences(t *testing.T) {
 		t.Fatalf("first write after the promotion: %d %s (last shipped lsn %d)", st, b, last)
 	}
 	t.Logf("promote → first accepted write: %v (promotion %d ms)", time.Since(t0), res.TookMs)
-	if page := uiPage(t, s, "/ui/"); !strings.Contains(page, `data-field="consumer-lag"`) {
+	if page := dashboardPage(t, s, "/ui/"); !strings.Contains(page, `data-field="consumer-lag"`) {
 		t.Errorf("the promoted box's Channels page lacks the fleet-events consumer it started at its promotion")
 	}
 	var lsns []uint64
@@ -293,7 +289,7 @@ func TestStandbyFollowsPromotesAndFences(t *testing.T) {
 	if st, b := httpDo(t, "GET", p.URL()+"/v1/uplink", p.Token("admin"), ""); st != http.StatusOK || json.Unmarshal(b, &status) != nil || status.Role != "fenced" || !status.Fenced {
 		t.Fatalf("fenced primary's GET /v1/uplink: %d %s", st, b)
 	}
-	if page := systemPage(t, p); !strings.Contains(page, `data-field="uplink-role">FENCED`) {
+	if page := dashboardPage(t, p, "/ui/system"); !strings.Contains(page, `data-field="uplink-role">FENCED`) {
 		t.Errorf("the fenced primary's System page does not say FENCED")
 	}
 	if _, m := httpDo(t, "GET", p.URL()+"/metrics", p.Token("admin"), ""); !strings.Contains(string(m), "routehound_uplink_fenced 1\n") {
@@ -532,40 +528,6 @@ func TestTwoStandbysOnePromotion(t *testing.T) {
 	if st := loser.role.follower.Status(); st.Epoch != 2 || st.Role != "standby" {
 		t.Fatalf("the loser's follower: %+v", st)
 	}
-}
-
-// systemPage logs in to a box's dashboard with its admin token and answers
-// its System page.
-func systemPage(t *testing.T, a *Appliance) string {
-	t.Helper()
-	return uiPage(t, a, "/ui/system")
-}
-
-// uiPage signs in to a's dashboard as admin and reads a page of it.
-func uiPage(t *testing.T, a *Appliance, path string) string {
-	t.Helper()
-	jar, _ := cookiejar.New(nil)
-	c := &http.Client{Jar: jar}
-	resp, err := c.Get(a.URL() + "/ui/login")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	csrf := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(string(b))
-	if csrf == nil {
-		t.Fatalf("no login form: %s", b)
-	}
-	if resp, err = c.PostForm(a.URL()+"/ui/login", url.Values{"csrf": {csrf[1]}, "token": {a.Token("admin")}}); err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp, err = c.Get(a.URL() + path); err != nil {
-		t.Fatal(err)
-	}
-	b, _ = io.ReadAll(resp.Body)
-	resp.Body.Close()
-	return string(b)
 }
 
 var catchUpRecords = flag.Int("standby.records", 100000, "BenchmarkStandbyCatchUp: driver points the primary ships before the standby starts")

@@ -6,11 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/cookiejar"
-	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -104,30 +101,10 @@ func TestServeWithUplink(t *testing.T) {
 		}
 	}
 	// The dashboard's System page shows it.
-	jar, _ := cookiejar.New(nil)
-	c := &http.Client{Jar: jar}
-	resp, err := c.Get(a.URL() + "/ui/login")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	csrf := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(string(b))
-	if csrf == nil {
-		t.Fatalf("no login form: %s", b)
-	}
-	if resp, err = c.PostForm(a.URL()+"/ui/login", url.Values{"csrf": {csrf[1]}, "token": {a.Token("admin")}}); err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp, err = c.Get(a.URL() + "/ui/system"); err != nil {
-		t.Fatal(err)
-	}
-	b, _ = io.ReadAll(resp.Body)
-	resp.Body.Close()
+	page := dashboardPage(t, a, "/ui/system")
 	for _, want := range []string{"Uplink to NATS JetStream", fmt.Sprintf(`data-field="uplink-acked">%d<`, s.AckedLSN), `data-field="uplink-connected">yes<`} {
-		if !strings.Contains(string(b), want) {
-			t.Errorf("System page (%d) lacks %q", resp.StatusCode, want)
+		if !strings.Contains(page, want) {
+			t.Errorf("System page lacks %q", want)
 		}
 	}
 	if err := a.Shutdown(context.Background()); err != nil {
