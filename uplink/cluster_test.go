@@ -34,7 +34,7 @@ func TestThreeNodeClusterNodeKilledWhileShipping(t *testing.T) {
 	// after an election timeout (several seconds, against none for a
 	// shutdown's step-down), and the backlog it leaves is shipped at one
 	// cluster commit a record.
-	kc := killCluster{url: cl.URL(), how: "SIGKILL", every: 4 * time.Millisecond}
+	kc := killCluster{url: cl.URL(), how: "SIGKILL", every: 4 * time.Millisecond, atomic: true}
 	for _, p := range cl.Nodes {
 		kc.nodes = append(kc.nodes, clusterNode{name: p.Name, url: p.URL(), kill: p.Kill, restart: p.Restart, hasClient: p.HasClient})
 	}
@@ -57,7 +57,10 @@ type killCluster struct {
 	url   string        // every node's client URL
 	how   string        // how a node is taken away, for the log
 	every time.Duration // each of two writers writes a record every
-	nodes []clusterNode
+	// atomic: the stream allows atomic batches, and the uplink ships
+	// them (batch.go); without, one record at a time.
+	atomic bool
+	nodes  []clusterNode
 }
 
 // clusterNode is one node of a killCluster.
@@ -94,7 +97,7 @@ func shipWhileKilling(t *testing.T, cl killCluster) {
 		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
 		defer ccancel()
 		st, err = js.CreateStream(cctx, jetstream.StreamConfig{Name: "RH", Subjects: []string{"routehound.d1.>"}, Replicas: 3,
-			Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute})
+			Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute, AllowAtomicPublish: cl.atomic})
 		return err == nil
 	})
 
@@ -169,6 +172,9 @@ func shipWhileKilling(t *testing.T, cl killCluster) {
 			t.Fatalf("the uplink dropped %d records", s.Dropped)
 		}
 		wantContiguous(t, clusterStreamLSNs(t, cl.url), 1, last)
+		if got := u.batches.Load(); cl.atomic != (got > 0) {
+			t.Fatalf("atomic batches acknowledged: %d, on a stream with allow_atomic %v", got, cl.atomic)
+		}
 		return victim
 	}
 	restart := func(nd *clusterNode) {

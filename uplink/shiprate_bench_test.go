@@ -26,8 +26,9 @@ func processCPU() time.Duration {
 
 // BenchmarkShipReplicatedFromStore ships b.N records read from the store
 // (the engine reopened: an empty tail) to a fenced stream of a 3-node
-// cluster, R1 (MaxInFlight records in flight) and R3 (one record in flight,
-// uplink.go's window): records/s and the process's CPU per record (the
+// cluster, R1 (MaxInFlight records in flight), R3 (one record in flight,
+// uplink.go's window) and R3 with allow_atomic (one atomic batch in
+// flight, batch.go): records/s and the process's CPU per record (the
 // three NATS servers run in this process too). Run with a fixed count:
 //
 //	nice -n 19 go test -run '^$' -bench ShipReplicated -benchtime 3000x ./uplink/
@@ -44,8 +45,16 @@ func BenchmarkShipReplicatedFromStore(b *testing.B) {
 	}
 	ctx := context.Background()
 	run := 0
-	for _, reps := range []int{1, 3} {
-		b.Run(fmt.Sprintf("R%d", reps), func(b *testing.B) {
+	for _, v := range []struct {
+		reps   int
+		atomic bool
+	}{{1, false}, {3, false}, {3, true}} {
+		reps := v.reps
+		sub := fmt.Sprintf("R%d", reps)
+		if v.atomic {
+			sub += "-atomic"
+		}
+		b.Run(sub, func(b *testing.B) {
 			b.StopTimer()
 			run++
 			name, depot := fmt.Sprintf("RH%d_%d", reps, run), fmt.Sprintf("d%d_%d", reps, run)
@@ -53,7 +62,7 @@ func BenchmarkShipReplicatedFromStore(b *testing.B) {
 			for {
 				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 				_, err := js.CreateStream(cctx, jetstream.StreamConfig{Name: name, Subjects: []string{"routehound." + depot + ".>"}, Replicas: reps,
-					Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute})
+					Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute, AllowAtomicPublish: v.atomic})
 				cancel()
 				if err == nil {
 					break
@@ -96,6 +105,9 @@ func BenchmarkShipReplicatedFromStore(b *testing.B) {
 			if u.Acked() < last {
 				s := u.Status()
 				b.Fatalf("shipped %d of %d records in %v; failures %d, last error %q", u.Acked(), last, el, s.Failures, s.LastError)
+			}
+			if got := u.batches.Load(); v.atomic != (got > 0) {
+				b.Fatalf("atomic batches acknowledged: %d, on a stream with allow_atomic %v", got, v.atomic)
 			}
 			b.ReportMetric(float64(last)/el.Seconds(), "records/s")
 			b.ReportMetric(float64(cpu.Microseconds())/1000/float64(last), "cpu-ms/record")

@@ -39,6 +39,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -120,6 +121,12 @@ type Uplink struct {
 	// only).
 	epoch     atomic.Uint64
 	markerSeq uint64
+	// Atomic batches (batch.go), run's goroutine only: the records up to
+	// aloneUntil go alone (the stream may hold them, or a batch holding
+	// them was refused); batchMax bounds a batch's records.
+	aloneUntil uint64
+	batchMax   int
+	batchIDs   batchIDs
 	// fence: records expect the epoch's marker (a Limits stream); a
 	// WorkQueue or Interest stream removes what its consumers took, the
 	// marker too, so there records are not fenced. run's goroutine only.
@@ -129,6 +136,7 @@ type Uplink struct {
 	connected  atomic.Bool
 	refused    atomic.Bool   // the stream holds another history of this depot: shipping stopped for good
 	shipped    atomic.Uint64 // records acknowledged since start
+	batches    atomic.Uint64 // atomic batches acknowledged since start (batch.go)
 	dropped    atomic.Uint64 // unshipped records retention removed
 	sessions   atomic.Uint64 // connections made
 	failures   atomic.Uint64 // sessions that ended in an error
@@ -164,7 +172,7 @@ func Open(cfg Config, log *slog.Logger) (*Uplink, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	u := &Uplink{cfg: cfg, log: log.With("part", "uplink"), done: make(chan struct{})}
+	u := &Uplink{cfg: cfg, log: log.With("part", "uplink"), done: make(chan struct{}), batchMax: maxBatchRecords, batchIDs: newBatchIDs()}
 	st, ok, err := readState(cfg.StateFile)
 	if err != nil {
 		return nil, err
@@ -399,11 +407,14 @@ func (u *Uplink) persist(exact bool) {
 
 // inflight is one published record awaiting its acknowledgement.
 type inflight struct {
-	lsn uint64
-	at  time.Time // committed
-	fut jetstream.PubAckFuture
-	ddl time.Time // acknowledgement deadline
-	ok  bool      // acknowledged (the future's channel holds its one value only once)
+	lsn   uint64    // the last record of the unit (an atomic batch's commit)
+	first uint64    // its first record
+	n     int       // records in the unit
+	batch bool      // an atomic batch (batch.go)
+	at    time.Time // committed
+	fut   jetstream.PubAckFuture
+	ddl   time.Time // acknowledgement deadline
+	ok    bool      // acknowledged (the future's channel holds its one value only once)
 }
 
 // Subject is the subject of a table's records.
@@ -683,7 +694,9 @@ func (u *Uplink) resumeAt(lsn, acked uint64, limits bool) error {
 			// the stream holds past it came after a record it did not
 			// store (a refused publish, a lost acknowledgement): send
 			// again from acked, the Nats-Msg-Id drops what the stream
-			// already has.
+			// already has; they go alone, not in an atomic batch, which
+			// a duplicate makes refused whole (batch.go).
+			u.aloneUntil = max(u.aloneUntil, lsn)
 			return nil
 		}
 		// The state file may be behind the stream (a crash between
@@ -791,15 +804,27 @@ func (u *Uplink) session(ctx context.Context) error {
 		return err
 	}
 	u.fence = c.st.CachedInfo().Config.Retention == jetstream.LimitsPolicy
-	// window bounds the records in flight. On a replicated stream (R3)
-	// JetStream refuses ("wrong last sequence") a message that expects a
-	// subject's last sequence while another one expecting it is still in
-	// process (proposed, not yet applied): the fenced records all expect
-	// the marker's, so there they go one at a time
-	// (TestThreeNodeClusterNodeKilledWhileShipping).
+	// window bounds the units in flight (a record, or an atomic batch).
+	// On a replicated stream (R3) JetStream refuses ("wrong last
+	// sequence") a message that expects a subject's last sequence while
+	// another one expecting it is still in process (proposed, not yet
+	// applied): the fenced records all expect the marker's, so there they
+	// go one unit at a time (TestThreeNodeClusterNodeKilledWhileShipping),
+	// each an atomic batch when the stream allows them (batch.go).
 	window := u.cfg.MaxInFlight
-	if u.fence && c.st.CachedInfo().Config.Replicas > 1 {
+	batch := false
+	if info := c.st.CachedInfo().Config; u.fence && info.Replicas > 1 {
 		window = 1
+		batch = info.AllowAtomicPublish
+		if !batch {
+			u.log.Warn("the stream is replicated and does not allow atomic batches: the uplink ships one record per cluster commit (a few thousand records/s), below a peak's driver rate; set allow_atomic on the stream (nats stream edit --allow-batch)",
+				"stream", u.cfg.Stream, "replicas", info.Replicas)
+		}
+	}
+	// limit is the largest message JetStream stores.
+	limit := int(nc.MaxPayload())
+	if ms := c.st.CachedInfo().Config.MaxMsgSize; ms > 0 && int(ms) < limit {
+		limit = int(ms)
 	}
 	// A marker published on the depot's epoch subject while this session
 	// runs (a standby promoting) is a hint: the stream's last marker says
@@ -853,7 +878,7 @@ func (u *Uplink) session(ctx context.Context) error {
 			case <-pending[n].fut.Ok():
 				pending[n].ok = true
 			case err := <-pending[n].fut.Err():
-				refused = &publishError{pending[n].lsn, err}
+				refused = u.unitRefused(pending[n], err)
 				break acks
 			default:
 				break acks
@@ -861,7 +886,12 @@ func (u *Uplink) session(ctx context.Context) error {
 		}
 		if n > 0 {
 			u.setAcked(pending[n-1].lsn)
-			u.shipped.Add(uint64(n))
+			for _, p := range pending[:n] {
+				u.shipped.Add(uint64(p.n))
+				if p.batch {
+					u.batches.Add(1)
+				}
+			}
 			pending = pending[:copy(pending, pending[n:])]
 			u.headAt.Store(0)
 			if len(pending) > 0 {
@@ -881,6 +911,15 @@ func (u *Uplink) session(ctx context.Context) error {
 			fresh := len(recs) == 0
 			if fresh {
 				recs, err = cur.Next(ctx)
+				// A batch takes what is durable, not one commit's
+				// records (the tail holds them commit by commit).
+				for batch && err == nil && len(recs) < u.batchMax && cur.After() < e.DurableLSN() {
+					more, merr := cur.Next(ctx)
+					if merr != nil {
+						break // the next Next answers it again
+					}
+					recs = append(slices.Clip(recs), more...) // the tail's records are shared
+				}
 			}
 			if errors.Is(err, engine.ErrTrimmed) {
 				if err := u.skipTrimmed(ctx, cur, pending, closed); err != nil {
@@ -908,24 +947,23 @@ func (u *Uplink) session(ctx context.Context) error {
 					return err // the next session reads the records again
 				}
 			}
-			for i := range recs {
+			for i := 0; i < len(recs); {
 				r := &recs[i]
 				if len(pending) >= window {
 					held, heldIdem = recs[i:], idem // the rest next time round
 					break
 				}
-				for len(idem) > 0 && idem[0].LSN < r.LSN {
-					idem = idem[1:]
-				}
-				var ie *engine.IdemEntry
-				if len(idem) > 0 && idem[0].LSN == r.LSN {
-					ie = &idem[0]
-				}
-				m, err := u.message(r, ie)
+				m, err := u.message(r, idemFor(&idem, r.LSN))
 				if err != nil {
 					return err
 				}
-				fut, err := js.PublishMsgAsync(m)
+				n, fut := 1, jetstream.PubAckFuture(nil)
+				inBatch := batch && u.batchable(r.LSN, m, limit)
+				if inBatch {
+					n, fut, err = u.publishBatch(nc, js, recs[i:], m, &idem, limit)
+				} else {
+					fut, err = js.PublishMsgAsync(m)
+				}
 				if err != nil {
 					refusedNow = &publishError{r.LSN, err}
 					break
@@ -933,7 +971,8 @@ func (u *Uplink) session(ctx context.Context) error {
 				if len(pending) == 0 {
 					u.headAt.Store(r.CommittedAt.UnixNano())
 				}
-				pending = append(pending, inflight{lsn: r.LSN, at: r.CommittedAt, fut: fut, ddl: time.Now().Add(u.cfg.AckTimeout)})
+				pending = append(pending, inflight{lsn: recs[i+n-1].LSN, n: n, first: r.LSN, batch: inBatch, at: r.CommittedAt, fut: fut, ddl: time.Now().Add(u.cfg.AckTimeout)})
+				i += n
 			}
 			continue
 		}
@@ -955,7 +994,7 @@ func (u *Uplink) session(ctx context.Context) error {
 		case <-okc:
 			pending[0].ok = true // taken at the top of the loop
 		case err := <-errc:
-			return &publishError{pending[0].lsn, err}
+			return u.unitRefused(pending[0], err)
 		case <-ackTimer.C:
 			return fmt.Errorf("lsn %d: %w", pending[0].lsn, errAckTimeout)
 		case <-wake:
@@ -986,7 +1025,7 @@ func (u *Uplink) skipTrimmed(ctx context.Context, cur *engine.Cursor, pending []
 	for _, p := range pending {
 		if p.ok {
 			u.setAcked(p.lsn)
-			u.shipped.Add(1)
+			u.shipped.Add(uint64(p.n))
 			continue
 		}
 		t := time.NewTimer(time.Until(p.ddl))
@@ -994,7 +1033,7 @@ func (u *Uplink) skipTrimmed(ctx context.Context, cur *engine.Cursor, pending []
 		case <-p.fut.Ok():
 		case err := <-p.fut.Err():
 			t.Stop()
-			return &publishError{p.lsn, err}
+			return u.unitRefused(p, err)
 		case <-t.C:
 			return fmt.Errorf("lsn %d: %w", p.lsn, errAckTimeout)
 		case <-closed:
@@ -1006,7 +1045,7 @@ func (u *Uplink) skipTrimmed(ctx context.Context, cur *engine.Cursor, pending []
 		}
 		t.Stop()
 		u.setAcked(p.lsn)
-		u.shipped.Add(1)
+		u.shipped.Add(uint64(p.n))
 	}
 	from := cur.After()
 	first := u.e.StoreStats().FirstLSN
