@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"routehound/internal/natstest"
 	"routehound/internal/testkit"
 )
@@ -85,7 +88,11 @@ func TestReplicatedLanesWaitForJetStream(t *testing.T) {
 	}
 }
 
-var replicateDriverRate = flag.Int("replicate.driver_rate", 0, "BenchmarkDispatchReplicate: driver points/s posted to each box meanwhile (100-point batches); 0: idle")
+var (
+	replicateDriverRate = flag.Int("replicate.driver_rate", 0, "BenchmarkDispatchReplicate: driver points/s posted to each box meanwhile (100-point batches); 0: idle")
+	replicateR3         = flag.Bool("replicate.r3", false, "BenchmarkDispatchReplicate: ship to R3 streams on a three-node in-process cluster instead of one server")
+	replicateAtomic     = flag.Bool("replicate.atomic", true, "BenchmarkDispatchReplicate with -replicate.r3: the streams allow atomic batches")
+)
 
 // BenchmarkDispatchReplicate measures what [uplink] replicate costs a
 // dispatcher, in one run: three boxes on loopback — without the uplink,
@@ -96,19 +103,31 @@ var replicateDriverRate = flag.Int("replicate.driver_rate", 0, "BenchmarkDispatc
 // against the box without the uplink.
 //
 // With -replicate.driver_rate R each box takes R driver points/s
-// meanwhile, which the uplink ships ahead of the dispatch writes.
+// meanwhile, which the uplink ships ahead of the dispatch writes. With
+// -replicate.r3 the streams are R3 on three in-process servers (atomic
+// batches unless -replicate.atomic=false); a dispatch write answered 503
+// not_replicated is counted (replicate-503), not fatal.
 //
-//	go test -run '^$' -bench DispatchReplicate -benchtime 2000x ./appliance [-args -replicate.driver_rate 5000]
+//	go test -run '^$' -bench DispatchReplicate -benchtime 2000x ./appliance [-args -replicate.driver_rate 5000 -replicate.r3]
 func BenchmarkDispatchReplicate(b *testing.B) {
-	ns := natstest.Start(b)
+	var url string
+	if *replicateR3 {
+		cl := natstest.StartCluster(b, 3)
+		url = cl.URL()
+	} else {
+		url = natstest.Start(b).URL()
+	}
 	modes := []string{"local", "uplink", "replicate"}
 	boxes := make([]*Appliance, len(modes))
 	for i, mode := range modes {
 		cfg := loopbackConfig(b)
 		cfg.Fleet.Events = false
 		if mode != "local" {
-			cfg.Uplink.NATSURL, cfg.Uplink.Depot = ns.URL(), "bench-"+mode
+			cfg.Uplink.NATSURL, cfg.Uplink.Depot = url, "bench-"+mode
 			cfg.Uplink.Stream = "BENCH_" + strings.ToUpper(mode)
+			if *replicateR3 {
+				createR3Stream(b, url, cfg.Uplink.Stream, "routehound."+cfg.Uplink.Depot+".>", *replicateAtomic)
+			}
 		}
 		if mode == "replicate" {
 			cfg.Uplink.Replicate = []string{"dispatch"}
@@ -121,6 +140,7 @@ func BenchmarkDispatchReplicate(b *testing.B) {
 		boxes[i] = a
 	}
 	client := &http.Client{}
+	notReplicated := 0
 	put := func(a *Appliance, i int) time.Duration {
 		req, err := http.NewRequest("PUT", a.URL()+fmt.Sprintf("/v1/assignments/r-%d", i%500), strings.NewReader(assignment("van-1")))
 		if err != nil {
@@ -137,7 +157,9 @@ func BenchmarkDispatchReplicate(b *testing.B) {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		d := time.Since(t0)
-		if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
+		if resp.StatusCode == http.StatusServiceUnavailable && a == boxes[2] {
+			notReplicated++
+		} else if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
 			b.Fatalf("put: %d", resp.StatusCode)
 		}
 		return d
@@ -156,6 +178,7 @@ func BenchmarkDispatchReplicate(b *testing.B) {
 		}
 	}
 	lat := make([][]time.Duration, len(boxes))
+	lsn0, t0 := boxes[2].Engine.DurableLSN(), time.Now()
 	b.ResetTimer()
 	for i := range b.N {
 		for k, a := range boxes {
@@ -163,6 +186,9 @@ func BenchmarkDispatchReplicate(b *testing.B) {
 		}
 	}
 	b.StopTimer()
+	// What the replicate box made durable (driver points and the
+	// dispatch writes): the rate the uplink had to ship.
+	b.ReportMetric(float64(boxes[2].Engine.DurableLSN()-lsn0)/time.Since(t0).Seconds(), "replicate-box-records/s")
 	ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
 	p99local := testkit.Percentile(lat[0], 99)
 	for k, mode := range modes {
@@ -173,8 +199,40 @@ func BenchmarkDispatchReplicate(b *testing.B) {
 			b.ReportMetric(float64(p99)/float64(p99local), mode+"/local-p99")
 		}
 	}
-	if up := boxes[2].Uplink; up.Acked() < boxes[2].Engine.DurableLSN() {
+	b.ReportMetric(float64(notReplicated), "replicate-503")
+	for k, a := range boxes[1:] {
+		s := a.Uplink.Status()
+		b.ReportMetric(float64(s.LagRecords), modes[k+1]+"-lag-records")
+	}
+	if up := boxes[2].Uplink; *replicateDriverRate == 0 && notReplicated == 0 && up.Acked() < boxes[2].Engine.DurableLSN() {
 		b.Fatalf("replicate box: acked %d < durable %d", up.Acked(), boxes[2].Engine.DurableLSN())
+	}
+}
+
+// createR3Stream creates a stream of three replicas over subjects, once
+// the cluster has a meta leader.
+func createR3Stream(b *testing.B, url, name, subjects string, atomic bool) {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subjects}, Replicas: 3,
+			Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute, AllowAtomicPublish: atomic})
+		cancel()
+		if err == nil {
+			return
+		}
+		if i == 100 {
+			b.Fatalf("create stream %s: %v", name, err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 

@@ -817,7 +817,7 @@ func (u *Uplink) session(ctx context.Context) error {
 		window = 1
 		batch = info.AllowAtomicPublish
 		if !batch {
-			u.log.Warn("the stream is replicated and does not allow atomic batches: the uplink ships one record per cluster commit (a few thousand records/s), below a peak's driver rate; set allow_atomic on the stream (nats stream edit --allow-batch)",
+			u.log.Warn("the stream is replicated and does not allow atomic batches: the uplink ships one record per cluster commit (a few thousand records/s), below a peak's driver rate; set allow_atomic on the stream (atomic batch publish, nats-server 2.12 or later)",
 				"stream", u.cfg.Stream, "replicas", info.Replicas)
 		}
 	}
