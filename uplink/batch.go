@@ -1,10 +1,12 @@
 package uplink
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -52,8 +54,16 @@ const (
 )
 
 // batchIDs makes batch ids unique across this process's sessions and
-// restarts: a random prefix and the batch's first LSN.
-type batchIDs struct{ prefix string }
+// restarts: a random prefix, a count of the process's batches and the
+// batch's first LSN (at most 13+1+20+1+20 bytes, under JetStream's 64). A
+// partial batch the leader still holds (a connection lost mid-batch) is
+// never continued by the next session's first batch, which starts at the
+// same LSN (the leader would take its first message for a gap, and refuse
+// the commit as incomplete).
+type batchIDs struct {
+	prefix string
+	n      uint64 // run's goroutine only
+}
 
 func newBatchIDs() batchIDs {
 	var b [8]byte
@@ -63,7 +73,39 @@ func newBatchIDs() batchIDs {
 	return batchIDs{prefix: strconv.FormatUint(binary.LittleEndian.Uint64(b[:]), 36) + "-"}
 }
 
-func (b batchIDs) id(first uint64) string { return b.prefix + strconv.FormatUint(first, 10) }
+func (b *batchIDs) id(first uint64) string {
+	b.n++
+	return b.prefix + strconv.FormatUint(b.n, 36) + "-" + strconv.FormatUint(first, 10)
+}
+
+// gather adds to recs (with their idempotency entries, idem) the records
+// the cursor holds after them, up to u.batchMax: a batch takes what is
+// durable, not one commit's records (the tail hands them out commit by
+// commit), nor what was left over from the last batch. recs may be the
+// tail's records, shared with other readers: they are copied once before
+// anything is appended. A read error stops the gathering (the next Next
+// answers it again).
+func (u *Uplink) gather(ctx context.Context, cur *engine.Cursor, recs []engine.Record, idem []engine.IdemEntry) ([]engine.Record, []engine.IdemEntry, error) {
+	start := len(recs)
+	for len(recs) < u.batchMax && cur.After() < u.e.DurableLSN() {
+		more, err := cur.Next(ctx)
+		if err != nil {
+			break
+		}
+		if len(recs) == start {
+			recs = append(make([]engine.Record, 0, max(2*(start+len(more)), 64)), recs...)
+		}
+		recs = append(recs, more...)
+	}
+	if len(recs) == start {
+		return recs, idem, nil
+	}
+	extra, err := u.idemEntries(recs[start:], nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	return recs, append(slices.Clip(idem), extra...), nil
+}
 
 // msgSize is the size JetStream checks against max_msg_size and
 // max_payload (headers and data) once the batch headers are added.
@@ -99,7 +141,9 @@ func (u *Uplink) batchable(lsn uint64, m *nats.Msg, limit int) bool {
 // publishBatch publishes recs[0] (its message first, already built) and
 // the batchable records after it, up to u.batchMax records and
 // maxBatchBytes, as one atomic batch. It answers how many records the
-// batch holds and the future of its commit message.
+// batch holds and the future of its commit message; with an error, 0 when
+// a message could not be made (nothing published), else the batch's
+// records (the client refused to publish one of them).
 func (u *Uplink) publishBatch(nc *nats.Conn, js jetstream.JetStream, recs []engine.Record, first *nats.Msg, idem *[]engine.IdemEntry, limit int) (int, jetstream.PubAckFuture, error) {
 	msgs := []*nats.Msg{first}
 	bytes := msgSize(first)
@@ -126,7 +170,7 @@ func (u *Uplink) publishBatch(nc *nats.Conn, js jetstream.JetStream, recs []engi
 			return len(msgs), fut, err
 		}
 		if err := nc.PublishMsg(m); err != nil {
-			return 0, nil, err
+			return len(msgs), nil, err
 		}
 	}
 	return 0, nil, errors.New("empty batch") // not reached: msgs holds first
@@ -139,11 +183,17 @@ const (
 )
 
 // unitRefused is the error that ends a session when JetStream refused
-// unit p. A refused atomic batch's records go alone at the next session
-// (a refusal then names its record: refusedRecord counts only those), and
-// a batch too large for the server's max_batch_size is halved.
+// unit p, or did not acknowledge it in time (errAckTimeout). A batch's
+// records go alone at the next session either way (a refusal then names
+// its record: refusedRecord counts only those; the stream may hold a batch
+// acknowledged late, whose re-sent records the Nats-Msg-Id drops one by
+// one, where a batch holding them would be refused whole), and a batch too
+// large for the server's max_batch_size is halved.
 func (u *Uplink) unitRefused(p inflight, err error) error {
 	if !p.batch {
+		if errors.Is(err, errAckTimeout) {
+			return fmt.Errorf("lsn %d: %w", p.lsn, err)
+		}
 		return &publishError{p.lsn, err}
 	}
 	u.aloneUntil = max(u.aloneUntil, p.lsn)
@@ -161,7 +211,7 @@ type batchError struct {
 }
 
 func (e *batchError) Error() string {
-	return fmt.Sprintf("atomic batch of lsn %d..%d refused (its records go alone next): %v", e.first, e.last, e.err)
+	return fmt.Sprintf("atomic batch of lsn %d..%d: %v (its records go alone next)", e.first, e.last, e.err)
 }
 func (e *batchError) Unwrap() error { return e.err }
 

@@ -2,12 +2,14 @@ package uplink
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"routehound/engine"
@@ -68,6 +70,47 @@ func TestAtomicBatches(t *testing.T) {
 			t.Fatal(err)
 		}
 		writeN(t, e, 3500, 200)
+		// The stream itself refuses a batch of the old epoch (the session
+		// above usually learns of the marker first, from its hint): a
+		// batch of records the stream does not hold, expecting the old
+		// marker, published as the session would, is refused whole.
+		old := newUplink(t, t.TempDir(), cl.URL(), nil)
+		old.e, old.fence, old.markerSeq = e, true, mk.seq
+		old.epoch.Store(1)
+		var recs []engine.Record
+		if err := e.ReadLog(last, 50, func(r engine.Record) error { recs = append(recs, r); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		nc, err := nats.Connect(cl.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		bjs, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, err := old.message(&recs[0], nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var idem []engine.IdemEntry
+		n, fut, err := old.publishBatch(nc, bjs, recs, first, &idem, 1<<20)
+		if err != nil || n != len(recs) {
+			t.Fatalf("publish a batch of %d: %d, %v", len(recs), n, err)
+		}
+		select {
+		case ack := <-fut.Ok():
+			t.Fatalf("a batch of the old epoch was stored: %+v", ack)
+		case err := <-fut.Err():
+			var api *jetstream.APIError
+			if !errors.As(err, &api) || api.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence {
+				t.Fatalf("the old epoch's batch: %v, want wrong last sequence", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no answer to the old epoch's batch")
+		}
+		wantContiguous(t, streamLSNs(t, cl.URL()), 1, last)
 		select {
 		case <-fenced:
 		case <-time.After(20 * time.Second):
@@ -139,4 +182,28 @@ func TestAtomicBatches(t *testing.T) {
 			t.Fatal("no atomic batch after the records the stream held")
 		}
 	})
+}
+
+// TestBatchRefusals: what a refused or unacknowledged unit leaves for the
+// next session, and batch ids never repeat in a process.
+func TestBatchRefusals(t *testing.T) {
+	u := &Uplink{batchMax: maxBatchRecords, batchIDs: newBatchIDs()}
+	batch := inflight{first: 5, lsn: 9, n: 5, batch: true}
+	err := u.unitRefused(batch, &jetstream.APIError{ErrorCode: jsErrCodeBatchTooLarge})
+	var be *batchError
+	var pe *publishError
+	if !errors.As(err, &be) || errors.As(err, &pe) || u.batchMax != maxBatchRecords/2 || u.aloneUntil != 9 {
+		t.Fatalf("a batch too large: %v (%T), batchMax %d, aloneUntil %d", err, err, u.batchMax, u.aloneUntil)
+	}
+	err = u.unitRefused(inflight{first: 10, lsn: 30, n: 21, batch: true}, errAckTimeout)
+	if !errors.Is(err, errAckTimeout) || errors.As(err, &pe) || u.aloneUntil != 30 || u.batchMax != maxBatchRecords/2 {
+		t.Fatalf("a batch not acknowledged: %v, batchMax %d, aloneUntil %d", err, u.batchMax, u.aloneUntil)
+	}
+	err = u.unitRefused(inflight{first: 31, lsn: 31, n: 1}, &jetstream.APIError{ErrorCode: jetstream.JSErrCodeStreamMessageExceedsMaximum})
+	if !errors.As(err, &pe) || pe.lsn != 31 || !pe.permanent() || u.aloneUntil != 30 {
+		t.Fatalf("a record refused alone: %v, aloneUntil %d", err, u.aloneUntil)
+	}
+	if a, b := u.batchIDs.id(7), u.batchIDs.id(7); a == b || len(a) > 64 {
+		t.Fatalf("batch ids %q and %q of the same first LSN", a, b)
+	}
 }

@@ -39,7 +39,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -911,15 +910,6 @@ func (u *Uplink) session(ctx context.Context) error {
 			fresh := len(recs) == 0
 			if fresh {
 				recs, err = cur.Next(ctx)
-				// A batch takes what is durable, not one commit's
-				// records (the tail holds them commit by commit).
-				for batch && err == nil && len(recs) < u.batchMax && cur.After() < e.DurableLSN() {
-					more, merr := cur.Next(ctx)
-					if merr != nil {
-						break // the next Next answers it again
-					}
-					recs = append(slices.Clip(recs), more...) // the tail's records are shared
-				}
 			}
 			if errors.Is(err, engine.ErrTrimmed) {
 				if err := u.skipTrimmed(ctx, cur, pending, closed); err != nil {
@@ -947,6 +937,14 @@ func (u *Uplink) session(ctx context.Context) error {
 					return err // the next session reads the records again
 				}
 			}
+			if batch {
+				if recs, idem, err = u.gather(ctx, cur, recs, idem); err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
+					return err // the next session reads the records again
+				}
+			}
 			for i := 0; i < len(recs); {
 				r := &recs[i]
 				if len(pending) >= window {
@@ -961,8 +959,18 @@ func (u *Uplink) session(ctx context.Context) error {
 				inBatch := batch && u.batchable(r.LSN, m, limit)
 				if inBatch {
 					n, fut, err = u.publishBatch(nc, js, recs[i:], m, &idem, limit)
+					if err != nil && n == 0 {
+						return err // a record's message could not be made
+					}
 				} else {
 					fut, err = js.PublishMsgAsync(m)
+				}
+				if err != nil && inBatch {
+					// The client refused a message of the batch: its
+					// records go alone next, where a refusal names one.
+					u.aloneUntil = max(u.aloneUntil, recs[i+n-1].LSN)
+					refusedNow = &batchError{first: r.LSN, last: recs[i+n-1].LSN, err: err}
+					break
 				}
 				if err != nil {
 					refusedNow = &publishError{r.LSN, err}
@@ -996,7 +1004,7 @@ func (u *Uplink) session(ctx context.Context) error {
 		case err := <-errc:
 			return u.unitRefused(pending[0], err)
 		case <-ackTimer.C:
-			return fmt.Errorf("lsn %d: %w", pending[0].lsn, errAckTimeout)
+			return u.unitRefused(pending[0], errAckTimeout)
 		case <-wake:
 		case <-tick.C:
 			u.persist(false) // records in flight may be in the stream already
@@ -1035,7 +1043,7 @@ func (u *Uplink) skipTrimmed(ctx context.Context, cur *engine.Cursor, pending []
 			t.Stop()
 			return u.unitRefused(p, err)
 		case <-t.C:
-			return fmt.Errorf("lsn %d: %w", p.lsn, errAckTimeout)
+			return u.unitRefused(p, errAckTimeout)
 		case <-closed:
 			t.Stop()
 			return errors.New("connection lost")
