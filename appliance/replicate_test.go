@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"routehound/internal/natstest"
@@ -126,7 +125,8 @@ func BenchmarkDispatchReplicate(b *testing.B) {
 			cfg.Uplink.NATSURL, cfg.Uplink.Depot = url, "bench-"+mode
 			cfg.Uplink.Stream = "BENCH_" + strings.ToUpper(mode)
 			if *replicateR3 {
-				createR3Stream(b, url, cfg.Uplink.Stream, "routehound."+cfg.Uplink.Depot+".>", *replicateAtomic)
+				natstest.CreateStream(b, url, jetstream.StreamConfig{Name: cfg.Uplink.Stream, Subjects: []string{"routehound." + cfg.Uplink.Depot + ".>"}, Replicas: 3,
+					Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute, AllowAtomicPublish: *replicateAtomic})
 			}
 		}
 		if mode == "replicate" {
@@ -206,33 +206,6 @@ func BenchmarkDispatchReplicate(b *testing.B) {
 	}
 	if up := boxes[2].Uplink; *replicateDriverRate == 0 && notReplicated == 0 && up.Acked() < boxes[2].Engine.DurableLSN() {
 		b.Fatalf("replicate box: acked %d < durable %d", up.Acked(), boxes[2].Engine.DurableLSN())
-	}
-}
-
-// createR3Stream creates a stream of three replicas over subjects, once
-// the cluster has a meta leader.
-func createR3Stream(b *testing.B, url, name, subjects string, atomic bool) {
-	nc, err := nats.Connect(url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		b.Fatal(err)
-	}
-	for i := 0; ; i++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subjects}, Replicas: 3,
-			Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute, AllowAtomicPublish: atomic})
-		cancel()
-		if err == nil {
-			return
-		}
-		if i == 100 {
-			b.Fatalf("create stream %s: %v", name, err)
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
 }
 

@@ -33,14 +33,7 @@ func TestAtomicBatches(t *testing.T) {
 		if mut != nil {
 			mut(&cfg)
 		}
-		var st jetstream.Stream
-		var err error
-		waitFor(t, "the R3 stream to be created", func() bool {
-			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			st, err = js.CreateStream(cctx, cfg)
-			return err == nil
-		})
+		st := natstest.CreateStream(t, cl.URL(), cfg)
 		t.Cleanup(func() { js.DeleteStream(ctx, "RH") })
 		return st
 	}

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"routehound/engine"
@@ -81,25 +80,10 @@ func (c killCluster) node(name string) *clusterNode {
 }
 
 func shipWhileKilling(t *testing.T, cl killCluster) {
-	nc, err := nats.Connect(cl.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	var st jetstream.Stream
-	waitFor(t, "the R3 stream to be created", func() bool {
-		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
-		defer ccancel()
-		st, err = js.CreateStream(cctx, jetstream.StreamConfig{Name: "RH", Subjects: []string{"routehound.d1.>"}, Replicas: 3,
-			Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute, AllowAtomicPublish: cl.atomic})
-		return err == nil
-	})
+	st := natstest.CreateStream(t, cl.url, jetstream.StreamConfig{Name: "RH", Subjects: []string{"routehound.d1.>"}, Replicas: 3,
+		Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute, AllowAtomicPublish: cl.atomic})
 
 	dir := t.TempDir()
 	e := openEngine(t, dir, engine.DefaultConfig().Retention)

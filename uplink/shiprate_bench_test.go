@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"routehound/engine"
@@ -34,15 +33,6 @@ func processCPU() time.Duration {
 //	nice -n 19 go test -run '^$' -bench ShipReplicated -benchtime 3000x ./uplink/
 func BenchmarkShipReplicatedFromStore(b *testing.B) {
 	cl := natstest.StartCluster(b, 3)
-	nc, err := nats.Connect(cl.URL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		b.Fatal(err)
-	}
 	ctx := context.Background()
 	run := 0
 	for _, v := range []struct {
@@ -58,20 +48,8 @@ func BenchmarkShipReplicatedFromStore(b *testing.B) {
 			b.StopTimer()
 			run++
 			name, depot := fmt.Sprintf("RH%d_%d", reps, run), fmt.Sprintf("d%d_%d", reps, run)
-			deadline := time.Now().Add(30 * time.Second)
-			for {
-				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				_, err := js.CreateStream(cctx, jetstream.StreamConfig{Name: name, Subjects: []string{"routehound." + depot + ".>"}, Replicas: reps,
-					Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute, AllowAtomicPublish: v.atomic})
-				cancel()
-				if err == nil {
-					break
-				}
-				if time.Now().After(deadline) {
-					b.Fatalf("create stream %s: %v", name, err)
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
+			natstest.CreateStream(b, cl.URL(), jetstream.StreamConfig{Name: name, Subjects: []string{"routehound." + depot + ".>"}, Replicas: reps,
+				Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute, AllowAtomicPublish: v.atomic})
 			dir := b.TempDir()
 			e := openEngine(b, dir, engine.DefaultConfig().Retention)
 			var wg sync.WaitGroup
