@@ -578,7 +578,7 @@ func (a *Appliance) uplinkView() func() ui.UplinkView {
 	return func() ui.UplinkView {
 		s := a.uplinkStatus().(uplinkStatus)
 		return ui.UplinkView{Role: s.Role, Epoch: s.Epoch, Enabled: true, Connected: s.Connected, AckedLSN: s.AckedLSN, LagRecords: s.LagRecords,
-			Dropped: s.Dropped, LagSeconds: s.LagSeconds, LastError: s.LastError}
+			Dropped: s.Dropped, LagSeconds: s.LagSeconds, LastError: s.LastError, Warning: s.Warning}
 	}
 }
 

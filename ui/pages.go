@@ -361,6 +361,7 @@ type UplinkView struct {
 	AckedLSN, LagRecords, Dropped uint64
 	LagSeconds                    float64
 	LastError                     string
+	Warning                       string // the stream is replicated without allow_atomic (uplink.Status.Warning)
 	// Depots: a central view's (Role "central") cursor of each depot;
 	// LagRecords is then the messages of its streams not yet read.
 	Depots []UplinkDepot

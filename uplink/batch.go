@@ -55,7 +55,8 @@ const (
 
 // batchIDs makes batch ids unique across this process's sessions and
 // restarts: a random prefix, a count of the process's batches and the
-// batch's first LSN (at most 13+1+20+1+20 bytes, under JetStream's 64). A
+// batch's first LSN (base 36, base 36, base 10: at most 13+1+13+1+20
+// bytes, under JetStream's 64). A
 // partial batch the leader still holds (a connection lost mid-batch) is
 // never continued by the next session's first batch, which starts at the
 // same LSN (the leader would take its first message for a gap, and refuse

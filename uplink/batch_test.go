@@ -52,8 +52,11 @@ func TestAtomicBatches(t *testing.T) {
 		waitFor(t, "the uplink to ship 3500", func() bool { return u.Acked() == e.DurableLSN() })
 		last := e.DurableLSN()
 		wantContiguous(t, streamLSNs(t, cl.URL()), 1, last)
-		if b := u.batches.Load(); b == 0 || b*4 > last {
+		if b := u.Status().AtomicBatches; b == 0 || b*4 > last {
 			t.Fatalf("%d atomic batches for %d records: want several records a batch", b, last)
+		}
+		if w := u.Status().Warning; w != "" {
+			t.Fatalf("a warning on a stream that allows atomic batches: %q", w)
 		}
 		mk, err := lastMarker(ctx, st, "d1")
 		if err != nil || mk.epoch != 1 {

@@ -31,8 +31,8 @@ func TestThreeNodeClusterNodeKilledWhileShipping(t *testing.T) {
 	cl := natstest.StartProcCluster(t, 3)
 	// Writers at about 500 records/s: a killed leader is replaced only
 	// after an election timeout (several seconds, against none for a
-	// shutdown's step-down), and the backlog it leaves is shipped at one
-	// cluster commit a record.
+	// shutdown's step-down), and the backlog it leaves is shipped in
+	// atomic batches (one cluster commit each).
 	kc := killCluster{url: cl.URL(), how: "SIGKILL", every: 4 * time.Millisecond, atomic: true}
 	for _, p := range cl.Nodes {
 		kc.nodes = append(kc.nodes, clusterNode{name: p.Name, url: p.URL(), kill: p.Kill, restart: p.Restart, hasClient: p.HasClient})
@@ -156,8 +156,11 @@ func shipWhileKilling(t *testing.T, cl killCluster) {
 			t.Fatalf("the uplink dropped %d records", s.Dropped)
 		}
 		wantContiguous(t, clusterStreamLSNs(t, cl.url), 1, last)
-		if got := u.batches.Load(); cl.atomic != (got > 0) {
+		if got := u.Status().AtomicBatches; cl.atomic != (got > 0) {
 			t.Fatalf("atomic batches acknowledged: %d, on a stream with allow_atomic %v", got, cl.atomic)
+		}
+		if w := u.Status().Warning; cl.atomic == (w != "") {
+			t.Fatalf("status warning %q on a stream with allow_atomic %v", w, cl.atomic)
 		}
 		return victim
 	}

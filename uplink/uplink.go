@@ -133,13 +133,14 @@ type Uplink struct {
 	fenced     atomic.Bool   // a newer epoch is in the stream: shipping stopped for good, writes refused
 	fencedBy   atomic.Uint64 // that epoch; kept in the state file, so a restart stays fenced
 	connected  atomic.Bool
-	refused    atomic.Bool   // the stream holds another history of this depot: shipping stopped for good
-	shipped    atomic.Uint64 // records acknowledged since start
-	batches    atomic.Uint64 // atomic batches acknowledged since start (batch.go)
-	dropped    atomic.Uint64 // unshipped records retention removed
-	sessions   atomic.Uint64 // connections made
-	failures   atomic.Uint64 // sessions that ended in an error
-	headAt     atomic.Int64  // unix nanos: commit time of the oldest record in flight (0: none)
+	refused    atomic.Bool            // the stream holds another history of this depot: shipping stopped for good
+	shipped    atomic.Uint64          // records acknowledged since start
+	batches    atomic.Uint64          // atomic batches acknowledged since start (batch.go)
+	warning    atomic.Pointer[string] // Status.Warning (nil: none)
+	dropped    atomic.Uint64          // unshipped records retention removed
+	sessions   atomic.Uint64          // connections made
+	failures   atomic.Uint64          // sessions that ended in an error
+	headAt     atomic.Int64           // unix nanos: commit time of the oldest record in flight (0: none)
 	lastErrMu  sync.Mutex
 	lastErr    string
 	lastErrAt  time.Time
@@ -812,12 +813,15 @@ func (u *Uplink) session(ctx context.Context) error {
 	// each an atomic batch when the stream allows them (batch.go).
 	window := u.cfg.MaxInFlight
 	batch := false
+	u.warning.Store(nil)
 	if info := c.st.CachedInfo().Config; u.fence && info.Replicas > 1 {
 		window = 1
 		batch = info.AllowAtomicPublish
 		if !batch {
-			u.log.Warn("the stream is replicated and does not allow atomic batches: the uplink ships one record per cluster commit (a few thousand records/s), below a peak's driver rate; set allow_atomic on the stream (atomic batch publish, nats-server 2.12 or later)",
-				"stream", u.cfg.Stream, "replicas", info.Replicas)
+			w := fmt.Sprintf("the stream %s is replicated (%d replicas) and does not allow atomic batches: the uplink ships one record per cluster commit (a few thousand records/s), below a peak's driver rate; set allow_atomic on the stream (atomic batch publish, nats-server 2.12 or later)",
+				u.cfg.Stream, info.Replicas)
+			u.warning.Store(&w)
+			u.log.Warn(w, "stream", u.cfg.Stream, "replicas", info.Replicas)
 		}
 	}
 	// limit is the largest message JetStream stores.
@@ -1089,13 +1093,23 @@ type Status struct {
 	Failures    uint64  `json:"failures"`
 	LastError   string  `json:"last_error,omitempty"`
 	LastErrorAt string  `json:"last_error_at,omitempty"`
+	// AtomicBatches: atomic batches JetStream acknowledged since start
+	// (a fenced replicated stream with allow_atomic, batch.go).
+	AtomicBatches uint64 `json:"atomic_batches"`
+	// Warning: the last session's stream is replicated without
+	// allow_atomic, so it ships one record per cluster commit.
+	Warning string `json:"warning,omitempty"`
 }
 
 // Status reports the uplink's position and lag.
 func (u *Uplink) Status() Status {
 	s := Status{Enabled: true, URL: redact(u.cfg.URL), Depot: u.cfg.Depot, Stream: u.cfg.Stream, Connected: u.connected.Load(), Refused: u.refused.Load(),
 		Fenced: u.fenced.Load(), Epoch: u.epoch.Load(),
-		AckedLSN: u.acked.Load(), Shipped: u.shipped.Load(), Dropped: u.dropped.Load(), Sessions: u.sessions.Load(), Failures: u.failures.Load()}
+		AckedLSN: u.acked.Load(), Shipped: u.shipped.Load(), Dropped: u.dropped.Load(), Sessions: u.sessions.Load(), Failures: u.failures.Load(),
+		AtomicBatches: u.batches.Load()}
+	if w := u.warning.Load(); w != nil {
+		s.Warning = *w
+	}
 	if u.e != nil {
 		s.DurableLSN = u.e.DurableLSN()
 	}
