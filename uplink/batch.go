@@ -205,6 +205,13 @@ func (u *Uplink) unitRefused(p inflight, err error) error {
 	return &batchError{first: p.first, last: p.lsn, err: err}
 }
 
+// lostConn reports whether a publish failed for the connection, not for
+// the message.
+func lostConn(err error) bool {
+	return errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionDraining) ||
+		errors.Is(err, nats.ErrReconnectBufExceeded) || errors.Is(err, nats.ErrConnectionReconnecting)
+}
+
 // batchError is JetStream's refusal of an atomic batch.
 type batchError struct {
 	first, last uint64

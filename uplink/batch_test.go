@@ -144,6 +144,77 @@ func TestAtomicBatches(t *testing.T) {
 		}
 	})
 
+	// Idempotency entries travel inside batches: small batches (70) over
+	// chunks the cursor hands out whole, so records wait in held and
+	// batches are gathered across chunks; each shipped record carries its
+	// own entry, none another's.
+	t.Run("idempotency entries", func(t *testing.T) {
+		r3(t, nil)
+		dir := t.TempDir()
+		e := openEngine(t, dir, engine.DefaultConfig().Retention)
+		write := func(from, n int) {
+			for i := from; i < from+n; i++ {
+				w := engine.Write{Table: "notes", Key: fmt.Sprint("k", i%7), Value: fmt.Appendf(nil, `{"i":%d}`, i), IfVersion: engine.AnyVersion}
+				if i%3 == 0 {
+					w.IdemKey, w.Fingerprint = fmt.Sprint("key-", i), []byte{byte(i)}
+				}
+				if _, err := e.PutKey(ctx, w); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		write(0, 300)
+		u := newUplink(t, dir, cl.URL(), nil)
+		u.batchMax = 70
+		u.Start(e)
+		write(300, 300)
+		if err := e.WaitCommitted(ctx); err != nil {
+			t.Fatal(err)
+		}
+		last := e.DurableLSN()
+		waitFor(t, "the uplink to catch up", func() bool { return u.Acked() == last })
+		if b := u.Status().AtomicBatches; b < last/70 {
+			t.Fatalf("%d atomic batches for %d records of at most 70", b, last)
+		}
+		want := idemOf(t, e)
+		if len(want) != 200 {
+			t.Fatalf("the primary holds %d entries tied to records, want 200", len(want))
+		}
+		st, err := js.Stream(ctx, "RH")
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := 0
+		for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+			m, err := st.GetMsg(ctx, seq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lsn, ok := ParseMsgID("d1", m.Header.Get(jetstream.MsgIDHeader))
+			if !ok {
+				continue // the epoch marker
+			}
+			ie, has, err := decodeIdem(m.Header, lsn)
+			if err != nil {
+				t.Fatalf("lsn %d: %v", lsn, err)
+			}
+			w, tied := want[lsn]
+			if has != tied || has && !sameIdem(ie, w) {
+				t.Fatalf("lsn %d shipped with entry %+v (%v), its own is %+v (%v)", lsn, ie, has, w, tied)
+			}
+			if has {
+				seen++
+			}
+		}
+		if seen != len(want) {
+			t.Fatalf("%d records shipped with their entry, want %d", seen, len(want))
+		}
+	})
+
 	// The stream holds records past an exact acked (an acknowledgement
 	// lost): they go alone, the Nats-Msg-Id drops them, and no batch is
 	// refused for a duplicate (no session ends in an error).

@@ -971,8 +971,12 @@ func (u *Uplink) session(ctx context.Context) error {
 				}
 				if err != nil && inBatch {
 					// The client refused a message of the batch: its
-					// records go alone next, where a refusal names one.
-					u.aloneUntil = max(u.aloneUntil, recs[i+n-1].LSN)
+					// records go alone next, where a refusal names one
+					// (not for a lost connection, nothing the records
+					// did: a partial batch never commits).
+					if !lostConn(err) {
+						u.aloneUntil = max(u.aloneUntil, recs[i+n-1].LSN)
+					}
 					refusedNow = &batchError{first: r.LSN, last: recs[i+n-1].LSN, err: err}
 					break
 				}
