@@ -831,15 +831,7 @@ func (c *Consumer) flush(ctx context.Context, p *pending, backoff *time.Duration
 		at, _ := json.Marshal(engine.CursorValue{LSN: p.upto})
 		w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetConsumer, Key: marksAtKey, Value: at})
 	}
-	for i := range p.events {
-		ev := &p.events[i]
-		raw, err := json.Marshal(ev)
-		if err != nil {
-			c.log.Error("fleet events: encoding an event", "err", err)
-			continue
-		}
-		w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetEvents, Key: ev.Key(), Value: raw})
-	}
+	w.Writes = c.appendEvents(w.Writes, p.events)
 	c.tr.DirtyPlaces(func(route string, pl *Places) {
 		if pl == nil {
 			w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetConsumer, Key: placesKey(route), Delete: true})
@@ -886,22 +878,10 @@ func (c *Consumer) flush(ctx context.Context, p *pending, backoff *time.Duration
 	if !ok {
 		return false
 	}
-	now = time.Now()
-	c.lastWrite = now
+	now = c.written(p, res)
 	if withMarks && allMarks {
 		c.marksWrite = now
 	}
-	if !res.Replayed {
-		c.stats.Events.Add(uint64(len(p.events)))
-		c.stats.Writes.Add(1)
-		for i := range p.events {
-			if at, ok := c.e.DurableAt(p.events[i].PointLSN); ok {
-				c.stats.LatencyHist.Observe(now.Sub(at))
-			}
-		}
-	}
-	c.stored = p.pos()
-	c.stats.Stored.Store(whole(c.stored))
 	c.tr.ClearDirty(!withMarks || !allMarks)
 	c.count()
 	p.events = p.events[:0]
@@ -918,20 +898,35 @@ func (c *Consumer) flush(ctx context.Context, p *pending, backoff *time.Duration
 // flushEvents writes p's events alone with the cursor (a part of a
 // unit's events: the state stays dirty for the unit's last write).
 func (c *Consumer) flushEvents(ctx context.Context, p *pending, w engine.DerivedWrite, backoff *time.Duration) bool {
-	for i := range p.events {
-		ev := &p.events[i]
-		raw, err := json.Marshal(ev)
-		if err != nil {
-			c.log.Error("fleet events: encoding an event", "err", err)
-			continue
-		}
-		w.Writes = append(w.Writes, engine.Write{Table: fleet.TableFleetEvents, Key: ev.Key(), Value: raw})
-	}
+	w.Writes = c.appendEvents(w.Writes, p.events)
 	p.only = false
 	res, ok := c.write(ctx, p, w, backoff)
 	if !ok {
 		return false
 	}
+	c.written(p, res)
+	p.events = p.events[:0]
+	return true
+}
+
+// appendEvents appends the writes of events to ws (an event that cannot
+// be encoded is logged and left out).
+func (c *Consumer) appendEvents(ws []engine.Write, events []Event) []engine.Write {
+	for i := range events {
+		ev := &events[i]
+		raw, err := json.Marshal(ev)
+		if err != nil {
+			c.log.Error("fleet events: encoding an event", "err", err)
+			continue
+		}
+		ws = append(ws, engine.Write{Table: fleet.TableFleetEvents, Key: ev.Key(), Value: raw})
+	}
+	return ws
+}
+
+// written notes that the write of p's events (answer res) was taken: the
+// counters, the events' latency, the stored cursor. It answers when.
+func (c *Consumer) written(p *pending, res engine.WriteResult) time.Time {
 	now := time.Now()
 	c.lastWrite = now
 	if !res.Replayed {
@@ -945,8 +940,7 @@ func (c *Consumer) flushEvents(ctx context.Context, p *pending, w engine.Derived
 	}
 	c.stored = p.pos()
 	c.stats.Stored.Store(whole(c.stored))
-	p.events = p.events[:0]
-	return true
+	return now
 }
 
 // marksRoom is how many dirty marks the next write of p may carry besides

@@ -180,39 +180,7 @@ func TestAtomicBatches(t *testing.T) {
 		if len(want) != 200 {
 			t.Fatalf("the primary holds %d entries tied to records, want 200", len(want))
 		}
-		st, err := js.Stream(ctx, "RH")
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, err := st.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		seen := 0
-		for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
-			m, err := st.GetMsg(ctx, seq)
-			if err != nil {
-				t.Fatal(err)
-			}
-			lsn, ok := ParseMsgID("d1", m.Header.Get(jetstream.MsgIDHeader))
-			if !ok {
-				continue // the epoch marker
-			}
-			ie, has, err := decodeIdem(m.Header, lsn)
-			if err != nil {
-				t.Fatalf("lsn %d: %v", lsn, err)
-			}
-			w, tied := want[lsn]
-			if has != tied || has && !sameIdem(ie, w) {
-				t.Fatalf("lsn %d shipped with entry %+v (%v), its own is %+v (%v)", lsn, ie, has, w, tied)
-			}
-			if has {
-				seen++
-			}
-		}
-		if seen != len(want) {
-			t.Fatalf("%d records shipped with their entry, want %d", seen, len(want))
-		}
+		wantShippedIdem(t, cl.URL(), want)
 	})
 
 	// The stream holds records past an exact acked (an acknowledgement

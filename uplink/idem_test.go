@@ -28,39 +28,12 @@ func sameIdem(a, b engine.IdemEntry) bool {
 	return a.LSN == b.LSN && a.Scope == b.Scope && a.Key == b.Key && bytes.Equal(a.Answer, b.Answer) && a.ExpiresAt.Equal(b.ExpiresAt)
 }
 
-// TestIdemEntriesTravel: a record whose write stored an idempotency entry
-// is shipped with it (HeaderIdem), the others without; a follower stores
-// the entries with their records; a message without the header (shipped
-// by an older version) is applied alone, and so is one whose header does
-// not decode.
-func TestIdemEntriesTravel(t *testing.T) {
-	ns := natstest.Start(t)
-	dir := t.TempDir()
-	e := openEngine(t, dir, engine.DefaultConfig().Retention)
-	// A window of 2: most records wait in held, with their entries.
-	u := newUplink(t, dir, ns.URL(), func(c *Config) { c.MaxInFlight = 2 })
-	u.Start(e)
+// wantShippedIdem checks that every record of depot d1 in the stream RH
+// carries its own idempotency entry of want (by LSN), and no other.
+func wantShippedIdem(t *testing.T, url string, want map[uint64]engine.IdemEntry) {
+	t.Helper()
 	ctx := context.Background()
-	for i := range 60 {
-		w := engine.Write{Table: "notes", Key: fmt.Sprint("k", i%7), Value: fmt.Appendf(nil, `{"i":%d}`, i), IfVersion: engine.AnyVersion}
-		if i%3 == 0 {
-			w.IdemKey, w.Fingerprint = fmt.Sprint("key-", i), []byte{byte(i)}
-		}
-		if _, err := e.PutKey(ctx, w); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := e.WaitCommitted(ctx); err != nil {
-		t.Fatal(err)
-	}
-	last := e.DurableLSN()
-	waitFor(t, "the uplink to catch up", func() bool { return u.Acked() == last })
-	want := idemOf(t, e)
-	if len(want) != 20 {
-		t.Fatalf("the primary holds %d entries tied to records, want 20", len(want))
-	}
-	js := jsConn(t, ns.URL())
-	st, err := js.Stream(ctx, "RH")
+	st, err := jsConn(t, url).Stream(ctx, "RH")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,6 +66,41 @@ func TestIdemEntriesTravel(t *testing.T) {
 	if seen != len(want) {
 		t.Fatalf("%d records shipped with their entry, want %d", seen, len(want))
 	}
+}
+
+// TestIdemEntriesTravel: a record whose write stored an idempotency entry
+// is shipped with it (HeaderIdem), the others without; a follower stores
+// the entries with their records; a message without the header (shipped
+// by an older version) is applied alone, and so is one whose header does
+// not decode.
+func TestIdemEntriesTravel(t *testing.T) {
+	ns := natstest.Start(t)
+	dir := t.TempDir()
+	e := openEngine(t, dir, engine.DefaultConfig().Retention)
+	// A window of 2: most records wait in held, with their entries.
+	u := newUplink(t, dir, ns.URL(), func(c *Config) { c.MaxInFlight = 2 })
+	u.Start(e)
+	ctx := context.Background()
+	for i := range 60 {
+		w := engine.Write{Table: "notes", Key: fmt.Sprint("k", i%7), Value: fmt.Appendf(nil, `{"i":%d}`, i), IfVersion: engine.AnyVersion}
+		if i%3 == 0 {
+			w.IdemKey, w.Fingerprint = fmt.Sprint("key-", i), []byte{byte(i)}
+		}
+		if _, err := e.PutKey(ctx, w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.WaitCommitted(ctx); err != nil {
+		t.Fatal(err)
+	}
+	last := e.DurableLSN()
+	waitFor(t, "the uplink to catch up", func() bool { return u.Acked() == last })
+	want := idemOf(t, e)
+	if len(want) != 20 {
+		t.Fatalf("the primary holds %d entries tied to records, want 20", len(want))
+	}
+	wantShippedIdem(t, ns.URL(), want)
+	js := jsConn(t, ns.URL())
 
 	// The follower stores them with the records.
 	sdir := t.TempDir()
