@@ -99,49 +99,31 @@ func Verify(ctx context.Context, t Target, acks *Acks, since uint64, offerEnd ti
 		TS  string `json:"ts"`
 	}
 
+	// A write answered once its journal frame is durable can be ahead of
+	// the log's durable LSN, which bounds what GET /v1/log serves: while
+	// an acknowledged write is missing, read on from where the last pass
+	// ended, for a bounded time, before calling it lost.
+	missing := func() bool {
+		for _, seen := range want {
+			if !seen {
+				return true
+			}
+		}
+		return false
+	}
 	after := since
-	for {
-		var p logPage
-		if err := getJSON(ctx, c, t.URL+"/v1/log?limit=1000&after="+strconv.FormatUint(after, 10), t.Tokens["admin"], &p); err != nil {
+	for deadline := time.Now().Add(logCatchUp); ; {
+		if err := v.readLog(ctx, c, t, &after, want, seen, drivers, offerEnd); err != nil {
 			return nil, err
 		}
-		for _, r := range p.Records {
-			v.LogRecords++
-			after = r.LSN
-			if r.Op != "put" {
-				continue
-			}
-			if r.Table == fleet.TablePositions {
-				s, ok := seen[r.Key]
-				if !ok {
-					continue
-				}
-				seqOf.Seq, seqOf.TS = 0, ""
-				if json.Unmarshal(r.Value, &seqOf) != nil {
-					continue
-				}
-				if seqOf.Seq < uint64(len(s)) {
-					s[seqOf.Seq] = true
-				}
-				v.durableAll++
-				v.commits = append(v.commits, r.CommittedAt)
-				if !r.CommittedAt.After(offerEnd) {
-					v.durableIn++
-				}
-				if sent, ok := drivers[r.Key].sentAt(seqOf.Seq); ok {
-					v.durable = append(v.durable, r.CommittedAt.Sub(sent))
-				}
-				continue
-			}
-			k := r.Table + "\x00" + r.Key + "\x00" + strconv.FormatUint(r.Version, 10)
-			if _, ok := want[k]; ok {
-				want[k] = true
-			}
-		}
-		if p.Next == nil || len(p.Records) == 0 {
+		if !missing() || time.Now().After(deadline) {
 			break
 		}
-		after = *p.Next
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 	slices.Sort(v.durable)
 
@@ -221,6 +203,63 @@ func getJSON(ctx context.Context, c *http.Client, u, token string, v any) error 
 	}
 	if err := json.Unmarshal(a.body, v); err != nil {
 		return fmt.Errorf("sim: verify: GET %s: decoding: %w", u, err)
+	}
+	return nil
+}
+
+// logCatchUp bounds how long Verify reads on for acknowledged writes the
+// log's durable LSN has not reached yet.
+const logCatchUp = 10 * time.Second
+
+// readLog reads GET /v1/log after *after to its end, marking what it finds
+// in want (keyed writes) and seen (driver seqs), and moves *after.
+func (v *Verification) readLog(ctx context.Context, c *http.Client, t Target, after *uint64, want map[string]bool, seen map[string][]bool, drivers map[string]*driverSim, offerEnd time.Time) error {
+	var seqOf struct {
+		Seq uint64 `json:"seq"`
+		TS  string `json:"ts"`
+	}
+	for {
+		var p logPage
+		if err := getJSON(ctx, c, t.URL+"/v1/log?limit=1000&after="+strconv.FormatUint(*after, 10), t.Tokens["admin"], &p); err != nil {
+			return err
+		}
+		for _, r := range p.Records {
+			v.LogRecords++
+			*after = r.LSN
+			if r.Op != "put" {
+				continue
+			}
+			if r.Table == fleet.TablePositions {
+				s, ok := seen[r.Key]
+				if !ok {
+					continue
+				}
+				seqOf.Seq, seqOf.TS = 0, ""
+				if json.Unmarshal(r.Value, &seqOf) != nil {
+					continue
+				}
+				if seqOf.Seq < uint64(len(s)) {
+					s[seqOf.Seq] = true
+				}
+				v.durableAll++
+				v.commits = append(v.commits, r.CommittedAt)
+				if !r.CommittedAt.After(offerEnd) {
+					v.durableIn++
+				}
+				if sent, ok := drivers[r.Key].sentAt(seqOf.Seq); ok {
+					v.durable = append(v.durable, r.CommittedAt.Sub(sent))
+				}
+				continue
+			}
+			k := r.Table + "\x00" + r.Key + "\x00" + strconv.FormatUint(r.Version, 10)
+			if _, ok := want[k]; ok {
+				want[k] = true
+			}
+		}
+		if p.Next == nil || len(p.Records) == 0 {
+			break
+		}
+		*after = *p.Next
 	}
 	return nil
 }
