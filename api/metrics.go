@@ -31,7 +31,7 @@ type ledgerCollector struct {
 	queueWait, latency, waitMax, latMax                    *prometheus.Desc
 	totFsyncs, totBatches, busy, syncSecs, durable, first  *prometheus.Desc
 	logBytes, storeBytes, trimmed, syncTime, uptime        *prometheus.Desc
-	journalTime, journalNoRoom                             *prometheus.Desc
+	journalTime, journalNoRoom, journalPublished           *prometheus.Desc
 	refusing, storeFails, recovered                        *prometheus.Desc
 	schedCap, schedTarget, schedCost, schedInfeasible      *prometheus.Desc
 	driverRateLimit, driverRateShare, schedLatencyP99      *prometheus.Desc
@@ -76,6 +76,7 @@ func newLedgerCollector(e *engine.Engine) *ledgerCollector {
 		syncTime:          d("fsync_seconds", "Duration of one fsync."),
 		journalTime:       d("journal_sync_seconds", "Duration of one journal write and fdatasync (the waited-for writes' own durability)."),
 		journalNoRoom:     d("journal_no_room_total", "Journal frames that found no room and were answered by the log's fsync."),
+		journalPublished:  d("journal_published_total", "Batches published to readers once their journal frame was durable, before the log's fsync covered them."),
 		durable:           d("durable_lsn", "Highest LSN durable and published."),
 		first:             d("log_first_lsn", "Oldest LSN retained in the log."),
 		logBytes:          d("log_bytes", "Bytes of retained log records."),
@@ -159,6 +160,7 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- histogram(c.syncTime, t.SyncTime.Snapshot())
 	ch <- histogram(c.journalTime, t.JournalTime.Snapshot())
 	counter(c.journalNoRoom, float64(t.JournalNoRoom.Load()))
+	counter(c.journalPublished, float64(t.JournalPublished.Load()))
 	counter(c.trimmed, float64(t.Trimmed.Load()))
 	gauge(c.durable, float64(c.e.DurableLSN()))
 	st := c.e.StoreStats()

@@ -12,7 +12,13 @@ type pending struct {
 	items []*item
 	lanes []*lane        // lane of each item
 	segs  [][]wal.Record // each committed batch's records, converted once when the feed takes them
-	due   time.Time      // the earliest deadline of an item's contract for its fsync
+	// jsegs[i] is set once segs[i] is durable in the journal, for a batch
+	// whose journal frame holds every one of its records (nil: the log's
+	// fsync publishes it); pub counts the segs at the front already
+	// published that way (pipeline.go, publishJournaled).
+	jsegs []*bool
+	pub   int
+	due   time.Time // the earliest deadline of an item's contract for its fsync
 	// deferred: a due fsync waited for one batch, so that it also covers a
 	// sync write that was waiting (turn); never twice in a row.
 	deferred bool
@@ -263,11 +269,14 @@ func (e *Engine) commitBatch(p *pending) {
 			p.target = true
 		}
 		// A journaled write makes the log's fsync due as its contract
-		// says, although the journal answers it: its record is published
-		// by that fsync, and readers (subscribers, the replica, the
-		// uplink) get it one fsync after its writer at most. Delaying it
-		// to the drivers' flush_within cut device flushes beside the
-		// journal's, but made every reader's view lag by up to 10 ms.
+		// says, although the journal answers it: a batch that also holds
+		// unjournaled records (driver points), and the batches behind it,
+		// are published by that fsync, and readers (subscribers, the
+		// replica, the uplink) get them one fsync after their writers at
+		// most (a batch of journaled writes only is published with its
+		// journal frame: publishJournaled). Delaying it to the drivers'
+		// flush_within cut device flushes beside the journal's, but made
+		// every reader's view lag by up to 10 ms.
 		within := l.cfg.FlushWithin
 		if due := it.taken.Add(within); p.due.IsZero() || due.Before(p.due) {
 			p.due = due
@@ -288,14 +297,19 @@ func (e *Engine) commitBatch(p *pending) {
 	}
 	commit := e.now().Sub(tc)
 	e.sched.observeCommit(commit, len(recs))
+	var whole *bool // the batch's records are all in its journal frame
 	if len(recs) > 0 {
+		if b.JournalsAll() {
+			whole = new(bool)
+		}
 		p.segs = append(p.segs, recs)
+		p.jsegs = append(p.jsegs, whole)
 	}
 	e.totals.Batches.Add(1)
 	e.totals.CommitNanos.Add(int64(commit))
 	e.totals.BusyNanos.Add(int64(e.now().Sub(t0)))
 	e.share(p.lanes[n0:], p.items[n0:], commit, func(s *LaneStats) { s.Batches.Add(1) })
-	e.queueJournal(b, p.items[n0:], p.lanes[n0:])
+	e.queueJournal(b, p.items[n0:], p.lanes[n0:], whole)
 }
 
 // share splits a committer cost among the lanes of items by their units,
@@ -355,7 +369,7 @@ func (e *Engine) synced(p *pending, d time.Duration) {
 			it.durable = nil
 		}
 	}
-	moved := e.publish(p.segs)
+	moved := e.publish(p.segs[p.pub:]) // the rest were published with their journal frames
 	var drain drainTally
 	for i, it := range p.items {
 		if e.answer(p.lanes[i], it, it.res) { // unless the journal did (pipeline.go)
@@ -367,7 +381,8 @@ func (e *Engine) synced(p *pending, d time.Duration) {
 	clear(p.items)
 	clear(p.lanes)
 	clear(p.segs) // the feed owns the records now
-	*p = pending{items: p.items[:0], lanes: p.lanes[:0], segs: p.segs[:0]}
+	clear(p.jsegs)
+	*p = pending{items: p.items[:0], lanes: p.lanes[:0], segs: p.segs[:0], jsegs: p.jsegs[:0]}
 }
 
 // answer completes one item: the waiter gets its result, the lane its units

@@ -82,8 +82,11 @@ type Totals struct {
 	JournalWrites atomic.Uint64
 	JournalTime   Histogram
 	JournalNoRoom atomic.Uint64
-	StoreFailures atomic.Uint64 // failed commits or syncs (each stops writes)
-	Recoveries    atomic.Uint64 // store reopens that resumed writes
+	// JournalPublished counts batches published when their journal frame
+	// was durable, before the log's fsync covered them.
+	JournalPublished atomic.Uint64
+	StoreFailures    atomic.Uint64 // failed commits or syncs (each stops writes)
+	Recoveries       atomic.Uint64 // store reopens that resumed writes
 }
 
 // Open opens the store described by store and starts an engine that owns

@@ -13,9 +13,19 @@ import (
 // (the sync and ack lanes) are also written to the store's journal, whose
 // own fdatasync, on a second goroutine, answers them. A dispatch write no
 // longer waits for a driver batch's fsync: it waits for its own batch's
-// commit and a small file's fdatasync. Records are still published only
-// when the log's fsync covers them, so readers never see a hole, and an
-// item answered by the journal is not answered again by the log's fsync.
+// commit and a small file's fdatasync. An item answered by the journal is
+// not answered again by the log's fsync.
+//
+// Records are published (the feed, and so subscribers, the replica and the
+// uplink) as a prefix of the log: a batch once everything up to its last
+// LSN is durable, in the log's synced prefix or in the journal. A batch
+// whose journal frame holds every one of its records (writes of the
+// journaled lanes only) is published when that frame is durable, if every
+// batch before it is published; any other batch (driver points, whose
+// durability is the log's fsync) waits for the log's fsync, and so do the
+// journaled batches behind it. After a crash or a failed fsync, wal.Open
+// re-applies the journal's frames at their LSNs, so a published record is
+// never taken back and the log has no hole below the durable LSN.
 //
 // Every committed item is in exactly one pending set: the committer's p,
 // or the one whose fsync is in flight. The journal's frames only point at
@@ -76,6 +86,10 @@ type journalFrame struct {
 	f     wal.JournalFrame
 	items []*item
 	lanes []*lane
+	// whole is the batch's flag in its pending set (pending.jsegs) when
+	// the frame holds every record of the batch: set once the frame is
+	// durable, which publishes the batch (publishJournaled). nil otherwise.
+	whole *bool
 }
 
 // flightKind names what a flight does: the log's fsync or a journal write.
@@ -139,12 +153,12 @@ func (e *Engine) journals(l *lane, it *item) bool {
 
 // queueJournal takes the journaled items of a committed batch with its
 // frame, and starts a journal write when none is in flight.
-func (e *Engine) queueJournal(b *wal.Batch, items []*item, lanes []*lane) {
+func (e *Engine) queueJournal(b *wal.Batch, items []*item, lanes []*lane, whole *bool) {
 	f, ok := b.JournalFrame()
 	if !ok {
 		return
 	}
-	jf := journalFrame{f: f}
+	jf := journalFrame{f: f, whole: whole}
 	for i, it := range items {
 		if it.journaled {
 			jf.items = append(jf.items, it)
@@ -224,7 +238,15 @@ func (e *Engine) finishJournal(r journalEnd) {
 		// again, the log's fsync is what a sync write waits for.
 		e.sched.journalNoRoom()
 	}
-	// fl[:r.n] were answered by the journal's goroutine (startJournal).
+	// fl[:r.n] were answered by the journal's goroutine (startJournal);
+	// the batches they hold whole are durable: published once the ones
+	// before them are.
+	for _, jf := range fl[:r.n] {
+		if jf.whole != nil {
+			*jf.whole = true
+		}
+	}
+	e.publishJournaled()
 	if rest := fl[r.n:]; len(rest) > 0 {
 		// No room: they keep their place, ahead of what came since.
 		e.totals.JournalNoRoom.Add(uint64(len(rest)))
@@ -272,7 +294,32 @@ func (e *Engine) finishSync(r syncEnd) {
 	}
 	e.fl.covered = max(e.fl.covered, e.fl.syncLast)
 	e.synced(s, r.d)
-	e.startJournal() // drops what the fsync covered
+	e.publishJournaled() // journaled batches that waited behind s
+	e.startJournal()     // drops what the fsync covered
+}
+
+// publishJournaled publishes, in LSN order, the unpublished batches at the
+// front (the fsync's in flight, then the committer's) whose journal frames
+// are durable and hold all their records; it stops at the first batch that
+// waits for the log's fsync, so the feed stays a prefix of the log.
+func (e *Engine) publishJournaled() {
+	var segs [][]wal.Record
+	for _, p := range [2]*pending{e.fl.syncing, e.cur} {
+		if p == nil {
+			continue
+		}
+		for p.pub < len(p.segs) && p.jsegs[p.pub] != nil && *p.jsegs[p.pub] {
+			segs = append(segs, p.segs[p.pub])
+			p.pub++
+		}
+		if p.pub < len(p.segs) {
+			break
+		}
+	}
+	if len(segs) > 0 {
+		e.totals.JournalPublished.Add(uint64(len(segs)))
+		e.notify(e.publish(segs))
+	}
 }
 
 // takeFront puts s's items before p's (a failed fsync's, older).

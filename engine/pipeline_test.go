@@ -60,8 +60,9 @@ func newHoldEngine(t *testing.T) (*Engine, holdSyncEnv) {
 
 // The isolation the journal buys: a dispatch write is answered, durable
 // in the journal, while the log's fsync of a driver batch is still in
-// flight; its record is published only once that fsync (and the next)
-// covers it, and the driver's durable_seq moves only with the log.
+// flight; its record is published only once that fsync covers the driver
+// batch ahead of it (the feed is a prefix of the log), and the driver's
+// durable_seq moves only with the log.
 func TestDispatchAnsweredWhileTheLogSyncs(t *testing.T) {
 	e, h := newHoldEngine(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -99,6 +100,118 @@ func TestDispatchAnsweredWhileTheLogSyncs(t *testing.T) {
 	// Answered once: the log's fsync does not answer it again.
 	if got := e.Lane(LaneDispatch).Accepted.Load(); got != 1 {
 		t.Fatalf("dispatch accepted %d after the fsync, want 1", got)
+	}
+}
+
+// A batch of journaled writes only is published once its journal frame is
+// durable, with the log's fsync still held: subscribers get it without
+// waiting for the log. A journaled write behind an unsynced driver batch
+// waits for the log (the feed stays a prefix of it). Then the held fsync
+// fails: the reopened store has both writes at the LSNs they were answered
+// (and the first published) at, and a reader that followed the feed
+// throughout reads every LSN once, in order.
+func TestJournaledBatchPublishedBeforeTheLogSyncs(t *testing.T) {
+	e, h := newHoldEngine(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	type seen struct {
+		lsn  uint64
+		key  string
+		data string
+	}
+	var (
+		got  []seen
+		cur  = e.Follow(e.DurableLSN())
+		read = func(upto uint64) {
+			t.Helper()
+			for cur.After() < upto {
+				recs, err := cur.Next(ctx)
+				if err != nil {
+					t.Fatalf("following the feed to %d: %v", upto, err)
+				}
+				for _, r := range recs {
+					got = append(got, seen{r.LSN, r.Table + "/" + r.Key, string(r.Value)})
+				}
+			}
+		}
+	)
+	k0, err := e.PutKey(ctx, Write{Table: "notes", Key: "k0", Value: []byte(`{"n":0}`), IfVersion: AnyVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-h.started: // k0's batch's log fsync is in flight, held
+	case <-ctx.Done():
+		t.Fatal("no log fsync began for the journaled write")
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	err = e.WaitDurable(wctx, k0.LSN)
+	wcancel()
+	if err != nil {
+		t.Fatalf("a journaled batch is not published while the log's fsync is held: %v", err)
+	}
+	read(k0.LSN)
+	if n := e.totals.JournalPublished.Load(); n == 0 {
+		t.Fatal("published, but not counted as published from the journal")
+	}
+
+	if _, err := e.SubmitPoints(ctx, "van", pts(1, 20)); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the committer took the points, so that k1 commits after them.
+	waitFor(t, "the points committed", func() bool { return e.store().LastLSN() > k0.LSN })
+	k1, err := e.PutKey(ctx, Write{Table: "notes", Key: "k1", Value: []byte(`{"n":1}`), IfVersion: AnyVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := e.DurableLSN(); d >= k1.LSN {
+		t.Fatalf("durable lsn %d covers a journaled write (lsn %d) behind unsynced driver points", d, k1.LSN)
+	}
+
+	h.release <- errors.New("injected: fsync lost the write") // the store fails
+	waitFor(t, "the store reopened", func() bool { return e.Totals().Recoveries.Load() == 1 })
+	if err := e.WaitDurable(ctx, k1.LSN); err != nil {
+		t.Fatal(err)
+	}
+	read(k1.LSN)
+	waitFor(t, "the held points durable", func() bool { s, _ := e.DriverDurableSeq("van"); return s == 20 })
+	// A driver's durable seq moves just before its batch is published.
+	if err := e.WaitCommitted(ctx); err != nil {
+		t.Fatal(err)
+	}
+	read(e.DurableLSN())
+	byKey := map[string]seen{}
+	for i, r := range got {
+		if i > 0 && r.lsn != got[i-1].lsn+1 {
+			t.Fatalf("the feed went from lsn %d to %d: %v", got[i-1].lsn, r.lsn, got)
+		}
+		if r.key == "notes/k0" || r.key == "notes/k1" {
+			if _, dup := byKey[r.key]; dup {
+				t.Fatalf("%s read twice: %v", r.key, got)
+			}
+			byKey[r.key] = r
+		}
+	}
+	if r := byKey["notes/k0"]; r.lsn != k0.LSN || r.data != `{"n":0}` {
+		t.Fatalf("k0 in the feed: %+v, answered at lsn %d", r, k0.LSN)
+	}
+	if r := byKey["notes/k1"]; r.lsn != k1.LSN || r.data != `{"n":1}` {
+		t.Fatalf("k1 in the feed: %+v, answered at lsn %d", r, k1.LSN)
+	}
+	var inLog int
+	if err := e.ReadLog(0, 0, func(r Record) error {
+		if r.Table == "notes" {
+			inLog++
+			if (r.Key == "k0" && r.LSN != k0.LSN) || (r.Key == "k1" && r.LSN != k1.LSN) {
+				t.Errorf("the log has %s at lsn %d", r.Key, r.LSN)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if inLog != 2 {
+		t.Fatalf("%d notes records in the log, want 2", inLog)
 	}
 }
 
@@ -142,6 +255,10 @@ func TestJournaledWriteSurvivesAFailedLogSync(t *testing.T) {
 		}
 	}
 	waitFor(t, "the held points durable", func() bool { s, _ := e.DriverDurableSeq("van"); return s == 20 })
+	// A driver's durable seq moves just before its batch is published.
+	if err := e.WaitCommitted(ctx); err != nil {
+		t.Fatal(err)
+	}
 	var n int
 	if err := e.ReadLog(0, 0, func(r Record) error {
 		if r.Table == fleet.TablePositions {

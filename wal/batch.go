@@ -421,6 +421,12 @@ func (db *DB) commitTxn(txn *badger.Txn) error {
 // journal (a refusal, or a replayed record) and waits for the log.
 func (b *Batch) Journaled() int { return len(b.jrecs) + len(b.jidem) }
 
+// JournalsAll reports whether the journal frame holds every record of the
+// batch: once that frame is durable, so is each of the batch's records,
+// whether or not the log's fsync covered them yet (wal.Open re-applies a
+// frame's records at their LSNs).
+func (b *Batch) JournalsAll() bool { return len(b.recs) > 0 && len(b.jrecs) == len(b.recs) }
+
 // noteJournal marks recs[i] journaled when the batch journals now.
 func (b *Batch) noteJournal(i int) {
 	if b.journaling {
