@@ -554,7 +554,8 @@ func TestAssignments(t *testing.T) {
 	}
 	// Weak ETag form.
 	r5 := f.do(t, "PUT", path, dsp, assignJSON("van-9", "v4"), "Idempotency-Key", "k5", "If-Match", `W/"3"`)
-	if num[uint64](t, answer(r5, http.StatusOK)["version"]) != 4 {
+	m5 := answer(r5, http.StatusOK)
+	if num[uint64](t, m5["version"]) != 4 {
 		t.Fatalf(`If-Match W/"3": %s; want version 4`, r5.body)
 	}
 	// A retry of the If-Match write answers its first answer (200, version
@@ -581,6 +582,7 @@ func TestAssignments(t *testing.T) {
 	wantError(t, f.do(t, "GET", "/v1/assignments/no-such-route", dsp, nil), http.StatusNotFound, "not_found")
 
 	// Exactly four records: the retries, the conflict and the reuse wrote nothing.
+	published(t, f, num[uint64](t, m5["lsn"]))
 	recs := f.readLog(t, 0, "assignments")
 	if len(recs) != 4 {
 		t.Fatalf("assignments log: %d records, want 4: %+v", len(recs), recs)
@@ -649,6 +651,7 @@ func TestLoadingEvents(t *testing.T) {
 	if m := object(t, r, "key", "value", "version", "lsn"); !sameJSON(m["value"], []byte(ev1)) || num[uint64](t, m["lsn"]) != lsn1 {
 		t.Fatalf("loading/%s = %s; want %s at lsn %d", id1, r.body, ev1, lsn1)
 	}
+	published(t, f, lsn2)
 	recs := f.readLog(t, 0, "loading")
 	if len(recs) != 2 || recs[0].Key != id1 || recs[1].Key != id2 || recs[0].Actor != "warehouse" {
 		t.Fatalf("loading log: %+v; want exactly the two events", recs)
@@ -846,6 +849,7 @@ func TestLogFeed(t *testing.T) {
 	r := f.do(t, "DELETE", "/v1/tables/lg-b/keys/b0", dash, nil)
 	wantStatus(t, r, http.StatusOK)
 	writes = append(writes, write{"lg-b", "b0", "delete", "null", num[uint64](t, object(t, r)["lsn"]), 0})
+	published(t, f, writes[len(writes)-1].lsn) // answered by the journal; published just after
 
 	check := func(rec logRec, w write) {
 		t.Helper()

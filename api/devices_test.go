@@ -117,6 +117,7 @@ func TestDeviceIDsAdminOnly(t *testing.T) {
 	}
 	control := f.do(t, "PUT", "/v1/tables/notes/keys/k", dash, map[string]int{"v": 1})
 	wantStatus(t, control, http.StatusCreated)
+	published(t, f, num[uint64](t, object(t, control)["lsn"])) // answered by the journal; published just after
 
 	secret := map[string]string{fleet.TableDevices: id, fleet.TableDeviceStatus: id, fleet.TableQuarantine: id + "~00"}
 	for table, key := range secret {

@@ -20,7 +20,7 @@ func TestUserTableQuotasOverHTTP(t *testing.T) {
 	f := newFixtureWith(t, fixtureOpts{config: func(c *config.Config) { c.Tables.MaxKeysPerTable = 2 }})
 	dash := tok(api.RoleDashboard)
 	f.putKey(t, "q", "a", `1`)
-	f.putKey(t, "q", "b", `1`)
+	published(t, f, f.putKey(t, "q", "b", `1`)) // answered by the journal; published just after
 	before := f.eng.DurableLSN()
 	wantError(t, f.do(t, "PUT", "/v1/tables/q/keys/c", dash, `1`), http.StatusForbidden, "quota_exceeded")
 	ws := f.mustWS(t, dash)

@@ -445,7 +445,13 @@ func TestPagesCutAtByteBudget(t *testing.T) {
 		t.Fatalf("pages held %d keys %v, want k000..k023", len(keys), keys)
 	}
 
-	// The log, with and without a table filter.
+	// The log, with and without a table filter (the puts were answered by
+	// the journal; published just after).
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := f.eng.WaitCommitted(ctx); err != nil {
+		t.Fatal(err)
+	}
 	for _, q := range []string{"", "&table=big"} {
 		var got int
 		from := before

@@ -178,6 +178,7 @@ func TestCentralViewOfTwoDepots(t *testing.T) {
 	defer north.Shutdown(context.Background())
 	northWrites := func(from, n int) {
 		t.Helper()
+		var lastSeq uint64
 		for i := from; i < from+n; i++ {
 			var st int
 			var b []byte
@@ -189,6 +190,7 @@ func TestCentralViewOfTwoDepots(t *testing.T) {
 			default:
 				st, b = httpDo(t, "POST", north.URL()+"/v1/drivers/van-1/locations", north.Token("driver"),
 					fmt.Sprintf(`[{"seq":%d,"lat":52.5,"lng":13.4,"ts":"2026-12-07T08:00:%02dZ"}]`, i, i%60))
+				lastSeq = uint64(i)
 			}
 			if st >= 300 {
 				t.Fatalf("north write %d: %d %s", i, st, b)
@@ -198,6 +200,15 @@ func TestCentralViewOfTwoDepots(t *testing.T) {
 					t.Fatalf("north delete %d: %d %s", i, st, b)
 				}
 			}
+		}
+		// Points are durable after their 202, and a write answered by the
+		// journal is published just after: caughtUp targets north's DurableLSN().
+		waitUntil(t, 30*time.Second, "van-1's points to be durable", func() bool {
+			s, _ := north.Engine.DriverDurableSeq("van-1")
+			return s >= lastSeq
+		})
+		if err := north.Engine.WaitCommitted(ctx); err != nil {
+			t.Fatal(err)
 		}
 	}
 	northWrites(0, 30)

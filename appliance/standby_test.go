@@ -511,6 +511,9 @@ func TestTwoStandbysOnePromotion(t *testing.T) {
 	if st, b := httpDo(t, "PUT", loser.URL()+"/v1/tables/notes/keys/l", loser.Token("dashboard"), `{"l":1}`); st != http.StatusServiceUnavailable || errCode(b) != "not_primary" {
 		t.Fatalf("loser's put: %d %s", st, b)
 	}
+	if err := winner.Engine.WaitCommitted(context.Background()); err != nil { // answered by the journal; published just after
+		t.Fatal(err)
+	}
 	waitUntil(t, 20*time.Second, "the winner to ship", func() bool { return winner.Uplink.Acked() == winner.Engine.DurableLSN() })
 	if won == 2 {
 		// The first promoted box was fenced by the second.

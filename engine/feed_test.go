@@ -224,8 +224,8 @@ func TestWatchDriver(t *testing.T) {
 	if _, err := e.SubmitPoints(ctx, "e", pts(1, 3)); err != nil {
 		t.Fatal(err)
 	}
-	putKey(t, e, "t", "a")
-	if err := e.WaitDurable(ctx, e.DurableLSN()); err != nil {
+	r := putKey(t, e, "t", "a")
+	if err := e.WaitDurable(ctx, r.LSN); err != nil { // answered by the journal; published just after
 		t.Fatal(err)
 	}
 	waitFor(t, "driver e durable", func() bool { s, _ := e.DriverDurableSeq("e"); return s == 3 })

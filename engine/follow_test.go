@@ -76,6 +76,10 @@ func TestApplyFollowedMirrorsThePrimary(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the points to be durable", func() bool { s, _ := p.DriverDurableSeq("van-1"); return s == 50 })
+	// The durable seq moves just before the batch's records are published.
+	if err := p.WaitCommitted(ctx); err != nil {
+		t.Fatal(err)
+	}
 	plog := wholeLog(t, p)
 	last := plog[len(plog)-1].LSN
 

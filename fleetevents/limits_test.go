@@ -109,6 +109,10 @@ func TestConsumerLargestRouteSmallestConfig(t *testing.T) {
 				}
 				time.Sleep(time.Millisecond)
 			}
+			// The durable seq moves just before the batch's records are published.
+			if err := n.e.WaitCommitted(context.Background()); err != nil {
+				t.Fatal(err)
+			}
 			n.e.ReadLog(n.e.StoreStats().LastLSN-5, 0, func(r engine.Record) error {
 				if r.Table == fleet.TablePositions {
 					pointLSN = r.LSN

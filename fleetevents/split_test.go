@@ -395,6 +395,10 @@ func TestConsumerPointOverManyRoutes(t *testing.T) {
 				}
 				time.Sleep(time.Millisecond)
 			}
+			// The durable seq moves just before the batch's records are published.
+			if err := n.e.WaitCommitted(ctx); err != nil {
+				t.Fatal(err)
+			}
 			var pointLSN uint64
 			n.e.ReadLog(0, 0, func(r engine.Record) error {
 				if r.Table == fleet.TablePositions {

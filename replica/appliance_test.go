@@ -51,6 +51,10 @@ func TestApplianceWiresTheReplica(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// Answered by the journal; published just after.
+	if err := a.Engine.WaitCommitted(ctx); err != nil {
+		t.Fatal(err)
+	}
 	lsn := a.Engine.DurableLSN()
 	if err := a.Replica.WaitLSN(ctx, lsn); err != nil {
 		t.Fatal(err)

@@ -287,7 +287,12 @@ func TestRoutesMapStops(t *testing.T) {
 	f := newFixture(t, Options{Tiles: openTestTiles(t, "png", 1)})
 	c := f.client()
 	f.login(c, dashToken)
-	if _, err := f.e.PutAssignment(context.Background(), "r1", []byte(`{"driver":"d1","stops":[{"id":"a","lat":48.2,"lng":11.6},{"id":"b","lat":48.3,"lng":11.7}],"note":""}`), engine.WriteOptions{IfVersion: engine.AnyVersion}); err != nil {
+	r, err := f.e.PutAssignment(context.Background(), "r1", []byte(`{"driver":"d1","stops":[{"id":"a","lat":48.2,"lng":11.6},{"id":"b","lat":48.3,"lng":11.7}],"note":""}`), engine.WriteOptions{IfVersion: engine.AnyVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Answered by the journal; published just after.
+	if err := f.e.WaitDurable(context.Background(), r.LSN); err != nil {
 		t.Fatal(err)
 	}
 	_, body, _ := f.get(c, "/ui/routes")
