@@ -1,23 +1,18 @@
 package engine
 
 import (
+	"math"
 	"time"
 
 	"routehound/wal"
 )
 
 // pending holds what is committed but not yet synced: the items to answer
-// and the records to publish once an fsync covers them.
+// once an fsync covers them. Their records wait in the engine's pubq
+// (pipeline.go) until published.
 type pending struct {
 	items []*item
-	lanes []*lane        // lane of each item
-	segs  [][]wal.Record // each committed batch's records, converted once when the feed takes them
-	// jsegs[i] is set once segs[i] is durable in the journal, for a batch
-	// whose journal frame holds every one of its records (nil: the log's
-	// fsync publishes it); pub counts the segs at the front already
-	// published that way (pipeline.go, publishJournaled).
-	jsegs []*bool
-	pub   int
+	lanes []*lane   // lane of each item
 	due   time.Time // the earliest deadline of an item's contract for its fsync
 	// deferred: a due fsync waited for one batch, so that it also covers a
 	// sync write that was waiting (turn); never twice in a row.
@@ -274,7 +269,7 @@ func (e *Engine) commitBatch(p *pending) {
 		// are published by that fsync, and readers (subscribers, the
 		// replica, the uplink) get them one fsync after their writers at
 		// most (a batch of journaled writes only is published with its
-		// journal frame: publishJournaled). Delaying it to the drivers'
+		// journal frame: publishDurable). Delaying it to the drivers'
 		// flush_within cut device flushes beside the journal's, but made
 		// every reader's view lag by up to 10 ms.
 		within := l.cfg.FlushWithin
@@ -297,19 +292,15 @@ func (e *Engine) commitBatch(p *pending) {
 	}
 	commit := e.now().Sub(tc)
 	e.sched.observeCommit(commit, len(recs))
-	var whole *bool // the batch's records are all in its journal frame
+	var seg *unpublished
 	if len(recs) > 0 {
-		if b.JournalsAll() {
-			whole = new(bool)
-		}
-		p.segs = append(p.segs, recs)
-		p.jsegs = append(p.jsegs, whole)
+		seg = e.pubq.add(recs, b.JournalsAll())
 	}
 	e.totals.Batches.Add(1)
 	e.totals.CommitNanos.Add(int64(commit))
 	e.totals.BusyNanos.Add(int64(e.now().Sub(t0)))
 	e.share(p.lanes[n0:], p.items[n0:], commit, func(s *LaneStats) { s.Batches.Add(1) })
-	e.queueJournal(b, p.items[n0:], p.lanes[n0:], whole)
+	e.queueJournal(b, p.items[n0:], p.lanes[n0:], seg)
 }
 
 // share splits a committer cost among the lanes of items by their units,
@@ -350,11 +341,12 @@ func (e *Engine) sync(p *pending) {
 		e.failStore(err, p, nil, nil)
 		return
 	}
-	e.synced(p, e.now().Sub(t0))
+	e.synced(p, e.now().Sub(t0), math.MaxUint64) // inline: it covers every commit
 }
 
-// synced completes p once an fsync that took d covers it.
-func (e *Engine) synced(p *pending, d time.Duration) {
+// synced completes p once an fsync that took d covers it and every commit
+// up to the LSN covered.
+func (e *Engine) synced(p *pending, d time.Duration, covered uint64) {
 	e.sched.observeSync(d)
 	e.totals.Fsyncs.Add(1)
 	e.totals.SyncNanos.Add(int64(d))
@@ -369,7 +361,7 @@ func (e *Engine) synced(p *pending, d time.Duration) {
 			it.durable = nil
 		}
 	}
-	moved := e.publish(p.segs[p.pub:]) // the rest were published with their journal frames
+	moved := e.publishDurable(covered) // and the journaled batches behind them (pipeline.go)
 	var drain drainTally
 	for i, it := range p.items {
 		if e.answer(p.lanes[i], it, it.res) { // unless the journal did (pipeline.go)
@@ -380,9 +372,7 @@ func (e *Engine) synced(p *pending, d time.Duration) {
 	e.notify(moved)
 	clear(p.items)
 	clear(p.lanes)
-	clear(p.segs) // the feed owns the records now
-	clear(p.jsegs)
-	*p = pending{items: p.items[:0], lanes: p.lanes[:0], segs: p.segs[:0], jsegs: p.jsegs[:0]}
+	*p = pending{items: p.items[:0], lanes: p.lanes[:0]}
 }
 
 // answer completes one item: the waiter gets its result, the lane its units
@@ -445,6 +435,9 @@ func (e *Engine) failStore(err error, p *pending, extra []*item, extraLanes []*l
 		e.holdOrRefuse(extraLanes[i], it)
 	}
 	*p = pending{}
+	// What was not published is not durable for the readers: the reopen
+	// publishes what the reopened store holds past the durable LSN.
+	e.pubq.drop()
 	e.refuseAll()
 	if e.cfg.Open != nil {
 		e.startRecovery(err) // see recover.go

@@ -48,28 +48,7 @@ type flow struct {
 }
 
 // flowList is a FIFO of flows.
-type flowList struct {
-	s    []*flow
-	head int
-}
-
-func (l *flowList) empty() bool { return l.head == len(l.s) }
-
-func (l *flowList) first() *flow { return l.s[l.head] }
-
-func (l *flowList) add(f *flow) { l.s = append(l.s, f) }
-
-func (l *flowList) drop() {
-	l.s[l.head] = nil
-	l.head++
-	if l.head == len(l.s) {
-		l.s, l.head = l.s[:0], 0
-	} else if l.head > 64 && l.head*2 > len(l.s) {
-		n := copy(l.s, l.s[l.head:])
-		clear(l.s[n:])
-		l.s, l.head = l.s[:n], 0
-	}
-}
+type flowList = fifo[*flow]
 
 func newDRR(quantum int) *drr {
 	return &drr{quantum: quantum, flows: map[string]*flow{}}

@@ -36,7 +36,8 @@ type Engine struct {
 	failed   atomic.Bool
 	diskLow  atomic.Bool
 	stopOnce sync.Once
-	durable  atomic.Uint64 // highest LSN made durable and published; stored by the committer only (feed.go)
+	durable  atomic.Uint64 // highest LSN made durable and published; stored under pubq.mu once running (feed.go)
+	pubq     pubq          // committed batches not yet published (pipeline.go)
 	feed     feed
 
 	// diskTight: free space is below MinFreeBytes+ReserveBytes, the

@@ -14,9 +14,10 @@ import (
 // The durability feed: the one way to learn that something became durable.
 //
 // After each Sync the committer hands the records it covered to the feed's
-// tail (the batches' own record slices, not copied), stores the durable LSN,
-// answers the writers and closes the notify channel, replacing it with a new
-// one (as litestream's Notify does). That is all it does for publication: the hub's
+// tail (converted once when committed, not copied again), stores the
+// durable LSN, answers the writers and closes the notify channel, replacing
+// it with a new one (as litestream's Notify does); the journal's goroutine
+// does the same for a batch its frame holds whole (pipeline.go). That is all it does for publication: the hub's
 // fan-out, the replica, the driver stream and Subscribe each follow the
 // feed on a goroutine of their own, as a Cursor or by waiting on Notify.
 //
@@ -79,38 +80,46 @@ func (f *feed) init() {
 	f.notify.Store(&n)
 }
 
-// bump closes the channel in p and puts a new one there. Committer only.
+// bump closes the channel in p and puts a new one there. Safe from several
+// goroutines: each closes the channel its own swap took out.
 func bump(p *atomic.Pointer[chan struct{}]) {
 	ch := make(chan struct{})
 	close(*p.Swap(&ch))
+}
+
+// newSegment converts a committed batch's records once (readers share
+// them), off the publication's lock.
+func newSegment(ws []wal.Record) segment {
+	sg := segment{recs: records(ws)}
+	for i := range sg.recs {
+		sg.bytes += recordBytes(&sg.recs[i])
+	}
+	return sg
 }
 
 func recordBytes(r *Record) int64 {
 	return int64(len(r.Value) + len(r.Key) + len(r.Table) + len(r.Actor) + 96)
 }
 
-// publish makes records durable for the readers: the committer calls it
-// after the Sync that covered them, in LSN order, before it answers their
-// writers; then, once they are answered, notify wakes the readers. It
-// reports whether the durable LSN moved.
-func (e *Engine) publish(segs [][]wal.Record) (moved bool) {
+// publish makes records durable for the readers, in LSN order, with
+// pubq.mu held (pipeline.go): the committer after the fsync that covered
+// them, before it answers their writers, or the journal's goroutine for a
+// batch its frame holds whole, before it answers that batch's writers;
+// then notify wakes the readers. It reports whether the durable LSN moved.
+func (e *Engine) publish(segs []segment) (moved bool) {
 	f := &e.feed
 	var last uint64
 	now := time.Now()
 	f.mu.Lock()
-	for _, s := range segs {
-		if len(s) == 0 {
+	for _, sg := range segs {
+		if len(sg.recs) == 0 {
 			continue
 		}
-		rs := records(s) // the engine's records, converted once: readers share them
-		sg := segment{recs: rs, at: now}
-		for i := range rs {
-			sg.bytes += recordBytes(&rs[i])
-		}
+		sg.at = now
 		f.segs = append(f.segs, sg)
-		f.recs += len(s)
+		f.recs += len(sg.recs)
 		f.bytes += sg.bytes
-		last = s[len(s)-1].LSN
+		last = sg.recs[len(sg.recs)-1].LSN
 	}
 	for len(f.segs)-f.head > 1 && (f.recs > tailRecords || f.bytes > tailBytes) {
 		old := f.segs[f.head]
@@ -135,7 +144,9 @@ func (e *Engine) publish(segs [][]wal.Record) (moved bool) {
 
 // notify wakes the feed's readers when the durable LSN moved (the
 // drivers' watchers were woken as their seqs moved: WatchDriver). The
-// committer calls it last, after answering the writers: the goroutine
+// committer calls it last, after answering the writers (the journal's
+// goroutine, before answering its own, so that the fan-out starts with
+// the answer): the goroutine
 // woken last tends to run first, and a reader that looks before the
 // wake-up already finds the new LSN.
 func (e *Engine) notify(moved bool) {
@@ -193,8 +204,9 @@ func (e *Engine) fromTail(after uint64, limit int, out [][]Record) (_ [][]Record
 	return out, true
 }
 
-// DurableAt is when the record at lsn became durable (when the committer
-// published it, right after the Sync that covered it), while the feed's
+// DurableAt is when the record at lsn became durable (when it was
+// published, right after the Sync or the journal write that made it
+// durable), while the feed's
 // tail holds it: for measuring how long after that a reader got it.
 func (e *Engine) DurableAt(lsn uint64) (time.Time, bool) {
 	f := &e.feed
@@ -253,7 +265,10 @@ func (e *Engine) isStopped() bool {
 
 // WaitCommitted waits until everything committed so far is durable and
 // published: a write answered by the journal (pipeline.go) is published
-// once the log's fsync covers it, a few milliseconds later.
+// as it is answered when its batch holds journaled writes only and none
+// before it waits, else once the log's fsync covers it, a few
+// milliseconds later; a driver's durable seq moves just before its
+// batch is published.
 func (e *Engine) WaitCommitted(ctx context.Context) error {
 	return e.WaitDurable(ctx, e.store().LastLSN())
 }

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"routehound/wal"
@@ -32,9 +34,12 @@ import (
 // items, to answer them early: the journal's goroutine answers them itself
 // right after its fdatasync (an atomic flag makes the first answer the
 // only one), so a dispatch write does not wait for the committer to come
-// back from the batch it is committing. Results come back on channels the
-// run loop selects on (and polls between batches); everything else stays
-// owned by the committer goroutine.
+// back from the batch it is committing; it publishes the batches it holds
+// whole first, when the committer is not publishing at that moment. The
+// committed batches wait for publication in pubq, under whose mutex every
+// publication happens, by either goroutine. Results come back on channels
+// the run loop selects on (and polls between batches); everything else
+// stays owned by the committer goroutine.
 
 // pipelinedEnv is an env whose sync may run beside the next commits and
 // that journals. A test's fake env is not one: the committer then syncs
@@ -86,10 +91,10 @@ type journalFrame struct {
 	f     wal.JournalFrame
 	items []*item
 	lanes []*lane
-	// whole is the batch's flag in its pending set (pending.jsegs) when
-	// the frame holds every record of the batch: set once the frame is
-	// durable, which publishes the batch (publishJournaled). nil otherwise.
-	whole *bool
+	// seg is the batch awaiting publication (pubq) when the frame holds
+	// every one of its records: marked once the frame is durable, which
+	// publishes it (publishDurable). nil otherwise.
+	seg *unpublished
 }
 
 // flightKind names what a flight does: the log's fsync or a journal write.
@@ -153,12 +158,15 @@ func (e *Engine) journals(l *lane, it *item) bool {
 
 // queueJournal takes the journaled items of a committed batch with its
 // frame, and starts a journal write when none is in flight.
-func (e *Engine) queueJournal(b *wal.Batch, items []*item, lanes []*lane, whole *bool) {
+func (e *Engine) queueJournal(b *wal.Batch, items []*item, lanes []*lane, seg *unpublished) {
 	f, ok := b.JournalFrame()
 	if !ok {
 		return
 	}
-	jf := journalFrame{f: f, whole: whole}
+	jf := journalFrame{f: f}
+	if seg != nil && seg.whole {
+		jf.seg = seg
+	}
 	for i, it := range items {
 		if it.journaled {
 			jf.items = append(jf.items, it)
@@ -210,7 +218,20 @@ func (e *Engine) startJournal() {
 			// Answered here, not after the hop back to the committer: under
 			// load that hop waited for the batch being committed and for a
 			// core (issue 17). Only the frames the journal holds; the rest
-			// keep their place (finishJournal).
+			// keep their place (finishJournal). Their batches held whole
+			// are durable: published first, if the batches before them
+			// are, as the log's fsync publishes before it answers. The
+			// lock is never held long: the records were converted when
+			// committed (pubq.add), publishing appends them to the tail.
+			for _, jf := range q[:n] {
+				if jf.seg != nil {
+					jf.seg.jdone.Store(true)
+				}
+			}
+			e.pubq.mu.Lock()
+			moved := e.publishLocked(0)
+			e.pubq.mu.Unlock()
+			e.notify(moved)
 			e.answerJournaled(q[:n])
 		}
 		e.fl.jDone <- journalEnd{n, err, d}
@@ -238,15 +259,11 @@ func (e *Engine) finishJournal(r journalEnd) {
 		// again, the log's fsync is what a sync write waits for.
 		e.sched.journalNoRoom()
 	}
-	// fl[:r.n] were answered by the journal's goroutine (startJournal);
-	// the batches they hold whole are durable: published once the ones
-	// before them are.
-	for _, jf := range fl[:r.n] {
-		if jf.whole != nil {
-			*jf.whole = true
-		}
-	}
-	e.publishJournaled()
+	// fl[:r.n] were answered by the journal's goroutine (startJournal),
+	// which also published the batches they hold whole when the batches
+	// before them were published; those batches may have been since (the
+	// log's fsync), so publish what they now allow.
+	e.notify(e.publishDurable(e.fl.covered))
 	if rest := fl[r.n:]; len(rest) > 0 {
 		// No room: they keep their place, ahead of what came since.
 		e.totals.JournalNoRoom.Add(uint64(len(rest)))
@@ -293,33 +310,87 @@ func (e *Engine) finishSync(r syncEnd) {
 		return
 	}
 	e.fl.covered = max(e.fl.covered, e.fl.syncLast)
-	e.synced(s, r.d)
-	e.publishJournaled() // journaled batches that waited behind s
-	e.startJournal()     // drops what the fsync covered
+	e.synced(s, r.d, e.fl.covered)
+	e.startJournal() // drops what the fsync covered
 }
 
-// publishJournaled publishes, in LSN order, the unpublished batches at the
-// front (the fsync's in flight, then the committer's) whose journal frames
-// are durable and hold all their records; it stops at the first batch that
-// waits for the log's fsync, so the feed stays a prefix of the log.
-func (e *Engine) publishJournaled() {
-	var segs [][]wal.Record
-	for _, p := range [2]*pending{e.fl.syncing, e.cur} {
-		if p == nil {
-			continue
+// pubq holds the committed batches not yet published, in LSN order. The
+// committer adds each batch it commits; a batch leaves it, published,
+// once it and every batch before it are durable: covered by the log's
+// fsync, or held whole by a durable journal frame. mu also orders the
+// publications: every publish (feed.go) happens under it, by the
+// committer or by the journal's goroutine, and is short (the records are
+// converted before: add).
+type pubq struct {
+	mu   sync.Mutex
+	segs fifo[*unpublished] // oldest first
+	out  []segment          // scratch for publishLocked
+}
+
+// unpublished is one committed batch awaiting publication.
+type unpublished struct {
+	seg   segment // its records, converted for the feed
+	last  uint64
+	whole bool        // its journal frame holds every one of its records
+	jdone atomic.Bool // that frame is durable (set by the journal's goroutine)
+}
+
+// add queues a committed batch's records (not empty), converted here, off
+// the lock. Committer only.
+func (q *pubq) add(recs []wal.Record, whole bool) *unpublished {
+	u := &unpublished{seg: newSegment(recs), last: recs[len(recs)-1].LSN, whole: whole}
+	q.mu.Lock()
+	q.segs.add(u)
+	q.mu.Unlock()
+	return u
+}
+
+// drop forgets every unpublished batch (a store failure: the reopen
+// publishes what the reopened store holds past the durable LSN).
+func (q *pubq) drop() {
+	q.mu.Lock()
+	q.segs.reset()
+	q.mu.Unlock()
+}
+
+// publishDurable publishes the batches at the front of pubq that are
+// durable: every one up to covered (the log's fsync covered them; the
+// committer ran their drivers' durable hooks first), then those held whole
+// by a durable journal frame, stopping at the first batch that waits for
+// the log's fsync, so that the feed stays a prefix of the log. It reports
+// whether the durable LSN moved. Committer only.
+func (e *Engine) publishDurable(covered uint64) bool {
+	e.pubq.mu.Lock()
+	defer e.pubq.mu.Unlock()
+	return e.publishLocked(covered)
+}
+
+// publishLocked is publishDurable with pubq.mu held. The journal's
+// goroutine calls it with covered 0: batches held whole by the journal
+// only, never one whose durable hooks the committer has not run.
+func (e *Engine) publishLocked(covered uint64) bool {
+	q := &e.pubq
+	out := q.out[:0]
+	var early uint64
+	for !q.segs.empty() {
+		u := q.segs.first()
+		if u.last > covered {
+			if !u.whole || !u.jdone.Load() {
+				break
+			}
+			early++
 		}
-		for p.pub < len(p.segs) && p.jsegs[p.pub] != nil && *p.jsegs[p.pub] {
-			segs = append(segs, p.segs[p.pub])
-			p.pub++
-		}
-		if p.pub < len(p.segs) {
-			break
-		}
+		out = append(out, u.seg)
+		q.segs.drop()
 	}
-	if len(segs) > 0 {
-		e.totals.JournalPublished.Add(uint64(len(segs)))
-		e.notify(e.publish(segs))
+	if len(out) == 0 {
+		return false
 	}
+	e.totals.JournalPublished.Add(early)
+	moved := e.publish(out)
+	clear(out)
+	q.out = out[:0]
+	return moved
 }
 
 // takeFront puts s's items before p's (a failed fsync's, older).
@@ -359,7 +430,7 @@ func (e *Engine) settleFlights(p *pending) {
 		e.fl.syncing = nil
 		if r.err == nil {
 			e.fl.covered = max(e.fl.covered, e.fl.syncLast)
-			e.synced(s, r.d)
+			e.synced(s, r.d, e.fl.covered)
 		} else {
 			p.takeFront(s)
 		}

@@ -104,8 +104,8 @@ func TestDispatchAnsweredWhileTheLogSyncs(t *testing.T) {
 }
 
 // A batch of journaled writes only is published once its journal frame is
-// durable, with the log's fsync still held: subscribers get it without
-// waiting for the log. A journaled write behind an unsynced driver batch
+// durable, before its writer's answer, with the log's fsync still held:
+// subscribers get it without waiting for the log. A journaled write behind an unsynced driver batch
 // waits for the log (the feed stays a prefix of it). Then the held fsync
 // fails: the reopened store has both writes at the LSNs they were answered
 // (and the first published) at, and a reader that followed the feed
@@ -138,6 +138,11 @@ func TestJournaledBatchPublishedBeforeTheLogSyncs(t *testing.T) {
 	k0, err := e.PutKey(ctx, Write{Table: "notes", Key: "k0", Value: []byte(`{"n":0}`), IfVersion: AnyVersion})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The journal's goroutine publishes before it answers (the committer,
+	// the only other publisher, has nothing to publish here).
+	if d := e.DurableLSN(); d < k0.LSN {
+		t.Fatalf("k0 (lsn %d) answered before it was published (durable lsn %d)", k0.LSN, d)
 	}
 	select {
 	case <-h.started: // k0's batch's log fsync is in flight, held
@@ -273,8 +278,8 @@ func TestJournaledWriteSurvivesAFailedLogSync(t *testing.T) {
 	}
 }
 
-// holdCommitEnv is the store's own env whose journal writes and, once
-// armed, commits wait until the test lets them go.
+// holdCommitEnv is the store's own env whose journal writes, log fsyncs
+// and, once armed, commits wait until the test lets them go.
 type holdCommitEnv struct {
 	storeEnv
 	armed    *atomic.Bool
@@ -282,6 +287,12 @@ type holdCommitEnv struct {
 	crelease chan struct{}
 	jstarted chan struct{}
 	jrelease chan struct{}
+	srelease chan struct{} // closed: the log's fsyncs run
+}
+
+func (h holdCommitEnv) sync() error {
+	<-h.srelease
+	return h.storeEnv.sync()
 }
 
 func (h holdCommitEnv) commit(b *wal.Batch) error {
@@ -298,9 +309,10 @@ func (h holdCommitEnv) journal(frames []wal.JournalFrame, covered uint64) (int, 
 	return h.storeEnv.journal(frames, covered)
 }
 
-// A journaled write is answered by the journal's goroutine as soon as its
-// fdatasync returns, not when the committer comes back from the batch it
-// is committing meanwhile: that hop took 0.3–4 ms at p99 beside a driver
+// A journaled write is answered (and, its batch being all journaled, first
+// published) by the journal's goroutine as soon as its fdatasync returns,
+// not when the committer comes back from the batch it is committing
+// meanwhile: that hop took 0.3–4 ms at p99 beside a driver
 // flood (BENCHMARKS.md, "The journal answers its writes itself").
 func TestJournalAnswersWhileTheCommitterCommits(t *testing.T) {
 	dir := t.TempDir()
@@ -309,7 +321,7 @@ func TestJournalAnswersWhileTheCommitterCommits(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := holdCommitEnv{armed: new(atomic.Bool), cheld: make(chan struct{}, 1), crelease: make(chan struct{}),
-		jstarted: make(chan struct{}, 16), jrelease: make(chan struct{}, 16)}
+		jstarted: make(chan struct{}, 16), jrelease: make(chan struct{}, 16), srelease: make(chan struct{})}
 	cfg := DefaultConfig()
 	cfg.MinFreeBytes = 0
 	e, err := newWithEnv(cfg, db, nil, func(db *wal.DB) commitEnv { h.storeEnv = storeEnv{db}; return h })
@@ -320,6 +332,7 @@ func TestJournalAnswersWhileTheCommitterCommits(t *testing.T) {
 	t.Cleanup(func() {
 		if !released {
 			close(h.crelease)
+			close(h.srelease)
 		}
 		for range 16 {
 			h.jrelease <- struct{}{}
@@ -334,8 +347,10 @@ func TestJournalAnswersWhileTheCommitterCommits(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	answered := make(chan error, 1)
+	var lsn atomic.Uint64
 	go func() {
-		_, err := e.PutAssignment(ctx, "r1", []byte(`{"driver":"van","stops":[]}`), WriteOptions{IfVersion: AnyVersion})
+		res, err := e.PutAssignment(ctx, "r1", []byte(`{"driver":"van","stops":[]}`), WriteOptions{IfVersion: AnyVersion})
+		lsn.Store(res.LSN)
 		answered <- err
 	}()
 	select {
@@ -361,7 +376,14 @@ func TestJournalAnswersWhileTheCommitterCommits(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the dispatch write was not answered while the committer was inside another commit: its journal's answer waited for the committer")
 	}
+	// Its batch holds nothing but it, and nothing before it waits: the
+	// journal's goroutine published it before answering, while the
+	// committer (the other publisher) is still inside the driver commit.
+	if d := e.DurableLSN(); d < lsn.Load() {
+		t.Fatalf("the dispatch write (lsn %d) was answered before it was published (durable lsn %d)", lsn.Load(), d)
+	}
 	close(h.crelease)
+	close(h.srelease)
 	released = true
 	waitFor(t, "the driver points durable", func() bool { s, _ := e.DriverDurableSeq("van"); return s == 50 })
 }

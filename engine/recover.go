@@ -154,6 +154,7 @@ func (e *Engine) resume(db *wal.DB) {
 	// Through the feed, like every durable record: subscribers see no gap.
 	// The feed notifies even without records, so that a cursor that met
 	// the closed store reads again from the new one.
+	e.pubq.mu.Lock() // every publication is under it (pipeline.go); no flight runs now
 	switch last := db.LastLSN(); {
 	case len(gap) == 0 && last > published:
 		// Unreadable: the tail must not hold a hole; cursors read the
@@ -166,7 +167,8 @@ func (e *Engine) resume(db *wal.DB) {
 		e.log.Error("the reopened store holds less than was durable", "last_lsn", last, "durable_lsn", published)
 		e.dropTail()
 	}
-	e.publish([][]wal.Record{gap})
+	e.publish([]segment{newSegment(gap)})
+	e.pubq.mu.Unlock()
 	e.notify(true)
 	e.totals.Recoveries.Add(1)
 	e.failed.Store(false)
