@@ -35,7 +35,7 @@ import (
 // right after its fdatasync (an atomic flag makes the first answer the
 // only one), so a dispatch write does not wait for the committer to come
 // back from the batch it is committing; it publishes the batches it holds
-// whole first, when the committer is not publishing at that moment. The
+// whole first, when every batch before them is published. The
 // committed batches wait for publication in pubq, under whose mutex every
 // publication happens, by either goroutine. Results come back on channels
 // the run loop selects on (and polls between batches); everything else
