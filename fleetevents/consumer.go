@@ -623,7 +623,7 @@ func (c *Consumer) fits(r *engine.Record, p *pending) bool {
 // afterPart, when set (tests), is called after each part of a split
 // record is written, but the last, and after each write that carried a
 // part of the dirty marks only.
-var afterPart func(c *Consumer)
+var afterPart atomic.Pointer[func(c *Consumer)]
 
 // applySplit evaluates a record whose output does not fit one write in
 // parts (Tracker.ApplyPart: a deleted fence's drivers, a point's fences
@@ -703,8 +703,8 @@ func (c *Consumer) applySplit(ctx context.Context, r *engine.Record, p *pending,
 				if !c.flush(ctx, p, backoff) {
 					return false
 				}
-				if afterPart != nil {
-					afterPart(c)
+				if f := afterPart.Load(); f != nil {
+					(*f)(c)
 				}
 				if ctx.Err() != nil {
 					return false
@@ -725,8 +725,8 @@ func (c *Consumer) applySplit(ctx context.Context, r *engine.Record, p *pending,
 		if done {
 			return true
 		}
-		if afterPart != nil {
-			afterPart(c)
+		if f := afterPart.Load(); f != nil {
+			(*f)(c)
 		}
 		if ctx.Err() != nil {
 			return false
@@ -888,8 +888,8 @@ func (c *Consumer) flush(ctx context.Context, p *pending, backoff *time.Duration
 	p.marks = false
 	if withMarks && !allMarks {
 		c.tr.MarksWritten(marked)
-		if afterPart != nil && len(marked) > 0 && p.part == 0 {
-			afterPart(c)
+		if f := afterPart.Load(); f != nil && len(marked) > 0 && p.part == 0 {
+			(*f)(c)
 		}
 	}
 	return true

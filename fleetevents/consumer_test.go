@@ -414,3 +414,13 @@ func TestLegacyPlaces(t *testing.T) {
 		t.Fatal("places read from a value without them")
 	}
 }
+
+// setAfterPart sets the hook called after each part of a split (nil: none);
+// the consumer's goroutine reads it while the test sets it.
+func setAfterPart(f func(c *Consumer)) {
+	if f == nil {
+		afterPart.Store(nil)
+		return
+	}
+	afterPart.Store(&f)
+}

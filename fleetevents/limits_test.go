@@ -92,14 +92,14 @@ func TestConsumerLargestRouteSmallestConfig(t *testing.T) {
 			n.settle(t)
 			stopped := make(chan struct{}, 1)
 			if crash {
-				afterPart = func(c *Consumer) {
+				setAfterPart(func(c *Consumer) {
 					c.cancel()
 					select {
 					case stopped <- struct{}{}:
 					default:
 					}
-				}
-				defer func() { afterPart = nil }()
+				})
+				defer func() { setAfterPart(nil) }()
 			}
 			submit(t, n.e, driver, fleet.MaxStops+1, 11, 10, t0.Add(time.Hour)) // at the last stop
 			var pointLSN uint64
@@ -140,7 +140,7 @@ func TestConsumerLargestRouteSmallestConfig(t *testing.T) {
 			if crash && restarts < 3 {
 				t.Fatalf("%d restarts between parts: the test stops too little", restarts)
 			}
-			afterPart = nil
+			setAfterPart(nil)
 			n.settle(t)
 			defer n.close(t)
 			got := fenceEvents(t, n.e)

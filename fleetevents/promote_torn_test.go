@@ -92,20 +92,20 @@ func TestPromotedStandbyBetweenParts(t *testing.T) {
 	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
 	manyInside(t, n, drivers, t0)
 	stopped := make(chan struct{}, 1)
-	afterPart = func(c *Consumer) {
+	setAfterPart(func(c *Consumer) {
 		c.cancel()
 		select {
 		case stopped <- struct{}{}:
 		default:
 		}
-	}
-	defer func() { afterPart = nil }()
+	})
+	defer func() { setAfterPart(nil) }()
 	if _, err := n.e.DeleteFence(context.Background(), "depot"); err != nil {
 		t.Fatal(err)
 	}
 	<-stopped
 	n.c.Close()
-	afterPart = nil
+	setAfterPart(nil)
 	cur := storedCursor(t, n.e)
 	var all []engine.Record
 	if err := n.e.ReadLog(0, 0, func(r engine.Record) error { all = append(all, r); return nil }); err != nil {

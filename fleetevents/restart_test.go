@@ -92,14 +92,14 @@ func TestConsumerRestartReplaysManyMarks(t *testing.T) {
 
 			stopped := make(chan struct{}, 1)
 			if crash {
-				afterPart = func(c *Consumer) {
+				setAfterPart(func(c *Consumer) {
 					c.cancel()
 					select {
 					case stopped <- struct{}{}:
 					default:
 					}
-				}
-				defer func() { afterPart = nil }()
+				})
+				defer func() { setAfterPart(nil) }()
 			}
 			// The re-assignment is in the log before the consumer starts.
 			n = openEngine(t, dir, smallLane, true)
@@ -128,7 +128,7 @@ func TestConsumerRestartReplaysManyMarks(t *testing.T) {
 			if crash && restarts < 3 {
 				t.Fatalf("%d restarts between parts: the test stops too little", restarts)
 			}
-			afterPart = nil
+			setAfterPart(nil)
 			n.settle(t)
 			if e := n.c.Stats().Errors.Load(); e != 0 {
 				t.Fatalf("consumer errors: %d (reloads %d)", e, n.c.Stats().Reloads.Load())
@@ -205,14 +205,14 @@ func TestConsumerFenceDeletedThenTrimmed(t *testing.T) {
 			n.close(t)
 
 			stopped := make(chan struct{}, 1)
-			afterPart = func(c *Consumer) {
+			setAfterPart(func(c *Consumer) {
 				c.cancel()
 				select {
 				case stopped <- struct{}{}:
 				default:
 				}
-			}
-			defer func() { afterPart = nil }()
+			})
+			defer func() { setAfterPart(nil) }()
 			n = openEngine(t, dir, nil, !inside)
 			res, err := n.e.DeleteFence(context.Background(), "depot")
 			if err != nil {
@@ -234,7 +234,7 @@ func TestConsumerFenceDeletedThenTrimmed(t *testing.T) {
 					t.Fatalf("%d exits after the first part", before)
 				}
 			}
-			afterPart = nil
+			setAfterPart(nil)
 			n.close(t)
 			trimAll(t, dir)
 
@@ -244,13 +244,13 @@ func TestConsumerFenceDeletedThenTrimmed(t *testing.T) {
 			}
 			submit(t, n.e, "d00001", 2, 53, 13, t0.Add(time.Minute)) // was inside; far outside now
 			if crash {
-				afterPart = func(c *Consumer) {
+				setAfterPart(func(c *Consumer) {
 					c.cancel()
 					select {
 					case stopped <- struct{}{}:
 					default:
 					}
-				}
+				})
 			}
 			n.start(t)
 			restarts := 0
@@ -273,7 +273,7 @@ func TestConsumerFenceDeletedThenTrimmed(t *testing.T) {
 			if crash && restarts < 2 {
 				t.Fatalf("%d restarts between the reconciliation's parts: the test stops too little", restarts)
 			}
-			afterPart = nil
+			setAfterPart(nil)
 			defer n.close(t)
 			n.settle(t)
 			// The log's events: those written before the trim are gone

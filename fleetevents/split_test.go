@@ -177,14 +177,14 @@ func TestConsumerFenceDeletedCrashBetweenParts(t *testing.T) {
 	n.close(t)
 
 	stopped := make(chan struct{}, 1)
-	afterPart = func(c *Consumer) {
+	setAfterPart(func(c *Consumer) {
 		c.cancel() // as if killed right after this part's write
 		select {
 		case stopped <- struct{}{}:
 		default:
 		}
-	}
-	defer func() { afterPart = nil }()
+	})
+	defer func() { setAfterPart(nil) }()
 	n = open(t, dir)
 	res, err := n.e.DeleteFence(context.Background(), "depot")
 	if err != nil {
@@ -216,7 +216,7 @@ func TestConsumerFenceDeletedCrashBetweenParts(t *testing.T) {
 		}
 		n = open(t, dir)
 	}
-	afterPart = nil
+	setAfterPart(nil)
 	n = open(t, dir)
 	defer n.close(t)
 	n.settle(t)
@@ -376,14 +376,14 @@ func TestConsumerPointOverManyRoutes(t *testing.T) {
 			n.settle(t)
 			stopped := make(chan struct{}, 1)
 			if crash {
-				afterPart = func(c *Consumer) {
+				setAfterPart(func(c *Consumer) {
 					c.cancel()
 					select {
 					case stopped <- struct{}{}:
 					default:
 					}
-				}
-				defer func() { afterPart = nil }()
+				})
+				defer func() { setAfterPart(nil) }()
 			}
 			t0 := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
 			submit(t, n.e, "multi", 1, 10, 10, t0)
@@ -425,7 +425,7 @@ func TestConsumerPointOverManyRoutes(t *testing.T) {
 			if crash && restarts < 3 {
 				t.Fatalf("%d restarts between parts: the test stops too little", restarts)
 			}
-			afterPart = nil
+			setAfterPart(nil)
 			submit(t, n.e, "multi", 2, 12, 10, t0.Add(time.Minute))      // far: departs the five last stops, exits the fences
 			submit(t, n.e, "multi", 3, 9.99, 10, t0.Add(30*time.Second)) // late: decides nothing
 			n.settle(t)
