@@ -16,8 +16,9 @@ import (
 // After each Sync the committer hands the records it covered to the feed's
 // tail (converted once when committed, not copied again), stores the
 // durable LSN, answers the writers and closes the notify channel, replacing
-// it with a new one (as litestream's Notify does); the journal's goroutine
-// does the same for a batch its frame holds whole (pipeline.go). That is all it does for publication: the hub's
+// it with a new one (as litestream's Notify does); for a batch its frame
+// holds whole the journal's goroutine publishes and notifies, then answers
+// (pipeline.go). That is all either does for publication: the hub's
 // fan-out, the replica, the driver stream and Subscribe each follow the
 // feed on a goroutine of their own, as a Cursor or by waiting on Notify.
 //
@@ -67,8 +68,8 @@ type feed struct {
 	subs  []chan struct{} // closed when a Subscribe goroutine returns; Close waits for them
 }
 
-// segment is one batch's records, handed over by the committer and never
-// modified afterwards.
+// segment is one batch's records, handed over by the committer or the
+// journal's goroutine and never modified afterwards.
 type segment struct {
 	recs  []Record
 	bytes int64

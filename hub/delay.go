@@ -11,7 +11,8 @@ import (
 // the stages add up to the total. Exported as
 // routehound_hub_delay_seconds{stage}.
 //
-//	feed   durable (the committer published it, after its fsync) → the
+//	feed   durable (published after the log's fsync, or after the journal's
+//	       fdatasync for a batch the journal holds whole) → the
 //	       fan-out offered it to the subscribers (the feed's wake-up of the
 //	       fan-out goroutine, and its work on the records before)
 //	queue  offered → taken by the subscriber's stream (the stream
