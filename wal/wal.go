@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -172,6 +173,18 @@ func (db *DB) advanceDiscard() {
 	}
 }
 
+// backgroundWorkers is Badger's BackgroundWorkers, half the cores (at least
+// one): per compaction, how many of its key ranges are iterated and how
+// many of its tables written at once, and for every table builder (a
+// flush's too) how many goroutines compress its blocks (third_party/badger,
+// patch 10; two compactors and a flush may still run at once).
+// Upstream's parallelism put dozens of CPU-bound goroutines in the run
+// queues during a compaction on 2 cores, and up to 45 MiB of table builders
+// in the heap; every hop of a dispatch write waited behind them, and the
+// heap against the Go memory limit made the collector run back to back
+// (BENCHMARKS.md, "Badger's background work bounded").
+func backgroundWorkers() int { return max(1, runtime.GOMAXPROCS(0)/2) }
+
 // Open opens or creates the store in opt.Dir and recovers the LSN counters.
 func Open(opt Options) (*DB, error) {
 	mem := opt.MemoryBytes
@@ -202,7 +215,8 @@ func Open(opt Options) (*DB, error) {
 		WithInlineWrites(true).     // one writer: commit on its own goroutine (patch 7)
 		WithMetricsEnabled(false).
 		WithSyncWrites(false). // group commit: the caller calls Sync
-		WithLogger(badgerLogger{opt.Logger})
+		WithLogger(badgerLogger{opt.Logger}).
+		WithBackgroundWorkers(backgroundWorkers())
 	lock, err := lockDir(opt.Dir)
 	if err != nil {
 		return nil, err

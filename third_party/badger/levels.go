@@ -674,7 +674,7 @@ func (s *levelsController) checkOverlap(tables []*table.Table, lev int) bool {
 // concurrently, only iterating over the provided key range, generating tables.
 // This speeds up the compaction significantly.
 func (s *levelsController) subcompact(it y.Iterator, kr keyRange, cd compactDef,
-	inflightBuilders *y.Throttle, res chan<- *table.Table) {
+	inflightBuilders *y.Throttle, tableSlots chan struct{}, res chan<- *table.Table) {
 
 	// Check overlap of the top level with the levels which are not being
 	// compacted in this compaction.
@@ -888,12 +888,25 @@ func (s *levelsController) subcompact(it y.Iterator, kr keyRange, cd compactDef,
 			continue
 		}
 		numBuilds++
+		if tableSlots != nil { // RouteHound patch 10: released once the table is written
+			tableSlots <- struct{}{}
+		}
 		if err := inflightBuilders.Do(); err != nil {
+			if tableSlots != nil {
+				<-tableSlots
+			}
+			// RouteHound patch 10: upstream left this builder's block
+			// goroutines waiting and its allocator out of the pool.
+			builder.Done()
+			builder.Close()
 			// Can't return from here, until I decrRef all the tables that I built so far.
 			break
 		}
 		go func(builder *table.Builder, fileID uint64) {
 			var err error
+			if tableSlots != nil {
+				defer func() { <-tableSlots }()
+			}
 			// RouteHound patch 1: Done must see the error CreateTable
 			// returns. Upstream passes err to a plain defer, which takes
 			// it as nil: a table whose msync failed silently dropped out
@@ -967,6 +980,16 @@ func (s *levelsController) compactBuildTables(
 
 	res := make(chan *table.Table, 3)
 	inflightBuilders := y.NewThrottle(8 + len(cd.splits))
+	// RouteHound patch 10: with BackgroundWorkers, a compaction iterates
+	// its key ranges while each holds one of its rangeSlots, and writes a
+	// table while it holds one of its tableSlots (taken by the range's
+	// goroutine before it hands the table over, so that a range never has
+	// more than one finished table waiting in memory). Per compaction, not
+	// per store: a long compaction deeper down never holds up level 0's.
+	var rangeSlots, tableSlots chan struct{}
+	if w := s.kv.opt.BackgroundWorkers; w > 0 {
+		rangeSlots, tableSlots = make(chan struct{}, w), make(chan struct{}, w)
+	}
 	for _, kr := range cd.splits {
 		// Initiate Do here so we can register the goroutines for buildTables too.
 		if err := inflightBuilders.Do(); err != nil {
@@ -975,9 +998,13 @@ func (s *levelsController) compactBuildTables(
 		}
 		go func(kr keyRange) {
 			defer inflightBuilders.Done(nil)
+			if rangeSlots != nil { // RouteHound patch 10
+				rangeSlots <- struct{}{}
+				defer func() { <-rangeSlots }()
+			}
 			it := table.NewMergeIterator(newIterator(), false)
 			defer it.Close()
-			s.subcompact(it, kr, cd, inflightBuilders, res)
+			s.subcompact(it, kr, cd, inflightBuilders, tableSlots, res)
 		}(kr)
 	}
 

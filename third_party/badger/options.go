@@ -118,6 +118,16 @@ type Options struct {
 	// store with one writer at a time.
 	InlineWrites bool
 
+	// BackgroundWorkers (RouteHound patch 10, latency): per compaction, at
+	// most this many goroutines iterate its key ranges and at most this
+	// many of its tables are written at once; every table builder (a
+	// memtable flush's too) compresses its blocks on this many goroutines.
+	// 0 keeps upstream's parallelism: up to 5 key ranges, as many tables
+	// as a throttle of 8 + the ranges allows, and 2 x NumCPU block
+	// goroutines per builder, dozens of CPU-bound goroutines on a small
+	// box, ahead of which every other goroutine of the process waits.
+	BackgroundWorkers int
+
 	// 4. Flags for testing purposes
 	// ------------------------------
 	maxBatchCount int64 // max entries in batch
@@ -202,6 +212,7 @@ func buildTableOptions(db *DB) table.Options {
 		IndexCache:           db.indexCache,
 		AllocPool:            db.allocPool,
 		DataKey:              dk,
+		BlockWorkers:         opt.BackgroundWorkers,
 	}
 }
 
@@ -393,6 +404,13 @@ func (opt Options) WithSyncWrites(val bool) Options {
 // given value (RouteHound patch 7).
 func (opt Options) WithInlineWrites(b bool) Options {
 	opt.InlineWrites = b
+	return opt
+}
+
+// WithBackgroundWorkers returns a new Options value with BackgroundWorkers
+// set to the given value (RouteHound patch 10).
+func (opt Options) WithBackgroundWorkers(n int) Options {
+	opt.BackgroundWorkers = n
 	return opt
 }
 

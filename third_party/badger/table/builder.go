@@ -141,6 +141,9 @@ func NewTableBuilder(opts Options) *Builder {
 	}
 
 	count := 2 * runtime.NumCPU()
+	if opts.BlockWorkers > 0 { // RouteHound patch 10
+		count = opts.BlockWorkers
+	}
 	b.blockChan = make(chan *bblock, count*2)
 
 	b.wg.Add(count)

@@ -44,6 +44,10 @@ type Options struct {
 	ReadOnly       bool
 	MetricsEnabled bool
 
+	// BlockWorkers is how many goroutines compress a builder's blocks;
+	// 0: 2 x NumCPU (RouteHound patch 10).
+	BlockWorkers int
+
 	// Maximum size of the table.
 	TableSize     uint64
 	tableCapacity uint64 // 0.9x TableSize.
