@@ -179,8 +179,8 @@ func (db *DB) advanceDiscard() {
 // flush's too) how many goroutines compress its blocks (third_party/badger,
 // patch 10; two compactors and a flush may still run at once).
 // Upstream's parallelism put dozens of CPU-bound goroutines in the run
-// queues during a compaction on 2 cores, and up to 45 MiB of table builders
-// in the heap; every hop of a dispatch write waited behind them, and the
+// queues during a compaction on 2 cores, and up to 46 MB of a compaction's
+// table builders in the heap; every hop of a dispatch write waited behind them, and the
 // heap against the Go memory limit made the collector run back to back
 // (BENCHMARKS.md, "Badger's background work bounded").
 func backgroundWorkers() int { return max(1, runtime.GOMAXPROCS(0)/2) }

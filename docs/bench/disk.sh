@@ -1,5 +1,5 @@
 #!/bin/bash
-# usage: disk.sh BIN LABEL -- a 20 s driver flood with a dispatcher probe; /sys/block/vda/stat sampled every 20 ms into /tmp/prof/dstat-LABEL.txt (s, KiB written, -, in flight)
+# usage: disk.sh BIN LABEL -- a 20 s driver flood with a dispatcher probe; /sys/block/vda/stat sampled every 20 ms into /tmp/prof/dstat-LABEL.txt (s, KiB written, flushes, in flight)
 BIN=$1; L=$2; PORT=18084
 pkill -f "serve --data /tmp/prof/d-" ; sleep 0.5
 rm -rf /tmp/prof/d-$L; mkdir -p /tmp/prof/d-$L
@@ -14,7 +14,7 @@ import time
 t0=time.time(); prev=None
 while time.time()-t0<20:
     f=open('/sys/block/vda/stat').read().split()
-    w=int(f[6]); flushes=int(f[14]) if len(f)>14 else 0; inflight=int(f[8])
+    w=int(f[6]); flushes=int(f[15]) if len(f)>15 else 0; inflight=int(f[8])
     if prev: print("%.2f %d %d %d"%(time.time()-t0,(w-prev[0])*512//1024,flushes-prev[1],inflight))
     prev=(w,flushes); time.sleep(0.02)
 PY
