@@ -784,6 +784,28 @@ func (u *Uplink) session(ctx context.Context) error {
 	}
 	nc, js, closed := c.nc, c.js, c.closed
 	defer nc.Close()
+	// A marker published on the depot's epoch subject while this session
+	// runs (a standby promoting) is a hint: the stream's last marker says
+	// whether it took (a refused claim reaches core subscribers too).
+	// Watched before the epoch is first read and claimed: a standby that
+	// claimed its epoch between this box's claim and a later subscription
+	// went unseen, and this box, fenced, still took writes until its next
+	// record was refused (TestTwoStandbysOnePromotion, both promotions
+	// answered).
+	epochHint := make(chan struct{}, 1)
+	hintSub, err := nc.Subscribe(EpochSubject(u.cfg.Depot), func(*nats.Msg) {
+		select {
+		case epochHint <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("watch the depot's epoch: %w", err)
+	}
+	defer hintSub.Unsubscribe()
+	if err := nc.Flush(); err != nil { // the server has the subscription before the epoch is read
+		return fmt.Errorf("watch the depot's epoch: %w", err)
+	}
 	// The fence first: a box whose epoch is over must not even compare
 	// histories (the promoted standby's records follow its own).
 	mk, err := u.checkEpoch(ctx, c.st)
@@ -829,20 +851,6 @@ func (u *Uplink) session(ctx context.Context) error {
 	if ms := c.st.CachedInfo().Config.MaxMsgSize; ms > 0 && int(ms) < limit {
 		limit = int(ms)
 	}
-	// A marker published on the depot's epoch subject while this session
-	// runs (a standby promoting) is a hint: the stream's last marker says
-	// whether it took (a refused claim reaches core subscribers too).
-	epochHint := make(chan struct{}, 1)
-	hintSub, err := nc.Subscribe(EpochSubject(u.cfg.Depot), func(*nats.Msg) {
-		select {
-		case epochHint <- struct{}{}:
-		default:
-		}
-	})
-	if err != nil {
-		return fmt.Errorf("watch the depot's epoch: %w", err)
-	}
-	defer hintSub.Unsubscribe()
 	u.exact = true
 	u.sessions.Add(1)
 	u.connected.Store(true)
